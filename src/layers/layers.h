@@ -1,0 +1,32 @@
+/* layers.h: the layers of a transformer block that need the model's context (attached LoRA adapters, the
+ * kernel table): linear layers with LoRA and causal self-attention. Each forward sits next to its backward. */
+#ifndef WL_LAYERS_H
+#define WL_LAYERS_H
+
+#include "model/model.h"
+
+/* out (N, out) = x (N, in) W^T + b + sum over attached adapters of w_a s (x' A^T) B^T, where x' is x after LoRA
+ * dropout for the trainable adapter in training. accumulate = 1 adds into out instead of overwriting it.
+ * In training, x A^T of the trainable adapter's module is kept for the backward pass. */
+void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, int accumulate,
+                       int train);
+
+/* Backward of wl_linear_forward: dx (N, in) = dout W + LoRA paths (overwritten, or added when accumulate; skipped
+ * when dx is NULL), the trainable adapter's dA, dB and, in full-parameter training, dW and db are accumulated. */
+void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumulate, const float *dout,
+                        const float *x, int N);
+
+/* Causal attention of B sequences of T new queries at positions pos0 .. pos0+T-1 over the KV cache.
+ * q (N, H*hs) rows b*T + t; k_cache, v_cache (B, Tcap, Hkv*hs); out (N, H*hs). probs (B, H, T, pos0+T) keeps
+ * the probabilities for backward, or NULL to use scores (H*T*(pos0+T) floats of scratch). */
+void wl_attention_forward(const wl_kernels *k, float *out, float *probs, float *scores, const float *q,
+                          const float *k_cache, const float *v_cache, int B, int T, int pos0, int Tcap, int H,
+                          int Hkv, int hs);
+
+/* Backward for pos0 = 0: dq (N, H*hs) overwritten; dk, dv (N, Hkv*hs) overwritten (summed over the heads that
+ * share a KV head). d_scores is (T, T) scratch. */
+void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *d_scores, const float *dout,
+                           const float *probs, const float *q, const float *k_cache, const float *v_cache, int B,
+                           int T, int Tcap, int H, int Hkv, int hs);
+
+#endif

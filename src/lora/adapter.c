@@ -1,0 +1,262 @@
+/* adapter.c: LoRA adapters: creation from a per-module rank/alpha table, initialisation, accessors, and
+ * attaching adapters to a model (with the scratch memory the attached set needs). */
+#include <math.h>
+#include <string.h>
+
+#include "model/model.h"
+
+wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adapter **out) {
+    if (!m || !spec || !out || !spec->ranks || !spec->alphas)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_create: NULL argument");
+    *out = NULL;
+    const int L = m->cfg.n_layers, S = m->n_slots;
+    int n_modules = 0;
+    size_t n_params = 0;
+    for (int i = 0; i < L * S; i++) {
+        int r = spec->ranks[i];
+        if (r == 0) continue;
+        const wl_module_info *mi = &m->slot_info[i % S];
+        int max_r = mi->in_features < mi->out_features ? mi->in_features : mi->out_features;
+        if (r < 0 || r > max_r)
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT,
+                           "LoRA rank %d for layer %d %s is out of range [1, %d] (min of in %d and out %d features)",
+                           r, i / S, mi->name, max_r, mi->in_features, mi->out_features);
+        float alpha = spec->alphas[i];
+        if (!isfinite(alpha))
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA alpha for layer %d %s is not finite", i / S, mi->name);
+        size_t per = (size_t)r * mi->in_features + (size_t)mi->out_features * r;
+        if (!wl_add_size(n_params, per, &n_params))
+            return wl_fail(WL_STATUS_OUT_OF_MEMORY, "adapter size overflows");
+        n_modules++;
+    }
+    if (n_modules == 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "the adapter targets no module (every rank is 0)");
+
+    wl_adapter *a = wl_alloc(sizeof *a, "adapter");
+    if (!a) return WL_STATUS_OUT_OF_MEMORY;
+    a->arch = m->cfg.arch;
+    a->n_layers = L;
+    a->n_slots = S;
+    for (int s = 0; s < S; s++) {
+        a->in_features[s] = m->slot_info[s].in_features;
+        a->out_features[s] = m->slot_info[s].out_features;
+    }
+    a->n_modules = n_modules;
+    a->n_params = n_params;
+    a->modules = wl_alloc_array((size_t)n_modules, sizeof *a->modules, "adapter modules");
+    a->index = wl_alloc_array((size_t)L * S, sizeof *a->index, "adapter index");
+    a->params = wl_alloc_array(n_params, sizeof(float), "adapter weights");
+    a->grads = wl_alloc_array(n_params, sizeof(float), "adapter gradients");
+    if (!a->modules || !a->index || !a->params || !a->grads) {
+        wl_adapter_free(a);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    size_t off = 0;
+    int mi_index = 0;
+    for (int i = 0; i < L * S; i++) {
+        a->index[i] = -1;
+        int r = spec->ranks[i];
+        if (r == 0) continue;
+        const wl_module_info *mi = &m->slot_info[i % S];
+        wl_lora_module *mod = &a->modules[mi_index];
+        mod->layer = i / S;
+        mod->slot = i % S;
+        mod->rank = r;
+        mod->in_features = mi->in_features;
+        mod->out_features = mi->out_features;
+        mod->alpha = spec->alphas[i];
+        mod->scale = spec->use_rslora ? mod->alpha / sqrtf((float)r) : mod->alpha / (float)r;
+        mod->A = a->params + off;
+        mod->dA = a->grads + off;
+        off += (size_t)r * mi->in_features;
+        mod->B = a->params + off;
+        mod->dB = a->grads + off;
+        off += (size_t)mi->out_features * r;
+        if (r > a->max_rank) a->max_rank = r;
+        a->index[i] = mi_index++;
+    }
+    *out = a;
+    return WL_OK;
+}
+
+void wl_adapter_free(wl_adapter *a) {
+    if (!a) return;
+    /* Freeing an attached adapter would leave the model with a dangling pointer: a caller bug. */
+    WL_ASSERT(a->attached == 0);
+    wl_free(a->modules);
+    wl_free(a->index);
+    wl_free(a->params);
+    wl_free(a->grads);
+    wl_free(a);
+}
+
+wl_status wl_adapter_init(wl_adapter *a, int init, uint64_t seed) {
+    if (!a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_init: NULL adapter");
+    if (init != WL_LORA_INIT_DEFAULT && init != WL_LORA_INIT_GAUSSIAN && init != WL_LORA_INIT_ZERO)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "unknown LoRA init %d", init);
+    wl_rng rng;
+    wl_rng_seed(&rng, seed);
+    for (int i = 0; i < a->n_modules; i++) {
+        wl_lora_module *mod = &a->modules[i];
+        size_t na = (size_t)mod->rank * mod->in_features;
+        if (init == WL_LORA_INIT_DEFAULT) {
+            /* kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound = gain * sqrt(3 / fan_in) = 1/sqrt(in). */
+            float bound = 1.0f / sqrtf((float)mod->in_features);
+            for (size_t j = 0; j < na; j++) mod->A[j] = wl_rng_range(&rng, -bound, bound);
+        } else if (init == WL_LORA_INIT_GAUSSIAN) {
+            float std = 1.0f / (float)mod->rank;
+            for (size_t j = 0; j < na; j++) mod->A[j] = std * wl_rng_normal(&rng);
+        } else {
+            memset(mod->A, 0, na * sizeof(float));
+        }
+        memset(mod->B, 0, (size_t)mod->out_features * mod->rank * sizeof(float));
+    }
+    return WL_OK;
+}
+
+int wl_adapter_n_modules(const wl_adapter *a) { return a ? a->n_modules : 0; }
+
+wl_status wl_adapter_module(const wl_adapter *a, int index, wl_lora_module *module) {
+    if (!a || !module) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_module: NULL argument");
+    if (index < 0 || index >= a->n_modules)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter module %d out of range [0, %d)", index, a->n_modules);
+    *module = a->modules[index];
+    return WL_OK;
+}
+
+int wl_adapter_find(const wl_adapter *a, int layer, int slot) {
+    if (!a || layer < 0 || layer >= a->n_layers || slot < 0 || slot >= a->n_slots) return -1;
+    return a->index[layer * a->n_slots + slot];
+}
+
+float *wl_adapter_params(wl_adapter *a, size_t *n) {
+    if (!a) return NULL;
+    if (n) *n = a->n_params;
+    return a->params;
+}
+
+float *wl_adapter_grads(wl_adapter *a) { return a ? a->grads : NULL; }
+
+wl_status wl_adapter_zero_grad(wl_adapter *a) {
+    if (!a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_zero_grad: NULL adapter");
+    memset(a->grads, 0, a->n_params * sizeof(float));
+    return WL_OK;
+}
+
+wl_status wl_adapter_set_scale(wl_adapter *a, int index, float scale) {
+    if (!a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_set_scale: NULL adapter");
+    if (index < 0 || index >= a->n_modules)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter module %d out of range [0, %d)", index, a->n_modules);
+    if (!isfinite(scale)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA scale is not finite");
+    a->modules[index].scale = scale;
+    return WL_OK;
+}
+
+int wl_adapter_fits(const wl_adapter *a, const wl_model *m) {
+    if (a->arch != m->cfg.arch || a->n_layers != m->cfg.n_layers || a->n_slots != m->n_slots) return 0;
+    for (int s = 0; s < a->n_slots; s++) {
+        if (a->in_features[s] != m->slot_info[s].in_features || a->out_features[s] != m->slot_info[s].out_features)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- attaching ---- */
+
+wl_status wl_model_plan_lora_scratch(wl_model *m) {
+    wl_acts *a = &m->acts;
+    wl_free(a->lora_buffer);
+    a->lora_buffer = NULL;
+    a->lora_n_floats = 0;
+    a->lora_x = a->lora_xa = a->lora_dxa = a->lora_dx = a->lora_saved = NULL;
+    a->lora_saved_off = NULL;
+    if (m->n_adapters == 0 || m->B_cap == 0) return WL_OK;
+
+    const size_t N = (size_t)m->B_cap * m->T_cap;
+    size_t max_in = 0, max_r = 0, saved = 0;
+    for (int s = 0; s < m->n_slots; s++) {
+        if ((size_t)m->slot_info[s].in_features > max_in) max_in = (size_t)m->slot_info[s].in_features;
+    }
+    for (int i = 0; i < m->n_adapters; i++) {
+        if ((size_t)m->adapters[i]->max_rank > max_r) max_r = (size_t)m->adapters[i]->max_rank;
+    }
+    const wl_adapter *t = m->trainable;
+    if (t) {
+        for (int i = 0; i < t->n_modules; i++) saved += (size_t)t->modules[i].rank;
+    }
+    size_t n_off = t ? (size_t)t->n_modules : 0;
+    /* offsets are stored as size_t inside the same float buffer: round their space up to floats */
+    size_t off_floats = (n_off * sizeof(size_t) + sizeof(float) - 1) / sizeof(float);
+    size_t total = 0, part;
+    size_t parts[5] = {N * max_in, N * max_r, N * max_r, N * max_in, N * saved};
+    for (int i = 0; i < 5; i++) {
+        if (!wl_add_size(total, (parts[i] + 15) & ~(size_t)15, &total))
+            return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch size overflows");
+    }
+    if (!wl_add_size(total, off_floats + 16, &total)) return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch size overflows");
+    float *buf = wl_alloc_array(total, sizeof(float), "LoRA activations");
+    if (!buf) return WL_STATUS_OUT_OF_MEMORY;
+    a->lora_buffer = buf;
+    a->lora_n_floats = total;
+    float *p = buf;
+    float **dst[5] = {&a->lora_x, &a->lora_xa, &a->lora_dxa, &a->lora_dx, &a->lora_saved};
+    for (int i = 0; i < 5; i++) {
+        *dst[i] = p;
+        part = (parts[i] + 15) & ~(size_t)15;
+        p += part;
+    }
+    a->lora_saved_off = (size_t *)(void *)p;
+    size_t acc = 0;
+    for (size_t i = 0; i < n_off; i++) {
+        a->lora_saved_off[i] = acc;
+        acc += N * (size_t)t->modules[i].rank;
+    }
+    m->backward_ready = 0;
+    return WL_OK;
+}
+
+wl_status wl_model_set_adapters(wl_model *m, wl_adapter *const *adapters, const float *weights, int n) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_set_adapters: NULL model");
+    if (n < 0 || n > WL_MAX_ADAPTERS)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "between 0 and %d adapters can be attached, not %d", WL_MAX_ADAPTERS, n);
+    if (n > 0 && !adapters) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_set_adapters: NULL adapter list");
+    for (int i = 0; i < n; i++) {
+        if (!adapters[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter %d is NULL", i);
+        if (!wl_adapter_fits(adapters[i], m))
+            return wl_fail(WL_STATUS_SHAPE_MISMATCH, "adapter %d was made for a model of another shape", i);
+        if (weights && !isfinite(weights[i])) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter weight %d is not finite", i);
+        for (int j = 0; j < i; j++) {
+            if (adapters[j] == adapters[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter %d is listed twice", i);
+        }
+    }
+    for (int i = 0; i < m->n_adapters; i++) m->adapters[i]->attached--;
+    int keep_trainable = 0;
+    for (int i = 0; i < n; i++) {
+        m->adapters[i] = adapters[i];
+        m->adapter_weights[i] = weights ? weights[i] : 1.0f;
+        adapters[i]->attached++;
+        if (adapters[i] == m->trainable) keep_trainable = 1;
+    }
+    m->n_adapters = n;
+    if (!keep_trainable) m->trainable = NULL;
+    return wl_model_plan_lora_scratch(m);
+}
+
+wl_status wl_model_set_trainable(wl_model *m, wl_adapter *a) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_set_trainable: NULL model");
+    if (a) {
+        int found = 0;
+        for (int i = 0; i < m->n_adapters; i++) found |= m->adapters[i] == a;
+        if (!found) return wl_fail(WL_STATUS_BAD_STATE, "the trainable adapter must be attached to the model first");
+    }
+    m->trainable = a;
+    return wl_model_plan_lora_scratch(m);
+}
+
+wl_status wl_model_set_lora_dropout(wl_model *m, float p, uint64_t seed, uint64_t step) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_set_lora_dropout: NULL model");
+    if (!(p >= 0.0f && p < 1.0f)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA dropout %g must be in [0, 1)", (double)p);
+    m->dropout_p = p;
+    m->dropout_seed = seed;
+    m->dropout_step = step;
+    return WL_OK;
+}

@@ -1,0 +1,174 @@
+/* forward.c: the forward pass of Llama-family and GPT-2 blocks over a batch, with the KV cache that makes
+ * prefill and token-by-token decoding the same code path. */
+#include <math.h>
+#include <string.h>
+
+#include "layers/layers.h"
+
+/* Copy the new keys and values (N rows, compact) into the cache rows b * Tcap + pos0 + t. */
+static void store_kv(wl_model *m, wl_layer_acts *la, int B, int T, int pos0, int kvd) {
+    for (int b = 0; b < B; b++) {
+        size_t dst = ((size_t)b * m->T_cap + pos0) * kvd, src = (size_t)b * T * kvd;
+        memcpy(la->k_cache + dst, m->acts.k_new + src, (size_t)T * kvd * sizeof(float));
+        memcpy(la->v_cache + dst, m->acts.v_new + src, (size_t)T * kvd * sizeof(float));
+    }
+}
+
+static void attention(wl_model *m, wl_layer_acts *la, int B, int T, int pos0, int train) {
+    const wl_config *c = &m->cfg;
+    wl_attention_forward(m->k, la->atty, train ? la->probs : NULL, m->acts.scores, la->q, la->k_cache, la->v_cache,
+                         B, T, pos0, m->T_cap, c->n_heads, c->n_kv_heads, c->head_dim);
+}
+
+static float *block_output(wl_model *m, int l) {
+    return l + 1 < m->cfg.n_layers ? m->acts.layers[l + 1].res : m->acts.res_final;
+}
+
+static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int train) {
+    const wl_config *c = &m->cfg;
+    const wl_kernels *k = m->k;
+    const wl_block *blk = &m->blocks[l];
+    wl_layer_acts *la = &m->acts.layers[l];
+    const int N = B * T, C = c->dim, I = c->hidden_dim;
+    const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    const int *pos = m->acts.positions;
+
+    k->rmsnorm_forward(la->ln1, la->ln1_rstd, la->res, blk->norm1_w, N, C, c->norm_eps);
+    wl_linear_forward(m, l, WL_LLAMA_Q, la->q, la->ln1, N, 0, train);
+    wl_linear_forward(m, l, WL_LLAMA_K, m->acts.k_new, la->ln1, N, 0, train);
+    wl_linear_forward(m, l, WL_LLAMA_V, m->acts.v_new, la->ln1, N, 0, train);
+    k->rope(la->q, N, c->n_heads, c->head_dim, qd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
+    k->rope(m->acts.k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
+    store_kv(m, la, B, T, pos0, kvd);
+    attention(m, la, B, T, pos0, train);
+
+    memcpy(la->res2, la->res, (size_t)N * C * sizeof(float));
+    wl_linear_forward(m, l, WL_LLAMA_O, la->res2, la->atty, N, 1, train);
+
+    k->rmsnorm_forward(la->ln2, la->ln2_rstd, la->res2, blk->norm2_w, N, C, c->norm_eps);
+    wl_linear_forward(m, l, WL_LLAMA_GATE, la->h1, la->ln2, N, 0, train);
+    wl_linear_forward(m, l, WL_LLAMA_UP, la->h2, la->ln2, N, 0, train);
+    k->swiglu_forward(la->act, la->h1, la->h2, (size_t)N * I);
+
+    float *out = block_output(m, l);
+    memcpy(out, la->res2, (size_t)N * C * sizeof(float));
+    wl_linear_forward(m, l, WL_LLAMA_DOWN, out, la->act, N, 1, train);
+}
+
+static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int train) {
+    const wl_config *c = &m->cfg;
+    const wl_kernels *k = m->k;
+    const wl_block *blk = &m->blocks[l];
+    wl_layer_acts *la = &m->acts.layers[l];
+    const int N = B * T, C = c->dim, I = c->hidden_dim;
+
+    k->layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, la->res, blk->norm1_w, blk->norm1_b, N, C, c->norm_eps);
+    float *qkv = m->acts.qkv;
+    wl_linear_forward(m, l, WL_GPT2_C_ATTN, qkv, la->ln1, N, 0, train);
+    for (int n = 0; n < N; n++) {
+        const float *row = qkv + (size_t)n * 3 * C;
+        memcpy(la->q + (size_t)n * C, row, (size_t)C * sizeof(float));
+        memcpy(m->acts.k_new + (size_t)n * C, row + C, (size_t)C * sizeof(float));
+        memcpy(m->acts.v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
+    }
+    store_kv(m, la, B, T, pos0, C);
+    attention(m, la, B, T, pos0, train);
+
+    memcpy(la->res2, la->res, (size_t)N * C * sizeof(float));
+    wl_linear_forward(m, l, WL_GPT2_ATTN_C_PROJ, la->res2, la->atty, N, 1, train);
+
+    k->layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->res2, blk->norm2_w, blk->norm2_b, N, C, c->norm_eps);
+    wl_linear_forward(m, l, WL_GPT2_C_FC, la->h1, la->ln2, N, 0, train);
+    k->gelu_forward(la->act, la->h1, (size_t)N * I);
+
+    float *out = block_output(m, l);
+    memcpy(out, la->res2, (size_t)N * C * sizeof(float));
+    wl_linear_forward(m, l, WL_GPT2_MLP_C_PROJ, out, la->act, N, 1, train);
+}
+
+wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, int pos0,
+                           int flags, int32_t ignore_id, float *loss) {
+    if (!m || !tokens) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_forward: NULL argument");
+    const wl_config *c = &m->cfg;
+    const int train = (flags & WL_FORWARD_TRAIN) != 0, last_only = (flags & WL_FORWARD_LAST_LOGITS) != 0;
+    if (B <= 0 || T <= 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: B = %d and T = %d must be positive", B, T);
+    if (pos0 < 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: negative start position %d", pos0);
+    if (B > m->B_cap || T > m->T_cap)
+        return wl_fail(WL_STATUS_BAD_STATE, "forward: B = %d, T = %d exceed the reserved B = %d, T = %d (call wl_model_reserve)",
+                       B, T, m->B_cap, m->T_cap);
+    if ((size_t)pos0 + T > (size_t)m->T_cap)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: positions up to %d exceed the reserved context of %d tokens",
+                       pos0 + T, m->T_cap);
+    if (pos0 > 0 && (B != 1 || train))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: continuing from the KV cache needs B = 1 and no training");
+    if (targets && last_only)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: the loss needs logits at every position");
+    if (train && !targets) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: training needs targets");
+    const int N = B * T, C = c->dim, V = c->vocab_size;
+    for (int n = 0; n < N; n++) {
+        if (tokens[n] < 0 || tokens[n] >= V)
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "token id %d at position %d is outside the vocabulary [0, %d)",
+                           tokens[n], n, V);
+        if (targets && targets[n] != ignore_id && (targets[n] < 0 || targets[n] >= V))
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "target id %d at position %d is outside the vocabulary [0, %d)",
+                           targets[n], n, V);
+    }
+    m->backward_ready = 0;
+    const wl_kernels *k = m->k;
+    wl_acts *a = &m->acts;
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) a->positions[b * T + t] = pos0 + t;
+    }
+    for (int n = 0; n < N; n++) a->tokens[n] = tokens[n];
+
+    /* embeddings */
+    float *res = a->layers[0].res;
+    for (int n = 0; n < N; n++) {
+        memcpy(res + (size_t)n * C, m->wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+        if (m->wpe) k->axpy(res + (size_t)n * C, 1.0f, m->wpe + (size_t)a->positions[n] * C, (size_t)C);
+    }
+
+    for (int l = 0; l < c->n_layers; l++) {
+        if (c->arch == WL_ARCH_GPT2) {
+            gpt2_block_forward(m, l, B, T, pos0, train);
+        } else {
+            llama_block_forward(m, l, B, T, pos0, train);
+        }
+    }
+
+    /* final norm and head; with last_only only the last row of each sequence goes through the head */
+    const float *rows = a->res_final;
+    int n_rows = N;
+    if (last_only) {
+        for (int b = 0; b < B; b++)
+            memcpy(a->d_ln + (size_t)b * C, a->res_final + ((size_t)b * T + T - 1) * C, (size_t)C * sizeof(float));
+        rows = a->d_ln;
+        n_rows = B;
+    }
+    if (c->arch == WL_ARCH_GPT2) {
+        k->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, rows, m->normf_w, m->normf_b, n_rows, C, c->norm_eps);
+    } else {
+        k->rmsnorm_forward(a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
+    }
+    k->sgemm(0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
+
+    m->last_B = B;
+    m->last_T = T;
+    m->last_pos0 = pos0;
+    m->last_flags = flags;
+    m->last_ignore_id = ignore_id;
+    if (targets) {
+        int n_valid = 0;
+        for (int n = 0; n < N; n++) {
+            a->targets[n] = targets[n];
+            n_valid += targets[n] != ignore_id;
+        }
+        double total = k->xent_forward(a->losses, a->logits, a->targets, N, V, ignore_id);
+        m->last_n_valid = n_valid;
+        if (loss) *loss = n_valid ? (float)(total / n_valid) : NAN;
+        m->backward_ready = train && n_valid > 0;
+    } else if (loss) {
+        *loss = NAN;
+    }
+    return WL_OK;
+}

@@ -1,0 +1,508 @@
+/* model.c: building a model from its config: the tensor table, weight pointers, activation planning and the
+ * accessors of wl_model.h. The forward and backward passes are in forward.c and backward.c. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "wl_io.h"
+
+static const wl_module_info LLAMA_SLOTS[WL_LLAMA_N_SLOTS] = {
+    {"self_attn.q_proj", 0, 0, 0, 0}, {"self_attn.k_proj", 0, 0, 0, 0}, {"self_attn.v_proj", 0, 0, 0, 0},
+    {"self_attn.o_proj", 0, 0, 0, 0}, {"mlp.gate_proj", 0, 0, 0, 0},    {"mlp.up_proj", 0, 0, 0, 0},
+    {"mlp.down_proj", 0, 0, 0, 0},
+};
+static const int LLAMA_STAGE[WL_LLAMA_N_SLOTS] = {0, 0, 0, 1, 2, 2, 3};
+static const wl_module_info GPT2_SLOTS[WL_GPT2_N_SLOTS] = {
+    {"attn.c_attn", 0, 0, 1, 1}, {"attn.c_proj", 0, 0, 1, 1}, {"mlp.c_fc", 0, 0, 1, 1}, {"mlp.c_proj", 0, 0, 1, 1},
+};
+static const int GPT2_STAGE[WL_GPT2_N_SLOTS] = {0, 1, 2, 3};
+
+/* ---- tensor table ---- */
+
+typedef struct table_builder {
+    wl_model *m;
+    size_t offset;
+    int count;
+    int capacity;
+    wl_status status;
+} table_builder;
+
+/* Register a tensor; returns its offset in floats (memory for it starts there). rows/cols are the shape in
+ * memory for 2-D tensors ((out, in) for linears); transposed tensors are stored (cols, rows) in files. */
+static size_t add_tensor(table_builder *tb, const char *name, int layer, int ndim, int64_t rows, int64_t cols,
+                         int transposed, int decay) {
+    size_t at = tb->offset;
+    size_t numel = (size_t)rows * (size_t)(ndim == 2 ? cols : 1);
+    if (tb->m->tensors && tb->status == WL_OK) {
+        WL_ASSERT(tb->count < tb->capacity);
+        wl_tensor_rec *t = &tb->m->tensors[tb->count];
+        size_t len = strlen(name) + 1;
+        t->name = wl_alloc(len, "tensor name");
+        if (!t->name) {
+            tb->status = WL_STATUS_OUT_OF_MEMORY;
+        } else {
+            memcpy(t->name, name, len);
+        }
+        t->offset = at;
+        t->numel = numel;
+        t->ndim = ndim;
+        t->shape[0] = transposed ? cols : rows;
+        t->shape[1] = ndim == 2 ? (transposed ? rows : cols) : 0;
+        t->transposed = transposed;
+        t->layer = layer;
+        t->decay = decay;
+    }
+    tb->count++;
+    /* Keep every tensor 16-float aligned so SIMD loads of rows start aligned where shapes allow. */
+    tb->offset += (numel + 15) & ~(size_t)15;
+    return at;
+}
+
+/* Walk the architecture once to count and once to fill; pointers are set in the second walk. */
+static void build_table(table_builder *tb) {
+    wl_model *m = tb->m;
+    const wl_config *c = &m->cfg;
+    const int C = c->dim, I = c->hidden_dim, V = c->vocab_size;
+    const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    const int filling = m->params != NULL;
+    char name[160];
+    size_t off;
+#define PTR(o) (filling ? m->params + (o) : NULL)
+
+    if (c->arch == WL_ARCH_GPT2) {
+        off = add_tensor(tb, "transformer.wte.weight", -1, 2, V, C, 0, 1);
+        m->wte = PTR(off);
+        off = add_tensor(tb, "transformer.wpe.weight", -1, 2, c->max_seq_len, C, 0, 0);
+        m->wpe = PTR(off);
+        for (int l = 0; l < c->n_layers; l++) {
+            wl_block *b = filling ? &m->blocks[l] : NULL;
+            const int outs[4] = {3 * C, C, I, C}, ins[4] = {C, C, C, I};
+            snprintf(name, sizeof name, "transformer.h.%d.ln_1.weight", l);
+            off = add_tensor(tb, name, l, 1, C, 0, 0, 0);
+            if (b) b->norm1_w = PTR(off);
+            snprintf(name, sizeof name, "transformer.h.%d.ln_1.bias", l);
+            off = add_tensor(tb, name, l, 1, C, 0, 0, 0);
+            if (b) b->norm1_b = PTR(off);
+            for (int s = 0; s < WL_GPT2_N_SLOTS; s++) {
+                if (s == WL_GPT2_C_FC) {
+                    snprintf(name, sizeof name, "transformer.h.%d.ln_2.weight", l);
+                    off = add_tensor(tb, name, l, 1, C, 0, 0, 0);
+                    if (b) b->norm2_w = PTR(off);
+                    snprintf(name, sizeof name, "transformer.h.%d.ln_2.bias", l);
+                    off = add_tensor(tb, name, l, 1, C, 0, 0, 0);
+                    if (b) b->norm2_b = PTR(off);
+                }
+                snprintf(name, sizeof name, "transformer.h.%d.%s.weight", l, GPT2_SLOTS[s].name);
+                off = add_tensor(tb, name, l, 2, outs[s], ins[s], 1, 1);
+                if (b) {
+                    b->lin[s].w = PTR(off);
+                    b->lin[s].in = ins[s];
+                    b->lin[s].out = outs[s];
+                }
+                snprintf(name, sizeof name, "transformer.h.%d.%s.bias", l, GPT2_SLOTS[s].name);
+                off = add_tensor(tb, name, l, 1, outs[s], 0, 0, 0);
+                if (b) b->lin[s].b = PTR(off);
+            }
+        }
+        off = add_tensor(tb, "transformer.ln_f.weight", -1, 1, C, 0, 0, 0);
+        m->normf_w = PTR(off);
+        off = add_tensor(tb, "transformer.ln_f.bias", -1, 1, C, 0, 0, 0);
+        m->normf_b = PTR(off);
+        m->lm_head = m->wte;
+    } else {
+        off = add_tensor(tb, "model.embed_tokens.weight", -1, 2, V, C, 0, 1);
+        m->wte = PTR(off);
+        for (int l = 0; l < c->n_layers; l++) {
+            wl_block *b = filling ? &m->blocks[l] : NULL;
+            const int outs[7] = {q_dim, kv_dim, kv_dim, C, I, I, C}, ins[7] = {C, C, C, q_dim, C, C, I};
+            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+            off = add_tensor(tb, name, l, 1, C, 0, 0, 0);
+            if (b) b->norm1_w = PTR(off);
+            for (int s = 0; s < WL_LLAMA_N_SLOTS; s++) {
+                if (s == WL_LLAMA_GATE) {
+                    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+                    off = add_tensor(tb, name, l, 1, C, 0, 0, 0);
+                    if (b) b->norm2_w = PTR(off);
+                }
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, LLAMA_SLOTS[s].name);
+                off = add_tensor(tb, name, l, 2, outs[s], ins[s], 0, 1);
+                if (b) {
+                    b->lin[s].w = PTR(off);
+                    b->lin[s].in = ins[s];
+                    b->lin[s].out = outs[s];
+                }
+                if (c->qkv_bias && s <= WL_LLAMA_V) {
+                    snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, LLAMA_SLOTS[s].name);
+                    off = add_tensor(tb, name, l, 1, outs[s], 0, 0, 0);
+                    if (b) b->lin[s].b = PTR(off);
+                }
+            }
+        }
+        off = add_tensor(tb, "model.norm.weight", -1, 1, C, 0, 0, 0);
+        m->normf_w = PTR(off);
+        if (c->tied_embeddings) {
+            m->lm_head = m->wte;
+        } else {
+            off = add_tensor(tb, "lm_head.weight", -1, 2, V, C, 0, 1);
+            m->lm_head = PTR(off);
+        }
+    }
+#undef PTR
+}
+
+wl_status wl_model_create(const wl_config *cfg, wl_model **out) {
+    if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_create: out is NULL");
+    *out = NULL;
+    wl_status st = wl_config_validate(cfg);
+    if (st != WL_OK) return st;
+
+    wl_model *m = wl_alloc(sizeof *m, "model");
+    if (!m) return WL_STATUS_OUT_OF_MEMORY;
+    m->cfg = *cfg;
+    m->k = wl_kernels_default();
+    const wl_config *c = &m->cfg;
+    const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    if (c->arch == WL_ARCH_GPT2) {
+        m->n_slots = WL_GPT2_N_SLOTS;
+        const int ins[4] = {c->dim, c->dim, c->dim, c->hidden_dim};
+        const int outs[4] = {3 * c->dim, c->dim, c->hidden_dim, c->dim};
+        for (int s = 0; s < m->n_slots; s++) {
+            m->slot_info[s] = GPT2_SLOTS[s];
+            m->slot_info[s].in_features = ins[s];
+            m->slot_info[s].out_features = outs[s];
+            m->slot_stage[s] = GPT2_STAGE[s];
+        }
+    } else {
+        m->n_slots = WL_LLAMA_N_SLOTS;
+        const int ins[7] = {c->dim, c->dim, c->dim, q_dim, c->dim, c->dim, c->hidden_dim};
+        const int outs[7] = {q_dim, kv_dim, kv_dim, c->dim, c->hidden_dim, c->hidden_dim, c->dim};
+        for (int s = 0; s < m->n_slots; s++) {
+            m->slot_info[s] = LLAMA_SLOTS[s];
+            m->slot_info[s].in_features = ins[s];
+            m->slot_info[s].out_features = outs[s];
+            m->slot_info[s].has_bias = c->qkv_bias && s <= WL_LLAMA_V;
+            m->slot_stage[s] = LLAMA_STAGE[s];
+        }
+    }
+
+    table_builder tb = {m, 0, 0, 0, WL_OK};
+    build_table(&tb); /* count */
+    m->n_params = tb.offset;
+    m->n_tensors = tb.count;
+    m->tensors = wl_alloc_array((size_t)tb.count, sizeof *m->tensors, "tensor table");
+    m->blocks = wl_alloc_array((size_t)c->n_layers, sizeof *m->blocks, "model blocks");
+    m->params = wl_alloc_array(m->n_params, sizeof(float), "model weights");
+    if (!m->tensors || !m->blocks || !m->params) {
+        wl_model_free(m);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    tb = (table_builder){m, 0, 0, m->n_tensors, WL_OK};
+    build_table(&tb); /* fill */
+    if (tb.status != WL_OK) {
+        wl_model_free(m);
+        return tb.status;
+    }
+    WL_ASSERT(tb.offset == m->n_params && tb.count == m->n_tensors);
+    *out = m;
+    return WL_OK;
+}
+
+static void free_acts(wl_model *m) {
+    wl_free(m->acts.buffer);
+    wl_free(m->acts.layers);
+    wl_free(m->acts.lora_buffer);
+    memset(&m->acts, 0, sizeof m->acts);
+    wl_free(m->rope_cos);
+    wl_free(m->rope_sin);
+    m->rope_cos = m->rope_sin = NULL;
+    m->B_cap = m->T_cap = 0;
+    m->backward_ready = 0;
+}
+
+void wl_model_free(wl_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_adapters; i++) m->adapters[i]->attached--;
+    free_acts(m);
+    if (m->tensors) {
+        for (int i = 0; i < m->n_tensors; i++) wl_free(m->tensors[i].name);
+    }
+    wl_free(m->tensors);
+    wl_free(m->blocks);
+    wl_free(m->params);
+    wl_free(m->grads);
+    wl_free(m);
+}
+
+const wl_config *wl_model_config(const wl_model *m) { return m ? &m->cfg : NULL; }
+
+int wl_model_n_tensors(const wl_model *m) { return m ? m->n_tensors : 0; }
+
+wl_status wl_model_tensor(const wl_model *m, int index, wl_tensor_info *info) {
+    if (!m || !info) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor: index %d out of range [0, %d)", index, m->n_tensors);
+    const wl_tensor_rec *t = &m->tensors[index];
+    info->name = t->name;
+    info->data = m->params + t->offset;
+    info->grad = m->grads ? m->grads + t->offset : NULL;
+    info->ndim = t->ndim;
+    info->shape[0] = t->shape[0];
+    info->shape[1] = t->shape[1];
+    info->transposed = t->transposed;
+    info->numel = t->numel;
+    info->layer = t->layer;
+    info->decay = t->decay;
+    return WL_OK;
+}
+
+wl_status wl_model_find_tensor(const wl_model *m, const char *name, int *index) {
+    if (!m || !name || !index) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_find_tensor: NULL argument");
+    for (int i = 0; i < m->n_tensors; i++) {
+        if (strcmp(m->tensors[i].name, name) == 0) {
+            *index = i;
+            return WL_OK;
+        }
+    }
+    *index = -1;
+    return wl_fail(WL_STATUS_NOT_FOUND, "the model has no tensor named \"%s\"", name);
+}
+
+wl_status wl_model_write_tensor(wl_model *m, int index, int dtype, uint64_t first, uint64_t n_elems, const void *src) {
+    if (!m || (!src && n_elems)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_write_tensor: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_write_tensor: index %d out of range", index);
+    const wl_tensor_rec *t = &m->tensors[index];
+    if (first > t->numel || n_elems > t->numel - first)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "tensor %s: elements [%llu, %llu) out of range (%zu elements)",
+                       t->name, (unsigned long long)first, (unsigned long long)(first + n_elems), t->numel);
+    size_t esize = wl_dtype_size(dtype);
+    if (dtype != WL_DTYPE_F32 && dtype != WL_DTYPE_F16 && dtype != WL_DTYPE_BF16 && dtype != WL_DTYPE_F64)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "tensor %s: dtype %s cannot hold weights (need F32, F16, BF16 or F64)",
+                       t->name, wl_dtype_name(dtype));
+    float *dst = m->params + t->offset;
+    if (!t->transposed) return wl_convert_to_f32(dst + first, src, dtype, (size_t)n_elems);
+
+    /* File layout (in, out) = (shape[0], shape[1]); memory layout (out, in). Convert in small blocks, scatter. */
+    const size_t in = (size_t)t->shape[0], outf = (size_t)t->shape[1];
+    float block[256];
+    const uint8_t *bytes = src;
+    for (uint64_t done = 0; done < n_elems;) {
+        size_t n = n_elems - done < 256 ? (size_t)(n_elems - done) : 256;
+        wl_status st = wl_convert_to_f32(block, bytes + done * esize, dtype, n);
+        if (st != WL_OK) return st;
+        for (size_t j = 0; j < n; j++) {
+            size_t e = (size_t)(first + done) + j;
+            size_t i = e / outf, o = e % outf;
+            dst[o * in + i] = block[j];
+        }
+        done += n;
+    }
+    return WL_OK;
+}
+
+/* ---- modules ---- */
+
+int wl_model_n_slots(const wl_model *m) { return m ? m->n_slots : 0; }
+
+wl_status wl_model_module(const wl_model *m, int slot, wl_module_info *info) {
+    if (!m || !info) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_module: NULL argument");
+    if (slot < 0 || slot >= m->n_slots)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module slot %d out of range [0, %d)", slot, m->n_slots);
+    *info = m->slot_info[slot];
+    return WL_OK;
+}
+
+wl_status wl_model_module_path(const wl_model *m, int layer, int slot, char *buf, size_t cap) {
+    if (!m || !buf) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_module_path: NULL argument");
+    if (layer < 0 || layer >= m->cfg.n_layers || slot < 0 || slot >= m->n_slots)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module (%d, %d) out of range", layer, slot);
+    const char *prefix = m->cfg.arch == WL_ARCH_GPT2 ? "transformer.h" : "model.layers";
+    int n = snprintf(buf, cap, "%s.%d.%s", prefix, layer, m->slot_info[slot].name);
+    if (n < 0 || (size_t)n >= cap) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module path buffer too small");
+    return WL_OK;
+}
+
+wl_status wl_model_module_weights(wl_model *m, int layer, int slot, float **weight, float **bias) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_module_weights: NULL model");
+    if (layer < 0 || layer >= m->cfg.n_layers || slot < 0 || slot >= m->n_slots)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module (%d, %d) out of range", layer, slot);
+    if (weight) *weight = m->blocks[layer].lin[slot].w;
+    if (bias) *bias = m->blocks[layer].lin[slot].b;
+    return WL_OK;
+}
+
+/* ---- activation planning ---- */
+
+typedef struct planner {
+    size_t total;
+    float *base;
+} planner;
+
+static float *take(planner *p, size_t n) {
+    float *at = p->base ? p->base + p->total : NULL;
+    p->total += (n + 15) & ~(size_t)15;
+    return at;
+}
+
+/* Lay out every activation for (Bc, Tc); with base == NULL only counts. Integer arrays share the float buffer
+ * (same size and alignment). Returns 0 if a size overflows. */
+static int plan_acts(wl_model *m, wl_acts *a, int Bc, int Tc, float *base, size_t *total) {
+    const wl_config *c = &m->cfg;
+    const size_t N = (size_t)Bc * Tc, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
+    const size_t H = c->n_heads, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const int gpt2 = c->arch == WL_ARCH_GPT2;
+    planner p = {0, base};
+    /* A loose overflow guard: every buffer below is at most N * max(V, I, 3C, H*Tc) floats. */
+    size_t widest = V;
+    if (I > widest) widest = I;
+    if (3 * C > widest) widest = 3 * C;
+    if (H * (size_t)Tc > widest) widest = H * (size_t)Tc;
+    size_t probe;
+    if (!wl_mul_size(N, widest, &probe) || !wl_mul_size(probe, (size_t)c->n_layers + 8, &probe) ||
+        probe > SIZE_MAX / 64)
+        return 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        wl_layer_acts *la = base ? &a->layers[l] : &(wl_layer_acts){0};
+        la->res = take(&p, N * C);
+        la->ln1 = take(&p, N * C);
+        la->ln1_mean = gpt2 ? take(&p, N) : NULL;
+        la->ln1_rstd = take(&p, N);
+        la->q = take(&p, N * qd);
+        la->k_cache = take(&p, N * kvd);
+        la->v_cache = take(&p, N * kvd);
+        la->probs = take(&p, N * H * Tc);
+        la->atty = take(&p, N * qd);
+        la->res2 = take(&p, N * C);
+        la->ln2 = take(&p, N * C);
+        la->ln2_mean = gpt2 ? take(&p, N) : NULL;
+        la->ln2_rstd = take(&p, N);
+        la->h1 = take(&p, N * I);
+        la->h2 = gpt2 ? NULL : take(&p, N * I);
+        la->act = take(&p, N * I);
+    }
+    a->res_final = take(&p, N * C);
+    a->lnf = take(&p, N * C);
+    a->lnf_mean = take(&p, N);
+    a->lnf_rstd = take(&p, N);
+    a->logits = take(&p, N * V);
+    a->losses = take(&p, N);
+    a->targets = (int *)take(&p, N);
+    a->tokens = (int *)take(&p, N);
+    a->positions = (int *)take(&p, N);
+    a->qkv = gpt2 ? take(&p, N * 3 * C) : NULL;
+    a->k_new = take(&p, N * kvd);
+    a->v_new = take(&p, N * kvd);
+    a->scores = take(&p, H * (size_t)Tc * Tc);
+    a->d_res = take(&p, N * C);
+    a->d_ln = take(&p, N * C);
+    a->d_atty = take(&p, N * qd);
+    a->d_q = take(&p, N * qd);
+    a->d_k = take(&p, N * kvd);
+    a->d_v = take(&p, N * kvd);
+    a->d_scores = take(&p, (size_t)Tc * Tc);
+    a->d_h1 = take(&p, N * I);
+    a->d_h2 = take(&p, N * I);
+    a->d_act = take(&p, N * I);
+    *total = p.total;
+    return 1;
+}
+
+static wl_status compute_rope_tables(wl_model *m, int Tc) {
+    const wl_config *c = &m->cfg;
+    if (c->arch == WL_ARCH_GPT2) return WL_OK;
+    const int half = c->head_dim / 2;
+    float *cs = wl_alloc_array((size_t)Tc * half, sizeof(float), "RoPE table");
+    float *sn = wl_alloc_array((size_t)Tc * half, sizeof(float), "RoPE table");
+    if (!cs || !sn) {
+        wl_free(cs);
+        wl_free(sn);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    for (int j = 0; j < half; j++) {
+        /* inv_freq_j = theta^(-2j/hs), as both Hugging Face and llama2.c define it; angles in double. */
+        double inv_freq = pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+        for (int t = 0; t < Tc; t++) {
+            double angle = (double)t * inv_freq;
+            cs[(size_t)t * half + j] = (float)cos(angle);
+            sn[(size_t)t * half + j] = (float)sin(angle);
+        }
+    }
+    wl_free(m->rope_cos);
+    wl_free(m->rope_sin);
+    m->rope_cos = cs;
+    m->rope_sin = sn;
+    return WL_OK;
+}
+
+wl_status wl_model_reserve(wl_model *m, int B, int T) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: NULL model");
+    if (B <= 0 || T <= 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: B = %d, T = %d must be positive", B, T);
+    if (T > m->cfg.max_seq_len)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "sequence length %d exceeds the model's maximum of %d positions", T,
+                       m->cfg.max_seq_len);
+    if (B <= m->B_cap && T <= m->T_cap) return WL_OK;
+    int Bc = B > m->B_cap ? B : m->B_cap, Tc = T > m->T_cap ? T : m->T_cap;
+
+    wl_acts a;
+    memset(&a, 0, sizeof a);
+    size_t total;
+    if (!plan_acts(m, &a, Bc, Tc, NULL, &total))
+        return wl_fail(WL_STATUS_OUT_OF_MEMORY, "activations for B = %d, T = %d overflow the address space", Bc, Tc);
+    a.layers = wl_alloc_array((size_t)m->cfg.n_layers, sizeof *a.layers, "activations");
+    a.buffer = a.layers ? wl_alloc_array(total, sizeof(float), "activations") : NULL;
+    if (!a.buffer) {
+        wl_free(a.layers);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    plan_acts(m, &a, Bc, Tc, a.buffer, &total);
+    a.n_floats = total;
+    /* The LoRA scratch depends on N too: drop it here and plan it again below. */
+    wl_free(m->acts.buffer);
+    wl_free(m->acts.layers);
+    wl_free(m->acts.lora_buffer);
+    m->acts = a;
+    m->B_cap = Bc;
+    m->T_cap = Tc;
+    m->backward_ready = 0;
+    wl_status st = compute_rope_tables(m, Tc);
+    if (st != WL_OK) return st;
+    return wl_model_plan_lora_scratch(m);
+}
+
+wl_status wl_model_set_full_training(wl_model *m, int on) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_set_full_training: NULL model");
+    if (!on) {
+        wl_free(m->grads);
+        m->grads = NULL;
+        return WL_OK;
+    }
+    if (m->grads) return WL_OK;
+    m->grads = wl_alloc_array(m->n_params, sizeof(float), "full-parameter gradients");
+    return m->grads ? WL_OK : WL_STATUS_OUT_OF_MEMORY;
+}
+
+wl_status wl_model_zero_grad(wl_model *m) {
+    if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_zero_grad: NULL model");
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    return WL_OK;
+}
+
+float *wl_model_params(wl_model *m, size_t *n) {
+    if (!m) return NULL;
+    if (n) *n = m->n_params;
+    return m->params;
+}
+
+float *wl_model_grads(wl_model *m) { return m ? m->grads : NULL; }
+
+float *wl_model_logits(wl_model *m) { return m ? m->acts.logits : NULL; }
+
+size_t wl_model_memory_bytes(const wl_model *m) {
+    if (!m) return 0;
+    size_t n = m->n_params * sizeof(float) * (m->grads ? 2 : 1);
+    n += m->acts.n_floats * sizeof(float);
+    n += m->acts.lora_n_floats * sizeof(float);
+    if (m->rope_cos) n += 2 * (size_t)m->T_cap * (m->cfg.head_dim / 2) * sizeof(float);
+    return n;
+}

@@ -1,0 +1,156 @@
+/* model.h: the internal layout of wl_model and wl_adapter, shared by the model, layer, LoRA and export code. */
+#ifndef WL_MODEL_INTERNAL_H
+#define WL_MODEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "kernels/kernels.h"
+#include "wl_lora.h"
+#include "wl_model.h"
+
+#define WL_MAX_ADAPTERS 16
+
+/* A frozen linear layer y = x W^T + b. */
+typedef struct wl_linear {
+    float *w;   /* (out, in) */
+    float *b;   /* (out) or NULL */
+    int in, out;
+} wl_linear;
+
+typedef struct wl_block {
+    float *norm1_w, *norm1_b; /* (C); b only for GPT-2 LayerNorm */
+    float *norm2_w, *norm2_b; /* (C) */
+    wl_linear lin[WL_MAX_SLOTS];
+} wl_block;
+
+typedef struct wl_tensor_rec {
+    char *name;
+    size_t offset;     /* into params, in floats */
+    size_t numel;
+    int ndim;
+    int64_t shape[2];  /* file shape */
+    int transposed;
+    int layer;
+    int decay;
+} wl_tensor_rec;
+
+/* Per-layer activations kept by a WL_FORWARD_TRAIN pass. N = B*T rows, compact (row = b*T + t), except the
+ * KV cache whose rows are b*Tcap + position. */
+typedef struct wl_layer_acts {
+    float *res;       /* (N, C) input of the block (the residual stream) */
+    float *ln1;       /* (N, C) */
+    float *ln1_mean;  /* (N) GPT-2 only */
+    float *ln1_rstd;  /* (N) */
+    float *q;         /* (N, H*hs) after RoPE */
+    float *k_cache;   /* (Bcap, Tcap, Hkv*hs) */
+    float *v_cache;   /* (Bcap, Tcap, Hkv*hs) */
+    float *probs;     /* (B, H, T, T) attention probabilities */
+    float *atty;      /* (N, H*hs) attention output, input of o_proj / attn.c_proj */
+    float *res2;      /* (N, C) residual after attention */
+    float *ln2;       /* (N, C) */
+    float *ln2_mean;  /* (N) GPT-2 only */
+    float *ln2_rstd;  /* (N) */
+    float *h1;        /* (N, I) Llama gate / GPT-2 c_fc output */
+    float *h2;        /* (N, I) Llama up (NULL for GPT-2) */
+    float *act;       /* (N, I) input of down_proj / mlp.c_proj */
+} wl_layer_acts;
+
+typedef struct wl_acts {
+    float *buffer;    /* one allocation holding everything below */
+    size_t n_floats;
+    wl_layer_acts *layers; /* [L] */
+    float *res_final; /* (N, C) output of the last block */
+    float *lnf;       /* (N, C) */
+    float *lnf_mean, *lnf_rstd; /* (N) */
+    float *logits;    /* (N, V) */
+    float *losses;    /* (N) */
+    int *targets;     /* (N) copy of the last targets */
+    int *tokens;      /* (N) copy of the last tokens */
+    int *positions;   /* (N) absolute position of each row */
+    /* scratch shared by forward and backward */
+    float *qkv;       /* (N, 3C) GPT-2 fused c_attn output / gradient */
+    float *k_new, *v_new; /* (N, Hkv*hs) keys (after RoPE) and values of the rows being computed */
+    float *scores;    /* (H, Tcap, Tcap) attention scores for one sequence when probs are not kept */
+    float *d_res;     /* (N, C) */
+    float *d_ln;      /* (N, C) */
+    float *d_atty;    /* (N, H*hs) */
+    float *d_q, *d_k, *d_v; /* (N, H*hs), (N, Hkv*hs) x2 */
+    float *d_scores;  /* (Tcap, Tcap) */
+    float *d_h1, *d_h2, *d_act; /* (N, I) */
+    /* LoRA scratch, one allocation sized by the attached adapters (wl_model_plan_lora_scratch) */
+    float *lora_buffer;
+    size_t lora_n_floats;
+    float *lora_x;    /* (N, max in) LoRA input after dropout */
+    float *lora_xa;   /* (N, max r) */
+    float *lora_dxa;  /* (N, max r) */
+    float *lora_dx;   /* (N, max in) */
+    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, kept for backward */
+    size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets into lora_saved */
+} wl_acts;
+
+struct wl_adapter {
+    /* the model shape this adapter fits */
+    int arch, n_layers, n_slots;
+    int in_features[WL_MAX_SLOTS], out_features[WL_MAX_SLOTS];
+    int n_modules;
+    wl_lora_module *modules; /* A/B/dA/dB point into params/grads */
+    int *index;              /* [L * n_slots] module index or -1 */
+    float *params;
+    float *grads;
+    size_t n_params;
+    int max_rank;
+    int attached;            /* number of models it is attached to */
+};
+
+struct wl_model {
+    wl_config cfg;
+    const wl_kernels *k;
+    int n_slots;
+    wl_module_info slot_info[WL_MAX_SLOTS];
+    int slot_stage[WL_MAX_SLOTS]; /* position of the slot in a block: 0 qkv, 1 attention out, 2 MLP in, 3 MLP out */
+
+    float *params;    /* every weight, one buffer */
+    float *grads;     /* same layout, full-parameter training only */
+    size_t n_params;
+    int n_tensors;
+    wl_tensor_rec *tensors;
+
+    float *wte;       /* (V, C) */
+    float *wpe;       /* (maxT, C) GPT-2 */
+    float *normf_w, *normf_b; /* (C) */
+    float *lm_head;   /* (V, C), == wte when tied */
+    wl_block *blocks; /* [L] */
+
+    float *rope_cos, *rope_sin; /* (Tcap, hs/2) Llama family */
+
+    wl_acts acts;
+    int B_cap, T_cap;
+
+    wl_adapter *adapters[WL_MAX_ADAPTERS];
+    float adapter_weights[WL_MAX_ADAPTERS];
+    int n_adapters;
+    wl_adapter *trainable;
+    float dropout_p;
+    uint64_t dropout_seed, dropout_step;
+
+    /* state of the last forward pass */
+    int last_B, last_T, last_pos0, last_flags;
+    int last_n_valid;
+    int32_t last_ignore_id;
+    int backward_ready;
+};
+
+/* Gradient of a weight pointer in full-parameter mode. */
+static inline float *wl_grad_of(const wl_model *m, const float *p) {
+    return m->grads ? m->grads + (p - m->params) : NULL;
+}
+
+/* Shape compatibility of an adapter with a model. */
+int wl_adapter_fits(const wl_adapter *a, const wl_model *m);
+
+/* Recompute scratch sizes that depend on attached adapters (called when adapters change). */
+wl_status wl_model_plan_lora_scratch(wl_model *m);
+
+#endif

@@ -1,0 +1,419 @@
+/* test_model_grad.c: the whole model's backward pass against central finite differences of its loss, for Llama
+ * (GQA, both RoPE layouts, q/k/v bias, tied and untied heads) and GPT-2, LoRA and full-parameter training, with and
+ * without LoRA dropout; plus the attention layer alone, KV-cache decoding against whole-sequence logits, a fresh
+ * adapter leaving logits bit-identical, and the errors of the forward/backward API. Runs once per kernel table. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "layers/layers.h"
+#include "testutil.h"
+#include "weblora.h"
+
+static wl_config llama_config(int rope_layout, int qkv_bias, int tied) {
+    wl_config c = {0};
+    c.arch = WL_ARCH_LLAMA;
+    c.dim = 16;
+    c.hidden_dim = 24;
+    c.n_layers = 3;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 6; /* != dim / heads on purpose */
+    c.vocab_size = 23;
+    c.max_seq_len = 32;
+    c.tied_embeddings = tied;
+    c.qkv_bias = qkv_bias;
+    c.rope_layout = rope_layout;
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.bos_id = 1;
+    c.eos_id = 2;
+    return c;
+}
+
+static wl_config gpt2_config(void) {
+    wl_config c = {0};
+    c.arch = WL_ARCH_GPT2;
+    c.dim = 12;
+    c.hidden_dim = 20;
+    c.n_layers = 2;
+    c.n_heads = 3;
+    c.n_kv_heads = 3;
+    c.head_dim = 4;
+    c.vocab_size = 19;
+    c.max_seq_len = 16;
+    c.tied_embeddings = 1;
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    c.bos_id = -1;
+    c.eos_id = 18;
+    return c;
+}
+
+/* Random weights; norm weights around 1 so the network is well conditioned. */
+static void randomize(wl_model *m, uint64_t seed) {
+    for (int i = 0; i < wl_model_n_tensors(m); i++) {
+        wl_tensor_info t;
+        wl_model_tensor(m, i, &t);
+        int is_norm_w = t.ndim == 1 && strstr(t.name, "norm") && strstr(t.name, "weight");
+        if (!is_norm_w) is_norm_w = t.ndim == 1 && strstr(t.name, "ln_") && strstr(t.name, "weight");
+        wl_test_fill(t.data, t.numel, seed + (uint64_t)i * 7919, 0.5f);
+        if (is_norm_w) {
+            for (size_t j = 0; j < t.numel; j++) t.data[j] = 1.0f + 0.3f * t.data[j];
+        }
+    }
+}
+
+static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_layer, uint64_t seed, int rslora) {
+    const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
+    int *ranks = calloc((size_t)L * S, sizeof(int));
+    float *alphas = calloc((size_t)L * S, sizeof(float));
+    for (int l = first_layer; l < L; l++) {
+        for (int s = 0; s < S; s++) {
+            ranks[l * S + s] = slot_rank[s];
+            alphas[l * S + s] = 2.0f * (float)(slot_rank[s] + 1);
+        }
+    }
+    wl_lora_spec spec = {ranks, alphas, rslora};
+    wl_adapter *a = NULL;
+    CHECK_OK(wl_adapter_create(m, &spec, &a));
+    free(ranks);
+    free(alphas);
+    if (!a) return NULL;
+    size_t n;
+    float *p = wl_adapter_params(a, &n);
+    wl_test_fill(p, n, seed, 0.3f);
+    return a;
+}
+
+typedef struct batch {
+    int B, T;
+    int32_t tokens[64], targets[64];
+} batch;
+
+static batch make_batch(int B, int T, int V, uint64_t seed, int ignore_some) {
+    batch b = {B, T, {0}, {0}};
+    uint64_t s = seed;
+    for (int n = 0; n < B * T; n++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        b.tokens[n] = (int32_t)((s >> 33) % (uint64_t)V);
+    }
+    for (int n = 0; n < B * T; n++) {
+        int t = n % T;
+        b.targets[n] = t + 1 < T ? b.tokens[n + 1] : (int32_t)((n * 7 + 3) % V);
+        if (ignore_some && n % 5 == 2) b.targets[n] = -100;
+    }
+    return b;
+}
+
+static double loss_of(wl_model *m, const batch *b) {
+    float loss = NAN;
+    CHECK_OK(wl_model_forward(m, b->tokens, b->targets, b->B, b->T, 0, WL_FORWARD_TRAIN, -100, &loss));
+    return loss;
+}
+
+/* Central difference along d with step e, Richardson-extrapolated ((4 D(e/2) - D(e)) / 3) so the O(e^2) term
+ * cancels: the LoRA scales make the loss curved enough for plain differences to mislead at float32 step sizes. */
+static double directional_fd(wl_model *m, const batch *b, float *params, const float *d, size_t n, double e) {
+    double D[2];
+    for (int k = 0; k < 2; k++) {
+        double h = k ? e / 2 : e;
+        float *saved = malloc(n * sizeof(float));
+        memcpy(saved, params, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) params[i] = saved[i] + (float)h * d[i];
+        double lp = loss_of(m, b);
+        for (size_t i = 0; i < n; i++) params[i] = saved[i] - (float)h * d[i];
+        double lm = loss_of(m, b);
+        memcpy(params, saved, n * sizeof(float));
+        free(saved);
+        D[k] = (lp - lm) / (2 * h);
+    }
+    return (4 * D[1] - D[0]) / 3;
+}
+
+/* For random directions d over the trainable buffer the extrapolated difference must equal g . d; then the largest
+ * gradient coordinates one by one. */
+static void check_grad(const char *what, wl_model *m, const batch *b, float *params, const float *grads, size_t n) {
+    float *g = malloc(n * sizeof(float));
+    float *d = malloc(n * sizeof(float));
+    memcpy(g, grads, n * sizeof(float));
+    double max_rel = 0.0;
+    for (int trial = 0; trial < 4; trial++) {
+        wl_test_fill(d, n, 1000 + trial, 1.0f);
+        double gd = 0.0;
+        for (size_t i = 0; i < n; i++) gd += (double)g[i] * d[i];
+        double fd = directional_fd(m, b, params, d, n, 2e-3);
+        double rel = fabs(fd - gd) / (fabs(gd) + 1e-3);
+        if (rel > max_rel) max_rel = rel;
+        CHECK_MSG(rel < 1e-2, "%s: direction %d: finite difference %.6g, analytic %.6g", what, trial, fd, gd);
+    }
+    for (int pick = 0; pick < 3; pick++) {
+        size_t best = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (fabsf(g[i]) > fabsf(g[best])) best = i;
+        }
+        memset(d, 0, n * sizeof(float));
+        d[best] = 1.0f;
+        double fd = directional_fd(m, b, params, d, n, 4e-3);
+        double rel = fabs(fd - g[best]) / (fabs(g[best]) + 1e-3);
+        if (rel > max_rel) max_rel = rel;
+        CHECK_MSG(rel < 1e-2, "%s: coordinate %zu: finite difference %.6g, analytic %.6g", what, best, fd, (double)g[best]);
+        g[best] = 0.0f;
+    }
+    printf("  %-56s params=%-6zu max rel err=%.2e\n", what, n, max_rel);
+    free(g);
+    free(d);
+}
+
+static void lora_case(const char *what, wl_config cfg, const int *slot_rank, int first_layer, int rslora,
+                      float dropout, int B, int T, int ignore_some) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 11);
+    CHECK_OK(wl_model_reserve(m, B, T));
+    wl_adapter *a = make_adapter(m, slot_rank, first_layer, 5, rslora);
+    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    CHECK_OK(wl_model_set_trainable(m, a));
+    CHECK_OK(wl_model_set_lora_dropout(m, dropout, 77, 3));
+    batch b = make_batch(B, T, cfg.vocab_size, 99, ignore_some);
+    CHECK_OK(wl_adapter_zero_grad(a));
+    loss_of(m, &b);
+    CHECK_OK(wl_model_backward(m));
+    size_t n;
+    float *p = wl_adapter_params(a, &n);
+    check_grad(what, m, &b, p, wl_adapter_grads(a), n);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(a);
+    wl_model_free(m);
+}
+
+static void full_case(const char *what, wl_config cfg, int with_adapter) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 23);
+    CHECK_OK(wl_model_reserve(m, 2, 6));
+    wl_adapter *a = NULL;
+    if (with_adapter) {
+        /* a frozen adapter is attached: its path must still carry gradient to the layers below */
+        int ranks[WL_MAX_SLOTS] = {2, 2, 2, 2, 2, 2, 2};
+        a = make_adapter(m, ranks, 0, 8, 0);
+        CHECK_OK(wl_model_set_adapters(m, &a, (float[]){0.7f}, 1));
+    }
+    CHECK_OK(wl_model_set_full_training(m, 1));
+    CHECK_OK(wl_model_zero_grad(m));
+    batch b = make_batch(2, 6, cfg.vocab_size, 41, 1);
+    loss_of(m, &b);
+    CHECK_OK(wl_model_backward(m));
+    size_t n;
+    float *p = wl_model_params(m, &n);
+    check_grad(what, m, &b, p, wl_model_grads(m), n);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(a);
+    wl_model_free(m);
+}
+
+/* Attention alone: dq, dk, dv against finite differences of sum(out * w) for a random w. */
+static void attention_case(const wl_kernels *k) {
+    enum { B = 2, T = 5, H = 4, HKV = 2, HS = 3 };
+    const int qd = H * HS, kvd = HKV * HS, N = B * T;
+    float q[N * qd], kc[N * kvd], vc[N * kvd], out[N * qd], w[N * qd], probs[B * H * T * T], scratch[H * T * T];
+    float dq[N * qd], dk[N * kvd], dv[N * kvd], dsc[T * T];
+    wl_test_fill(q, sizeof q / sizeof *q, 1, 1.0f);
+    wl_test_fill(kc, sizeof kc / sizeof *kc, 2, 1.0f);
+    wl_test_fill(vc, sizeof vc / sizeof *vc, 3, 1.0f);
+    wl_test_fill(w, sizeof w / sizeof *w, 4, 1.0f);
+    wl_attention_forward(k, out, probs, scratch, q, kc, vc, B, T, 0, T, H, HKV, HS);
+    wl_attention_backward(k, dq, dk, dv, dsc, w, probs, q, kc, vc, B, T, T, H, HKV, HS);
+    float *bufs[3] = {q, kc, vc}, *grads[3] = {dq, dk, dv};
+    int sizes[3] = {N * qd, N * kvd, N * kvd};
+    const char *names[3] = {"attention dq", "attention dk", "attention dv"};
+    for (int which = 0; which < 3; which++) {
+        float *fd = malloc((size_t)sizes[which] * sizeof(float));
+        for (int i = 0; i < sizes[which]; i++) {
+            float saved = bufs[which][i];
+            double obj[2];
+            for (int side = 0; side < 2; side++) {
+                bufs[which][i] = saved + (side ? -1e-2f : 1e-2f);
+                wl_attention_forward(k, out, probs, scratch, q, kc, vc, B, T, 0, T, H, HKV, HS);
+                double s = 0.0;
+                for (int j = 0; j < N * qd; j++) s += (double)out[j] * w[j];
+                obj[side] = s;
+            }
+            bufs[which][i] = saved;
+            fd[i] = (float)((obj[0] - obj[1]) / 2e-2);
+        }
+        wl_test_close(names[which], grads[which], fd, (size_t)sizes[which], 2e-3f, 2e-3f);
+        free(fd);
+    }
+}
+
+/* Prefill + token-by-token decoding with the KV cache reproduces whole-sequence logits. */
+static void decode_case(const char *what, wl_config cfg) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 5);
+    int ranks[WL_MAX_SLOTS] = {2, 1, 2, 3, 2, 1, 2};
+    wl_adapter *a = make_adapter(m, ranks, 0, 3, 0);
+    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    const int T = 12, V = cfg.vocab_size;
+    CHECK_OK(wl_model_reserve(m, 1, 16));
+    batch b = make_batch(1, T, V, 7, 0);
+    CHECK_OK(wl_model_forward(m, b.tokens, NULL, 1, T, 0, 0, -100, NULL));
+    float *full = malloc((size_t)T * V * sizeof(float));
+    memcpy(full, wl_model_logits(m), (size_t)T * V * sizeof(float));
+    float *step = malloc((size_t)T * V * sizeof(float));
+    /* prefill 5 tokens, keep the last row, then one token at a time */
+    CHECK_OK(wl_model_forward(m, b.tokens, NULL, 1, 5, 0, WL_FORWARD_LAST_LOGITS, -100, NULL));
+    memcpy(step + 4 * V, wl_model_logits(m), (size_t)V * sizeof(float));
+    for (int t = 5; t < T; t++) {
+        CHECK_OK(wl_model_forward(m, b.tokens + t, NULL, 1, 1, t, 0, -100, NULL));
+        memcpy(step + (size_t)t * V, wl_model_logits(m), (size_t)V * sizeof(float));
+    }
+    wl_test_close(what, step + 4 * V, full + 4 * V, (size_t)(T - 4) * V, 1e-5f, 1e-5f);
+    free(full);
+    free(step);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(a);
+    wl_model_free(m);
+}
+
+/* B = 0 adapter: logits bit-identical to the base model. */
+static void fresh_adapter_case(wl_config cfg) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 9);
+    CHECK_OK(wl_model_reserve(m, 2, 7));
+    batch b = make_batch(2, 7, cfg.vocab_size, 1, 0);
+    const size_t n = (size_t)2 * 7 * cfg.vocab_size;
+    CHECK_OK(wl_model_forward(m, b.tokens, NULL, 2, 7, 0, 0, -100, NULL));
+    float *base = malloc(n * sizeof(float));
+    memcpy(base, wl_model_logits(m), n * sizeof(float));
+    int ranks[WL_MAX_SLOTS] = {4, 4, 4, 4, 4, 4, 4};
+    wl_adapter *a = make_adapter(m, ranks, 0, 3, 0);
+    CHECK_OK(wl_adapter_init(a, WL_LORA_INIT_DEFAULT, 42));
+    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    CHECK_OK(wl_model_forward(m, b.tokens, NULL, 2, 7, 0, 0, -100, NULL));
+    CHECK_MSG(memcmp(base, wl_model_logits(m), n * sizeof(float)) == 0, "fresh adapter changed the logits");
+    /* and A really is nonzero (so the test above could fail) */
+    wl_lora_module mod;
+    wl_adapter_module(a, 0, &mod);
+    CHECK(mod.A[0] != 0.0f && mod.B[0] == 0.0f);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(a);
+    free(base);
+    wl_model_free(m);
+}
+
+static void error_cases(void) {
+    wl_config cfg = llama_config(WL_ROPE_HALF, 0, 0);
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    batch b = make_batch(1, 4, cfg.vocab_size, 1, 0);
+    CHECK_STATUS(wl_model_forward(m, b.tokens, NULL, 1, 4, 0, 0, -100, NULL), WL_STATUS_BAD_STATE);
+    CHECK_OK(wl_model_reserve(m, 1, 4));
+    CHECK_STATUS(wl_model_reserve(m, 1, 33), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(wl_model_backward(m), WL_STATUS_BAD_STATE);
+    int32_t bad[4] = {0, 1, 23, 2};
+    CHECK_STATUS(wl_model_forward(m, bad, NULL, 1, 4, 0, 0, -100, NULL), WL_STATUS_INVALID_ARGUMENT);
+    int32_t bad_t[4] = {0, -5, 1, 2};
+    CHECK_STATUS(wl_model_forward(m, b.tokens, bad_t, 1, 4, 0, WL_FORWARD_TRAIN, -100, NULL), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(wl_model_forward(m, b.tokens, NULL, 1, 2, 3, 0, -100, NULL), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(wl_model_forward(m, b.tokens, NULL, 1, 4, 0, WL_FORWARD_TRAIN, -100, NULL), WL_STATUS_INVALID_ARGUMENT);
+    /* forward with targets but no trainable parameters, then backward */
+    float loss;
+    CHECK_OK(wl_model_forward(m, b.tokens, b.targets, 1, 4, 0, WL_FORWARD_TRAIN, -100, &loss));
+    CHECK_STATUS(wl_model_backward(m), WL_STATUS_BAD_STATE);
+    /* every target ignored: NaN loss, no backward */
+    int32_t none[4] = {-100, -100, -100, -100};
+    CHECK_OK(wl_model_forward(m, b.tokens, none, 1, 4, 0, WL_FORWARD_TRAIN, -100, &loss));
+    CHECK(isnan(loss));
+    /* adapter errors */
+    int S = wl_model_n_slots(m), L = cfg.n_layers;
+    int *ranks = calloc((size_t)L * S, sizeof(int));
+    float *alphas = calloc((size_t)L * S, sizeof(float));
+    wl_lora_spec spec = {ranks, alphas, 0};
+    wl_adapter *a = NULL;
+    CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
+    ranks[0] = 25; /* > min(in 16, out 24) */
+    CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
+    ranks[0] = -1;
+    CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
+    ranks[0] = 2;
+    alphas[0] = NAN;
+    CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
+    alphas[0] = 4;
+    CHECK_OK(wl_adapter_create(m, &spec, &a));
+    CHECK_STATUS(wl_model_set_trainable(m, a), WL_STATUS_BAD_STATE);
+    /* an adapter for another shape */
+    wl_config other = gpt2_config();
+    wl_model *g = NULL;
+    CHECK_OK(wl_model_create(&other, &g));
+    CHECK_STATUS(wl_model_set_adapters(g, &a, NULL, 1), WL_STATUS_SHAPE_MISMATCH);
+    CHECK_STATUS(wl_model_set_adapters(m, (wl_adapter *[]){a, a}, NULL, 2), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(wl_model_set_lora_dropout(m, 1.0f, 0, 0), WL_STATUS_INVALID_ARGUMENT);
+    /* config validation */
+    wl_config c2 = cfg;
+    c2.n_kv_heads = 3;
+    CHECK_STATUS(wl_model_create(&c2, &g), WL_STATUS_BAD_FORMAT);
+    c2 = cfg;
+    c2.dim = 1 << 20;
+    CHECK_STATUS(wl_model_create(&c2, &g), WL_STATUS_BAD_FORMAT);
+    c2 = cfg;
+    c2.head_dim = 7;
+    CHECK_STATUS(wl_model_create(&c2, &g), WL_STATUS_BAD_FORMAT);
+    free(ranks);
+    free(alphas);
+    wl_adapter_free(a);
+    wl_model_free(g);
+    wl_model_free(m);
+}
+
+static void run_all(void) {
+    const int all[WL_MAX_SLOTS] = {2, 3, 1, 2, 2, 3, 2};
+    const int qv[WL_MAX_SLOTS] = {4, 0, 4, 0, 0, 0, 0};
+    const int down_only[WL_MAX_SLOTS] = {0, 0, 0, 0, 0, 0, 3};
+    const int gpt2_all[WL_MAX_SLOTS] = {2, 3, 2, 1};
+    const int gpt2_fc[WL_MAX_SLOTS] = {0, 0, 4, 0};
+    wl_config half = llama_config(WL_ROPE_HALF, 0, 0);
+    wl_config inter = llama_config(WL_ROPE_INTERLEAVED, 0, 1);
+    wl_config bias = llama_config(WL_ROPE_HALF, 1, 1);
+    wl_config gpt2 = gpt2_config();
+    lora_case("llama LoRA all modules, rotate_half, untied", half, all, 0, 0, 0.0f, 2, 6, 1);
+    lora_case("llama LoRA q,v rsLoRA, interleaved, tied", inter, qv, 0, 1, 0.0f, 2, 5, 0);
+    lora_case("llama LoRA down_proj on the top layer only", half, down_only, 2, 0, 0.0f, 2, 6, 0);
+    lora_case("llama LoRA q,v from layer 1 (skips layer 0)", half, qv, 1, 0, 0.0f, 1, 7, 0);
+    lora_case("llama LoRA all modules, qkv bias, dropout 0.3", bias, all, 0, 0, 0.3f, 2, 6, 1);
+    lora_case("gpt2 LoRA all modules", gpt2, gpt2_all, 0, 0, 0.0f, 2, 6, 1);
+    lora_case("gpt2 LoRA c_fc, dropout 0.2", gpt2, gpt2_fc, 1, 1, 0.2f, 2, 5, 0);
+    full_case("llama full-parameter, rotate_half, untied", half, 0);
+    full_case("llama full-parameter, interleaved, tied, + frozen LoRA", inter, 1);
+    full_case("llama full-parameter, qkv bias", bias, 0);
+    full_case("gpt2 full-parameter + frozen LoRA", gpt2, 1);
+    decode_case("llama KV-cache decode == whole-sequence logits", half);
+    decode_case("gpt2 KV-cache decode == whole-sequence logits", gpt2);
+    fresh_adapter_case(half);
+    fresh_adapter_case(gpt2);
+}
+
+int main(void) {
+    const char *tables[2] = {"scalar", "wasmsimd"};
+    for (int i = 0; i < 2; i++) {
+        const wl_kernels *k = wl_kernels_by_name(tables[i]);
+        if (!k) {
+            printf("kernels %s: not built here\n", tables[i]);
+            continue;
+        }
+        printf("kernels %s\n", tables[i]);
+        wl_kernels_set_default(k);
+        attention_case(k);
+        run_all();
+    }
+    wl_kernels_set_default(NULL);
+    error_cases();
+    return wl_test_summary("test_model_grad");
+}

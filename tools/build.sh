@@ -1,0 +1,25 @@
+#!/bin/sh
+# Build the C core: native (build/native), native with ASan+UBSan (build/asan) and WebAssembly (build/wasm,
+# copied to web/weblora.wasm). Usage: tools/build.sh [native] [asan] [wasm]   (default: wasm only)
+set -eu
+cd "$(dirname "$0")/.."
+targets="${*:-wasm}"
+jobs=$(nproc 2>/dev/null || echo 2)
+for t in $targets; do
+  case "$t" in
+    native)
+      cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release >/dev/null
+      cmake --build build/native -j "$jobs" >&2 ;;
+    asan)
+      cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DWL_SANITIZE=ON >/dev/null
+      cmake --build build/asan -j "$jobs" >&2 ;;
+    wasm)
+      # emcc runs its JS optimiser with Debian's node modules.
+      export NODE_PATH=/usr/share/nodejs
+      emcmake cmake -S . -B build/wasm -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1 \
+        || emcmake cmake -S . -B build/wasm -DCMAKE_BUILD_TYPE=Release >&2
+      cmake --build build/wasm -j "$jobs" >&2
+      cp build/wasm/weblora.wasm web/weblora.wasm ;;
+    *) echo "unknown build target: $t" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Install what building and testing weblora needs, only where it is missing (idempotent; Debian 12, as root or
+# with sudo). Usage: tools/setup.sh [--browser]   (--browser adds Debian's chromium for the browser tests)
+set -eu
+cd "$(dirname "$0")/.."
+
+need=""
+command -v cmake >/dev/null 2>&1 || need="$need cmake"
+command -v gcc >/dev/null 2>&1 || need="$need gcc"
+command -v make >/dev/null 2>&1 || need="$need make"
+command -v emcc >/dev/null 2>&1 || need="$need emscripten"
+[ -f /usr/include/simde/wasm/simd128.h ] || need="$need libsimde-dev"
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || need="$need chromium"
+fi
+
+if [ -n "$need" ]; then
+  echo "weblora setup: installing$need" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q >&2
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q --no-install-recommends $need >&2
+fi
+
+# npm dependencies: install when node_modules is missing or older than the lock file.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "weblora setup: installing npm dependencies" >&2
+  npm ci --no-audit --no-fund >&2 || npm install --no-audit --no-fund >&2
+fi
