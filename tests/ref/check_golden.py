@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""check_golden.py: consistency checks of the golden files in tests/ref/golden, with the standard library only
+(no torch, no numpy), so anyone can run it after regenerating or before committing.
+
+It checks the safetensors layout of every file, that case.json, adapter_config.json, the adapter and io tensors
+agree with each other and with the model config (shapes, PEFT key names, target / rank_pattern / alpha_pattern
+resolution), recomputes every stored loss from the stored logits, checks the SGD contract arithmetic and the
+greedy file, and the size budget. Exit status 1 with a list of problems if anything is off.
+
+Run: python3 tests/ref/check_golden.py [golden_dir] [--shared DIR]
+"""
+import array
+import json
+import math
+import os
+import re
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUDGET = 3.2e6
+problems = []
+
+
+def fail(msg):
+    problems.append(msg)
+    print("PROBLEM:", msg)
+
+
+# ---- safetensors (strict: contiguous data, no holes, sizes match) ----
+
+_DT = {"F32": ("f", 4), "I32": ("i", 4)}
+
+
+def st_load(path):
+    with open(path, "rb") as f:
+        buf = f.read()
+    (n,) = struct.unpack_from("<Q", buf, 0)
+    header = json.loads(buf[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    spans = []
+    out = {}
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        spans.append((b, e, name))
+        if info["dtype"] not in _DT:
+            fail(f"{path}: {name} has dtype {info['dtype']} (expected F32 or I32)")
+            continue
+        code, size = _DT[info["dtype"]]
+        numel = 1
+        for d in info["shape"]:
+            numel *= d
+        if e - b != numel * size:
+            fail(f"{path}: {name} byte size {e - b} != numel {numel} * {size}")
+            continue
+        a = array.array(code)
+        a.frombytes(buf[base + b:base + e])
+        if sys.byteorder != "little":
+            a.byteswap()
+        out[name] = (info["dtype"], list(info["shape"]), a)
+    pos = 0
+    for b, e, name in sorted(spans):
+        if b != pos:
+            fail(f"{path}: data of {name} starts at {b}, expected {pos}")
+        pos = e
+    if base + pos != len(buf):
+        fail(f"{path}: data ends at {base + pos}, file has {len(buf)} bytes")
+    return out, meta
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---- model shapes from config.json or a llama2.c header ----
+
+def model_from_case(d, case, shared):
+    if case.get("model_ref"):
+        ref = os.path.join(shared, case["model_ref"])
+        if not os.path.exists(ref):
+            print(f"note: {ref} not found; skipping model checks of {d}")
+            return None
+        if ref.endswith(".bin"):
+            return llama2c_model(ref)
+        return hf_model(os.path.join(ref, "config.json"), os.path.join(ref, "model.safetensors"))
+    if os.path.exists(os.path.join(d, "model.bin")):
+        return llama2c_model(os.path.join(d, "model.bin"))
+    return hf_model(os.path.join(d, "config.json"), os.path.join(d, "model.safetensors"))
+
+
+def llama2c_model(path):
+    with open(path, "rb") as f:
+        buf = f.read()
+    dim, hidden, L, H, Hkv, vocab, seq_len = struct.unpack_from("<7i", buf, 0)
+    V, hs = abs(vocab), dim // H
+    kv = Hkv * hs
+    n = V * dim + L * (2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * dim * hidden) + dim + seq_len * hs
+    n += 0 if vocab > 0 else V * dim
+    if len(buf) != 28 + 4 * n:
+        fail(f"{path}: size {len(buf)} does not match its header ({28 + 4 * n})")
+    cfg = {"family": "llama", "dim": dim, "hidden": hidden, "L": L, "H": H, "Hkv": Hkv, "hs": hs, "V": V,
+           "tied": vocab > 0, "qkv_bias": False}
+    return cfg, tensor_shapes(cfg)
+
+
+def hf_model(config_path, st_path):
+    cj = load_json(config_path)
+    if cj["model_type"] == "gpt2":
+        C = cj["n_embd"]
+        cfg = {"family": "gpt2", "dim": C, "hidden": cj.get("n_inner") or 4 * C, "L": cj["n_layer"],
+               "H": cj["n_head"], "V": cj["vocab_size"], "npos": cj["n_positions"], "tied": True}
+    else:
+        H = cj["num_attention_heads"]
+        cfg = {"family": "llama", "dim": cj["hidden_size"], "hidden": cj["intermediate_size"],
+               "L": cj["num_hidden_layers"], "H": H, "Hkv": cj.get("num_key_value_heads") or H,
+               "hs": cj.get("head_dim") or cj["hidden_size"] // H, "V": cj["vocab_size"],
+               "tied": cj.get("tie_word_embeddings", False), "qkv_bias": cj["model_type"] == "qwen2"}
+    shapes = tensor_shapes(cfg)
+    st, _meta = st_load(st_path)
+    got = {k: v[1] for k, v in st.items() if not re.search(r"\.attn\.(masked_)?bias$", k)}
+    if got != shapes:
+        fail(f"{st_path}: tensors differ from what {config_path} implies: "
+             f"{sorted(set(got) ^ set(shapes)) or 'shapes'}")
+    return cfg, shapes
+
+
+def tensor_shapes(cfg):
+    C, I, L, V = cfg["dim"], cfg["hidden"], cfg["L"], cfg["V"]
+    s = {}
+    if cfg["family"] == "gpt2":
+        s["transformer.wte.weight"] = [V, C]
+        s["transformer.wpe.weight"] = [cfg["npos"], C]
+        for l in range(L):
+            p = f"transformer.h.{l}."
+            for n, sh in (("ln_1", [C]), ("ln_2", [C])):
+                s[p + n + ".weight"] = sh
+                s[p + n + ".bias"] = sh
+            for n, fi, fo in (("attn.c_attn", C, 3 * C), ("attn.c_proj", C, C), ("mlp.c_fc", C, I),
+                              ("mlp.c_proj", I, C)):
+                s[p + n + ".weight"] = [fi, fo]
+                s[p + n + ".bias"] = [fo]
+        s["transformer.ln_f.weight"] = [C]
+        s["transformer.ln_f.bias"] = [C]
+        return s
+    H, Hkv, hs = cfg["H"], cfg["Hkv"], cfg["hs"]
+    s["model.embed_tokens.weight"] = [V, C]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        for n, fi, fo in modules_of_layer(cfg):
+            s[p + n + ".weight"] = [fo, fi]
+        if cfg["qkv_bias"]:
+            s[p + "self_attn.q_proj.bias"] = [H * hs]
+            s[p + "self_attn.k_proj.bias"] = [Hkv * hs]
+            s[p + "self_attn.v_proj.bias"] = [Hkv * hs]
+        s[p + "input_layernorm.weight"] = [C]
+        s[p + "post_attention_layernorm.weight"] = [C]
+    s["model.norm.weight"] = [C]
+    if not cfg["tied"]:
+        s["lm_head.weight"] = [V, C]
+    return s
+
+
+def modules_of_layer(cfg):
+    C, I = cfg["dim"], cfg["hidden"]
+    if cfg["family"] == "gpt2":
+        return [("attn.c_attn", C, 3 * C), ("attn.c_proj", C, C), ("mlp.c_fc", C, I), ("mlp.c_proj", I, C)]
+    H, Hkv, hs = cfg["H"], cfg["Hkv"], cfg["hs"]
+    return [("self_attn.q_proj", C, H * hs), ("self_attn.k_proj", C, Hkv * hs), ("self_attn.v_proj", C, Hkv * hs),
+            ("self_attn.o_proj", H * hs, C), ("mlp.gate_proj", C, I), ("mlp.up_proj", C, I),
+            ("mlp.down_proj", I, C)]
+
+
+def resolve_lora(cfg, acfg):
+    """PEFT semantics: targets match a module path exactly or as a suffix after a dot; rank_pattern and
+    alpha_pattern keys are regexes, the first (insertion order) with re.match(r"(.*\\.)?(key)$", path) wins."""
+    def pattern(d, path, default):
+        for k, v in d.items():
+            if re.match(rf"(.*\.)?({k})$", path):
+                return v
+        return default
+
+    prefix = "transformer.h." if cfg["family"] == "gpt2" else "model.layers."
+    out = {}
+    for l in range(cfg["L"]):
+        for n, fi, fo in modules_of_layer(cfg):
+            path = f"{prefix}{l}.{n}"
+            if not any(path == t or path.endswith("." + t) for t in acfg["target_modules"]):
+                continue
+            r = pattern(acfg["rank_pattern"], path, acfg["r"])
+            a = pattern(acfg["alpha_pattern"], path, acfg["lora_alpha"])
+            s = a / math.sqrt(r) if acfg["use_rslora"] else a / r
+            out[path] = (r, a, s, fi, fo)
+    return out
+
+
+# ---- checks ----
+
+def close(a, b, atol, rtol):
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+def check_adapter(d, case, model, prefix_files=("adapter_config.json", "adapter_model.safetensors")):
+    acfg = load_json(os.path.join(d, prefix_files[0]))
+    ad, _ = st_load(os.path.join(d, prefix_files[1]))
+    for k, want in (("peft_type", "LORA"), ("task_type", "CAUSAL_LM"), ("bias", "none"), ("lora_dropout", 0.0)):
+        if acfg.get(k) != want:
+            fail(f"{d}: adapter_config {k} = {acfg.get(k)!r}, expected {want!r}")
+    if model is None:
+        return acfg, ad
+    cfg, _shapes = model
+    if acfg["fan_in_fan_out"] != (cfg["family"] == "gpt2"):
+        fail(f"{d}: fan_in_fan_out {acfg['fan_in_fan_out']} for a {cfg['family']} model")
+    res = resolve_lora(cfg, acfg)
+    listed = {m["path"]: m for m in case["lora_modules"]}
+    if set(listed) != set(res):
+        fail(f"{d}: case.json lora_modules {sorted(listed)} != resolved targets {sorted(res)}")
+    keys = set()
+    for path, (r, a, s, fi, fo) in res.items():
+        m = listed.get(path)
+        if m and (m["r"] != r or m["alpha"] != a or not math.isclose(m["scaling"], s, rel_tol=1e-12)):
+            fail(f"{d}: {path}: case.json says r {m['r']} alpha {m['alpha']} scaling {m['scaling']}, PEFT gives "
+                 f"r {r} alpha {a} scaling {s}")
+        for which, shape in (("A", [r, fi]), ("B", [fo, r])):
+            key = f"base_model.model.{path}.lora_{which}.weight"
+            keys.add(key)
+            if key not in ad:
+                fail(f"{d}: adapter lacks {key}")
+            elif ad[key][1] != shape:
+                fail(f"{d}: {key} shape {ad[key][1]}, expected {shape}")
+            elif max(abs(x) for x in ad[key][2]) == 0.0:
+                fail(f"{d}: {key} is all zero")
+    if set(ad) != keys:
+        fail(f"{d}: adapter has extra tensors {sorted(set(ad) - keys)}")
+    return acfg, ad
+
+
+def recompute_loss(logits, targets, V, ignore):
+    total, n = 0.0, 0
+    for i, t in enumerate(targets):
+        if t == ignore:
+            continue
+        row = logits[i * V:(i + 1) * V]
+        m = max(row)
+        total += m + math.log(sum(math.exp(x - m) for x in row)) - row[t]
+        n += 1
+    return total / n
+
+
+def check_case(d, shared):
+    case = load_json(os.path.join(d, "case.json"))
+    for k in ("arch", "description", "B", "T", "targets", "r", "alpha", "use_rslora", "ignore_id", "full",
+              "tolerance"):
+        if k not in case:
+            fail(f"{d}: case.json lacks {k}")
+    model = model_from_case(d, case, shared)
+    io, _ = st_load(os.path.join(d, "io.safetensors"))
+    B, T = case["B"], case["T"]
+    V = model[0]["V"] if model else case["vocab_size"]
+    for name, dtype, shape in (("tokens", "I32", [B, T]), ("logits", "F32", [B, T, V])):
+        if name not in io or io[name][0] != dtype or io[name][1] != shape:
+            fail(f"{d}: io {name} should be {dtype} {shape}, is {io.get(name, (None, None))[:2]}")
+    if any(not 0 <= t < V for t in io["tokens"][2]):
+        fail(f"{d}: token id out of range")
+    if not case["targets"]:
+        if set(io) != {"tokens", "logits"}:
+            fail(f"{d}: a base-only case holds {sorted(io)}")
+        return
+    targets = io["targets"][2]
+    if io["targets"][1] != [B, T] or any(not (0 <= t < V or t == case["ignore_id"]) for t in targets):
+        fail(f"{d}: bad targets")
+    loss = recompute_loss(io["logits"][2], targets, V, case["ignore_id"])
+    tol = case["tolerance"]["loss"]
+    if io["loss"][1] != [1] or not close(loss, io["loss"][2][0], tol["atol"], tol["rtol"]):
+        fail(f"{d}: loss recomputed from logits {loss} != stored {io['loss'][2][0]}")
+    if not math.isclose(io["loss"][2][0], case["loss"], rel_tol=1e-6):
+        fail(f"{d}: case.json loss differs from io loss")
+    acfg, ad = check_adapter(d, case, model)
+    for key, (_dt, shape, _a) in ad.items():
+        g = io.get("grad." + key)
+        if g is None or g[1] != shape:
+            fail(f"{d}: grad.{key} missing or misshapen")
+        elif max(abs(x) for x in g[2]) < 1e-7:
+            fail(f"{d}: grad.{key} is (nearly) zero")
+    full = [k for k in io if k.startswith("fullgrad.")]
+    if case["full"] and model:
+        want = model[1]
+        got = {k[len("fullgrad."):]: io[k][1] for k in full}
+        if got != want:
+            fail(f"{d}: fullgrad tensors differ from the model's: {sorted(set(got) ^ set(want)) or 'shapes'}")
+    elif not case["full"] and full:
+        fail(f"{d}: fullgrad.* present but full is false")
+    extra = set(io) - {"tokens", "targets", "logits", "loss"} - {"grad." + k for k in ad} - set(full)
+    if extra:
+        fail(f"{d}: unexpected io tensors {sorted(extra)}")
+
+
+def check_sgd(d, shared):
+    case = load_json(os.path.join(d, "case.json"))
+    ids = load_json(os.path.join(d, "ids.json"))
+    with open(os.path.join(d, "text.txt")) as f:
+        text = f.read().strip()
+    if not text.isascii() or "\n" in text:
+        fail(f"{d}: text.txt should be one line of ASCII")
+    io, _ = st_load(os.path.join(d, "io.safetensors"))
+    if list(io["tokens"][2]) != ids[:-1] or list(io["targets"][2]) != ids[1:]:
+        fail(f"{d}: io tokens/targets are not ids[:-1]/ids[1:]")
+    if "stories260K" in case["model_ref"] and (ids[0] != 1 or ids[-1] != 2):
+        fail(f"{d}: stories260K ids should start with BOS 1 and end with EOS 2")
+    if "gpt2" in case["model_ref"] and (ids[-1] != 50256 or 50256 in ids[:-1]):
+        fail(f"{d}: gpt2 ids should end with 50256 only")
+    model = model_from_case(d, case, shared)
+    _acfg, ad = check_adapter(d, case, model)
+    exp, _ = st_load(os.path.join(d, "expected_adapter_model.safetensors"))
+    lr = case["lr"]
+    if set(exp) != set(ad):
+        fail(f"{d}: expected adapter keys differ from the initial adapter")
+    moved = 0.0
+    for key, (_dt, _shape, p0) in ad.items():
+        g = io["grad." + key][2]
+        p1 = exp[key][2]
+        for a, b, c in zip(p0, g, p1):
+            want = a - lr * b
+            # both sides are float32 roundings of the same float64 value (from rounded inputs): a few ulps
+            if abs(c - want) > 4e-7 * max(1.0, abs(want)):
+                fail(f"{d}: {key}: expected {c} != initial - lr * grad = {want}")
+                break
+            moved = max(moved, abs(c - a))
+    if moved < 1e-4:
+        fail(f"{d}: the SGD step moves parameters by at most {moved}: not visible in float32")
+
+
+def check_greedy(path):
+    g = load_json(path)
+    if g.get("precision") != "float32" or len(g["cases"]) < 4:
+        fail(f"{path}: needs precision float32 and at least 4 prompts")
+    if not any(c["prompt_ids"] == [1] for c in g["cases"]):
+        fail(f"{path}: no BOS-only prompt")
+    for c in g["cases"]:
+        if c["prompt_ids"][0] != 1 or len(c["generated_ids"]) != g["max_new_tokens"] or \
+                len(c["margins"]) != len(c["generated_ids"]) or min(c["margins"]) < 0 or \
+                any(not 0 <= t < 512 for t in c["prompt_ids"] + c["generated_ids"]):
+            fail(f"{path}: malformed case {c['prompt_text']!r}")
+
+
+def main():
+    args = [a for a in sys.argv[1:]]
+    shared = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "shared")
+    if "--shared" in args:
+        i = args.index("--shared")
+        shared = args[i + 1]
+        del args[i:i + 2]
+    root = args[0] if args else os.path.join(HERE, "golden")
+    n = 0
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if os.path.isfile(os.path.join(d, "case.json")):
+            check_case(d, shared)
+            n += 1
+    sgd = os.path.join(root, "sgd_contract")
+    for name in sorted(os.listdir(sgd)) if os.path.isdir(sgd) else []:
+        check_sgd(os.path.join(sgd, name), shared)
+        n += 1
+    check_greedy(os.path.join(root, "stories260K_greedy.json"))
+    total = sum(os.path.getsize(os.path.join(r, f)) for r, _d, fs in os.walk(root) for f in fs)
+    if total > BUDGET:
+        fail(f"golden files total {total} bytes (budget {BUDGET:.0f})")
+    print(f"checked {n} cases and the greedy file, {total / 1e6:.2f} MB: "
+          + ("OK" if not problems else f"{len(problems)} problem(s)"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1084 @@
+#!/usr/bin/python3
+"""make_ref.py: the PyTorch reference for weblora's model tests; writes the golden files in tests/ref/golden/.
+
+An independent implementation in plain PyTorch (no transformers, peft or safetensors packages) of
+Hugging Face LlamaForCausalLM (with the Qwen2 q/k/v bias and llama2.c's interleaved RoPE as variants) and
+GPT2LMHeadModel, PEFT LoRA on Linear and Conv1D modules, the safetensors and llama2.c file formats, and the
+llama2.c (tok512) and GPT-2 byte-level BPE tokenizers. Everything is computed in float64 from weights that are
+exactly representable in float32 and stored as float32; the greedy decoding file is the one thing computed in
+float32 (see README.md).
+
+Run: /usr/bin/python3 tests/ref/make_ref.py [--shared DIR] [--out DIR]
+Deterministic: fixed seeds, no dependence on time or environment. Only developers run it; CI reads its output.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)  # a fixed reduction order, so reruns give identical bytes
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+IGNORE_ID = -100
+GPT2_BUFFER = re.compile(r"\.attn\.(masked_)?bias$")  # non-parameter buffers older GPT-2 files carry
+
+# ----------------------------------------------------------------------------------------------------------
+# safetensors (huggingface/safetensors format: u64 header size, JSON header, packed little-endian data)
+
+_ST_NP = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+def st_read(path):
+    """Read a safetensors file into {name: torch tensor} (BF16 widened to float32) and its metadata."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    (n,) = struct.unpack_from("<Q", buf, 0)
+    header = json.loads(buf[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        shape = info["shape"]
+        count = int(np.prod(shape)) if shape else 1
+        if info["dtype"] == "BF16":
+            raw = np.frombuffer(buf, dtype="<u2", count=count, offset=base + begin)
+            arr = (raw.astype(np.uint32) << 16).view(np.float32)
+        else:
+            dt = np.dtype(_ST_NP[info["dtype"]]).newbyteorder("<")
+            arr = np.frombuffer(buf, dtype=dt, count=count, offset=base + begin)
+            assert arr.nbytes == end - begin, name
+        out[name] = torch.from_numpy(arr.reshape(shape).copy())
+    return out, meta
+
+
+def st_write(path, tensors, metadata=None):
+    """Write {name: tensor} as safetensors; float tensors are stored F32, integer tensors I32."""
+    header = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        if t.is_floating_point():
+            arr, dtype = t.to(torch.float32).contiguous().numpy().astype("<f4"), "F32"
+        else:
+            arr, dtype = t.to(torch.int32).contiguous().numpy().astype("<i4"), "I32"
+        data = arr.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hjson += b" " * ((8 - len(hjson) % 8) % 8)  # pad so the data starts 8-byte aligned, as the reference writer does
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hjson)))
+        f.write(hjson)
+        for b in blobs:
+            f.write(b)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model configs (one internal dict for every architecture)
+
+def llama_cfg(dim, hidden, n_layers, n_heads, n_kv_heads, vocab, max_pos, tied, eps, theta, head_dim=None,
+              qkv_bias=False, rope="half", arch="llama"):
+    return dict(arch=arch, family="llama", dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads,
+                n_kv_heads=n_kv_heads, head_dim=head_dim or dim // n_heads, explicit_head_dim=head_dim is not None,
+                vocab=vocab, max_pos=max_pos, tied=tied, eps=eps, theta=theta, qkv_bias=qkv_bias, rope=rope)
+
+
+def gpt2_cfg(dim, n_layers, n_heads, vocab, n_positions, eps=1e-5, n_inner=None):
+    return dict(arch="gpt2", family="gpt2", dim=dim, hidden=n_inner or 4 * dim, n_inner=n_inner,
+                n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads, head_dim=dim // n_heads, vocab=vocab,
+                max_pos=n_positions, tied=True, eps=eps)
+
+
+def cfg_from_hf(cj):
+    """Internal config from a Hugging Face config.json dict."""
+    mt = cj.get("model_type")
+    if mt == "gpt2":
+        return gpt2_cfg(cj["n_embd"], cj["n_layer"], cj["n_head"], cj["vocab_size"], cj["n_positions"],
+                        cj.get("layer_norm_epsilon", 1e-5), cj.get("n_inner"))
+    assert mt in ("llama", "qwen2"), mt
+    assert not cj.get("rope_scaling"), "rope_scaling is not part of this reference"
+    return llama_cfg(cj["hidden_size"], cj["intermediate_size"], cj["num_hidden_layers"],
+                     cj["num_attention_heads"], cj.get("num_key_value_heads") or cj["num_attention_heads"],
+                     cj["vocab_size"], cj["max_position_embeddings"], cj.get("tie_word_embeddings", False),
+                     cj["rms_norm_eps"], cj.get("rope_theta", 10000.0), cj.get("head_dim"),
+                     qkv_bias=(mt == "qwen2") or cj.get("attention_bias", False), arch=mt)
+
+
+def hf_config_json(cfg):
+    """config.json as transformers writes it for LlamaForCausalLM / Qwen2ForCausalLM / GPT2LMHeadModel."""
+    if cfg["arch"] == "gpt2":
+        return {
+            "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.0,
+            "bos_token_id": cfg["vocab"] - 1, "embd_pdrop": 0.0, "eos_token_id": cfg["vocab"] - 1,
+            "initializer_range": 0.02, "layer_norm_epsilon": cfg["eps"], "model_type": "gpt2",
+            "n_ctx": cfg["max_pos"], "n_embd": cfg["dim"], "n_head": cfg["n_heads"], "n_inner": cfg["n_inner"],
+            "n_layer": cfg["n_layers"], "n_positions": cfg["max_pos"], "reorder_and_upcast_attn": False,
+            "resid_pdrop": 0.0, "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
+            "tie_word_embeddings": True, "torch_dtype": "float32", "use_cache": True, "vocab_size": cfg["vocab"],
+        }
+    cj = {
+        "architectures": ["Qwen2ForCausalLM" if cfg["arch"] == "qwen2" else "LlamaForCausalLM"],
+        "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+        "hidden_size": cfg["dim"], "initializer_range": 0.02, "intermediate_size": cfg["hidden"],
+        "max_position_embeddings": cfg["max_pos"], "model_type": cfg["arch"],
+        "num_attention_heads": cfg["n_heads"], "num_hidden_layers": cfg["n_layers"],
+        "num_key_value_heads": cfg["n_kv_heads"], "rms_norm_eps": cfg["eps"], "rope_scaling": None,
+        "rope_theta": cfg["theta"], "tie_word_embeddings": cfg["tied"], "torch_dtype": "float32",
+        "use_cache": True, "vocab_size": cfg["vocab"],
+    }
+    if cfg["arch"] == "qwen2":
+        cj.update({"max_window_layers": cfg["n_layers"], "sliding_window": None, "use_sliding_window": False})
+    else:
+        cj.update({"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1})
+    if cfg["explicit_head_dim"]:
+        cj["head_dim"] = cfg["head_dim"]
+    return dict(sorted(cj.items()))
+
+
+def weight_shapes(cfg):
+    """Every base tensor as (HF name, shape as stored in a HF file), in HF named_parameters order."""
+    C, I, V, L = cfg["dim"], cfg["hidden"], cfg["vocab"], cfg["n_layers"]
+    out = []
+    if cfg["family"] == "gpt2":
+        out += [("transformer.wte.weight", (V, C)), ("transformer.wpe.weight", (cfg["max_pos"], C))]
+        for l in range(L):
+            p = f"transformer.h.{l}."
+            out += [(p + "ln_1.weight", (C,)), (p + "ln_1.bias", (C,)),
+                    (p + "attn.c_attn.weight", (C, 3 * C)), (p + "attn.c_attn.bias", (3 * C,)),
+                    (p + "attn.c_proj.weight", (C, C)), (p + "attn.c_proj.bias", (C,)),
+                    (p + "ln_2.weight", (C,)), (p + "ln_2.bias", (C,)),
+                    (p + "mlp.c_fc.weight", (C, I)), (p + "mlp.c_fc.bias", (I,)),
+                    (p + "mlp.c_proj.weight", (I, C)), (p + "mlp.c_proj.bias", (C,))]
+        out += [("transformer.ln_f.weight", (C,)), ("transformer.ln_f.bias", (C,))]
+        return out
+    H, Hkv, hs = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    out.append(("model.embed_tokens.weight", (V, C)))
+    for l in range(L):
+        p = f"model.layers.{l}."
+        out.append((p + "self_attn.q_proj.weight", (H * hs, C)))
+        if cfg["qkv_bias"]:
+            out.append((p + "self_attn.q_proj.bias", (H * hs,)))
+        out.append((p + "self_attn.k_proj.weight", (Hkv * hs, C)))
+        if cfg["qkv_bias"]:
+            out.append((p + "self_attn.k_proj.bias", (Hkv * hs,)))
+        out.append((p + "self_attn.v_proj.weight", (Hkv * hs, C)))
+        if cfg["qkv_bias"]:
+            out.append((p + "self_attn.v_proj.bias", (Hkv * hs,)))
+        out += [(p + "self_attn.o_proj.weight", (C, H * hs)),
+                (p + "mlp.gate_proj.weight", (I, C)), (p + "mlp.up_proj.weight", (I, C)),
+                (p + "mlp.down_proj.weight", (C, I)),
+                (p + "input_layernorm.weight", (C,)), (p + "post_attention_layernorm.weight", (C,))]
+    out.append(("model.norm.weight", (C,)))
+    if not cfg["tied"]:
+        out.append(("lm_head.weight", (V, C)))
+    return out
+
+
+def linear_modules(cfg):
+    """LoRA-targetable linear modules as (module path, in_features, out_features, conv1d)."""
+    C, I, L = cfg["dim"], cfg["hidden"], cfg["n_layers"]
+    mods = []
+    if cfg["family"] == "gpt2":
+        for l in range(L):
+            p = f"transformer.h.{l}."
+            mods += [(p + "attn.c_attn", C, 3 * C, True), (p + "attn.c_proj", C, C, True),
+                     (p + "mlp.c_fc", C, I, True), (p + "mlp.c_proj", I, C, True)]
+        return mods
+    H, Hkv, hs = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        mods += [(p + "self_attn.q_proj", C, H * hs, False), (p + "self_attn.k_proj", C, Hkv * hs, False),
+                 (p + "self_attn.v_proj", C, Hkv * hs, False), (p + "self_attn.o_proj", H * hs, C, False),
+                 (p + "mlp.gate_proj", C, I, False), (p + "mlp.up_proj", C, I, False),
+                 (p + "mlp.down_proj", I, C, False)]
+    return mods
+
+
+# ----------------------------------------------------------------------------------------------------------
+# llama2.c checkpoints (version 0, karpathy/llama2.c run.c), mapped onto HF Llama names without permutation
+
+def read_llama2c(path):
+    with open(path, "rb") as f:
+        buf = f.read()
+    dim, hidden, L, H, Hkv, vocab, seq_len = struct.unpack_from("<7i", buf, 0)
+    shared = vocab > 0
+    V = abs(vocab)
+    hs = dim // H
+    kv = dim * Hkv // H
+    cfg = llama_cfg(dim, hidden, L, H, Hkv, V, seq_len, shared, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
+    floats = np.frombuffer(buf, dtype="<f4", offset=28)
+    pos = 0
+
+    def take(*shape):
+        nonlocal pos
+        n = int(np.prod(shape))
+        assert pos + n <= floats.size, "llama2.c file too short"
+        t = torch.from_numpy(floats[pos:pos + n].reshape(shape).copy())
+        pos += n
+        return t
+
+    W = {"model.embed_tokens.weight": take(V, dim)}
+    stacked = [("input_layernorm.weight", (dim,)), ("self_attn.q_proj.weight", (dim, dim)),
+               ("self_attn.k_proj.weight", (kv, dim)), ("self_attn.v_proj.weight", (kv, dim)),
+               ("self_attn.o_proj.weight", (dim, dim)), ("post_attention_layernorm.weight", (dim,)),
+               ("mlp.gate_proj.weight", (hidden, dim)), ("mlp.down_proj.weight", (dim, hidden)),
+               ("mlp.up_proj.weight", (hidden, dim))]
+    for name, shape in stacked:
+        t = take(L, *shape)
+        for l in range(L):
+            W[f"model.layers.{l}.{name}"] = t[l].clone()
+    W["model.norm.weight"] = take(dim)
+    take(seq_len, hs // 2)  # legacy freq_cis_real
+    take(seq_len, hs // 2)  # legacy freq_cis_imag
+    if not shared:
+        W["lm_head.weight"] = take(V, dim)
+    assert pos == floats.size, "llama2.c file has trailing data"
+    return cfg, W
+
+
+def write_llama2c(path, cfg, W):
+    dim, hidden, L, H, Hkv, V = (cfg[k] for k in ("dim", "hidden", "n_layers", "n_heads", "n_kv_heads", "vocab"))
+    hs = dim // H
+    assert cfg["head_dim"] == hs and cfg["rope"] == "interleaved"
+    seq_len = cfg["max_pos"]
+    parts = [W["model.embed_tokens.weight"]]
+    for name in ("input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                 "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                 "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight"):
+        parts += [W[f"model.layers.{l}.{name}"] for l in range(L)]
+    parts.append(W["model.norm.weight"])
+    freq = 1.0 / (10000.0 ** (torch.arange(0, hs, 2) / hs))
+    ang = torch.arange(seq_len)[:, None] * freq[None, :]
+    parts += [torch.cos(ang), torch.sin(ang)]
+    if not cfg["tied"]:
+        parts.append(W["lm_head.weight"])
+    with open(path, "wb") as f:
+        f.write(struct.pack("<7i", dim, hidden, L, H, Hkv, V if cfg["tied"] else -V, seq_len))
+        for t in parts:
+            f.write(t.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizers
+
+class Llama2cTokenizer:
+    """llama2.c tokenizer.bin: int32 max_token_length, then per id: f32 score, int32 len, bytes. Encoding as
+    run.c encode(): optional BOS, a dummy-prefix " " token, one token per UTF-8 code point (byte fallback
+    <0xNN> = byte + 3 when the code point is not in the vocabulary), then repeatedly merge the adjacent pair
+    whose concatenation is in the vocabulary with the highest score (leftmost on ties)."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            buf = f.read()
+        (self.max_len,) = struct.unpack_from("<i", buf, 0)
+        p = 4
+        self.pieces, self.scores = [], []
+        while p < len(buf):
+            score, n = struct.unpack_from("<fi", buf, p)
+            p += 8
+            self.pieces.append(buf[p:p + n])
+            self.scores.append(score)
+            p += n
+        self.lookup = {}
+        for i, piece in enumerate(self.pieces):
+            self.lookup.setdefault(piece, i)
+
+    def encode(self, text, bos=True, eos=False):
+        data = text.encode("utf-8")
+        toks = [1] if bos else []
+        if data:
+            toks.append(self.lookup[b" "])
+        i = 0
+        while i < len(data):
+            j = i + 1
+            while j < len(data) and (data[j] & 0xC0) == 0x80 and j - i < 4:
+                j += 1
+            cp = data[i:j]
+            if cp in self.lookup:
+                toks.append(self.lookup[cp])
+            else:
+                toks += [b + 3 for b in cp]
+            i = j
+        while True:
+            best, best_id, best_idx = -1e10, -1, -1
+            for k in range(len(toks) - 1):
+                tid = self.lookup.get(self.pieces[toks[k]] + self.pieces[toks[k + 1]], -1)
+                if tid != -1 and self.scores[tid] > best:
+                    best, best_id, best_idx = self.scores[tid], tid, k
+            if best_idx == -1:
+                break
+            toks[best_idx:best_idx + 2] = [best_id]
+        if eos:
+            toks.append(2)
+        return toks
+
+    def decode(self, ids, prev=None):
+        out = b""
+        for t in ids:
+            piece = self.pieces[t]
+            if prev == 1 and piece.startswith(b" "):
+                piece = piece[1:]
+            m = re.fullmatch(rb"<0x([0-9A-F]{2})>", piece)
+            out += bytes([int(m.group(1), 16)]) if m else piece
+            prev = t
+        return out.decode("utf-8", errors="replace")
+
+
+class GPT2Tokenizer:
+    """GPT-2 byte-level BPE from vocab.json + merges.txt. The pre-tokenizer is GPT-2's pattern
+    's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+, written here for ASCII
+    text only (Python's re has no \\p{L}); encode() refuses anything else."""
+
+    PAT = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
+
+    def __init__(self, vocab_path, merges_path):
+        with open(vocab_path, encoding="utf-8") as f:
+            self.vocab = json.load(f)
+        self.inv = {v: k for k, v in self.vocab.items()}
+        with open(merges_path, encoding="utf-8") as f:
+            lines = [ln for ln in f.read().split("\n") if ln and not ln.startswith("#version")]
+        self.ranks = {tuple(ln.split(" ")): i for i, ln in enumerate(lines)}
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+        cs = bs[:]
+        n = 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        self.byte_enc = {b: chr(c) for b, c in zip(bs, cs)}
+        self.byte_dec = {v: k for k, v in self.byte_enc.items()}
+
+    def bpe(self, word):
+        parts = list(word)
+        while len(parts) > 1:
+            pairs = [(parts[i], parts[i + 1]) for i in range(len(parts) - 1)]
+            best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
+            if best not in self.ranks:
+                break
+            merged, i = [], 0
+            while i < len(parts):
+                if i < len(parts) - 1 and (parts[i], parts[i + 1]) == best:
+                    merged.append(parts[i] + parts[i + 1])
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        return parts
+
+    def encode(self, text):
+        assert text.isascii(), "this reference pre-tokenizer handles ASCII text only"
+        ids = []
+        for piece in self.PAT.findall(text):
+            word = "".join(self.byte_enc[b] for b in piece.encode("utf-8"))
+            ids += [self.vocab[p] for p in self.bpe(word)]
+        return ids
+
+    def decode(self, ids):
+        return bytes(self.byte_dec[c] for t in ids for c in self.inv[t]).decode("utf-8", errors="replace")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The models (functional: W maps HF tensor names to tensors in HF file layout; lora maps module paths to
+# (A (r, in), B (out, r), scaling))
+
+def rmsnorm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def layernorm(x, w, b, eps):
+    mu = x.mean(-1, keepdim=True)
+    var = (x - mu).pow(2).mean(-1, keepdim=True)
+    return (x - mu) * torch.rsqrt(var + eps) * w + b
+
+
+def gelu_new(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+def linear(x, W, lora, path, conv1d=False):
+    """HF Linear (W (out, in)) or Conv1D (W (in, out)), plus PEFT LoRA: base(x) + scaling * B(A(x))."""
+    w = W[path + ".weight"]
+    y = x @ w if conv1d else x @ w.t()
+    if path + ".bias" in W:
+        y = y + W[path + ".bias"]
+    if path in lora:
+        A, B, s = lora[path]
+        y = y + ((x @ A.t()) @ B.t()) * s
+    return y
+
+
+def rope_tables(T, hs, theta, dtype):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (T, hs/2)
+    return torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
+
+
+def apply_rope(x, cos, sin, layout):
+    """x (B, heads, T, hs). half: HF rotate_half, pairs (i, i + hs/2); interleaved: llama2.c, pairs (2i, 2i+1)."""
+    if layout == "half":
+        c = torch.cat([cos, cos], -1)
+        s = torch.cat([sin, sin], -1)
+        h = x.shape[-1] // 2
+        rot = torch.cat([-x[..., h:], x[..., :h]], -1)
+        return x * c + rot * s
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1).flatten(-2)
+
+
+def causal_attention(q, k, v):
+    """q (B, H, T, hs), k/v (B, H, T, hs): softmax(q k^T / sqrt(hs) + causal mask) v."""
+    T, hs = q.shape[-2], q.shape[-1]
+    att = (q @ k.transpose(-1, -2)) / math.sqrt(hs)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    att = att.masked_fill(~mask, float("-inf"))
+    return torch.softmax(att, -1) @ v
+
+
+def llama_forward(cfg, W, lora, tokens):
+    Bsz, T = tokens.shape
+    H, Hkv, hs, eps = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"], cfg["eps"]
+    x = W["model.embed_tokens.weight"][tokens]
+    cos, sin = rope_tables(T, hs, cfg["theta"], x.dtype)
+    for l in range(cfg["n_layers"]):
+        p = f"model.layers.{l}."
+        h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
+        q = linear(h, W, lora, p + "self_attn.q_proj").view(Bsz, T, H, hs).transpose(1, 2)
+        k = linear(h, W, lora, p + "self_attn.k_proj").view(Bsz, T, Hkv, hs).transpose(1, 2)
+        v = linear(h, W, lora, p + "self_attn.v_proj").view(Bsz, T, Hkv, hs).transpose(1, 2)
+        q = apply_rope(q, cos, sin, cfg["rope"])
+        k = apply_rope(k, cos, sin, cfg["rope"])
+        k = k.repeat_interleave(H // Hkv, dim=1)  # repeat_kv: query head h reads kv head h // (H / Hkv)
+        v = v.repeat_interleave(H // Hkv, dim=1)
+        y = causal_attention(q, k, v).transpose(1, 2).reshape(Bsz, T, H * hs)
+        x = x + linear(y, W, lora, p + "self_attn.o_proj")
+        h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
+        g = linear(h, W, lora, p + "mlp.gate_proj")
+        u = linear(h, W, lora, p + "mlp.up_proj")
+        x = x + linear(F.silu(g) * u, W, lora, p + "mlp.down_proj")
+    x = rmsnorm(x, W["model.norm.weight"], eps)
+    head = W["model.embed_tokens.weight"] if cfg["tied"] else W["lm_head.weight"]
+    return x @ head.t()
+
+
+def gpt2_forward(cfg, W, lora, tokens):
+    Bsz, T = tokens.shape
+    C, H, eps = cfg["dim"], cfg["n_heads"], cfg["eps"]
+    hs = C // H
+    x = W["transformer.wte.weight"][tokens] + W["transformer.wpe.weight"][torch.arange(T)]
+    for l in range(cfg["n_layers"]):
+        p = f"transformer.h.{l}."
+        h = layernorm(x, W[p + "ln_1.weight"], W[p + "ln_1.bias"], eps)
+        qkv = linear(h, W, lora, p + "attn.c_attn", conv1d=True)
+        q, k, v = (t.view(Bsz, T, H, hs).transpose(1, 2) for t in qkv.split(C, dim=-1))
+        y = causal_attention(q, k, v).transpose(1, 2).reshape(Bsz, T, C)
+        x = x + linear(y, W, lora, p + "attn.c_proj", conv1d=True)
+        h = layernorm(x, W[p + "ln_2.weight"], W[p + "ln_2.bias"], eps)
+        x = x + linear(gelu_new(linear(h, W, lora, p + "mlp.c_fc", conv1d=True)), W, lora, p + "mlp.c_proj",
+                       conv1d=True)
+    x = layernorm(x, W["transformer.ln_f.weight"], W["transformer.ln_f.bias"], eps)
+    return x @ W["transformer.wte.weight"].t()
+
+
+def forward(cfg, W, lora, tokens):
+    want = dict(weight_shapes(cfg))
+    got = {k: tuple(v.shape) for k, v in W.items()}
+    assert got == want, f"weights do not match the config: {sorted(set(got) ^ set(want)) or 'shapes'}"
+    return (gpt2_forward if cfg["family"] == "gpt2" else llama_forward)(cfg, W, lora, tokens)
+
+
+def xent(logits, targets):
+    """Mean cross-entropy over targets != IGNORE_ID."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(),
+                           ignore_index=IGNORE_ID, reduction="mean")
+
+
+def run(cfg, W, lora, tokens, targets=None, full=False, dtype=torch.float64):
+    """Forward (and backward with targets) in `dtype`. Returns logits, loss, LoRA grads {path: (dA, dB)}, base
+    grads {name: grad in file layout}."""
+    Wd = {k: v.detach().to(dtype).clone().requires_grad_(full) for k, v in W.items()}
+    Ld = {k: (A.detach().to(dtype).clone().requires_grad_(True), B.detach().to(dtype).clone().requires_grad_(True), s)
+          for k, (A, B, s) in lora.items()}
+    logits = forward(cfg, Wd, Ld, tokens.long())
+    loss, lgrads, wgrads = None, {}, {}
+    if targets is not None:
+        loss = xent(logits, targets)
+        loss.backward()
+        lgrads = {k: (A.grad, B.grad) for k, (A, B, _) in Ld.items()}
+        if full:
+            wgrads = {k: v.grad if v.grad is not None else torch.zeros_like(v) for k, v in Wd.items()}
+    return logits.detach(), (loss.detach() if loss is not None else None), lgrads, wgrads
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PEFT LoRA adapters
+
+def peft_target_match(path, targets):
+    """PEFT check_target_module_exists for a list: exact name or suffix after a dot."""
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def peft_pattern_key(keys, path):
+    """PEFT get_pattern_key: the first key (in insertion order) with re.match(rf"(.*\\.)?({key})$", path);
+    keys are regular expressions matched against the end of the module path at a dot boundary."""
+    for key in keys:
+        if re.match(rf"(.*\.)?({key})$", path):
+            return key
+    return path
+
+
+def round32(t):
+    return t.to(torch.float32).to(torch.float64)
+
+
+class Rng:
+    """numpy PCG64 with a fixed seed; every value is rounded to float32 before use."""
+
+    def __init__(self, seed):
+        self.g = np.random.Generator(np.random.PCG64(seed))
+
+    def uniform(self, shape, lo, hi):
+        return round32(torch.from_numpy(self.g.uniform(lo, hi, size=shape)))
+
+    def normal(self, shape, std):
+        return round32(torch.from_numpy(self.g.normal(0.0, std, size=shape)))
+
+    def ints(self, shape, lo, hi):
+        return torch.from_numpy(self.g.integers(lo, hi, size=shape)).to(torch.int32)
+
+
+def make_adapter(cfg, rng, targets, r, alpha, use_rslora=False, rank_pattern=None, alpha_pattern=None,
+                 base_name=None):
+    rank_pattern = rank_pattern or {}
+    alpha_pattern = alpha_pattern or {}
+    lora, modules = {}, []
+    fan_in_fan_out = cfg["family"] == "gpt2"
+    for path, fin, fout, _conv in linear_modules(cfg):
+        if not peft_target_match(path, targets):
+            continue
+        rr = rank_pattern.get(peft_pattern_key(rank_pattern.keys(), path), r)
+        aa = alpha_pattern.get(peft_pattern_key(alpha_pattern.keys(), path), alpha)
+        s = aa / math.sqrt(rr) if use_rslora else aa / rr
+        bound = 1.0 / math.sqrt(fin)  # kaiming_uniform_(a=sqrt(5)) on (r, in): U(-1/sqrt(in), 1/sqrt(in))
+        A = rng.uniform((rr, fin), -bound, bound)
+        B = rng.uniform((fout, rr), -0.1, 0.1)
+        lora[path] = (A, B, s)
+        modules.append({"path": path, "r": rr, "alpha": aa, "scaling": s})
+    assert modules, "no module matched the targets"
+    config = {
+        "alpha_pattern": alpha_pattern, "auto_mapping": None, "base_model_name_or_path": base_name, "bias": "none",
+        "fan_in_fan_out": fan_in_fan_out, "inference_mode": True, "init_lora_weights": True,
+        "layers_pattern": None, "layers_to_transform": None, "lora_alpha": alpha, "lora_dropout": 0.0,
+        "modules_to_save": None, "peft_type": "LORA", "r": r, "rank_pattern": rank_pattern, "revision": None,
+        "target_modules": list(targets), "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": use_rslora,
+    }
+    return lora, modules, config
+
+
+def peft_key(path, which):
+    return f"base_model.model.{path}.lora_{which}.weight"
+
+
+def adapter_tensors(lora):
+    out = {}
+    for path, (A, B, _s) in lora.items():
+        out[peft_key(path, "A")] = A
+        out[peft_key(path, "B")] = B
+    return out
+
+
+def merged_weights(cfg, W, lora):
+    """W + scaling * B A (PEFT merge; transposed to (in, out) for Conv1D, which is all fan_in_fan_out changes)."""
+    M = dict(W)
+    conv = {p: c for p, _i, _o, c in linear_modules(cfg)}
+    for path, (A, B, s) in lora.items():
+        delta = (B @ A) * s
+        M[path + ".weight"] = W[path + ".weight"] + (delta.t() if conv[path] else delta)
+    return M
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic models: weights drawn at scales that keep activations O(1), attention visibly non-uniform and
+# logits spread over a few units, so every gradient is far from zero.
+
+def random_weights(cfg, rng, embed_std=None):
+    W = {}
+    C = cfg["dim"]
+    for name, shape in weight_shapes(cfg):
+        if name.endswith("norm.weight") or re.search(r"ln_\w+\.weight$", name):
+            W[name] = rng.uniform(shape, 0.8, 1.2)
+        elif name.endswith(".bias"):
+            W[name] = rng.uniform(shape, -0.3, 0.3)
+        elif name in ("model.embed_tokens.weight", "transformer.wte.weight"):
+            W[name] = rng.normal(shape, embed_std or (0.5 if cfg["tied"] else 1.0))
+        elif name == "transformer.wpe.weight":
+            W[name] = rng.normal(shape, 0.3)
+        elif name == "lm_head.weight":
+            W[name] = rng.normal(shape, 2.0 / math.sqrt(C))
+        else:
+            fin = shape[0] if cfg["family"] == "gpt2" else shape[1]
+            gain = 2.0 if re.search(r"(q_proj|k_proj|c_attn)\.weight$", name) else 1.5
+            b = gain / math.sqrt(fin)
+            W[name] = rng.uniform(shape, -b, b)
+    return W
+
+
+def random_io(rng, V, B, T):
+    seq = rng.ints((B, T + 1), 0, V)
+    return seq[:, :T].contiguous(), seq[:, 1:].contiguous()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tolerances: measured float32 error of this same computation (torch CPU float32 against the float64 result),
+# times a safety factor for a different summation order and SIMD, with floors; rounded up to 1, 2 or 5 x 10^k.
+
+def nice_up(x):
+    e = math.floor(math.log10(x))
+    for m in (1, 2, 5, 10):
+        if m * 10 ** e >= x:
+            return float(f"{m * 10 ** e:.0e}")
+    return x
+
+
+def max_err(pairs):
+    """Max abs error and max |ref| over (got, ref) tensor pairs."""
+    err = max(float((g.double() - r.double()).abs().max()) for g, r in pairs)
+    mag = max(float(r.abs().max()) for _g, r in pairs)
+    return err, mag
+
+
+def recommend(err, mag, floor_rel, rtol):
+    return {"atol": nice_up(max(20 * err, floor_rel * mag, 1e-7)), "rtol": rtol}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Case writers
+
+def write_json(path, obj):
+    """Indented JSON with every list of scalars on one line (token id lists stay readable)."""
+    text = json.dumps(obj, indent=2)
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\n\s+", ", ", m.group(1)) + "]", text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+class Golden:
+    def __init__(self, out, shared):
+        self.out = out
+        self.shared = shared
+        self.report = []
+
+    def case_dir(self, name):
+        d = os.path.join(self.out, name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def write_model(self, d, cfg, W):
+        if cfg["family"] == "llama" and cfg["rope"] == "interleaved":
+            write_llama2c(os.path.join(d, "model.bin"), cfg, W)
+            cfg2, W2 = read_llama2c(os.path.join(d, "model.bin"))  # the reader must give back what was written
+            assert all(torch.equal(W[k], W2[k].double()) for k in W) and set(W) == set(W2)
+            assert all(cfg2[k] == cfg[k] for k in ("dim", "hidden", "n_layers", "n_heads", "n_kv_heads", "vocab",
+                                                   "tied", "head_dim", "rope"))
+            return "llama2c"
+        write_json(os.path.join(d, "config.json"), hf_config_json(cfg))
+        st_write(os.path.join(d, "model.safetensors"), W, {"format": "pt"})
+        W2, _ = st_read(os.path.join(d, "model.safetensors"))
+        assert set(W2) == set(W) and all(torch.equal(W[k], W2[k].double()) for k in W)
+        return "hf"
+
+    def lora_case(self, name, description, cfg, W, lora, modules, adapter_cfg, tokens, targets, full,
+                  model_ref=None, adapter_meta=None):
+        d = self.case_dir(name)
+        fmt = "llama2c" if cfg["family"] == "llama" and cfg["rope"] == "interleaved" else "hf"
+        if model_ref is None:
+            fmt = self.write_model(d, cfg, W)
+        logits, loss, lg, wg = run(cfg, W, lora, tokens, targets, full)
+        l32, loss32, lg32, wg32 = run(cfg, W, lora, tokens, targets, full, torch.float32)
+
+        # Self-checks: merged weights give the same logits; float32 agrees loosely; grads are nontrivial.
+        merged = run(cfg, merged_weights(cfg, W, lora), {}, tokens)[0]
+        assert float((merged - logits).abs().max()) < 1e-9, "merge orientation mismatch"
+        for path, (dA, dB) in lg.items():
+            assert float(dA.abs().max()) > 1e-6 and float(dB.abs().max()) > 1e-6, f"tiny LoRA grad at {path}"
+
+        io = {"tokens": tokens, "targets": targets, "logits": logits, "loss": loss.reshape(1)}
+        for path, (dA, dB) in lg.items():
+            io["grad." + peft_key(path, "A")] = dA
+            io["grad." + peft_key(path, "B")] = dB
+        for k, g in wg.items():
+            io["fullgrad." + k] = g
+        st_write(os.path.join(d, "io.safetensors"), io)
+        st_write(os.path.join(d, "adapter_model.safetensors"), adapter_tensors(lora), adapter_meta or {"format": "pt"})
+        write_json(os.path.join(d, "adapter_config.json"), adapter_cfg)
+
+        lerr, lmag = max_err([(l32, logits)])
+        gpairs = [(a, b) for p in lg for a, b in zip(lg32[p], lg[p])]
+        gerr, gmag = max_err(gpairs)
+        tol = {"logits": recommend(lerr, lmag, 1e-6, 1e-5), "grads": recommend(gerr, gmag, 1e-5, 1e-4),
+               "loss": recommend(abs(float(loss32) - float(loss)), float(loss), 1e-6, 1e-5)}
+        measured = {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr,
+                    "grads_max_abs": gmag}
+        if full:
+            ferr, fmag = max_err([(wg32[k], wg[k]) for k in wg])
+            tol["fullgrads"] = recommend(ferr, fmag, 1e-5, 1e-4)
+            measured.update({"fullgrads_max_abs_err": ferr, "fullgrads_max_abs": fmag})
+        case = {
+            "arch": cfg["arch"], "description": description, "model_format": fmt,
+            "B": int(tokens.shape[0]), "T": int(tokens.shape[1]), "vocab_size": cfg["vocab"],
+            "targets": adapter_cfg["target_modules"], "r": adapter_cfg["r"], "alpha": adapter_cfg["lora_alpha"],
+            "use_rslora": adapter_cfg["use_rslora"], "rank_pattern": adapter_cfg["rank_pattern"],
+            "alpha_pattern": adapter_cfg["alpha_pattern"], "fan_in_fan_out": adapter_cfg["fan_in_fan_out"],
+            "lora_modules": modules, "ignore_id": IGNORE_ID,
+            "n_ignored": int((targets == IGNORE_ID).sum()), "full": full, "loss": float(loss),
+            "tolerance": tol, "float32_torch_error": measured,
+        }
+        if model_ref:
+            case["model_ref"] = model_ref
+        write_json(os.path.join(d, "case.json"), case)
+        self.report.append((name, float(loss), measured, tol))
+        print(f"{name}: loss {float(loss):.6f}  f32 err logits {lerr:.2e} (|max| {lmag:.2f})  grads {gerr:.2e} "
+              f"(|max| {gmag:.3f})" + (f"  fullgrads {measured['fullgrads_max_abs_err']:.2e}" if full else ""))
+
+    def base_case(self, name, description, model_ref, cfg, W, tokens):
+        d = self.case_dir(name)
+        logits = run(cfg, W, {}, tokens)[0]
+        again = run(cfg, W, {}, tokens)[0]
+        assert torch.equal(logits, again), "nondeterministic forward"
+        assert logits.shape == (tokens.shape[0], tokens.shape[1], cfg["vocab"])
+        l32 = run(cfg, W, {}, tokens, dtype=torch.float32)[0]
+        lerr, lmag = max_err([(l32, logits)])
+        st_write(os.path.join(d, "io.safetensors"), {"tokens": tokens, "logits": logits})
+        tol = {"logits": recommend(lerr, lmag, 1e-6, 1e-5)}
+        write_json(os.path.join(d, "case.json"), {
+            "arch": cfg["arch"], "description": description, "model_format": "hf", "model_ref": model_ref,
+            "B": int(tokens.shape[0]), "T": int(tokens.shape[1]), "vocab_size": cfg["vocab"], "targets": [],
+            "r": None, "alpha": None, "use_rslora": False, "ignore_id": IGNORE_ID, "full": False,
+            "tolerance": tol, "float32_torch_error": {"logits_max_abs_err": lerr, "logits_max_abs": lmag},
+        })
+        self.report.append((name, None, {"logits_max_abs_err": lerr}, tol))
+        print(f"{name}: logits {tuple(logits.shape)}  max |logit| {lmag:.4f}  f32 err {lerr:.2e}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Independent checks of the building blocks
+
+def check_rope_layouts():
+    """HF's checkpoint converter permutes q/k rows so rotate_half on the permuted weights equals llama2.c's
+    interleaved RoPE on the originals; both layouts here must agree through that permutation."""
+    rng = Rng(7)
+    cfg = llama_cfg(32, 48, 2, 4, 2, 50, 16, False, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
+    W = random_weights(cfg, rng)
+    tokens, _ = random_io(rng, 50, 2, 6)
+
+    def permute(w, heads):
+        out, inp = w.shape
+        return w.view(heads, out // heads // 2, 2, inp).transpose(1, 2).reshape(out, inp)
+
+    Wp = dict(W)
+    for l in range(2):
+        Wp[f"model.layers.{l}.self_attn.q_proj.weight"] = permute(W[f"model.layers.{l}.self_attn.q_proj.weight"], 4)
+        Wp[f"model.layers.{l}.self_attn.k_proj.weight"] = permute(W[f"model.layers.{l}.self_attn.k_proj.weight"], 2)
+    a = run(cfg, W, {}, tokens)[0]
+    b = run(dict(cfg, rope="half"), Wp, {}, tokens)[0]
+    assert float((a - b).abs().max()) < 1e-10, "interleaved and rotate_half RoPE disagree"
+
+
+def check_tokenizers(shared):
+    gpt2 = GPT2Tokenizer(os.path.join(shared, "models/tiny-gpt2/vocab.json"),
+                         os.path.join(shared, "models/tiny-gpt2/merges.txt"))
+    assert gpt2.encode("Hello world") == [15496, 995]
+    assert gpt2.encode("The quick brown fox jumps over the lazy dog") == \
+        [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290]
+    s = "It's 2024: don't   panic, it'll work!\n"
+    assert gpt2.decode(gpt2.encode(s)) == s
+    tok = Llama2cTokenizer(os.path.join(shared, "models/stories260K/tok512.bin"))
+    assert len(tok.pieces) == 512
+    for s in ("Once upon a time", "Lily's cat said: \"Hi!\"", "caf\u00e9 \u00fc\u00df"):
+        ids = tok.encode(s)
+        assert ids[0] == 1 and tok.decode(ids[1:], prev=1) == s, (s, ids)
+    return gpt2, tok
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cases
+
+def synthetic_cases(g):
+    # Llama, GQA 4/2, untied head, rotate_half RoPE; LoRA on q_proj, v_proj.
+    rng = Rng(101)
+    cfg = llama_cfg(32, 64, 2, 4, 2, 96, 64, False, 1e-5, 10000.0)
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, ["q_proj", "v_proj"], 4, 8)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 7)
+    g.lora_case("llama_gqa_qv", "Llama, GQA (4 heads, 2 kv heads), untied lm_head, HF rotate_half RoPE; LoRA on "
+                "q_proj and v_proj (r 4, alpha 8, scaling 2).", cfg, W, lora, mods, acfg, tokens, targets, False)
+
+    # Llama, all 7 targets, rsLoRA, tied embeddings, some ignored targets.
+    rng = Rng(202)
+    cfg = llama_cfg(32, 64, 2, 4, 4, 80, 64, True, 1e-6, 10000.0)
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"], 8, 16, use_rslora=True)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 9)
+    targets[0, 2] = IGNORE_ID
+    targets[1, 0] = IGNORE_ID
+    targets[1, 8] = IGNORE_ID
+    g.lora_case("llama_all_rslora", "Llama, 4 heads (hs 8), tied embeddings (no lm_head stored), eps 1e-6; LoRA "
+                "on all 7 linear modules, r 8, alpha 16, use_rslora (scaling 16/sqrt(8)); three targets are "
+                "-100 (ignored; the loss is the mean over the 15 others).", cfg, W, lora, mods, acfg, tokens,
+                targets, False)
+
+    # Qwen2: q/k/v bias, no o bias, rope_theta 5e5, eps 1e-6, full gradients.
+    rng = Rng(303)
+    cfg = llama_cfg(32, 64, 2, 4, 2, 64, 64, False, 1e-6, 500000.0, qkv_bias=True, arch="qwen2")
+    W = random_weights(cfg, rng, embed_std=0.02)  # mean square 4e-4: eps 1e-6 vs 1e-5 shows in the logits
+    lora, mods, acfg = make_adapter(cfg, rng, ["o_proj", "down_proj"], 2, 5)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 8)
+    g.lora_case("llama_qwen_bias", "Qwen2ForCausalLM: q/k/v biases, no o_proj bias, GQA 4/2, untied head, "
+                "rope_theta 500000, rms_norm_eps 1e-6 (small embeddings, std 0.02, so the first RMSNorm is "
+                "sensitive to eps); LoRA on o_proj and down_proj, r 2, alpha 5 (scaling 2.5); "
+                "full=true: fullgrad.* for every base tensor, biases included.", cfg, W, lora, mods, acfg, tokens,
+                targets, True)
+
+    # Llama with an explicit head_dim (12) != hidden / heads (8).
+    rng = Rng(404)
+    cfg = llama_cfg(32, 64, 2, 4, 2, 72, 64, False, 1e-5, 10000.0, head_dim=12)
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, ["q_proj", "k_proj"], 3, 6)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 6)
+    g.lora_case("llama_head_dim", "Llama with head_dim 12 set explicitly (hidden 32, 4 heads, 2 kv heads): "
+                "q_proj 32->48, k/v_proj 32->24, o_proj 48->32, RoPE over 12 dims; LoRA on q_proj and k_proj, r 3, "
+                "alpha 6.", cfg, W, lora, mods, acfg, tokens, targets, False)
+
+    # llama2.c checkpoint: GQA, unshared classifier, interleaved RoPE, rank_pattern / alpha_pattern.
+    rng = Rng(505)
+    cfg = llama_cfg(32, 48, 2, 4, 2, 90, 32, False, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"], 4, 8, rank_pattern={"layers.1.mlp.down_proj": 6},
+                                    alpha_pattern={"v_proj": 4})
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 8)
+    g.lora_case("llama2c_interleaved", "llama2.c v0 checkpoint (model.bin; dim 32, hidden 48, 2 layers, 4 heads, "
+                "2 kv heads, vocab -90 in the header = unshared classifier, seq_len 32) with interleaved RoPE; "
+                "LoRA on all 7 modules, r 4, alpha 8, rank_pattern {layers.1.mlp.down_proj: 6} (only "
+                "model.layers.1.mlp.down_proj gets r 6, scaling 8/6), alpha_pattern {v_proj: 4} (every v_proj: "
+                "scaling 4/4); full=true with HF tensor names.", cfg, W, lora, mods, acfg, tokens, targets, True)
+
+    # GPT-2, LoRA on c_attn and both c_proj (attention and MLP), fan_in_fan_out, full gradients.
+    rng = Rng(606)
+    cfg = gpt2_cfg(32, 2, 4, 70, 32)
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, ["c_attn", "c_proj"], 4, 32)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 8)
+    g.lora_case("gpt2_attn", "GPT-2 (n_embd 32, 4 heads, 2 layers, n_positions 32, vocab 70), Conv1D weights "
+                "stored (in, out), tied lm_head; LoRA on c_attn and c_proj (matches attn.c_proj and mlp.c_proj), "
+                "r 4, alpha 32 (scaling 8), fan_in_fan_out true; full=true: fullgrad.* in file layout (Conv1D "
+                "grads (in, out)); fullgrad.transformer.wte.weight sums the embedding and tied-head gradients.",
+                cfg, W, lora, mods, acfg, tokens, targets, True)
+
+    # GPT-2, LoRA on c_fc only, rsLoRA.
+    rng = Rng(707)
+    cfg = gpt2_cfg(24, 3, 3, 60, 16)
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, ["c_fc"], 8, 8, use_rslora=True)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 5)
+    g.lora_case("gpt2_mlp", "GPT-2 (n_embd 24, 3 heads, 3 layers, n_positions 16, vocab 60); LoRA on mlp.c_fc "
+                "only, r 8, alpha 8, use_rslora (scaling 8/sqrt(8)), fan_in_fan_out true.", cfg, W, lora, mods,
+                acfg, tokens, targets, False)
+
+
+STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with "
+         "her friends. One day, she saw a big red ball in the park.")
+
+
+def stories_case(g, tok):
+    cfg, W = read_llama2c(os.path.join(g.shared, "models/stories260K/stories260K.bin"))
+    W = {k: v.double() for k, v in W.items()}
+    ids = tok.encode(STORY)
+    assert len(ids) >= 33
+    tokens = torch.tensor([ids[:32]], dtype=torch.int32)
+    targets = torch.tensor([ids[1:33]], dtype=torch.int32)
+    rng = Rng(808)
+    lora, mods, acfg = make_adapter(cfg, rng, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"], 4, 8, base_name="stories260K")
+    g.lora_case("stories260K", "The real stories260K checkpoint (read from ../shared, llama2.c format, shared "
+                "classifier, GQA 8/4, interleaved RoPE) on the first 33 tok512 ids of a TinyStories-like sentence "
+                "(B 1, T 32); LoRA on all 7 modules, r 4, alpha 8.", cfg, W, lora, mods, acfg, tokens, targets,
+                False, model_ref="models/stories260K/stories260K.bin")
+    with open(os.path.join(g.out, "stories260K", "case.json")) as f:
+        case = json.load(f)
+    case["text"] = STORY
+    case["tokenizer_ref"] = "models/stories260K/tok512.bin"
+    write_json(os.path.join(g.out, "stories260K", "case.json"), case)
+    return cfg, W
+
+
+def base_only_cases(g):
+    d = os.path.join(g.shared, "models/tiny-random-llama")
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = cfg_from_hf(json.load(f))
+    W = {k: v.double() for k, v in st_read(os.path.join(d, "model.safetensors"))[0].items()}
+    rng = Rng(909)
+    tokens = rng.ints((1, 5), 0, cfg["vocab"])
+    g.base_case("tiny_random_llama", "HF LlamaForCausalLM from ../shared/models/tiny-random-llama (hidden 16, "
+                "4 heads, vocab 32000, untied head, eps 1e-6): logits for 5 random tokens (T kept at 5 so the "
+                "32000-wide logits stay small).", "models/tiny-random-llama", cfg, W, tokens)
+
+    d = os.path.join(g.shared, "models/tiny-gpt2")
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = cfg_from_hf(json.load(f))
+    W = {k: v.double() for k, v in st_read(os.path.join(d, "model.safetensors"))[0].items()
+         if not GPT2_BUFFER.search(k)}
+    tokens = rng.ints((1, 4), 0, cfg["vocab"])
+    g.base_case("tiny_gpt2", "HF GPT2LMHeadModel from ../shared/models/tiny-gpt2 (n_embd 2, 2 heads, vocab "
+                "50257, tied head): logits for 4 random tokens (T kept at 4 so the 50257-wide logits stay small).",
+                "models/tiny-gpt2", cfg, W, tokens)
+    return cfg, W
+
+
+def greedy_file(g, tok, cfg, W):
+    """stories260K greedy decoding in float32 (as an f32 implementation runs it), with the top-2 margins."""
+    W32 = {k: v.to(torch.float32) for k, v in W.items()}
+    prompts = ["", "Once upon a time", "Lily and Tom went to the park", "The little dog was sad because",
+               "One day, a girl named Sue found a"]
+    cases = []
+    for text in prompts:
+        ids = tok.encode(text) if text else [1]
+        seq = list(ids)
+        margins = []
+        with torch.no_grad():
+            for _ in range(80):
+                logits = forward(cfg, W32, {}, torch.tensor([seq]))[0, -1]
+                top = torch.topk(logits, 2)
+                nxt = int(torch.argmax(logits))
+                assert nxt == int(top.indices[0])
+                margins.append(float(top.values[0] - top.values[1]))
+                seq.append(nxt)
+        gen = seq[len(ids):]
+        cont = tok.decode(gen, prev=ids[-1])
+        cases.append({"prompt_text": text, "prompt_ids": ids, "generated_ids": gen,
+                      "margins": [float(f"{m:.6g}") for m in margins], "min_margin": float(f"{min(margins):.6g}"),
+                      "decoded": tok.decode(ids[1:], prev=1) + cont})
+        print(f"greedy [{text!r}] min margin {min(margins):.2e}:\n  {(tok.decode(ids[1:], prev=1) + cont)!r}")
+    write_json(os.path.join(g.out, "stories260K_greedy.json"), {
+        "model_ref": "models/stories260K/stories260K.bin", "tokenizer_ref": "models/stories260K/tok512.bin",
+        "description": "Greedy decoding of 80 new tokens per prompt with the base stories260K model, computed in "
+                       "float32 (torch CPU, full-sequence forward each step, no KV cache), argmax with ties to the "
+                       "lowest id, no stopping at BOS/EOS. margins[i] = top-1 minus top-2 logit at step i: a "
+                       "mismatch at a step with a margin below ~1e-4 is a near-tie, not a bug. prompt_ids are "
+                       "[BOS=1] + tok512 encode(prompt_text) (dummy-prefix space included), or [1] alone for the "
+                       "empty prompt. 'decoded' is prompt + continuation as llama2.c's decode prints it.",
+        "precision": "float32", "max_new_tokens": 80, "cases": cases})
+
+
+def sgd_contract(g, tok, gpt2tok):
+    base = os.path.join(g.out, "sgd_contract")
+    # stories260K: [BOS] + encode(text) + [EOS], LoRA q_proj, v_proj r 4 alpha 8.
+    cfg, W = read_llama2c(os.path.join(g.shared, "models/stories260K/stories260K.bin"))
+    W = {k: v.double() for k, v in W.items()}
+    text = "The little cat sat on a warm mat and looked at the big red ball."
+    ids = tok.encode(text, bos=True, eos=True)
+    rng = Rng(1001)
+    lora, mods, acfg = make_adapter(cfg, rng, ["q_proj", "v_proj"], 4, 8, base_name="stories260K")
+    sgd_write(g, os.path.join(base, "stories260K"), cfg, W, lora, mods, acfg, text, ids, 0.1,
+              {"model_ref": "models/stories260K/stories260K.bin", "tokenizer_ref": "models/stories260K/tok512.bin",
+               "tokenization": "[BOS=1] + encode(text) (llama2.c algorithm, dummy-prefix space) + [EOS=2]"})
+
+    # tiny-gpt2: encode(text) + [<|endoftext|> = 50256], no BOS; LoRA c_attn r 2 alpha 4.
+    d = os.path.join(g.shared, "models/tiny-gpt2")
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = cfg_from_hf(json.load(f))
+    W = {k: v.double() for k, v in st_read(os.path.join(d, "model.safetensors"))[0].items()
+         if not GPT2_BUFFER.search(k)}
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    ids = gpt2tok.encode(text) + [50256]
+    rng = Rng(1002)
+    lora, mods, acfg = make_adapter(cfg, rng, ["c_attn"], 2, 4, base_name="sshleifer/tiny-gpt2")
+    sgd_write(g, os.path.join(base, "gpt2"), cfg, W, lora, mods, acfg, text, ids, 1.0,
+              {"model_ref": "models/tiny-gpt2", "tokenizer_ref": "models/tiny-gpt2/vocab.json + merges.txt",
+               "tokenization": "GPT-2 byte-level BPE encode(text) + [50256], no BOS"})
+
+
+def sgd_write(g, d, cfg, W, lora, mods, acfg, text, ids, lr, extra):
+    os.makedirs(d, exist_ok=True)
+    tokens = torch.tensor([ids[:-1]], dtype=torch.int32)
+    targets = torch.tensor([ids[1:]], dtype=torch.int32)
+    _logits, loss, lg, _ = run(cfg, W, lora, tokens, targets)
+    _l32, _loss32, lg32, _ = run(cfg, W, lora, tokens, targets, dtype=torch.float32)
+    gmax = max(float(t.abs().max()) for p in lg for t in lg[p])
+    assert 1e-3 < lr * gmax < 0.1, "pick an lr whose step is visible in float32 but small"
+    new = {p: (A - lr * lg[p][0], B - lr * lg[p][1], s) for p, (A, B, s) in lora.items()}
+    with open(os.path.join(d, "text.txt"), "w") as f:
+        f.write(text + "\n")
+    write_json(os.path.join(d, "ids.json"), ids)
+    write_json(os.path.join(d, "adapter_config.json"), acfg)
+    st_write(os.path.join(d, "adapter_model.safetensors"), adapter_tensors(lora), {"format": "pt"})
+    st_write(os.path.join(d, "expected_adapter_model.safetensors"), adapter_tensors(new), {"format": "pt"})
+    io = {"tokens": tokens, "targets": targets, "loss": loss.reshape(1)}
+    for p, (dA, dB) in lg.items():
+        io["grad." + peft_key(p, "A")] = dA
+        io["grad." + peft_key(p, "B")] = dB
+    st_write(os.path.join(d, "io.safetensors"), io)
+    gerr, _ = max_err([(a, b) for p in lg for a, b in zip(lg32[p], lg[p])])
+    step = max(float((lr * t).abs().max()) for p in lg for t in lg[p])
+    pmax = max(float(t.abs().max()) for p in lora for t in lora[p][:2])
+    case = {"arch": cfg["arch"], "description": "One SGD step (p -= lr * grad, no momentum, weight decay or "
+            "clipping) on the mean next-token cross-entropy of one sequence: inputs ids[:-1], targets ids[1:].",
+            "text_file": "text.txt", "ids_file": "ids.json", "n_ids": len(ids), "seq_len": len(ids) - 1, "B": 1,
+            "T": len(ids) - 1, "lr": lr, "optimizer": "sgd", "targets": acfg["target_modules"], "r": acfg["r"],
+            "alpha": acfg["lora_alpha"], "use_rslora": False, "fan_in_fan_out": acfg["fan_in_fan_out"],
+            "lora_modules": mods, "ignore_id": IGNORE_ID, "loss": float(loss), "max_abs_update": step,
+            "max_abs_param": pmax,
+            "tolerance": {"grads": recommend(gerr, gmax, 1e-5, 1e-4),
+                          "params": {"atol": nice_up(max(2e-7 * pmax, 20 * lr * gerr, 1e-7)), "rtol": 1e-5}},
+            "float32_torch_error": {"grads_max_abs_err": gerr, "grads_max_abs": gmax}}
+    case.update(extra)
+    write_json(os.path.join(d, "case.json"), case)
+    print(f"sgd_contract/{os.path.basename(d)}: {len(ids)} ids, loss {float(loss):.6f}, lr {lr}, max |grad| "
+          f"{gmax:.3e}, max |update| {step:.3e}, max |param| {pmax:.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR", os.path.join(os.path.dirname(REPO), "shared")))
+    ap.add_argument("--out", default=os.path.join(HERE, "golden"))
+    args = ap.parse_args()
+    g = Golden(os.path.abspath(args.out), os.path.abspath(args.shared))
+    os.makedirs(g.out, exist_ok=True)
+
+    check_rope_layouts()
+    gpt2tok, tok = check_tokenizers(g.shared)
+    synthetic_cases(g)
+    cfg, W = stories_case(g, tok)
+    base_only_cases(g)
+    greedy_file(g, tok, cfg, W)
+    sgd_contract(g, tok, gpt2tok)
+
+    total = 0
+    for root, _dirs, files in os.walk(g.out):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    print(f"golden total: {total / 1e6:.2f} MB in {g.out}")
+    if total > 3.2e6:
+        sys.exit("golden files exceed the ~3 MB budget")
+
+
+if __name__ == "__main__":
+    main()
