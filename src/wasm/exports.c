@@ -1,0 +1,173 @@
+/* exports.c: the only file that knows about JavaScript. It exports the C API to the wasm module's export table
+ * with an ABI of i32 / f32 / f64 only (no i64, so JavaScript never needs BigInt): pointers are i32, 64-bit seeds
+ * arrive as two u32 halves, sizes as u32. Structs the caller reads (wl_config, wl_tensor_info, wl_lora_module,
+ * wl_module_info) keep the layouts asserted below; web/core.js reads them at these offsets. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "weblora.h"
+
+#define EXPORT(name) __attribute__((export_name(#name), used))
+
+/* Layouts web/core.js depends on (wasm32). */
+_Static_assert(sizeof(wl_config) == 64, "wl_config layout");
+_Static_assert(offsetof(wl_config, rope_theta) == 48 && offsetof(wl_config, eos_id) == 60, "wl_config layout");
+_Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, shape) == 16, "wl_tensor_info layout");
+_Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, numel) == 36, "wl_tensor_info layout");
+_Static_assert(sizeof(void *) != 4 || sizeof(wl_tensor_info) == 48, "wl_tensor_info layout");
+_Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 44, "wl_lora_module layout");
+_Static_assert(sizeof(void *) != 4 || sizeof(wl_module_info) == 20, "wl_module_info layout");
+
+static uint64_t join64(uint32_t lo, uint32_t hi) { return ((uint64_t)hi << 32) | lo; }
+
+/* ---- memory and errors ---- */
+
+EXPORT(wl_malloc) void *wlx_malloc(size_t n) { return malloc(n ? n : 1); }
+EXPORT(wl_free_ptr) void wlx_free(void *p) { free(p); }
+EXPORT(wl_last_error) const char *wlx_last_error(void) { return wl_last_error(); }
+EXPORT(wl_clear_error) void wlx_clear_error(void) { wl_clear_error(); }
+EXPORT(wl_status_name) const char *wlx_status_name(int s) { return wl_status_name((wl_status)s); }
+
+/* ---- model ---- */
+
+EXPORT(wl_config_validate) int wlx_config_validate(const wl_config *c) { return wl_config_validate(c); }
+EXPORT(wl_model_create) int wlx_model_create(const wl_config *c, wl_model **out) { return wl_model_create(c, out); }
+EXPORT(wl_model_free) void wlx_model_free(wl_model *m) { wl_model_free(m); }
+EXPORT(wl_model_config) const wl_config *wlx_model_config(const wl_model *m) { return wl_model_config(m); }
+EXPORT(wl_model_n_tensors) int wlx_model_n_tensors(const wl_model *m) { return wl_model_n_tensors(m); }
+EXPORT(wl_model_tensor) int wlx_model_tensor(const wl_model *m, int i, wl_tensor_info *info) {
+    return wl_model_tensor(m, i, info);
+}
+EXPORT(wl_model_find_tensor) int wlx_model_find_tensor(const wl_model *m, const char *name, int *index) {
+    return wl_model_find_tensor(m, name, index);
+}
+EXPORT(wl_model_write_tensor) int wlx_model_write_tensor(wl_model *m, int index, int dtype, double first, double n,
+                                                         const void *src) {
+    return wl_model_write_tensor(m, index, dtype, (uint64_t)first, (uint64_t)n, src);
+}
+EXPORT(wl_model_n_slots) int wlx_model_n_slots(const wl_model *m) { return wl_model_n_slots(m); }
+EXPORT(wl_model_module) int wlx_model_module(const wl_model *m, int slot, wl_module_info *info) {
+    return wl_model_module(m, slot, info);
+}
+EXPORT(wl_model_module_path) int wlx_model_module_path(const wl_model *m, int layer, int slot, char *buf, size_t cap) {
+    return wl_model_module_path(m, layer, slot, buf, cap);
+}
+EXPORT(wl_model_reserve) int wlx_model_reserve(wl_model *m, int B, int T) { return wl_model_reserve(m, B, T); }
+EXPORT(wl_model_forward) int wlx_model_forward(wl_model *m, const int32_t *tokens, const int32_t *targets, int B,
+                                               int T, int pos0, int flags, int ignore_id, float *loss) {
+    return wl_model_forward(m, tokens, targets, B, T, pos0, flags, ignore_id, loss);
+}
+EXPORT(wl_model_logits) float *wlx_model_logits(wl_model *m) { return wl_model_logits(m); }
+EXPORT(wl_model_backward) int wlx_model_backward(wl_model *m) { return wl_model_backward(m); }
+EXPORT(wl_model_set_full_training) int wlx_model_set_full_training(wl_model *m, int on) {
+    return wl_model_set_full_training(m, on);
+}
+EXPORT(wl_model_zero_grad) int wlx_model_zero_grad(wl_model *m) { return wl_model_zero_grad(m); }
+EXPORT(wl_model_params) float *wlx_model_params(wl_model *m, size_t *n) { return wl_model_params(m, n); }
+EXPORT(wl_model_grads) float *wlx_model_grads(wl_model *m) { return wl_model_grads(m); }
+EXPORT(wl_model_memory_bytes) double wlx_model_memory_bytes(const wl_model *m) {
+    return (double)wl_model_memory_bytes(m);
+}
+
+/* ---- loaders ---- */
+
+EXPORT(wl_model_load_llama2c) int wlx_model_load_llama2c(const uint8_t *buf, size_t len, wl_model **out) {
+    return wl_model_load_llama2c(buf, len, out);
+}
+EXPORT(wl_config_from_hf_json) int wlx_config_from_hf_json(const char *json, size_t len, wl_config *cfg) {
+    return wl_config_from_hf_json(json, len, cfg);
+}
+EXPORT(wl_config_from_llama2c) int wlx_config_from_llama2c(const uint8_t *buf, size_t len, wl_config *cfg) {
+    return wl_config_from_llama2c(buf, len, cfg);
+}
+/* shards: n pairs (ptr, len) of u32 */
+EXPORT(wl_model_load_hf) int wlx_model_load_hf(const char *json, size_t json_len, const uint32_t *shard_pairs,
+                                               int n_shards, wl_model **out) {
+    if (n_shards < 0 || n_shards > 4096) return wl_model_load_hf(json, json_len, NULL, -1, out);
+    wl_buffer *shards = malloc(sizeof(wl_buffer) * (size_t)(n_shards ? n_shards : 1));
+    if (!shards) return WL_STATUS_OUT_OF_MEMORY;
+    for (int i = 0; i < n_shards; i++) {
+        shards[i].data = (const uint8_t *)(uintptr_t)shard_pairs[2 * i];
+        shards[i].len = shard_pairs[2 * i + 1];
+    }
+    int st = wl_model_load_hf(json, json_len, shards, n_shards, out);
+    free(shards);
+    return st;
+}
+EXPORT(wl_st_parse) int wlx_st_parse(const uint8_t *buf, size_t len, wl_safetensors **out) {
+    return wl_st_parse(buf, len, out);
+}
+EXPORT(wl_st_parse_header) int wlx_st_parse_header(const uint8_t *buf, size_t len, double file_size,
+                                                   wl_safetensors **out) {
+    return wl_st_parse_header(buf, len, (uint64_t)file_size, out);
+}
+EXPORT(wl_st_free) void wlx_st_free(wl_safetensors *st) { wl_st_free(st); }
+EXPORT(wl_st_count) int wlx_st_count(const wl_safetensors *st) { return st ? st->n_tensors : 0; }
+EXPORT(wl_st_data_start) double wlx_st_data_start(const wl_safetensors *st) { return (double)st->data_start; }
+EXPORT(wl_st_find) int wlx_st_find(const wl_safetensors *st, const char *name) { return wl_st_find(st, name); }
+EXPORT(wl_st_metadata) const char *wlx_st_metadata(const wl_safetensors *st, const char *key) {
+    return wl_st_metadata(st, key);
+}
+EXPORT(wl_st_n_metadata) int wlx_st_n_metadata(const wl_safetensors *st) { return st ? st->n_metadata : 0; }
+EXPORT(wl_st_metadata_key) const char *wlx_st_metadata_key(const wl_safetensors *st, int i) {
+    return st->metadata_keys[i];
+}
+EXPORT(wl_st_metadata_value) const char *wlx_st_metadata_value(const wl_safetensors *st, int i) {
+    return st->metadata_values[i];
+}
+EXPORT(wl_st_name) const char *wlx_st_name(const wl_safetensors *st, int i) { return st->tensors[i].name; }
+EXPORT(wl_st_dtype) int wlx_st_dtype(const wl_safetensors *st, int i) { return st->tensors[i].dtype; }
+EXPORT(wl_st_ndim) int wlx_st_ndim(const wl_safetensors *st, int i) { return st->tensors[i].ndim; }
+EXPORT(wl_st_dim) double wlx_st_dim(const wl_safetensors *st, int i, int d) { return (double)st->tensors[i].shape[d]; }
+EXPORT(wl_st_begin) double wlx_st_begin(const wl_safetensors *st, int i) { return (double)st->tensors[i].begin; }
+EXPORT(wl_st_end) double wlx_st_end(const wl_safetensors *st, int i) { return (double)st->tensors[i].end; }
+EXPORT(wl_dtype_size) int wlx_dtype_size(int dtype) { return (int)wl_dtype_size(dtype); }
+EXPORT(wl_dtype_name) const char *wlx_dtype_name(int dtype) { return wl_dtype_name(dtype); }
+
+/* ---- LoRA ---- */
+
+EXPORT(wl_adapter_create) int wlx_adapter_create(const wl_model *m, const int *ranks, const float *alphas,
+                                                 int use_rslora, wl_adapter **out) {
+    wl_lora_spec spec = {ranks, alphas, use_rslora};
+    return wl_adapter_create(m, &spec, out);
+}
+EXPORT(wl_adapter_free) void wlx_adapter_free(wl_adapter *a) { wl_adapter_free(a); }
+EXPORT(wl_adapter_init) int wlx_adapter_init(wl_adapter *a, int init, uint32_t seed_lo, uint32_t seed_hi) {
+    return wl_adapter_init(a, init, join64(seed_lo, seed_hi));
+}
+EXPORT(wl_adapter_n_modules) int wlx_adapter_n_modules(const wl_adapter *a) { return wl_adapter_n_modules(a); }
+EXPORT(wl_adapter_module) int wlx_adapter_module(const wl_adapter *a, int i, wl_lora_module *mod) {
+    return wl_adapter_module(a, i, mod);
+}
+EXPORT(wl_adapter_find) int wlx_adapter_find(const wl_adapter *a, int layer, int slot) {
+    return wl_adapter_find(a, layer, slot);
+}
+EXPORT(wl_adapter_params) float *wlx_adapter_params(wl_adapter *a, size_t *n) { return wl_adapter_params(a, n); }
+EXPORT(wl_adapter_grads) float *wlx_adapter_grads(wl_adapter *a) { return wl_adapter_grads(a); }
+EXPORT(wl_adapter_zero_grad) int wlx_adapter_zero_grad(wl_adapter *a) { return wl_adapter_zero_grad(a); }
+EXPORT(wl_adapter_set_scale) int wlx_adapter_set_scale(wl_adapter *a, int i, float s) {
+    return wl_adapter_set_scale(a, i, s);
+}
+EXPORT(wl_model_set_adapters) int wlx_model_set_adapters(wl_model *m, wl_adapter *const *as, const float *w, int n) {
+    return wl_model_set_adapters(m, as, w, n);
+}
+EXPORT(wl_model_set_trainable) int wlx_model_set_trainable(wl_model *m, wl_adapter *a) {
+    return wl_model_set_trainable(m, a);
+}
+EXPORT(wl_model_set_lora_dropout) int wlx_model_set_lora_dropout(wl_model *m, float p, uint32_t seed_lo,
+                                                                 uint32_t seed_hi, double step) {
+    return wl_model_set_lora_dropout(m, p, join64(seed_lo, seed_hi), (uint64_t)step);
+}
+
+/* ---- optimizers ---- */
+
+EXPORT(wl_adamw_step) int wlx_adamw_step(float lr, float beta1, float beta2, float eps, float wd, double step,
+                                         float *p, const float *g, float *m, float *v, size_t n) {
+    wl_adamw opt = {lr, beta1, beta2, eps, wd};
+    return wl_adamw_step(&opt, (int64_t)step, p, g, m, v, n);
+}
+EXPORT(wl_sgd_step) int wlx_sgd_step(float lr, float *p, const float *g, size_t n) { return wl_sgd_step(lr, p, g, n); }
+EXPORT(wl_sum_squares) double wlx_sum_squares(const float *g, size_t n) { return wl_sum_squares(g, n); }
+EXPORT(wl_scale) void wlx_scale(float *g, size_t n, float s) { wl_scale(g, n, s); }
+EXPORT(wl_all_finite) int wlx_all_finite(const float *x, size_t n) { return wl_all_finite(x, n); }

@@ -1,0 +1,190 @@
+// The wasm build against the PyTorch reference (tests/ref/golden): logits, loss, every LoRA gradient and the
+// full-parameter gradients, stories260K greedy decoding through the KV cache, and core invariants.
+import { describe, test, expect, beforeAll } from '@jest/globals';
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+
+import { Adapter } from '../../web/core.js';
+import { compare, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
+
+const GOLDEN = path.join(repoRoot, 'tests/ref/golden');
+const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_head_dim', 'llama2c_interleaved',
+  'gpt2_attn', 'gpt2_mlp', 'stories260K', 'tiny_random_llama', 'tiny_gpt2'];
+
+let core;
+beforeAll(async () => {
+  core = await loadCore();
+});
+
+function loadCaseModel(dir, cs) {
+  const ref = cs.model_ref;
+  if (existsSync(path.join(dir, 'model.bin'))) return core.loadLlama2c(new Uint8Array(readFileSync(path.join(dir, 'model.bin'))));
+  if (ref && ref.endsWith('.bin')) return core.loadLlama2c(new Uint8Array(readFileSync(sharedPath(ref))));
+  const mdir = ref ? sharedPath(ref) : dir;
+  return core.loadHF(readFileSync(path.join(mdir, 'config.json'), 'utf8'),
+    [new Uint8Array(readFileSync(path.join(mdir, 'model.safetensors')))]);
+}
+
+function expectClose(label, got, want, tol) {
+  const r = compare(got, want, tol.atol, tol.rtol);
+  if (!r.ok) throw new Error(`${label}: first bad [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs}`);
+  return r;
+}
+
+describe('wasm core vs PyTorch reference', () => {
+  test.each(CASES)('%s', (name) => {
+    const dir = path.join(GOLDEN, name);
+    const cs = JSON.parse(readFileSync(path.join(dir, 'case.json'), 'utf8'));
+    const model = loadCaseModel(dir, cs);
+    const io = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'io.safetensors'))));
+    const { B, T } = cs;
+    model.reserve(B, T);
+    const L = model.config.nLayers;
+    const mods = model.modules();
+    const S = mods.length;
+    let adapter = null;
+    const pathOf = new Map();
+    for (let l = 0; l < L; l++) for (let s = 0; s < S; s++) pathOf.set(model.modulePath(l, s), [l, s]);
+    if (cs.lora_modules?.length) {
+      const ranks = new Int32Array(L * S);
+      const alphas = new Float32Array(L * S);
+      for (const m of cs.lora_modules) {
+        const [l, s] = pathOf.get(m.path);
+        ranks[l * S + s] = m.r;
+        alphas[l * S + s] = m.alpha;
+      }
+      adapter = Adapter.create(model, { ranks, alphas });
+      const file = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'adapter_model.safetensors'))));
+      for (const m of adapter.modules()) {
+        const p = model.modulePath(m.layer, m.slot);
+        const spec = cs.lora_modules.find((x) => x.path === p);
+        adapter.setScale(m.index, spec.scaling);
+        adapter.view(m.A, m.rank * m.inFeatures).set(file.get(`base_model.model.${p}.lora_A.weight`).data);
+        adapter.view(m.B, m.rank * m.outFeatures).set(file.get(`base_model.model.${p}.lora_B.weight`).data);
+      }
+      model.setAdapters([adapter]);
+      model.setTrainable(adapter);
+    }
+    if (cs.full) model.setFullTraining(true);
+    const tokens = io.get('tokens').data;
+    const targets = io.has('targets') ? io.get('targets').data : null;
+    const train = !!(targets && (adapter || cs.full));
+    const loss = model.forward(tokens, { B, T, targets, train });
+    expectClose('logits', model.logits(), io.get('logits').data, cs.tolerance.logits);
+    if (targets) expectClose('loss', [loss], io.get('loss').data, cs.tolerance.loss);
+    if (train) {
+      model.backward();
+      let checked = 0;
+      for (const m of adapter ? adapter.modules() : []) {
+        const p = model.modulePath(m.layer, m.slot);
+        expectClose(`${p} dA`, adapter.view(m.dA, m.rank * m.inFeatures),
+          io.get(`grad.base_model.model.${p}.lora_A.weight`).data, cs.tolerance.grads);
+        expectClose(`${p} dB`, adapter.view(m.dB, m.rank * m.outFeatures),
+          io.get(`grad.base_model.model.${p}.lora_B.weight`).data, cs.tolerance.grads);
+        checked += 2;
+      }
+      if (cs.full) {
+        const grads = model.grads();
+        for (const t of model.tensors()) {
+          const want = io.get(`fullgrad.${t.name}`).data;
+          const g = grads.subarray((t.dataPtr - model.tensors()[0].dataPtr) / 4, (t.dataPtr - model.tensors()[0].dataPtr) / 4 + t.numel);
+          let got = g;
+          if (t.transposed) { // file (in, out), memory (out, in)
+            const [inF, outF] = t.shape;
+            got = new Float32Array(t.numel);
+            for (let o = 0; o < outF; o++) for (let k = 0; k < inF; k++) got[k * outF + o] = g[o * inF + k];
+          }
+          expectClose(`fullgrad ${t.name}`, got, want, cs.tolerance.fullgrads);
+          checked++;
+        }
+      }
+      expect(checked).toBeGreaterThan(0);
+    }
+    if (adapter) {
+      model.setAdapters([]);
+      adapter.free();
+    }
+    model.free();
+  });
+
+  test('stories260K greedy decoding through the KV cache matches token for token', () => {
+    const golden = JSON.parse(readFileSync(path.join(GOLDEN, 'stories260K_greedy.json'), 'utf8'));
+    const model = core.loadLlama2c(new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin'))));
+    model.reserve(1, 256);
+    const V = model.config.vocabSize;
+    for (const c of golden.cases) {
+      const ids = c.prompt_ids.slice();
+      model.forward(ids, { lastLogits: true });
+      const out = [];
+      for (let step = 0; step < c.generated_ids.length; step++) {
+        const lg = model.logits();
+        let best = 0;
+        for (let v = 1; v < V; v++) if (lg[v] > lg[best]) best = v;
+        out.push(best);
+        ids.push(best);
+        if (step + 1 < c.generated_ids.length) model.forward([best], { pos0: ids.length - 1 });
+      }
+      expect(out).toEqual(c.generated_ids);
+    }
+    model.free();
+  });
+});
+
+describe('core invariants', () => {
+  test('KV-cache decoding equals whole-sequence logits; a fresh adapter is bit-identical', () => {
+    const model = core.loadLlama2c(new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin'))));
+    const V = model.config.vocabSize;
+    const ids = [1, 403, 407, 261, 378, 430, 375, 259, 271, 297, 262, 265, 404, 286, 265, 322];
+    model.reserve(1, 64);
+    model.forward(ids);
+    const full = model.logits().slice();
+    model.forward(ids.slice(0, 6), { lastLogits: true });
+    const steps = [model.logits().slice()];
+    for (let t = 6; t < ids.length; t++) {
+      model.forward([ids[t]], { pos0: t });
+      steps.push(model.logits().slice());
+    }
+    let maxAbs = 0;
+    steps.forEach((row, i) => {
+      const want = full.subarray((5 + i) * V, (6 + i) * V);
+      for (let v = 0; v < V; v++) maxAbs = Math.max(maxAbs, Math.abs(row[v] - want[v]));
+    });
+    expect(maxAbs).toBeLessThan(1e-4);
+
+    const L = model.config.nLayers;
+    const S = model.modules().length;
+    const adapter = Adapter.create(model, { ranks: new Int32Array(L * S).fill(4), alphas: new Float32Array(L * S).fill(8) });
+    adapter.init('default', 7);
+    expect(adapter.params().some((x) => x !== 0)).toBe(true);
+    model.setAdapters([adapter]);
+    model.forward(ids);
+    expect(Buffer.from(model.logits().slice().buffer).equals(Buffer.from(full.buffer))).toBe(true);
+    model.setAdapters([]);
+    adapter.free();
+    model.free();
+  });
+
+  test('bad input is a clear CoreError, never a crash', () => {
+    const bin = new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin')));
+    for (const cut of [0, 3, 27, 28, 1000, bin.length - 1]) {
+      expect(() => core.loadLlama2c(bin.subarray(0, cut))).toThrow(/llama2\.c/);
+    }
+    const corrupt = bin.slice();
+    new DataView(corrupt.buffer).setInt32(0, 1 << 30, true);
+    expect(() => core.loadLlama2c(corrupt)).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    const cfg = readFileSync(sharedPath('models/tiny-random-llama/config.json'), 'utf8');
+    const st = new Uint8Array(readFileSync(sharedPath('models/tiny-random-llama/model.safetensors')));
+    expect(() => core.loadHF(cfg, [st.subarray(0, st.length - 4)])).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    const hostile = st.slice();
+    new DataView(hostile.buffer).setBigUint64(0, 1n << 40n, true);
+    expect(() => core.loadHF(cfg, [hostile])).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    const wrongShape = JSON.parse(cfg);
+    wrongShape.hidden_size = 32;
+    expect(() => core.loadHF(JSON.stringify(wrongShape), [st])).toThrow(expect.objectContaining({ code: 'SHAPE_MISMATCH' }));
+    expect(() => core.loadHF('{not json', [st])).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    const model = core.loadLlama2c(bin);
+    model.reserve(1, 8);
+    expect(() => model.forward([1, 2, 512])).toThrow(/outside the vocabulary/);
+    model.free();
+  });
+});

@@ -1,0 +1,59 @@
+// Test helpers: a core instance over the built wasm (WEBLORA_WASM overrides web/weblora.wasm), paths to test
+// data, and safetensors reading through the C parser.
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { Core } from '../../../web/core.js';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const sharedDir = path.resolve(repoRoot, '../shared');
+
+/** Absolute path of a file in ../shared; throws naming the path if it is missing. */
+export function sharedPath(rel) {
+  const p = path.join(sharedDir, rel);
+  if (!existsSync(p)) throw new Error(`test data missing: ${p}`);
+  return p;
+}
+
+export function readShared(rel) {
+  return new Uint8Array(readFileSync(sharedPath(rel)));
+}
+
+export function wasmSource() {
+  return process.env.WEBLORA_WASM ? pathToFileURL(path.resolve(process.env.WEBLORA_WASM)) : undefined;
+}
+
+export async function loadCore() {
+  return Core.create({ source: wasmSource() });
+}
+
+const CTORS = { F32: Float32Array, I32: Int32Array, F64: Float64Array, I64: BigInt64Array, U8: Uint8Array };
+
+/** Parse a safetensors file; returns name -> { dtype, shape, data (typed array copy) }. */
+export function readSafetensors(core, bytes) {
+  const st = core.parseSafetensors(bytes);
+  const out = new Map();
+  for (const t of st.tensors) {
+    const Ctor = CTORS[t.dtype];
+    if (!Ctor) throw new Error(`test reader: unsupported dtype ${t.dtype}`);
+    const raw = bytes.slice(st.dataStart + t.begin, st.dataStart + t.end);
+    out.set(t.name, { dtype: t.dtype, shape: t.shape, data: new Ctor(raw.buffer) });
+  }
+  return out;
+}
+
+/** Max abs / rel error and whether |got - want| <= atol + rtol |want| everywhere. */
+export function compare(got, want, atol, rtol) {
+  let maxAbs = 0;
+  let maxRel = 0;
+  let bad = -1;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= atol + rtol * Math.abs(want[i])) && bad < 0) bad = i;
+    if (d > maxAbs || Number.isNaN(d)) maxAbs = Number.isNaN(d) ? NaN : d;
+    maxRel = Math.max(maxRel, d / (Math.abs(want[i]) + 1e-12));
+  }
+  if (got.length !== want.length) bad = Math.min(got.length, want.length);
+  return { ok: bad < 0, maxAbs, maxRel, first: bad, got: got[bad], want: want[bad] };
+}

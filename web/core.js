@@ -1,0 +1,494 @@
+// core.js: a JavaScript object layer over the C core's exports: models, adapters, optimizers, safetensors
+// parsing. Everything here runs where the wasm instance lives (the Worker, Node, tests); views into wasm memory
+// it returns are live and stay valid only until the next call into the core.
+import { WebLoRAError, registerErrorClass } from './errors.js';
+import { instantiateCore } from './wasm.js';
+
+/** A failure reported by the C core; `code` names its status (BAD_FORMAT, SHAPE_MISMATCH, ...). */
+export class CoreError extends WebLoRAError {
+  static code = 'CORE_ERROR';
+}
+registerErrorClass(CoreError, 'CoreError');
+
+const STATUS_CODES = [
+  'OK', 'INVALID_ARGUMENT', 'BAD_FORMAT', 'UNSUPPORTED', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'NOT_FOUND', 'NUMERIC',
+  'BAD_STATE',
+];
+
+export const Arch = Object.freeze({ LLAMA: 1, GPT2: 2 });
+export const RopeLayout = Object.freeze({ HALF: 0, INTERLEAVED: 1 });
+export const ForwardFlags = Object.freeze({ TRAIN: 1, LAST_LOGITS: 2 });
+export const DType = Object.freeze({
+  F32: 0, F16: 1, BF16: 2, F64: 3, I32: 4, I64: 5, U8: 6, I8: 7, BOOL: 8, I16: 9, U16: 10, U32: 11, U64: 12,
+  F8_E4M3: 13, F8_E5M2: 14,
+});
+export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [v, k])));
+export const LoraInit = Object.freeze({ default: 0, gaussian: 1, zero: 2 });
+export const IGNORE_ID = -100;
+
+// wl_config: 16 four-byte fields (asserted in src/wasm/exports.c).
+const CONFIG_FIELDS = [
+  ['arch', 'i'], ['dim', 'i'], ['hiddenDim', 'i'], ['nLayers', 'i'], ['nHeads', 'i'], ['nKvHeads', 'i'],
+  ['headDim', 'i'], ['vocabSize', 'i'], ['maxSeqLen', 'i'], ['tiedEmbeddings', 'i'], ['qkvBias', 'i'],
+  ['ropeLayout', 'i'], ['ropeTheta', 'f'], ['normEps', 'f'], ['bosId', 'i'], ['eosId', 'i'],
+];
+const CONFIG_BYTES = 64;
+
+/** Split a non-negative integer seed into u32 halves (the exports take no i64). */
+function seedHalves(seed) {
+  const s = BigInt.asUintN(64, BigInt(seed ?? 0));
+  return [Number(s & 0xffffffffn), Number(s >> 32n)];
+}
+
+/** The C core instance. */
+export class Core {
+  /** @param {import('./wasm.js').WasmCore} wasm */
+  constructor(wasm) {
+    this.wasm = wasm;
+    this.x = wasm.exports;
+  }
+
+  /** @param {{ module?: WebAssembly.Module, source?: any }} [options] */
+  static async create(options) {
+    return new Core(await instantiateCore(options));
+  }
+
+  /** Throw a CoreError for a failed status. @param {number} status @param {string} what */
+  check(status, what) {
+    if (status === 0) return;
+    const reason = this.wasm.lastError() || this.wasm.statusName(status);
+    throw new CoreError(`${what}: ${reason}`, { code: STATUS_CODES[status] ?? 'CORE_ERROR', details: { status } });
+  }
+
+  /** Run fn with n bytes of scratch memory, freed afterwards. */
+  withScratch(bytes, fn) {
+    const p = this.wasm.malloc(bytes);
+    try {
+      return fn(p);
+    } finally {
+      this.wasm.free(p);
+    }
+  }
+
+  /** Call an export that writes a pointer through its last argument; returns that pointer. */
+  callOut(what, fn) {
+    return this.withScratch(4, (out) => {
+      this.wasm.u32[out >>> 2] = 0;
+      this.check(fn(out), what);
+      return this.wasm.u32[out >>> 2];
+    });
+  }
+
+  readConfig(ptr) {
+    const cfg = {};
+    const base = ptr >>> 2;
+    CONFIG_FIELDS.forEach(([name, kind], i) => {
+      cfg[name] = kind === 'f' ? this.wasm.f32[base + i] : this.wasm.i32[base + i];
+    });
+    return cfg;
+  }
+
+  writeConfig(ptr, cfg) {
+    const base = ptr >>> 2;
+    CONFIG_FIELDS.forEach(([name, kind], i) => {
+      const v = cfg[name];
+      if (typeof v !== 'number' || !Number.isFinite(v)) {
+        throw new CoreError(`model config field ${name} must be a finite number, got ${v}`, { code: 'INVALID_ARGUMENT' });
+      }
+      if (kind === 'f') this.wasm.f32[base + i] = v;
+      else this.wasm.i32[base + i] = v;
+    });
+  }
+
+  /** Parse a Hugging Face config.json. @param {string|object} json */
+  configFromHF(json) {
+    const text = typeof json === 'string' ? json : JSON.stringify(json);
+    const bytes = new TextEncoder().encode(text);
+    return this.withScratch(CONFIG_BYTES, (cfgPtr) => {
+      const p = this.wasm.copyIn(bytes);
+      try {
+        this.check(this.x.wl_config_from_hf_json(p, bytes.length, cfgPtr), 'config.json');
+      } finally {
+        this.wasm.free(p);
+      }
+      return this.readConfig(cfgPtr);
+    });
+  }
+
+  /** A model with zeroed weights from a config object (fields as readConfig returns). */
+  createModel(cfg) {
+    const ptr = this.withScratch(CONFIG_BYTES, (cfgPtr) => {
+      this.writeConfig(cfgPtr, cfg);
+      return this.callOut('create model', (out) => this.x.wl_model_create(cfgPtr, out));
+    });
+    return new Model(this, ptr);
+  }
+
+  /** Load a llama2.c checkpoint. @param {Uint8Array} bytes */
+  loadLlama2c(bytes) {
+    const p = this.wasm.copyIn(bytes);
+    try {
+      return new Model(this, this.callOut('llama2.c checkpoint', (out) => this.x.wl_model_load_llama2c(p, bytes.length, out)));
+    } finally {
+      this.wasm.free(p);
+    }
+  }
+
+  /** Load an HF model from config.json text and safetensors shards. @param {string} configJson @param {Uint8Array[]} shards */
+  loadHF(configJson, shards) {
+    const cfgBytes = new TextEncoder().encode(configJson);
+    const ptrs = [];
+    try {
+      const cfgPtr = this.wasm.copyIn(cfgBytes);
+      ptrs.push(cfgPtr);
+      const pairs = this.wasm.malloc(8 * Math.max(1, shards.length));
+      ptrs.push(pairs);
+      shards.forEach((s, i) => {
+        const sp = this.wasm.copyIn(s);
+        ptrs.push(sp);
+        this.wasm.u32[(pairs >>> 2) + 2 * i] = sp;
+        this.wasm.u32[(pairs >>> 2) + 2 * i + 1] = s.byteLength;
+      });
+      const ptr = this.callOut('model.safetensors', (out) =>
+        this.x.wl_model_load_hf(cfgPtr, cfgBytes.length, pairs, shards.length, out));
+      return new Model(this, ptr);
+    } finally {
+      ptrs.forEach((p) => this.wasm.free(p));
+    }
+  }
+
+  /**
+   * Parse a safetensors file (whole, or only its header when fileSize is given) with the C parser.
+   * @param {Uint8Array} bytes
+   * @param {number} [fileSize] total size of the file when bytes hold only its beginning
+   * @returns {{ headerSize: number, dataStart: number, tensors: {name: string, dtype: string, dtypeId: number, shape: number[], begin: number, end: number}[], metadata: Record<string, string> }}
+   */
+  parseSafetensors(bytes, fileSize) {
+    const p = this.wasm.copyIn(bytes);
+    let st = 0;
+    try {
+      st = this.callOut('safetensors', (out) =>
+        fileSize === undefined
+          ? this.x.wl_st_parse(p, bytes.byteLength, out)
+          : this.x.wl_st_parse_header(p, bytes.byteLength, fileSize, out));
+      const x = this.x;
+      const tensors = [];
+      for (let i = 0; i < x.wl_st_count(st); i++) {
+        const ndim = x.wl_st_ndim(st, i);
+        const shape = [];
+        for (let d = 0; d < ndim; d++) shape.push(x.wl_st_dim(st, i, d));
+        const dtypeId = x.wl_st_dtype(st, i);
+        tensors.push({
+          name: this.wasm.readString(x.wl_st_name(st, i)),
+          dtype: DTYPE_NAMES[dtypeId], dtypeId, shape,
+          begin: x.wl_st_begin(st, i), end: x.wl_st_end(st, i),
+        });
+      }
+      const metadata = {};
+      for (let i = 0; i < x.wl_st_n_metadata(st); i++) {
+        metadata[this.wasm.readString(x.wl_st_metadata_key(st, i))] = this.wasm.readString(x.wl_st_metadata_value(st, i));
+      }
+      const dataStart = x.wl_st_data_start(st);
+      return { headerSize: dataStart - 8, dataStart, tensors, metadata };
+    } finally {
+      if (st) this.x.wl_st_free(st);
+      this.wasm.free(p);
+    }
+  }
+
+  /** A persistent f32 buffer in wasm memory (optimizer state and the like). */
+  allocF32(n) {
+    const ptr = this.wasm.malloc(Math.max(4, 4 * n));
+    this.wasm.f32.fill(0, ptr >>> 2, (ptr >>> 2) + n);
+    return new F32Buffer(this, ptr, n);
+  }
+}
+
+/** An f32 array owned by the caller inside wasm memory. */
+export class F32Buffer {
+  constructor(core, ptr, length) {
+    this.core = core;
+    this.ptr = ptr;
+    this.length = length;
+  }
+
+  view() {
+    return this.core.wasm.f32.subarray(this.ptr >>> 2, (this.ptr >>> 2) + this.length);
+  }
+
+  free() {
+    this.core.wasm.free(this.ptr);
+    this.ptr = 0;
+  }
+}
+
+/** A model in the core. */
+export class Model {
+  /** @param {Core} core @param {number} ptr */
+  constructor(core, ptr) {
+    this.core = core;
+    this.ptr = ptr;
+    this.config = core.readConfig(core.x.wl_model_config(ptr));
+    this.ioCapacity = 0;
+    this.ioPtr = 0; // tokens, targets (i32) and the loss (f32)
+    /** @type {Adapter[]} */
+    this.attached = [];
+    this.trainable = null;
+  }
+
+  get arch() {
+    return this.config.arch === Arch.GPT2 ? 'gpt2' : 'llama';
+  }
+
+  /** Tensor table entries. */
+  tensors() {
+    const { core } = this;
+    const out = [];
+    core.withScratch(48, (info) => {
+      const n = core.x.wl_model_n_tensors(this.ptr);
+      for (let i = 0; i < n; i++) {
+        core.check(core.x.wl_model_tensor(this.ptr, i, info), 'tensor table');
+        const u32 = core.wasm.u32, i32 = core.wasm.i32, b = info >>> 2;
+        const ndim = i32[b + 3];
+        const shape = [u32[b + 4] + u32[b + 5] * 2 ** 32];
+        if (ndim === 2) shape.push(u32[b + 6] + u32[b + 7] * 2 ** 32);
+        out.push({
+          index: i, name: core.wasm.readString(u32[b]), dataPtr: u32[b + 1], gradPtr: u32[b + 2], ndim, shape,
+          transposed: i32[b + 8] === 1, numel: u32[b + 9], layer: i32[b + 10], decay: i32[b + 11] === 1,
+        });
+      }
+    });
+    return out;
+  }
+
+  /** Live view of a tensor's data (memory layout: (out, in) for linears). */
+  tensorView(entry) {
+    const f32 = this.core.wasm.f32;
+    return f32.subarray(entry.dataPtr >>> 2, (entry.dataPtr >>> 2) + entry.numel);
+  }
+
+  /** Write elements of a tensor in file layout from raw bytes of the given dtype. */
+  writeTensor(index, dtypeId, firstElement, bytes) {
+    const { core } = this;
+    const n = bytes.byteLength / core.x.wl_dtype_size(dtypeId);
+    core.withScratch(Math.max(1, bytes.byteLength), (p) => {
+      core.wasm.u8.set(bytes, p);
+      core.check(core.x.wl_model_write_tensor(this.ptr, index, dtypeId, firstElement, n, p), 'write tensor');
+    });
+  }
+
+  /** LoRA-capable linear modules of each block. */
+  modules() {
+    const { core } = this;
+    const out = [];
+    core.withScratch(20, (info) => {
+      for (let s = 0; s < core.x.wl_model_n_slots(this.ptr); s++) {
+        core.check(core.x.wl_model_module(this.ptr, s, info), 'module');
+        const b = info >>> 2, u32 = core.wasm.u32, i32 = core.wasm.i32;
+        const name = core.wasm.readString(u32[b]);
+        out.push({ slot: s, name, shortName: name.split('.').pop(), inFeatures: i32[b + 1], outFeatures: i32[b + 2],
+          hasBias: i32[b + 3] === 1, conv1d: i32[b + 4] === 1 });
+      }
+    });
+    return out;
+  }
+
+  modulePath(layer, slot) {
+    const { core } = this;
+    return core.withScratch(256, (buf) => {
+      core.check(core.x.wl_model_module_path(this.ptr, layer, slot, buf, 256), 'module path');
+      return core.wasm.readString(buf);
+    });
+  }
+
+  reserve(B, T) {
+    this.core.check(this.core.x.wl_model_reserve(this.ptr, B, T), 'reserve');
+  }
+
+  ensureIo(n) {
+    if (n <= this.ioCapacity) return;
+    this.core.wasm.free(this.ioPtr);
+    this.ioPtr = this.core.wasm.malloc(8 * n + 16);
+    this.ioCapacity = n;
+  }
+
+  /**
+   * Forward pass. tokens/targets are (B, T) row-major.
+   * @param {ArrayLike<number>} tokens
+   * @param {{ B?: number, T?: number, targets?: ArrayLike<number> | null, pos0?: number, train?: boolean, lastLogits?: boolean, ignoreId?: number }} [opts]
+   * @returns {number} mean loss (NaN without targets)
+   */
+  forward(tokens, opts = {}) {
+    const { core } = this;
+    const B = opts.B ?? 1;
+    const T = opts.T ?? tokens.length / B;
+    if (!Number.isInteger(T) || T * B !== tokens.length) {
+      throw new CoreError(`forward: ${tokens.length} tokens do not form a (${B}, T) batch`, { code: 'INVALID_ARGUMENT' });
+    }
+    const n = B * T;
+    this.ensureIo(n);
+    const tok = this.ioPtr, tgt = this.ioPtr + 4 * n, lossPtr = this.ioPtr + 8 * n;
+    const i32 = core.wasm.i32;
+    i32.set(tokens, tok >>> 2);
+    if (opts.targets) {
+      if (opts.targets.length !== n) throw new CoreError('forward: targets and tokens differ in length', { code: 'INVALID_ARGUMENT' });
+      i32.set(opts.targets, tgt >>> 2);
+    }
+    const flags = (opts.train ? ForwardFlags.TRAIN : 0) | (opts.lastLogits ? ForwardFlags.LAST_LOGITS : 0);
+    core.check(core.x.wl_model_forward(this.ptr, tok, opts.targets ? tgt : 0, B, T, opts.pos0 ?? 0, flags,
+      opts.ignoreId ?? IGNORE_ID, lossPtr), 'forward');
+    this.lastRows = opts.lastLogits ? B : n;
+    return core.wasm.f32[lossPtr >>> 2];
+  }
+
+  /** Live view of the last logits: (rows, V). */
+  logits() {
+    const p = this.core.x.wl_model_logits(this.ptr) >>> 2;
+    return this.core.wasm.f32.subarray(p, p + this.lastRows * this.config.vocabSize);
+  }
+
+  backward() {
+    this.core.check(this.core.x.wl_model_backward(this.ptr), 'backward');
+  }
+
+  /** @param {Adapter[]} adapters @param {number[]} [weights] */
+  setAdapters(adapters, weights) {
+    const { core } = this;
+    const n = adapters.length;
+    core.withScratch(8 * Math.max(1, n), (p) => {
+      adapters.forEach((a, i) => {
+        core.wasm.u32[(p >>> 2) + i] = a.ptr;
+        core.wasm.f32[(p >>> 2) + n + i] = weights ? weights[i] : 1;
+      });
+      core.check(core.x.wl_model_set_adapters(this.ptr, p, p + 4 * n, n), 'attach adapters');
+    });
+    this.attached = adapters.slice();
+    if (!this.attached.includes(this.trainable)) this.trainable = null;
+  }
+
+  /** @param {Adapter|null} adapter */
+  setTrainable(adapter) {
+    this.core.check(this.core.x.wl_model_set_trainable(this.ptr, adapter ? adapter.ptr : 0), 'trainable adapter');
+    this.trainable = adapter;
+  }
+
+  setLoraDropout(p, seed = 0, step = 0) {
+    const [lo, hi] = seedHalves(seed);
+    this.core.check(this.core.x.wl_model_set_lora_dropout(this.ptr, p, lo, hi, step), 'LoRA dropout');
+  }
+
+  setFullTraining(on) {
+    this.core.check(this.core.x.wl_model_set_full_training(this.ptr, on ? 1 : 0), 'full-parameter training');
+  }
+
+  zeroGrad() {
+    this.core.check(this.core.x.wl_model_zero_grad(this.ptr), 'zero grad');
+  }
+
+  /** Live views of every weight / gradient (full-parameter mode), in tensor-table order. */
+  params() {
+    return this.core.withScratch(4, (np) => {
+      const p = this.core.x.wl_model_params(this.ptr, np) >>> 2;
+      return this.core.wasm.f32.subarray(p, p + this.core.wasm.u32[np >>> 2]);
+    });
+  }
+
+  grads() {
+    const n = this.params().length;
+    const p = this.core.x.wl_model_grads(this.ptr) >>> 2;
+    if (!p) return null;
+    return this.core.wasm.f32.subarray(p, p + n);
+  }
+
+  memoryBytes() {
+    return this.core.x.wl_model_memory_bytes(this.ptr);
+  }
+
+  free() {
+    if (!this.ptr) return;
+    if (this.attached.length) this.setAdapters([]);
+    this.core.wasm.free(this.ioPtr);
+    this.core.x.wl_model_free(this.ptr);
+    this.ptr = 0;
+  }
+}
+
+/** A LoRA adapter in the core. */
+export class Adapter {
+  /** @param {Core} core @param {number} ptr */
+  constructor(core, ptr) {
+    this.core = core;
+    this.ptr = ptr;
+  }
+
+  /**
+   * @param {Model} model
+   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean }} spec (L * nSlots) tables
+   */
+  static create(model, spec) {
+    const { core } = model;
+    const n = spec.ranks.length;
+    const ptr = core.withScratch(8 * n, (p) => {
+      core.wasm.i32.set(spec.ranks, p >>> 2);
+      core.wasm.f32.set(spec.alphas, (p >>> 2) + n);
+      return core.callOut('create adapter', (out) =>
+        core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, out));
+    });
+    return new Adapter(core, ptr);
+  }
+
+  /** @param {'default'|'gaussian'|'zero'} kind @param {number|bigint} seed */
+  init(kind, seed = 0) {
+    const id = LoraInit[kind];
+    if (id === undefined) throw new CoreError(`unknown LoRA init "${kind}"`, { code: 'INVALID_ARGUMENT' });
+    const [lo, hi] = seedHalves(seed);
+    this.core.check(this.core.x.wl_adapter_init(this.ptr, id, lo, hi), 'init adapter');
+  }
+
+  /** Module descriptors with pointers to A (r, in), B (out, r) and their gradients. */
+  modules() {
+    const { core } = this;
+    const out = [];
+    core.withScratch(44, (m) => {
+      for (let i = 0; i < core.x.wl_adapter_n_modules(this.ptr); i++) {
+        core.check(core.x.wl_adapter_module(this.ptr, i, m), 'adapter module');
+        const b = m >>> 2, i32 = core.wasm.i32, f32 = core.wasm.f32, u32 = core.wasm.u32;
+        out.push({ index: i, layer: i32[b], slot: i32[b + 1], rank: i32[b + 2], inFeatures: i32[b + 3],
+          outFeatures: i32[b + 4], scale: f32[b + 5], alpha: f32[b + 6], A: u32[b + 7], B: u32[b + 8],
+          dA: u32[b + 9], dB: u32[b + 10] });
+      }
+    });
+    return out;
+  }
+
+  /** Live f32 view of n floats at ptr. */
+  view(ptr, n) {
+    return this.core.wasm.f32.subarray(ptr >>> 2, (ptr >>> 2) + n);
+  }
+
+  params() {
+    return this.core.withScratch(4, (np) => {
+      const p = this.core.x.wl_adapter_params(this.ptr, np);
+      return this.view(p, this.core.wasm.u32[np >>> 2]);
+    });
+  }
+
+  grads() {
+    const n = this.params().length;
+    return this.view(this.core.x.wl_adapter_grads(this.ptr), n);
+  }
+
+  zeroGrad() {
+    this.core.check(this.core.x.wl_adapter_zero_grad(this.ptr), 'zero grad');
+  }
+
+  setScale(index, scale) {
+    this.core.check(this.core.x.wl_adapter_set_scale(this.ptr, index, scale), 'adapter scale');
+  }
+
+  free() {
+    if (!this.ptr) return;
+    this.core.x.wl_adapter_free(this.ptr);
+    this.ptr = 0;
+  }
+}
