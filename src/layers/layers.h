@@ -17,16 +17,15 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
                         const float *x, int N);
 
 /* Causal attention of B sequences of T new queries at positions pos0 .. pos0+T-1 over the KV cache.
- * q (N, H*hs) rows b*T + t; k_cache, v_cache (B, Tcap, Hkv*hs); out (N, H*hs). probs (B, H, T, pos0+T) keeps
- * the probabilities for backward, or NULL to use scores (H*T*(pos0+T) floats of scratch). */
-void wl_attention_forward(const wl_kernels *k, float *out, float *probs, float *scores, const float *q,
-                          const float *k_cache, const float *v_cache, int B, int T, int pos0, int Tcap, int H,
-                          int Hkv, int hs);
+ * q (N, H*hs) rows b*T + t; k_cache, v_cache rows b*T + position (pos0 > 0 only with B = 1); out (N, H*hs).
+ * scores: T * (pos0 + T) floats of scratch. */
+void wl_attention_forward(const wl_kernels *k, float *out, float *scores, const float *q, const float *k_cache,
+                          const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs);
 
 /* Backward for pos0 = 0: dq (N, H*hs) overwritten; dk, dv (N, Hkv*hs) overwritten (summed over the heads that
- * share a KV head). d_scores is (T, T) scratch. */
-void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *d_scores, const float *dout,
-                           const float *probs, const float *q, const float *k_cache, const float *v_cache, int B,
-                           int T, int Tcap, int H, int Hkv, int hs);
+ * share a KV head). The probabilities are recomputed from q and k. scratch: 2 * T * T floats. */
+void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                           const float *q, const float *k_cache, const float *v_cache, int B, int T, int H, int Hkv,
+                           int hs);
 
 #endif

@@ -169,9 +169,9 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     a->lora_n_floats = 0;
     a->lora_x = a->lora_xa = a->lora_dxa = a->lora_dx = a->lora_saved = NULL;
     a->lora_saved_off = NULL;
-    if (m->n_adapters == 0 || m->B_cap == 0) return WL_OK;
+    if (m->n_adapters == 0 || m->N_cap == 0) return WL_OK;
 
-    const size_t N = (size_t)m->B_cap * m->T_cap;
+    const size_t N = (size_t)m->N_cap;
     size_t max_in = 0, max_r = 0, saved = 0;
     for (int s = 0; s < m->n_slots; s++) {
         if ((size_t)m->slot_info[s].in_features > max_in) max_in = (size_t)m->slot_info[s].in_features;

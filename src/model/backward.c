@@ -55,8 +55,8 @@ static void llama_block_backward(wl_model *m, int l, int lowest) {
     wl_linear_backward(m, l, WL_LLAMA_O, need ? a->d_atty : NULL, 0, a->d_res, la->atty, N);
     if (!need) return;
     /* atty = attention(rope(q), rope(k), v) */
-    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->d_scores, a->d_atty, la->probs, la->q, la->k_cache,
-                          la->v_cache, B, T, m->T_cap, c->n_heads, c->n_kv_heads, c->head_dim);
+    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, la->k_cache, la->v_cache, B, T,
+                          c->n_heads, c->n_kv_heads, c->head_dim);
     rope_backward(m, a->d_q, N, c->n_heads);
     rope_backward(m, a->d_k, N, c->n_kv_heads);
     need = g > lowest;
@@ -91,8 +91,8 @@ static void gpt2_block_backward(wl_model *m, int l, int lowest) {
     need = g + 1 > lowest;
     wl_linear_backward(m, l, WL_GPT2_ATTN_C_PROJ, need ? a->d_atty : NULL, 0, a->d_res, la->atty, N);
     if (!need) return;
-    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->d_scores, a->d_atty, la->probs, la->q, la->k_cache,
-                          la->v_cache, B, T, m->T_cap, c->n_heads, c->n_kv_heads, c->head_dim);
+    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, la->k_cache, la->v_cache, B, T,
+                          c->n_heads, c->n_kv_heads, c->head_dim);
     /* q, k, v were column slices of the fused c_attn output */
     float *dqkv = a->qkv;
     for (int n = 0; n < N; n++) {

@@ -5,19 +5,17 @@
 
 #include "layers/layers.h"
 
-/* Copy the new keys and values (N rows, compact) into the cache rows b * Tcap + pos0 + t. */
+/* Copy the new keys and values (N rows) into the cache rows b * T + pos0 + t (pos0 > 0 only when B = 1). */
 static void store_kv(wl_model *m, wl_layer_acts *la, int B, int T, int pos0, int kvd) {
-    for (int b = 0; b < B; b++) {
-        size_t dst = ((size_t)b * m->T_cap + pos0) * kvd, src = (size_t)b * T * kvd;
-        memcpy(la->k_cache + dst, m->acts.k_new + src, (size_t)T * kvd * sizeof(float));
-        memcpy(la->v_cache + dst, m->acts.v_new + src, (size_t)T * kvd * sizeof(float));
-    }
+    size_t dst = (size_t)pos0 * kvd, n = (size_t)B * T * kvd;
+    memcpy(la->k_cache + dst, m->acts.k_new, n * sizeof(float));
+    memcpy(la->v_cache + dst, m->acts.v_new, n * sizeof(float));
 }
 
-static void attention(wl_model *m, wl_layer_acts *la, int B, int T, int pos0, int train) {
+static void attention(wl_model *m, wl_layer_acts *la, int B, int T, int pos0) {
     const wl_config *c = &m->cfg;
-    wl_attention_forward(m->k, la->atty, train ? la->probs : NULL, m->acts.scores, la->q, la->k_cache, la->v_cache,
-                         B, T, pos0, m->T_cap, c->n_heads, c->n_kv_heads, c->head_dim);
+    wl_attention_forward(m->k, la->atty, m->acts.scores, la->q, la->k_cache, la->v_cache, B, T, pos0, c->n_heads,
+                         c->n_kv_heads, c->head_dim);
 }
 
 static float *block_output(wl_model *m, int l) {
@@ -40,7 +38,7 @@ static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int 
     k->rope(la->q, N, c->n_heads, c->head_dim, qd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
     k->rope(m->acts.k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
     store_kv(m, la, B, T, pos0, kvd);
-    attention(m, la, B, T, pos0, train);
+    attention(m, la, B, T, pos0);
 
     memcpy(la->res2, la->res, (size_t)N * C * sizeof(float));
     wl_linear_forward(m, l, WL_LLAMA_O, la->res2, la->atty, N, 1, train);
@@ -72,7 +70,7 @@ static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int t
         memcpy(m->acts.v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
     }
     store_kv(m, la, B, T, pos0, C);
-    attention(m, la, B, T, pos0, train);
+    attention(m, la, B, T, pos0);
 
     memcpy(la->res2, la->res, (size_t)N * C * sizeof(float));
     wl_linear_forward(m, l, WL_GPT2_ATTN_C_PROJ, la->res2, la->atty, N, 1, train);
@@ -93,12 +91,12 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     const int train = (flags & WL_FORWARD_TRAIN) != 0, last_only = (flags & WL_FORWARD_LAST_LOGITS) != 0;
     if (B <= 0 || T <= 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: B = %d and T = %d must be positive", B, T);
     if (pos0 < 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: negative start position %d", pos0);
-    if (B > m->B_cap || T > m->T_cap)
-        return wl_fail(WL_STATUS_BAD_STATE, "forward: B = %d, T = %d exceed the reserved B = %d, T = %d (call wl_model_reserve)",
-                       B, T, m->B_cap, m->T_cap);
-    if ((size_t)pos0 + T > (size_t)m->T_cap)
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: positions up to %d exceed the reserved context of %d tokens",
-                       pos0 + T, m->T_cap);
+    if ((int64_t)B * T > m->N_cap || T > m->T_cap)
+        return wl_fail(WL_STATUS_BAD_STATE, "forward: B = %d, T = %d exceed the reserved %d tokens of up to %d per sequence "
+                       "(call wl_model_reserve)", B, T, m->N_cap, m->T_cap);
+    if ((int64_t)pos0 + T > m->N_cap || (int64_t)pos0 + T > c->max_seq_len)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: position %d is beyond the context (%d reserved, %d in the model)",
+                       pos0 + T - 1, m->N_cap, c->max_seq_len);
     if (pos0 > 0 && (B != 1 || train))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: continuing from the KV cache needs B = 1 and no training");
     if (targets && last_only)

@@ -216,7 +216,7 @@ static void free_acts(wl_model *m) {
     wl_free(m->rope_cos);
     wl_free(m->rope_sin);
     m->rope_cos = m->rope_sin = NULL;
-    m->B_cap = m->T_cap = 0;
+    m->N_cap = m->T_cap = 0;
     m->backward_ready = 0;
 }
 
@@ -345,19 +345,19 @@ static float *take(planner *p, size_t n) {
     return at;
 }
 
-/* Lay out every activation for (Bc, Tc); with base == NULL only counts. Integer arrays share the float buffer
- * (same size and alignment). Returns 0 if a size overflows. */
-static int plan_acts(wl_model *m, wl_acts *a, int Bc, int Tc, float *base, size_t *total) {
+/* Lay out every activation for Nc rows and sequences up to Tc; with base == NULL only counts. Integer arrays
+ * share the float buffer (same size and alignment). Returns 0 if a size overflows. */
+static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Tc, float *base, size_t *total) {
     const wl_config *c = &m->cfg;
-    const size_t N = (size_t)Bc * Tc, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
-    const size_t H = c->n_heads, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t N = (size_t)Nc, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     const int gpt2 = c->arch == WL_ARCH_GPT2;
     planner p = {0, base};
-    /* A loose overflow guard: every buffer below is at most N * max(V, I, 3C, H*Tc) floats. */
+    /* A loose overflow guard: every buffer below is at most N * max(V, I, 3C, 2 Tc) floats. */
     size_t widest = V;
     if (I > widest) widest = I;
     if (3 * C > widest) widest = 3 * C;
-    if (H * (size_t)Tc > widest) widest = H * (size_t)Tc;
+    if (2 * (size_t)Tc > widest) widest = 2 * (size_t)Tc;
     size_t probe;
     if (!wl_mul_size(N, widest, &probe) || !wl_mul_size(probe, (size_t)c->n_layers + 8, &probe) ||
         probe > SIZE_MAX / 64)
@@ -371,7 +371,6 @@ static int plan_acts(wl_model *m, wl_acts *a, int Bc, int Tc, float *base, size_
         la->q = take(&p, N * qd);
         la->k_cache = take(&p, N * kvd);
         la->v_cache = take(&p, N * kvd);
-        la->probs = take(&p, N * H * Tc);
         la->atty = take(&p, N * qd);
         la->res2 = take(&p, N * C);
         la->ln2 = take(&p, N * C);
@@ -393,14 +392,13 @@ static int plan_acts(wl_model *m, wl_acts *a, int Bc, int Tc, float *base, size_
     a->qkv = gpt2 ? take(&p, N * 3 * C) : NULL;
     a->k_new = take(&p, N * kvd);
     a->v_new = take(&p, N * kvd);
-    a->scores = take(&p, H * (size_t)Tc * Tc);
+    a->scores = take(&p, 2 * (size_t)Tc * N);
     a->d_res = take(&p, N * C);
     a->d_ln = take(&p, N * C);
     a->d_atty = take(&p, N * qd);
     a->d_q = take(&p, N * qd);
     a->d_k = take(&p, N * kvd);
     a->d_v = take(&p, N * kvd);
-    a->d_scores = take(&p, (size_t)Tc * Tc);
     a->d_h1 = take(&p, N * I);
     a->d_h2 = take(&p, N * I);
     a->d_act = take(&p, N * I);
@@ -408,6 +406,7 @@ static int plan_acts(wl_model *m, wl_acts *a, int Bc, int Tc, float *base, size_
     return 1;
 }
 
+/* cos/sin of every position a forward pass can reach (at most the model's maximum). */
 static wl_status compute_rope_tables(wl_model *m, int Tc) {
     const wl_config *c = &m->cfg;
     if (c->arch == WL_ARCH_GPT2) return WL_OK;
@@ -432,6 +431,7 @@ static wl_status compute_rope_tables(wl_model *m, int Tc) {
     wl_free(m->rope_sin);
     m->rope_cos = cs;
     m->rope_sin = sn;
+    m->rope_positions = Tc;
     return WL_OK;
 }
 
@@ -441,31 +441,34 @@ wl_status wl_model_reserve(wl_model *m, int B, int T) {
     if (T > m->cfg.max_seq_len)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "sequence length %d exceeds the model's maximum of %d positions", T,
                        m->cfg.max_seq_len);
-    if (B <= m->B_cap && T <= m->T_cap) return WL_OK;
-    int Bc = B > m->B_cap ? B : m->B_cap, Tc = T > m->T_cap ? T : m->T_cap;
+    if ((int64_t)B * T > (1 << 24))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: B * T = %lld tokens is too many", (long long)B * T);
+    const int need = B * T;
+    if (need <= m->N_cap && T <= m->T_cap) return WL_OK;
+    int Nc = need > m->N_cap ? need : m->N_cap, Tc = T > m->T_cap ? T : m->T_cap;
 
     wl_acts a;
     memset(&a, 0, sizeof a);
     size_t total;
-    if (!plan_acts(m, &a, Bc, Tc, NULL, &total))
-        return wl_fail(WL_STATUS_OUT_OF_MEMORY, "activations for B = %d, T = %d overflow the address space", Bc, Tc);
+    if (!plan_acts(m, &a, Nc, Tc, NULL, &total))
+        return wl_fail(WL_STATUS_OUT_OF_MEMORY, "activations for %d tokens overflow the address space", Nc);
     a.layers = wl_alloc_array((size_t)m->cfg.n_layers, sizeof *a.layers, "activations");
     a.buffer = a.layers ? wl_alloc_array(total, sizeof(float), "activations") : NULL;
     if (!a.buffer) {
         wl_free(a.layers);
         return WL_STATUS_OUT_OF_MEMORY;
     }
-    plan_acts(m, &a, Bc, Tc, a.buffer, &total);
+    plan_acts(m, &a, Nc, Tc, a.buffer, &total);
     a.n_floats = total;
     /* The LoRA scratch depends on N too: drop it here and plan it again below. */
     wl_free(m->acts.buffer);
     wl_free(m->acts.layers);
     wl_free(m->acts.lora_buffer);
     m->acts = a;
-    m->B_cap = Bc;
+    m->N_cap = Nc;
     m->T_cap = Tc;
     m->backward_ready = 0;
-    wl_status st = compute_rope_tables(m, Tc);
+    wl_status st = compute_rope_tables(m, Nc < m->cfg.max_seq_len ? Nc : m->cfg.max_seq_len);
     if (st != WL_OK) return st;
     return wl_model_plan_lora_scratch(m);
 }
@@ -503,6 +506,6 @@ size_t wl_model_memory_bytes(const wl_model *m) {
     size_t n = m->n_params * sizeof(float) * (m->grads ? 2 : 1);
     n += m->acts.n_floats * sizeof(float);
     n += m->acts.lora_n_floats * sizeof(float);
-    if (m->rope_cos) n += 2 * (size_t)m->T_cap * (m->cfg.head_dim / 2) * sizeof(float);
+    if (m->rope_cos) n += 2 * (size_t)m->rope_positions * (m->cfg.head_dim / 2) * sizeof(float);
     return n;
 }

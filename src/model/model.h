@@ -36,17 +36,18 @@ typedef struct wl_tensor_rec {
     int decay;
 } wl_tensor_rec;
 
-/* Per-layer activations kept by a WL_FORWARD_TRAIN pass. N = B*T rows, compact (row = b*T + t), except the
- * KV cache whose rows are b*Tcap + position. */
+/* Per-layer activations kept by a forward pass for backward. N = B*T rows (row = b*T + t). The KV cache has
+ * row b*T + position: for a batch (pos0 = 0) that is the same row as the token's, and for one sequence (B = 1)
+ * it is the absolute position, so decoding appends to it. Attention probabilities are not kept: backward
+ * recomputes them from q and k, which costs one extra Q K^T per head and saves H*T floats per token per layer. */
 typedef struct wl_layer_acts {
     float *res;       /* (N, C) input of the block (the residual stream) */
     float *ln1;       /* (N, C) */
     float *ln1_mean;  /* (N) GPT-2 only */
     float *ln1_rstd;  /* (N) */
     float *q;         /* (N, H*hs) after RoPE */
-    float *k_cache;   /* (Bcap, Tcap, Hkv*hs) */
-    float *v_cache;   /* (Bcap, Tcap, Hkv*hs) */
-    float *probs;     /* (B, H, T, T) attention probabilities */
+    float *k_cache;   /* (Ncap, Hkv*hs) */
+    float *v_cache;   /* (Ncap, Hkv*hs) */
     float *atty;      /* (N, H*hs) attention output, input of o_proj / attn.c_proj */
     float *res2;      /* (N, C) residual after attention */
     float *ln2;       /* (N, C) */
@@ -72,12 +73,11 @@ typedef struct wl_acts {
     /* scratch shared by forward and backward */
     float *qkv;       /* (N, 3C) GPT-2 fused c_attn output / gradient */
     float *k_new, *v_new; /* (N, Hkv*hs) keys (after RoPE) and values of the rows being computed */
-    float *scores;    /* (H, Tcap, Tcap) attention scores for one sequence when probs are not kept */
+    float *scores;    /* (2, Tcap, Ncap) attention probabilities and their gradient for one head */
     float *d_res;     /* (N, C) */
     float *d_ln;      /* (N, C) */
     float *d_atty;    /* (N, H*hs) */
     float *d_q, *d_k, *d_v; /* (N, H*hs), (N, Hkv*hs) x2 */
-    float *d_scores;  /* (Tcap, Tcap) */
     float *d_h1, *d_h2, *d_act; /* (N, I) */
     /* LoRA scratch, one allocation sized by the attached adapters (wl_model_plan_lora_scratch) */
     float *lora_buffer;
@@ -123,10 +123,12 @@ struct wl_model {
     float *lm_head;   /* (V, C), == wte when tied */
     wl_block *blocks; /* [L] */
 
-    float *rope_cos, *rope_sin; /* (Tcap, hs/2) Llama family */
+    float *rope_cos, *rope_sin; /* (rope_positions, hs/2) Llama family */
+    int rope_positions;
 
     wl_acts acts;
-    int B_cap, T_cap;
+    int N_cap;        /* rows (B*T) the activations hold; also the longest context of a single sequence */
+    int T_cap;        /* longest sequence of a batch */
 
     wl_adapter *adapters[WL_MAX_ADAPTERS];
     float adapter_weights[WL_MAX_ADAPTERS];

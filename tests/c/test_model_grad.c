@@ -219,14 +219,14 @@ static void full_case(const char *what, wl_config cfg, int with_adapter) {
 static void attention_case(const wl_kernels *k) {
     enum { B = 2, T = 5, H = 4, HKV = 2, HS = 3 };
     const int qd = H * HS, kvd = HKV * HS, N = B * T;
-    float q[N * qd], kc[N * kvd], vc[N * kvd], out[N * qd], w[N * qd], probs[B * H * T * T], scratch[H * T * T];
-    float dq[N * qd], dk[N * kvd], dv[N * kvd], dsc[T * T];
+    float q[N * qd], kc[N * kvd], vc[N * kvd], out[N * qd], w[N * qd], scratch[2 * T * T];
+    float dq[N * qd], dk[N * kvd], dv[N * kvd];
     wl_test_fill(q, sizeof q / sizeof *q, 1, 1.0f);
     wl_test_fill(kc, sizeof kc / sizeof *kc, 2, 1.0f);
     wl_test_fill(vc, sizeof vc / sizeof *vc, 3, 1.0f);
     wl_test_fill(w, sizeof w / sizeof *w, 4, 1.0f);
-    wl_attention_forward(k, out, probs, scratch, q, kc, vc, B, T, 0, T, H, HKV, HS);
-    wl_attention_backward(k, dq, dk, dv, dsc, w, probs, q, kc, vc, B, T, T, H, HKV, HS);
+    wl_attention_forward(k, out, scratch, q, kc, vc, B, T, 0, H, HKV, HS);
+    wl_attention_backward(k, dq, dk, dv, scratch, w, q, kc, vc, B, T, H, HKV, HS);
     float *bufs[3] = {q, kc, vc}, *grads[3] = {dq, dk, dv};
     int sizes[3] = {N * qd, N * kvd, N * kvd};
     const char *names[3] = {"attention dq", "attention dk", "attention dv"};
@@ -237,7 +237,7 @@ static void attention_case(const wl_kernels *k) {
             double obj[2];
             for (int side = 0; side < 2; side++) {
                 bufs[which][i] = saved + (side ? -1e-2f : 1e-2f);
-                wl_attention_forward(k, out, probs, scratch, q, kc, vc, B, T, 0, T, H, HKV, HS);
+                wl_attention_forward(k, out, scratch, q, kc, vc, B, T, 0, H, HKV, HS);
                 double s = 0.0;
                 for (int j = 0; j < N * qd; j++) s += (double)out[j] * w[j];
                 obj[side] = s;
