@@ -1,0 +1,221 @@
+// Error classes shared by every weblora module: each carries a stable `code`, and all of them (plus the
+// DOMException AbortError used for cancellation) survive a postMessage round trip via toJSON/fromJSON.
+
+/**
+ * @typedef {object} SerializedError
+ * @property {string} name
+ * @property {string} [code]
+ * @property {string} message
+ * @property {string} [stack]
+ * @property {Record<string, unknown>} [details]
+ * @property {SerializedError} [cause]
+ */
+
+/**
+ * @typedef {object} ErrorOptions
+ * @property {string} [code] overrides the class's default code for a more specific reason
+ * @property {unknown} [cause] the lower-level error that led to this one
+ * @property {Record<string, unknown>} [details] structured facts (url, status, sizes...), kept when serialised
+ */
+
+/** Classes that fromJSON can revive, by `name`; subclasses defined elsewhere call registerErrorClass. */
+const registry = new Map();
+
+/** Base class: `code` is stable and machine-readable, `message` is for people. */
+export class WebLoRAError extends Error {
+  static code = 'WEBLORA_ERROR';
+
+  /**
+   * @param {string} message
+   * @param {ErrorOptions} [options]
+   */
+  constructor(message, options = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    /** @type {string} */
+    this.code = options.code ?? /** @type {typeof WebLoRAError} */ (new.target).code;
+    /** @type {Record<string, unknown>} */
+    this.details = options.details ?? {};
+  }
+
+  /** @returns {SerializedError} a structured-clone-safe object (no class instances, no functions) */
+  toJSON() {
+    return serializeError(this);
+  }
+
+  /**
+   * Rebuilds an error serialised by toJSON (or serializeError) as an instance of its original class when that
+   * class is registered, keeping name, code, message, stack, details and cause.
+   * @param {SerializedError} json
+   * @returns {Error}
+   */
+  static fromJSON(json) {
+    return deserializeError(json);
+  }
+}
+
+/** Download failed after retries, or the server answered with a status that retrying cannot fix. */
+export class NetworkError extends WebLoRAError {
+  static code = 'NETWORK_ERROR';
+}
+
+/** A URL (404/410) or a stored item (adapter, checkpoint) that does not exist. */
+export class NotFoundError extends WebLoRAError {
+  static code = 'NOT_FOUND';
+}
+
+/** Bytes are not what they should be: hash mismatch, a file that changed or disagrees with its length. */
+export class IntegrityError extends WebLoRAError {
+  static code = 'INTEGRITY_ERROR';
+}
+
+/** Input that cannot be parsed or does not follow the expected format (JSON index, PEFT config, ...). */
+export class FormatError extends WebLoRAError {
+  static code = 'BAD_FORMAT';
+}
+
+/** The browser's storage quota is exhausted; details carry `needed`, `available`, `quota`, `usage` (bytes). */
+export class StorageFullError extends WebLoRAError {
+  static code = 'STORAGE_FULL';
+}
+
+/** An adapter trained on one base model was about to be applied to another. */
+export class BaseModelMismatchError extends WebLoRAError {
+  static code = 'BASE_MODEL_MISMATCH';
+}
+
+/** A name is taken and overwriting was not requested. */
+export class AlreadyExistsError extends WebLoRAError {
+  static code = 'ALREADY_EXISTS';
+}
+
+/** Imported adapter files are not a usable PEFT LoRA adapter. */
+export class InvalidAdapterError extends WebLoRAError {
+  static code = 'INVALID_ADAPTER';
+}
+
+/** Encrypted data cannot be opened: wrong passphrase (code WRONG_PASSPHRASE) or none given (PASSPHRASE_REQUIRED). */
+export class PassphraseError extends WebLoRAError {
+  static code = 'WRONG_PASSPHRASE';
+}
+
+/** The environment lacks something required (IndexedDB, WebCrypto, fetch...). */
+export class UnsupportedError extends WebLoRAError {
+  static code = 'UNSUPPORTED';
+}
+
+/**
+ * Names a WebLoRAError subclass and makes it revivable by fromJSON. The name is given as a string, not taken
+ * from `cls.name`, because minifiers rename classes. Names must be unique, and the class's constructor must
+ * keep the (message, { code, cause, details }) signature, which fromJSON calls.
+ * @param {typeof WebLoRAError} cls
+ * @param {string} name
+ */
+export function registerErrorClass(cls, name) {
+  if (registry.has(name) && registry.get(name) !== cls) throw new TypeError(`error class ${name} is already registered`);
+  Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true, enumerable: false });
+  registry.set(name, cls);
+}
+
+registerErrorClass(WebLoRAError, 'WebLoRAError');
+registerErrorClass(NetworkError, 'NetworkError');
+registerErrorClass(NotFoundError, 'NotFoundError');
+registerErrorClass(IntegrityError, 'IntegrityError');
+registerErrorClass(FormatError, 'FormatError');
+registerErrorClass(StorageFullError, 'StorageFullError');
+registerErrorClass(BaseModelMismatchError, 'BaseModelMismatchError');
+registerErrorClass(AlreadyExistsError, 'AlreadyExistsError');
+registerErrorClass(InvalidAdapterError, 'InvalidAdapterError');
+registerErrorClass(PassphraseError, 'PassphraseError');
+registerErrorClass(UnsupportedError, 'UnsupportedError');
+
+/**
+ * Turns any thrown value into a plain object that structured clone and JSON both accept.
+ * @param {unknown} err
+ * @returns {SerializedError}
+ */
+export function serializeError(err) {
+  if (err === null || typeof err !== 'object') {
+    return { name: 'Error', message: String(err) };
+  }
+  const e = /** @type {any} */ (err);
+  /** @type {SerializedError} */
+  const out = { name: String(e.name ?? 'Error'), message: String(e.message ?? '') };
+  if (typeof e.code === 'string') out.code = e.code;
+  if (typeof e.stack === 'string') out.stack = e.stack;
+  if (e.details && typeof e.details === 'object') out.details = plainDetails(e.details);
+  if (e.cause !== undefined) out.cause = serializeError(e.cause);
+  return out;
+}
+
+/**
+ * Inverse of serializeError. AbortError becomes a DOMException again so `err.name === 'AbortError'` checks
+ * keep working across threads; unknown names give a WebLoRAError that still reports the original name.
+ * @param {SerializedError} json
+ * @returns {Error}
+ */
+export function deserializeError(json) {
+  if (!json || typeof json !== 'object') return new WebLoRAError(String(json));
+  const cause = json.cause === undefined ? undefined : deserializeError(json.cause);
+  /** @type {Error} */
+  let err;
+  const cls = registry.get(json.name);
+  if (cls) {
+    err = new cls(json.message, { code: json.code, cause, details: json.details ?? {} });
+  } else if (json.name === 'AbortError' || json.name === 'TimeoutError') {
+    err = new DOMException(json.message, json.name);
+    if (cause !== undefined) Object.defineProperty(err, 'cause', { value: cause, configurable: true, writable: true });
+  } else {
+    err = new WebLoRAError(json.message, { code: json.code, cause, details: json.details ?? {} });
+    err.name = json.name;
+  }
+  if (json.stack !== undefined) {
+    Object.defineProperty(err, 'stack', { value: json.stack, configurable: true, writable: true });
+  }
+  return err;
+}
+
+/**
+ * True for cancellations: the DOMException AbortError convention used by fetch and AbortSignal.
+ * @param {unknown} err
+ */
+export function isAbortError(err) {
+  return !!err && typeof err === 'object' && /** @type {any} */ (err).name === 'AbortError';
+}
+
+/**
+ * The error to throw when `signal` has fired: its reason when that is an Error (AbortSignal.timeout gives a
+ * TimeoutError), otherwise a DOMException AbortError.
+ * @param {AbortSignal} [signal]
+ * @returns {Error}
+ */
+export function abortError(signal) {
+  const reason = signal?.reason;
+  if (reason instanceof Error || (reason && typeof reason === 'object' && 'name' in reason)) {
+    return /** @type {Error} */ (reason);
+  }
+  return new DOMException('The operation was aborted.', 'AbortError');
+}
+
+/**
+ * Throws abortError(signal) when the signal has fired; a no-op otherwise.
+ * @param {AbortSignal} [signal]
+ */
+export function throwIfAborted(signal) {
+  if (signal?.aborted) throw abortError(signal);
+}
+
+/**
+ * Keeps only JSON-compatible detail values so a details object never breaks postMessage.
+ * @param {object} details
+ */
+function plainDetails(details) {
+  /** @type {Record<string, unknown>} */
+  const out = {};
+  for (const [k, v] of Object.entries(details)) {
+    if (v === null || ['string', 'number', 'boolean'].includes(typeof v)) out[k] = v;
+    else if (Array.isArray(v) || typeof v === 'object') {
+      try { out[k] = JSON.parse(JSON.stringify(v)); } catch { /* not representable: dropped */ }
+    }
+  }
+  return out;
+}
