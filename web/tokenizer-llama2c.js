@@ -38,12 +38,12 @@ export function parseLlama2cTokenizer(bytes, vocabSize) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.byteLength < 4) {
     throw new TokenizerError(`llama2.c tokenizer.bin is truncated: ${bytes.byteLength} bytes, ` +
-      'too short for its int32 max_token_length header', { code: 'bad_tokenizer' });
+      'too short for its int32 max_token_length header', { code: 'BAD_TOKENIZER' });
   }
   const maxTokenLength = view.getInt32(0, true);
   if (maxTokenLength < 1) {
     throw new TokenizerError(`llama2.c tokenizer.bin has max_token_length ${maxTokenLength}; ` +
-      'expected a positive length (is this a tokenizer.bin?)', { code: 'bad_tokenizer' });
+      'expected a positive length (is this a tokenizer.bin?)', { code: 'BAD_TOKENIZER' });
   }
   /** @type {Uint8Array[]} */
   const pieces = [];
@@ -55,21 +55,21 @@ export function parseLlama2cTokenizer(bytes, vocabSize) {
     if (offset + 8 > bytes.byteLength) {
       throw new TokenizerError(`llama2.c tokenizer.bin is truncated: entry ${id} at byte ${offset} ` +
         `needs an 8-byte score and length, only ${bytes.byteLength - offset} bytes left` +
-        (vocabSize === undefined ? '' : ` (expected ${vocabSize} entries)`), { code: 'bad_tokenizer' });
+        (vocabSize === undefined ? '' : ` (expected ${vocabSize} entries)`), { code: 'BAD_TOKENIZER' });
     }
     const score = view.getFloat32(offset, true);
     const len = view.getInt32(offset + 4, true);
     offset += 8;
     if (Number.isNaN(score)) {
-      throw new TokenizerError(`llama2.c tokenizer.bin entry ${id} has a NaN score`, { code: 'bad_tokenizer' });
+      throw new TokenizerError(`llama2.c tokenizer.bin entry ${id} has a NaN score`, { code: 'BAD_TOKENIZER' });
     }
     if (len < 0 || len > maxTokenLength) {
       throw new TokenizerError(`llama2.c tokenizer.bin entry ${id} has length ${len}, outside ` +
-        `0..${maxTokenLength} (max_token_length)`, { code: 'bad_tokenizer' });
+        `0..${maxTokenLength} (max_token_length)`, { code: 'BAD_TOKENIZER' });
     }
     if (offset + len > bytes.byteLength) {
       throw new TokenizerError(`llama2.c tokenizer.bin is truncated: entry ${id} needs ${len} ` +
-        `bytes at byte ${offset}, only ${bytes.byteLength - offset} left`, { code: 'bad_tokenizer' });
+        `bytes at byte ${offset}, only ${bytes.byteLength - offset} left`, { code: 'BAD_TOKENIZER' });
     }
     pieces.push(bytes.slice(offset, offset + len));
     scores.push(score);
@@ -82,14 +82,14 @@ export function parseLlama2cTokenizer(bytes, vocabSize) {
       ? `llama2.c tokenizer.bin holds only ${pieces.length} entries: truncated or not a tokenizer.bin (needs at ` +
         `least ${BYTE_OFFSET + 256}: unk, BOS, EOS and 256 byte tokens)`
       : `llama2.c vocabSize ${vocabSize} is too small: needs at least ${BYTE_OFFSET + 256} (unk, BOS, EOS and 256 ` +
-        'byte tokens)', { code: 'bad_tokenizer' });
+        'byte tokens)', { code: 'BAD_TOKENIZER' });
   }
   for (let b = 0; b < 256; b++) {
     const want = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
     if (binaryString(pieces[b + BYTE_OFFSET]) !== want) {
       throw new TokenizerError(`llama2.c tokenizer.bin entry ${b + BYTE_OFFSET} is ` +
         `${JSON.stringify(utf8Decoder.decode(pieces[b + BYTE_OFFSET]))}, expected the byte token ${want}`,
-      { code: 'bad_tokenizer' });
+      { code: 'BAD_TOKENIZER' });
     }
   }
   return { pieces, scores: Float32Array.from(scores), maxTokenLength };

@@ -6,11 +6,11 @@ import { WebLoRAError, registerErrorClass } from './errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';
 
 /**
- * A tokenizer file or call that cannot be used. `code`: 'bad_tokenizer' (file not usable), 'bad_id' (id outside
- * the vocabulary), 'bad_argument' (wrong type of argument).
+ * A tokenizer file or call that cannot be used. `code`: 'BAD_TOKENIZER' (file not usable), 'BAD_ID' (id outside
+ * the vocabulary), 'BAD_ARGUMENT' (wrong type of argument).
  */
 export class TokenizerError extends WebLoRAError {
-  static code = 'bad_tokenizer';
+  static code = 'BAD_TOKENIZER';
 }
 registerErrorClass(TokenizerError, 'TokenizerError');
 
@@ -40,13 +40,13 @@ registerErrorClass(TokenizerError, 'TokenizerError');
 export function loadTokenizer(source) {
   if (!source || typeof source !== 'object') {
     throw new TokenizerError('loadTokenizer(source): source must be { json, config? } or ' +
-      '{ llama2c, vocabSize? }', { code: 'bad_argument' });
+      '{ llama2c, vocabSize? }', { code: 'BAD_ARGUMENT' });
   }
   const hasJson = 'json' in source && source.json !== undefined;
   const hasBin = 'llama2c' in source && source.llama2c !== undefined;
   if (hasJson && hasBin) {
     throw new TokenizerError('loadTokenizer(source): give either `json` or `llama2c`, not both',
-      { code: 'bad_argument' });
+      { code: 'BAD_ARGUMENT' });
   }
   if (hasBin) {
     const { llama2c, vocabSize } = /** @type {Llama2cTokenizerSource} */ (source);
@@ -56,11 +56,11 @@ export function loadTokenizer(source) {
     } else if (ArrayBuffer.isView(llama2c)) {
       bytes = new Uint8Array(llama2c.buffer, llama2c.byteOffset, llama2c.byteLength);
     } else {
-      throw new TokenizerError('loadTokenizer: llama2c must be an ArrayBuffer or Uint8Array', { code: 'bad_argument' });
+      throw new TokenizerError('loadTokenizer: llama2c must be an ArrayBuffer or Uint8Array', { code: 'BAD_ARGUMENT' });
     }
     if (vocabSize !== undefined && !(Number.isInteger(vocabSize) && vocabSize > 0)) {
       throw new TokenizerError(`loadTokenizer: vocabSize must be a positive integer, got ${vocabSize}`,
-        { code: 'bad_argument' });
+        { code: 'BAD_ARGUMENT' });
     }
     return new Tokenizer(new Llama2cTokenizer(parseLlama2cTokenizer(bytes, vocabSize)));
   }
@@ -70,7 +70,7 @@ export function loadTokenizer(source) {
       config === undefined || config === null ? {} : parseJson(config, 'tokenizer_config.json')));
   }
   throw new TokenizerError('loadTokenizer(source): source must have a `json` (tokenizer.json) or ' +
-    'a `llama2c` (tokenizer.bin) property', { code: 'bad_argument' });
+    'a `llama2c` (tokenizer.bin) property', { code: 'BAD_ARGUMENT' });
 }
 
 /**
@@ -116,7 +116,7 @@ export class Tokenizer {
    */
   encode(text, { addSpecialTokens = false } = {}) {
     if (typeof text !== 'string') {
-      throw new TokenizerError(`encode: text must be a string, got ${describe(text)}`, { code: 'bad_argument' });
+      throw new TokenizerError(`encode: text must be a string, got ${describe(text)}`, { code: 'BAD_ARGUMENT' });
     }
     return this.#backend.encode(text, Boolean(addSpecialTokens));
   }
@@ -141,7 +141,7 @@ export class Tokenizer {
   /** @param {string} piece a vocabulary piece as idToToken returns it @returns {number|null} */
   tokenToId(piece) {
     if (typeof piece !== 'string') {
-      throw new TokenizerError(`tokenToId: piece must be a string, got ${describe(piece)}`, { code: 'bad_argument' });
+      throw new TokenizerError(`tokenToId: piece must be a string, got ${describe(piece)}`, { code: 'BAD_ARGUMENT' });
     }
     return this.#backend.tokenToId(piece);
   }
@@ -198,7 +198,7 @@ export class Tokenizer {
   #checkIds(ids, where) {
     if (ids === null || typeof ids !== 'object' || typeof (/** @type {any} */ (ids).length) !== 'number') {
       throw new TokenizerError(`${where}: ids must be an array of integers, got ${describe(ids)}`,
-        { code: 'bad_argument' });
+        { code: 'BAD_ARGUMENT' });
     }
     const list = Array.from(/** @type {ArrayLike<unknown>} */ (ids));
     const n = this.#backend.vocabSize;
@@ -206,7 +206,7 @@ export class Tokenizer {
       const id = list[i];
       if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= n || !this.#backend.hasId(id)) {
         throw new TokenizerError(`${where}: id ${describe(id)} at index ${i} is not a token id ` +
-          `(vocabulary has ids 0..${n - 1})`, { code: 'bad_id' });
+          `(vocabulary has ids 0..${n - 1})`, { code: 'BAD_ID' });
       }
     }
     return /** @type {number[]} */ (list);
@@ -234,11 +234,11 @@ function parseJson(value, what) {
       obj = JSON.parse(value);
     } catch (e) {
       throw new TokenizerError(`${what} is not valid JSON: ${/** @type {Error} */ (e).message}`,
-        { code: 'bad_tokenizer', cause: e });
+        { code: 'BAD_TOKENIZER', cause: e });
     }
   }
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
-    throw new TokenizerError(`${what} must be a JSON object, got ${describe(obj)}`, { code: 'bad_tokenizer' });
+    throw new TokenizerError(`${what} must be a JSON object, got ${describe(obj)}`, { code: 'BAD_TOKENIZER' });
   }
   return /** @type {Record<string, any>} */ (obj);
 }
@@ -376,14 +376,14 @@ class HfBackend {
     if (!model || typeof model !== 'object' || typeof model.type !== 'string' ||
         !model.vocab || typeof model.vocab !== 'object') {
       throw new TokenizerError('tokenizer.json has no model with a type and a vocab ' +
-        '(is this a Hugging Face tokenizer.json?)', { code: 'bad_tokenizer' });
+        '(is this a Hugging Face tokenizer.json?)', { code: 'BAD_TOKENIZER' });
     }
     if (json.added_tokens !== undefined && json.added_tokens !== null && !Array.isArray(json.added_tokens)) {
-      throw new TokenizerError('tokenizer.json: added_tokens must be an array', { code: 'bad_tokenizer' });
+      throw new TokenizerError('tokenizer.json: added_tokens must be an array', { code: 'BAD_TOKENIZER' });
     }
     if (!SUPPORTED_MODELS.includes(model.type)) {
       throw new TokenizerError(`tokenizer.json model type ${JSON.stringify(model.type)} is not ` +
-        `supported (supported: ${SUPPORTED_MODELS.join(', ')})`, { code: 'bad_tokenizer' });
+        `supported (supported: ${SUPPORTED_MODELS.join(', ')})`, { code: 'BAD_TOKENIZER' });
     }
     const addedTokens = json.added_tokens ?? [];
     /** @readonly */
@@ -403,7 +403,7 @@ class HfBackend {
       this.tok = new HfTokenizer(spec, config);
     } catch (e) {
       throw new TokenizerError(`tokenizer.json could not be loaded: ${/** @type {Error} */ (e).message}`,
-        { code: 'bad_tokenizer', cause: e });
+        { code: 'BAD_TOKENIZER', cause: e });
     }
     /** @type {Set<number>} */
     this.specialIds = new Set(addedTokens.filter((/** @type {any} */ t) => t.special)
@@ -510,7 +510,7 @@ function vocabSizeOf(model, addedTokens) {
   const check = (/** @type {unknown} */ id, /** @type {string} */ what) => {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
       throw new TokenizerError(`tokenizer.json: ${what} has id ${describe(id)}, not a ` +
-        'non-negative integer', { code: 'bad_tokenizer' });
+        'non-negative integer', { code: 'BAD_TOKENIZER' });
     }
     if (id > max) max = id;
   };
@@ -518,10 +518,10 @@ function vocabSizeOf(model, addedTokens) {
   else for (const [piece, id] of Object.entries(model.vocab)) check(id, `vocab entry ${JSON.stringify(piece)}`);
   for (const t of addedTokens) {
     if (!t || typeof t.content !== 'string') {
-      throw new TokenizerError('tokenizer.json: every added token needs a string content', { code: 'bad_tokenizer' });
+      throw new TokenizerError('tokenizer.json: every added token needs a string content', { code: 'BAD_TOKENIZER' });
     }
     check(t.id, `added token ${JSON.stringify(t.content)}`);
   }
-  if (max < 0) throw new TokenizerError('tokenizer.json: the vocabulary is empty', { code: 'bad_tokenizer' });
+  if (max < 0) throw new TokenizerError('tokenizer.json: the vocabulary is empty', { code: 'BAD_TOKENIZER' });
   return max + 1;
 }

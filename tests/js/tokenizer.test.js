@@ -83,26 +83,26 @@ const DOCS_TEXT = readText('docs/DESIGN.md') + readText('docs/STYLE.md');
 
 describe('loadTokenizer arguments', () => {
   test('rejects a missing or unrecognised source', () => {
-    expectError(() => loadTokenizer(/** @type {any} */ (null)), 'bad_argument', /source/);
-    expectError(() => loadTokenizer(/** @type {any} */ ({})), 'bad_argument', /json.*llama2c/);
-    expectError(() => loadTokenizer(/** @type {any} */ ({ llama2c: 'not bytes' })), 'bad_argument', /ArrayBuffer/);
+    expectError(() => loadTokenizer(/** @type {any} */ (null)), 'BAD_ARGUMENT', /source/);
+    expectError(() => loadTokenizer(/** @type {any} */ ({})), 'BAD_ARGUMENT', /json.*llama2c/);
+    expectError(() => loadTokenizer(/** @type {any} */ ({ llama2c: 'not bytes' })), 'BAD_ARGUMENT', /ArrayBuffer/);
     expectError(() => loadTokenizer({ llama2c: readBytes('models/stories260K/tok512.bin'), vocabSize: -3 }),
-      'bad_argument', /vocabSize/);
+      'BAD_ARGUMENT', /vocabSize/);
     expectError(() => loadTokenizer(/** @type {any} */ ({ json: '{}', llama2c: new Uint8Array(4) })),
-      'bad_argument', /not both/);
+      'BAD_ARGUMENT', /not both/);
   });
 
   test('TokenizerError is a WebLoRAError with a name and code', () => {
-    const e = new TokenizerError('x', { code: 'bad_id' });
+    const e = new TokenizerError('x', { code: 'BAD_ID' });
     expect(e).toBeInstanceOf(Error);
     expect(e.name).toBe('TokenizerError');
-    expect(e.code).toBe('bad_id');
-    expect(new TokenizerError('y').code).toBe('bad_tokenizer');
+    expect(e.code).toBe('BAD_ID');
+    expect(new TokenizerError('y').code).toBe('BAD_TOKENIZER');
     expect(e).toBeInstanceOf(WebLoRAError);
     // It crosses the worker boundary as itself.
     const back = WebLoRAError.fromJSON(JSON.parse(JSON.stringify(e.toJSON())));
     expect(back).toBeInstanceOf(TokenizerError);
-    expect([back.code, back.message]).toEqual(['bad_id', 'x']);
+    expect([back.code, back.message]).toEqual(['BAD_ID', 'x']);
   });
 });
 
@@ -372,7 +372,7 @@ describe('stream decoder', () => {
   });
 
   test('rejects bad ids', () => {
-    expectError(() => tok('gpt2').createStreamDecoder().push(50257), 'bad_id', /50257/);
+    expectError(() => tok('gpt2').createStreamDecoder().push(50257), 'BAD_ID', /50257/);
   });
 });
 
@@ -380,45 +380,45 @@ describe('errors', () => {
   test.each(ALL)('%s: decode and idToToken reject ids outside the vocabulary', (name) => {
     const t = tok(name);
     for (const bad of [t.vocabSize, -1, 1.5, Number.NaN, '3', null]) {
-      expectError(() => t.decode([5, /** @type {any} */ (bad)]), 'bad_id', /index 1/);
+      expectError(() => t.decode([5, /** @type {any} */ (bad)]), 'BAD_ID', /index 1/);
     }
-    expectError(() => t.idToToken(t.vocabSize), 'bad_id');
-    expectError(() => t.decode(/** @type {any} */ (42)), 'bad_argument');
-    expectError(() => t.decode(/** @type {any} */ (null)), 'bad_argument');
+    expectError(() => t.idToToken(t.vocabSize), 'BAD_ID');
+    expectError(() => t.decode(/** @type {any} */ (42)), 'BAD_ARGUMENT');
+    expectError(() => t.decode(/** @type {any} */ (null)), 'BAD_ARGUMENT');
     expect(t.decode(Int32Array.of(5, 6))).toBe(t.decode([5, 6]));
   });
 
   test.each(ALL)('%s: encode rejects non-strings', (name) => {
     for (const bad of [42, null, undefined, ['a'], new Uint8Array(2)]) {
-      expectError(() => tok(name).encode(/** @type {any} */ (bad)), 'bad_argument', /string/);
+      expectError(() => tok(name).encode(/** @type {any} */ (bad)), 'BAD_ARGUMENT', /string/);
     }
-    expectError(() => tok(name).tokenToId(/** @type {any} */ (7)), 'bad_argument');
+    expectError(() => tok(name).tokenToId(/** @type {any} */ (7)), 'BAD_ARGUMENT');
   });
 
   test('bad tokenizer.json', () => {
-    expectError(() => loadTokenizer({ json: '{"model": {"type": "BPE", "vocab": ' }), 'bad_tokenizer',
+    expectError(() => loadTokenizer({ json: '{"model": {"type": "BPE", "vocab": ' }), 'BAD_TOKENIZER',
       /not valid JSON/);
-    expectError(() => loadTokenizer({ json: '[1, 2]' }), 'bad_tokenizer', /JSON object/);
-    expectError(() => loadTokenizer({ json: { version: '1.0' } }), 'bad_tokenizer', /model/);
+    expectError(() => loadTokenizer({ json: '[1, 2]' }), 'BAD_TOKENIZER', /JSON object/);
+    expectError(() => loadTokenizer({ json: { version: '1.0' } }), 'BAD_TOKENIZER', /model/);
     expectError(() => loadTokenizer({ json: { model: { type: 'BPE', vocab: { a: 'zero' }, merges: [] } } }),
-      'bad_tokenizer', /non-negative integer/);
+      'BAD_TOKENIZER', /non-negative integer/);
     expectError(() => loadTokenizer({ json: { model: { type: 'NoSuchModel', vocab: { a: 0 } } } }),
-      'bad_tokenizer', /NoSuchModel/);
+      'BAD_TOKENIZER', /NoSuchModel/);
     const good = readJson('models/tiny-gpt2/tokenizer.json');
-    expectError(() => loadTokenizer({ json: good, config: '{oops' }), 'bad_tokenizer', /tokenizer_config.json/);
-    expectError(() => loadTokenizer({ json: { ...good, added_tokens: 'x' } }), 'bad_tokenizer', /added_tokens/);
+    expectError(() => loadTokenizer({ json: good, config: '{oops' }), 'BAD_TOKENIZER', /tokenizer_config.json/);
+    expectError(() => loadTokenizer({ json: { ...good, added_tokens: 'x' } }), 'BAD_TOKENIZER', /added_tokens/);
   });
 
   test('truncated tokenizer.bin', () => {
     const bytes = readBytes('models/stories260K/tok512.bin');
     for (const len of [0, 3, 4, 9, 100, bytes.length - 1]) {
-      expectError(() => loadTokenizer({ llama2c: bytes.slice(0, len) }), 'bad_tokenizer', /truncated/);
+      expectError(() => loadTokenizer({ llama2c: bytes.slice(0, len) }), 'BAD_TOKENIZER', /truncated/);
     }
-    expectError(() => loadTokenizer({ llama2c: bytes, vocabSize: 513 }), 'bad_tokenizer', /truncated.*513/);
+    expectError(() => loadTokenizer({ llama2c: bytes, vocabSize: 513 }), 'BAD_TOKENIZER', /truncated.*513/);
     // Fewer entries than the file holds is allowed (run.c reads the model's vocab_size), but not fewer than the
     // 259 fixed ones.
     expect(loadTokenizer({ llama2c: bytes, vocabSize: 300 }).vocabSize).toBe(300);
-    expectError(() => loadTokenizer({ llama2c: bytes, vocabSize: 100 }), 'bad_tokenizer', /at least 259/);
+    expectError(() => loadTokenizer({ llama2c: bytes, vocabSize: 100 }), 'BAD_TOKENIZER', /at least 259/);
   });
 
   test('corrupt tokenizer.bin', () => {
@@ -429,20 +429,20 @@ describe('errors', () => {
       return copy;
     };
     // Entry 0 starts at byte 4: f32 score, then int32 length.
-    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setInt32(8, -5, true)) }), 'bad_tokenizer',
+    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setInt32(8, -5, true)) }), 'BAD_TOKENIZER',
       /entry 0 has length -5/);
-    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setInt32(8, 1 << 30, true)) }), 'bad_tokenizer',
+    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setInt32(8, 1 << 30, true)) }), 'BAD_TOKENIZER',
       /entry 0 has length/);
-    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setInt32(0, 0, true)) }), 'bad_tokenizer',
+    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setInt32(0, 0, true)) }), 'BAD_TOKENIZER',
       /max_token_length/);
     expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setFloat32(4, Number.NaN, true)) }),
-      'bad_tokenizer', /NaN/);
+      'BAD_TOKENIZER', /NaN/);
     // Overwrite the "0" of "<0x00>" (entry 3) so the byte-fallback table is wrong.
     const at = findBytes(bytes, new TextEncoder().encode('<0x00>'));
-    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setUint8(at + 4, 0x37)) }), 'bad_tokenizer',
+    expectError(() => loadTokenizer({ llama2c: corrupt((v) => v.setUint8(at + 4, 0x37)) }), 'BAD_TOKENIZER',
       /entry 3 .*<0x00>/);
     // A tokenizer.json handed over as bytes is not a tokenizer.bin.
-    expectError(() => loadTokenizer({ llama2c: new TextEncoder().encode('{"model": {}}') }), 'bad_tokenizer');
+    expectError(() => loadTokenizer({ llama2c: new TextEncoder().encode('{"model": {}}') }), 'BAD_TOKENIZER');
   });
 });
 
