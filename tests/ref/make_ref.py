@@ -605,6 +605,27 @@ def adapter_tensors(lora):
     return out
 
 
+def hf_row_order(cfg, tensors):
+    """PEFT files of a llama2.c model hold lora_B of q_proj / k_proj in Hugging Face row order: HF's converter
+    permutes those base rows (interleaved RoPE pairs -> rotate_half halves), so the adapter must follow to apply to
+    the converted model. Other tensors and other architectures are unchanged."""
+    if cfg.get("rope") != "interleaved":
+        return tensors
+
+    def permute(w, heads):
+        out, inp = w.shape
+        return w.reshape(heads, out // heads // 2, 2, inp).transpose(1, 2).reshape(out, inp)
+
+    res = {}
+    for k, v in tensors.items():
+        if k.endswith("self_attn.q_proj.lora_B.weight"):
+            v = permute(v, cfg["n_heads"])
+        elif k.endswith("self_attn.k_proj.lora_B.weight"):
+            v = permute(v, cfg["n_kv_heads"])
+        res[k] = v
+    return res
+
+
 def merged_weights(cfg, W, lora):
     """W + scaling * B A (PEFT merge; transposed to (in, out) for Conv1D, which is all fan_in_fan_out changes)."""
     M = dict(W)
@@ -1030,12 +1051,17 @@ def sgd_write(g, d, cfg, W, lora, mods, acfg, text, ids, lr, extra):
         f.write(text + "\n")
     write_json(os.path.join(d, "ids.json"), ids)
     write_json(os.path.join(d, "adapter_config.json"), acfg)
-    st_write(os.path.join(d, "adapter_model.safetensors"), adapter_tensors(lora), {"format": "pt"})
-    st_write(os.path.join(d, "expected_adapter_model.safetensors"), adapter_tensors(new), {"format": "pt"})
+    # These are PEFT files (the CLI's --adapter-init and its output): Hugging Face row order.
+    st_write(os.path.join(d, "adapter_model.safetensors"), hf_row_order(cfg, adapter_tensors(lora)), {"format": "pt"})
+    st_write(os.path.join(d, "expected_adapter_model.safetensors"), hf_row_order(cfg, adapter_tensors(new)),
+             {"format": "pt"})
     io = {"tokens": tokens, "targets": targets, "loss": loss.reshape(1)}
+    grads = {}
     for p, (dA, dB) in lg.items():
-        io["grad." + peft_key(p, "A")] = dA
-        io["grad." + peft_key(p, "B")] = dB
+        grads[peft_key(p, "A")] = dA
+        grads[peft_key(p, "B")] = dB
+    for k, v in hf_row_order(cfg, grads).items():
+        io["grad." + k] = v
     st_write(os.path.join(d, "io.safetensors"), io)
     gerr, _ = max_err([(a, b) for p in lg for a, b in zip(lg32[p], lg[p])])
     step = max(float((lr * t).abs().max()) for p in lg for t in lg[p])
@@ -1049,7 +1075,9 @@ def sgd_write(g, d, cfg, W, lora, mods, acfg, text, ids, lr, extra):
             "max_abs_param": pmax,
             "tolerance": {"grads": recommend(gerr, gmax, 1e-5, 1e-4),
                           "params": {"atol": nice_up(max(2e-7 * pmax, 20 * lr * gerr, 1e-7)), "rtol": 1e-5}},
-            "float32_torch_error": {"grads_max_abs_err": gerr, "grads_max_abs": gmax}}
+            "float32_torch_error": {"grads_max_abs_err": gerr, "grads_max_abs": gmax},
+            "row_order": "PEFT files for the Hugging Face form of the model: for llama2.c models the lora_B rows of "
+                         "q_proj and k_proj are permuted as HF's converter permutes the base q/k rows"}
     case.update(extra)
     write_json(os.path.join(d, "case.json"), case)
     print(f"sgd_contract/{os.path.basename(d)}: {len(ids)} ids, loss {float(loss):.6f}, lr {lr}, max |grad| "

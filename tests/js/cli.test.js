@@ -1,0 +1,142 @@
+// The weblora CLI end to end (a real process, the engine in a worker thread): the one-step SGD contract against the
+// PyTorch reference for stories260K and GPT-2, generate/eval/train output, and bad input: one clear error line,
+// a non-zero exit code and no output folder left behind.
+import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, readdirSync, copyFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { compare, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
+
+const CLI = path.join(repoRoot, 'web/cli.js');
+const GOLDEN = path.join(repoRoot, 'tests/ref/golden/sgd_contract');
+let tmp;
+let core;
+
+function run(args, { timeout = 120000 } = {}) {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { cwd: tmp, timeout, maxBuffer: 1 << 26 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (err.code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+beforeAll(async () => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'weblora-cli-'));
+  core = await loadCore();
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('one SGD step matches the PyTorch gradient', () => {
+  test.each([
+    ['stories260K', sharedPath('models/stories260K/stories260K.bin')],
+    ['gpt2', sharedPath('models/tiny-gpt2')],
+  ])('%s', async (name, model) => {
+    const dir = path.join(GOLDEN, name);
+    const cs = JSON.parse(readFileSync(path.join(dir, 'case.json'), 'utf8'));
+    const out = path.join(tmp, `sgd-${name}`);
+    const r = await run(['train', '--model', model, '--data', path.join(dir, 'text.txt'), '--adapter-init', dir,
+      '--optimizer', 'sgd', '--lr', String(cs.lr), '--steps', '1', '--seq', String(cs.seq_len), '--eval-split', '0',
+      '--out', out, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = readSafetensors(core, new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors'))));
+    const want = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'expected_adapter_model.safetensors'))));
+    const init = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'adapter_model.safetensors'))));
+    expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+    let moved = 0;
+    for (const [key, t] of want) {
+      const g = got.get(key).data;
+      const r2 = compare(g, t.data, 2e-6, 1e-4);
+      if (!r2.ok) throw new Error(`${key}: [${r2.first}] got ${r2.got} want ${r2.want}`);
+      for (let i = 0; i < g.length; i++) moved = Math.max(moved, Math.abs(g[i] - init.get(key).data[i]));
+    }
+    expect(moved).toBeGreaterThan(1e-3); // the step really moved the weights
+  });
+});
+
+describe('commands', () => {
+  test('generate --json, eval and train with a progress summary', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const g = await run(['generate', '--model', model, '--prompt', 'Once upon a time', '--max-tokens', '20', '--json']);
+    expect(g.code).toBe(0);
+    const obj = JSON.parse(g.stdout.trim());
+    expect(obj.ids).toHaveLength(20);
+    expect(obj.text).toMatch(/^,? ?there was/);
+    const data = path.join(tmp, 'style.txt');
+    writeFileSync(data, 'The robot counted the stars every night. The robot liked the number seven. '.repeat(12));
+    const e = await run(['eval', '--model', model, '--data', data, '--json']);
+    expect(e.code).toBe(0);
+    expect(JSON.parse(e.stdout).perplexity).toBeGreaterThan(1);
+    const out = path.join(tmp, 'trained');
+    const t = await run(['train', '--model', model, '--data', data, '--steps', '5', '--seq', '32', '--out', out, '--json']);
+    expect(t.code).toBe(0);
+    const lines = t.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.event === 'step')).toHaveLength(5);
+    expect(lines.at(-1).event).toBe('done');
+    expect(readdirSync(out).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    const g2 = await run(['generate', '--model', model, '--adapter', out, '--prompt', 'The robot', '--max-tokens', '5', '--json']);
+    expect(g2.code).toBe(0);
+  });
+});
+
+describe('bad input: one clear line, non-zero exit, nothing left behind', () => {
+  const model = () => sharedPath('models/stories260K/stories260K.bin');
+  const expectFailure = (r, pattern) => {
+    expect(r.code).not.toBe(0);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(pattern);
+  };
+
+  test.each([
+    ['empty data', () => { writeFileSync(path.join(tmp, 'empty.txt'), '  \n'); return ['--data', 'empty.txt']; }, /empty/],
+    ['missing data', () => ['--data', 'nope.txt'], /cannot read data file nope\.txt/],
+    ['text shorter than one sequence with a held-out split', () => { writeFileSync(path.join(tmp, 'tiny.txt'), 'a'); return ['--data', 'tiny.txt', '--eval-split', '0.5']; }, /shorter than two sequences/],
+    ['tokenizer of another model', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--tokenizer', sharedPath('tokenizers/gpt2/tokenizer.json')], /tokenizer has 50257 ids but the model has 512/],
+    ['adapter for another base model', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--adapter-init', path.join(GOLDEN, 'gpt2')], /adapter|shape|model/i],
+    ['corrupt adapter file', () => {
+      const d = path.join(tmp, 'corrupt');
+      mkdirSync(d, { recursive: true });
+      copyFileSync(path.join(GOLDEN, 'stories260K/adapter_config.json'), path.join(d, 'adapter_config.json'));
+      const bytes = readFileSync(path.join(GOLDEN, 'stories260K/adapter_model.safetensors'));
+      writeFileSync(path.join(d, 'adapter_model.safetensors'), bytes.subarray(0, bytes.length - 100));
+      return ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--adapter-init', d];
+    }, /safetensors|size|bytes/i],
+    ['adapter with wrong shapes', () => {
+      const d = path.join(tmp, 'wrongshape');
+      mkdirSync(d, { recursive: true });
+      const cfg = JSON.parse(readFileSync(path.join(GOLDEN, 'stories260K/adapter_config.json'), 'utf8'));
+      cfg.r = 8;
+      writeFileSync(path.join(d, 'adapter_config.json'), JSON.stringify(cfg));
+      copyFileSync(path.join(GOLDEN, 'stories260K/adapter_model.safetensors'), path.join(d, 'adapter_model.safetensors'));
+      return ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--adapter-init', d];
+    }, /shape|rank/i],
+    ['unknown option', () => ['--data', 'x.txt', '--bogus'], /bogus/],
+  ])('%s', async (name, setup, pattern) => {
+    const out = path.join(tmp, `out-${name.replace(/\W+/g, '-')}`);
+    const args = ['train', '--model', model(), ...setup(), '--steps', '1', '--seq', '16', '--out', out];
+    const r = await run(args);
+    expectFailure(r, pattern);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(tmp).filter((f) => f.includes('.partial-'))).toEqual([]);
+  });
+
+  test('unreachable URL and missing model', async () => {
+    const r = await run(['generate', '--model', 'http://127.0.0.1:9/model/', '--prompt', 'x'], { timeout: 60000 });
+    expectFailure(r, /127\.0\.0\.1:9|connect|fetch|network/i);
+    const m = await run(['generate', '--model', path.join(tmp, 'no-such-model.bin'), '--prompt', 'x']);
+    expectFailure(m, /not found/);
+    const c = await run(['frobnicate']);
+    expectFailure(c, /unknown command/);
+  });
+
+  test('a truncated checkpoint is refused', async () => {
+    const bin = readFileSync(model());
+    const p = path.join(tmp, 'trunc.bin');
+    writeFileSync(p, bin.subarray(0, 5000));
+    const r = await run(['generate', '--model', p, '--prompt', 'x']);
+    expectFailure(r, /llama2\.c|size|bytes/i);
+  });
+});

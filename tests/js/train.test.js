@@ -1,0 +1,244 @@
+// The training pipeline on the real wasm core: data packing and splitting, schedules, AdamW against torch's
+// formula, accumulation, clipping, determinism, NaN handling, full-parameter training, sampling, and a LoRA run on
+// stories260K that lowers held-out loss on text in a new style and reloads from its PEFT files exactly.
+import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
+import { readFileSync } from 'node:fs';
+
+import { LocalEngine } from '../../web/engine.js';
+import { BatchStream, DataError, packSequences, splitHeldOut, tokenizeDocuments } from '../../web/data.js';
+import { learningRate, NumericError, trainOptions } from '../../web/train.js';
+import { argmax, sampleToken, samplingOptions } from '../../web/sample.js';
+import { Rng } from '../../web/rng.js';
+import { IGNORE_ID } from '../../web/core.js';
+import { loadCore, sharedPath, wasmSource } from './helpers/core.js';
+
+const STORIES = sharedPath('models/stories260K/stories260K.bin');
+
+// A style far from TinyStories: terse ship's-log entries with recurring names and phrases.
+const LOG = [
+  'Log of the Blue Heron, day one. Wind from the north, steady. Captain Mara checked the ropes twice. The crew ate fish and bread.',
+  'Log of the Blue Heron, day two. Wind from the east, light. Captain Mara checked the map twice. The crew mended the sail.',
+  'Log of the Blue Heron, day three. Rain at dawn, then sun. Captain Mara checked the ropes twice. The crew ate fish and bread.',
+  'Log of the Blue Heron, day four. Wind from the south, strong. Captain Mara checked the map twice. The crew sang at night.',
+  'Log of the Blue Heron, day five. Fog in the morning. Captain Mara checked the ropes twice. The crew ate fish and bread.',
+  'Log of the Blue Heron, day six. Wind from the west, steady. Captain Mara checked the map twice. The crew mended the sail.',
+  'Log of the Blue Heron, day seven. Calm sea, warm sun. Captain Mara checked the ropes twice. The crew sang at night.',
+  'Log of the Blue Heron, day eight. Wind from the north, light. Captain Mara checked the map twice. The crew ate fish and bread.',
+];
+
+let engine;
+beforeAll(async () => {
+  engine = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
+});
+afterAll(() => engine?.dispose());
+
+describe('data', () => {
+  const tok = { encode: (t) => [...t].map((c) => c.charCodeAt(0) % 50 + 3), bosId: 1, eosId: 2, addsBos: true };
+
+  test('documents get BOS/EOS; packing covers every adjacent pair once and pads the tail', () => {
+    const stream = tokenizeDocuments(tok, ['abc', '', 'de']);
+    expect([...stream]).toEqual([1, ...'abc'.split('').map((c) => c.charCodeAt(0) % 50 + 3), 2, 1, 'd'.charCodeAt(0) % 50 + 3, 'e'.charCodeAt(0) % 50 + 3, 2]);
+    const seqs = packSequences(stream, 4, 0);
+    const pairs = [];
+    for (const s of seqs) for (let t = 0; t < 4; t++) if (s.targets[t] !== IGNORE_ID) pairs.push([s.tokens[t], s.targets[t]]);
+    const want = [];
+    for (let i = 0; i + 1 < stream.length; i++) want.push([stream[i], stream[i + 1]]);
+    expect(pairs).toEqual(want);
+    expect(seqs.at(-1).valid).toBe((stream.length - 1) % 4 || 4);
+  });
+
+  test('bad data is a clear DataError', () => {
+    expect(() => tokenizeDocuments(tok, [])).toThrow(DataError);
+    expect(() => tokenizeDocuments(tok, ['  ', '\n'])).toThrow(/empty/);
+    expect(() => tokenizeDocuments(tok, [42])).toThrow(/not a string/);
+    expect(() => packSequences(new Int32Array([5]), 8)).toThrow(/too short/);
+    expect(() => splitHeldOut([1, 2, 3], 1.5, 0)).toThrow(DataError);
+  });
+
+  test('held-out split and batches are seeded, cover the data and resume exactly', () => {
+    const seqs = Array.from({ length: 10 }, (_, i) => ({ tokens: new Int32Array([i]), targets: new Int32Array([i]), valid: 1 }));
+    const a = splitHeldOut(seqs, 0.2, 7);
+    const b = splitHeldOut(seqs, 0.2, 7);
+    expect(a.eval.map((s) => s.tokens[0])).toEqual(b.eval.map((s) => s.tokens[0]));
+    expect(a.eval.length).toBe(2);
+    expect(new Set([...a.train, ...a.eval].map((s) => s.tokens[0])).size).toBe(10);
+    expect(splitHeldOut(seqs.slice(0, 1), 0.5, 0).eval).toEqual([]);
+    const s1 = new BatchStream(a.train, 3, 11);
+    const seen = [];
+    for (let i = 0; i < 5; i++) seen.push(...s1.next().tokens);
+    const pos = s1.position();
+    const next = [...s1.next().tokens];
+    const s2 = new BatchStream(a.train, 3, 11, pos);
+    expect([...s2.next().tokens]).toEqual(next);
+    // the first epoch visits every training sequence exactly once
+    expect(new Set(seen.slice(0, 8)).size).toBe(8);
+  });
+});
+
+describe('optimizer and schedule', () => {
+  test('learning-rate schedules: warmup, cosine and linear decay', () => {
+    const o = trainOptions({ lr: 1, warmupSteps: 10, schedule: 'cosine', minLrRatio: 0.1, steps: 110 });
+    expect(learningRate(0, 110, o)).toBeCloseTo(0.1);
+    expect(learningRate(9, 110, o)).toBeCloseTo(1);
+    expect(learningRate(60, 110, o)).toBeCloseTo(0.1 + 0.9 * 0.5, 5);
+    expect(learningRate(110, 110, o)).toBeCloseTo(0.1);
+    const lin = trainOptions({ lr: 2, schedule: 'linear', steps: 4 });
+    expect([0, 1, 2, 3].map((s) => learningRate(s, 4, lin))).toEqual([2, 1.5, 1, 0.5]);
+    expect(() => trainOptions({ schedule: 'wavy' })).toThrow(/schedule/);
+    expect(() => trainOptions({ lr: -1 })).toThrow(/lr/);
+    expect(() => trainOptions({ steps: 3, epochs: 1 })).toThrow(/not both/);
+  });
+
+  test('AdamW in the core follows torch.optim.AdamW', async () => {
+    const core = await loadCore();
+    const n = 37;
+    const p = core.allocF32(n), g = core.allocF32(n), m = core.allocF32(n), v = core.allocF32(n);
+    const rng = new Rng(3);
+    const ref = { p: new Float64Array(n), m: new Float64Array(n), v: new Float64Array(n) };
+    for (let i = 0; i < n; i++) ref.p[i] = p.view()[i] = Math.fround(rng.next() - 0.5);
+    const [lr, b1, b2, eps, wd] = [0.01, 0.9, 0.95, 1e-6, 0.1];
+    for (let step = 1; step <= 5; step++) {
+      const gv = g.view();
+      for (let i = 0; i < n; i++) gv[i] = Math.fround(rng.next() * 2 - 1);
+      core.check(core.x.wl_adamw_step(lr, b1, b2, eps, wd, step, p.ptr, g.ptr, m.ptr, v.ptr, n), 'adamw');
+      for (let i = 0; i < n; i++) {
+        const gi = g.view()[i];
+        ref.p[i] *= 1 - lr * wd;
+        ref.m[i] = b1 * ref.m[i] + (1 - b1) * gi;
+        ref.v[i] = b2 * ref.v[i] + (1 - b2) * gi * gi;
+        const mhat = ref.m[i] / (1 - b1 ** step);
+        const vhat = ref.v[i] / (1 - b2 ** step);
+        ref.p[i] -= (lr * mhat) / (Math.sqrt(vhat) + eps);
+      }
+    }
+    const got = p.view();
+    for (let i = 0; i < n; i++) expect(Math.abs(got[i] - ref.p[i])).toBeLessThan(1e-6);
+  });
+});
+
+describe('sampling', () => {
+  const logits = new Float32Array([0.1, 2.5, -1, 2.4, 0.3]);
+  test('greedy, top-k 1 and a tiny top-p are the argmax; sampling is seeded', () => {
+    expect(argmax(logits)).toBe(1);
+    expect(sampleToken(logits, samplingOptions({ temperature: 0 }), new Rng(1))).toBe(1);
+    expect(sampleToken(logits, samplingOptions({ temperature: 1, topK: 1 }), new Rng(1))).toBe(1);
+    expect(sampleToken(logits, samplingOptions({ temperature: 1, topP: 1e-6 }), new Rng(1))).toBe(1);
+    const draw = (seed) => Array.from({ length: 50 }, ((r) => () => sampleToken(logits, samplingOptions({ temperature: 1 }), r))(new Rng(seed)));
+    expect(draw(5)).toEqual(draw(5));
+    expect(draw(5)).not.toEqual(draw(6));
+    const counts = new Array(5).fill(0);
+    const r = new Rng(9);
+    for (let i = 0; i < 4000; i++) counts[sampleToken(logits, samplingOptions({ temperature: 1, topK: 2 }), r)]++;
+    expect(counts[0] + counts[2] + counts[4]).toBe(0);
+    expect(counts[1] / counts[3]).toBeGreaterThan(0.9); // e^0.1 = 1.105
+    expect(() => samplingOptions({ temperature: -1 })).toThrow(/temperature/);
+    expect(() => samplingOptions({ topP: 0 })).toThrow(/topP/);
+  });
+});
+
+describe('LoRA training on stories260K', () => {
+  test('held-out loss on a new style drops clearly; the PEFT files reproduce the logits', async () => {
+    const a = engine.createAdapter({ rank: 8, alpha: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 1 });
+    const texts = LOG.concat(LOG.map((t) => t.replace('Blue Heron', 'Grey Gull')));
+    const summary = await engine.train(a.id, texts, { steps: 60, lr: 3e-3, batchSize: 4, seqLen: 32, evalSplit: 0.25, seed: 3 });
+    expect(summary.evalSequences).toBeGreaterThan(0);
+    expect(summary.evalLoss).toBeLessThan(summary.evalLossBefore * 0.6);
+    // generation follows the new style
+    const out = await engine.generate('Log of the', { adapter: a.id, maxTokens: 12 });
+    expect(out.text).toMatch(/Heron|Gull|day/);
+    // reload from PEFT files: identical logits
+    const files = engine.exportAdapter(a.id).files;
+    const b = engine.importAdapter(files);
+    const ids = [1, 403, 407, 261, 378, 430, 375];
+    engine.useAdapters(a.id);
+    engine.model.reserve(1, ids.length);
+    engine.model.forward(ids);
+    const la = engine.model.logits().slice();
+    engine.useAdapters(b.id);
+    engine.model.forward(ids);
+    expect(Buffer.from(engine.model.logits().slice().buffer).equals(Buffer.from(la.buffer))).toBe(true);
+    engine.freeAdapter(a.id);
+    engine.freeAdapter(b.id);
+  });
+
+  test('same seed, same adapter bytes; accumulation equals a bigger batch; clipping bounds the step', async () => {
+    const run = async (opts, seed = 4) => {
+      const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed });
+      await engine.train(a.id, LOG, { steps: 3, seqLen: 16, evalSplit: 0, seed, ...opts });
+      const bytes = engine.exportAdapter(a.id).files['adapter_model.safetensors'];
+      const params = engine.entry(a.id).adapter.params().slice();
+      engine.freeAdapter(a.id);
+      return { bytes, params };
+    };
+    const r1 = await run({ batchSize: 2 });
+    const r2 = await run({ batchSize: 2 });
+    expect(Buffer.from(r1.bytes).equals(Buffer.from(r2.bytes))).toBe(true);
+    const r3 = await run({ batchSize: 2 }, 5);
+    expect(Buffer.from(r1.bytes).equals(Buffer.from(r3.bytes))).toBe(false);
+    // SGD so the update is linear in the gradient: accumulate 2 x batch 1 == batch 2 (all sequences full length)
+    const sgd = { optimizer: 'sgd', lr: 0.05 };
+    const big = await run({ ...sgd, batchSize: 2, gradAccum: 1 });
+    const acc = await run({ ...sgd, batchSize: 1, gradAccum: 2 });
+    let maxDiff = 0;
+    for (let i = 0; i < big.params.length; i++) maxDiff = Math.max(maxDiff, Math.abs(big.params[i] - acc.params[i]));
+    expect(maxDiff).toBeLessThan(1e-5);
+    // clipping at a tiny norm keeps the first SGD update at exactly that norm
+    const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 4 });
+    const before = engine.entry(a.id).adapter.params().slice();
+    await engine.train(a.id, LOG, { steps: 1, seqLen: 16, evalSplit: 0, optimizer: 'sgd', lr: 1, clipNorm: 1e-3 });
+    const after = engine.entry(a.id).adapter.params();
+    let sq = 0;
+    for (let i = 0; i < before.length; i++) sq += (after[i] - before[i]) ** 2;
+    expect(Math.sqrt(sq)).toBeCloseTo(1e-3, 6);
+    engine.freeAdapter(a.id);
+  });
+
+  test('a NaN loss stops the run with a clear error and keeps the last good weights', async () => {
+    const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 2 });
+    // Step 1 at a sane rate, then a rate that overflows the weights: the run stops, step 1's weights stay.
+    await engine.train(a.id, LOG, { steps: 1, seqLen: 16, evalSplit: 0, optimizer: 'sgd', lr: 0.01 });
+    const snapshot = engine.entry(a.id).adapter.params().slice();
+    const err = await engine.train(a.id, LOG, { steps: 5, seqLen: 16, evalSplit: 0, optimizer: 'sgd', lr: 3e38 }).catch((e) => e);
+    expect(err).toBeInstanceOf(NumericError);
+    expect(err.message).toMatch(/stopped at step \d+: .*(NaN|infinite).*back to the weights after step 0/);
+    const now = engine.entry(a.id).adapter.params();
+    expect(Buffer.from(now.slice().buffer).equals(Buffer.from(snapshot.buffer))).toBe(true);
+    // a NaN already in the loss stops before any update
+    engine.entry(a.id).adapter.params()[0] = NaN;
+    const err2 = await engine.train(a.id, LOG, { steps: 2, seqLen: 16, evalSplit: 0 }).catch((e) => e);
+    expect(err2).toBeInstanceOf(NumericError);
+    expect(err2.message).toMatch(/step 1: the loss is NaN; the adapter keeps the weights after step 0/);
+    engine.freeAdapter(a.id);
+  });
+
+  test('full-parameter training lowers the loss and shares the LoRA code paths', async () => {
+    const e2 = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
+    const before = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
+    const summary = await e2.train(null, LOG, { full: true, steps: 15, lr: 1e-3, seqLen: 32, evalSplit: 0 });
+    expect(summary.steps).toBe(15);
+    const after = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
+    expect(after).toBeLessThan(before * 0.8);
+    await expect(e2.train(null, LOG, { steps: 1 })).rejects.toThrow(/adapter id/);
+    e2.dispose();
+  });
+
+  test('generation: stop strings, EOS and streamed pieces add up to the text', async () => {
+    const pieces = [];
+    const out = await engine.generate('Once upon a time', { maxTokens: 60, onToken: (t) => pieces.push(t.text) });
+    expect(pieces.join('')).toBe(out.text);
+    const stopped = await engine.generate('Once upon a time', { maxTokens: 60, stop: ['girl'] });
+    expect(stopped.finishReason).toBe('stop');
+    expect(stopped.text).not.toMatch(/girl/);
+    expect(out.text.startsWith(stopped.text)).toBe(true);
+    const sampled = await engine.generate('Once upon a time', { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 1 });
+    const again = await engine.generate('Once upon a time', { maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 1 });
+    expect(again.ids).toEqual(sampled.ids);
+  });
+});
+
+test('stories260K tokenizer and the SGD golden text agree', () => {
+  const ids = JSON.parse(readFileSync(new URL('../ref/golden/sgd_contract/stories260K/ids.json', import.meta.url), 'utf8'));
+  const text = readFileSync(new URL('../ref/golden/sgd_contract/stories260K/text.txt', import.meta.url), 'utf8');
+  const stream = tokenizeDocuments(engine.tokenizer, [text]);
+  expect([...stream]).toEqual(ids.ids ?? ids);
+});

@@ -1,0 +1,267 @@
+// client.js: the main-thread side of the package. WebLoRA.load starts a module Worker (worker_threads in Node)
+// that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
+// AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
+import { WebLoRAError, deserializeError } from './errors.js';
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+
+/** Functions and signals stay on this side; everything else must survive structured clone. */
+function splitOptions(options = {}) {
+  const local = {};
+  const remote = {};
+  for (const [k, v] of Object.entries(options ?? {})) {
+    if (typeof v === 'function' || k === 'signal') local[k] = v;
+    else remote[k] = v;
+  }
+  return { local, remote };
+}
+
+/** ArrayBuffers in call arguments (transferred: the caller's copies become detached). */
+function collectTransfer(value, out = new Set(), depth = 0) {
+  if (!value || typeof value !== 'object' || depth > 4) return out;
+  if (value instanceof ArrayBuffer) out.add(value);
+  else if (ArrayBuffer.isView(value)) {
+    if (value.byteOffset === 0 && value.byteLength === value.buffer.byteLength && value.buffer instanceof ArrayBuffer) out.add(value.buffer);
+  } else if (Array.isArray(value)) value.forEach((v) => collectTransfer(v, out, depth + 1));
+  else if (Object.getPrototypeOf(value) === Object.prototype) Object.values(value).forEach((v) => collectTransfer(v, out, depth + 1));
+  return out;
+}
+
+/** A worker and its message plumbing. */
+class Channel {
+  constructor(worker, nodeWorker) {
+    this.worker = worker;
+    this.nodeWorker = nodeWorker;
+    this.nextId = 1;
+    /** @type {Map<number, { resolve: Function, reject: Function, handlers: Record<string, Function> }>} */
+    this.pending = new Map();
+    this.closed = null;
+    const onMessage = (msg) => this.onMessage(msg);
+    const onFailure = (err) => this.fail(err instanceof Error ? err : new WebLoRAError(`worker failed: ${err?.message ?? err}`, { code: 'WORKER_FAILED' }));
+    if (nodeWorker) {
+      worker.on('message', onMessage);
+      worker.on('error', onFailure);
+      worker.on('exit', (code) => this.fail(new WebLoRAError(`worker exited (code ${code})`, { code: 'WORKER_EXITED' })));
+    } else {
+      worker.addEventListener('message', (e) => onMessage(e.data));
+      worker.addEventListener('error', (e) => onFailure(new WebLoRAError(`worker error: ${e.message ?? 'unknown'}`, { code: 'WORKER_FAILED' })));
+      worker.addEventListener('messageerror', () => onFailure(new WebLoRAError('a worker message could not be read', { code: 'WORKER_FAILED' })));
+    }
+    this.ready = new Promise((resolve) => {
+      this.onReady = resolve;
+    });
+  }
+
+  static async start(workerUrl = WORKER_URL) {
+    if (isNode) {
+      const { Worker } = await import('node:worker_threads');
+      return new Channel(new Worker(workerUrl), true);
+    }
+    return new Channel(new Worker(workerUrl, { type: 'module', name: 'weblora' }), false);
+  }
+
+  post(msg, transfer = []) {
+    this.worker.postMessage(msg, transfer);
+  }
+
+  onMessage(msg) {
+    if (!msg || typeof msg !== 'object') return;
+    if (msg.type === 'ready') {
+      this.onReady();
+      return;
+    }
+    const call = this.pending.get(msg.id);
+    if (!call) return;
+    if (msg.type === 'event') {
+      try {
+        call.handlers[msg.name]?.(msg.data);
+      } catch (err) {
+        // A throwing callback must not break the protocol; surface it asynchronously.
+        setTimeout(() => { throw err; });
+      }
+    } else if (msg.type === 'result') {
+      this.pending.delete(msg.id);
+      call.resolve(msg.value);
+    } else if (msg.type === 'error') {
+      this.pending.delete(msg.id);
+      call.reject(deserializeError(msg.error));
+    }
+  }
+
+  fail(err) {
+    if (this.closed) return;
+    this.closed = err;
+    for (const call of this.pending.values()) call.reject(err);
+    this.pending.clear();
+  }
+
+  /**
+   * @param {string} method
+   * @param {any[]} args
+   * @param {{ signal?: AbortSignal, handlers?: Record<string, Function> }} [opts]
+   */
+  call(method, args, { signal, handlers = {} } = {}) {
+    if (this.closed) return Promise.reject(this.closed);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason ?? new DOMException('aborted', 'AbortError'));
+        return;
+      }
+      const onAbort = () => this.post({ type: 'abort', id, reason: String(signal?.reason?.message ?? 'aborted') });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = (fn) => (v) => {
+        signal?.removeEventListener('abort', onAbort);
+        fn(v);
+      };
+      this.pending.set(id, { resolve: done(resolve), reject: done(reject), handlers });
+      try {
+        this.post({ type: 'call', id, method, args }, [...collectTransfer(args)]);
+      } catch (err) {
+        this.pending.delete(id);
+        reject(new WebLoRAError(`cannot send ${method} to the worker: ${err.message}`, { code: 'BAD_ARGUMENT', cause: err }));
+      }
+    });
+  }
+
+  async terminate() {
+    this.fail(new WebLoRAError('the engine was disposed', { code: 'DISPOSED' }));
+    await this.worker.terminate();
+  }
+}
+
+/** An adapter handle: plain data naming an adapter that lives in the worker. */
+function adapterId(adapter) {
+  if (typeof adapter === 'string') return adapter;
+  if (adapter && typeof adapter.id === 'string') return adapter.id;
+  throw new WebLoRAError('expected an adapter (from createAdapter or adapters.load) or its id', { code: 'INVALID_ARGUMENT' });
+}
+
+function adapterSelection(sel) {
+  if (sel === undefined || sel === null) return sel;
+  if (Array.isArray(sel)) return sel.map(adapterId);
+  if (typeof sel === 'string' || typeof sel.id === 'string') return adapterId(sel);
+  if (typeof sel === 'object') return Object.fromEntries(Object.entries(sel).map(([k, w]) => [k, w]));
+  return sel;
+}
+
+/**
+ * The engine: a proxy whose calls run in the worker.
+ */
+export class Engine {
+  /** @param {Channel} channel @param {object} info */
+  constructor(channel, info) {
+    this.channel = channel;
+    /** What was loaded: name, arch, config, parameters, fingerprint, ... */
+    this.info = info;
+    const call = (m, ...a) => channel.call(m, a);
+    /** The IndexedDB adapter store (in the worker). */
+    this.adapters = {
+      save: (name, adapter, opts) => call('storeSave', name, adapterId(adapter), opts),
+      load: (name, opts) => call('storeLoad', name, opts),
+      list: () => call('storeList'),
+      rename: (from, to) => call('storeRename', from, to),
+      delete: (name) => call('storeDelete', name),
+      export: (name) => call('storeExport', name),
+      import: (files, opts) => call('storeImport', files, opts),
+      checkpoints: () => call('listCheckpoints'),
+      deleteCheckpoint: (runId) => call('deleteCheckpoint', runId),
+    };
+  }
+
+  /** @param {object} [opts] rank, alpha, targets, init, useRslora, rankPattern, alphaPattern, dropout, seed, name */
+  createAdapter(opts = {}) {
+    return this.channel.call('createAdapter', [opts]);
+  }
+
+  /** Free an adapter held in the worker. */
+  freeAdapter(adapter) {
+    return this.channel.call('freeAdapter', [adapterId(adapter)]);
+  }
+
+  /**
+   * Train an adapter on texts. Returns at once; `done` resolves to the summary.
+   * @param {any} adapter from createAdapter (or null with { full: true })
+   * @param {string|string[]} texts
+   * @param {object} [options] steps, epochs, lr, batchSize, seqLen, seed, optimizer, schedule, ..., onStep, onEval,
+   *   onCheckpoint, signal, checkpoint: { every, runId }, resume: runId
+   */
+  train(adapter, texts, options = {}) {
+    const { local, remote } = splitOptions(options);
+    const controller = new AbortController();
+    if (local.signal) {
+      if (local.signal.aborted) controller.abort(local.signal.reason);
+      else local.signal.addEventListener('abort', () => controller.abort(local.signal.reason), { once: true });
+    }
+    const done = this.channel.call('train', [adapter === null ? null : adapterId(adapter), texts, remote], {
+      signal: controller.signal,
+      handlers: { step: local.onStep, eval: local.onEval, checkpoint: local.onCheckpoint },
+    });
+    return { done, abort: (reason) => controller.abort(reason) };
+  }
+
+  /** Held-out style loss of texts with the given adapters (or the base model). */
+  evaluate(texts, options = {}) {
+    const { local, remote } = splitOptions(options);
+    return this.channel.call('evaluate', [adapterSelection(remote.adapter), texts, remote], { signal: local.signal });
+  }
+
+  /**
+   * @param {string} prompt
+   * @param {object} [options] adapter (handle, id, list, or { id: weight }), maxTokens, temperature, topK, topP,
+   *   seed, stop, onToken, signal
+   */
+  generate(prompt, options = {}) {
+    const { local, remote } = splitOptions(options);
+    remote.adapter = adapterSelection(remote.adapter);
+    remote.streamTokens = !!local.onToken;
+    return this.channel.call('generate', [prompt, remote], { signal: local.signal, handlers: { token: local.onToken } });
+  }
+
+  /** PEFT files { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } of a loaded adapter. */
+  exportAdapter(adapter) {
+    return this.channel.call('exportAdapter', [adapterId(adapter)]);
+  }
+
+  /** Load PEFT files ({ 'adapter_config.json': string|bytes, 'adapter_model.safetensors': bytes }) onto the model. */
+  importAdapter(files, opts = {}) {
+    return this.channel.call('importAdapter', [files, opts]);
+  }
+
+  /** The base model's current weights as Hugging Face files. */
+  exportModel() {
+    return this.channel.call('exportModel', []);
+  }
+
+  /** Release the worker and its memory. */
+  async dispose() {
+    await this.channel.call('dispose', []).catch(() => {});
+    await this.channel.terminate();
+  }
+}
+
+/** Entry point. */
+export class WebLoRA {
+  /**
+   * Load a base model in a new worker.
+   * @param {any} source HF-style base URL, .safetensors or llama2.c .bin URL, File list / ArrayBuffer / { name: data }
+   *   map, or (Node) a local path
+   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, tokenizer?: any, sha256?: Record<string, string>,
+   *   cacheName?: string, store?: object, workerUrl?: string|URL } & object} [options]
+   * @returns {Promise<Engine>}
+   */
+  static async load(source, options = {}) {
+    const { local, remote } = splitOptions(options);
+    const { workerUrl, ...rest } = remote;
+    const channel = await Channel.start(workerUrl ? new URL(String(workerUrl), WORKER_URL) : WORKER_URL);
+    await channel.ready;
+    try {
+      const info = await channel.call('load', [source, rest], { signal: local.signal, handlers: { progress: local.onProgress } });
+      return new Engine(channel, info);
+    } catch (err) {
+      await channel.terminate();
+      throw err;
+    }
+  }
+}

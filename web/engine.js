@@ -1,0 +1,453 @@
+// engine.js: the whole weblora job in one thread: a loaded base model, its tokenizer, any number of LoRA
+// adapters over it, training, evaluation, generation and PEFT files. The Worker (browser, Node worker_threads)
+// runs one LocalEngine and forwards the public API's calls to it; tests and tools may use it directly.
+import { WebLoRAError, registerErrorClass, throwIfAborted } from './errors.js';
+import { Adapter, Arch, Core, RopeLayout } from './core.js';
+import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
+import { loadModel } from './loader.js';
+import { adapterToPeft, peftToAdapter, resolveLoraSpec } from './peft.js';
+import { Rng } from './rng.js';
+import { sampleToken, samplingOptions } from './sample.js';
+import { sha256Hex } from './crypto.js';
+import { writeSafetensors } from './safetensors.js';
+import { Trainer, trainOptions } from './train.js';
+
+/** A call that the engine's state does not allow (unknown adapter id, no tokenizer, ...). */
+export class EngineError extends WebLoRAError {
+  static code = 'ENGINE_ERROR';
+}
+registerErrorClass(EngineError, 'EngineError');
+
+const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+/**
+ * A short, stable identity of a base model: SHA-256 over its config, tensor names and shapes, and an evenly strided
+ * sample of every tensor's values. Adapters record it, so one made for another base is refused.
+ */
+export async function fingerprintModel(model) {
+  const parts = [JSON.stringify(model.config)];
+  const samples = [];
+  for (const t of model.tensors()) {
+    parts.push(`${t.name}:${t.shape.join('x')}`);
+    const v = model.tensorView(t);
+    const n = Math.min(64, v.length);
+    const sample = new Float32Array(n);
+    for (let i = 0; i < n; i++) sample[i] = v[Math.floor((i * v.length) / n)];
+    samples.push(sample);
+  }
+  const text = new TextEncoder().encode(parts.join('\n'));
+  const total = samples.reduce((a, s) => a + s.byteLength, text.byteLength);
+  const all = new Uint8Array(total);
+  all.set(text);
+  let at = text.byteLength;
+  for (const s of samples) {
+    all.set(new Uint8Array(s.buffer), at);
+    at += s.byteLength;
+  }
+  return (await sha256Hex(all)).slice(0, 32);
+}
+
+/** Hugging Face config.json for the model as it is in memory. */
+export function hfConfig(model) {
+  const c = model.config;
+  if (c.arch === Arch.GPT2) {
+    return {
+      architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: c.dim, n_layer: c.nLayers, n_head: c.nHeads,
+      n_inner: c.hiddenDim, n_positions: c.maxSeqLen, n_ctx: c.maxSeqLen, vocab_size: c.vocabSize,
+      layer_norm_epsilon: c.normEps, activation_function: 'gelu_new', tie_word_embeddings: true,
+      bos_token_id: c.bosId >= 0 ? c.bosId : c.eosId, eos_token_id: c.eosId, torch_dtype: 'float32',
+    };
+  }
+  return {
+    architectures: [c.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'], model_type: c.qkvBias ? 'qwen2' : 'llama',
+    hidden_size: c.dim, intermediate_size: c.hiddenDim, num_hidden_layers: c.nLayers, num_attention_heads: c.nHeads,
+    num_key_value_heads: c.nKvHeads, head_dim: c.headDim, vocab_size: c.vocabSize, max_position_embeddings: c.maxSeqLen,
+    rms_norm_eps: c.normEps, rope_theta: c.ropeTheta, tie_word_embeddings: !!c.tiedEmbeddings, hidden_act: 'silu',
+    attention_bias: false, mlp_bias: false, rope_scaling: null, ...(c.qkvBias ? { use_sliding_window: false, sliding_window: null } : {}),
+    bos_token_id: c.bosId >= 0 ? c.bosId : null, eos_token_id: c.eosId >= 0 ? c.eosId : null, torch_dtype: 'float32',
+  };
+}
+
+/**
+ * Rows of a q/k projection in interleaved-pair RoPE order (llama2.c) reordered to rotate-half order (Hugging
+ * Face), as transformers' conversion script does: within each head, row 2i + c moves to c * hs/2 + i.
+ */
+function interleavedToHalf(w, nHeads, hs, cols) {
+  const out = new Float32Array(w.length);
+  const half = hs / 2;
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let c = 0; c < 2; c++) {
+        const from = (h * hs + 2 * i + c) * cols;
+        const to = (h * hs + c * half + i) * cols;
+        out.set(w.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}
+
+/** Model weights as a Hugging Face safetensors file (GPT-2 Conv1D transposed back; llama2.c q/k permuted). */
+export function modelToSafetensors(model, metadata = {}) {
+  const c = model.config;
+  const tensors = model.tensors().map((t) => {
+    let data = model.tensorView(t).slice();
+    if (t.transposed) {
+      const [inF, outF] = t.shape; // file (in, out) from memory (out, in)
+      const tr = new Float32Array(data.length);
+      for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) tr[i * outF + o] = data[o * inF + i];
+      data = tr;
+    }
+    if (c.arch === Arch.LLAMA && c.ropeLayout === RopeLayout.INTERLEAVED) {
+      if (/self_attn\.q_proj\.(weight|bias)$/.test(t.name)) data = interleavedToHalf(data, c.nHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1);
+      if (/self_attn\.k_proj\.(weight|bias)$/.test(t.name)) data = interleavedToHalf(data, c.nKvHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1);
+    }
+    return { name: t.name, shape: t.shape, data };
+  });
+  return writeSafetensors(tensors, { metadata: { format: 'pt', ...metadata } });
+}
+
+/**
+ * One base model with its adapters.
+ */
+export class LocalEngine {
+  /**
+   * @param {Core} core
+   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string }} loaded
+   * @param {string} fingerprint
+   */
+  constructor(core, loaded, fingerprint) {
+    this.core = core;
+    this.model = loaded.model;
+    this.tokenizer = loaded.tokenizer;
+    this.name = loaded.name;
+    this.kind = loaded.kind;
+    this.fingerprint = fingerprint;
+    /** @type {Map<string, { adapter: Adapter, info: object }>} */
+    this.adapters = new Map();
+    this.nextId = 1;
+    this.busy = null;
+  }
+
+  /**
+   * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
+   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, wasmModule?: WebAssembly.Module,
+   *   wasmSource?: any, tokenizer?: any } & object} [options]
+   */
+  static async load(source, options = {}) {
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource });
+    const loaded = await loadModel(core, source, options);
+    const fingerprint = await fingerprintModel(loaded.model);
+    const engine = new LocalEngine(core, loaded, fingerprint);
+    options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
+    return engine;
+  }
+
+  /** What the model is. */
+  info() {
+    const m = this.model;
+    const nParams = m.params().length;
+    return {
+      name: this.name, kind: this.kind, arch: m.arch, config: { ...m.config }, parameters: nParams,
+      fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
+      modules: m.modules().map((x) => x.name),
+      adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
+    };
+  }
+
+  requireTokenizer() {
+    if (!this.tokenizer) throw new EngineError('this model was loaded without a tokenizer: pass options.tokenizer', { code: 'NO_TOKENIZER' });
+    return this.tokenizer;
+  }
+
+  entry(id) {
+    const e = this.adapters.get(id);
+    if (!e) throw new EngineError(`no adapter with id ${JSON.stringify(id)}`, { code: 'NO_ADAPTER' });
+    return e;
+  }
+
+  register(adapter, info) {
+    const id = `adapter-${this.nextId++}`;
+    const full = { id, ...info, parameters: adapter.params().length };
+    this.adapters.set(id, { adapter, info: full });
+    return { ...full };
+  }
+
+  /**
+   * A new LoRA adapter (B = 0, so it changes nothing until trained).
+   * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian', useRslora?: boolean,
+   *   rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[], dropout?: number, seed?: number, name?: string }} [opts]
+   */
+  createAdapter(opts = {}) {
+    const rank = opts.rank ?? 8;
+    const alpha = opts.alpha ?? 2 * rank;
+    const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
+    const init = opts.init ?? 'default';
+    if (init !== 'default' && init !== 'gaussian') throw new EngineError(`init must be "default" or "gaussian", got ${init}`, { code: 'INVALID_ARGUMENT' });
+    const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
+      alphaPattern: opts.alphaPattern, layers: opts.layers });
+    const adapter = Adapter.create(this.model, { ranks: spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora });
+    adapter.init(init, opts.seed ?? 0);
+    return this.register(adapter, {
+      name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
+      rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
+      baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null,
+    });
+  }
+
+  adapterInfo(id) {
+    return { ...this.entry(id).info };
+  }
+
+  listAdapters() {
+    return [...this.adapters.values()].map((e) => ({ ...e.info }));
+  }
+
+  freeAdapter(id) {
+    const e = this.entry(id);
+    this.model.setAdapters(this.model.attached.filter((a) => a !== e.adapter));
+    e.adapter.free();
+    this.adapters.delete(id);
+  }
+
+  /**
+   * Attach the adapters a call asks for: none, one id, a list of ids, or { id: weight } to mix.
+   * @param {undefined|null|string|string[]|Record<string, number>} sel
+   */
+  useAdapters(sel) {
+    let ids = [];
+    let weights = [];
+    if (sel === undefined || sel === null) {
+      ids = [];
+    } else if (typeof sel === 'string') {
+      ids = [sel];
+      weights = [1];
+    } else if (Array.isArray(sel)) {
+      ids = sel.slice();
+      weights = sel.map(() => 1);
+    } else if (typeof sel === 'object') {
+      ids = Object.keys(sel);
+      weights = ids.map((k) => sel[k]);
+    } else {
+      throw new EngineError('adapter must be an id, a list of ids or an { id: weight } map', { code: 'INVALID_ARGUMENT' });
+    }
+    const adapters = ids.map((id) => this.entry(id).adapter);
+    this.model.setAdapters(adapters, weights);
+  }
+
+  /** Tokenize and pack texts into sequences. */
+  prepareData(texts, { seqLen, evalSplit = 0, seed = 0 }) {
+    const tok = this.requireTokenizer();
+    if (typeof texts === 'string') texts = [texts];
+    const maxT = this.model.config.maxSeqLen;
+    if (seqLen > maxT) throw new DataError(`sequence length ${seqLen} exceeds the model's ${maxT} positions`);
+    const stream = tokenizeDocuments(tok, texts);
+    for (const id of stream) {
+      if (id >= this.model.config.vocabSize) {
+        throw new DataError(`the tokenizer produced id ${id}, outside the model's vocabulary of ${this.model.config.vocabSize}`);
+      }
+    }
+    const pad = tok.eosId ?? 0;
+    const seqs = packSequences(stream, seqLen, pad);
+    return { ...splitHeldOut(seqs, evalSplit, seed), tokens: stream.length, sequences: seqs.length };
+  }
+
+  /**
+   * Train an adapter (or, with id null and opts.full, every weight of the base model).
+   * @param {string|null} id
+   * @param {string|string[]} texts
+   * @param {object} opts trainOptions fields, plus full, resume (a checkpoint state)
+   * @param {{ signal?: AbortSignal, onStep?: Function, onEval?: Function, onCheckpoint?: Function, checkpointEvery?: number }} [hooks]
+   */
+  async train(id, texts, opts = {}, hooks = {}) {
+    const o = trainOptions(opts);
+    const data = this.prepareData(texts, { seqLen: o.seqLen, evalSplit: o.evalSplit, seed: o.seed });
+    if (opts.evalSplit > 0 && data.eval.length === 0) {
+      throw new DataError(`the text is shorter than two sequences of ${o.seqLen} tokens (${data.tokens} tokens): nothing can be held out `
+        + 'for evaluation; use a shorter sequence length or no held-out split');
+    }
+    const full = id === null || id === undefined;
+    if (full && !opts.full) throw new EngineError('train needs an adapter id (or full: true to train every weight)', { code: 'INVALID_ARGUMENT' });
+    const entry = full ? null : this.entry(id);
+    if (entry) this.model.setAdapters([entry.adapter]);
+    else this.model.setAdapters([]);
+    const trainer = new Trainer({ model: this.model, adapter: entry?.adapter ?? null, full, train: data.train, eval: data.eval,
+      options: { ...o, dropout: opts.dropout ?? entry?.info.dropout ?? 0 }, state: opts.resume ?? null });
+    try {
+      const summary = await trainer.run(hooks);
+      if (entry) {
+        entry.info.steps += summary.steps - (opts.resume?.step ?? 0);
+        entry.info.finalLoss = summary.evalLoss ?? summary.trainLossRecent;
+        entry.info.updated = Date.now();
+      }
+      return { ...summary, trainSequences: data.train.length, evalSequences: data.eval.length, dataTokens: data.tokens };
+    } finally {
+      trainer.dispose();
+    }
+  }
+
+  /**
+   * Mean next-token loss and perplexity of texts under the base model plus the given adapters.
+   * @param {any} adapterSel
+   * @param {string|string[]} texts
+   * @param {{ seqLen?: number, batchSize?: number }} [opts]
+   */
+  evaluate(adapterSel, texts, opts = {}) {
+    const seqLen = Math.min(opts.seqLen ?? 128, this.model.config.maxSeqLen);
+    const data = this.prepareData(texts, { seqLen, evalSplit: 0 });
+    this.useAdapters(adapterSel);
+    const B = opts.batchSize ?? 4;
+    this.model.reserve(Math.min(B, data.train.length), seqLen);
+    let sum = 0;
+    let count = 0;
+    for (let i = 0; i < data.train.length; i += B) {
+      const chunk = data.train.slice(i, i + B);
+      const tokens = new Int32Array(chunk.length * seqLen);
+      const targets = new Int32Array(chunk.length * seqLen);
+      let valid = 0;
+      chunk.forEach((s, b) => {
+        tokens.set(s.tokens, b * seqLen);
+        targets.set(s.targets, b * seqLen);
+        valid += s.valid;
+      });
+      sum += this.model.forward(tokens, { B: chunk.length, T: seqLen, targets }) * valid;
+      count += valid;
+    }
+    return { loss: sum / count, perplexity: Math.exp(sum / count), tokens: count, sequences: data.train.length };
+  }
+
+  /**
+   * Generate text after a prompt.
+   * @param {string} prompt
+   * @param {{ adapter?: any, maxTokens?: number, temperature?: number, topK?: number, topP?: number, seed?: number,
+   *   stop?: string[], addBos?: boolean, onToken?: (t: { id: number, text: string }) => void, signal?: AbortSignal }} [opts]
+   */
+  async generate(prompt, opts = {}) {
+    const tok = this.requireTokenizer();
+    if (typeof prompt !== 'string') throw new EngineError('prompt must be a string', { code: 'INVALID_ARGUMENT' });
+    const samp = samplingOptions(opts);
+    const maxTokens = opts.maxTokens ?? 128;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new EngineError(`maxTokens must be a non-negative integer, got ${maxTokens}`, { code: 'INVALID_ARGUMENT' });
+    const stops = (opts.stop ?? []).filter((s) => typeof s === 'string' && s.length > 0);
+    const model = this.model;
+    const cfg = model.config;
+    this.useAdapters(opts.adapter);
+    let ids = tok.encode(prompt);
+    const addBos = opts.addBos ?? tok.addsBos;
+    if (addBos && tok.bosId !== null) ids = [tok.bosId, ...ids];
+    if (ids.length === 0) {
+      // An empty prompt on a model without BOS: start from its end-of-text token, as GPT-2 does.
+      if (tok.eosId === null) throw new EngineError('the prompt is empty and the model has no BOS/EOS token to start from', { code: 'INVALID_ARGUMENT' });
+      ids = [tok.eosId];
+    }
+    const context = cfg.maxSeqLen;
+    if (ids.length >= context) ids = ids.slice(ids.length - context + 1); // keep the most recent tokens
+    const limit = Math.min(context, ids.length + maxTokens);
+    model.reserve(1, limit);
+    const rng = new Rng(opts.seed ?? 0);
+    const decoder = tok.createStreamDecoder();
+    const started = performance.now();
+    const out = [];
+    let text = '';
+    let emitted = 0;
+    let finishReason = 'length';
+    const emit = (upTo) => {
+      if (upTo > emitted && opts.onToken) opts.onToken({ id: out[out.length - 1], text: text.slice(emitted, upTo) });
+      emitted = Math.max(emitted, upTo);
+    };
+    if (maxTokens > 0) model.forward(ids, { lastLogits: true });
+    for (let i = 0; i < maxTokens; i++) {
+      throwIfAborted(opts.signal);
+      // Ids past the tokenizer's vocabulary (padding rows of the embedding) are never produced.
+      const next = sampleToken(model.logits().subarray(0, tok.vocabSize), samp, rng);
+      if (next === tok.eosId) {
+        finishReason = 'eos';
+        break;
+      }
+      out.push(next);
+      text += decoder.push(next);
+      const hit = firstStop(text, stops);
+      if (hit) {
+        text = text.slice(0, hit.index);
+        finishReason = 'stop';
+        break;
+      }
+      emit(text.length - heldBack(text, stops));
+      const pos = ids.length + out.length - 1;
+      if (pos + 1 >= limit) break;
+      model.forward([next], { pos0: pos });
+      if (i % 8 === 7) await yieldToEventLoop();
+    }
+    if (finishReason !== 'stop') {
+      text += decoder.flush();
+      const hit = firstStop(text, stops);
+      if (hit) {
+        text = text.slice(0, hit.index);
+        finishReason = 'stop';
+      }
+    }
+    emit(text.length);
+    const seconds = (performance.now() - started) / 1000;
+    return { text, ids: out, promptIds: ids, finishReason, tokensPerSecond: out.length / seconds };
+  }
+
+  /** PEFT files of an adapter. */
+  exportAdapter(id) {
+    const e = this.entry(id);
+    return adapterToPeft(this.model, e.adapter, {
+      baseModel: this.name, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
+      extraMetadata: { 'weblora.steps': String(e.info.steps), 'weblora.final_loss': String(e.info.finalLoss ?? '') },
+    });
+  }
+
+  /** Load PEFT files onto this base model. */
+  importAdapter(files, opts = {}) {
+    const adapter = peftToAdapter(this.core, this.model, files, { baseFingerprint: this.fingerprint,
+      allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
+    const cfgText = typeof files['adapter_config.json'] === 'string' ? files['adapter_config.json']
+      : new TextDecoder().decode(files['adapter_config.json']);
+    const cfg = JSON.parse(cfgText);
+    return this.register(adapter, {
+      name: opts.name ?? null, rank: cfg.r, alpha: cfg.lora_alpha, targets: cfg.target_modules, useRslora: !!cfg.use_rslora,
+      rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
+      baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null,
+    });
+  }
+
+  /** The base model (with every weight as it is now) as Hugging Face files: config.json and model.safetensors. */
+  exportModel() {
+    return {
+      'config.json': JSON.stringify(hfConfig(this.model), null, 2),
+      'model.safetensors': modelToSafetensors(this.model),
+    };
+  }
+
+  dispose() {
+    for (const id of [...this.adapters.keys()]) this.freeAdapter(id);
+    this.model.free();
+  }
+}
+
+/** The earliest occurrence of any stop string. */
+function firstStop(text, stops) {
+  let best = null;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (!best || i < best.index)) best = { index: i, stop: s };
+  }
+  return best;
+}
+
+/** Length of the longest suffix of text that could still grow into a stop string (not streamed yet). */
+function heldBack(text, stops) {
+  let n = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, text.length); k > n; k--) {
+      if (text.endsWith(s.slice(0, k))) {
+        n = k;
+        break;
+      }
+    }
+  }
+  return n;
+}

@@ -1,0 +1,7 @@
+// index.js: the public entry of the `weblora` package.
+export { WebLoRA, Engine } from './client.js';
+export {
+  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, StorageFullError, BaseModelMismatchError,
+  AlreadyExistsError, InvalidAdapterError, PassphraseError, UnsupportedError,
+} from './errors.js';
+export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './stream.js';

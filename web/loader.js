@@ -1,0 +1,386 @@
+// loader.js: builds a core model and its tokenizer from any source: an HF-style base URL, a direct .safetensors
+// or llama2.c .bin URL, local Files/Blobs/ArrayBuffers, or (in Node) a local path. Weights are streamed: the
+// safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
+// so no second copy of the model is ever held in JavaScript.
+import { FormatError, NotFoundError, WebLoRAError, registerErrorClass, throwIfAborted } from './errors.js';
+import { DType } from './core.js';
+import { RemoteFile, resolveModelSource } from './stream.js';
+import { loadTokenizer } from './tokenizer.js';
+
+/** The source cannot be used as a model (unknown kind, missing files, a tokenizer that does not fit). */
+export class ModelSourceError extends WebLoRAError {
+  static code = 'BAD_SOURCE';
+}
+registerErrorClass(ModelSourceError, 'ModelSourceError');
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+const SAFETENSORS_MAX_HEADER = 100_000_000;
+const CHUNK = 1 << 20;
+
+/**
+ * A file that can be read by ranges and streamed: the common face of remote files, Blobs, buffers and paths.
+ * @typedef {{ name: string, size: number, readRange(start: number, end: number): Promise<Uint8Array>,
+ *   stream(start: number, end: number|null, onChunk: (chunk: Uint8Array, offset: number) => unknown): Promise<number>,
+ *   bytes(): Promise<Uint8Array>, text(): Promise<string> }} ByteSource
+ */
+
+/** @returns {ByteSource} */
+function bufferSource(name, data) {
+  const u8 = data instanceof Uint8Array ? data : new Uint8Array(data);
+  return {
+    name,
+    size: u8.byteLength,
+    async readRange(start, end) { return u8.subarray(start, end); },
+    async stream(start, end, onChunk) {
+      const stop = end ?? u8.byteLength;
+      for (let at = start; at < stop; at += CHUNK) await onChunk(u8.subarray(at, Math.min(stop, at + CHUNK)), at);
+      return stop;
+    },
+    async bytes() { return u8; },
+    async text() { return new TextDecoder().decode(u8); },
+  };
+}
+
+/** @returns {ByteSource} a File or Blob read slice by slice */
+function blobSource(name, blob, signal) {
+  const read = async (s, e) => new Uint8Array(await blob.slice(s, e).arrayBuffer());
+  return {
+    name,
+    size: blob.size,
+    readRange: read,
+    async stream(start, end, onChunk) {
+      const stop = end ?? blob.size;
+      for (let at = start; at < stop; at += CHUNK) {
+        throwIfAborted(signal);
+        await onChunk(await read(at, Math.min(stop, at + CHUNK)), at);
+      }
+      return stop;
+    },
+    async bytes() { return read(0, blob.size); },
+    async text() { return blob.text(); },
+  };
+}
+
+/** @returns {Promise<ByteSource>} a local file in Node, read by ranges */
+async function pathSource(path, signal) {
+  const { open, stat } = await import('node:fs/promises');
+  const info = await stat(path);
+  const name = path.split(/[\\/]/).pop();
+  const read = async (s, e) => {
+    const fh = await open(path, 'r');
+    try {
+      const out = new Uint8Array(e - s);
+      let done = 0;
+      while (done < out.length) {
+        const { bytesRead } = await fh.read(out, done, out.length - done, s + done);
+        if (bytesRead === 0) throw new FormatError(`${path}: file ended at byte ${s + done}, expected ${e}`);
+        done += bytesRead;
+      }
+      return out;
+    } finally {
+      await fh.close();
+    }
+  };
+  return {
+    name,
+    size: info.size,
+    readRange: read,
+    async stream(start, end, onChunk) {
+      const stop = end ?? info.size;
+      for (let at = start; at < stop; at += CHUNK) {
+        throwIfAborted(signal);
+        await onChunk(await read(at, Math.min(stop, at + CHUNK)), at);
+      }
+      return stop;
+    },
+    async bytes() { return read(0, info.size); },
+    async text() { return new TextDecoder().decode(await read(0, info.size)); },
+  };
+}
+
+/** @returns {ByteSource} */
+function remoteSource(file) {
+  return {
+    name: file.file,
+    size: file.size,
+    readRange: (s, e) => file.readRange(s, e),
+    stream: (s, e, onChunk, opts) => file.stream(s, e, onChunk, opts),
+    bytes: () => file.bytes(),
+    text: () => file.text(),
+  };
+}
+
+function isUrlString(s) {
+  return typeof s === 'string' && /^(https?|blob|data):/i.test(s);
+}
+
+/**
+ * Gather the files of a source: a map from file name to ByteSource, and what kind of model it is.
+ * @returns {Promise<{ kind: 'hf'|'safetensors'|'llama2c', name: string, files: Map<string, ByteSource> }>}
+ */
+async function gatherFiles(source, options) {
+  const { signal, onProgress } = options;
+  /** @type {Map<string, ByteSource>} */
+  const files = new Map();
+  if (source instanceof URL || isUrlString(source)) {
+    const url = String(source);
+    const fileOptions = { fetch: options.fetch, signal, onProgress, cache: options.cache, cacheName: options.cacheName,
+      cacheKey: options.cacheKey, retries: options.retries, backoffMs: options.backoffMs, name: options.name ?? url };
+    const plan = await resolveModelSource(url, { ...fileOptions, sha256: options.sha256, tokenizerUrl: options.tokenizerUrl,
+      configUrl: options.configUrl });
+    for (const f of plan.files) {
+      let remote;
+      try {
+        remote = await RemoteFile.open(f.url, { ...fileOptions, file: f.name, base: plan.base, sha256: f.sha256 });
+      } catch (err) {
+        if (!f.required && err instanceof NotFoundError) continue;
+        throw err;
+      }
+      files.set(f.name, remoteSource(remote));
+    }
+    return { kind: plan.kind, name: options.name ?? url, files };
+  }
+  if (typeof source === 'string' && isNode) {
+    const { stat, readdir } = await import('node:fs/promises');
+    const pathMod = await import('node:path');
+    let info;
+    try {
+      info = await stat(source);
+    } catch {
+      throw new ModelSourceError(`model not found: ${source} is neither a file, a folder nor an http(s) URL`);
+    }
+    if (info.isDirectory()) {
+      for (const entry of await readdir(source)) {
+        if (/\.(json|safetensors|bin|model)$/i.test(entry)) files.set(entry, await pathSource(pathMod.join(source, entry), signal));
+      }
+    } else {
+      files.set(pathMod.basename(source), await pathSource(source, signal));
+      // A llama2.c checkpoint's tokenizer usually sits next to it.
+      const dir = pathMod.dirname(source);
+      for (const entry of await readdir(dir)) {
+        if (/^tok.*\.bin$|^tokenizer\.(bin|json)$/i.test(entry) && entry !== pathMod.basename(source)) {
+          files.set(entry, await pathSource(pathMod.join(dir, entry), signal));
+        }
+      }
+    }
+    return { kind: guessKind(files), name: options.name ?? source, files };
+  }
+  if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
+    const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
+    const name = looksLikeSafetensors(bytes) ? 'model.safetensors' : 'model.bin';
+    files.set(name, bufferSource(name, bytes));
+    return { kind: name.endsWith('.bin') ? 'llama2c' : 'safetensors', name: options.name ?? 'model', files };
+  }
+  const list = Array.isArray(source) ? source
+    : source && typeof source === 'object' ? Object.entries(source).map(([name, data]) => ({ name, data })) : null;
+  if (!list) throw new ModelSourceError('model source must be a URL, a path (Node), an ArrayBuffer, a list of Files or a { name: data } map');
+  for (const item of list) {
+    const Blob_ = globalThis.Blob;
+    if (Blob_ && item instanceof Blob_) files.set(/** @type {any} */ (item).name, blobSource(/** @type {any} */ (item).name, item, signal));
+    else if (item && typeof item.name === 'string') {
+      const d = item.data;
+      if (Blob_ && d instanceof Blob_) files.set(item.name, blobSource(item.name, d, signal));
+      else if (typeof d === 'string') files.set(item.name, bufferSource(item.name, new TextEncoder().encode(d)));
+      else if (d instanceof ArrayBuffer || ArrayBuffer.isView(d)) files.set(item.name, bufferSource(item.name, d instanceof ArrayBuffer ? d : new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
+      else throw new ModelSourceError(`file ${item.name}: data must be a Blob, ArrayBuffer, typed array or string`);
+    } else {
+      throw new ModelSourceError('each local file needs a name (File objects, or { name, data })');
+    }
+  }
+  return { kind: guessKind(files), name: options.name ?? 'local model', files };
+}
+
+function looksLikeSafetensors(bytes) {
+  if (bytes.byteLength < 9) return false;
+  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  return n > 1n && n < BigInt(SAFETENSORS_MAX_HEADER) && bytes[8] === 0x7b;
+}
+
+function guessKind(files) {
+  const names = [...files.keys()];
+  if (names.some((n) => /\.safetensors$/i.test(n) || /\.safetensors\.index\.json$/i.test(n))) {
+    return names.includes('config.json') ? 'hf' : 'safetensors';
+  }
+  if (names.some((n) => /\.bin$/i.test(n) && !/^tok.*\.bin$|^tokenizer\.bin$/i.test(n))) return 'llama2c';
+  throw new ModelSourceError(`no model weights among ${names.join(', ') || 'no files'}: need model.safetensors (+ config.json) or a llama2.c .bin`);
+}
+
+/** Weight shards in load order. */
+function shardNames(files) {
+  const names = [...files.keys()];
+  const index = names.find((n) => /\.safetensors\.index\.json$/i.test(n));
+  if (index) return { indexName: index, shards: null };
+  return { indexName: null, shards: names.filter((n) => /\.safetensors$/i.test(n)).sort() };
+}
+
+/**
+ * Stream one safetensors file into the model: header by Range, then tensor bytes into place.
+ * @param {import('./core.js').Model} model
+ * @param {ByteSource} src
+ * @param {Uint8Array} seen per model tensor, set when written
+ */
+async function streamSafetensors(model, src, seen, signal) {
+  const core = model.core;
+  if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
+  const first = await src.readRange(0, 8);
+  const n = Number(new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true));
+  if (n > SAFETENSORS_MAX_HEADER || 8 + n > src.size) {
+    throw new FormatError(`${src.name}: header length ${n} is larger than allowed (100 MB) or than the ${src.size}-byte file`);
+  }
+  const header = await src.readRange(0, 8 + n);
+  let st;
+  try {
+    st = core.parseSafetensors(header, src.size);
+  } catch (err) {
+    throw new FormatError(`${src.name}: ${err.message}`, { cause: err });
+  }
+  const plan = st.tensors
+    .map((t) => ({ ...t, index: model.matchTensor(t), esize: core.x.wl_dtype_size(t.dtypeId) }))
+    .sort((a, b) => a.begin - b.begin);
+  const table = model.tensors();
+  for (const t of plan) {
+    if (t.index < 0) continue;
+    if (seen[t.index]) throw new FormatError(`${src.name}: tensor ${table[t.index].name} is stored more than once`);
+    seen[t.index] = 1;
+  }
+  // Chunks arrive at arbitrary byte boundaries: carry a partial element over to the next chunk.
+  let k = 0;
+  let carry = new Uint8Array(0);
+  const dataStart = st.dataStart;
+  await src.stream(dataStart, src.size, (chunk, offset) => {
+    throwIfAborted(signal);
+    let pos = offset - dataStart; // position in the data section
+    let bytes = chunk;
+    while (bytes.byteLength > 0 && k < plan.length) {
+      const t = plan[k];
+      if (pos >= t.end) {
+        k++;
+        continue;
+      }
+      const take = Math.min(bytes.byteLength, t.end - pos);
+      if (t.index >= 0) {
+        let seg = bytes.subarray(0, take);
+        let segStart = pos - t.begin;
+        if (carry.byteLength) {
+          const joined = new Uint8Array(carry.byteLength + seg.byteLength);
+          joined.set(carry);
+          joined.set(seg, carry.byteLength);
+          segStart -= carry.byteLength;
+          seg = joined;
+          carry = new Uint8Array(0);
+        }
+        const whole = seg.byteLength - (seg.byteLength % t.esize);
+        if (whole > 0) model.writeTensorBytes(t.index, t.dtypeId, segStart / t.esize, seg.subarray(0, whole), table[t.index]);
+        if (whole < seg.byteLength) carry = seg.slice(whole);
+      }
+      pos += take;
+      bytes = bytes.subarray(take);
+      if (pos >= t.end) k++;
+    }
+  }, { signal });
+  if (carry.byteLength) throw new FormatError(`${src.name}: a tensor ends in the middle of an element`);
+}
+
+/**
+ * Load a model and its tokenizer.
+ * @param {import('./core.js').Core} core
+ * @param {any} source
+ * @param {{ signal?: AbortSignal, onProgress?: (e: object) => void, tokenizer?: any, name?: string,
+ *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
+ *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number }} [options]
+ * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string, kind: string }>}
+ */
+export async function loadModel(core, source, options = {}) {
+  const { signal } = options;
+  throwIfAborted(signal);
+  const { kind, name, files } = await gatherFiles(source, options);
+  let model = null;
+  try {
+    if (kind === 'llama2c') {
+      const weights = [...files.keys()].find((n) => /\.bin$/i.test(n) && !/^tok.*\.bin$|^tokenizer\.bin$/i.test(n));
+      const src = files.get(/** @type {string} */ (weights));
+      // The checkpoint is parsed from one buffer in wasm memory, filled chunk by chunk.
+      const ptr = core.wasm.malloc(Math.max(1, src.size));
+      try {
+        await src.stream(0, src.size, (chunk, offset) => { core.wasm.u8.set(chunk, ptr + offset); }, { signal });
+        model = core.loadLlama2cAt(ptr, src.size);
+      } finally {
+        core.wasm.free(ptr);
+      }
+    } else {
+      const cfgSrc = files.get('config.json');
+      if (!cfgSrc) throw new ModelSourceError(`${name}: config.json is missing (a safetensors model needs its Hugging Face config)`);
+      const cfg = core.configFromHF(await cfgSrc.text());
+      model = core.createModel(cfg);
+      const seen = new Uint8Array(model.tensors().length);
+      let { indexName, shards } = shardNames(files);
+      if (indexName) {
+        const index = JSON.parse(await files.get(indexName).text());
+        shards = [...new Set(Object.values(index.weight_map ?? {}))];
+        for (const s of shards) if (!files.has(s)) throw new ModelSourceError(`${name}: shard ${s} named by ${indexName} is missing`);
+      }
+      if (!shards.length) throw new ModelSourceError(`${name}: no .safetensors weights`);
+      for (const s of shards) await streamSafetensors(model, files.get(s), seen, signal);
+      const table = model.tensors();
+      const missing = table.find((t) => !seen[t.index]);
+      if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'NOT_FOUND' });
+    }
+    model.checkFinite();
+    const tokenizer = await loadModelTokenizer(files, options.tokenizer, model, signal);
+    return { model, tokenizer, name, kind };
+  } catch (err) {
+    model?.free();
+    throw err;
+  }
+}
+
+/** One file from a URL, a Node path, a Blob/File or bytes (bytes are taken as tokenizer.bin unless they parse as JSON). */
+async function singleFile(source, what, signal) {
+  if (source instanceof URL || isUrlString(source)) return remoteSource(await RemoteFile.open(String(source), { signal }));
+  if (typeof source === 'string' && isNode) {
+    try {
+      return await pathSource(source, signal);
+    } catch (err) {
+      throw new ModelSourceError(`${what} not found: ${source}`, { cause: err });
+    }
+  }
+  if (globalThis.Blob && source instanceof globalThis.Blob) return blobSource(/** @type {any} */ (source).name ?? what, source, signal);
+  if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
+    const u8 = source instanceof ArrayBuffer ? new Uint8Array(source) : new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
+    return bufferSource(u8[0] === 0x7b ? 'tokenizer.json' : 'tokenizer.bin', u8);
+  }
+  throw new ModelSourceError(`${what} must be a URL, a path, a File or bytes`);
+}
+
+/** The tokenizer given in options, or the one among the model's files; checked against the model's vocabulary. */
+async function loadModelTokenizer(files, override, model, signal) {
+  let tok = null;
+  if (override) {
+    if (typeof override.encode === 'function') tok = override;
+    else {
+      const f = await singleFile(override, 'tokenizer', signal);
+      tok = await tokenizerFrom(f.name, f, files.get('tokenizer_config.json'));
+    }
+  } else if (files.has('tokenizer.json')) {
+    tok = await tokenizerFrom('tokenizer.json', files.get('tokenizer.json'), files.get('tokenizer_config.json'));
+  } else {
+    const bin = [...files.keys()].find((n) => /^tok.*\.bin$|^tokenizer\.bin$/i.test(n));
+    if (bin) tok = await tokenizerFrom(bin, files.get(bin));
+  }
+  // Models may pad their vocabulary past the tokenizer's (for alignment), never by much, and never the other way.
+  const V = model.config.vocabSize;
+  if (tok && (tok.vocabSize > V || tok.vocabSize < 0.95 * V)) {
+    throw new ModelSourceError(`the tokenizer has ${tok.vocabSize} ids but the model has ${V}: they do not belong together`, { code: 'TOKENIZER_MISMATCH' });
+  }
+  return tok;
+}
+
+async function tokenizerFrom(name, src, configSrc) {
+  if (/\.json$/i.test(name)) {
+    const config = configSrc ? await configSrc.text() : undefined;
+    return loadTokenizer({ json: await src.text(), config });
+  }
+  return loadTokenizer({ llama2c: await src.bytes() });
+}
+
+export { DType };

@@ -1,0 +1,238 @@
+// safetensors.js: writes safetensors files (F32 from Float32Arrays, or raw bytes of another dtype) with a fixed key
+// order, and reads them through the C parser (core.parseSafetensors) so the format rules live in one place.
+import { FormatError, registerErrorClass } from './errors.js';
+
+/** A safetensors file that cannot be written as asked or read back (code: BAD_FORMAT, UNSUPPORTED_DTYPE, ...). */
+export class SafetensorsError extends FormatError {
+  static code = 'BAD_SAFETENSORS';
+}
+registerErrorClass(SafetensorsError, 'SafetensorsError');
+
+/** Bytes per element of each safetensors dtype (the names the format uses). */
+export const DTYPE_SIZES = Object.freeze({
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+  F8_E4M3: 1, F8_E5M2: 1,
+});
+
+// The reference writer pads the header with spaces so the data section starts 8-byte aligned.
+const HEADER_ALIGN = 8;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * @typedef {object} F32TensorInput
+ * @property {string} name
+ * @property {number[]} shape
+ * @property {Float32Array} data numel values in row-major order
+ */
+
+/**
+ * @typedef {object} RawTensorInput
+ * @property {string} name
+ * @property {number[]} shape
+ * @property {keyof typeof DTYPE_SIZES} dtype
+ * @property {Uint8Array} bytes numel * dtype size bytes, little-endian, as they go into the file
+ */
+
+/** @param {string} message @param {Record<string, unknown>} [details] */
+function badInput(message, details) {
+  return new SafetensorsError(`safetensors writer: ${message}`, { code: 'INVALID_ARGUMENT', details });
+}
+
+/** @param {unknown} shape @param {string} name @returns {number} numel */
+function checkShape(shape, name) {
+  if (!Array.isArray(shape) || shape.length > 8) throw badInput(`tensor "${name}": shape must be an array of at most 8 dimensions`);
+  let numel = 1;
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) throw badInput(`tensor "${name}": shape ${JSON.stringify(shape)} has a bad dimension`);
+    numel *= d;
+  }
+  if (!Number.isSafeInteger(numel)) throw badInput(`tensor "${name}": shape ${JSON.stringify(shape)} is too large`);
+  return numel;
+}
+
+/**
+ * Serialise tensors into a safetensors file. Tensors are laid out in name order (UTF-16 code unit order), so the
+ * same tensors always give the same bytes whatever order they were passed in.
+ * @param {(F32TensorInput | RawTensorInput)[]} tensors
+ * @param {{ metadata?: Record<string, string> }} [options] metadata becomes the header's "__metadata__" (string values)
+ * @returns {Uint8Array}
+ */
+export function writeSafetensors(tensors, options = {}) {
+  if (!Array.isArray(tensors)) throw badInput('tensors must be an array');
+  const items = tensors.map((t) => {
+    if (!t || typeof t.name !== 'string' || t.name.length === 0) throw badInput('every tensor needs a non-empty string name');
+    if (t.name === '__metadata__') throw badInput('"__metadata__" cannot name a tensor');
+    const numel = checkShape(t.shape, t.name);
+    if ('data' in t && t.data !== undefined) {
+      if (!(t.data instanceof Float32Array)) throw badInput(`tensor "${t.name}": data must be a Float32Array`);
+      if (t.data.length !== numel) {
+        throw badInput(`tensor "${t.name}": ${t.data.length} values do not fill shape ${JSON.stringify(t.shape)} (${numel})`);
+      }
+      return { name: t.name, shape: t.shape, dtype: 'F32', byteLength: numel * 4, f32: t.data, bytes: null };
+    }
+    const size = DTYPE_SIZES[/** @type {RawTensorInput} */ (t).dtype];
+    if (!size) throw badInput(`tensor "${t.name}": unknown dtype ${JSON.stringify(/** @type {any} */ (t).dtype)}`);
+    const bytes = /** @type {RawTensorInput} */ (t).bytes;
+    if (!(bytes instanceof Uint8Array)) throw badInput(`tensor "${t.name}": give data (Float32Array) or dtype and bytes (Uint8Array)`);
+    if (bytes.byteLength !== numel * size) {
+      throw badInput(`tensor "${t.name}": ${bytes.byteLength} bytes do not fill shape ${JSON.stringify(t.shape)} of ${t.dtype}`);
+    }
+    return { name: t.name, shape: t.shape, dtype: /** @type {RawTensorInput} */ (t).dtype, byteLength: bytes.byteLength, f32: null, bytes };
+  });
+  items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (let i = 1; i < items.length; i++) {
+    if (items[i].name === items[i - 1].name) throw badInput(`tensor name "${items[i].name}" appears twice`);
+  }
+
+  /** @type {Record<string, unknown>} */
+  const header = {};
+  const metadata = options.metadata;
+  if (metadata !== undefined && metadata !== null) {
+    if (typeof metadata !== 'object' || Array.isArray(metadata)) throw badInput('metadata must be an object of strings');
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') throw badInput(`metadata value of "${k}" must be a string, got ${typeof v}`);
+    }
+    // An empty __metadata__ object is valid but pointless; readers treat both the same.
+    if (Object.keys(metadata).length) header.__metadata__ = { ...metadata };
+  }
+  let offset = 0;
+  for (const it of items) {
+    header[it.name] = { dtype: it.dtype, shape: it.shape, data_offsets: [offset, offset + it.byteLength] };
+    offset += it.byteLength;
+  }
+  if (!Number.isSafeInteger(offset)) throw badInput('the tensors are too large for one file');
+
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const headerLen = Math.ceil(json.length / HEADER_ALIGN) * HEADER_ALIGN;
+  const out = new Uint8Array(8 + headerLen + offset);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, headerLen, true);
+  view.setUint32(4, Math.floor(headerLen / 2 ** 32), true);
+  out.set(json, 8);
+  out.fill(0x20, 8 + json.length, 8 + headerLen);
+  let at = 8 + headerLen;
+  for (const it of items) {
+    if (it.bytes) {
+      out.set(it.bytes, at);
+    } else if (LITTLE_ENDIAN) {
+      const f = /** @type {Float32Array} */ (it.f32);
+      out.set(new Uint8Array(f.buffer, f.byteOffset, f.byteLength), at);
+    } else {
+      const f = /** @type {Float32Array} */ (it.f32);
+      for (let i = 0; i < f.length; i++) view.setFloat32(at + 4 * i, f[i], true);
+    }
+    at += it.byteLength;
+  }
+  return out;
+}
+
+/** @type {Float32Array | null} */
+let halfTable = null;
+
+/** Every f16 bit pattern as f32 (exact: f32 holds every f16 value, subnormals included). */
+function f16Table() {
+  if (halfTable) return halfTable;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const man = h & 0x3ff;
+    if (exp === 0) t[h] = sign * man * 2 ** -24;
+    else if (exp === 31) t[h] = man ? NaN : sign * Infinity;
+    else t[h] = sign * (1024 + man) * 2 ** (exp - 25);
+  }
+  halfTable = t;
+  return t;
+}
+
+/**
+ * Widen little-endian tensor bytes of a floating dtype to f32 (F64 rounds to nearest).
+ * @param {Uint8Array} bytes
+ * @param {string} dtype F32, F16, BF16 or F64
+ * @returns {Float32Array} a new array
+ */
+export function toFloat32(bytes, dtype) {
+  const size = DTYPE_SIZES[/** @type {keyof typeof DTYPE_SIZES} */ (dtype)];
+  if (!size || bytes.byteLength % size !== 0) {
+    throw new SafetensorsError(`cannot read ${bytes.byteLength} bytes as ${dtype}`, { code: 'INVALID_ARGUMENT' });
+  }
+  const n = bytes.byteLength / size;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(n);
+  switch (dtype) {
+    case 'F32':
+      if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(bytes);
+      else for (let i = 0; i < n; i++) out[i] = view.getFloat32(4 * i, true);
+      return out;
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = view.getFloat64(8 * i, true);
+      return out;
+    case 'F16': {
+      const t = f16Table();
+      for (let i = 0; i < n; i++) out[i] = t[view.getUint16(2 * i, true)];
+      return out;
+    }
+    case 'BF16': {
+      // bf16 is the top half of an f32: shifting the bits back is exact, NaN payloads included.
+      const bits = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+      return out;
+    }
+    default:
+      throw new SafetensorsError(`dtype ${dtype} is not a floating-point type`, { code: 'UNSUPPORTED_DTYPE', details: { dtype } });
+  }
+}
+
+/**
+ * @typedef {object} SafetensorsEntry
+ * @property {string} name
+ * @property {string} dtype safetensors dtype name (F32, F16, ...)
+ * @property {number[]} shape
+ * @property {number} numel
+ * @property {Uint8Array} bytes the tensor's bytes (a view into the file buffer)
+ */
+
+/**
+ * @typedef {object} SafetensorsFile
+ * @property {Record<string, string>} metadata the header's __metadata__ ({} when absent)
+ * @property {Map<string, SafetensorsEntry>} tensors in header order
+ * @property {(name: string) => Float32Array} float32 a tensor widened to f32 (throws for non-float dtypes)
+ */
+
+/**
+ * Parse and validate a whole safetensors file with the C core's parser.
+ * @param {import('./core.js').Core} core
+ * @param {Uint8Array} bytes
+ * @returns {SafetensorsFile}
+ */
+export function readSafetensors(core, bytes) {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new SafetensorsError('safetensors: expected the file as a Uint8Array', { code: 'INVALID_ARGUMENT' });
+  }
+  let parsed;
+  try {
+    parsed = core.parseSafetensors(bytes);
+  } catch (err) {
+    const e = /** @type {any} */ (err);
+    if (e?.name !== 'CoreError') throw err;
+    throw new SafetensorsError(e.message, { code: e.code ?? 'BAD_FORMAT', cause: err });
+  }
+  /** @type {Map<string, SafetensorsEntry>} */
+  const tensors = new Map();
+  for (const t of parsed.tensors) {
+    const begin = parsed.dataStart + t.begin;
+    tensors.set(t.name, {
+      name: t.name, dtype: t.dtype, shape: t.shape, numel: t.shape.reduce((a, b) => a * b, 1),
+      bytes: bytes.subarray(begin, parsed.dataStart + t.end),
+    });
+  }
+  return {
+    metadata: parsed.metadata,
+    tensors,
+    float32(name) {
+      const t = tensors.get(name);
+      if (!t) throw new SafetensorsError(`safetensors: no tensor named "${name}"`, { code: 'NOT_FOUND' });
+      return toFloat32(t.bytes, t.dtype);
+    },
+  };
+}

@@ -1,0 +1,322 @@
+// train.js: the training loop over the core: AdamW or SGD, learning-rate schedules, gradient accumulation,
+// global-norm clipping, held-out evaluation, checkpoints and resumption, deterministic for a seed and a build.
+import { WebLoRAError, registerErrorClass } from './errors.js';
+import { BatchStream, DataError } from './data.js';
+
+/** A NaN or Inf appeared in the loss or the gradients; the weights are those of the last good step. */
+export class NumericError extends WebLoRAError {
+  static code = 'NUMERIC';
+}
+registerErrorClass(NumericError, 'NumericError');
+
+/** Defaults. SGD defaults to plain steps: constant rate, no clipping, no decay (p <- p - lr g). */
+export function trainOptions(opts = {}) {
+  const optimizer = opts.optimizer ?? 'adamw';
+  if (optimizer !== 'adamw' && optimizer !== 'sgd') throw new DataError(`optimizer must be "adamw" or "sgd", got ${optimizer}`);
+  const o = {
+    optimizer,
+    lr: opts.lr ?? (optimizer === 'sgd' ? 1e-2 : 1e-3),
+    beta1: opts.beta1 ?? 0.9,
+    beta2: opts.beta2 ?? 0.999,
+    eps: opts.eps ?? 1e-8,
+    weightDecay: opts.weightDecay ?? 0,
+    schedule: opts.schedule ?? 'constant',
+    warmupSteps: opts.warmupSteps ?? 0,
+    minLrRatio: opts.minLrRatio ?? 0,
+    gradAccum: opts.gradAccum ?? 1,
+    clipNorm: opts.clipNorm ?? (optimizer === 'sgd' ? 0 : 1.0),
+    batchSize: opts.batchSize ?? 4,
+    seqLen: opts.seqLen ?? 128,
+    steps: opts.steps ?? null,
+    epochs: opts.epochs ?? null,
+    evalSplit: opts.evalSplit ?? 0.1,
+    evalEvery: opts.evalEvery ?? 0,
+    dropout: opts.dropout ?? 0,
+    seed: opts.seed ?? 0,
+  };
+  const positive = ['lr', 'eps', 'gradAccum', 'batchSize', 'seqLen'];
+  for (const k of positive) {
+    if (typeof o[k] !== 'number' || !(o[k] > 0) || !Number.isFinite(o[k])) throw new DataError(`${k} must be a positive number, got ${o[k]}`);
+  }
+  for (const k of ['gradAccum', 'batchSize', 'seqLen', 'warmupSteps']) {
+    if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataError(`${k} must be a non-negative integer, got ${o[k]}`);
+  }
+  if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) throw new DataError('betas must be in [0, 1)');
+  if (!(o.weightDecay >= 0) || !(o.clipNorm >= 0) || !(o.minLrRatio >= 0 && o.minLrRatio <= 1)) {
+    throw new DataError('weight decay and clip norm must be >= 0 and the minimum lr ratio in [0, 1]');
+  }
+  if (!(o.dropout >= 0 && o.dropout < 1)) throw new DataError(`dropout must be in [0, 1), got ${o.dropout}`);
+  if (!['constant', 'cosine', 'linear'].includes(o.schedule)) throw new DataError(`schedule must be constant, cosine or linear, got ${o.schedule}`);
+  if (o.steps !== null && (!Number.isInteger(o.steps) || o.steps < 1)) throw new DataError(`steps must be a positive integer, got ${o.steps}`);
+  if (o.epochs !== null && !(o.epochs > 0)) throw new DataError(`epochs must be positive, got ${o.epochs}`);
+  if (o.steps !== null && o.epochs !== null) throw new DataError('give steps or epochs, not both');
+  return o;
+}
+
+/**
+ * Learning rate of a 0-based step: linear warmup from 0, then constant, cosine or linear decay to lr * minLrRatio.
+ * @param {number} step @param {number} total @param {ReturnType<typeof trainOptions>} o
+ */
+export function learningRate(step, total, o) {
+  if (o.warmupSteps > 0 && step < o.warmupSteps) return o.lr * (step + 1) / o.warmupSteps;
+  if (o.schedule === 'constant') return o.lr;
+  const span = Math.max(1, total - o.warmupSteps);
+  const t = Math.min(1, (step - o.warmupSteps) / span);
+  const floor = o.lr * o.minLrRatio;
+  if (o.schedule === 'linear') return floor + (o.lr - floor) * (1 - t);
+  return floor + (o.lr - floor) * 0.5 * (1 + Math.cos(Math.PI * t));
+}
+
+const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+function throwIfAborted(signal) {
+  if (signal?.aborted) {
+    throw signal.reason instanceof Error ? signal.reason : new DOMException('training was aborted', 'AbortError');
+  }
+}
+
+/**
+ * Trains a LoRA adapter (or every weight, in full-parameter mode) of a core model.
+ */
+export class Trainer {
+  /**
+   * @param {{ model: import('./core.js').Model, adapter?: import('./core.js').Adapter|null, full?: boolean,
+   *   train: {tokens: Int32Array, targets: Int32Array, valid: number}[], eval?: {tokens: Int32Array, targets: Int32Array, valid: number}[],
+   *   options?: object, state?: object }} args  state: a checkpoint from checkpoint() to resume from
+   */
+  constructor({ model, adapter = null, full = false, train, eval: evalSet = [], options = {}, state = null }) {
+    if (!adapter && !full) throw new DataError('nothing to train: give an adapter or full-parameter mode');
+    this.model = model;
+    this.core = model.core;
+    this.adapter = adapter;
+    this.full = full;
+    this.o = trainOptions(options);
+    this.trainSet = train;
+    this.evalSet = evalSet;
+    if (train.length === 0) throw new DataError('no training sequences');
+    const T = train[0].tokens.length;
+    const microPerStep = this.o.gradAccum;
+    const perEpoch = Math.ceil(train.length / (Math.min(this.o.batchSize, train.length) * microPerStep));
+    this.totalSteps = this.o.steps ?? Math.max(1, Math.ceil((this.o.epochs ?? 1) * perEpoch));
+    model.reserve(Math.min(this.o.batchSize, Math.max(train.length, evalSet.length)), T);
+    if (full) model.setFullTraining(true);
+    if (adapter) {
+      if (!model.attached.includes(adapter)) model.setAdapters([...model.attached, adapter]);
+      model.setTrainable(adapter);
+    }
+    const n = this.paramView().length;
+    this.m = this.o.optimizer === 'adamw' ? this.core.allocF32(n) : null;
+    this.v = this.o.optimizer === 'adamw' ? this.core.allocF32(n) : null;
+    this.step = 0;
+    this.microStep = 0;
+    this.batches = new BatchStream(train, this.o.batchSize, this.o.seed);
+    this.history = [];
+    if (state) this.restore(state);
+    // Full-parameter AdamW decays matrices only (not norms, biases, position tables), as common practice.
+    this.decayRanges = full ? model.tensors().map((t) => ({ ptr: t.dataPtr, numel: t.numel, decay: t.decay })) : null;
+  }
+
+  paramView() {
+    return this.full ? this.model.params() : this.adapter.params();
+  }
+
+  gradView() {
+    return this.full ? this.model.grads() : this.adapter.grads();
+  }
+
+  zeroGrads() {
+    if (this.adapter) this.adapter.zeroGrad();
+    if (this.full) this.model.zeroGrad();
+  }
+
+  /** Mean next-token loss over a set of sequences (token-weighted), and its perplexity. */
+  evaluate(sequences = this.evalSet) {
+    if (sequences.length === 0) return null;
+    const B = this.o.batchSize;
+    let sum = 0;
+    let count = 0;
+    for (let i = 0; i < sequences.length; i += B) {
+      const chunk = sequences.slice(i, i + B);
+      const T = chunk[0].tokens.length;
+      const tokens = new Int32Array(chunk.length * T);
+      const targets = new Int32Array(chunk.length * T);
+      let valid = 0;
+      chunk.forEach((s, b) => {
+        tokens.set(s.tokens, b * T);
+        targets.set(s.targets, b * T);
+        valid += s.valid;
+      });
+      const loss = this.model.forward(tokens, { B: chunk.length, T, targets });
+      sum += loss * valid;
+      count += valid;
+    }
+    const loss = sum / count;
+    return { loss, perplexity: Math.exp(loss), tokens: count };
+  }
+
+  /**
+   * One optimizer step: gradAccum micro-batches, checks, clipping, update.
+   * @returns {{ step: number, loss: number, lr: number, gradNorm: number, tokens: number, epoch: number }}
+   */
+  trainStep() {
+    const { core, o } = this;
+    const x = core.x;
+    this.zeroGrads();
+    let lossSum = 0;
+    let tokens = 0;
+    let epoch = 0;
+    for (let a = 0; a < o.gradAccum; a++) {
+      const batch = this.batches.next();
+      epoch = batch.epoch;
+      if (o.dropout > 0) this.model.setLoraDropout(o.dropout, o.seed, this.microStep);
+      this.microStep++;
+      const loss = this.model.forward(batch.tokens, { B: batch.B, T: batch.T, targets: batch.targets, train: true });
+      if (!Number.isFinite(loss)) throw this.diverged(`the loss is ${loss}`);
+      this.model.backward();
+      lossSum += loss;
+      tokens += batch.valid;
+    }
+    const grads = this.gradView();
+    const gPtr = grads.byteOffset;
+    if (o.gradAccum > 1) x.wl_scale(gPtr, grads.length, 1 / o.gradAccum);
+    const gradNorm = Math.sqrt(x.wl_sum_squares(gPtr, grads.length));
+    if (!Number.isFinite(gradNorm)) throw this.diverged(`the gradient norm is ${gradNorm}`);
+    if (o.clipNorm > 0 && gradNorm > o.clipNorm) x.wl_scale(gPtr, grads.length, o.clipNorm / gradNorm);
+    const lr = learningRate(this.step, this.totalSteps, o);
+    const params = this.paramView();
+    const pPtr = params.byteOffset;
+    // An update can still overflow (a huge learning rate): keep the adapter's previous weights to fall back to.
+    // (Adapters are small; full-parameter runs skip the copy and only report.)
+    if (!this.full) {
+      if (!this.lastGood || this.lastGood.length !== params.length) this.lastGood = new Float32Array(params.length);
+      this.lastGood.set(params);
+    }
+    this.step++;
+    if (o.optimizer === 'sgd') {
+      core.check(x.wl_sgd_step(lr, pPtr, gPtr, params.length), 'SGD step');
+    } else if (this.decayRanges) {
+      const base = pPtr;
+      for (const r of this.decayRanges) {
+        const off = r.ptr - base;
+        core.check(x.wl_adamw_step(lr, o.beta1, o.beta2, o.eps, r.decay ? o.weightDecay : 0, this.step, r.ptr, gPtr + off,
+          this.m.ptr + off, this.v.ptr + off, r.numel), 'AdamW step');
+      }
+    } else {
+      core.check(x.wl_adamw_step(lr, o.beta1, o.beta2, o.eps, o.weightDecay, this.step, pPtr, gPtr, this.m.ptr,
+        this.v.ptr, params.length), 'AdamW step');
+    }
+    if (!x.wl_all_finite(pPtr, params.length)) {
+      this.step--;
+      throw this.diverged(`the update made weights NaN or infinite (learning rate ${lr})`, true);
+    }
+    const record = { step: this.step, loss: lossSum / o.gradAccum, lr, gradNorm, tokens, epoch };
+    this.history.push(record.loss);
+    return record;
+  }
+
+  /**
+   * The error for a run that went non-finite at step this.step + 1. The weights that step started from gave the
+   * non-finite value, so an adapter goes back to the weights before the previous update (the last whose loss was
+   * finite); full-parameter runs keep no copy and say so.
+   * @param {string} what
+   * @param {boolean} [afterUpdate] the current update itself overflowed (its starting weights were fine)
+   */
+  diverged(what, afterUpdate = false) {
+    const at = this.step + 1;
+    let kept;
+    if (this.full) {
+      kept = afterUpdate ? 'the model weights are no longer usable' : `the model keeps the weights after step ${this.step}`;
+    } else if (afterUpdate || (this.lastGood && this.step > 0)) {
+      if (this.lastGood) this.paramView().set(this.lastGood);
+      if (!afterUpdate) this.step--;
+      kept = `the adapter is back to the weights after step ${this.step}, the last with a finite loss`;
+    } else {
+      kept = `the adapter keeps the weights after step ${this.step}`;
+    }
+    this.lastGood = null;
+    return new NumericError(`training stopped at step ${at}: ${what}; ${kept}`);
+  }
+
+  /**
+   * Run to totalSteps.
+   * @param {{ signal?: AbortSignal, onStep?: (r: object) => void, onEval?: (r: object) => void,
+   *   checkpointEvery?: number, onCheckpoint?: (state: object) => (void|Promise<void>) }} [hooks]
+   */
+  async run(hooks = {}) {
+    const { signal, onStep, onEval, checkpointEvery = 0, onCheckpoint } = hooks;
+    const started = performance.now();
+    let tokens = 0;
+    let last = null;
+    const evalBefore = this.step === 0 ? this.evaluate() : null;
+    if (evalBefore && onEval) onEval({ step: 0, ...evalBefore });
+    while (this.step < this.totalSteps) {
+      throwIfAborted(signal);
+      last = this.trainStep();
+      tokens += last.tokens;
+      const seconds = (performance.now() - started) / 1000;
+      if (onStep) onStep({ ...last, totalSteps: this.totalSteps, tokensPerSecond: tokens / seconds, elapsed: seconds });
+      if (this.o.evalEvery > 0 && this.step % this.o.evalEvery === 0 && this.step < this.totalSteps && this.evalSet.length) {
+        const ev = this.evaluate();
+        if (onEval) onEval({ step: this.step, ...ev });
+      }
+      if (checkpointEvery > 0 && onCheckpoint && this.step % checkpointEvery === 0 && this.step < this.totalSteps) {
+        await onCheckpoint(this.checkpoint());
+      }
+      await yieldToEventLoop();
+    }
+    const evalAfter = this.evaluate();
+    if (evalAfter && onEval) onEval({ step: this.step, ...evalAfter });
+    const seconds = (performance.now() - started) / 1000;
+    const recent = this.history.slice(-Math.max(1, Math.min(10, this.history.length)));
+    return {
+      steps: this.step,
+      totalSteps: this.totalSteps,
+      trainLoss: last ? last.loss : null,
+      trainLossRecent: recent.reduce((a, b) => a + b, 0) / recent.length,
+      evalLossBefore: evalBefore ? evalBefore.loss : null,
+      evalLoss: evalAfter ? evalAfter.loss : null,
+      perplexity: evalAfter ? evalAfter.perplexity : null,
+      tokens,
+      seconds,
+      tokensPerSecond: tokens / seconds,
+    };
+  }
+
+  /** Serializable state: weights, optimizer moments, counters and data position. */
+  checkpoint() {
+    return {
+      step: this.step,
+      microStep: this.microStep,
+      totalSteps: this.totalSteps,
+      options: { ...this.o },
+      position: this.batches.position(),
+      params: this.paramView().slice(),
+      m: this.m ? this.m.view().slice() : null,
+      v: this.v ? this.v.view().slice() : null,
+      history: this.history.slice(),
+    };
+  }
+
+  restore(state) {
+    const params = this.paramView();
+    if (!state.params || state.params.length !== params.length) {
+      throw new DataError(`checkpoint holds ${state.params?.length} parameters, the model expects ${params.length}`);
+    }
+    params.set(state.params);
+    if (this.m && state.m) this.m.view().set(state.m);
+    if (this.v && state.v) this.v.view().set(state.v);
+    this.step = state.step;
+    this.microStep = state.microStep ?? 0;
+    this.history = state.history ? state.history.slice() : [];
+    this.batches = new BatchStream(this.trainSet, this.o.batchSize, this.o.seed, state.position);
+  }
+
+  /** Release optimizer state (the adapter stays attached). */
+  dispose() {
+    this.m?.free();
+    this.v?.free();
+    this.m = this.v = null;
+    if (this.adapter) this.model.setTrainable(null);
+    if (this.full) this.model.setFullTraining(false);
+  }
+}

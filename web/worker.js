@@ -1,0 +1,207 @@
+// worker.js: the module Worker (or Node worker_thread) that owns the wasm instance. It runs one LocalEngine and
+// answers the client's messages: calls matched by id, progress events back, aborts, errors with their code and
+// stack, big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a
+// training step on the same model.
+import { serializeError, WebLoRAError, UnsupportedError } from './errors.js';
+import { LocalEngine } from './engine.js';
+import { AdapterStore } from './store.js';
+
+/** The channel to the client: the Worker global in browsers, parentPort in Node. */
+async function connect() {
+  if (typeof self !== 'undefined' && typeof self.postMessage === 'function' && typeof self.addEventListener === 'function') {
+    return {
+      post: (msg, transfer) => self.postMessage(msg, transfer ?? []),
+      listen: (fn) => self.addEventListener('message', (e) => fn(e.data)),
+    };
+  }
+  const { parentPort } = await import('node:worker_threads');
+  if (!parentPort) throw new Error('web/worker.js must run in a Worker');
+  return {
+    post: (msg, transfer) => parentPort.postMessage(msg, transfer ?? []),
+    listen: (fn) => parentPort.on('message', fn),
+  };
+}
+
+/** ArrayBuffers inside a result, to transfer instead of clone. */
+function transferables(value, out = new Set(), depth = 0) {
+  if (!value || typeof value !== 'object' || depth > 4) return out;
+  if (value instanceof ArrayBuffer) out.add(value);
+  else if (ArrayBuffer.isView(value)) {
+    if (value.buffer instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === value.buffer.byteLength) out.add(value.buffer);
+  } else if (Array.isArray(value)) value.forEach((v) => transferables(v, out, depth + 1));
+  else if (Object.getPrototypeOf(value) === Object.prototype) Object.values(value).forEach((v) => transferables(v, out, depth + 1));
+  return out;
+}
+
+const port = await connect();
+/** @type {LocalEngine | null} */
+let engine = null;
+/** @type {AdapterStore | null} */
+let store = null;
+let storeOptions = {};
+const controllers = new Map();
+let queue = Promise.resolve();
+
+async function getStore() {
+  if (store) return store;
+  if (!globalThis.indexedDB && !storeOptions.indexedDB) {
+    throw new UnsupportedError('IndexedDB is not available here: adapters cannot be stored (export them as files instead)');
+  }
+  store = await AdapterStore.open(storeOptions);
+  return store;
+}
+
+function requireEngine() {
+  if (!engine) throw new WebLoRAError('the engine is not loaded (or was disposed)', { code: 'NOT_LOADED' });
+  return engine;
+}
+
+/** Adapter files from the store as the engine's import expects them. */
+function filesOf(record) {
+  return { 'adapter_config.json': record.files['adapter_config.json'], 'adapter_model.safetensors': record.files['adapter_model.safetensors'] };
+}
+
+const methods = {
+  async load(ctx, source, options = {}) {
+    storeOptions = options.store ?? {};
+    const { store: _s, ...rest } = options;
+    engine = await LocalEngine.load(source, { ...rest, signal: ctx.signal, onProgress: (e) => ctx.event('progress', e) });
+    return engine.info();
+  },
+  info: () => requireEngine().info(),
+  createAdapter: (ctx, opts) => requireEngine().createAdapter(opts),
+  adapterInfo: (ctx, id) => requireEngine().adapterInfo(id),
+  listLoadedAdapters: () => requireEngine().listAdapters(),
+  freeAdapter: (ctx, id) => requireEngine().freeAdapter(id),
+  async train(ctx, id, texts, opts = {}) {
+    const e = requireEngine();
+    const { checkpoint, resume, ...trainOpts } = opts;
+    let resumeState = null;
+    if (resume) {
+      const s = await getStore();
+      const cp = await s.loadCheckpoint(resume);
+      resumeState = decodeCheckpoint(cp);
+    }
+    const hooks = {
+      signal: ctx.signal,
+      onStep: (r) => ctx.event('step', r),
+      onEval: (r) => ctx.event('eval', r),
+    };
+    if (checkpoint?.every > 0) {
+      const runId = checkpoint.runId ?? resume ?? `run-${Date.now()}`;
+      hooks.checkpointEvery = checkpoint.every;
+      hooks.onCheckpoint = async (state) => {
+        const s = await getStore();
+        await s.saveCheckpoint(runId, encodeCheckpoint(state, id, e.fingerprint));
+        ctx.event('checkpoint', { runId, step: state.step });
+      };
+    }
+    const summary = await e.train(id, texts, { ...trainOpts, resume: resumeState }, hooks);
+    if (checkpoint?.every > 0 && checkpoint.keep !== true) {
+      const s = await getStore();
+      await s.deleteCheckpoint(checkpoint.runId ?? resume).catch(() => {});
+    }
+    return summary;
+  },
+  evaluate: (ctx, sel, texts, opts) => requireEngine().evaluate(sel, texts, opts),
+  generate: (ctx, prompt, opts = {}) => requireEngine().generate(prompt, { ...opts, signal: ctx.signal,
+    onToken: opts.streamTokens ? (t) => ctx.event('token', t) : undefined }),
+  exportAdapter: (ctx, id) => requireEngine().exportAdapter(id),
+  importAdapter: (ctx, files, opts) => requireEngine().importAdapter(files, opts),
+  exportModel: () => requireEngine().exportModel(),
+  // IndexedDB store
+  async storeSave(ctx, name, id, opts = {}) {
+    const e = requireEngine();
+    const info = e.adapterInfo(id);
+    const peft = e.exportAdapter(id);
+    const s = await getStore();
+    await s.save(name, {
+      config: peft.config, weights: peft.files['adapter_model.safetensors'], baseFingerprint: e.fingerprint,
+      baseModel: e.name, meta: { steps: info.steps, finalLoss: info.finalLoss },
+    }, { overwrite: !!opts.overwrite });
+    return (await s.list()).find((r) => r.name === name);
+  },
+  async storeLoad(ctx, name, opts = {}) {
+    const e = requireEngine();
+    const s = await getStore();
+    const record = await s.load(name, { baseFingerprint: opts.allowFingerprintMismatch ? undefined : e.fingerprint });
+    return e.importAdapter(filesOf(record), { name, steps: record.steps, finalLoss: record.finalLoss,
+      allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
+  },
+  storeList: async () => (await getStore()).list(),
+  storeRename: async (ctx, from, to) => (await getStore()).rename(from, to),
+  storeDelete: async (ctx, name) => (await getStore()).delete(name),
+  storeExport: async (ctx, name) => (await getStore()).exportFiles(name),
+  async storeImport(ctx, files, opts = {}) {
+    const e = requireEngine();
+    const s = await getStore();
+    // The engine's parser validates the files (and that they fit this model) before they are stored.
+    const byName = Object.fromEntries(files.map((f) => [f.name, f.data]));
+    const trial = e.importAdapter(byName, { allowFingerprintMismatch: true });
+    e.freeAdapter(trial.id);
+    await s.importFiles(files, { name: opts.name, baseFingerprint: e.fingerprint, baseModel: e.name });
+    return (await s.list()).find((r) => r.name === opts.name);
+  },
+  listCheckpoints: async () => (await getStore()).listCheckpoints(),
+  deleteCheckpoint: async (ctx, runId) => (await getStore()).deleteCheckpoint(runId),
+  dispose() {
+    engine?.dispose();
+    engine = null;
+    return true;
+  },
+};
+
+/** Checkpoints cross into IndexedDB as bytes. */
+function encodeCheckpoint(state, adapterId, fingerprint) {
+  const opt = state.m ? new Float32Array(state.m.length + state.v.length) : new Float32Array(0);
+  if (state.m) {
+    opt.set(state.m);
+    opt.set(state.v, state.m.length);
+  }
+  return {
+    adapterBytes: new Uint8Array(state.params.buffer.slice(0)),
+    optimizerBytes: new Uint8Array(opt.buffer),
+    position: state.position,
+    step: state.step,
+    config: { adapterId, fingerprint, microStep: state.microStep, totalSteps: state.totalSteps, options: state.options, history: state.history },
+  };
+}
+
+function decodeCheckpoint(cp) {
+  const params = new Float32Array(cp.adapterBytes.buffer.slice(cp.adapterBytes.byteOffset, cp.adapterBytes.byteOffset + cp.adapterBytes.byteLength));
+  const opt = new Float32Array(cp.optimizerBytes.buffer.slice(cp.optimizerBytes.byteOffset, cp.optimizerBytes.byteOffset + cp.optimizerBytes.byteLength));
+  const half = opt.length / 2;
+  return {
+    step: cp.step, microStep: cp.config?.microStep ?? 0, position: cp.position, params,
+    m: half ? opt.subarray(0, half) : null, v: half ? opt.subarray(half) : null, history: cp.config?.history ?? [],
+  };
+}
+
+port.listen((msg) => {
+  if (!msg || typeof msg !== 'object') return;
+  if (msg.type === 'abort') {
+    controllers.get(msg.id)?.abort(new DOMException(msg.reason ?? 'aborted', 'AbortError'));
+    return;
+  }
+  if (msg.type !== 'call') return;
+  const controller = new AbortController();
+  controllers.set(msg.id, controller);
+  const ctx = {
+    signal: controller.signal,
+    event: (name, data) => port.post({ type: 'event', id: msg.id, name, data }),
+  };
+  queue = queue.then(async () => {
+    try {
+      const fn = methods[msg.method];
+      if (!fn) throw new WebLoRAError(`unknown method ${msg.method}`, { code: 'BAD_CALL' });
+      if (controller.signal.aborted) throw controller.signal.reason;
+      const value = await fn(ctx, ...(msg.args ?? []));
+      port.post({ type: 'result', id: msg.id, value }, [...transferables(value)]);
+    } catch (err) {
+      port.post({ type: 'error', id: msg.id, error: serializeError(err) });
+    } finally {
+      controllers.delete(msg.id);
+    }
+  });
+});
+port.post({ type: 'ready' });
