@@ -107,6 +107,14 @@ typedef struct wl_buffer {
 wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_buffer *shards, int n_shards,
                            wl_model **out);
 
+/* Which model tensor a safetensors entry (name, dtype, shape as stored in the file) fills: *index is its table
+ * index, or -1 for entries that carry no weights and may be skipped (rotary inv_freq, GPT-2 attention mask
+ * buffers, a stored copy of a tied head). Unknown names (WL_STATUS_BAD_FORMAT), non-float dtypes
+ * (WL_STATUS_UNSUPPORTED) and wrong shapes (WL_STATUS_SHAPE_MISMATCH) fail with the name in the message. This is
+ * the check a streaming loader runs on a header before any tensor bytes arrive. */
+wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dtype, int ndim, const int64_t *shape,
+                                int *index);
+
 /* Fill an already created model from one parsed safetensors shard held in buf (used by wl_model_load_hf and by
  * tests); marks which tensors were written in `seen` (n_tensors bytes, may be NULL). */
 wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *st, const uint8_t *buf,

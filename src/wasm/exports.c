@@ -95,6 +95,22 @@ EXPORT(wl_model_load_hf) int wlx_model_load_hf(const char *json, size_t json_len
     free(shards);
     return st;
 }
+/* shape as f64 values (exact for any real dimension) */
+EXPORT(wl_model_match_tensor) int wlx_model_match_tensor(const wl_model *m, const char *name, int dtype, int ndim,
+                                                         const double *shape, int *index) {
+    int64_t dims[WL_ST_MAX_DIMS];
+    if (ndim < 0 || ndim > WL_ST_MAX_DIMS) return wl_model_match_tensor(m, name, dtype, -1, NULL, index);
+    for (int i = 0; i < ndim; i++) {
+        /* Values come from JavaScript: only exact non-negative integers convert without undefined behaviour. */
+        double d = shape[i];
+        if (!(d >= 0.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d) {
+            if (index) *index = -1;
+            return wl_model_match_tensor(m, name, dtype, -1, NULL, index);
+        }
+        dims[i] = (int64_t)d;
+    }
+    return wl_model_match_tensor(m, name, dtype, ndim, dims, index);
+}
 EXPORT(wl_st_parse) int wlx_st_parse(const uint8_t *buf, size_t len, wl_safetensors **out) {
     return wl_st_parse(buf, len, out);
 }

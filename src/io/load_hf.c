@@ -1,0 +1,194 @@
+/* load_hf.c: a model from a Hugging Face config.json and safetensors shards. Each file tensor maps onto one
+ * entry of the model's tensor table by name, with its exact shape; anything else in the files is an error
+ * except buffers that carry no weights and a stored copy of a tied head. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "wl_io.h"
+
+#define NAME_FMT "%.200s"
+
+static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* GPT-2's causal mask buffers: [transformer.]h.<layer>.attn.bias and .attn.masked_bias. */
+static int gpt2_mask_buffer(const char *name) {
+    if (starts_with(name, "transformer.")) name += strlen("transformer.");
+    if (!starts_with(name, "h.")) return 0;
+    name += 2;
+    if (*name < '0' || *name > '9') return 0;
+    while (*name >= '0' && *name <= '9') name++;
+    return strcmp(name, ".attn.bias") == 0 || strcmp(name, ".attn.masked_bias") == 0;
+}
+
+/* File tensors that are not weights of the model and may be skipped. */
+static int ignorable(const wl_config *c, const char *name) {
+    if (c->tied_embeddings && strcmp(name, "lm_head.weight") == 0) return 1;
+    if (c->arch == WL_ARCH_GPT2) return gpt2_mask_buffer(name);
+    return ends_with(name, "rotary_emb.inv_freq");
+}
+
+/* Index of the model tensor a file name refers to, or -1. GPT-2 files name tensors with or without the
+ * "transformer." prefix (GPT2LMHeadModel vs GPT2Model checkpoints); the table uses the prefixed form. */
+static int resolve(const wl_model *m, const char *name) {
+    int index = -1;
+    if (wl_model_find_tensor(m, name, &index) == WL_OK) return index;
+    if (wl_model_config(m)->arch == WL_ARCH_GPT2 && !starts_with(name, "transformer.")) {
+        char full[256];
+        int n = snprintf(full, sizeof full, "transformer.%s", name);
+        if (n > 0 && (size_t)n < sizeof full && wl_model_find_tensor(m, full, &index) == WL_OK) return index;
+    }
+    return -1;
+}
+
+static void fmt_shape(char *buf, size_t cap, const int64_t *shape, int ndim) {
+    size_t o = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (o < cap) snprintf(buf + o, cap - o, "]");
+}
+
+wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dtype, int ndim, const int64_t *shape,
+                                int *index) {
+    if (!model || !name || !index || (ndim > 0 && !shape))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_match_tensor: NULL argument");
+    if (ndim < 0 || ndim > WL_ST_MAX_DIMS)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors: tensor \"" NAME_FMT "\" has an invalid shape", name);
+    const wl_config *c = wl_model_config(model);
+    *index = resolve(model, name);
+    if (*index < 0) {
+        if (ignorable(c, name)) return WL_OK;
+        return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"" NAME_FMT "\" is not part of this %s model", name,
+                       c->arch == WL_ARCH_GPT2 ? "GPT-2" : "Llama-family");
+    }
+    wl_tensor_info info;
+    wl_status status = wl_model_tensor(model, *index, &info);
+    if (status != WL_OK) return status;
+    if (dtype != WL_DTYPE_F32 && dtype != WL_DTYPE_F16 && dtype != WL_DTYPE_BF16 && dtype != WL_DTYPE_F64)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "safetensors: tensor \"" NAME_FMT "\" has dtype %s; weights must be F32, "
+                                              "F16, BF16 or F64",
+                       name, wl_dtype_name(dtype));
+    int same = ndim == info.ndim;
+    for (int d = 0; same && d < ndim; d++) same = shape[d] == info.shape[d];
+    if (!same) {
+        char got[160], want[64];
+        fmt_shape(got, sizeof got, shape, ndim > WL_ST_MAX_DIMS ? WL_ST_MAX_DIMS : ndim);
+        fmt_shape(want, sizeof want, info.shape, info.ndim);
+        return wl_fail(WL_STATUS_SHAPE_MISMATCH, "safetensors: tensor \"" NAME_FMT "\" has shape %s but the model expects %s",
+                       name, got, want);
+    }
+    return WL_OK;
+}
+
+wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *st, const uint8_t *buf, size_t len,
+                                         uint8_t *seen) {
+    if (!model || !st || (!buf && len))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_fill_from_safetensors: NULL argument");
+    int n = wl_model_n_tensors(model);
+    /* Without the caller's flags, still catch one tensor stored under two names (GPT-2 prefixes). */
+    uint8_t *local = NULL;
+    if (!seen) {
+        local = wl_alloc((size_t)n, "tensor flags");
+        if (!local) return WL_STATUS_OUT_OF_MEMORY;
+        seen = local;
+    }
+    wl_status status = WL_OK;
+    for (int i = 0; i < st->n_tensors && status == WL_OK; i++) {
+        const wl_st_tensor *t = &st->tensors[i];
+        int index = -1;
+        status = wl_model_match_tensor(model, t->name, t->dtype, t->ndim, t->shape, &index);
+        if (status != WL_OK || index < 0) continue;
+        wl_tensor_info info;
+        status = wl_model_tensor(model, index, &info);
+        if (status != WL_OK) break;
+        if (seen[index]) {
+            status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"%s\" is stored more than once (\"" NAME_FMT "\")",
+                             info.name, t->name);
+            break;
+        }
+        /* st may come from wl_st_parse_header: make sure this buffer really holds the bytes. */
+        if (st->data_start > (uint64_t)len || t->end > (uint64_t)len - st->data_start) {
+            status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"" NAME_FMT "\" ends at byte %llu, beyond the %zu-byte buffer",
+                             t->name, (unsigned long long)(st->data_start + t->end), len);
+            break;
+        }
+        status = wl_model_write_tensor(model, index, t->dtype, 0, t->numel, buf + st->data_start + t->begin);
+        if (status == WL_OK) seen[index] = 1;
+    }
+    wl_free(local);
+    return status;
+}
+
+wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_buffer *shards, int n_shards,
+                           wl_model **out) {
+    if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_load_hf: out is NULL");
+    *out = NULL;
+    if (n_shards < 1 || !shards)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_load_hf: at least one safetensors shard is needed");
+    wl_config cfg;
+    wl_status status = wl_config_from_hf_json(config_json, config_len, &cfg);
+    if (status != WL_OK) return status;
+
+    /* Parse every shard before allocating the model, so a config that does not belong to these files cannot
+     * make us allocate far more than the files could ever fill. */
+    wl_safetensors **parsed = wl_alloc_array((size_t)n_shards, sizeof *parsed, "safetensors shards");
+    if (!parsed) return WL_STATUS_OUT_OF_MEMORY;
+    uint64_t values = 0;
+    for (int s = 0; s < n_shards && status == WL_OK; s++) {
+        status = wl_st_parse(shards[s].data, shards[s].len, &parsed[s]);
+        if (status != WL_OK && n_shards > 1) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", wl_last_error());
+            status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
+        }
+        for (int i = 0; status == WL_OK && i < parsed[s]->n_tensors; i++) {
+            uint64_t k = parsed[s]->tensors[i].numel;
+            values = values > UINT64_MAX - k ? UINT64_MAX : values + k;
+        }
+    }
+    uint64_t need = wl_config_n_params(&cfg);
+    /* Small shortfalls go on to name the first missing tensor; only a gross mismatch stops here. */
+    if (status == WL_OK && values < UINT64_MAX / 2 && need > 2 * values + 65536)
+        status = wl_fail(WL_STATUS_NOT_FOUND,
+                         "config.json describes %llu parameters but the safetensors file%s hold only %llu values",
+                         (unsigned long long)need, n_shards > 1 ? "s" : "", (unsigned long long)values);
+
+    wl_model *m = NULL;
+    if (status == WL_OK) status = wl_model_create(&cfg, &m);
+    int n = wl_model_n_tensors(m);
+    uint8_t *seen = NULL;
+    if (status == WL_OK) {
+        seen = wl_alloc((size_t)n, "tensor flags");
+        if (!seen) status = WL_STATUS_OUT_OF_MEMORY;
+    }
+    for (int s = 0; s < n_shards && status == WL_OK; s++) {
+        status = wl_model_fill_from_safetensors(m, parsed[s], shards[s].data, shards[s].len, seen);
+        if (status != WL_OK && n_shards > 1) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", wl_last_error());
+            status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
+        }
+    }
+    for (int i = 0; i < n && status == WL_OK; i++) {
+        if (seen[i]) continue;
+        wl_tensor_info info;
+        status = wl_model_tensor(m, i, &info);
+        if (status == WL_OK)
+            status = wl_fail(WL_STATUS_NOT_FOUND, "safetensors: model tensor \"%s\" is missing from the file%s", info.name,
+                             n_shards > 1 ? "s" : "");
+    }
+    for (int s = 0; s < n_shards; s++) wl_st_free(parsed[s]);
+    wl_free(parsed);
+    wl_free(seen);
+    if (status != WL_OK) {
+        wl_model_free(m);
+        return status;
+    }
+    *out = m;
+    return WL_OK;
+}
