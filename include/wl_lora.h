@@ -88,6 +88,70 @@ wl_status wl_model_set_trainable(wl_model *model, wl_adapter *adapter);
  * The mask of each step derives from (seed, step) by a counter-based generator, so it is not stored. */
 wl_status wl_model_set_lora_dropout(wl_model *model, float p, uint64_t seed, uint64_t step);
 
+/* Create an adapter from an explicit model shape (no model needed: tools that work on adapter files alone). Slots
+ * whose shape is unknown have 0 inputs and outputs and must have rank 0. Such an adapter attaches only to a model
+ * whose every slot shape it knows. */
+wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_features, const int *out_features,
+                                   const wl_lora_spec *spec, wl_adapter **out);
+
+/* Create an adapter of another adapter's model shape with explicit per-module ranks and scales ((L * n_slots)
+ * tables, rank 0 = no module). alpha is recorded as scale * rank. A and B start at zero. */
+wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, const float *scales, wl_adapter **out);
+
+/* ---- Merging into the base weights ---- */
+
+/* W += weight * s * B A for every module of the adapter (weights are (out, in) in memory for both architectures,
+ * so GPT-2's Conv1D needs no special case). The original weights of the touched modules are kept so that
+ * wl_model_unmerge restores them bit for bit; that costs their size once more (e.g. 53 MB for q_proj and v_proj of
+ * SmolLM2-135M). Merging an adapter already merged into this model changes nothing. A merged adapter is detached
+ * (the forward pass then runs with no LoRA work for it) and cannot be attached until unmerged. */
+wl_status wl_model_merge(wl_model *model, wl_adapter *adapter, float weight);
+/* Restore the weights a merge (or a PiSSA initialisation) of this adapter changed. Fails (WL_STATUS_BAD_STATE) if
+ * it is not merged, or if a later merge touched the same modules and is still in place. */
+wl_status wl_model_unmerge(wl_model *model, wl_adapter *adapter);
+int wl_model_is_merged(const wl_model *model, const wl_adapter *adapter);
+/* Bytes of original weights kept for undoing merges and PiSSA residuals. */
+size_t wl_model_edit_bytes(const wl_model *model);
+
+/* ---- SVD-based adapter tools (need wl_svd.h's SVD) ---- */
+
+/* PiSSA: A and B from the top-r singular triplets of each target W (A = sqrt(S_r / s) Vt_r, B = U_r sqrt(S_r / s),
+ * as PEFT's init_lora_weights="pissa"), and the base keeps the residual W - s B A, so the model's output is unchanged
+ * at step 0. power_iters < 0 is the accurate variant (exact SVD for small modules, 16 power iterations otherwise);
+ * 0..64 is the fast variant with that many power iterations (PEFT's "pissa_niter_<n>"). The residual is a base edit
+ * of this adapter: wl_model_unmerge restores the original weights bit for bit. */
+wl_status wl_adapter_init_pissa(wl_model *model, wl_adapter *adapter, int power_iters, uint64_t seed);
+int wl_adapter_is_pissa(const wl_adapter *adapter);
+/* A trained PiSSA adapter as a plain LoRA of rank 2r for the original base: B' = [B | B0], A' = [A ; -A0] (same
+ * scale), as PEFT converts PiSSA adapters. */
+wl_status wl_adapter_pissa_to_lora(const wl_adapter *adapter, wl_adapter **out);
+
+/* Rank reduction: each module's update s B A is replaced by its best approximation of rank `rank` (or, when
+ * energy > 0, the smallest rank keeping that fraction of its squared Frobenius norm, capped by rank if rank > 0),
+ * computed from the SVD of the product without forming it. The scale stays. rel_errors (one per module, may be NULL)
+ * and total_rel_error (over all modules, may be NULL) receive ||s B A - s' B' A'||_F / ||s B A||_F. */
+wl_status wl_adapter_resize(const wl_adapter *adapter, int rank, float energy, wl_adapter **out, double *rel_errors,
+                            double *total_rel_error);
+
+/* Extraction: for each (layer, slot) with ranks[layer * n_slots + slot] > 0, the best rank-r (or energy-chosen)
+ * approximation of W_tuned - W_base, as an adapter with scale 1 (B = U sqrt(S), A = sqrt(S) Vt). The models must
+ * have the same shape; biases and other weights are not part of a LoRA adapter and are not compared.
+ * rel_errors: one per module of the result (may be NULL). */
+struct wl_svd_options;
+wl_status wl_adapter_extract(const wl_model *base, const wl_model *tuned, const int *ranks, float energy,
+                             const struct wl_svd_options *opt, wl_adapter **out, double *rel_errors,
+                             double *total_rel_error);
+
+/* Combination of adapters over the same base, as PEFT's add_weighted_adapter defines it (result scale 1):
+ *  WL_COMBINE_LINEAR: equal ranks; A = sum sqrt(w_i) s_i A_i, B = sum sqrt(w_i) B_i (PEFT's definition, which mixes
+ *                     cross terms; weights must be >= 0);
+ *  WL_COMBINE_CAT:    A = [w_i s_i A_i] stacked, B = [B_i] side by side: exactly sum w_i s_i B_i A_i, rank sum r_i;
+ *  WL_COMBINE_SVD:    best rank-k approximation of sum w_i s_i B_i A_i (k = svd_rank, or the largest r_i when 0),
+ *                     B = U S, A = Vt; rel_errors (one per result module, may be NULL) give the truncation error. */
+enum { WL_COMBINE_LINEAR = 0, WL_COMBINE_CAT = 1, WL_COMBINE_SVD = 2 };
+wl_status wl_adapter_combine(const wl_adapter *const *adapters, const float *weights, int n, int type, int svd_rank,
+                             wl_adapter **out, double *rel_errors);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { WebLoRA } from './client.js';
+import { Core } from './core.js';
+import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
 
 const USAGE = `usage: weblora <command> [options]
 
@@ -19,6 +21,10 @@ commands:
            [--lr X] [--steps N | --epochs E] [--batch B] [--seq T] [--grad-accum N] [--clip X] [--weight-decay X]
            [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--seed S] [--full] --out DIR [--json]
   eval     --model M [--tokenizer T] [--adapter DIR]... --data FILE... [--seq T] [--json]
+  merge    --model M --adapter DIR[:W]... --out DIR [--json]            (a merged model in Hugging Face layout)
+  resize   --adapter DIR (--rank R | --energy F) [--rank R --energy F] --out DIR [--json]
+  extract  --base M --tuned M2 --rank R [--targets q_proj,v_proj] [--energy F] --out DIR [--json]
+  combine  --adapter DIR:W ... --type linear|cat|svd [--rank R] --out DIR [--json]
 
 Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
@@ -33,7 +39,8 @@ const OPTIONS = {
   optimizer: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, epochs: { type: 'string' },
   batch: { type: 'string' }, seq: { type: 'string' }, 'grad-accum': { type: 'string' }, clip: { type: 'string' },
   'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
-  full: { type: 'boolean' }, out: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
+  type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
 };
 
 class UsageError extends Error {}
@@ -300,13 +307,102 @@ async function cmdEval(opts, positionals) {
   }
 }
 
+/** Adapter files and tokenizer files that travel with a merged model. */
+async function cmdMerge(opts) {
+  const json = !!opts.json;
+  const out = need(opts, 'out');
+  if (!opts.adapter?.length) throw new UsageError('--adapter is required');
+  const adapters = await Promise.all(opts.adapter.map(readAdapterDir));
+  await assertWritable(out, opts.force);
+  const engine = await loadEngine(opts, json);
+  try {
+    const merged = [];
+    for (const a of adapters) {
+      const h = await engine.importAdapter(a.files, { name: a.folder });
+      merged.push(await engine.merge(h, a.weight));
+    }
+    const files = await engine.exportModel();
+    for (const name of await tokenizerFilesOf(opts)) files[path.basename(name)] = { copyFrom: name };
+    await writeOutput(out, files, !!opts.force);
+    emit(json, { out: path.resolve(out), adapters: adapters.map((a) => ({ folder: a.folder, weight: a.weight })), parameters: engine.info.parameters },
+      `merged ${adapters.length} adapter${adapters.length > 1 ? 's' : ''} into ${opts.model}\nsaved a Hugging Face model to ${out}\n`);
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function assertWritable(out, force) {
+  const exists = await stat(out).then(() => true, () => false);
+  if (exists && !force && (await readdir(out).catch(() => [1])).length > 0) {
+    throw new UsageError(`output ${out} exists and is not empty (use --force to replace it)`);
+  }
+}
+
+function reportModules(json, result, out, what) {
+  const worst = result.modules.reduce((a, m) => (m.relError > a.relError ? m : a), result.modules[0]);
+  emit(json, { out: path.resolve(out), totalError: result.totalError ?? null, modules: result.modules },
+    `${what}: ${result.modules.length} modules, ranks ${[...new Set(result.modules.map((m) => m.rank))].join('/')}; `
+    + (result.totalError !== undefined ? `relative error kept ${result.totalError.toExponential(3)} overall, ` : '')
+    + `worst ${worst.relError.toExponential(3)} (${worst.module})\nsaved to ${out}\n`);
+}
+
+async function cmdResize(opts) {
+  const json = !!opts.json;
+  const out = need(opts, 'out');
+  const rank = num(opts, 'rank', { integer: true, min: 1 }) ?? 0;
+  const energy = num(opts, 'energy', { min: 0 }) ?? 0;
+  if (!rank && !energy) throw new UsageError('give --rank R or --energy F (a fraction in (0, 1])');
+  if (energy > 1) throw new UsageError('--energy is a fraction in (0, 1]');
+  if (opts.adapter?.length !== 1) throw new UsageError('resize takes exactly one --adapter DIR');
+  const a = await readAdapterDir(opts.adapter[0]);
+  await assertWritable(out, opts.force);
+  const core = await Core.create();
+  const r = resizeAdapterFiles(core, a.files, { rank, energy });
+  await writeOutput(out, r.files, !!opts.force);
+  reportModules(json, r, out, 'resized');
+}
+
+async function cmdCombine(opts) {
+  const json = !!opts.json;
+  const out = need(opts, 'out');
+  const type = opts.type ?? 'svd';
+  if (!['linear', 'cat', 'svd'].includes(type)) throw new UsageError(`--type must be linear, cat or svd, got "${type}"`);
+  if (!opts.adapter || opts.adapter.length < 2) throw new UsageError('combine needs at least two --adapter DIR[:W]');
+  const inputs = await Promise.all(opts.adapter.map(readAdapterDir));
+  await assertWritable(out, opts.force);
+  const core = await Core.create();
+  const r = combineAdapterFiles(core, inputs.map((x) => ({ files: x.files, weight: x.weight })), { type, rank: num(opts, 'rank', { integer: true, min: 1 }) ?? 0 });
+  await writeOutput(out, r.files, !!opts.force);
+  reportModules(json, r, out, `combined (${type})`);
+}
+
+async function cmdExtract(opts) {
+  const json = !!opts.json;
+  const out = need(opts, 'out');
+  const base = need(opts, 'base');
+  const tuned = need(opts, 'tuned');
+  const rank = num(opts, 'rank', { integer: true, min: 1 });
+  if (rank === undefined) throw new UsageError('--rank is required');
+  await assertWritable(out, opts.force);
+  const engine = await loadEngine({ ...opts, model: base }, json);
+  try {
+    const targets = opts.targets ? opts.targets.split(',').map((x) => x.trim()).filter(Boolean) : undefined;
+    const r = await engine.extract(modelSource(tuned), { rank, targets, energy: num(opts, 'energy', { min: 0 }) ?? 0 });
+    const files = (await engine.exportAdapter(r.adapter)).files;
+    await writeOutput(out, files, !!opts.force);
+    reportModules(json, r, out, 'extracted');
+  } finally {
+    await engine.dispose();
+  }
+}
+
 export async function main(argv = process.argv.slice(2)) {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const commands = { generate: cmdGenerate, train: cmdTrain, eval: cmdEval };
+  const commands = { generate: cmdGenerate, train: cmdTrain, eval: cmdEval, merge: cmdMerge, resize: cmdResize, extract: cmdExtract, combine: cmdCombine };
   const fn = commands[command];
   try {
     if (!fn) throw new UsageError(`unknown command "${command}" (commands: ${Object.keys(commands).join(', ')})`);

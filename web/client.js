@@ -229,6 +229,32 @@ export class Engine {
     return this.channel.call('importAdapter', [files, opts]);
   }
 
+  /** Merge an adapter into the base weights (no LoRA work at generation); undo with unmerge, bit for bit. */
+  merge(adapter, weight = 1) {
+    return this.channel.call('merge', [adapterId(adapter), weight]);
+  }
+
+  unmerge(adapter) {
+    return this.channel.call('unmerge', [adapterId(adapter)]);
+  }
+
+  /** A lower-rank copy of an adapter: { adapter, modules: [{ module, rank, relError }], totalError }. */
+  resize(adapter, options = {}) {
+    return this.channel.call('resize', [adapterId(adapter), options]);
+  }
+
+  /** Combine adapters ([adapter | { id, weight }]) with type 'linear' | 'cat' | 'svd' and an optional rank. */
+  combine(inputs, options = {}) {
+    const list = inputs.map((x) => (typeof x === 'string' || x.rank !== undefined ? { id: adapterId(x), weight: 1 } : { id: adapterId(x.adapter ?? x.id), weight: x.weight ?? 1 }));
+    return this.channel.call('combine', [list, options]);
+  }
+
+  /** Extract an adapter from a fine-tuned model of the same shape ({ rank, targets, energy }). */
+  extract(tunedSource, options = {}) {
+    const { local, remote } = splitOptions(options);
+    return this.channel.call('extract', [tunedSource, remote], { signal: local.signal });
+  }
+
   /** The base model's current weights as Hugging Face files. */
   exportModel() {
     return this.channel.call('exportModel', []);

@@ -128,10 +128,15 @@ export class Core {
   loadLlama2c(bytes) {
     const p = this.wasm.copyIn(bytes);
     try {
-      return new Model(this, this.callOut('llama2.c checkpoint', (out) => this.x.wl_model_load_llama2c(p, bytes.length, out)));
+      return this.loadLlama2cAt(p, bytes.length);
     } finally {
       this.wasm.free(p);
     }
+  }
+
+  /** Load a llama2.c checkpoint already in wasm memory at ptr. */
+  loadLlama2cAt(ptr, len) {
+    return new Model(this, this.callOut('llama2.c checkpoint', (out) => this.x.wl_model_load_llama2c(ptr, len, out)));
   }
 
   /** Load an HF model from config.json text and safetensors shards. @param {string} configJson @param {Uint8Array[]} shards */
@@ -194,6 +199,112 @@ export class Core {
       if (st) this.x.wl_st_free(st);
       this.wasm.free(p);
     }
+  }
+
+  /**
+   * Best low-rank approximation of a matrix (row-major (m, n)): a fixed rank, or the smallest rank (up to maxRank)
+   * keeping `energy` of the squared Frobenius norm. split 'left': L = U S, R = Vt; 'balanced': sqrt(S) on both sides.
+   * @param {Float32Array} a @param {number} m @param {number} n
+   * @param {{ rank?: number, maxRank?: number, energy?: number, split?: 'left'|'balanced', powerIters?: number, seed?: number }} [opts]
+   * @returns {{ rank: number, L: Float32Array, R: Float32Array, S: Float32Array, relError: number, energy: number, norm: number }}
+   */
+  lowRankApprox(a, m, n, opts = {}) {
+    if (!(a instanceof Float32Array) || a.length !== m * n) {
+      throw new CoreError(`lowRankApprox: expected a Float32Array of ${m} x ${n} values`, { code: 'INVALID_ARGUMENT' });
+    }
+    const maxRank = opts.maxRank ?? opts.rank ?? Math.min(m, n);
+    const energy = opts.energy ?? 0;
+    const split = opts.split === 'balanced' ? 1 : 0;
+    const w = this.wasm;
+    const ptrs = [];
+    try {
+      const A = w.copyIn(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+      ptrs.push(A);
+      const bytes = (k) => 4 * Math.max(1, k);
+      const L = w.malloc(bytes(m * maxRank)); ptrs.push(L);
+      const R = w.malloc(bytes(maxRank * n)); ptrs.push(R);
+      const S = w.malloc(bytes(maxRank)); ptrs.push(S);
+      const info = w.malloc(32); ptrs.push(info);
+      const [lo, hi] = seedHalves(opts.seed ?? 0);
+      this.check(this.x.wl_lowrank_approx(A, m, n, n, maxRank, energy, split, opts.powerIters ?? -1, lo, hi, L, R, S, info), 'low-rank approximation');
+      const f64 = w.f64.subarray(info >>> 3, (info >>> 3) + 4);
+      const rank = f64[0];
+      return {
+        rank, L: w.f32.slice(L >>> 2, (L >>> 2) + m * rank), R: w.f32.slice(R >>> 2, (R >>> 2) + rank * n),
+        S: w.f32.slice(S >>> 2, (S >>> 2) + rank), relError: f64[1], energy: f64[2], norm: f64[3],
+      };
+    } finally {
+      ptrs.forEach((p) => w.free(p));
+    }
+  }
+
+  /**
+   * Truncated SVD A (m, n) ~ U diag(S) Vt.
+   * @param {{ method?: 'auto'|'exact'|'randomized', powerIters?: number, oversample?: number, seed?: number }} [opts]
+   */
+  svd(a, m, n, rank, opts = {}) {
+    if (!(a instanceof Float32Array) || a.length !== m * n) throw new CoreError(`svd: expected a Float32Array of ${m} x ${n} values`, { code: 'INVALID_ARGUMENT' });
+    const method = { auto: 0, exact: 1, randomized: 2 }[opts.method ?? 'auto'];
+    if (method === undefined) throw new CoreError(`svd: unknown method ${opts.method}`, { code: 'INVALID_ARGUMENT' });
+    const w = this.wasm;
+    const ptrs = [];
+    try {
+      const A = w.copyIn(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)); ptrs.push(A);
+      const U = w.malloc(4 * Math.max(1, m * rank)); ptrs.push(U);
+      const S = w.malloc(4 * Math.max(1, rank)); ptrs.push(S);
+      const Vt = w.malloc(4 * Math.max(1, rank * n)); ptrs.push(Vt);
+      const [lo, hi] = seedHalves(opts.seed ?? 0);
+      this.check(this.x.wl_svd_truncated(A, m, n, n, rank, method, opts.powerIters ?? 4, opts.oversample ?? 10, lo, hi, U, S, Vt), 'SVD');
+      return { U: w.f32.slice(U >>> 2, (U >>> 2) + m * rank), S: w.f32.slice(S >>> 2, (S >>> 2) + rank), Vt: w.f32.slice(Vt >>> 2, (Vt >>> 2) + rank * n) };
+    } finally {
+      ptrs.forEach((p) => w.free(p));
+    }
+  }
+
+  /** Errors array (f64) of n entries read from a scratch pointer. */
+  readF64(ptr, n) {
+    return Array.from(this.wasm.f64.subarray(ptr >>> 3, (ptr >>> 3) + n));
+  }
+
+  /**
+   * A LoRA adapter extracted from the difference of two models' weights.
+   * @param {Model} base @param {Model} tuned @param {ArrayLike<number>} ranks (L * nSlots)
+   * @param {{ energy?: number, powerIters?: number, seed?: number }} [opts]
+   */
+  extractAdapter(base, tuned, ranks, opts = {}) {
+    const n = ranks.length;
+    return this.withScratch(4 * n + 8 * (n + 1) + 8, (p) => {
+      this.wasm.i32.set(ranks, p >>> 2);
+      const errs = (p + 4 * n + 7) & ~7;
+      const total = errs + 8 * n;
+      const [lo, hi] = seedHalves(opts.seed ?? 0);
+      const ptr = this.callOut('extract adapter', (out) => this.x.wl_adapter_extract(base.ptr, tuned.ptr, p, opts.energy ?? 0,
+        opts.powerIters ?? -1, lo, hi, out, errs, total));
+      const adapter = new Adapter(this, ptr);
+      const count = adapter.modules().length;
+      return { adapter, errors: this.readF64(errs, count), totalError: this.readF64(total, 1)[0] };
+    });
+  }
+
+  /**
+   * Combine adapters as PEFT's add_weighted_adapter does: 'linear', 'cat' or 'svd' (result scale 1).
+   * @param {Adapter[]} adapters @param {number[]} weights @param {{ type?: 'linear'|'cat'|'svd', rank?: number }} [opts]
+   */
+  combineAdapters(adapters, weights, opts = {}) {
+    const type = { linear: 0, cat: 1, svd: 2 }[opts.type ?? 'svd'];
+    if (type === undefined) throw new CoreError(`combination type must be linear, cat or svd, got ${opts.type}`, { code: 'INVALID_ARGUMENT' });
+    const n = adapters.length;
+    const maxModules = Math.max(1, ...adapters.map((a) => a.modules().length)) * Math.max(1, n);
+    return this.withScratch(8 * n + 8 * maxModules + 16, (p) => {
+      adapters.forEach((a, i) => {
+        this.wasm.u32[(p >>> 2) + i] = a.ptr;
+        this.wasm.f32[(p >>> 2) + n + i] = weights[i];
+      });
+      const errs = (p + 8 * n + 7) & ~7;
+      const ptr = this.callOut('combine adapters', (out) => this.x.wl_adapter_combine(p, p + 4 * n, n, type, opts.rank ?? 0, out, errs));
+      const adapter = new Adapter(this, ptr);
+      return { adapter, errors: this.readF64(errs, adapter.modules().length) };
+    });
   }
 
   /** A persistent f32 buffer in wasm memory (optimizer state and the like). */
@@ -275,6 +386,69 @@ export class Model {
       core.wasm.u8.set(bytes, p);
       core.check(core.x.wl_model_write_tensor(this.ptr, index, dtypeId, firstElement, n, p), 'write tensor');
     });
+  }
+
+  /**
+   * The model tensor a safetensors entry fills: its index, or -1 for entries that carry no weights (buffers,
+   * a stored copy of a tied head). Unknown names, unsupported dtypes and wrong shapes throw.
+   * @param {{ name: string, dtypeId: number, shape: number[] }} t
+   */
+  matchTensor(t) {
+    const { core } = this;
+    const nameBytes = new TextEncoder().encode(t.name);
+    return core.withScratch(nameBytes.length + 1 + 8 * Math.max(1, t.shape.length) + 8, (p) => {
+      core.wasm.u8.set(nameBytes, p);
+      core.wasm.u8[p + nameBytes.length] = 0;
+      const shapePtr = (p + nameBytes.length + 1 + 7) & ~7;
+      core.wasm.f64.set(t.shape, shapePtr >>> 3);
+      const outPtr = shapePtr + 8 * Math.max(1, t.shape.length);
+      core.check(core.x.wl_model_match_tensor(this.ptr, p, t.dtypeId, t.shape.length, shapePtr, outPtr), 'safetensors');
+      return core.wasm.i32[outPtr >>> 2];
+    });
+  }
+
+  /**
+   * Write whole elements of a tensor (file layout) from raw bytes. F32 tensors stored as in memory are copied
+   * straight into place; others go through the core's conversion (f16/bf16, GPT-2 Conv1D transpose).
+   */
+  writeTensorBytes(index, dtypeId, firstElement, bytes, entry) {
+    if (dtypeId === DType.F32 && !entry.transposed) {
+      this.core.wasm.u8.set(bytes, entry.dataPtr + 4 * firstElement);
+      return;
+    }
+    this.writeTensor(index, dtypeId, firstElement, bytes);
+  }
+
+  /** Throw if any weight is NaN or infinite (a corrupt file must not load silently). */
+  checkFinite() {
+    const p = this.params();
+    if (!this.core.x.wl_all_finite(p.byteOffset, p.length)) {
+      const bad = this.tensors().find((t) => {
+        const v = this.tensorView(t);
+        return !this.core.x.wl_all_finite(v.byteOffset, v.length);
+      });
+      throw new CoreError(`model weights contain NaN or infinite values (first in ${bad?.name})`, { code: 'NUMERIC' });
+    }
+  }
+
+  /** W += weight * s * B A for the adapter's modules (bit-exact undo with unmerge). */
+  merge(adapter, weight = 1) {
+    this.core.check(this.core.x.wl_model_merge(this.ptr, adapter.ptr, weight), 'merge');
+    this.attached = this.attached.filter((a) => a !== adapter);
+    if (this.trainable === adapter) this.trainable = null;
+  }
+
+  unmerge(adapter) {
+    this.core.check(this.core.x.wl_model_unmerge(this.ptr, adapter.ptr), 'unmerge');
+  }
+
+  isMerged(adapter) {
+    return this.core.x.wl_model_is_merged(this.ptr, adapter.ptr) === 1;
+  }
+
+  /** Bytes kept to undo merges and PiSSA residuals exactly. */
+  editBytes() {
+    return this.core.x.wl_model_edit_bytes(this.ptr);
   }
 
   /** LoRA-capable linear modules of each block. */
@@ -428,11 +602,33 @@ export class Adapter {
   static create(model, spec) {
     const { core } = model;
     const n = spec.ranks.length;
+    if (!model.ptr && model.shape) return Adapter.createShaped(core, model.shape, spec);
     const ptr = core.withScratch(8 * n, (p) => {
       core.wasm.i32.set(spec.ranks, p >>> 2);
       core.wasm.f32.set(spec.alphas, (p >>> 2) + n);
       return core.callOut('create adapter', (out) =>
         core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, out));
+    });
+    return new Adapter(core, ptr);
+  }
+
+  /**
+   * An adapter for a model shape known only from adapter files (no model loaded).
+   * @param {Core} core
+   * @param {{ arch: number, nLayers: number, inFeatures: number[], outFeatures: number[] }} shape
+   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean }} spec
+   */
+  static createShaped(core, shape, spec) {
+    const S = shape.inFeatures.length;
+    const n = spec.ranks.length;
+    const ptr = core.withScratch(8 * S + 8 * n, (p) => {
+      core.wasm.i32.set(shape.inFeatures, p >>> 2);
+      core.wasm.i32.set(shape.outFeatures, (p >>> 2) + S);
+      const r = p + 8 * S;
+      core.wasm.i32.set(spec.ranks, r >>> 2);
+      core.wasm.f32.set(spec.alphas, (r >>> 2) + n);
+      return core.callOut('create adapter', (out) => core.x.wl_adapter_create_shaped(shape.arch, shape.nLayers, S, p, p + 4 * S,
+        r, r + 4 * n, spec.useRslora ? 1 : 0, out));
     });
     return new Adapter(core, ptr);
   }
@@ -480,6 +676,35 @@ export class Adapter {
 
   zeroGrad() {
     this.core.check(this.core.x.wl_adapter_zero_grad(this.ptr), 'zero grad');
+  }
+
+  /** PiSSA initialisation on `model` (changes its base weights; undo with model.unmerge(adapter)). */
+  initPissa(model, powerIters = -1, seed = 0) {
+    const [lo, hi] = seedHalves(seed);
+    this.core.check(this.core.x.wl_adapter_init_pissa(model.ptr, this.ptr, powerIters, lo, hi), 'PiSSA initialisation');
+  }
+
+  get isPissa() {
+    return this.core.x.wl_adapter_is_pissa(this.ptr) === 1;
+  }
+
+  /** A PiSSA adapter as a rank-2r plain LoRA for the original base. */
+  pissaToLora() {
+    return new Adapter(this.core, this.core.callOut('PiSSA conversion', (out) => this.core.x.wl_adapter_pissa_to_lora(this.ptr, out)));
+  }
+
+  /**
+   * A lower-rank copy: each module's update is truncated by SVD to `rank` (or by energy).
+   * @returns {{ adapter: Adapter, errors: number[], totalError: number }}
+   */
+  resize(rank, energy = 0) {
+    const n = this.modules().length;
+    return this.core.withScratch(8 * n + 16, (p) => {
+      const errs = (p + 7) & ~7;
+      const total = errs + 8 * n;
+      const ptr = this.core.callOut('resize adapter', (out) => this.core.x.wl_adapter_resize(this.ptr, rank, energy, out, errs, total));
+      return { adapter: new Adapter(this.core, ptr), errors: this.core.readF64(errs, n), totalError: this.core.readF64(total, 1)[0] };
+    });
   }
 
   setScale(index, scale) {

@@ -72,19 +72,31 @@ export function hfConfig(model) {
  * Rows of a q/k projection in interleaved-pair RoPE order (llama2.c) reordered to rotate-half order (Hugging
  * Face), as transformers' conversion script does: within each head, row 2i + c moves to c * hs/2 + i.
  */
-function interleavedToHalf(w, nHeads, hs, cols) {
+function interleavedToHalf(w, nHeads, hs, cols, inverse = false) {
   const out = new Float32Array(w.length);
   const half = hs / 2;
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       for (let c = 0; c < 2; c++) {
-        const from = (h * hs + 2 * i + c) * cols;
-        const to = (h * hs + c * half + i) * cols;
+        const a = (h * hs + 2 * i + c) * cols;
+        const b = (h * hs + c * half + i) * cols;
+        const [from, to] = inverse ? [b, a] : [a, b];
         out.set(w.subarray(from, from + cols), to);
       }
     }
   }
   return out;
+}
+
+/** Reorder a Llama model's q/k rows in place from rotate-half to interleaved-pair order (the inverse of export). */
+function halfToInterleavedInPlace(model) {
+  const c = model.config;
+  for (const t of model.tensors()) {
+    const heads = /self_attn\.q_proj\.(weight|bias)$/.test(t.name) ? c.nHeads : /self_attn\.k_proj\.(weight|bias)$/.test(t.name) ? c.nKvHeads : 0;
+    if (!heads) continue;
+    const v = model.tensorView(t);
+    v.set(interleavedToHalf(v.slice(), heads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, true));
+  }
 }
 
 /** Model weights as a Hugging Face safetensors file (GPT-2 Conv1D transposed back; llama2.c q/k permuted). */
@@ -168,7 +180,7 @@ export class LocalEngine {
 
   register(adapter, info) {
     const id = `adapter-${this.nextId++}`;
-    const full = { id, ...info, parameters: adapter.params().length };
+    const full = { ...info, id, parameters: adapter.params().length };
     this.adapters.set(id, { adapter, info: full });
     return { ...full };
   }
@@ -183,11 +195,23 @@ export class LocalEngine {
     const alpha = opts.alpha ?? 2 * rank;
     const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
     const init = opts.init ?? 'default';
-    if (init !== 'default' && init !== 'gaussian') throw new EngineError(`init must be "default" or "gaussian", got ${init}`, { code: 'INVALID_ARGUMENT' });
+    if (!['default', 'gaussian', 'pissa', 'pissa_fast'].includes(init)) {
+      throw new EngineError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`, { code: 'INVALID_ARGUMENT' });
+    }
     const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
       alphaPattern: opts.alphaPattern, layers: opts.layers });
     const adapter = Adapter.create(this.model, { ranks: spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora });
-    adapter.init(init, opts.seed ?? 0);
+    try {
+      if (init.startsWith('pissa')) {
+        // PiSSA moves the top singular directions of each target weight into the adapter; the base keeps the residual.
+        adapter.initPissa(this.model, init === 'pissa' ? -1 : (opts.pissaIters ?? 4), opts.seed ?? 0);
+      } else {
+        adapter.init(init, opts.seed ?? 0);
+      }
+    } catch (err) {
+      adapter.free();
+      throw err;
+    }
     return this.register(adapter, {
       name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
       rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
@@ -206,8 +230,81 @@ export class LocalEngine {
   freeAdapter(id) {
     const e = this.entry(id);
     this.model.setAdapters(this.model.attached.filter((a) => a !== e.adapter));
+    // A merged adapter or a PiSSA residual lives in the base weights: restore them first.
+    if (this.model.isMerged(e.adapter) || e.adapter.isPissa) this.model.unmerge(e.adapter);
     e.adapter.free();
     this.adapters.delete(id);
+  }
+
+  /** Merge an adapter into the base weights (W += weight s B A); generation then runs with no LoRA work for it. */
+  merge(id, weight = 1) {
+    const e = this.entry(id);
+    if (e.adapter.isPissa) throw new EngineError('a PiSSA adapter already shares the base weights: export it, or train it unmerged', { code: 'BAD_STATE' });
+    this.model.merge(e.adapter, weight);
+    e.info.merged = true;
+    return { ...e.info, editBytes: this.model.editBytes() };
+  }
+
+  /** Undo a merge bit for bit. */
+  unmerge(id) {
+    const e = this.entry(id);
+    this.model.unmerge(e.adapter);
+    e.info.merged = false;
+    return { ...e.info, editBytes: this.model.editBytes() };
+  }
+
+  /** Per-module errors with paths. */
+  namedErrors(adapter, errors) {
+    return adapter.modules().map((m, i) => ({ module: this.model.modulePath(m.layer, m.slot), rank: m.rank, relError: errors[i] }));
+  }
+
+  /** A lower-rank copy of an adapter (truncated SVD of each update); the original stays. */
+  resize(id, { rank = 0, energy = 0, name = null } = {}) {
+    const e = this.entry(id);
+    const r = e.adapter.resize(rank, energy);
+    const info = this.register(r.adapter, { ...e.info, name, rank: rank || e.info.rank, created: Date.now(), merged: false, init: 'resized' });
+    return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError };
+  }
+
+  /** Combine adapters: [{ id, weight }], type 'linear' | 'cat' | 'svd' as PEFT's add_weighted_adapter. */
+  combine(inputs, { type = 'svd', rank = 0, name = null } = {}) {
+    const list = inputs.map((x) => (typeof x === 'string' ? { id: x, weight: 1 } : x));
+    const adapters = list.map((x) => this.entry(x.id).adapter);
+    const r = this.core.combineAdapters(adapters, list.map((x) => x.weight ?? 1), { type, rank });
+    const mods = r.adapter.modules();
+    const info = this.register(r.adapter, { name, rank: mods[0]?.rank ?? 0, alpha: mods[0]?.rank ?? 0, targets: [...new Set(mods.map((m) => this.model.modulePath(m.layer, m.slot).split('.').pop()))],
+      useRslora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, init: `combined-${type}`, baseModel: this.name,
+      baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null });
+    return { adapter: info, modules: this.namedErrors(r.adapter, r.errors) };
+  }
+
+  /**
+   * Extract a LoRA adapter from a fine-tuned model of the same shape: the best rank-r approximation of each target's
+   * W_tuned - W_base.
+   * @param {any} tunedSource a model source like load()'s
+   * @param {{ rank?: number, targets?: string[]|string, energy?: number, name?: string, signal?: AbortSignal }} [opts]
+   */
+  async extract(tunedSource, opts = {}) {
+    const rank = opts.rank ?? 8;
+    const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
+    const spec = resolveLoraSpec(this.model, { rank, alpha: rank, targets });
+    const tuned = await loadModel(this.core, tunedSource, { signal: opts.signal, tokenizer: this.tokenizer ?? undefined });
+    try {
+      // A llama2.c checkpoint and its Hugging Face export store q/k rows in different RoPE orders: compare like with like.
+      const bc = this.model.config, tc = tuned.model.config;
+      if (bc.arch === Arch.LLAMA && tc.arch === Arch.LLAMA && bc.ropeLayout !== tc.ropeLayout) {
+        if (bc.ropeLayout === RopeLayout.INTERLEAVED) halfToInterleavedInPlace(tuned.model);
+        else throw new EngineError('the base model uses interleaved RoPE and the tuned one rotate-half: load the base in Hugging Face form', { code: 'SHAPE_MISMATCH' });
+      }
+      const r = this.core.extractAdapter(this.model, tuned.model, spec.ranks, { energy: opts.energy ?? 0 });
+      const mods = r.adapter.modules();
+      const info = this.register(r.adapter, { name: opts.name ?? null, rank, alpha: rank, targets, useRslora: false, rankPattern: {},
+        alphaPattern: {}, dropout: 0, init: 'extracted', baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(),
+        steps: 0, finalLoss: null });
+      return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError, ranks: mods.map((m) => m.rank) };
+    } finally {
+      tuned.model.free();
+    }
   }
 
   /**
@@ -391,13 +488,18 @@ export class LocalEngine {
     return { text, ids: out, promptIds: ids, finishReason, tokensPerSecond: out.length / seconds };
   }
 
-  /** PEFT files of an adapter. */
+  /** PEFT files of an adapter. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base. */
   exportAdapter(id) {
     const e = this.entry(id);
-    return adapterToPeft(this.model, e.adapter, {
-      baseModel: this.name, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
-      extraMetadata: { 'weblora.steps': String(e.info.steps), 'weblora.final_loss': String(e.info.finalLoss ?? '') },
-    });
+    const plain = e.adapter.isPissa ? e.adapter.pissaToLora() : e.adapter;
+    try {
+      return adapterToPeft(this.model, plain, {
+        baseModel: this.name, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
+        extraMetadata: { 'weblora.steps': String(e.info.steps), 'weblora.final_loss': String(e.info.finalLoss ?? '') },
+      });
+    } finally {
+      if (plain !== e.adapter) plain.free();
+    }
   }
 
   /** Load PEFT files onto this base model. */

@@ -56,9 +56,9 @@ function requireEngine() {
   return engine;
 }
 
-/** Adapter files from the store as the engine's import expects them. */
+/** Adapter files from the store (AdapterStore.load gives { meta, config, weights }) as the engine's import expects them. */
 function filesOf(record) {
-  return { 'adapter_config.json': record.files['adapter_config.json'], 'adapter_model.safetensors': record.files['adapter_model.safetensors'] };
+  return { 'adapter_config.json': JSON.stringify(record.config), 'adapter_model.safetensors': record.weights };
 }
 
 const methods = {
@@ -109,6 +109,11 @@ const methods = {
   exportAdapter: (ctx, id) => requireEngine().exportAdapter(id),
   importAdapter: (ctx, files, opts) => requireEngine().importAdapter(files, opts),
   exportModel: () => requireEngine().exportModel(),
+  merge: (ctx, id, weight) => requireEngine().merge(id, weight),
+  unmerge: (ctx, id) => requireEngine().unmerge(id),
+  resize: (ctx, id, opts) => requireEngine().resize(id, opts),
+  combine: (ctx, inputs, opts) => requireEngine().combine(inputs, opts),
+  extract: (ctx, source, opts = {}) => requireEngine().extract(source, { ...opts, signal: ctx.signal }),
   // IndexedDB store
   async storeSave(ctx, name, id, opts = {}) {
     const e = requireEngine();
@@ -125,7 +130,7 @@ const methods = {
     const e = requireEngine();
     const s = await getStore();
     const record = await s.load(name, { baseFingerprint: opts.allowFingerprintMismatch ? undefined : e.fingerprint });
-    return e.importAdapter(filesOf(record), { name, steps: record.steps, finalLoss: record.finalLoss,
+    return e.importAdapter(filesOf(record), { name, steps: record.meta.steps, finalLoss: record.meta.finalLoss,
       allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
   },
   storeList: async () => (await getStore()).list(),

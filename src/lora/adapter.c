@@ -5,26 +5,24 @@
 
 #include "model/model.h"
 
-wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adapter **out) {
-    if (!m || !spec || !out || !spec->ranks || !spec->alphas)
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_create: NULL argument");
+/* Build an adapter for a model shape: per-slot in/out features, per-module ranks and alphas (L * S tables). */
+static wl_status adapter_build(int arch, int L, int S, const int *in_f, const int *out_f, const char *const *names,
+                               const int *ranks, const float *alphas, int use_rslora, wl_adapter **out) {
     *out = NULL;
-    const int L = m->cfg.n_layers, S = m->n_slots;
     int n_modules = 0;
     size_t n_params = 0;
     for (int i = 0; i < L * S; i++) {
-        int r = spec->ranks[i];
+        int r = ranks[i];
         if (r == 0) continue;
-        const wl_module_info *mi = &m->slot_info[i % S];
-        int max_r = mi->in_features < mi->out_features ? mi->in_features : mi->out_features;
+        int s = i % S;
+        int max_r = in_f[s] < out_f[s] ? in_f[s] : out_f[s];
         if (r < 0 || r > max_r)
             return wl_fail(WL_STATUS_INVALID_ARGUMENT,
                            "LoRA rank %d for layer %d %s is out of range [1, %d] (min of in %d and out %d features)",
-                           r, i / S, mi->name, max_r, mi->in_features, mi->out_features);
-        float alpha = spec->alphas[i];
-        if (!isfinite(alpha))
-            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA alpha for layer %d %s is not finite", i / S, mi->name);
-        size_t per = (size_t)r * mi->in_features + (size_t)mi->out_features * r;
+                           r, i / S, names[s], max_r, in_f[s], out_f[s]);
+        if (!isfinite(alphas[i]))
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA alpha for layer %d %s is not finite", i / S, names[s]);
+        size_t per = (size_t)r * in_f[s] + (size_t)out_f[s] * r;
         if (!wl_add_size(n_params, per, &n_params))
             return wl_fail(WL_STATUS_OUT_OF_MEMORY, "adapter size overflows");
         n_modules++;
@@ -33,12 +31,13 @@ wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adap
 
     wl_adapter *a = wl_alloc(sizeof *a, "adapter");
     if (!a) return WL_STATUS_OUT_OF_MEMORY;
-    a->arch = m->cfg.arch;
+    a->arch = arch;
     a->n_layers = L;
     a->n_slots = S;
+    a->use_rslora = use_rslora;
     for (int s = 0; s < S; s++) {
-        a->in_features[s] = m->slot_info[s].in_features;
-        a->out_features[s] = m->slot_info[s].out_features;
+        a->in_features[s] = in_f[s];
+        a->out_features[s] = out_f[s];
     }
     a->n_modules = n_modules;
     a->n_params = n_params;
@@ -54,23 +53,23 @@ wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adap
     int mi_index = 0;
     for (int i = 0; i < L * S; i++) {
         a->index[i] = -1;
-        int r = spec->ranks[i];
+        int r = ranks[i];
         if (r == 0) continue;
-        const wl_module_info *mi = &m->slot_info[i % S];
+        int s = i % S;
         wl_lora_module *mod = &a->modules[mi_index];
         mod->layer = i / S;
-        mod->slot = i % S;
+        mod->slot = s;
         mod->rank = r;
-        mod->in_features = mi->in_features;
-        mod->out_features = mi->out_features;
-        mod->alpha = spec->alphas[i];
-        mod->scale = spec->use_rslora ? mod->alpha / sqrtf((float)r) : mod->alpha / (float)r;
+        mod->in_features = in_f[s];
+        mod->out_features = out_f[s];
+        mod->alpha = alphas[i];
+        mod->scale = use_rslora ? mod->alpha / sqrtf((float)r) : mod->alpha / (float)r;
         mod->A = a->params + off;
         mod->dA = a->grads + off;
-        off += (size_t)r * mi->in_features;
+        off += (size_t)r * in_f[s];
         mod->B = a->params + off;
         mod->dB = a->grads + off;
-        off += (size_t)mi->out_features * r;
+        off += (size_t)out_f[s] * r;
         if (r > a->max_rank) a->max_rank = r;
         a->index[i] = mi_index++;
     }
@@ -78,10 +77,65 @@ wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adap
     return WL_OK;
 }
 
+wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adapter **out) {
+    if (!m || !spec || !out || !spec->ranks || !spec->alphas)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_create: NULL argument");
+    int in_f[WL_MAX_SLOTS], out_f[WL_MAX_SLOTS];
+    const char *names[WL_MAX_SLOTS];
+    for (int s = 0; s < m->n_slots; s++) {
+        in_f[s] = m->slot_info[s].in_features;
+        out_f[s] = m->slot_info[s].out_features;
+        names[s] = m->slot_info[s].name;
+    }
+    return adapter_build(m->cfg.arch, m->cfg.n_layers, m->n_slots, in_f, out_f, names, spec->ranks, spec->alphas,
+                         spec->use_rslora, out);
+}
+
+wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_features, const int *out_features,
+                                   const wl_lora_spec *spec, wl_adapter **out) {
+    if (!in_features || !out_features || !spec || !spec->ranks || !spec->alphas || !out)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_create_shaped: NULL argument");
+    if (arch != WL_ARCH_LLAMA && arch != WL_ARCH_GPT2) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "unknown architecture %d", arch);
+    if (n_layers < 1 || n_layers > 1024 || n_slots < 1 || n_slots > WL_MAX_SLOTS)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter shape: %d layers and %d module slots are out of range", n_layers, n_slots);
+    const char *names[WL_MAX_SLOTS];
+    for (int s = 0; s < n_slots; s++) {
+        names[s] = "module";
+        if (in_features[s] < 0 || out_features[s] < 0 || in_features[s] > (1 << 20) || out_features[s] > (1 << 20))
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter shape: slot %d has %d inputs and %d outputs", s, in_features[s],
+                           out_features[s]);
+    }
+    return adapter_build(arch, n_layers, n_slots, in_features, out_features, names, spec->ranks, spec->alphas,
+                         spec->use_rslora, out);
+}
+
+wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, const float *scales, wl_adapter **out) {
+    if (!shape || !ranks || !scales || !out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_create_like: NULL argument");
+    const int n = shape->n_layers * shape->n_slots;
+    float *alphas = wl_alloc_array((size_t)n, sizeof(float), "adapter alphas");
+    if (!alphas) return WL_STATUS_OUT_OF_MEMORY;
+    /* alpha = s r, so the plain LoRA scale alpha / r is exactly s for every module. */
+    for (int i = 0; i < n; i++) alphas[i] = scales[i] * (float)ranks[i];
+    const char *names[WL_MAX_SLOTS];
+    static const char *generic = "module";
+    for (int s = 0; s < shape->n_slots; s++) names[s] = generic;
+    wl_status st = adapter_build(shape->arch, shape->n_layers, shape->n_slots, shape->in_features, shape->out_features,
+                                 names, ranks, alphas, 0, out);
+    if (st == WL_OK) {
+        for (int i = 0; i < (*out)->n_modules; i++) {
+            wl_lora_module *mod = &(*out)->modules[i];
+            mod->scale = scales[mod->layer * shape->n_slots + mod->slot];
+        }
+    }
+    wl_free(alphas);
+    return st;
+}
+
 void wl_adapter_free(wl_adapter *a) {
     if (!a) return;
-    /* Freeing an attached adapter would leave the model with a dangling pointer: a caller bug. */
-    WL_ASSERT(a->attached == 0);
+    /* Freeing an attached or merged adapter would leave the model with a dangling pointer: a caller bug. */
+    WL_ASSERT(a->attached == 0 && a->base_edits == 0);
+    wl_free(a->pissa_init);
     wl_free(a->modules);
     wl_free(a->index);
     wl_free(a->params);
@@ -224,6 +278,9 @@ wl_status wl_model_set_adapters(wl_model *m, wl_adapter *const *adapters, const 
         if (!wl_adapter_fits(adapters[i], m))
             return wl_fail(WL_STATUS_SHAPE_MISMATCH, "adapter %d was made for a model of another shape", i);
         if (weights && !isfinite(weights[i])) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter weight %d is not finite", i);
+        int edit = wl_model_find_edit(m, adapters[i]);
+        if (edit >= 0 && m->edits[edit].kind == WL_EDIT_MERGE)
+            return wl_fail(WL_STATUS_BAD_STATE, "adapter %d is merged into the weights: applying it again would double it", i);
         for (int j = 0; j < i; j++) {
             if (adapters[j] == adapters[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter %d is listed twice", i);
         }

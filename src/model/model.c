@@ -223,6 +223,7 @@ static void free_acts(wl_model *m) {
 void wl_model_free(wl_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_adapters; i++) m->adapters[i]->attached--;
+    wl_model_free_edits(m);
     free_acts(m);
     if (m->tensors) {
         for (int i = 0; i < m->n_tensors; i++) wl_free(m->tensors[i].name);

@@ -90,6 +90,17 @@ typedef struct wl_acts {
     size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets into lora_saved */
 } wl_acts;
 
+/* A change to base weights that can be undone bit for bit: a merged adapter or a PiSSA residual. */
+enum { WL_EDIT_MERGE = 1, WL_EDIT_PISSA = 2 };
+typedef struct wl_base_edit {
+    const wl_adapter *adapter; /* the adapter it belongs to (identity only) */
+    int kind;                  /* WL_EDIT_* */
+    float weight;
+    int n_modules;
+    int *layers, *slots;       /* [n_modules] */
+    float **backup;            /* [n_modules] original (out, in) weights */
+} wl_base_edit;
+
 struct wl_adapter {
     /* the model shape this adapter fits */
     int arch, n_layers, n_slots;
@@ -102,6 +113,9 @@ struct wl_adapter {
     size_t n_params;
     int max_rank;
     int attached;            /* number of models it is attached to */
+    int base_edits;          /* number of base edits (merges, PiSSA residuals) that belong to it */
+    float *pissa_init;       /* PiSSA initial A and B (same layout as params) or NULL */
+    int use_rslora;          /* how alpha maps to scale, for derived adapters */
 };
 
 struct wl_model {
@@ -137,6 +151,9 @@ struct wl_model {
     float dropout_p;
     uint64_t dropout_seed, dropout_step;
 
+    wl_base_edit *edits;      /* in the order they were applied */
+    int n_edits;
+
     /* state of the last forward pass */
     int last_B, last_T, last_pos0, last_flags;
     int last_n_valid;
@@ -151,6 +168,12 @@ static inline float *wl_grad_of(const wl_model *m, const float *p) {
 
 /* Shape compatibility of an adapter with a model. */
 int wl_adapter_fits(const wl_adapter *a, const wl_model *m);
+
+/* Apply / undo a base edit: backup the touched weights of a's modules, or restore them. */
+wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float weight);
+int wl_model_find_edit(const wl_model *m, const wl_adapter *a);
+wl_status wl_model_pop_edit(wl_model *m, int index);
+void wl_model_free_edits(wl_model *m);
 
 /* Recompute scratch sizes that depend on attached adapters (called when adapters change). */
 wl_status wl_model_plan_lora_scratch(wl_model *m);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "weblora.h"
+#include "wl_svd.h"
 
 #define EXPORT(name) __attribute__((export_name(#name), used))
 
@@ -148,6 +149,12 @@ EXPORT(wl_adapter_create) int wlx_adapter_create(const wl_model *m, const int *r
     wl_lora_spec spec = {ranks, alphas, use_rslora};
     return wl_adapter_create(m, &spec, out);
 }
+EXPORT(wl_adapter_create_shaped) int wlx_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_f,
+                                                               const int *out_f, const int *ranks, const float *alphas,
+                                                               int use_rslora, wl_adapter **out) {
+    wl_lora_spec spec = {ranks, alphas, use_rslora};
+    return wl_adapter_create_shaped(arch, n_layers, n_slots, in_f, out_f, &spec, out);
+}
 EXPORT(wl_adapter_free) void wlx_adapter_free(wl_adapter *a) { wl_adapter_free(a); }
 EXPORT(wl_adapter_init) int wlx_adapter_init(wl_adapter *a, int init, uint32_t seed_lo, uint32_t seed_hi) {
     return wl_adapter_init(a, init, join64(seed_lo, seed_hi));
@@ -174,6 +181,60 @@ EXPORT(wl_model_set_trainable) int wlx_model_set_trainable(wl_model *m, wl_adapt
 EXPORT(wl_model_set_lora_dropout) int wlx_model_set_lora_dropout(wl_model *m, float p, uint32_t seed_lo,
                                                                  uint32_t seed_hi, double step) {
     return wl_model_set_lora_dropout(m, p, join64(seed_lo, seed_hi), (uint64_t)step);
+}
+
+/* ---- merging and adapter tools ---- */
+
+EXPORT(wl_model_merge) int wlx_model_merge(wl_model *m, wl_adapter *a, float w) { return wl_model_merge(m, a, w); }
+EXPORT(wl_model_unmerge) int wlx_model_unmerge(wl_model *m, wl_adapter *a) { return wl_model_unmerge(m, a); }
+EXPORT(wl_model_is_merged) int wlx_model_is_merged(const wl_model *m, const wl_adapter *a) { return wl_model_is_merged(m, a); }
+EXPORT(wl_model_edit_bytes) double wlx_model_edit_bytes(const wl_model *m) { return (double)wl_model_edit_bytes(m); }
+EXPORT(wl_adapter_init_pissa) int wlx_adapter_init_pissa(wl_model *m, wl_adapter *a, int iters, uint32_t seed_lo,
+                                                         uint32_t seed_hi) {
+    return wl_adapter_init_pissa(m, a, iters, join64(seed_lo, seed_hi));
+}
+EXPORT(wl_adapter_is_pissa) int wlx_adapter_is_pissa(const wl_adapter *a) { return wl_adapter_is_pissa(a); }
+EXPORT(wl_adapter_pissa_to_lora) int wlx_adapter_pissa_to_lora(const wl_adapter *a, wl_adapter **out) {
+    return wl_adapter_pissa_to_lora(a, out);
+}
+EXPORT(wl_adapter_resize) int wlx_adapter_resize(const wl_adapter *a, int rank, float energy, wl_adapter **out,
+                                                 double *errors, double *total) {
+    return wl_adapter_resize(a, rank, energy, out, errors, total);
+}
+EXPORT(wl_adapter_extract) int wlx_adapter_extract(const wl_model *base, const wl_model *tuned, const int *ranks,
+                                                   float energy, int power_iters, uint32_t seed_lo, uint32_t seed_hi,
+                                                   wl_adapter **out, double *errors, double *total) {
+    wl_svd_options opt = wl_svd_default_options();
+    if (power_iters >= 0) opt.power_iters = power_iters;
+    opt.seed = join64(seed_lo, seed_hi);
+    return wl_adapter_extract(base, tuned, ranks, energy, &opt, out, errors, total);
+}
+EXPORT(wl_adapter_combine) int wlx_adapter_combine(const wl_adapter *const *as, const float *weights, int n, int type,
+                                                   int svd_rank, wl_adapter **out, double *errors) {
+    return wl_adapter_combine(as, weights, n, type, svd_rank, out, errors);
+}
+EXPORT(wl_svd_truncated) int wlx_svd_truncated(const float *A, int m, int n, int lda, int rank, int method,
+                                               int power_iters, int oversample, uint32_t seed_lo, uint32_t seed_hi,
+                                               float *U, float *S, float *Vt) {
+    wl_svd_options opt = {method, power_iters, oversample, join64(seed_lo, seed_hi)};
+    return wl_svd_truncated(A, m, n, lda, rank, &opt, U, S, Vt);
+}
+/* info_out: rank (as double), rel_error, energy, norm */
+EXPORT(wl_lowrank_approx) int wlx_lowrank_approx(const float *A, int m, int n, int lda, int max_rank, float energy,
+                                                 int split, int power_iters, uint32_t seed_lo, uint32_t seed_hi,
+                                                 float *L, float *R, float *S, double *info_out) {
+    wl_svd_options opt = wl_svd_default_options();
+    if (power_iters >= 0) opt.power_iters = power_iters;
+    opt.seed = join64(seed_lo, seed_hi);
+    wl_lowrank_info info;
+    int st = wl_lowrank_approx(A, m, n, lda, max_rank, energy, split, &opt, L, R, S, &info);
+    if (st == WL_OK && info_out) {
+        info_out[0] = info.rank;
+        info_out[1] = info.rel_error;
+        info_out[2] = info.energy;
+        info_out[3] = info.norm;
+    }
+    return st;
 }
 
 /* ---- optimizers ---- */

@@ -81,6 +81,43 @@ describe('commands', () => {
   });
 });
 
+describe('adapter toolkit commands', () => {
+  test('merge writes a model generate loads; resize, combine and extract write adapters and report errors', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const data = path.join(tmp, 'tool.txt');
+    writeFileSync(data, 'The red kite flew over the quiet town every morning. '.repeat(10));
+    const ad = path.join(tmp, 'tool-adapter');
+    expect((await run(['train', '--model', model, '--data', data, '--steps', '4', '--seq', '32', '--rank', '4', '--lr', '0.01', '--out', ad])).code).toBe(0);
+    const merged = path.join(tmp, 'merged-model');
+    const m = await run(['merge', '--model', model, '--adapter', ad, '--out', merged, '--json']);
+    expect(m.code).toBe(0);
+    expect(readdirSync(merged).sort()).toEqual(['config.json', 'model.safetensors', 'tok512.bin']);
+    const viaMerged = await run(['generate', '--model', merged, '--prompt', 'The red', '--max-tokens', '12', '--json']);
+    const viaAdapter = await run(['generate', '--model', model, '--adapter', ad, '--prompt', 'The red', '--max-tokens', '12', '--json']);
+    expect(JSON.parse(viaMerged.stdout).ids).toEqual(JSON.parse(viaAdapter.stdout).ids);
+    const rs = await run(['resize', '--adapter', ad, '--rank', '2', '--out', path.join(tmp, 'resized'), '--json']);
+    expect(rs.code).toBe(0);
+    const rj = JSON.parse(rs.stdout);
+    expect(rj.modules.every((x) => x.rank === 2)).toBe(true);
+    expect(rj.totalError).toBeGreaterThan(0);
+    const cb = await run(['combine', '--adapter', `${ad}:0.5`, '--adapter', `${path.join(tmp, 'resized')}:1`, '--type', 'cat', '--out', path.join(tmp, 'combined'), '--json']);
+    expect(cb.code).toBe(0);
+    expect(JSON.parse(cb.stdout).modules[0].rank).toBe(6);
+    const ex = await run(['extract', '--base', model, '--tuned', merged, '--rank', '4', '--out', path.join(tmp, 'extracted'), '--json']);
+    expect(ex.code).toBe(0);
+    expect(JSON.parse(ex.stdout).totalError).toBeLessThan(1e-4);
+    const bad = await run(['resize', '--adapter', ad, '--out', path.join(tmp, 'resized-bad')]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--rank R or --energy F/);
+    const badType = await run(['combine', '--adapter', ad, '--adapter', ad, '--type', 'mean', '--out', path.join(tmp, 'cb-bad')]);
+    expect(badType.stderr).toMatch(/linear, cat or svd/);
+    const otherBase = await run(['combine', '--adapter', ad, '--adapter', path.join(GOLDEN, 'gpt2'), '--out', path.join(tmp, 'cb-bad2')]);
+    expect(otherBase.code).not.toBe(0);
+    expect(otherBase.stderr.trim().split('\n')).toHaveLength(1);
+    expect(existsSync(path.join(tmp, 'cb-bad2'))).toBe(false);
+  });
+});
+
 describe('bad input: one clear line, non-zero exit, nothing left behind', () => {
   const model = () => sharedPath('models/stories260K/stories260K.bin');
   const expectFailure = (r, pattern) => {

@@ -1,0 +1,224 @@
+/* merge.c: changes to the base weights that belong to an adapter and can be undone bit for bit: merging an
+ * adapter (W += w s B A) and PiSSA initialisation (W -= s B0 A0 after A0, B0 are taken from W's top singular
+ * triplets). Each change keeps the original weights of the modules it touched, which is what an exact restore
+ * needs: adding and then subtracting the same update does not give W back in floating point. */
+#include <math.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "wl_optim.h"
+#include "wl_svd.h"
+
+int wl_model_find_edit(const wl_model *m, const wl_adapter *a) {
+    for (int i = m->n_edits - 1; i >= 0; i--) {
+        if (m->edits[i].adapter == a) return i;
+    }
+    return -1;
+}
+
+static void free_edit(wl_base_edit *e) {
+    for (int i = 0; i < e->n_modules; i++) wl_free(e->backup[i]);
+    wl_free(e->backup);
+    wl_free(e->layers);
+    wl_free(e->slots);
+    memset(e, 0, sizeof *e);
+}
+
+wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float weight) {
+    wl_base_edit e;
+    memset(&e, 0, sizeof e);
+    e.adapter = a;
+    e.kind = kind;
+    e.weight = weight;
+    e.n_modules = a->n_modules;
+    e.layers = wl_alloc_array((size_t)a->n_modules, sizeof(int), "edit modules");
+    e.slots = wl_alloc_array((size_t)a->n_modules, sizeof(int), "edit modules");
+    e.backup = wl_alloc_array((size_t)a->n_modules, sizeof(float *), "edit backups");
+    wl_base_edit *grown = wl_alloc_array((size_t)m->n_edits + 1, sizeof *grown, "edit list");
+    if (!e.layers || !e.slots || !e.backup || !grown) {
+        wl_free(grown);
+        free_edit(&e);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    for (int i = 0; i < a->n_modules; i++) {
+        const wl_lora_module *mod = &a->modules[i];
+        const wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
+        size_t n = (size_t)lin->out * lin->in;
+        e.layers[i] = mod->layer;
+        e.slots[i] = mod->slot;
+        e.backup[i] = wl_alloc_array(n, sizeof(float), "original weights of a merged module");
+        if (!e.backup[i]) {
+            wl_free(grown);
+            free_edit(&e);
+            return WL_STATUS_OUT_OF_MEMORY;
+        }
+        memcpy(e.backup[i], lin->w, n * sizeof(float));
+    }
+    if (m->n_edits) memcpy(grown, m->edits, (size_t)m->n_edits * sizeof *grown);
+    grown[m->n_edits] = e;
+    wl_free(m->edits);
+    m->edits = grown;
+    m->n_edits++;
+    ((wl_adapter *)a)->base_edits++;
+    return WL_OK;
+}
+
+/* Undo edit `index`: only if no later edit still in place touched one of its modules. */
+wl_status wl_model_pop_edit(wl_model *m, int index) {
+    wl_base_edit *e = &m->edits[index];
+    for (int j = index + 1; j < m->n_edits; j++) {
+        const wl_base_edit *later = &m->edits[j];
+        for (int a = 0; a < e->n_modules; a++) {
+            for (int b = 0; b < later->n_modules; b++) {
+                if (e->layers[a] == later->layers[b] && e->slots[a] == later->slots[b])
+                    return wl_fail(WL_STATUS_BAD_STATE,
+                                   "another adapter was merged into the same weights afterwards (layer %d, %s): undo that first",
+                                   e->layers[a], m->slot_info[e->slots[a]].name);
+            }
+        }
+    }
+    for (int i = 0; i < e->n_modules; i++) {
+        wl_linear *lin = &m->blocks[e->layers[i]].lin[e->slots[i]];
+        memcpy(lin->w, e->backup[i], (size_t)lin->out * lin->in * sizeof(float));
+    }
+    ((wl_adapter *)e->adapter)->base_edits--;
+    free_edit(e);
+    memmove(&m->edits[index], &m->edits[index + 1], (size_t)(m->n_edits - index - 1) * sizeof *m->edits);
+    m->n_edits--;
+    return WL_OK;
+}
+
+void wl_model_free_edits(wl_model *m) {
+    for (int i = 0; i < m->n_edits; i++) {
+        ((wl_adapter *)m->edits[i].adapter)->base_edits--;
+        free_edit(&m->edits[i]);
+    }
+    wl_free(m->edits);
+    m->edits = NULL;
+    m->n_edits = 0;
+}
+
+wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
+    if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_merge: NULL argument");
+    if (!isfinite(weight)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "merge weight is not finite");
+    if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
+    int at = wl_model_find_edit(m, a);
+    if (at >= 0 && m->edits[at].kind == WL_EDIT_MERGE) return WL_OK; /* merged already: merging again changes nothing */
+    if (at >= 0) return wl_fail(WL_STATUS_BAD_STATE, "a PiSSA adapter cannot be merged while its residual is in the base; export it as LoRA first");
+    if (!wl_all_finite(a->params, a->n_params)) return wl_fail(WL_STATUS_NUMERIC, "the adapter holds NaN or infinite weights");
+    /* The update moves into W: stop applying it in the forward pass. */
+    for (int i = 0; i < m->n_adapters; i++) {
+        if (m->adapters[i] == a) {
+            wl_adapter *rest[WL_MAX_ADAPTERS];
+            float w[WL_MAX_ADAPTERS];
+            int n = 0;
+            for (int j = 0; j < m->n_adapters; j++) {
+                if (m->adapters[j] == a) continue;
+                rest[n] = m->adapters[j];
+                w[n++] = m->adapter_weights[j];
+            }
+            wl_status st = wl_model_set_adapters(m, rest, w, n);
+            if (st != WL_OK) return st;
+            break;
+        }
+    }
+    wl_status st = wl_model_push_edit(m, a, WL_EDIT_MERGE, weight);
+    if (st != WL_OK) return st;
+    for (int i = 0; i < a->n_modules; i++) {
+        const wl_lora_module *mod = &a->modules[i];
+        wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
+        /* W (out, in) += weight * s * B (out, r) A (r, in) */
+        m->k->sgemm(0, 0, lin->out, lin->in, mod->rank, weight * mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f,
+                    lin->w, lin->in);
+    }
+    return WL_OK;
+}
+
+wl_status wl_model_unmerge(wl_model *m, wl_adapter *a) {
+    if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_unmerge: NULL argument");
+    int at = wl_model_find_edit(m, a);
+    if (at < 0) return wl_fail(WL_STATUS_BAD_STATE, "the adapter is not merged into this model");
+    return wl_model_pop_edit(m, at);
+}
+
+int wl_model_is_merged(const wl_model *m, const wl_adapter *a) {
+    if (!m || !a) return 0;
+    int at = wl_model_find_edit(m, a);
+    return at >= 0 && m->edits[at].kind == WL_EDIT_MERGE;
+}
+
+size_t wl_model_edit_bytes(const wl_model *m) {
+    size_t n = 0;
+    for (int i = 0; m && i < m->n_edits; i++) {
+        for (int j = 0; j < m->edits[i].n_modules; j++) {
+            const wl_linear *lin = &m->blocks[m->edits[i].layers[j]].lin[m->edits[i].slots[j]];
+            n += (size_t)lin->out * lin->in * sizeof(float);
+        }
+    }
+    return n;
+}
+
+/* ---- PiSSA ---- */
+
+wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uint64_t seed) {
+    if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_init_pissa: NULL argument");
+    if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
+    if (wl_model_find_edit(m, a) >= 0) return wl_fail(WL_STATUS_BAD_STATE, "the adapter already changed this model's weights");
+    if (power_iters > 64) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "PiSSA: at most 64 power iterations, got %d", power_iters);
+    for (int i = 0; i < a->n_modules; i++) {
+        if (a->modules[i].scale == 0.0f) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "PiSSA needs a non-zero LoRA scale");
+    }
+    size_t max_out = 0, max_in = 0, max_r = 0;
+    for (int i = 0; i < a->n_modules; i++) {
+        if ((size_t)a->modules[i].out_features > max_out) max_out = (size_t)a->modules[i].out_features;
+        if ((size_t)a->modules[i].in_features > max_in) max_in = (size_t)a->modules[i].in_features;
+        if ((size_t)a->modules[i].rank > max_r) max_r = (size_t)a->modules[i].rank;
+    }
+    float *U = wl_alloc_array(max_out * max_r, sizeof(float), "PiSSA U");
+    float *Vt = wl_alloc_array(max_r * max_in, sizeof(float), "PiSSA Vt");
+    float *S = wl_alloc_array(max_r, sizeof(float), "PiSSA S");
+    float *init = a->pissa_init ? a->pissa_init : wl_alloc_array(a->n_params, sizeof(float), "PiSSA initial factors");
+    if (!U || !Vt || !S || !init) {
+        wl_free(U);
+        wl_free(Vt);
+        wl_free(S);
+        if (init != a->pissa_init) wl_free(init);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    wl_svd_options opt = wl_svd_default_options();
+    /* power_iters < 0: the accurate variant (exact for small modules, otherwise many power iterations). */
+    opt.power_iters = power_iters < 0 ? 16 : power_iters;
+    opt.seed = seed;
+    wl_status st = WL_OK;
+    for (int i = 0; i < a->n_modules && st == WL_OK; i++) {
+        wl_lora_module *mod = &a->modules[i];
+        const wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
+        st = wl_svd_truncated(lin->w, lin->out, lin->in, lin->in, mod->rank, &opt, U, S, Vt);
+        if (st != WL_OK) break;
+        /* PEFT: S_r /= s; A = diag(sqrt(S_r)) Vt_r; B = U_r diag(sqrt(S_r)); the base keeps W - s B A. */
+        for (int k = 0; k < mod->rank; k++) {
+            float root = sqrtf(S[k] / mod->scale > 0.0f ? S[k] / mod->scale : 0.0f);
+            for (int j = 0; j < mod->in_features; j++) mod->A[(size_t)k * mod->in_features + j] = root * Vt[(size_t)k * mod->in_features + j];
+            for (int o = 0; o < mod->out_features; o++) mod->B[(size_t)o * mod->rank + k] = U[(size_t)o * mod->rank + k] * root;
+        }
+    }
+    wl_free(U);
+    wl_free(Vt);
+    wl_free(S);
+    if (st == WL_OK) st = wl_model_push_edit(m, a, WL_EDIT_PISSA, 1.0f);
+    if (st != WL_OK) {
+        if (init != a->pissa_init) wl_free(init);
+        return st;
+    }
+    for (int i = 0; i < a->n_modules; i++) {
+        const wl_lora_module *mod = &a->modules[i];
+        wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
+        m->k->sgemm(0, 0, lin->out, lin->in, mod->rank, -mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f, lin->w,
+                    lin->in);
+    }
+    memcpy(init, a->params, a->n_params * sizeof(float));
+    a->pissa_init = init;
+    return WL_OK;
+}
+
+int wl_adapter_is_pissa(const wl_adapter *a) { return a && a->pissa_init != NULL; }
