@@ -241,12 +241,18 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     /* offsets are stored as size_t inside the same float buffer: round their space up to floats */
     size_t off_floats = (n_off * sizeof(size_t) + sizeof(float) - 1) / sizeof(float);
     size_t total = 0, part;
-    size_t parts[5] = {N * max_in, N * max_r, N * max_r, N * max_in, N * saved};
+    size_t parts[5];
+    const size_t widths[5] = {max_in, max_r, max_r, max_in, saved};
+    for (int i = 0; i < 5; i++) {
+        if (!wl_mul_size(N, widths[i], &parts[i]) || parts[i] > SIZE_MAX / 8)
+            return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch for %zu tokens overflows the address space", N);
+    }
     for (int i = 0; i < 5; i++) {
         if (!wl_add_size(total, (parts[i] + 15) & ~(size_t)15, &total))
             return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch size overflows");
     }
-    if (!wl_add_size(total, off_floats + 16, &total)) return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch size overflows");
+    if (!wl_add_size(total, off_floats + 16, &total) || total > SIZE_MAX / sizeof(float))
+        return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch size overflows");
     float *buf = wl_alloc_array(total, sizeof(float), "LoRA activations");
     if (!buf) return WL_STATUS_OUT_OF_MEMORY;
     a->lora_buffer = buf;

@@ -338,13 +338,23 @@ wl_status wl_model_module_weights(wl_model *m, int layer, int slot, float **weig
 typedef struct planner {
     size_t total;
     float *base;
+    int overflow;
 } planner;
 
-static float *take(planner *p, size_t n) {
+/* Reserve a * b floats (16-float aligned), with every size checked for overflow. */
+static float *take2(planner *p, size_t a, size_t b) {
+    size_t n, rounded, total;
+    if (!wl_mul_size(a, b, &n) || !wl_add_size(n, 15, &rounded) || !wl_add_size(p->total, rounded & ~(size_t)15, &total) ||
+        total > SIZE_MAX / sizeof(float)) {
+        p->overflow = 1;
+        return NULL;
+    }
     float *at = p->base ? p->base + p->total : NULL;
-    p->total += (n + 15) & ~(size_t)15;
+    p->total = total;
     return at;
 }
+
+static float *take(planner *p, size_t n) { return take2(p, n, 1); }
 
 /* Lay out every activation for Nc rows and sequences up to Tc; with base == NULL only counts. Integer arrays
  * share the float buffer (same size and alignment). Returns 0 if a size overflows. */
@@ -353,58 +363,49 @@ static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Tc, float *base, size_
     const size_t N = (size_t)Nc, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
     const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     const int gpt2 = c->arch == WL_ARCH_GPT2;
-    planner p = {0, base};
-    /* A loose overflow guard: every buffer below is at most N * max(V, I, 3C, 2 Tc) floats. */
-    size_t widest = V;
-    if (I > widest) widest = I;
-    if (3 * C > widest) widest = 3 * C;
-    if (2 * (size_t)Tc > widest) widest = 2 * (size_t)Tc;
-    size_t probe;
-    if (!wl_mul_size(N, widest, &probe) || !wl_mul_size(probe, (size_t)c->n_layers + 8, &probe) ||
-        probe > SIZE_MAX / 64)
-        return 0;
+    planner p = {0, base, 0};
     for (int l = 0; l < c->n_layers; l++) {
         wl_layer_acts *la = base ? &a->layers[l] : &(wl_layer_acts){0};
-        la->res = take(&p, N * C);
-        la->ln1 = take(&p, N * C);
+        la->res = take2(&p, N, C);
+        la->ln1 = take2(&p, N, C);
         la->ln1_mean = gpt2 ? take(&p, N) : NULL;
         la->ln1_rstd = take(&p, N);
-        la->q = take(&p, N * qd);
-        la->k_cache = take(&p, N * kvd);
-        la->v_cache = take(&p, N * kvd);
-        la->atty = take(&p, N * qd);
-        la->res2 = take(&p, N * C);
-        la->ln2 = take(&p, N * C);
+        la->q = take2(&p, N, qd);
+        la->k_cache = take2(&p, N, kvd);
+        la->v_cache = take2(&p, N, kvd);
+        la->atty = take2(&p, N, qd);
+        la->res2 = take2(&p, N, C);
+        la->ln2 = take2(&p, N, C);
         la->ln2_mean = gpt2 ? take(&p, N) : NULL;
         la->ln2_rstd = take(&p, N);
-        la->h1 = take(&p, N * I);
-        la->h2 = gpt2 ? NULL : take(&p, N * I);
-        la->act = take(&p, N * I);
+        la->h1 = take2(&p, N, I);
+        la->h2 = gpt2 ? NULL : take2(&p, N, I);
+        la->act = take2(&p, N, I);
     }
-    a->res_final = take(&p, N * C);
-    a->lnf = take(&p, N * C);
+    a->res_final = take2(&p, N, C);
+    a->lnf = take2(&p, N, C);
     a->lnf_mean = take(&p, N);
     a->lnf_rstd = take(&p, N);
-    a->logits = take(&p, N * V);
+    a->logits = take2(&p, N, V);
     a->losses = take(&p, N);
     a->targets = (int *)take(&p, N);
     a->tokens = (int *)take(&p, N);
     a->positions = (int *)take(&p, N);
-    a->qkv = gpt2 ? take(&p, N * 3 * C) : NULL;
-    a->k_new = take(&p, N * kvd);
-    a->v_new = take(&p, N * kvd);
-    a->scores = take(&p, 2 * (size_t)Tc * N);
-    a->d_res = take(&p, N * C);
-    a->d_ln = take(&p, N * C);
-    a->d_atty = take(&p, N * qd);
-    a->d_q = take(&p, N * qd);
-    a->d_k = take(&p, N * kvd);
-    a->d_v = take(&p, N * kvd);
-    a->d_h1 = take(&p, N * I);
-    a->d_h2 = take(&p, N * I);
-    a->d_act = take(&p, N * I);
+    a->qkv = gpt2 ? take2(&p, N, 3 * C) : NULL;
+    a->k_new = take2(&p, N, kvd);
+    a->v_new = take2(&p, N, kvd);
+    a->scores = take2(&p, 2 * (size_t)Tc, N);
+    a->d_res = take2(&p, N, C);
+    a->d_ln = take2(&p, N, C);
+    a->d_atty = take2(&p, N, qd);
+    a->d_q = take2(&p, N, qd);
+    a->d_k = take2(&p, N, kvd);
+    a->d_v = take2(&p, N, kvd);
+    a->d_h1 = take2(&p, N, I);
+    a->d_h2 = take2(&p, N, I);
+    a->d_act = take2(&p, N, I);
     *total = p.total;
-    return 1;
+    return !p.overflow;
 }
 
 /* cos/sin of every position a forward pass can reach (at most the model's maximum). */
