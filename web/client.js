@@ -255,6 +255,16 @@ export class Engine {
     return this.channel.call('extract', [tunedSource, remote], { signal: local.signal });
   }
 
+  /**
+   * Best low-rank approximation of any row-major (m, n) matrix: { rank, L (m, rank), R (rank, n), S, relError, energy,
+   * norm }, with a fixed rank or the smallest rank (up to maxRank) keeping `energy` of the squared Frobenius norm.
+   * @param {Float32Array} matrix @param {number} m @param {number} n
+   * @param {{ rank?: number, maxRank?: number, energy?: number, split?: 'left'|'balanced', seed?: number }} [options]
+   */
+  lowRankApprox(matrix, m, n, options = {}) {
+    return this.channel.call('lowRankApprox', [matrix.slice(), m, n, options]);
+  }
+
   /** The base model's current weights as Hugging Face files. */
   exportModel() {
     return this.channel.call('exportModel', []);

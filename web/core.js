@@ -1,14 +1,10 @@
 // core.js: a JavaScript object layer over the C core's exports: models, adapters, optimizers, safetensors
 // parsing. Everything here runs where the wasm instance lives (the Worker, Node, tests); views into wasm memory
 // it returns are live and stay valid only until the next call into the core.
-import { WebLoRAError, registerErrorClass } from './errors.js';
+import { CoreError } from './errors.js';
+export { CoreError } from './errors.js';
 import { instantiateCore } from './wasm.js';
 
-/** A failure reported by the C core; `code` names its status (BAD_FORMAT, SHAPE_MISMATCH, ...). */
-export class CoreError extends WebLoRAError {
-  static code = 'CORE_ERROR';
-}
-registerErrorClass(CoreError, 'CoreError');
 
 const STATUS_CODES = [
   'OK', 'INVALID_ARGUMENT', 'BAD_FORMAT', 'UNSUPPORTED', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'NOT_FOUND', 'NUMERIC',

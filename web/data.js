@@ -1,14 +1,10 @@
 // data.js: turning a person's texts into training sequences: documents with BOS/EOS as the model expects,
 // packed into fixed-length sequences, a held-out split, and seeded shuffling into batches.
-import { WebLoRAError, registerErrorClass } from './errors.js';
+import { DataError } from './errors.js';
+export { DataError } from './errors.js';
 import { Rng } from './rng.js';
 import { IGNORE_ID } from './core.js';
 
-/** The training data cannot make a single training example, or the options do not fit it. */
-export class DataError extends WebLoRAError {
-  static code = 'BAD_DATA';
-}
-registerErrorClass(DataError, 'DataError');
 
 /**
  * Tokenize documents: [BOS] + ids + [EOS] per document (BOS only when the tokenizer's model expects it).

@@ -1,7 +1,8 @@
 // engine.js: the whole weblora job in one thread: a loaded base model, its tokenizer, any number of LoRA
 // adapters over it, training, evaluation, generation and PEFT files. The Worker (browser, Node worker_threads)
 // runs one LocalEngine and forwards the public API's calls to it; tests and tools may use it directly.
-import { WebLoRAError, registerErrorClass, throwIfAborted } from './errors.js';
+import { throwIfAborted, EngineError } from './errors.js';
+export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { loadModel } from './loader.js';
@@ -12,11 +13,6 @@ import { sha256Hex } from './crypto.js';
 import { writeSafetensors } from './safetensors.js';
 import { Trainer, trainOptions } from './train.js';
 
-/** A call that the engine's state does not allow (unknown adapter id, no tokenizer, ...). */
-export class EngineError extends WebLoRAError {
-  static code = 'ENGINE_ERROR';
-}
-registerErrorClass(EngineError, 'EngineError');
 
 const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
 

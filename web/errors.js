@@ -103,6 +103,69 @@ export class UnsupportedError extends WebLoRAError {
   static code = 'UNSUPPORTED';
 }
 
+/** A failure reported by the C core; `code` names its status (BAD_FORMAT, SHAPE_MISMATCH, ...). */
+export class CoreError extends WebLoRAError {
+  static code = 'CORE_ERROR';
+}
+
+/** The training data cannot make a single training example, or the options do not fit it. */
+export class DataError extends WebLoRAError {
+  static code = 'BAD_DATA';
+}
+
+/** A call that the engine's state does not allow (unknown adapter id, no tokenizer, ...). */
+export class EngineError extends WebLoRAError {
+  static code = 'ENGINE_ERROR';
+}
+
+/** The source cannot be used as a model (unknown kind, missing files, a tokenizer that does not fit). */
+export class ModelSourceError extends WebLoRAError {
+  static code = 'BAD_SOURCE';
+}
+
+/** resolveLoraSpec was given options it cannot use (code INVALID_LORA_SPEC, or UNKNOWN_TARGET). */
+export class LoraSpecError extends WebLoRAError {
+  static code = 'INVALID_LORA_SPEC';
+}
+
+/** A well-formed PEFT adapter using a feature this library does not implement (DoRA, trained biases, ...). */
+export class UnsupportedAdapterError extends InvalidAdapterError {
+  static code = 'UNSUPPORTED_ADAPTER';
+}
+
+/** A LoRA tensor whose shape does not fit the model's module or the rank adapter_config.json gives. */
+export class AdapterShapeError extends InvalidAdapterError {
+  static code = 'ADAPTER_SHAPE_MISMATCH';
+}
+
+/** LoRA weights for modules the model does not have: an adapter for another architecture or depth. */
+export class AdapterModelMismatchError extends InvalidAdapterError {
+  static code = 'ADAPTER_MODEL_MISMATCH';
+}
+
+/** A safetensors file that cannot be written as asked or read back (code: BAD_FORMAT, UNSUPPORTED_DTYPE, ...). */
+export class SafetensorsError extends FormatError {
+  static code = 'BAD_SAFETENSORS';
+}
+
+/** Sampling options out of range. */
+export class SamplingError extends WebLoRAError {
+  static code = 'BAD_SAMPLING_OPTIONS';
+}
+
+/**
+ * A tokenizer file or call that cannot be used. `code`: 'BAD_TOKENIZER' (file not usable), 'BAD_ID' (id outside
+ * the vocabulary), 'BAD_ARGUMENT' (wrong type of argument).
+ */
+export class TokenizerError extends WebLoRAError {
+  static code = 'BAD_TOKENIZER';
+}
+
+/** A NaN or Inf appeared in the loss or the gradients; the weights are those of the last good step. */
+export class NumericError extends WebLoRAError {
+  static code = 'NUMERIC';
+}
+
 /**
  * Names a WebLoRAError subclass and makes it revivable by fromJSON. The name is given as a string, not taken
  * from `cls.name`, because minifiers rename classes. Names must be unique, and the class's constructor must
@@ -127,6 +190,18 @@ registerErrorClass(AlreadyExistsError, 'AlreadyExistsError');
 registerErrorClass(InvalidAdapterError, 'InvalidAdapterError');
 registerErrorClass(PassphraseError, 'PassphraseError');
 registerErrorClass(UnsupportedError, 'UnsupportedError');
+registerErrorClass(CoreError, 'CoreError');
+registerErrorClass(DataError, 'DataError');
+registerErrorClass(EngineError, 'EngineError');
+registerErrorClass(ModelSourceError, 'ModelSourceError');
+registerErrorClass(LoraSpecError, 'LoraSpecError');
+registerErrorClass(UnsupportedAdapterError, 'UnsupportedAdapterError');
+registerErrorClass(AdapterShapeError, 'AdapterShapeError');
+registerErrorClass(AdapterModelMismatchError, 'AdapterModelMismatchError');
+registerErrorClass(SafetensorsError, 'SafetensorsError');
+registerErrorClass(SamplingError, 'SamplingError');
+registerErrorClass(TokenizerError, 'TokenizerError');
+registerErrorClass(NumericError, 'NumericError');
 
 /**
  * Turns any thrown value into a plain object that structured clone and JSON both accept.

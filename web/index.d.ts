@@ -187,6 +187,12 @@ export interface Generation {
   tokensPerSecond: number;
 }
 
+export interface ModuleError {
+  module: string;
+  rank: number;
+  relError: number;
+}
+
 export interface PeftFiles {
   config: Record<string, unknown>;
   files: { 'adapter_config.json': string; 'adapter_model.safetensors': Uint8Array };
@@ -229,6 +235,12 @@ export declare class Engine {
   exportAdapter(adapter: Adapter | string): Promise<PeftFiles>;
   importAdapter(files: { 'adapter_config.json': string | Uint8Array; 'adapter_model.safetensors': Uint8Array }, options?: { name?: string; allowFingerprintMismatch?: boolean }): Promise<Adapter>;
   exportModel(): Promise<{ 'config.json': string; 'model.safetensors': Uint8Array }>;
+  merge(adapter: Adapter | string, weight?: number): Promise<Adapter & { merged: boolean; editBytes: number }>;
+  unmerge(adapter: Adapter | string): Promise<Adapter & { merged: boolean; editBytes: number }>;
+  resize(adapter: Adapter | string, options: { rank?: number; energy?: number; name?: string }): Promise<{ adapter: Adapter; modules: ModuleError[]; totalError: number }>;
+  combine(inputs: Array<Adapter | string | { adapter?: Adapter; id?: string; weight?: number }>, options?: { type?: 'linear' | 'cat' | 'svd'; rank?: number; name?: string }): Promise<{ adapter: Adapter; modules: ModuleError[] }>;
+  extract(tuned: ModelSource, options?: { rank?: number; targets?: string[] | string; energy?: number; name?: string; signal?: AbortSignal }): Promise<{ adapter: Adapter; modules: ModuleError[]; totalError: number }>;
+  lowRankApprox(matrix: Float32Array, m: number, n: number, options?: { rank?: number; maxRank?: number; energy?: number; split?: 'left' | 'balanced'; seed?: number }): Promise<{ rank: number; L: Float32Array; R: Float32Array; S: Float32Array; relError: number; energy: number; norm: number }>;
   dispose(): Promise<void>;
 }
 

@@ -2,6 +2,8 @@
 export { WebLoRA, Engine } from './client.js';
 export {
   WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, StorageFullError, BaseModelMismatchError,
-  AlreadyExistsError, InvalidAdapterError, PassphraseError, UnsupportedError,
+  AlreadyExistsError, InvalidAdapterError, PassphraseError, UnsupportedError, CoreError, DataError, EngineError,
+  ModelSourceError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError,
+  SafetensorsError, SamplingError, TokenizerError, NumericError,
 } from './errors.js';
 export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './stream.js';

@@ -2,16 +2,12 @@
 // or llama2.c .bin URL, local Files/Blobs/ArrayBuffers, or (in Node) a local path. Weights are streamed: the
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
 // so no second copy of the model is ever held in JavaScript.
-import { FormatError, NotFoundError, WebLoRAError, registerErrorClass, throwIfAborted } from './errors.js';
+import { FormatError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
+export { ModelSourceError } from './errors.js';
 import { DType } from './core.js';
 import { RemoteFile, resolveModelSource } from './stream.js';
 import { loadTokenizer } from './tokenizer.js';
 
-/** The source cannot be used as a model (unknown kind, missing files, a tokenizer that does not fit). */
-export class ModelSourceError extends WebLoRAError {
-  static code = 'BAD_SOURCE';
-}
-registerErrorClass(ModelSourceError, 'ModelSourceError');
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 const SAFETENSORS_MAX_HEADER = 100_000_000;

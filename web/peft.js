@@ -1,29 +1,10 @@
 // peft.js: Hugging Face PEFT LoRA adapters (adapter_config.json + adapter_model.safetensors) to and from core
 // Adapters, and PEFT's rules for choosing modules (target_modules, layers_to_transform, rank/alpha patterns).
-import { BaseModelMismatchError, InvalidAdapterError, WebLoRAError, registerErrorClass } from './errors.js';
+import { BaseModelMismatchError, InvalidAdapterError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from './errors.js';
+export { LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from './errors.js';
 import { Adapter, Arch, RopeLayout } from './core.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
-/** resolveLoraSpec was given options it cannot use (code INVALID_LORA_SPEC, or UNKNOWN_TARGET). */
-export class LoraSpecError extends WebLoRAError {
-  static code = 'INVALID_LORA_SPEC';
-}
-/** A well-formed PEFT adapter using a feature this library does not implement (DoRA, trained biases, ...). */
-export class UnsupportedAdapterError extends InvalidAdapterError {
-  static code = 'UNSUPPORTED_ADAPTER';
-}
-/** A LoRA tensor whose shape does not fit the model's module or the rank adapter_config.json gives. */
-export class AdapterShapeError extends InvalidAdapterError {
-  static code = 'ADAPTER_SHAPE_MISMATCH';
-}
-/** LoRA weights for modules the model does not have: an adapter for another architecture or depth. */
-export class AdapterModelMismatchError extends InvalidAdapterError {
-  static code = 'ADAPTER_MODEL_MISMATCH';
-}
-registerErrorClass(LoraSpecError, 'LoraSpecError');
-registerErrorClass(UnsupportedAdapterError, 'UnsupportedAdapterError');
-registerErrorClass(AdapterShapeError, 'AdapterShapeError');
-registerErrorClass(AdapterModelMismatchError, 'AdapterModelMismatchError');
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';

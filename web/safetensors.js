@@ -1,12 +1,8 @@
 // safetensors.js: writes safetensors files (F32 from Float32Arrays, or raw bytes of another dtype) with a fixed key
 // order, and reads them through the C parser (core.parseSafetensors) so the format rules live in one place.
-import { FormatError, registerErrorClass } from './errors.js';
+import { SafetensorsError } from './errors.js';
+export { SafetensorsError } from './errors.js';
 
-/** A safetensors file that cannot be written as asked or read back (code: BAD_FORMAT, UNSUPPORTED_DTYPE, ...). */
-export class SafetensorsError extends FormatError {
-  static code = 'BAD_SAFETENSORS';
-}
-registerErrorClass(SafetensorsError, 'SafetensorsError');
 
 /** Bytes per element of each safetensors dtype (the names the format uses). */
 export const DTYPE_SIZES = Object.freeze({

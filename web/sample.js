@@ -1,11 +1,7 @@
 // sample.js: choosing the next token from logits: greedy, temperature, top-k and top-p (nucleus), seeded.
-import { WebLoRAError, registerErrorClass } from './errors.js';
+import { SamplingError } from './errors.js';
+export { SamplingError } from './errors.js';
 
-/** Sampling options out of range. */
-export class SamplingError extends WebLoRAError {
-  static code = 'BAD_SAMPLING_OPTIONS';
-}
-registerErrorClass(SamplingError, 'SamplingError');
 
 /**
  * Validate and complete sampling options. temperature 0 means greedy.

@@ -2,17 +2,10 @@
 // tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding and a UTF-8-safe stream decoder.
 
 import { Tokenizer as HfTokenizer, PreTokenizer } from '@huggingface/tokenizers';
-import { WebLoRAError, registerErrorClass } from './errors.js';
+import { TokenizerError } from './errors.js';
+export { TokenizerError } from './errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';
 
-/**
- * A tokenizer file or call that cannot be used. `code`: 'BAD_TOKENIZER' (file not usable), 'BAD_ID' (id outside
- * the vocabulary), 'BAD_ARGUMENT' (wrong type of argument).
- */
-export class TokenizerError extends WebLoRAError {
-  static code = 'BAD_TOKENIZER';
-}
-registerErrorClass(TokenizerError, 'TokenizerError');
 
 /**
  * @typedef {object} HfTokenizerSource

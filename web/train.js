@@ -1,13 +1,9 @@
 // train.js: the training loop over the core: AdamW or SGD, learning-rate schedules, gradient accumulation,
 // global-norm clipping, held-out evaluation, checkpoints and resumption, deterministic for a seed and a build.
-import { WebLoRAError, registerErrorClass } from './errors.js';
+import { NumericError } from './errors.js';
+export { NumericError } from './errors.js';
 import { BatchStream, DataError } from './data.js';
 
-/** A NaN or Inf appeared in the loss or the gradients; the weights are those of the last good step. */
-export class NumericError extends WebLoRAError {
-  static code = 'NUMERIC';
-}
-registerErrorClass(NumericError, 'NumericError');
 
 /** Defaults. SGD defaults to plain steps: constant rate, no clipping, no decay (p <- p - lr g). */
 export function trainOptions(opts = {}) {

@@ -109,6 +109,7 @@ const methods = {
   exportAdapter: (ctx, id) => requireEngine().exportAdapter(id),
   importAdapter: (ctx, files, opts) => requireEngine().importAdapter(files, opts),
   exportModel: () => requireEngine().exportModel(),
+  lowRankApprox: (ctx, matrix, m, n, opts) => requireEngine().core.lowRankApprox(matrix, m, n, opts),
   merge: (ctx, id, weight) => requireEngine().merge(id, weight),
   unmerge: (ctx, id) => requireEngine().unmerge(id),
   resize: (ctx, id, opts) => requireEngine().resize(id, opts),
