@@ -11,7 +11,7 @@ import { loadTokenizer } from './tokenizer.js';
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 const SAFETENSORS_MAX_HEADER = 100_000_000;
-const CHUNK = 1 << 20;
+const DEFAULT_CHUNK = 1 << 20;
 
 /**
  * A file that can be read by ranges and streamed: the common face of remote files, Blobs, buffers and paths.
@@ -21,7 +21,7 @@ const CHUNK = 1 << 20;
  */
 
 /** @returns {ByteSource} */
-function bufferSource(name, data) {
+function bufferSource(name, data, CHUNK = DEFAULT_CHUNK) {
   const u8 = data instanceof Uint8Array ? data : new Uint8Array(data);
   return {
     name,
@@ -38,7 +38,7 @@ function bufferSource(name, data) {
 }
 
 /** @returns {ByteSource} a File or Blob read slice by slice */
-function blobSource(name, blob, signal) {
+function blobSource(name, blob, signal, CHUNK = DEFAULT_CHUNK) {
   const read = async (s, e) => new Uint8Array(await blob.slice(s, e).arrayBuffer());
   return {
     name,
@@ -58,7 +58,7 @@ function blobSource(name, blob, signal) {
 }
 
 /** @returns {Promise<ByteSource>} a local file in Node, read by ranges */
-async function pathSource(path, signal) {
+async function pathSource(path, signal, CHUNK = DEFAULT_CHUNK) {
   const { open, stat } = await import('node:fs/promises');
   const info = await stat(path);
   const name = path.split(/[\\/]/).pop();
@@ -116,6 +116,8 @@ function isUrlString(s) {
  */
 async function gatherFiles(source, options) {
   const { signal, onProgress } = options;
+  // Local sources are read in chunks of this size (tests use odd sizes to cross tensor and element boundaries).
+  const chunk = options.chunkSize ?? DEFAULT_CHUNK;
   /** @type {Map<string, ByteSource>} */
   const files = new Map();
   if (source instanceof URL || isUrlString(source)) {
@@ -147,15 +149,15 @@ async function gatherFiles(source, options) {
     }
     if (info.isDirectory()) {
       for (const entry of await readdir(source)) {
-        if (/\.(json|safetensors|bin|model)$/i.test(entry)) files.set(entry, await pathSource(pathMod.join(source, entry), signal));
+        if (/\.(json|safetensors|bin|model)$/i.test(entry)) files.set(entry, await pathSource(pathMod.join(source, entry), signal, chunk));
       }
     } else {
-      files.set(pathMod.basename(source), await pathSource(source, signal));
+      files.set(pathMod.basename(source), await pathSource(source, signal, chunk));
       // A llama2.c checkpoint's tokenizer usually sits next to it.
       const dir = pathMod.dirname(source);
       for (const entry of await readdir(dir)) {
         if (/^tok.*\.bin$|^tokenizer\.(bin|json)$/i.test(entry) && entry !== pathMod.basename(source)) {
-          files.set(entry, await pathSource(pathMod.join(dir, entry), signal));
+          files.set(entry, await pathSource(pathMod.join(dir, entry), signal, chunk));
         }
       }
     }
@@ -164,7 +166,7 @@ async function gatherFiles(source, options) {
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
     const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
     const name = looksLikeSafetensors(bytes) ? 'model.safetensors' : 'model.bin';
-    files.set(name, bufferSource(name, bytes));
+    files.set(name, bufferSource(name, bytes, chunk));
     return { kind: name.endsWith('.bin') ? 'llama2c' : 'safetensors', name: options.name ?? 'model', files };
   }
   const list = Array.isArray(source) ? source
@@ -172,12 +174,12 @@ async function gatherFiles(source, options) {
   if (!list) throw new ModelSourceError('model source must be a URL, a path (Node), an ArrayBuffer, a list of Files or a { name: data } map');
   for (const item of list) {
     const Blob_ = globalThis.Blob;
-    if (Blob_ && item instanceof Blob_) files.set(/** @type {any} */ (item).name, blobSource(/** @type {any} */ (item).name, item, signal));
+    if (Blob_ && item instanceof Blob_) files.set(/** @type {any} */ (item).name, blobSource(/** @type {any} */ (item).name, item, signal, chunk));
     else if (item && typeof item.name === 'string') {
       const d = item.data;
-      if (Blob_ && d instanceof Blob_) files.set(item.name, blobSource(item.name, d, signal));
-      else if (typeof d === 'string') files.set(item.name, bufferSource(item.name, new TextEncoder().encode(d)));
-      else if (d instanceof ArrayBuffer || ArrayBuffer.isView(d)) files.set(item.name, bufferSource(item.name, d instanceof ArrayBuffer ? d : new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
+      if (Blob_ && d instanceof Blob_) files.set(item.name, blobSource(item.name, d, signal, chunk));
+      else if (typeof d === 'string') files.set(item.name, bufferSource(item.name, new TextEncoder().encode(d), chunk));
+      else if (d instanceof ArrayBuffer || ArrayBuffer.isView(d)) files.set(item.name, bufferSource(item.name, d instanceof ArrayBuffer ? d : new Uint8Array(d.buffer, d.byteOffset, d.byteLength), chunk));
       else throw new ModelSourceError(`file ${item.name}: data must be a Blob, ArrayBuffer, typed array or string`);
     } else {
       throw new ModelSourceError('each local file needs a name (File objects, or { name, data })');
