@@ -86,7 +86,7 @@ async function benchTraining(core) {
   }
   trainer.dispose();
   model.setAdapters([adapter]);
-  model.reserve(1, 256);
+  model.reserve(1, 256, { lastLogits: true });
   const prompt = Array.from(seqs[0].tokens.subarray(0, 16));
   model.forward(prompt, { lastLogits: true });
   const t0 = performance.now();

@@ -471,8 +471,13 @@ export class Model {
     });
   }
 
-  reserve(B, T) {
-    this.core.check(this.core.x.wl_model_reserve(this.ptr, B, T), 'reserve');
+  /**
+   * Plan memory for passes over B sequences of T tokens. train: keep what backward needs; lastLogits: inference
+   * that only needs the last position's logits (generation), so a long context stays cheap.
+   */
+  reserve(B, T, { train = false, lastLogits = false } = {}) {
+    const flags = (train ? 1 : 0) | (lastLogits ? 2 : 0);
+    this.core.check(this.core.x.wl_model_reserve(this.ptr, B, T, flags), 'reserve');
   }
 
   ensureIo(n) {

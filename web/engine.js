@@ -436,7 +436,7 @@ export class LocalEngine {
     const context = cfg.maxSeqLen;
     if (ids.length >= context) ids = ids.slice(ids.length - context + 1); // keep the most recent tokens
     const limit = Math.min(context, ids.length + maxTokens);
-    model.reserve(1, limit);
+    model.reserve(1, limit, { lastLogits: true });
     const rng = new Rng(opts.seed ?? 0);
     const decoder = tok.createStreamDecoder();
     const started = performance.now();

@@ -94,7 +94,8 @@ export class Trainer {
     const microPerStep = this.o.gradAccum;
     const perEpoch = Math.ceil(train.length / (Math.min(this.o.batchSize, train.length) * microPerStep));
     this.totalSteps = this.o.steps ?? Math.max(1, Math.ceil((this.o.epochs ?? 1) * perEpoch));
-    model.reserve(Math.min(this.o.batchSize, Math.max(train.length, evalSet.length)), T);
+    model.reserve(Math.min(this.o.batchSize, train.length), T, { train: true });
+    if (evalSet.length) model.reserve(Math.min(this.o.batchSize, evalSet.length), T);
     if (full) model.setFullTraining(true);
     if (adapter) {
       if (!model.attached.includes(adapter)) model.setAdapters([...model.attached, adapter]);

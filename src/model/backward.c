@@ -55,7 +55,7 @@ static void llama_block_backward(wl_model *m, int l, int lowest) {
     wl_linear_backward(m, l, WL_LLAMA_O, need ? a->d_atty : NULL, 0, a->d_res, la->atty, N);
     if (!need) return;
     /* atty = attention(rope(q), rope(k), v) */
-    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, la->k_cache, la->v_cache, B, T,
+    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, a->k_cache[l], a->v_cache[l], B, T,
                           c->n_heads, c->n_kv_heads, c->head_dim);
     rope_backward(m, a->d_q, N, c->n_heads);
     rope_backward(m, a->d_k, N, c->n_kv_heads);
@@ -91,7 +91,7 @@ static void gpt2_block_backward(wl_model *m, int l, int lowest) {
     need = g + 1 > lowest;
     wl_linear_backward(m, l, WL_GPT2_ATTN_C_PROJ, need ? a->d_atty : NULL, 0, a->d_res, la->atty, N);
     if (!need) return;
-    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, la->k_cache, la->v_cache, B, T,
+    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, a->k_cache[l], a->v_cache[l], B, T,
                           c->n_heads, c->n_kv_heads, c->head_dim);
     /* q, k, v were column slices of the fused c_attn output */
     float *dqkv = a->qkv;

@@ -6,41 +6,51 @@
 #include "layers/layers.h"
 
 /* Copy the new keys and values (N rows) into the cache rows b * T + pos0 + t (pos0 > 0 only when B = 1). */
-static void store_kv(wl_model *m, wl_layer_acts *la, int B, int T, int pos0, int kvd) {
+static void store_kv(wl_model *m, int l, int B, int T, int pos0, int kvd) {
     size_t dst = (size_t)pos0 * kvd, n = (size_t)B * T * kvd;
-    memcpy(la->k_cache + dst, m->acts.k_new, n * sizeof(float));
-    memcpy(la->v_cache + dst, m->acts.v_new, n * sizeof(float));
+    memcpy(m->acts.k_cache[l] + dst, m->acts.k_new, n * sizeof(float));
+    memcpy(m->acts.v_cache[l] + dst, m->acts.v_new, n * sizeof(float));
 }
 
-static void attention(wl_model *m, wl_layer_acts *la, int B, int T, int pos0) {
+static void attention(wl_model *m, int l, wl_layer_acts *la, int B, int T, int pos0) {
     const wl_config *c = &m->cfg;
-    wl_attention_forward(m->k, la->atty, m->acts.scores, la->q, la->k_cache, la->v_cache, B, T, pos0, c->n_heads,
-                         c->n_kv_heads, c->head_dim);
+    wl_attention_forward(m->k, la->atty, m->acts.scores, la->q, m->acts.k_cache[l], m->acts.v_cache[l], B, T, pos0,
+                         c->n_heads, c->n_kv_heads, c->head_dim);
 }
 
-static float *block_output(wl_model *m, int l) {
-    return l + 1 < m->cfg.n_layers ? m->acts.layers[l + 1].res : m->acts.res_final;
+/* Input and output of block l: the training activations, or two buffers taking turns in inference. */
+static float *block_input(wl_model *m, int l, int train) {
+    if (train) return m->acts.layers[l].res;
+    return l % 2 == 0 ? m->acts.res_ping : m->acts.res_pong;
 }
+
+static float *block_output(wl_model *m, int l, int train) {
+    if (l + 1 == m->cfg.n_layers) return m->acts.res_final;
+    return block_input(m, l + 1, train);
+}
+
+static wl_layer_acts *block_acts(wl_model *m, int l, int train) { return train ? &m->acts.layers[l] : &m->acts.infer; }
 
 static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int train) {
     const wl_config *c = &m->cfg;
     const wl_kernels *k = m->k;
     const wl_block *blk = &m->blocks[l];
-    wl_layer_acts *la = &m->acts.layers[l];
+    wl_layer_acts *la = block_acts(m, l, train);
+    const float *res = block_input(m, l, train);
     const int N = B * T, C = c->dim, I = c->hidden_dim;
     const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     const int *pos = m->acts.positions;
 
-    k->rmsnorm_forward(la->ln1, la->ln1_rstd, la->res, blk->norm1_w, N, C, c->norm_eps);
+    k->rmsnorm_forward(la->ln1, la->ln1_rstd, res, blk->norm1_w, N, C, c->norm_eps);
     wl_linear_forward(m, l, WL_LLAMA_Q, la->q, la->ln1, N, 0, train);
     wl_linear_forward(m, l, WL_LLAMA_K, m->acts.k_new, la->ln1, N, 0, train);
     wl_linear_forward(m, l, WL_LLAMA_V, m->acts.v_new, la->ln1, N, 0, train);
     k->rope(la->q, N, c->n_heads, c->head_dim, qd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
     k->rope(m->acts.k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
-    store_kv(m, la, B, T, pos0, kvd);
-    attention(m, la, B, T, pos0);
+    store_kv(m, l, B, T, pos0, kvd);
+    attention(m, l, la, B, T, pos0);
 
-    memcpy(la->res2, la->res, (size_t)N * C * sizeof(float));
+    memcpy(la->res2, res, (size_t)N * C * sizeof(float));
     wl_linear_forward(m, l, WL_LLAMA_O, la->res2, la->atty, N, 1, train);
 
     k->rmsnorm_forward(la->ln2, la->ln2_rstd, la->res2, blk->norm2_w, N, C, c->norm_eps);
@@ -48,7 +58,7 @@ static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int 
     wl_linear_forward(m, l, WL_LLAMA_UP, la->h2, la->ln2, N, 0, train);
     k->swiglu_forward(la->act, la->h1, la->h2, (size_t)N * I);
 
-    float *out = block_output(m, l);
+    float *out = block_output(m, l, train);
     memcpy(out, la->res2, (size_t)N * C * sizeof(float));
     wl_linear_forward(m, l, WL_LLAMA_DOWN, out, la->act, N, 1, train);
 }
@@ -57,10 +67,11 @@ static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int t
     const wl_config *c = &m->cfg;
     const wl_kernels *k = m->k;
     const wl_block *blk = &m->blocks[l];
-    wl_layer_acts *la = &m->acts.layers[l];
+    wl_layer_acts *la = block_acts(m, l, train);
+    const float *res = block_input(m, l, train);
     const int N = B * T, C = c->dim, I = c->hidden_dim;
 
-    k->layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, la->res, blk->norm1_w, blk->norm1_b, N, C, c->norm_eps);
+    k->layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, res, blk->norm1_w, blk->norm1_b, N, C, c->norm_eps);
     float *qkv = m->acts.qkv;
     wl_linear_forward(m, l, WL_GPT2_C_ATTN, qkv, la->ln1, N, 0, train);
     for (int n = 0; n < N; n++) {
@@ -69,17 +80,17 @@ static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int t
         memcpy(m->acts.k_new + (size_t)n * C, row + C, (size_t)C * sizeof(float));
         memcpy(m->acts.v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
     }
-    store_kv(m, la, B, T, pos0, C);
-    attention(m, la, B, T, pos0);
+    store_kv(m, l, B, T, pos0, C);
+    attention(m, l, la, B, T, pos0);
 
-    memcpy(la->res2, la->res, (size_t)N * C * sizeof(float));
+    memcpy(la->res2, res, (size_t)N * C * sizeof(float));
     wl_linear_forward(m, l, WL_GPT2_ATTN_C_PROJ, la->res2, la->atty, N, 1, train);
 
     k->layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->res2, blk->norm2_w, blk->norm2_b, N, C, c->norm_eps);
     wl_linear_forward(m, l, WL_GPT2_C_FC, la->h1, la->ln2, N, 0, train);
     k->gelu_forward(la->act, la->h1, (size_t)N * I);
 
-    float *out = block_output(m, l);
+    float *out = block_output(m, l, train);
     memcpy(out, la->res2, (size_t)N * C * sizeof(float));
     wl_linear_forward(m, l, WL_GPT2_MLP_C_PROJ, out, la->act, N, 1, train);
 }
@@ -97,6 +108,12 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     if ((int64_t)pos0 + T > m->N_cap || (int64_t)pos0 + T > c->max_seq_len)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: position %d is beyond the context (%d reserved, %d in the model)",
                        pos0 + T - 1, m->N_cap, c->max_seq_len);
+    if (train && (int64_t)B * T > m->N_train_cap)
+        return wl_fail(WL_STATUS_BAD_STATE, "forward: training on %d tokens needs wl_model_reserve(..., WL_RESERVE_TRAIN) "
+                       "for at least that many (reserved %d)", B * T, m->N_train_cap);
+    if ((last_only ? B : B * T) > m->logit_cap)
+        return wl_fail(WL_STATUS_BAD_STATE, "forward: logits for %d rows exceed the %d reserved (reserve without "
+                       "WL_RESERVE_LAST_LOGITS to compute every position)", last_only ? B : B * T, m->logit_cap);
     if (pos0 > 0 && (B != 1 || train))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: continuing from the KV cache needs B = 1 and no training");
     if (targets && last_only)
@@ -120,7 +137,7 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     for (int n = 0; n < N; n++) a->tokens[n] = tokens[n];
 
     /* embeddings */
-    float *res = a->layers[0].res;
+    float *res = block_input(m, 0, train);
     for (int n = 0; n < N; n++) {
         memcpy(res + (size_t)n * C, m->wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
         if (m->wpe) k->axpy(res + (size_t)n * C, 1.0f, m->wpe + (size_t)a->positions[n] * C, (size_t)C);
@@ -138,9 +155,10 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     const float *rows = a->res_final;
     int n_rows = N;
     if (last_only) {
+        /* the residual buffers are free once the last block has written res_final */
         for (int b = 0; b < B; b++)
-            memcpy(a->d_ln + (size_t)b * C, a->res_final + ((size_t)b * T + T - 1) * C, (size_t)C * sizeof(float));
-        rows = a->d_ln;
+            memcpy(a->res_ping + (size_t)b * C, a->res_final + ((size_t)b * T + T - 1) * C, (size_t)C * sizeof(float));
+        rows = a->res_ping;
         n_rows = B;
     }
     if (c->arch == WL_ARCH_GPT2) {

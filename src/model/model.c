@@ -208,15 +208,21 @@ wl_status wl_model_create(const wl_config *cfg, wl_model **out) {
     return WL_OK;
 }
 
+static void free_act_buffers(wl_acts *a) {
+    wl_free(a->buffer);
+    wl_free(a->layers);
+    wl_free(a->k_cache);
+    wl_free(a->v_cache);
+    wl_free(a->lora_buffer);
+    memset(a, 0, sizeof *a);
+}
+
 static void free_acts(wl_model *m) {
-    wl_free(m->acts.buffer);
-    wl_free(m->acts.layers);
-    wl_free(m->acts.lora_buffer);
-    memset(&m->acts, 0, sizeof m->acts);
+    free_act_buffers(&m->acts);
     wl_free(m->rope_cos);
     wl_free(m->rope_sin);
     m->rope_cos = m->rope_sin = NULL;
-    m->N_cap = m->T_cap = 0;
+    m->N_cap = m->T_cap = m->N_train_cap = m->logit_cap = 0;
     m->backward_ready = 0;
 }
 
@@ -356,54 +362,70 @@ static float *take2(planner *p, size_t a, size_t b) {
 
 static float *take(planner *p, size_t n) { return take2(p, n, 1); }
 
-/* Lay out every activation for Nc rows and sequences up to Tc; with base == NULL only counts. Integer arrays
- * share the float buffer (same size and alignment). Returns 0 if a size overflows. */
-static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Tc, float *base, size_t *total) {
-    const wl_config *c = &m->cfg;
-    const size_t N = (size_t)Nc, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
-    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+/* One block's activations for n rows (res only when with_res). */
+static void plan_layer(planner *p, wl_layer_acts *la, size_t n, const wl_config *c, int with_res) {
+    const size_t C = c->dim, I = c->hidden_dim, qd = (size_t)c->n_heads * c->head_dim;
     const int gpt2 = c->arch == WL_ARCH_GPT2;
+    la->res = with_res ? take2(p, n, C) : NULL;
+    la->ln1 = take2(p, n, C);
+    la->ln1_mean = gpt2 ? take(p, n) : NULL;
+    la->ln1_rstd = take(p, n);
+    la->q = take2(p, n, qd);
+    la->atty = take2(p, n, qd);
+    la->res2 = take2(p, n, C);
+    la->ln2 = take2(p, n, C);
+    la->ln2_mean = gpt2 ? take(p, n) : NULL;
+    la->ln2_rstd = take(p, n);
+    la->h1 = take2(p, n, I);
+    la->h2 = gpt2 ? NULL : take2(p, n, I);
+    la->act = take2(p, n, I);
+}
+
+/* Lay out every buffer for Nc inference rows, Ntr training rows, sequences up to Tc and Lg rows of logits; with
+ * base == NULL only counts. Integer arrays share the float buffer (same size and alignment). Pointer tables (layers,
+ * k_cache, v_cache) must be allocated by the caller before the second pass. Returns 0 if a size overflows. */
+static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, float *base, size_t *total) {
+    const wl_config *c = &m->cfg;
+    const size_t N = (size_t)Nc, Nt = (size_t)Ntr, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     planner p = {0, base, 0};
+    wl_layer_acts scratch;
     for (int l = 0; l < c->n_layers; l++) {
-        wl_layer_acts *la = base ? &a->layers[l] : &(wl_layer_acts){0};
-        la->res = take2(&p, N, C);
-        la->ln1 = take2(&p, N, C);
-        la->ln1_mean = gpt2 ? take(&p, N) : NULL;
-        la->ln1_rstd = take(&p, N);
-        la->q = take2(&p, N, qd);
-        la->k_cache = take2(&p, N, kvd);
-        la->v_cache = take2(&p, N, kvd);
-        la->atty = take2(&p, N, qd);
-        la->res2 = take2(&p, N, C);
-        la->ln2 = take2(&p, N, C);
-        la->ln2_mean = gpt2 ? take(&p, N) : NULL;
-        la->ln2_rstd = take(&p, N);
-        la->h1 = take2(&p, N, I);
-        la->h2 = gpt2 ? NULL : take2(&p, N, I);
-        la->act = take2(&p, N, I);
+        float *k = take2(&p, N, kvd), *v = take2(&p, N, kvd);
+        if (base) {
+            a->k_cache[l] = k;
+            a->v_cache[l] = v;
+        }
+        if (Nt) plan_layer(&p, base ? &a->layers[l] : &scratch, Nt, c, 1);
     }
-    a->res_final = take2(&p, N, C);
-    a->lnf = take2(&p, N, C);
-    a->lnf_mean = take(&p, N);
-    a->lnf_rstd = take(&p, N);
-    a->logits = take2(&p, N, V);
-    a->losses = take(&p, N);
-    a->targets = (int *)take(&p, N);
-    a->tokens = (int *)take(&p, N);
-    a->positions = (int *)take(&p, N);
-    a->qkv = gpt2 ? take2(&p, N, 3 * C) : NULL;
-    a->k_new = take2(&p, N, kvd);
-    a->v_new = take2(&p, N, kvd);
-    a->scores = take2(&p, 2 * (size_t)Tc, N);
-    a->d_res = take2(&p, N, C);
-    a->d_ln = take2(&p, N, C);
-    a->d_atty = take2(&p, N, qd);
-    a->d_q = take2(&p, N, qd);
-    a->d_k = take2(&p, N, kvd);
-    a->d_v = take2(&p, N, kvd);
-    a->d_h1 = take2(&p, N, I);
-    a->d_h2 = take2(&p, N, I);
-    a->d_act = take2(&p, N, I);
+    plan_layer(&p, base ? &a->infer : &scratch, N, c, 0);
+    float *ping = take2(&p, N, C), *pong = take2(&p, N, C);
+    wl_acts counting;
+    wl_acts *t = base ? a : &counting;
+    t->res_ping = ping;
+    t->res_pong = pong;
+    t->res_final = take2(&p, N, C);
+    t->lnf = take2(&p, N, C);
+    t->lnf_mean = take(&p, N);
+    t->lnf_rstd = take(&p, N);
+    t->logits = take2(&p, (size_t)Lg, V);
+    t->losses = take(&p, N);
+    t->targets = (int *)take(&p, N);
+    t->tokens = (int *)take(&p, N);
+    t->positions = (int *)take(&p, N);
+    t->qkv = c->arch == WL_ARCH_GPT2 ? take2(&p, N, 3 * C) : NULL;
+    t->k_new = take2(&p, N, kvd);
+    t->v_new = take2(&p, N, kvd);
+    t->scores = take2(&p, 2 * (size_t)Tc, N);
+    t->d_res = take2(&p, Nt, C);
+    t->d_ln = take2(&p, Nt, C);
+    t->d_atty = take2(&p, Nt, qd);
+    t->d_q = take2(&p, Nt, qd);
+    t->d_k = take2(&p, Nt, kvd);
+    t->d_v = take2(&p, Nt, kvd);
+    t->d_h1 = take2(&p, Nt, I);
+    t->d_h2 = take2(&p, Nt, I);
+    t->d_act = take2(&p, Nt, I);
     *total = p.total;
     return !p.overflow;
 }
@@ -437,38 +459,48 @@ static wl_status compute_rope_tables(wl_model *m, int Tc) {
     return WL_OK;
 }
 
-wl_status wl_model_reserve(wl_model *m, int B, int T) {
+wl_status wl_model_reserve(wl_model *m, int B, int T, int flags) {
     if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: NULL model");
     if (B <= 0 || T <= 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: B = %d, T = %d must be positive", B, T);
+    if (flags & ~(WL_RESERVE_TRAIN | WL_RESERVE_LAST_LOGITS))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: unknown flags 0x%x", (unsigned)flags);
     if (T > m->cfg.max_seq_len)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "sequence length %d exceeds the model's maximum of %d positions", T,
                        m->cfg.max_seq_len);
     if ((int64_t)B * T > (1 << 24))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: B * T = %lld tokens is too many", (long long)B * T);
-    const int need = B * T;
-    if (need <= m->N_cap && T <= m->T_cap) return WL_OK;
+    const int need = B * T, train = (flags & WL_RESERVE_TRAIN) != 0;
+    const int logits = (flags & WL_RESERVE_LAST_LOGITS) && !train ? B : need;
     int Nc = need > m->N_cap ? need : m->N_cap, Tc = T > m->T_cap ? T : m->T_cap;
+    int Ntr = train && need > m->N_train_cap ? need : m->N_train_cap;
+    int Lg = logits > m->logit_cap ? logits : m->logit_cap;
+    if (Nc == m->N_cap && Tc == m->T_cap && Ntr == m->N_train_cap && Lg == m->logit_cap && m->acts.buffer) return WL_OK;
 
     wl_acts a;
     memset(&a, 0, sizeof a);
     size_t total;
-    if (!plan_acts(m, &a, Nc, Tc, NULL, &total))
+    const size_t L = (size_t)m->cfg.n_layers;
+    if (!plan_acts(m, &a, Nc, Ntr, Tc, Lg, NULL, &total))
         return wl_fail(WL_STATUS_OUT_OF_MEMORY, "activations for %d tokens overflow the address space", Nc);
-    a.layers = wl_alloc_array((size_t)m->cfg.n_layers, sizeof *a.layers, "activations");
-    a.buffer = a.layers ? wl_alloc_array(total, sizeof(float), "activations") : NULL;
+    a.k_cache = wl_alloc_array(L, sizeof(float *), "KV cache table");
+    a.v_cache = wl_alloc_array(L, sizeof(float *), "KV cache table");
+    a.layers = Ntr ? wl_alloc_array(L, sizeof *a.layers, "activations") : NULL;
+    a.buffer = a.k_cache && a.v_cache && (a.layers || !Ntr) ? wl_alloc_array(total, sizeof(float), "activations") : NULL;
     if (!a.buffer) {
+        wl_free(a.k_cache);
+        wl_free(a.v_cache);
         wl_free(a.layers);
         return WL_STATUS_OUT_OF_MEMORY;
     }
-    plan_acts(m, &a, Nc, Tc, a.buffer, &total);
+    plan_acts(m, &a, Nc, Ntr, Tc, Lg, a.buffer, &total);
     a.n_floats = total;
     /* The LoRA scratch depends on N too: drop it here and plan it again below. */
-    wl_free(m->acts.buffer);
-    wl_free(m->acts.layers);
-    wl_free(m->acts.lora_buffer);
+    free_act_buffers(&m->acts);
     m->acts = a;
     m->N_cap = Nc;
     m->T_cap = Tc;
+    m->N_train_cap = Ntr;
+    m->logit_cap = Lg;
     m->backward_ready = 0;
     wl_status st = compute_rope_tables(m, Nc < m->cfg.max_seq_len ? Nc : m->cfg.max_seq_len);
     if (st != WL_OK) return st;

@@ -36,18 +36,14 @@ typedef struct wl_tensor_rec {
     int decay;
 } wl_tensor_rec;
 
-/* Per-layer activations kept by a forward pass for backward. N = B*T rows (row = b*T + t). The KV cache has
- * row b*T + position: for a batch (pos0 = 0) that is the same row as the token's, and for one sequence (B = 1)
- * it is the absolute position, so decoding appends to it. Attention probabilities are not kept: backward
- * recomputes them from q and k, which costs one extra Q K^T per head and saves H*T floats per token per layer. */
+/* Activations of one block. In a training pass each layer has its own set (backward needs them); inference
+ * passes reuse one set for every layer. N = B*T rows (row = b*T + t). */
 typedef struct wl_layer_acts {
-    float *res;       /* (N, C) input of the block (the residual stream) */
+    float *res;       /* (N, C) input of the block (the residual stream); training sets only */
     float *ln1;       /* (N, C) */
     float *ln1_mean;  /* (N) GPT-2 only */
     float *ln1_rstd;  /* (N) */
     float *q;         /* (N, H*hs) after RoPE */
-    float *k_cache;   /* (Ncap, Hkv*hs) */
-    float *v_cache;   /* (Ncap, Hkv*hs) */
     float *atty;      /* (N, H*hs) attention output, input of o_proj / attn.c_proj */
     float *res2;      /* (N, C) residual after attention */
     float *ln2;       /* (N, C) */
@@ -58,22 +54,29 @@ typedef struct wl_layer_acts {
     float *act;       /* (N, I) input of down_proj / mlp.c_proj */
 } wl_layer_acts;
 
+/* Memory planned by wl_model_reserve. The KV cache of layer l has row b*T + position: for a batch (pos0 = 0) that
+ * is the row of the token, and for one sequence (B = 1) the absolute position, so decoding appends to it.
+ * Attention probabilities are not kept: backward recomputes them from q and k, which costs one extra Q K^T per
+ * head and saves H*T floats per token per layer. */
 typedef struct wl_acts {
     float *buffer;    /* one allocation holding everything below */
     size_t n_floats;
-    wl_layer_acts *layers; /* [L] */
-    float *res_final; /* (N, C) output of the last block */
-    float *lnf;       /* (N, C) */
-    float *lnf_mean, *lnf_rstd; /* (N) */
-    float *logits;    /* (N, V) */
-    float *losses;    /* (N) */
-    int *targets;     /* (N) copy of the last targets */
-    int *tokens;      /* (N) copy of the last tokens */
-    int *positions;   /* (N) absolute position of each row */
-    /* scratch shared by forward and backward */
-    float *qkv;       /* (N, 3C) GPT-2 fused c_attn output / gradient */
-    float *k_new, *v_new; /* (N, Hkv*hs) keys (after RoPE) and values of the rows being computed */
+    wl_layer_acts *layers; /* [L] training activations, (Ntrain) rows each; NULL without a training plan */
+    wl_layer_acts infer;   /* inference activations shared by every layer, (Ncap) rows */
+    float **k_cache, **v_cache; /* [L] (Ncap, Hkv*hs) keys (after RoPE) and values */
+    float *res_ping, *res_pong; /* (Ncap, C) residual stream between blocks in inference passes */
+    float *res_final; /* (Ncap, C) output of the last block */
+    float *lnf;       /* (Ncap, C) */
+    float *lnf_mean, *lnf_rstd; /* (Ncap) */
+    float *logits;    /* (logit rows, V) */
+    float *losses;    /* (Ncap) */
+    int *targets;     /* (Ncap) copy of the last targets */
+    int *tokens;      /* (Ncap) copy of the last tokens */
+    int *positions;   /* (Ncap) absolute position of each row */
+    float *qkv;       /* (Ncap, 3C) GPT-2 fused c_attn output / gradient */
+    float *k_new, *v_new; /* (Ncap, Hkv*hs) keys (after RoPE) and values of the rows being computed */
     float *scores;    /* (2, Tcap, Ncap) attention probabilities and their gradient for one head */
+    /* backward scratch, (Ntrain) rows */
     float *d_res;     /* (N, C) */
     float *d_ln;      /* (N, C) */
     float *d_atty;    /* (N, H*hs) */
@@ -141,8 +144,10 @@ struct wl_model {
     int rope_positions;
 
     wl_acts acts;
-    int N_cap;        /* rows (B*T) the activations hold; also the longest context of a single sequence */
+    int N_cap;        /* rows (B*T) an inference pass may have; also the longest context of one sequence */
     int T_cap;        /* longest sequence of a batch */
+    int N_train_cap;  /* rows a training pass may have (per-layer activations are kept for them) */
+    int logit_cap;    /* rows of logits a pass may compute */
 
     wl_adapter *adapters[WL_MAX_ADAPTERS];
     float adapter_weights[WL_MAX_ADAPTERS];

@@ -54,7 +54,9 @@ EXPORT(wl_model_module) int wlx_model_module(const wl_model *m, int slot, wl_mod
 EXPORT(wl_model_module_path) int wlx_model_module_path(const wl_model *m, int layer, int slot, char *buf, size_t cap) {
     return wl_model_module_path(m, layer, slot, buf, cap);
 }
-EXPORT(wl_model_reserve) int wlx_model_reserve(wl_model *m, int B, int T) { return wl_model_reserve(m, B, T); }
+EXPORT(wl_model_reserve) int wlx_model_reserve(wl_model *m, int B, int T, int flags) {
+    return wl_model_reserve(m, B, T, flags);
+}
 EXPORT(wl_model_forward) int wlx_model_forward(wl_model *m, const int32_t *tokens, const int32_t *targets, int B,
                                                int T, int pos0, int flags, int ignore_id, float *loss) {
     return wl_model_forward(m, tokens, targets, B, T, pos0, flags, ignore_id, loss);

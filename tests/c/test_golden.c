@@ -168,7 +168,7 @@ static void run_case(const char *name) {
     if (!m || !st) goto done;
     const int B = (int)num(cs, "B", 1), T = (int)num(cs, "T", 1), V = wl_model_config(m)->vocab_size;
     const int full = wl_json_get(cs, "full") && wl_json_get(cs, "full")->boolean;
-    CHECK_OK(wl_model_reserve(m, B, T));
+    CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
     wl_adapter *a = load_adapter(m, dir, cs);
     if (a) {
         CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
@@ -255,7 +255,7 @@ static void greedy_case(void) {
     if (!doc || !m) goto done;
     const wl_json *cases = wl_json_get(wl_json_root(doc), "cases");
     const int V = wl_model_config(m)->vocab_size;
-    CHECK_OK(wl_model_reserve(m, 1, 256));
+    CHECK_OK(wl_model_reserve(m, 1, 256, WL_RESERVE_LAST_LOGITS));
     for (size_t c = 0; cases && c < cases->n; c++) {
         const wl_json *pr = wl_json_get(&cases->items[c], "prompt_ids");
         const wl_json *gen = wl_json_get(&cases->items[c], "generated_ids");

@@ -81,7 +81,7 @@ static void merge_case(const char *what, wl_model *m, int slot_mask) {
     printf(" %s\n", what);
     const int T = 9, V = wl_model_config(m)->vocab_size;
     int32_t ids[9] = {1, 5, 9, 14, 3, 22, 7, 11, 30};
-    CHECK_OK(wl_model_reserve(m, 1, T));
+    CHECK_OK(wl_model_reserve(m, 1, T, 0));
     size_t np;
     float *params = wl_model_params(m, &np);
     float *orig = malloc(np * sizeof(float));
@@ -152,7 +152,7 @@ static void pissa_case(wl_model *m) {
     printf(" PiSSA on stories260K\n");
     const int T = 9, V = wl_model_config(m)->vocab_size;
     int32_t ids[9] = {1, 403, 407, 261, 378, 430, 375, 259, 271};
-    CHECK_OK(wl_model_reserve(m, 1, T));
+    CHECK_OK(wl_model_reserve(m, 1, T, 0));
     size_t np;
     float *params = wl_model_params(m, &np);
     float *orig = malloc(np * sizeof(float));
@@ -272,8 +272,8 @@ static void extract_case(void) {
     CHECK_MSG(total < 1e-3, "extracting a rank-4 update at rank 4 kept error %g", total);
     /* the extracted adapter on the base reproduces the tuned model */
     int32_t ids[7] = {1, 403, 407, 261, 378, 430, 375};
-    CHECK_OK(wl_model_reserve(base, 1, 7));
-    CHECK_OK(wl_model_reserve(tuned, 1, 7));
+    CHECK_OK(wl_model_reserve(base, 1, 7, 0));
+    CHECK_OK(wl_model_reserve(tuned, 1, 7, 0));
     float *want = logits_of(tuned, ids, 7);
     CHECK_OK(wl_model_set_adapters(base, &x, NULL, 1));
     float *got = logits_of(base, ids, 7);
@@ -302,7 +302,7 @@ static void combine_case(wl_model *m) {
     printf(" combine\n");
     const int T = 8, V = wl_model_config(m)->vocab_size;
     int32_t ids[8] = {1, 403, 407, 261, 378, 430, 375, 259};
-    CHECK_OK(wl_model_reserve(m, 1, T));
+    CHECK_OK(wl_model_reserve(m, 1, T, 0));
     wl_adapter *a = random_adapter(m, 4, 8.0f, 41, 0x7f), *b = random_adapter(m, 4, 4.0f, 42, 0x0f);
     const wl_adapter *both[2] = {a, b};
     const float w[2] = {0.6f, 1.3f};

@@ -172,7 +172,7 @@ static void lora_case(const char *what, wl_config cfg, const int *slot_rank, int
     CHECK_OK(wl_model_create(&cfg, &m));
     if (!m) return;
     randomize(m, 11);
-    CHECK_OK(wl_model_reserve(m, B, T));
+    CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
     wl_adapter *a = make_adapter(m, slot_rank, first_layer, 5, rslora);
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     CHECK_OK(wl_model_set_trainable(m, a));
@@ -194,7 +194,7 @@ static void full_case(const char *what, wl_config cfg, int with_adapter) {
     CHECK_OK(wl_model_create(&cfg, &m));
     if (!m) return;
     randomize(m, 23);
-    CHECK_OK(wl_model_reserve(m, 2, 6));
+    CHECK_OK(wl_model_reserve(m, 2, 6, WL_RESERVE_TRAIN));
     wl_adapter *a = NULL;
     if (with_adapter) {
         /* a frozen adapter is attached: its path must still carry gradient to the layers below */
@@ -260,7 +260,7 @@ static void decode_case(const char *what, wl_config cfg) {
     wl_adapter *a = make_adapter(m, ranks, 0, 3, 0);
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     const int T = 12, V = cfg.vocab_size;
-    CHECK_OK(wl_model_reserve(m, 1, 16));
+    CHECK_OK(wl_model_reserve(m, 1, 16, 0));
     batch b = make_batch(1, T, V, 7, 0);
     CHECK_OK(wl_model_forward(m, b.tokens, NULL, 1, T, 0, 0, -100, NULL));
     float *full = malloc((size_t)T * V * sizeof(float));
@@ -287,7 +287,7 @@ static void fresh_adapter_case(wl_config cfg) {
     CHECK_OK(wl_model_create(&cfg, &m));
     if (!m) return;
     randomize(m, 9);
-    CHECK_OK(wl_model_reserve(m, 2, 7));
+    CHECK_OK(wl_model_reserve(m, 2, 7, 0));
     batch b = make_batch(2, 7, cfg.vocab_size, 1, 0);
     const size_t n = (size_t)2 * 7 * cfg.vocab_size;
     CHECK_OK(wl_model_forward(m, b.tokens, NULL, 2, 7, 0, 0, -100, NULL));
@@ -315,8 +315,19 @@ static void error_cases(void) {
     CHECK_OK(wl_model_create(&cfg, &m));
     batch b = make_batch(1, 4, cfg.vocab_size, 1, 0);
     CHECK_STATUS(wl_model_forward(m, b.tokens, NULL, 1, 4, 0, 0, -100, NULL), WL_STATUS_BAD_STATE);
-    CHECK_OK(wl_model_reserve(m, 1, 4));
-    CHECK_STATUS(wl_model_reserve(m, 1, 33), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_OK(wl_model_reserve(m, 1, 4, WL_RESERVE_TRAIN));
+    CHECK_STATUS(wl_model_reserve(m, 1, 33, 0), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(wl_model_reserve(m, 1, 4, 8), WL_STATUS_INVALID_ARGUMENT);
+    {
+        /* an inference plan does not allow training, and a last-logits plan does not allow every position */
+        wl_model *g = NULL;
+        CHECK_OK(wl_model_create(&cfg, &g));
+        CHECK_OK(wl_model_reserve(g, 1, 4, WL_RESERVE_LAST_LOGITS));
+        CHECK_STATUS(wl_model_forward(g, b.tokens, b.targets, 1, 4, 0, WL_FORWARD_TRAIN, -100, NULL), WL_STATUS_BAD_STATE);
+        CHECK_STATUS(wl_model_forward(g, b.tokens, NULL, 1, 4, 0, 0, -100, NULL), WL_STATUS_BAD_STATE);
+        CHECK_OK(wl_model_forward(g, b.tokens, NULL, 1, 4, 0, WL_FORWARD_LAST_LOGITS, -100, NULL));
+        wl_model_free(g);
+    }
     CHECK_STATUS(wl_model_backward(m), WL_STATUS_BAD_STATE);
     int32_t bad[4] = {0, 1, 23, 2};
     CHECK_STATUS(wl_model_forward(m, bad, NULL, 1, 4, 0, 0, -100, NULL), WL_STATUS_INVALID_ARGUMENT);

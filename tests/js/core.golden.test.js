@@ -38,7 +38,7 @@ describe('wasm core vs PyTorch reference', () => {
     const model = loadCaseModel(dir, cs);
     const io = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'io.safetensors'))));
     const { B, T } = cs;
-    model.reserve(B, T);
+    model.reserve(B, T, { train: true });
     const L = model.config.nLayers;
     const mods = model.modules();
     const S = mods.length;
