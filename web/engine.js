@@ -11,7 +11,7 @@ import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
 import { writeSafetensors } from './safetensors.js';
-import { Trainer, trainOptions } from './train.js';
+import { Trainer, evaluateSequences, trainOptions } from './train.js';
 
 
 const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
@@ -391,22 +391,7 @@ export class LocalEngine {
     this.useAdapters(adapterSel);
     const B = opts.batchSize ?? 4;
     this.model.reserve(Math.min(B, data.train.length), seqLen);
-    let sum = 0;
-    let count = 0;
-    for (let i = 0; i < data.train.length; i += B) {
-      const chunk = data.train.slice(i, i + B);
-      const tokens = new Int32Array(chunk.length * seqLen);
-      const targets = new Int32Array(chunk.length * seqLen);
-      let valid = 0;
-      chunk.forEach((s, b) => {
-        tokens.set(s.tokens, b * seqLen);
-        targets.set(s.targets, b * seqLen);
-        valid += s.valid;
-      });
-      sum += this.model.forward(tokens, { B: chunk.length, T: seqLen, targets }) * valid;
-      count += valid;
-    }
-    return { loss: sum / count, perplexity: Math.exp(sum / count), tokens: count, sequences: data.train.length };
+    return evaluateSequences(this.model, data.train, B);
   }
 
   /**

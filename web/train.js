@@ -63,6 +63,34 @@ export function learningRate(step, total, o) {
   return floor + (o.lr - floor) * 0.5 * (1 + Math.cos(Math.PI * t));
 }
 
+/**
+ * Mean next-token loss (token-weighted over every valid target) and perplexity of packed sequences, in batches.
+ * The model must have room for them (reserve); null for no sequences.
+ * @param {import('./core.js').Model} model
+ * @param {{ tokens: Int32Array, targets: Int32Array, valid: number }[]} sequences
+ * @param {number} batchSize
+ */
+export function evaluateSequences(model, sequences, batchSize) {
+  if (sequences.length === 0) return null;
+  let sum = 0;
+  let count = 0;
+  for (let i = 0; i < sequences.length; i += batchSize) {
+    const chunk = sequences.slice(i, i + batchSize);
+    const T = chunk[0].tokens.length;
+    const tokens = new Int32Array(chunk.length * T);
+    const targets = new Int32Array(chunk.length * T);
+    let valid = 0;
+    chunk.forEach((s, b) => {
+      tokens.set(s.tokens, b * T);
+      targets.set(s.targets, b * T);
+      valid += s.valid;
+    });
+    sum += model.forward(tokens, { B: chunk.length, T, targets }) * valid;
+    count += valid;
+  }
+  return { loss: sum / count, perplexity: Math.exp(sum / count), tokens: count, sequences: sequences.length };
+}
+
 const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 function throwIfAborted(signal) {
@@ -128,27 +156,7 @@ export class Trainer {
 
   /** Mean next-token loss over a set of sequences (token-weighted), and its perplexity. */
   evaluate(sequences = this.evalSet) {
-    if (sequences.length === 0) return null;
-    const B = this.o.batchSize;
-    let sum = 0;
-    let count = 0;
-    for (let i = 0; i < sequences.length; i += B) {
-      const chunk = sequences.slice(i, i + B);
-      const T = chunk[0].tokens.length;
-      const tokens = new Int32Array(chunk.length * T);
-      const targets = new Int32Array(chunk.length * T);
-      let valid = 0;
-      chunk.forEach((s, b) => {
-        tokens.set(s.tokens, b * T);
-        targets.set(s.targets, b * T);
-        valid += s.valid;
-      });
-      const loss = this.model.forward(tokens, { B: chunk.length, T, targets });
-      sum += loss * valid;
-      count += valid;
-    }
-    const loss = sum / count;
-    return { loss, perplexity: Math.exp(loss), tokens: count };
+    return evaluateSequences(this.model, sequences, this.o.batchSize);
   }
 
   /**
