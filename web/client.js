@@ -45,11 +45,14 @@ class Channel {
       worker.on('exit', (code) => this.fail(new WebLoRAError(`worker exited (code ${code})`, { code: 'WORKER_EXITED' })));
     } else {
       worker.addEventListener('message', (e) => onMessage(e.data));
-      worker.addEventListener('error', (e) => onFailure(new WebLoRAError(`worker error: ${e.message ?? 'unknown'}`, { code: 'WORKER_FAILED' })));
+      worker.addEventListener('error', (e) => onFailure(new WebLoRAError(e.message ? `worker error: ${e.message}`
+        : 'the worker failed to start: its script or one of its imports could not be loaded', { code: 'WORKER_FAILED' })));
       worker.addEventListener('messageerror', () => onFailure(new WebLoRAError('a worker message could not be read', { code: 'WORKER_FAILED' })));
     }
-    this.ready = new Promise((resolve) => {
+    // A worker that never starts (a script or import that cannot load) must fail the load, not hang it.
+    this.ready = new Promise((resolve, reject) => {
       this.onReady = resolve;
+      this.onStartFailure = reject;
     });
   }
 
@@ -92,6 +95,7 @@ class Channel {
   fail(err) {
     if (this.closed) return;
     this.closed = err;
+    this.onStartFailure(err);
     for (const call of this.pending.values()) call.reject(err);
     this.pending.clear();
   }
@@ -291,7 +295,12 @@ export class WebLoRA {
     const { local, remote } = splitOptions(options);
     const { workerUrl, ...rest } = remote;
     const channel = await Channel.start(workerUrl ? new URL(String(workerUrl), WORKER_URL) : WORKER_URL);
-    await channel.ready;
+    try {
+      await channel.ready;
+    } catch (err) {
+      await channel.terminate().catch(() => {});
+      throw err;
+    }
     try {
       const info = await channel.call('load', [source, rest], { signal: local.signal, handlers: { progress: local.onProgress } });
       return new Engine(channel, info);

@@ -424,6 +424,8 @@ export class LocalEngine {
     model.reserve(1, limit, { lastLogits: true });
     const rng = new Rng(opts.seed ?? 0);
     const decoder = tok.createStreamDecoder();
+    // Decode in context: a SentencePiece decoder drops the leading space of the first piece of a string.
+    for (const id of ids.slice(-4)) decoder.push(id);
     const started = performance.now();
     const out = [];
     let text = '';

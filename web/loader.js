@@ -6,6 +6,7 @@ import { FormatError, NotFoundError, throwIfAborted, ModelSourceError } from './
 export { ModelSourceError } from './errors.js';
 import { DType } from './core.js';
 import { RemoteFile, resolveModelSource } from './stream.js';
+import { isCached } from './cache.js';
 import { loadTokenizer } from './tokenizer.js';
 
 
@@ -126,7 +127,11 @@ async function gatherFiles(source, options) {
       cacheKey: options.cacheKey, retries: options.retries, backoffMs: options.backoffMs, name: options.name ?? url };
     const plan = await resolveModelSource(url, { ...fileOptions, sha256: options.sha256, tokenizerUrl: options.tokenizerUrl,
       configUrl: options.configUrl });
+    // Offline, a cached model must not wait on optional files that were never there (no tokenizer_config.json).
+    const weights = plan.files.find((f) => f.required && /\.(safetensors|bin)$/i.test(f.name));
+    const cachedModel = !!weights && (await isCached(weights.url, fileOptions));
     for (const f of plan.files) {
+      if (!f.required && cachedModel && !(await isCached(f.url, fileOptions))) continue;
       let remote;
       try {
         remote = await RemoteFile.open(f.url, { ...fileOptions, file: f.name, base: plan.base, sha256: f.sha256 });

@@ -1,7 +1,7 @@
 // Tokenizers for the package: Hugging Face tokenizer.json (through @huggingface/tokenizers) and llama2.c
 // tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding and a UTF-8-safe stream decoder.
 
-import { Tokenizer as HfTokenizer, PreTokenizer } from '@huggingface/tokenizers';
+import { Tokenizer as HfTokenizer, PreTokenizer } from './vendor/tokenizers/dist/tokenizers.mjs';
 import { TokenizerError } from './errors.js';
 export { TokenizerError } from './errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';

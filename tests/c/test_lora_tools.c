@@ -221,6 +221,8 @@ static void resize_case(wl_model *m) {
     CHECK_MSG(total < 1e-5, "rank-3 update resized to 3 kept error %g", total);
     CHECK_OK(wl_adapter_resize(a, 2, 0.0f, &r2, errs, &total));
     CHECK_MSG(total > 1e-3 && total < 1.0, "resize to 2 reports error %g", total);
+    wl_adapter_free(r2);
+    r2 = NULL;
     CHECK_OK(wl_adapter_resize(a, 0, 0.999f, &re, NULL, &total));
     wl_lora_module mod;
     wl_adapter_module(re, 0, &mod);
@@ -283,6 +285,8 @@ static void extract_case(void) {
     for (int l = 0; l < L; l++) ranks[l * S + WL_LLAMA_Q] = 2;
     CHECK_OK(wl_adapter_extract(base, tuned, ranks, 0.0f, NULL, &x2, errs, &total));
     CHECK_MSG(total > 1e-3, "rank 2 of a rank-4 update should lose something, got %g", total);
+    wl_adapter_free(x2);
+    x2 = NULL;
     ranks[0] = 100;
     CHECK_STATUS(wl_adapter_extract(base, tuned, ranks, 0.0f, NULL, &x2, NULL, NULL), WL_STATUS_INVALID_ARGUMENT);
     wl_model *other = small_gpt2();

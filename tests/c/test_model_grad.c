@@ -368,15 +368,17 @@ static void error_cases(void) {
     CHECK_STATUS(wl_model_set_adapters(m, (wl_adapter *[]){a, a}, NULL, 2), WL_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(wl_model_set_lora_dropout(m, 1.0f, 0, 0), WL_STATUS_INVALID_ARGUMENT);
     /* config validation */
+    wl_model *bad_model = NULL;
     wl_config c2 = cfg;
     c2.n_kv_heads = 3;
-    CHECK_STATUS(wl_model_create(&c2, &g), WL_STATUS_BAD_FORMAT);
+    CHECK_STATUS(wl_model_create(&c2, &bad_model), WL_STATUS_BAD_FORMAT);
     c2 = cfg;
     c2.dim = 1 << 20;
-    CHECK_STATUS(wl_model_create(&c2, &g), WL_STATUS_BAD_FORMAT);
+    CHECK_STATUS(wl_model_create(&c2, &bad_model), WL_STATUS_BAD_FORMAT);
     c2 = cfg;
     c2.head_dim = 7;
-    CHECK_STATUS(wl_model_create(&c2, &g), WL_STATUS_BAD_FORMAT);
+    CHECK_STATUS(wl_model_create(&c2, &bad_model), WL_STATUS_BAD_FORMAT);
+    CHECK(bad_model == NULL);
     free(ranks);
     free(alphas);
     wl_adapter_free(a);
