@@ -1,0 +1,124 @@
+// sw.js: the demo's service worker. It precaches the app shell and the whole module graph of the package under
+// ../web/ (found by following imports from its entry points, so nothing is forgotten when files change), including
+// weblora.wasm, and serves them network-first with the cache as the offline fallback. Model files are left to the
+// package's own Cache API layer, which reads them by ranges and keeps them across versions of this worker.
+const VERSION = 'v1';
+const CACHE = `weblora-demo-shell-${VERSION}`;
+const CACHE_PREFIX = 'weblora-demo-shell-';
+/** Give up on a network that does not answer in this time and use the cached copy. */
+const NETWORK_TIMEOUT_MS = 4000;
+
+const here = (path) => new URL(path, self.location.href).href;
+const SHELL = ['./', './index.html', './app.js', './style.css', './manifest.webmanifest', './icon.svg'].map(here);
+/** Optional: cached when present (the sample text exists only in some builds). */
+const OPTIONAL = ['./data/personal-style.txt'].map(here);
+/** Module graph roots: the page imports index.js, the package starts worker.js in a Worker. */
+const ROOTS = ['./app.js', '../web/index.js', '../web/worker.js'].map(here);
+const WASM = here('../web/weblora.wasm');
+/** Paths the shell owns; everything else (models above all) goes straight to the network untouched. */
+const OWNED = [here('./'), here('../web/')];
+const NOT_OWNED = [here('./models/')];
+
+/** Static import specifiers of a module: `from '...'`, `import '...'`, literal `import('...')`. */
+function importsOf(source) {
+  const out = new Set();
+  const patterns = [
+    /\b(?:import|export)\b[\s\w{},*$]*?\bfrom\s*(['"])([^'"\n]+)\1/g,
+    /\bimport\s*(['"])([^'"\n]+)\1/g,
+    /\bimport\s*\(\s*(['"])([^'"\n]+)\1\s*\)/g,
+  ];
+  for (const re of patterns) for (const m of source.matchAll(re)) out.add(m[2]);
+  return [...out];
+}
+
+/**
+ * Fetches every module reachable from the roots (same origin only; node: and other schemes are Node-only paths the
+ * browser never takes) and stores them with the shell.
+ */
+async function precache() {
+  const cache = await caches.open(CACHE);
+  const put = async (url, required) => {
+    const res = await fetch(url, { cache: 'no-cache' });
+    if (!res.ok) {
+      if (required) throw new Error(`cannot precache ${url}: HTTP ${res.status}`);
+      return null;
+    }
+    await cache.put(url, res.clone());
+    return res;
+  };
+  await Promise.all(SHELL.map((u) => put(u, true)));
+  await Promise.all(OPTIONAL.map((u) => put(u, false).catch(() => null)));
+  await put(WASM, true);
+  const seen = new Set();
+  const queue = [...ROOTS];
+  while (queue.length) {
+    const batch = queue.splice(0).filter((u) => !seen.has(u));
+    batch.forEach((u) => seen.add(u));
+    await Promise.all(batch.map(async (url) => {
+      const res = await put(url, true);
+      const source = await res.text();
+      for (const spec of importsOf(source)) {
+        if (!/^(\.{1,2}\/|\/)/.test(spec)) continue; // bare or scheme specifiers: not fetchable as they are
+        const next = new URL(spec, url);
+        if (next.origin === self.location.origin && !seen.has(next.href)) queue.push(next.href);
+      }
+    }));
+  }
+}
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(precache().then(() => self.skipWaiting()));
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil((async () => {
+    // Only this worker's own old caches: the package's model cache is not ours to drop.
+    for (const name of await caches.keys()) {
+      if (name.startsWith(CACHE_PREFIX) && name !== CACHE) await caches.delete(name);
+    }
+    await self.clients.claim();
+  })());
+});
+
+/** @param {Request} request */
+function owned(request) {
+  if (request.method !== 'GET' || request.headers.has('range')) return false;
+  const url = request.url.split('#')[0];
+  if (!url.startsWith(self.location.origin)) return false;
+  if (NOT_OWNED.some((p) => url.startsWith(p))) return false;
+  return OWNED.some((p) => url.startsWith(p));
+}
+
+/**
+ * Network first, so a deployed update shows at once; the cache when the network fails, errs or stalls. Pages are
+ * matched without their query (?model=...) so any demo URL opens offline.
+ * @param {Request} request
+ */
+async function networkFirst(request) {
+  const cache = await caches.open(CACHE);
+  const navigate = request.mode === 'navigate';
+  const cached = () => cache.match(request, { ignoreSearch: navigate });
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), NETWORK_TIMEOUT_MS);
+  try {
+    const res = await fetch(request, { signal: controller.signal });
+    if (res.ok && res.type === 'basic') {
+      const key = navigate ? new URL(request.url).origin + new URL(request.url).pathname : request;
+      await cache.put(key, res.clone());
+      return res;
+    }
+    if (res.ok) return res;
+    return (await cached()) ?? res;
+  } catch (err) {
+    const hit = await cached();
+    if (hit) return hit;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+self.addEventListener('fetch', (event) => {
+  if (!owned(event.request)) return;
+  event.respondWith(networkFirst(event.request));
+});

@@ -1,0 +1,121 @@
+// tools/serve.js, the static server the browser tests and the demo run on: MIME types, Range and HEAD, ETags and
+// conditional requests, mounts, the request log, refusal of paths outside the served folders, bare-import rewriting.
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+
+import { startServer } from '../../tools/serve.js';
+import { DATA, repoRoot, sharedDir } from './helpers.js';
+
+describe('tools/serve.js', () => {
+  let server;
+  const log = [];
+
+  beforeAll(async () => {
+    server = await startServer({ mounts: { '/shared/': sharedDir }, onRequest: (e) => log.push(e) });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const get = (p, init) => fetch(server.url(p), init);
+
+  test('binds 127.0.0.1 and serves MIME types browsers insist on', async () => {
+    expect(server.origin).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const types = {
+      '/web/weblora.wasm': 'application/wasm',
+      '/web/index.js': 'text/javascript; charset=utf-8',
+      '/package.json': 'application/json',
+      [`/shared/${DATA.storiesBin}`]: 'application/octet-stream',
+      '/shared/models/tiny-random-llama/model.safetensors': 'application/octet-stream',
+      '/tests/browser/page.html': 'text/html; charset=utf-8',
+    };
+    for (const [p, type] of Object.entries(types)) {
+      const res = await get(p, { method: 'HEAD' });
+      expect([p, res.status, res.headers.get('content-type')]).toEqual([p, 200, type]);
+    }
+  });
+
+  test('answers Range requests with 206 and Content-Range, HEAD with the size and no body', async () => {
+    const file = path.join(sharedDir, DATA.storiesBin);
+    const bytes = readFileSync(file);
+    const head = await get(`/shared/${DATA.storiesBin}`, { method: 'HEAD' });
+    expect(head.headers.get('content-length')).toBe(String(bytes.length));
+    expect(head.headers.get('accept-ranges')).toBe('bytes');
+    expect((await head.arrayBuffer()).byteLength).toBe(0);
+
+    const mid = await get(`/shared/${DATA.storiesBin}`, { headers: { Range: 'bytes=100-227' } });
+    expect(mid.status).toBe(206);
+    expect(mid.headers.get('content-range')).toBe(`bytes 100-227/${bytes.length}`);
+    expect(Buffer.from(await mid.arrayBuffer())).toEqual(bytes.subarray(100, 228));
+
+    const open = await get(`/shared/${DATA.storiesBin}`, { headers: { Range: `bytes=${bytes.length - 10}-` } });
+    expect(Buffer.from(await open.arrayBuffer())).toEqual(bytes.subarray(bytes.length - 10));
+    const suffix = await get(`/shared/${DATA.storiesBin}`, { headers: { Range: 'bytes=-7' } });
+    expect(Buffer.from(await suffix.arrayBuffer())).toEqual(bytes.subarray(bytes.length - 7));
+
+    const past = await get(`/shared/${DATA.storiesBin}`, { headers: { Range: `bytes=${bytes.length}-` } });
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
+  });
+
+  test('ETags make conditional requests cheap and stale If-Range falls back to the whole file', async () => {
+    const first = await get('/web/weblora.wasm');
+    const etag = first.headers.get('etag');
+    expect(etag).toMatch(/^"[0-9a-f-]+"$/);
+    await first.arrayBuffer();
+    const again = await get('/web/weblora.wasm', { headers: { 'If-None-Match': etag } });
+    expect(again.status).toBe(304);
+    const ranged = await get('/web/weblora.wasm', { headers: { Range: 'bytes=0-3', 'If-Range': etag } });
+    expect(ranged.status).toBe(206);
+    expect(Buffer.from(await ranged.arrayBuffer())).toEqual(Buffer.from([0, 0x61, 0x73, 0x6d])); // "\0asm"
+    const stale = await get('/web/weblora.wasm', { headers: { Range: 'bytes=0-3', 'If-Range': '"something-else"' } });
+    expect(stale.status).toBe(200);
+    expect((await stale.arrayBuffer()).byteLength).toBe(readFileSync(path.join(repoRoot, 'web/weblora.wasm')).length);
+  });
+
+  test('refuses dotfiles and paths that climb out of the served folders', async () => {
+    // Sent raw: fetch would normalise the dot segments away before they reach the server.
+    const status = (rawPath) => new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: server.port, path: rawPath, method: 'GET' }, (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    // Dot segments the URL parser resolves stay inside the root ('/../x' is '/x'); encoded slashes hide '..' from
+    // it, so those must be refused after decoding.
+    const outside = ['/.git/config', '/web/.%2e/.git/config', '/..%2fshared/DATA.md', '/web/..%2f..%2f..%2fetc/passwd',
+      '/shared/..%2f..%2fmain/package.json', '/../../etc/passwd', '/nope.js'];
+    for (const p of outside) expect([p, await status(p)]).toEqual([p, 404]);
+    expect(await status('/shared/DATA.md')).toBe(200);
+    const redirect = await get('/demo', { redirect: 'manual' });
+    expect([redirect.status, redirect.headers.get('location')]).toEqual([301, '/demo/']);
+  });
+
+  test('the package needs no import rewriting: web/ imports only relative paths', async () => {
+    for (const file of ['/web/store.js', '/web/tokenizer.js', '/web/crypto.js', '/web/vendor/noble-hashes/esm/utils.js']) {
+      const text = await (await get(file)).text();
+      const specs = [...text.matchAll(/\bfrom\s*(['"])([^'"]+)\1/g)].map((m) => m[2]);
+      expect(specs.length).toBeGreaterThan(0);
+      for (const spec of specs) expect(spec).toMatch(/^\.{1,2}\//);
+    }
+  });
+
+  test('logs every request with method, path, range, status and bytes', async () => {
+    const before = log.length;
+    await (await get(`/shared/${DATA.storiesTok}`, { headers: { Range: 'bytes=0-9' } })).arrayBuffer();
+    await (await get('/missing')).arrayBuffer();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const entries = log.slice(before).map(({ method, path: p, range, status, bytes }) => ({ method, path: p, range, status, bytes }));
+    expect(entries).toEqual([
+      { method: 'GET', path: `/shared/${DATA.storiesTok}`, range: 'bytes=0-9', status: 206, bytes: 10 },
+      { method: 'GET', path: '/missing', range: null, status: 404, bytes: 10 },
+    ]);
+    expect(server.requests.length).toBe(log.length);
+  });
+});
