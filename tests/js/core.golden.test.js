@@ -1,6 +1,6 @@
 // The wasm build against the PyTorch reference (tests/ref/golden): logits, loss, every LoRA gradient and the
 // full-parameter gradients, stories260K greedy decoding through the KV cache, and core invariants.
-import { describe, test, expect, beforeAll } from '@jest/globals';
+import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -25,11 +25,23 @@ function loadCaseModel(dir, cs) {
     [new Uint8Array(readFileSync(path.join(mdir, 'model.safetensors')))]);
 }
 
-function expectClose(label, got, want, tol) {
+/** Worst errors per case, printed at the end of the suite. */
+const report = new Map();
+
+function expectClose(label, got, want, tol, name = '') {
   const r = compare(got, want, tol.atol, tol.rtol);
   if (!r.ok) throw new Error(`${label}: first bad [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs}`);
+  const kind = label.startsWith('fullgrad') ? 'full grads' : / d[AB]$/.test(label) ? 'LoRA grads' : label;
+  const key = `${name} ${kind}`;
+  const prev = report.get(key) ?? { maxAbs: 0, maxRel: 0, atol: tol.atol, rtol: tol.rtol, n: 0 };
+  report.set(key, { ...prev, maxAbs: Math.max(prev.maxAbs, r.maxAbs), maxRel: Math.max(prev.maxRel, r.maxRel), n: prev.n + 1 });
   return r;
 }
+
+afterAll(() => {
+  const lines = [...report].map(([k, v]) => `  ${k.padEnd(34)} ${String(v.n).padStart(3)} tensors  max abs ${v.maxAbs.toExponential(2)}  max rel ${v.maxRel.toExponential(2)}  (atol ${v.atol}, rtol ${v.rtol})`);
+  process.stdout.write(`wasm core vs PyTorch reference:\n${lines.join('\n')}\n`);
+});
 
 describe('wasm core vs PyTorch reference', () => {
   test.each(CASES)('%s', (name) => {
@@ -70,17 +82,17 @@ describe('wasm core vs PyTorch reference', () => {
     const targets = io.has('targets') ? io.get('targets').data : null;
     const train = !!(targets && (adapter || cs.full));
     const loss = model.forward(tokens, { B, T, targets, train });
-    expectClose('logits', model.logits(), io.get('logits').data, cs.tolerance.logits);
-    if (targets) expectClose('loss', [loss], io.get('loss').data, cs.tolerance.loss);
+    expectClose('logits', model.logits(), io.get('logits').data, cs.tolerance.logits, name);
+    if (targets) expectClose('loss', [loss], io.get('loss').data, cs.tolerance.loss, name);
     if (train) {
       model.backward();
       let checked = 0;
       for (const m of adapter ? adapter.modules() : []) {
         const p = model.modulePath(m.layer, m.slot);
         expectClose(`${p} dA`, adapter.view(m.dA, m.rank * m.inFeatures),
-          io.get(`grad.base_model.model.${p}.lora_A.weight`).data, cs.tolerance.grads);
+          io.get(`grad.base_model.model.${p}.lora_A.weight`).data, cs.tolerance.grads, name);
         expectClose(`${p} dB`, adapter.view(m.dB, m.rank * m.outFeatures),
-          io.get(`grad.base_model.model.${p}.lora_B.weight`).data, cs.tolerance.grads);
+          io.get(`grad.base_model.model.${p}.lora_B.weight`).data, cs.tolerance.grads, name);
         checked += 2;
       }
       if (cs.full) {
@@ -94,7 +106,7 @@ describe('wasm core vs PyTorch reference', () => {
             got = new Float32Array(t.numel);
             for (let o = 0; o < outF; o++) for (let k = 0; k < inF; k++) got[k * outF + o] = g[o * inF + k];
           }
-          expectClose(`fullgrad ${t.name}`, got, want, cs.tolerance.fullgrads);
+          expectClose(`fullgrad ${t.name}`, got, want, cs.tolerance.fullgrads, name);
           checked++;
         }
       }
