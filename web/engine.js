@@ -6,7 +6,7 @@ export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { loadModel } from './loader.js';
-import { adapterToPeft, peftToAdapter, resolveLoraSpec } from './peft.js';
+import { adapterToPeft, peftToAdapter, resolveLoraSpec, shortestF32 } from './peft.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
@@ -50,7 +50,7 @@ export function hfConfig(model) {
     return {
       architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: c.dim, n_layer: c.nLayers, n_head: c.nHeads,
       n_inner: c.hiddenDim, n_positions: c.maxSeqLen, n_ctx: c.maxSeqLen, vocab_size: c.vocabSize,
-      layer_norm_epsilon: c.normEps, activation_function: 'gelu_new', tie_word_embeddings: true,
+      layer_norm_epsilon: shortestF32(c.normEps), activation_function: 'gelu_new', tie_word_embeddings: true,
       bos_token_id: c.bosId >= 0 ? c.bosId : c.eosId, eos_token_id: c.eosId, torch_dtype: 'float32',
     };
   }
@@ -58,7 +58,7 @@ export function hfConfig(model) {
     architectures: [c.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'], model_type: c.qkvBias ? 'qwen2' : 'llama',
     hidden_size: c.dim, intermediate_size: c.hiddenDim, num_hidden_layers: c.nLayers, num_attention_heads: c.nHeads,
     num_key_value_heads: c.nKvHeads, head_dim: c.headDim, vocab_size: c.vocabSize, max_position_embeddings: c.maxSeqLen,
-    rms_norm_eps: c.normEps, rope_theta: c.ropeTheta, tie_word_embeddings: !!c.tiedEmbeddings, hidden_act: 'silu',
+    rms_norm_eps: shortestF32(c.normEps), rope_theta: shortestF32(c.ropeTheta), tie_word_embeddings: !!c.tiedEmbeddings, hidden_act: 'silu',
     attention_bias: false, mlp_bias: false, rope_scaling: null, ...(c.qkvBias ? { use_sliding_window: false, sliding_window: null } : {}),
     bos_token_id: c.bosId >= 0 ? c.bosId : null, eos_token_id: c.eosId >= 0 ? c.eosId : null, torch_dtype: 'float32',
   };

@@ -392,7 +392,7 @@ function effectiveAlpha(m, rslora) {
 }
 
 /** The shortest decimal that reads back as the same f32 (so JSON says 0.1, not 0.10000000149011612). */
-function shortestF32(x) {
+export function shortestF32(x) {
   for (let p = 1; p <= 9; p++) {
     const v = Number(x.toPrecision(p));
     if (Math.fround(v) === x) return v;
