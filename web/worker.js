@@ -142,8 +142,12 @@ const methods = {
     const e = requireEngine();
     const s = await getStore();
     // The engine's parser validates the files (and that they fit this model) before they are stored.
-    const byName = Object.fromEntries(files.map((f) => [f.name, f.data]));
-    const trial = e.importAdapter(byName, { allowFingerprintMismatch: true });
+    const byName = {};
+    for (const f of files) {
+      const data = globalThis.Blob && f.data instanceof globalThis.Blob ? new Uint8Array(await f.data.arrayBuffer()) : f.data;
+      byName[String(f.name).split(/[\\/]/).pop()] = data;
+    }
+    const trial = e.importAdapter(byName, { allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
     e.freeAdapter(trial.id);
     await s.importFiles(files, { name: opts.name, baseFingerprint: e.fingerprint, baseModel: e.name });
     return (await s.list()).find((r) => r.name === opts.name);
