@@ -134,7 +134,6 @@ export class LocalEngine {
     /** @type {Map<string, { adapter: Adapter, info: object }>} */
     this.adapters = new Map();
     this.nextId = 1;
-    this.busy = null;
   }
 
   /**
@@ -174,9 +173,12 @@ export class LocalEngine {
     return e;
   }
 
+  /** Record an adapter under a new id; info fields not given take the defaults of a fresh adapter on this base. */
   register(adapter, info) {
     const id = `adapter-${this.nextId++}`;
-    const full = { ...info, id, parameters: adapter.params().length };
+    const defaults = { name: null, useRslora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, baseModel: this.name,
+      baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
+    const full = { ...defaults, ...info, id, parameters: adapter.params().length };
     this.adapters.set(id, { adapter, info: full });
     return { ...full };
   }
@@ -211,7 +213,6 @@ export class LocalEngine {
     return this.register(adapter, {
       name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
       rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
-      baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null,
     });
   }
 
@@ -268,9 +269,8 @@ export class LocalEngine {
     const adapters = list.map((x) => this.entry(x.id).adapter);
     const r = this.core.combineAdapters(adapters, list.map((x) => x.weight ?? 1), { type, rank });
     const mods = r.adapter.modules();
-    const info = this.register(r.adapter, { name, rank: mods[0]?.rank ?? 0, alpha: mods[0]?.rank ?? 0, targets: [...new Set(mods.map((m) => this.model.modulePath(m.layer, m.slot).split('.').pop()))],
-      useRslora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, init: `combined-${type}`, baseModel: this.name,
-      baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null });
+    const info = this.register(r.adapter, { name, rank: mods[0]?.rank ?? 0, alpha: mods[0]?.rank ?? 0, init: `combined-${type}`,
+      targets: [...new Set(mods.map((m) => this.model.modulePath(m.layer, m.slot).split('.').pop()))] });
     return { adapter: info, modules: this.namedErrors(r.adapter, r.errors) };
   }
 
@@ -294,9 +294,7 @@ export class LocalEngine {
       }
       const r = this.core.extractAdapter(this.model, tuned.model, spec.ranks, { energy: opts.energy ?? 0 });
       const mods = r.adapter.modules();
-      const info = this.register(r.adapter, { name: opts.name ?? null, rank, alpha: rank, targets, useRslora: false, rankPattern: {},
-        alphaPattern: {}, dropout: 0, init: 'extracted', baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(),
-        steps: 0, finalLoss: null });
+      const info = this.register(r.adapter, { name: opts.name ?? null, rank, alpha: rank, targets, init: 'extracted' });
       return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError, ranks: mods.map((m) => m.rank) };
     } finally {
       tuned.model.free();
@@ -495,7 +493,7 @@ export class LocalEngine {
     return this.register(adapter, {
       name: opts.name ?? null, rank: cfg.r, alpha: cfg.lora_alpha, targets: cfg.target_modules, useRslora: !!cfg.use_rslora,
       rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
-      baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null,
+      steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null,
     });
   }
 
