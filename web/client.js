@@ -256,7 +256,7 @@ export class Engine {
   /** Extract an adapter from a fine-tuned model of the same shape ({ rank, targets, energy }). */
   extract(tunedSource, options = {}) {
     const { local, remote } = splitOptions(options);
-    return this.channel.call('extract', [tunedSource, remote], { signal: local.signal });
+    return this.channel.call('extract', [tunedSource, remote], { signal: local.signal, handlers: { progress: local.onProgress } });
   }
 
   /**

@@ -278,13 +278,13 @@ export class LocalEngine {
    * Extract a LoRA adapter from a fine-tuned model of the same shape: the best rank-r approximation of each target's
    * W_tuned - W_base.
    * @param {any} tunedSource a model source like load()'s
-   * @param {{ rank?: number, targets?: string[]|string, energy?: number, name?: string, signal?: AbortSignal }} [opts]
+   * @param {{ rank?: number, targets?: string[]|string, energy?: number, name?: string, signal?: AbortSignal, onProgress?: (e: object) => void }} [opts]
    */
   async extract(tunedSource, opts = {}) {
     const rank = opts.rank ?? 8;
     const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
     const spec = resolveLoraSpec(this.model, { rank, alpha: rank, targets });
-    const tuned = await loadModel(this.core, tunedSource, { signal: opts.signal, tokenizer: this.tokenizer ?? undefined });
+    const tuned = await loadModel(this.core, tunedSource, { signal: opts.signal, onProgress: opts.onProgress, tokenizer: this.tokenizer ?? undefined });
     try {
       // A llama2.c checkpoint and its Hugging Face export store q/k rows in different RoPE orders: compare like with like.
       const bc = this.model.config, tc = tuned.model.config;

@@ -114,7 +114,7 @@ const methods = {
   unmerge: (ctx, id) => requireEngine().unmerge(id),
   resize: (ctx, id, opts) => requireEngine().resize(id, opts),
   combine: (ctx, inputs, opts) => requireEngine().combine(inputs, opts),
-  extract: (ctx, source, opts = {}) => requireEngine().extract(source, { ...opts, signal: ctx.signal }),
+  extract: (ctx, source, opts = {}) => requireEngine().extract(source, { ...opts, signal: ctx.signal, onProgress: (e) => ctx.event('progress', e) }),
   // IndexedDB store
   async storeSave(ctx, name, id, opts = {}) {
     const e = requireEngine();
