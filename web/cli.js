@@ -19,7 +19,8 @@ commands:
   train    --model M [--tokenizer T] --data FILE... [--adapter-init DIR] [--rank R] [--alpha A]
            [--targets q_proj,v_proj] [--init default|gaussian] [--rslora] [--dropout P] [--optimizer adamw|sgd]
            [--lr X] [--steps N | --epochs E] [--batch B] [--seq T] [--grad-accum N] [--clip X] [--weight-decay X]
-           [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--seed S] [--full] --out DIR [--json]
+           [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--seed S] [--full]
+           --out DIR [--json]
   eval     --model M [--tokenizer T] [--adapter DIR]... --data FILE... [--seq T] [--json]
   merge    --model M --adapter DIR[:W]... --out DIR [--json]            (a merged model in Hugging Face layout)
   resize   --adapter DIR (--rank R | --energy F) [--rank R --energy F] --out DIR [--json]
@@ -39,6 +40,7 @@ const OPTIONS = {
   optimizer: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, epochs: { type: 'string' },
   batch: { type: 'string' }, seq: { type: 'string' }, 'grad-accum': { type: 'string' }, clip: { type: 'string' },
   'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
+  'eval-every': { type: 'string' },
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
   type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
 };
@@ -223,7 +225,8 @@ function trainOptionsFrom(opts) {
     seqLen: num(opts, 'seq', { integer: true, min: 1 }), seed: num(opts, 'seed', { integer: true }),
     gradAccum: num(opts, 'grad-accum', { integer: true, min: 1 }), clipNorm: num(opts, 'clip', { min: 0 }),
     weightDecay: num(opts, 'weight-decay', { min: 0 }), schedule: opts.schedule, warmupSteps: num(opts, 'warmup', { integer: true, min: 0 }),
-    evalSplit: num(opts, 'eval-split', { min: 0 }), dropout: num(opts, 'dropout', { min: 0 }),
+    evalSplit: num(opts, 'eval-split', { min: 0 }), evalEvery: num(opts, 'eval-every', { integer: true, min: 0 }),
+    dropout: num(opts, 'dropout', { min: 0 }),
   };
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o;
