@@ -20,6 +20,22 @@ static int same_shape(const wl_adapter *a, const wl_adapter *b) {
     return 1;
 }
 
+/* Hand the new adapter to the caller, or free it when something failed on the way. */
+static wl_status finish(wl_status st, wl_adapter *r, wl_adapter **out) {
+    if (st != WL_OK) {
+        wl_adapter_free(r);
+        return st;
+    }
+    *out = r;
+    return WL_OK;
+}
+
+/* min(r, in, out) of a module: how many singular values its update can have. */
+static int full_rank(const wl_lora_module *mod) {
+    int p = mod->in_features < mod->out_features ? mod->in_features : mod->out_features;
+    return mod->rank < p ? mod->rank : p;
+}
+
 /* New adapter of a's shape with the given (L * S) ranks and scales, or NULL (status set). */
 static wl_adapter *make_like(const wl_adapter *a, const int *ranks, const float *scales, wl_status *st) {
     wl_adapter *out = NULL;
@@ -60,12 +76,7 @@ wl_status wl_adapter_pissa_to_lora(const wl_adapter *a, wl_adapter **out) {
     }
     wl_free(ranks);
     wl_free(scales);
-    if (st != WL_OK) {
-        wl_adapter_free(r);
-        return st;
-    }
-    *out = r;
-    return WL_OK;
+    return finish(st, r, out);
 }
 
 /* Rank that reaches `energy` of the squared Frobenius norm given all singular values s[0..n). */
@@ -117,8 +128,7 @@ wl_status wl_adapter_resize(const wl_adapter *a, int rank, float energy, wl_adap
     if (st == WL_OK && !wl_all_finite(a->params, a->n_params)) st = wl_fail(WL_STATUS_NUMERIC, "the adapter holds NaN or infinite weights");
     for (int i = 0; st == WL_OK && i < a->n_modules; i++) {
         const wl_lora_module *mod = &a->modules[i];
-        const int full = mod->rank < mod->in_features ? (mod->rank < mod->out_features ? mod->rank : mod->out_features)
-                                                        : (mod->in_features < mod->out_features ? mod->in_features : mod->out_features);
+        const int full = full_rank(mod);
         for (size_t j = 0; j < (size_t)mod->out_features * mod->rank; j++) sB[j] = mod->scale * mod->B[j];
         wl_lowrank_info info;
         float *Ui = U + (size_t)i * max_out * max_r, *Vi = Vt + (size_t)i * max_r * max_in, *Si = S + (size_t)i * max_r;
@@ -140,8 +150,7 @@ wl_status wl_adapter_resize(const wl_adapter *a, int rank, float energy, wl_adap
     double num = 0.0, den = 0.0;
     for (int i = 0; st == WL_OK && i < a->n_modules; i++) {
         const wl_lora_module *mod = &a->modules[i];
-        const int full = mod->rank < mod->in_features ? (mod->rank < mod->out_features ? mod->rank : mod->out_features)
-                                                        : (mod->in_features < mod->out_features ? mod->in_features : mod->out_features);
+        const int full = full_rank(mod);
         split_into(&r->modules[i], U + (size_t)i * max_out * max_r, full, S + (size_t)i * max_r,
                    Vt + (size_t)i * max_r * max_in, r->modules[i].scale);
         if (rel_errors) rel_errors[i] = errs[i];
@@ -157,12 +166,7 @@ wl_status wl_adapter_resize(const wl_adapter *a, int rank, float energy, wl_adap
     wl_free(sB);
     wl_free(norms);
     wl_free(errs);
-    if (st != WL_OK) {
-        wl_adapter_free(r);
-        return st;
-    }
-    *out = r;
-    return WL_OK;
+    return finish(st, r, out);
 }
 
 wl_status wl_adapter_extract(const wl_model *base, const wl_model *tuned, const int *ranks, float energy,
@@ -262,12 +266,7 @@ wl_status wl_adapter_extract(const wl_model *base, const wl_model *tuned, const 
     wl_free(fac);
     wl_free(norms);
     wl_free(errs);
-    if (st != WL_OK) {
-        wl_adapter_free(r);
-        return st;
-    }
-    *out = r;
-    return WL_OK;
+    return finish(st, r, out);
 }
 
 wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, int n, int type, int svd_rank,
@@ -423,10 +422,5 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
     wl_free(Vt);
     wl_free(ranks);
     wl_free(scales);
-    if (st != WL_OK) {
-        wl_adapter_free(r);
-        return st;
-    }
-    *out = r;
-    return WL_OK;
+    return finish(st, r, out);
 }
