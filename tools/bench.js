@@ -110,7 +110,6 @@ async function benchTraining(core) {
     decode_tokens_per_second: decode,
     peak_wasm_memory_bytes: core.wasm.memory.buffer.byteLength,
     model_memory_bytes: model.memoryBytes(),
-    reference_pytorch_f32_one_thread_tokens_per_second: '85-95 (measured on this machine outside this run; not a ratio)',
   };
   model.setAdapters([]);
   adapter.free();

@@ -336,6 +336,11 @@ export class Model {
     this.core = core;
     this.ptr = ptr;
     this.config = core.readConfig(core.x.wl_model_config(ptr));
+    /** Number of weights (fixed for the model's life). */
+    this.nParams = core.withScratch(4, (np) => {
+      core.x.wl_model_params(ptr, np);
+      return core.wasm.u32[np >>> 2];
+    });
     this.ioCapacity = 0;
     this.ioPtr = 0; // tokens, targets (i32) and the loss (f32)
     /** @type {Adapter[]} */
@@ -562,17 +567,14 @@ export class Model {
 
   /** Live views of every weight / gradient (full-parameter mode), in tensor-table order. */
   params() {
-    return this.core.withScratch(4, (np) => {
-      const p = this.core.x.wl_model_params(this.ptr, np) >>> 2;
-      return this.core.wasm.f32.subarray(p, p + this.core.wasm.u32[np >>> 2]);
-    });
+    const p = this.core.x.wl_model_params(this.ptr, 0) >>> 2;
+    return this.core.wasm.f32.subarray(p, p + this.nParams);
   }
 
   grads() {
-    const n = this.params().length;
     const p = this.core.x.wl_model_grads(this.ptr) >>> 2;
     if (!p) return null;
-    return this.core.wasm.f32.subarray(p, p + n);
+    return this.core.wasm.f32.subarray(p, p + this.nParams);
   }
 
   memoryBytes() {
@@ -594,6 +596,11 @@ export class Adapter {
   constructor(core, ptr) {
     this.core = core;
     this.ptr = ptr;
+    /** Number of A and B values (fixed for the adapter's life). */
+    this.nParams = core.withScratch(4, (np) => {
+      core.x.wl_adapter_params(ptr, np);
+      return core.wasm.u32[np >>> 2];
+    });
   }
 
   /**
@@ -664,15 +671,11 @@ export class Adapter {
   }
 
   params() {
-    return this.core.withScratch(4, (np) => {
-      const p = this.core.x.wl_adapter_params(this.ptr, np);
-      return this.view(p, this.core.wasm.u32[np >>> 2]);
-    });
+    return this.view(this.core.x.wl_adapter_params(this.ptr, 0), this.nParams);
   }
 
   grads() {
-    const n = this.params().length;
-    return this.view(this.core.x.wl_adapter_grads(this.ptr), n);
+    return this.view(this.core.x.wl_adapter_grads(this.ptr), this.nParams);
   }
 
   zeroGrad() {

@@ -6,7 +6,7 @@ export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { loadModel } from './loader.js';
-import { adapterToPeft, peftToAdapter, resolveLoraSpec, shortestF32 } from './peft.js';
+import { adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
@@ -64,26 +64,6 @@ export function hfConfig(model) {
   };
 }
 
-/**
- * Rows of a q/k projection in interleaved-pair RoPE order (llama2.c) reordered to rotate-half order (Hugging
- * Face), as transformers' conversion script does: within each head, row 2i + c moves to c * hs/2 + i.
- */
-function interleavedToHalf(w, nHeads, hs, cols, inverse = false) {
-  const out = new Float32Array(w.length);
-  const half = hs / 2;
-  for (let h = 0; h < nHeads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let c = 0; c < 2; c++) {
-        const a = (h * hs + 2 * i + c) * cols;
-        const b = (h * hs + c * half + i) * cols;
-        const [from, to] = inverse ? [b, a] : [a, b];
-        out.set(w.subarray(from, from + cols), to);
-      }
-    }
-  }
-  return out;
-}
-
 /** Reorder a Llama model's q/k rows in place from rotate-half to interleaved-pair order (the inverse of export). */
 function halfToInterleavedInPlace(model) {
   const c = model.config;
@@ -91,7 +71,7 @@ function halfToInterleavedInPlace(model) {
     const heads = /self_attn\.q_proj\.(weight|bias)$/.test(t.name) ? c.nHeads : /self_attn\.k_proj\.(weight|bias)$/.test(t.name) ? c.nKvHeads : 0;
     if (!heads) continue;
     const v = model.tensorView(t);
-    v.set(interleavedToHalf(v.slice(), heads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, true));
+    v.set(permuteRopeRows(v.slice(), heads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, false));
   }
 }
 
@@ -107,8 +87,8 @@ export function modelToSafetensors(model, metadata = {}) {
       data = tr;
     }
     if (c.arch === Arch.LLAMA && c.ropeLayout === RopeLayout.INTERLEAVED) {
-      if (/self_attn\.q_proj\.(weight|bias)$/.test(t.name)) data = interleavedToHalf(data, c.nHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1);
-      if (/self_attn\.k_proj\.(weight|bias)$/.test(t.name)) data = interleavedToHalf(data, c.nKvHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1);
+      if (/self_attn\.q_proj\.(weight|bias)$/.test(t.name)) data = permuteRopeRows(data, c.nHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, true);
+      if (/self_attn\.k_proj\.(weight|bias)$/.test(t.name)) data = permuteRopeRows(data, c.nKvHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, true);
     }
     return { name: t.name, shape: t.shape, data };
   });

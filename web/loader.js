@@ -21,45 +21,41 @@ const DEFAULT_CHUNK = 1 << 20;
  *   bytes(): Promise<Uint8Array>, text(): Promise<string> }} ByteSource
  */
 
-/** @returns {ByteSource} */
-function bufferSource(name, data, CHUNK = DEFAULT_CHUNK) {
-  const u8 = data instanceof Uint8Array ? data : new Uint8Array(data);
+/**
+ * A ByteSource over a function reading bytes [start, end), streamed in chunks of `chunk` bytes.
+ * @returns {ByteSource}
+ */
+function rangeSource(name, size, read, chunk, signal) {
   return {
     name,
-    size: u8.byteLength,
-    async readRange(start, end) { return u8.subarray(start, end); },
-    async stream(start, end, onChunk) {
-      const stop = end ?? u8.byteLength;
-      for (let at = start; at < stop; at += CHUNK) await onChunk(u8.subarray(at, Math.min(stop, at + CHUNK)), at);
-      return stop;
-    },
-    async bytes() { return u8; },
-    async text() { return new TextDecoder().decode(u8); },
-  };
-}
-
-/** @returns {ByteSource} a File or Blob read slice by slice */
-function blobSource(name, blob, signal, CHUNK = DEFAULT_CHUNK) {
-  const read = async (s, e) => new Uint8Array(await blob.slice(s, e).arrayBuffer());
-  return {
-    name,
-    size: blob.size,
+    size,
     readRange: read,
     async stream(start, end, onChunk) {
-      const stop = end ?? blob.size;
-      for (let at = start; at < stop; at += CHUNK) {
+      const stop = end ?? size;
+      for (let at = start; at < stop; at += chunk) {
         throwIfAborted(signal);
-        await onChunk(await read(at, Math.min(stop, at + CHUNK)), at);
+        await onChunk(await read(at, Math.min(stop, at + chunk)), at);
       }
       return stop;
     },
-    async bytes() { return read(0, blob.size); },
-    async text() { return blob.text(); },
+    bytes: () => read(0, size),
+    async text() { return new TextDecoder().decode(await read(0, size)); },
   };
 }
 
+/** @returns {ByteSource} bytes already in memory */
+function bufferSource(name, data, chunk = DEFAULT_CHUNK) {
+  const u8 = data instanceof Uint8Array ? data : new Uint8Array(data);
+  return rangeSource(name, u8.byteLength, async (s, e) => u8.subarray(s, e), chunk);
+}
+
+/** @returns {ByteSource} a File or Blob read slice by slice */
+function blobSource(name, blob, signal, chunk = DEFAULT_CHUNK) {
+  return rangeSource(name, blob.size, async (s, e) => new Uint8Array(await blob.slice(s, e).arrayBuffer()), chunk, signal);
+}
+
 /** @returns {Promise<ByteSource>} a local file in Node, read by ranges */
-async function pathSource(path, signal, CHUNK = DEFAULT_CHUNK) {
+async function pathSource(path, signal, chunk = DEFAULT_CHUNK) {
   const { open, stat } = await import('node:fs/promises');
   const info = await stat(path);
   const name = path.split(/[\\/]/).pop();
@@ -78,21 +74,7 @@ async function pathSource(path, signal, CHUNK = DEFAULT_CHUNK) {
       await fh.close();
     }
   };
-  return {
-    name,
-    size: info.size,
-    readRange: read,
-    async stream(start, end, onChunk) {
-      const stop = end ?? info.size;
-      for (let at = start; at < stop; at += CHUNK) {
-        throwIfAborted(signal);
-        await onChunk(await read(at, Math.min(stop, at + CHUNK)), at);
-      }
-      return stop;
-    },
-    async bytes() { return read(0, info.size); },
-    async text() { return new TextDecoder().decode(await read(0, info.size)); },
-  };
+  return rangeSource(name, info.size, read, chunk, signal);
 }
 
 /** @returns {ByteSource} */

@@ -345,7 +345,7 @@ export function resolveLoraSpec(model, options = {}) {
  * @param {number} heads @param {number} hs @param {number} r
  * @param {boolean} toHalf interleaved -> rotate-half (saving) or back (loading)
  */
-function permuteRopeRows(B, heads, hs, r, toHalf) {
+export function permuteRopeRows(B, heads, hs, r, toHalf) {
   const out = new Float32Array(B.length);
   const half = hs / 2;
   for (let h = 0; h < heads; h++) {

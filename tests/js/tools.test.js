@@ -244,7 +244,10 @@ describe('resize, extract, combine', () => {
     const viaFiles = combineAdapterFiles(core, [{ files: fa, weight: 0.7 }, { files: fb, weight: 1.2 }], { type: 'cat' });
     const back = engine.importAdapter(viaFiles.files);
     expect(maxDiff(logits(engine, back.id), mix)).toBeLessThan(5e-4);
-    expect(() => engine.combine([a.id, b.id], { type: 'linear' })).not.toThrow();
+    const lin = engine.combine([a.id, b.id], { type: 'linear' });
+    expect(lin.adapter.rank).toBe(4);
+    expect(maxDiff(logits(engine, lin.adapter.id), logits(engine, null))).toBeGreaterThan(1e-4);
+    engine.freeAdapter(lin.adapter.id);
     expect(() => engine.combine([a.id, b.id], { type: 'mean' })).toThrow(/linear, cat or svd/);
     for (const id of [a.id, b.id, x.adapter.id, low.adapter.id, back.id]) engine.freeAdapter(id);
   });

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import path from 'node:path';
 
 import { LocalEngine } from '../../web/engine.js';
+import { evaluateSequences } from '../../web/train.js';
 import { readJsonl } from './train-tokenizer.js';
 
 async function main() {
@@ -22,25 +23,9 @@ async function main() {
   const engine = await LocalEngine.load(path.resolve(values.model));
   const seqLen = Number(values.seq);
   const data = engine.prepareData(await readJsonl(values.data), { seqLen, evalSplit: Number(values['eval-split']), seed: Number(values.seed) });
-  const model = engine.model;
   const B = Number(values.batch);
-  model.reserve(B, seqLen);
-  let sum = 0;
-  let count = 0;
-  for (let i = 0; i < data.eval.length; i += B) {
-    const chunk = data.eval.slice(i, i + B);
-    const tokens = new Int32Array(chunk.length * seqLen);
-    const targets = new Int32Array(chunk.length * seqLen);
-    let valid = 0;
-    chunk.forEach((s, b) => {
-      tokens.set(s.tokens, b * seqLen);
-      targets.set(s.targets, b * seqLen);
-      valid += s.valid;
-    });
-    sum += model.forward(tokens, { B: chunk.length, T: seqLen, targets }) * valid;
-    count += valid;
-  }
-  const loss = sum / count;
+  engine.model.reserve(B, seqLen);
+  const { loss, tokens: count } = evaluateSequences(engine.model, data.eval, B);
   const result = { model: values.model, loss, perplexity: Math.exp(loss), tokens: count, sequences: data.eval.length };
   process.stdout.write(values.json ? `${JSON.stringify(result)}\n`
     : `held-out loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)}) over ${count} tokens in ${data.eval.length} sequences\n`);
