@@ -2,7 +2,8 @@
 // or llama2.c .bin URL, local Files/Blobs/ArrayBuffers, or (in Node) a local path. Weights are streamed: the
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
 // so no second copy of the model is ever held in JavaScript.
-import { FormatError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
+import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
+import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
 export { ModelSourceError } from './errors.js';
 import { DType } from './core.js';
 import { RemoteFile, resolveModelSource } from './stream.js';
@@ -77,16 +78,86 @@ async function pathSource(path, signal, chunk = DEFAULT_CHUNK) {
   return rangeSource(name, info.size, read, chunk, signal);
 }
 
-/** @returns {ByteSource} */
-function remoteSource(file) {
-  return {
+/** @returns {ByteSource} a remote file; RemoteFile itself checks a sha256 pin over every byte it streams */
+function remoteSource(file, pin) {
+  const src = {
     name: file.file,
     size: file.size,
-    readRange: (s, e) => file.readRange(s, e),
-    stream: (s, e, onChunk, opts) => file.stream(s, e, onChunk, opts),
-    bytes: () => file.bytes(),
-    text: () => file.text(),
+    pin: pin ?? null,
+    used: false,
+    get verified() { return file.verified; },
+    readRange: (s, e) => { src.used = true; return file.readRange(s, e); },
+    stream: (s, e, onChunk, opts) => { src.used = true; return file.stream(s, e, onChunk, opts); },
+    bytes: () => { src.used = true; return file.bytes(); },
+    text: () => { src.used = true; return file.text(); },
   };
+  return src;
+}
+
+/**
+ * A local source checked against a sha256 pin: a stream that reaches the end of the file hashes every byte from
+ * the first (re-reading what lies before its start), so the bytes loaded are the bytes checked.
+ * @param {ByteSource} src
+ * @param {string} pin normalized hex
+ * @returns {ByteSource}
+ */
+function pinnedLocalSource(src, pin) {
+  const out = {
+    ...src,
+    pin,
+    used: false,
+    verified: false,
+    readRange: (s, e) => { out.used = true; return src.readRange(s, e); },
+    async stream(start, end, onChunk, opts) {
+      out.used = true;
+      const stop = end ?? src.size;
+      if (stop !== src.size) return src.stream(start, end, onChunk, opts);
+      const hash = createSha256();
+      for (let at = 0; at < start; at += DEFAULT_CHUNK) hash.update(await src.readRange(at, Math.min(start, at + DEFAULT_CHUNK)));
+      const reached = await src.stream(start, end, async (chunk, offset) => {
+        hash.update(chunk);
+        await onChunk(chunk, offset);
+      }, opts);
+      check(hash.hex());
+      return reached;
+    },
+    async bytes() {
+      out.used = true;
+      const b = await src.bytes();
+      check(await sha256Hex(b));
+      return b;
+    },
+    async text() { return new TextDecoder().decode(await out.bytes()); },
+  };
+  const check = (actual) => {
+    if (actual !== pin) throw new IntegrityError(`SHA-256 of ${src.name} is ${actual}, expected ${pin}`, { details: { file: src.name, expected: pin, actual } });
+    out.verified = true;
+  };
+  return out;
+}
+
+/**
+ * Pins by file name, checked against the files a model really has: a pin for a file that is not there is a typo
+ * or a wrong model, never something to skip.
+ * @param {Record<string, string> | undefined} pins
+ * @param {string[]} names
+ * @param {string} model for messages
+ */
+function checkPinNames(pins, names, model) {
+  for (const name of Object.keys(pins ?? {})) {
+    if (!names.includes(name)) {
+      throw new ModelSourceError(`a SHA-256 pin names ${name}, which is not a file of ${model} (its files: ${names.join(', ')})`, { code: 'NOT_FOUND' });
+    }
+  }
+}
+
+/** After a load: every pinned file that was read must have been verified over all of its bytes. */
+function assertPinsVerified(files) {
+  for (const [name, src] of files) {
+    if (src.pin && src.used && !src.verified) {
+      throw new IntegrityError(`${name} is pinned by SHA-256 but was not read in full, so it could not be verified`, { details: { file: name } });
+    }
+  }
 }
 
 function isUrlString(s) {
@@ -121,8 +192,9 @@ async function gatherFiles(source, options) {
         if (!f.required && err instanceof NotFoundError) continue;
         throw err;
       }
-      files.set(f.name, remoteSource(remote));
+      files.set(f.name, remoteSource(remote, f.sha256));
     }
+    checkPinNames(options.sha256, plan.files.map((f) => f.name), url);
     return { kind: plan.kind, name: options.name ?? url, files };
   }
   if (typeof source === 'string' && isNode) {
@@ -148,13 +220,13 @@ async function gatherFiles(source, options) {
         }
       }
     }
-    return { kind: guessKind(files), name: options.name ?? source, files };
+    return { kind: guessKind(files), name: options.name ?? source, files: pinLocal(files, options.sha256, source) };
   }
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
     const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
     const name = looksLikeSafetensors(bytes) ? 'model.safetensors' : 'model.bin';
     files.set(name, bufferSource(name, bytes, chunk));
-    return { kind: name.endsWith('.bin') ? 'llama2c' : 'safetensors', name: options.name ?? 'model', files };
+    return { kind: name.endsWith('.bin') ? 'llama2c' : 'safetensors', name: options.name ?? 'model', files: pinLocal(files, options.sha256, 'the model') };
   }
   const list = Array.isArray(source) ? source
     : source && typeof source === 'object' ? Object.entries(source).map(([name, data]) => ({ name, data })) : null;
@@ -172,7 +244,14 @@ async function gatherFiles(source, options) {
       throw new ModelSourceError('each local file needs a name (File objects, or { name, data })');
     }
   }
-  return { kind: guessKind(files), name: options.name ?? 'local model', files };
+  return { kind: guessKind(files), name: options.name ?? 'local model', files: pinLocal(files, options.sha256, 'the local model') };
+}
+
+/** Local files with their pins applied. */
+function pinLocal(files, pins, model) {
+  checkPinNames(pins, [...files.keys()], model);
+  for (const [name, pin] of Object.entries(pins ?? {})) files.set(name, pinnedLocalSource(files.get(name), normalizeSha256(pin)));
+  return files;
 }
 
 function looksLikeSafetensors(bytes) {
@@ -208,10 +287,12 @@ async function streamSafetensors(model, src, seen, signal) {
   const core = model.core;
   if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
   const first = await src.readRange(0, 8);
-  const n = Number(new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true));
-  if (n > SAFETENSORS_MAX_HEADER || 8 + n > src.size) {
-    throw new FormatError(`${src.name}: header length ${n} is larger than allowed (100 MB) or than the ${src.size}-byte file`);
+  // Kept as a BigInt for the message: a hostile u64 printed through a double would show a rounded number.
+  const declared = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
+  if (declared > BigInt(SAFETENSORS_MAX_HEADER) || 8n + declared > BigInt(src.size)) {
+    throw new FormatError(`${src.name}: header length ${declared} is larger than allowed (${SAFETENSORS_MAX_HEADER} bytes) or than the ${src.size}-byte file`);
   }
+  const n = Number(declared);
   const header = await src.readRange(0, 8 + n);
   let st;
   try {
@@ -312,6 +393,7 @@ export async function loadModel(core, source, options = {}) {
     }
     model.checkFinite();
     const tokenizer = await loadModelTokenizer(files, options.tokenizer, model, signal);
+    assertPinsVerified(files);
     return { model, tokenizer, name, kind };
   } catch (err) {
     model?.free();

@@ -305,7 +305,13 @@ export class RemoteFile {
       }
       : null;
     try {
-      if (observe && start > 0 && start <= this.#prefix.byteLength) await observe(this.#prefix.subarray(0, start), 0);
+      if (observe && start > 0) {
+        const kept = Math.min(start, this.#prefix.byteLength);
+        if (kept > 0) await observe(this.#prefix.subarray(0, kept), 0);
+        // Bytes before `start` that readRange did not keep (a header larger than PREFIX_LIMIT) are read again, so
+        // the pin and the cached copy still cover every byte from the first.
+        if (kept < start) await this.#transfer(kept, start, async () => {}, observe, signal);
+      }
       const reached = await this.#transfer(start, end, async (chunk, offset) => {
         await onChunk(chunk, offset);
         this.#emitProgress(offset + chunk.byteLength);
@@ -330,6 +336,12 @@ export class RemoteFile {
       this.#verified = true;
     } else if (this.#cacheVouches) {
       this.#verified = true;
+    }
+    if (this.#pin && !this.#verified) {
+      // A pin is a promise about every byte: a load must never finish on bytes it could not check.
+      throw new IntegrityError(`${this.url} could not be checked against its SHA-256 pin: only ${hash?.covered ?? 0} of ${size} bytes were hashed`, {
+        details: { url: this.url, expected: this.#pin, hashed: hash?.covered ?? 0, size },
+      });
     }
     if (writer) {
       // A pinned file goes into the cache only once verified; an unpinned one once complete.

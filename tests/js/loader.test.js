@@ -126,6 +126,19 @@ describe('safetensors variants', () => {
   });
 });
 
+describe('sha256 pins on local files', () => {
+  test('a local model is hashed as it streams; a wrong pin or a pin for a file it lacks is refused', async () => {
+    const bytes = readFileSync(path.join(MODEL, 'model.safetensors'));
+    const good = createHash('sha256').update(bytes).digest('hex');
+    const e = await LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER, chunkSize: 4093, sha256: { 'model.safetensors': good } });
+    e.dispose();
+    await expect(LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensors': 'b'.repeat(64) } }))
+      .rejects.toMatchObject({ name: 'IntegrityError', message: expect.stringContaining(`is ${good}, expected bbbb`) });
+    await expect(LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensor': good } }))
+      .rejects.toThrow(/pin names model\.safetensor, which is not a file/);
+  });
+});
+
 describe('over HTTP', () => {
   let server;
   let weights;
@@ -159,6 +172,31 @@ describe('over HTTP', () => {
     const bad = good.replace(/^./, (c) => (c === '0' ? '1' : '0'));
     await expect(LocalEngine.load(server.url('/m/'), { wasmSource: wasmSource(), sha256: { 'model.safetensors': bad } }))
       .rejects.toMatchObject({ name: 'IntegrityError' });
+  });
+
+  test('a pin covers every byte: weights behind a header larger than the kept prefix are refused', async () => {
+    // The attack: other weights, padded with ~65 MB of header metadata so the header is read by range and not kept
+    // for hashing, served under the pin of the real file (or any pin). The whole file must still be hashed.
+    const st = readSafetensors(core, weights);
+    const tensors = [...st.entries()].map(([name, t]) => ({ name, shape: t.shape, data: t.data.map((v) => v * 0.5) }));
+    const padded = writeSafetensors(tensors, { metadata: { pad: 'x'.repeat(65 << 20) } });
+    const headerLength = Number(new DataView(padded.buffer).getBigUint64(0, true));
+    expect(headerLength).toBeGreaterThan(64 << 20);
+    const config = new Uint8Array(readFileSync(path.join(MODEL, 'config.json')));
+    const evil = await startServer({ '/e/config.json': { body: config }, '/e/model.safetensors': { body: padded, chunkSize: 1 << 20 } });
+    try {
+      const real = createHash('sha256').update(weights).digest('hex');
+      for (const pin of [real, 'a'.repeat(64)]) {
+        await expect(LocalEngine.load(evil.url('/e/'), { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensors': pin } }))
+          .rejects.toMatchObject({ name: 'IntegrityError', message: expect.stringMatching(/SHA-256 of .*model\.safetensors is [0-9a-f]{64}, expected/) });
+      }
+      // The same large-header file under its own pin loads: the bytes before the data are read again and hashed.
+      const own = createHash('sha256').update(padded).digest('hex');
+      const e = await LocalEngine.load(evil.url('/e/'), { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensors': own } });
+      e.dispose();
+    } finally {
+      evil.close();
+    }
   });
 
   test('a 404 for the weights is a clear error', async () => {
