@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // cli.js: the `weblora` command, a thin front end over the same API the browser uses (WebLoRA.load runs the
 // engine in a worker thread). Every command takes --json for one JSON object per line; on a terminal, training
-// shows a progress bar. Errors print one line and exit non-zero; outputs are written to a temporary folder and
-// renamed into place only when complete.
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile, copyFile } from 'node:fs/promises';
+// shows a progress bar. Errors print one line and exit non-zero; outputs are checked before the work starts and
+// written crash-safely (output.js): a killed run leaves the old or the new output, never neither.
+import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { WebLoRA } from './client.js';
 import { Core } from './core.js';
+import { OutputFolder } from './output.js';
 import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
 
 const USAGE = `usage: weblora <command> [options]
@@ -27,6 +28,8 @@ commands:
   extract  --base M --tuned M2 --rank R [--targets q_proj,v_proj] [--energy F] --out DIR [--json]
   combine  --adapter DIR:W ... --type linear|cat|svd [--rank R] --out DIR [--json]
 
+Every command that loads a model takes --sha256 FILE=HEX (repeatable): the model file FILE (e.g. model.safetensors)
+must have that SHA-256, checked over every byte as it loads.
 Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
 URL of either (a folder URL ends in "/").`;
@@ -43,6 +46,7 @@ const OPTIONS = {
   'eval-every': { type: 'string' },
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
   type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  sha256: { type: 'string', multiple: true },
 };
 
 class UsageError extends Error {}
@@ -115,29 +119,24 @@ async function readTexts(files) {
   return out;
 }
 
-/** Write files into dir atomically: a temporary sibling folder renamed into place when everything is written. */
-async function writeOutput(dir, files, force) {
-  const target = path.resolve(dir);
-  const exists = await stat(target).then(() => true, () => false);
-  if (exists && !force) {
-    const entries = await readdir(target).catch(() => null);
-    if (entries === null || entries.length > 0) throw new UsageError(`output ${dir} exists and is not empty (use --force to replace it)`);
-  }
-  const tmp = `${target}.partial-${process.pid}`;
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
-  try {
-    for (const [name, data] of Object.entries(files)) {
-      if (data && data.copyFrom) await copyFile(data.copyFrom, path.join(tmp, name));
-      else await writeFile(path.join(tmp, name), data);
-    }
-    if (exists) await rm(target, { recursive: true, force: true });
-    await mkdir(path.dirname(target), { recursive: true });
-    await rename(tmp, target);
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
+/** Output folders prepared but not committed yet: discarded when the command fails. */
+const pendingOutputs = new Set();
+
+/**
+ * Checks the output location before any long work (replaceable, writable, room when known) and reserves its
+ * temporary folder. Outputs are crash-safe: see output.js.
+ * @returns {Promise<OutputFolder>}
+ */
+async function prepareOutput(dir, force, bytesNeeded = 0) {
+  const output = await OutputFolder.prepare(dir, { force, bytesNeeded });
+  pendingOutputs.add(output);
+  return output;
+}
+
+/** Writes the files and swaps them into place. */
+async function writeOutput(output, files) {
+  await output.commit(files);
+  pendingOutputs.delete(output);
 }
 
 function formatTime(s) {
@@ -170,12 +169,26 @@ function progressBar(enabled) {
   };
 }
 
+/** --sha256 FILE=HEX options as the { file: hex } pins the loader checks. */
+function sha256Pins(opts) {
+  if (!opts.sha256?.length) return undefined;
+  const pins = {};
+  for (const spec of opts.sha256) {
+    const m = /^(.+)=([0-9a-fA-F]{64})$/.exec(spec);
+    if (!m) throw new UsageError(`--sha256 takes FILE=HEX with 64 hex digits (e.g. model.safetensors=<sha256>), got "${spec}"`);
+    pins[path.basename(m[1])] = m[2].toLowerCase();
+  }
+  return pins;
+}
+
 async function loadEngine(opts, json) {
   const model = need(opts, 'model');
+  const sha256 = sha256Pins(opts);
   const tty = process.stderr.isTTY && !json;
   const seen = new Set();
   return WebLoRA.load(modelSource(model), {
     tokenizer: opts.tokenizer ? modelSource(opts.tokenizer) : undefined,
+    sha256,
     onProgress: (e) => {
       if (tty && e.status === 'progress' && e.total) {
         process.stderr.write(`\rdownloading ${e.file}: ${(e.loaded / 1e6).toFixed(1)} / ${(e.total / 1e6).toFixed(1)} MB\x1b[K`);
@@ -240,10 +253,7 @@ async function cmdTrain(opts, positionals) {
   const init = opts['adapter-init'] ? await readAdapterDir(opts['adapter-init']) : null;
   if (opts.full && init) throw new UsageError('--full trains the base model: it cannot start from --adapter-init');
   // Fail on an unusable output folder before spending time on training.
-  const outExists = await stat(out).then(() => true, () => false);
-  if (outExists && !opts.force && (await readdir(out).catch(() => [1])).length > 0) {
-    throw new UsageError(`output ${out} exists and is not empty (use --force to replace it)`);
-  }
+  const output = await prepareOutput(out, !!opts.force);
   const engine = await loadEngine(opts, json);
   try {
     let adapter = null;
@@ -255,6 +265,8 @@ async function cmdTrain(opts, positionals) {
         init: opts.init, useRslora: !!opts.rslora, seed: tOpts.seed, dropout: tOpts.dropout,
       });
     }
+    // f32 weights plus headers and config; a full run writes the whole model.
+    await output.checkRoom(4 * (adapter ? adapter.parameters : engine.info.parameters) + (1 << 16));
     const bar = progressBar(process.stderr.isTTY && !json);
     const run = engine.train(adapter, texts, {
       ...tOpts, full: !!opts.full,
@@ -273,7 +285,7 @@ async function cmdTrain(opts, positionals) {
     } else {
       files = (await engine.exportAdapter(adapter)).files;
     }
-    await writeOutput(out, files, !!opts.force);
+    await writeOutput(output, files);
     emit(json, { event: 'done', ...summary, out: path.resolve(out) },
       `trained ${summary.steps} steps in ${summary.seconds.toFixed(1)} s (${summary.tokensPerSecond.toFixed(0)} tok/s); `
       + `train loss ${summary.trainLossRecent.toFixed(4)}`
@@ -316,9 +328,10 @@ async function cmdMerge(opts) {
   const out = need(opts, 'out');
   if (!opts.adapter?.length) throw new UsageError('--adapter is required');
   const adapters = await Promise.all(opts.adapter.map(readAdapterDir));
-  await assertWritable(out, opts.force);
+  const output = await prepareOutput(out, !!opts.force);
   const engine = await loadEngine(opts, json);
   try {
+    await output.checkRoom(4 * engine.info.parameters + (1 << 16));
     const merged = [];
     for (const a of adapters) {
       const h = await engine.importAdapter(a.files, { name: a.folder });
@@ -326,18 +339,11 @@ async function cmdMerge(opts) {
     }
     const files = await engine.exportModel();
     for (const name of await tokenizerFilesOf(opts)) files[path.basename(name)] = { copyFrom: name };
-    await writeOutput(out, files, !!opts.force);
+    await writeOutput(output, files);
     emit(json, { out: path.resolve(out), adapters: adapters.map((a) => ({ folder: a.folder, weight: a.weight })), parameters: engine.info.parameters },
       `merged ${adapters.length} adapter${adapters.length > 1 ? 's' : ''} into ${opts.model}\nsaved a Hugging Face model to ${out}\n`);
   } finally {
     await engine.dispose();
-  }
-}
-
-async function assertWritable(out, force) {
-  const exists = await stat(out).then(() => true, () => false);
-  if (exists && !force && (await readdir(out).catch(() => [1])).length > 0) {
-    throw new UsageError(`output ${out} exists and is not empty (use --force to replace it)`);
   }
 }
 
@@ -358,10 +364,10 @@ async function cmdResize(opts) {
   if (energy > 1) throw new UsageError('--energy is a fraction in (0, 1]');
   if (opts.adapter?.length !== 1) throw new UsageError('resize takes exactly one --adapter DIR');
   const a = await readAdapterDir(opts.adapter[0]);
-  await assertWritable(out, opts.force);
+  const output = await prepareOutput(out, !!opts.force);
   const core = await Core.create();
   const r = resizeAdapterFiles(core, a.files, { rank, energy });
-  await writeOutput(out, r.files, !!opts.force);
+  await writeOutput(output, r.files);
   reportModules(json, r, out, 'resized');
 }
 
@@ -372,10 +378,10 @@ async function cmdCombine(opts) {
   if (!['linear', 'cat', 'svd'].includes(type)) throw new UsageError(`--type must be linear, cat or svd, got "${type}"`);
   if (!opts.adapter || opts.adapter.length < 2) throw new UsageError('combine needs at least two --adapter DIR[:W]');
   const inputs = await Promise.all(opts.adapter.map(readAdapterDir));
-  await assertWritable(out, opts.force);
+  const output = await prepareOutput(out, !!opts.force);
   const core = await Core.create();
   const r = combineAdapterFiles(core, inputs.map((x) => ({ files: x.files, weight: x.weight })), { type, rank: num(opts, 'rank', { integer: true, min: 1 }) ?? 0 });
-  await writeOutput(out, r.files, !!opts.force);
+  await writeOutput(output, r.files);
   reportModules(json, r, out, `combined (${type})`);
 }
 
@@ -386,13 +392,13 @@ async function cmdExtract(opts) {
   const tuned = need(opts, 'tuned');
   const rank = num(opts, 'rank', { integer: true, min: 1 });
   if (rank === undefined) throw new UsageError('--rank is required');
-  await assertWritable(out, opts.force);
+  const output = await prepareOutput(out, !!opts.force);
   const engine = await loadEngine({ ...opts, model: base }, json);
   try {
     const targets = opts.targets ? opts.targets.split(',').map((x) => x.trim()).filter(Boolean) : undefined;
     const r = await engine.extract(modelSource(tuned), { rank, targets, energy: num(opts, 'energy', { min: 0 }) ?? 0 });
     const files = (await engine.exportAdapter(r.adapter)).files;
-    await writeOutput(out, files, !!opts.force);
+    await writeOutput(output, files);
     reportModules(json, r, out, 'extracted');
   } finally {
     await engine.dispose();
@@ -418,9 +424,11 @@ export async function main(argv = process.argv.slice(2)) {
     await fn(values, positionals);
     return 0;
   } catch (err) {
+    for (const output of pendingOutputs) await output.discard().catch(() => {});
+    pendingOutputs.clear();
     const msg = (err?.message ?? String(err)).split('\n')[0];
     process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}weblora ${command}: error: ${msg}\n`);
-    return err instanceof UsageError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1;
+    return err instanceof UsageError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err?.code === 'OUTPUT_EXISTS' ? 2 : 1;
   }
 }
 

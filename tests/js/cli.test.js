@@ -5,6 +5,7 @@ import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync, readdirSync, copyFileSync } from 'node:fs';
 import os from 'node:os';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 
 import { compare, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
@@ -167,6 +168,17 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     expectFailure(m, /not found/);
     const c = await run(['frobnicate']);
     expectFailure(c, /unknown command/);
+  });
+
+  test('--sha256 FILE=HEX pins a model file: the right hash loads, a wrong one or a malformed pin is refused', async () => {
+    const bin = readFileSync(model());
+    const good = createHash('sha256').update(bin).digest('hex');
+    const ok = await run(['generate', '--model', model(), '--prompt', 'Once', '--max-tokens', '2', '--sha256', `stories260K.bin=${good.toUpperCase()}`, '--json']);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    const bad = await run(['generate', '--model', model(), '--prompt', 'Once', '--sha256', `stories260K.bin=${'0'.repeat(64)}`]);
+    expectFailure(bad, new RegExp(`SHA-256 of stories260K\\.bin is ${good}, expected 0{64}`));
+    expectFailure(await run(['generate', '--model', model(), '--prompt', 'Once', '--sha256', 'stories260K.bin=abc']), /FILE=HEX with 64 hex digits/);
   });
 
   test('a truncated checkpoint is refused', async () => {

@@ -1,0 +1,223 @@
+// output.js: crash-safe output folders for the Node CLI (adapters, merged models, exports). A new folder is
+// written beside the target, every file and the folder are fsynced, then swapped in: the old folder is renamed
+// aside, the new one renamed into place, and only then is the old one deleted. Whatever instant the process dies
+// at, the target or its aside copy holds a complete old or new output, and the next run over the same target
+// finishes the job (restores the old folder if the new one never arrived; deletes leftovers).
+//
+// Linux's renameat2(RENAME_EXCHANGE) would swap two folders in one step, but Node has no binding for it and a
+// native addon is not worth its build cost for a window that recovery already covers.
+import { constants as fsc } from 'node:fs';
+import { access, copyFile, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
+import path from 'node:path';
+
+const PARTIAL = '.partial-';
+const ASIDE = '.old-';
+/** Spare room asked for beyond the output itself, for the file system's own bookkeeping. */
+const ROOM_MARGIN = 1 << 20;
+
+export class OutputError extends Error {
+  /** @param {string} message @param {string} code */
+  constructor(message, code) {
+    super(message);
+    this.name = 'OutputError';
+    this.code = code;
+  }
+}
+
+/**
+ * Test-only fault injection: WEBLORA_CRASH_AT=<step> kills the process with SIGKILL (no cleanup, like a power cut
+ * or kill -9) when the swap reaches that step. Steps in order: files-written, files-synced, folder-synced,
+ * old-aside, new-in, old-deleted.
+ * @param {string} step
+ */
+function crashPoint(step) {
+  if (process.env.WEBLORA_CRASH_AT === step) process.kill(process.pid, 'SIGKILL');
+}
+
+/** @param {string} p */
+async function fsyncPath(p) {
+  const fh = await open(p, fsc.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** @param {string} name @returns {number | null} the pid in a leftover's name */
+function pidOf(name) {
+  const m = /-(\d+)$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** @param {number} pid */
+function isAlive(pid) {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return /** @type {any} */ (err).code === 'EPERM';
+  }
+}
+
+/** @param {string} p */
+const exists = (p) => stat(p).then(() => true, () => false);
+
+/**
+ * Repairs what an interrupted write to `target` left behind (skipping folders of processes still running): an
+ * old output renamed aside whose replacement never arrived goes back into place; unfinished new folders and
+ * old folders already replaced are deleted.
+ * @param {string} target
+ * @returns {Promise<{ restored: boolean, removed: string[] }>}
+ */
+export async function recoverOutput(target) {
+  target = path.resolve(target);
+  const dir = path.dirname(target);
+  const base = path.basename(target);
+  const entries = await readdir(dir).catch(() => []);
+  const leftovers = entries
+    .filter((n) => (n.startsWith(base + PARTIAL) || n.startsWith(base + ASIDE)) && /-\d+$/.test(n))
+    .filter((n) => !isAlive(/** @type {number} */ (pidOf(n))));
+  let restored = false;
+  const asides = leftovers.filter((n) => n.startsWith(base + ASIDE)).sort();
+  if (asides.length && !(await exists(target))) {
+    // The crash came between moving the old output aside and moving the new one in: put the old one back.
+    await rename(path.join(dir, asides[asides.length - 1]), target);
+    await fsyncPath(dir);
+    restored = true;
+  }
+  const removed = [];
+  for (const n of leftovers) {
+    if (!(await exists(path.join(dir, n)))) continue;
+    await rm(path.join(dir, n), { recursive: true, force: true });
+    removed.push(n);
+  }
+  return { restored, removed };
+}
+
+/**
+ * An output folder being prepared. prepare() checks everything that can be checked before a long job (the
+ * target may be replaced, its folder is writable, there is room) so a full disk or a read-only location is found
+ * before training, not after; commit() writes and swaps the files in.
+ */
+export class OutputFolder {
+  /** @param {string} target @param {string} tmp */
+  constructor(target, tmp) {
+    this.target = target;
+    this.tmp = tmp;
+  }
+
+  /**
+   * @param {string} dir the output folder
+   * @param {{ force?: boolean, bytesNeeded?: number }} [options] force replaces a non-empty folder; bytesNeeded
+   *   (when known) is checked against the free space of the file system
+   * @returns {Promise<OutputFolder>}
+   */
+  static async prepare(dir, { force = false, bytesNeeded = 0 } = {}) {
+    const target = path.resolve(dir);
+    await recoverOutput(target);
+    const info = await stat(target).catch(() => null);
+    if (info && !info.isDirectory()) throw new OutputError(`output ${dir} exists and is not a folder`, 'OUTPUT_EXISTS');
+    const entries = info ? await readdir(target) : [];
+    if (entries.length > 0 && !force) {
+      throw new OutputError(`output ${dir} exists and is not empty (use --force to replace it)`, 'OUTPUT_EXISTS');
+    }
+    const parent = path.dirname(target);
+    try {
+      await mkdir(parent, { recursive: true });
+      await access(parent, fsc.W_OK);
+    } catch (err) {
+      throw new OutputError(`cannot write the output ${dir}: ${/** @type {any} */ (err).code ?? ''} ${/** @type {Error} */ (err).message}`.trim(), 'OUTPUT_NOT_WRITABLE');
+    }
+    const tmp = `${target}${PARTIAL}${process.pid}`;
+    await rm(tmp, { recursive: true, force: true });
+    try {
+      // Creating the folder now proves the location really takes writes (read-only mounts, ACLs, root squash).
+      await mkdir(tmp);
+    } catch (err) {
+      throw new OutputError(`cannot write the output ${dir}: ${/** @type {Error} */ (err).message}`, 'OUTPUT_NOT_WRITABLE');
+    }
+    const output = new OutputFolder(target, tmp);
+    await output.checkRoom(bytesNeeded);
+    return output;
+  }
+
+  /**
+   * Refuses to go on when the file system has less free space than the output needs (when statfs can tell).
+   * @param {number} bytesNeeded
+   */
+  async checkRoom(bytesNeeded) {
+    if (!(bytesNeeded > 0)) return;
+    const fsInfo = await statfs(this.tmp).catch(() => null);
+    const free = fsInfo ? Number(fsInfo.bavail) * Number(fsInfo.bsize) : Infinity;
+    if (free < bytesNeeded + ROOM_MARGIN) {
+      throw new OutputError(`not enough room for the output ${this.target}: it needs about ${formatBytes(bytesNeeded)}, `
+        + `the file system has ${formatBytes(free)} free`, 'OUTPUT_NO_ROOM');
+    }
+  }
+
+  /**
+   * Writes the files, makes them durable and swaps them into place. On failure the target is unchanged.
+   * @param {Record<string, Uint8Array | string | { copyFrom: string }>} files
+   */
+  async commit(files) {
+    const { target, tmp } = this;
+    const dir = path.dirname(target);
+    try {
+      for (const [name, data] of Object.entries(files)) {
+        const file = path.join(tmp, name);
+        if (data && typeof data === 'object' && 'copyFrom' in data) await copyFile(data.copyFrom, file);
+        else {
+          const fh = await open(file, 'w');
+          try {
+            await fh.writeFile(data);
+          } finally {
+            await fh.close();
+          }
+        }
+      }
+      crashPoint('files-written');
+      for (const name of Object.keys(files)) await fsyncPath(path.join(tmp, name));
+      crashPoint('files-synced');
+      await fsyncPath(tmp);
+      crashPoint('folder-synced');
+    } catch (err) {
+      await this.discard();
+      throw new OutputError(`writing the output ${target} failed, nothing was replaced: ${/** @type {Error} */ (err).message}`, 'OUTPUT_WRITE_FAILED');
+    }
+    const aside = `${target}${ASIDE}${process.pid}`;
+    const hadOld = await exists(target);
+    if (hadOld) {
+      await rm(aside, { recursive: true, force: true });
+      await rename(target, aside);
+      crashPoint('old-aside');
+    }
+    try {
+      await rename(tmp, target);
+    } catch (err) {
+      if (hadOld) await rename(aside, target).catch(() => {});
+      await this.discard();
+      throw err;
+    }
+    await fsyncPath(dir);
+    crashPoint('new-in');
+    if (hadOld) {
+      await rm(aside, { recursive: true, force: true });
+      crashPoint('old-deleted');
+    }
+  }
+
+  /** Deletes the unfinished folder (a failed or abandoned job). */
+  async discard() {
+    await rm(this.tmp, { recursive: true, force: true });
+  }
+}
+
+/** @param {number} n */
+function formatBytes(n) {
+  if (!Number.isFinite(n)) return 'unknown';
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${Math.ceil(n / 1e3)} kB`;
+}
