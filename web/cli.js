@@ -426,7 +426,7 @@ export async function main(argv = process.argv.slice(2)) {
   } catch (err) {
     for (const output of pendingOutputs) await output.discard().catch(() => {});
     pendingOutputs.clear();
-    const msg = (err?.message ?? String(err)).split('\n')[0];
+    const msg = (err?.message ?? String(err)).split('\n')[0] + (err?.code === 'DIVERGED' ? ' (nothing was saved)' : '');
     process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}weblora ${command}: error: ${msg}\n`);
     return err instanceof UsageError || err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err?.code === 'OUTPUT_EXISTS' ? 2 : 1;
   }

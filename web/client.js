@@ -223,9 +223,13 @@ export class Engine {
     return this.channel.call('generate', [prompt, remote], { signal: local.signal, handlers: { token: local.onToken } });
   }
 
-  /** PEFT files { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } of a loaded adapter. */
-  exportAdapter(adapter) {
-    return this.channel.call('exportAdapter', [adapterId(adapter)]);
+  /**
+   * PEFT files { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } of a loaded adapter.
+   * An adapter whose last training run diverged is refused unless options.allowDiverged (as is adapters.save).
+   * @param {any} adapter @param {{ allowDiverged?: boolean }} [options]
+   */
+  exportAdapter(adapter, options = {}) {
+    return this.channel.call('exportAdapter', [adapterId(adapter), { allowDiverged: !!options.allowDiverged }]);
   }
 
   /** Load PEFT files ({ 'adapter_config.json': string|bytes, 'adapter_model.safetensors': bytes }) onto the model. */

@@ -2,6 +2,7 @@
 // parsing. Everything here runs where the wasm instance lives (the Worker, Node, tests); views into wasm memory
 // it returns are live and stay valid only until the next call into the core.
 import { CoreError } from './errors.js';
+import { F32_SAFE_MAGNITUDE, firstOutOfRange } from './divergence.js';
 export { CoreError } from './errors.js';
 import { instantiateCore } from './wasm.js';
 
@@ -420,7 +421,10 @@ export class Model {
     this.writeTensor(index, dtypeId, firstElement, bytes);
   }
 
-  /** Throw if any weight is NaN or infinite (a corrupt file must not load silently). */
+  /**
+   * Throw if any weight is NaN or infinite (a corrupt file must not load silently) or so large that f32
+   * arithmetic on it would overflow (divergence.js F32_SAFE_MAGNITUDE), naming the tensor.
+   */
   checkFinite() {
     const p = this.params();
     if (!this.core.x.wl_all_finite(p.byteOffset, p.length)) {
@@ -429,6 +433,14 @@ export class Model {
         return !this.core.x.wl_all_finite(v.byteOffset, v.length);
       });
       throw new CoreError(`model weights contain NaN or infinite values (first in ${bad?.name})`, { code: 'NUMERIC' });
+    }
+    for (const t of this.tensors()) {
+      const v = this.tensorView(t);
+      const i = firstOutOfRange(v, F32_SAFE_MAGNITUDE);
+      if (i >= 0) {
+        throw new CoreError(`model weight ${t.name} holds ${v[i].toExponential(3)} at element ${i}, beyond ±${F32_SAFE_MAGNITUDE.toExponential(0)}: `
+          + 'f32 arithmetic on it would overflow', { code: 'NUMERIC', details: { tensor: t.name, index: i, value: v[i] } });
+      }
     }
   }
 

@@ -12,6 +12,8 @@ import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
 import { writeSafetensors } from './safetensors.js';
 import { Trainer, evaluateSequences, trainOptions } from './train.js';
+import { NumericError } from './errors.js';
+import { assertSafeMagnitudes } from './divergence.js';
 
 
 const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
@@ -303,7 +305,17 @@ export class LocalEngine {
       throw new EngineError('adapter must be an id, a list of ids or an { id: weight } map', { code: 'INVALID_ARGUMENT' });
     }
     const adapters = ids.map((id) => this.entry(id).adapter);
+    for (const [i, a] of adapters.entries()) assertSafeMagnitudes(this.adapterTensors(a), `adapter ${ids[i]}`);
     this.model.setAdapters(adapters, weights);
+  }
+
+  /** An adapter's A and B matrices under their PEFT names (views into wasm memory). */
+  *adapterTensors(adapter) {
+    for (const m of adapter.modules()) {
+      const name = `base_model.model.${this.model.modulePath(m.layer, m.slot)}`;
+      yield { name: `${name}.lora_A.weight`, values: adapter.view(m.A, m.rank * m.inFeatures) };
+      yield { name: `${name}.lora_B.weight`, values: adapter.view(m.B, m.outFeatures * m.rank) };
+    }
   }
 
   /** Tokenize and pack texts into sequences. */
@@ -345,8 +357,16 @@ export class LocalEngine {
     const trainer = new Trainer({ model: this.model, adapter: entry?.adapter ?? null, full, train: data.train, eval: data.eval,
       options: { ...o, dropout: opts.dropout ?? entry?.info.dropout ?? 0 }, state: opts.resume ?? null });
     try {
-      const summary = await trainer.run(hooks);
+      let summary;
+      try {
+        summary = await trainer.run(hooks);
+      } catch (err) {
+        // A diverged adapter keeps its last good weights but is not exported or saved without an explicit override.
+        if (entry && err instanceof NumericError) entry.info.diverged = err.message;
+        throw err;
+      }
       if (entry) {
+        delete entry.info.diverged;
         entry.info.steps += summary.steps - (opts.resume?.step ?? 0);
         entry.info.finalLoss = summary.evalLoss ?? summary.trainLossRecent;
         entry.info.updated = Date.now();
@@ -449,9 +469,18 @@ export class LocalEngine {
     return { text, ids: out, promptIds: ids, finishReason, tokensPerSecond: out.length / seconds };
   }
 
-  /** PEFT files of an adapter. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base. */
-  exportAdapter(id) {
+  /**
+   * PEFT files of an adapter. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base. An
+   * adapter whose last training run diverged is refused unless opts.allowDiverged.
+   * @param {string} id
+   * @param {{ allowDiverged?: boolean }} [opts]
+   */
+  exportAdapter(id, opts = {}) {
     const e = this.entry(id);
+    if (e.info.diverged && !opts.allowDiverged) {
+      throw new NumericError(`adapter ${id} is not exported: its last training run diverged (${e.info.diverged}); `
+        + 'pass allowDiverged: true to export its last good weights anyway', { code: 'DIVERGED' });
+    }
     const plain = e.adapter.isPissa ? e.adapter.pissaToLora() : e.adapter;
     try {
       return adapterToPeft(this.model, plain, {

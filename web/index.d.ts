@@ -133,6 +133,9 @@ export interface TrainOptions {
   evalSplit?: number;
   evalEvery?: number;
   dropout?: number;
+  /** Stop a finite but diverged run (loss far above its start, an update larger than the weights, weights beyond
+   * 1e3) with a NumericError of code DIVERGED (default true; NaN and infinities always stop a run). */
+  divergenceGuard?: boolean;
   /** Train every weight of the base model (pass null as the adapter). */
   full?: boolean;
   /** Save adapter, optimizer state and data position to IndexedDB every `every` steps. */
@@ -213,7 +216,8 @@ export interface StoredAdapter {
 }
 
 export interface AdapterStoreApi {
-  save(name: string, adapter: Adapter | string, options?: { overwrite?: boolean }): Promise<StoredAdapter>;
+  /** Refuses an adapter whose last training run diverged unless allowDiverged. */
+  save(name: string, adapter: Adapter | string, options?: { overwrite?: boolean, allowDiverged?: boolean }): Promise<StoredAdapter>;
   load(name: string, options?: { allowFingerprintMismatch?: boolean }): Promise<Adapter>;
   list(): Promise<StoredAdapter[]>;
   rename(from: string, to: string): Promise<void>;
@@ -232,7 +236,8 @@ export declare class Engine {
   train(adapter: Adapter | string | null, texts: string | string[], options?: TrainOptions): TrainRun;
   evaluate(texts: string | string[], options?: { adapter?: AdapterSelection; seqLen?: number; batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; perplexity: number; tokens: number; sequences: number }>;
   generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
-  exportAdapter(adapter: Adapter | string): Promise<PeftFiles>;
+  /** Refuses an adapter whose last training run diverged unless allowDiverged. */
+  exportAdapter(adapter: Adapter | string, options?: { allowDiverged?: boolean }): Promise<PeftFiles>;
   importAdapter(files: { 'adapter_config.json': string | Uint8Array; 'adapter_model.safetensors': Uint8Array }, options?: { name?: string; allowFingerprintMismatch?: boolean }): Promise<Adapter>;
   exportModel(): Promise<{ 'config.json': string; 'model.safetensors': Uint8Array }>;
   merge(adapter: Adapter | string, weight?: number): Promise<Adapter & { merged: boolean; editBytes: number }>;

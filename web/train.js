@@ -3,6 +3,7 @@
 import { NumericError } from './errors.js';
 export { NumericError } from './errors.js';
 import { BatchStream, DataError } from './data.js';
+import { DivergenceGuard } from './divergence.js';
 
 
 /** Defaults. SGD defaults to plain steps: constant rate, no clipping, no decay (p <- p - lr g). */
@@ -29,6 +30,8 @@ export function trainOptions(opts = {}) {
     evalEvery: opts.evalEvery ?? 0,
     dropout: opts.dropout ?? 0,
     seed: opts.seed ?? 0,
+    // false turns off the checks for a finite but diverged run (divergence.js); NaN and inf are always refused
+    divergenceGuard: opts.divergenceGuard ?? true,
   };
   const positive = ['lr', 'eps', 'gradAccum', 'batchSize', 'seqLen'];
   for (const k of positive) {
@@ -137,6 +140,7 @@ export class Trainer {
     this.batches = new BatchStream(train, this.o.batchSize, this.o.seed);
     this.history = [];
     if (state) this.restore(state);
+    this.guard = this.o.divergenceGuard ? new DivergenceGuard(this.paramView(), { full }) : null;
     // Full-parameter AdamW decays matrices only (not norms, biases, position tables), as common practice.
     this.decayRanges = full ? model.tensors().map((t) => ({ ptr: t.dataPtr, numel: t.numel, decay: t.decay })) : null;
   }
@@ -156,7 +160,11 @@ export class Trainer {
 
   /** Mean next-token loss over a set of sequences (token-weighted), and its perplexity. */
   evaluate(sequences = this.evalSet) {
-    return evaluateSequences(this.model, sequences, this.o.batchSize);
+    const r = evaluateSequences(this.model, sequences, this.o.batchSize);
+    if (r && !Number.isFinite(r.loss)) {
+      throw new NumericError(`training stopped after step ${this.step}: the held-out loss is ${r.loss}`, { code: 'DIVERGED' });
+    }
+    return r;
   }
 
   /**
@@ -181,6 +189,8 @@ export class Trainer {
       lossSum += loss;
       tokens += batch.valid;
     }
+    const rose = this.guard?.checkLoss(lossSum / o.gradAccum);
+    if (rose) throw this.diverged(`the run diverged: ${rose}`);
     const grads = this.gradView();
     const gPtr = grads.byteOffset;
     if (o.gradAccum > 1) x.wl_scale(gPtr, grads.length, 1 / o.gradAccum);
@@ -214,6 +224,11 @@ export class Trainer {
       this.step--;
       throw this.diverged(`the update made weights NaN or infinite (learning rate ${lr})`, true);
     }
+    const blown = this.guard?.checkUpdate(params, this.full ? null : this.lastGood);
+    if (blown) {
+      this.step--;
+      throw this.diverged(`the run diverged: ${blown} (learning rate ${lr})`, true);
+    }
     const record = { step: this.step, loss: lossSum / o.gradAccum, lr, gradNorm, tokens, epoch };
     this.history.push(record.loss);
     return record;
@@ -239,7 +254,7 @@ export class Trainer {
       kept = `the adapter keeps the weights after step ${this.step}`;
     }
     this.lastGood = null;
-    return new NumericError(`training stopped at step ${at}: ${what}; ${kept}`);
+    return new NumericError(`training stopped at step ${at}: ${what}; ${kept}`, { code: 'DIVERGED' });
   }
 
   /**

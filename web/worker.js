@@ -106,7 +106,7 @@ const methods = {
   evaluate: (ctx, sel, texts, opts) => requireEngine().evaluate(sel, texts, opts),
   generate: (ctx, prompt, opts = {}) => requireEngine().generate(prompt, { ...opts, signal: ctx.signal,
     onToken: opts.streamTokens ? (t) => ctx.event('token', t) : undefined }),
-  exportAdapter: (ctx, id) => requireEngine().exportAdapter(id),
+  exportAdapter: (ctx, id, opts) => requireEngine().exportAdapter(id, opts),
   importAdapter: (ctx, files, opts) => requireEngine().importAdapter(files, opts),
   exportModel: () => requireEngine().exportModel(),
   lowRankApprox: (ctx, matrix, m, n, opts) => requireEngine().core.lowRankApprox(matrix, m, n, opts),
@@ -119,7 +119,7 @@ const methods = {
   async storeSave(ctx, name, id, opts = {}) {
     const e = requireEngine();
     const info = e.adapterInfo(id);
-    const peft = e.exportAdapter(id);
+    const peft = e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged });
     const s = await getStore();
     await s.save(name, {
       config: peft.config, weights: peft.files['adapter_model.safetensors'], baseFingerprint: e.fingerprint,
