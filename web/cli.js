@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { WebLoRA } from './client.js';
 import { Core } from './core.js';
 import { OutputFolder } from './output.js';
+import { DEFAULT_EVAL_TOKENS } from './train.js';
 import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
 
 const USAGE = `usage: weblora <command> [options]
@@ -20,7 +21,8 @@ commands:
   train    --model M [--tokenizer T] --data FILE... [--adapter-init DIR] [--rank R] [--alpha A]
            [--targets q_proj,v_proj] [--init default|gaussian] [--rslora] [--dropout P] [--optimizer adamw|sgd]
            [--lr X] [--steps N | --epochs E] [--batch B] [--seq T] [--grad-accum N] [--clip X] [--weight-decay X]
-           [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--seed S] [--full]
+           [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--eval-tokens N]
+           [--seed S] [--full]
            --out DIR [--json]
   eval     --model M [--tokenizer T] [--adapter DIR]... --data FILE... [--seq T] [--json]
   merge    --model M --adapter DIR[:W]... --out DIR [--json]            (a merged model in Hugging Face layout)
@@ -30,7 +32,8 @@ commands:
 
 Every command that loads a model takes --sha256 FILE=HEX (repeatable): the model file FILE (e.g. model.safetensors)
 must have that SHA-256, checked over every byte as it loads.
-Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line).
+Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line); they are tokenized as
+they stream, of any size. The held-out split is evaluated on at most --eval-tokens tokens (default 16384).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
 URL of either (a folder URL ends in "/").`;
 
@@ -43,7 +46,7 @@ const OPTIONS = {
   optimizer: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, epochs: { type: 'string' },
   batch: { type: 'string' }, seq: { type: 'string' }, 'grad-accum': { type: 'string' }, clip: { type: 'string' },
   'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
-  'eval-every': { type: 'string' },
+  'eval-every': { type: 'string' }, 'eval-tokens': { type: 'string' },
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
   type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   sha256: { type: 'string', multiple: true },
@@ -88,35 +91,43 @@ async function readAdapterDir(dir) {
   return { folder, weight, files };
 }
 
-async function readTexts(files) {
+/**
+ * The data files as sources the engine streams and tokenizes (so data of any size never sits whole in memory);
+ * a missing file is reported here, before the model loads.
+ */
+async function dataSources(files) {
   if (!files?.length) throw new UsageError('--data needs at least one text file');
   const out = [];
   for (const f of files) {
-    let text;
-    try {
-      text = await readFile(f, 'utf8');
-    } catch (err) {
+    const info = await stat(f).catch((err) => {
       throw new UsageError(`cannot read data file ${f}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-    }
-    if (/\.jsonl$/i.test(f)) {
-      // JSON Lines: one document per line, {"text": "..."} (the common dataset layout).
-      text.split('\n').forEach((line, i) => {
-        if (line.trim() === '') return;
-        let doc;
-        try {
-          doc = JSON.parse(line);
-        } catch {
-          throw new UsageError(`${f}:${i + 1}: not a JSON object`);
-        }
-        if (!doc || typeof doc.text !== 'string') throw new UsageError(`${f}:${i + 1}: needs a "text" string`);
-        out.push(doc.text);
-      });
-    } else {
-      out.push(text);
-    }
+    });
+    if (!info.isFile()) throw new UsageError(`cannot read data file ${f}: not a file`);
+    out.push({ path: path.resolve(f), name: f });
   }
-  if (out.every((t) => t.trim() === '')) throw new UsageError(`the data file${files.length > 1 ? 's are' : ' is'} empty`);
   return out;
+}
+
+/** Tokenization progress: a bar on a terminal, events with --json. */
+function tokenizeProgress(json) {
+  const tty = process.stderr.isTTY && !json;
+  let shown = false;
+  return {
+    update(p) {
+      if (json) emit(true, { event: 'tokenize', loaded: p.loaded, total: p.total, tokens: p.tokens, documents: p.documents });
+      else if (tty) {
+        shown = true;
+        const width = 24;
+        const fill = p.total ? Math.round((p.loaded / p.total) * width) : 0;
+        process.stderr.write(`\rtokenizing [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(p.loaded / 1e6).toFixed(1)} / `
+          + `${(p.total / 1e6).toFixed(1)} MB, ${(p.tokens / 1e6).toFixed(2)} M tokens\x1b[K`);
+      }
+    },
+    end() {
+      if (shown) process.stderr.write('\n');
+      shown = false;
+    },
+  };
 }
 
 /** Output folders prepared but not committed yet: discarded when the command fails. */
@@ -239,6 +250,7 @@ function trainOptionsFrom(opts) {
     gradAccum: num(opts, 'grad-accum', { integer: true, min: 1 }), clipNorm: num(opts, 'clip', { min: 0 }),
     weightDecay: num(opts, 'weight-decay', { min: 0 }), schedule: opts.schedule, warmupSteps: num(opts, 'warmup', { integer: true, min: 0 }),
     evalSplit: num(opts, 'eval-split', { min: 0 }), evalEvery: num(opts, 'eval-every', { integer: true, min: 0 }),
+    evalTokens: num(opts, 'eval-tokens', { integer: true, min: 1 }),
     dropout: num(opts, 'dropout', { min: 0 }),
   };
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
@@ -248,7 +260,7 @@ function trainOptionsFrom(opts) {
 async function cmdTrain(opts, positionals) {
   const json = !!opts.json;
   const out = need(opts, 'out');
-  const texts = await readTexts([...(opts.data ?? []), ...positionals]);
+  const texts = await dataSources([...(opts.data ?? []), ...positionals]);
   const tOpts = trainOptionsFrom(opts);
   const init = opts['adapter-init'] ? await readAdapterDir(opts['adapter-init']) : null;
   if (opts.full && init) throw new UsageError('--full trains the base model: it cannot start from --adapter-init');
@@ -268,9 +280,12 @@ async function cmdTrain(opts, positionals) {
     // f32 weights plus headers and config; a full run writes the whole model.
     await output.checkRoom(4 * (adapter ? adapter.parameters : engine.info.parameters) + (1 << 16));
     const bar = progressBar(process.stderr.isTTY && !json);
+    const tokenizing = tokenizeProgress(json);
     const run = engine.train(adapter, texts, {
       ...tOpts, full: !!opts.full,
+      onTokenize: (p) => tokenizing.update(p),
       onStep: (r) => {
+        tokenizing.end();
         bar.update(r);
         emit(json, { event: 'step', step: r.step, totalSteps: r.totalSteps, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokensPerSecond: r.tokensPerSecond, elapsed: r.elapsed });
       },
@@ -286,10 +301,12 @@ async function cmdTrain(opts, positionals) {
       files = (await engine.exportAdapter(adapter)).files;
     }
     await writeOutput(output, files);
-    emit(json, { event: 'done', ...summary, out: path.resolve(out) },
+    emit(json, { event: 'done', ...summary, out: path.resolve(out), peakMemoryBytes: process.resourceUsage().maxRSS * 1024 },
       `trained ${summary.steps} steps in ${summary.seconds.toFixed(1)} s (${summary.tokensPerSecond.toFixed(0)} tok/s); `
       + `train loss ${summary.trainLossRecent.toFixed(4)}`
-      + (summary.evalLoss !== null ? `; held-out loss ${summary.evalLossBefore.toFixed(4)} -> ${summary.evalLoss.toFixed(4)}` : '; no held-out split (too little data)')
+      + (summary.evalLoss !== null ? `; held-out loss ${summary.evalLossBefore.toFixed(4)} -> ${summary.evalLoss.toFixed(4)}`
+        + ` (${summary.evalSequences} sequences${summary.evalCapped ? `, capped at the evaluation budget of ${tOpts.evalTokens ?? DEFAULT_EVAL_TOKENS} tokens` : ''})`
+        : '; no held-out split (too little data)')
       + `\nsaved to ${out}\n`);
   } finally {
     await engine.dispose();
@@ -309,7 +326,7 @@ async function tokenizerFilesOf(opts) {
 
 async function cmdEval(opts, positionals) {
   const json = !!opts.json;
-  const texts = await readTexts([...(opts.data ?? []), ...positionals]);
+  const texts = await dataSources([...(opts.data ?? []), ...positionals]);
   const adapters = await Promise.all((opts.adapter ?? []).map(readAdapterDir));
   const engine = await loadEngine(opts, json);
   try {

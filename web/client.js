@@ -187,9 +187,10 @@ export class Engine {
   /**
    * Train an adapter on texts. Returns at once; `done` resolves to the summary.
    * @param {any} adapter from createAdapter (or null with { full: true })
-   * @param {string|string[]} texts
+   * @param {string|string[]|Blob|Blob[]} texts strings (one document each) or Files/Blobs streamed as they are
+   *   tokenized (a .jsonl name: one {"text": ...} document per line); in Node also { path } of local files
    * @param {object} [options] steps, epochs, lr, batchSize, seqLen, seed, optimizer, schedule, ..., onStep, onEval,
-   *   onCheckpoint, signal, checkpoint: { every, runId }, resume: runId
+   *   onTokenize (progress of tokenization), onCheckpoint, signal, checkpoint: { every, runId }, resume: runId
    */
   train(adapter, texts, options = {}) {
     const { local, remote } = splitOptions(options);
@@ -200,7 +201,7 @@ export class Engine {
     }
     const done = this.channel.call('train', [adapter === null ? null : adapterId(adapter), texts, remote], {
       signal: controller.signal,
-      handlers: { step: local.onStep, eval: local.onEval, checkpoint: local.onCheckpoint },
+      handlers: { step: local.onStep, eval: local.onEval, checkpoint: local.onCheckpoint, tokenize: local.onTokenize },
     });
     return { done, abort: (reason) => controller.abort(reason) };
   }

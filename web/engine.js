@@ -5,6 +5,7 @@ import { throwIfAborted, EngineError } from './errors.js';
 export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
+import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
 import { adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
 import { Rng } from './rng.js';
@@ -318,21 +319,38 @@ export class LocalEngine {
     }
   }
 
-  /** Tokenize and pack texts into sequences. */
-  prepareData(texts, { seqLen, evalSplit = 0, seed = 0 }) {
+  /**
+   * Tokenize texts (strings, Blobs/Files or, in Node, { path } of files; see corpus.js) and pack them into
+   * sequences with a held-out split of at most evalTokens tokens.
+   * @param {any} texts
+   * @param {{ seqLen: number, evalSplit?: number, seed?: number, evalTokens?: number, onTokenize?: Function, signal?: AbortSignal }} opts
+   */
+  async prepareDataStreamed(texts, opts) {
     const tok = this.requireTokenizer();
+    this.checkSeqLen(opts.seqLen);
+    const { buffer } = await tokenizeCorpus(tok, typeof texts === 'string' ? [texts] : texts, {
+      vocabSize: this.model.config.vocabSize, onProgress: opts.onTokenize, signal: opts.signal,
+    });
+    return this.packData(buffer, opts);
+  }
+
+  /** prepareDataStreamed for in-memory strings only, without waiting. */
+  prepareData(texts, opts) {
+    const tok = this.requireTokenizer();
+    this.checkSeqLen(opts.seqLen);
     if (typeof texts === 'string') texts = [texts];
+    return this.packData(tokenizeDocuments(tok, texts, this.model.config.vocabSize), opts);
+  }
+
+  checkSeqLen(seqLen) {
     const maxT = this.model.config.maxSeqLen;
     if (seqLen > maxT) throw new DataError(`sequence length ${seqLen} exceeds the model's ${maxT} positions`);
-    const stream = tokenizeDocuments(tok, texts);
-    for (const id of stream) {
-      if (id >= this.model.config.vocabSize) {
-        throw new DataError(`the tokenizer produced id ${id}, outside the model's vocabulary of ${this.model.config.vocabSize}`);
-      }
-    }
-    const pad = tok.eosId ?? 0;
-    const seqs = packSequences(stream, seqLen, pad);
-    return { ...splitHeldOut(seqs, evalSplit, seed), tokens: stream.length, sequences: seqs.length };
+  }
+
+  packData(stream, { seqLen, evalSplit = 0, seed = 0, evalTokens = Infinity }) {
+    const seqs = packSequences(stream, seqLen, this.tokenizer?.eosId ?? 0);
+    const maxEval = Math.max(1, Math.floor(evalTokens / seqLen));
+    return { ...splitHeldOut(seqs, evalSplit, seed, maxEval), tokens: stream.length, sequences: seqs.length };
   }
 
   /**
@@ -344,7 +362,8 @@ export class LocalEngine {
    */
   async train(id, texts, opts = {}, hooks = {}) {
     const o = trainOptions(opts);
-    const data = this.prepareData(texts, { seqLen: o.seqLen, evalSplit: o.evalSplit, seed: o.seed });
+    const data = await this.prepareDataStreamed(texts, { seqLen: o.seqLen, evalSplit: o.evalSplit, seed: o.seed, evalTokens: o.evalTokens,
+      onTokenize: hooks.onTokenize, signal: hooks.signal });
     if (opts.evalSplit > 0 && data.eval.length === 0) {
       throw new DataError(`the text is shorter than two sequences of ${o.seqLen} tokens (${data.tokens} tokens): nothing can be held out `
         + 'for evaluation; use a shorter sequence length or no held-out split');
@@ -371,7 +390,8 @@ export class LocalEngine {
         entry.info.finalLoss = summary.evalLoss ?? summary.trainLossRecent;
         entry.info.updated = Date.now();
       }
-      return { ...summary, trainSequences: data.train.length, evalSequences: data.eval.length, dataTokens: data.tokens };
+      return { ...summary, trainSequences: data.train.length, evalSequences: data.eval.length, evalTokens: data.eval.length * o.seqLen,
+        evalCapped: data.capped, dataTokens: data.tokens };
     } finally {
       trainer.dispose();
     }
@@ -385,7 +405,15 @@ export class LocalEngine {
    */
   evaluate(adapterSel, texts, opts = {}) {
     const seqLen = Math.min(opts.seqLen ?? 128, this.model.config.maxSeqLen);
-    const data = this.prepareData(texts, { seqLen, evalSplit: 0 });
+    const list = typeof texts === 'string' ? [texts] : texts;
+    if (Array.isArray(list) && list.some(isStreamedSource)) {
+      // Files are read as they stream: the answer is then a promise.
+      return this.prepareDataStreamed(list, { seqLen, signal: opts.signal }).then((data) => this.evaluatePrepared(adapterSel, data, seqLen, opts));
+    }
+    return this.evaluatePrepared(adapterSel, this.prepareData(texts, { seqLen, evalSplit: 0 }), seqLen, opts);
+  }
+
+  evaluatePrepared(adapterSel, data, seqLen, opts) {
     this.useAdapters(adapterSel);
     const B = opts.batchSize ?? 4;
     this.model.reserve(Math.min(B, data.train.length), seqLen);

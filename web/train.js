@@ -6,6 +6,20 @@ import { BatchStream, DataError } from './data.js';
 import { DivergenceGuard } from './divergence.js';
 
 
+/** Held-out tokens evaluated before and after training (and every evalEvery steps), whatever the data size. */
+export const DEFAULT_EVAL_TOKENS = 16384;
+
+/** Upper bounds on the knobs whose cost grows with them: past these a value is a typo, not a plan. */
+const UPPER_BOUNDS = { gradAccum: 1024, batchSize: 4096, steps: 10_000_000, epochs: 10_000, warmupSteps: 10_000_000, evalTokens: 1 << 26 };
+const UPPER_BOUND_WHY = {
+  gradAccum: 'each step would run that many forward and backward passes',
+  batchSize: 'activations grow with it; use gradAccum for larger effective batches',
+  steps: 'use epochs, or several runs with checkpoints',
+  epochs: 'the data would be repeated that many times',
+  warmupSteps: 'warmup longer than any run',
+  evalTokens: 'each evaluation would take longer than training',
+};
+
 /** Defaults. SGD defaults to plain steps: constant rate, no clipping, no decay (p <- p - lr g). */
 export function trainOptions(opts = {}) {
   const optimizer = opts.optimizer ?? 'adamw';
@@ -27,6 +41,7 @@ export function trainOptions(opts = {}) {
     steps: opts.steps ?? null,
     epochs: opts.epochs ?? null,
     evalSplit: opts.evalSplit ?? 0.1,
+    evalTokens: opts.evalTokens ?? DEFAULT_EVAL_TOKENS,
     evalEvery: opts.evalEvery ?? 0,
     dropout: opts.dropout ?? 0,
     seed: opts.seed ?? 0,
@@ -40,6 +55,10 @@ export function trainOptions(opts = {}) {
   for (const k of ['gradAccum', 'batchSize', 'seqLen', 'warmupSteps']) {
     if (!Number.isInteger(o[k]) || o[k] < 0) throw new DataError(`${k} must be a non-negative integer, got ${o[k]}`);
   }
+  for (const [k, max] of Object.entries(UPPER_BOUNDS)) {
+    if (o[k] !== null && o[k] > max) throw new DataError(`${k} ${o[k]} is above the limit of ${max}: ${UPPER_BOUND_WHY[k]}`);
+  }
+  if (!Number.isInteger(o.evalTokens) || o.evalTokens < 1) throw new DataError(`evalTokens must be a positive integer, got ${o.evalTokens}`);
   if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) throw new DataError('betas must be in [0, 1)');
   if (!(o.weightDecay >= 0) || !(o.clipNorm >= 0) || !(o.minLrRatio >= 0 && o.minLrRatio <= 1)) {
     throw new DataError('weight decay and clip norm must be >= 0 and the minimum lr ratio in [0, 1]');
@@ -70,7 +89,7 @@ export function learningRate(step, total, o) {
  * Mean next-token loss (token-weighted over every valid target) and perplexity of packed sequences, in batches.
  * The model must have room for them (reserve); null for no sequences.
  * @param {import('./core.js').Model} model
- * @param {{ tokens: Int32Array, targets: Int32Array, valid: number }[]} sequences
+ * @param {{ tokens: Int32Array, targets: Int32Array, valid: number }[] | import('./data.js').PackedSequences} sequences
  * @param {number} batchSize
  */
 export function evaluateSequences(model, sequences, batchSize) {
@@ -78,7 +97,8 @@ export function evaluateSequences(model, sequences, batchSize) {
   let sum = 0;
   let count = 0;
   for (let i = 0; i < sequences.length; i += batchSize) {
-    const chunk = sequences.slice(i, i + batchSize);
+    const chunk = [];
+    for (let k = i; k < Math.min(sequences.length, i + batchSize); k++) chunk.push(sequences.at(k));
     const T = chunk[0].tokens.length;
     const tokens = new Int32Array(chunk.length * T);
     const targets = new Int32Array(chunk.length * T);
@@ -121,7 +141,7 @@ export class Trainer {
     this.trainSet = train;
     this.evalSet = evalSet;
     if (train.length === 0) throw new DataError('no training sequences');
-    const T = train[0].tokens.length;
+    const T = train.at(0).tokens.length;
     const microPerStep = this.o.gradAccum;
     const perEpoch = Math.ceil(train.length / (Math.min(this.o.batchSize, train.length) * microPerStep));
     this.totalSteps = this.o.steps ?? Math.max(1, Math.ceil((this.o.epochs ?? 1) * perEpoch));

@@ -86,6 +86,7 @@ const methods = {
       signal: ctx.signal,
       onStep: (r) => ctx.event('step', r),
       onEval: (r) => ctx.event('eval', r),
+      onTokenize: (r) => ctx.event('tokenize', r),
     };
     if (checkpoint?.every > 0) {
       const runId = checkpoint.runId ?? resume ?? `run-${Date.now()}`;
