@@ -1,5 +1,6 @@
 #!/bin/sh
-# Everything `npm test` runs: C unit tests natively and under ASan+UBSan (ctest), then the JavaScript suites
+# Everything `npm test` runs: C unit tests natively and under ASan+UBSan (ctest), a short fuzzing run of every
+# parser (tools/fuzz/run.sh), then the JavaScript suites
 # (wasm numerics, package, CLI, browser) under Jest, whose summary line ends the output.
 set -eu
 cd "$(dirname "$0")/.."
@@ -11,5 +12,7 @@ ctest --test-dir build/native --output-on-failure -j "$jobs"
 echo "== C unit tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure -j "$jobs"
+echo "== Fuzzing every parser of untrusted bytes (5 s each; npm run fuzz runs 10 minutes each)"
+sh tools/fuzz/run.sh 5
 echo "== JavaScript tests (Jest: wasm core under Node, package, CLI, browser)"
 NODE_OPTIONS="--experimental-vm-modules --no-warnings" npx jest --ci "$@"

@@ -1,17 +1,22 @@
-/* seeds.c: writes a small starting corpus for fuzz_io (one valid input per parser, prefixed by the byte that
- * selects it). Usage: seeds <directory>. */
+/* seeds.c: writes the starting corpus of the fuzz targets: one folder per parser under <directory> (safetensors,
+ * safetensors_header, json, config, llama2c) with valid inputs written by the library itself. Usage: seeds
+ * <directory>. The output is committed as tests/fuzz/corpus. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "wl_io.h"
 
+static const char *const TARGET_DIRS[5] = {"safetensors", "safetensors_header", "json", "config", "llama2c"};
+
 static int put(const char *dir, const char *name, int which, const void *data, size_t len) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(path, sizeof path, "%s/%s/%s", dir, TARGET_DIRS[which], name);
     FILE *f = fopen(path, "wb");
-    if (!f) return 1;
-    fputc(which, f);
+    if (!f) {
+        fprintf(stderr, "seeds: cannot write %s\n", path);
+        return 1;
+    }
     fwrite(data, 1, len, f);
     return fclose(f) != 0;
 }
