@@ -15,6 +15,23 @@ const DB_VERSION = 1;
 const KEY_ID = 'master';
 
 /**
+ * What a file's ciphertext is bound to (AEAD associated data): the record it belongs to, its name and the metadata
+ * shown by list(), so files moved between records, a record renamed or edited in the database, or metadata
+ * swapped between records all fail authentication. Timestamps stay out: they change on overwrite.
+ * @param {any} record @param {string} file
+ */
+function adapterAad(record, file) {
+  const { id, name, baseFingerprint, baseModel, rank, targets, steps, finalLoss, sizeBytes } = record;
+  return JSON.stringify({ v: 2, kind: 'adapter', file, id, name, baseFingerprint, baseModel, rank, targets, steps, finalLoss, sizeBytes });
+}
+
+/** @param {any} record @param {string} file */
+function checkpointAad(record, file) {
+  const { id, runId, step, position, config, sizeBytes } = record;
+  return JSON.stringify({ v: 2, kind: 'checkpoint', file, id, runId, step, position, config, sizeBytes });
+}
+
+/**
  * @typedef {object} AdapterRecord what list() shows; readable even when the files are encrypted
  * @property {string} name
  * @property {string | null} baseModel human label of the base model
@@ -170,18 +187,27 @@ export class AdapterStore {
   async rename(from, to) {
     checkName(to, 'new adapter name');
     if (from === to) return;
-    await this.#write(['adapters', 'files'], 0, `renaming "${from}"`, async (tx) => {
+    // Ciphertexts are bound to the name: an encrypted adapter is decrypted and sealed again under the new one
+    // (before the transaction, which must not wait on WebCrypto), and written only if nothing changed meanwhile.
+    const current = await this.#readAdapter(from, null);
+    const renamed = { ...current.record, name: to };
+    const resealed = current.record.encrypted ? {
+      [CONFIG_FILE]: await seal(/** @type {CryptoKey} */ (this.#key), new TextEncoder().encode(current.configText), adapterAad(renamed, CONFIG_FILE)),
+      [WEIGHTS_FILE]: await seal(/** @type {CryptoKey} */ (this.#key), current.weights, adapterAad(renamed, WEIGHTS_FILE)),
+    } : null;
+    await this.#write(['adapters', 'files', 'keys'], 0, `renaming "${from}"`, async (tx) => {
+      await this.#refusePlaintextWrite(tx, `adapter "${to}"`);
       const adapters = tx.objectStore('adapters');
       const files = tx.objectStore('files');
       const [record, taken, data] = await Promise.all([adapters.get(from), adapters.getKey(to), files.get(from)]);
       if (!record) throw new NotFoundError(`no adapter named "${from}"`, { details: { name: from } });
       if (taken !== undefined) throw new AlreadyExistsError(`an adapter named "${to}" already exists`, { details: { name: to } });
-      // Ciphertexts are bound to the record id, not the name, so they move as they are.
+      if (record.id !== current.record.id) throw new AlreadyExistsError(`adapter "${from}" was replaced while it was being renamed; try again`, { details: { name: from } });
       const r = requests();
       r.add(adapters.delete(from));
       r.add(files.delete(from));
-      r.add(adapters.put({ ...record, name: to }));
-      r.add(files.put(data, to));
+      r.add(adapters.put(renamed));
+      r.add(files.put(resealed ?? data, to));
       await r.all();
     });
   }
@@ -274,18 +300,19 @@ export class AdapterStore {
     const adapterBytes = snapshot(checkpoint.adapterBytes, 'saveCheckpoint: adapterBytes');
     const optimizerBytes = snapshot(checkpoint.optimizerBytes, 'saveCheckpoint: optimizerBytes');
     const id = newId();
-    const blobs = {
-      adapter: await this.#sealIfKeyed(adapterBytes, `${id}/adapter`),
-      optimizer: await this.#sealIfKeyed(optimizerBytes, `${id}/optimizer`),
-    };
     const now = Date.now();
     const record = {
       runId, id, step, position, config,
       sizeBytes: adapterBytes.byteLength + optimizerBytes.byteLength,
       created: now, updated: now, encrypted: this.#key !== null,
     };
+    const blobs = {
+      adapter: await this.#sealIfKeyed(adapterBytes, checkpointAad(record, 'adapter')),
+      optimizer: await this.#sealIfKeyed(optimizerBytes, checkpointAad(record, 'optimizer')),
+    };
     this.#requestPersistence();
-    await this.#write(['checkpoints', 'checkpointFiles'], record.sizeBytes, `checkpoint "${runId}"`, async (tx) => {
+    await this.#write(['checkpoints', 'checkpointFiles', 'keys'], record.sizeBytes, `checkpoint "${runId}"`, async (tx) => {
+      await this.#refusePlaintextWrite(tx, `checkpoint "${runId}"`);
       const meta = tx.objectStore('checkpoints');
       const existing = await meta.get(runId);
       if (existing) record.created = existing.created;
@@ -307,11 +334,12 @@ export class AdapterStore {
       tx.objectStore('checkpoints').get(runId), tx.objectStore('checkpointFiles').get(runId)]));
     if (!record) return null;
     if (!blobs) throw new IntegrityError(`checkpoint "${runId}" has no data`);
-    this.#needKey(record, `checkpoint "${runId}"`);
+    const what = `checkpoint "${runId}"`;
+    await this.#checkRecord(record, what);
     return {
       ...publicRecord(record),
-      adapterBytes: await this.#openIfSealed(record, blobs.adapter, `${record.id}/adapter`),
-      optimizerBytes: await this.#openIfSealed(record, blobs.optimizer, `${record.id}/optimizer`),
+      adapterBytes: await this.#openIfSealed(record, blobs.adapter, checkpointAad(record, 'adapter'), what),
+      optimizerBytes: await this.#openIfSealed(record, blobs.optimizer, checkpointAad(record, 'optimizer'), what),
     };
   }
 
@@ -344,11 +372,6 @@ export class AdapterStore {
   async #putAdapter(name, a, overwrite) {
     const configBytes = new TextEncoder().encode(a.configText);
     const id = newId();
-    // Encrypt before the transaction: awaiting WebCrypto inside it would let it auto-commit half done.
-    const files = {
-      [CONFIG_FILE]: this.#key ? await seal(this.#key, configBytes, `${id}/${CONFIG_FILE}`) : a.configText,
-      [WEIGHTS_FILE]: await this.#sealIfKeyed(a.weights, `${id}/${WEIGHTS_FILE}`),
-    };
     const now = Date.now();
     const record = {
       name, id,
@@ -357,8 +380,14 @@ export class AdapterStore {
       created: now, updated: now, steps: a.steps, finalLoss: a.finalLoss,
       encrypted: this.#key !== null,
     };
+    // Encrypt before the transaction: awaiting WebCrypto inside it would let it auto-commit half done.
+    const files = {
+      [CONFIG_FILE]: this.#key ? await seal(this.#key, configBytes, adapterAad(record, CONFIG_FILE)) : a.configText,
+      [WEIGHTS_FILE]: await this.#sealIfKeyed(a.weights, adapterAad(record, WEIGHTS_FILE)),
+    };
     this.#requestPersistence();
-    await this.#write(['adapters', 'files'], record.sizeBytes, `adapter "${name}"`, async (tx) => {
+    await this.#write(['adapters', 'files', 'keys'], record.sizeBytes, `adapter "${name}"`, async (tx) => {
+      await this.#refusePlaintextWrite(tx, `adapter "${name}"`);
       const adapters = tx.objectStore('adapters');
       const existing = await adapters.get(name);
       if (existing && !overwrite) {
@@ -387,20 +416,33 @@ export class AdapterStore {
         { details: { name, expected: record.baseFingerprint, actual: baseFingerprint, baseModel: record.baseModel } });
     }
     if (!files) throw new IntegrityError(`adapter "${name}" has no files`);
-    this.#needKey(record, `adapter "${name}"`);
-    const config = files[CONFIG_FILE];
+    await this.#checkRecord(record, `adapter "${name}"`);
+    const what = `adapter "${name}"`;
     const configText = record.encrypted
-      ? new TextDecoder().decode(await unseal(/** @type {CryptoKey} */ (this.#key), config, `${record.id}/${CONFIG_FILE}`))
-      : config;
-    const weights = await this.#openIfSealed(record, files[WEIGHTS_FILE], `${record.id}/${WEIGHTS_FILE}`);
+      ? new TextDecoder().decode(await this.#openIfSealed(record, files[CONFIG_FILE], adapterAad(record, CONFIG_FILE), what))
+      : files[CONFIG_FILE];
+    const weights = await this.#openIfSealed(record, files[WEIGHTS_FILE], adapterAad(record, WEIGHTS_FILE), what);
     return { record, configText, weights };
   }
 
-  /** @param {{ encrypted: boolean }} record @param {string} what */
-  #needKey(record, what) {
+  /**
+   * Before a record's files are read: it is encrypted when the store is (a
+   * plaintext record in an encrypted store was planted or downgraded) and the key to read it is here.
+   * @param {{ encrypted: boolean }} record @param {string} what
+   */
+  async #checkRecord(record, what) {
+    if (!record.encrypted && (this.#key || (await this.#storeIsEncrypted()))) {
+      throw new IntegrityError(`${what} is stored in plaintext in an encrypted store: it was not written by this store (planted or downgraded) and is refused`,
+        { code: 'TAMPERED' });
+    }
     if (record.encrypted && !this.#key) {
       throw new PassphraseError(`${what} is encrypted: open the store with its passphrase`, { code: 'PASSPHRASE_REQUIRED' });
     }
+  }
+
+  /** @returns {Promise<boolean>} a passphrase has been set up for this store (by this or any other opening) */
+  async #storeIsEncrypted() {
+    return (await this.#db.getKey('keys', KEY_ID)) !== undefined;
   }
 
   /** @param {Uint8Array} bytes @param {string} aad */
@@ -408,10 +450,31 @@ export class AdapterStore {
     return this.#key ? seal(this.#key, bytes, aad) : bytes;
   }
 
-  /** @param {{ encrypted: boolean }} record @param {any} stored @param {string} aad @returns {Promise<Uint8Array>} */
-  async #openIfSealed(record, stored, aad) {
+  /**
+   * @param {{ encrypted: boolean }} record @param {any} stored @param {string} aad @param {string} what
+   * @returns {Promise<Uint8Array>}
+   */
+  async #openIfSealed(record, stored, aad, what) {
     if (!record.encrypted) return asBytes(stored);
-    return unseal(/** @type {CryptoKey} */ (this.#key), { iv: asBytes(stored.iv), data: asBytes(stored.data) }, aad);
+    try {
+      return await unseal(/** @type {CryptoKey} */ (this.#key), { iv: asBytes(stored?.iv), data: asBytes(stored?.data) }, aad);
+    } catch (cause) {
+      throw new IntegrityError(`${what}: its encrypted data does not match its record (files swapped between records, metadata `
+        + 'edited, or corrupted); it is refused', { cause, code: 'TAMPERED' });
+    }
+  }
+
+  /**
+   * Inside a write transaction (which includes the 'keys' store): a store with a passphrase is never written in
+   * plaintext, even when the passphrase was set up by another tab after this store was opened.
+   * @param {any} tx @param {string} what
+   */
+  async #refusePlaintextWrite(tx, what) {
+    if (this.#key) return;
+    if ((await tx.objectStore('keys').getKey(KEY_ID)) !== undefined) {
+      throw new PassphraseError(`cannot write ${what}: this store is encrypted, and it was opened without its passphrase (it can list, not write)`,
+        { code: 'PASSPHRASE_REQUIRED' });
+    }
   }
 
   /**
@@ -438,7 +501,8 @@ export class AdapterStore {
    * @returns {Promise<T>}
    */
   async #write(stores, neededBytes, what, fn) {
-    const tx = this.#db.transaction(stores, 'readwrite');
+    // 'strict' asks the browser to flush to disk before reporting the commit (where supported; ignored elsewhere).
+    const tx = this.#db.transaction(stores, 'readwrite', { durability: 'strict' });
     const done = tx.done;
     done.catch(() => {});
     try {
@@ -523,7 +587,13 @@ async function unlockOrCreateKey(db, passphrase, iterations) {
   } catch (err) {
     // Another tab set a passphrase between our read and write: theirs wins and ours must match it.
     if (/** @type {any} */ (err)?.name !== 'ConstraintError') throw err;
-    return unlockKeyRecord(normalizeKeyRecord(await db.get('keys', KEY_ID)), passphrase);
+    try {
+      return await unlockKeyRecord(normalizeKeyRecord(await db.get('keys', KEY_ID)), passphrase);
+    } catch (cause) {
+      if (!(cause instanceof PassphraseError)) throw cause;
+      throw new PassphraseError('another tab or process set up a different passphrase for this adapter store at the same moment; '
+        + 'it was kept: open the store with that passphrase', { cause, code: 'PASSPHRASE_CONFLICT' });
+    }
   }
 }
 
