@@ -445,7 +445,14 @@ export class LocalEngine {
       ids = [tok.eosId];
     }
     const context = cfg.maxSeqLen;
-    if (ids.length >= context) ids = ids.slice(ids.length - context + 1); // keep the most recent tokens
+    if (context < 2 && maxTokens > 0) {
+      throw new EngineError(`this model has ${context} position: it cannot read a token and generate another`, { code: 'INVALID_ARGUMENT' });
+    }
+    // A prompt that leaves no room keeps its most recent tokens and at least half the context for the answer;
+    // the result says how many were dropped.
+    const room = Math.min(maxTokens, Math.floor(context / 2));
+    const dropped = Math.max(0, ids.length + room - context);
+    if (dropped > 0) ids = ids.slice(dropped);
     const limit = Math.min(context, ids.length + maxTokens);
     model.reserve(1, limit, { lastLogits: true });
     const rng = new Rng(opts.seed ?? 0);
@@ -494,7 +501,7 @@ export class LocalEngine {
     }
     emit(text.length);
     const seconds = (performance.now() - started) / 1000;
-    return { text, ids: out, promptIds: ids, finishReason, tokensPerSecond: out.length / seconds };
+    return { text, ids: out, promptIds: ids, promptTokensDropped: dropped, finishReason, tokensPerSecond: out.length / seconds };
   }
 
   /**

@@ -186,6 +186,8 @@ export interface Generation {
   text: string;
   ids: number[];
   promptIds: number[];
+  /** Prompt tokens dropped from the start so the answer has room (at least half the context, or maxTokens). */
+  promptTokensDropped: number;
   finishReason: 'length' | 'eos' | 'stop';
   tokensPerSecond: number;
 }

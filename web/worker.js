@@ -80,6 +80,11 @@ const methods = {
     if (resume) {
       const s = await getStore();
       const cp = await s.loadCheckpoint(resume);
+      if (!cp) throw new WebLoRAError(`no checkpoint for run "${resume}"`, { code: 'NOT_FOUND' });
+      if (cp.config?.fingerprint && cp.config.fingerprint !== e.fingerprint) {
+        throw new WebLoRAError(`checkpoint "${resume}" was saved on another base model (fingerprint ${cp.config.fingerprint}); `
+          + `the loaded model's is ${e.fingerprint}`, { code: 'BASE_MODEL_MISMATCH' });
+      }
       resumeState = decodeCheckpoint(cp);
     }
     const hooks = {

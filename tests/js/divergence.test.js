@@ -107,3 +107,15 @@ describe('the CLI', () => {
     expect(readdirSync(tmp).filter((n) => n.startsWith('diverged'))).toEqual([]);
   });
 });
+
+describe('prompts longer than the context', () => {
+  test('keep their most recent tokens, say how many were dropped, and still generate the tokens asked for', async () => {
+    const prompt = 'Once upon a time there was a big red ball. '.repeat(60);
+    const promptLen = engine.tokenizer.encode(prompt).length + 1; // + BOS
+    expect(promptLen).toBeGreaterThan(512);
+    const r = await engine.generate(prompt, { maxTokens: 20, temperature: 0 });
+    expect(r.promptTokensDropped).toBe(promptLen + 20 - 512);
+    expect(r.promptIds.length).toBe(512 - 20);
+    expect(r.finishReason === 'eos' || r.ids.length === 20).toBe(true);
+  });
+});
