@@ -2,9 +2,8 @@
 // each), Blobs/Files (browser; a .jsonl name means one {"text": ...} document per line, anything else is one
 // document) and, in Node, { path } of a local file read in chunks. Memory holds the token ids (4 bytes each, in
 // blocks) and one chunk of text, never the whole corpus; progress is reported as bytes are read.
-import { DataError } from './errors.js';
+import { DataError, throwIfAborted } from './errors.js';
 import { DocumentEncoder, TokenBuffer } from './data.js';
-import { throwIfAborted } from './errors.js';
 
 const READ_CHUNK = 1 << 20;
 
