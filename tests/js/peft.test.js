@@ -525,18 +525,19 @@ describe('save -> load round trip', () => {
       model.setAdapters([]);
       adapter.free();
 
-      const config = JSON.parse(files[CFG]);
+      // What PEFT's rules give for these options, written out by hand rather than resolved by peft.js: rank_pattern
+      // "down_proj" / "c_attn" takes every layer's module, alpha_pattern keys with a layer take that layer's only.
+      const expected = (p) => (cfg.arch === 1
+        ? { r: p.endsWith('.down_proj') ? 2 : 4, alpha: p === 'model.layers.1.self_attn.v_proj' ? 1.5 : 6 }
+        : { r: p.endsWith('.c_attn') ? 3 : 4, alpha: p === 'transformer.h.2.mlp.c_proj' ? 1.5 : 6 });
       const st = readSafetensors(core, files[WTS]);
       const byName = new Map(model.tensors().map((t) => [t.name, t]));
       let merged = 0;
       for (const key of st.tensors.keys()) {
         if (!key.endsWith('lora_A.weight')) continue;
         const path = key.slice('base_model.model.'.length, -'.lora_A.weight'.length);
-        const rKey = getPatternKey(Object.keys(config.rank_pattern), path);
-        const aKey = getPatternKey(Object.keys(config.alpha_pattern), path);
-        const r = rKey === null ? config.r : config.rank_pattern[rKey];
-        const alpha = aKey === null ? config.lora_alpha : config.alpha_pattern[aKey];
-        const s = config.use_rslora ? alpha / Math.sqrt(r) : alpha / r;
+        const { r, alpha } = expected(path);
+        const s = cfg.arch === 1 ? alpha / r : alpha / Math.sqrt(r);
         const A = st.float32(key);
         const B = st.float32(key.replace('lora_A', 'lora_B'));
         const t = byName.get(`${path}.weight`);
