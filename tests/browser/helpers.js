@@ -120,3 +120,14 @@ export async function screenshot(page, name) {
 export function thirdParty(requests, origin) {
   return requests.filter((r) => !r.url.startsWith(`${origin}/`) && !/^(data|blob):/.test(r.url));
 }
+
+/** Polls fn until accept(value) holds (a state, not a moment); returns that value or throws after timeoutMs. */
+export async function waitFor(fn, accept, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (accept(value)) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting after ${timeoutMs} ms (last value ${JSON.stringify(value)})`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
