@@ -374,7 +374,9 @@ describe('save -> load round trip', () => {
       src.forward(tokens);
       const srcBase = src.logits().slice();
       hf.forward(tokens);
-      expect(maxAbsDiff(hf.logits(), srcBase)).toBeLessThan(1e-4); // the conversion itself is right
+      // the conversion itself is right: the two RoPE layouts round differently, measured 1.6e-5 (PyTorch's own float32
+      // error on stories260K is 1.6e-5, golden); 2e-4 leaves a factor 4 on the next check too
+      expect(maxAbsDiff(hf.logits(), srcBase)).toBeLessThan(2e-4);
 
       const adapter = randomAdapter(src, resolveLoraSpec(src, { targets: ['q_proj', 'k_proj', 'v_proj'], rank: 4, alpha: 8 }), 17);
       const before = snapshot(src, adapter);
@@ -392,7 +394,7 @@ describe('save -> load round trip', () => {
       hf.setAdapters([]);
       onHf.free();
       expect(maxAbsDiff(srcTuned, srcBase)).toBeGreaterThan(0.05);
-      expect(maxAbsDiff(hfTuned, srcTuned)).toBeLessThan(1e-4);
+      expect(maxAbsDiff(hfTuned, srcTuned)).toBeLessThan(2e-4); // measured 4.8e-5; unpermuted rows move it by ~1
 
       // And back onto the llama2.c model: the same adapter, bit for bit.
       const back = peftToAdapter(core, src, files);
@@ -563,7 +565,9 @@ describe('save -> load round trip', () => {
         maxDiff = Math.max(maxDiff, Math.abs(mergedLogits[i] - withAdapter[i]));
         effect = Math.max(effect, Math.abs(withAdapter[i] - base[i]));
       }
-      // The adapter moves logits by far more than the f32 difference between the two evaluation orders.
+      // The adapter moves logits by far more than the f32 difference between the two evaluation orders (measured:
+      // effects 3.5 and 4.0, differences 1.9e-6 and 5.3e-6, so 1e-4 of the effect leaves a factor 60; a wrong r or
+      // alpha in any module changes its contribution by a third or more).
       expect(effect).toBeGreaterThan(0.05);
       expect(maxDiff).toBeLessThan(effect * 1e-4);
     });

@@ -70,7 +70,10 @@ describe('merge and unmerge', () => {
     engine.merge(a.id, 1);
     expect(engine.model.editBytes()).toBeGreaterThan(0);
     const merged = logits(engine, null);
-    expect(maxDiff(merged, unmerged)).toBeLessThan(5e-5);
+    // W x + s B A x summed in another order: measured 4.0e-5 on logits up to ~20, as large as PyTorch's own float32
+    // error on this model (1.6e-5, golden stories260K); 2e-4 leaves a factor 5. A missing or doubled update, or a
+    // scale off by 1%, moves the logits by 1e-2 or more (the adapter moves them by ~10).
+    expect(maxDiff(merged, unmerged)).toBeLessThan(2e-4);
     engine.merge(a.id, 1);
     expect(maxDiff(logits(engine, null), merged)).toBe(0);
     expect(() => engine.useAdapters(a.id)).toThrow(/merged/);
@@ -93,7 +96,7 @@ describe('merge and unmerge', () => {
     expect(maxDiff(la, lb)).toBeGreaterThan(1e-3);
     engine.merge(a.id, 0.5);
     engine.merge(b.id, 2);
-    expect(maxDiff(logits(engine, null), mix)).toBeLessThan(5e-5);
+    expect(maxDiff(logits(engine, null), mix)).toBeLessThan(2e-4); // measured 1.9e-5, as above
     engine.unmerge(b.id);
     engine.unmerge(a.id);
     const none = logits(engine, null);
@@ -145,7 +148,7 @@ describe('merge and unmerge', () => {
             const got = t.transposed ? v[j * r0 + i] : v[i * c0 + j];
             worst = Math.max(worst, Math.abs(got - want) / (1 + Math.abs(want)));
           }
-          expect(worst).toBeLessThan(2e-6);
+          expect(worst).toBeLessThan(2e-6); // float32 W + s B A against numpy's float64: measured 1.8e-7
           // the whole update, not just samples: Frobenius norm of merged - base
           let sq = 0;
           for (let i = 0; i < r0; i++) {
@@ -154,7 +157,7 @@ describe('merge and unmerge', () => {
               sq += (v[idx] - ((((7 * i + 13 * j) % 97) - 48) / 256)) ** 2;
             }
           }
-          expect(Math.abs(Math.sqrt(sq) - m.delta_fro) / m.delta_fro).toBeLessThan(1e-5);
+          expect(Math.abs(Math.sqrt(sq) - m.delta_fro) / m.delta_fro).toBeLessThan(1e-5); // measured 1.8e-9
         }
         model.unmerge(adapter);
         expect(Buffer.from(model.params().slice().buffer).equals(Buffer.from(before.buffer))).toBe(true);
@@ -212,6 +215,8 @@ describe('PiSSA', () => {
     const curves = {};
     for (const init of ['default', 'pissa', 'pissa_fast']) {
       const a = engine.createAdapter({ rank: 4, alpha: 8, targets: 'all-linear', init, seed: 5 });
+      // (W - s B A) x + s B A x against W x: measured 2.6e-5; 5e-4 is the golden stories260K logits tolerance (20
+      // times PyTorch's float32 error), far below what a wrong residual or scale gives.
       if (init !== 'default') expect(maxDiff(logits(engine, a.id), base)).toBeLessThan(5e-4);
       const losses = [];
       await engine.train(a.id, TEXT, { steps: 12, lr: 2e-3, batchSize: 2, seqLen: 32, evalSplit: 0, seed: 1 }, { onStep: (r) => losses.push(r.loss) });
@@ -225,7 +230,7 @@ describe('PiSSA', () => {
         engine.freeAdapter(a.id); // restores the original base
         expect(maxDiff(logits(engine, null), base)).toBe(0);
         const b = engine.importAdapter(files);
-        expect(maxDiff(logits(engine, b.id), trained)).toBeLessThan(5e-4);
+        expect(maxDiff(logits(engine, b.id), trained)).toBeLessThan(5e-4); // measured 2.1e-5, as above
         engine.freeAdapter(b.id);
       } else {
         engine.freeAdapter(a.id);
@@ -233,6 +238,7 @@ describe('PiSSA', () => {
     }
     const fmt = (xs) => xs.map((x) => x.toFixed(3)).join(' ');
     process.stdout.write(`PiSSA vs default, loss per step (lr 2e-3, rank 4, same data):\n  default    ${fmt(curves.default)}\n  pissa      ${fmt(curves.pissa)}\n  pissa_fast ${fmt(curves.pissa_fast)}\n`);
+    // PiSSA's head start: summed losses of steps 4 to 8 measured 8.07 for both PiSSA variants, 11.08 for the default.
     const early = (xs) => xs.slice(3, 8).reduce((s, x) => s + x, 0);
     expect(early(curves.pissa)).toBeLessThan(early(curves.default));
     expect(early(curves.pissa_fast)).toBeLessThan(early(curves.default));
@@ -250,6 +256,8 @@ describe('resize, extract, combine', () => {
     }
     const want = logits(engine, a.id);
     const r3 = engine.resize(a.id, { rank: 3 });
+    // An exact rank-3 update kept at rank 3 loses only rounding (measured 8.2e-9); logits as for PiSSA above
+    // (measured 1.9e-5 against the golden tolerance 5e-4).
     expect(r3.totalError).toBeLessThan(1e-5);
     expect(maxDiff(logits(engine, r3.adapter.id), want)).toBeLessThan(5e-4);
     const r1 = engine.resize(a.id, { rank: 1 });
@@ -275,6 +283,8 @@ describe('resize, extract, combine', () => {
     engine.unmerge(a.id);
     const x = await engine.extract({ 'config.json': tuned['config.json'], 'model.safetensors': tuned['model.safetensors'] },
       { rank: 4, targets: ['q_proj', 'down_proj'] });
+    // The two models' difference carries the merged update's float32 rounding: measured 1.6e-7 error and 2.1e-5
+    // on logits (golden tolerance 5e-4); one rank too few loses ~30% of the update.
     expect(x.totalError).toBeLessThan(1e-4);
     expect(maxDiff(logits(engine, x.adapter.id), want)).toBeLessThan(5e-4);
     for (const id of [a.id, x.adapter.id]) engine.freeAdapter(id);

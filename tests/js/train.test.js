@@ -81,10 +81,11 @@ describe('data', () => {
 describe('optimizer and schedule', () => {
   test('learning-rate schedules: warmup, cosine and linear decay', () => {
     const o = trainOptions({ lr: 1, warmupSteps: 10, schedule: 'cosine', minLrRatio: 0.1, steps: 110 });
-    expect(learningRate(0, 110, o)).toBeCloseTo(0.1);
-    expect(learningRate(9, 110, o)).toBeCloseTo(1);
-    expect(learningRate(60, 110, o)).toBeCloseTo(0.1 + 0.9 * 0.5, 5);
-    expect(learningRate(110, 110, o)).toBeCloseTo(0.1);
+    // closed forms of a few double operations: equal to 12 digits (measured exact)
+    expect(learningRate(0, 110, o)).toBeCloseTo(0.1, 12);
+    expect(learningRate(9, 110, o)).toBeCloseTo(1, 12);
+    expect(learningRate(60, 110, o)).toBeCloseTo(0.1 + 0.9 * 0.5, 12);
+    expect(learningRate(110, 110, o)).toBeCloseTo(0.1, 12);
     const lin = trainOptions({ lr: 2, schedule: 'linear', steps: 4 });
     expect([0, 1, 2, 3].map((s) => learningRate(s, 4, lin))).toEqual([2, 1.5, 1, 0.5]);
     expect(() => trainOptions({ schedule: 'wavy' })).toThrow(/schedule/);
@@ -174,7 +175,7 @@ describe('LoRA training on stories260K', () => {
     const texts = LOG.concat(LOG.map((t) => t.replace('Blue Heron', 'Grey Gull')));
     const summary = await engine.train(a.id, texts, { steps: 60, lr: 3e-3, batchSize: 4, seqLen: 32, evalSplit: 0.25, seed: 3 });
     expect(summary.evalSequences).toBeGreaterThan(0);
-    expect(summary.evalLoss).toBeLessThan(summary.evalLossBefore * 0.6);
+    expect(summary.evalLoss).toBeLessThan(summary.evalLossBefore * 0.6); // measured 4.37 -> 0.47
     // generation follows the new style
     const out = await engine.generate('Log of the', { adapter: a.id, maxTokens: 12 });
     expect(out.text).toMatch(/Heron|Gull|day/);
@@ -213,7 +214,7 @@ describe('LoRA training on stories260K', () => {
     const acc = await run({ ...sgd, batchSize: 1, gradAccum: 2 });
     let maxDiff = 0;
     for (let i = 0; i < big.params.length; i++) maxDiff = Math.max(maxDiff, Math.abs(big.params[i] - acc.params[i]));
-    expect(maxDiff).toBeLessThan(1e-5);
+    expect(maxDiff).toBeLessThan(1e-5); // one batch's sum in another order: measured 5.6e-8 (parameters ~0.1)
     // clipping at a tiny norm keeps the first SGD update at exactly that norm
     const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 4 });
     const before = engine.entry(a.id).adapter.params().slice();
@@ -221,7 +222,7 @@ describe('LoRA training on stories260K', () => {
     const after = engine.entry(a.id).adapter.params();
     let sq = 0;
     for (let i = 0; i < before.length; i++) sq += (after[i] - before[i]) ** 2;
-    expect(Math.sqrt(sq)).toBeCloseTo(1e-3, 6);
+    expect(Math.sqrt(sq)).toBeCloseTo(1e-3, 6); // float32 rescaling: measured 1e-3 - 2.4e-11
     engine.freeAdapter(a.id);
   });
 
@@ -265,7 +266,7 @@ describe('LoRA training on stories260K', () => {
     const summary = await e2.train(null, LOG, { full: true, steps: 15, lr: 1e-3, seqLen: 32, evalSplit: 0 });
     expect(summary.steps).toBe(15);
     const after = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
-    expect(after).toBeLessThan(before * 0.8);
+    expect(after).toBeLessThan(before * 0.8); // measured 4.25 -> 0.32
     await expect(e2.train(null, LOG, { steps: 1 })).rejects.toThrow(/adapter id/);
     e2.dispose();
   });
