@@ -233,11 +233,13 @@ static void pissa_reference(wl_model *m) {
         alphas[l * S + sl] = (float)wl_json_num(cs, "alpha", 0);
     }
     wl_lora_spec spec = {ranks, alphas, 0};
-    for (int variant = 0; variant < 2; variant++) {
+    enum { MAX_MODULES = 8 };
+    CHECK_MSG(mods->n <= MAX_MODULES, "%zu PiSSA modules, at most %d", mods->n, MAX_MODULES);
+    for (int variant = 0; variant < 2 && mods->n <= MAX_MODULES; variant++) {
         wl_adapter *a = NULL;
         CHECK_OK(wl_adapter_create(m, &spec, &a));
         if (!a) break;
-        float *before[8];
+        float *before[MAX_MODULES];
         for (int i = 0; i < wl_adapter_n_modules(a); i++) {
             wl_lora_module mod;
             wl_adapter_module(a, i, &mod);

@@ -180,18 +180,16 @@ describe('PiSSA', () => {
     const weightOf = (p) => engine.model.tensorView(byName.get(`${p}.weight`));
     const before = new Map(cs.modules.map((p) => [p, weightOf(p).slice()]));
     const a = engine.createAdapter({ rank: cs.r, alpha: cs.alpha, targets: cs.modules, init, seed: 5 });
-    const ad = engine.entry(a.id).adapter;
-    let checked = 0;
-    for (const m of ad.modules()) {
+    const checkModule = (m) => {
+      const ad = engine.entry(a.id).adapter;
       const p = engine.model.modulePath(m.layer, m.slot);
       const [U, S, Vh] = ['U', 'S', 'Vh'].map((k) => io.get(`${k}.${p}`).data);
       const A = ad.view(m.A, m.rank * m.inFeatures);
       const B = ad.view(m.B, m.outFeatures * m.rank);
-      const n = m.outFeatures * m.inFeatures;
       const residual = Float64Array.from(before.get(p));
       for (let k = 0; k < cs.r; k++) {
-        const got = new Float32Array(n);
-        const want = new Float32Array(n);
+        const got = new Float32Array(residual.length);
+        const want = new Float32Array(residual.length);
         for (let o = 0; o < m.outFeatures; o++) {
           for (let j = 0; j < m.inFeatures; j++) {
             const e = o * m.inFeatures + j;
@@ -203,10 +201,17 @@ describe('PiSSA', () => {
         expectClose(`${init} ${p} term ${k}`, got, want, cs.tolerance.terms);
       }
       expectClose(`${init} ${p} residual base`, weightOf(p), residual, cs.tolerance.terms);
-      checked++;
+    };
+    let checked = 0;
+    try {
+      for (const m of engine.entry(a.id).adapter.modules()) {
+        checkModule(m);
+        checked++;
+      }
+    } finally {
+      engine.freeAdapter(a.id); // gives the base its weights back, also when a check failed
     }
     expect(checked).toBe(cs.modules.length);
-    engine.freeAdapter(a.id); // gives the base its weights back
     for (const p of cs.modules) expect(Buffer.from(weightOf(p).slice().buffer).equals(Buffer.from(before.get(p).buffer))).toBe(true);
   });
 
