@@ -7,7 +7,7 @@ import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync, rmSync
 import os from 'node:os';
 import path from 'node:path';
 
-import { compare, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
+import { expectAllClose, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
 
 const CLI = path.join(repoRoot, 'web/cli.js');
 const GOLDEN = path.join(repoRoot, 'tests/ref/golden/sgd_contract');
@@ -50,8 +50,7 @@ describe('one SGD step matches the PyTorch gradient', () => {
       const g = got.get(key).data;
       // The case's tolerance: 20 times the float32 error of torch's own gradient times lr, with a floor of 2e-7
       // times the largest parameter (tests/ref/make_ref.py sgd_write).
-      const r2 = compare(g, t.data, cs.tolerance.params.atol, cs.tolerance.params.rtol);
-      if (!r2.ok) throw new Error(`${key}: [${r2.first}] got ${r2.got} want ${r2.want}`);
+      expectAllClose(key, g, t.data, cs.tolerance.params);
       for (let i = 0; i < g.length; i++) moved = Math.max(moved, Math.abs(g[i] - init.get(key).data[i]));
     }
     expect(moved).toBeGreaterThan(1e-3); // the step really moved the weights (measured 0.012 and 0.032)

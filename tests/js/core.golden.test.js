@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { Adapter } from '../../web/core.js';
-import { compare, loadCore, readSafetensors, sharedPath } from './helpers/core.js';
+import { expectAllClose, loadCore, readSafetensors, sharedPath } from './helpers/core.js';
 import { GOLDEN, loadCaseAdapter, loadCaseModel, storedLogits } from './helpers/golden.js';
 const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_head_dim', 'llama2c_interleaved',
   'llama_patterns', 'gpt2_attn', 'gpt2_mlp', 'stories260K', 'tiny_random_llama', 'tiny_gpt2', 'hf_f16',
@@ -26,8 +26,7 @@ const read = (dir, name) => new Uint8Array(readFileSync(path.join(dir, name)));
 const report = new Map();
 
 function expectClose(label, got, want, tol, name = '') {
-  const r = compare(got, want, tol.atol, tol.rtol);
-  if (!r.ok) throw new Error(`${name} ${label}: first bad [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs} (atol ${tol.atol}, rtol ${tol.rtol})`);
+  const r = expectAllClose(`${name} ${label}`, got, want, tol);
   const kind = label.startsWith('fullgrad') ? 'full grads' : / d[AB]$/.test(label) ? 'LoRA grads' : label;
   const key = `${name} ${kind}`;
   const prev = report.get(key) ?? { maxAbs: 0, maxRel: 0, atol: tol.atol, rtol: tol.rtol, n: 0 };

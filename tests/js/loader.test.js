@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 
 import { LocalEngine } from '../../web/engine.js';
 import { writeSafetensors } from '../../web/safetensors.js';
-import { compare, loadCore, readSafetensors, sharedPath, wasmSource } from './helpers/core.js';
+import { expectAllClose, loadCore, readSafetensors, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN, readCase, storedLogits } from './helpers/golden.js';
 import { startServer } from './helpers/http-server.js';
 
@@ -35,9 +35,8 @@ function expectGoldenLogits(engine, name) {
   const { B, T } = cs;
   engine.model.reserve(B, T);
   engine.model.forward(io.get('tokens').data, { B, T });
-  const r = compare(storedLogits(engine.model.logits(), cs, engine.model.config.vocabSize), io.get('logits').data,
-    cs.tolerance.logits.atol, cs.tolerance.logits.rtol);
-  if (!r.ok) throw new Error(`${name}: logits [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs}`);
+  expectAllClose(`${name} logits`, storedLogits(engine.model.logits(), cs, engine.model.config.vocabSize), io.get('logits').data,
+    cs.tolerance.logits);
 }
 
 /** The model files of a golden case folder (without its reference files), as a model folder of their own. */

@@ -11,7 +11,7 @@ import { LocalEngine } from '../../web/engine.js';
 import { Adapter, Arch } from '../../web/core.js';
 import { peftToAdapter } from '../../web/peft.js';
 import { combineAdapterFiles, resizeAdapterFiles } from '../../web/tools.js';
-import { compare, loadCore, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { expectAllClose, loadCore, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseModel, peftFiles, readCase, readSvdRef } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -38,12 +38,6 @@ function logits(e, sel) {
   e.model.reserve(1, IDS.length);
   e.model.forward(IDS);
   return e.model.logits().slice();
-}
-
-/** Throws naming the first element outside atol + rtol |want| (tolerances from the reference's case.json). */
-function expectClose(label, got, want, tol) {
-  const r = compare(got, want, tol.atol, tol.rtol);
-  if (!r.ok) throw new Error(`${label}: [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs} (atol ${tol.atol}, rtol ${tol.rtol})`);
 }
 
 function maxDiff(a, b) {
@@ -198,9 +192,9 @@ describe('PiSSA', () => {
             residual[e] -= want[e];
           }
         }
-        expectClose(`${init} ${p} term ${k}`, got, want, cs.tolerance.terms);
+        expectAllClose(`${init} ${p} term ${k}`, got, want, cs.tolerance.terms);
       }
-      expectClose(`${init} ${p} residual base`, weightOf(p), residual, cs.tolerance.terms);
+      expectAllClose(`${init} ${p} residual base`, weightOf(p), residual, cs.tolerance.terms);
     };
     let checked = 0;
     try {
@@ -312,8 +306,8 @@ describe('resize, extract, combine', () => {
       const A = adapter.view(m.A, m.rank * m.inFeatures);
       const B = adapter.view(m.B, m.outFeatures * m.rank);
       if (type !== 'svd') {
-        expectClose(`${type} ${p} A`, A, io.get(`${type}.base_model.model.${p}.lora_A.weight`).data, tol.factors);
-        expectClose(`${type} ${p} B`, B, io.get(`${type}.base_model.model.${p}.lora_B.weight`).data, tol.factors);
+        expectAllClose(`${type} ${p} A`, A, io.get(`${type}.base_model.model.${p}.lora_A.weight`).data, tol.factors);
+        expectAllClose(`${type} ${p} B`, B, io.get(`${type}.base_model.model.${p}.lora_B.weight`).data, tol.factors);
       } else {
         // Singular vectors have arbitrary signs: compare the update B A.
         const U = io.get(`svd.B.${p}`).data;
@@ -329,7 +323,7 @@ describe('resize, extract, combine', () => {
             }
           }
         }
-        expectClose(`svd ${p} update`, got, want, tol.delta);
+        expectAllClose(`svd ${p} update`, got, want, tol.delta);
         const reported = out.modules.find((x) => x.module === p).relError;
         expect(Math.abs(reported - cs.svd_rel_errors[p])).toBeLessThanOrEqual(tol.rel_error);
       }

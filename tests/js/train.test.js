@@ -12,7 +12,7 @@ import { learningRate, NumericError, Trainer, trainOptions } from '../../web/tra
 import { argmax, sampleToken, samplingOptions } from '../../web/sample.js';
 import { Rng } from '../../web/rng.js';
 import { IGNORE_ID } from '../../web/core.js';
-import { compare, loadCore, sharedPath, wasmSource } from './helpers/core.js';
+import { expectAllClose, loadCore, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseAdapter, loadCaseModel, readCase } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -127,8 +127,7 @@ describe('training steps against PyTorch (tests/ref/golden/train_contract)', () 
       const p = model.modulePath(m.layer, m.slot);
       for (const [which, ptr, n] of [['A', m.A, m.rank * m.inFeatures], ['B', m.B, m.rank * m.outFeatures]]) {
         const want = io.get(`final.base_model.model.${p}.lora_${which}.weight`).data;
-        const r = compare(adapter.view(ptr, n), want, cs.tolerance.params.atol, cs.tolerance.params.rtol);
-        if (!r.ok) throw new Error(`${p} lora_${which} after ${o.steps} steps: [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs}`);
+        expectAllClose(`${p} lora_${which} after ${o.steps} steps`, adapter.view(ptr, n), want, cs.tolerance.params);
         moved += 1;
       }
     }
