@@ -10,7 +10,8 @@ import { chromium } from 'playwright-core';
 import { startServer } from '../../tools/serve.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const sharedDir = path.resolve(repoRoot, '../shared');
+/** The third-party test material: ../shared, or WL_SHARED_DIR. */
+export const sharedDir = path.resolve(process.env.WL_SHARED_DIR || path.join(repoRoot, '../shared'));
 export const artifactsDir = path.join(repoRoot, 'test-artifacts');
 export const CHROMIUM = process.env.WEBLORA_CHROMIUM ?? '/usr/bin/chromium';
 

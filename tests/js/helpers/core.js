@@ -8,7 +8,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Core } from '../../../web/core.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const sharedDir = path.resolve(repoRoot, '../shared');
+/** The third-party test material: ../shared, or WL_SHARED_DIR (as for the C tests and tests/ref/make_ref.py). */
+export const sharedDir = path.resolve(process.env.WL_SHARED_DIR || path.join(repoRoot, '../shared'));
 
 /** Absolute path of a file in ../shared; throws naming the path if it is missing. */
 export function sharedPath(rel) {
