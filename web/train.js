@@ -169,8 +169,8 @@ export class Trainer {
     const { core, o } = this;
     const x = core.x;
     this.zeroGrads();
-    const grads = this.gradView();
-    const gPtr = grads.byteOffset;
+    // Pointer and length, not the view: a view of wasm memory goes stale if the memory grows during a pass.
+    const { byteOffset: gPtr, length: nGrads } = this.gradView();
     let lossSum = 0;
     let tokens = 0;
     let epoch = 0;
@@ -185,16 +185,16 @@ export class Trainer {
       this.microStep++;
       const loss = this.model.forward(batch.tokens, { B: batch.B, T: batch.T, targets: batch.targets, train: true });
       if (!Number.isFinite(loss)) throw this.diverged(`the loss is ${loss}`);
-      if (divisor > 0 && divisor !== batch.valid) x.wl_scale(gPtr, grads.length, divisor / batch.valid);
+      if (divisor > 0 && divisor !== batch.valid) x.wl_scale(gPtr, nGrads, divisor / batch.valid);
       this.model.backward();
       divisor = batch.valid;
       lossSum += loss * batch.valid;
       tokens += batch.valid;
     }
-    if (divisor !== tokens) x.wl_scale(gPtr, grads.length, divisor / tokens);
-    const gradNorm = Math.sqrt(x.wl_sum_squares(gPtr, grads.length));
+    if (divisor !== tokens) x.wl_scale(gPtr, nGrads, divisor / tokens);
+    const gradNorm = Math.sqrt(x.wl_sum_squares(gPtr, nGrads));
     if (!Number.isFinite(gradNorm)) throw this.diverged(`the gradient norm is ${gradNorm}`);
-    if (o.clipNorm > 0 && gradNorm > o.clipNorm) x.wl_scale(gPtr, grads.length, o.clipNorm / gradNorm);
+    if (o.clipNorm > 0 && gradNorm > o.clipNorm) x.wl_scale(gPtr, nGrads, o.clipNorm / gradNorm);
     const lr = learningRate(this.step, this.totalSteps, o);
     const params = this.paramView();
     const pPtr = params.byteOffset;
