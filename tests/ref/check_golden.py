@@ -385,6 +385,8 @@ def check_train_contract(d, root):
     io, _ = st_load(os.path.join(d, "io.safetensors"))
     B, T, steps = case["B"], case["T"], case["optimizer"]["steps"]
     targets = io["targets"][2]
+    if io["tokens"][1] != [B, T] or io["targets"][1] != [B, T] or len(case["valid"]) != B:
+        fail(f"{d}: tokens / targets / valid do not match B {B}, T {T}")
     for b, v in enumerate(case["valid"]):
         row = targets[b * T:(b + 1) * T]
         if any(t == -100 for t in row[:v]) or any(t != -100 for t in row[v:]):
