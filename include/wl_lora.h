@@ -143,8 +143,8 @@ wl_status wl_adapter_extract(const wl_model *base, const wl_model *tuned, const 
                              double *total_rel_error);
 
 /* Combination of adapters over the same base, as PEFT's add_weighted_adapter defines it (result scale 1):
- *  WL_COMBINE_LINEAR: equal ranks; A = sum sqrt(w_i) s_i A_i, B = sum sqrt(w_i) B_i (PEFT's definition, which mixes
- *                     cross terms; weights must be >= 0);
+ *  WL_COMBINE_LINEAR: equal ranks; A = sum sqrt(w_i s_i) A_i, B = sum sqrt(w_i s_i) B_i (PEFT's definition, which
+ *                     mixes cross terms; weights and scales must be >= 0);
  *  WL_COMBINE_CAT:    A = [w_i s_i A_i] stacked, B = [B_i] side by side: exactly sum w_i s_i B_i A_i, rank sum r_i;
  *  WL_COMBINE_SVD:    best rank-k approximation of sum w_i s_i B_i A_i (k = svd_rank, or the largest r_i when 0),
  *                     B = U S, A = Vt; rel_errors (one per result module, may be NULL) give the truncation error. */

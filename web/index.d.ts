@@ -128,6 +128,7 @@ export interface TrainOptions {
   schedule?: 'constant' | 'cosine' | 'linear';
   warmupSteps?: number;
   minLrRatio?: number;
+  /** Micro-batches per optimizer step, each weighted by its target tokens: the same step as one batch of them. */
   gradAccum?: number;
   clipNorm?: number;
   evalSplit?: number;

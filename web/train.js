@@ -188,35 +188,43 @@ export class Trainer {
   }
 
   /**
-   * One optimizer step: gradAccum micro-batches, checks, clipping, update.
+   * One optimizer step: gradAccum micro-batches, checks, clipping, update. The loss and its gradient are the mean
+   * over every target token of the step's micro-batches (each weighted by its target tokens, as Hugging Face
+   * Trainer does), so accumulating micro-batches equals one batch of them, padded sequences included.
    * @returns {{ step: number, loss: number, lr: number, gradNorm: number, tokens: number, epoch: number }}
    */
   trainStep() {
     const { core, o } = this;
     const x = core.x;
     this.zeroGrads();
+    // Pointer and length, not the view: a view of wasm memory goes stale if the memory grows during a pass.
+    const { byteOffset: gPtr, length: nGrads } = this.gradView();
     let lossSum = 0;
     let tokens = 0;
     let epoch = 0;
+    // Each backward adds the gradient g of its micro-batch's mean loss. The sum so far is kept divided by the last
+    // micro-batch's target count n: rescaling it by n / n_next before the next backward, and by n / tokens at the
+    // end, leaves sum(n_i g_i) / tokens.
+    let divisor = 0;
     for (let a = 0; a < o.gradAccum; a++) {
       const batch = this.batches.next();
       epoch = batch.epoch;
-      if (o.dropout > 0) this.model.setLoraDropout(o.dropout, o.seed, this.microStep);
+      this.model.setLoraDropout(o.dropout, o.seed, this.microStep); // p 0 turns off a previous run's dropout
       this.microStep++;
       const loss = this.model.forward(batch.tokens, { B: batch.B, T: batch.T, targets: batch.targets, train: true });
       if (!Number.isFinite(loss)) throw this.diverged(`the loss is ${loss}`);
+      if (divisor > 0 && divisor !== batch.valid) x.wl_scale(gPtr, nGrads, divisor / batch.valid);
       this.model.backward();
-      lossSum += loss;
+      divisor = batch.valid;
+      lossSum += loss * batch.valid;
       tokens += batch.valid;
     }
-    const rose = this.guard?.checkLoss(lossSum / o.gradAccum);
+    const rose = this.guard?.checkLoss(lossSum / tokens);
     if (rose) throw this.diverged(`the run diverged: ${rose}`);
-    const grads = this.gradView();
-    const gPtr = grads.byteOffset;
-    if (o.gradAccum > 1) x.wl_scale(gPtr, grads.length, 1 / o.gradAccum);
-    const gradNorm = Math.sqrt(x.wl_sum_squares(gPtr, grads.length));
+    if (divisor !== tokens) x.wl_scale(gPtr, nGrads, divisor / tokens);
+    const gradNorm = Math.sqrt(x.wl_sum_squares(gPtr, nGrads));
     if (!Number.isFinite(gradNorm)) throw this.diverged(`the gradient norm is ${gradNorm}`);
-    if (o.clipNorm > 0 && gradNorm > o.clipNorm) x.wl_scale(gPtr, grads.length, o.clipNorm / gradNorm);
+    if (o.clipNorm > 0 && gradNorm > o.clipNorm) x.wl_scale(gPtr, nGrads, o.clipNorm / gradNorm);
     const lr = learningRate(this.step, this.totalSteps, o);
     const params = this.paramView();
     const pPtr = params.byteOffset;
@@ -249,7 +257,7 @@ export class Trainer {
       this.step--;
       throw this.diverged(`the run diverged: ${blown} (learning rate ${lr})`, true);
     }
-    const record = { step: this.step, loss: lossSum / o.gradAccum, lr, gradNorm, tokens, epoch };
+    const record = { step: this.step, loss: lossSum / tokens, lr, gradNorm, tokens, epoch };
     this.history.push(record.loss);
     return record;
   }
@@ -351,11 +359,12 @@ export class Trainer {
     this.batches = new BatchStream(this.trainSet, this.o.batchSize, this.o.seed, state.position);
   }
 
-  /** Release optimizer state (the adapter stays attached). */
+  /** Release optimizer state and the training settings of the model (the adapter stays attached). */
   dispose() {
     this.m?.free();
     this.v?.free();
     this.m = this.v = null;
+    this.model.setLoraDropout(0);
     if (this.adapter) this.model.setTrainable(null);
     if (this.full) this.model.setFullTraining(false);
   }

@@ -281,8 +281,12 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
         if (!same_shape(as[i], a0)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "combine: adapter %d was made for a model of another shape", i);
         if (!isfinite(weights[i])) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: weight %d is not finite", i);
         if (type == WL_COMBINE_LINEAR && weights[i] < 0.0f)
-            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: linear combination takes sqrt(weight): weight %d = %g is negative", i,
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: linear combination takes sqrt(weight * scale): weight %d = %g is negative", i,
                            (double)weights[i]);
+        for (int j = 0; type == WL_COMBINE_LINEAR && j < as[i]->n_modules; j++) {
+            if (as[i]->modules[j].scale < 0.0f)
+                return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: linear combination takes sqrt(weight * scale): adapter %d has a negative scale", i);
+        }
         if (!wl_all_finite(as[i]->params, as[i]->n_params))
             return wl_fail(WL_STATUS_NUMERIC, "combine: adapter %d holds NaN or infinite weights", i);
     }
@@ -368,13 +372,14 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
         const int c = dst->layer * a0->n_slots + dst->slot, in = dst->in_features, outf = dst->out_features;
         if (rel_errors) rel_errors[m] = 0.0;
         if (type == WL_COMBINE_LINEAR) {
-            /* A = sum sqrt(w) s A_i, B = sum sqrt(w) B_i (PEFT's definition; it is not the weighted sum of updates) */
+            /* A = sum sqrt(w s) A_i, B = sum sqrt(w s) B_i (PEFT's definition since its task-arithmetic rewrite; it is
+             * not the weighted sum of updates: cross terms mix) */
             for (int i = 0; i < n; i++) {
                 int idx = as[i]->index[c];
                 if (idx < 0) continue;
                 const wl_lora_module *src = &as[i]->modules[idx];
-                float root = sqrtf(weights[i]);
-                for (size_t j = 0; j < (size_t)dst->rank * in; j++) dst->A[j] += root * src->scale * src->A[j];
+                float root = sqrtf(weights[i] * src->scale);
+                for (size_t j = 0; j < (size_t)dst->rank * in; j++) dst->A[j] += root * src->A[j];
                 for (size_t j = 0; j < (size_t)outf * dst->rank; j++) dst->B[j] += root * src->B[j];
             }
         } else if (type == WL_COMBINE_CAT) {

@@ -443,12 +443,15 @@ static wl_status compute_rope_tables(wl_model *m, int Tc) {
         return WL_STATUS_OUT_OF_MEMORY;
     }
     for (int j = 0; j < half; j++) {
-        /* inv_freq_j = theta^(-2j/hs), as both Hugging Face and llama2.c define it; angles in double. */
-        double inv_freq = pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+        /* The angles in float32, as the checkpoints' reference code computes them and the models were trained
+         * with: Hugging Face inv_freq = 1.0 / (base ** (arange(0, hs, 2).float() / hs)), angle = pos.float() *
+         * inv_freq; llama2.c run.c freq = 1.0f / powf(10000.0f, i / (float)hs), val = pos * freq. At long
+         * positions an exact (double) angle differs from these by up to pos * 2^-24 radians. */
+        const float inv_freq = 1.0f / powf(c->rope_theta, (float)(2 * j) / (float)c->head_dim);
         for (int t = 0; t < Tc; t++) {
-            double angle = (double)t * inv_freq;
-            cs[(size_t)t * half + j] = (float)cos(angle);
-            sn[(size_t)t * half + j] = (float)sin(angle);
+            const float angle = (float)t * inv_freq;
+            cs[(size_t)t * half + j] = (float)cos((double)angle);
+            sn[(size_t)t * half + j] = (float)sin((double)angle);
         }
     }
     wl_free(m->rope_cos);

@@ -10,7 +10,8 @@ import { chromium } from 'playwright-core';
 import { startServer } from '../../tools/serve.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const sharedDir = path.resolve(repoRoot, '../shared');
+/** The third-party test material: ../shared, or WL_SHARED_DIR. */
+export const sharedDir = path.resolve(process.env.WL_SHARED_DIR || path.join(repoRoot, '../shared'));
 export const artifactsDir = path.join(repoRoot, 'test-artifacts');
 export const CHROMIUM = process.env.WEBLORA_CHROMIUM ?? '/usr/bin/chromium';
 
@@ -119,4 +120,15 @@ export async function screenshot(page, name) {
 /** Requests that left 127.0.0.1 (anything but the test server and in-page data: / blob: URLs). */
 export function thirdParty(requests, origin) {
   return requests.filter((r) => !r.url.startsWith(`${origin}/`) && !/^(data|blob):/.test(r.url));
+}
+
+/** Polls fn until accept(value) holds (a state, not a moment); returns that value or throws after timeoutMs. */
+export async function waitFor(fn, accept, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (accept(value)) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting after ${timeoutMs} ms (last value ${JSON.stringify(value)})`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }

@@ -156,14 +156,15 @@ describe('weblora in headless Chromium', () => {
       + `${beat.probeMaxGapMs.toFixed(1)} ms), ${beat.maxFrameGapMs.toFixed(1)} ms (frames), ${beat.ticks} ticks / ${beat.frames} frames, `
       + `${beat.longTasks} long tasks`);
     expect(result.summary.steps).toBe(STEPS);
-    expect(losses.at(-1)).toBeLessThan(losses[0] * 0.8);
+    expect(losses.at(-1)).toBeLessThan(losses[0] * 0.8); // measured 1.60 -> 0.45
     // The heartbeat ran all through training, never stalled by it, and the main thread ran no long task. (Steps
     // of 8 x 256 tokens take about 230 ms each here: the control below shows what running them on the main thread
     // does to the same measurements.)
     expect(beat.durationMs).toBeGreaterThanOrEqual(result.trainMs);
     expect(beat.ticks).toBeGreaterThan(result.trainMs / 50);
     // Gaps are judged by their own part: a stall the idle probe Worker shared is the machine's (a loaded CI box, a
-    // container at its CPU quota), not the page's.
+    // container at its CPU quota), not the page's. Measured here: longest own gap 70 ms, longest long task 62 ms;
+    // with the same training on the main thread (the control below) 555 ms and 370 ms.
     expect(beat.maxOwnGapMs).toBeLessThan(200);
     expect(beat.frames).toBeGreaterThan(result.trainMs / 100);
     expect(beat.maxLongTaskMs).toBeLessThan(200);

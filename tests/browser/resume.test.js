@@ -103,10 +103,12 @@ describe('checkpointed training in headless Chromium', () => {
     result.resumedSteps.forEach((s, i) => {
       const ref = result.reference[from + i];
       expect(ref.step).toBe(s.step);
+      // measured: bit for bit; 1e-4 relative leaves room for another summation order (threads), while resuming
+      // without the optimizer moments moved a loss by 0.011
       expect(Math.abs(s.loss - ref.loss)).toBeLessThan(1e-4 * Math.max(1, ref.loss));
     });
     // (A restart from scratch would begin near the untrained loss instead.)
-    expect(result.resumedSteps[0].loss).toBeLessThan(result.reference[0].loss * 0.9);
+    expect(result.resumedSteps[0].loss).toBeLessThan(result.reference[0].loss * 0.9); // measured 1.02 vs 1.94
     // The finished run removed its checkpoint (keep was not set this time).
     expect(result.after).not.toContain(RUN_ID);
     await screenshot(page, 'resume');

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 import { startServer } from '../../tools/serve.js';
-import { DATA, repoRoot, sharedDir } from './helpers.js';
+import { DATA, repoRoot, sharedDir, waitFor } from './helpers.js';
 
 describe('tools/serve.js', () => {
   let server;
@@ -110,7 +110,8 @@ describe('tools/serve.js', () => {
     const before = log.length;
     await (await get(`/shared/${DATA.storiesTok}`, { headers: { Range: 'bytes=0-9' } })).arrayBuffer();
     await (await get('/missing')).arrayBuffer();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The server logs a request when its response finishes, which can be just after the client has the body.
+    await waitFor(() => log.length, (n) => n >= before + 2, 10_000);
     const entries = log.slice(before).map(({ method, path: p, range, status, bytes }) => ({ method, path: p, range, status, bytes }));
     expect(entries).toEqual([
       { method: 'GET', path: `/shared/${DATA.storiesTok}`, range: 'bytes=0-9', status: 206, bytes: 10 },

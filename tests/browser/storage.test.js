@@ -4,7 +4,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 
 import {
-  DATA, TRAIN_TEXT, checkPrerequisites, launch, newProfileDir, openPage, removeProfileDir, screenshot, startTestServer,
+  DATA, TRAIN_TEXT, checkPrerequisites, launch, newProfileDir, openPage, removeProfileDir, screenshot, startTestServer, waitFor,
 } from './helpers.js';
 
 const ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -51,17 +51,6 @@ async function storeReport(page) {
     }
     return { raw, list, loaded };
   });
-}
-
-/** Polls fn until accept(value) holds; returns that value or throws after timeoutMs. */
-async function waitFor(fn, accept, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (accept(value)) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting after ${timeoutMs} ms (last value ${JSON.stringify(value)})`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /** The store's two object stores must name the same adapters: a record never exists without its files. */

@@ -1,238 +1,188 @@
 /* test_golden.c: the whole model (logits, loss, every LoRA gradient and, where recorded, every full-parameter
- * gradient) against the PyTorch reference in tests/ref/golden, for every case folder; and stories260K greedy
- * decoding with the KV cache token for token. Runs once per kernel table built here. */
+ * gradient) against the PyTorch reference in tests/ref/golden, for every case folder; LoRA dropout with the masks
+ * the reference replays; logits at long positions and the RoPE tables there; stories260K greedy decoding with the
+ * KV cache token for token. Runs once per kernel table built here.
+ *
+ * The C core has no adapter_config.json parser (web/peft.js is the one, and the Jest golden suite loads every
+ * case through it): here each adapter is built from the per-module r and alpha PyTorch resolved (case.json
+ * lora_modules) with the core's own scale computation, which is checked against PyTorch's scaling. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/json.h"
+#include "golden.h"
 #include "kernels/kernels.h"
+#include "model/model.h"
 #include "testutil.h"
-#include "weblora.h"
 
-static const char *CASES[] = {"llama_gqa_qv",  "llama_all_rslora", "llama_qwen_bias", "llama_head_dim",
-                              "llama2c_interleaved", "gpt2_attn", "gpt2_mlp", "stories260K",
-                              "tiny_random_llama", "tiny_gpt2"};
+static const char *CASES[] = {"llama_gqa_qv", "llama_all_rslora", "llama_qwen_bias", "llama_head_dim",
+                              "llama2c_interleaved", "llama_patterns", "gpt2_attn", "gpt2_mlp", "stories260K",
+                              "tiny_random_llama", "tiny_gpt2", "hf_f16", "hf_bf16_sharded", "rope_long_hf",
+                              "stories260K_long"};
 
-typedef struct file {
-    uint8_t *data;
-    size_t len;
-} file;
+typedef struct tol {
+    float atol, rtol;
+} tol;
 
-static file read_rel(const char *dir, const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    file f = {NULL, 0};
-    f.data = wl_test_read_file(path, &f.len);
-    return f;
+static tol tolerance(const wl_json *cs, const char *what) {
+    const wl_json *t = wl_json_get(wl_json_get(cs, "tolerance"), what);
+    CHECK_MSG(t != NULL, "case.json has no tolerance for %s", what);
+    return (tol){(float)wl_json_num(t, "atol", 0.0), (float)wl_json_num(t, "rtol", 0.0)};
 }
 
-static int exists(const char *dir, const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *fp = fopen(path, "rb");
-    if (fp) fclose(fp);
-    return fp != NULL;
+/* Logits rows of the stored positions (all of them without case.json logits_positions). */
+static void check_logits(wl_model *m, const wl_json *cs, const wl_safetensors *st, const uint8_t *io,
+                         const char *name, int B, int T) {
+    const int V = wl_model_config(m)->vocab_size;
+    const wl_json *pos = wl_json_get(cs, "logits_positions");
+    const int P = pos ? (int)pos->n : T;
+    size_t n;
+    const float *want = wl_st_f32(st, io, name, &n);
+    CHECK_MSG(want && n == (size_t)B * P * V, "%s missing or of the wrong size", name);
+    if (!want || n != (size_t)B * P * V) return;
+    float *got = malloc(n * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < P; p++) {
+            int t = pos ? (int)pos->items[p].integer : p;
+            memcpy(got + ((size_t)b * P + p) * V, wl_model_logits(m) + ((size_t)b * T + t) * V, (size_t)V * sizeof(float));
+        }
+    tol lt = tolerance(cs, "logits");
+    wl_test_close(name, got, want, n, lt.atol, lt.rtol);
+    free(got);
 }
 
-static const float *st_f32(const wl_safetensors *st, const uint8_t *buf, const char *name, size_t *numel) {
-    if (numel) *numel = 0;
-    int i = wl_st_find(st, name);
-    if (i < 0 || st->tensors[i].dtype != WL_DTYPE_F32) return NULL;
-    if (numel) *numel = st->tensors[i].numel;
-    return (const float *)(const void *)(buf + st->data_start + st->tensors[i].begin);
-}
-
-static const int32_t *st_i32(const wl_safetensors *st, const uint8_t *buf, const char *name) {
-    int i = wl_st_find(st, name);
-    if (i < 0 || st->tensors[i].dtype != WL_DTYPE_I32) return NULL;
-    return (const int32_t *)(const void *)(buf + st->data_start + st->tensors[i].begin);
-}
-
-static double num(const wl_json *o, const char *key, double fallback) {
-    const wl_json *v = wl_json_get(o, key);
-    return v && v->type == WL_JSON_NUMBER ? v->number : fallback;
-}
-
-/* Load the case's base model from its folder or from ../shared. */
-static wl_model *load_model(const char *dir, const wl_json *cs) {
-    wl_model *m = NULL;
-    const wl_json *ref = wl_json_get(cs, "model_ref");
-    char shared_dir[1024] = {0};
-    if (ref && ref->type == WL_JSON_STRING) snprintf(shared_dir, sizeof shared_dir, "%s", wl_shared_path(ref->str));
-    if (exists(dir, "model.bin") || (shared_dir[0] && strstr(shared_dir, ".bin"))) {
-        file f = exists(dir, "model.bin") ? read_rel(dir, "model.bin") : (file){0};
-        if (!f.data) f.data = wl_test_read_file(shared_dir, &f.len);
-        if (!f.data) return NULL;
-        CHECK_OK(wl_model_load_llama2c(f.data, f.len, &m));
-        free(f.data);
-        return m;
-    }
-    const char *mdir = shared_dir[0] ? shared_dir : dir;
-    file cfg = read_rel(mdir, "config.json"), w = read_rel(mdir, "model.safetensors");
-    if (cfg.data && w.data) {
-        wl_buffer shard = {w.data, w.len};
-        CHECK_OK(wl_model_load_hf((const char *)cfg.data, cfg.len, &shard, 1, &m));
-    }
-    free(cfg.data);
-    free(w.data);
-    return m;
-}
-
-/* Find (layer, slot) of a module path. */
-static int find_module(const wl_model *m, const char *path, int *layer, int *slot) {
-    char buf[256];
-    for (int l = 0; l < wl_model_config(m)->n_layers; l++) {
-        for (int s = 0; s < wl_model_n_slots(m); s++) {
-            wl_model_module_path(m, l, s, buf, sizeof buf);
-            if (strcmp(buf, path) == 0) {
-                *layer = l;
-                *slot = s;
-                return 1;
-            }
+/* Every LoRA gradient against <prefix>base_model.model.<path>.lora_{A,B}.weight. */
+static void check_lora_grads(const wl_model *m, const wl_adapter *a, const wl_json *cs, const wl_safetensors *st,
+                             const uint8_t *io, const char *prefix) {
+    tol gt = tolerance(cs, "grads");
+    char path[256], what[600];
+    for (int i = 0; i < wl_adapter_n_modules(a); i++) {
+        wl_lora_module mod;
+        wl_adapter_module(a, i, &mod);
+        wl_model_module_path(m, mod.layer, mod.slot, path, sizeof path);
+        for (int which = 0; which < 2; which++) {
+            snprintf(what, sizeof what, "%sbase_model.model.%s.lora_%c.weight", prefix, path, which ? 'B' : 'A');
+            size_t n;
+            const float *want = wl_st_f32(st, io, what, &n);
+            size_t expect = (size_t)mod.rank * (which ? mod.out_features : mod.in_features);
+            CHECK_MSG(want && n == expect, "%s missing", what);
+            if (want && n == expect) wl_test_close(what, which ? mod.dB : mod.dA, want, n, gt.atol, gt.rtol);
         }
     }
-    return 0;
 }
 
-/* Build the adapter from case.json's resolved module list and fill it from the PEFT file. */
-static wl_adapter *load_adapter(wl_model *m, const char *dir, const wl_json *cs) {
-    const wl_json *mods = wl_json_get(cs, "lora_modules");
-    if (!mods || mods->type != WL_JSON_ARRAY || mods->n == 0) return NULL;
-    const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
-    int *ranks = calloc((size_t)L * S, sizeof(int));
-    float *alphas = calloc((size_t)L * S, sizeof(float));
-    for (size_t i = 0; i < mods->n; i++) {
-        const wl_json *md = &mods->items[i];
-        int l, s;
-        const wl_json *path = wl_json_get(md, "path");
-        CHECK_MSG(path && find_module(m, path->str, &l, &s), "module %s not found", path ? path->str : "?");
-        if (!path || !find_module(m, path->str, &l, &s)) continue;
-        ranks[l * S + s] = (int)num(md, "r", 0);
-        alphas[l * S + s] = (float)num(md, "alpha", 0);
-    }
-    wl_lora_spec spec = {ranks, alphas, 0};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    free(ranks);
-    free(alphas);
-    if (!a) return NULL;
-    file f = read_rel(dir, "adapter_model.safetensors");
-    wl_safetensors *st = NULL;
-    CHECK_OK(wl_st_parse(f.data, f.len, &st));
-    for (size_t i = 0; st && i < mods->n; i++) {
-        const wl_json *md = &mods->items[i];
-        int l, s;
-        if (!find_module(m, wl_json_get(md, "path")->str, &l, &s)) continue;
-        int idx = wl_adapter_find(a, l, s);
-        wl_lora_module mod;
-        wl_adapter_module(a, idx, &mod);
-        CHECK_OK(wl_adapter_set_scale(a, idx, (float)num(md, "scaling", 0)));
-        char key[512];
+static void check_full_grads(const wl_model *m, const wl_json *cs, const wl_safetensors *st, const uint8_t *io) {
+    tol ft = tolerance(cs, "fullgrads");
+    char what[600];
+    for (int i = 0; i < wl_model_n_tensors(m); i++) {
+        wl_tensor_info t;
+        wl_model_tensor(m, i, &t);
+        snprintf(what, sizeof what, "fullgrad.%s", t.name);
         size_t n;
-        snprintf(key, sizeof key, "base_model.model.%s.lora_A.weight", wl_json_get(md, "path")->str);
-        const float *A = st_f32(st, f.data, key, &n);
-        CHECK_MSG(A && n == (size_t)mod.rank * mod.in_features, "%s missing or wrong size", key);
-        if (A) memcpy(mod.A, A, n * sizeof(float));
-        snprintf(key, sizeof key, "base_model.model.%s.lora_B.weight", wl_json_get(md, "path")->str);
-        const float *B = st_f32(st, f.data, key, &n);
-        CHECK_MSG(B && n == (size_t)mod.rank * mod.out_features, "%s missing or wrong size", key);
-        if (B) memcpy(mod.B, B, n * sizeof(float));
+        const float *want = wl_st_f32(st, io, what, &n);
+        CHECK_MSG(want && n == t.numel, "%s missing", what);
+        if (!want || n != t.numel) continue;
+        float *got = t.grad, *tmp = NULL;
+        if (t.transposed) { /* files hold (in, out); memory (out, in) */
+            tmp = malloc(n * sizeof(float));
+            const size_t in = (size_t)t.shape[0], out = (size_t)t.shape[1];
+            for (size_t o = 0; o < out; o++)
+                for (size_t k = 0; k < in; k++) tmp[k * out + o] = t.grad[o * in + k];
+            got = tmp;
+        }
+        wl_test_close(what, got, want, n, ft.atol, ft.rtol);
+        free(tmp);
     }
-    wl_st_free(st);
-    free(f.data);
-    return a;
 }
 
-static void tol(const wl_json *cs, const char *what, float *atol, float *rtol) {
-    const wl_json *t = wl_json_get(wl_json_get(cs, "tolerance"), what);
-    *atol = (float)num(t, "atol", 1e-5);
-    *rtol = (float)num(t, "rtol", 1e-5);
+/* The RoPE tables at the stored positions against the reference angles' cos / sin (io rope.cos, rope.sin). Both
+ * sides round the cosine of the same float32 angle, so they agree to an ulp of 1 (1.2e-7); angles computed in
+ * double instead differ by float64_angles_cos_diff (4e-5 at position 2047 of rope_long_hf, 1.7e-6 at 511 of
+ * stories260K). */
+static void check_rope_tables(const wl_model *m, const wl_json *cs, const wl_safetensors *st, const uint8_t *io) {
+    const wl_json *pos = wl_json_get(cs, "logits_positions");
+    const int half = m->cfg.head_dim / 2, P = (int)pos->n;
+    size_t nc, ns;
+    const float *want_cos = wl_st_f32(st, io, "rope.cos", &nc), *want_sin = wl_st_f32(st, io, "rope.sin", &ns);
+    CHECK_MSG(want_cos && want_sin && nc == (size_t)P * half && ns == nc, "rope.cos / rope.sin missing");
+    if (!want_cos || !want_sin || nc != (size_t)P * half || ns != nc) return;
+    float *got = malloc(2 * nc * sizeof(float));
+    for (int p = 0; p < P; p++) {
+        const int t = (int)pos->items[p].integer;
+        CHECK(t < m->rope_positions);
+        memcpy(got + (size_t)p * half, m->rope_cos + (size_t)t * half, (size_t)half * sizeof(float));
+        memcpy(got + nc + (size_t)p * half, m->rope_sin + (size_t)t * half, (size_t)half * sizeof(float));
+    }
+    wl_test_close("RoPE cos at the stored positions", got, want_cos, nc, 1.2e-7f, 0.0f);
+    wl_test_close("RoPE sin at the stored positions", got + nc, want_sin, nc, 1.2e-7f, 0.0f);
+    free(got);
+}
+
+/* The same forward and backward with LoRA dropout (case.json "dropout": p, seed, step). */
+static void dropout_run(wl_model *m, wl_adapter *a, const wl_json *cs, const wl_safetensors *st, const uint8_t *io,
+                        const int32_t *tokens, const int32_t *targets, int B, int T) {
+    const wl_json *d = wl_json_get(cs, "dropout");
+    const wl_json *seed = wl_json_get(d, "seed");
+    CHECK(seed && seed->is_int);
+    CHECK_OK(wl_model_set_lora_dropout(m, (float)wl_json_num(d, "p", 0), seed ? (uint64_t)seed->integer : 0,
+                                       (uint64_t)wl_json_num(d, "step", 0)));
+    CHECK_OK(wl_adapter_zero_grad(a));
+    float loss = NAN;
+    CHECK_OK(wl_model_forward(m, tokens, targets, B, T, 0, WL_FORWARD_TRAIN, -100, &loss));
+    check_logits(m, cs, st, io, "dropout.logits", B, T); /* before backward, which reuses the logits buffer */
+    const float *want_loss = wl_st_f32(st, io, "dropout.loss", NULL);
+    tol lt = tolerance(cs, "loss");
+    CHECK(want_loss != NULL);
+    if (want_loss) wl_test_close("dropout.loss", &loss, want_loss, 1, lt.atol, lt.rtol);
+    CHECK_OK(wl_model_backward(m));
+    check_lora_grads(m, a, cs, st, io, "dropout.grad.");
+    CHECK_OK(wl_model_set_lora_dropout(m, 0.0f, 0, 0));
 }
 
 static void run_case(const char *name) {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", wl_repo_path("tests/ref/golden"));
-    strncat(dir, "/", sizeof dir - strlen(dir) - 1);
-    strncat(dir, name, sizeof dir - strlen(dir) - 1);
-    file cj = read_rel(dir, "case.json");
-    wl_json_doc *doc = NULL;
-    CHECK_OK(wl_json_parse((const char *)cj.data, cj.len, &doc));
+    const char *dir = wl_golden_dir(name);
+    printf(" case %s\n", name);
+    wl_json_doc *doc = wl_golden_json(dir, "case.json");
     if (!doc) return;
     const wl_json *cs = wl_json_root(doc);
-    wl_model *m = load_model(dir, cs);
+    wl_model *m = wl_golden_model(dir, cs);
     CHECK_MSG(m != NULL, "case %s: model did not load", name);
-    file io = read_rel(dir, "io.safetensors");
+    wl_test_file io = wl_test_read_in(dir, "io.safetensors");
     wl_safetensors *st = NULL;
-    CHECK_OK(wl_st_parse(io.data, io.len, &st));
+    if (io.data) CHECK_OK(wl_st_parse(io.data, io.len, &st));
     if (!m || !st) goto done;
-    const int B = (int)num(cs, "B", 1), T = (int)num(cs, "T", 1), V = wl_model_config(m)->vocab_size;
+    const int B = (int)wl_json_num(cs, "B", 1), T = (int)wl_json_num(cs, "T", 1);
     const int full = wl_json_get(cs, "full") && wl_json_get(cs, "full")->boolean;
+    const wl_json *use_rslora = wl_json_get(cs, "use_rslora");
     CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
-    wl_adapter *a = load_adapter(m, dir, cs);
+    const wl_json *mods = wl_json_get(cs, "lora_modules");
+    wl_adapter *a = mods ? wl_golden_adapter(m, dir, mods, use_rslora && use_rslora->boolean) : NULL;
     if (a) {
         CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
         CHECK_OK(wl_model_set_trainable(m, a));
     }
     if (full) CHECK_OK(wl_model_set_full_training(m, 1));
-    const int32_t *tokens = st_i32(st, io.data, "tokens");
-    const int32_t *targets = st_i32(st, io.data, "targets");
+    const int32_t *tokens = wl_st_i32(st, io.data, "tokens");
+    const int32_t *targets = wl_st_i32(st, io.data, "targets");
     CHECK(tokens != NULL);
-    int train = targets && (a || full);
+    if (!tokens) goto detach;
+    const int train = targets && (a || full);
     float loss = NAN;
     CHECK_OK(wl_model_forward(m, tokens, targets, B, T, 0, train ? WL_FORWARD_TRAIN : 0, -100, &loss));
-    printf(" case %s\n", name);
-    float atol, rtol;
-    char what[600];
-    size_t n = 0;
-    tol(cs, "logits", &atol, &rtol);
-    const float *want_logits = st_f32(st, io.data, "logits", &n);
-    CHECK(want_logits && n == (size_t)B * T * V);
-    if (want_logits) wl_test_close("logits", wl_model_logits(m), want_logits, n, atol, rtol);
-    const float *want_loss = st_f32(st, io.data, "loss", NULL);
+    check_logits(m, cs, st, io.data, "logits", B, T);
+    if (wl_st_f32(st, io.data, "rope.cos", NULL)) check_rope_tables(m, cs, st, io.data);
+    const float *want_loss = wl_st_f32(st, io.data, "loss", NULL);
     if (want_loss && targets) {
-        tol(cs, "loss", &atol, &rtol);
-        wl_test_close("loss", &loss, want_loss, 1, atol, rtol);
+        tol lt = tolerance(cs, "loss");
+        wl_test_close("loss", &loss, want_loss, 1, lt.atol, lt.rtol);
     }
     if (train) {
         CHECK_OK(wl_model_backward(m));
-        tol(cs, "grads", &atol, &rtol);
-        char path[256];
-        for (int i = 0; a && i < wl_adapter_n_modules(a); i++) {
-            wl_lora_module mod;
-            wl_adapter_module(a, i, &mod);
-            wl_model_module_path(m, mod.layer, mod.slot, path, sizeof path);
-            for (int which = 0; which < 2; which++) {
-                snprintf(what, sizeof what, "grad.base_model.model.%s.lora_%c.weight", path, which ? 'B' : 'A');
-                const float *want = st_f32(st, io.data, what, &n);
-                const float *got = which ? mod.dB : mod.dA;
-                size_t expect = (size_t)mod.rank * (which ? mod.out_features : mod.in_features);
-                CHECK_MSG(want && n == expect, "%s missing", what);
-                if (want) wl_test_close(what + 22, got, want, n, atol, rtol);
-            }
-        }
-        float full_atol, full_rtol;
-        tol(cs, "fullgrads", &full_atol, &full_rtol);
-        for (int i = 0; full && i < wl_model_n_tensors(m); i++) {
-            wl_tensor_info t;
-            wl_model_tensor(m, i, &t);
-            snprintf(what, sizeof what, "fullgrad.%s", t.name);
-            const float *want = st_f32(st, io.data, what, &n);
-            CHECK_MSG(want && n == t.numel, "%s missing", what);
-            if (!want) continue;
-            float *got = t.grad;
-            float *tmp = NULL;
-            if (t.transposed) { /* files hold (in, out); memory (out, in) */
-                tmp = malloc(n * sizeof(float));
-                const size_t in = (size_t)t.shape[0], out = (size_t)t.shape[1];
-                for (size_t o = 0; o < out; o++)
-                    for (size_t k = 0; k < in; k++) tmp[k * out + o] = t.grad[o * in + k];
-                got = tmp;
-            }
-            wl_test_close(what, got, want, n, full_atol, full_rtol);
-            free(tmp);
-        }
+        if (a) check_lora_grads(m, a, cs, st, io.data, "grad.");
+        if (full) check_full_grads(m, cs, st, io.data);
     }
+    if (a && wl_json_get(cs, "dropout")) dropout_run(m, a, cs, st, io.data, tokens, targets, B, T);
+detach:
     if (a) CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
     wl_adapter_free(a);
 done:
@@ -240,15 +190,12 @@ done:
     free(io.data);
     wl_model_free(m);
     wl_json_free(doc);
-    free(cj.data);
 }
 
 /* stories260K greedy decoding: prefill the prompt, then one token at a time from the KV cache. */
 static void greedy_case(void) {
-    file gj = read_rel(wl_repo_path("tests/ref/golden"), "stories260K_greedy.json");
-    wl_json_doc *doc = NULL;
-    CHECK_OK(wl_json_parse((const char *)gj.data, gj.len, &doc));
-    file mf = {NULL, 0};
+    wl_json_doc *doc = wl_golden_json(wl_repo_path("tests/ref/golden"), "stories260K_greedy.json");
+    wl_test_file mf = {NULL, 0};
     mf.data = wl_test_read_file(wl_shared_path("models/stories260K/stories260K.bin"), &mf.len);
     wl_model *m = NULL;
     if (mf.data) CHECK_OK(wl_model_load_llama2c(mf.data, mf.len, &m));
@@ -256,6 +203,7 @@ static void greedy_case(void) {
     const wl_json *cases = wl_json_get(wl_json_root(doc), "cases");
     const int V = wl_model_config(m)->vocab_size;
     CHECK_OK(wl_model_reserve(m, 1, 256, WL_RESERVE_LAST_LOGITS));
+    CHECK(cases && cases->n > 0);
     for (size_t c = 0; cases && c < cases->n; c++) {
         const wl_json *pr = wl_json_get(&cases->items[c], "prompt_ids");
         const wl_json *gen = wl_json_get(&cases->items[c], "generated_ids");
@@ -281,7 +229,6 @@ done:
     wl_model_free(m);
     free(mf.data);
     wl_json_free(doc);
-    free(gj.data);
 }
 
 int main(void) {

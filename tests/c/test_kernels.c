@@ -168,7 +168,15 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
 static const wl_kernels *S = &wl_kernels_scalar;
 static const wl_kernels *V = &wl_kernels_wasmsimd;
 
+/* Tolerances of the SIMD twins against the scalar oracle: both round in float32 but sum in another order (4-lane
+ * partial sums), so they differ by a few ulp of the largest term. Measured over the sizes of each test (native
+ * SIMDe build), the largest differences are quoted next to each group; the tolerances leave at least a factor 2
+ * above them, and a kernel that drops or misweights a term misses by orders of magnitude more (see the mutation
+ * runs in the history of this file's tests). */
 static void test_norms_vs_scalar(void) {
+    /* measured: rmsnorm forward 4.8e-7 abs (outputs up to ~10), rstd 1.4e-7 rel, backward dx 2.4e-7 abs, dw
+     * exact; layernorm forward 4.8e-7 abs, mean 2.4e-7 abs, rstd 1.4e-7 rel, backward dx 4.8e-7 abs, dw and db
+     * exact. */
     static const int shapes[][2] = {{1, 1}, {3, 7}, {2, 17}, {5, 33}, {3, 131}, {2, 576}, {1, 1001}};
     char what[96];
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -268,6 +276,7 @@ static void test_rope_vs_scalar(void) {
 }
 
 static void test_softmax_vs_scalar(void) {
+    /* measured: softmax 1.2e-7 abs (probabilities <= 1), backward 6e-8 abs. */
     static const int cases[][3] = {{1, 1, 0}, {3, 3, 0}, {5, 9, 4}, {7, 33, 26}, {4, 131, 127}, {3, 17, 0},
                                    {6, 10, 7} /* rows past Tk clip to Tk */};
     char what[96];
@@ -298,6 +307,9 @@ static void test_softmax_vs_scalar(void) {
 }
 
 static void test_activations_vs_scalar(void) {
+    /* measured: swiglu forward 6e-8 abs / 2.1e-7 rel, dgate 2.2e-8 abs / 7.7e-7 rel, dup 4.5e-8 abs / 2.2e-7 rel;
+     * gelu forward 4.8e-7 abs, backward 2.0e-6 abs where |dx| ~ 6 (within rtol 1e-5); dot 1.9e-6 abs on sums
+     * of up to 1000 terms of size ~10. */
     static const size_t ns[] = {1, 3, 7, 17, 33, 131, 1000};
     char what[96];
     for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
@@ -349,6 +361,7 @@ static void test_activations_vs_scalar(void) {
 }
 
 static void test_xent_vs_scalar(void) {
+    /* measured: per-row loss 2.4e-7 abs (losses up to ~30), dlogits 7.5e-9 abs / 2.8e-7 rel. */
     static const int cases[][2] = {{1, 1}, {3, 7}, {4, 33}, {5, 131}, {2, 1000}, {3, 49153}};
     char what[96];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -403,6 +416,7 @@ static void test_vmath(void) {
     }
     printf("  vexp max error on [-86.5, 88.7]: %.2f ulp; vsigmoid on [-40, 40]: %.2f ulp (x < 0: %.2f ulp)\n",
            worst_exp, worst_sig, worst_sig_neg);
+    /* measured 0.98 ulp (exp) and 2.32 ulp (sigmoid): the bounds vmath.h promises. */
     CHECK_MSG(worst_exp <= 2.0, "vexp max error %.2f ulp > 2", worst_exp);
     CHECK_MSG(worst_sig <= 4.0, "vsigmoid max error %.2f ulp > 4", worst_sig);
 
@@ -431,6 +445,7 @@ static void test_vmath(void) {
         if (fabs(ref) > 1e-30 && e / fabs(ref) > worst_rel) worst_rel = e / fabs(ref);
     }
     printf("  gelu_forward (wasmsimd) on [-10, 10] vs double: max abs %.3g, max rel %.3g\n", worst_abs, worst_rel);
+    /* measured 5.2e-7 abs and 1.2e-5 rel (the f32 rounding of u, amplified where gelu is near 0) */
     CHECK_MSG(worst_abs <= 1e-6 && worst_rel <= 2e-5, "gelu error abs %.3g rel %.3g", worst_abs, worst_rel);
     free(x), free(y);
 }
@@ -511,7 +526,8 @@ static void test_fd(const wl_kernels *k) {
     memset(&c, 0, sizeof c);
     c.k = k;
     /* Tolerances: the forwards run in f32, so L carries about 1e-7 relative noise; divided by 2h = 4e-3 that is
-     * about 1e-4 absolute on gradients of order 1, far below what a wrong or missing term produces. */
+     * about 1e-4 absolute on gradients of order 1, far below what a wrong or missing term produces (measured: at
+     * most 1.5e-4 abs, layernorm dx of the SIMD table). */
     const float h = 2e-3f, atol = 2e-3f, rtol = 1e-2f;
 
     /* rmsnorm and layernorm: 3 rows of 19 channels, gradients w.r.t. x, w (and b). */

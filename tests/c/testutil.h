@@ -58,10 +58,10 @@ extern int wl_test_checks;
 /* Compare n floats: passes when |a - b| <= atol + rtol * |b| everywhere. Prints max abs and rel error. */
 int wl_test_close(const char *what, const float *got, const float *want, size_t n, float atol, float rtol);
 
-/* End of a test program: prints a summary, returns the exit code. */
+/* End of a test program: prints a summary, returns the exit code (1 on any failure, and when no check ran). */
 int wl_test_summary(const char *name);
 
-/* Read a whole file; returns NULL (and prints why) on failure. Caller frees. */
+/* Read a whole file; returns NULL on failure, which counts as a failed check naming the path. Caller frees. */
 uint8_t *wl_test_read_file(const char *path, size_t *len);
 /* Path helpers: WL_SHARED_DIR "/" rel and WL_REPO_DIR "/" rel into a static buffer (rotating, 8 slots). */
 const char *wl_shared_path(const char *rel);

@@ -37,13 +37,20 @@ int wl_test_close(const char *what, const float *got, const float *want, size_t 
 
 int wl_test_summary(const char *name) {
     printf("%s: %d checks, %d failures\n", name, wl_test_checks, wl_test_failures);
+    if (wl_test_checks == 0) {
+        fprintf(stderr, "FAIL %s: no check ran, so nothing was tested\n", name);
+        return 1;
+    }
     return wl_test_failures ? 1 : 0;
 }
 
 uint8_t *wl_test_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "cannot open %s (test data missing?)\n", path);
+        /* Every file a test reads is required: a missing one is a failure, never a silent skip. */
+        wl_test_checks++;
+        wl_test_failures++;
+        fprintf(stderr, "FAIL test data missing: %s\n", path);
         return NULL;
     }
     fseek(f, 0, SEEK_END);
@@ -51,7 +58,9 @@ uint8_t *wl_test_read_file(const char *path, size_t *len) {
     fseek(f, 0, SEEK_SET);
     uint8_t *buf = malloc(size > 0 ? (size_t)size : 1);
     if (!buf || (size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size)) {
-        fprintf(stderr, "cannot read %s\n", path);
+        wl_test_checks++;
+        wl_test_failures++;
+        fprintf(stderr, "FAIL cannot read %s\n", path);
         free(buf);
         fclose(f);
         return NULL;

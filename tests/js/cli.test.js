@@ -8,7 +8,7 @@ import os from 'node:os';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 
-import { compare, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
+import { expectAllClose, loadCore, readSafetensors, repoRoot, sharedPath } from './helpers/core.js';
 
 const CLI = path.join(repoRoot, 'web/cli.js');
 const GOLDEN = path.join(repoRoot, 'tests/ref/golden/sgd_contract');
@@ -49,11 +49,12 @@ describe('one SGD step matches the PyTorch gradient', () => {
     let moved = 0;
     for (const [key, t] of want) {
       const g = got.get(key).data;
-      const r2 = compare(g, t.data, 2e-6, 1e-4);
-      if (!r2.ok) throw new Error(`${key}: [${r2.first}] got ${r2.got} want ${r2.want}`);
+      // The case's tolerance: 20 times the float32 error of torch's own gradient times lr, with a floor of 2e-7
+      // times the largest parameter (tests/ref/make_ref.py sgd_write).
+      expectAllClose(key, g, t.data, cs.tolerance.params);
       for (let i = 0; i < g.length; i++) moved = Math.max(moved, Math.abs(g[i] - init.get(key).data[i]));
     }
-    expect(moved).toBeGreaterThan(1e-3); // the step really moved the weights
+    expect(moved).toBeGreaterThan(1e-3); // the step really moved the weights (measured 0.012 and 0.032)
   });
 });
 
@@ -106,7 +107,7 @@ describe('adapter toolkit commands', () => {
     expect(JSON.parse(cb.stdout).modules[0].rank).toBe(6);
     const ex = await run(['extract', '--base', model, '--tuned', merged, '--rank', '4', '--out', path.join(tmp, 'extracted'), '--json']);
     expect(ex.code).toBe(0);
-    expect(JSON.parse(ex.stdout).totalError).toBeLessThan(1e-4);
+    expect(JSON.parse(ex.stdout).totalError).toBeLessThan(1e-4); // only the merged model's rounding: measured 4.5e-7
     const bad = await run(['resize', '--adapter', ad, '--out', path.join(tmp, 'resized-bad')]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--rank R or --energy F/);

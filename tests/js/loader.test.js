@@ -1,67 +1,69 @@
-// Loading models through the streaming loader: sharded safetensors with an index, F16/BF16 weights converted on
-// the fly, chunks that split tensors and elements at odd offsets, an HF-style folder URL over HTTP with a dropped
-// connection that resumes, SHA-256 pins, and the errors for missing, mismatched and tampered files.
+// The production loaders (web/loader.js behind LocalEngine.load) against PyTorch's logits (tests/ref/golden):
+// weights streamed from files in odd-sized chunks and over HTTP (an HF-style folder URL with a dropped connection
+// that resumes, a llama2.c .bin URL), in F32, F16 and BF16, in one file or in shards with an index. Also the
+// errors for missing shards, wrong or unknown tensors, SHA-256 pins and a 404.
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 
 import { LocalEngine } from '../../web/engine.js';
 import { writeSafetensors } from '../../web/safetensors.js';
-import { loadCore, readSafetensors, sharedPath, wasmSource } from './helpers/core.js';
+import { expectAllClose, loadCore, readSafetensors, sharedPath, wasmSource } from './helpers/core.js';
+import { GOLDEN, readCase, storedLogits } from './helpers/golden.js';
 import { startServer } from './helpers/http-server.js';
 
-const MODEL = sharedPath('models/tiny-random-llama');
+const TINY_LLAMA = sharedPath('models/tiny-random-llama');
+const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TOKENIZER = sharedPath('tokenizers/llama2-tinyllama/tokenizer.json');
-const IDS = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
 let tmp;
 let core;
-let reference;
-
-function logitsOf(engine) {
-  engine.model.reserve(1, IDS.length);
-  engine.model.forward(IDS);
-  return engine.model.logits().slice();
-}
-
-function f16(x) {
-  // round-to-nearest-even f32 -> f16 bits, enough for test data (no subnormal outputs needed beyond rounding)
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
-  const sign = (u >>> 16) & 0x8000;
-  let exp = ((u >>> 23) & 0xff) - 127 + 15;
-  let mant = u & 0x7fffff;
-  if (exp <= 0) {
-    if (exp < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - exp;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (exp << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
 
 beforeAll(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'weblora-loader-'));
   core = await loadCore();
-  const e = await LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER });
-  reference = logitsOf(e);
-  e.dispose();
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-describe('safetensors variants', () => {
-  test('two shards with an index, read in 997-byte chunks, give bit-identical logits', async () => {
+/**
+ * The loaded model's logits for the case's tokens against PyTorch's (at the stored positions), within the case's
+ * tolerance: 20 times the float32 error PyTorch itself makes on this computation (tests/ref/README.md).
+ */
+function expectGoldenLogits(engine, name) {
+  const { cs, io } = readCase(core, name);
+  const { B, T } = cs;
+  engine.model.reserve(B, T);
+  engine.model.forward(io.get('tokens').data, { B, T });
+  expectAllClose(`${name} logits`, storedLogits(engine.model.logits(), cs, engine.model.config.vocabSize), io.get('logits').data,
+    cs.tolerance.logits);
+}
+
+/** The model files of a golden case folder (without its reference files), as a model folder of their own. */
+function modelFolder(name) {
+  const dir = path.join(tmp, `model-${name}`);
+  mkdirSync(dir);
+  for (const f of MODEL_FILES(name)) writeFileSync(path.join(dir, f), readFileSync(path.join(GOLDEN, name, f)));
+  return dir;
+}
+const MODEL_FILES = (name) => readdirSync(path.join(GOLDEN, name)).filter((f) => f !== 'case.json' && f !== 'io.safetensors');
+
+describe('from files, streamed in odd-sized chunks that split tensors and elements', () => {
+  test.each([
+    ['F32, one file (tiny-random-llama)', 'tiny_random_llama', () => TINY_LLAMA],
+    ['F16, one file', 'hf_f16', () => modelFolder('hf_f16')],
+    ['BF16, two shards and an index', 'hf_bf16_sharded', () => modelFolder('hf_bf16_sharded')],
+    ['llama2.c checkpoint (stories260K over its 512 positions)', 'stories260K_long', () => STORIES],
+  ])('%s', async (_what, name, source) => {
+    const e = await LocalEngine.load(source(), { wasmSource: wasmSource(), chunkSize: 4093 });
+    expectGoldenLogits(e, name);
+    e.dispose();
+  });
+
+  test('F32 in two shards with an index, read in 997-byte chunks; a missing shard is named', async () => {
     const dir = path.join(tmp, 'sharded');
     mkdirSync(dir);
-    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(MODEL, 'model.safetensors'))));
+    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'model.safetensors'))));
     const names = [...st.keys()];
     const halves = [names.slice(0, 9), names.slice(9)];
     const weightMap = {};
@@ -71,50 +73,19 @@ describe('safetensors variants', () => {
       part.forEach((n) => { weightMap[n] = file; });
     });
     writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-    writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(MODEL, 'config.json')));
+    writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(TINY_LLAMA, 'config.json')));
     const e = await LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER, chunkSize: 997 });
-    expect(Buffer.from(logitsOf(e).buffer).equals(Buffer.from(reference.buffer))).toBe(true);
+    expectGoldenLogits(e, 'tiny_random_llama');
     e.dispose();
-    // a shard the index names but the folder lacks
     rmSync(path.join(dir, 'model-00002-of-00002.safetensors'));
     await expect(LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER })).rejects.toThrow(/shard model-00002-of-00002\.safetensors/);
   });
 
-  test('F16 and BF16 weights are widened per tensor, across chunk and element boundaries', async () => {
-    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(MODEL, 'model.safetensors'))));
-    for (const dtype of ['F16', 'BF16']) {
-      const dir = path.join(tmp, dtype);
-      mkdirSync(dir);
-      const tensors = [...st.entries()].map(([name, t]) => {
-        const bits = new Uint16Array(t.data.length);
-        for (let i = 0; i < t.data.length; i++) {
-          bits[i] = dtype === 'F16' ? f16(t.data[i]) : new Uint16Array(new Float32Array([t.data[i]]).buffer)[1];
-        }
-        return { name, shape: t.shape, dtype, bytes: new Uint8Array(bits.buffer) };
-      });
-      writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors(tensors));
-      writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(MODEL, 'config.json')));
-      const e = await LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER, chunkSize: 4093 });
-      // the widened weights equal the rounded values exactly
-      const emb = e.model.tensors().find((t) => t.name === 'model.embed_tokens.weight');
-      const got = e.model.tensorView(emb);
-      const src = st.get('model.embed_tokens.weight').data;
-      let worst = 0;
-      for (let i = 0; i < 5000; i++) worst = Math.max(worst, Math.abs(got[i] - src[i]) / (Math.abs(src[i]) + 1e-6));
-      expect(worst).toBeLessThan(dtype === 'F16' ? 1e-3 : 8e-3);
-      const lg = logitsOf(e);
-      let maxd = 0;
-      for (let i = 0; i < lg.length; i++) maxd = Math.max(maxd, Math.abs(lg[i] - reference[i]));
-      expect(maxd).toBeLessThan(dtype === 'F16' ? 1e-3 : 1e-2);
-      e.dispose();
-    }
-  });
-
   test('a tensor of the wrong shape or an unknown tensor is refused with its name', async () => {
-    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(MODEL, 'model.safetensors'))));
+    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'model.safetensors'))));
     const dir = path.join(tmp, 'bad');
     mkdirSync(dir);
-    writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(MODEL, 'config.json')));
+    writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(TINY_LLAMA, 'config.json')));
     const tensors = [...st.entries()].map(([name, t]) => ({ name, shape: t.shape, data: t.data }));
     tensors.push({ name: 'model.extra.weight', shape: [2], data: new Float32Array(2) });
     writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors(tensors));
@@ -128,13 +99,13 @@ describe('safetensors variants', () => {
 
 describe('sha256 pins on local files', () => {
   test('a local model is hashed as it streams; a wrong pin or a pin for a file it lacks is refused', async () => {
-    const bytes = readFileSync(path.join(MODEL, 'model.safetensors'));
+    const bytes = readFileSync(path.join(TINY_LLAMA, 'model.safetensors'));
     const good = createHash('sha256').update(bytes).digest('hex');
-    const e = await LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER, chunkSize: 4093, sha256: { 'model.safetensors': good } });
+    const e = await LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER, chunkSize: 4093, sha256: { 'model.safetensors': good } });
     e.dispose();
-    await expect(LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensors': 'b'.repeat(64) } }))
+    await expect(LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensors': 'b'.repeat(64) } }))
       .rejects.toMatchObject({ name: 'IntegrityError', message: expect.stringContaining(`is ${good}, expected bbbb`) });
-    await expect(LocalEngine.load(MODEL, { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensor': good } }))
+    await expect(LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER, sha256: { 'model.safetensor': good } }))
       .rejects.toThrow(/pin names model\.safetensor, which is not a file/);
   });
 });
@@ -143,25 +114,46 @@ describe('over HTTP', () => {
   let server;
   let weights;
   beforeAll(async () => {
-    weights = new Uint8Array(readFileSync(path.join(MODEL, 'model.safetensors')));
+    weights = new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'model.safetensors')));
+    const folder = (prefix, name, drop = {}) => Object.fromEntries(MODEL_FILES(name)
+      .map((f) => [`${prefix}${f}`, { body: new Uint8Array(readFileSync(path.join(GOLDEN, name, f))), chunkSize: 3001, ...(drop[f] ?? {}) }]));
     server = await startServer({
-      '/m/config.json': { body: new Uint8Array(readFileSync(path.join(MODEL, 'config.json'))) },
+      '/m/config.json': { body: new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'config.json'))) },
       '/m/model.safetensors': { body: weights, chunkSize: 3001, dropAfter: [undefined, 1500000] },
       '/m/tokenizer.json': { body: new Uint8Array(readFileSync(TOKENIZER)) },
+      ...folder('/f16/', 'hf_f16', { 'model.safetensors': { dropAfter: [undefined, 5000] } }),
+      ...folder('/bf16/', 'hf_bf16_sharded', { 'model-00002-of-00002.safetensors': { dropAfter: [undefined, 3000] } }),
+      '/stories/stories260K.bin': { body: new Uint8Array(readFileSync(STORIES)), chunkSize: 3001, dropAfter: [undefined, 400000] },
     });
   });
   afterAll(() => server?.close());
 
-  test('an HF-style folder URL streams in, resumes a dropped connection and matches the local load', async () => {
+  test('an HF-style folder URL streams in by ranges and resumes a dropped connection', async () => {
     const events = [];
     const e = await LocalEngine.load(server.url('/m/'), { wasmSource: wasmSource(), onProgress: (ev) => events.push(ev), backoffMs: 10 });
-    expect(Buffer.from(logitsOf(e).buffer).equals(Buffer.from(reference.buffer))).toBe(true);
+    expectGoldenLogits(e, 'tiny_random_llama');
     expect(e.tokenizer.vocabSize).toBe(32000);
     // the weights were read by ranges: the header first, then the body resumed after the drop
     const ranges = server.requestsTo('/m/model.safetensors', 'GET').map((r) => r.range).filter(Boolean);
     expect(ranges.length).toBeGreaterThanOrEqual(3);
     expect(events.some((ev) => ev.status === 'progress' && ev.file === 'model.safetensors')).toBe(true);
     expect(events.at(-1).status).toBe('ready');
+    e.dispose();
+  });
+
+  test.each([
+    ['F16, one file', '/f16/', 'hf_f16', '/f16/model.safetensors'],
+    ['BF16, two shards and an index', '/bf16/', 'hf_bf16_sharded', '/bf16/model-00002-of-00002.safetensors'],
+  ])('%s', async (_what, prefix, name, dropped) => {
+    const e = await LocalEngine.load(server.url(prefix), { wasmSource: wasmSource(), backoffMs: 10 });
+    expectGoldenLogits(e, name);
+    expect(server.requestsTo(dropped, 'GET').length).toBeGreaterThanOrEqual(2); // the drop happened and was resumed
+    e.dispose();
+  });
+
+  test('a llama2.c .bin URL', async () => {
+    const e = await LocalEngine.load(server.url('/stories/stories260K.bin'), { wasmSource: wasmSource(), backoffMs: 10 });
+    expectGoldenLogits(e, 'stories260K_long');
     e.dispose();
   });
 
@@ -182,7 +174,7 @@ describe('over HTTP', () => {
     const padded = writeSafetensors(tensors, { metadata: { pad: 'x'.repeat(65 << 20) } });
     const headerLength = Number(new DataView(padded.buffer).getBigUint64(0, true));
     expect(headerLength).toBeGreaterThan(64 << 20);
-    const config = new Uint8Array(readFileSync(path.join(MODEL, 'config.json')));
+    const config = new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'config.json')));
     const evil = await startServer({ '/e/config.json': { body: config }, '/e/model.safetensors': { body: padded, chunkSize: 1 << 20 } });
     try {
       const real = createHash('sha256').update(weights).digest('hex');

@@ -323,7 +323,7 @@ describe('abort', () => {
     const err = await RemoteFile.open(url, { cache: null, backoffMs: 60_000, maxBackoffMs: 60_000, signal: ac.signal })
       .catch((e) => e);
     expect(isAbortError(err)).toBe(true);
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(Date.now() - t0).toBeLessThan(5000); // a hang guard, not a timing: measured 51 ms against a 60 s wait
   });
 
   test('a per-call signal aborts that call only', async () => {

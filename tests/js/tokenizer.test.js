@@ -3,21 +3,11 @@
 
 import { describe, test, expect } from '@jest/globals';
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { loadTokenizer, TokenizerError } from '../../web/tokenizer.js';
 import { WebLoRAError } from '../../web/errors.js';
+import { sharedPath } from './helpers/core.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const sharedRoot = path.resolve(repoRoot, '../shared');
-
-/** @param {string} rel path under ../shared */
-function sharedPath(rel) {
-  const p = path.resolve(sharedRoot, rel);
-  if (!fs.existsSync(p)) throw new Error(`test material missing: ${p} (see ../shared/DATA.md)`);
-  return p;
-}
 const readBytes = (rel) => new Uint8Array(fs.readFileSync(sharedPath(rel)));
 const readText = (rel) => fs.readFileSync(sharedPath(rel), 'utf8');
 const readJson = (rel) => JSON.parse(readText(rel));

@@ -1,7 +1,8 @@
 // The adapter toolkit on the wasm build: merge/unmerge (bit-exact restore, idempotence, the real PEFT adapters'
-// maths against numpy), several adapters at once, PiSSA (step-0 output and faster early training than the default
-// init, curves printed), resize / extract / combine (exact recovery of known low-rank updates, reported errors),
-// the public low-rank approximation, and bad input.
+// maths against numpy), several adapters at once, PiSSA (against numpy's SVD of the real weights, step-0 output,
+// faster early training than the default init), resize (known low-rank updates; a real adapter's errors against
+// numpy), extract, combine (linear, cat and svd against PEFT's add_weighted_adapter computed in float64), the
+// public low-rank approximation against numpy's singular values, and bad input.
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -10,7 +11,8 @@ import { LocalEngine } from '../../web/engine.js';
 import { Adapter, Arch } from '../../web/core.js';
 import { peftToAdapter } from '../../web/peft.js';
 import { combineAdapterFiles, resizeAdapterFiles } from '../../web/tools.js';
-import { loadCore, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { expectAllClose, loadCore, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { loadCaseModel, peftFiles, readCase, readSvdRef } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TEXT = [
@@ -62,7 +64,10 @@ describe('merge and unmerge', () => {
     engine.merge(a.id, 1);
     expect(engine.model.editBytes()).toBeGreaterThan(0);
     const merged = logits(engine, null);
-    expect(maxDiff(merged, unmerged)).toBeLessThan(5e-5);
+    // W x + s B A x summed in another order: measured 4.0e-5 on logits up to ~20, as large as PyTorch's own float32
+    // error on this model (1.6e-5, golden stories260K); 2e-4 leaves a factor 5. A missing or doubled update, or a
+    // scale off by 1%, moves the logits by 1e-2 or more (the adapter moves them by ~10).
+    expect(maxDiff(merged, unmerged)).toBeLessThan(2e-4);
     engine.merge(a.id, 1);
     expect(maxDiff(logits(engine, null), merged)).toBe(0);
     expect(() => engine.useAdapters(a.id)).toThrow(/merged/);
@@ -85,7 +90,7 @@ describe('merge and unmerge', () => {
     expect(maxDiff(la, lb)).toBeGreaterThan(1e-3);
     engine.merge(a.id, 0.5);
     engine.merge(b.id, 2);
-    expect(maxDiff(logits(engine, null), mix)).toBeLessThan(5e-5);
+    expect(maxDiff(logits(engine, null), mix)).toBeLessThan(2e-4); // measured 1.9e-5, as above
     engine.unmerge(b.id);
     engine.unmerge(a.id);
     const none = logits(engine, null);
@@ -137,7 +142,7 @@ describe('merge and unmerge', () => {
             const got = t.transposed ? v[j * r0 + i] : v[i * c0 + j];
             worst = Math.max(worst, Math.abs(got - want) / (1 + Math.abs(want)));
           }
-          expect(worst).toBeLessThan(2e-6);
+          expect(worst).toBeLessThan(2e-6); // float32 W + s B A against numpy's float64: measured 1.8e-7
           // the whole update, not just samples: Frobenius norm of merged - base
           let sq = 0;
           for (let i = 0; i < r0; i++) {
@@ -146,7 +151,7 @@ describe('merge and unmerge', () => {
               sq += (v[idx] - ((((7 * i + 13 * j) % 97) - 48) / 256)) ** 2;
             }
           }
-          expect(Math.abs(Math.sqrt(sq) - m.delta_fro) / m.delta_fro).toBeLessThan(1e-5);
+          expect(Math.abs(Math.sqrt(sq) - m.delta_fro) / m.delta_fro).toBeLessThan(1e-5); // measured 1.8e-9
         }
         model.unmerge(adapter);
         expect(Buffer.from(model.params().slice().buffer).equals(Buffer.from(before.buffer))).toBe(true);
@@ -159,11 +164,58 @@ describe('merge and unmerge', () => {
 });
 
 describe('PiSSA', () => {
+  // tests/ref/golden/pissa_stories260K: numpy's float64 SVD of three real stories260K weights. Each rank-1 term
+  // s B[:, k] A[k, :] must be U_k S_k Vh_k (free of the vectors' signs) and the base must keep W minus their sum;
+  // the tolerance is 20 times what numpy's own float32 SVD misses by. On modules this small the fast variant
+  // takes the exact path too.
+  test.each(['pissa', 'pissa_fast'])('%s: A and B hold the top singular triplets numpy finds; the base keeps the residual', (init) => {
+    const { cs, io } = readCase(core, 'pissa_stories260K');
+    const byName = new Map(engine.model.tensors().map((t) => [t.name, t]));
+    const weightOf = (p) => engine.model.tensorView(byName.get(`${p}.weight`));
+    const before = new Map(cs.modules.map((p) => [p, weightOf(p).slice()]));
+    const a = engine.createAdapter({ rank: cs.r, alpha: cs.alpha, targets: cs.modules, init, seed: 5 });
+    const checkModule = (m) => {
+      const ad = engine.entry(a.id).adapter;
+      const p = engine.model.modulePath(m.layer, m.slot);
+      const [U, S, Vh] = ['U', 'S', 'Vh'].map((k) => io.get(`${k}.${p}`).data);
+      const A = ad.view(m.A, m.rank * m.inFeatures);
+      const B = ad.view(m.B, m.outFeatures * m.rank);
+      const residual = Float64Array.from(before.get(p));
+      for (let k = 0; k < cs.r; k++) {
+        const got = new Float32Array(residual.length);
+        const want = new Float32Array(residual.length);
+        for (let o = 0; o < m.outFeatures; o++) {
+          for (let j = 0; j < m.inFeatures; j++) {
+            const e = o * m.inFeatures + j;
+            got[e] = m.scale * B[o * m.rank + k] * A[k * m.inFeatures + j];
+            want[e] = U[o * cs.r + k] * S[k] * Vh[k * m.inFeatures + j];
+            residual[e] -= want[e];
+          }
+        }
+        expectAllClose(`${init} ${p} term ${k}`, got, want, cs.tolerance.terms);
+      }
+      expectAllClose(`${init} ${p} residual base`, weightOf(p), residual, cs.tolerance.terms);
+    };
+    let checked = 0;
+    try {
+      for (const m of engine.entry(a.id).adapter.modules()) {
+        checkModule(m);
+        checked++;
+      }
+    } finally {
+      engine.freeAdapter(a.id); // gives the base its weights back, also when a check failed
+    }
+    expect(checked).toBe(cs.modules.length);
+    for (const p of cs.modules) expect(Buffer.from(weightOf(p).slice().buffer).equals(Buffer.from(before.get(p).buffer))).toBe(true);
+  });
+
   test('output unchanged at step 0; trains faster than the default init at the same rate; exports as rank-2r LoRA', async () => {
     const base = logits(engine, null);
     const curves = {};
     for (const init of ['default', 'pissa', 'pissa_fast']) {
       const a = engine.createAdapter({ rank: 4, alpha: 8, targets: 'all-linear', init, seed: 5 });
+      // (W - s B A) x + s B A x against W x: measured 2.6e-5; 5e-4 is the golden stories260K logits tolerance (20
+      // times PyTorch's float32 error), far below what a wrong residual or scale gives.
       if (init !== 'default') expect(maxDiff(logits(engine, a.id), base)).toBeLessThan(5e-4);
       const losses = [];
       await engine.train(a.id, TEXT, { steps: 12, lr: 2e-3, batchSize: 2, seqLen: 32, evalSplit: 0, seed: 1 }, { onStep: (r) => losses.push(r.loss) });
@@ -177,7 +229,7 @@ describe('PiSSA', () => {
         engine.freeAdapter(a.id); // restores the original base
         expect(maxDiff(logits(engine, null), base)).toBe(0);
         const b = engine.importAdapter(files);
-        expect(maxDiff(logits(engine, b.id), trained)).toBeLessThan(5e-4);
+        expect(maxDiff(logits(engine, b.id), trained)).toBeLessThan(5e-4); // measured 2.1e-5, as above
         engine.freeAdapter(b.id);
       } else {
         engine.freeAdapter(a.id);
@@ -185,6 +237,7 @@ describe('PiSSA', () => {
     }
     const fmt = (xs) => xs.map((x) => x.toFixed(3)).join(' ');
     process.stdout.write(`PiSSA vs default, loss per step (lr 2e-3, rank 4, same data):\n  default    ${fmt(curves.default)}\n  pissa      ${fmt(curves.pissa)}\n  pissa_fast ${fmt(curves.pissa_fast)}\n`);
+    // PiSSA's head start: summed losses of steps 4 to 8 measured 8.07 for both PiSSA variants, 11.08 for the default.
     const early = (xs) => xs.slice(3, 8).reduce((s, x) => s + x, 0);
     expect(early(curves.pissa)).toBeLessThan(early(curves.default));
     expect(early(curves.pissa_fast)).toBeLessThan(early(curves.default));
@@ -202,6 +255,8 @@ describe('resize, extract, combine', () => {
     }
     const want = logits(engine, a.id);
     const r3 = engine.resize(a.id, { rank: 3 });
+    // An exact rank-3 update kept at rank 3 loses only rounding (measured 8.2e-9); logits as for PiSSA above
+    // (measured 1.9e-5 against the golden tolerance 5e-4).
     expect(r3.totalError).toBeLessThan(1e-5);
     expect(maxDiff(logits(engine, r3.adapter.id), want)).toBeLessThan(5e-4);
     const r1 = engine.resize(a.id, { rank: 1 });
@@ -218,7 +273,7 @@ describe('resize, extract, combine', () => {
     for (const id of [a.id, r3.adapter.id, r1.adapter.id, e.adapter.id]) engine.freeAdapter(id);
   });
 
-  test('extract recovers a merged update from the two models; combine cat/svd equal the weighted sum', async () => {
+  test('extract recovers a merged update from the two models', async () => {
     const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'down_proj'], seed: 21 });
     randomize(engine.entry(a.id).adapter, 23);
     const want = logits(engine, a.id);
@@ -227,66 +282,107 @@ describe('resize, extract, combine', () => {
     engine.unmerge(a.id);
     const x = await engine.extract({ 'config.json': tuned['config.json'], 'model.safetensors': tuned['model.safetensors'] },
       { rank: 4, targets: ['q_proj', 'down_proj'] });
+    // The two models' difference carries the merged update's float32 rounding: measured 1.6e-7 error and 2.1e-5
+    // on logits (golden tolerance 5e-4); one rank too few loses ~30% of the update.
     expect(x.totalError).toBeLessThan(1e-4);
     expect(maxDiff(logits(engine, x.adapter.id), want)).toBeLessThan(5e-4);
-    const b = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 31 });
-    randomize(engine.entry(b.id).adapter, 37);
-    const mix = logits(engine, { [a.id]: 0.7, [b.id]: 1.2 });
-    for (const type of ['cat', 'svd']) {
-      const c = engine.combine([{ id: a.id, weight: 0.7 }, { id: b.id, weight: 1.2 }], { type, rank: type === 'svd' ? 8 : 0 });
-      expect(maxDiff(logits(engine, c.adapter.id), mix)).toBeLessThan(5e-4);
-      engine.freeAdapter(c.adapter.id);
-    }
-    const low = engine.combine([{ id: a.id, weight: 0.7 }, { id: b.id, weight: 1.2 }], { type: 'svd', rank: 1 });
-    expect(low.modules.some((m) => m.relError > 1e-3)).toBe(true);
-    const fa = engine.exportAdapter(a.id).files;
-    const fb = engine.exportAdapter(b.id).files;
-    const viaFiles = combineAdapterFiles(core, [{ files: fa, weight: 0.7 }, { files: fb, weight: 1.2 }], { type: 'cat' });
-    const back = engine.importAdapter(viaFiles.files);
-    expect(maxDiff(logits(engine, back.id), mix)).toBeLessThan(5e-4);
-    const lin = engine.combine([a.id, b.id], { type: 'linear' });
-    expect(lin.adapter.rank).toBe(4);
-    expect(maxDiff(logits(engine, lin.adapter.id), logits(engine, null))).toBeGreaterThan(1e-4);
-    engine.freeAdapter(lin.adapter.id);
-    expect(() => engine.combine([a.id, b.id], { type: 'mean' })).toThrow(/linear, cat or svd/);
-    for (const id of [a.id, b.id, x.adapter.id, low.adapter.id, back.id]) engine.freeAdapter(id);
+    for (const id of [a.id, x.adapter.id]) engine.freeAdapter(id);
   });
 
-  test('combining adapters of different shapes or bases is refused', async () => {
+  // Two PEFT adapters of the llama_patterns model (rank and alpha patterns, rsLoRA, modules only one of them has),
+  // combined from their files as PEFT's add_weighted_adapter does it, computed in float64 by tests/ref/make_ref.py.
+  test.each(['linear', 'cat', 'svd'])('combine %s matches PEFT\'s add_weighted_adapter', (type) => {
+    const { dir, cs, io } = readCase(core, 'combine');
+    const base = readCase(core, cs.model_case);
+    const out = combineAdapterFiles(core, [{ files: peftFiles(base.dir), weight: cs.weights[0] }, { files: peftFiles(dir), weight: cs.weights[1] }],
+      { type, rank: type === 'svd' ? cs.svd_rank : 0 });
+    const model = loadCaseModel(core, base.dir, base.cs);
+    const adapter = peftToAdapter(core, model, out.files);
+    const tol = cs.tolerance;
+    let compared = 0;
+    for (const m of adapter.modules()) {
+      const p = model.modulePath(m.layer, m.slot);
+      expect(m.scale).toBe(1); // PEFT gives the result lora_alpha = r
+      const A = adapter.view(m.A, m.rank * m.inFeatures);
+      const B = adapter.view(m.B, m.outFeatures * m.rank);
+      if (type !== 'svd') {
+        expectAllClose(`${type} ${p} A`, A, io.get(`${type}.base_model.model.${p}.lora_A.weight`).data, tol.factors);
+        expectAllClose(`${type} ${p} B`, B, io.get(`${type}.base_model.model.${p}.lora_B.weight`).data, tol.factors);
+      } else {
+        // Singular vectors have arbitrary signs: compare the update B A.
+        const U = io.get(`svd.B.${p}`).data;
+        const V = io.get(`svd.A.${p}`).data;
+        expect([U.length, V.length]).toEqual([B.length, A.length]);
+        const got = new Float32Array(m.outFeatures * m.inFeatures);
+        const want = new Float32Array(got.length);
+        for (let o = 0; o < m.outFeatures; o++) {
+          for (let j = 0; j < m.inFeatures; j++) {
+            for (let k = 0; k < m.rank; k++) {
+              got[o * m.inFeatures + j] += B[o * m.rank + k] * A[k * m.inFeatures + j];
+              want[o * m.inFeatures + j] += U[o * m.rank + k] * V[k * m.inFeatures + j];
+            }
+          }
+        }
+        expectAllClose(`svd ${p} update`, got, want, tol.delta);
+        const reported = out.modules.find((x) => x.module === p).relError;
+        expect(Math.abs(reported - cs.svd_rel_errors[p])).toBeLessThanOrEqual(tol.rel_error);
+      }
+      compared++;
+    }
+    expect(compared).toBe(Object.keys(cs.svd_rel_errors).length);
+    adapter.free();
+    model.free();
+  });
+
+  test('combine through the engine; combining adapters of different shapes, types or bases is refused', () => {
+    const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'down_proj'], seed: 21 });
+    const b = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 31 });
+    randomize(engine.entry(a.id).adapter, 23);
+    randomize(engine.entry(b.id).adapter, 37);
+    const c = engine.combine([{ id: a.id, weight: 0.7 }, { id: b.id, weight: 1.2 }], { type: 'cat' });
+    expect(c.adapter.rank).toBe(8);
+    expect(() => engine.combine([a.id, b.id], { type: 'mean' })).toThrow(/linear, cat or svd/);
+    for (const id of [a.id, b.id, c.adapter.id]) engine.freeAdapter(id);
     const gpt2 = sharedPath('adapters/gpt2-lora-r8-causallm');
     const smol = sharedPath('adapters/smollm-135m-lora-r16');
-    const files = (d) => ({ 'adapter_config.json': readFileSync(`${d}/adapter_config.json`, 'utf8'),
-      'adapter_model.safetensors': new Uint8Array(readFileSync(`${d}/adapter_model.safetensors`)) });
-    expect(() => combineAdapterFiles(core, [{ files: files(gpt2), weight: 1 }, { files: files(smol), weight: 1 }], { type: 'cat' }))
+    expect(() => combineAdapterFiles(core, [{ files: peftFiles(gpt2), weight: 1 }, { files: peftFiles(smol), weight: 1 }], { type: 'cat' }))
       .toThrow(/architectures/);
-    const r = resizeAdapterFiles(core, files(gpt2), { rank: 4 });
-    expect(r.modules).toHaveLength(36);
-    expect(r.totalError).toBeGreaterThan(0);
-    expect(r.totalError).toBeLessThan(1);
+  });
+
+  test('resizing a real PEFT adapter keeps the errors numpy computes', () => {
+    const ref = JSON.parse(readFileSync(path.join(repoRoot, 'tests/ref/merge/real_adapters.json'), 'utf8')).resize[0];
+    const r = resizeAdapterFiles(core, peftFiles(sharedPath(`adapters/${ref.adapter}`)), { rank: ref.rank });
+    expect(r.modules.map((m) => m.module).sort()).toEqual(Object.keys(ref.modules).sort());
+    // numpy's float32 SVD changes these errors by at most ref.float32_error (6.0e-9): 20 times that, rounded up.
+    // The core's measured 3.1e-9; a rank or scale off by 1% moves them by more than 1e-3.
+    const tol = 2e-7;
+    for (const m of r.modules) {
+      expect(m.rank).toBe(ref.rank);
+      expect(Math.abs(m.relError - ref.modules[m.module])).toBeLessThan(tol);
+    }
+    expect(Math.abs(r.totalError - ref.total_rel_error)).toBeLessThan(tol);
   });
 });
 
 describe('low-rank approximation of any matrix', () => {
-  test('rank and energy modes, Eckart-Young error, bad input', () => {
-    const m = 40, n = 30;
-    const a = new Float32Array(m * n);
-    // exact rank 3 plus a small tail
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) a[i * n + j] = Math.sin(i * 0.3) * Math.cos(j * 0.2) + 0.5 * Math.sin(i * j * 0.01) + 0.25 * Math.cos(i - j) + 1e-4 * Math.sin(i * 7 + j * 3);
-    const full = core.svd(a, m, n, Math.min(m, n), { method: 'exact' });
-    const r = core.lowRankApprox(a, m, n, { rank: 3 });
-    let tail = 0;
-    let total = 0;
-    full.S.forEach((s, i) => { total += s * s; if (i >= 3) tail += s * s; });
-    expect(Math.abs(r.relError - Math.sqrt(tail / total))).toBeLessThan(1e-6);
-    const e = core.lowRankApprox(a, m, n, { maxRank: 10, energy: 0.99 });
-    let acc = 0;
+  test('rank and energy modes against numpy\'s singular values; bad input', () => {
+    const { a, m, n, S } = readSvdRef('random_64x48');
+    const total = S.reduce((t, s) => t + s * s, 0);
+    const tail = (k) => Math.sqrt(S.slice(k).reduce((t, s) => t + s * s, 0) / total);
+    for (const rank of [2, 3, 10]) {
+      const r = core.lowRankApprox(a, m, n, { rank });
+      // Eckart-Young: the error of the best rank-k approximation is the tail of the spectrum. numpy's float32 SVD
+      // gets it within 1.2e-8 relative: 20 times that, rounded up (the core's measured 5e-10).
+      expect(Math.abs(r.relError - tail(rank))).toBeLessThan(5e-7 * tail(rank));
+      expect(r.L).toHaveLength(m * rank);
+    }
+    const e = core.lowRankApprox(a, m, n, { maxRank: 40, energy: 0.9 });
     let want = 0;
-    while (acc < 0.99 * total) acc += full.S[want++] ** 2;
+    for (let acc = 0; acc < 0.9 * total;) acc += S[want++] ** 2;
     expect(e.rank).toBe(want);
-    expect(e.energy).toBeGreaterThanOrEqual(0.99);
-    expect(e.L).toHaveLength(m * e.rank);
+    expect(e.energy).toBeGreaterThanOrEqual(0.9);
     expect(() => core.lowRankApprox(a, m, n, { rank: 0 })).toThrow(/rank/);
-    expect(() => core.lowRankApprox(a, m, n, { rank: 31 })).toThrow(/rank/);
+    expect(() => core.lowRankApprox(a, m, n, { rank: 49 })).toThrow(/rank/);
     const bad = a.slice();
     bad[5] = NaN;
     expect(() => core.lowRankApprox(bad, m, n, { rank: 2 })).toThrow(expect.objectContaining({ code: 'NUMERIC' }));

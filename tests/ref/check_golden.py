@@ -29,7 +29,7 @@ def fail(msg):
 
 # ---- safetensors (strict: contiguous data, no holes, sizes match) ----
 
-_DT = {"F32": ("f", 4), "I32": ("i", 4)}
+_DT = {"F32": ("f", 4), "I32": ("i", 4), "F16": ("e", 2), "BF16": ("H", 2)}
 
 
 def st_load(path):
@@ -54,10 +54,15 @@ def st_load(path):
         if e - b != numel * size:
             fail(f"{path}: {name} byte size {e - b} != numel {numel} * {size}")
             continue
-        a = array.array(code)
-        a.frombytes(buf[base + b:base + e])
-        if sys.byteorder != "little":
-            a.byteswap()
+        if code == "e":  # half floats: array has no such type
+            a = list(struct.unpack(f"<{numel}e", buf[base + b:base + e]))
+        elif code == "H":  # bfloat16: the high half of a float32
+            a = [struct.unpack("<f", struct.pack("<I", h << 16))[0] for h in struct.unpack(f"<{numel}H", buf[base + b:base + e])]
+        else:
+            a = array.array(code)
+            a.frombytes(buf[base + b:base + e])
+            if sys.byteorder != "little":
+                a.byteswap()
         out[name] = (info["dtype"], list(info["shape"]), a)
     pos = 0
     for b, e, name in sorted(spans):
@@ -87,6 +92,10 @@ def model_from_case(d, case, shared):
         return hf_model(os.path.join(ref, "config.json"), os.path.join(ref, "model.safetensors"))
     if os.path.exists(os.path.join(d, "model.bin")):
         return llama2c_model(os.path.join(d, "model.bin"))
+    index = os.path.join(d, "model.safetensors.index.json")
+    if os.path.exists(index):
+        shards = sorted(set(load_json(index)["weight_map"].values()))
+        return hf_model(os.path.join(d, "config.json"), [os.path.join(d, s) for s in shards], index)
     return hf_model(os.path.join(d, "config.json"), os.path.join(d, "model.safetensors"))
 
 
@@ -105,7 +114,8 @@ def llama2c_model(path):
     return cfg, tensor_shapes(cfg)
 
 
-def hf_model(config_path, st_path):
+def hf_model(config_path, st_path, index_path=None):
+    """Shapes of an HF model; st_path is one file or the list of shards an index names."""
     cj = load_json(config_path)
     if cj["model_type"] == "gpt2":
         C = cj["n_embd"]
@@ -118,7 +128,14 @@ def hf_model(config_path, st_path):
                "hs": cj.get("head_dim") or cj["hidden_size"] // H, "V": cj["vocab_size"],
                "tied": cj.get("tie_word_embeddings", False), "qkv_bias": cj["model_type"] == "qwen2"}
     shapes = tensor_shapes(cfg)
-    st, _meta = st_load(st_path)
+    st = {}
+    for path in st_path if isinstance(st_path, list) else [st_path]:
+        part, _meta = st_load(path)
+        if index_path:
+            wmap = load_json(index_path)["weight_map"]
+            if any(wmap.get(k) != os.path.basename(path) for k in part):
+                fail(f"{path}: holds tensors {index_path} places elsewhere")
+        st.update(part)
     got = {k: v[1] for k, v in st.items() if not re.search(r"\.attn\.(masked_)?bias$", k)}
     if got != shapes:
         fail(f"{st_path}: tensors differ from what {config_path} implies: "
@@ -186,7 +203,11 @@ def resolve_lora(cfg, acfg):
     for l in range(cfg["L"]):
         for n, fi, fo in modules_of_layer(cfg):
             path = f"{prefix}{l}.{n}"
-            if not any(path == t or path.endswith("." + t) for t in acfg["target_modules"]):
+            targets = acfg["target_modules"]
+            if isinstance(targets, str):
+                if not re.fullmatch(targets, path):
+                    continue
+            elif not any(path == t or path.endswith("." + t) for t in targets):
                 continue
             r = pattern(acfg["rank_pattern"], path, acfg["r"])
             a = pattern(acfg["alpha_pattern"], path, acfg["lora_alpha"])
@@ -258,14 +279,22 @@ def check_case(d, shared):
     io, _ = st_load(os.path.join(d, "io.safetensors"))
     B, T = case["B"], case["T"]
     V = model[0]["V"] if model else case["vocab_size"]
-    for name, dtype, shape in (("tokens", "I32", [B, T]), ("logits", "F32", [B, T, V])):
+    positions = case.get("logits_positions")
+    P = len(positions) if positions else T
+    if positions and (positions != sorted(set(positions)) or positions[0] < 0 or positions[-1] >= T):
+        fail(f"{d}: logits_positions must be increasing positions below T")
+    for name, dtype, shape in (("tokens", "I32", [B, T]), ("logits", "F32", [B, P, V])):
         if name not in io or io[name][0] != dtype or io[name][1] != shape:
             fail(f"{d}: io {name} should be {dtype} {shape}, is {io.get(name, (None, None))[:2]}")
     if any(not 0 <= t < V for t in io["tokens"][2]):
         fail(f"{d}: token id out of range")
     if not case["targets"]:
-        if set(io) != {"tokens", "logits"}:
+        rope = {"rope.cos", "rope.sin"} if positions else set()
+        if set(io) != {"tokens", "logits"} | rope:
             fail(f"{d}: a base-only case holds {sorted(io)}")
+        for name in rope:
+            if io[name][1] != [P, model[0]["hs"] // 2] if model else False:
+                fail(f"{d}: {name} should be (positions, head_dim / 2)")
         return
     targets = io["targets"][2]
     if io["targets"][1] != [B, T] or any(not (0 <= t < V or t == case["ignore_id"]) for t in targets):
@@ -277,12 +306,19 @@ def check_case(d, shared):
     if not math.isclose(io["loss"][2][0], case["loss"], rel_tol=1e-6):
         fail(f"{d}: case.json loss differs from io loss")
     acfg, ad = check_adapter(d, case, model)
-    for key, (_dt, shape, _a) in ad.items():
-        g = io.get("grad." + key)
-        if g is None or g[1] != shape:
-            fail(f"{d}: grad.{key} missing or misshapen")
-        elif max(abs(x) for x in g[2]) < 1e-7:
-            fail(f"{d}: grad.{key} is (nearly) zero")
+    prefixes = ["grad."]
+    if case.get("dropout"):
+        prefixes.append("dropout.grad.")
+        dl = recompute_loss(io["dropout.logits"][2], targets, V, case["ignore_id"])
+        if not close(dl, io["dropout.loss"][2][0], tol["atol"], tol["rtol"]):
+            fail(f"{d}: dropout loss recomputed from its logits {dl} != stored {io['dropout.loss'][2][0]}")
+    for prefix in prefixes:
+        for key, (_dt, shape, _a) in ad.items():
+            g = io.get(prefix + key)
+            if g is None or g[1] != shape:
+                fail(f"{d}: {prefix}{key} missing or misshapen")
+            elif max(abs(x) for x in g[2]) < 1e-7:
+                fail(f"{d}: {prefix}{key} is (nearly) zero")
     full = [k for k in io if k.startswith("fullgrad.")]
     if case["full"] and model:
         want = model[1]
@@ -291,7 +327,9 @@ def check_case(d, shared):
             fail(f"{d}: fullgrad tensors differ from the model's: {sorted(set(got) ^ set(want)) or 'shapes'}")
     elif not case["full"] and full:
         fail(f"{d}: fullgrad.* present but full is false")
-    extra = set(io) - {"tokens", "targets", "logits", "loss"} - {"grad." + k for k in ad} - set(full)
+    extra = set(io) - {"tokens", "targets", "logits", "loss"} - {p + k for p in prefixes for k in ad} - set(full)
+    if case.get("dropout"):
+        extra -= {"dropout.logits", "dropout.loss"}
     if extra:
         fail(f"{d}: unexpected io tensors {sorted(extra)}")
 
@@ -331,6 +369,80 @@ def check_sgd(d, shared):
         fail(f"{d}: the SGD step moves parameters by at most {moved}: not visible in float32")
 
 
+def peft_lora(d, cfg):
+    """{path: (A, B, scale, r)} of the PEFT adapter in folder d, resolved by PEFT's rules."""
+    acfg = load_json(os.path.join(d, "adapter_config.json"))
+    ad, _ = st_load(os.path.join(d, "adapter_model.safetensors"))
+    out = {}
+    for path, (r, _a, s, fi, fo) in resolve_lora(cfg, acfg).items():
+        out[path] = (ad[f"base_model.model.{path}.lora_A.weight"][2], ad[f"base_model.model.{path}.lora_B.weight"][2],
+                     s, r, fi, fo)
+    return out
+
+
+def check_train_contract(d, root):
+    case = load_json(os.path.join(d, "case.json"))
+    io, _ = st_load(os.path.join(d, "io.safetensors"))
+    B, T, steps = case["B"], case["T"], case["optimizer"]["steps"]
+    targets = io["targets"][2]
+    if io["tokens"][1] != [B, T] or io["targets"][1] != [B, T] or len(case["valid"]) != B:
+        fail(f"{d}: tokens / targets / valid do not match B {B}, T {T}")
+    for b, v in enumerate(case["valid"]):
+        row = targets[b * T:(b + 1) * T]
+        if any(t == -100 for t in row[:v]) or any(t != -100 for t in row[v:]):
+            fail(f"{d}: sequence {b} should have exactly its first {v} targets")
+    if io["loss"][1] != [steps] or io["grad_norm"][1] != [steps] or io["valid"][2].tolist() != case["valid"]:
+        fail(f"{d}: loss / grad_norm / valid misshapen")
+    if min(case["grad_norms"]) <= case["optimizer"]["clip_norm"]:
+        fail(f"{d}: clipping does not act on every step")
+    base = os.path.join(root, case["model_case"])
+    model = model_from_case(base, load_json(os.path.join(base, "case.json")), None)
+    lora = peft_lora(base, model[0])
+    for path, (_A, _B, _s, r, fi, fo) in lora.items():
+        for which, shape in (("A", [r, fi]), ("B", [fo, r])):
+            t = io.get(f"final.base_model.model.{path}.lora_{which}.weight")
+            if t is None or t[1] != shape:
+                fail(f"{d}: final {path} lora_{which} missing or misshapen")
+
+
+def check_combine(d, root):
+    """Recompute the linear and cat factors from the two input adapters (PEFT's formulas)."""
+    case = load_json(os.path.join(d, "case.json"))
+    io, _ = st_load(os.path.join(d, "io.safetensors"))
+    base = os.path.join(root, case["model_case"])
+    cfg = model_from_case(base, load_json(os.path.join(base, "case.json")), None)[0]
+    ins = [peft_lora(base, cfg), peft_lora(d, cfg)]
+    w = case["weights"]
+    for path in set(ins[0]) | set(ins[1]):
+        parts = [(lo[path], wi) for lo, wi in zip(ins, w) if path in lo]
+        key = f"base_model.model.{path}.lora_"
+        cat_a = [wi * p[2] * x for p, wi in parts for x in p[0]]
+        if not all(close(a, b, 1e-6, 1e-6) for a, b in zip(io["cat." + key + "A.weight"][2], cat_a)):
+            fail(f"{d}: cat {path} A is not [w_i s_i A_i]")
+        if len({p[3] for p, _ in parts}) == 1:
+            n = len(parts[0][0][0])
+            lin_a = [sum(math.sqrt(wi * p[2]) * p[0][i] for p, wi in parts) for i in range(n)]
+            if not all(close(a, b, 1e-6, 1e-6) for a, b in zip(io["linear." + key + "A.weight"][2], lin_a)):
+                fail(f"{d}: linear {path} A is not sum sqrt(w_i s_i) A_i")
+        k = min(case["svd_rank"], sum(p[3] for p, _ in parts), parts[0][0][4], parts[0][0][5])
+        if io["svd.B." + path][1] != [parts[0][0][5], k] or io["svd.A." + path][1] != [k, parts[0][0][4]]:
+            fail(f"{d}: svd factors of {path} misshapen")
+
+
+def check_pissa(d):
+    case = load_json(os.path.join(d, "case.json"))
+    io, _ = st_load(os.path.join(d, "io.safetensors"))
+    r = case["r"]
+    for path in case["modules"]:
+        S = list(io["S." + path][2])
+        if len(S) != r or S != sorted(S, reverse=True) or S[-1] <= 0:
+            fail(f"{d}: S of {path} should be {r} decreasing positive values")
+        out, k = io["U." + path][1]
+        k2, inp = io["Vh." + path][1]
+        if k != r or k2 != r:
+            fail(f"{d}: U / Vh of {path} misshapen")
+
+
 def check_greedy(path):
     g = load_json(path)
     if g.get("precision") != "float32" or len(g["cases"]) < 4:
@@ -353,10 +465,13 @@ def main():
         del args[i:i + 2]
     root = args[0] if args else os.path.join(HERE, "golden")
     n = 0
+    kinds = {"train_contract": lambda d: check_train_contract(d, root), "combine": lambda d: check_combine(d, root),
+             "pissa": check_pissa}
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
         if os.path.isfile(os.path.join(d, "case.json")):
-            check_case(d, shared)
+            kind = load_json(os.path.join(d, "case.json")).get("kind")
+            kinds[kind](d) if kind else check_case(d, shared)
             n += 1
     sgd = os.path.join(root, "sgd_contract")
     for name in sorted(os.listdir(sgd)) if os.path.isdir(sgd) else []:

@@ -12,6 +12,8 @@ Run: /usr/bin/python3 tests/ref/make_ref.py [--shared DIR] [--out DIR]
 Deterministic: fixed seeds, no dependence on time or environment. Only developers run it; CI reads its output.
 """
 import argparse
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -64,8 +66,9 @@ def st_read(path):
     return out, meta
 
 
-def st_write(path, tensors, metadata=None):
-    """Write {name: tensor} as safetensors; float tensors are stored F32, integer tensors I32."""
+def st_write(path, tensors, metadata=None, float_dtype="F32"):
+    """Write {name: tensor} as safetensors; float tensors are stored as float_dtype (F32, F16 or BF16, rounded to
+    nearest even by torch), integer tensors I32."""
     header = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -74,7 +77,13 @@ def st_write(path, tensors, metadata=None):
     for name in sorted(tensors):
         t = tensors[name].detach()
         if t.is_floating_point():
-            arr, dtype = t.to(torch.float32).contiguous().numpy().astype("<f4"), "F32"
+            dtype = float_dtype
+            if dtype == "F32":
+                arr = t.to(torch.float32).contiguous().numpy().astype("<f4")
+            elif dtype == "F16":
+                arr = t.to(torch.float16).contiguous().numpy().astype("<f2")
+            else:  # BF16: numpy has no bfloat16, so write the bits
+                arr = t.to(torch.bfloat16).contiguous().view(torch.int16).numpy().astype("<i2")
         else:
             arr, dtype = t.to(torch.int32).contiguous().numpy().astype("<i4"), "I32"
         data = arr.tobytes()
@@ -414,21 +423,49 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
-def linear(x, W, lora, path, conv1d=False):
-    """HF Linear (W (out, in)) or Conv1D (W (in, out)), plus PEFT LoRA: base(x) + scaling * B(A(x))."""
+def linear(x, W, lora, path, conv1d=False, drop=None):
+    """HF Linear (W (out, in)) or Conv1D (W (in, out)), plus PEFT LoRA: base(x) + scaling * B(A(dropout(x))).
+    drop maps a module path to the dropout multiplier of its LoRA input (mask / (1 - p), shaped like x)."""
     w = W[path + ".weight"]
     y = x @ w if conv1d else x @ w.t()
     if path + ".bias" in W:
         y = y + W[path + ".bias"]
     if path in lora:
         A, B, s = lora[path]
-        y = y + ((x @ A.t()) @ B.t()) * s
+        xl = x * drop[path] if drop and path in drop else x
+        y = y + ((xl @ A.t()) @ B.t()) * s
     return y
 
 
-def rope_tables(T, hs, theta, dtype):
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
-    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (T, hs/2)
+_LIBM = ctypes.CDLL(ctypes.util.find_library("m"))
+_LIBM.powf.restype = ctypes.c_float
+_LIBM.powf.argtypes = [ctypes.c_float, ctypes.c_float]
+
+
+def rope_angles(T, hs, theta, layout, exact=False):
+    """RoPE angles (T, hs/2) as each checkpoint's reference implementation computes them, in float32:
+    Hugging Face LlamaRotaryEmbedding: inv_freq = 1.0 / (base ** (arange(0, hs, 2).float() / hs)), then
+    position.float() * inv_freq, all torch float32 ops; llama2.c run.c: freq = 1.0f / powf(10000.0f,
+    head_dim / (float)head_size), val = pos * freq, C float (libm powf, called here through ctypes; numpy's own
+    float32 power differs from it in the last bit for some exponents). With exact=True: both in float64, which is
+    what a careless implementation computes; at long positions the difference is visible (see rope_long_hf)."""
+    if exact:
+        inv = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
+        return torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+    if layout == "half":
+        inv = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.int64).float() / hs))
+        ang = torch.arange(T, dtype=torch.int64).float()[:, None] * inv[None, :]
+        assert ang.dtype == torch.float32
+    else:
+        inv = np.array([np.float32(1.0) / np.float32(_LIBM.powf(theta, np.float32(i) / np.float32(hs)))
+                        for i in range(0, hs, 2)], dtype=np.float32)
+        ang = torch.from_numpy(np.arange(T, dtype=np.float32)[:, None] * inv[None, :])
+    return ang.to(torch.float64)
+
+
+def rope_tables(T, hs, theta, layout, dtype, exact=False):
+    """cos and sin (T, hs/2) of the reference angles, taken in float64 (then cast to dtype)."""
+    ang = rope_angles(T, hs, theta, layout, exact)
     return torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
 
 
@@ -453,33 +490,33 @@ def causal_attention(q, k, v):
     return torch.softmax(att, -1) @ v
 
 
-def llama_forward(cfg, W, lora, tokens):
+def llama_forward(cfg, W, lora, tokens, drop=None):
     Bsz, T = tokens.shape
     H, Hkv, hs, eps = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"], cfg["eps"]
     x = W["model.embed_tokens.weight"][tokens]
-    cos, sin = rope_tables(T, hs, cfg["theta"], x.dtype)
+    cos, sin = rope_tables(T, hs, cfg["theta"], cfg["rope"], x.dtype, cfg.get("exact_rope", False))
     for l in range(cfg["n_layers"]):
         p = f"model.layers.{l}."
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
-        q = linear(h, W, lora, p + "self_attn.q_proj").view(Bsz, T, H, hs).transpose(1, 2)
-        k = linear(h, W, lora, p + "self_attn.k_proj").view(Bsz, T, Hkv, hs).transpose(1, 2)
-        v = linear(h, W, lora, p + "self_attn.v_proj").view(Bsz, T, Hkv, hs).transpose(1, 2)
+        q = linear(h, W, lora, p + "self_attn.q_proj", drop=drop).view(Bsz, T, H, hs).transpose(1, 2)
+        k = linear(h, W, lora, p + "self_attn.k_proj", drop=drop).view(Bsz, T, Hkv, hs).transpose(1, 2)
+        v = linear(h, W, lora, p + "self_attn.v_proj", drop=drop).view(Bsz, T, Hkv, hs).transpose(1, 2)
         q = apply_rope(q, cos, sin, cfg["rope"])
         k = apply_rope(k, cos, sin, cfg["rope"])
         k = k.repeat_interleave(H // Hkv, dim=1)  # repeat_kv: query head h reads kv head h // (H / Hkv)
         v = v.repeat_interleave(H // Hkv, dim=1)
         y = causal_attention(q, k, v).transpose(1, 2).reshape(Bsz, T, H * hs)
-        x = x + linear(y, W, lora, p + "self_attn.o_proj")
+        x = x + linear(y, W, lora, p + "self_attn.o_proj", drop=drop)
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
-        g = linear(h, W, lora, p + "mlp.gate_proj")
-        u = linear(h, W, lora, p + "mlp.up_proj")
-        x = x + linear(F.silu(g) * u, W, lora, p + "mlp.down_proj")
+        g = linear(h, W, lora, p + "mlp.gate_proj", drop=drop)
+        u = linear(h, W, lora, p + "mlp.up_proj", drop=drop)
+        x = x + linear(F.silu(g) * u, W, lora, p + "mlp.down_proj", drop=drop)
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if cfg["tied"] else W["lm_head.weight"]
     return x @ head.t()
 
 
-def gpt2_forward(cfg, W, lora, tokens):
+def gpt2_forward(cfg, W, lora, tokens, drop=None):
     Bsz, T = tokens.shape
     C, H, eps = cfg["dim"], cfg["n_heads"], cfg["eps"]
     hs = C // H
@@ -487,22 +524,22 @@ def gpt2_forward(cfg, W, lora, tokens):
     for l in range(cfg["n_layers"]):
         p = f"transformer.h.{l}."
         h = layernorm(x, W[p + "ln_1.weight"], W[p + "ln_1.bias"], eps)
-        qkv = linear(h, W, lora, p + "attn.c_attn", conv1d=True)
+        qkv = linear(h, W, lora, p + "attn.c_attn", conv1d=True, drop=drop)
         q, k, v = (t.view(Bsz, T, H, hs).transpose(1, 2) for t in qkv.split(C, dim=-1))
         y = causal_attention(q, k, v).transpose(1, 2).reshape(Bsz, T, C)
-        x = x + linear(y, W, lora, p + "attn.c_proj", conv1d=True)
+        x = x + linear(y, W, lora, p + "attn.c_proj", conv1d=True, drop=drop)
         h = layernorm(x, W[p + "ln_2.weight"], W[p + "ln_2.bias"], eps)
-        x = x + linear(gelu_new(linear(h, W, lora, p + "mlp.c_fc", conv1d=True)), W, lora, p + "mlp.c_proj",
-                       conv1d=True)
+        x = x + linear(gelu_new(linear(h, W, lora, p + "mlp.c_fc", conv1d=True, drop=drop)), W, lora,
+                       p + "mlp.c_proj", conv1d=True, drop=drop)
     x = layernorm(x, W["transformer.ln_f.weight"], W["transformer.ln_f.bias"], eps)
     return x @ W["transformer.wte.weight"].t()
 
 
-def forward(cfg, W, lora, tokens):
+def forward(cfg, W, lora, tokens, drop=None):
     want = dict(weight_shapes(cfg))
     got = {k: tuple(v.shape) for k, v in W.items()}
     assert got == want, f"weights do not match the config: {sorted(set(got) ^ set(want)) or 'shapes'}"
-    return (gpt2_forward if cfg["family"] == "gpt2" else llama_forward)(cfg, W, lora, tokens)
+    return (gpt2_forward if cfg["family"] == "gpt2" else llama_forward)(cfg, W, lora, tokens, drop)
 
 
 def xent(logits, targets):
@@ -511,13 +548,14 @@ def xent(logits, targets):
                            ignore_index=IGNORE_ID, reduction="mean")
 
 
-def run(cfg, W, lora, tokens, targets=None, full=False, dtype=torch.float64):
+def run(cfg, W, lora, tokens, targets=None, full=False, dtype=torch.float64, drop=None):
     """Forward (and backward with targets) in `dtype`. Returns logits, loss, LoRA grads {path: (dA, dB)}, base
-    grads {name: grad in file layout}."""
+    grads {name: grad in file layout}. drop: LoRA dropout multipliers (dropout_multipliers)."""
     Wd = {k: v.detach().to(dtype).clone().requires_grad_(full) for k, v in W.items()}
     Ld = {k: (A.detach().to(dtype).clone().requires_grad_(True), B.detach().to(dtype).clone().requires_grad_(True), s)
           for k, (A, B, s) in lora.items()}
-    logits = forward(cfg, Wd, Ld, tokens.long())
+    Dd = {k: m.to(dtype) for k, m in drop.items()} if drop else None
+    logits = forward(cfg, Wd, Ld, tokens.long(), Dd)
     loss, lgrads, wgrads = None, {}, {}
     if targets is not None:
         loss = xent(logits, targets)
@@ -532,7 +570,10 @@ def run(cfg, W, lora, tokens, targets=None, full=False, dtype=torch.float64):
 # PEFT LoRA adapters
 
 def peft_target_match(path, targets):
-    """PEFT check_target_module_exists for a list: exact name or suffix after a dot."""
+    """PEFT check_target_module_exists: a string is a regex that must match the whole path (re.fullmatch); a list
+    entry matches the path itself or a suffix after a dot."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
     return any(path == t or path.endswith("." + t) for t in targets)
 
 
@@ -588,7 +629,8 @@ def make_adapter(cfg, rng, targets, r, alpha, use_rslora=False, rank_pattern=Non
         "fan_in_fan_out": fan_in_fan_out, "inference_mode": True, "init_lora_weights": True,
         "layers_pattern": None, "layers_to_transform": None, "lora_alpha": alpha, "lora_dropout": 0.0,
         "modules_to_save": None, "peft_type": "LORA", "r": r, "rank_pattern": rank_pattern, "revision": None,
-        "target_modules": list(targets), "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": use_rslora,
+        "target_modules": targets if isinstance(targets, str) else list(targets), "task_type": "CAUSAL_LM",
+        "use_dora": False, "use_rslora": use_rslora,
     }
     return lora, modules, config
 
@@ -634,6 +676,42 @@ def merged_weights(cfg, W, lora):
         delta = (B @ A) * s
         M[path + ".weight"] = W[path + ".weight"] + (delta.t() if conv[path] else delta)
     return M
+
+
+# ----------------------------------------------------------------------------------------------------------
+# LoRA dropout, replayed from the core's definition of its masks
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def wl_hash64(seed, counter):
+    """The core's counter-based hash: SplitMix64's finaliser applied to seed + 0x9e3779b97f4a7c15 * (counter + 1),
+    on numpy uint64 arrays (their arithmetic wraps modulo 2^64 as C's does)."""
+    z = np.asarray(seed, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15) * (np.asarray(counter, np.uint64) + np.uint64(1))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_multipliers(cfg, lora, Bsz, T, p, seed, step):
+    """PEFT's lora_dropout with the masks the core draws: element e of the (B*T, in) input of the LoRA on layer l,
+    slot j (the module's index inside its block, in linear_modules order; blocks hold at most 7 slots) is kept
+    when u = (hash(hash(seed, step), ((l * 7 + j) << 40) ^ e) >> 40) / 2^24 >= p in float32, and a kept value is
+    scaled by 1 / (1 - p). Returns {path: multiplier (B, T, in)} for the modules of `lora`."""
+    stream = wl_hash64(np.array([seed], np.uint64), np.array([step], np.uint64))
+    per_layer = len(linear_modules(cfg)) // cfg["n_layers"]
+    pf = np.float32(p)
+    out = {}
+    for idx, (path, fin, _fout, _conv) in enumerate(linear_modules(cfg)):
+        if path not in lora:
+            continue
+        layer, slot = divmod(idx, per_layer)
+        e = np.arange(Bsz * T * fin, dtype=np.uint64)
+        h = wl_hash64(stream, (np.uint64((layer * 7 + slot)) << np.uint64(40)) ^ e)
+        u = (h >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)
+        keep = torch.from_numpy((u >= pf).reshape(Bsz, T, fin).astype(np.float64))
+        out[path] = keep / (1.0 - float(pf))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -727,13 +805,17 @@ class Golden:
         return "hf"
 
     def lora_case(self, name, description, cfg, W, lora, modules, adapter_cfg, tokens, targets, full,
-                  model_ref=None, adapter_meta=None):
+                  model_ref=None, adapter_meta=None, dropout=None):
         d = self.case_dir(name)
         fmt = "llama2c" if cfg["family"] == "llama" and cfg["rope"] == "interleaved" else "hf"
         if model_ref is None:
             fmt = self.write_model(d, cfg, W)
         logits, loss, lg, wg = run(cfg, W, lora, tokens, targets, full)
         l32, loss32, lg32, wg32 = run(cfg, W, lora, tokens, targets, full, torch.float32)
+        if dropout:
+            drop = dropout_multipliers(cfg, lora, tokens.shape[0], tokens.shape[1], **dropout)
+            dlogits, dloss, dlg, _ = run(cfg, W, lora, tokens, targets, drop=drop)
+            dl32, dloss32, dlg32, _ = run(cfg, W, lora, tokens, targets, dtype=torch.float32, drop=drop)
 
         # Self-checks: merged weights give the same logits; float32 agrees loosely; grads are nontrivial.
         merged = run(cfg, merged_weights(cfg, W, lora), {}, tokens)[0]
@@ -747,17 +829,35 @@ class Golden:
             io["grad." + peft_key(path, "B")] = dB
         for k, g in wg.items():
             io["fullgrad." + k] = g
+        if dropout:
+            io["dropout.logits"] = dlogits
+            io["dropout.loss"] = dloss.reshape(1)
+            for path, (dA, dB) in dlg.items():
+                io["dropout.grad." + peft_key(path, "A")] = dA
+                io["dropout.grad." + peft_key(path, "B")] = dB
         st_write(os.path.join(d, "io.safetensors"), io)
-        st_write(os.path.join(d, "adapter_model.safetensors"), adapter_tensors(lora), adapter_meta or {"format": "pt"})
+        # A PEFT file: for a llama2.c model, Hugging Face row order (the gradients above keep the checkpoint's).
+        st_write(os.path.join(d, "adapter_model.safetensors"), hf_row_order(cfg, adapter_tensors(lora)),
+                 adapter_meta or {"format": "pt"})
         write_json(os.path.join(d, "adapter_config.json"), adapter_cfg)
 
-        lerr, lmag = max_err([(l32, logits)])
-        gpairs = [(a, b) for p in lg for a, b in zip(lg32[p], lg[p])]
+        lpairs, gpairs = [(l32, logits)], [(a, b) for p in lg for a, b in zip(lg32[p], lg[p])]
+        loss_err = abs(float(loss32) - float(loss))
+        if dropout:
+            lpairs.append((dl32, dlogits))
+            gpairs += [(a, b) for p in dlg for a, b in zip(dlg32[p], dlg[p])]
+            loss_err = max(loss_err, abs(float(dloss32) - float(dloss)))
+        lerr, lmag = max_err(lpairs)
         gerr, gmag = max_err(gpairs)
         tol = {"logits": recommend(lerr, lmag, 1e-6, 1e-5), "grads": recommend(gerr, gmag, 1e-5, 1e-4),
-               "loss": recommend(abs(float(loss32) - float(loss)), float(loss), 1e-6, 1e-5)}
+               "loss": recommend(loss_err, float(loss), 1e-6, 1e-5)}
         measured = {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr,
                     "grads_max_abs": gmag}
+        if dropout:
+            # A dropout that does nothing, or draws other masks, must fail the logits tolerance by far.
+            effect = float((dlogits - logits).abs().max())
+            assert effect > 100 * tol["logits"]["atol"], f"{name}: dropout moves logits by only {effect:.2e}"
+            measured["dropout_logits_effect"] = effect
         if full:
             ferr, fmag = max_err([(wg32[k], wg[k]) for k in wg])
             tol["fullgrads"] = recommend(ferr, fmag, 1e-5, 1e-4)
@@ -772,6 +872,8 @@ class Golden:
             "n_ignored": int((targets == IGNORE_ID).sum()), "full": full, "loss": float(loss),
             "tolerance": tol, "float32_torch_error": measured,
         }
+        if dropout:
+            case["dropout"] = dict(dropout)
         if model_ref:
             case["model_ref"] = model_ref
         write_json(os.path.join(d, "case.json"), case)
@@ -779,24 +881,44 @@ class Golden:
         print(f"{name}: loss {float(loss):.6f}  f32 err logits {lerr:.2e} (|max| {lmag:.2f})  grads {gerr:.2e} "
               f"(|max| {gmag:.3f})" + (f"  fullgrads {measured['fullgrads_max_abs_err']:.2e}" if full else ""))
 
-    def base_case(self, name, description, model_ref, cfg, W, tokens):
+    def base_case(self, name, description, cfg, W, tokens, model_ref=None, write_model=None, positions=None,
+                  extra=None):
+        """Logits of the base model. The model comes from ../shared (model_ref) or is written into the folder by
+        write_model(folder) (default: config.json + model.safetensors, or model.bin). With `positions`, only the
+        logits at those positions are stored (io "logits" is (B, len(positions), V))."""
         d = self.case_dir(name)
-        logits = run(cfg, W, {}, tokens)[0]
-        again = run(cfg, W, {}, tokens)[0]
+        fmt = "llama2c" if cfg["family"] == "llama" and cfg["rope"] == "interleaved" else "hf"
+        if model_ref is None:
+            if write_model:
+                write_model(d)
+            else:
+                self.write_model(d, cfg, W)
+        with torch.no_grad():
+            logits = run(cfg, W, {}, tokens)[0]
+            again = run(cfg, W, {}, tokens)[0]
+            l32 = run(cfg, W, {}, tokens, dtype=torch.float32)[0]
         assert torch.equal(logits, again), "nondeterministic forward"
         assert logits.shape == (tokens.shape[0], tokens.shape[1], cfg["vocab"])
-        l32 = run(cfg, W, {}, tokens, dtype=torch.float32)[0]
+        if positions is not None:
+            logits, l32 = logits[:, positions], l32[:, positions]
         lerr, lmag = max_err([(l32, logits)])
         st_write(os.path.join(d, "io.safetensors"), {"tokens": tokens, "logits": logits})
         tol = {"logits": recommend(lerr, lmag, 1e-6, 1e-5)}
-        write_json(os.path.join(d, "case.json"), {
-            "arch": cfg["arch"], "description": description, "model_format": "hf", "model_ref": model_ref,
+        case = {"arch": cfg["arch"], "description": description, "model_format": fmt}
+        if model_ref:
+            case["model_ref"] = model_ref
+        case.update({
             "B": int(tokens.shape[0]), "T": int(tokens.shape[1]), "vocab_size": cfg["vocab"], "targets": [],
             "r": None, "alpha": None, "use_rslora": False, "ignore_id": IGNORE_ID, "full": False,
             "tolerance": tol, "float32_torch_error": {"logits_max_abs_err": lerr, "logits_max_abs": lmag},
         })
+        if positions is not None:
+            case["logits_positions"] = list(positions)
+        case.update(extra or {})
+        write_json(os.path.join(d, "case.json"), case)
         self.report.append((name, None, {"logits_max_abs_err": lerr}, tol))
         print(f"{name}: logits {tuple(logits.shape)}  max |logit| {lmag:.4f}  f32 err {lerr:.2e}")
+        return case
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -807,6 +929,7 @@ def check_rope_layouts():
     interleaved RoPE on the originals; both layouts here must agree through that permutation."""
     rng = Rng(7)
     cfg = llama_cfg(32, 48, 2, 4, 2, 50, 16, False, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
+    cfg["exact_rope"] = True  # the same angles for both layouts (their float32 recipes differ in the last bit)
     W = random_weights(cfg, rng)
     tokens, _ = random_io(rng, 50, 2, 6)
 
@@ -930,6 +1053,151 @@ STORY = ("Once upon a time, there was a little girl named Lily. She loved to pla
          "her friends. One day, she saw a big red ball in the park.")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# PEFT patterns, rsLoRA and LoRA dropout through adapter_config.json; the same model in F16 and sharded BF16
+
+PATTERN_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|v|o)_proj|mlp\.(up|down)_proj)"
+# Traps for a wrong matcher: "proj" and "self_attn" match no path under PEFT's rule (the key must end the path
+# at a dot boundary), the first matching key wins ("layers\.0\..." before "v_proj"; "layers\.1\..." before
+# "o_proj"), and keys are regular expressions.
+PATTERN_RANKS = {"proj": 7, r"layers\.0\.self_attn\.(q|v)_proj": 2, "v_proj": 3, "down_proj": 5}
+PATTERN_ALPHAS = {"self_attn": 100, r"layers\.1\.self_attn\..*": 12, "o_proj": 3}
+
+
+def pattern_case(g):
+    rng = Rng(1101)
+    cfg = llama_cfg(16, 32, 2, 2, 1, 40, 64, False, 1e-5, 10000.0)
+    W = random_weights(cfg, rng)
+    lora, mods, acfg = make_adapter(cfg, rng, PATTERN_TARGETS, 4, 6, use_rslora=True, rank_pattern=PATTERN_RANKS,
+                                    alpha_pattern=PATTERN_ALPHAS)
+    tokens, targets = random_io(rng, cfg["vocab"], 2, 6)
+    targets[1, 2] = IGNORE_ID
+    dropout = {"p": 0.25, "seed": 0x5EED1234ABCD, "step": 3}
+    g.lora_case("llama_patterns", "Llama (hidden 16, 2 layers, 2 heads / 1 kv head, vocab 40, untied); the adapter "
+                "as adapter_config.json describes it: target_modules is a regex string (q, v, o, up and down "
+                "projections), r 4, lora_alpha 6, use_rslora, rank_pattern and alpha_pattern with regex keys, keys "
+                "that match nothing at a dot boundary and keys whose order decides (lora_modules lists the "
+                "result). dropout: the same forward/backward with LoRA dropout p 0.25 (seed, step), masks as the "
+                "core draws them (dropout.* tensors in io).", cfg, W, lora, mods, acfg, tokens, targets, False,
+                dropout=dropout)
+    return cfg, W, lora, mods, acfg
+
+
+def rounded(W, dtype):
+    return {k: v.to(dtype).to(torch.float64) for k, v in W.items()}
+
+
+def dtype_cases(g, cfg, W):
+    """The llama_patterns base model stored in F16 (one file) and in BF16 (two shards and an index), each with
+    the logits of exactly those rounded weights."""
+    rng = Rng(1102)
+    tokens = rng.ints((1, 8), 0, cfg["vocab"])
+
+    def write_f16(d):
+        write_json(os.path.join(d, "config.json"), dict(hf_config_json(cfg), torch_dtype="float16"))
+        st_write(os.path.join(d, "model.safetensors"), W, {"format": "pt"}, float_dtype="F16")
+        back, _ = st_read(os.path.join(d, "model.safetensors"))
+        assert all(torch.equal(back[k].double(), v) for k, v in rounded(W, torch.float16).items())
+
+    def write_bf16_shards(d):
+        write_json(os.path.join(d, "config.json"), dict(hf_config_json(cfg), torch_dtype="bfloat16"))
+        names = [n for n, _shape in weight_shapes(cfg)]
+        shards = [names[:len(names) // 2], names[len(names) // 2:]]
+        weight_map, total = {}, 0
+        for i, part in enumerate(shards):
+            file = f"model-0000{i + 1}-of-00002.safetensors"
+            st_write(os.path.join(d, file), {n: W[n] for n in part}, {"format": "pt"}, float_dtype="BF16")
+            back, _ = st_read(os.path.join(d, file))
+            assert all(torch.equal(back[n].double(), W[n].to(torch.bfloat16).double()) for n in part)
+            weight_map.update({n: file for n in part})
+            total += sum(2 * W[n].numel() for n in part)
+        write_json(os.path.join(d, "model.safetensors.index.json"),
+                   {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+
+    g.base_case("hf_f16", "The llama_patterns base model stored in F16 (torch round-to-nearest-even), one "
+                "model.safetensors; logits of those F16 weights for 8 random tokens.", cfg,
+                rounded(W, torch.float16), tokens, write_model=write_f16)
+    g.base_case("hf_bf16_sharded", "The llama_patterns base model stored in BF16 in two shards with "
+                "model.safetensors.index.json; logits of those BF16 weights for 8 random tokens.", cfg,
+                rounded(W, torch.bfloat16), tokens, write_model=write_bf16_shards)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RoPE at long positions
+
+LONG_STORY = STORY + (
+    " Lily ran to the ball and picked it up. It was shiny and round. She wanted to show it to her mom. On the way "
+    "home, she met a small dog. The dog was sad because he was lost. Lily said, \"Do not worry, I will help you "
+    "find your home.\" They walked together down the street. They looked in the garden, behind the big tree and "
+    "near the pond. At last they saw a boy who was crying. The boy saw the dog and smiled. \"Thank you, Lily!\" he "
+    "said. \"This is my dog, Max. I looked for him all day.\" Lily was happy. She gave the boy a hug and Max "
+    "wagged his tail. Then Lily went home with her red ball. Her mom was waiting at the door. Lily told her mom "
+    "about the dog and the boy. Her mom said, \"You were very kind today. I am proud of you.\" That night, Lily "
+    "went to bed with a big smile. She dreamed of the red ball, the little dog and her new friend. The next day, "
+    "the boy came to her house with Max. They played with the ball in the park all morning. They laughed and ran "
+    "and had so much fun. When the sun went down, they sat on the grass and shared a big apple. Lily knew that "
+    "they would be friends forever. The end.")
+
+
+def rope_reference(cfg, T, positions):
+    """cos / sin tables (len(positions), hs/2) of the reference angles at the stored positions."""
+    ang = rope_angles(T, cfg["head_dim"], cfg["theta"], cfg["rope"])[positions]
+    return torch.cos(ang), torch.sin(ang)
+
+
+def rope_long_cases(g, tok):
+    # HF: head_dim 32 (16 frequencies), q/k gain 2 so attention is sharp; every one of the 2048 positions of
+    # max_position_embeddings is used, logits kept at a few of them. Seed and gain were chosen so that angles
+    # computed in float64 (not as HF does) move the logits by several times this case's tolerance.
+    rng = Rng(1303)
+    cfg = llama_cfg(32, 32, 1, 1, 1, 24, 2048, True, 1e-5, 10000.0)
+    W = random_weights(cfg, rng)
+    for n in ("q_proj", "k_proj"):
+        W[f"model.layers.0.self_attn.{n}.weight"] = round32(2.0 * W[f"model.layers.0.self_attn.{n}.weight"])
+    T = cfg["max_pos"]
+    tokens = rng.ints((1, T), 0, cfg["vocab"])
+    positions = [0, 1, 511, 1023, 1535] + list(range(T - 8, T))
+    with torch.no_grad():
+        careless = run(dict(cfg, exact_rope=True), W, {}, tokens)[0][:, positions]
+        ref = run(cfg, W, {}, tokens)[0][:, positions]
+    exact_diff = float((careless - ref).abs().max())
+    cos, sin = rope_reference(cfg, T, positions)
+    careless_cos = torch.cos(rope_angles(T, cfg["head_dim"], cfg["theta"], cfg["rope"], exact=True)[positions])
+    case = g.base_case("rope_long_hf", "HF Llama (hidden 32, 1 head of 32, vocab 24, tied) over all 2048 positions "
+                       "of max_position_embeddings, RoPE angles as LlamaRotaryEmbedding computes them (float32); "
+                       "logits kept at logits_positions. io rope.cos / rope.sin: the reference tables at those "
+                       "positions (hs/2 columns).", cfg, W, tokens, positions=positions,
+                       extra={"float64_angles_logits_diff": exact_diff,
+                              "float64_angles_cos_diff": float((careless_cos - cos).abs().max())})
+    assert exact_diff > 3 * case["tolerance"]["logits"]["atol"], "float64 angles should fail this case's logits"
+    add_rope_tables(g, "rope_long_hf", cos, sin)
+
+    # llama2.c: the real stories260K over its whole seq_len (512) on TinyStories-like text.
+    cfg, W = read_llama2c(os.path.join(g.shared, "models/stories260K/stories260K.bin"))
+    W = {k: v.double() for k, v in W.items()}
+    ids = tok.encode(LONG_STORY)
+    T = cfg["max_pos"]
+    assert len(ids) >= T, len(ids)
+    tokens = torch.tensor([ids[:T]], dtype=torch.int32)
+    positions = [0, 255] + list(range(T - 6, T))
+    cos, sin = rope_reference(cfg, T, positions)
+    careless_cos = torch.cos(rope_angles(T, cfg["head_dim"], cfg["theta"], cfg["rope"], exact=True)[positions])
+    g.base_case("stories260K_long", "The real stories260K checkpoint over its whole seq_len (512 tok512 ids of "
+                "TinyStories-like text), RoPE angles as llama2.c run.c computes them (float32 powf); logits kept at "
+                "logits_positions; io rope.cos / rope.sin as in rope_long_hf.", cfg, W, tokens,
+                model_ref="models/stories260K/stories260K.bin", positions=positions,
+                extra={"text": LONG_STORY, "tokenizer_ref": "models/stories260K/tok512.bin",
+                       "float64_angles_cos_diff": float((careless_cos - cos).abs().max())})
+    add_rope_tables(g, "stories260K_long", cos, sin)
+
+
+def add_rope_tables(g, name, cos, sin):
+    path = os.path.join(g.out, name, "io.safetensors")
+    io, _ = st_read(path)
+    io.update({"rope.cos": cos, "rope.sin": sin})
+    st_write(path, io)
+
+
 def stories_case(g, tok):
     cfg, W = read_llama2c(os.path.join(g.shared, "models/stories260K/stories260K.bin"))
     W = {k: v.double() for k, v in W.items()}
@@ -961,17 +1229,17 @@ def base_only_cases(g):
     tokens = rng.ints((1, 5), 0, cfg["vocab"])
     g.base_case("tiny_random_llama", "HF LlamaForCausalLM from ../shared/models/tiny-random-llama (hidden 16, "
                 "4 heads, vocab 32000, untied head, eps 1e-6): logits for 5 random tokens (T kept at 5 so the "
-                "32000-wide logits stay small).", "models/tiny-random-llama", cfg, W, tokens)
+                "32000-wide logits stay small).", cfg, W, tokens, model_ref="models/tiny-random-llama")
 
     d = os.path.join(g.shared, "models/tiny-gpt2")
     with open(os.path.join(d, "config.json")) as f:
         cfg = cfg_from_hf(json.load(f))
     W = {k: v.double() for k, v in st_read(os.path.join(d, "model.safetensors"))[0].items()
          if not GPT2_BUFFER.search(k)}
-    tokens = rng.ints((1, 4), 0, cfg["vocab"])
+    tokens = rng.ints((1, 3), 0, cfg["vocab"])
     g.base_case("tiny_gpt2", "HF GPT2LMHeadModel from ../shared/models/tiny-gpt2 (n_embd 2, 2 heads, vocab "
-                "50257, tied head): logits for 4 random tokens (T kept at 4 so the 50257-wide logits stay small).",
-                "models/tiny-gpt2", cfg, W, tokens)
+                "50257, tied head): logits for 3 random tokens (T kept at 3 so the 50257-wide logits stay small).",
+                cfg, W, tokens, model_ref="models/tiny-gpt2")
     return cfg, W
 
 
@@ -1084,6 +1352,194 @@ def sgd_write(g, d, cfg, W, lora, mods, acfg, text, ids, lr, extra):
           f"{gmax:.3e}, max |update| {step:.3e}, max |param| {pmax:.3f}")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Training: several AdamW steps with weight decay and clipping on token-weighted micro-batches
+
+def adamw_steps(cfg, W, lora, tokens, targets, opts, dtype):
+    """torch.optim.AdamW after torch.nn.utils.clip_grad_norm_, `steps` times on the whole batch: the loss is the
+    mean cross-entropy over every target token of the batch, which is what gradient accumulation must reproduce
+    when it weights each micro-batch by its target tokens (Hugging Face Trainer's num_items_in_batch). Returns
+    the losses, the gradient norms before clipping and the final LoRA factors."""
+    Wd = {k: v.to(dtype) for k, v in W.items()}
+    Ld = {k: (A.to(dtype).clone().requires_grad_(True), B.to(dtype).clone().requires_grad_(True), s)
+          for k, (A, B, s) in lora.items()}
+    params = [t for A, B, _s in Ld.values() for t in (A, B)]
+    opt = torch.optim.AdamW(params, lr=opts["lr"], betas=(opts["beta1"], opts["beta2"]), eps=opts["eps"],
+                            weight_decay=opts["weight_decay"])
+    losses, norms = [], []
+    for _ in range(opts["steps"]):
+        opt.zero_grad()
+        loss = xent(forward(cfg, Wd, Ld, tokens.long()), targets)
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, opts["clip_norm"])))
+        losses.append(float(loss))
+        opt.step()
+    return losses, norms, {k: (A.detach(), B.detach()) for k, (A, B, _s) in Ld.items()}
+
+
+def train_contract(g, cfg, W, lora):
+    """Three sequences of 8 tokens, the last padded after 3 (targets -100): the llama_patterns model and adapter
+    trained for 3 AdamW steps."""
+    d = g.case_dir("train_contract")
+    rng = Rng(1201)
+    T, valid = 8, [8, 8, 3]
+    tokens, targets = random_io(rng, cfg["vocab"], 3, T)
+    tokens[2, valid[2]:] = 0
+    targets[2, valid[2]:] = IGNORE_ID
+    opts = {"steps": 3, "lr": 0.02, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.1}
+    first = adamw_steps(cfg, W, lora, tokens, targets, dict(opts, steps=1, clip_norm=1e9), torch.float64)[1][0]
+    opts["clip_norm"] = float(f"{0.4 * first:.2g}")  # clipping acts on every step
+    losses, norms, final = adamw_steps(cfg, W, lora, tokens, targets, opts, torch.float64)
+    l32, n32, f32 = adamw_steps(cfg, W, lora, tokens, targets, opts, torch.float32)
+    assert min(norms) > opts["clip_norm"], "clipping must act on every step"
+    # Equal weighting of micro-batches (the mistake this contract catches) moves the first step's gradient by:
+    per_seq = [adamw_steps(cfg, W, lora, tokens[i:i + 1], targets[i:i + 1], dict(opts, steps=1, lr=0.0),
+                           torch.float64) for i in range(3)]
+    io = {"tokens": tokens, "targets": targets, "valid": torch.tensor(valid, dtype=torch.int32),
+          "loss": torch.tensor(losses), "grad_norm": torch.tensor(norms)}
+    for path, (A, B) in final.items():
+        io["final." + peft_key(path, "A")] = A
+        io["final." + peft_key(path, "B")] = B
+    st_write(os.path.join(d, "io.safetensors"), io)
+    perr, pmag = max_err([(a, b) for p in final for a, b in zip(f32[p], final[p])])
+    lerr = max(abs(a - b) for a, b in zip(l32, losses))
+    nerr = max(abs(a - b) / b for a, b in zip(n32, norms))
+    moved = max(float((final[p][i] - lora[p][i]).abs().max()) for p in final for i in (0, 1))
+    case = {
+        "kind": "train_contract",
+        "description": "AdamW (torch.optim.AdamW, decoupled weight decay) after global-norm clipping "
+                       "(torch.nn.utils.clip_grad_norm_, which divides by norm + 1e-6), 3 steps, constant lr, "
+                       "starting from the llama_patterns model and adapter, on the 3 sequences of io (the last "
+                       "padded: valid tokens per sequence in io valid). Every step uses all 3 sequences and the "
+                       "loss is the mean over all their target tokens: one batch of 3, or 3 accumulated "
+                       "micro-batches of 1 weighted by their target tokens, must both give it. io: loss and "
+                       "grad_norm (before clipping) per step, final.<PEFT key> the factors after the 3 steps.",
+        "model_case": "llama_patterns", "B": 3, "T": T, "valid": valid, "optimizer": dict(opts),
+        "losses": losses, "grad_norms": norms, "first_step_norm_per_sequence": [p[1][0] for p in per_seq],
+        "max_abs_param_change": moved,
+        "tolerance": {"params": recommend(perr, pmag, 1e-6, 1e-5), "loss": recommend(lerr, max(losses), 1e-6, 1e-5),
+                      "grad_norm_rel": nice_up(max(20 * nerr, 1e-6))},
+        "float32_torch_error": {"params_max_abs_err": perr, "params_max_abs": pmag, "loss_max_abs_err": lerr,
+                                "grad_norm_max_rel_err": nerr},
+    }
+    write_json(os.path.join(d, "case.json"), case)
+    print(f"train_contract: losses {[f'{x:.5f}' for x in losses]}  grad norms {[f'{x:.4f}' for x in norms]}  clip "
+          f"{opts['clip_norm']}  max |change| {moved:.3f}  f32 param err {perr:.2e}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Adapter toolkit: PEFT's add_weighted_adapter (linear, cat, svd) and PiSSA, with numpy's SVD
+
+def combine_case(g, cfg, W, lora_x, acfg_x):
+    """Two PEFT adapters for the llama_patterns model, combined as PEFT's LoraModel.add_weighted_adapter does
+    (peft/tuners/lora/model.py): linear A = sum_i sqrt(w_i s_i) A_i, B = sum_i sqrt(w_i s_i) B_i; cat A = [w_i s_i
+    A_i] stacked, B = [B_i] side by side; svd: the truncated SVD of sum_i w_i s_i B_i A_i (numpy, float64), B = U_k
+    S_k, A = Vh_k. The result has lora_alpha = r (scale 1). Modules only one adapter has contribute alone."""
+    d = g.case_dir("combine")
+    rng = Rng(1401)
+    lora_y, mods_y, acfg_y = make_adapter(cfg, rng, ["q_proj", "v_proj", "gate_proj"], 4, 2,
+                                          rank_pattern=dict(acfg_x["rank_pattern"]))
+    st_write(os.path.join(d, "adapter_model.safetensors"), adapter_tensors(lora_y), {"format": "pt"})
+    write_json(os.path.join(d, "adapter_config.json"), acfg_y)
+    weights = [0.7, 1.6]
+    svd_rank = 3
+
+    def combine(path, dtype):
+        """{kind: (A, B) or the svd update} and the svd relative error for one module, computed in dtype."""
+        parts = [(lo[path], w) for lo, w in ((lora_x, weights[0]), (lora_y, weights[1])) if path in lo]
+        A = [a.numpy().astype(dtype) for (a, _b, _s), _w in parts]
+        B = [b.numpy().astype(dtype) for (_a, b, _s), _w in parts]
+        ws = [(dtype(w), dtype(s)) for (_a, _b, s), w in parts]
+        out = {}
+        if len({a.shape[0] for a in A}) == 1:
+            roots = [np.sqrt(w * s) for w, s in ws]
+            out["linear"] = (sum(r * a for r, a in zip(roots, A)), sum(r * b for r, b in zip(roots, B)))
+        out["cat"] = (np.concatenate([w * s * a for a, (w, s) in zip(A, ws)], 0), np.concatenate(B, 1))
+        delta = sum(w * s * (b @ a) for a, b, (w, s) in zip(A, B, ws))
+        U, S, Vh = np.linalg.svd(delta, full_matrices=False)
+        k = min(svd_rank, len(S))
+        out["svd"] = (U[:, :k] * S[:k], Vh[:k])
+        return out, S, k
+
+    io, errors, ferr, fmag, derr, dmag, rerr = {}, {}, 0.0, 0.0, 0.0, 0.0, 0.0
+    for path, _fin, _fout, _conv in linear_modules(cfg):
+        if path not in lora_x and path not in lora_y:
+            continue
+        out, S, k = combine(path, np.float64)
+        if k < len(S) and S[k] > 1e-12:
+            assert (S[k - 1] - S[k]) / S[0] > 1e-3, f"{path}: singular values {k - 1}, {k} too close"
+        for kind in ("linear", "cat"):
+            if kind in out:
+                io[f"{kind}." + peft_key(path, "A")] = torch.from_numpy(out[kind][0])
+                io[f"{kind}." + peft_key(path, "B")] = torch.from_numpy(out[kind][1])
+        io["svd.B." + path] = torch.from_numpy(out["svd"][0])
+        io["svd.A." + path] = torch.from_numpy(out["svd"][1])
+        errors[path] = float(np.sqrt(np.sum(S[k:] ** 2) / np.sum(S ** 2)))
+        # The same in float32: what a float32 implementation is expected to miss by.
+        out32, S32, _k = combine(path, np.float32)
+        for kind in ("linear", "cat"):
+            for a, b in zip(out.get(kind, ()), out32.get(kind, ())):
+                ferr, fmag = max(ferr, float(np.abs(a - b).max())), max(fmag, float(np.abs(a).max()))
+        d64, d32 = out["svd"][0] @ out["svd"][1], (out32["svd"][0] @ out32["svd"][1]).astype(np.float64)
+        derr, dmag = max(derr, float(np.abs(d64 - d32).max())), max(dmag, float(np.abs(d64).max()))
+        rerr = max(rerr, abs(errors[path] - float(np.sqrt(np.sum(S32[k:].astype(np.float64) ** 2) /
+                                                         np.sum(S32.astype(np.float64) ** 2)))))
+    st_write(os.path.join(d, "io.safetensors"), io)
+    write_json(os.path.join(d, "case.json"), {
+        "kind": "combine", "model_case": "llama_patterns",
+        "description": "Combination of the llama_patterns adapter (first) and the adapter in this folder (second; "
+                       "lora_modules lists its modules as PEFT resolves them) "
+                       "with weights " + str(weights) + ", as PEFT's add_weighted_adapter: io linear.<key> and "
+                       "cat.<key> are the combined factors; svd.B.<module path> (U_k S_k) and svd.A.<module path> "
+                       "(Vh_k) give the rank-" + str(svd_rank) + " update (their product, unique where the factors "
+                       "are not) and svd_rel_errors its relative Frobenius error.",
+        "weights": weights, "svd_rank": svd_rank, "svd_rel_errors": errors,
+        "lora_modules": mods_y, "use_rslora": acfg_y["use_rslora"],
+        "tolerance": {"factors": recommend(ferr, fmag, 1e-6, 1e-5), "delta": recommend(derr, dmag, 1e-6, 1e-4),
+                      "rel_error": nice_up(max(20 * rerr, 1e-7))},
+        "float32_numpy_error": {"factors_max_abs_err": ferr, "factors_max_abs": fmag, "delta_max_abs_err": derr,
+                                "delta_max_abs": dmag, "rel_error_max_abs_err": rerr},
+    })
+    print(f"combine: {len(errors)} modules, svd rank {svd_rank} rel errors {min(errors.values()):.3f}.."
+          f"{max(errors.values()):.3f}")
+
+
+PISSA_MODULES = ["model.layers.0.self_attn.q_proj", "model.layers.2.self_attn.v_proj", "model.layers.4.mlp.down_proj"]
+
+
+def pissa_case(g):
+    """PiSSA (PEFT init_lora_weights="pissa") on three modules of the real stories260K at r 4, alpha 8: the top-4
+    singular triplets of W from numpy's SVD in float64. A = sqrt(S_r / s) Vh_r, B = U_r sqrt(S_r / s), and the base
+    keeps W - s B A; the signs of singular vectors are arbitrary, so tests compare the rank-1 terms
+    s B[:, k] A[k, :] = U_k S_k Vh_k and the residual."""
+    d = g.case_dir("pissa_stories260K")
+    _cfg, W = read_llama2c(os.path.join(g.shared, "models/stories260K/stories260K.bin"))
+    r, alpha = 4, 8
+    io, err, mag = {}, 0.0, 0.0
+    for path in PISSA_MODULES:
+        w = W[path + ".weight"].double().numpy()
+        U, S, Vh = np.linalg.svd(w, full_matrices=False)
+        gaps = [(S[k] - S[k + 1]) / S[0] for k in range(r)]
+        assert min(gaps) > 1e-3, f"{path}: close singular values {S[:r + 1]}"
+        io["U." + path], io["S." + path], io["Vh." + path] = (torch.from_numpy(U[:, :r]), torch.from_numpy(S[:r]),
+                                                             torch.from_numpy(Vh[:r]))
+        # numpy's float32 SVD of the same matrix: the error of a good float32 implementation
+        U32, S32, Vh32 = np.linalg.svd(w.astype(np.float32), full_matrices=False)
+        for k in range(r):
+            t64 = np.outer(U[:, k] * S[k], Vh[k])
+            t32 = np.outer(U32[:, k].astype(np.float64) * S32[k], Vh32[k].astype(np.float64))
+            err = max(err, float(np.abs(t64 - t32).max()))
+            mag = max(mag, float(np.abs(t64).max()))
+    st_write(os.path.join(d, "io.safetensors"), io)
+    write_json(os.path.join(d, "case.json"), {
+        "kind": "pissa", "model_ref": "models/stories260K/stories260K.bin", "modules": PISSA_MODULES, "r": r,
+        "alpha": alpha, "description": pissa_case.__doc__.strip(),
+        "tolerance": {"terms": recommend(err, mag, 1e-6, 1e-4)},
+        "float32_numpy_error": {"terms_max_abs_err": err, "terms_max_abs": mag},
+    })
+    print(f"pissa_stories260K: {len(PISSA_MODULES)} modules, float32 SVD term error {err:.2e} (|max| {mag:.3f})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR", os.path.join(os.path.dirname(REPO), "shared")))
@@ -1095,7 +1551,13 @@ def main():
     check_rope_layouts()
     gpt2tok, tok = check_tokenizers(g.shared)
     synthetic_cases(g)
+    pcfg, pW, plora, _pmods, pacfg = pattern_case(g)
+    dtype_cases(g, pcfg, pW)
+    train_contract(g, pcfg, pW, plora)
+    combine_case(g, pcfg, pW, plora, pacfg)
     cfg, W = stories_case(g, tok)
+    rope_long_cases(g, tok)
+    pissa_case(g)
     base_only_cases(g)
     greedy_file(g, tok, cfg, W)
     sgd_contract(g, tok, gpt2tok)

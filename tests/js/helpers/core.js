@@ -1,13 +1,15 @@
 // Test helpers: a core instance over the built wasm (WEBLORA_WASM overrides web/weblora.wasm), paths to test
 // data, and safetensors reading through the C parser.
 import { readFileSync, existsSync } from 'node:fs';
+import { expect } from '@jest/globals';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { Core } from '../../../web/core.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const sharedDir = path.resolve(repoRoot, '../shared');
+/** The third-party test material: ../shared, or WL_SHARED_DIR (as for the C tests and tests/ref/make_ref.py). */
+export const sharedDir = path.resolve(process.env.WL_SHARED_DIR || path.join(repoRoot, '../shared'));
 
 /** Absolute path of a file in ../shared; throws naming the path if it is missing. */
 export function sharedPath(rel) {
@@ -56,4 +58,16 @@ export function compare(got, want, atol, rtol) {
   }
   if (got.length !== want.length) bad = Math.min(got.length, want.length);
   return { ok: bad < 0, maxAbs, maxRel, first: bad, got: got[bad], want: want[bad] };
+}
+
+/**
+ * Asserts |got - want| <= atol + rtol |want| everywhere (an expect, so it counts as the test's check); a failure
+ * names the first bad element, the values and the largest difference. Returns compare()'s result.
+ */
+export function expectAllClose(label, got, want, tol) {
+  const r = compare(got, want, tol.atol, tol.rtol);
+  const verdict = r.ok ? 'within tolerance'
+    : `${label}: first bad [${r.first}] got ${r.got} want ${r.want}; max abs ${r.maxAbs} (atol ${tol.atol}, rtol ${tol.rtol})`;
+  expect(verdict).toBe('within tolerance');
+  return r;
 }
