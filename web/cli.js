@@ -92,6 +92,19 @@ async function readAdapterDir(dir) {
 }
 
 /**
+ * Loads an adapter folder read by readAdapterDir onto the engine; when the base model it names is not the loaded
+ * one, a warning line goes to stderr (and the command goes on: the shapes fit).
+ */
+function importAdapterDir(engine, a, command) {
+  return engine.importAdapter(a.files, {
+    name: a.folder,
+    onWarning: (w) => {
+      if (w.level === 'warning') process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}weblora ${command}: warning: ${a.folder}: ${w.message}\n`);
+    },
+  });
+}
+
+/**
  * The data files as sources the engine streams and tokenizes (so data of any size never sits whole in memory);
  * a missing file is reported here, before the model loads.
  */
@@ -222,7 +235,7 @@ async function cmdGenerate(opts) {
   try {
     const sel = {};
     for (const a of adapters) {
-      const h = await engine.importAdapter(a.files, { name: a.folder });
+      const h = await importAdapterDir(engine, a, 'generate');
       sel[h.id] = a.weight;
     }
     const streaming = !json;
@@ -269,7 +282,7 @@ async function cmdTrain(opts, positionals) {
   const engine = await loadEngine(opts, json);
   try {
     let adapter = null;
-    if (init) adapter = await engine.importAdapter(init.files, { name: init.folder });
+    if (init) adapter = await importAdapterDir(engine, init, 'train');
     else if (!opts.full) {
       adapter = await engine.createAdapter({
         rank: num(opts, 'rank', { integer: true, min: 1 }), alpha: num(opts, 'alpha'),
@@ -331,7 +344,7 @@ async function cmdEval(opts, positionals) {
   const engine = await loadEngine(opts, json);
   try {
     const sel = {};
-    for (const a of adapters) sel[(await engine.importAdapter(a.files, { name: a.folder })).id] = a.weight;
+    for (const a of adapters) sel[(await importAdapterDir(engine, a, 'eval')).id] = a.weight;
     const r = await engine.evaluate(texts, { adapter: adapters.length ? sel : undefined, seqLen: num(opts, 'seq', { integer: true, min: 1 }) });
     emit(json, r, `loss ${r.loss.toFixed(4)}  perplexity ${r.perplexity.toFixed(3)}  (${r.tokens} tokens)\n`);
   } finally {
@@ -351,7 +364,7 @@ async function cmdMerge(opts) {
     await output.checkRoom(4 * engine.info.parameters + (1 << 16));
     const merged = [];
     for (const a of adapters) {
-      const h = await engine.importAdapter(a.files, { name: a.folder });
+      const h = await importAdapterDir(engine, a, 'merge');
       merged.push(await engine.merge(h, a.weight));
     }
     const files = await engine.exportModel();

@@ -150,6 +150,12 @@ function adapterSelection(sel) {
   return sel;
 }
 
+/** A call that imports adapter files: options.onWarning hears the engine's doubts about their base model. */
+function importCall(channel, method, first, options = {}) {
+  const { local, remote } = splitOptions(options);
+  return channel.call(method, [first, { ...remote, reportWarnings: !!local.onWarning }], { handlers: { warning: local.onWarning } });
+}
+
 /**
  * The engine: a proxy whose calls run in the worker.
  */
@@ -163,12 +169,12 @@ export class Engine {
     /** The IndexedDB adapter store (in the worker). */
     this.adapters = {
       save: (name, adapter, opts) => call('storeSave', name, adapterId(adapter), opts),
-      load: (name, opts) => call('storeLoad', name, opts),
+      load: (name, opts) => importCall(channel, 'storeLoad', name, opts),
       list: () => call('storeList'),
       rename: (from, to) => call('storeRename', from, to),
       delete: (name) => call('storeDelete', name),
       export: (name) => call('storeExport', name),
-      import: (files, opts) => call('storeImport', files, opts),
+      import: (files, opts) => importCall(channel, 'storeImport', files, opts),
       checkpoints: () => call('listCheckpoints'),
       deleteCheckpoint: (runId) => call('deleteCheckpoint', runId),
     };
@@ -233,9 +239,14 @@ export class Engine {
     return this.channel.call('exportAdapter', [adapterId(adapter), { allowDiverged: !!options.allowDiverged }]);
   }
 
-  /** Load PEFT files ({ 'adapter_config.json': string|bytes, 'adapter_model.safetensors': bytes }) onto the model. */
-  importAdapter(files, opts = {}) {
-    return this.channel.call('importAdapter', [files, opts]);
+  /**
+   * Load PEFT files ({ 'adapter_config.json': string|bytes, 'adapter_model.safetensors': bytes }) onto the model.
+   * The result's baseModelCheck compares the base the files name with this model; options.onWarning hears of a
+   * mismatch (level 'warning') or of a base that could not be checked (level 'info').
+   * @param {object} files @param {{ name?: string, allowFingerprintMismatch?: boolean, onWarning?: Function }} [options]
+   */
+  importAdapter(files, options = {}) {
+    return importCall(this.channel, 'importAdapter', files, options);
   }
 
   /** Merge an adapter into the base weights (no LoRA work at generation); undo with unmerge, bit for bit. */

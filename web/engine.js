@@ -7,7 +7,8 @@ import { Adapter, Arch, Core, RopeLayout } from './core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
-import { adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
+import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
+import { checkAdapterBase, sourceRef } from './identity.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
@@ -104,7 +105,8 @@ export function modelToSafetensors(model, metadata = {}) {
 export class LocalEngine {
   /**
    * @param {Core} core
-   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string }} loaded
+   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string,
+   *   ref?: import('./identity.js').ModelRef | null }} loaded ref: which model the source says it is
    * @param {string} fingerprint
    */
   constructor(core, loaded, fingerprint) {
@@ -113,6 +115,7 @@ export class LocalEngine {
     this.tokenizer = loaded.tokenizer;
     this.name = loaded.name;
     this.kind = loaded.kind;
+    this.ref = loaded.ref ?? null;
     this.fingerprint = fingerprint;
     /** @type {Map<string, { adapter: Adapter, info: object }>} */
     this.adapters = new Map();
@@ -128,7 +131,7 @@ export class LocalEngine {
     const core = await Core.create({ module: options.wasmModule, source: options.wasmSource });
     const loaded = await loadModel(core, source, options);
     const fingerprint = await fingerprintModel(loaded.model);
-    const engine = new LocalEngine(core, loaded, fingerprint);
+    const engine = new LocalEngine(core, { ...loaded, ref: sourceRef(source) }, fingerprint);
     options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
     return engine;
   }
@@ -527,18 +530,35 @@ export class LocalEngine {
     }
   }
 
-  /** Load PEFT files onto this base model. */
+  /**
+   * Load PEFT files onto this base model. The base model the files name (base_model_name_or_path and revision,
+   * or weblora's base fingerprint) is compared with this one (identity.js): the result is the adapter's
+   * baseModelCheck, and a doubt is reported to opts.onWarning (without one, a mismatch goes to console.warn).
+   * @param {Record<string, string | Uint8Array>} files
+   * @param {{ name?: string, steps?: number, finalLoss?: number | null, allowFingerprintMismatch?: boolean,
+   *   onWarning?: (w: { code: string } & import('./identity.js').BaseModelCheck) => void }} [opts]
+   */
   importAdapter(files, opts = {}) {
     const adapter = peftToAdapter(this.core, this.model, files, { baseFingerprint: this.fingerprint,
       allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
     const cfgText = typeof files['adapter_config.json'] === 'string' ? files['adapter_config.json']
       : new TextDecoder().decode(files['adapter_config.json']);
     const cfg = JSON.parse(cfgText);
-    return this.register(adapter, {
+    const weights = files[WEIGHTS_FILE];
+    const fileFingerprint = this.core.parseSafetensors(weights instanceof ArrayBuffer ? new Uint8Array(weights) : weights).metadata[FINGERPRINT_KEY];
+    const baseModelCheck = checkAdapterBase({ nameOrPath: cfg.base_model_name_or_path, revision: cfg.revision, fingerprint: fileFingerprint },
+      { ref: this.ref, fingerprint: this.fingerprint });
+    const info = this.register(adapter, {
       name: opts.name ?? null, rank: cfg.r, alpha: cfg.lora_alpha, targets: cfg.target_modules, useRslora: !!cfg.use_rslora,
       rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
-      steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null,
+      steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null, baseModelCheck,
     });
+    if (baseModelCheck.level) {
+      const warning = { code: baseModelCheck.status === 'mismatch' ? 'BASE_MODEL_MISMATCH' : 'BASE_MODEL_UNVERIFIED', ...baseModelCheck };
+      if (opts.onWarning) opts.onWarning(warning);
+      else if (warning.level === 'warning') console.warn(`weblora: ${warning.message}`);
+    }
+    return info;
   }
 
   /** The base model (with every weight as it is now) as Hugging Face files: config.json and model.safetensors. */

@@ -83,6 +83,28 @@ export interface AdapterOptions {
   name?: string;
 }
 
+/** How the base model an imported adapter names (PEFT's base_model_name_or_path and revision, or weblora's base
+ * fingerprint) compares with the loaded model. Hub ids match Hugging Face URLs and mirrors whose path ends with
+ * them; a local folder or file of the same name is only `unverified`. */
+export interface BaseModelCheck {
+  /** match: same weights (fingerprint) or same Hub id / URL and revision; unverified: nothing contradicts it, nothing
+   * proves it; mismatch: other name or revision; unnamed: the adapter does not say. */
+  status: 'match' | 'unverified' | 'mismatch' | 'unnamed';
+  level: 'warning' | 'info' | null;
+  message: string | null;
+  adapterBase: string | null;
+  adapterRevision: string | null;
+  /** The loaded model's source as compared (URL or path), null when it does not say. */
+  model: string | null;
+}
+
+/** What onWarning hears when an adapter is imported whose named base is not (or not provably) the loaded model. */
+export interface AdapterWarning extends BaseModelCheck {
+  code: 'BASE_MODEL_MISMATCH' | 'BASE_MODEL_UNVERIFIED';
+  level: 'warning' | 'info';
+  message: string;
+}
+
 /** A LoRA adapter held by the engine (plain data; pass it or its id to other calls). */
 export interface Adapter {
   id: string;
@@ -97,6 +119,8 @@ export interface Adapter {
   created: number;
   steps: number;
   finalLoss: number | null;
+  /** For an imported adapter: how the base model its files name compares with the loaded model. */
+  baseModelCheck?: BaseModelCheck;
 }
 
 export type AdapterSelection = Adapter | string | Array<Adapter | string> | Record<string, number>;
@@ -221,12 +245,13 @@ export interface StoredAdapter {
 export interface AdapterStoreApi {
   /** Refuses an adapter whose last training run diverged unless allowDiverged. */
   save(name: string, adapter: Adapter | string, options?: { overwrite?: boolean, allowDiverged?: boolean }): Promise<StoredAdapter>;
-  load(name: string, options?: { allowFingerprintMismatch?: boolean }): Promise<Adapter>;
+  load(name: string, options?: { allowFingerprintMismatch?: boolean; onWarning?: (warning: AdapterWarning) => void }): Promise<Adapter>;
   list(): Promise<StoredAdapter[]>;
   rename(from: string, to: string): Promise<void>;
   delete(name: string): Promise<void>;
   export(name: string): Promise<Array<{ name: string; data: Uint8Array }>>;
-  import(files: Array<{ name: string; data: Uint8Array | string | Blob }>, options: { name: string }): Promise<StoredAdapter>;
+  import(files: Array<{ name: string; data: Uint8Array | string | Blob }>, options: { name: string; allowFingerprintMismatch?: boolean;
+    onWarning?: (warning: AdapterWarning) => void }): Promise<StoredAdapter & { baseModelCheck: BaseModelCheck }>;
   checkpoints(): Promise<Array<{ runId: string; step: number }>>;
   deleteCheckpoint(runId: string): Promise<void>;
 }
@@ -241,7 +266,10 @@ export declare class Engine {
   generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
   /** Refuses an adapter whose last training run diverged unless allowDiverged. */
   exportAdapter(adapter: Adapter | string, options?: { allowDiverged?: boolean }): Promise<PeftFiles>;
-  importAdapter(files: { 'adapter_config.json': string | Uint8Array; 'adapter_model.safetensors': Uint8Array }, options?: { name?: string; allowFingerprintMismatch?: boolean }): Promise<Adapter>;
+  /** A base model named in the files that is not this one is a warning (onWarning, else console.warn), never an
+   * error: the shapes decide whether the adapter loads. */
+  importAdapter(files: { 'adapter_config.json': string | Uint8Array; 'adapter_model.safetensors': Uint8Array }, options?: { name?: string;
+    allowFingerprintMismatch?: boolean; onWarning?: (warning: AdapterWarning) => void }): Promise<Adapter & { baseModelCheck: BaseModelCheck }>;
   exportModel(): Promise<{ 'config.json': string; 'model.safetensors': Uint8Array }>;
   merge(adapter: Adapter | string, weight?: number): Promise<Adapter & { merged: boolean; editBytes: number }>;
   unmerge(adapter: Adapter | string): Promise<Adapter & { merged: boolean; editBytes: number }>;

@@ -56,6 +56,15 @@ function requireEngine() {
   return engine;
 }
 
+/**
+ * Import options with the warning callback: events to the client when it listens (reportWarnings), else the
+ * engine's own console note.
+ */
+function withWarnings(ctx, opts = {}) {
+  const { reportWarnings, ...rest } = opts ?? {};
+  return reportWarnings ? { ...rest, onWarning: (w) => ctx.event('warning', w) } : rest;
+}
+
 /** Adapter files from the store (AdapterStore.load gives { meta, config, weights }) as the engine's import expects them. */
 function filesOf(record) {
   return { 'adapter_config.json': JSON.stringify(record.config), 'adapter_model.safetensors': record.weights };
@@ -113,7 +122,7 @@ const methods = {
   generate: (ctx, prompt, opts = {}) => requireEngine().generate(prompt, { ...opts, signal: ctx.signal,
     onToken: opts.streamTokens ? (t) => ctx.event('token', t) : undefined }),
   exportAdapter: (ctx, id, opts) => requireEngine().exportAdapter(id, opts),
-  importAdapter: (ctx, files, opts) => requireEngine().importAdapter(files, opts),
+  importAdapter: (ctx, files, opts) => requireEngine().importAdapter(files, withWarnings(ctx, opts)),
   exportModel: () => requireEngine().exportModel(),
   lowRankApprox: (ctx, matrix, m, n, opts) => requireEngine().core.lowRankApprox(matrix, m, n, opts),
   merge: (ctx, id, weight) => requireEngine().merge(id, weight),
@@ -137,8 +146,8 @@ const methods = {
     const e = requireEngine();
     const s = await getStore();
     const record = await s.load(name, { baseFingerprint: opts.allowFingerprintMismatch ? undefined : e.fingerprint });
-    return e.importAdapter(filesOf(record), { name, steps: record.meta.steps, finalLoss: record.meta.finalLoss,
-      allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
+    return e.importAdapter(filesOf(record), withWarnings(ctx, { reportWarnings: opts.reportWarnings, name, steps: record.meta.steps,
+      finalLoss: record.meta.finalLoss, allowFingerprintMismatch: !!opts.allowFingerprintMismatch }));
   },
   storeList: async () => (await getStore()).list(),
   storeRename: async (ctx, from, to) => (await getStore()).rename(from, to),
@@ -153,10 +162,11 @@ const methods = {
       const data = globalThis.Blob && f.data instanceof globalThis.Blob ? new Uint8Array(await f.data.arrayBuffer()) : f.data;
       byName[String(f.name).split(/[\\/]/).pop()] = data;
     }
-    const trial = e.importAdapter(byName, { allowFingerprintMismatch: !!opts.allowFingerprintMismatch });
+    const trial = e.importAdapter(byName, withWarnings(ctx, { reportWarnings: opts.reportWarnings,
+      allowFingerprintMismatch: !!opts.allowFingerprintMismatch }));
     e.freeAdapter(trial.id);
     await s.importFiles(files, { name: opts.name, baseFingerprint: e.fingerprint, baseModel: e.name });
-    return (await s.list()).find((r) => r.name === opts.name);
+    return { ...(await s.list()).find((r) => r.name === opts.name), baseModelCheck: trial.baseModelCheck };
   },
   listCheckpoints: async () => (await getStore()).listCheckpoints(),
   deleteCheckpoint: async (ctx, runId) => (await getStore()).deleteCheckpoint(runId),

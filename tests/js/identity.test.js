@@ -1,0 +1,218 @@
+// The base model an imported adapter names (PEFT's base_model_name_or_path and revision) against the loaded model:
+// how sources and names are normalised, the verdicts, and how a doubt reaches an app (the import result's
+// baseModelCheck, onWarning, console.warn), the IndexedDB store's import and load, and the CLI (a line on stderr).
+import { describe, test, expect, beforeAll, afterAll, jest } from '@jest/globals';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { WebLoRA } from '../../web/index.js';
+import { LocalEngine } from '../../web/engine.js';
+import { checkAdapterBase, modelRef, sourceRef } from '../../web/identity.js';
+import { FINGERPRINT_KEY } from '../../web/peft.js';
+import { readSafetensors, writeSafetensors } from '../../web/safetensors.js';
+import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+
+const STORIES = sharedPath('models/stories260K/stories260K.bin');
+// A real PEFT adapter for stories260K made by the PyTorch reference; it names its base "stories260K".
+const ADAPTER_DIR = path.join(repoRoot, 'tests/ref/golden/sgd_contract/stories260K');
+const IDB_WORKER = pathToFileURL(path.join(repoRoot, 'tests/js/helpers/idb-worker.js')).href;
+const HUB_URL = 'https://huggingface.co/HuggingFaceTB/SmolLM2-135M/resolve/main/';
+
+const status = (nameOrPath, revision, source, fingerprints = {}) =>
+  checkAdapterBase({ nameOrPath, revision, fingerprint: fingerprints.adapter }, { ref: sourceRef(source), fingerprint: fingerprints.model }).status;
+
+describe('names and sources', () => {
+  test('Hub URLs, mirrors, the Hugging Face cache, revisions and local paths normalise to one form', () => {
+    expect(modelRef('https://user:secret@huggingface.co/org/name/resolve/refs%2Fpr%2F3/sub/model.safetensors?download=1#x')).toEqual({
+      text: 'https://huggingface.co/org/name/resolve/refs%2Fpr%2F3/sub/model.safetensors', hubId: 'org/name', revision: 'refs/pr/3',
+      url: 'https://huggingface.co/org/name/resolve/refs%2Fpr%2F3/sub/model.safetensors', folders: ['org', 'name'], names: ['name', 'sub'],
+    });
+    expect(modelRef('https://huggingface.co/openai-community/gpt2')).toMatchObject({ hubId: 'openai-community/gpt2', revision: null });
+    expect(modelRef('https://hf-mirror.com/org/name/resolve/v2/')).toMatchObject({ hubId: 'org/name', revision: 'v2' });
+    expect(modelRef('https://cdn.example.com/models/org/name/model.safetensors')).toMatchObject({ hubId: null, folders: ['models', 'org', 'name'], names: ['name'] });
+    const snapshot = `/root/.cache/huggingface/hub/models--org--name/snapshots/${'ab12'.repeat(10)}/config.json`;
+    expect(modelRef(snapshot)).toMatchObject({ hubId: 'org/name', revision: 'ab12'.repeat(10) });
+    expect(modelRef('HuggingFaceTB/SmolLM2-135M')).toMatchObject({ hubId: 'HuggingFaceTB/SmolLM2-135M', names: ['SmolLM2-135M'] });
+    expect(modelRef('/home/me/models/SmolLM2-135M/')).toMatchObject({ hubId: null, names: ['SmolLM2-135M'] });
+    expect(modelRef('C:\\models\\SmolLM2-135M\\model.safetensors')).toMatchObject({ hubId: null, folders: ['models', 'SmolLM2-135M'], names: ['SmolLM2-135M'] });
+    expect(modelRef('./checkpoints/stories260K.bin')).toMatchObject({ hubId: null, names: ['stories260K', 'checkpoints'] });
+    // A model source given as a path is a path even when it looks like "org/name".
+    expect(sourceRef('models/SmolLM2-135M')).toMatchObject({ hubId: null, names: ['SmolLM2-135M'] });
+    expect(sourceRef([{ name: 'config.json', webkitRelativePath: 'SmolLM2-135M/config.json' }])).toMatchObject({ names: ['SmolLM2-135M'] });
+    expect(sourceRef(new ArrayBuffer(8))).toBeNull();
+    expect(sourceRef('blob:https://app.example/0b8f7c1e-2d4a-4f4e-9a57-3c1d2e5f6a7b')).toBeNull();
+    expect(sourceRef('data:application/octet-stream;base64,AAAA')).toBeNull();
+    expect(sourceRef(new URL(HUB_URL))).toMatchObject({ hubId: 'HuggingFaceTB/SmolLM2-135M', revision: 'main' });
+    expect(modelRef(null)).toBeNull();
+    expect(modelRef('  ')).toBeNull();
+  });
+
+  test.each([
+    // same Hub id: on the Hub, a mirror laid out like it, a mirror path ending in org/name, a legacy id without org
+    ['HuggingFaceTB/SmolLM2-135M', null, HUB_URL, 'match'],
+    ['huggingfacetb/smollm2-135m', null, HUB_URL, 'match'],
+    ['HuggingFaceTB/SmolLM2-135M', null, 'https://hf-mirror.com/HuggingFaceTB/SmolLM2-135M/resolve/main/', 'match'],
+    ['HuggingFaceTB/SmolLM2-135M', null, 'https://cdn.example.com/mirror/HuggingFaceTB/SmolLM2-135M/', 'match'],
+    ['gpt2', null, 'https://huggingface.co/openai-community/gpt2/resolve/main/', 'match'],
+    ['https://huggingface.co/HuggingFaceTB/SmolLM2-135M', null, 'https://cdn.example.com/HuggingFaceTB/SmolLM2-135M/model.safetensors', 'match'],
+    ['https://cdn.example.com/m/tiny/', null, 'https://cdn.example.com/m/tiny/model.safetensors', 'match'],
+    [`/cache/models--HuggingFaceTB--SmolLM2-135M/snapshots/${'0123456789'.repeat(4)}`, null,
+      'https://huggingface.co/HuggingFaceTB/SmolLM2-135M/resolve/0123456/', 'match'],
+    // revisions: equal, other, a branch against a commit, unknown on the model's side
+    ['HuggingFaceTB/SmolLM2-135M', 'main', HUB_URL, 'match'],
+    ['HuggingFaceTB/SmolLM2-135M', 'v1', 'https://huggingface.co/HuggingFaceTB/SmolLM2-135M/resolve/v2/', 'mismatch'],
+    ['HuggingFaceTB/SmolLM2-135M', 'a'.repeat(40), `https://huggingface.co/HuggingFaceTB/SmolLM2-135M/resolve/${'b'.repeat(40)}/`, 'mismatch'],
+    ['HuggingFaceTB/SmolLM2-135M', 'abc1234', HUB_URL, 'unverified'],
+    ['HuggingFaceTB/SmolLM2-135M', 'abc1234', 'https://cdn.example.com/HuggingFaceTB/SmolLM2-135M/', 'unverified'],
+    [HUB_URL, null, 'https://cdn.example.com/HuggingFaceTB/SmolLM2-135M/model.safetensors', 'unverified'], // main, on a mirror
+    // another model
+    ['HuggingFaceTB/SmolLM-135M-Instruct', null, HUB_URL, 'mismatch'],
+    ['meta-llama/Llama-2-7b-hf', null, 'https://cdn.example.com/mirror/HuggingFaceTB/SmolLM2-135M/', 'mismatch'],
+    // local copies: the same name is worth an info, another name a warning
+    ['HuggingFaceTB/SmolLM2-135M', null, '/data/models/SmolLM2-135M', 'unverified'],
+    ['HuggingFaceTB/SmolLM2-135M', null, '/data/models/my-model', 'mismatch'],
+    ['/home/someone/SmolLM2-135M', null, '/data/SmolLM2-135M', 'unverified'],
+    ['/home/someone/SmolLM2-135M', null, HUB_URL, 'unverified'],
+    ['stories260K', null, STORIES, 'unverified'],
+    ['stories260K', null, 'https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin', 'unverified'],
+    // a source that says nothing, an adapter that says nothing
+    ['HuggingFaceTB/SmolLM2-135M', null, new Uint8Array(8), 'unverified'],
+    [null, null, HUB_URL, 'unnamed'],
+    ['', 'main', HUB_URL, 'unnamed'],
+  ])('%s (revision %s) on %s: %s', (name, revision, source, expected) => {
+    expect(status(name, revision, source)).toBe(expected);
+  });
+
+  test('base fingerprints, when both sides have one, settle it whatever the names say', () => {
+    expect(status('meta-llama/Llama-2-7b-hf', null, HUB_URL, { adapter: 'fp1', model: 'fp1' })).toBe('match');
+    expect(status('HuggingFaceTB/SmolLM2-135M', null, HUB_URL, { adapter: 'fp1', model: 'fp2' })).toBe('mismatch');
+    expect(checkAdapterBase({ nameOrPath: 'HuggingFaceTB/SmolLM2-135M', fingerprint: 'fp1' }, { ref: sourceRef(HUB_URL), fingerprint: 'fp2' }).message)
+      .toBe(`the adapter was trained on other base weights (fingerprint fp1, HuggingFaceTB/SmolLM2-135M) than the loaded model's (fingerprint fp2, ${HUB_URL} (HuggingFaceTB/SmolLM2-135M))`);
+    expect(status(null, null, null, { adapter: 'fp1', model: 'fp2' })).toBe('mismatch');
+  });
+
+  test('messages name both sides; levels follow the status', () => {
+    const c = checkAdapterBase({ nameOrPath: 'HuggingFaceTB/SmolLM-135M-Instruct', revision: 'v1' }, { ref: sourceRef(HUB_URL) });
+    expect(c).toMatchObject({ status: 'mismatch', level: 'warning', adapterBase: 'HuggingFaceTB/SmolLM-135M-Instruct', adapterRevision: 'v1', model: HUB_URL });
+    expect(c.message).toBe('the adapter names its base model HuggingFaceTB/SmolLM-135M-Instruct at revision v1 but the loaded model is '
+      + `${HUB_URL} (HuggingFaceTB/SmolLM2-135M): it may have been trained on another model (its shapes fit, so it was loaded; `
+      + 'its outputs are only right on the model it was trained on)');
+    const local = checkAdapterBase({ nameOrPath: 'HuggingFaceTB/SmolLM2-135M' }, { ref: sourceRef('/data/SmolLM2-135M') });
+    expect(local).toMatchObject({ level: 'info', message: expect.stringContaining('/data/SmolLM2-135M, which has the same name') });
+    expect(checkAdapterBase({ nameOrPath: null }, { ref: null })).toMatchObject({ status: 'unnamed', level: null, message: null });
+  });
+});
+
+/** The reference adapter's files with base_model_name_or_path / revision replaced and optional safetensors metadata. */
+function adapterFiles(base, { revision, metadata } = {}) {
+  const config = JSON.parse(readFileSync(path.join(ADAPTER_DIR, 'adapter_config.json'), 'utf8'));
+  let weights = new Uint8Array(readFileSync(path.join(ADAPTER_DIR, 'adapter_model.safetensors')));
+  if (base !== undefined) config.base_model_name_or_path = base;
+  if (revision !== undefined) config.revision = revision;
+  if (metadata) {
+    const st = readSafetensors(engine.core, weights);
+    weights = writeSafetensors([...st.tensors.values()].map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype, bytes: t.bytes.slice() })),
+      { metadata: { ...st.metadata, ...metadata } });
+  }
+  return { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': weights };
+}
+
+let engine;
+let tmp;
+beforeAll(async () => {
+  engine = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'weblora-identity-'));
+});
+afterAll(() => {
+  engine?.dispose();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('importing an adapter', () => {
+  test('another named base: loaded, baseModelCheck says mismatch, onWarning hears it once (else console.warn)', () => {
+    const warnings = [];
+    const a = engine.importAdapter(adapterFiles('HuggingFaceTB/SmolLM2-135M'), { onWarning: (w) => warnings.push(w) });
+    expect(a.baseModelCheck).toMatchObject({ status: 'mismatch', level: 'warning', adapterBase: 'HuggingFaceTB/SmolLM2-135M', model: STORIES });
+    expect(warnings).toEqual([{ code: 'BASE_MODEL_MISMATCH', ...a.baseModelCheck }]);
+    expect(warnings[0].message).toContain(`HuggingFaceTB/SmolLM2-135M but the loaded model is ${STORIES}`);
+    engine.freeAdapter(a.id);
+
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const b = engine.importAdapter(adapterFiles('HuggingFaceTB/SmolLM2-135M'));
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn.mock.calls[0][0]).toBe(`weblora: ${b.baseModelCheck.message}`);
+      engine.freeAdapter(b.id);
+      // The name it gives (a local file of the same name) is only an info: no console noise.
+      const c = engine.importAdapter(adapterFiles());
+      expect(c.baseModelCheck).toMatchObject({ status: 'unverified', level: 'info', adapterBase: 'stories260K' });
+      expect(engine.adapterInfo(c.id).baseModelCheck.status).toBe('unverified');
+      engine.freeAdapter(c.id);
+      expect(warn).toHaveBeenCalledTimes(1);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  test('the base fingerprint weblora records decides over the names; no name means nothing to compare', () => {
+    const warnings = [];
+    const onWarning = (w) => warnings.push(w);
+    const same = engine.importAdapter(adapterFiles('meta-llama/Llama-2-7b-hf', { metadata: { [FINGERPRINT_KEY]: engine.fingerprint } }), { onWarning });
+    expect(same.baseModelCheck.status).toBe('match');
+    const unnamed = engine.importAdapter(adapterFiles(null), { onWarning });
+    expect(unnamed.baseModelCheck.status).toBe('unnamed');
+    expect(warnings).toEqual([]);
+    engine.freeAdapter(same.id);
+    engine.freeAdapter(unnamed.id);
+  });
+
+  test('through the worker: importAdapter, adapters.import and adapters.load report to onWarning and in their result', async () => {
+    const remote = await WebLoRA.load(STORIES, { workerUrl: IDB_WORKER });
+    try {
+      const warnings = [];
+      const onWarning = (w) => warnings.push(w);
+      const files = adapterFiles('HuggingFaceTB/SmolLM2-135M', { revision: 'main' });
+      const a = await remote.importAdapter({ ...files }, { onWarning });
+      expect(a.baseModelCheck).toMatchObject({ status: 'mismatch', adapterRevision: 'main' });
+      expect(warnings.map((w) => w.code)).toEqual(['BASE_MODEL_MISMATCH']);
+      const stored = await remote.adapters.import(Object.entries(adapterFiles('HuggingFaceTB/SmolLM2-135M')).map(([name, data]) => ({ name, data })),
+        { name: 'smol', onWarning });
+      expect(stored).toMatchObject({ name: 'smol', baseModelCheck: { status: 'mismatch' } });
+      const loaded = await remote.adapters.load('smol', { onWarning });
+      expect(loaded.baseModelCheck.status).toBe('mismatch');
+      expect(warnings.map((w) => w.code)).toEqual(['BASE_MODEL_MISMATCH', 'BASE_MODEL_MISMATCH', 'BASE_MODEL_MISMATCH']);
+      expect(warnings.every((w) => w.message.includes('HuggingFaceTB/SmolLM2-135M'))).toBe(true);
+      // Options without a handler still cross the worker boundary.
+      expect((await remote.importAdapter(adapterFiles(), { name: 'plain' })).baseModelCheck.status).toBe('unverified');
+    } finally {
+      await remote.dispose();
+    }
+  });
+});
+
+describe('the CLI', () => {
+  function run(args) {
+    return new Promise((resolve) => {
+      execFile(process.execPath, [path.join(repoRoot, 'web/cli.js'), ...args], { cwd: tmp, timeout: 120000 },
+        (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+    });
+  }
+
+  test('an adapter naming another base model gets a warning line on stderr, and the command goes on', async () => {
+    const dir = path.join(tmp, 'smol-adapter');
+    mkdirSync(dir);
+    for (const [name, data] of Object.entries(adapterFiles('HuggingFaceTB/SmolLM2-135M'))) writeFileSync(path.join(dir, name), data);
+    const r = await run(['generate', '--model', STORIES, '--adapter', dir, '--prompt', 'Once', '--max-tokens', '4', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe(`weblora generate: warning: ${dir}: the adapter names its base model HuggingFaceTB/SmolLM2-135M but the loaded model is `
+      + `${STORIES}: it may have been trained on another model (its shapes fit, so it was loaded; its outputs are only right on the model it was trained on)\n`);
+    expect(JSON.parse(r.stdout).ids.length).toBeGreaterThan(0);
+    // Its own name (a local file called stories260K) is not worth a line.
+    const own = await run(['generate', '--model', STORIES, '--adapter', ADAPTER_DIR, '--prompt', 'Once', '--max-tokens', '4', '--json']);
+    expect(own.code).toBe(0);
+    expect(own.stderr).toBe('');
+  });
+});
