@@ -7,6 +7,7 @@ import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
 export { ModelSourceError } from './errors.js';
 import { DType } from './core.js';
 import { RemoteFile, resolveModelSource } from './stream.js';
+import { halfPrecisionMixup } from './safetensors.js';
 import { isCached } from './cache.js';
 import { loadTokenizer } from './tokenizer.js';
 
@@ -282,8 +283,9 @@ function shardNames(files) {
  * @param {import('./core.js').Model} model
  * @param {ByteSource} src
  * @param {Uint8Array} seen per model tensor, set when written
+ * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
  */
-async function streamSafetensors(model, src, seen, signal) {
+async function streamSafetensors(model, src, seen, signal, halfMatrices) {
   const core = model.core;
   if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
   const first = await src.readRange(0, 8);
@@ -308,6 +310,7 @@ async function streamSafetensors(model, src, seen, signal) {
     if (t.index < 0) continue;
     if (seen[t.index]) throw new FormatError(`${src.name}: tensor ${table[t.index].name} is stored more than once`);
     seen[t.index] = 1;
+    if ((t.dtype === 'F16' || t.dtype === 'BF16') && table[t.index].ndim === 2) halfMatrices.set(t.index, t.dtype);
   }
   // Chunks arrive at arbitrary byte boundaries: carry a partial element over to the next chunk.
   let k = 0;
@@ -379,6 +382,7 @@ export async function loadModel(core, source, options = {}) {
       const cfg = core.configFromHF(await cfgSrc.text());
       model = core.createModel(cfg);
       const seen = new Uint8Array(model.tensors().length);
+      const halfMatrices = new Map();
       let { indexName, shards } = shardNames(files);
       if (indexName) {
         const index = JSON.parse(await files.get(indexName).text());
@@ -386,10 +390,17 @@ export async function loadModel(core, source, options = {}) {
         for (const s of shards) if (!files.has(s)) throw new ModelSourceError(`${name}: shard ${s} named by ${indexName} is missing`);
       }
       if (!shards.length) throw new ModelSourceError(`${name}: no .safetensors weights`);
-      for (const s of shards) await streamSafetensors(model, files.get(s), seen, signal);
+      for (const s of shards) await streamSafetensors(model, files.get(s), seen, signal, halfMatrices);
       const table = model.tensors();
       const missing = table.find((t) => !seen[t.index]);
       if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'NOT_FOUND' });
+      for (const [index, dtype] of halfMatrices) {
+        const mixup = halfPrecisionMixup(model.tensorView(table[index]), /** @type {'F16'|'BF16'} */ (dtype));
+        if (mixup) {
+          throw new FormatError(`${name}: tensor ${table[index].name} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
+            details: { tensor: table[index].name, dtype, likely: mixup.likely } });
+        }
+      }
     }
     model.checkFinite();
     const tokenizer = await loadModelTokenizer(files, options.tokenizer, model, signal);

@@ -3,7 +3,7 @@
 import { BaseModelMismatchError, InvalidAdapterError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from './errors.js';
 export { LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from './errors.js';
 import { Adapter, Arch, RopeLayout } from './core.js';
-import { readSafetensors, writeSafetensors } from './safetensors.js';
+import { halfPrecisionMixup, readSafetensors, writeSafetensors } from './safetensors.js';
 
 
 export const CONFIG_FILE = 'adapter_config.json';
@@ -793,6 +793,11 @@ export function peftToAdapter(core, model, files, options = {}) {
         if (!Number.isFinite(values[i])) {
           throw new InvalidAdapterError(`${key} holds a non-finite value (${values[i]}) at element ${i}`, { details: { key, index: i } });
         }
+      }
+      const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(values, t.dtype) : null;
+      if (mixup) {
+        throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
+          details: { key, dtype: t.dtype, likely: mixup.likely } });
       }
       return values;
     });

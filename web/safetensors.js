@@ -179,6 +179,90 @@ export function toFloat32(bytes, dtype) {
   }
 }
 
+// F16 bytes labelled BF16 (or the reverse) decode to finite numbers of the wrong size, so nothing else notices.
+// What the magnitudes of trained weight matrices look like (the |values| of every matrix of the models and
+// adapters in ../shared and of demo/models/default, stored as F16 and as BF16): the upper quartile is 1.72 to
+// 4.67 times the lower one, the median 0.003 to 0.21. The same bytes under the other label: F16 read as BF16 spreads
+// the quartiles 93 or more apart (median 1.7e-8 or less); BF16 read as F16 squeezes them to 1.07-1.24 apart
+// around 0.9-1.6. The bounds below sit between those ranges. A tensor is only called mislabelled when its other
+// reading looks like trained weights and it has both signs, as weight matrices do (the rarer sign is at least 37%
+// of the values in every one of them; either reading keeps the signs): a genuine matrix of values all near one
+// (as narrow as BF16 read as F16) is left alone.
+const MIXUP_SAMPLE = 1024;
+const MIXUP_MIN_VALUES = 128;
+const MIN_SIGN_SHARE = 0.1;
+const SPREAD_MIN = 1.45;
+const SPREAD_MAX = 30;
+const plausible = (s) => s.spread >= SPREAD_MIN && s.spread <= SPREAD_MAX && s.median >= 1e-6 && s.median <= 1e3;
+
+/**
+ * Median and quartile ratio of the magnitudes of the nonzero finite values among a strided sample, and the share
+ * of the rarer sign.
+ */
+function magnitudeStats(values) {
+  const step = Math.max(1, Math.floor(values.length / MIXUP_SAMPLE));
+  const mags = [];
+  let negative = 0;
+  for (let i = 0; i < values.length && mags.length < MIXUP_SAMPLE; i += step) {
+    const m = Math.abs(values[i]);
+    if (m > 0 && m < Infinity) {
+      mags.push(m);
+      if (values[i] < 0) negative++;
+    }
+  }
+  if (mags.length < MIXUP_MIN_VALUES) return null;
+  mags.sort((a, b) => a - b);
+  const at = (q) => mags[Math.floor(q * (mags.length - 1))];
+  return { median: at(0.5), spread: at(0.75) / at(0.25), signShare: Math.min(negative, mags.length - negative) / mags.length };
+}
+
+/**
+ * A weight matrix stored as F16 or BF16 whose bytes look like the other 16-bit type: its values as labelled are
+ * implausible for trained weights (see above) and plausible when read the other way. Cheap: a strided sample.
+ * @param {Float32Array} values the matrix as decoded under its label
+ * @param {'F16'|'BF16'} dtype the label
+ * @returns {{ likely: 'F16'|'BF16', message: string } | null} null when nothing is wrong (or too few values tell)
+ */
+export function halfPrecisionMixup(values, dtype) {
+  const sample = new Float32Array(Math.min(values.length, MIXUP_SAMPLE));
+  const step = Math.max(1, Math.floor(values.length / sample.length));
+  for (let i = 0; i < sample.length; i++) sample[i] = values[i * step];
+  const asLabelled = magnitudeStats(sample);
+  if (!asLabelled || asLabelled.signShare < MIN_SIGN_SHARE) return null;
+  const suspicious = dtype === 'BF16'
+    ? asLabelled.spread > SPREAD_MAX || asLabelled.median < 1e-6
+    : asLabelled.spread < SPREAD_MIN && asLabelled.median >= 0.25 && asLabelled.median <= 4;
+  if (!suspicious) return null;
+  // The 16 bits each value came from, read as the other type (f32 holds every F16 and BF16 value exactly).
+  const bits = new Uint32Array(sample.buffer);
+  const other = new Float32Array(sample.length);
+  const otherBits = new Uint32Array(other.buffer);
+  const half = f16Table();
+  for (let i = 0; i < sample.length; i++) {
+    if (dtype === 'BF16') other[i] = half[bits[i] >>> 16];
+    else otherBits[i] = f32ToHalfBits(bits[i]) << 16;
+  }
+  const asOther = magnitudeStats(other);
+  if (!asOther || !plausible(asOther)) return null;
+  const likely = dtype === 'BF16' ? 'F16' : 'BF16';
+  const show = (s) => `median magnitude ${s.median.toPrecision(2)}, quartiles ${s.spread.toPrecision(3)}x apart`;
+  return {
+    likely,
+    message: `is labelled ${dtype} but its bytes look like ${likely}: read as ${dtype} its values are unlike trained weights `
+      + `(${show(asLabelled)}), read as ${likely} they are like them (${show(asOther)}); the file's dtype labels are likely wrong`,
+  };
+}
+
+/** The F16 bit pattern of an f32 (given by its bits) that holds an F16 value exactly. */
+function f32ToHalfBits(u) {
+  const sign = (u >>> 16) & 0x8000;
+  const e = ((u >>> 23) & 0xff) - 127;
+  const man = u & 0x7fffff;
+  if (e === -127) return sign; // zero
+  if (e >= -14) return sign | ((e + 15) << 10) | (man >>> 13);
+  return sign | ((0x800000 | man) >>> (-1 - e)); // an F16 subnormal
+}
+
 /**
  * @typedef {object} SafetensorsEntry
  * @property {string} name

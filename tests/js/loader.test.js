@@ -9,8 +9,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 
 import { LocalEngine } from '../../web/engine.js';
-import { writeSafetensors } from '../../web/safetensors.js';
-import { expectAllClose, loadCore, readSafetensors, sharedPath, wasmSource } from './helpers/core.js';
+import { halfPrecisionMixup, toFloat32, writeSafetensors } from '../../web/safetensors.js';
+import { expectAllClose, halfBytes, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN, readCase, storedLogits } from './helpers/golden.js';
 import { startServer } from './helpers/http-server.js';
 
@@ -94,6 +94,102 @@ describe('from files, streamed in odd-sized chunks that split tensors and elemen
     tensors[0] = { ...tensors[0], shape: [tensors[0].shape[1], tensors[0].shape[0]] };
     writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors(tensors));
     await expect(LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER })).rejects.toMatchObject({ code: 'SHAPE_MISMATCH' });
+  });
+});
+
+describe('F16 bytes labelled BF16, and BF16 bytes labelled F16', () => {
+  const other = { F16: 'BF16', BF16: 'F16' };
+  /** Every weight matrix of the real models and adapters in ../shared and of the built-in default model. */
+  async function realMatrices() {
+    const out = [];
+    const fromFile = (label, file) => {
+      const bytes = new Uint8Array(readFileSync(file));
+      const st = core.parseSafetensors(bytes);
+      for (const t of st.tensors) {
+        if (t.shape.length !== 2) continue;
+        const raw = bytes.subarray(st.dataStart + t.begin, st.dataStart + t.end);
+        out.push({ name: `${label}/${t.name}`, dtype: t.dtype, raw, values: toFloat32(raw, t.dtype) });
+      }
+    };
+    fromFile('default', path.join(repoRoot, 'demo/models/default/model.safetensors'));
+    for (const m of ['tiny-random-llama', 'tiny-gpt2']) fromFile(m, sharedPath(`models/${m}/model.safetensors`));
+    for (const a of ['gpt2-lora-r8-causallm', 'gpt2-lora-r8-seqcls', 'smollm-135m-lora-r16']) fromFile(a, sharedPath(`adapters/${a}/adapter_model.safetensors`));
+    for (const m of ['stories260K/stories260K.bin', 'aidreams260K/aidreams260K.bin']) {
+      const e = await LocalEngine.load(sharedPath(`models/${m}`), { wasmSource: wasmSource() });
+      for (const t of e.model.tensors()) if (t.ndim === 2) out.push({ name: `${m}/${t.name}`, dtype: 'F32', values: e.model.tensorView(t).slice() });
+      e.dispose();
+    }
+    return out;
+  }
+
+  test('no matrix of a real model or adapter trips the check as F16 or BF16; under the swapped label every one does', async () => {
+    const matrices = await realMatrices();
+    let checked = 0;
+    let caught = 0;
+    const missed = [];
+    for (const m of matrices) {
+      for (const dtype of ['F16', 'BF16']) {
+        // The default model is stored F16: its own bytes; the others' f32 values rounded to each 16-bit type.
+        if (m.dtype !== 'F32' && m.dtype !== dtype) continue;
+        const raw = m.dtype === dtype ? m.raw : halfBytes(m.values, dtype);
+        checked++;
+        const right = halfPrecisionMixup(toFloat32(raw, dtype), dtype);
+        if (right) throw new Error(`${m.name} as ${dtype} was called mislabelled: ${right.message}`);
+        const swapped = halfPrecisionMixup(toFloat32(raw, other[dtype]), other[dtype]);
+        if (swapped?.likely === dtype) caught++;
+        // Only matrices too small to tell may pass unnoticed (tiny-gpt2's projections of 4 to 16 values).
+        else if (m.values.length >= 128) missed.push(`${m.name} as ${dtype}`);
+      }
+    }
+    console.log(`${matrices.length} real weight matrices, ${checked} checks: none tripped under the right label, ${caught} caught under the swapped one`);
+    expect(missed).toEqual([]);
+    expect(matrices.length).toBeGreaterThanOrEqual(350);
+    expect(caught).toBeGreaterThan(0.97 * checked);
+  }, 60000);
+
+  test('odd but genuine matrices are not called mislabelled: the other reading must look like trained weights', () => {
+    const rand = (seed) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const r1 = rand(1);
+    // F16 values all near 1 (a scale matrix): as narrow as BF16 read as F16, and plausible read as BF16, but of
+    // one sign, which weight matrices are not.
+    const nearOne = Float32Array.from({ length: 4096 }, () => 0.95 + 0.1 * r1());
+    // BF16 values around 1e-8: as BF16 they are as small as F16 read as BF16, but as F16 they are no weights either.
+    const tiny = Float32Array.from({ length: 4096 }, () => (r1() - 0.5) * 4e-8);
+    for (const [values, dtype] of [[nearOne, 'F16'], [tiny, 'BF16']]) {
+      expect(halfPrecisionMixup(toFloat32(halfBytes(values, dtype), dtype), dtype)).toBeNull();
+    }
+    // Gaussian-like weights are caught under either swapped label.
+    const r2 = rand(2);
+    const weights = Float32Array.from({ length: 4096 }, () => 0.02 * (r2() + r2() + r2() - 1.5));
+    expect(halfPrecisionMixup(toFloat32(halfBytes(weights, 'F16'), 'BF16'), 'BF16')).toMatchObject({ likely: 'F16' });
+    expect(halfPrecisionMixup(toFloat32(halfBytes(weights, 'BF16'), 'F16'), 'F16')).toMatchObject({ likely: 'BF16' });
+  });
+
+  test.each([['F16', 'BF16'], ['BF16', 'F16']])('a model stored %s but labelled %s is refused, naming the tensor and the likely dtype', async (stored, label) => {
+    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'model.safetensors'))));
+    const dir = path.join(tmp, `${stored}-as-${label}`);
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors([...st.entries()].map(([name, t]) => ({
+      name, shape: t.shape, dtype: label, bytes: halfBytes(t.data, stored) }))));
+    writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(TINY_LLAMA, 'config.json')));
+    const err = await LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER }).catch((e) => e);
+    expect(err).toMatchObject({ name: 'FormatError', code: 'DTYPE_MISMATCH', details: { dtype: label, likely: stored } });
+    expect(err.message).toMatch(new RegExp(`^${dir}: tensor [\\w.]+\\.weight is labelled ${label} but its bytes look like ${stored}: `
+      + `read as ${label} its values are unlike trained weights \\(median magnitude .*\\), read as ${stored} they are like them`));
+  });
+
+  test('the built-in default model (F16) relabelled BF16 is refused; as it is, it loads', async () => {
+    const src = path.join(repoRoot, 'demo/models/default');
+    const bytes = new Uint8Array(readFileSync(path.join(src, 'model.safetensors')));
+    const st = core.parseSafetensors(bytes);
+    expect(new Set(st.tensors.map((t) => t.dtype))).toEqual(new Set(['F16']));
+    const dir = path.join(tmp, 'default-as-bf16');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'model.safetensors'), writeSafetensors(st.tensors.map((t) => ({
+      name: t.name, shape: t.shape, dtype: 'BF16', bytes: bytes.subarray(st.dataStart + t.begin, st.dataStart + t.end) }))));
+    writeFileSync(path.join(dir, 'config.json'), readFileSync(path.join(src, 'config.json')));
+    await expect(LocalEngine.load(dir, { wasmSource: wasmSource() })).rejects.toMatchObject({ code: 'DTYPE_MISMATCH', details: { likely: 'F16' } });
+    (await LocalEngine.load(src, { wasmSource: wasmSource() })).dispose();
   });
 });
 

@@ -10,7 +10,7 @@ import {
   peftToAdapter, resolveLoraSpec,
 } from '../../web/peft.js';
 import { SafetensorsError, readSafetensors, toFloat32, writeSafetensors } from '../../web/safetensors.js';
-import { loadCore, readShared, sharedPath } from './helpers/core.js';
+import { halfBytes, loadCore, readShared, sharedPath } from './helpers/core.js';
 
 const CFG = 'adapter_config.json';
 const WTS = 'adapter_model.safetensors';
@@ -694,6 +694,19 @@ describe('hostile adapter files', () => {
       expectError(() => peftToAdapter(core, model, { ...files, [WTS]: swapped }), AdapterShapeError, 'ADAPTER_SHAPE_MISMATCH', Q0);
       const flat = rewrite(files[WTS], (es) => es.map((e) => (e.name === `${Q0}.lora_B.weight` ? { ...e, shape: [256] } : e)));
       expectError(() => peftToAdapter(core, model, { ...files, [WTS]: flat }), AdapterShapeError, 'ADAPTER_SHAPE_MISMATCH', '[256]');
+    });
+  });
+
+  test.each([['F16', 'BF16'], ['BF16', 'F16']])('weights stored %s but labelled %s are refused, naming the tensor and the likely dtype', (stored, label) => {
+    withModel(TINY_LLAMA, (model) => {
+      const files = validFiles(model);
+      const relabelled = rewrite(files[WTS], (es) => es.map((e) => ({ ...e, dtype: label, bytes: halfBytes(new Float32Array(e.bytes.slice().buffer), stored) })));
+      const err = expectError(() => peftToAdapter(core, model, { ...files, [WTS]: relabelled }), InvalidAdapterError, 'DTYPE_MISMATCH',
+        `${WTS}: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight is labelled ${label} but its bytes look like ${stored}`);
+      expect(err.details).toMatchObject({ dtype: label, likely: stored });
+      // Labelled rightly, the same bytes load.
+      const right = rewrite(files[WTS], (es) => es.map((e) => ({ ...e, dtype: stored, bytes: halfBytes(new Float32Array(e.bytes.slice().buffer), stored) })));
+      peftToAdapter(core, model, { ...files, [WTS]: right }).free();
     });
   });
 

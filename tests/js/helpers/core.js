@@ -71,3 +71,34 @@ export function expectAllClose(label, got, want, tol) {
   expect(verdict).toBe('within tolerance');
   return r;
 }
+
+/** f32 -> F16 bits, rounding to nearest even (test data: written independently of the core's conversion). */
+export function f16(x) {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  const sign = (u >>> 16) & 0x8000;
+  let exp = ((u >>> 23) & 0xff) - 127 + 15;
+  let mant = u & 0x7fffff;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - exp;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (exp << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** f32 values as the little-endian bytes of a 16-bit dtype (BF16: the top half of each f32, truncated). */
+export function halfBytes(values, dtype) {
+  const bits = new Uint16Array(values.length);
+  const top = new Uint16Array(Float32Array.from(values).buffer);
+  for (let i = 0; i < values.length; i++) bits[i] = dtype === 'F16' ? f16(values[i]) : top[2 * i + 1];
+  return new Uint8Array(bits.buffer);
+}
