@@ -2,7 +2,7 @@
 // answers the client's messages: calls matched by id, progress events back, aborts, errors with their code and
 // stack, big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a
 // training step on the same model.
-import { serializeError, WebLoRAError, UnsupportedError } from './errors.js';
+import { BaseModelMismatchError, serializeError, WebLoRAError, UnsupportedError } from './errors.js';
 import { LocalEngine } from './engine.js';
 import { AdapterStore } from './store.js';
 
@@ -91,8 +91,8 @@ const methods = {
       const cp = await s.loadCheckpoint(resume);
       if (!cp) throw new WebLoRAError(`no checkpoint for run "${resume}"`, { code: 'NOT_FOUND' });
       if (cp.config?.fingerprint && cp.config.fingerprint !== e.fingerprint) {
-        throw new WebLoRAError(`checkpoint "${resume}" was saved on another base model (fingerprint ${cp.config.fingerprint}); `
-          + `the loaded model's is ${e.fingerprint}`, { code: 'BASE_MODEL_MISMATCH' });
+        throw new BaseModelMismatchError(`checkpoint "${resume}" was saved on another base model (fingerprint ${cp.config.fingerprint}); `
+          + `the loaded model's is ${e.fingerprint}`, { details: { runId: resume, expected: cp.config.fingerprint, actual: e.fingerprint } });
       }
       resumeState = decodeCheckpoint(cp);
     }

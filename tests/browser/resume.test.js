@@ -1,6 +1,6 @@
 // A training run interrupted by closing its tab resumes in a new tab from its last IndexedDB checkpoint: it goes
 // on from the checkpoint's step, with the checkpoint's weights, optimizer state and data position, so its losses
-// match an uninterrupted run step for step.
+// match an uninterrupted run step for step. A checkpoint never resumes on another base model.
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 import {
@@ -112,6 +112,41 @@ describe('checkpointed training in headless Chromium', () => {
     // The finished run removed its checkpoint (keep was not set this time).
     expect(result.after).not.toContain(RUN_ID);
     await screenshot(page, 'resume');
+    expect(errors).toEqual([]);
+  }, 120_000);
+
+  test('a checkpoint made on another base model is refused, and stays for the model it belongs to', async () => {
+    const errors = [];
+    const { page } = await openPage(browser.context, server.page, errors);
+    const result = await page.evaluate(async ({ model, tokenizerUrl, adapterOpts, train, text }) => {
+      const runId = 'made-on-another-base';
+      const original = await weblora.WebLoRA.load(model, { tokenizerUrl });
+      await original.train(await original.createAdapter(adapterOpts), [text], { ...train, steps: 3, checkpoint: { every: 1, runId, keep: true } }).done;
+      // The same model with one weight changed: same shapes, other weights, another fingerprint.
+      const bytes = await (await fetch(model)).arrayBuffer();
+      const view = new DataView(bytes);
+      view.setFloat32(28, view.getFloat32(28, true) + 0.5, true); // the first value of the token embedding
+      const changed = await weblora.WebLoRA.load(bytes, { tokenizer: tokenizerUrl });
+      const err = await changed.train(await changed.createAdapter(adapterOpts), [text], { ...train, steps: 5, resume: runId }).done
+        .then(() => null, (e) => ({ name: e.name, code: e.code, message: e.message }));
+      const kept = (await changed.adapters.checkpoints()).find((c) => c.runId === runId) ?? null;
+      // The model it was made on still resumes it.
+      const steps = [];
+      await original.train(await original.createAdapter(adapterOpts), [text], { ...train, steps: 5, resume: runId,
+        onStep: (r) => steps.push(r.step) }).done;
+      const fingerprints = [original.info.fingerprint, changed.info.fingerprint];
+      await changed.dispose();
+      await original.dispose();
+      setStatus('a checkpoint of another base was refused');
+      return { err, kept, steps, fingerprints };
+    }, { model: server.shared(DATA.storiesBin), tokenizerUrl: server.shared(DATA.storiesTok), adapterOpts: ADAPTER, train: TRAIN, text: TRAIN_TEXT });
+    const [mine, other] = result.fingerprints;
+    expect(mine).not.toBe(other);
+    expect(result.err).toEqual({ name: 'BaseModelMismatchError', code: 'BASE_MODEL_MISMATCH',
+      message: `checkpoint "made-on-another-base" was saved on another base model (fingerprint ${mine}); the loaded model's is ${other}` });
+    // (the last checkpoint of a 3-step run is the one after step 2: a finished run needs none)
+    expect(result.kept).toMatchObject({ step: 2 });
+    expect(result.steps).toEqual([3, 4, 5]);
     expect(errors).toEqual([]);
   }, 120_000);
 });

@@ -182,6 +182,16 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     expectFailure(await run(['generate', '--model', model(), '--prompt', 'Once', '--sha256', 'stories260K.bin=abc']), /FILE=HEX with 64 hex digits/);
   });
 
+  test('generate on a model with a single position says why, instead of failing inside the core', async () => {
+    const dir = path.join(tmp, 'one-position');
+    mkdirSync(dir);
+    const cfg = JSON.parse(readFileSync(sharedPath('models/tiny-random-llama/config.json'), 'utf8'));
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 1 }));
+    copyFileSync(sharedPath('models/tiny-random-llama/model.safetensors'), path.join(dir, 'model.safetensors'));
+    const r = await run(['generate', '--model', dir, '--tokenizer', sharedPath('tokenizers/llama2-tinyllama/tokenizer.json'), '--prompt', 'Hello']);
+    expectFailure(r, /^weblora generate: error: this model has 1 position: it cannot read a token and generate another$/);
+  });
+
   test('a truncated checkpoint is refused', async () => {
     const bin = readFileSync(model());
     const p = path.join(tmp, 'trunc.bin');

@@ -119,3 +119,24 @@ describe('prompts longer than the context', () => {
     expect(r.finishReason === 'eos' || r.ids.length === 20).toBe(true);
   });
 });
+
+describe('a model with a single position', () => {
+  test('generate refuses with a clear error; evaluation and training at sequence length 1 work', async () => {
+    const dir = sharedPath('models/tiny-random-llama');
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    const one = await LocalEngine.load({ 'config.json': JSON.stringify({ ...cfg, max_position_embeddings: 1 }),
+      'model.safetensors': new Uint8Array(readFileSync(path.join(dir, 'model.safetensors'))) },
+    { wasmSource: wasmSource(), tokenizer: sharedPath('tokenizers/llama2-tinyllama/tokenizer.json') });
+    try {
+      expect(one.model.config.maxSeqLen).toBe(1);
+      const err = await one.generate('Hello there', { maxTokens: 4 }).catch((e) => e);
+      expect(err).toMatchObject({ name: 'EngineError', code: 'INVALID_ARGUMENT', message: 'this model has 1 position: it cannot read a token and generate another' });
+      const text = 'Hello there, how are you today? I am fine, thank you. '.repeat(4);
+      expect(one.evaluate(null, text, { seqLen: 1 }).loss).toBeGreaterThan(0);
+      const a = one.createAdapter({ rank: 2, seed: 1 });
+      expect((await one.train(a.id, text, { steps: 2, seqLen: 1, evalSplit: 0 })).steps).toBe(2);
+    } finally {
+      one.dispose();
+    }
+  });
+});

@@ -97,6 +97,22 @@ describe('from files, streamed in odd-sized chunks that split tensors and elemen
   });
 });
 
+describe('hostile header lengths', () => {
+  test('are printed exactly, not rounded through a double', async () => {
+    const config = readFileSync(path.join(TINY_LLAMA, 'config.json'));
+    for (const declared of [2n ** 53n + 1n, 2n ** 64n - 1n, 100_000_001n]) {
+      const bytes = new Uint8Array(64).fill(0x20);
+      new DataView(bytes.buffer).setBigUint64(0, declared, true);
+      bytes[8] = 0x7b;
+      const err = await LocalEngine.load({ 'config.json': config, 'model.safetensors': bytes }, { wasmSource: wasmSource() }).catch((e) => e);
+      expect(err).toMatchObject({ name: 'FormatError' });
+      expect(err.message).toBe(`model.safetensors: header length ${declared} is larger than allowed (100000000 bytes) or than the 64-byte file`);
+    }
+    // 2^53 + 1 through a double would read 9007199254740992.
+    expect(String(Number(2n ** 53n + 1n))).toBe('9007199254740992');
+  });
+});
+
 describe('F16 bytes labelled BF16, and BF16 bytes labelled F16', () => {
   const other = { F16: 'BF16', BF16: 'F16' };
   /** Every weight matrix of the real models and adapters in ../shared and of the built-in default model. */

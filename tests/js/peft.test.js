@@ -672,6 +672,11 @@ describe('hostile adapter files', () => {
         expect(err.cause).toBeInstanceOf(SafetensorsError);
       }
       expectError(() => peftToAdapter(core, model, { ...files, [WTS]: 'text' }), InvalidAdapterError, 'INVALID_ADAPTER', 'bytes');
+      // Header lengths beyond 2^53 are printed exactly.
+      const huge = w.slice();
+      new DataView(huge.buffer).setBigUint64(0, 2n ** 64n - 1n, true);
+      expectError(() => peftToAdapter(core, model, { ...files, [WTS]: huge }), InvalidAdapterError, 'INVALID_ADAPTER',
+        'header length 18446744073709551615 exceeds the limit');
     });
   });
 
