@@ -757,9 +757,15 @@ export function peftToAdapter(core, model, files, options = {}) {
   if (cfg.rule) {
     const rule = cfg.rule;
     const targeted = table.modules.filter((m) => isTargeted(rule, m.path));
-    const notInFile = targeted.filter((m) => !found.has(m.index)).map((m) => m.path);
+    const missing = targeted.filter((m) => !found.has(m.index));
+    const notInFile = missing.map((m) => m.path);
     if (notInFile.length) {
-      throw new InvalidAdapterError(`${CONFIG_FILE} targets modules that ${WEIGHTS_FILE} has no LoRA weights for: ${listSome(notInFile)}`, { details: { modules: notInFile } });
+      // Weights for the first k blocks only, and none after: the adapter was made for a shallower model.
+      const depth = 1 + Math.max(...[...found.keys()].map((i) => table.modules[i].layer));
+      const shallower = missing.every((m) => m.layer >= depth)
+        ? `; it has weights for layers 0 to ${depth - 1} only, as an adapter made for a model with ${depth} layers would (this ${table.arch} model has ${table.L})` : '';
+      throw new InvalidAdapterError(`${CONFIG_FILE} targets modules that ${WEIGHTS_FILE} has no LoRA weights for: ${listSome(notInFile)}${shallower}`,
+        { details: { modules: notInFile } });
     }
     const notTargeted = table.modules.filter((m) => found.has(m.index) && !isTargeted(rule, m.path)).map((m) => m.path);
     if (notTargeted.length) {

@@ -725,6 +725,12 @@ describe('hostile adapter files', () => {
         'model.layers.5.self_attn.q_proj', 'model.layers.5.self_attn.v_proj']);
       expectError(() => peftToAdapter(core, model, narrow), AdapterShapeError, 'ADAPTER_SHAPE_MISMATCH', '[4, 48]', '[4, 64]');
     });
+    // A shallower model's adapter: the config targets every layer, the file stops after the second.
+    const shallow = withModel({ ...TINY_LLAMA, nLayers: 2 }, validFiles);
+    withModel(TINY_LLAMA, (model) => {
+      expectError(() => peftToAdapter(core, model, shallow), InvalidAdapterError, 'INVALID_ADAPTER', 'model.layers.2.self_attn.q_proj',
+        'it has weights for layers 0 to 1 only, as an adapter made for a model with 2 layers would (this llama model has 4)');
+    });
     const gpt2Files = withModel(TINY_GPT2, validFiles);
     withModel(TINY_LLAMA, (model) => {
       expectError(() => peftToAdapter(core, model, gpt2Files), AdapterModelMismatchError, 'ADAPTER_MODEL_MISMATCH', 'transformer.h.0.attn.c_attn');
