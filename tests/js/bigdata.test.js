@@ -3,7 +3,7 @@
 // as it streams, and evaluates a held-out split capped at the evaluation budget.
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { execFile } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -71,7 +71,6 @@ describe('streamed data files', () => {
     const tok = { encode: (t) => [...t].map((c) => c.codePointAt(0) % 97 + 3), bosId: 1, eosId: 2, addsBos: true };
     const docs = ['first document', 'second, with "quotes" and é', 'third'];
     const file = path.join(tmp, 'bom.jsonl');
-    const { writeFileSync } = await import('node:fs');
     writeFileSync(file, `\uFEFF${docs.map((text) => JSON.stringify({ text })).join('\r\n')}\r\n\r\n`);
     const got = await tokenizeCorpus(tok, [{ path: file, name: 'bom.jsonl' }]);
     const flat = new Int32Array(got.buffer.length);
@@ -80,6 +79,30 @@ describe('streamed data files', () => {
     expect(got.documents).toBe(3);
     writeFileSync(file, '{"text": "ok"}\nnot json\n');
     await expect(tokenizeCorpus(tok, [{ path: file, name: 'bad.jsonl' }])).rejects.toThrow('bad.jsonl:2: not a JSON object');
+  });
+});
+
+describe('on a terminal', () => {
+  test('tokenizing and training show progress bars on stderr', async () => {
+    // The first 2 MB of the big file; the CLI runs under a pseudo-terminal (script(1), in Debian's essential bsdutils).
+    const fd = openSync(path.join(tmp, 'big.txt'), 'r');
+    const head = Buffer.alloc(2e6);
+    readSync(fd, head, 0, head.length, 0);
+    closeSync(fd);
+    writeFileSync(path.join(tmp, 'head.txt'), head);
+    const quote = (s) => `'${s.replace(/'/g, "'\\''")}'`;
+    const command = [process.execPath, path.join(repoRoot, 'web/cli.js'), 'train', '--model', STORIES, '--data', 'head.txt', '--steps', '3',
+      '--seq', '32', '--out', 'tty-out'].map(quote).join(' ');
+    const r = await new Promise((resolve) => {
+      execFile('script', ['-qec', command, '/dev/null'], { cwd: tmp, timeout: 120000 }, (err, stdout) => resolve({ code: err ? err.code : 0, stdout }));
+    });
+    expect(r.code).toBe(0);
+    const lines = r.stdout.split(/[\r\n]+/).map((l) => l.replace(/\x1b\[K/g, '').trim()).filter(Boolean);
+    const tokenizing = lines.filter((l) => /^tokenizing \[[#.]{24}\] [\d.]+ \/ 2\.0 MB, [\d.]+ M tokens$/.test(l));
+    expect(tokenizing.length).toBeGreaterThanOrEqual(2);
+    expect(tokenizing.at(-1)).toMatch(/\[#{24}\] 2\.0 \/ 2\.0 MB/);
+    expect(lines.some((l) => /^\[#{24}\] step 3\/3 {2}loss \d+\.\d{4} {2}\d+ tok\/s/.test(l))).toBe(true);
+    expect(lines.at(-1)).toBe('saved to tty-out');
   });
 });
 

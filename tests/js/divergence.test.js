@@ -7,6 +7,9 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import os from 'node:os';
 import path from 'node:path';
 
+import { pathToFileURL } from 'node:url';
+
+import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
 import { DivergenceGuard } from '../../web/divergence.js';
 import { NumericError } from '../../web/errors.js';
@@ -59,6 +62,34 @@ describe('training that diverges', () => {
     expect(g.checkUpdate(new Float32Array([2e3, 0]), null)).toMatch(/weight reached 2\.000e\+3/);
     expect(g.checkUpdate(new Float32Array([0.1, 5]), new Float32Array([0.1, -0.2]))).toMatch(/changed the weights by/);
     expect(g.checkUpdate(new Float32Array([0.11, -0.19]), new Float32Array([0.1, -0.2]))).toBeNull();
+  });
+});
+
+describe('a checkpointed run that diverges (through the worker, on fake-indexeddb)', () => {
+  test('keeps its last checkpoint from before the bad step, saves nothing, and the run resumes with a sound learning rate', async () => {
+    const remote = await WebLoRA.load(STORIES, { workerUrl: pathToFileURL(path.join(repoRoot, 'tests/js/helpers/idb-worker.js')).href });
+    try {
+      const run = { steps: 30, seqLen: 32, evalSplit: 0, optimizer: 'sgd' };
+      const a = await remote.createAdapter({ rank: 4, seed: 1 });
+      const saved = [];
+      const err = await remote.train(a, TEXT, { ...run, lr: 30, checkpoint: { every: 1, runId: 'blowup' }, onCheckpoint: (c) => saved.push(c.step) })
+        .done.catch((e) => e);
+      expect(err).toMatchObject({ name: 'NumericError', code: 'DIVERGED' });
+      const stoppedAt = Number(/training stopped at step (\d+)/.exec(err.message)?.[1]);
+      expect(stoppedAt).toBeGreaterThan(1); // this learning rate takes a few steps to blow up: there is a checkpoint
+      const kept = (await remote.adapters.checkpoints()).find((c) => c.runId === 'blowup');
+      expect(kept.step).toBe(stoppedAt - 1);
+      expect(saved.at(-1)).toBe(kept.step);
+      await expect(remote.adapters.save('blown', a)).rejects.toMatchObject({ code: 'DIVERGED' });
+      expect(await remote.adapters.list()).toEqual([]);
+      const steps = [];
+      const b = await remote.createAdapter({ rank: 4, seed: 1 });
+      const summary = await remote.train(b, TEXT, { ...run, steps: kept.step + 2, lr: 0.05, resume: 'blowup', onStep: (r) => steps.push(r.step) }).done;
+      expect(steps).toEqual([kept.step + 1, kept.step + 2]);
+      expect(Number.isFinite(summary.trainLoss)).toBe(true);
+    } finally {
+      await remote.dispose();
+    }
   });
 });
 

@@ -523,6 +523,30 @@ describe('checkpoints', () => {
   });
 });
 
+describe('durability', () => {
+  test('every write (save, overwrite, rename, delete, import, checkpoints) asks for strict durability', async () => {
+    const proto = globalThis.IDBDatabase.prototype;
+    const original = proto.transaction;
+    const writes = [];
+    proto.transaction = function transaction(stores, mode, options) {
+      if (mode === 'readwrite') writes.push(options?.durability ?? null);
+      return original.call(this, stores, mode, options);
+    };
+    restores.push(() => { proto.transaction = original; });
+    const { store } = await openStore();
+    await store.save('a', adapter());
+    await store.save('a', adapter(), { overwrite: true });
+    await store.rename('a', 'b');
+    await store.importFiles([{ name: CONFIG_FILE, data: JSON.stringify(CONFIG) }, { name: WEIGHTS_FILE, data: WEIGHTS }], { name: 'c' });
+    await store.saveCheckpoint('run', { adapterBytes: bytesOf(8), optimizerBytes: bytesOf(8), step: 1 });
+    await store.deleteCheckpoint('run');
+    await store.delete('b');
+    store.close();
+    expect(writes.length).toBeGreaterThanOrEqual(7);
+    expect(writes.filter((d) => d !== 'strict')).toEqual([]);
+  });
+});
+
 describe('opening', () => {
   test('separate databases by name; the schema is created once', async () => {
     const indexedDB = freshDb();

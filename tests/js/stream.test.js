@@ -398,6 +398,45 @@ describe('sha256 pins', () => {
     expect(server.requestsTo(path, 'GET').map((r) => r.range)).toEqual(['bytes=0-7', `bytes=8-${7 + n}`, `bytes=${8 + n}-`]);
   });
 
+  test('a cached copy is trusted only under the pin it was verified with; an unpinned one is hashed again', async () => {
+    const { path, url } = serve({ body: BIG });
+    const caches = new MemoryCacheStorage();
+    const gets = () => server.requestsTo(path, 'GET').length;
+    // Cached unpinned, then opened with a pin: read from the cache and hashed on the way, no request.
+    await collect(await RemoteFile.open(url, { ...FAST, cache: caches }));
+    const before = gets();
+    const rehashed = await RemoteFile.open(url, { ...FAST, cache: caches, sha256: sha256(BIG) });
+    expect(rehashed.fromCache).toBe(true);
+    expectBytes(await collect(rehashed), BIG);
+    expect(rehashed.verified).toBe(true);
+    expect(gets()).toBe(before);
+    // An unpinned copy that does not match the pin is an error, and is dropped so the next open downloads.
+    const wrongPin = sha256(bytesOf(10));
+    const refused = await RemoteFile.open(url, { ...FAST, cache: caches, sha256: wrongPin });
+    expect(refused.fromCache).toBe(true);
+    await expect(collect(refused)).rejects.toMatchObject({ name: 'IntegrityError', details: { expected: wrongPin, actual: sha256(BIG) } });
+    expect((await caches.open(DEFAULT_CACHE_NAME)).urls()).toEqual([]);
+
+    // Verified under a pin, the copy records it and vouches for the bytes under that pin.
+    await collect(await RemoteFile.open(url, { ...FAST, cache: caches, sha256: sha256(BIG) }));
+    const cached = (await (await caches.open(DEFAULT_CACHE_NAME)).match(url)).headers.get('x-weblora-sha256');
+    expect(cached).toBe(sha256(BIG));
+    const vouched = await RemoteFile.open(url, { ...FAST, cache: caches, sha256: sha256(BIG) });
+    expect(vouched.fromCache).toBe(true);
+    expectBytes(await collect(vouched, 1000), BIG.subarray(1000));
+    expect(vouched.verified).toBe(true);
+    // A new version pinned now: the copy recorded under the old pin is replaced from the network, never used.
+    const v2 = bytesOf(300_000, 8);
+    server.route(path, { body: v2 });
+    const requests = gets();
+    const updated = await RemoteFile.open(url, { ...FAST, cache: caches, sha256: sha256(v2) });
+    expect(updated.fromCache).toBe(false);
+    expectBytes(await collect(updated), v2);
+    expect(updated.verified).toBe(true);
+    expect(gets()).toBe(requests + 1);
+    expect((await (await caches.open(DEFAULT_CACHE_NAME)).match(url)).headers.get('x-weblora-sha256')).toBe(sha256(v2));
+  });
+
   test('a partial stream is not verified and not cached', async () => {
     const { url } = serve({ body: BIG });
     const caches = new MemoryCacheStorage();
