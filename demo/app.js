@@ -626,7 +626,9 @@ async function importAdapter(fileList) {
       { name: 'adapter_config.json', data: new Uint8Array(await config.arrayBuffer()) },
       { name: 'adapter_model.safetensors', data: new Uint8Array(await weights.arrayBuffer()) },
     ], { name });
-    say($('adapters-status'), `Imported "${record.name}" (rank ${record.rank}, ${formatBytes(record.sizeBytes)}).`, 'ok');
+    // An adapter made elsewhere may name another base model than the one loaded: say so, it still loaded.
+    const doubt = record.baseModelCheck?.level === 'warning' ? ` Careful: ${record.baseModelCheck.message}.` : '';
+    say($('adapters-status'), `Imported "${record.name}" (rank ${record.rank}, ${formatBytes(record.sizeBytes)}).${doubt}`, doubt ? 'error' : 'ok');
   });
 }
 
