@@ -223,9 +223,13 @@ export class Engine {
     return this.channel.call('generate', [prompt, remote], { signal: local.signal, handlers: { token: local.onToken } });
   }
 
-  /** PEFT files { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } of a loaded adapter. */
-  exportAdapter(adapter) {
-    return this.channel.call('exportAdapter', [adapterId(adapter)]);
+  /**
+   * Files of a loaded adapter: PEFT { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } (with
+   * { portable: true }, every module's scale folded into lora_B under one plain lora_alpha), or with
+   * { format: 'gguf', dtype: 'f16'|'f32' } { files: { 'adapter.gguf' } } for llama.cpp's --lora.
+   */
+  exportAdapter(adapter, options = {}) {
+    return this.channel.call('exportAdapter', [adapterId(adapter), options]);
   }
 
   /** Load PEFT files ({ 'adapter_config.json': string|bytes, 'adapter_model.safetensors': bytes }) onto the model. */
@@ -269,9 +273,12 @@ export class Engine {
     return this.channel.call('lowRankApprox', [matrix.slice(), m, n, options]);
   }
 
-  /** The base model's current weights as Hugging Face files. */
-  exportModel() {
-    return this.channel.call('exportModel', []);
+  /**
+   * The base model's current weights (merged adapters included) as Hugging Face files, or with
+   * { format: 'gguf', dtype: 'f16'|'f32' } as { 'model.gguf' } with the tokenizer, for llama.cpp.
+   */
+  exportModel(options = {}) {
+    return this.channel.call('exportModel', [options]);
   }
 
   /** Release the worker and its memory. */

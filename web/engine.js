@@ -7,6 +7,7 @@ import { Adapter, Arch, Core, RopeLayout } from './core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { loadModel } from './loader.js';
 import { adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from './gguf.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
@@ -101,7 +102,8 @@ export function modelToSafetensors(model, metadata = {}) {
 export class LocalEngine {
   /**
    * @param {Core} core
-   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string }} loaded
+   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string,
+   *   origin?: { id: string | null, revision: string | null } }} loaded
    * @param {string} fingerprint
    */
   constructor(core, loaded, fingerprint) {
@@ -110,6 +112,8 @@ export class LocalEngine {
     this.tokenizer = loaded.tokenizer;
     this.name = loaded.name;
     this.kind = loaded.kind;
+    /** The Hub id or URL the base came from and its revision, as adapter files record them (never a local path). */
+    this.origin = loaded.origin ?? { id: null, revision: null };
     this.fingerprint = fingerprint;
     /** @type {Map<string, { adapter: Adapter, info: object }>} */
     this.adapters = new Map();
@@ -119,11 +123,19 @@ export class LocalEngine {
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, wasmModule?: WebAssembly.Module,
-   *   wasmSource?: any, tokenizer?: any } & object} [options]
+   *   wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string } & object} [options] baseModel /
+   *   revision: the Hub id or URL (and revision) adapter files name as their base, when the source does not tell
    */
   static async load(source, options = {}) {
+    for (const key of ['baseModel', 'revision']) {
+      if (options[key] !== undefined && (typeof options[key] !== 'string' || options[key] === '')) {
+        throw new EngineError(`${key} must be a non-empty string`, { code: 'INVALID_ARGUMENT' });
+      }
+    }
     const core = await Core.create({ module: options.wasmModule, source: options.wasmSource });
     const loaded = await loadModel(core, source, options);
+    if (options.baseModel) loaded.origin = { id: options.baseModel, revision: options.revision ?? null };
+    else if (options.revision) loaded.origin = { ...loaded.origin, revision: options.revision };
     const fingerprint = await fingerprintModel(loaded.model);
     const engine = new LocalEngine(core, loaded, fingerprint);
     options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
@@ -135,7 +147,7 @@ export class LocalEngine {
     const m = this.model;
     const nParams = m.params().length;
     return {
-      name: this.name, kind: this.kind, arch: m.arch, config: { ...m.config }, parameters: nParams,
+      name: this.name, kind: this.kind, origin: { ...this.origin }, arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
@@ -449,13 +461,26 @@ export class LocalEngine {
     return { text, ids: out, promptIds: ids, finishReason, tokensPerSecond: out.length / seconds };
   }
 
-  /** PEFT files of an adapter. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base. */
-  exportAdapter(id) {
+  /**
+   * An adapter's files. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base.
+   * - format 'peft' (default): { config, files: { adapter_config.json, adapter_model.safetensors } }; with
+   *   portable: true, rsLoRA and the rank/alpha patterns' scales are folded into lora_B under one plain lora_alpha.
+   * - format 'gguf': { files: { adapter.gguf } }, the LoRA file llama.cpp's --lora loads (dtype 'f16' or 'f32').
+   * @param {string} id
+   * @param {{ format?: 'peft'|'gguf', portable?: boolean, dtype?: 'f16'|'f32' }} [opts]
+   */
+  exportAdapter(id, opts = {}) {
     const e = this.entry(id);
+    const format = opts.format ?? 'peft';
+    if (format !== 'peft' && format !== 'gguf') throw new EngineError(`format must be "peft" or "gguf", got ${JSON.stringify(format)}`, { code: 'INVALID_ARGUMENT' });
     const plain = e.adapter.isPissa ? e.adapter.pissaToLora() : e.adapter;
     try {
+      if (format === 'gguf') {
+        return { files: { [GGUF_ADAPTER_FILE]: adapterToGguf(this.core, this.model, plain, { dtype: opts.dtype, name: e.info.name }) } };
+      }
       return adapterToPeft(this.model, plain, {
-        baseModel: this.name, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
+        baseModel: this.origin.id, revision: this.origin.revision, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
+        portable: opts.portable ?? false,
         extraMetadata: { 'weblora.steps': String(e.info.steps), 'weblora.final_loss': String(e.info.finalLoss ?? '') },
       });
     } finally {
@@ -477,8 +502,16 @@ export class LocalEngine {
     });
   }
 
-  /** The base model (with every weight as it is now) as Hugging Face files: config.json and model.safetensors. */
-  exportModel() {
+  /**
+   * The base model with every weight as it is now (merged adapters included): Hugging Face files (config.json and
+   * model.safetensors), or with format 'gguf' one model.gguf with the tokenizer that llama.cpp runs (dtype 'f16'
+   * or 'f32').
+   * @param {{ format?: 'hf'|'gguf', dtype?: 'f16'|'f32', name?: string }} [opts]
+   */
+  exportModel(opts = {}) {
+    const format = opts.format ?? 'hf';
+    if (format === 'gguf') return { [GGUF_MODEL_FILE]: modelToGguf(this.core, this.model, this.tokenizer, { dtype: opts.dtype, name: opts.name ?? this.origin.id }) };
+    if (format !== 'hf') throw new EngineError(`format must be "hf" or "gguf", got ${JSON.stringify(format)}`, { code: 'INVALID_ARGUMENT' });
     return {
       'config.json': JSON.stringify(hfConfig(this.model), null, 2),
       'model.safetensors': modelToSafetensors(this.model),

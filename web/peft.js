@@ -391,6 +391,35 @@ function effectiveAlpha(m, rslora) {
   return guess;
 }
 
+/**
+ * The adapter written with one alpha and plain alpha / r scaling: the alpha most modules need for their scale, and
+ * for each module the factor that folds the rest of its scale (rsLoRA, rank and alpha patterns, an overridden
+ * scale) into B, so fround(alpha / r) * factor is the module's scale. Modules the single alpha already gives
+ * exactly keep factor 1 and an unchanged B. This is the form for tools that read only one alpha: llama.cpp's
+ * --lora (which scales by adapter.lora.alpha / r and treats alpha 0 as "no scaling") and converters that ignore
+ * use_rslora and the patterns.
+ * @param {{ rank: number, alpha: number, scale: number }[]} mods adapter.modules()
+ * @returns {{ alpha: number, factors: number[] }} factors in the order of mods
+ */
+export function singleAlphaForm(mods) {
+  let alpha = mostCommon(mods.map((m) => effectiveAlpha(m, false)));
+  // An alpha of 0 would mean "unscaled" to llama.cpp: express zero scales as alpha = r with B folded to zero.
+  if (alpha === 0 || !Number.isFinite(alpha)) alpha = mostCommon(mods.map((m) => m.rank));
+  const factors = mods.map((m) => {
+    const given = coreScale(alpha, m.rank, false);
+    return given === m.scale ? 1 : m.scale / given;
+  });
+  return { alpha, factors };
+}
+
+/** B times a folded scale factor (a copy; B itself when the factor is 1). @param {Float32Array} B @param {number} factor */
+export function foldIntoB(B, factor) {
+  if (factor === 1) return B;
+  const out = new Float32Array(B.length);
+  for (let i = 0; i < B.length; i++) out[i] = B[i] * factor;
+  return out;
+}
+
 /** The shortest decimal that reads back as the same f32 (so JSON says 0.1, not 0.10000000149011612). */
 export function shortestF32(x) {
   for (let p = 1; p <= 9; p++) {
@@ -443,15 +472,21 @@ function coverTargets(table, present) {
  * (out, r) (Linear orientation for GPT-2's Conv1D too, with fan_in_fan_out true, as PEFT does), r and lora_alpha the
  * most common values and rank_pattern / alpha_pattern (keyed by full module path) for the modules that differ.
  * For a llama2.c model, q_proj / k_proj lora_B rows are written in Hugging Face's rotate-half order.
+ * With `portable`, the same adapter is written in the form every tool reads alike: use_rslora false, no
+ * alpha_pattern, one lora_alpha, and each module's remaining scale folded into its lora_B (see singleAlphaForm);
+ * rank_pattern stays when ranks differ, since the tensor shapes need it.
  * @param {import('./core.js').Model} model the model the adapter was created for
  * @param {import('./core.js').Adapter} adapter
- * @param {{ baseModel?: string | null, baseFingerprint?: string | null, dropout?: number, useRslora?: boolean,
- *   extraMetadata?: Record<string, string> }} [options] useRslora overrides what the module scales imply
+ * @param {{ baseModel?: string | null, revision?: string | null, baseFingerprint?: string | null, dropout?: number,
+ *   useRslora?: boolean, portable?: boolean, extraMetadata?: Record<string, string> }} [options] useRslora overrides
+ *   what the module scales imply; baseModel / revision: the Hub id or URL the base came from, and its revision
  * @returns {PeftFiles}
  */
 export function adapterToPeft(model, adapter, options = {}) {
-  const { baseModel = null, baseFingerprint = null, dropout = 0, extraMetadata = {} } = options;
+  const { baseModel = null, revision = null, baseFingerprint = null, dropout = 0, portable = false, extraMetadata = {} } = options;
   if (baseModel !== null && typeof baseModel !== 'string') throw new LoraSpecError('baseModel must be a string or null');
+  if (revision !== null && typeof revision !== 'string') throw new LoraSpecError('revision must be a string or null');
+  if (typeof portable !== 'boolean') throw new LoraSpecError('portable must be a boolean');
   if (baseFingerprint !== null && typeof baseFingerprint !== 'string') throw new LoraSpecError('baseFingerprint must be a string or null');
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new LoraSpecError(`dropout must be in [0, 1), got ${JSON.stringify(dropout)}`);
   if (!extraMetadata || typeof extraMetadata !== 'object' || Array.isArray(extraMetadata)) throw new LoraSpecError('extraMetadata must be an object of strings');
@@ -468,12 +503,15 @@ export function adapterToPeft(model, adapter, options = {}) {
   // The core keeps alpha and scale per module but not whether the scale came from rsLoRA: the scales tell.
   let useRslora = options.useRslora;
   if (useRslora !== undefined && typeof useRslora !== 'boolean') throw new LoraSpecError('useRslora must be a boolean');
+  if (portable && useRslora) throw new LoraSpecError('a portable adapter has plain alpha / r scaling: useRslora cannot be true');
   if (useRslora === undefined) {
     const plain = mods.filter((m) => coreScale(m.alpha, m.rank, false) === m.scale).length;
     const rs = mods.filter((m) => coreScale(m.alpha, m.rank, true) === m.scale).length;
-    useRslora = rs > plain;
+    useRslora = !portable && rs > plain;
   }
-  const rows = mods.map((m) => ({ m, entry: table.modules[m.layer * table.S + m.slot], alpha: effectiveAlpha(m, useRslora) }));
+  const single = portable ? singleAlphaForm(mods) : null;
+  const rows = mods.map((m, i) => ({ m, entry: table.modules[m.layer * table.S + m.slot],
+    alpha: single ? single.alpha : effectiveAlpha(m, useRslora), factor: single ? single.factors[i] : 1 }));
   const r = mostCommon(rows.map((x) => x.m.rank));
   const alpha = mostCommon(rows.map((x) => x.alpha));
   /** @type {Record<string, number>} */
@@ -481,12 +519,12 @@ export function adapterToPeft(model, adapter, options = {}) {
   /** @type {Record<string, number>} */
   const alphaPattern = {};
   const tensors = [];
-  for (const { m, entry, alpha: a } of rows) {
+  for (const { m, entry, alpha: a, factor } of rows) {
     if (m.rank !== r) rankPattern[entry.path] = m.rank;
     if (a !== alpha) alphaPattern[entry.path] = shortestF32(a);
     // Copies: the views are live wasm memory.
     tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_A.weight`, shape: [m.rank, m.inFeatures], data: adapter.view(m.A, m.rank * m.inFeatures).slice() });
-    let B = adapter.view(m.B, m.outFeatures * m.rank).slice();
+    let B = foldIntoB(adapter.view(m.B, m.outFeatures * m.rank).slice(), factor);
     const heads = table.ropeHeads.get(m.slot);
     if (heads) B = permuteRopeRows(B, heads, table.headDim, m.rank, true);
     tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_B.weight`, shape: [m.outFeatures, m.rank], data: B });
@@ -520,7 +558,7 @@ export function adapterToPeft(model, adapter, options = {}) {
     peft_type: 'LORA',
     r,
     rank_pattern: rankPattern,
-    revision: null,
+    revision,
     target_modules: cover.targets,
     task_type: 'CAUSAL_LM',
     use_dora: false,
