@@ -266,6 +266,39 @@ async function streamSafetensors(model, src, seen, signal) {
   if (carry.byteLength) throw new FormatError(`${src.name}: a tensor ends in the middle of an element`);
 }
 
+const HUB_HOSTS = ['huggingface.co', 'hf.co'];
+
+/**
+ * Where a model came from, as PEFT's base_model_name_or_path and revision record it, so adapter files name a base
+ * anyone can fetch: the Hub id and revision of a Hugging Face URL (…/<org>/<name>/resolve/<revision>/…) or of a
+ * folder in the Hugging Face cache (models--<org>--<name>/snapshots/<commit>), any other URL as it is (without
+ * credentials, query or fragment), else a config.json's _name_or_path when it is a Hub id. Never a local path:
+ * null when nothing better is known.
+ * @param {unknown} source what load() was given
+ * @param {string | null} nameOrPath config.json's _name_or_path, if any
+ * @returns {{ id: string | null, revision: string | null }}
+ */
+export function modelOrigin(source, nameOrPath) {
+  const hubId = (/** @type {unknown} */ s) => typeof s === 'string' && /^[\w.-]+(\/[\w.-]+)?$/.test(s) && !/^\.+$/.test(s.split('/')[0]) ? s : null;
+  if (source instanceof URL || isUrlString(source)) {
+    const url = new URL(String(source));
+    if (/^https?:$/.test(url.protocol)) {
+      const hub = HUB_HOSTS.includes(url.hostname) ? /^\/([^/]+)\/([^/]+)\/(?:resolve|blob)\/([^/]+)\//.exec(url.pathname) : null;
+      if (hub) return { id: `${decodeURIComponent(hub[1])}/${decodeURIComponent(hub[2])}`, revision: decodeURIComponent(hub[3]) };
+      url.username = '';
+      url.password = '';
+      url.search = '';
+      url.hash = '';
+      return { id: url.href, revision: null };
+    }
+  }
+  if (typeof source === 'string') {
+    const cached = /(?:^|[\\/])models--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/]([0-9a-f]{40})(?:[\\/]|$)/.exec(source);
+    if (cached) return { id: `${cached[1]}/${cached[2]}`, revision: cached[3] };
+  }
+  return { id: hubId(nameOrPath), revision: null };
+}
+
 /**
  * Load a model and its tokenizer.
  * @param {import('./core.js').Core} core
@@ -273,13 +306,15 @@ async function streamSafetensors(model, src, seen, signal) {
  * @param {{ signal?: AbortSignal, onProgress?: (e: object) => void, tokenizer?: any, name?: string,
  *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
  *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number }} [options]
- * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string, kind: string }>}
+ * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
+ *   kind: string, origin: { id: string | null, revision: string | null } }>}
  */
 export async function loadModel(core, source, options = {}) {
   const { signal } = options;
   throwIfAborted(signal);
   const { kind, name, files } = await gatherFiles(source, options);
   let model = null;
+  let nameOrPath = null;
   try {
     if (kind === 'llama2c') {
       const weights = [...files.keys()].find((n) => /\.bin$/i.test(n) && !/^tok.*\.bin$|^tokenizer\.bin$/i.test(n));
@@ -295,7 +330,9 @@ export async function loadModel(core, source, options = {}) {
     } else {
       const cfgSrc = files.get('config.json');
       if (!cfgSrc) throw new ModelSourceError(`${name}: config.json is missing (a safetensors model needs its Hugging Face config)`);
-      const cfg = core.configFromHF(await cfgSrc.text());
+      const cfgText = await cfgSrc.text();
+      const cfg = core.configFromHF(cfgText);
+      nameOrPath = JSON.parse(cfgText)._name_or_path ?? null;
       model = core.createModel(cfg);
       const seen = new Uint8Array(model.tensors().length);
       let { indexName, shards } = shardNames(files);
@@ -312,7 +349,7 @@ export async function loadModel(core, source, options = {}) {
     }
     model.checkFinite();
     const tokenizer = await loadModelTokenizer(files, options.tokenizer, model, signal);
-    return { model, tokenizer, name, kind };
+    return { model, tokenizer, name, kind, origin: modelOrigin(source, nameOrPath) };
   } catch (err) {
     model?.free();
     throw err;
@@ -337,14 +374,43 @@ async function singleFile(source, what, signal) {
   throw new ModelSourceError(`${what} must be a URL, a path, a File or bytes`);
 }
 
+/**
+ * The tokenizer_config.json next to a tokenizer given by URL or path (it names BOS and EOS), or null. The model's
+ * own tokenizer_config.json belongs to the model's tokenizer, so it never stands in for this one.
+ */
+async function configBeside(override, signal) {
+  if (override instanceof URL || isUrlString(override)) {
+    try {
+      return remoteSource(await RemoteFile.open(new URL('tokenizer_config.json', String(override)).href, { signal }));
+    } catch (err) {
+      if (err instanceof NotFoundError) return null;
+      throw err;
+    }
+  }
+  if (typeof override === 'string' && isNode) {
+    const pathMod = await import('node:path');
+    return pathSource(pathMod.join(pathMod.dirname(override), 'tokenizer_config.json'), signal).catch(() => null);
+  }
+  return null;
+}
+
 /** The tokenizer given in options, or the one among the model's files; checked against the model's vocabulary. */
 async function loadModelTokenizer(files, override, model, signal) {
   let tok = null;
   if (override) {
     if (typeof override.encode === 'function') tok = override;
     else {
-      const f = await singleFile(override, 'tokenizer', signal);
-      tok = await tokenizerFrom(f.name, f, files.get('tokenizer_config.json'));
+      let where = override;
+      if (typeof override === 'string' && isNode && !isUrlString(override)) {
+        // A folder stands for the tokenizer file inside it.
+        const { stat } = await import('node:fs/promises');
+        if ((await stat(override).catch(() => null))?.isDirectory()) {
+          const pathMod = await import('node:path');
+          where = pathMod.join(override, 'tokenizer.json');
+        }
+      }
+      const f = await singleFile(where, 'tokenizer', signal);
+      tok = await tokenizerFrom(f.name, f, /\.json$/i.test(f.name) ? await configBeside(where, signal) : undefined);
     }
   } else if (files.has('tokenizer.json')) {
     tok = await tokenizerFrom('tokenizer.json', files.get('tokenizer.json'), files.get('tokenizer_config.json'));
