@@ -48,6 +48,7 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
  * @property {Map<number, number>} ropeHeads slots whose output rows are in llama2.c's interleaved RoPE order
  *   (q_proj, k_proj of a llama2.c model) -> number of heads; empty otherwise
  * @property {number} headDim
+ * @property {number} dim hidden size
  */
 
 /** @type {WeakMap<object, ModuleTable>} */
@@ -79,7 +80,7 @@ function moduleTable(model) {
     }
   }
   const table = { L, S, arch: model.arch, container: head[head.length - 2], conv1d: slots.some((s) => s.conv1d), modules,
-    byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads, headDim: c.headDim };
+    byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads, headDim: c.headDim, dim: c.dim };
   tables.set(model, table);
   return table;
 }
@@ -695,6 +696,44 @@ function readConfigJson(data) {
 const LORA_KEY = /^base_model\.model\.(.+)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
 
 /**
+ * Every width in which a file's LoRA factors disagree with the model's modules: inputs (lora_A's columns) and
+ * outputs (lora_B's rows) per block module, for modules in any layer (a deeper model's blocks are compared with
+ * this model's block of the same kind), and the hidden size they imply.
+ * @param {ModuleTable} table
+ * @param {Map<string, { shape: number[] }>} tensors
+ * @returns {{ first: { key: string, expected: number[], found: number[] } | null, text: string }}
+ */
+function widthMismatches(table, tensors) {
+  const blockPrefix = table.modules[0].path.slice(0, -(`0.${table.modules[0].slotName}`.length));
+  const bySlot = new Map(table.modules.slice(0, table.S).map((m) => [m.slotName, m]));
+  /** @type {Map<string, { file: number[], model: number[] }>} slot -> [in, out] widths */
+  const seen = new Map();
+  let first = null;
+  let hidden = null;
+  for (const [key, t] of tensors) {
+    const k = LORA_KEY.exec(key);
+    if (!k || t.shape.length !== 2 || !k[1].startsWith(blockPrefix)) continue;
+    const slotName = k[1].slice(blockPrefix.length).replace(/^\d+\./, '');
+    const m = bySlot.get(slotName);
+    if (!m) continue;
+    const isA = k[2] === 'lora_A';
+    const found = isA ? t.shape[1] : t.shape[0];
+    const want = isA ? m.inFeatures : m.outFeatures;
+    const entry = seen.get(slotName) ?? { file: [m.inFeatures, m.outFeatures], model: [m.inFeatures, m.outFeatures] };
+    entry.file[isA ? 0 : 1] = found;
+    seen.set(slotName, entry);
+    if (found !== want) {
+      first ??= { key, expected: isA ? [t.shape[0], want] : [want, t.shape[1]], found: [...t.shape] };
+      if (want === table.dim) hidden ??= found;
+    }
+  }
+  const parts = [...seen].filter(([, e]) => e.file[0] !== e.model[0] || e.file[1] !== e.model[1])
+    .map(([slot, e]) => `${slot} ${e.file[0]} -> ${e.file[1]} in the adapter, ${e.model[0]} -> ${e.model[1]} here`);
+  if (!parts.length) return { first: null, text: '' };
+  return { first, text: `${hidden !== null ? `hidden size ${hidden} vs ${table.dim}; ` : ''}module widths (inputs -> outputs) differ: ${parts.join('; ')}` };
+}
+
+/**
  * Load a PEFT LoRA adapter for `model`: an Adapter attached nowhere, with A and B from the file and each module's
  * scale from r / lora_alpha / rank_pattern / alpha_pattern / use_rslora. Everything the file holds must be used;
  * what cannot be (other PEFT methods, DoRA, saved classifier heads...) is an error naming it. Files hold Hugging Face
@@ -774,13 +813,23 @@ export function peftToAdapter(core, model, files, options = {}) {
     // Say why: a block beyond this model's depth, or names from another architecture / outside the blocks.
     const blockPrefix = table.modules[0].path.slice(0, -(`0.${table.modules[0].slotName}`.length));
     const deeper = paths.some((p) => p.startsWith(blockPrefix) && table.byPath.has(`${blockPrefix}0${p.slice(blockPrefix.length).replace(/^\d+/, '')}`));
-    const hint = found.size === 0
+    const layers = 1 + Math.max(...[...unmapped, ...[...found.keys()].map((i) => table.modules[i].path)]
+      .map((p) => (p.startsWith(blockPrefix) ? Number.parseInt(p.slice(blockPrefix.length), 10) : -1)));
+    const widths = widthMismatches(table, st.tensors);
+    const hint = found.size === 0 && !deeper
       ? `it was made for another model architecture (this ${table.arch} model's LoRA-capable modules are like ${table.modules[0].path})`
       : deeper
-        ? `this ${table.arch} model has ${table.L} layers; the adapter was made for a deeper model`
+        ? `the adapter was made for a model with ${layers} layers; this ${table.arch} model has ${table.L} layers${widths.text ? `; and for another width: ${widths.text}` : ''}`
         : `LoRA here applies to the linear layers inside the blocks (${table.modules.slice(0, table.S).map((m) => m.slotName).join(', ')})`;
     throw new AdapterModelMismatchError(`${WEIGHTS_FILE} has LoRA weights for modules this model does not have: ${listSome(paths)}; ${hint}`,
       { details: { modules: paths } });
+  }
+  // Same depth, other widths: name every mismatching width at once, not only the first tensor's.
+  const widths = widthMismatches(table, st.tensors);
+  if (widths.first) {
+    const { key, expected, found: shape } = widths.first;
+    throw new AdapterShapeError(`${key} has shape [${shape.join(', ')}] but [${expected.join(', ')}] is expected: the adapter was made for a model of another width (${widths.text})`,
+      { details: { key, expected, found: shape } });
   }
   if (found.size === 0) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds no LoRA weights`);
 
