@@ -387,8 +387,10 @@ export class LocalEngine {
   /**
    * Generate text after a prompt.
    * @param {string} prompt
-   * @param {{ adapter?: any, maxTokens?: number, temperature?: number, topK?: number, topP?: number, seed?: number,
-   *   stop?: string[], addBos?: boolean, onToken?: (t: { id: number, text: string }) => void, signal?: AbortSignal }} [opts]
+   * @param {{ adapter?: any, maxTokens?: number, minTokens?: number, ignoreEos?: boolean, temperature?: number,
+   *   topK?: number, topP?: number, seed?: number, stop?: string[], addBos?: boolean,
+   *   onToken?: (t: { id: number, text: string }) => void, signal?: AbortSignal }} [opts] minTokens: EOS cannot be
+   *   chosen before this many tokens; ignoreEos: never (benchmarks, long samples), as llama.cpp's --ignore-eos
    */
   async generate(prompt, opts = {}) {
     const tok = this.requireTokenizer();
@@ -396,6 +398,10 @@ export class LocalEngine {
     const samp = samplingOptions(opts);
     const maxTokens = opts.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new EngineError(`maxTokens must be a non-negative integer, got ${maxTokens}`, { code: 'INVALID_ARGUMENT' });
+    const minTokens = opts.minTokens ?? 0;
+    if (!Number.isInteger(minTokens) || minTokens < 0) throw new EngineError(`minTokens must be a non-negative integer, got ${minTokens}`, { code: 'INVALID_ARGUMENT' });
+    const ignoreEos = opts.ignoreEos ?? false;
+    if (typeof ignoreEos !== 'boolean') throw new EngineError(`ignoreEos must be true or false, got ${JSON.stringify(ignoreEos)}`, { code: 'INVALID_ARGUMENT' });
     const stops = (opts.stop ?? []).filter((s) => typeof s === 'string' && s.length > 0);
     const model = this.model;
     const cfg = model.config;
@@ -429,7 +435,9 @@ export class LocalEngine {
     for (let i = 0; i < maxTokens; i++) {
       throwIfAborted(opts.signal);
       // Ids past the tokenizer's vocabulary (padding rows of the embedding) are never produced.
-      const next = sampleToken(model.logits().subarray(0, tok.vocabSize), samp, rng);
+      const logits = model.logits().subarray(0, tok.vocabSize);
+      if (tok.eosId !== null && (ignoreEos || out.length < minTokens)) logits[tok.eosId] = -Infinity;
+      const next = sampleToken(logits, samp, rng);
       if (next === tok.eosId) {
         finishReason = 'eos';
         break;
