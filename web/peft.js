@@ -42,6 +42,7 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
  * @property {number} S
  * @property {string} arch
  * @property {string} container the name of the block list in paths ("layers", "h")
+ * @property {string} blockPrefix what every block module path starts with before its layer index ("model.layers.")
  * @property {boolean} conv1d whether the modules are GPT-2 Conv1D (PEFT fan_in_fan_out)
  * @property {ModuleEntry[]} modules layer-major, slot-minor
  * @property {Map<string, ModuleEntry>} byPath
@@ -79,8 +80,9 @@ function moduleTable(model) {
       if (s.shortName === 'k_proj') ropeHeads.set(s.slot, c.nKvHeads);
     }
   }
-  const table = { L, S, arch: model.arch, container: head[head.length - 2], conv1d: slots.some((s) => s.conv1d), modules,
-    byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads, headDim: c.headDim, dim: c.dim };
+  const table = { L, S, arch: model.arch, container: head[head.length - 2], blockPrefix: `${head.slice(0, -1).join('.')}.`,
+    conv1d: slots.some((s) => s.conv1d), modules, byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads,
+    headDim: c.headDim, dim: c.dim };
   tables.set(model, table);
   return table;
 }
@@ -704,7 +706,7 @@ const LORA_KEY = /^base_model\.model\.(.+)\.(lora_A|lora_B)(?:\.([^.]+))?\.weigh
  * @returns {{ first: { key: string, expected: number[], found: number[] } | null, text: string }}
  */
 function widthMismatches(table, tensors) {
-  const blockPrefix = table.modules[0].path.slice(0, -(`0.${table.modules[0].slotName}`.length));
+  const { blockPrefix } = table;
   const bySlot = new Map(table.modules.slice(0, table.S).map((m) => [m.slotName, m]));
   /** @type {Map<string, { file: number[], model: number[] }>} slot -> [in, out] widths */
   const seen = new Map();
@@ -811,7 +813,7 @@ export function peftToAdapter(core, model, files, options = {}) {
   if (unmapped.size) {
     const paths = [...unmapped].sort();
     // Say why: a block beyond this model's depth, or names from another architecture / outside the blocks.
-    const blockPrefix = table.modules[0].path.slice(0, -(`0.${table.modules[0].slotName}`.length));
+    const { blockPrefix } = table;
     const deeper = paths.some((p) => p.startsWith(blockPrefix) && table.byPath.has(`${blockPrefix}0${p.slice(blockPrefix.length).replace(/^\d+/, '')}`));
     const layers = 1 + Math.max(...[...unmapped, ...[...found.keys()].map((i) => table.modules[i].path)]
       .map((p) => (p.startsWith(blockPrefix) ? Number.parseInt(p.slice(blockPrefix.length), 10) : -1)));
