@@ -327,6 +327,9 @@ function preTokenizerName(pre) {
  */
 function tokenizerKVs(tokenizer, vocabSize) {
   const src = tokenizer.source;
+  if (src?.kind !== 'hf' && src?.kind !== 'llama2c') {
+    throw new UnsupportedError('this tokenizer cannot be written to GGUF: load the model with its tokenizer.json or llama2.c tokenizer.bin');
+  }
   /** @type {(string | Uint8Array)[]} */
   const tokens = new Array(vocabSize);
   const types = new Int32Array(vocabSize).fill(TOKEN.UNUSED);

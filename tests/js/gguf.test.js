@@ -432,6 +432,11 @@ describe('whole models as llama.cpp GGUF', () => {
       const h = engine.createAdapter({ rank: 2 });
       expect(() => engine.exportAdapter(h.id, { format: 'gguf', dtype: 'q8_0' })).toThrow(/f32 or f16/);
       expect(() => engine.exportAdapter(h.id, { format: 'onnx' })).toThrow(/"peft" or "gguf"/);
+      // A tokenizer given as an object of functions has no vocabulary to write.
+      engine.tokenizer = { encode: () => [], decode: () => '', vocabSize: 32000, bosId: 1, eosId: 2, addsBos: true };
+      expect(() => engine.exportModel({ format: 'gguf' })).toThrow(/tokenizer cannot be written to GGUF/);
+      engine.tokenizer = null;
+      expect(() => engine.exportModel({ format: 'gguf' })).toThrow(/needs the tokenizer/);
     } finally {
       await engine.dispose();
     }
