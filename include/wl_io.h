@@ -55,6 +55,9 @@ size_t wl_dtype_size(int dtype);          /* bytes per element, 0 for an unknown
 const char *wl_dtype_name(int dtype);     /* "F32", ... as in safetensors */
 /* Convert n values of a floating dtype (F32, F16, BF16, F64) to f32. Other dtypes: WL_STATUS_UNSUPPORTED. */
 wl_status wl_convert_to_f32(float *dst, const void *src, int dtype, size_t n);
+/* Convert n f32 values to F32, F16 or BF16 (little-endian, round-to-nearest-even; what writers of half-precision
+ * files store). Other dtypes: WL_STATUS_UNSUPPORTED. */
+wl_status wl_convert_from_f32(void *dst, const float *src, int dtype, size_t n);
 
 /* ---- safetensors ---- */
 

@@ -9,29 +9,39 @@ import { parseArgs } from 'node:util';
 
 import { WebLoRA } from './client.js';
 import { Core } from './core.js';
-import { OutputFolder } from './output.js';
+import { OutputFile, OutputFolder } from './output.js';
 import { DEFAULT_EVAL_TOKENS } from './train.js';
 import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE } from './gguf.js';
 
 const USAGE = `usage: weblora <command> [options]
 
 commands:
-  generate --model M [--tokenizer T] [--adapter DIR[:W]]... --prompt P [--max-tokens N] [--temperature X]
-           [--top-k K] [--top-p P] [--seed S] [--stop STR]... [--json]
+  generate --model M [--tokenizer T] [--adapter DIR[:W]]... --prompt P [--max-tokens N] [--min-tokens N]
+           [--ignore-eos] [--temperature X] [--top-k K] [--top-p P] [--seed S] [--stop STR]... [--json]
   train    --model M [--tokenizer T] --data FILE... [--adapter-init DIR] [--rank R] [--alpha A]
-           [--targets q_proj,v_proj] [--init default|gaussian] [--rslora] [--dropout P] [--optimizer adamw|sgd]
+           [--targets TARGETS] [--layers 0,1] [--rank-pattern KEY=R]... [--alpha-pattern KEY=A]...
+           [--init default|gaussian] [--rslora] [--dropout P] [--optimizer adamw|sgd]
            [--lr X] [--steps N | --epochs E] [--batch B] [--seq T] [--grad-accum N] [--clip X] [--weight-decay X]
            [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--eval-tokens N]
-           [--seed S] [--full]
-           --out DIR [--json]
+           [--seed S] [--full] [--base-model ID [--revision REV]] --out DIR [--json]
   eval     --model M [--tokenizer T] [--adapter DIR]... --data FILE... [--seq T] [--json]
-  merge    --model M --adapter DIR[:W]... --out DIR [--json]            (a merged model in Hugging Face layout)
+  merge    --model M --adapter DIR[:W]... [--format hf|gguf [--dtype f16|f32]] --out DIR|FILE.gguf [--json]
+           (the merged model: a Hugging Face folder, or one GGUF file llama.cpp runs)
+  export   --model M [--tokenizer T] [--adapter DIR] --format gguf|peft [--dtype f16|f32] [--portable]
+           [--base-model ID [--revision REV]] --out FILE.gguf|DIR [--json]
+           (gguf with --adapter: the LoRA file for llama.cpp's --lora; without: the model as GGUF; peft: the
+           adapter's PEFT files, --portable folding rsLoRA and rank/alpha patterns into lora_B under one lora_alpha)
   resize   --adapter DIR (--rank R | --energy F) [--rank R --energy F] --out DIR [--json]
-  extract  --base M --tuned M2 --rank R [--targets q_proj,v_proj] [--energy F] --out DIR [--json]
+  extract  --base M --tuned M2 --rank R [--targets TARGETS] [--energy F] --out DIR [--json]
   combine  --adapter DIR:W ... --type linear|cat|svd [--rank R] --out DIR [--json]
 
+TARGETS, as PEFT's target_modules: module names separated by commas (q_proj,v_proj or self_attn.q_proj),
+all-linear, or a regular expression matched against whole module paths (e.g. '.*\\.(q|v)_proj').
 Every command that loads a model takes --sha256 FILE=HEX (repeatable): the model file FILE (e.g. model.safetensors)
 must have that SHA-256, checked over every byte as it loads.
+--base-model names the model (a Hub id or URL) over what its source or config.json says: adapter files record it as
+their base, and the base an imported adapter names is compared with it.
 Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line); they are tokenized as
 they stream, of any size. The held-out split is evaluated on at most --eval-tokens tokens (default 16384).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
@@ -46,7 +56,10 @@ const OPTIONS = {
   optimizer: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, epochs: { type: 'string' },
   batch: { type: 'string' }, seq: { type: 'string' }, 'grad-accum': { type: 'string' }, clip: { type: 'string' },
   'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
-  'eval-every': { type: 'string' }, 'eval-tokens': { type: 'string' },
+  'eval-every': { type: 'string' }, 'eval-tokens': { type: 'string' }, 'min-tokens': { type: 'string' }, 'ignore-eos': { type: 'boolean' },
+  layers: { type: 'string' }, 'rank-pattern': { type: 'string', multiple: true }, 'alpha-pattern': { type: 'string', multiple: true },
+  format: { type: 'string' }, dtype: { type: 'string' }, portable: { type: 'boolean' }, 'base-model': { type: 'string' },
+  revision: { type: 'string' },
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
   type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   sha256: { type: 'string', multiple: true },
@@ -67,6 +80,43 @@ function num(opts, name, { integer = false, min = -Infinity } = {}) {
 function need(opts, name) {
   if (opts[name] === undefined) throw new UsageError(`--${name} is required`);
   return opts[name];
+}
+
+/**
+ * PEFT target_modules from --targets: names separated by commas (a list), all-linear, or anything else as a regular
+ * expression that must match whole module paths (PEFT's string form). Module names never hold regex syntax, so
+ * the two cannot be confused.
+ */
+function targetsFrom(opts) {
+  const raw = opts.targets?.trim();
+  if (raw === undefined) return undefined;
+  if (raw === '') throw new UsageError('--targets is empty');
+  if (raw.toLowerCase() === 'all-linear') return 'all-linear';
+  if (/^[\w.-]+(\s*,\s*[\w.-]+)*$/.test(raw)) return raw.split(',').map((x) => x.trim());
+  return raw;
+}
+
+/** --layers 0,1,5 as PEFT's layers_to_transform. */
+function layersFrom(opts) {
+  if (opts.layers === undefined) return undefined;
+  const list = opts.layers.split(',').map((x) => x.trim());
+  if (!list.every((x) => /^\d+$/.test(x))) throw new UsageError(`--layers takes layer indices separated by commas, got "${opts.layers}"`);
+  return list.map(Number);
+}
+
+/** Repeated --rank-pattern / --alpha-pattern KEY=VALUE as PEFT's pattern object (keys are regexes, order kept). */
+function patternFrom(opts, name) {
+  if (!opts[name]) return undefined;
+  const pattern = {};
+  for (const item of opts[name]) {
+    const at = item.lastIndexOf('=');
+    const value = Number(item.slice(at + 1));
+    if (at <= 0 || item.slice(at + 1).trim() === '' || !Number.isFinite(value)) {
+      throw new UsageError(`--${name} takes KEY=NUMBER (e.g. v_proj=16 or layers\\.0\\..*=4), got "${item}"`);
+    }
+    pattern[item.slice(0, at)] = value;
+  }
+  return pattern;
 }
 
 /** Local path or URL of the model; a path is resolved against the working directory. */
@@ -95,9 +145,9 @@ async function readAdapterDir(dir) {
  * Loads an adapter folder read by readAdapterDir onto the engine; when the base model it names is not the loaded
  * one, a warning line goes to stderr (and the command goes on: the shapes fit).
  */
-function importAdapterDir(engine, a, command) {
+function importAdapterDir(engine, a, command, name = a.folder) {
   return engine.importAdapter(a.files, {
-    name: a.folder,
+    name,
     onWarning: (w) => {
       if (w.level === 'warning') process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}weblora ${command}: warning: ${a.folder}: ${w.message}\n`);
     },
@@ -143,21 +193,23 @@ function tokenizeProgress(json) {
   };
 }
 
-/** Output folders prepared but not committed yet: discarded when the command fails. */
+/** Outputs prepared but not committed yet: discarded when the command fails. */
 const pendingOutputs = new Set();
 
 /**
  * Checks the output location before any long work (replaceable, writable, room when known) and reserves its
- * temporary folder. Outputs are crash-safe: see output.js.
- * @returns {Promise<OutputFolder>}
+ * temporary sibling. Outputs are crash-safe: see output.js.
+ * @param {string} out @param {boolean} force
+ * @param {{ file?: boolean, bytesNeeded?: number }} [options] file: the output is one file (GGUF), not a folder
+ * @returns {Promise<OutputFolder | OutputFile>}
  */
-async function prepareOutput(dir, force, bytesNeeded = 0) {
-  const output = await OutputFolder.prepare(dir, { force, bytesNeeded });
+async function prepareOutput(out, force, { file = false, bytesNeeded = 0 } = {}) {
+  const output = await (file ? OutputFile : OutputFolder).prepare(out, { force, bytesNeeded });
   pendingOutputs.add(output);
   return output;
 }
 
-/** Writes the files and swaps them into place. */
+/** Writes the files (a folder's { name: data }, or one file's bytes) and moves them into place. */
 async function writeOutput(output, files) {
   await output.commit(files);
   pendingOutputs.delete(output);
@@ -210,9 +262,10 @@ async function loadEngine(opts, json) {
   const sha256 = sha256Pins(opts);
   const tty = process.stderr.isTTY && !json;
   const seen = new Set();
+  if (opts.revision !== undefined && opts['base-model'] === undefined) throw new UsageError('--revision goes with --base-model');
   return WebLoRA.load(modelSource(model), {
     tokenizer: opts.tokenizer ? modelSource(opts.tokenizer) : undefined,
-    sha256,
+    sha256, baseModel: opts['base-model'], revision: opts.revision,
     onProgress: (e) => {
       if (tty && e.status === 'progress' && e.total) {
         process.stderr.write(`\rdownloading ${e.file}: ${(e.loaded / 1e6).toFixed(1)} / ${(e.total / 1e6).toFixed(1)} MB\x1b[K`);
@@ -242,6 +295,7 @@ async function cmdGenerate(opts) {
     if (streaming) process.stdout.write(prompt);
     const out = await engine.generate(prompt, {
       adapter: adapters.length ? sel : undefined, maxTokens: num(opts, 'max-tokens', { integer: true, min: 0 }) ?? 128,
+      minTokens: num(opts, 'min-tokens', { integer: true, min: 0 }), ignoreEos: !!opts['ignore-eos'],
       temperature: num(opts, 'temperature', { min: 0 }), topK: num(opts, 'top-k', { integer: true, min: 0 }),
       topP: num(opts, 'top-p'), seed: num(opts, 'seed', { integer: true }), stop: opts.stop,
       onToken: streaming ? (t) => process.stdout.write(t.text) : undefined,
@@ -286,8 +340,8 @@ async function cmdTrain(opts, positionals) {
     else if (!opts.full) {
       adapter = await engine.createAdapter({
         rank: num(opts, 'rank', { integer: true, min: 1 }), alpha: num(opts, 'alpha'),
-        targets: opts.targets ? opts.targets.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
-        init: opts.init, useRslora: !!opts.rslora, seed: tOpts.seed, dropout: tOpts.dropout,
+        targets: targetsFrom(opts), layers: layersFrom(opts), rankPattern: patternFrom(opts, 'rank-pattern'),
+        alphaPattern: patternFrom(opts, 'alpha-pattern'), init: opts.init, useRslora: !!opts.rslora, seed: tOpts.seed, dropout: tOpts.dropout,
       });
     }
     // f32 weights plus headers and config; a full run writes the whole model.
@@ -357,21 +411,64 @@ async function cmdMerge(opts) {
   const json = !!opts.json;
   const out = need(opts, 'out');
   if (!opts.adapter?.length) throw new UsageError('--adapter is required');
+  const format = opts.format ?? 'hf';
+  if (format !== 'hf' && format !== 'gguf') throw new UsageError(`--format must be hf or gguf, got "${format}"`);
+  if (opts.dtype !== undefined && format !== 'gguf') throw new UsageError('--dtype applies to --format gguf');
   const adapters = await Promise.all(opts.adapter.map(readAdapterDir));
-  const output = await prepareOutput(out, !!opts.force);
+  const output = await prepareOutput(out, !!opts.force, { file: format === 'gguf' });
   const engine = await loadEngine(opts, json);
   try {
+    // f32 weights (f16 GGUF: half of that) plus headers, config and tokenizer.
     await output.checkRoom(4 * engine.info.parameters + (1 << 16));
     const merged = [];
     for (const a of adapters) {
       const h = await importAdapterDir(engine, a, 'merge');
       merged.push(await engine.merge(h, a.weight));
     }
-    const files = await engine.exportModel();
-    for (const name of await tokenizerFilesOf(opts)) files[path.basename(name)] = { copyFrom: name };
-    await writeOutput(output, files);
-    emit(json, { out: path.resolve(out), adapters: adapters.map((a) => ({ folder: a.folder, weight: a.weight })), parameters: engine.info.parameters },
-      `merged ${adapters.length} adapter${adapters.length > 1 ? 's' : ''} into ${opts.model}\nsaved a Hugging Face model to ${out}\n`);
+    if (format === 'gguf') {
+      await writeOutput(output, (await engine.exportModel({ format, dtype: opts.dtype }))[GGUF_MODEL_FILE]);
+    } else {
+      const files = await engine.exportModel();
+      for (const name of await tokenizerFilesOf(opts)) files[path.basename(name)] = { copyFrom: name };
+      await writeOutput(output, files);
+    }
+    emit(json, { out: path.resolve(out), format, adapters: adapters.map((a) => ({ folder: a.folder, weight: a.weight })), parameters: engine.info.parameters },
+      `merged ${adapters.length} adapter${adapters.length > 1 ? 's' : ''} into ${opts.model}\nsaved ${format === 'gguf' ? 'a GGUF model' : 'a Hugging Face model'} to ${out}\n`);
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function cmdExport(opts) {
+  const json = !!opts.json;
+  const out = need(opts, 'out');
+  const format = need(opts, 'format');
+  if (format !== 'gguf' && format !== 'peft') throw new UsageError(`--format must be gguf or peft, got "${format}"`);
+  if ((opts.adapter?.length ?? 0) > 1) throw new UsageError('export takes one --adapter DIR');
+  if (format === 'peft' && !opts.adapter) throw new UsageError('--format peft writes an adapter: give --adapter DIR');
+  if (opts.portable && format !== 'peft') throw new UsageError('--portable applies to --format peft (a GGUF adapter always has one alpha)');
+  if (opts.dtype !== undefined && format !== 'gguf') throw new UsageError('--dtype applies to --format gguf');
+  const a = opts.adapter ? await readAdapterDir(opts.adapter[0]) : null;
+  if (a && a.weight !== 1) throw new UsageError('export writes an adapter as it is: no :W weight');
+  // Fail on an unusable output before loading the model.
+  const output = await prepareOutput(out, !!opts.force, { file: format === 'gguf' });
+  const engine = await loadEngine(opts, json);
+  try {
+    let what;
+    if (a) {
+      // The folder's name (not its path) becomes the GGUF file's general.name.
+      const h = await importAdapterDir(engine, a, 'export', path.basename(path.resolve(a.folder)));
+      // f32 tensors at most, plus headers (and for a model, the tokenizer).
+      await output.checkRoom(4 * h.parameters + (1 << 16));
+      const { files } = await engine.exportAdapter(h, { format, dtype: opts.dtype, portable: !!opts.portable });
+      await writeOutput(output, format === 'gguf' ? files[GGUF_ADAPTER_FILE] : files);
+      what = format === 'gguf' ? 'a GGUF LoRA adapter (llama.cpp --lora)' : `${opts.portable ? 'portable ' : ''}PEFT adapter files`;
+    } else {
+      await output.checkRoom(4 * engine.info.parameters + (1 << 16));
+      await writeOutput(output, (await engine.exportModel({ format: 'gguf', dtype: opts.dtype }))[GGUF_MODEL_FILE]);
+      what = 'a GGUF model (llama.cpp -m)';
+    }
+    emit(json, { out: path.resolve(out), format, adapter: a ? a.folder : null }, `saved ${what} to ${out}\n`);
   } finally {
     await engine.dispose();
   }
@@ -425,7 +522,7 @@ async function cmdExtract(opts) {
   const output = await prepareOutput(out, !!opts.force);
   const engine = await loadEngine({ ...opts, model: base }, json);
   try {
-    const targets = opts.targets ? opts.targets.split(',').map((x) => x.trim()).filter(Boolean) : undefined;
+    const targets = targetsFrom(opts);
     const r = await engine.extract(modelSource(tuned), { rank, targets, energy: num(opts, 'energy', { min: 0 }) ?? 0 });
     const files = (await engine.exportAdapter(r.adapter)).files;
     await writeOutput(output, files);
@@ -441,7 +538,8 @@ export async function main(argv = process.argv.slice(2)) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const commands = { generate: cmdGenerate, train: cmdTrain, eval: cmdEval, merge: cmdMerge, resize: cmdResize, extract: cmdExtract, combine: cmdCombine };
+  const commands = { generate: cmdGenerate, train: cmdTrain, eval: cmdEval, merge: cmdMerge, export: cmdExport, resize: cmdResize,
+    extract: cmdExtract, combine: cmdCombine };
   const fn = commands[command];
   try {
     if (!fn) throw new UsageError(`unknown command "${command}" (commands: ${Object.keys(commands).join(', ')})`);

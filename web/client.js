@@ -231,12 +231,15 @@ export class Engine {
   }
 
   /**
-   * PEFT files { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } of a loaded adapter.
-   * An adapter whose last training run diverged is refused unless options.allowDiverged (as is adapters.save).
-   * @param {any} adapter @param {{ allowDiverged?: boolean }} [options]
+   * Files of a loaded adapter: PEFT { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } (with
+   * { portable: true }, every module's scale folded into lora_B under one plain lora_alpha), or with
+   * { format: 'gguf', dtype: 'f16'|'f32' } { files: { 'adapter.gguf' } } for llama.cpp's --lora. An adapter whose
+   * last training run diverged is refused in every format unless options.allowDiverged (as is adapters.save).
+   * @param {any} adapter
+   * @param {{ format?: 'peft'|'gguf', portable?: boolean, dtype?: 'f16'|'f32', allowDiverged?: boolean }} [options]
    */
   exportAdapter(adapter, options = {}) {
-    return this.channel.call('exportAdapter', [adapterId(adapter), { allowDiverged: !!options.allowDiverged }]);
+    return this.channel.call('exportAdapter', [adapterId(adapter), options]);
   }
 
   /**
@@ -285,9 +288,12 @@ export class Engine {
     return this.channel.call('lowRankApprox', [matrix.slice(), m, n, options]);
   }
 
-  /** The base model's current weights as Hugging Face files. */
-  exportModel() {
-    return this.channel.call('exportModel', []);
+  /**
+   * The base model's current weights (merged adapters included) as Hugging Face files, or with
+   * { format: 'gguf', dtype: 'f16'|'f32' } as { 'model.gguf' } with the tokenizer, for llama.cpp.
+   */
+  exportModel(options = {}) {
+    return this.channel.call('exportModel', [options]);
   }
 
   /** Release the worker and its memory. */

@@ -76,6 +76,30 @@ export class Core {
     });
   }
 
+  /**
+   * f32 values as little-endian bytes of F32, F16 or BF16 (round-to-nearest-even), for writers of half-precision
+   * files. Converted in blocks, so a tensor of any size needs little scratch memory.
+   * @param {Float32Array} values @param {'F32'|'F16'|'BF16'} dtype @returns {Uint8Array}
+   */
+  encodeFloats(values, dtype) {
+    const id = DType[dtype];
+    if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new CoreError(`cannot encode floats as ${dtype}: only F32, F16, BF16`, { code: 'INVALID_ARGUMENT' });
+    const esize = this.x.wl_dtype_size(id);
+    const out = new Uint8Array(values.length * esize);
+    const block = Math.min(values.length, 1 << 18);
+    if (block === 0) return out;
+    this.withScratch(block * (4 + esize), (p) => {
+      const dst = p + 4 * block;
+      for (let at = 0; at < values.length; at += block) {
+        const n = Math.min(block, values.length - at);
+        this.wasm.f32.set(values.subarray(at, at + n), p >>> 2);
+        this.check(this.x.wl_convert_from_f32(dst, p, id, n), 'encode floats');
+        out.set(this.wasm.u8.subarray(dst, dst + n * esize), at * esize);
+      }
+    });
+    return out;
+  }
+
   readConfig(ptr) {
     const cfg = {};
     const base = ptr >>> 2;

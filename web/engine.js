@@ -8,7 +8,8 @@ import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './dat
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
 import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
-import { checkAdapterBase, sourceRef } from './identity.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from './gguf.js';
+import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from './identity.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
 import { sha256Hex } from './crypto.js';
@@ -106,7 +107,7 @@ export class LocalEngine {
   /**
    * @param {Core} core
    * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string,
-   *   ref?: import('./identity.js').ModelRef | null }} loaded ref: which model the source says it is
+   *   ref?: import('./identity.js').ModelRef | null }} loaded ref: which model it is (identity.js loadedModelRef)
    * @param {string} fingerprint
    */
   constructor(core, loaded, fingerprint) {
@@ -115,6 +116,7 @@ export class LocalEngine {
     this.tokenizer = loaded.tokenizer;
     this.name = loaded.name;
     this.kind = loaded.kind;
+    /** Which model this is: compared with imported adapters' named base, recorded in exported ones. */
     this.ref = loaded.ref ?? null;
     this.fingerprint = fingerprint;
     /** @type {Map<string, { adapter: Adapter, info: object }>} */
@@ -125,13 +127,25 @@ export class LocalEngine {
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, wasmModule?: WebAssembly.Module,
-   *   wasmSource?: any, tokenizer?: any } & object} [options]
+   *   wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string } & object} [options] baseModel /
+   *   revision: the Hub id or URL (and revision) this model is, over what the source or config.json says; exported
+   *   adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
   static async load(source, options = {}) {
+    for (const key of ['baseModel', 'revision']) {
+      if (options[key] !== undefined && (typeof options[key] !== 'string' || options[key].trim() === '')) {
+        throw new EngineError(`${key} must be a non-empty string`, { code: 'INVALID_ARGUMENT' });
+      }
+    }
+    const base = options.baseModel === undefined ? null : modelRef(options.baseModel);
+    if (base && !base.hubId && !base.url) {
+      throw new EngineError(`baseModel must be a Hub id (org/name) or an http(s) URL, got ${JSON.stringify(options.baseModel)}`, { code: 'INVALID_ARGUMENT' });
+    }
     const core = await Core.create({ module: options.wasmModule, source: options.wasmSource });
     const loaded = await loadModel(core, source, options);
+    const ref = loadedModelRef(source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
     const fingerprint = await fingerprintModel(loaded.model);
-    const engine = new LocalEngine(core, { ...loaded, ref: sourceRef(source) }, fingerprint);
+    const engine = new LocalEngine(core, { ...loaded, ref }, fingerprint);
     options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
     return engine;
   }
@@ -141,7 +155,7 @@ export class LocalEngine {
     const m = this.model;
     const nParams = m.params().length;
     return {
-      name: this.name, kind: this.kind, arch: m.arch, config: { ...m.config }, parameters: nParams,
+      name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
@@ -426,8 +440,10 @@ export class LocalEngine {
   /**
    * Generate text after a prompt.
    * @param {string} prompt
-   * @param {{ adapter?: any, maxTokens?: number, temperature?: number, topK?: number, topP?: number, seed?: number,
-   *   stop?: string[], addBos?: boolean, onToken?: (t: { id: number, text: string }) => void, signal?: AbortSignal }} [opts]
+   * @param {{ adapter?: any, maxTokens?: number, minTokens?: number, ignoreEos?: boolean, temperature?: number,
+   *   topK?: number, topP?: number, seed?: number, stop?: string[], addBos?: boolean,
+   *   onToken?: (t: { id: number, text: string }) => void, signal?: AbortSignal }} [opts] minTokens: EOS cannot be
+   *   chosen before this many tokens; ignoreEos: never (benchmarks, long samples), as llama.cpp's --ignore-eos
    */
   async generate(prompt, opts = {}) {
     const tok = this.requireTokenizer();
@@ -435,6 +451,10 @@ export class LocalEngine {
     const samp = samplingOptions(opts);
     const maxTokens = opts.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new EngineError(`maxTokens must be a non-negative integer, got ${maxTokens}`, { code: 'INVALID_ARGUMENT' });
+    const minTokens = opts.minTokens ?? 0;
+    if (!Number.isInteger(minTokens) || minTokens < 0) throw new EngineError(`minTokens must be a non-negative integer, got ${minTokens}`, { code: 'INVALID_ARGUMENT' });
+    const ignoreEos = opts.ignoreEos ?? false;
+    if (typeof ignoreEos !== 'boolean') throw new EngineError(`ignoreEos must be true or false, got ${JSON.stringify(ignoreEos)}`, { code: 'INVALID_ARGUMENT' });
     const stops = (opts.stop ?? []).filter((s) => typeof s === 'string' && s.length > 0);
     const model = this.model;
     const cfg = model.config;
@@ -475,7 +495,9 @@ export class LocalEngine {
     for (let i = 0; i < maxTokens; i++) {
       throwIfAborted(opts.signal);
       // Ids past the tokenizer's vocabulary (padding rows of the embedding) are never produced.
-      const next = sampleToken(model.logits().subarray(0, tok.vocabSize), samp, rng);
+      const logits = model.logits().subarray(0, tok.vocabSize);
+      if (tok.eosId !== null && (ignoreEos || out.length < minTokens)) logits[tok.eosId] = -Infinity;
+      const next = sampleToken(logits, samp, rng);
       if (next === tok.eosId) {
         finishReason = 'eos';
         break;
@@ -508,21 +530,31 @@ export class LocalEngine {
   }
 
   /**
-   * PEFT files of an adapter. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base. An
-   * adapter whose last training run diverged is refused unless opts.allowDiverged.
+   * An adapter's files. A PiSSA adapter is written as a plain LoRA of rank 2r for the original base. An adapter
+   * whose last training run diverged is refused in every format unless opts.allowDiverged.
+   * - format 'peft' (default): { config, files: { adapter_config.json, adapter_model.safetensors } }; with
+   *   portable: true, rsLoRA and the rank/alpha patterns' scales are folded into lora_B under one plain lora_alpha.
+   * - format 'gguf': { files: { adapter.gguf } }, the LoRA file llama.cpp's --lora loads (dtype 'f16' or 'f32').
    * @param {string} id
-   * @param {{ allowDiverged?: boolean }} [opts]
+   * @param {{ format?: 'peft'|'gguf', portable?: boolean, dtype?: 'f16'|'f32', allowDiverged?: boolean }} [opts]
    */
   exportAdapter(id, opts = {}) {
     const e = this.entry(id);
+    const format = opts.format ?? 'peft';
+    if (format !== 'peft' && format !== 'gguf') throw new EngineError(`format must be "peft" or "gguf", got ${JSON.stringify(format)}`, { code: 'INVALID_ARGUMENT' });
     if (e.info.diverged && !opts.allowDiverged) {
       throw new NumericError(`adapter ${id} is not exported: its last training run diverged (${e.info.diverged}); `
         + 'pass allowDiverged: true to export its last good weights anyway', { code: 'DIVERGED' });
     }
     const plain = e.adapter.isPissa ? e.adapter.pissaToLora() : e.adapter;
     try {
+      if (format === 'gguf') {
+        return { files: { [GGUF_ADAPTER_FILE]: adapterToGguf(this.core, this.model, plain, { dtype: opts.dtype, name: e.info.name }) } };
+      }
+      const base = recordedBase(this.ref);
       return adapterToPeft(this.model, plain, {
-        baseModel: this.name, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
+        baseModel: base.id, revision: base.revision, baseFingerprint: this.fingerprint, dropout: e.info.dropout,
+        portable: opts.portable ?? false,
         extraMetadata: { 'weblora.steps': String(e.info.steps), 'weblora.final_loss': String(e.info.finalLoss ?? '') },
       });
     } finally {
@@ -561,8 +593,16 @@ export class LocalEngine {
     return info;
   }
 
-  /** The base model (with every weight as it is now) as Hugging Face files: config.json and model.safetensors. */
-  exportModel() {
+  /**
+   * The base model with every weight as it is now (merged adapters included): Hugging Face files (config.json and
+   * model.safetensors), or with format 'gguf' one model.gguf with the tokenizer that llama.cpp runs (dtype 'f16'
+   * or 'f32').
+   * @param {{ format?: 'hf'|'gguf', dtype?: 'f16'|'f32', name?: string }} [opts]
+   */
+  exportModel(opts = {}) {
+    const format = opts.format ?? 'hf';
+    if (format === 'gguf') return { [GGUF_MODEL_FILE]: modelToGguf(this.core, this.model, this.tokenizer, { dtype: opts.dtype, name: opts.name ?? recordedBase(this.ref).id }) };
+    if (format !== 'hf') throw new EngineError(`format must be "hf" or "gguf", got ${JSON.stringify(format)}`, { code: 'INVALID_ARGUMENT' });
     return {
       'config.json': JSON.stringify(hfConfig(this.model), null, 2),
       'model.safetensors': modelToSafetensors(this.model),

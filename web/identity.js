@@ -1,7 +1,8 @@
 // identity.js: which model a source or a name refers to. One normalisation (modelRef) for model sources (URLs,
-// paths, Files) and for PEFT's base_model_name_or_path / revision, and the comparison an imported adapter's named
-// base gets against the loaded model (checkAdapterBase). Weights decide in the end: a matching base fingerprint
-// settles it; names can only raise a doubt.
+// paths, Files) and for PEFT's base_model_name_or_path / revision; the loaded model's reference built from
+// everything that names it (loadedModelRef); what exported adapters record as their base (recordedBase); and the
+// comparison an imported adapter's named base gets against the loaded model (checkAdapterBase). Weights decide in
+// the end: a matching base fingerprint settles it; names can only raise a doubt.
 
 const HUB_HOSTS = new Set(['huggingface.co', 'www.huggingface.co', 'hf.co']);
 /** Path segments after <org>/<name> in a Hub file URL (…/org/name/resolve/<revision>/file). */
@@ -110,6 +111,47 @@ export function sourceRef(source) {
     if (folder) return modelRef(folder, { path: true });
   }
   return null;
+}
+
+/**
+ * The loaded model's ModelRef, from everything that names it, most trusted first: load()'s baseModel option (the
+ * caller's word), the source itself (a Hub URL or a Hugging Face cache folder names its id and revision; another
+ * URL is a name anyone can fetch), and config.json's _name_or_path when the source names neither and it is a Hub id
+ * (a folder saved by transformers names the repository it came from; a local path there says nothing). A revision
+ * option replaces the revision. The source's text, folders and names stay for messages and name comparisons.
+ * @param {unknown} source what LocalEngine.load was given
+ * @param {{ base?: ModelRef | null, revision?: string, nameOrPath?: unknown }} [named] base: modelRef of the
+ *   baseModel option; nameOrPath: config.json's _name_or_path
+ * @returns {ModelRef | null}
+ */
+export function loadedModelRef(source, { base = null, revision, nameOrPath } = {}) {
+  const own = sourceRef(source);
+  let named = base;
+  if (!named && !own?.hubId && !own?.url) {
+    const fromConfig = modelRef(nameOrPath);
+    if (fromConfig?.hubId) named = fromConfig;
+  }
+  let ref = own;
+  if (named && own) {
+    // Named as a Hub id: the source keeps its text (messages show "path (org/name)"); named by a URL: both show.
+    ref = named.hubId
+      ? { ...own, hubId: named.hubId, revision: named.revision, url: named.url ?? own.url, folders: named.url ? named.folders : own.folders }
+      : { ...named, text: `${own.text} (${named.text})` };
+    ref.names = [...new Set([...named.names, ...own.names])];
+  } else if (named) ref = named;
+  if (ref && revision !== undefined) ref = { ...ref, revision };
+  return ref;
+}
+
+/**
+ * What adapter files record as their base (PEFT's base_model_name_or_path and revision): the Hub id or the URL
+ * anyone can fetch, never a local path (null when nothing better is known).
+ * @param {ModelRef | null} ref
+ * @returns {{ id: string | null, revision: string | null }}
+ */
+export function recordedBase(ref) {
+  const id = ref?.hubId ?? ref?.url ?? null;
+  return { id, revision: id !== null ? ref?.revision ?? null : null };
 }
 
 const isCommit = (/** @type {string} */ r) => /^[0-9a-f]{7,40}$/i.test(r);

@@ -21,8 +21,19 @@ export type ModelSource =
 export interface LoadOptions {
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
-  /** Tokenizer override: URL, path, File or bytes of tokenizer.json or a llama2.c tokenizer.bin. */
+  /**
+   * Tokenizer override: URL, path (a tokenizer.json, its folder, or a llama2.c tokenizer.bin), File or bytes. A
+   * tokenizer_config.json beside a URL or path is read with it (never the model folder's).
+   */
   tokenizer?: string | URL | Blob | ArrayBuffer | ArrayBufferView;
+  /**
+   * Hub id or URL of this model, over what the source (a Hub URL or cache folder) or config.json's `_name_or_path`
+   * says: exported adapters record it as their base (base_model_name_or_path), and the base imported adapters name
+   * is compared with it.
+   */
+  baseModel?: string;
+  /** Revision of baseModel (or of the Hub model the source is), recorded as the adapters' `revision` and compared. */
+  revision?: string;
   tokenizerUrl?: string;
   configUrl?: string;
   /** SHA-256 pins (hex) by file name; a mismatch refuses the file. */
@@ -59,6 +70,8 @@ export interface ModelConfig {
 export interface EngineInfo {
   name: string;
   kind: 'hf' | 'safetensors' | 'llama2c';
+  /** Where the model came from as adapter files record it: Hub id or URL and revision (null when unknown; never a local path). */
+  origin: { id: string | null; revision: string | null };
   arch: 'llama' | 'gpt2';
   config: ModelConfig;
   parameters: number;
@@ -197,6 +210,10 @@ export interface TrainRun {
 export interface GenerateOptions {
   adapter?: AdapterSelection;
   maxTokens?: number;
+  /** The end-of-text token cannot be chosen before this many tokens. */
+  minTokens?: number;
+  /** Never choose the end-of-text token (benchmarks, long samples), like llama.cpp's --ignore-eos. */
+  ignoreEos?: boolean;
   temperature?: number;
   topK?: number;
   topP?: number;
@@ -226,6 +243,21 @@ export interface ModuleError {
 export interface PeftFiles {
   config: Record<string, unknown>;
   files: { 'adapter_config.json': string; 'adapter_model.safetensors': Uint8Array };
+}
+
+export interface GgufAdapterFiles {
+  /** The LoRA file llama.cpp's --lora (and Ollama's ADAPTER) loads; every module's scale is exact under its one alpha. */
+  files: { 'adapter.gguf': Uint8Array };
+}
+
+export interface ExportAdapterOptions {
+  format?: 'peft' | 'gguf';
+  /** PEFT only: fold rsLoRA and rank/alpha patterns into lora_B under one plain lora_alpha (for tools that read only that). */
+  portable?: boolean;
+  /** GGUF tensor type (default f16). */
+  dtype?: 'f16' | 'f32';
+  /** Export the last good weights of an adapter whose last training run diverged (refused otherwise). */
+  allowDiverged?: boolean;
 }
 
 export interface StoredAdapter {
@@ -264,13 +296,16 @@ export declare class Engine {
   train(adapter: Adapter | string | null, texts: string | string[], options?: TrainOptions): TrainRun;
   evaluate(texts: string | string[], options?: { adapter?: AdapterSelection; seqLen?: number; batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; perplexity: number; tokens: number; sequences: number }>;
   generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
-  /** Refuses an adapter whose last training run diverged unless allowDiverged. */
-  exportAdapter(adapter: Adapter | string, options?: { allowDiverged?: boolean }): Promise<PeftFiles>;
+  /** Refuses an adapter whose last training run diverged, in every format, unless allowDiverged. */
+  exportAdapter(adapter: Adapter | string, options?: ExportAdapterOptions & { format?: 'peft' }): Promise<PeftFiles>;
+  exportAdapter(adapter: Adapter | string, options: ExportAdapterOptions & { format: 'gguf' }): Promise<GgufAdapterFiles>;
   /** A base model named in the files that is not this one is a warning (onWarning, else console.warn), never an
    * error: the shapes decide whether the adapter loads. */
   importAdapter(files: { 'adapter_config.json': string | Uint8Array; 'adapter_model.safetensors': Uint8Array }, options?: { name?: string;
     allowFingerprintMismatch?: boolean; onWarning?: (warning: AdapterWarning) => void }): Promise<Adapter & { baseModelCheck: BaseModelCheck }>;
-  exportModel(): Promise<{ 'config.json': string; 'model.safetensors': Uint8Array }>;
+  exportModel(options?: { format?: 'hf' }): Promise<{ 'config.json': string; 'model.safetensors': Uint8Array }>;
+  /** The model with its tokenizer as one GGUF file `llama-cli -m` runs (merged adapters included). */
+  exportModel(options: { format: 'gguf'; dtype?: 'f16' | 'f32' }): Promise<{ 'model.gguf': Uint8Array }>;
   merge(adapter: Adapter | string, weight?: number): Promise<Adapter & { merged: boolean; editBytes: number }>;
   unmerge(adapter: Adapter | string): Promise<Adapter & { merged: boolean; editBytes: number }>;
   resize(adapter: Adapter | string, options: { rank?: number; energy?: number; name?: string }): Promise<{ adapter: Adapter; modules: ModuleError[]; totalError: number }>;

@@ -357,13 +357,15 @@ async function streamSafetensors(model, src, seen, signal, halfMatrices) {
  * @param {{ signal?: AbortSignal, onProgress?: (e: object) => void, tokenizer?: any, name?: string,
  *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
  *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number }} [options]
- * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string, kind: string }>}
+ * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
+ *   kind: string, nameOrPath: unknown }>} nameOrPath: config.json's _name_or_path (identity.js reads it), or null
  */
 export async function loadModel(core, source, options = {}) {
   const { signal } = options;
   throwIfAborted(signal);
   const { kind, name, files } = await gatherFiles(source, options);
   let model = null;
+  let nameOrPath = null;
   try {
     if (kind === 'llama2c') {
       const weights = [...files.keys()].find((n) => /\.bin$/i.test(n) && !/^tok.*\.bin$|^tokenizer\.bin$/i.test(n));
@@ -379,7 +381,9 @@ export async function loadModel(core, source, options = {}) {
     } else {
       const cfgSrc = files.get('config.json');
       if (!cfgSrc) throw new ModelSourceError(`${name}: config.json is missing (a safetensors model needs its Hugging Face config)`);
-      const cfg = core.configFromHF(await cfgSrc.text());
+      const cfgText = await cfgSrc.text();
+      const cfg = core.configFromHF(cfgText);
+      nameOrPath = JSON.parse(cfgText)?._name_or_path ?? null;
       model = core.createModel(cfg);
       const seen = new Uint8Array(model.tensors().length);
       const halfMatrices = new Map();
@@ -405,7 +409,7 @@ export async function loadModel(core, source, options = {}) {
     model.checkFinite();
     const tokenizer = await loadModelTokenizer(files, options.tokenizer, model, signal);
     assertPinsVerified(files);
-    return { model, tokenizer, name, kind };
+    return { model, tokenizer, name, kind, nameOrPath };
   } catch (err) {
     model?.free();
     throw err;
@@ -430,14 +434,43 @@ async function singleFile(source, what, signal) {
   throw new ModelSourceError(`${what} must be a URL, a path, a File or bytes`);
 }
 
+/**
+ * The tokenizer_config.json next to a tokenizer given by URL or path (it names BOS and EOS), or null. The model's
+ * own tokenizer_config.json belongs to the model's tokenizer, so it never stands in for this one.
+ */
+async function configBeside(override, signal) {
+  if (override instanceof URL || isUrlString(override)) {
+    try {
+      return remoteSource(await RemoteFile.open(new URL('tokenizer_config.json', String(override)).href, { signal }));
+    } catch (err) {
+      if (err instanceof NotFoundError) return null;
+      throw err;
+    }
+  }
+  if (typeof override === 'string' && isNode) {
+    const pathMod = await import('node:path');
+    return pathSource(pathMod.join(pathMod.dirname(override), 'tokenizer_config.json'), signal).catch(() => null);
+  }
+  return null;
+}
+
 /** The tokenizer given in options, or the one among the model's files; checked against the model's vocabulary. */
 async function loadModelTokenizer(files, override, model, signal) {
   let tok = null;
   if (override) {
     if (typeof override.encode === 'function') tok = override;
     else {
-      const f = await singleFile(override, 'tokenizer', signal);
-      tok = await tokenizerFrom(f.name, f, files.get('tokenizer_config.json'));
+      let where = override;
+      if (typeof override === 'string' && isNode && !isUrlString(override)) {
+        // A folder stands for the tokenizer file inside it.
+        const { stat } = await import('node:fs/promises');
+        if ((await stat(override).catch(() => null))?.isDirectory()) {
+          const pathMod = await import('node:path');
+          where = pathMod.join(override, 'tokenizer.json');
+        }
+      }
+      const f = await singleFile(where, 'tokenizer', signal);
+      tok = await tokenizerFrom(f.name, f, /\.json$/i.test(f.name) ? await configBeside(where, signal) : undefined);
     }
   } else if (files.has('tokenizer.json')) {
     tok = await tokenizerFrom('tokenizer.json', files.get('tokenizer.json'), files.get('tokenizer_config.json'));

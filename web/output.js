@@ -97,11 +97,12 @@ export async function recoverOutput(target) {
 }
 
 /**
- * An output folder being prepared. prepare() checks everything that can be checked before a long job (the
- * target may be replaced, its folder is writable, there is room) so a full disk or a read-only location is found
- * before training, not after; commit() writes and swaps the files in.
+ * An output being prepared. prepare() checks everything that can be checked before a long job (the target may be
+ * replaced, its folder is writable, there is room) so a full disk or a read-only location is found before
+ * training, not after, and reserves the temporary sibling; commit() fills it and moves it into place; discard()
+ * abandons it. OutputFolder and OutputFile differ only in what the target is and how the new one replaces the old.
  */
-export class OutputFolder {
+class Output {
   /** @param {string} target @param {string} tmp */
   constructor(target, tmp) {
     this.target = target;
@@ -109,37 +110,39 @@ export class OutputFolder {
   }
 
   /**
-   * @param {string} dir the output folder
-   * @param {{ force?: boolean, bytesNeeded?: number }} [options] force replaces a non-empty folder; bytesNeeded
+   * @template {typeof OutputFolder | typeof OutputFile} T
+   * @this {T}
+   * @param {string} given the output path as given (for messages)
+   * @param {{ force?: boolean, bytesNeeded?: number }} [options] force replaces an existing output; bytesNeeded
    *   (when known) is checked against the free space of the file system
-   * @returns {Promise<OutputFolder>}
+   * @returns {Promise<InstanceType<T>>}
    */
-  static async prepare(dir, { force = false, bytesNeeded = 0 } = {}) {
-    const target = path.resolve(dir);
+  static async prepare(given, { force = false, bytesNeeded = 0 } = {}) {
+    const target = path.resolve(given);
     await recoverOutput(target);
-    const info = await stat(target).catch(() => null);
-    if (info && !info.isDirectory()) throw new OutputError(`output ${dir} exists and is not a folder`, 'OUTPUT_EXISTS');
-    const entries = info ? await readdir(target) : [];
-    if (entries.length > 0 && !force) {
-      throw new OutputError(`output ${dir} exists and is not empty (use --force to replace it)`, 'OUTPUT_EXISTS');
-    }
+    await this.checkTarget(target, given, force);
     const parent = path.dirname(target);
     try {
       await mkdir(parent, { recursive: true });
       await access(parent, fsc.W_OK);
     } catch (err) {
-      throw new OutputError(`cannot write the output ${dir}: ${/** @type {any} */ (err).code ?? ''} ${/** @type {Error} */ (err).message}`.trim(), 'OUTPUT_NOT_WRITABLE');
+      throw new OutputError(`cannot write the output ${given}: ${/** @type {any} */ (err).code ?? ''} ${/** @type {Error} */ (err).message}`.trim(), 'OUTPUT_NOT_WRITABLE');
     }
     const tmp = `${target}${PARTIAL}${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
     try {
-      // Creating the folder now proves the location really takes writes (read-only mounts, ACLs, root squash).
-      await mkdir(tmp);
+      // Creating it now proves the location really takes writes (read-only mounts, ACLs, root squash).
+      await this.createTemporary(tmp);
     } catch (err) {
-      throw new OutputError(`cannot write the output ${dir}: ${/** @type {Error} */ (err).message}`, 'OUTPUT_NOT_WRITABLE');
+      throw new OutputError(`cannot write the output ${given}: ${/** @type {Error} */ (err).message}`, 'OUTPUT_NOT_WRITABLE');
     }
-    const output = new OutputFolder(target, tmp);
-    await output.checkRoom(bytesNeeded);
+    const output = /** @type {InstanceType<T>} */ (new this(target, tmp));
+    try {
+      await output.checkRoom(bytesNeeded);
+    } catch (err) {
+      await output.discard();
+      throw err;
+    }
     return output;
   }
 
@@ -155,6 +158,34 @@ export class OutputFolder {
       throw new OutputError(`not enough room for the output ${this.target}: it needs about ${formatBytes(bytesNeeded)}, `
         + `the file system has ${formatBytes(free)} free`, 'OUTPUT_NO_ROOM');
     }
+  }
+
+  /** Deletes the unfinished output (a failed or abandoned job). */
+  async discard() {
+    await rm(this.tmp, { recursive: true, force: true });
+  }
+
+  /** @param {unknown} err @returns {OutputError} */
+  writeFailed(err) {
+    return new OutputError(`writing the output ${this.target} failed, nothing was replaced: ${/** @type {Error} */ (err).message}`, 'OUTPUT_WRITE_FAILED');
+  }
+}
+
+/** A folder of files (an adapter, a Hugging Face model): written whole, then swapped in for the old folder. */
+export class OutputFolder extends Output {
+  /** @param {string} target @param {string} given @param {boolean} force */
+  static async checkTarget(target, given, force) {
+    const info = await stat(target).catch(() => null);
+    if (info && !info.isDirectory()) throw new OutputError(`output ${given} exists and is not a folder`, 'OUTPUT_EXISTS');
+    const entries = info ? await readdir(target) : [];
+    if (entries.length > 0 && !force) {
+      throw new OutputError(`output ${given} exists and is not empty (use --force to replace it)`, 'OUTPUT_EXISTS');
+    }
+  }
+
+  /** @param {string} tmp */
+  static async createTemporary(tmp) {
+    await mkdir(tmp);
   }
 
   /**
@@ -184,7 +215,7 @@ export class OutputFolder {
       crashPoint('folder-synced');
     } catch (err) {
       await this.discard();
-      throw new OutputError(`writing the output ${target} failed, nothing was replaced: ${/** @type {Error} */ (err).message}`, 'OUTPUT_WRITE_FAILED');
+      throw this.writeFailed(err);
     }
     const aside = `${target}${ASIDE}${process.pid}`;
     const hadOld = await exists(target);
@@ -207,10 +238,56 @@ export class OutputFolder {
       crashPoint('old-deleted');
     }
   }
+}
 
-  /** Deletes the unfinished folder (a failed or abandoned job). */
-  async discard() {
-    await rm(this.tmp, { recursive: true, force: true });
+/**
+ * One file (a GGUF model or adapter): written beside the target, fsynced, and renamed over it, which replaces the
+ * old file in one step, so no aside copy is needed.
+ */
+export class OutputFile extends Output {
+  /** @param {string} target @param {string} given @param {boolean} force */
+  static async checkTarget(target, given, force) {
+    const info = await stat(target).catch(() => null);
+    if (!info) return;
+    if (info.isDirectory()) throw new OutputError(`output ${given} is a folder: give the path of the file to write`, 'OUTPUT_EXISTS');
+    // A rename would replace a device or a socket with a plain file.
+    if (!info.isFile()) throw new OutputError(`output ${given} exists and is not a regular file`, 'OUTPUT_EXISTS');
+    if (!force) throw new OutputError(`output ${given} exists (use --force to replace it)`, 'OUTPUT_EXISTS');
+  }
+
+  /** @param {string} tmp */
+  static async createTemporary(tmp) {
+    await (await open(tmp, 'wx')).close();
+  }
+
+  /**
+   * Writes the bytes, makes them durable and renames them into place. On failure the target is unchanged.
+   * @param {Uint8Array | string} data
+   */
+  async commit(data) {
+    const { target, tmp } = this;
+    try {
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(data);
+        crashPoint('files-written');
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      crashPoint('files-synced');
+    } catch (err) {
+      await this.discard();
+      throw this.writeFailed(err);
+    }
+    try {
+      await rename(tmp, target);
+    } catch (err) {
+      await this.discard();
+      throw err;
+    }
+    await fsyncPath(path.dirname(target));
+    crashPoint('new-in');
   }
 }
 

@@ -42,12 +42,14 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
  * @property {number} S
  * @property {string} arch
  * @property {string} container the name of the block list in paths ("layers", "h")
+ * @property {string} blockPrefix what every block module path starts with before its layer index ("model.layers.")
  * @property {boolean} conv1d whether the modules are GPT-2 Conv1D (PEFT fan_in_fan_out)
  * @property {ModuleEntry[]} modules layer-major, slot-minor
  * @property {Map<string, ModuleEntry>} byPath
  * @property {Map<number, number>} ropeHeads slots whose output rows are in llama2.c's interleaved RoPE order
  *   (q_proj, k_proj of a llama2.c model) -> number of heads; empty otherwise
  * @property {number} headDim
+ * @property {number} dim hidden size
  */
 
 /** @type {WeakMap<object, ModuleTable>} */
@@ -78,8 +80,9 @@ function moduleTable(model) {
       if (s.shortName === 'k_proj') ropeHeads.set(s.slot, c.nKvHeads);
     }
   }
-  const table = { L, S, arch: model.arch, container: head[head.length - 2], conv1d: slots.some((s) => s.conv1d), modules,
-    byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads, headDim: c.headDim };
+  const table = { L, S, arch: model.arch, container: head[head.length - 2], blockPrefix: `${head.slice(0, -1).join('.')}.`,
+    conv1d: slots.some((s) => s.conv1d), modules, byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads,
+    headDim: c.headDim, dim: c.dim };
   tables.set(model, table);
   return table;
 }
@@ -391,6 +394,35 @@ function effectiveAlpha(m, rslora) {
   return guess;
 }
 
+/**
+ * The adapter written with one alpha and plain alpha / r scaling: the alpha most modules need for their scale, and
+ * for each module the factor that folds the rest of its scale (rsLoRA, rank and alpha patterns, an overridden
+ * scale) into B, so fround(alpha / r) * factor is the module's scale. Modules the single alpha already gives
+ * exactly keep factor 1 and an unchanged B. This is the form for tools that read only one alpha: llama.cpp's
+ * --lora (which scales by adapter.lora.alpha / r and treats alpha 0 as "no scaling") and converters that ignore
+ * use_rslora and the patterns.
+ * @param {{ rank: number, alpha: number, scale: number }[]} mods adapter.modules()
+ * @returns {{ alpha: number, factors: number[] }} factors in the order of mods
+ */
+export function singleAlphaForm(mods) {
+  let alpha = mostCommon(mods.map((m) => effectiveAlpha(m, false)));
+  // An alpha of 0 would mean "unscaled" to llama.cpp: express zero scales as alpha = r with B folded to zero.
+  if (alpha === 0 || !Number.isFinite(alpha)) alpha = mostCommon(mods.map((m) => m.rank));
+  const factors = mods.map((m) => {
+    const given = coreScale(alpha, m.rank, false);
+    return given === m.scale ? 1 : m.scale / given;
+  });
+  return { alpha, factors };
+}
+
+/** B times a folded scale factor (a copy; B itself when the factor is 1). @param {Float32Array} B @param {number} factor */
+export function foldIntoB(B, factor) {
+  if (factor === 1) return B;
+  const out = new Float32Array(B.length);
+  for (let i = 0; i < B.length; i++) out[i] = B[i] * factor;
+  return out;
+}
+
 /** The shortest decimal that reads back as the same f32 (so JSON says 0.1, not 0.10000000149011612). */
 export function shortestF32(x) {
   for (let p = 1; p <= 9; p++) {
@@ -443,15 +475,21 @@ function coverTargets(table, present) {
  * (out, r) (Linear orientation for GPT-2's Conv1D too, with fan_in_fan_out true, as PEFT does), r and lora_alpha the
  * most common values and rank_pattern / alpha_pattern (keyed by full module path) for the modules that differ.
  * For a llama2.c model, q_proj / k_proj lora_B rows are written in Hugging Face's rotate-half order.
+ * With `portable`, the same adapter is written in the form every tool reads alike: use_rslora false, no
+ * alpha_pattern, one lora_alpha, and each module's remaining scale folded into its lora_B (see singleAlphaForm);
+ * rank_pattern stays when ranks differ, since the tensor shapes need it.
  * @param {import('./core.js').Model} model the model the adapter was created for
  * @param {import('./core.js').Adapter} adapter
- * @param {{ baseModel?: string | null, baseFingerprint?: string | null, dropout?: number, useRslora?: boolean,
- *   extraMetadata?: Record<string, string> }} [options] useRslora overrides what the module scales imply
+ * @param {{ baseModel?: string | null, revision?: string | null, baseFingerprint?: string | null, dropout?: number,
+ *   useRslora?: boolean, portable?: boolean, extraMetadata?: Record<string, string> }} [options] useRslora overrides
+ *   what the module scales imply; baseModel / revision: the Hub id or URL the base came from, and its revision
  * @returns {PeftFiles}
  */
 export function adapterToPeft(model, adapter, options = {}) {
-  const { baseModel = null, baseFingerprint = null, dropout = 0, extraMetadata = {} } = options;
+  const { baseModel = null, revision = null, baseFingerprint = null, dropout = 0, portable = false, extraMetadata = {} } = options;
   if (baseModel !== null && typeof baseModel !== 'string') throw new LoraSpecError('baseModel must be a string or null');
+  if (revision !== null && typeof revision !== 'string') throw new LoraSpecError('revision must be a string or null');
+  if (typeof portable !== 'boolean') throw new LoraSpecError('portable must be a boolean');
   if (baseFingerprint !== null && typeof baseFingerprint !== 'string') throw new LoraSpecError('baseFingerprint must be a string or null');
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new LoraSpecError(`dropout must be in [0, 1), got ${JSON.stringify(dropout)}`);
   if (!extraMetadata || typeof extraMetadata !== 'object' || Array.isArray(extraMetadata)) throw new LoraSpecError('extraMetadata must be an object of strings');
@@ -468,12 +506,15 @@ export function adapterToPeft(model, adapter, options = {}) {
   // The core keeps alpha and scale per module but not whether the scale came from rsLoRA: the scales tell.
   let useRslora = options.useRslora;
   if (useRslora !== undefined && typeof useRslora !== 'boolean') throw new LoraSpecError('useRslora must be a boolean');
+  if (portable && useRslora) throw new LoraSpecError('a portable adapter has plain alpha / r scaling: useRslora cannot be true');
   if (useRslora === undefined) {
     const plain = mods.filter((m) => coreScale(m.alpha, m.rank, false) === m.scale).length;
     const rs = mods.filter((m) => coreScale(m.alpha, m.rank, true) === m.scale).length;
-    useRslora = rs > plain;
+    useRslora = !portable && rs > plain;
   }
-  const rows = mods.map((m) => ({ m, entry: table.modules[m.layer * table.S + m.slot], alpha: effectiveAlpha(m, useRslora) }));
+  const single = portable ? singleAlphaForm(mods) : null;
+  const rows = mods.map((m, i) => ({ m, entry: table.modules[m.layer * table.S + m.slot],
+    alpha: single ? single.alpha : effectiveAlpha(m, useRslora), factor: single ? single.factors[i] : 1 }));
   const r = mostCommon(rows.map((x) => x.m.rank));
   const alpha = mostCommon(rows.map((x) => x.alpha));
   /** @type {Record<string, number>} */
@@ -481,12 +522,12 @@ export function adapterToPeft(model, adapter, options = {}) {
   /** @type {Record<string, number>} */
   const alphaPattern = {};
   const tensors = [];
-  for (const { m, entry, alpha: a } of rows) {
+  for (const { m, entry, alpha: a, factor } of rows) {
     if (m.rank !== r) rankPattern[entry.path] = m.rank;
     if (a !== alpha) alphaPattern[entry.path] = shortestF32(a);
     // Copies: the views are live wasm memory.
     tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_A.weight`, shape: [m.rank, m.inFeatures], data: adapter.view(m.A, m.rank * m.inFeatures).slice() });
-    let B = adapter.view(m.B, m.outFeatures * m.rank).slice();
+    let B = foldIntoB(adapter.view(m.B, m.outFeatures * m.rank).slice(), factor);
     const heads = table.ropeHeads.get(m.slot);
     if (heads) B = permuteRopeRows(B, heads, table.headDim, m.rank, true);
     tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_B.weight`, shape: [m.outFeatures, m.rank], data: B });
@@ -520,7 +561,7 @@ export function adapterToPeft(model, adapter, options = {}) {
     peft_type: 'LORA',
     r,
     rank_pattern: rankPattern,
-    revision: null,
+    revision,
     target_modules: cover.targets,
     task_type: 'CAUSAL_LM',
     use_dora: false,
@@ -657,6 +698,44 @@ function readConfigJson(data) {
 const LORA_KEY = /^base_model\.model\.(.+)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
 
 /**
+ * Every width in which a file's LoRA factors disagree with the model's modules: inputs (lora_A's columns) and
+ * outputs (lora_B's rows) per block module, for modules in any layer (a deeper model's blocks are compared with
+ * this model's block of the same kind), and the hidden size they imply.
+ * @param {ModuleTable} table
+ * @param {Map<string, { shape: number[] }>} tensors
+ * @returns {{ first: { key: string, expected: number[], found: number[] } | null, text: string }}
+ */
+function widthMismatches(table, tensors) {
+  const { blockPrefix } = table;
+  const bySlot = new Map(table.modules.slice(0, table.S).map((m) => [m.slotName, m]));
+  /** @type {Map<string, { file: number[], model: number[] }>} slot -> [in, out] widths */
+  const seen = new Map();
+  let first = null;
+  let hidden = null;
+  for (const [key, t] of tensors) {
+    const k = LORA_KEY.exec(key);
+    if (!k || t.shape.length !== 2 || !k[1].startsWith(blockPrefix)) continue;
+    const slotName = k[1].slice(blockPrefix.length).replace(/^\d+\./, '');
+    const m = bySlot.get(slotName);
+    if (!m) continue;
+    const isA = k[2] === 'lora_A';
+    const found = isA ? t.shape[1] : t.shape[0];
+    const want = isA ? m.inFeatures : m.outFeatures;
+    const entry = seen.get(slotName) ?? { file: [m.inFeatures, m.outFeatures], model: [m.inFeatures, m.outFeatures] };
+    entry.file[isA ? 0 : 1] = found;
+    seen.set(slotName, entry);
+    if (found !== want) {
+      first ??= { key, expected: isA ? [t.shape[0], want] : [want, t.shape[1]], found: [...t.shape] };
+      if (want === table.dim) hidden ??= found;
+    }
+  }
+  const parts = [...seen].filter(([, e]) => e.file[0] !== e.model[0] || e.file[1] !== e.model[1])
+    .map(([slot, e]) => `${slot} ${e.file[0]} -> ${e.file[1]} in the adapter, ${e.model[0]} -> ${e.model[1]} here`);
+  if (!parts.length) return { first: null, text: '' };
+  return { first, text: `${hidden !== null ? `hidden size ${hidden} vs ${table.dim}; ` : ''}module widths (inputs -> outputs) differ: ${parts.join('; ')}` };
+}
+
+/**
  * Load a PEFT LoRA adapter for `model`: an Adapter attached nowhere, with A and B from the file and each module's
  * scale from r / lora_alpha / rank_pattern / alpha_pattern / use_rslora. Everything the file holds must be used;
  * what cannot be (other PEFT methods, DoRA, saved classifier heads...) is an error naming it. Files hold Hugging Face
@@ -734,15 +813,25 @@ export function peftToAdapter(core, model, files, options = {}) {
   if (unmapped.size) {
     const paths = [...unmapped].sort();
     // Say why: a block beyond this model's depth, or names from another architecture / outside the blocks.
-    const blockPrefix = table.modules[0].path.slice(0, -(`0.${table.modules[0].slotName}`.length));
+    const { blockPrefix } = table;
     const deeper = paths.some((p) => p.startsWith(blockPrefix) && table.byPath.has(`${blockPrefix}0${p.slice(blockPrefix.length).replace(/^\d+/, '')}`));
-    const hint = found.size === 0
+    const layers = 1 + Math.max(...[...unmapped, ...[...found.keys()].map((i) => table.modules[i].path)]
+      .map((p) => (p.startsWith(blockPrefix) ? Number.parseInt(p.slice(blockPrefix.length), 10) : -1)));
+    const widths = widthMismatches(table, st.tensors);
+    const hint = found.size === 0 && !deeper
       ? `it was made for another model architecture (this ${table.arch} model's LoRA-capable modules are like ${table.modules[0].path})`
       : deeper
-        ? `this ${table.arch} model has ${table.L} layers; the adapter was made for a deeper model`
+        ? `the adapter was made for a model with ${layers} layers; this ${table.arch} model has ${table.L} layers${widths.text ? `; and for another width: ${widths.text}` : ''}`
         : `LoRA here applies to the linear layers inside the blocks (${table.modules.slice(0, table.S).map((m) => m.slotName).join(', ')})`;
     throw new AdapterModelMismatchError(`${WEIGHTS_FILE} has LoRA weights for modules this model does not have: ${listSome(paths)}; ${hint}`,
       { details: { modules: paths } });
+  }
+  // Same depth, other widths: name every mismatching width at once, not only the first tensor's.
+  const widths = widthMismatches(table, st.tensors);
+  if (widths.first) {
+    const { key, expected, found: shape } = widths.first;
+    throw new AdapterShapeError(`${key} has shape [${shape.join(', ')}] but [${expected.join(', ')}] is expected: the adapter was made for a model of another width (${widths.text})`,
+      { details: { key, expected, found: shape } });
   }
   if (found.size === 0) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds no LoRA weights`);
 

@@ -191,6 +191,8 @@ export class Llama2cTokenizer {
     this.maxTokenLength = maxTokenLength;
     this.pieces = pieces;
     this.scores = scores;
+    /** @readonly */
+    this.source = { kind: /** @type {const} */ ('llama2c'), pieces, scores };
     this.binaryPieces = pieces.map(binaryString);
     /** @type {Map<string, number>} piece -> id; on duplicate pieces the lowest id wins (run.c's bsearch picks any) */
     this.ids = new Map();

@@ -78,6 +78,7 @@ export function loadTokenizer(source) {
  * @property {(id: number) => boolean} hasId whether an in-range id has a token (tokenizer.json may leave gaps)
  * @property {(id: number) => string|undefined} idToToken
  * @property {(piece: string) => number|null} tokenToId
+ * @property {Tokenizer['source']} source
  */
 
 /** A loaded tokenizer: the same surface for tokenizer.json and llama2.c tokenizer.bin. */
@@ -100,6 +101,13 @@ export class Tokenizer {
   get eosId() { return this.#backend.eosId; }
   /** @returns {boolean} whether documents for this model start with BOS (what encode adds with addSpecialTokens) */
   get addsBos() { return this.#backend.addsBos; }
+  /**
+   * What the tokenizer was built from, for writers of other formats (GGUF): the parsed tokenizer.json and
+   * tokenizer_config.json, or a llama2.c vocabulary's pieces (bytes, spaces as 0x20) and scores.
+   * @returns {{ kind: 'hf', json: Record<string, any>, config: Record<string, any> } |
+   *   { kind: 'llama2c', pieces: Uint8Array[], scores: Float32Array }}
+   */
+  get source() { return this.#backend.source; }
 
   /**
    * @param {string} text
@@ -402,6 +410,8 @@ class HfBackend {
     this.specialIds = new Set(addedTokens.filter((/** @type {any} */ t) => t.special)
       .map((/** @type {any} */ t) => t.id));
     this.installMergeBoundaries(model);
+    /** @readonly */
+    this.source = { kind: /** @type {const} */ ('hf'), json, config };
 
     const lookup = (/** @type {string} */ piece) => this.tokenToId(piece);
     const template = findTemplate(json.post_processor);

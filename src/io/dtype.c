@@ -131,3 +131,24 @@ wl_status wl_convert_to_f32(float *dst, const void *src, int dtype, size_t n) {
                        wl_dtype_name(dtype));
     }
 }
+
+wl_status wl_convert_from_f32(void *dst, const float *src, int dtype, size_t n) {
+    if (n == 0) return WL_OK;
+    if (!dst || !src) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_convert_from_f32: NULL buffer");
+    uint8_t *d = dst;
+    switch (dtype) {
+    case WL_DTYPE_F32:
+        memmove(d, src, n * sizeof(float));
+        return WL_OK;
+    case WL_DTYPE_F16:
+    case WL_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = dtype == WL_DTYPE_F16 ? wl_f32_to_f16(src[i]) : wl_f32_to_bf16(src[i]);
+            d[2 * i] = (uint8_t)(h & 0xffu);
+            d[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        return WL_OK;
+    default:
+        return wl_fail(WL_STATUS_UNSUPPORTED, "cannot convert F32 to dtype %s (only F32, F16, BF16)", wl_dtype_name(dtype));
+    }
+}

@@ -142,6 +142,9 @@ EXPORT(wl_st_dim) double wlx_st_dim(const wl_safetensors *st, int i, int d) { re
 EXPORT(wl_st_begin) double wlx_st_begin(const wl_safetensors *st, int i) { return (double)st->tensors[i].begin; }
 EXPORT(wl_st_end) double wlx_st_end(const wl_safetensors *st, int i) { return (double)st->tensors[i].end; }
 EXPORT(wl_dtype_size) int wlx_dtype_size(int dtype) { return (int)wl_dtype_size(dtype); }
+EXPORT(wl_convert_from_f32) int wlx_convert_from_f32(void *dst, const float *src, int dtype, size_t n) {
+    return wl_convert_from_f32(dst, src, dtype, n);
+}
 EXPORT(wl_dtype_name) const char *wlx_dtype_name(int dtype) { return wl_dtype_name(dtype); }
 
 /* ---- LoRA ---- */

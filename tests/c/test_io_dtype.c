@@ -175,10 +175,31 @@ static void test_convert(void) {
     CHECK_STATUS(wl_convert_to_f32(out, NULL, WL_DTYPE_F16, 1), WL_STATUS_INVALID_ARGUMENT);
 }
 
+/* The writer's direction: bytes in file order (little-endian, unaligned destination), values the single-value
+ * conversions give (themselves checked bit by bit above). */
+static void test_convert_from_f32(void) {
+    const float vals[6] = {1.0f, -2.5f, 65520.0f, 1e-8f, -0.0f, 0.1f};
+    uint8_t raw[2 * 6 + 1];
+    CHECK_OK(wl_convert_from_f32(raw + 1, vals, WL_DTYPE_F16, 6));
+    for (int i = 0; i < 6; i++) CHECK(wl_rd_u16(raw + 1 + 2 * i) == wl_f32_to_f16(vals[i]));
+    CHECK(raw[1] == 0x00 && raw[2] == 0x3c); /* 1.0 = 0x3c00, low byte first */
+    CHECK(wl_rd_u16(raw + 5) == 0x7c00);     /* 65520 rounds to infinity in binary16 */
+    CHECK_OK(wl_convert_from_f32(raw + 1, vals, WL_DTYPE_BF16, 6));
+    for (int i = 0; i < 6; i++) CHECK(wl_rd_u16(raw + 1 + 2 * i) == wl_f32_to_bf16(vals[i]));
+    float back[6];
+    CHECK_OK(wl_convert_from_f32(back, vals, WL_DTYPE_F32, 6));
+    CHECK(memcmp(back, vals, sizeof vals) == 0);
+    CHECK_STATUS(wl_convert_from_f32(raw, vals, WL_DTYPE_F64, 1), WL_STATUS_UNSUPPORTED);
+    CHECK_MSG(strstr(wl_last_error(), "F64") != NULL, "message \"%s\"", wl_last_error());
+    CHECK_OK(wl_convert_from_f32(NULL, NULL, WL_DTYPE_F16, 0));
+    CHECK_STATUS(wl_convert_from_f32(NULL, vals, WL_DTYPE_F16, 1), WL_STATUS_INVALID_ARGUMENT);
+}
+
 int main(void) {
     test_names();
     test_f16();
     test_bf16();
     test_convert();
+    test_convert_from_f32();
     return wl_test_summary("test_io_dtype");
 }

@@ -200,3 +200,92 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     expectFailure(r, /llama2\.c|size|bytes/i);
   });
 });
+
+describe('CLI parity with the API: targets forms, EOS control, GGUF and portable exports', () => {
+  const DEFAULT = path.join(repoRoot, 'demo/models/default');
+  const config = (dir) => JSON.parse(readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+  let data;
+  beforeAll(() => {
+    data = path.join(tmp, 'parity.txt');
+    writeFileSync(data, 'Lamp lit at dusk, all well. Onward, to the sea and the long road home. '.repeat(20));
+  });
+
+  test('--targets takes all-linear, a list and a regex; --layers and the rank/alpha patterns reach the adapter', async () => {
+    const train = (out, ...extra) => run(['train', '--model', DEFAULT, '--data', data, '--steps', '1', '--seq', '32', '--out', path.join(tmp, out), ...extra]);
+    let r = await train('all-linear', '--targets', 'all-linear', '--rslora', '--rank-pattern', 'down_proj=4', '--alpha-pattern', 'v_proj=32');
+    expect(r.stderr).toBe('');
+    let c = config(path.join(tmp, 'all-linear'));
+    expect(c.target_modules).toEqual(['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
+    expect(c.use_rslora).toBe(true);
+    expect(Object.values(c.rank_pattern)).toEqual(Array(6).fill(4));
+    expect(Object.keys(c.alpha_pattern).every((k) => k.endsWith('v_proj'))).toBe(true);
+    r = await train('regex', '--targets', '.*layers\\.[01]\\.self_attn\\.(q|v)_proj');
+    expect(r.code).toBe(0);
+    c = config(path.join(tmp, 'regex'));
+    expect(c.target_modules).toEqual(['q_proj', 'v_proj']);
+    expect(c.layers_to_transform).toEqual([0, 1]);
+    r = await train('list', '--targets', 'self_attn.k_proj, mlp.up_proj', '--layers', '2,5');
+    expect(r.code).toBe(0);
+    c = config(path.join(tmp, 'list'));
+    expect(c.target_modules).toEqual(['k_proj', 'up_proj']);
+    expect(c.layers_to_transform).toEqual([2, 5]);
+    r = await train('bad', '--targets', '.*nothing_here');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/matches no module path/);
+    expect(existsSync(path.join(tmp, 'bad'))).toBe(false);
+    r = await train('bad2', '--rank-pattern', 'v_proj');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/KEY=NUMBER/);
+  });
+
+  test('generate --ignore-eos and --min-tokens keep going past the end-of-text token', async () => {
+    const gen = async (...extra) => JSON.parse((await run(['generate', '--model', DEFAULT, '--prompt', 'Hi', '--max-tokens', '60', '--json', ...extra])).stdout);
+    const plain = await gen();
+    expect(plain.finishReason).toBe('eos');
+    expect(plain.ids.length).toBeLessThan(20); // this prompt ends early under greedy decoding
+    const ignoring = await gen('--ignore-eos');
+    expect(ignoring.finishReason).toBe('length');
+    expect(ignoring.ids).toHaveLength(60);
+    expect(ignoring.ids.slice(0, plain.ids.length)).toEqual(plain.ids);
+    const min = await gen('--min-tokens', '25');
+    expect(min.ids.length).toBeGreaterThanOrEqual(25);
+    expect(min.ids.slice(0, plain.ids.length)).toEqual(plain.ids);
+  });
+
+  test('export --format gguf (adapter and model), merge --format gguf, export --portable; bad combinations refused', async () => {
+    const { gguf } = await import('@huggingface/gguf');
+    const adapter = path.join(tmp, 'all-linear');
+    const out = (name) => path.join(tmp, name);
+    let r = await run(['export', '--model', DEFAULT, '--adapter', adapter, '--format', 'gguf', '--out', out('a.gguf'), '--json']);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout).out).toBe(out('a.gguf'));
+    let md = (await gguf(out('a.gguf'), { allowLocalFile: true })).metadata;
+    expect([md['general.type'], md['adapter.type'], md['general.name'], md['general.architecture']]).toEqual(['adapter', 'lora', 'all-linear', 'llama']);
+    r = await run(['export', '--model', DEFAULT, '--format', 'gguf', '--dtype', 'f32', '--out', out('base.gguf')]);
+    expect(r.code).toBe(0);
+    md = (await gguf(out('base.gguf'), { allowLocalFile: true })).metadata;
+    expect([md['general.type'], md['general.file_type'], md['tokenizer.ggml.model']]).toEqual(['model', 0, 'gpt2']);
+    r = await run(['merge', '--model', DEFAULT, '--adapter', adapter, '--format', 'gguf', '--out', out('merged.gguf')]);
+    expect(r.code).toBe(0);
+    expect((await gguf(out('merged.gguf'), { allowLocalFile: true })).metadata['general.file_type']).toBe(1);
+    r = await run(['export', '--model', DEFAULT, '--adapter', adapter, '--format', 'peft', '--portable', '--base-model', 'me/tiny', '--out', out('portable')]);
+    expect(r.code).toBe(0);
+    const c = config(out('portable'));
+    expect([c.use_rslora, c.alpha_pattern, c.base_model_name_or_path]).toEqual([false, {}, 'me/tiny']);
+    // The portable adapter generates what the original does.
+    const gen = async (dir) => JSON.parse((await run(['generate', '--model', DEFAULT, '--adapter', dir, '--prompt', 'Onward', '--max-tokens', '12', '--json'])).stdout).ids;
+    expect(await gen(out('portable'))).toEqual(await gen(adapter));
+    for (const [args, message] of [
+      [['--format', 'peft', '--out', out('x')], /--format peft writes an adapter/],
+      [['--adapter', adapter, '--format', 'gguf', '--portable', '--out', out('x.gguf')], /--portable applies to --format peft/],
+      [['--adapter', adapter, '--format', 'gguf', '--dtype', 'q4', '--out', out('x.gguf')], /f32 or f16/],
+      [['--adapter', adapter, '--format', 'gguf', '--out', out('a.gguf')], /exists/],
+      [['--format', 'onnx', '--out', out('x')], /gguf or peft/],
+    ]) {
+      r = await run(['export', '--model', DEFAULT, ...args]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+    }
+    expect(readdirSync(tmp).filter((n) => n.includes('.partial-') || n.startsWith('x'))).toEqual([]);
+  });
+});

@@ -44,8 +44,13 @@ describe('training that diverges', () => {
     for (let i = 0; i < now.length; i++) worst = Math.max(worst, Math.abs(now[i]));
     expect(worst).toBeLessThan(1e3);
     expect(Buffer.from(now.slice().buffer).equals(Buffer.from(start.buffer))).toBe(true);
-    expect(() => engine.exportAdapter(a.id)).toThrow(/not exported: its last training run diverged/);
+    // Refused in every format: PEFT, portable PEFT and GGUF.
+    for (const format of [{}, { portable: true }, { format: 'gguf' }]) {
+      expect(() => engine.exportAdapter(a.id, format)).toThrow(/not exported: its last training run diverged/);
+    }
     expect(engine.exportAdapter(a.id, { allowDiverged: true }).files['adapter_model.safetensors'].byteLength).toBeGreaterThan(0);
+    expect(engine.exportAdapter(a.id, { allowDiverged: true, portable: true }).config.use_rslora).toBe(false);
+    expect(engine.exportAdapter(a.id, { allowDiverged: true, format: 'gguf' }).files['adapter.gguf'].byteLength).toBeGreaterThan(0);
     // a sound run afterwards clears the mark
     await engine.train(a.id, TEXT, { steps: 2, seqLen: 32, evalSplit: 0, lr: 1e-3 });
     expect(engine.exportAdapter(a.id).files['adapter_model.safetensors'].byteLength).toBeGreaterThan(0);

@@ -10,12 +10,16 @@ import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
-import { checkAdapterBase, modelRef, sourceRef } from '../../web/identity.js';
+import { checkAdapterBase, loadedModelRef, modelRef, recordedBase, sourceRef } from '../../web/identity.js';
 import { FINGERPRINT_KEY } from '../../web/peft.js';
 import { readSafetensors, writeSafetensors } from '../../web/safetensors.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
+// An HF folder whose config.json (saved by transformers) names its Hub repository in _name_or_path.
+const TINY_LLAMA = sharedPath('models/tiny-random-llama');
+const TINY_LLAMA_ID = 'trl-internal-testing/tiny-random-LlamaForCausalLM';
+const TOKENIZER = sharedPath('tokenizers/llama2-tinyllama/tokenizer.json');
 // A real PEFT adapter for stories260K made by the PyTorch reference; it names its base "stories260K".
 const ADAPTER_DIR = path.join(repoRoot, 'tests/ref/golden/sgd_contract/stories260K');
 const IDB_WORKER = pathToFileURL(path.join(repoRoot, 'tests/js/helpers/idb-worker.js')).href;
@@ -48,6 +52,48 @@ describe('names and sources', () => {
     expect(sourceRef(new URL(HUB_URL))).toMatchObject({ hubId: 'HuggingFaceTB/SmolLM2-135M', revision: 'main' });
     expect(modelRef(null)).toBeNull();
     expect(modelRef('  ')).toBeNull();
+  });
+
+  test('what exported adapters record: a Hub id and revision, a URL without credentials, never a local path', () => {
+    const recorded = (source, nameOrPath, named = {}) => recordedBase(loadedModelRef(source, { nameOrPath, ...named }));
+    expect(recorded(HUB_URL, null)).toEqual({ id: 'HuggingFaceTB/SmolLM2-135M', revision: 'main' });
+    expect(recorded('https://hf.co/org/m/resolve/refs%2Fpr%2F3/model.safetensors?download=true', null)).toEqual({ id: 'org/m', revision: 'refs/pr/3' });
+    expect(recorded('https://user:secret@cdn.example.com/models/m.bin?token=x#frag', null))
+      .toEqual({ id: 'https://cdn.example.com/models/m.bin', revision: null });
+    const snapshot = '/home/me/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M/snapshots/0123456789abcdef0123456789abcdef01234567/';
+    expect(recorded(snapshot, null)).toEqual({ id: 'HuggingFaceTB/SmolLM2-135M', revision: '0123456789abcdef0123456789abcdef01234567' });
+    // config.json's _name_or_path names a local folder's model when it is a Hub id, never when it is a path.
+    expect(recorded('/data/my-model', 'HuggingFaceTB/SmolLM2-135M')).toEqual({ id: 'HuggingFaceTB/SmolLM2-135M', revision: null });
+    for (const local of ['/data/my-model', './my-model', '..', 'C:\\models\\x']) expect(recorded('/data/my-model', local)).toEqual({ id: null, revision: null });
+    expect(recorded('/data/my-model', null)).toEqual({ id: null, revision: null });
+    expect(recorded(new Uint8Array(8), 'HuggingFaceTB/SmolLM2-135M')).toEqual({ id: 'HuggingFaceTB/SmolLM2-135M', revision: null });
+    // The source's own name comes before config.json's: a Hub URL of a fine-tune whose config names its parent.
+    expect(recorded('https://huggingface.co/me/tuned/resolve/v1/', 'HuggingFaceTB/SmolLM2-135M')).toEqual({ id: 'me/tuned', revision: 'v1' });
+    expect(recorded('https://cdn.example.com/m/', 'HuggingFaceTB/SmolLM2-135M')).toEqual({ id: 'https://cdn.example.com/m/', revision: null });
+    // load()'s baseModel and revision come before both.
+    const base = modelRef('me/tuned');
+    expect(recorded('/data/my-model', 'HuggingFaceTB/SmolLM2-135M', { base, revision: 'v2' })).toEqual({ id: 'me/tuned', revision: 'v2' });
+    expect(recorded(HUB_URL, null, { base })).toEqual({ id: 'me/tuned', revision: null });
+    expect(recorded(HUB_URL, null, { revision: 'abc1234' })).toEqual({ id: 'HuggingFaceTB/SmolLM2-135M', revision: 'abc1234' });
+    expect(recorded('/data/my-model', null, { base: modelRef('https://cdn.example.com/m/') })).toEqual({ id: 'https://cdn.example.com/m/', revision: null });
+    // A revision alone names nothing.
+    expect(recorded('/data/my-model', null, { revision: 'main' })).toEqual({ id: null, revision: null });
+  });
+
+  test('a local folder named by its config.json or by load() is compared as that Hub id, and said so in messages', () => {
+    const ref = loadedModelRef('/data/tiny-random-llama', { nameOrPath: TINY_LLAMA_ID });
+    expect(ref).toMatchObject({ text: '/data/tiny-random-llama', hubId: TINY_LLAMA_ID, revision: null, url: null });
+    expect(checkAdapterBase({ nameOrPath: TINY_LLAMA_ID }, { ref }).status).toBe('match');
+    expect(checkAdapterBase({ nameOrPath: TINY_LLAMA_ID, revision: 'main' }, { ref }).status).toBe('unverified');
+    expect(checkAdapterBase({ nameOrPath: 'HuggingFaceTB/SmolLM2-135M' }, { ref }).message)
+      .toContain(`but the loaded model is /data/tiny-random-llama (${TINY_LLAMA_ID}):`);
+    // Its folder's own name still counts for names without an organisation.
+    expect(checkAdapterBase({ nameOrPath: '/elsewhere/tiny-random-llama' }, { ref }).status).toBe('unverified');
+    // The caller's word is compared, revision included.
+    const told = loadedModelRef('/data/tiny-random-llama', { base: modelRef('me/tuned'), revision: 'v2', nameOrPath: TINY_LLAMA_ID });
+    expect(checkAdapterBase({ nameOrPath: 'me/tuned', revision: 'v2' }, { ref: told }).status).toBe('match');
+    expect(checkAdapterBase({ nameOrPath: 'me/tuned', revision: 'v1' }, { ref: told }).status).toBe('mismatch');
+    expect(checkAdapterBase({ nameOrPath: TINY_LLAMA_ID }, { ref: told }).status).toBe('mismatch');
   });
 
   test.each([
@@ -120,6 +166,30 @@ function adapterFiles(base, { revision, metadata } = {}) {
   return { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': weights };
 }
 
+/** Adapter files naming another base, without weblora's base fingerprint (as PEFT would write them). */
+function renamedFiles(files, base) {
+  const config = JSON.parse(files['adapter_config.json']);
+  config.base_model_name_or_path = base;
+  const st = readSafetensors(engine.core, files['adapter_model.safetensors']);
+  const { [FINGERPRINT_KEY]: fingerprint, ...metadata } = st.metadata;
+  expect(fingerprint).toMatch(/\S/);
+  return {
+    'adapter_config.json': JSON.stringify(config),
+    'adapter_model.safetensors': writeSafetensors([...st.tensors.values()].map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype, bytes: t.bytes.slice() })),
+      { metadata }),
+  };
+}
+
+/** The files of a fresh adapter made on the tiny-random-llama folder (see TINY_LLAMA). */
+async function tinyLlamaAdapter() {
+  const tiny = await LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER });
+  try {
+    return tiny.exportAdapter(tiny.createAdapter({ rank: 2, seed: 1 }).id);
+  } finally {
+    tiny.dispose();
+  }
+}
+
 let engine;
 let tmp;
 beforeAll(async () => {
@@ -169,6 +239,37 @@ describe('importing an adapter', () => {
     engine.freeAdapter(unnamed.id);
   });
 
+  test('a local folder whose config.json names its Hub id: adapters naming that id match, others are warned about', async () => {
+    const made = await tinyLlamaAdapter();
+    // The same identity is written on export...
+    expect([made.config.base_model_name_or_path, made.config.revision]).toEqual([TINY_LLAMA_ID, null]);
+    const tiny = await LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER });
+    try {
+      // ... and checked on import, by name alone (no fingerprint in the files).
+      const warnings = [];
+      const onWarning = (w) => warnings.push(w);
+      const same = tiny.importAdapter(renamedFiles(made.files, TINY_LLAMA_ID), { onWarning });
+      expect(same.baseModelCheck).toMatchObject({ status: 'match', level: null, model: TINY_LLAMA });
+      const other = tiny.importAdapter(renamedFiles(made.files, 'HuggingFaceTB/SmolLM2-135M'), { onWarning });
+      expect(other.baseModelCheck.status).toBe('mismatch');
+      expect(warnings.map((w) => w.code)).toEqual(['BASE_MODEL_MISMATCH']);
+      expect(warnings[0].message).toContain(`the loaded model is ${TINY_LLAMA} (${TINY_LLAMA_ID})`);
+    } finally {
+      tiny.dispose();
+    }
+    // load({ baseModel, revision }) is the caller's word: it is what is compared.
+    const told = await LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER, baseModel: 'me/tiny', revision: 'v2' });
+    try {
+      expect(told.info().origin).toEqual({ id: 'me/tiny', revision: 'v2' });
+      expect(told.importAdapter(renamedFiles(made.files, 'me/tiny'), { onWarning: () => {} }).baseModelCheck.status).toBe('match');
+      expect(told.importAdapter(renamedFiles(made.files, TINY_LLAMA_ID), { onWarning: () => {} }).baseModelCheck.status).toBe('mismatch');
+    } finally {
+      told.dispose();
+    }
+    await expect(LocalEngine.load(TINY_LLAMA, { wasmSource: wasmSource(), tokenizer: TOKENIZER, baseModel: '/data/my-model' }))
+      .rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/baseModel must be a Hub id .* or an http\(s\) URL/) });
+  });
+
   test('through the worker: importAdapter, adapters.import and adapters.load report to onWarning and in their result', async () => {
     const remote = await WebLoRA.load(STORIES, { workerUrl: IDB_WORKER });
     try {
@@ -210,6 +311,20 @@ describe('the CLI', () => {
     expect(r.stderr).toBe(`weblora generate: warning: ${dir}: the adapter names its base model HuggingFaceTB/SmolLM2-135M but the loaded model is `
       + `${STORIES}: it may have been trained on another model (its shapes fit, so it was loaded; its outputs are only right on the model it was trained on)\n`);
     expect(JSON.parse(r.stdout).ids.length).toBeGreaterThan(0);
+    // A local folder whose config.json names its Hub id: an adapter naming that id is not worth a line either.
+    const made = await tinyLlamaAdapter();
+    const named = path.join(tmp, 'tiny-named');
+    const other = path.join(tmp, 'tiny-other');
+    for (const [dir, base] of [[named, TINY_LLAMA_ID], [other, 'HuggingFaceTB/SmolLM2-135M']]) {
+      mkdirSync(dir);
+      for (const [name, data] of Object.entries(renamedFiles(made.files, base))) writeFileSync(path.join(dir, name), data);
+    }
+    const tinyArgs = ['generate', '--model', TINY_LLAMA, '--tokenizer', TOKENIZER, '--prompt', 'Hi', '--max-tokens', '2', '--json'];
+    const quiet = await run([...tinyArgs, '--adapter', named]);
+    expect([quiet.code, quiet.stderr]).toEqual([0, '']);
+    const loud = await run([...tinyArgs, '--adapter', other]);
+    expect(loud.code).toBe(0);
+    expect(loud.stderr).toContain(`weblora generate: warning: ${other}: the adapter names its base model HuggingFaceTB/SmolLM2-135M but the loaded model is ${TINY_LLAMA} (${TINY_LLAMA_ID})`);
     // Its own name (a local file called stories260K) is not worth a line.
     const own = await run(['generate', '--model', STORIES, '--adapter', ADAPTER_DIR, '--prompt', 'Once', '--max-tokens', '4', '--json']);
     expect(own.code).toBe(0);

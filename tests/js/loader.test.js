@@ -307,3 +307,73 @@ describe('over HTTP', () => {
     await expect(LocalEngine.load(server.url('/nothing/'), { wasmSource: wasmSource(), retries: 0 })).rejects.toThrow(/404|not found/i);
   });
 });
+
+describe('which model was loaded, for adapter files written and read', () => {
+  test('exported adapters name the Hub id and revision, or what load() was told, never the local folder', async () => {
+    const dir = path.join(tmp, 'origin-model');
+    mkdirSync(dir, { recursive: true });
+    for (const f of ['config.json', 'model.safetensors']) writeFileSync(path.join(dir, f), readFileSync(path.join(TINY_LLAMA, f)));
+    // The real config.json (saved by transformers) names its Hub repository in _name_or_path.
+    const e = await LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER });
+    try {
+      const config = e.exportAdapter(e.createAdapter({ rank: 2 }).id).config;
+      expect(config.base_model_name_or_path).toBe('trl-internal-testing/tiny-random-LlamaForCausalLM');
+      expect(config.revision).toBeNull();
+      expect(e.info().origin).toEqual({ id: 'trl-internal-testing/tiny-random-LlamaForCausalLM', revision: null });
+    } finally {
+      e.dispose();
+    }
+    const cfg = JSON.parse(readFileSync(path.join(TINY_LLAMA, 'config.json'), 'utf8'));
+    delete cfg._name_or_path;
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    const unnamed = await LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER });
+    try {
+      const config = unnamed.exportAdapter(unnamed.createAdapter({ rank: 2 }).id).config;
+      expect(config.base_model_name_or_path).toBeNull();
+      expect(JSON.stringify(config)).not.toContain(tmp);
+    } finally {
+      unnamed.dispose();
+    }
+    const named = await LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER,
+      baseModel: 'trl-internal-testing/tiny-random-LlamaForCausalLM', revision: 'main' });
+    try {
+      const config = named.exportAdapter(named.createAdapter({ rank: 2 }).id).config;
+      expect(config.base_model_name_or_path).toBe('trl-internal-testing/tiny-random-LlamaForCausalLM');
+      expect(config.revision).toBe('main');
+    } finally {
+      named.dispose();
+    }
+  });
+});
+
+describe('--tokenizer elsewhere: its own tokenizer_config.json, not the model folder\'s', () => {
+  test('BOS/EOS come from the config beside the tokenizer used', async () => {
+    // The model folder's config names token 0 for BOS and EOS; the tokenizer's own folder says 1 and 2.
+    const modelDir = path.join(tmp, 'tok-model');
+    const tokDir = path.join(tmp, 'tok-elsewhere');
+    mkdirSync(modelDir, { recursive: true });
+    mkdirSync(tokDir, { recursive: true });
+    for (const f of ['config.json', 'model.safetensors']) writeFileSync(path.join(modelDir, f), readFileSync(path.join(TINY_LLAMA, f)));
+    writeFileSync(path.join(modelDir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<unk>', eos_token: '<unk>', add_bos_token: false }));
+    writeFileSync(path.join(tokDir, 'tokenizer.json'), readFileSync(TOKENIZER));
+    writeFileSync(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', add_bos_token: true }));
+    for (const tokenizer of [path.join(tokDir, 'tokenizer.json'), tokDir]) {
+      const e = await LocalEngine.load(modelDir, { wasmSource: wasmSource(), tokenizer });
+      try {
+        expect([e.tokenizer.bosId, e.tokenizer.eosId, e.tokenizer.addsBos]).toEqual([1, 2, true]);
+      } finally {
+        e.dispose();
+      }
+    }
+    // Without a config beside it, the model folder's is still not used.
+    const bare = path.join(tmp, 'tok-bare');
+    mkdirSync(bare, { recursive: true });
+    writeFileSync(path.join(bare, 'tokenizer.json'), readFileSync(TOKENIZER));
+    const e = await LocalEngine.load(modelDir, { wasmSource: wasmSource(), tokenizer: path.join(bare, 'tokenizer.json') });
+    try {
+      expect(e.tokenizer.bosId).toBe(1); // from the tokenizer.json's own template ("<s> $A")
+    } finally {
+      e.dispose();
+    }
+  });
+});

@@ -1,17 +1,19 @@
-// Crash-safe outputs: the CLI replacing an adapter is killed with SIGKILL (the WEBLORA_CRASH_AT fault point) at
-// every step of the write-and-swap; afterwards the old or the new adapter is complete, and the next run repairs
-// the folder. Also: an unwritable or full location is refused before any work, and leftovers are cleaned.
+// Crash-safe outputs: the CLI replacing an adapter folder or a GGUF file is killed with SIGKILL (the
+// WEBLORA_CRASH_AT fault point) at every step of the write-and-swap; afterwards the old or the new output is
+// complete, and the next run repairs the location. Also: an unwritable or full location is refused before any
+// work, and leftovers are cleaned.
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { OutputFolder, recoverOutput } from '../../web/output.js';
+import { OutputFile, OutputFolder, recoverOutput } from '../../web/output.js';
 import { repoRoot } from './helpers/core.js';
 
 const CLI = path.join(repoRoot, 'web/cli.js');
 const ADAPTER = path.join(repoRoot, 'tests/ref/golden/sgd_contract/stories260K');
+const STORIES = path.join(repoRoot, '../shared/models/stories260K/stories260K.bin');
 const STEPS = ['files-written', 'files-synced', 'folder-synced', 'old-aside', 'new-in', 'old-deleted'];
 let tmp;
 
@@ -87,6 +89,65 @@ describe('kill -9 during the output swap', () => {
     expect(r.stderr).toMatch(/exists and is not empty/);
     expect(snapshot(out)).toBe(oldAdapter);
     expect(readdirSync(tmp).filter((n) => n.startsWith('out-cli-repair.'))).toEqual([]);
+  });
+});
+
+describe('kill -9 while replacing a single-file output (GGUF)', () => {
+  const FILE_STEPS = ['files-written', 'files-synced', 'new-in'];
+  const exportGguf = (out, dtype, env) => run(['export', '--model', STORIES, '--adapter', ADAPTER, '--format', 'gguf', '--dtype', dtype,
+    '--out', out, '--force'], env);
+  let oldFile;
+  let newFile;
+  beforeAll(async () => {
+    for (const dtype of ['f32', 'f16']) {
+      const r = await exportGguf(path.join(tmp, `ref.${dtype}.gguf`), dtype);
+      expect([r.code, r.stderr]).toEqual([0, '']);
+    }
+    oldFile = readFileSync(path.join(tmp, 'ref.f32.gguf'));
+    newFile = readFileSync(path.join(tmp, 'ref.f16.gguf'));
+    expect(oldFile.equals(newFile)).toBe(false);
+  });
+
+  test.each(FILE_STEPS)('killed at %s: the file is the old or the new one, whole, and the next run cleans up', async (step) => {
+    const out = path.join(tmp, `single-${step}.gguf`);
+    writeFileSync(out, oldFile);
+    const r = await exportGguf(out, 'f16', { WEBLORA_CRASH_AT: step });
+    expect(r.signal).toBe('SIGKILL');
+    expect(readFileSync(out).equals(step === 'new-in' ? newFile : oldFile)).toBe(true);
+    const leftovers = readdirSync(tmp).filter((n) => n.startsWith(`single-${step}.gguf.`));
+    expect(leftovers).toEqual(step === 'new-in' ? [] : [expect.stringMatching(/\.partial-\d+$/)]);
+    expect((await recoverOutput(out)).removed).toEqual(leftovers);
+    expect(readdirSync(tmp).filter((n) => n.startsWith(`single-${step}.gguf.`))).toEqual([]);
+    expect((await exportGguf(out, 'f16')).code).toBe(0);
+    expect(readFileSync(out).equals(newFile)).toBe(true);
+  });
+
+  test('export checks the destination before loading anything: an existing file, a folder, an unwritable place', async () => {
+    const existing = path.join(tmp, 'existing.gguf');
+    writeFileSync(existing, 'keep me');
+    // The model does not exist: an error about the output proves the output was checked first.
+    const args = (out) => ['export', '--model', path.join(tmp, 'no-such-model.bin'), '--adapter', ADAPTER, '--format', 'gguf', '--out', out];
+    let r = await run(args(existing));
+    expect([r.code, r.stderr]).toEqual([2, `weblora export: error: output ${existing} exists (use --force to replace it)\n`]);
+    expect(readFileSync(existing, 'utf8')).toBe('keep me');
+    r = await run(args(tmp));
+    expect([r.code, r.stderr]).toEqual([2, `weblora export: error: output ${tmp} is a folder: give the path of the file to write\n`]);
+    writeFileSync(path.join(tmp, 'blocker-file'), 'x');
+    r = await run(args(path.join(tmp, 'blocker-file', 'x.gguf')));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot write the output .*blocker-file\/x\.gguf/);
+    // --format peft writes a folder, checked the same way.
+    r = await run(['export', '--model', path.join(tmp, 'no-such-model.bin'), '--adapter', ADAPTER, '--format', 'peft', '--out', existing]);
+    expect([r.code, r.stderr]).toEqual([2, `weblora export: error: output ${existing} exists and is not a folder\n`]);
+    expect(readdirSync(tmp).filter((n) => /\.partial-|\.old-/.test(n))).toEqual([]);
+  });
+
+  test('a device is never replaced, and a reservation without room is given back', async () => {
+    await expect(OutputFile.prepare('/dev/null', { force: true })).rejects.toMatchObject({ code: 'OUTPUT_EXISTS',
+      message: 'output /dev/null exists and is not a regular file' });
+    const out = path.join(tmp, 'huge.gguf');
+    await expect(OutputFile.prepare(out, { bytesNeeded: Number.MAX_SAFE_INTEGER })).rejects.toMatchObject({ code: 'OUTPUT_NO_ROOM' });
+    expect(readdirSync(tmp).filter((n) => n.startsWith('huge.gguf'))).toEqual([]);
   });
 });
 

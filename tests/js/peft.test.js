@@ -723,7 +723,15 @@ describe('hostile adapter files', () => {
         'model.layers.4.self_attn.q_proj', '4 layers');
       expect(err.details.modules).toEqual(['model.layers.4.self_attn.q_proj', 'model.layers.4.self_attn.v_proj',
         'model.layers.5.self_attn.q_proj', 'model.layers.5.self_attn.v_proj']);
-      expectError(() => peftToAdapter(core, model, narrow), AdapterShapeError, 'ADAPTER_SHAPE_MISMATCH', '[4, 48]', '[4, 64]');
+      expectError(() => peftToAdapter(core, model, narrow), AdapterShapeError, 'ADAPTER_SHAPE_MISMATCH', '[4, 48]', '[4, 64]',
+        'hidden size 48 vs 64', 'self_attn.q_proj 48 -> 48 in the adapter, 64 -> 64 here', 'self_attn.v_proj 48 -> 24 in the adapter, 64 -> 32 here');
+    });
+    // PEFT's gpt2 adapter (12 layers, width 768) on a 2-layer GPT-2 of width 2 (sshleifer/tiny-gpt2's shape):
+    // both the depth and the widths are named.
+    withModel({ ...GPT2_124M, dim: 2, hiddenDim: 8, nLayers: 2, nHeads: 2, nKvHeads: 2, headDim: 1 }, (model) => {
+      expectError(() => peftToAdapter(core, model, sharedAdapter('gpt2-lora-r8-causallm')), AdapterModelMismatchError,
+        'ADAPTER_MODEL_MISMATCH', 'transformer.h.11.attn.c_attn', 'a model with 12 layers', 'this gpt2 model has 2 layers',
+        'hidden size 768 vs 2', 'attn.c_attn 768 -> 2304 in the adapter, 2 -> 6 here', 'mlp.c_proj 3072 -> 768 in the adapter, 8 -> 2 here');
     });
     // A shallower model's adapter: the config targets every layer, the file stops after the second.
     const shallow = withModel({ ...TINY_LLAMA, nLayers: 2 }, validFiles);
