@@ -65,7 +65,14 @@ export interface EngineInfo {
   fingerprint: string;
   memoryBytes: number;
   hasTokenizer: boolean;
+  /** The chat template (Jinja) from tokenizer_config.json, or null when the model has none. */
+  chatTemplate: string | null;
   modules: string[];
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string;
 }
 
 export interface AdapterOptions {
@@ -239,6 +246,13 @@ export declare class Engine {
   train(adapter: Adapter | string | null, texts: string | string[], options?: TrainOptions): TrainRun;
   evaluate(texts: string | string[], options?: { adapter?: AdapterSelection; seqLen?: number; batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; perplexity: number; tokens: number; sequences: number }>;
   generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
+  /** Tokens training would see in texts, BOS/EOS around each document included. */
+  countTokens(texts: string | string[] | Blob | Blob[], options?: { signal?: AbortSignal }): Promise<{ tokens: number; documents: number }>;
+  /**
+   * A conversation rendered with the model's chat template into the text train and generate take (a leading BOS
+   * is left out when the tokenizer adds it to every document). TokenizerError NO_CHAT_TEMPLATE without one.
+   */
+  applyChatTemplate(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): Promise<string>;
   /** Refuses an adapter whose last training run diverged unless allowDiverged. */
   exportAdapter(adapter: Adapter | string, options?: { allowDiverged?: boolean }): Promise<PeftFiles>;
   importAdapter(files: { 'adapter_config.json': string | Uint8Array; 'adapter_model.safetensors': Uint8Array }, options?: { name?: string; allowFingerprintMismatch?: boolean }): Promise<Adapter>;
