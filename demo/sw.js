@@ -2,14 +2,20 @@
 // ../web/ (found by following imports from its entry points, so nothing is forgotten when files change), including
 // weblora.wasm, and serves them network-first with the cache as the offline fallback. Model files are left to the
 // package's own Cache API layer, which reads them by ranges and keeps them across versions of this worker.
-const VERSION = 'v1';
+// A new version (a changed byte in this file: bump VERSION with every release) installs in the background and
+// waits; the page offers a reload and sends 'skip-waiting' when the person accepts, so a running training job or an
+// unsaved adapter is never lost to an update.
+const VERSION = 'v2';
 const CACHE = `weblora-demo-shell-${VERSION}`;
 const CACHE_PREFIX = 'weblora-demo-shell-';
 /** Give up on a network that does not answer in this time and use the cached copy. */
 const NETWORK_TIMEOUT_MS = 4000;
 
 const here = (path) => new URL(path, self.location.href).href;
-const SHELL = ['./', './index.html', './app.js', './style.css', './manifest.webmanifest', './icon.svg'].map(here);
+const SHELL = [
+  './', './index.html', './app.js', './style.css', './manifest.webmanifest', './icon.svg',
+  './icons/icon-192.png', './icons/icon-512.png', './icons/maskable-512.png', './icons/apple-touch-icon.png',
+].map(here);
 /** Optional: cached when present (the sample text exists only in some builds). */
 const OPTIONAL = ['./data/personal-style.txt'].map(here);
 /** Module graph roots: the page imports index.js, the package starts worker.js in a Worker. */
@@ -67,7 +73,11 @@ async function precache() {
 }
 
 self.addEventListener('install', (event) => {
-  event.waitUntil(precache().then(() => self.skipWaiting()));
+  event.waitUntil(precache());
+});
+
+self.addEventListener('message', (event) => {
+  if (event.data?.type === 'skip-waiting') self.skipWaiting();
 });
 
 self.addEventListener('activate', (event) => {

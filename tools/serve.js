@@ -2,7 +2,7 @@
 // serve.js: a small static HTTP server for the repository (web/, demo/, tests/browser/) on 127.0.0.1, with the
 // MIME types, Range requests and ETags a browser needs to run the package and the demo without a build.
 //
-//   node tools/serve.js [--port 8080] [--mount /shared/=../shared] [--quiet]
+//   node tools/serve.js [--port 8080] [--mount /shared/=../shared] [--cors] [--quiet]
 import http from 'node:http';
 import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -52,6 +52,9 @@ export const MIME_TYPES = Object.freeze({
  * @property {(entry: RequestLogEntry) => void} [onRequest] called once per request when its response ends
  * @property {(urlPath: string, filePath: string) => Record<string, string> | undefined} [headers] extra or
  *   overriding response headers per file (e.g. Cache-Control for an offline test)
+ * @property {boolean} [cors] let pages of any origin read everything, as a CDN or the Hugging Face Hub does: CORS
+ *   headers on every response (errors too, so a page can tell a 404 from a refusal), Range and ETag exposed, and
+ *   preflight requests answered
  */
 
 /**
@@ -103,6 +106,15 @@ export async function startServer(options = {}) {
         console.error('serve.js: onRequest hook failed:', err);
       }
     });
+    if (options.cors) {
+      res.setHeader('access-control-allow-origin', '*');
+      res.setHeader('access-control-expose-headers', 'Accept-Ranges, Content-Length, Content-Range, ETag');
+      if (req.method === 'OPTIONS') {
+        res.writeHead(204, { 'access-control-allow-methods': 'GET, HEAD', 'access-control-allow-headers': 'Range', 'access-control-max-age': '86400' });
+        res.end();
+        return;
+      }
+    }
     handle(req, res).catch((err) => {
       if (!res.headersSent) {
         res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
@@ -285,6 +297,7 @@ export function parseRange(header, size) {
 async function main(argv) {
   let port = 8080;
   let quiet = false;
+  let cors = false;
   /** @type {Record<string, string>} */
   const mounts = {};
   for (let i = 0; i < argv.length; i++) {
@@ -294,9 +307,10 @@ async function main(argv) {
     else if (a === '--mount') {
       const [prefix, dir] = String(argv[++i]).split('=');
       mounts[prefix] = path.resolve(process.cwd(), dir);
-    } else if (a === '--quiet' || a === '-q') quiet = true;
+    } else if (a === '--cors') cors = true;
+    else if (a === '--quiet' || a === '-q') quiet = true;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node tools/serve.js [--port 8080] [--mount /prefix/=folder] [--quiet]\n');
+      process.stdout.write('usage: node tools/serve.js [--port 8080] [--mount /prefix/=folder] [--cors] [--quiet]\n');
       return;
     } else {
       throw new Error(`unknown argument ${a} (try --help)`);
@@ -306,6 +320,7 @@ async function main(argv) {
   const server = await startServer({
     port,
     mounts,
+    cors,
     onRequest: quiet ? undefined : (e) => process.stderr.write(`${e.status} ${e.method} ${e.path}${e.range ? ` (${e.range})` : ''} ${e.bytes} B\n`),
   });
   process.stdout.write(`weblora: serving ${repoRoot} at ${server.origin}/  (demo: ${server.origin}/demo/)\n`);

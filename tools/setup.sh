@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what building and testing weblora needs, only where it is missing (idempotent; Debian 12, as root or
-# with sudo). Usage: tools/setup.sh [--browser]   (--browser adds Debian's chromium for the browser tests)
+# with sudo). Usage: tools/setup.sh [--browser] [--icons]   (--browser adds Debian's chromium for the browser tests,
+# --icons librsvg's rsvg-convert for tools/icons.sh)
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -13,9 +14,13 @@ command -v emcc >/dev/null 2>&1 || need="$need emscripten"
 # clang with libFuzzer for tools/fuzz (the fuzzing run in npm test)
 command -v clang-14 >/dev/null 2>&1 || need="$need clang-14"
 ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need="$need libclang-rt-14-dev"
-if [ "${1:-}" = "--browser" ]; then
-  command -v chromium >/dev/null 2>&1 || need="$need chromium"
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --browser) command -v chromium >/dev/null 2>&1 || need="$need chromium" ;;
+    --icons) command -v rsvg-convert >/dev/null 2>&1 || need="$need librsvg2-bin" ;;
+    *) echo "weblora setup: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 if [ -n "$need" ]; then
   echo "weblora setup: installing$need" >&2

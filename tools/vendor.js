@@ -1,7 +1,8 @@
-// vendor.js: copies the ES modules of the package's runtime libraries (idb, @noble/hashes, @huggingface/tokenizers)
-// from node_modules into web/vendor/, so web/ imports them by relative path and runs in a browser without a bundler
-// or an import map (import maps do not reach module Workers). Files are copied unchanged except that a library's
-// imports of its own package by name are pointed at the copied file. Each library's licence is copied beside it.
+// vendor.js: copies the ES modules of the package's runtime libraries (idb, @noble/hashes, @huggingface/tokenizers,
+// @huggingface/jinja) from node_modules into web/vendor/, so web/ imports them by relative path and runs in a browser
+// without a bundler or an import map (import maps do not reach module Workers). Files are copied unchanged except
+// that a library's imports of its own package by name are pointed at the copied file. Each library's licence is
+// copied beside it.
 // Run by tools/setup.sh and before packing; web/vendor/ is generated, not committed.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -14,6 +15,7 @@ const LIBRARIES = [
   { name: 'idb', dir: 'idb', entries: ['build/index.js'] },
   { name: '@noble/hashes', dir: 'noble-hashes', entries: ['esm/sha2.js', 'esm/utils.js'] },
   { name: '@huggingface/tokenizers', dir: 'tokenizers', entries: ['dist/tokenizers.mjs'] },
+  { name: '@huggingface/jinja', dir: 'jinja', entries: ['dist/index.js'] },
 ];
 
 const IMPORT = /(\bfrom\s*|\bimport\s*\(?\s*)(['"])([^'"]+)\2/g;

@@ -212,6 +212,23 @@ export class Engine {
     return { done, abort: (reason) => controller.abort(reason) };
   }
 
+  /**
+   * How many tokens training would see in texts (BOS/EOS around each document included): { tokens, documents }.
+   * @param {string|string[]|Blob|Blob[]} texts @param {{ signal?: AbortSignal }} [options]
+   */
+  countTokens(texts, options = {}) {
+    return this.channel.call('countTokens', [texts], { signal: options.signal });
+  }
+
+  /**
+   * A conversation ([{ role, content }]) rendered with the model's chat template (engine.info.chatTemplate) into
+   * the text train and generate take; addGenerationPrompt ends it with the opening of the assistant's turn.
+   * @param {{ role: string, content: string }[]} messages @param {{ addGenerationPrompt?: boolean }} [options]
+   */
+  applyChatTemplate(messages, options = {}) {
+    return this.channel.call('applyChatTemplate', [messages, { addGenerationPrompt: !!options.addGenerationPrompt }]);
+  }
+
   /** Held-out style loss of texts with the given adapters (or the base model). */
   evaluate(texts, options = {}) {
     const { local, remote } = splitOptions(options);

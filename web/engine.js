@@ -157,6 +157,7 @@ export class LocalEngine {
     return {
       name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
+      chatTemplate: this.tokenizer?.chatTemplate ?? null,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
     };
@@ -357,6 +358,36 @@ export class LocalEngine {
     this.checkSeqLen(opts.seqLen);
     if (typeof texts === 'string') texts = [texts];
     return this.packData(tokenizeDocuments(tok, texts, this.model.config.vocabSize), opts);
+  }
+
+  /**
+   * How many tokens training would see in texts (strings, or Files/Blobs as train takes them): every document
+   * with the BOS/EOS tokens the model expects around it.
+   * @param {any} texts
+   * @param {{ signal?: AbortSignal }} [opts]
+   * @returns {Promise<{ tokens: number, documents: number }>}
+   */
+  async countTokens(texts, opts = {}) {
+    const tok = this.requireTokenizer();
+    const { buffer, documents } = await tokenizeCorpus(tok, typeof texts === 'string' ? [texts] : texts, {
+      vocabSize: this.model.config.vocabSize, signal: opts.signal,
+    });
+    return { tokens: buffer.length, documents };
+  }
+
+  /**
+   * A conversation rendered with the model's chat template into the text train() and generate() take. A BOS the
+   * template writes first is left out when the tokenizer starts every document with BOS itself, so it is not
+   * doubled.
+   * @param {{ role: string, content: string }[]} messages
+   * @param {{ addGenerationPrompt?: boolean }} [opts]
+   * @returns {string}
+   */
+  applyChatTemplate(messages, opts = {}) {
+    const tok = this.requireTokenizer();
+    const text = tok.applyChatTemplate(messages, opts);
+    const bos = tok.addsBos && tok.bosId !== null ? tok.idToToken(tok.bosId) : null;
+    return bos && text.startsWith(bos) ? text.slice(bos.length) : text;
   }
 
   checkSeqLen(seqLen) {

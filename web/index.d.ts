@@ -78,7 +78,14 @@ export interface EngineInfo {
   fingerprint: string;
   memoryBytes: number;
   hasTokenizer: boolean;
+  /** The chat template (Jinja) from tokenizer_config.json, or null when the model has none. */
+  chatTemplate: string | null;
   modules: string[];
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string;
 }
 
 export interface AdapterOptions {
@@ -296,6 +303,13 @@ export declare class Engine {
   train(adapter: Adapter | string | null, texts: string | string[], options?: TrainOptions): TrainRun;
   evaluate(texts: string | string[], options?: { adapter?: AdapterSelection; seqLen?: number; batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; perplexity: number; tokens: number; sequences: number }>;
   generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
+  /** Tokens training would see in texts, BOS/EOS around each document included. */
+  countTokens(texts: string | string[] | Blob | Blob[], options?: { signal?: AbortSignal }): Promise<{ tokens: number; documents: number }>;
+  /**
+   * A conversation rendered with the model's chat template into the text train and generate take (a leading BOS
+   * is left out when the tokenizer adds it to every document). TokenizerError NO_CHAT_TEMPLATE without one.
+   */
+  applyChatTemplate(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): Promise<string>;
   /** Refuses an adapter whose last training run diverged, in every format, unless allowDiverged. */
   exportAdapter(adapter: Adapter | string, options?: ExportAdapterOptions & { format?: 'peft' }): Promise<PeftFiles>;
   exportAdapter(adapter: Adapter | string, options: ExportAdapterOptions & { format: 'gguf' }): Promise<GgufAdapterFiles>;

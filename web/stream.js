@@ -28,6 +28,9 @@ export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } f
  * @property {number} [backoffMs] base of the exponential backoff (default 500): the n-th retry in a row waits a
  *   random time between half and all of backoffMs * 2^(n-1)
  * @property {number} [maxBackoffMs] cap on one wait, also on a server's Retry-After (default 30000)
+ * @property {number} [connectRetries] of those, how many in a row may be requests that got no answer at all
+ *   (connection refused, no network, unknown host, a cross-origin read the server does not allow); default:
+ *   retries. A first contact with a server uses few, so one that cannot be reached is reported at once.
  * @property {(event: ProgressEvent) => void} [onProgress]
  * @property {string} [sha256] expected SHA-256 (hex) of the whole file
  * @property {string} [name] model label in progress events (default: `base`)
@@ -68,6 +71,8 @@ const RETRYABLE_STATUS = new Set([408, 425, 429, 500, 502, 503, 504]);
 const HEAD_REFUSED = new Set([400, 403, 405, 406, 501]);
 /** Errors that another attempt may fix (dropped connections, 5xx); everything else fails at once. */
 const transient = new WeakSet();
+/** Requests that got no HTTP answer at all (fetch itself failed), a subset of the transient ones. */
+const unanswered = new WeakSet();
 /** Bytes read by readRange from offset 0 are kept up to this size, so a later whole-file stream can still be
  * hashed and cached from byte 0 (a safetensors header is far smaller). */
 const PREFIX_LIMIT = 64 << 20;
@@ -99,6 +104,7 @@ export class RemoteFile {
   /** @type {string | null} */
   #pin;
   #retries;
+  #connectRetries;
   /** @type {number | null} */
   #size = null;
   /** @type {string | null} */
@@ -129,6 +135,7 @@ export class RemoteFile {
     if (typeof this.#fetch !== 'function') throw new TypeError('no fetch implementation: pass options.fetch');
     this.#pin = options.sha256 == null ? null : normalizeSha256(options.sha256);
     this.#retries = Math.max(0, options.retries ?? 4);
+    this.#connectRetries = Math.min(this.#retries, Math.max(0, options.connectRetries ?? this.#retries));
     this.#key = cacheKeyFn(options)(this.url);
     /** @type {string} */
     this.file = options.file ?? lastSegment(this.url);
@@ -602,7 +609,9 @@ export class RemoteFile {
       res = await this.#fetch(this.url, { method, headers, signal });
     } catch (cause) {
       if (signal?.aborted) throw abortError(signal);
-      throw retryable(new NetworkError(`${method} ${this.url} failed: ${messageOf(cause)}`, { cause, details: { url: this.url } }));
+      const err = retryable(new NetworkError(`${method} ${this.url} failed: ${messageOf(cause)}`, { cause, details: { url: this.url } }));
+      unanswered.add(err);
+      throw err;
     }
     if (res.status === 200 || res.status === 206) return res;
     await res.body?.cancel().catch(() => {});
@@ -638,7 +647,8 @@ export class RemoteFile {
       } catch (err) {
         if (signal?.aborted) throw abortError(signal);
         if (!transient.has(/** @type {object} */ (err))) throw err;
-        if (failures > this.#retries) throw this.#gaveUp(`${what} ${this.url} failed`, err, failures);
+        const limit = unanswered.has(/** @type {object} */ (err)) ? this.#connectRetries : this.#retries;
+        if (failures > limit) throw this.#gaveUp(`${what} ${this.url} failed`, err, failures);
         await sleep(this.#delay(failures, err), signal);
       }
     }
@@ -801,8 +811,17 @@ export async function resolveModelSource(source, options = {}) {
     let indexFile = null;
     if (sharded !== false) {
       try {
-        indexFile = await RemoteFile.open(indexUrl, { ...fileOptions, base, file: indexName, sha256: pins[indexName] });
+        // The first request to the server: one that does not answer at all is reported after one quick retry,
+        // not after the long backoff meant for connections that drop during a download.
+        indexFile = await RemoteFile.open(indexUrl, {
+          ...fileOptions, base, file: indexName, sha256: pins[indexName], connectRetries: fileOptions.connectRetries ?? 1,
+        });
       } catch (err) {
+        if (unanswered.has(/** @type {any} */ (err)?.cause)) {
+          throw new NetworkError(`cannot reach ${url.host} to load the model at ${base}: ${messageOf(/** @type {any} */ (err).cause.cause)}`, {
+            code: 'UNREACHABLE', cause: err, details: { url: base, host: url.host },
+          });
+        }
         if (!(err instanceof NotFoundError)) throw err;
       }
     }

@@ -187,6 +187,10 @@ export class Llama2cTokenizer {
     // run.c always feeds BOS first, and its models were trained on documents that start with it.
     /** @readonly */
     this.addsBos = true;
+    /** @readonly tokenizer.bin carries no chat template */
+    this.chatTemplate = null;
+    /** @readonly */
+    this.specialTokens = {};
     /** @readonly */
     this.maxTokenLength = maxTokenLength;
     this.pieces = pieces;

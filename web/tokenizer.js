@@ -1,7 +1,9 @@
 // Tokenizers for the package: Hugging Face tokenizer.json (through @huggingface/tokenizers) and llama2.c
-// tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding and a UTF-8-safe stream decoder.
+// tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding, a UTF-8-safe stream decoder and the
+// model's chat template (tokenizer_config.json chat_template, rendered by @huggingface/jinja).
 
 import { Tokenizer as HfTokenizer, PreTokenizer } from './vendor/tokenizers/dist/tokenizers.mjs';
+import { Template } from './vendor/jinja/dist/index.js';
 import { TokenizerError } from './errors.js';
 export { TokenizerError } from './errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';
@@ -10,7 +12,12 @@ import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js'
 /**
  * @typedef {object} HfTokenizerSource
  * @property {object|string} json tokenizer.json, parsed or as text
- * @property {object|string} [config] tokenizer_config.json (bos/eos tokens, add_bos_token)
+ * @property {object|string} [config] tokenizer_config.json (bos/eos tokens, add_bos_token, chat_template)
+ */
+/**
+ * @typedef {object} ChatMessage
+ * @property {string} role 'system', 'user' or 'assistant' (the template decides which it accepts)
+ * @property {string} content
  */
 /**
  * @typedef {object} Llama2cTokenizerSource
@@ -79,6 +86,8 @@ export function loadTokenizer(source) {
  * @property {(id: number) => string|undefined} idToToken
  * @property {(piece: string) => number|null} tokenToId
  * @property {Tokenizer['source']} source
+ * @property {string|null} chatTemplate Jinja source of the chat template, when the model has one
+ * @property {Record<string, string|string[]>} specialTokens the special token texts templates may use (bos_token...)
  */
 
 /** A loaded tokenizer: the same surface for tokenizer.json and llama2.c tokenizer.bin. */
@@ -108,6 +117,44 @@ export class Tokenizer {
    *   { kind: 'llama2c', pieces: Uint8Array[], scores: Float32Array }}
    */
   get source() { return this.#backend.source; }
+
+  /** @returns {string|null} the chat template (Jinja) from tokenizer_config.json, null when there is none */
+  get chatTemplate() { return this.#backend.chatTemplate; }
+
+  /** @type {Template|null} compiled on first use */
+  #template = null;
+
+  /**
+   * Renders a conversation with the model's chat template, as transformers' apply_chat_template(tokenize=False)
+   * does: the template sees `messages`, `add_generation_prompt` and the special token texts (bos_token,
+   * eos_token, ...).
+   * @param {ChatMessage[]} messages
+   * @param {{ addGenerationPrompt?: boolean }} [options] addGenerationPrompt: end with the opening of the
+   *   assistant's turn, for generation
+   * @returns {string}
+   */
+  applyChatTemplate(messages, { addGenerationPrompt = false } = {}) {
+    const source = this.#backend.chatTemplate;
+    if (source === null) {
+      throw new TokenizerError('this tokenizer has no chat template (tokenizer_config.json has no chat_template)',
+        { code: 'NO_CHAT_TEMPLATE' });
+    }
+    if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.role !== 'string' || typeof m.content !== 'string')) {
+      throw new TokenizerError('applyChatTemplate: messages must be an array of { role, content } with string values',
+        { code: 'BAD_ARGUMENT' });
+    }
+    try {
+      this.#template ??= new Template(source);
+      return this.#template.render({
+        ...this.#backend.specialTokens,
+        messages: messages.map((m) => ({ role: m.role, content: m.content })),
+        add_generation_prompt: Boolean(addGenerationPrompt),
+      });
+    } catch (e) {
+      throw new TokenizerError(`the chat template cannot be rendered: ${/** @type {Error} */ (e).message}`,
+        { code: 'BAD_CHAT_TEMPLATE', cause: e });
+    }
+  }
 
   /**
    * @param {string} text
@@ -255,6 +302,23 @@ function tokenContent(entry) {
     return /** @type {any} */ (entry).content;
   }
   return null;
+}
+
+/**
+ * The chat template of a tokenizer_config.json: a Jinja string, or a list of named templates of which "default"
+ * (else the first) is the one for conversations.
+ * @param {unknown} value
+ * @returns {string|null}
+ */
+function chatTemplateOf(value) {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value) && value.length > 0
+      && value.every((t) => t && typeof t.name === 'string' && typeof t.template === 'string')) {
+    return (value.find((t) => t.name === 'default') ?? value[0]).template;
+  }
+  throw new TokenizerError('tokenizer_config.json: chat_template must be a string or a list of { name, template }',
+    { code: 'BAD_TOKENIZER' });
 }
 
 /**
@@ -437,6 +501,17 @@ class HfBackend {
     this.addsEos = typeof config.add_eos_token === 'boolean'
       ? config.add_eos_token && this.eosId !== null
       : last !== null && last === this.eosId;
+    this.chatTemplate = chatTemplateOf(config.chat_template);
+    /** @type {Record<string, string|string[]>} */
+    this.specialTokens = {};
+    for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
+      const content = tokenContent(config[key]);
+      if (content !== null) this.specialTokens[key] = content;
+    }
+    if (Array.isArray(config.additional_special_tokens)) {
+      this.specialTokens.additional_special_tokens = config.additional_special_tokens
+        .map(tokenContent).filter((/** @type {string|null} */ t) => t !== null);
+    }
   }
 
   /**

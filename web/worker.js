@@ -119,6 +119,8 @@ const methods = {
     return summary;
   },
   evaluate: (ctx, sel, texts, opts) => requireEngine().evaluate(sel, texts, opts),
+  countTokens: (ctx, texts) => requireEngine().countTokens(texts, { signal: ctx.signal }),
+  applyChatTemplate: (ctx, messages, opts) => requireEngine().applyChatTemplate(messages, opts),
   generate: (ctx, prompt, opts = {}) => requireEngine().generate(prompt, { ...opts, signal: ctx.signal,
     onToken: opts.streamTokens ? (t) => ctx.event('token', t) : undefined }),
   exportAdapter: (ctx, id, opts) => requireEngine().exportAdapter(id, opts),

@@ -9,51 +9,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 import {
-  DATA, checkPrerequisites, launch, newProfileDir, removeProfileDir, screenshot, startTestServer, thirdParty,
+  DATA, checkPrerequisites, generateBoth, launch, newProfileDir, removeProfileDir, screenshot, settled, startTestServer,
+  textMatching, thirdParty, watchErrors,
 } from './helpers.js';
-
-/**
- * Waits until a status line settles: an error, or success whose text matches `expected` (status lines keep their
- * last message, so the pattern tells the new one from the old). Returns its kind and text.
- */
-async function settled(page, selector, expected = /./, timeout = 60_000) {
-  await page.waitForFunction(({ sel, source }) => {
-    const node = document.querySelector(sel);
-    return node?.dataset.kind === 'error' || (node?.dataset.kind === 'ok' && new RegExp(source).test(node.textContent));
-  }, { sel: selector, source: expected.source }, { timeout });
-  return page.evaluate((sel) => ({ kind: document.querySelector(sel).dataset.kind, text: document.querySelector(sel).textContent }), selector);
-}
-
-/**
- * Waits until an element's text matches `pattern` (panels are filled asynchronously, after the action that
- * triggers them has reported) and returns the text; on timeout the error shows the last text seen.
- */
-async function textMatching(page, selector, pattern, timeout = 30_000) {
-  try {
-    await page.waitForFunction(({ sel, source }) => new RegExp(source).test(document.querySelector(sel)?.textContent ?? ''),
-      { sel: selector, source: pattern.source }, { timeout });
-  } catch (err) {
-    const last = await page.locator(selector).textContent().catch(() => null);
-    throw new Error(`${selector} never matched ${pattern} (last text: ${JSON.stringify(last)}): ${err.message}`);
-  }
-  return page.locator(selector).textContent();
-}
-
-/** Clicks Generate and returns both outputs once they are complete. */
-async function generate(page) {
-  await page.getByRole('button', { name: 'Generate' }).click();
-  await page.waitForFunction(() => {
-    const done = (id) => {
-      const o = document.getElementById(id);
-      return o.querySelector('.continuation')?.textContent.length > 0 && !o.hasAttribute('aria-busy');
-    };
-    return done('out-base') && done('out-tuned') && !document.body.hasAttribute('data-busy');
-  }, null, { timeout: 30_000 });
-  return page.evaluate(() => ({
-    base: document.querySelector('#out-base .continuation').textContent,
-    tuned: document.querySelector('#out-tuned .continuation').textContent,
-  }));
-}
 
 /** Names in the saved-adapters table. */
 function adapterNames(page) {
@@ -83,9 +41,8 @@ describe('the demo PWA in headless Chromium', () => {
   });
 
   test('loads a tiny model, trains, compares, manages adapters, then works offline from the service worker', async () => {
-    const errors = [];
     const page = await browser.context.newPage();
-    page.on('pageerror', (err) => errors.push(err.message));
+    const errors = watchErrors(page);
     const model = server.shared(DATA.storiesBin);
     const url = `${server.url('/demo/')}?model=${encodeURIComponent(model)}&tokenizer=${encodeURIComponent(server.shared(DATA.storiesTok))}`;
     await page.goto(url);
@@ -98,21 +55,23 @@ describe('the demo PWA in headless Chromium', () => {
       return (await cache.keys()).map((r) => new URL(r.url).pathname);
     });
     expect(shell).toEqual(expect.arrayContaining([
-      '/demo/', '/demo/app.js', '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg',
+      '/demo/', '/demo/app.js', '/demo/catalog.js', '/demo/checks.js', '/demo/chat.js', '/demo/estimate.js', '/demo/explain.js',
+      '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg', '/demo/icons/icon-192.png', '/demo/icons/maskable-512.png',
       '/web/index.js', '/web/worker.js', '/web/engine.js', '/web/store.js', '/web/weblora.wasm', '/web/vendor/idb/build/index.js',
+      '/web/vendor/jinja/dist/index.js',
     ]));
     expect(shell.some((p) => p.startsWith('/shared/'))).toBe(false);
 
     // 1. Model.
     await page.getByRole('button', { name: 'Load the model' }).click();
     const loaded = await settled(page, '#model-status');
-    expect(loaded).toEqual({ kind: 'ok', text: expect.stringContaining('downloaded and ready') });
+    expect(loaded).toEqual({ kind: 'ok', text: 'stories260K/stories260K.bin: downloaded and ready. It is kept on this device for next time.' });
     await textMatching(page, '#model-info', /llama, 5 layers, width 64/);
 
     // 2. Text: the sample diary.
     await page.getByRole('button', { name: 'Use the sample diary' }).click();
     await page.waitForFunction(() => document.getElementById('train-text').value.length > 1000);
-    await textMatching(page, '#text-stats', /characters, 12 entries/);
+    await textMatching(page, '#text-stats', /characters, [\d,]+ words, 12 entries/);
     // A dropped text file becomes one more entry.
     const dataTransfer = await page.evaluateHandle(() => {
       const dt = new DataTransfer();
@@ -121,7 +80,7 @@ describe('the demo PWA in headless Chromium', () => {
     });
     await page.dispatchEvent('#drop-zone', 'drop', { dataTransfer });
     await page.waitForFunction(() => document.getElementById('train-text').value.endsWith('Biscuit is asleep. Onward, Toby.'));
-    await textMatching(page, '#text-stats', /characters, 13 entries/);
+    await textMatching(page, '#text-stats', /characters, [\d,]+ words, 13 entries, [\d,]+ tokens/);
 
     // 3. Train a few steps.
     await page.getByLabel('Steps').fill('24');
@@ -137,7 +96,7 @@ describe('the demo PWA in headless Chromium', () => {
     // 4. Compare, greedily so the offline run can be checked against it.
     await page.getByLabel('Temperature').fill('0');
     await page.getByLabel('Tokens', { exact: true }).fill('40');
-    const online = await generate(page);
+    const online = await generateBoth(page);
     console.log(`demo compare: base "${online.base.slice(0, 60)}…" / tuned "${online.tuned.slice(0, 60)}…"`);
     expect(online.tuned).not.toBe(online.base);
 
@@ -170,8 +129,9 @@ describe('the demo PWA in headless Chromium', () => {
     await page.waitForFunction(() => document.querySelectorAll('#adapters-body tr').length === 1);
     expect(await adapterNames(page)).toEqual(['keeper']);
     // The storage panel refreshes after the adapters table: wait for its new content, not for a moment.
-    const storage = await textMatching(page, '#storage-info', /Adapters[\d.]+ KB in 1(?!\d)/);
-    expect(storage).toMatch(/Downloaded models1\.0 MB/);
+    await textMatching(page, '#storage-info', /Adapters[\d.]+ KB in 1(?!\d)/);
+    // The model is kept with its size, and can be removed there.
+    await textMatching(page, '#cached-models', /stories260K\/stories260K\.bin 1\.0 MB Remove/);
     await screenshot(page, 'demo');
 
     // 6. Offline: stop the server and reload.
@@ -182,14 +142,14 @@ describe('the demo PWA in headless Chromium', () => {
     expect(response.fromServiceWorker()).toBe(true);
     await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 30_000 });
     const offlineModel = await settled(page, '#model-status');
-    expect(offlineModel).toEqual({ kind: 'ok', text: 'Model ready (from this device).' });
+    expect(offlineModel).toEqual({ kind: 'ok', text: 'stories260K/stories260K.bin: ready (from this device).' });
     await page.waitForFunction(() => document.querySelectorAll('#adapters-body tr').length === 1);
     await page.getByRole('button', { name: 'Use the sample diary' }).waitFor();
     await page.getByRole('button', { name: 'Use keeper' }).click();
     await expect(settled(page, '#adapters-status', /^Using/)).resolves.toEqual({ kind: 'ok', text: expect.stringContaining('Using "keeper"') });
     await page.getByLabel('Temperature').fill('0');
     await page.getByLabel('Tokens', { exact: true }).fill('40');
-    const offline = await generate(page);
+    const offline = await generateBoth(page);
     expect(offline).toEqual(online);
     await screenshot(page, 'demo-offline');
 

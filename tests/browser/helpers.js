@@ -1,6 +1,8 @@
 // Shared plumbing of the browser tests: the static test server (tools/serve.js with ../shared mounted), Debian's
 // Chromium through playwright-core with a fresh profile, request logs from both ends, and screenshots.
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import {
+  copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +28,10 @@ export const DATA = {
   storiesBin: 'models/stories260K/stories260K.bin',
   storiesTok: 'models/stories260K/tok512.bin',
   tinyLlamaDir: 'models/tiny-random-llama/',
+  tinyLlamaConfig: 'models/tiny-random-llama/config.json',
+  tinyLlamaWeights: 'models/tiny-random-llama/model.safetensors',
   llamaTokenizer: 'tokenizers/llama2-tinyllama/tokenizer.json',
+  llamaTokenizerConfig: 'tokenizers/llama2-tinyllama/tokenizer_config.json',
 };
 
 /** Training text the tests use: short, repetitive, so a few steps measurably lower the loss. */
@@ -51,12 +56,12 @@ export function checkPrerequisites() {
  * The test server: the repository at /, ../shared at /shared/. Code may be kept in the browser's HTTP cache for
  * an hour (so a page can come back with the server stopped), test data never (so a model that loads without the
  * server can only have come from the package's Cache API copy).
- * @param {{ codeMaxAge?: number }} [options]
+ * @param {{ codeMaxAge?: number, mounts?: Record<string, string> }} [options] mounts: more folders by URL prefix
  */
 export async function startTestServer(options = {}) {
   const codeMaxAge = options.codeMaxAge ?? 3600;
   const server = await startServer({
-    mounts: { '/shared/': sharedDir },
+    mounts: { '/shared/': sharedDir, ...options.mounts },
     headers: (urlPath) => (urlPath.startsWith('/shared/')
       ? { 'cache-control': 'no-store' }
       : { 'cache-control': codeMaxAge > 0 ? `max-age=${codeMaxAge}` : 'no-cache' }),
@@ -67,6 +72,76 @@ export async function startTestServer(options = {}) {
     shared: (rel) => server.url(`/shared/${rel}`),
     page: server.url('/tests/browser/page.html'),
   };
+}
+
+/**
+ * A second origin laid out like the Hugging Face Hub, /<org>/<name>/resolve/main/<file>, and serving like it: CORS
+ * on every response (errors too), Range requests, ETags. Files are links to ../shared (never copies) or generated
+ * text (a tokenizer_config.json with a chat template, say).
+ * @param {Record<string, Record<string, string | { text: string }>>} repos repo ("org/name") -> file path in the
+ *   repo -> a path inside ../shared, or { text }
+ */
+export async function startHubServer(repos) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'weblora-hub-'));
+  for (const [repo, files] of Object.entries(repos)) {
+    for (const [name, from] of Object.entries(files)) {
+      const target = path.join(dir, repo, 'resolve/main', name);
+      mkdirSync(path.dirname(target), { recursive: true });
+      if (typeof from === 'string') {
+        const source = path.join(sharedDir, from);
+        if (!existsSync(source)) throw new Error(`test data missing: ${source}`);
+        symlinkSync(source, target);
+      } else {
+        writeFileSync(target, from.text);
+      }
+    }
+  }
+  const server = await startServer({ root: dir, cors: true, headers: () => ({ 'cache-control': 'no-store' }) });
+  return {
+    ...server,
+    /** @param {string} repo */
+    folder: (repo) => server.url(`/${repo}/resolve/main/`),
+    async close() {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A copy of demo/ whose files link to the real ones, except sw.js, which is copied so a test can deploy a new
+ * version of it. Serve it at /demo/ (startTestServer's mounts).
+ */
+export function demoCopy() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'weblora-demo-copy-'));
+  const demo = path.join(repoRoot, 'demo');
+  for (const name of readdirSync(demo)) {
+    if (name === 'sw.js') copyFileSync(path.join(demo, name), path.join(dir, name));
+    else symlinkSync(path.join(demo, name), path.join(dir, name));
+  }
+  const sw = path.join(dir, 'sw.js');
+  return {
+    dir,
+    /** Rewrites the copy's sw.js, as deploying a new version of the demo does. @param {(text: string) => string} edit */
+    editServiceWorker: (edit) => writeFileSync(sw, edit(readFileSync(sw, 'utf8'))),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/**
+ * Collects what a page, its workers and the service workers log as errors, and uncaught exceptions.
+ * @param {import('playwright-core').Page} page
+ * @returns {string[]}
+ */
+export function watchErrors(page) {
+  const errors = [];
+  const onConsole = (where) => (msg) => {
+    if (msg.type() === 'error') errors.push(`${where} console: ${msg.text()}`);
+  };
+  page.on('pageerror', (err) => errors.push(`page error: ${err.message}`));
+  page.on('console', onConsole('page'));
+  page.on('worker', (worker) => worker.on('console', onConsole(`worker ${worker.url()}`)));
+  return errors;
 }
 
 /** A new, empty Chromium profile folder. */
@@ -131,4 +206,50 @@ export async function waitFor(fn, accept, timeoutMs) {
     if (Date.now() > deadline) throw new Error(`gave up waiting after ${timeoutMs} ms (last value ${JSON.stringify(value)})`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The demo page
+
+/**
+ * Waits until a status line settles: an error, or success whose text matches `expected` (status lines keep their
+ * last message, so the pattern tells the new one from the old). Returns its kind and text.
+ */
+export async function settled(page, selector, expected = /./, timeout = 60_000) {
+  await page.waitForFunction(({ sel, source }) => {
+    const node = document.querySelector(sel);
+    return node?.dataset.kind === 'error' || (node?.dataset.kind === 'ok' && new RegExp(source).test(node.textContent));
+  }, { sel: selector, source: expected.source }, { timeout });
+  return page.evaluate((sel) => ({ kind: document.querySelector(sel).dataset.kind, text: document.querySelector(sel).textContent }), selector);
+}
+
+/**
+ * Waits until an element's text matches `pattern` (panels are filled asynchronously, after the action that
+ * triggers them has reported) and returns the text; on timeout the error shows the last text seen.
+ */
+export async function textMatching(page, selector, pattern, timeout = 30_000) {
+  try {
+    await page.waitForFunction(({ sel, source }) => new RegExp(source).test(document.querySelector(sel)?.textContent ?? ''),
+      { sel: selector, source: pattern.source }, { timeout });
+  } catch (err) {
+    const last = await page.locator(selector).textContent().catch(() => null);
+    throw new Error(`${selector} never matched ${pattern} (last text: ${JSON.stringify(last)}): ${err.message}`);
+  }
+  return page.locator(selector).textContent();
+}
+
+/** Clicks Generate and returns both outputs once they are complete. */
+export async function generateBoth(page) {
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await page.waitForFunction(() => {
+    const done = (id) => {
+      const o = document.getElementById(id);
+      return o.querySelector('.continuation')?.textContent.length > 0 && !o.hasAttribute('aria-busy');
+    };
+    return done('out-base') && done('out-tuned') && !document.body.hasAttribute('data-busy');
+  }, null, { timeout: 30_000 });
+  return page.evaluate(() => ({
+    base: document.querySelector('#out-base .continuation').textContent,
+    tuned: document.querySelector('#out-tuned .continuation').textContent,
+  }));
 }

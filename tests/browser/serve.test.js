@@ -119,4 +119,23 @@ describe('tools/serve.js', () => {
     ]);
     expect(server.requests.length).toBe(log.length);
   });
+
+  test('cors: every response, errors too, lets other origins read it; preflights are answered', async () => {
+    const open = await startServer({ mounts: { '/shared/': sharedDir }, cors: true });
+    try {
+      const ranged = await fetch(open.url(`/shared/${DATA.storiesBin}`), { headers: { Range: 'bytes=0-3' } });
+      expect(ranged.status).toBe(206);
+      expect(ranged.headers.get('access-control-allow-origin')).toBe('*');
+      expect(ranged.headers.get('access-control-expose-headers')).toMatch(/Content-Range/);
+      const missing = await fetch(open.url('/shared/no-such-file.json'));
+      expect([missing.status, missing.headers.get('access-control-allow-origin')]).toEqual([404, '*']);
+      const preflight = await fetch(open.url(`/shared/${DATA.storiesBin}`), { method: 'OPTIONS' });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers.get('access-control-allow-headers')).toBe('Range');
+      // Without the option nothing is shared.
+      expect((await get('/package.json', { method: 'HEAD' })).headers.get('access-control-allow-origin')).toBeNull();
+    } finally {
+      await open.close();
+    }
+  });
 });

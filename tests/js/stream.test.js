@@ -206,6 +206,19 @@ describe('failures and resume', () => {
     expect(server.requestsTo(path).length).toBe(3);
   });
 
+  test('connectRetries bounds requests that get no answer at all; HTTP errors keep the full retries', async () => {
+    const closed = await startServer();
+    const url = closed.url('/gone.bin');
+    await closed.close();
+    const err = await RemoteFile.open(url, { ...FAST, retries: 4, connectRetries: 1 }).catch((e) => e);
+    expect(err).toBeInstanceOf(NetworkError);
+    expect(err.details.attempts).toBe(2);
+    const flaky = serve({ body: BIG, statuses: [503, 503, 503] });
+    const f = await RemoteFile.open(flaky.url, { ...FAST, retries: 4, connectRetries: 0 });
+    expect(f.size).toBe(BIG.byteLength);
+    expect(server.requestsTo(flaky.path).slice(0, 4).map((r) => r.status)).toEqual([503, 503, 503, 200]);
+  });
+
   test('a connection that always dies at the same byte fails after the retries, never delivering past it', async () => {
     const { url } = serve({ body: BIG, truncateAt: 120_000 });
     const f = await RemoteFile.open(url, { ...FAST, retries: 3 });
@@ -654,6 +667,19 @@ describe('resolveModelSource', () => {
     const before = server.requests.length;
     expect(await resolveModelSource(base, { ...FAST, cache: caches })).toEqual({ ...plan, files: plan.files.map(({ sha256: _, ...f }) => f) });
     expect(server.requests.length).toBe(before);
+  });
+
+  test('a server that cannot be reached is reported at once, by its host, not by a probed file name', async () => {
+    const closed = await startServer();
+    const base = closed.url('/org/model/resolve/main/');
+    await closed.close();
+    const err = await resolveModelSource(base, { ...FAST, retries: 4 }).catch((e) => e);
+    expect(err).toBeInstanceOf(NetworkError);
+    expect(err.code).toBe('UNREACHABLE');
+    expect(err.message).toMatch(new RegExp(`^cannot reach 127\\.0\\.0\\.1:\\d+ to load the model at ${base.replace(/[.]/g, '\\.')}: `));
+    expect(err.message).not.toContain('index.json');
+    // One quick retry, not the four with growing waits that a dropped download gets.
+    expect(err.cause.details.attempts).toBe(2);
   });
 
   test('a cached single-file model is planned without the network', async () => {

@@ -1,0 +1,181 @@
+// estimate.js: what a model costs before it is downloaded or trained: parameters, download size, memory for a
+// training run, and speed on this device. Speed is never guessed from the CPU's name: it is a rate measured here
+// (training tokens per second on some model, turned into arithmetic per second) divided by the arithmetic another
+// model needs per token. Small models use the CPU less efficiently than big ones, so a rate measured on the built-in
+// model is a cautious figure for a bigger one; a measurement on the loaded model itself replaces it.
+
+/** Bytes per stored weight, by dtype (the download). */
+export const DTYPE_BYTES = Object.freeze({ f32: 4, f16: 2, bf16: 2 });
+/** The engine keeps frozen weights in f32 today: f16/bf16 downloads are widened when they are loaded. */
+export const ENGINE_WEIGHT_BYTES = 4;
+/** The most a page's WebAssembly memory can grow to (the package builds with 4 GB memory growth). */
+export const WASM_MEMORY_LIMIT = 4 * 1024 ** 3;
+/** Worker, wasm module, tokenizer and JavaScript heap on top of the counted buffers (measured to be well under). */
+const OVERHEAD_BYTES = 64 * 1024 ** 2;
+
+/**
+ * @typedef {object} Shape the numbers of a Llama- or GPT-2-style model that decide its cost
+ * @property {'llama' | 'gpt2'} arch
+ * @property {number} dim
+ * @property {number} hidden MLP width
+ * @property {number} layers
+ * @property {number} heads
+ * @property {number} kvHeads
+ * @property {number} headDim
+ * @property {number} vocab
+ * @property {boolean} tied output head shares the embedding
+ * @property {boolean} qkvBias
+ * @property {number} maxSeqLen
+ */
+
+/**
+ * The shape of a Hugging Face config.json (Llama family: Llama, SmolLM2, Qwen2).
+ * @param {Record<string, any>} c
+ * @returns {Shape}
+ */
+export function shapeFromHfConfig(c) {
+  const heads = c.num_attention_heads;
+  return {
+    arch: 'llama',
+    dim: c.hidden_size,
+    hidden: c.intermediate_size,
+    layers: c.num_hidden_layers,
+    heads,
+    kvHeads: c.num_key_value_heads ?? heads,
+    headDim: c.head_dim ?? c.hidden_size / heads,
+    vocab: c.vocab_size,
+    tied: c.tie_word_embeddings !== false,
+    qkvBias: c.model_type === 'qwen2' || !!c.attention_bias,
+    maxSeqLen: c.max_position_embeddings,
+  };
+}
+
+/**
+ * The shape of a loaded model, from engine.info.
+ * @param {{ arch: 'llama' | 'gpt2', config: Record<string, any> }} info
+ * @returns {Shape}
+ */
+export function shapeFromEngine(info) {
+  const c = info.config;
+  return {
+    arch: info.arch,
+    dim: c.dim,
+    hidden: c.hiddenDim,
+    layers: c.nLayers,
+    heads: c.nHeads,
+    kvHeads: c.nKvHeads,
+    headDim: c.headDim,
+    vocab: c.vocabSize,
+    tied: !!c.tiedEmbeddings,
+    qkvBias: !!c.qkvBias,
+    maxSeqLen: c.maxSeqLen,
+  };
+}
+
+/** Widths of the attention projections. @param {Shape} s */
+function widths(s) {
+  return { qd: s.heads * s.headDim, kvd: s.kvHeads * s.headDim };
+}
+
+/**
+ * Parameters of a Llama-style model (the catalogue's models); loaded models report theirs exactly.
+ * @param {Shape} s
+ */
+export function parameterCount(s) {
+  const { qd, kvd } = widths(s);
+  const C = s.dim;
+  const attention = C * qd + 2 * C * kvd + qd * C + (s.qkvBias ? qd + 2 * kvd : 0);
+  const mlp = 3 * C * s.hidden;
+  const block = attention + mlp + 2 * C;
+  return s.vocab * C + s.layers * block + C + (s.tied ? 0 : s.vocab * C);
+}
+
+/**
+ * Multiply-adds times two in one forward pass, per token, at sequence length T: every weight matrix once (the
+ * output head included, the embedding lookup not), plus causal attention over T / 2 earlier positions on average.
+ * Training one LoRA step costs a fixed multiple of this, so ratios of it compare models.
+ * @param {Shape} s
+ * @param {number} parameters
+ * @param {number} T
+ */
+export function forwardFlopsPerToken(s, parameters, T) {
+  const { qd } = widths(s);
+  const matrices = s.tied ? parameters : parameters - s.vocab * s.dim;
+  return 2 * matrices + 2 * s.layers * T * qd;
+}
+
+/**
+ * Bytes the core asks for to train with batches of B sequences of T tokens: the f32 weights and the activations
+ * its reserve step lays out (src/model/model.c plan_acts), plus the worker's fixed overhead. The adapter and its
+ * optimizer state are small beside them and included roughly.
+ * @param {Shape} s
+ * @param {number} parameters
+ * @param {{ B: number, T: number, adapterParameters?: number }} run
+ */
+export function trainingMemoryBytes(s, parameters, { B, T, adapterParameters = 0 }) {
+  const { qd, kvd } = widths(s);
+  const C = s.dim;
+  const I = s.hidden;
+  const N = B * T;
+  const perLayer = 2 * kvd + (4 * C + 2 * qd + 3 * I + 2);
+  const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 3 + s.vocab + 2 * kvd + 2 * T + (2 * C + 2 * qd + 2 * kvd + 3 * I);
+  const activations = N * (s.layers * perLayer + shared);
+  return parameters * ENGINE_WEIGHT_BYTES + activations * 4 + adapterParameters * 4 * 4 + OVERHEAD_BYTES;
+}
+
+/**
+ * Download size: the weights as stored plus the tokenizer.
+ * @param {{ dtype: keyof typeof DTYPE_BYTES, tokenizerBytes: number }} entry
+ * @param {number} parameters
+ */
+export function downloadBytes(entry, parameters) {
+  return parameters * DTYPE_BYTES[entry.dtype] + entry.tokenizerBytes;
+}
+
+/**
+ * @typedef {object} SpeedMeasurement a training speed measured on this device
+ * @property {number} flopsPerSecond forward FLOPs per token times training tokens per second
+ * @property {string} model which model it was measured on
+ * @property {number} parameters that model's size: bigger models use the processor more like the catalogue's do
+ * @property {number} at ms since the epoch
+ */
+
+/**
+ * A measurement from a training run (or warm-up) of `parameters` parameters at sequence length T.
+ * @param {Shape} s @param {number} parameters @param {number} T @param {number} tokensPerSecond
+ * @param {string} model
+ * @returns {SpeedMeasurement}
+ */
+export function speedMeasurement(s, parameters, T, tokensPerSecond, model) {
+  return { flopsPerSecond: tokensPerSecond * forwardFlopsPerToken(s, parameters, T), model, parameters, at: Date.now() };
+}
+
+/** Measurements older than this are replaced by any new one (the browser or the device may have changed). */
+const MEASUREMENT_LIFETIME_MS = 30 * 24 * 3600 * 1000;
+
+/**
+ * Whether a new measurement should replace the kept one: a model at least as big predicts the catalogue's models
+ * better (tiny models spend their time on overheads, not arithmetic); an old one is replaced by anything.
+ * @param {SpeedMeasurement | null} kept @param {SpeedMeasurement} measured
+ */
+export function betterMeasurement(kept, measured) {
+  return !kept || measured.parameters >= (kept.parameters ?? 0) || measured.at - kept.at > MEASUREMENT_LIFETIME_MS;
+}
+
+/**
+ * Training tokens per second expected for a model from a measurement made on another (or the same) one.
+ * @param {Shape} s @param {number} parameters @param {number} T @param {SpeedMeasurement} measured
+ */
+export function expectedTokensPerSecond(s, parameters, T, measured) {
+  return measured.flopsPerSecond / forwardFlopsPerToken(s, parameters, T);
+}
+
+/**
+ * Seconds a training run will take, from seconds per training token measured in a warm-up at the same rank. The
+ * held-out tokens are evaluated before and after training, by forward passes only: about a third of a training
+ * step's work per token.
+ * @param {{ steps: number, B: number, T: number, evalTokens: number, secondsPerToken: number }} run
+ */
+export function trainingSeconds({ steps, B, T, evalTokens, secondsPerToken }) {
+  return secondsPerToken * (steps * B * T + (2 * evalTokens) / 3);
+}
