@@ -47,7 +47,7 @@ WL_BENCH_EXPORT("wl_bench_sgemm")
 void wl_bench_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc, int reps) {
     const wl_kernels *k = wl_kernels_default();
-    for (int r = 0; r < reps; r++) k->sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    for (int r = 0; r < reps; r++) wl_sgemm(k, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 #endif
