@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { WebLoRA } from './client.js';
 import { Core } from './core.js';
 import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
+import { MAX_THREADS } from './wasm.js';
 
 const USAGE = `usage: weblora <command> [options]
 
@@ -27,6 +28,7 @@ commands:
   extract  --base M --tuned M2 --rank R [--targets q_proj,v_proj] [--energy F] --out DIR [--json]
   combine  --adapter DIR:W ... --type linear|cat|svd [--rank R] --out DIR [--json]
 
+Every command takes --threads N|auto: the threads the core computes on ('auto', the default: every core, at most 8).
 Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
 URL of either (a folder URL ends in "/").`;
@@ -42,7 +44,7 @@ const OPTIONS = {
   'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
   'eval-every': { type: 'string' },
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
-  type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  type: { type: 'string' }, force: { type: 'boolean' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
 };
 
 class UsageError extends Error {}
@@ -55,6 +57,14 @@ function num(opts, name, { integer = false, min = -Infinity } = {}) {
     throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` >= ${min}` : ''}, got "${raw}"`);
   }
   return v;
+}
+
+/** --threads: 'auto' (the default) or a whole number of threads. */
+function threads(opts) {
+  if (opts.threads === undefined || opts.threads === 'auto') return 'auto';
+  const n = num(opts, 'threads', { integer: true, min: 1 });
+  if (n > MAX_THREADS) throw new UsageError(`--threads must be 'auto' or at most ${MAX_THREADS}, got "${opts.threads}"`);
+  return n;
 }
 
 function need(opts, name) {
@@ -176,6 +186,7 @@ async function loadEngine(opts, json) {
   const seen = new Set();
   return WebLoRA.load(modelSource(model), {
     tokenizer: opts.tokenizer ? modelSource(opts.tokenizer) : undefined,
+    threads: threads(opts),
     onProgress: (e) => {
       if (tty && e.status === 'progress' && e.total) {
         process.stderr.write(`\rdownloading ${e.file}: ${(e.loaded / 1e6).toFixed(1)} / ${(e.total / 1e6).toFixed(1)} MB\x1b[K`);
@@ -359,7 +370,7 @@ async function cmdResize(opts) {
   if (opts.adapter?.length !== 1) throw new UsageError('resize takes exactly one --adapter DIR');
   const a = await readAdapterDir(opts.adapter[0]);
   await assertWritable(out, opts.force);
-  const core = await Core.create();
+  const core = await Core.create({ threads: threads(opts) });
   const r = resizeAdapterFiles(core, a.files, { rank, energy });
   await writeOutput(out, r.files, !!opts.force);
   reportModules(json, r, out, 'resized');
@@ -373,7 +384,7 @@ async function cmdCombine(opts) {
   if (!opts.adapter || opts.adapter.length < 2) throw new UsageError('combine needs at least two --adapter DIR[:W]');
   const inputs = await Promise.all(opts.adapter.map(readAdapterDir));
   await assertWritable(out, opts.force);
-  const core = await Core.create();
+  const core = await Core.create({ threads: threads(opts) });
   const r = combineAdapterFiles(core, inputs.map((x) => ({ files: x.files, weight: x.weight })), { type, rank: num(opts, 'rank', { integer: true, min: 1 }) ?? 0 });
   await writeOutput(out, r.files, !!opts.force);
   reportModules(json, r, out, `combined (${type})`);

@@ -4,6 +4,7 @@
 import { throwIfAborted, EngineError } from './errors.js';
 export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
+import { MAX_THREADS } from './wasm.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { loadModel } from './loader.js';
 import { adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
@@ -118,16 +119,27 @@ export class LocalEngine {
 
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
-   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, wasmModule?: WebAssembly.Module,
-   *   wasmSource?: any, tokenizer?: any } & object} [options]
+   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
+   *   wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any } & object} [options]
+   *   threads: 'auto' (default: every core, at most 8) or a number; one where threads are unavailable
    */
   static async load(source, options = {}) {
-    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource });
-    const loaded = await loadModel(core, source, options);
-    const fingerprint = await fingerprintModel(loaded.model);
-    const engine = new LocalEngine(core, loaded, fingerprint);
-    options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
-    return engine;
+    const threads = options.threads ?? 'auto';
+    if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) {
+      throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
+        { code: 'INVALID_ARGUMENT' });
+    }
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, threads });
+    try {
+      const loaded = await loadModel(core, source, options);
+      const fingerprint = await fingerprintModel(loaded.model);
+      const engine = new LocalEngine(core, loaded, fingerprint);
+      options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
+      return engine;
+    } catch (err) {
+      core.stopThreads();
+      throw err;
+    }
   }
 
   /** What the model is. */
@@ -137,6 +149,7 @@ export class LocalEngine {
     return {
       name: this.name, kind: this.kind, arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
+      threads: this.core.threads, threadsNote: this.core.threadsNote,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
     };
@@ -488,6 +501,7 @@ export class LocalEngine {
   dispose() {
     for (const id of [...this.adapters.keys()]) this.freeAdapter(id);
     this.model.free();
+    this.core.stopThreads();
   }
 }
 

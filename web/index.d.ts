@@ -21,6 +21,13 @@ export type ModelSource =
 export interface LoadOptions {
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
+  /**
+   * Threads the core computes on: 'auto' (the default: navigator.hardwareConcurrency or os.availableParallelism(), at
+   * most 8) or a whole number from 1 to 64. Results are bit-identical for any number. Browsers need a cross-origin
+   * isolated page (Cross-Origin-Opener-Policy: same-origin, Cross-Origin-Embedder-Policy: require-corp); elsewhere the
+   * core runs on one thread, `info.threads` says 1 and a console note says why. Node always has threads.
+   */
+  threads?: number | 'auto';
   /** Tokenizer override: URL, path, File or bytes of tokenizer.json or a llama2.c tokenizer.bin. */
   tokenizer?: string | URL | Blob | ArrayBuffer | ArrayBufferView;
   tokenizerUrl?: string;
@@ -66,6 +73,10 @@ export interface EngineInfo {
   memoryBytes: number;
   hasTokenizer: boolean;
   modules: string[];
+  /** Threads the core runs on. */
+  threads: number;
+  /** Why fewer threads run than were asked for (no cross-origin isolation, workers that did not start), or null. */
+  threadsNote: string | null;
 }
 
 export interface AdapterOptions {
