@@ -13,6 +13,10 @@ const params = new URLSearchParams(location.search);
 const absolute = (value) => (value ? new URL(value, location.href).href : null);
 const MODEL_URL = absolute(params.get('model')) ?? new URL('./models/default/', location.href).href;
 const TOKENIZER_URL = absolute(params.get('tokenizer'));
+/** ?threads=N sets the core's threads; the package's 'auto' (every core, at most 8) otherwise. */
+const THREADS = /^\d+$/.test(params.get('threads') ?? '') ? Number(params.get('threads')) : 'auto';
+/** Set for the one reload that lets the service worker make the page cross-origin isolated. */
+const ISOLATION_RELOAD = 'weblora-demo-isolation-reload';
 const SAMPLE_URL = new URL('./data/personal-style.txt', location.href).href;
 /** Adapter targets in order of preference; the ones the model has are used. */
 const PREFERRED_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'c_attn', 'c_proj', 'c_fc'];
@@ -116,11 +120,28 @@ async function registerServiceWorker() {
     await navigator.serviceWorker.register('./sw.js', { scope: '../' }).catch(() => navigator.serviceWorker.register('./sw.js'));
     await navigator.serviceWorker.ready;
     say(pill, navigator.onLine ? 'Ready to work offline' : 'Offline: running from this device', 'ok');
+    reloadForIsolation();
   } catch (err) {
     say(pill, `Offline use unavailable: ${explain(err)}`, 'error');
   }
   addEventListener('online', () => say(pill, 'Ready to work offline', 'ok'));
   addEventListener('offline', () => say(pill, 'Offline: running from this device', 'ok'));
+}
+
+/**
+ * The service worker adds the cross-origin isolation headers the core's threads need, but only to pages it serves:
+ * on a host that does not send them itself, the first visit reloads once, as soon as the worker controls the page
+ * (unless a model is already loading; then the next visit gets the threads).
+ */
+function reloadForIsolation() {
+  if (globalThis.crossOriginIsolated || sessionStorage.getItem(ISOLATION_RELOAD)) return;
+  const reload = () => {
+    if (state.engine || state.busy || globalThis.crossOriginIsolated) return;
+    sessionStorage.setItem(ISOLATION_RELOAD, '1');
+    location.reload();
+  };
+  if (navigator.serviceWorker.controller) reload();
+  else navigator.serviceWorker.addEventListener('controllerchange', reload, { once: true });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -168,7 +189,7 @@ async function loadModel() {
     }
   };
   /** @type {Record<string, any>} */
-  const options = { onProgress };
+  const options = { onProgress, threads: THREADS };
   if (TOKENIZER_URL) {
     // A folder's plan has its own tokenizer slot; single-file models take the tokenizer as an extra file.
     if (MODEL_URL.endsWith('/')) options.tokenizer = TOKENIZER_URL;
@@ -196,6 +217,7 @@ async function loadModel() {
     ['Vocabulary', `${c.vocabSize.toLocaleString()} tokens`],
     ['Context', `${c.maxSeqLen.toLocaleString()} tokens`],
     ['Memory', formatBytes(info.memoryBytes)],
+    ['Threads', info.threadsNote ? `${info.threads} (${info.threadsNote})` : String(info.threads)],
   ];
   $('model-info').replaceChildren(...facts.flatMap(([k, v]) => [h('dt', { textContent: k }), h('dd', { textContent: v })]));
   $('model-info').hidden = false;
@@ -320,7 +342,8 @@ async function train() {
         state.losses.push(r.loss);
         bar.value = (r.step / r.totalSteps) * 100;
         $('loss-now').textContent = r.loss.toFixed(3);
-        $('speed').textContent = `${Math.round(r.tokensPerSecond).toLocaleString()} tokens/s`;
+        const threads = engine.info.threads;
+        $('speed').textContent = `${Math.round(r.tokensPerSecond).toLocaleString()} tokens/s on ${threads} thread${threads === 1 ? '' : 's'}`;
         const eta = (r.elapsed / r.step) * (r.totalSteps - r.step);
         say(status, `Step ${r.step} of ${r.totalSteps} · loss ${r.loss.toFixed(3)} · about ${formatDuration(eta)} left`, 'busy');
         scheduleDraw();

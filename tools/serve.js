@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // serve.js: a small static HTTP server for the repository (web/, demo/, tests/browser/) on 127.0.0.1, with the
-// MIME types, Range requests and ETags a browser needs to run the package and the demo without a build.
+// MIME types, Range requests and ETags a browser needs to run the package and the demo without a build, and the
+// cross-origin isolation headers that give the package its threads.
 //
-//   node tools/serve.js [--port 8080] [--mount /shared/=../shared] [--quiet]
+//   node tools/serve.js [--port 8080] [--mount /shared/=../shared] [--no-isolation] [--quiet]
 import http from 'node:http';
 import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -52,7 +53,16 @@ export const MIME_TYPES = Object.freeze({
  * @property {(entry: RequestLogEntry) => void} [onRequest] called once per request when its response ends
  * @property {(urlPath: string, filePath: string) => Record<string, string> | undefined} [headers] extra or
  *   overriding response headers per file (e.g. Cache-Control for an offline test)
+ * @property {boolean} [isolation] default true: send Cross-Origin-Opener-Policy: same-origin and
+ *   Cross-Origin-Embedder-Policy: require-corp, which make pages cross-origin isolated (SharedArrayBuffer, so the
+ *   package runs its core on several threads); false serves pages as a host without those headers would
  */
+
+/** The headers that make a page cross-origin isolated. */
+export const ISOLATION_HEADERS = Object.freeze({
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+});
 
 /**
  * @typedef {object} RunningServer
@@ -71,6 +81,7 @@ export const MIME_TYPES = Object.freeze({
 export async function startServer(options = {}) {
   const root = path.resolve(options.root ?? repoRoot);
   const host = options.host ?? '127.0.0.1';
+  const isolation = options.isolation === false ? {} : ISOLATION_HEADERS;
   const mounts = Object.entries(options.mounts ?? {})
     .map(([prefix, dir]) => ({ prefix: prefix.endsWith('/') ? prefix : `${prefix}/`, dir: path.resolve(root, dir) }))
     .sort((a, b) => b.prefix.length - a.prefix.length);
@@ -183,6 +194,7 @@ export async function startServer(options = {}) {
       // Revalidate every time (cheap with the ETag), so edits show up on reload.
       'cache-control': 'no-cache',
       'x-content-type-options': 'nosniff',
+      ...isolation,
     };
     // A service worker under demo/ may control the whole origin: its scope must cover /web/worker.js too.
     if (path.basename(file) === 'sw.js') headers['service-worker-allowed'] = '/';
@@ -190,7 +202,8 @@ export async function startServer(options = {}) {
 
     const inm = req.headers['if-none-match'];
     if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)) {
-      res.writeHead(304, pick(headers, ['etag', 'cache-control', 'last-modified', 'service-worker-allowed']));
+      res.writeHead(304, pick(headers, ['etag', 'cache-control', 'last-modified', 'service-worker-allowed',
+        ...Object.keys(isolation)]));
       return res.end();
     }
     let start = 0;
@@ -285,6 +298,7 @@ export function parseRange(header, size) {
 async function main(argv) {
   let port = 8080;
   let quiet = false;
+  let isolation = true;
   /** @type {Record<string, string>} */
   const mounts = {};
   for (let i = 0; i < argv.length; i++) {
@@ -295,8 +309,9 @@ async function main(argv) {
       const [prefix, dir] = String(argv[++i]).split('=');
       mounts[prefix] = path.resolve(process.cwd(), dir);
     } else if (a === '--quiet' || a === '-q') quiet = true;
+    else if (a === '--no-isolation') isolation = false;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node tools/serve.js [--port 8080] [--mount /prefix/=folder] [--quiet]\n');
+      process.stdout.write('usage: node tools/serve.js [--port 8080] [--mount /prefix/=folder] [--no-isolation] [--quiet]\n');
       return;
     } else {
       throw new Error(`unknown argument ${a} (try --help)`);
@@ -306,6 +321,7 @@ async function main(argv) {
   const server = await startServer({
     port,
     mounts,
+    isolation,
     onRequest: quiet ? undefined : (e) => process.stderr.write(`${e.status} ${e.method} ${e.path}${e.range ? ` (${e.range})` : ''} ${e.bytes} B\n`),
   });
   process.stdout.write(`weblora: serving ${repoRoot} at ${server.origin}/  (demo: ${server.origin}/demo/)\n`);

@@ -1,7 +1,8 @@
 // The demo PWA in headless Chromium, driven like a person would: load a tiny model (stories260K via ?model= and
-// ?tokenizer=), use the sample text, train a few steps, compare generations, save, rename, export, import and
-// delete adapters; then stop the server and reload: the service worker serves the page and the package, the
-// package's Cache API serves the model, and the saved adapter generates the same text as before.
+// ?tokenizer=), use the sample text, train a few steps on two threads (the server sends COOP/COEP, so the page is
+// cross-origin isolated), compare generations, save, rename, export, import and delete adapters; then stop the
+// server and reload: the service worker serves the page and the package, the package's Cache API serves the model,
+// and the saved adapter generates the same text as before.
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -72,9 +73,10 @@ describe('the demo PWA in headless Chromium', () => {
     const page = await browser.context.newPage();
     page.on('pageerror', (err) => errors.push(err.message));
     const model = server.shared(DATA.storiesBin);
-    const url = `${server.url('/demo/')}?model=${encodeURIComponent(model)}&tokenizer=${encodeURIComponent(server.shared(DATA.storiesTok))}`;
+    const url = `${server.url('/demo/')}?model=${encodeURIComponent(model)}&tokenizer=${encodeURIComponent(server.shared(DATA.storiesTok))}&threads=2`;
     await page.goto(url);
     await page.waitForFunction(() => document.body.dataset.ready === 'true');
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
     // The service worker precached the shell and the package, and controls the page.
     await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
     const shell = await page.evaluate(async () => {
@@ -85,6 +87,7 @@ describe('the demo PWA in headless Chromium', () => {
     expect(shell).toEqual(expect.arrayContaining([
       '/demo/', '/demo/app.js', '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg',
       '/web/index.js', '/web/worker.js', '/web/engine.js', '/web/store.js', '/web/weblora.wasm', '/web/vendor/idb/build/index.js',
+      '/web/thread.js', '/web/weblora-threads.wasm',
     ]));
     expect(shell.some((p) => p.startsWith('/shared/'))).toBe(false);
 
@@ -93,6 +96,7 @@ describe('the demo PWA in headless Chromium', () => {
     const loaded = await settled(page, '#model-status');
     expect(loaded).toEqual({ kind: 'ok', text: expect.stringContaining('downloaded and ready') });
     await expect(page.locator('#model-info').textContent()).resolves.toContain('llama, 5 layers, width 64');
+    await expect(page.locator('#model-info').textContent()).resolves.toMatch(/Threads2(?!\d)/);
 
     // 2. Text: the sample diary.
     await page.getByRole('button', { name: 'Use the sample diary' }).click();
@@ -115,6 +119,7 @@ describe('the demo PWA in headless Chromium', () => {
     const trained = await settled(page, '#train-status');
     console.log(`demo training: ${trained.text}`);
     expect(trained).toEqual({ kind: 'ok', text: expect.stringMatching(/^Training finished: 24 steps/) });
+    await expect(page.locator('#speed').textContent()).resolves.toMatch(/tokens\/s on 2 threads$/);
     const [first, last] = trained.text.match(/loss ([\d.]+) → ([\d.]+)/).slice(1).map(Number);
     expect(last).toBeLessThan(first);
     await expect(page.locator('#eval-loss').textContent()).resolves.toMatch(/[\d.]+ → [\d.]+/);

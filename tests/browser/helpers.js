@@ -49,12 +49,14 @@ export function checkPrerequisites() {
 /**
  * The test server: the repository at /, ../shared at /shared/. Code may be kept in the browser's HTTP cache for
  * an hour (so a page can come back with the server stopped), test data never (so a model that loads without the
- * server can only have come from the package's Cache API copy).
- * @param {{ codeMaxAge?: number }} [options]
+ * server can only have come from the package's Cache API copy). Pages are cross-origin isolated (COOP/COEP) unless
+ * isolation is false.
+ * @param {{ codeMaxAge?: number, isolation?: boolean }} [options]
  */
 export async function startTestServer(options = {}) {
   const codeMaxAge = options.codeMaxAge ?? 3600;
   const server = await startServer({
+    isolation: options.isolation ?? true,
     mounts: { '/shared/': sharedDir },
     headers: (urlPath) => (urlPath.startsWith('/shared/')
       ? { 'cache-control': 'no-store' }
