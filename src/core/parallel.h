@@ -30,7 +30,7 @@ int wl_thread_self(void);
 /* Every thread's private scratch: WL_SCRATCH_FLOATS floats, 64-byte aligned (kernels' packing buffers). A kernel
  * may use it only while it runs; anything it calls may use it too, so a caller must not keep data there across a
  * call into another kernel. */
-#define WL_SCRATCH_FLOATS ((size_t)256 * 1024)
+#define WL_SCRATCH_FLOATS ((size_t)512 * 1024)
 float *wl_thread_scratch(void);
 
 /* Scratch shared by all threads, for a kernel that runs at the top level (wl_parallel_width() > 1) to hand data

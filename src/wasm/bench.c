@@ -1,7 +1,8 @@
 /* bench.c: wasm exports used only by the benchmarks (tools/bench): the machine's register-bound f32x4 mul+add
- * peak, and direct entries to the selected GEMM kernel, so JS can report kernel speed as a fraction of the peak
- * measured in the same run. */
+ * peak, direct entries to the selected GEMM kernel, so JS can report kernel speed as a fraction of the peak
+ * measured in the same run, and the GEMM's weight packing alone. */
 #include "kernels/kernels.h"
+#include "kernels/wasmsimd/simd.h"
 
 #ifdef __wasm_simd128__
 #include <wasm_simd128.h>
@@ -48,6 +49,12 @@ void wl_bench_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, 
                     const float *B, int ldb, float beta, float *C, int ldc, int reps) {
     const wl_kernels *k = wl_kernels_default();
     for (int r = 0; r < reps; r++) wl_sgemm(k, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* The GEMM's packing of op(B) (K, N) into dst, reps times: the work a pre-packed weight would not redo. */
+WL_BENCH_EXPORT("wl_bench_pack_b")
+void wl_bench_pack_b(int trans_b, const float *B, int ldb, int N, int K, float *dst, int reps) {
+    for (int r = 0; r < reps; r++) wl_gemm_pack_b_wasmsimd(trans_b, B, ldb, N, K, dst);
 }
 
 #endif

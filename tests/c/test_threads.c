@@ -171,7 +171,7 @@ static void gemm_cases(const wl_kernels *k, outputs *out) {
     static const struct {
         int ta, tb, M, N, K;
     } shapes[] = {
-        {0, 1, 261, 203, 1100}, /* column pieces, 2 row blocks, 3 k blocks */
+        {0, 1, 517, 203, 1100}, /* column pieces, 2 row blocks, 3 k blocks */
         {0, 0, 47, 131, 77},    /* column pieces, B not transposed */
         {1, 0, 203, 8, 96},     /* thin: rows split, A read in place (a LoRA B gradient) */
         {0, 1, 203, 13, 40},    /* thin, A packed */

@@ -4,18 +4,23 @@
  *
  * Micro-kernel: op(A) is read as slivers of WL_MR = 5 rows ([k][5], each value one load32_splat) and op(B) as
  * micro-panels of WL_NR = 8 columns ([k][8], two vector loads per k): a 5x8 tile of 10 accumulators + 2 B vectors
- * + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 runs its loop in 36 x86 instructions
- * per k step for 20 multiplies and adds (7 loads, 2 pointer and 3 loop updates, a stack check, 2 index copies),
- * about 88% of the f32x4 mul+add peak on data in L1; that is the ceiling here. Variants that cut the loop
- * overhead were measured and rejected: unrolling k (in C or in hand-written wasm) makes V8 hoist every load of the
- * unrolled steps to the loop top and spill; a 6x8 tile spills; V8 folds no load into a SIMD multiply.
+ * + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 (Node 20, x64) runs its loop in 35
+ * instructions per k step for 20 multiplies and adds: 7 loads, 2 pointer updates, 2 index zero-extensions, a stack
+ * check and the loop test. On this machine's Zen 4 that is dispatch-bound at about 5.8 cycles for 5 cycles of
+ * arithmetic: the kernel alone, on data in L1, runs at 82-83% of the f32x4 mul+add peak (the peak loop of
+ * src/wasm/bench.c, which is arithmetic-bound), and that is the ceiling of every GEMM built on it. Variants that
+ * would cut the overhead were measured and rejected: unrolling k, in C or in hand-written wasm, lets V8 schedule
+ * each accumulator's adds of the unrolled steps together, which keeps 4 B vectors live and spills; a 6x8 tile
+ * spills; V8 folds no load into a SIMD multiply; the x86 "splat from a loaded vector" form needs 5 more registers.
  *
- * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by K alone); row blocks of
- * at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the parallel
- * tasks), each packing WL_NB columns of B at a time into its own scratch; micro-panels (a kc x 8 panel stays in
- * L1 while every sliver of the row block streams past it from L2); slivers. Each element of C is summed over k in
- * the same order whatever the threads, and tiles at the edges go through the same micro-kernel: results are
- * bit-identical for any thread count.
+ * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by the shape alone); row
+ * blocks of at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the
+ * parallel tasks), each packing WL_NB columns of B at a time into its own scratch; micro-panels (a kc x 8 panel
+ * stays in L1 while every sliver of the row block streams past it from L2); slivers. Packing B costs 1-12% of a
+ * GEMM (most on the LM head, whose weight comes from DRAM, and at 128 tokens); `npm run bench` reports it per shape,
+ * as the most pre-packing the weights at load time could save, against doubling their memory. Each element of C
+ * is summed over k in the same order whatever the threads, and tiles at the edges go through the same
+ * micro-kernel: results are bit-identical for any thread count.
  *
  * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. A thin
  * C (N <= 16, the gradients of LoRA factors) is split over rows instead, and reads a transposed A in place
@@ -34,7 +39,8 @@
 #define WL_MR 5
 #define WL_NR 8
 #define WL_KC 512     /* longest k block: a B micro-panel (KC x 8 floats, 16 KB) stays in L1 */
-#define WL_MC 255     /* rows per packed A block (multiple of WL_MR): MC x KC floats = 510 KB, in L2 */
+#define WL_MC 510     /* rows per packed A block (multiple of WL_MR): 512 tokens in one block, B packed once */
+#define WL_KC_STRIDED 64 /* k block of a transposed A read in place: the kc rows it strides over stay in L1 */
 #define WL_NB 96      /* B columns packed at a time: KC x NB floats = 192 KB, in L2 beside the A block */
 #define WL_MAX_TERMS 4
 #define WL_GEMV_NCH 1024
@@ -65,8 +71,10 @@ static inline __attribute__((always_inline)) void ukernel_5x8(int kc, const floa
                                                                float alpha, int acc) {
     vf c00 = vsplat(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
        c40 = c00, c41 = c00;
+    /* Ending on the panel pointer instead of a counter saves V8 an add per step (35 instructions, not 36). */
+    const float *b_end = b + (size_t)kc * WL_NR;
     WL_NO_UNROLL
-    for (int k = 0; k < kc; k++) {
+    while (b != b_end) {
         vf b0 = vld(b), b1 = vld(b + 4);
         vf av = wasm_v128_load32_splat(a);
         c00 = vadd(c00, vmul(av, b0));
@@ -613,10 +621,13 @@ void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, cons
         g.N = M;
         g.trans_c = 1;
     }
+    /* Equal k blocks of at most WL_KC, decided by the shape alone; shorter when the thin form reads a transposed
+     * A in place, so the rows it strides over stay in L1. */
     int last = -1, last_p0 = 0;
     for (int t = 0; t < n_terms; t++) {
         if (terms[t].K == 0) continue;
-        int nkb = (terms[t].K + WL_KC - 1) / WL_KC;
+        int kmax = g.N <= 2 * WL_NR && terms[t].trans_a ? WL_KC_STRIDED : WL_KC;
+        int nkb = (terms[t].K + kmax - 1) / kmax;
         int kcb = (terms[t].K + nkb - 1) / nkb;
         last = t;
         last_p0 = (nkb - 1) * kcb;
@@ -625,8 +636,8 @@ void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, cons
     for (int t = 0; t < n_terms; t++) {
         const int K = terms[t].K;
         if (K == 0) continue;
-        /* Equal k blocks of at most WL_KC, decided by K alone. */
-        const int nkb = (K + WL_KC - 1) / WL_KC, kcb = (K + nkb - 1) / nkb;
+        const int kmax = g.N <= 2 * WL_NR && terms[t].trans_a ? WL_KC_STRIDED : WL_KC;
+        const int nkb = (K + kmax - 1) / kmax, kcb = (K + nkb - 1) / nkb;
         for (int p0 = 0; p0 < K; p0 += kcb) {
             g.t = &terms[t];
             g.p0 = p0;
@@ -635,6 +646,20 @@ void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, cons
             g.with_bias = bias && t == last && p0 == last_p0;
             run_pass(&g);
             first = 0;
+        }
+    }
+}
+
+/* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, into dst (at least
+ * K x (N rounded up to 8) floats). Its time next to the GEMM's is what pre-packing a frozen weight would save. */
+void wl_gemm_pack_b_wasmsimd(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
+    const int nkb = (K + WL_KC - 1) / WL_KC, kcb = nkb ? (K + nkb - 1) / nkb : 0;
+    const size_t npad = (size_t)(N + WL_NR - 1) / WL_NR * WL_NR;
+    for (int p0 = 0; p0 < K; p0 += kcb) {
+        int kc = K - p0 < kcb ? K - p0 : kcb;
+        for (int jb = 0; jb < N; jb += WL_NB) {
+            int nb = N - jb < WL_NB ? N - jb : WL_NB;
+            pack_b(trans_b, B, ldb, jb, nb, p0, kc, dst + (size_t)p0 * npad + (size_t)jb * kc);
         }
     }
 }

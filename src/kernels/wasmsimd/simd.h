@@ -45,5 +45,7 @@ static inline float vhsum(vf v) {
 struct wl_gemm_term;
 void wl_gemm_wasmsimd(int M, int N, const struct wl_gemm_term *terms, int n_terms, const float *add,
                       const float *bias, float *C, int ldc);
+/* The GEMM's packing of op(B) alone, for the benchmarks. */
+void wl_gemm_pack_b_wasmsimd(int trans_b, const float *B, int ldb, int N, int K, float *dst);
 
 #endif
