@@ -5,12 +5,9 @@
 
 #include "layers/layers.h"
 
-/* Copy the new keys and values (N rows) into the cache rows b * T + pos0 + t (pos0 > 0 only when B = 1). */
-static void store_kv(wl_model *m, int l, int B, int T, int pos0, int kvd) {
-    size_t dst = (size_t)pos0 * kvd, n = (size_t)B * T * kvd;
-    memcpy(m->acts.k_cache[l] + dst, m->acts.k_new, n * sizeof(float));
-    memcpy(m->acts.v_cache[l] + dst, m->acts.v_new, n * sizeof(float));
-}
+/* Where block l's new keys (or values) go: the N cache rows b * T + pos0 + t, contiguous from row pos0 (pos0 > 0
+ * only when B = 1), so the projections write straight into the cache. */
+static float *new_kv_rows(float *cache, int pos0, int kvd) { return cache + (size_t)pos0 * kvd; }
 
 static void attention(wl_model *m, int l, wl_layer_acts *la, int B, int T, int pos0) {
     const wl_config *c = &m->cfg;
@@ -43,11 +40,11 @@ static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int 
 
     wl_rmsnorm_forward(k, la->ln1, la->ln1_rstd, res, blk->norm1_w, N, C, c->norm_eps);
     wl_linear_forward(m, l, WL_LLAMA_Q, la->q, la->ln1, N, NULL, train);
-    wl_linear_forward(m, l, WL_LLAMA_K, m->acts.k_new, la->ln1, N, NULL, train);
-    wl_linear_forward(m, l, WL_LLAMA_V, m->acts.v_new, la->ln1, N, NULL, train);
+    float *k_new = new_kv_rows(m->acts.k_cache[l], pos0, kvd), *v_new = new_kv_rows(m->acts.v_cache[l], pos0, kvd);
+    wl_linear_forward(m, l, WL_LLAMA_K, k_new, la->ln1, N, NULL, train);
+    wl_linear_forward(m, l, WL_LLAMA_V, v_new, la->ln1, N, NULL, train);
     wl_rope(k, la->q, N, c->n_heads, c->head_dim, qd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
-    wl_rope(k, m->acts.k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
-    store_kv(m, l, B, T, pos0, kvd);
+    wl_rope(k, k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
     attention(m, l, la, B, T, pos0);
 
     /* The residual adds happen in the GEMMs' write-out: res2 = res + o(atty), out = res2 + down(act). */
@@ -72,13 +69,13 @@ static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int t
     wl_layernorm_forward(k, la->ln1, la->ln1_mean, la->ln1_rstd, res, blk->norm1_w, blk->norm1_b, N, C, c->norm_eps);
     float *qkv = m->acts.qkv;
     wl_linear_forward(m, l, WL_GPT2_C_ATTN, qkv, la->ln1, N, NULL, train);
+    float *k_new = new_kv_rows(m->acts.k_cache[l], pos0, C), *v_new = new_kv_rows(m->acts.v_cache[l], pos0, C);
     for (int n = 0; n < N; n++) {
         const float *row = qkv + (size_t)n * 3 * C;
         memcpy(la->q + (size_t)n * C, row, (size_t)C * sizeof(float));
-        memcpy(m->acts.k_new + (size_t)n * C, row + C, (size_t)C * sizeof(float));
-        memcpy(m->acts.v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
+        memcpy(k_new + (size_t)n * C, row + C, (size_t)C * sizeof(float));
+        memcpy(v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
     }
-    store_kv(m, l, B, T, pos0, C);
     attention(m, l, la, B, T, pos0);
 
     wl_linear_forward(m, l, WL_GPT2_ATTN_C_PROJ, la->res2, la->atty, N, res, train);

@@ -415,8 +415,6 @@ static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, f
     t->tokens = (int *)take(&p, N);
     t->positions = (int *)take(&p, N);
     t->qkv = c->arch == WL_ARCH_GPT2 ? take2(&p, N, 3 * C) : NULL;
-    t->k_new = take2(&p, N, kvd);
-    t->v_new = take2(&p, N, kvd);
     /* One head's scores, or (up to 16 MB) enough for each thread to work on a head of its own. */
     size_t one_head = 0, per_thread = 0, all_threads = 0;
     if (!wl_mul_size(2 * (size_t)Tc, N, &one_head) || !wl_mul_size(2 * (size_t)Tc, (size_t)Tc, &per_thread) ||

@@ -74,7 +74,6 @@ typedef struct wl_acts {
     int *tokens;      /* (Ncap) copy of the last tokens */
     int *positions;   /* (Ncap) absolute position of each row */
     float *qkv;       /* (Ncap, 3C) GPT-2 fused c_attn output / gradient */
-    float *k_new, *v_new; /* (Ncap, Hkv*hs) keys (after RoPE) and values of the rows being computed */
     float *scores;    /* attention probabilities and their gradient: (2, Tcap, Ncap) for one head at a time, or
                        * more so heads can run on several threads (2, Tcap, Tcap) each */
     size_t scores_floats;
