@@ -2,8 +2,8 @@
 """torch_lora.py: the PyTorch reference point of `npm run bench`: one LoRA training step on the same
 SmolLM2-135M-shaped model as tools/bench.js (hidden 576, 30 layers, 9 heads / 3 kv heads, intermediate 1536,
 vocab 49152, tied embeddings; random weights), LoRA r 8 / alpha 16 on q_proj and v_proj, sequence 128, batch 1,
-AdamW, on ONE native thread (torch.set_num_threads(1); PyTorch's CPU matmul runs on the system BLAS, OpenBLAS on
-Debian when libopenblas0-pthread is installed). Plain PyTorch, no transformers / peft.
+AdamW, on ONE native thread (torch.set_num_threads(1) and OPENBLAS_NUM_THREADS=1: PyTorch's CPU matmul runs on the
+system BLAS, OpenBLAS on Debian when libopenblas0-pthread is installed). Plain PyTorch, no transformers / peft.
 
 Prints one JSON object: tokens per second by wall clock and by process CPU time, the median step time, and the
 versions it ran with. tools/bench.js runs it with /usr/bin/python3 when torch is importable.
@@ -13,10 +13,16 @@ usage: /usr/bin/python3 tools/bench/torch_lora.py [--steps 6]
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
-import torch
+# One native thread means the BLAS too: OpenBLAS (the pthread build Debian installs) otherwise starts a thread per
+# core whatever torch.set_num_threads says. These must be set before torch loads it.
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
+
+import torch  # noqa: E402
 
 CFG = dict(dim=576, hidden=1536, layers=30, heads=9, kv_heads=3, head_dim=64, vocab=49152, eps=1e-5, theta=100000.0)
 
@@ -123,7 +129,7 @@ def main():
     print(json.dumps({
         "setup": "PyTorch, one native thread: seq 128, batch 1, LoRA r 8 on q_proj and v_proj, AdamW",
         "torch": torch.__version__,
-        "blas": "system BLAS (OpenBLAS on Debian with libopenblas0-pthread)",
+        "blas": "system BLAS (OpenBLAS on Debian with libopenblas0-pthread), OPENBLAS_NUM_THREADS=1",
         "threads": torch.get_num_threads(),
         "step_seconds_median": med(wall),
         "training_tokens_per_second": T / med(wall),
