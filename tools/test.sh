@@ -1,7 +1,7 @@
 #!/bin/sh
 # Everything `npm test` runs: C unit tests natively and under ASan+UBSan (ctest), the thread pool's tests under
-# ThreadSanitizer, then the JavaScript suites
-# (wasm numerics, package, CLI, browser) under Jest, whose summary line ends the output.
+# ThreadSanitizer, then the JavaScript suites (wasm numerics, package, CLI, browser) under Jest, whose summary line
+# ends the output.
 set -eu
 cd "$(dirname "$0")/.."
 sh tools/setup.sh --browser

@@ -7,7 +7,10 @@ import { coreImports } from './wasm.js';
 /** The channel to the thread that started this one. */
 async function connect() {
   if (typeof self !== 'undefined' && typeof self.postMessage === 'function' && typeof self.addEventListener === 'function') {
-    return { post: (msg) => self.postMessage(msg), once: (fn) => self.addEventListener('message', (e) => fn(e.data), { once: true }) };
+    return {
+      post: (msg) => self.postMessage(msg),
+      once: (fn) => self.addEventListener('message', (e) => fn(e.data), { once: true }),
+    };
   }
   const { parentPort } = await import('node:worker_threads');
   if (!parentPort) throw new Error('web/thread.js must run in a Worker');
@@ -19,7 +22,8 @@ port.once(async ({ module, memory, index, stack }) => {
   /** @type {any} */
   let exports = null;
   try {
-    const instance = await WebAssembly.instantiate(module, coreImports(memory, () => memory, (message) => console.error(message)));
+    const imports = coreImports(memory, () => memory, (message) => console.error(message));
+    const instance = await WebAssembly.instantiate(module, imports);
     exports = instance.exports;
     exports.stackRestore(stack);
     port.post({ type: 'started', index });

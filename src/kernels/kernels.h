@@ -126,7 +126,6 @@ void wl_gelu_backward(const wl_kernels *k, float *dx, const float *x, const floa
 double wl_xent_forward(const wl_kernels *k, float *losses, const float *logits, const int *targets, int N, int V,
                        int ignore_id);
 void wl_xent_backward(const wl_kernels *k, float *logits, const int *targets, int N, int V, int ignore_id, float scale);
-void wl_add(const wl_kernels *k, float *y, const float *a, const float *b, size_t n);
 void wl_axpy(const wl_kernels *k, float *y, float a, const float *x, size_t n);
 
 #endif

@@ -176,7 +176,7 @@ typedef struct elem_job {
     float s;
 } elem_job;
 
-enum { OP_SWIGLU, OP_SWIGLU_BWD, OP_GELU, OP_GELU_BWD, OP_ADD, OP_AXPY };
+enum { OP_SWIGLU, OP_SWIGLU_BWD, OP_GELU, OP_GELU_BWD, OP_AXPY };
 
 static void elem_task(void *ctx, int p) {
     const elem_job *j = ctx;
@@ -189,7 +189,6 @@ static void elem_task(void *ctx, int p) {
     case OP_SWIGLU_BWD: j->k->swiglu_backward(j->y + b, j->y2 + b, j->a + b, j->b + b, j->c + b, n); break;
     case OP_GELU: j->k->gelu_forward(j->y + b, j->a + b, n); break;
     case OP_GELU_BWD: j->k->gelu_backward(j->y + b, j->a + b, j->b + b, n); break;
-    case OP_ADD: j->k->add(j->y + b, j->a + b, j->b + b, n); break;
     case OP_AXPY: j->k->axpy(j->y + b, j->s, j->a + b, n); break;
     }
 }
@@ -217,11 +216,6 @@ void wl_gelu_forward(const wl_kernels *k, float *out, const float *x, size_t n) 
 
 void wl_gelu_backward(const wl_kernels *k, float *dx, const float *x, const float *dout, size_t n) {
     elem_job j = {.k = k, .n = n, .op = OP_GELU_BWD, .y = dx, .a = x, .b = dout};
-    run_elem(&j);
-}
-
-void wl_add(const wl_kernels *k, float *y, const float *a, const float *b, size_t n) {
-    elem_job j = {.k = k, .n = n, .op = OP_ADD, .y = y, .a = a, .b = b};
     run_elem(&j);
 }
 
