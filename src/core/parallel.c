@@ -4,7 +4,8 @@
  * sleeping workers, and takes tasks itself like any worker. Tasks are claimed from one 64-bit word holding
  * (generation, next task), so a worker that wakes late can never claim a task of a later region. The caller
  * returns when the count of unfinished tasks reaches zero. Workers sleep in memory.atomic.wait (WebAssembly) or
- * on a condition variable (POSIX), after a spin of a few microseconds: never longer, so an idle pool costs no CPU.
+ * on a condition variable (POSIX), after a spin of a few microseconds: never longer, so an idle pool costs no CPU;
+ * a region notifies only when a worker sleeps.
  *
  * Three builds: WebAssembly with shared memory (-matomics), native with POSIX threads, and WebAssembly without
  * atomics, where the pool always has one thread.
@@ -40,8 +41,9 @@ int wl_parallel_pieces(int n, int grain) {
     int width = wl_parallel_width();
     if (width <= 1 || n <= grain) return 1;
     if (grain < 1) grain = 1;
-    /* Four pieces per thread let threads that started late or were descheduled catch up. */
-    long long pieces = (long long)width * 4, most = n / grain;
+    /* Many pieces per thread: the threads finish within a small piece of each other (one idling at the end of
+     * a region costs CPU time while it waits), and one that started late or was descheduled catches up. */
+    long long pieces = (long long)width * WL_PIECES_PER_THREAD, most = n / grain;
     return (int)(pieces < most ? pieces : most);
 }
 
@@ -86,6 +88,7 @@ static _Atomic int g_generation;   /* low 32 bits of the current generation: the
 static _Atomic int g_pending;      /* tasks of the current region not finished */
 static _Atomic int g_in_region;    /* a region runs: nested wl_parallel_for calls run serially */
 static _Atomic int g_quit;
+static _Atomic int g_sleepers;     /* workers asleep on g_generation: a region wakes them only if there are any */
 static _Atomic int g_running;      /* workers inside wl_thread_main */
 static _Atomic int g_failed;       /* a worker died inside a task */
 static uint32_t g_gen_counter;     /* thread 0 only */
@@ -144,8 +147,9 @@ void *wl_thread_stack(int i) {
 }
 #endif
 
-/* Roughly a microsecond of polling before sleeping: consecutive regions follow each other that closely, and a
- * sleeping thread takes tens of microseconds to wake. */
+/* A few microseconds of polling before sleeping: consecutive regions often follow each other that closely, and a
+ * sleeping thread costs tens of microseconds of CPU and latency to wake (measured: shorter polls cost more CPU
+ * time per region, not less). */
 #define WL_SPIN 2000
 
 static int spin_until_changed(_Atomic int *word, int value) {
@@ -194,8 +198,8 @@ void wl_parallel_for(int n_tasks, wl_task_fn fn, void *ctx) {
     atomic_store_explicit(&j->n_tasks, n_tasks, memory_order_relaxed);
     atomic_store_explicit(&g_pending, n_tasks, memory_order_relaxed);
     atomic_store_explicit(&g_claim, (uint64_t)gen << 32, memory_order_release);
-    atomic_store_explicit(&g_generation, (int)gen, memory_order_release);
-    wake_all(&g_generation);
+    atomic_store_explicit(&g_generation, (int)gen, memory_order_seq_cst);
+    if (atomic_load_explicit(&g_sleepers, memory_order_seq_cst)) wake_all(&g_generation);
     run_tasks(gen);
     int p;
     while ((p = atomic_load_explicit(&g_pending, memory_order_acquire)) != 0) {
@@ -216,7 +220,12 @@ void wl_thread_main(int i) {
         int gen;
         while ((gen = atomic_load_explicit(&g_generation, memory_order_acquire)) == seen &&
                !atomic_load(&g_quit)) {
-            if (!spin_until_changed(&g_generation, seen)) wait_while_equal(&g_generation, seen);
+            if (spin_until_changed(&g_generation, seen)) continue;
+            /* Counted before the last look at the word, so a region that starts now wakes this thread. */
+            atomic_fetch_add_explicit(&g_sleepers, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(&g_generation, memory_order_seq_cst) == seen && !atomic_load(&g_quit))
+                wait_while_equal(&g_generation, seen);
+            atomic_fetch_sub_explicit(&g_sleepers, 1, memory_order_seq_cst);
         }
         if (atomic_load(&g_quit)) break;
         seen = gen;

@@ -44,8 +44,9 @@ static inline void wl_split(int n, int parts, int p, int *begin, int *end) {
     *end = (int)((long long)n * (p + 1) / parts);
 }
 
-/* How many pieces to cut n items into so each has at least `grain` items and the pool has a few pieces per
+/* How many pieces to cut n items into so each has at least `grain` items and the pool has many pieces per
  * thread to balance (1 when serial). */
+#define WL_PIECES_PER_THREAD 16
 int wl_parallel_pieces(int n, int grain);
 
 #endif

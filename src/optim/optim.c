@@ -119,7 +119,7 @@ void wl_scale(float *g, size_t n, float s) {
 }
 
 int wl_all_finite(const float *x, size_t n) {
-    int finite[WL_MAX_THREADS * 4];
+    int finite[WL_MAX_THREADS * WL_PIECES_PER_THREAD];
     flat_job j = {.n = n, .op = OP_FINITE, .g = x, .finite = finite};
     run(&j);
     int ok = 1;
