@@ -7,9 +7,9 @@
 #include "kernels/kernels.h"
 
 /* Rows per piece worth a task: about 16k values of work. */
-static int row_pieces(int N, int C) { return wl_parallel_pieces(N, 16384 / (C > 0 ? C : 1) + 1); }
+static int row_pieces(int N, int C) { return wl_parallel_pieces(N, 65536 / (C > 0 ? C : 1) + 1); }
 
-static int elem_pieces(size_t n) { return wl_parallel_pieces(n > 0x7fffffff ? 0x7fffffff : (int)n, 16384); }
+static int elem_pieces(size_t n) { return wl_parallel_pieces(n > 0x7fffffff ? 0x7fffffff : (int)n, 65536); }
 
 /* Element range of piece p, in multiples of 16 so vector loops keep their alignment. */
 static void elem_range(size_t n, int pieces, int p, size_t *b, size_t *e) {

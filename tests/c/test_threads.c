@@ -106,7 +106,7 @@ static void test_pool_errors(void) {
 /* ------------------------------------------------------------------------------------------------------------
  * Kernels: outputs for 1 thread are the reference; 2, 3 and 4 threads must match them byte for byte. */
 
-#define MAX_OUT 8
+#define MAX_OUT 32
 typedef struct outputs {
     int n;
     float *buf[MAX_OUT];
@@ -206,28 +206,53 @@ static void gemm_cases(const wl_kernels *k, outputs *out) {
     free(x), free(W), free(xa), free(Bl), free(res), free(bias), free(C);
 }
 
-/* Row and elementwise kernels through their parallel entry points, and the optimizer's flat loops. */
+/* Row and elementwise kernels through their parallel entry points, and the optimizer's flat loops. The sizes give
+ * each entry point several pieces (rows and elements are split in pieces of at least 64k values). */
 static void row_cases(const wl_kernels *k, outputs *out) {
-    const int N = 37, C = 129, V = 1001;
+    const int N = 1031, C = 256, H = 4, hs = 64, NX = 301, V = 1001, max_pos = 64;
     const size_t n = (size_t)N * C;
-    float *x = falloc(n), *w = falloc((size_t)C), *y = falloc(n), *r = falloc((size_t)N), *g = falloc(n);
-    float *dx = falloc(n), *logits = falloc((size_t)N * V), *losses = falloc((size_t)N);
-    int *tg = malloc((size_t)N * sizeof(int));
+    float *x = falloc(n), *w = falloc((size_t)C), *b = falloc((size_t)C), *y = falloc(n), *g = falloc(n);
+    float *dx = falloc(n), *dy = falloc(n), *mean = falloc((size_t)N), *r = falloc((size_t)N);
+    float *ct = falloc((size_t)max_pos * hs / 2), *st = falloc((size_t)max_pos * hs / 2);
+    float *logits = falloc((size_t)NX * V), *losses = falloc((size_t)NX);
+    int *pos = malloc((size_t)N * sizeof(int)), *tg = malloc((size_t)NX * sizeof(int));
     wl_test_fill(x, n, 1, 2.0f);
     wl_test_fill(w, (size_t)C, 2, 1.0f);
-    wl_test_fill(g, n, 3, 1.0f);
+    wl_test_fill(b, (size_t)C, 3, 1.0f);
+    wl_test_fill(g, n, 4, 1.0f);
+    wl_test_fill(ct, (size_t)max_pos * hs / 2, 5, 1.0f);
+    wl_test_fill(st, (size_t)max_pos * hs / 2, 6, 1.0f);
+    for (int i = 0; i < N; i++) pos[i] = (i * 7) % max_pos;
     wl_rmsnorm_forward(k, y, r, x, w, N, C, 1e-5f);
+    keep(out, "rmsnorm", y, n);
+    keep(out, "rmsnorm rstd", r, (size_t)N);
     wl_rmsnorm_backward(k, dx, NULL, g, x, w, r, N, C);
-    wl_swiglu_forward(k, g, y, x, n);
-    keep(out, "rmsnorm, rmsnorm backward, swiglu", dx, n);
-    keep(out, "swiglu", g, n);
-    wl_test_fill(logits, (size_t)N * V, 4, 8.0f);
-    for (int i = 0; i < N; i++) tg[i] = i % 7 == 3 ? -100 : (i * 131) % V;
-    float total = (float)wl_xent_forward(k, losses, logits, tg, N, V, -100);
-    wl_xent_backward(k, logits, tg, N, V, -100, 0.25f);
-    keep(out, "xent losses", losses, (size_t)N);
+    keep(out, "rmsnorm backward", dx, n);
+    wl_layernorm_forward(k, y, mean, r, x, w, b, N, C, 1e-5f);
+    keep(out, "layernorm", y, n);
+    wl_layernorm_backward(k, dx, NULL, NULL, g, x, w, mean, r, N, C);
+    keep(out, "layernorm backward", dx, n);
+    wl_rope(k, y, N, H, hs, C, pos, ct, st, WL_ROPE_INTERLEAVED, 0);
+    wl_rope(k, dx, N, H, hs, C, pos, ct, st, WL_ROPE_HALF, 1);
+    keep(out, "rope", y, n);
+    keep(out, "rope inverse, rotate-half layout", dx, n);
+    wl_swiglu_forward(k, y, x, g, n);
+    wl_swiglu_backward(k, dx, dy, g, x, y, n);
+    keep(out, "swiglu", y, n);
+    keep(out, "swiglu backward (gate)", dx, n);
+    keep(out, "swiglu backward (up)", dy, n);
+    wl_gelu_forward(k, y, x, n);
+    wl_gelu_backward(k, dx, x, g, n);
+    wl_axpy(k, dx, 0.375f, y, n);
+    keep(out, "gelu", y, n);
+    keep(out, "gelu backward, axpy", dx, n);
+    wl_test_fill(logits, (size_t)NX * V, 7, 8.0f);
+    for (int i = 0; i < NX; i++) tg[i] = i % 7 == 3 ? -100 : (i * 131) % V;
+    float total = (float)wl_xent_forward(k, losses, logits, tg, NX, V, -100);
+    wl_xent_backward(k, logits, tg, NX, V, -100, 0.25f);
+    keep(out, "xent losses", losses, (size_t)NX);
     keep(out, "xent total", &total, 1);
-    keep(out, "xent backward", logits, (size_t)N * V);
+    keep(out, "xent backward", logits, (size_t)NX * V);
     /* AdamW, the gradient norm and clipping over a buffer longer than several reduction chunks. */
     const size_t P = 70001;
     float *p = falloc(P), *gr = falloc(P), *m = falloc(P), *v = falloc(P);
@@ -242,7 +267,8 @@ static void row_cases(const wl_kernels *k, outputs *out) {
     float norm = (float)wl_sum_squares(p, P);
     keep(out, "adamw steps", p, P);
     keep(out, "sum of squares", &norm, 1);
-    free(x), free(w), free(y), free(r), free(g), free(dx), free(logits), free(losses), free(tg);
+    free(x), free(w), free(b), free(y), free(g), free(dx), free(dy), free(mean), free(r), free(ct), free(st);
+    free(logits), free(losses), free(pos), free(tg);
     free(p), free(gr), free(m), free(v);
 }
 

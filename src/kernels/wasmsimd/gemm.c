@@ -537,10 +537,10 @@ static void task_gemv(void *ctx, int piece) {
     }
 }
 
-/* Column pieces of whole panels with enough work each (about 64k multiply-adds). */
+/* Column pieces of whole panels with enough work each (about 256k multiply-adds). */
 static int column_pieces(int M, int N, int K) {
     long long per_panel = (long long)M * K * WL_NR;
-    int grain = (int)(65536 / (per_panel + 1)) + 1;
+    int grain = (int)(262144 / (per_panel + 1)) + 1;
     return wl_parallel_pieces((N + WL_NR - 1) / WL_NR, grain);
 }
 
@@ -563,9 +563,11 @@ static void run_pass(gemm_job *g) {
         }
         float *apack = width > 1 ? wl_shared_scratch() : wl_thread_scratch() + WL_BPACK_FLOATS;
         g->apack = apack;
-        g->pieces = wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4);
+        /* Packing A is split too, unless the block is too small to split its columns. */
+        int columns = column_pieces(g->mc, g->N, g->kc);
+        g->pieces = columns > 1 ? wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4) : 1;
         wl_parallel_for(g->pieces, task_pack_a, g);
-        g->pieces = column_pieces(g->mc, g->N, g->kc);
+        g->pieces = columns;
         wl_parallel_for(g->pieces, task_columns, g);
     }
 }
