@@ -159,6 +159,8 @@ describe('the demo PWA in headless Chromium', () => {
     await page.getByRole('button', { name: 'Delete imported copy' }).click();
     await page.waitForFunction(() => document.querySelectorAll('#adapters-body tr').length === 1);
     expect(await adapterNames(page)).toEqual(['keeper']);
+    // The storage summary is refreshed after the list: wait for it to count the one adapter left.
+    await page.waitForFunction(() => /Adapters[\d.]+ KB in 1(?!\d)/.test(document.querySelector('#storage-info').textContent));
     const storage = await page.locator('#storage-info').textContent();
     expect(storage).toMatch(/Adapters[\d.]+ KB in 1/);
     expect(storage).toMatch(/Downloaded models1\.0 MB/);
