@@ -17,6 +17,10 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
 const params = new URLSearchParams(location.search);
 const BUILT_IN_URL = new URL('./models/default/', location.href).href;
+/** ?threads=N sets the core's threads; the package's 'auto' (every core, at most 8) otherwise. */
+const THREADS = /^\d+$/.test(params.get('threads') ?? '') ? Number(params.get('threads')) : 'auto';
+/** Set for the one reload that lets the service worker make the page cross-origin isolated. */
+const ISOLATION_RELOAD = 'weblora-demo-isolation-reload';
 const SAMPLE_URL = new URL('./data/personal-style.txt', location.href).href;
 /** Adapter targets in order of preference; the ones the model has are used. */
 const PREFERRED_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'c_attn', 'c_proj', 'c_fc'];
@@ -75,6 +79,8 @@ const state = {
   warmup: null,
   /** @type {import('./estimate.js').SpeedMeasurement | null} */
   speed: null,
+  /** @type {number | null} threads the package runs on in this page, once an engine has said (engine.info.threads) */
+  threads: null,
   measuringDevice: false,
   /** @type {import('../web/index.js').CachedModel[]} */
   cached: [],
@@ -114,6 +120,11 @@ const fmt = (/** @type {number} */ n) => n.toLocaleString('en-US');
 /** @param {number} tps */
 function formatSpeed(tps) {
   return tps >= 10 ? `${fmt(Math.round(tps))} tokens/s` : `${tps.toFixed(1)} tokens/s`;
+}
+
+/** @param {number} n */
+function threadsText(n) {
+  return `${n} thread${n === 1 ? '' : 's'}`;
 }
 
 /**
@@ -204,6 +215,7 @@ async function registerServiceWorker() {
     registration = await navigator.serviceWorker.register('./sw.js', { scope: '../' }).catch(() => navigator.serviceWorker.register('./sw.js'));
     await navigator.serviceWorker.ready;
     say(pill, navigator.onLine ? 'Ready to work offline' : 'Offline: running from this device', 'ok');
+    reloadForIsolation();
   } catch (err) {
     say(pill, `Offline use unavailable: ${err?.message ?? err}`, 'error');
     return;
@@ -269,6 +281,48 @@ function offerInstall() {
   $('install-hint').hidden = standalone || !/iPhone|iPad|iPod/.test(navigator.userAgent);
 }
 
+/**
+ * Cross-origin isolation, which the core's threads need, on a host that does not send COOP/COEP itself: the service
+ * worker adds the headers to everything it serves, so only a page it did not serve (the first visit, before it took
+ * control) lacks them. Such a page reloads once, as soon as a worker that adds them controls it and a reload loses
+ * nothing (no model loaded or loading, no text typed). A page controlled by an older worker that does not add them
+ * waits for the update offer instead: the reload the person accepts brings the new worker and isolation together,
+ * and the new worker never takes over by itself. body[data-isolation] tells which way it went.
+ */
+async function reloadForIsolation() {
+  const mark = (/** @type {string} */ how) => { document.body.dataset.isolation = how; };
+  if (globalThis.crossOriginIsolated) return mark('isolated');
+  // The reload happens once per tab: where it did not isolate the page (or the flag cannot be kept), never again.
+  try {
+    if (sessionStorage.getItem(ISOLATION_RELOAD)) return mark('unavailable');
+  } catch {
+    return mark('unavailable');
+  }
+  if (!navigator.serviceWorker.controller) {
+    await new Promise((resolve) => navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true }));
+  }
+  if (!(await controllerIsolates())) return mark('after-update');
+  if (state.engine || state.busy || state.loading || $('train-text').value.trim()) return mark('next-visit');
+  try {
+    sessionStorage.setItem(ISOLATION_RELOAD, '1');
+  } catch {
+    return mark('unavailable');
+  }
+  mark('reloading');
+  location.reload();
+}
+
+/** Whether what the controlling service worker serves carries both isolation headers (versions before v3 did not). */
+async function controllerIsolates() {
+  try {
+    const res = await fetch(new URL('./manifest.webmanifest', location.href), { cache: 'no-store' });
+    return res.headers.get('cross-origin-opener-policy') === 'same-origin'
+      && res.headers.get('cross-origin-embedder-policy') === 'require-corp';
+  } catch {
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Model picker
 
@@ -301,12 +355,13 @@ function entryFacts(entry) {
   const P = parameterCount(shape);
   const { B, T } = runShape();
   const run = { B, T: Math.min(T, shape.maxSeqLen) };
-  const memory = trainingMemoryBytes(shape, P, run);
+  const threads = pageThreads();
+  const memory = trainingMemoryBytes(shape, P, { ...run, threads });
   const parts = [`${(P / 1e6).toFixed(P < 1e7 ? 1 : 0)} M parameters`];
   parts.push(entry.repo ? `${formatBytes(downloadBytes(entry, P))} download` : `${formatBytes(downloadBytes(entry, P))}, part of the app, works offline`);
   parts.push(`about ${formatBytes(memory)} of memory to train (batches of ${run.B} × ${run.T})`);
   if (state.speed) {
-    const tps = expectedTokensPerSecond(shape, P, run.T, state.speed);
+    const tps = expectedTokensPerSecond(shape, P, run.T, state.speed, threads);
     parts.push(`about ${formatSpeed(tps)} training here, so 100 steps take about ${formatDuration((100 * run.B * run.T) / tps)}`);
   }
   const device = deviceBytes();
@@ -335,8 +390,9 @@ function renderChoices() {
   $('files-panel').hidden = state.choice !== 'files';
   const speed = state.speed;
   $('speed-basis').textContent = speed
-    ? `Speeds are estimated from a training speed measured on this device (${speed.model}); smaller models use the processor less `
-      + 'efficiently, so figures scaled from them are cautious. Step 3 measures the loaded model itself.'
+    ? `Speeds are estimated from a training speed measured on this device (${speed.model}, ${threadsText(speed.threads ?? 1)}); `
+      + 'smaller models use the processor less efficiently, so figures scaled from them are cautious. Step 3 measures the loaded '
+      + 'model itself.'
     : state.measuringDevice ? 'Measuring how fast this device trains…' : '';
 }
 
@@ -553,7 +609,7 @@ async function loadModel() {
   state.loading = controller;
   $('cancel-load').hidden = false;
   try {
-    state.engine = await WebLoRA.load(chosen.source, { ...chosen.options, onProgress, signal: controller.signal });
+    state.engine = await WebLoRA.load(chosen.source, { ...chosen.options, onProgress, signal: controller.signal, threads: THREADS });
   } catch (err) {
     if (err?.name === 'AbortError') say(status, 'Loading cancelled. Files downloaded completely so far are kept for next time.', 'ok');
     else showError(status, err, 'load');
@@ -569,6 +625,7 @@ async function loadModel() {
   bar.hidden = true;
   const info = state.engine.info;
   state.info = info;
+  state.threads = info.threads;
   state.shape = shapeFromEngine(info);
   state.loadedLabel = chosen.label;
   state.loadedEntry = chosen.entry;
@@ -598,9 +655,8 @@ function showModelFacts(info, label) {
   ];
   $('model-info').replaceChildren(...facts.flatMap(([k, v]) => [h('dt', { textContent: k }), h('dd', { textContent: v })]));
   $('model-info').hidden = false;
-  // The thread count exists once the package runs on several threads; until then the row stays hidden.
-  $('threads-label').hidden = $('threads').hidden = typeof info.threads !== 'number';
-  if (typeof info.threads === 'number') $('threads').textContent = String(info.threads);
+  // Next to the speed: how many threads it was reached on, and why only one when the page is not isolated.
+  $('threads').textContent = info.threadsNote ? `${info.threads}: ${info.threadsNote}` : String(info.threads);
 }
 
 /**
@@ -616,22 +672,44 @@ function rememberSpeed(measured) {
 
 /** A speed measured on the loaded model. @param {number} T @param {number} tokensPerSecond */
 function rememberLoadedSpeed(T, tokensPerSecond) {
-  if (state.info && state.shape) rememberSpeed(speedMeasurement(state.shape, state.info.parameters, T, tokensPerSecond, state.loadedLabel));
+  if (state.info && state.shape) {
+    rememberSpeed(speedMeasurement(state.shape, state.info.parameters, T, tokensPerSecond, state.loadedLabel, state.info.threads));
+  }
+}
+
+/** Threads the estimates are for: the engines' in this page, else the kept measurement's. */
+function pageThreads() {
+  return state.threads ?? state.speed?.threads ?? 1;
 }
 
 /**
- * With no measurement yet, how fast this device trains is measured once on the built-in model in a worker of its
- * own (a few seconds at most), so the catalogue can show speeds before anything else is loaded.
+ * Whether the kept speed was measured on one thread while this page can run several (it was measured before the
+ * page was cross-origin isolated, or before the package had threads): scaled from one thread, the figures would be
+ * far too cautious.
+ */
+function measuredOnOneThreadOnly() {
+  return (state.speed?.threads ?? 1) === 1 && globalThis.crossOriginIsolated === true && THREADS !== 1
+    && (navigator.hardwareConcurrency ?? 1) > 1;
+}
+
+/**
+ * With no measurement yet (or one on a single thread where the page now has several), how fast this device trains is
+ * measured on the built-in model in a worker of its own (a few seconds at most), so the catalogue can show speeds
+ * before anything else is loaded.
  */
 async function measureDevice() {
-  if (state.speed || state.measuringDevice) return;
+  if ((state.speed && !measuredOnOneThreadOnly()) || state.measuringDevice) return;
   state.measuringDevice = true;
   renderChoices();
   let engine = null;
   try {
-    engine = await WebLoRA.load(BUILT_IN_URL);
+    engine = await WebLoRA.load(BUILT_IN_URL, { threads: THREADS });
+    state.threads = engine.info.threads;
     const seconds = await warmupSeconds(engine, 8, WARMUP_TOKENS, () => {});
-    if (seconds) rememberSpeed(speedMeasurement(shapeFromEngine(engine.info), engine.info.parameters, WARMUP_TOKENS, 1 / seconds, BUILT_IN.label));
+    if (seconds) {
+      rememberSpeed(speedMeasurement(shapeFromEngine(engine.info), engine.info.parameters, WARMUP_TOKENS, 1 / seconds, BUILT_IN.label,
+        engine.info.threads));
+    }
   } catch {
     // Only an estimate is missing: the catalogue shows sizes without speeds.
   } finally {
@@ -778,7 +856,7 @@ function modelLimits() {
   const P = state.info.parameters;
   return {
     maxSeqLen: state.info.config.maxSeqLen,
-    memoryFor: (B, T) => trainingMemoryBytes(shape, P, { B, T }),
+    memoryFor: (B, T) => trainingMemoryBytes(shape, P, { B, T, threads: pageThreads() }),
     memoryLimit: WASM_MEMORY_LIMIT,
     deviceBytes: deviceBytes(),
   };
@@ -981,7 +1059,7 @@ async function train() {
         bar.value = (r.step / r.totalSteps) * 100;
         $('loss-now').textContent = r.loss.toFixed(3);
         const recent = stepTimes.length > 1 ? ((stepTimes.length - 1) * v.batchSize * v.seqLen) / ((stepTimes.at(-1) - stepTimes[0]) / 1000) : r.tokensPerSecond;
-        $('speed').textContent = formatSpeed(recent);
+        $('speed').textContent = `${formatSpeed(recent)} on ${threadsText(engine.info.threads)}`;
         const eta = (r.elapsed / r.step) * (r.totalSteps - r.step);
         say(status, `Step ${r.step} of ${r.totalSteps} · loss ${r.loss.toFixed(3)} · about ${formatDuration(eta)} left`, 'busy');
         // The visible line changes every step; screen readers hear a quarter at a time.
@@ -1531,7 +1609,7 @@ async function main() {
   document.body.dataset.ready = 'true';
   // A model already on this device loads without asking: no network is needed for it.
   if (choiceIsCached()) await loadModel();
-  if (!state.speed) measureDevice();
+  if (!state.speed || measuredOnOneThreadOnly()) measureDevice();
 }
 
 main();

@@ -2,7 +2,9 @@
 // training run, and speed on this device. Speed is never guessed from the CPU's name: it is a rate measured here
 // (training tokens per second on some model, turned into arithmetic per second) divided by the arithmetic another
 // model needs per token. Small models use the CPU less efficiently than big ones, so a rate measured on the built-in
-// model is a cautious figure for a bigger one; a measurement on the loaded model itself replaces it.
+// model is a cautious figure for a bigger one; a measurement on the loaded model itself replaces it. A rate holds for
+// the number of threads it was measured on: figures for another number are scaled cautiously (threadScaling) until a
+// measurement on that number replaces it.
 
 /** Bytes per stored weight, by dtype (the download). */
 export const DTYPE_BYTES = Object.freeze({ f32: 4, f16: 2, bf16: 2 });
@@ -12,6 +14,17 @@ export const ENGINE_WEIGHT_BYTES = 4;
 export const WASM_MEMORY_LIMIT = 4 * 1024 ** 3;
 /** Worker, wasm module, tokenizer and JavaScript heap on top of the counted buffers (measured to be well under). */
 const OVERHEAD_BYTES = 64 * 1024 ** 2;
+/** The core's thread pool (src/core/parallel.h, parallel.c): a scratch per worker and one shared, a stack per worker. */
+const POOL_SCRATCH_BYTES = 512 * 1024 * 4;
+const POOL_STACK_BYTES = 512 * 1024;
+/** Attention scores kept for all threads at once are capped at this many floats (src/model/model.c plan_acts). */
+const SCORES_CAP_FLOATS = 4 * 1024 ** 2;
+/**
+ * The share of a training step that runs in parallel, for scaling a speed to another number of threads (Amdahl):
+ * two threads train 1.5x as fast as one on the test machine (README, `npm run bench`), so 2/3. Machines with
+ * cores of their own do better (8 threads there run 5-6x, not the 2.4x this predicts): a cautious figure.
+ */
+const PARALLEL_SHARE = 2 / 3;
 
 /**
  * @typedef {object} Shape the numbers of a Llama- or GPT-2-style model that decide its cost
@@ -105,22 +118,33 @@ export function forwardFlopsPerToken(s, parameters, T) {
 }
 
 /**
- * Bytes the core asks for to train with batches of B sequences of T tokens: the f32 weights and the activations
- * its reserve step lays out (src/model/model.c plan_acts), plus the worker's fixed overhead. The adapter and its
- * optimizer state are small beside them and included roughly.
+ * Bytes the core asks for to train with batches of B sequences of T tokens on `threads` threads: the f32 weights and
+ * the activations its reserve step lays out (src/model/model.c plan_acts), the thread pool's scratch and stacks, plus
+ * the worker's fixed overhead. The adapter and its optimizer state are small beside them and included roughly.
  * @param {Shape} s
  * @param {number} parameters
- * @param {{ B: number, T: number, adapterParameters?: number }} run
+ * @param {{ B: number, T: number, threads?: number, adapterParameters?: number }} run
  */
-export function trainingMemoryBytes(s, parameters, { B, T, adapterParameters = 0 }) {
+export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterParameters = 0 }) {
   const { qd, kvd } = widths(s);
   const C = s.dim;
   const I = s.hidden;
   const N = B * T;
   const perLayer = 2 * kvd + (4 * C + 2 * qd + 3 * I + 2);
-  const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 3 + s.vocab + 2 * kvd + 2 * T + (2 * C + 2 * qd + 2 * kvd + 3 * I);
-  const activations = N * (s.layers * perLayer + shared);
-  return parameters * ENGINE_WEIGHT_BYTES + activations * 4 + adapterParameters * 4 * 4 + OVERHEAD_BYTES;
+  const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 3 + s.vocab + 2 * kvd + (2 * C + 2 * qd + 2 * kvd + 3 * I);
+  // One head's attention scores, or enough for every thread to work on a head of its own (capped).
+  const scores = Math.max(2 * T * N, Math.min(2 * T * T * threads, SCORES_CAP_FLOATS));
+  const activations = N * (s.layers * perLayer + shared) + scores;
+  return parameters * ENGINE_WEIGHT_BYTES + activations * 4 + threadPoolBytes(threads) + adapterParameters * 4 * 4
+    + OVERHEAD_BYTES;
+}
+
+/**
+ * Memory of the core's thread pool beside the model (none on one thread).
+ * @param {number} threads
+ */
+export function threadPoolBytes(threads) {
+  return threads > 1 ? (threads - 1) * (POOL_SCRATCH_BYTES + POOL_STACK_BYTES) + POOL_SCRATCH_BYTES : 0;
 }
 
 /**
@@ -137,37 +161,53 @@ export function downloadBytes(entry, parameters) {
  * @property {number} flopsPerSecond forward FLOPs per token times training tokens per second
  * @property {string} model which model it was measured on
  * @property {number} parameters that model's size: bigger models use the processor more like the catalogue's do
+ * @property {number} [threads] the threads it ran on (measurements from before the package had threads: 1)
  * @property {number} at ms since the epoch
  */
 
 /**
- * A measurement from a training run (or warm-up) of `parameters` parameters at sequence length T.
+ * A measurement from a training run (or warm-up) of `parameters` parameters at sequence length T on `threads` threads.
  * @param {Shape} s @param {number} parameters @param {number} T @param {number} tokensPerSecond
- * @param {string} model
+ * @param {string} model @param {number} threads
  * @returns {SpeedMeasurement}
  */
-export function speedMeasurement(s, parameters, T, tokensPerSecond, model) {
-  return { flopsPerSecond: tokensPerSecond * forwardFlopsPerToken(s, parameters, T), model, parameters, at: Date.now() };
+export function speedMeasurement(s, parameters, T, tokensPerSecond, model, threads) {
+  return { flopsPerSecond: tokensPerSecond * forwardFlopsPerToken(s, parameters, T), model, parameters, threads, at: Date.now() };
 }
 
 /** Measurements older than this are replaced by any new one (the browser or the device may have changed). */
 const MEASUREMENT_LIFETIME_MS = 30 * 24 * 3600 * 1000;
 
 /**
- * Whether a new measurement should replace the kept one: a model at least as big predicts the catalogue's models
- * better (tiny models spend their time on overheads, not arithmetic); an old one is replaced by anything.
+ * Whether a new measurement should replace the kept one: one on another number of threads (new measurements run on
+ * the threads the page has now); a model at least as big predicts the catalogue's models better (tiny models spend
+ * their time on overheads, not arithmetic); an old one is replaced by anything.
  * @param {SpeedMeasurement | null} kept @param {SpeedMeasurement} measured
  */
 export function betterMeasurement(kept, measured) {
-  return !kept || measured.parameters >= (kept.parameters ?? 0) || measured.at - kept.at > MEASUREMENT_LIFETIME_MS;
+  return !kept || (kept.threads ?? 1) !== (measured.threads ?? 1) || measured.parameters >= (kept.parameters ?? 0)
+    || measured.at - kept.at > MEASUREMENT_LIFETIME_MS;
 }
 
 /**
- * Training tokens per second expected for a model from a measurement made on another (or the same) one.
- * @param {Shape} s @param {number} parameters @param {number} T @param {SpeedMeasurement} measured
+ * How much faster training runs on `to` threads than on `from`, cautiously: no more than the parallel share allows
+ * when there are more, and as if every thread had been fully used when there are fewer.
+ * @param {number} from @param {number} to
  */
-export function expectedTokensPerSecond(s, parameters, T, measured) {
-  return measured.flopsPerSecond / forwardFlopsPerToken(s, parameters, T);
+export function threadScaling(from, to) {
+  if (to <= from) return to / from;
+  const speedup = (/** @type {number} */ n) => 1 / (1 - PARALLEL_SHARE + PARALLEL_SHARE / n);
+  return speedup(to) / speedup(from);
+}
+
+/**
+ * Training tokens per second expected for a model on `threads` threads, from a measurement made on another (or the
+ * same) model and number of threads.
+ * @param {Shape} s @param {number} parameters @param {number} T @param {SpeedMeasurement} measured
+ * @param {number} [threads] default: the measurement's
+ */
+export function expectedTokensPerSecond(s, parameters, T, measured, threads = measured.threads ?? 1) {
+  return (measured.flopsPerSecond / forwardFlopsPerToken(s, parameters, T)) * threadScaling(measured.threads ?? 1, threads);
 }
 
 /**

@@ -1,11 +1,14 @@
 // sw.js: the demo's service worker. It precaches the app shell and the whole module graph of the package under
 // ../web/ (found by following imports from its entry points, so nothing is forgotten when files change), including
-// weblora.wasm, and serves them network-first with the cache as the offline fallback. Model files are left to the
-// package's own Cache API layer, which reads them by ranges and keeps them across versions of this worker.
+// both builds of the core, and serves them network-first with the cache as the offline fallback. Everything it serves
+// carries the cross-origin isolation headers (COOP/COEP), so the demo gets the package's threads even on a static
+// host that cannot set headers (the page reloads once into isolation when this worker first takes control). Model
+// files are left to the package's own Cache API layer, which reads them by ranges and keeps them across versions
+// of this worker.
 // A new version (a changed byte in this file: bump VERSION with every release) installs in the background and
 // waits; the page offers a reload and sends 'skip-waiting' when the person accepts, so a running training job or an
 // unsaved adapter is never lost to an update.
-const VERSION = 'v2';
+const VERSION = 'v3';
 const CACHE = `weblora-demo-shell-${VERSION}`;
 const CACHE_PREFIX = 'weblora-demo-shell-';
 /** Give up on a network that does not answer in this time and use the cached copy. */
@@ -18,9 +21,11 @@ const SHELL = [
 ].map(here);
 /** Optional: cached when present (the sample text exists only in some builds). */
 const OPTIONAL = ['./data/personal-style.txt'].map(here);
-/** Module graph roots: the page imports index.js, the package starts worker.js in a Worker. */
-const ROOTS = ['./app.js', '../web/index.js', '../web/worker.js'].map(here);
-const WASM = here('../web/weblora.wasm');
+/** Module graph roots: the page imports index.js, the package starts worker.js and thread.js in Workers. */
+const ROOTS = ['./app.js', '../web/index.js', '../web/worker.js', '../web/thread.js'].map(here);
+const WASM = [here('../web/weblora.wasm'), here('../web/weblora-threads.wasm')];
+/** The headers that make a page cross-origin isolated (SharedArrayBuffer, so the core can run on several threads). */
+const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 /** Paths the shell owns; everything else (models above all) goes straight to the network untouched. */
 const OWNED = [here('./'), here('../web/')];
 const NOT_OWNED = [here('./models/')];
@@ -54,7 +59,7 @@ async function precache() {
   };
   await Promise.all(SHELL.map((u) => put(u, true)));
   await Promise.all(OPTIONAL.map((u) => put(u, false).catch(() => null)));
-  await put(WASM, true);
+  await Promise.all(WASM.map((u) => put(u, true)));
   const seen = new Set();
   const queue = [...ROOTS];
   while (queue.length) {
@@ -100,6 +105,17 @@ function owned(request) {
 }
 
 /**
+ * The response with the isolation headers added (the server's own, when it sends them, stay as they are).
+ * @param {Response} res
+ */
+function isolated(res) {
+  if (res.type !== 'basic' && res.type !== 'default') return res;
+  const headers = new Headers(res.headers);
+  for (const [name, value] of Object.entries(ISOLATION)) if (!headers.has(name)) headers.set(name, value);
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
+
+/**
  * Network first, so a deployed update shows at once; the cache when the network fails, errs or stalls. Pages are
  * matched without their query (?model=...) so any demo URL opens offline.
  * @param {Request} request
@@ -130,5 +146,5 @@ async function networkFirst(request) {
 
 self.addEventListener('fetch', (event) => {
   if (!owned(event.request)) return;
-  event.respondWith(networkFirst(event.request));
+  event.respondWith(networkFirst(event.request).then(isolated));
 });

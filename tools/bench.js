@@ -1,8 +1,13 @@
-// bench.js: `npm run bench`. Measures, in one run on this machine (wasm, one thread, Node), the GEMM kernels next
-// to the wasm SIMD peak, LoRA training throughput on a SmolLM2-135M-shaped model with its peak memory, decoding
-// speed, SVD times and the cost of switching adapters. Prints one JSON object. Ratios are computed from figures
-// of this run only (the machine's cores are shared and noisy).
+// bench.js: `npm run bench`. Measures, in one run on this machine (wasm under Node): the GEMM kernels on every
+// shape of a LoRA step next to the wasm SIMD peak; LoRA training, a forward pass and decoding on a SmolLM2-135M-shaped
+// model with 1, 2 and 'auto' threads (each in its own process), by wall clock and by CPU time, with the scaling
+// between them and the peak memory; PyTorch's one-thread LoRA step on the same shape when /usr/bin/python3 has torch;
+// SVD times and the cost of switching adapters. Prints one JSON object. Ratios come from figures of this run only
+// (the machine's cores are shared and noisy, which is also why CPU-time figures stand beside wall-clock ones).
+import { execFile } from 'node:child_process';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import { Adapter, Arch, Core } from '../web/core.js';
 import { Trainer } from '../web/train.js';
@@ -15,6 +20,7 @@ const SMOLLM2_135M = {
 };
 
 const log = (s) => process.stderr.write(`${s}\n`);
+const execFileAsync = promisify(execFile);
 
 function randomFill(view, rng, scale) {
   for (let i = 0; i < view.length; i++) view[i] = (rng.next() * 2 - 1) * scale;
@@ -56,65 +62,97 @@ function qvAdapter(model, rank = 8) {
   return a;
 }
 
-async function benchTraining(core) {
-  const T = 128;
-  const model = makeModel(core);
-  const adapter = qvAdapter(model);
+const T = 128;
+
+/** Random training sequences for the bench model. */
+function sequences(n) {
   const rng = new Rng(7);
-  const seqs = Array.from({ length: 16 }, () => {
+  return Array.from({ length: n }, () => {
     const tokens = new Int32Array(T);
     const targets = new Int32Array(T);
     for (let t = 0; t < T; t++) tokens[t] = rng.int(SMOLLM2_135M.vocabSize);
     for (let t = 0; t < T; t++) targets[t] = t + 1 < T ? tokens[t + 1] : rng.int(SMOLLM2_135M.vocabSize);
     return { tokens, targets, valid: T };
   });
-  const steps = 6;
+}
+
+const cpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+/** Wall and process CPU seconds (every thread of the process) of fn. */
+function timed(fn) {
+  const t0 = performance.now();
+  const c0 = cpuSeconds();
+  fn();
+  return { wall: (performance.now() - t0) / 1000, cpu: cpuSeconds() - c0 };
+}
+
+/**
+ * LoRA training, a forward pass and decoding on the SmolLM2-135M-shaped model with the core on `threads` threads
+ * (this process runs nothing else meanwhile, so its CPU time is the core's).
+ */
+async function benchModel(threads) {
+  const core = await Core.create({ threads });
+  const model = makeModel(core);
+  const adapter = qvAdapter(model);
+  const seqs = sequences(16);
+  const steps = 5;
   const trainer = new Trainer({ model, adapter, train: seqs, options: { steps: steps + 1, lr: 1e-3, batchSize: 1, seqLen: T, evalSplit: 0 } });
-  trainer.trainStep(); // warm-up: first-touch of buffers
-  const times = [];
-  const cpuTimes = [];
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    trainer.trainStep();
-    const c1 = process.cpuUsage(c0);
-    times.push((performance.now() - t0) / 1000);
-    cpuTimes.push((c1.user + c1.system) / 1e6);
-  }
-  // forward alone and decoding, on the same model
-  const fwd = [];
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now();
-    model.forward(seqs[i].tokens, { targets: seqs[i].targets });
-    fwd.push((performance.now() - t0) / 1000);
-  }
+  trainer.trainStep(); // warm-up: first touch of the buffers, optimised code
+  const train = [];
+  for (let i = 0; i < steps; i++) train.push(timed(() => trainer.trainStep()));
   trainer.dispose();
-  model.setAdapters([adapter]);
+  const fwd = [];
+  for (let i = 0; i < 3; i++) fwd.push(timed(() => model.forward(seqs[i].tokens)));
   model.reserve(1, 256, { lastLogits: true });
   const prompt = Array.from(seqs[0].tokens.subarray(0, 16));
   model.forward(prompt, { lastLogits: true });
-  const t0 = performance.now();
   const n = 32;
-  for (let i = 0; i < n; i++) model.forward([prompt[i % 16]], { pos0: 16 + i });
-  const decode = n / ((performance.now() - t0) / 1000);
+  const decode = timed(() => {
+    for (let i = 0; i < n; i++) model.forward([prompt[i % 16]], { pos0: 16 + i });
+  });
+  const wall = median(train.map((x) => x.wall)), cpu = median(train.map((x) => x.cpu));
   const result = {
-    model: 'SmolLM2-135M shape (hidden 576, 30 layers, 9 heads, 3 kv heads, intermediate 1536, vocab 49152), random weights',
-    setup: 'seq 128, batch 1, LoRA r 8 on q_proj and v_proj, AdamW',
-    parameters: model.params().length,
-    adapter_parameters: adapter.params().length,
-    step_seconds_median: median(times),
-    training_tokens_per_second: T / median(times),
-    // CPU time of this (single-threaded) process: less disturbed by other jobs on the shared cores than wall time
-    training_tokens_per_cpu_second: T / median(cpuTimes),
-    forward_tokens_per_second: T / median(fwd),
-    decode_tokens_per_second: decode,
+    threads: core.threads,
+    training_step_seconds_median: wall,
+    training_tokens_per_second: T / wall,
+    training_tokens_per_cpu_second: T / cpu,
+    forward_tokens_per_second: T / median(fwd.map((x) => x.wall)),
+    forward_tokens_per_cpu_second: T / median(fwd.map((x) => x.cpu)),
+    decode_tokens_per_second: n / decode.wall,
+    decode_tokens_per_cpu_second: n / decode.cpu,
     peak_wasm_memory_bytes: core.wasm.memory.buffer.byteLength,
     model_memory_bytes: model.memoryBytes(),
+    parameters: model.params().length,
+    adapter_parameters: adapter.params().length,
   };
   model.setAdapters([]);
   adapter.free();
   model.free();
+  await core.stopThreads();
   return result;
+}
+
+/** Runs benchModel in a fresh Node process (its own memory, JIT and thread pool) and returns its JSON. */
+async function benchModelInChild(threads) {
+  const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(import.meta.url), '--model-threads', String(threads)],
+    { maxBuffer: 1 << 20 });
+  return JSON.parse(stdout);
+}
+
+/** PyTorch's one-thread LoRA step on the same model shape, or why it was not measured. */
+async function benchTorch() {
+  const python = '/usr/bin/python3';
+  try {
+    await execFileAsync(python, ['-c', 'import torch']);
+  } catch {
+    return { measured: false, reason: `not measured: ${python} cannot import torch` };
+  }
+  const script = fileURLToPath(new URL('./bench/torch_lora.py', import.meta.url));
+  const { stdout } = await execFileAsync(python, [script, '--steps', '5'], { maxBuffer: 1 << 20 });
+  return { measured: true, ...JSON.parse(stdout) };
 }
 
 function benchSvd(core) {
@@ -178,20 +216,58 @@ function benchSwitch(core) {
 }
 
 async function main() {
+  const modelThreads = process.argv.indexOf('--model-threads');
+  if (modelThreads > 0) {
+    const t = process.argv[modelThreads + 1];
+    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t)))}\n`);
+    return;
+  }
   const core = await Core.create();
-  log('weblora bench: GEMM and peak...');
-  const gemm = await benchGemm({ exports: core.x, memory: core.wasm.memory });
-  log('weblora bench: LoRA training on a SmolLM2-135M-shaped model...');
-  const training = await benchTraining(core);
+  log('weblora bench: GEMM shapes of a LoRA step, next to the f32x4 peak (one thread)...');
+  const gemm = await benchGemm({ exports: core.x, memory: core.wasm.memory }, { log });
+  const runs = {};
+  for (const threads of [1, 2, 'auto']) {
+    log(`weblora bench: LoRA training, forward and decoding on a SmolLM2-135M-shaped model, ${threads} thread(s)...`);
+    runs[threads] = await benchModelInChild(threads);
+    if (threads === 1) {
+      log('weblora bench: PyTorch, one native thread, same model and step...');
+      runs.torch = await benchTorch();
+    }
+  }
   log('weblora bench: SVD...');
   const svd = benchSvd(core);
   log('weblora bench: adapter switching...');
   const switching = benchSwitch(core);
+  const one = runs[1], two = runs[2], auto = runs.auto, torch = runs.torch;
+  const ratio = (a, b) => +(a / b).toFixed(3);
+  const scaling = (r) => ({
+    threads: r.threads,
+    training_speedup: ratio(r.training_tokens_per_second, one.training_tokens_per_second),
+    forward_speedup: ratio(r.forward_tokens_per_second, one.forward_tokens_per_second),
+    decode_speedup: ratio(r.decode_tokens_per_second, one.decode_tokens_per_second),
+    training_tokens_per_cpu_second_vs_one_thread: ratio(r.training_tokens_per_cpu_second, one.training_tokens_per_cpu_second),
+  });
   const result = {
     date: new Date().toISOString(),
-    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, wasm: 'SIMD128, one thread' },
+    machine: {
+      cpus: os.availableParallelism?.() ?? os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version,
+      load_average: os.loadavg().map((x) => +x.toFixed(2)),
+    },
     gemm,
-    training,
+    model: {
+      name: 'SmolLM2-135M shape (hidden 576, 30 layers, 9 heads, 3 kv heads, intermediate 1536, vocab 49152), random weights',
+      setup: `LoRA r 8 on q_proj and v_proj, AdamW, batch 1 x ${T} tokens; forward: ${T} tokens; decode: 32 tokens after 16`,
+      parameters: one.parameters,
+      adapter_parameters: one.adapter_parameters,
+    },
+    threads: { one_thread: one, two_threads: two, auto_threads: auto },
+    scaling: { two_threads: scaling(two), auto_threads: scaling(auto) },
+    pytorch: torch.measured ? {
+      ...torch,
+      wasm_one_thread_vs_pytorch: ratio(one.training_tokens_per_second, torch.training_tokens_per_second),
+      wasm_one_thread_vs_pytorch_by_cpu_time: ratio(one.training_tokens_per_cpu_second, torch.training_tokens_per_cpu_second),
+    } : torch,
+    peak_wasm_memory_bytes: Math.max(one.peak_wasm_memory_bytes, two.peak_wasm_memory_bytes, auto.peak_wasm_memory_bytes),
     svd,
     adapter_switching: switching,
   };

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // serve.js: a small static HTTP server for the repository (web/, demo/, tests/browser/) on 127.0.0.1, with the
-// MIME types, Range requests and ETags a browser needs to run the package and the demo without a build.
+// MIME types, Range requests and ETags a browser needs to run the package and the demo without a build, and the
+// cross-origin isolation headers that give the package its threads.
 //
-//   node tools/serve.js [--port 8080] [--mount /shared/=../shared] [--cors] [--quiet]
+//   node tools/serve.js [--port 8080] [--mount /shared/=../shared] [--cors] [--no-isolation] [--quiet]
 import http from 'node:http';
 import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -54,8 +55,19 @@ export const MIME_TYPES = Object.freeze({
  *   overriding response headers per file (e.g. Cache-Control for an offline test)
  * @property {boolean} [cors] let pages of any origin read everything, as a CDN or the Hugging Face Hub does: CORS
  *   headers on every response (errors too, so a page can tell a 404 from a refusal), Range and ETag exposed, and
- *   preflight requests answered
+ *   preflight requests answered. That is all a cross-origin isolated page (Cross-Origin-Embedder-Policy:
+ *   require-corp) needs from a model host: the package reads models with fetch() in CORS mode, and COEP accepts a
+ *   CORS response without a Cross-Origin-Resource-Policy header
+ * @property {boolean} [isolation] default true: send Cross-Origin-Opener-Policy: same-origin and
+ *   Cross-Origin-Embedder-Policy: require-corp, which make pages cross-origin isolated (SharedArrayBuffer, so the
+ *   package runs its core on several threads); false serves pages as a host without those headers would
  */
+
+/** The headers that make a page cross-origin isolated. */
+export const ISOLATION_HEADERS = Object.freeze({
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+});
 
 /**
  * @typedef {object} RunningServer
@@ -74,6 +86,7 @@ export const MIME_TYPES = Object.freeze({
 export async function startServer(options = {}) {
   const root = path.resolve(options.root ?? repoRoot);
   const host = options.host ?? '127.0.0.1';
+  const isolation = options.isolation === false ? {} : ISOLATION_HEADERS;
   const mounts = Object.entries(options.mounts ?? {})
     .map(([prefix, dir]) => ({ prefix: prefix.endsWith('/') ? prefix : `${prefix}/`, dir: path.resolve(root, dir) }))
     .sort((a, b) => b.prefix.length - a.prefix.length);
@@ -195,6 +208,7 @@ export async function startServer(options = {}) {
       // Revalidate every time (cheap with the ETag), so edits show up on reload.
       'cache-control': 'no-cache',
       'x-content-type-options': 'nosniff',
+      ...isolation,
     };
     // A service worker under demo/ may control the whole origin: its scope must cover /web/worker.js too.
     if (path.basename(file) === 'sw.js') headers['service-worker-allowed'] = '/';
@@ -202,7 +216,8 @@ export async function startServer(options = {}) {
 
     const inm = req.headers['if-none-match'];
     if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)) {
-      res.writeHead(304, pick(headers, ['etag', 'cache-control', 'last-modified', 'service-worker-allowed']));
+      res.writeHead(304, pick(headers, ['etag', 'cache-control', 'last-modified', 'service-worker-allowed',
+        ...Object.keys(isolation)]));
       return res.end();
     }
     let start = 0;
@@ -298,6 +313,7 @@ async function main(argv) {
   let port = 8080;
   let quiet = false;
   let cors = false;
+  let isolation = true;
   /** @type {Record<string, string>} */
   const mounts = {};
   for (let i = 0; i < argv.length; i++) {
@@ -308,9 +324,10 @@ async function main(argv) {
       const [prefix, dir] = String(argv[++i]).split('=');
       mounts[prefix] = path.resolve(process.cwd(), dir);
     } else if (a === '--cors') cors = true;
+    else if (a === '--no-isolation') isolation = false;
     else if (a === '--quiet' || a === '-q') quiet = true;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: node tools/serve.js [--port 8080] [--mount /prefix/=folder] [--cors] [--quiet]\n');
+      process.stdout.write('usage: node tools/serve.js [--port 8080] [--mount /prefix/=folder] [--cors] [--no-isolation] [--quiet]\n');
       return;
     } else {
       throw new Error(`unknown argument ${a} (try --help)`);
@@ -321,6 +338,7 @@ async function main(argv) {
     port,
     mounts,
     cors,
+    isolation,
     onRequest: quiet ? undefined : (e) => process.stderr.write(`${e.status} ${e.method} ${e.path}${e.range ? ` (${e.range})` : ''} ${e.bytes} B\n`),
   });
   process.stdout.write(`weblora: serving ${repoRoot} at ${server.origin}/  (demo: ${server.origin}/demo/)\n`);

@@ -13,6 +13,7 @@ import { OutputFile, OutputFolder } from './output.js';
 import { DEFAULT_EVAL_TOKENS } from './train.js';
 import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
 import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE } from './gguf.js';
+import { MAX_THREADS } from './wasm.js';
 
 const USAGE = `usage: weblora <command> [options]
 
@@ -44,6 +45,7 @@ must have that SHA-256, checked over every byte as it loads.
 their base, and the base an imported adapter names is compared with it.
 Data files are plain text (one document each) or .jsonl (one {"text": ...} document per line); they are tokenized as
 they stream, of any size. The held-out split is evaluated on at most --eval-tokens tokens (default 16384).
+Every command takes --threads N|auto: the threads the core computes on ('auto', the default: every core, at most 8).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
 URL of either (a folder URL ends in "/").`;
 
@@ -61,7 +63,7 @@ const OPTIONS = {
   format: { type: 'string' }, dtype: { type: 'string' }, portable: { type: 'boolean' }, 'base-model': { type: 'string' },
   revision: { type: 'string' },
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
-  type: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  type: { type: 'string' }, force: { type: 'boolean' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   sha256: { type: 'string', multiple: true },
 };
 
@@ -75,6 +77,14 @@ function num(opts, name, { integer = false, min = -Infinity } = {}) {
     throw new UsageError(`--${name} must be ${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` >= ${min}` : ''}, got "${raw}"`);
   }
   return v;
+}
+
+/** --threads: 'auto' (the default) or a whole number of threads. */
+function threads(opts) {
+  if (opts.threads === undefined || opts.threads === 'auto') return 'auto';
+  const n = num(opts, 'threads', { integer: true, min: 1 });
+  if (n > MAX_THREADS) throw new UsageError(`--threads must be 'auto' or at most ${MAX_THREADS}, got "${opts.threads}"`);
+  return n;
 }
 
 function need(opts, name) {
@@ -265,7 +275,7 @@ async function loadEngine(opts, json) {
   if (opts.revision !== undefined && opts['base-model'] === undefined) throw new UsageError('--revision goes with --base-model');
   return WebLoRA.load(modelSource(model), {
     tokenizer: opts.tokenizer ? modelSource(opts.tokenizer) : undefined,
-    sha256, baseModel: opts['base-model'], revision: opts.revision,
+    sha256, baseModel: opts['base-model'], revision: opts.revision, threads: threads(opts),
     onProgress: (e) => {
       if (tty && e.status === 'progress' && e.total) {
         process.stderr.write(`\rdownloading ${e.file}: ${(e.loaded / 1e6).toFixed(1)} / ${(e.total / 1e6).toFixed(1)} MB\x1b[K`);
@@ -492,7 +502,7 @@ async function cmdResize(opts) {
   if (opts.adapter?.length !== 1) throw new UsageError('resize takes exactly one --adapter DIR');
   const a = await readAdapterDir(opts.adapter[0]);
   const output = await prepareOutput(out, !!opts.force);
-  const core = await Core.create();
+  const core = await Core.create({ threads: threads(opts) });
   const r = resizeAdapterFiles(core, a.files, { rank, energy });
   await writeOutput(output, r.files);
   reportModules(json, r, out, 'resized');
@@ -506,7 +516,7 @@ async function cmdCombine(opts) {
   if (!opts.adapter || opts.adapter.length < 2) throw new UsageError('combine needs at least two --adapter DIR[:W]');
   const inputs = await Promise.all(opts.adapter.map(readAdapterDir));
   const output = await prepareOutput(out, !!opts.force);
-  const core = await Core.create();
+  const core = await Core.create({ threads: threads(opts) });
   const r = combineAdapterFiles(core, inputs.map((x) => ({ files: x.files, weight: x.weight })), { type, rank: num(opts, 'rank', { integer: true, min: 1 }) ?? 0 });
   await writeOutput(output, r.files);
   reportModules(json, r, out, `combined (${type})`);

@@ -5,6 +5,8 @@ import { WebLoRAError, deserializeError } from './errors.js';
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 const WORKER_URL = new URL('./worker.js', import.meta.url);
+/** Why the core runs on fewer threads than asked (no cross-origin isolation) is said once per page. */
+let threadsNoted = false;
 
 /** Functions and signals stay on this side; everything else must survive structured clone. */
 function splitOptions(options = {}) {
@@ -326,8 +328,10 @@ export class WebLoRA {
    * Load a base model in a new worker.
    * @param {any} source HF-style base URL, .safetensors or llama2.c .bin URL, File list / ArrayBuffer / { name: data }
    *   map, or (Node) a local path
-   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, tokenizer?: any, sha256?: Record<string, string>,
-   *   cacheName?: string, store?: object, workerUrl?: string|URL } & object} [options]
+   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto', tokenizer?: any,
+   *   sha256?: Record<string, string>, cacheName?: string, store?: object, workerUrl?: string|URL } & object} [options]
+   *   threads: 'auto' (default: every core, at most 8) or a number. A browser page that is not cross-origin isolated
+   *   runs one thread (engine.info.threads and a console note say so).
    * @returns {Promise<Engine>}
    */
   static async load(source, options = {}) {
@@ -342,6 +346,10 @@ export class WebLoRA {
     }
     try {
       const info = await channel.call('load', [source, rest], { signal: local.signal, handlers: { progress: local.onProgress } });
+      if (info.threadsNote && !threadsNoted) {
+        threadsNoted = true;
+        console.warn(`weblora: ${info.threadsNote}.`);
+      }
       return new Engine(channel, info);
     } catch (err) {
       await channel.terminate();

@@ -45,9 +45,27 @@ export class Core {
     this.x = wasm.exports;
   }
 
-  /** @param {{ module?: WebAssembly.Module, source?: any }} [options] */
+  /**
+   * @param {{ module?: WebAssembly.Module, source?: any, threadsModule?: WebAssembly.Module, threadsSource?: any,
+   *   threads?: number | 'auto' }} [options] threads: default 1 (see web/wasm.js)
+   */
   static async create(options) {
     return new Core(await instantiateCore(options));
+  }
+
+  /** Threads the core runs on. */
+  get threads() {
+    return this.wasm.threads;
+  }
+
+  /** Why the core runs on fewer threads than were asked for, or null. */
+  get threadsNote() {
+    return this.wasm.threadsNote;
+  }
+
+  /** Stop the core's worker threads (it keeps working on one). */
+  stopThreads() {
+    return this.wasm.stopThreads();
   }
 
   /** Throw a CoreError for a failed status. @param {number} status @param {string} what */

@@ -4,6 +4,7 @@
 import { throwIfAborted, EngineError } from './errors.js';
 export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
+import { MAX_THREADS } from './wasm.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
@@ -126,10 +127,11 @@ export class LocalEngine {
 
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
-   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, wasmModule?: WebAssembly.Module,
-   *   wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string } & object} [options] baseModel /
-   *   revision: the Hub id or URL (and revision) this model is, over what the source or config.json says; exported
-   *   adapters record it, imported ones are compared with it (identity.js loadedModelRef)
+   * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
+   *   wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string
+   *   } & object} [options] threads: 'auto' (default: every core, at most 8) or a number; one where threads are
+   *   unavailable. baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
+   *   config.json says; exported adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
   static async load(source, options = {}) {
     for (const key of ['baseModel', 'revision']) {
@@ -141,13 +143,23 @@ export class LocalEngine {
     if (base && !base.hubId && !base.url) {
       throw new EngineError(`baseModel must be a Hub id (org/name) or an http(s) URL, got ${JSON.stringify(options.baseModel)}`, { code: 'INVALID_ARGUMENT' });
     }
-    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource });
-    const loaded = await loadModel(core, source, options);
-    const ref = loadedModelRef(source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
-    const fingerprint = await fingerprintModel(loaded.model);
-    const engine = new LocalEngine(core, { ...loaded, ref }, fingerprint);
-    options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
-    return engine;
+    const threads = options.threads ?? 'auto';
+    if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) {
+      throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
+        { code: 'INVALID_ARGUMENT' });
+    }
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, threads });
+    try {
+      const loaded = await loadModel(core, source, options);
+      const ref = loadedModelRef(source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
+      const fingerprint = await fingerprintModel(loaded.model);
+      const engine = new LocalEngine(core, { ...loaded, ref }, fingerprint);
+      options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
+      return engine;
+    } catch (err) {
+      core.stopThreads();
+      throw err;
+    }
   }
 
   /** What the model is. */
@@ -158,6 +170,7 @@ export class LocalEngine {
       name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
       chatTemplate: this.tokenizer?.chatTemplate ?? null,
+      threads: this.core.threads, threadsNote: this.core.threadsNote,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
     };
@@ -643,6 +656,7 @@ export class LocalEngine {
   dispose() {
     for (const id of [...this.adapters.keys()]) this.freeAdapter(id);
     this.model.free();
+    this.core.stopThreads();
   }
 }
 

@@ -22,6 +22,13 @@ export interface LoadOptions {
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
   /**
+   * Threads the core computes on: 'auto' (the default: navigator.hardwareConcurrency or os.availableParallelism(), at
+   * most 8) or a whole number from 1 to 64. Results are bit-identical for any number. Browsers need a cross-origin
+   * isolated page (Cross-Origin-Opener-Policy: same-origin, Cross-Origin-Embedder-Policy: require-corp); elsewhere the
+   * core runs on one thread, `info.threads` says 1 and a console note says why. Node always has threads.
+   */
+  threads?: number | 'auto';
+  /**
    * Tokenizer override: URL, path (a tokenizer.json, its folder, or a llama2.c tokenizer.bin), File or bytes. A
    * tokenizer_config.json beside a URL or path is read with it (never the model folder's).
    */
@@ -81,6 +88,10 @@ export interface EngineInfo {
   /** The chat template (Jinja) from tokenizer_config.json, or null when the model has none. */
   chatTemplate: string | null;
   modules: string[];
+  /** Threads the core runs on. */
+  threads: number;
+  /** Why fewer threads run than were asked for (no cross-origin isolation, workers that did not start), or null. */
+  threadsNote: string | null;
 }
 
 export interface ChatMessage {

@@ -1,21 +1,40 @@
-// wasm.js: instantiates the standalone weblora.wasm identically in Node and in browsers (no Emscripten glue),
-// and offers the small memory helpers everything else uses: allocation, strings, typed views that survive growth.
+// wasm.js: instantiates the standalone core identically in Node and in browsers (no Emscripten glue), with or
+// without its thread pool, and offers the small memory helpers everything else uses: allocation, strings, typed
+// views that survive growth.
+//
+// Two builds of the core: weblora.wasm (its own memory, one thread) and weblora-threads.wasm (a shared memory it
+// imports). With threads, this thread instantiates the threads build, the core allocates a stack and scratch per
+// worker, and N - 1 workers (web/thread.js) instantiate the same module on the same memory and wait in the core's
+// pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin isolated pages in browsers.
 
 const WASM_URL = new URL('./weblora.wasm', import.meta.url);
+const THREADS_WASM_URL = new URL('./weblora-threads.wasm', import.meta.url);
+const THREAD_URL = new URL('./thread.js', import.meta.url);
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 
-/** @type {Promise<WebAssembly.Module> | null} */
-let modulePromise = null;
+/** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt. */
+const INITIAL_PAGES = 512;
+const MAXIMUM_PAGES = 65536;
+/** 'auto' uses every core up to this many: the model's GEMMs stop scaling well beyond it (memory bandwidth). */
+export const AUTO_THREADS_CAP = 8;
+/** The core's limit (WL_MAX_THREADS). */
+export const MAX_THREADS = 64;
+/** How long workers may take to start before the core runs with those that did. */
+const START_TIMEOUT_MS = 20000;
+
+/** @type {Map<string, Promise<WebAssembly.Module>>} */
+const modules = new Map();
 
 /**
- * Compile the module once per thread.
+ * Compile a module once per thread and URL.
  * @param {BufferSource | URL | string} [source] wasm bytes or URL (defaults to weblora.wasm next to this file)
  * @returns {Promise<WebAssembly.Module>}
  */
 export function compileWasm(source) {
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) return WebAssembly.compile(source);
-  if (!source && modulePromise) return modulePromise;
   const url = source ? new URL(String(source), WASM_URL) : WASM_URL;
+  const cached = modules.get(url.href);
+  if (cached) return cached;
   const promise = (async () => {
     if (isNode && url.protocol === 'file:') {
       const { readFile } = await import('node:fs/promises');
@@ -28,7 +47,8 @@ export function compileWasm(source) {
     }
     return WebAssembly.compile(await response.arrayBuffer());
   })();
-  if (!source) modulePromise = promise;
+  modules.set(url.href, promise);
+  promise.catch(() => modules.delete(url.href));
   return promise;
 }
 
@@ -42,16 +62,64 @@ export class WasmAbort extends Error {
 }
 
 /**
+ * The imports of a core instance.
+ * @param {WebAssembly.Memory | null} memory the shared memory to import (threads build), or null
+ * @param {() => WebAssembly.Memory} getMemory the instance's memory, once it exists
+ * @param {(message: string) => void} onAbort called with the core's stderr when it aborts
+ * @param {() => void} [onGrowth] called after the core grew its memory
+ */
+export function coreImports(memory, getMemory, onAbort, onGrowth) {
+  let stderr = '';
+  return {
+    env: {
+      ...(memory ? { memory } : {}),
+      emscripten_notify_memory_growth() {
+        onGrowth?.();
+      },
+    },
+    // The core writes to stderr only when an internal invariant breaks, just before it aborts.
+    wasi_snapshot_preview1: {
+      fd_write(fd, iovs, iovsLen, nwrittenPtr) {
+        const buffer = getMemory().buffer;
+        const view = new DataView(buffer);
+        let written = 0;
+        for (let i = 0; i < iovsLen; i++) {
+          const ptr = view.getUint32(iovs + 8 * i, true);
+          const len = view.getUint32(iovs + 8 * i + 4, true);
+          stderr += new TextDecoder().decode(new Uint8Array(buffer, ptr, len).slice());
+          written += len;
+        }
+        view.setUint32(nwrittenPtr, written, true);
+        return 0;
+      },
+      fd_close: () => 0,
+      fd_seek: () => 0,
+      proc_exit(code) {
+        const message = stderr.trim() || `weblora core aborted (exit ${code})`;
+        onAbort(message);
+        throw new WasmAbort(message);
+      },
+    },
+  };
+}
+
+/**
  * A live instance of the C core with memory helpers.
  */
 export class WasmCore {
-  /** @param {WebAssembly.Instance} instance */
-  constructor(instance) {
+  /** @param {WebAssembly.Instance} instance @param {WebAssembly.Memory} memory */
+  constructor(instance, memory) {
     this.instance = instance;
     /** @type {any} */
     this.exports = instance.exports;
     /** @type {WebAssembly.Memory} */
-    this.memory = /** @type {any} */ (instance.exports.memory);
+    this.memory = memory;
+    /** Threads the core runs on (this one included). */
+    this.threads = 1;
+    /** Why fewer threads run than were asked for, or null. */
+    this.threadsNote = null;
+    /** @type {{ terminate: () => any }[]} */
+    this.workers = [];
     this.refreshViews();
   }
 
@@ -91,7 +159,8 @@ export class WasmCore {
     let end = ptr;
     const u8 = this.u8;
     while (u8[end] !== 0) end++;
-    return new TextDecoder().decode(u8.subarray(ptr, end));
+    // A copy: browsers' TextDecoder refuses views of shared memory.
+    return new TextDecoder().decode(u8.slice(ptr, end));
   }
 
   /** Allocate a NUL-terminated UTF-8 copy of a string. */
@@ -110,48 +179,174 @@ export class WasmCore {
   statusName(status) {
     return this.readString(this.exports.wl_status_name(status));
   }
+
+  /** Stop the thread pool (the instance stays usable on one thread); resolves when its workers are gone. */
+  stopThreads() {
+    const workers = this.workers;
+    livePools.delete(this);
+    if (!workers.length) return Promise.resolve();
+    this.exports.wl_threads_stop();
+    this.workers = [];
+    this.threads = 1;
+    return Promise.all(workers.map((w) => w.terminate())).then(() => {});
+  }
 }
 
 /**
- * Instantiate the core. Every instance gets its own memory.
- * @param {{ module?: WebAssembly.Module, source?: BufferSource | URL | string }} [options]
+ * Why this context cannot run the core on several threads, or null when it can.
+ * @returns {string | null}
+ */
+export function threadsUnavailable() {
+  if (isNode) return null;
+  if (typeof SharedArrayBuffer !== 'function' || !globalThis.crossOriginIsolated) {
+    return 'this page is not cross-origin isolated (it needs the headers Cross-Origin-Opener-Policy: same-origin and '
+      + 'Cross-Origin-Embedder-Policy: require-corp), so the core runs on one thread';
+  }
+  if (typeof Worker !== 'function') return 'Workers are not available here, so the core runs on one thread';
+  // memory.atomic.wait, which the core's pool sleeps in, is not allowed on a page's main thread.
+  if (typeof window !== 'undefined') return 'the core runs on a page\'s main thread, where it cannot wait for other threads: use it in a Worker (WebLoRA.load does)';
+  return null;
+}
+
+/**
+ * The number of threads for a `threads` option: 'auto' (every core, at most AUTO_THREADS_CAP) or a whole
+ * number 1 .. MAX_THREADS.
+ * @param {number | 'auto' | undefined} requested
+ * @returns {Promise<number>}
+ */
+export async function resolveThreads(requested) {
+  if (requested === undefined || requested === 'auto') {
+    let cores = 1;
+    if (isNode) {
+      const os = await import('node:os');
+      cores = os.availableParallelism?.() ?? os.cpus().length;
+    } else {
+      cores = globalThis.navigator?.hardwareConcurrency ?? 1;
+    }
+    return Math.max(1, Math.min(AUTO_THREADS_CAP, cores));
+  }
+  if (!Number.isInteger(requested) || requested < 1 || requested > MAX_THREADS) {
+    throw new RangeError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${String(requested)}`);
+  }
+  return requested;
+}
+
+/**
+ * Cores whose pools run. Their workers sleep inside wasm (memory.atomic.wait), where Node cannot stop a thread, so
+ * a Node process that ends without disposing of them would never exit: stop them when it is about to.
+ * @type {Set<WasmCore>}
+ */
+const livePools = new Set();
+let exitHookInstalled = false;
+
+function trackPool(core) {
+  livePools.add(core);
+  if (isNode && !exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => livePools.forEach((c) => c.stopThreads()));
+  }
+}
+
+/** A Worker running web/thread.js, as { post, terminate, on(message|error) }. */
+async function startThreadWorker(index) {
+  if (isNode) {
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker(THREAD_URL, { name: `weblora thread ${index}` });
+    return {
+      post: (msg) => w.postMessage(msg),
+      terminate: () => w.terminate(),
+      onMessage: (fn) => w.on('message', fn),
+      onError: (fn) => w.on('error', fn),
+      // An idle pool must not keep Node running; a listener added after this would hold it again.
+      unref: () => w.unref(),
+    };
+  }
+  const w = new Worker(THREAD_URL, { type: 'module', name: `weblora thread ${index}` });
+  return {
+    post: (msg) => w.postMessage(msg),
+    terminate: () => w.terminate(),
+    onMessage: (fn) => w.addEventListener('message', (e) => fn(e.data)),
+    onError: (fn) => w.addEventListener('error', (e) => fn(new Error(e.message || 'the thread worker could not start'))),
+    unref: () => {},
+  };
+}
+
+/** Instantiate a module (threads build when memory is given) and run its constructors once. */
+async function instantiate(module, memory) {
+  /** @type {WasmCore | null} */
+  let core = null;
+  const imports = coreImports(memory, () => /** @type {WasmCore} */ (core).memory, () => {}, () => core?.refreshViews());
+  const instance = await WebAssembly.instantiate(module, imports);
+  core = new WasmCore(instance, memory ?? /** @type {WebAssembly.Memory} */ (instance.exports.memory));
+  core.exports._initialize();
+  return core;
+}
+
+/** Start n - 1 workers on core's pool; resolves once they run (or the time is up) with how many do. */
+async function startPool(core, module, n) {
+  const x = core.exports;
+  const status = x.wl_threads_init(n);
+  if (status !== 0) throw new Error(core.lastError() || `the core could not set up ${n} threads`);
+  const failures = [];
+  for (let i = 1; i < n; i++) {
+    const stack = x.wl_thread_stack(i) >>> 0;
+    let worker;
+    try {
+      worker = await startThreadWorker(i);
+    } catch (err) {
+      failures.push(err.message);
+      continue;
+    }
+    core.workers.push(worker);
+    worker.onError((err) => failures.push(err.message ?? String(err)));
+    worker.onMessage((msg) => {
+      if (msg?.type === 'ready') worker.post({ module, memory: core.memory, index: i, stack });
+      else if (msg?.type === 'failed') {
+        failures.push(msg.message);
+        console.error(`weblora: thread ${i} of the core stopped: ${msg.message}`);
+      }
+    });
+    worker.unref();
+  }
+  const started = Date.now();
+  while (x.wl_threads_running() + failures.length < n - 1 && Date.now() - started < START_TIMEOUT_MS) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  const running = x.wl_threads_running();
+  if (running < n - 1) {
+    core.threadsNote = `${n - 1 - running} of ${n - 1} thread workers did not start${failures.length ? ` (${failures[0]})` : ''}`;
+  }
+  return 1 + running;
+}
+
+/**
+ * Instantiate the core. Every instance gets its own memory (and, with threads, its own pool).
+ * @param {{ module?: WebAssembly.Module, source?: BufferSource | URL | string,
+ *   threadsModule?: WebAssembly.Module, threadsSource?: BufferSource | URL | string,
+ *   threads?: number | 'auto' }} [options] threads: default 1
  * @returns {Promise<WasmCore>}
  */
 export async function instantiateCore(options = {}) {
-  const module = options.module ?? (await compileWasm(options.source));
-  /** @type {WasmCore | null} */
-  let core = null;
-  let stderr = '';
-  const imports = {
-    env: {
-      emscripten_notify_memory_growth() {
-        core?.refreshViews();
-      },
-    },
-    // The core writes to stderr only when an internal invariant breaks, just before it aborts.
-    wasi_snapshot_preview1: {
-      fd_write(fd, iovs, iovsLen, nwrittenPtr) {
-        const c = /** @type {WasmCore} */ (core);
-        const view = new DataView(c.memory.buffer);
-        let written = 0;
-        for (let i = 0; i < iovsLen; i++) {
-          const ptr = view.getUint32(iovs + 8 * i, true);
-          const len = view.getUint32(iovs + 8 * i + 4, true);
-          stderr += new TextDecoder().decode(new Uint8Array(c.memory.buffer, ptr, len));
-          written += len;
-        }
-        view.setUint32(nwrittenPtr, written, true);
-        return 0;
-      },
-      fd_close: () => 0,
-      fd_seek: () => 0,
-      proc_exit(code) {
-        throw new WasmAbort(stderr.trim() || `weblora core aborted (exit ${code})`);
-      },
-    },
-  };
-  const instance = await WebAssembly.instantiate(module, imports);
-  core = new WasmCore(instance);
-  core.exports._initialize();
+  const want = await resolveThreads(options.threads ?? 1);
+  let note = null;
+  if (want > 1) {
+    note = threadsUnavailable();
+    if (!note) {
+      let core = null;
+      try {
+        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? THREADS_WASM_URL));
+        const memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES, shared: true });
+        core = await instantiate(module, memory);
+        trackPool(core);
+        core.threads = await startPool(core, module, want);
+        return core;
+      } catch (err) {
+        await core?.stopThreads().catch(() => {});
+        note = `the core could not start ${want} threads (${err.message}), so it runs on one thread`;
+      }
+    }
+  }
+  const core = await instantiate(options.module ?? (await compileWasm(options.source)), null);
+  core.threadsNote = note;
   return core;
 }

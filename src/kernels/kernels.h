@@ -1,26 +1,42 @@
-/* kernels.h: the compute kernels every layer uses, as one table of function pointers.
+/* kernels.h: the compute kernels every layer uses, as one table of function pointers, and the parallel entry
+ * points the layers call.
  *
- * Two implementations exist: scalar (plain C, always built, the oracle in tests) and wasmsimd
- * (wasm_simd128.h; built for wasm with -msimd128, and natively through SIMDe so the sanitizer build tests it
- * too). wl_kernels_default() in select.c is the one place that picks the table the model uses.
+ * Two tables exist: scalar (plain C, always built, the oracle in tests) and wasmsimd (wasm_simd128.h; built for
+ * wasm with -msimd128, and natively through SIMDe so the sanitizer build tests it too). wl_kernels_default() in
+ * select.c is the one place that picks the table the model uses.
  *
  * Conventions: row-major f32, sizes in elements, restrict pointers never alias unless stated; kernels never
  * allocate and never fail (callers validate sizes). Shape legend: N rows, C channels, T queries, Tk keys.
+ *
+ * Threads: gemm spreads its work over the thread pool itself (core/parallel.h); every other table entry is a
+ * serial kernel over whole rows or elements, which the wl_* entry points below run on row or element ranges in
+ * parallel. Either way no result depends on the number of threads: a GEMM never splits the sum over k between
+ * threads, a row is never split, and the few sums over rows run in a fixed order.
  */
 #ifndef WL_KERNELS_H
 #define WL_KERNELS_H
 
 #include <stddef.h>
 
+/* One product of a GEMM: alpha op(A) op(B), op(A) (M, K), op(B) (K, N).
+ * trans_a = 0: A is (M, K) with row stride lda; 1: A is (K, M) with row stride lda.
+ * trans_b = 0: B is (K, N) with row stride ldb; 1: B is (N, K) with row stride ldb (a weight W of y = x W^T).
+ * K = 0 is allowed (the term adds nothing). */
+typedef struct wl_gemm_term {
+    const float *A, *B;
+    int lda, ldb, K;
+    int trans_a, trans_b;
+    float alpha;
+} wl_gemm_term;
+
 typedef struct wl_kernels {
     const char *name;
 
-    /* C (M, N) = alpha * op(A) op(B) + beta * C, with op(A) (M, K), op(B) (K, N).
-     * trans_a = 0: A is (M, K) with row stride lda; 1: A is (K, M) with row stride lda.
-     * trans_b = 0: B is (K, N) with row stride ldb; 1: B is (N, K) with row stride ldb.
-     * beta is 0 (C is overwritten, never read, may hold NaN) or 1 (accumulate). K = 0 is allowed. */
-    void (*sgemm)(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                  const float *B, int ldb, float beta, float *C, int ldc);
+    /* C (M, N) = add + sum of the terms + bias, in that order (each term's product added to the running C).
+     * add: C itself (accumulate), another (M, N) matrix with row stride ldc (a residual), or NULL (C is
+     * overwritten, never read, and may hold NaN). bias: (N), added to every row, or NULL. Parallel. */
+    void (*gemm)(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias, float *C,
+                 int ldc);
 
     /* out (N, C) = x / sqrt(mean(x^2) + eps) * w; rstd (N) = 1 / sqrt(mean(x^2) + eps). */
     void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
@@ -85,5 +101,31 @@ const wl_kernels *wl_kernels_default(void);
 const wl_kernels *wl_kernels_by_name(const char *name);
 /* Replace the default table (tests and benchmarks); NULL restores the built-in choice. */
 void wl_kernels_set_default(const wl_kernels *k);
+
+/* ---- Parallel entry points (run.c). Same contracts as the table entries they run. ---- */
+
+/* C = alpha op(A) op(B) + beta C as one-term gemm (beta 0: C is not read; other values scale C first). */
+void wl_sgemm(const wl_kernels *k, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+void wl_rmsnorm_forward(const wl_kernels *k, float *out, float *rstd, const float *x, const float *w, int N, int C,
+                        float eps);
+void wl_rmsnorm_backward(const wl_kernels *k, float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int N, int C);
+void wl_layernorm_forward(const wl_kernels *k, float *out, float *mean, float *rstd, const float *x, const float *w,
+                          const float *b, int N, int C, float eps);
+void wl_layernorm_backward(const wl_kernels *k, float *dx, float *dw, float *db, const float *dout, const float *x,
+                           const float *w, const float *mean, const float *rstd, int N, int C);
+void wl_rope(const wl_kernels *k, float *x, int N, int n_heads, int hs, int stride, const int *pos, const float *cos_t,
+             const float *sin_t, int layout, int inverse);
+void wl_swiglu_forward(const wl_kernels *k, float *out, const float *gate, const float *up, size_t n);
+void wl_swiglu_backward(const wl_kernels *k, float *dgate, float *dup, const float *dout, const float *gate,
+                        const float *up, size_t n);
+void wl_gelu_forward(const wl_kernels *k, float *out, const float *x, size_t n);
+void wl_gelu_backward(const wl_kernels *k, float *dx, const float *x, const float *dout, size_t n);
+/* The total is summed over rows in row order (in double), whatever the threads. */
+double wl_xent_forward(const wl_kernels *k, float *losses, const float *logits, const int *targets, int N, int V,
+                       int ignore_id);
+void wl_xent_backward(const wl_kernels *k, float *logits, const int *targets, int N, int V, int ignore_id, float scale);
+void wl_axpy(const wl_kernels *k, float *y, float a, const float *x, size_t n);
 
 #endif

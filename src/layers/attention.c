@@ -1,63 +1,107 @@
 /* attention.c: causal multi-head self-attention with grouped KV heads, forward and backward, written as
  * per-head GEMMs plus a row softmax so both run on the SIMD GEMM kernel. Backward recomputes the probabilities
- * of one head at a time instead of keeping (B, H, T, T) of them from the forward pass. */
+ * of one head at a time instead of keeping (B, H, T, T) of them from the forward pass.
+ *
+ * Threads: the forward pass gives each (sequence, head) to a task, the backward pass each (sequence, KV head)
+ * with the query heads sharing it in order, so the sums into a KV head's gradients keep one order. Each task
+ * works in its own slice of the scratch; when the scratch has fewer slices than threads (a long prefill), the
+ * heads run one after another and the GEMMs inside spread over the threads instead. Both ways compute the same
+ * numbers. */
 #include <math.h>
 #include <string.h>
 
+#include "core/parallel.h"
 #include "layers/layers.h"
 
 /* P = softmax_causal(scale * Q_h K_h^T), (T, Tk). */
 static void head_probs(const wl_kernels *k, float *P, const float *qh, int qd, const float *kh, int kvd, int T, int Tk,
                        int pos0, int hs, float scale) {
-    k->sgemm(0, 1, T, Tk, hs, scale, qh, qd, kh, kvd, 0.0f, P, Tk);
+    wl_sgemm(k, 0, 1, T, Tk, hs, scale, qh, qd, kh, kvd, 0.0f, P, Tk);
     k->softmax_causal(P, T, Tk, pos0);
 }
 
-void wl_attention_forward(const wl_kernels *k, float *out, float *scores, const float *q, const float *k_cache,
-                          const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs) {
-    const int Tk = pos0 + T, qd = H * hs, kvd = Hkv * hs, group = H / Hkv;
-    const float scale = 1.0f / sqrtf((float)hs);
-    for (int b = 0; b < B; b++) {
-        const float *qb = q + (size_t)b * T * qd;
-        const float *kb = k_cache + (size_t)b * T * kvd;
-        const float *vb = v_cache + (size_t)b * T * kvd;
-        float *ob = out + (size_t)b * T * qd;
-        for (int h = 0; h < H; h++) {
-            const int kvh = h / group;
-            head_probs(k, scores, qb + h * hs, qd, kb + kvh * hs, kvd, T, Tk, pos0, hs, scale);
-            /* O_h = P V_h  (T, hs) */
-            k->sgemm(0, 0, T, hs, Tk, 1.0f, scores, Tk, vb + kvh * hs, kvd, 0.0f, ob + h * hs, qd);
-        }
+typedef struct attn_job {
+    const wl_kernels *k;
+    float *out, *dq, *dk, *dv, *scratch;
+    const float *q, *k_cache, *v_cache, *dout;
+    int B, T, Tk, pos0, H, Hkv, hs;
+    size_t slice; /* floats of scratch per task; 0: one slice, tasks run in order */
+} attn_job;
+
+static float *slice_of(const attn_job *j) { return j->scratch + (j->slice ? (size_t)wl_thread_self() * j->slice : 0); }
+
+/* Task b * H + h: O_h = softmax(scale Q_h K^T) V for sequence b, query head h. */
+static void forward_head(void *ctx, int task) {
+    const attn_job *j = ctx;
+    const int b = task / j->H, h = task % j->H;
+    const int qd = j->H * j->hs, kvd = j->Hkv * j->hs, kvh = h / (j->H / j->Hkv);
+    const float scale = 1.0f / sqrtf((float)j->hs);
+    const float *qb = j->q + (size_t)b * j->T * qd;
+    const float *kb = j->k_cache + (size_t)b * j->T * kvd;
+    const float *vb = j->v_cache + (size_t)b * j->T * kvd;
+    float *P = slice_of(j);
+    head_probs(j->k, P, qb + h * j->hs, qd, kb + kvh * j->hs, kvd, j->T, j->Tk, j->pos0, j->hs, scale);
+    /* O_h = P V_h  (T, hs) */
+    wl_sgemm(j->k, 0, 0, j->T, j->hs, j->Tk, 1.0f, P, j->Tk, vb + kvh * j->hs, kvd, 0.0f,
+             j->out + (size_t)b * j->T * qd + h * j->hs, qd);
+}
+
+/* Slices of `need` floats the scratch holds, or 0 when there are fewer than the threads (run tasks in order). */
+static size_t slice_for(size_t scratch_floats, size_t need) {
+    int width = wl_parallel_width();
+    return width > 1 && need > 0 && scratch_floats / need >= (size_t)width ? need : 0;
+}
+
+void wl_attention_forward(const wl_kernels *k, float *out, float *scores, size_t scores_floats, const float *q,
+                          const float *k_cache, const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs) {
+    attn_job j = {.k = k, .out = out, .scratch = scores, .q = q, .k_cache = k_cache, .v_cache = v_cache, .B = B,
+                  .T = T, .Tk = pos0 + T, .pos0 = pos0, .H = H, .Hkv = Hkv, .hs = hs};
+    j.slice = slice_for(scores_floats, (size_t)T * j.Tk);
+    if (j.slice) {
+        wl_parallel_for(B * H, forward_head, &j);
+    } else {
+        for (int t = 0; t < B * H; t++) forward_head(&j, t);
     }
 }
 
-void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                           const float *q, const float *k_cache, const float *v_cache, int B, int T, int H, int Hkv,
-                           int hs) {
-    const int qd = H * hs, kvd = Hkv * hs, group = H / Hkv;
+/* Task b * Hkv + g: the query heads of KV head g in sequence b, in order. */
+static void backward_group(void *ctx, int task) {
+    const attn_job *j = ctx;
+    const int b = task / j->Hkv, kvh = task % j->Hkv, group = j->H / j->Hkv, T = j->T, hs = j->hs;
+    const int qd = j->H * hs, kvd = j->Hkv * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    float *P = scratch, *dS = scratch + (size_t)T * T;
-    memset(dk, 0, (size_t)B * T * kvd * sizeof(float));
-    memset(dv, 0, (size_t)B * T * kvd * sizeof(float));
-    for (int b = 0; b < B; b++) {
-        const float *qb = q + (size_t)b * T * qd;
-        const float *kb = k_cache + (size_t)b * T * kvd;
-        const float *vb = v_cache + (size_t)b * T * kvd;
-        const float *gb = dout + (size_t)b * T * qd;
-        float *dqb = dq + (size_t)b * T * qd;
-        float *dkb = dk + (size_t)b * T * kvd;
-        float *dvb = dv + (size_t)b * T * kvd;
-        for (int h = 0; h < H; h++) {
-            const int kvh = h / group;
-            head_probs(k, P, qb + h * hs, qd, kb + kvh * hs, kvd, T, T, 0, hs, scale);
-            /* O = P V  =>  dP = dO V^T, dV += P^T dO */
-            k->sgemm(0, 1, T, T, hs, 1.0f, gb + h * hs, qd, vb + kvh * hs, kvd, 0.0f, dS, T);
-            k->sgemm(1, 0, T, hs, T, 1.0f, P, T, gb + h * hs, qd, 1.0f, dvb + kvh * hs, kvd);
-            /* P = softmax(S)  =>  dS = P (dP - rowsum(dP P)) */
-            k->softmax_backward(dS, P, T, T, 0);
-            /* S = scale Q K^T  =>  dQ = scale dS K, dK += scale dS^T Q */
-            k->sgemm(0, 0, T, hs, T, scale, dS, T, kb + kvh * hs, kvd, 0.0f, dqb + h * hs, qd);
-            k->sgemm(1, 0, T, hs, T, scale, dS, T, qb + h * hs, qd, 1.0f, dkb + kvh * hs, kvd);
-        }
+    const float *qb = j->q + (size_t)b * T * qd;
+    const float *kb = j->k_cache + (size_t)b * T * kvd + kvh * hs;
+    const float *vb = j->v_cache + (size_t)b * T * kvd + kvh * hs;
+    const float *gb = j->dout + (size_t)b * T * qd;
+    float *dqb = j->dq + (size_t)b * T * qd;
+    float *dkb = j->dk + (size_t)b * T * kvd + kvh * hs;
+    float *dvb = j->dv + (size_t)b * T * kvd + kvh * hs;
+    float *P = slice_of(j), *dS = P + (size_t)T * T;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        head_probs(j->k, P, qb + h * hs, qd, kb, kvd, T, T, 0, hs, scale);
+        /* O = P V  =>  dP = dO V^T, dV += P^T dO */
+        wl_sgemm(j->k, 0, 1, T, T, hs, 1.0f, gb + h * hs, qd, vb, kvd, 0.0f, dS, T);
+        wl_sgemm(j->k, 1, 0, T, hs, T, 1.0f, P, T, gb + h * hs, qd, 1.0f, dvb, kvd);
+        /* P = softmax(S)  =>  dS = P (dP - rowsum(dP P)) */
+        j->k->softmax_backward(dS, P, T, T, 0);
+        /* S = scale Q K^T  =>  dQ = scale dS K, dK += scale dS^T Q */
+        wl_sgemm(j->k, 0, 0, T, hs, T, scale, dS, T, kb, kvd, 0.0f, dqb + h * hs, qd);
+        wl_sgemm(j->k, 1, 0, T, hs, T, scale, dS, T, qb + h * hs, qd, 1.0f, dkb, kvd);
+    }
+}
+
+void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *scratch, size_t scratch_floats,
+                           const float *dout, const float *q, const float *k_cache, const float *v_cache, int B, int T,
+                           int H, int Hkv, int hs) {
+    attn_job j = {.k = k, .dq = dq, .dk = dk, .dv = dv, .scratch = scratch, .q = q, .k_cache = k_cache,
+                  .v_cache = v_cache, .dout = dout, .B = B, .T = T, .Tk = T, .H = H, .Hkv = Hkv, .hs = hs};
+    memset(dk, 0, (size_t)B * T * Hkv * hs * sizeof(float));
+    memset(dv, 0, (size_t)B * T * Hkv * hs * sizeof(float));
+    j.slice = slice_for(scratch_floats, 2 * (size_t)T * T);
+    if (j.slice) {
+        wl_parallel_for(B * Hkv, backward_group, &j);
+    } else {
+        for (int t = 0; t < B * Hkv; t++) backward_group(&j, t);
     }
 }

@@ -5,10 +5,11 @@
 
 #include "model/model.h"
 
-/* out (N, out) = x (N, in) W^T + b + sum over attached adapters of w_a s (x' A^T) B^T, where x' is x after LoRA
- * dropout for the trainable adapter in training. accumulate = 1 adds into out instead of overwriting it.
- * In training, x A^T of the trainable adapter's module is kept for the backward pass. */
-void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, int accumulate,
+/* out (N, out) = add + x (N, in) W^T + sum over attached adapters of w_a s (x' A^T) B^T + b, where x' is x after
+ * LoRA dropout for the trainable adapter in training and add (N, out) is NULL (none), out itself or a residual.
+ * The first adapter's update is one more term of the same GEMM, so out is written once. In training, x A^T of
+ * the trainable adapter's module is kept for the backward pass. */
+void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, const float *add,
                        int train);
 
 /* Backward of wl_linear_forward: dx (N, in) = dout W + LoRA paths (overwritten, or added when accumulate; skipped
@@ -18,14 +19,14 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
 
 /* Causal attention of B sequences of T new queries at positions pos0 .. pos0+T-1 over the KV cache.
  * q (N, H*hs) rows b*T + t; k_cache, v_cache rows b*T + position (pos0 > 0 only with B = 1); out (N, H*hs).
- * scores: T * (pos0 + T) floats of scratch. */
-void wl_attention_forward(const wl_kernels *k, float *out, float *scores, const float *q, const float *k_cache,
-                          const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs);
+ * scores: scratch of scores_floats >= T * (pos0 + T) floats (more lets the heads run in parallel). */
+void wl_attention_forward(const wl_kernels *k, float *out, float *scores, size_t scores_floats, const float *q,
+                          const float *k_cache, const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs);
 
 /* Backward for pos0 = 0: dq (N, H*hs) overwritten; dk, dv (N, Hkv*hs) overwritten (summed over the heads that
- * share a KV head). The probabilities are recomputed from q and k. scratch: 2 * T * T floats. */
-void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                           const float *q, const float *k_cache, const float *v_cache, int B, int T, int H, int Hkv,
-                           int hs);
+ * share a KV head). The probabilities are recomputed from q and k. scratch: scratch_floats >= 2 * T * T floats. */
+void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *scratch, size_t scratch_floats,
+                           const float *dout, const float *q, const float *k_cache, const float *v_cache, int B, int T,
+                           int H, int Hkv, int hs);
 
 #endif

@@ -1,7 +1,9 @@
 /* linear.c: a frozen linear layer with any number of attached LoRA adapters, forward and backward.
- * The unmerged LoRA path computes s * (x A^T) B^T: two thin GEMMs, never the (out, in) product B A. */
+ * The unmerged LoRA path computes s * (x A^T) B^T: a thin GEMM for x A^T, whose result is kept for backward,
+ * and the (N, out) update as a second term of the base GEMM, never the (out, in) product B A. */
 #include <string.h>
 
+#include "core/parallel.h"
 #include "layers/layers.h"
 
 /* LoRA dropout keeps x[n, i] with probability 1 - p and scales it by 1 / (1 - p). The mask comes from a
@@ -12,48 +14,83 @@ static uint64_t dropout_counter(int layer, int slot, size_t element) {
     return ((uint64_t)(layer * WL_MAX_SLOTS + slot) << 40) ^ (uint64_t)element;
 }
 
+typedef struct dropout_job {
+    float *dst;
+    const float *x;
+    size_t n;
+    uint64_t stream;
+    int layer, slot, pieces;
+    float p, keep_scale;
+} dropout_job;
+
+static void dropout_task(void *ctx, int piece) {
+    const dropout_job *j = ctx;
+    size_t e0 = j->n * (size_t)piece / (size_t)j->pieces, e1 = j->n * (size_t)(piece + 1) / (size_t)j->pieces;
+    for (size_t e = e0; e < e1; e++) {
+        float u = wl_hash_uniform(j->stream, dropout_counter(j->layer, j->slot, e));
+        j->dst[e] = u >= j->p ? j->x[e] * j->keep_scale : 0.0f;
+    }
+}
+
 /* dst = mask(x) / (1 - p), elementwise over (N, in). */
 static void apply_dropout(const wl_model *m, int layer, int slot, float *dst, const float *x, size_t n) {
-    const uint64_t stream = dropout_stream(m);
-    const float p = m->dropout_p, keep_scale = 1.0f / (1.0f - p);
-    for (size_t e = 0; e < n; e++) {
-        float u = wl_hash_uniform(stream, dropout_counter(layer, slot, e));
-        dst[e] = u >= p ? x[e] * keep_scale : 0.0f;
-    }
+    dropout_job j = {dst, x, n, dropout_stream(m), layer, slot, 1, m->dropout_p, 1.0f / (1.0f - m->dropout_p)};
+    j.pieces = wl_parallel_pieces(n > 0x7fffffff ? 0x7fffffff : (int)n, 16384);
+    wl_parallel_for(j.pieces, dropout_task, &j);
 }
 
 static int dropout_active(const wl_model *m, const wl_adapter *a, int train) {
     return train && a == m->trainable && m->dropout_p > 0.0f;
 }
 
-static void add_bias(const wl_kernels *k, float *out, const float *b, int N, int n_out) {
-    for (int n = 0; n < N; n++) k->axpy(out + (size_t)n * n_out, 1.0f, b, (size_t)n_out);
+/* The LoRA update term s (x' A^T) B^T of attached adapter i, after computing x' A^T (kept for backward when the
+ * adapter trains). NULL when the adapter does not adapt this module. */
+static int lora_term(wl_model *m, int i, int layer, int slot, const float *x, int N, int train, wl_gemm_term *term) {
+    const wl_adapter *a = m->adapters[i];
+    int idx = wl_adapter_find(a, layer, slot);
+    if (idx < 0) return 0;
+    const wl_lora_module *mod = &a->modules[idx];
+    const int r = mod->rank, in = m->blocks[layer].lin[slot].in;
+    const float *xin = x;
+    float *xa = m->acts.lora_xa;
+    if (train && a == m->trainable) xa = m->acts.lora_saved + m->acts.lora_saved_off[idx];
+    if (dropout_active(m, a, train)) {
+        apply_dropout(m, layer, slot, m->acts.lora_x, x, (size_t)N * in);
+        xin = m->acts.lora_x;
+    }
+    wl_sgemm(m->k, 0, 1, N, r, in, 1.0f, xin, in, mod->A, in, 0.0f, xa, r); /* xa = x A^T  (N, r) */
+    *term = (wl_gemm_term){xa, mod->B, r, r, r, 0, 1, m->adapter_weights[i] * mod->scale}; /* s xa B^T (N, out) */
+    return 1;
 }
 
-void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, int accumulate,
+void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, const float *add,
                        int train) {
-    const wl_kernels *k = m->k;
     const wl_linear *lin = &m->blocks[layer].lin[slot];
     const int in = lin->in, n_out = lin->out;
-    k->sgemm(0, 1, N, n_out, in, 1.0f, x, in, lin->w, in, accumulate ? 1.0f : 0.0f, out, n_out);
-    if (lin->b) add_bias(k, out, lin->b, N, n_out);
+    wl_gemm_term terms[2];
+    terms[0] = (wl_gemm_term){x, lin->w, in, in, in, 0, 1, 1.0f};
+    int n_terms = 1, i = 0;
+    /* The first adapter on this module joins the base GEMM; any further ones (mixes) add to out after it. Their
+     * x A^T share one buffer, so each is computed right before its own GEMM. */
+    for (; i < m->n_adapters && n_terms == 1; i++) n_terms += lora_term(m, i, layer, slot, x, N, train, &terms[1]);
+    m->k->gemm(N, n_out, terms, n_terms, add, lin->b, out, n_out);
+    for (; i < m->n_adapters; i++) {
+        if (lora_term(m, i, layer, slot, x, N, train, &terms[1]))
+            m->k->gemm(N, n_out, &terms[1], 1, out, NULL, out, n_out);
+    }
+}
 
-    for (int i = 0; i < m->n_adapters; i++) {
-        const wl_adapter *a = m->adapters[i];
-        int idx = wl_adapter_find(a, layer, slot);
-        if (idx < 0) continue;
-        const wl_lora_module *mod = &a->modules[idx];
-        const int r = mod->rank;
-        const float s = m->adapter_weights[i] * mod->scale;
-        const float *xin = x;
-        float *xa = m->acts.lora_xa;
-        if (train && a == m->trainable) xa = m->acts.lora_saved + m->acts.lora_saved_off[idx];
-        if (dropout_active(m, a, train)) {
-            apply_dropout(m, layer, slot, m->acts.lora_x, x, (size_t)N * in);
-            xin = m->acts.lora_x;
-        }
-        k->sgemm(0, 1, N, r, in, 1.0f, xin, in, mod->A, in, 0.0f, xa, r);     /* xa = x A^T      (N, r)   */
-        k->sgemm(0, 1, N, n_out, r, s, xa, r, mod->B, r, 1.0f, out, n_out);   /* out += s xa B^T (N, out) */
+/* dx += dxa A for adapter module mod (through the dropout mask when it trains with dropout). */
+static void lora_dx(wl_model *m, int layer, int slot, const wl_lora_module *mod, const float *dxa, int dropped,
+                    float *dx, int N) {
+    const int in = m->blocks[layer].lin[slot].in, r = mod->rank;
+    if (dropped) {
+        float *dxl = m->acts.lora_dx;
+        wl_sgemm(m->k, 0, 0, N, in, r, 1.0f, dxa, r, mod->A, in, 0.0f, dxl, in);
+        apply_dropout(m, layer, slot, dxl, dxl, (size_t)N * in);
+        wl_axpy(m->k, dx, 1.0f, dxl, (size_t)N * in);
+    } else {
+        wl_sgemm(m->k, 0, 0, N, in, r, 1.0f, dxa, r, mod->A, in, 1.0f, dx, in);
     }
 }
 
@@ -63,16 +100,19 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
     const wl_linear *lin = &m->blocks[layer].lin[slot];
     const int in = lin->in, n_out = lin->out;
 
-    /* out = x W^T + b  =>  dx = dout W, dW += dout^T x, db += sum_n dout */
-    if (dx) k->sgemm(0, 0, N, in, n_out, 1.0f, dout, n_out, lin->w, in, accumulate ? 1.0f : 0.0f, dx, in);
+    /* out = x W^T + b  =>  dW += dout^T x, db += sum_n dout */
     if (m->grads) {
-        k->sgemm(1, 0, n_out, in, N, 1.0f, dout, n_out, x, in, 1.0f, wl_grad_of(m, lin->w), in);
+        wl_sgemm(k, 1, 0, n_out, in, N, 1.0f, dout, n_out, x, in, 1.0f, wl_grad_of(m, lin->w), in);
         if (lin->b) {
             float *db = wl_grad_of(m, lin->b);
             for (int n = 0; n < N; n++) k->axpy(db, 1.0f, dout + (size_t)n * n_out, (size_t)n_out);
         }
     }
 
+    /* dx = dout W + sum over adapters of dxa A: the first adapter without dropout joins the base GEMM. */
+    wl_gemm_term terms[2];
+    terms[0] = (wl_gemm_term){dout, lin->w, n_out, in, n_out, 0, 0, 1.0f};
+    int n_terms = 1, base_done = dx == NULL;
     for (int i = 0; i < m->n_adapters; i++) {
         const wl_adapter *a = m->adapters[i];
         int idx = wl_adapter_find(a, layer, slot);
@@ -82,7 +122,7 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
         const float s = m->adapter_weights[i] * mod->scale;
         float *dxa = m->acts.lora_dxa;
         /* out += s xa B^T  =>  dxa = s dout B   (N, r) */
-        k->sgemm(0, 0, N, r, n_out, s, dout, n_out, mod->B, r, 0.0f, dxa, r);
+        wl_sgemm(k, 0, 0, N, r, n_out, s, dout, n_out, mod->B, r, 0.0f, dxa, r);
         const int dropped = dropout_active(m, a, 1);
         if (a == m->trainable) {
             const float *xa = m->acts.lora_saved + m->acts.lora_saved_off[idx];
@@ -91,18 +131,22 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
                 apply_dropout(m, layer, slot, m->acts.lora_x, x, (size_t)N * in);
                 xin = m->acts.lora_x;
             }
-            k->sgemm(1, 0, n_out, r, N, s, dout, n_out, xa, r, 1.0f, mod->dB, r);  /* dB += s dout^T xa  (out, r) */
-            k->sgemm(1, 0, r, in, N, 1.0f, dxa, r, xin, in, 1.0f, mod->dA, in);   /* dA += dxa^T x'     (r, in)  */
+            wl_sgemm(k, 1, 0, n_out, r, N, s, dout, n_out, xa, r, 1.0f, mod->dB, r); /* dB += s dout^T xa  (out, r) */
+            wl_sgemm(k, 1, 0, r, in, N, 1.0f, dxa, r, xin, in, 1.0f, mod->dA, in);  /* dA += dxa^T x'     (r, in)  */
         }
         if (!dx) continue;
         /* xa = x' A^T  =>  dx' = dxa A; through dropout dx = mask(dx') / (1 - p) */
-        if (dropped) {
-            float *dxl = m->acts.lora_dx;
-            k->sgemm(0, 0, N, in, r, 1.0f, dxa, r, mod->A, in, 0.0f, dxl, in);
-            apply_dropout(m, layer, slot, dxl, dxl, (size_t)N * in);
-            k->axpy(dx, 1.0f, dxl, (size_t)N * in);
+        if (!base_done && !dropped) {
+            terms[n_terms++] = (wl_gemm_term){dxa, mod->A, r, in, r, 0, 0, 1.0f};
+            k->gemm(N, in, terms, n_terms, accumulate ? dx : NULL, NULL, dx, in);
+            base_done = 1;
         } else {
-            k->sgemm(0, 0, N, in, r, 1.0f, dxa, r, mod->A, in, 1.0f, dx, in);
+            if (!base_done) {
+                k->gemm(N, in, terms, 1, accumulate ? dx : NULL, NULL, dx, in);
+                base_done = 1;
+            }
+            lora_dx(m, layer, slot, mod, dxa, dropped, dx, N);
         }
     }
+    if (!base_done) k->gemm(N, in, terms, 1, accumulate ? dx : NULL, NULL, dx, in);
 }

@@ -128,8 +128,8 @@ wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
         const wl_lora_module *mod = &a->modules[i];
         wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
         /* W (out, in) += weight * s * B (out, r) A (r, in) */
-        m->k->sgemm(0, 0, lin->out, lin->in, mod->rank, weight * mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f,
-                    lin->w, lin->in);
+        wl_sgemm(m->k, 0, 0, lin->out, lin->in, mod->rank, weight * mod->scale, mod->B, mod->rank, mod->A, lin->in,
+                 1.0f, lin->w, lin->in);
     }
     return WL_OK;
 }
@@ -213,8 +213,8 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     for (int i = 0; i < a->n_modules; i++) {
         const wl_lora_module *mod = &a->modules[i];
         wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
-        m->k->sgemm(0, 0, lin->out, lin->in, mod->rank, -mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f, lin->w,
-                    lin->in);
+        wl_sgemm(m->k, 0, 0, lin->out, lin->in, mod->rank, -mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f,
+                 lin->w, lin->in);
     }
     memcpy(init, a->params, a->n_params * sizeof(float));
     a->pissa_init = init;

@@ -24,8 +24,8 @@ static float *grad_or_null(const wl_model *m, const float *p) { return p ? wl_gr
 
 static void rope_backward(wl_model *m, float *d, int N, int n_heads) {
     const wl_config *c = &m->cfg;
-    m->k->rope(d, N, n_heads, c->head_dim, n_heads * c->head_dim, m->acts.positions, m->rope_cos, m->rope_sin,
-               c->rope_layout, 1);
+    wl_rope(m->k, d, N, n_heads, c->head_dim, n_heads * c->head_dim, m->acts.positions, m->rope_cos, m->rope_sin,
+            c->rope_layout, 1);
 }
 
 /* On entry acts.d_res holds dL/d(block output); on return dL/d(block input), unless the block is the lowest. */
@@ -43,20 +43,21 @@ static void llama_block_backward(wl_model *m, int l, int lowest) {
     wl_linear_backward(m, l, WL_LLAMA_DOWN, need ? a->d_act : NULL, 0, a->d_res, la->act, N);
     if (!need) return;
     /* act = silu(gate(ln2)) * up(ln2) */
-    k->swiglu_backward(a->d_h1, a->d_h2, a->d_act, la->h1, la->h2, (size_t)N * I);
+    wl_swiglu_backward(k, a->d_h1, a->d_h2, a->d_act, la->h1, la->h2, (size_t)N * I);
     need = g + 2 > lowest;
     wl_linear_backward(m, l, WL_LLAMA_GATE, need ? a->d_ln : NULL, 0, a->d_h1, la->ln2, N);
     wl_linear_backward(m, l, WL_LLAMA_UP, need ? a->d_ln : NULL, 1, a->d_h2, la->ln2, N);
     if (!need) return;
     /* ln2 = rmsnorm(res2): d_res becomes dL/d(res2) */
-    k->rmsnorm_backward(a->d_res, grad_or_null(m, blk->norm2_w), a->d_ln, la->res2, blk->norm2_w, la->ln2_rstd, N, C);
+    wl_rmsnorm_backward(k, a->d_res, grad_or_null(m, blk->norm2_w), a->d_ln, la->res2, blk->norm2_w, la->ln2_rstd, N,
+                        C);
     /* res2 = res + o(atty) */
     need = g + 1 > lowest;
     wl_linear_backward(m, l, WL_LLAMA_O, need ? a->d_atty : NULL, 0, a->d_res, la->atty, N);
     if (!need) return;
     /* atty = attention(rope(q), rope(k), v) */
-    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, a->k_cache[l], a->v_cache[l], B, T,
-                          c->n_heads, c->n_kv_heads, c->head_dim);
+    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->scores_floats, a->d_atty, la->q, a->k_cache[l],
+                          a->v_cache[l], B, T, c->n_heads, c->n_kv_heads, c->head_dim);
     rope_backward(m, a->d_q, N, c->n_heads);
     rope_backward(m, a->d_k, N, c->n_kv_heads);
     need = g > lowest;
@@ -65,7 +66,8 @@ static void llama_block_backward(wl_model *m, int l, int lowest) {
     wl_linear_backward(m, l, WL_LLAMA_V, need ? a->d_ln : NULL, 1, a->d_v, la->ln1, N);
     if (!need) return;
     /* ln1 = rmsnorm(res): d_res becomes dL/d(res) */
-    k->rmsnorm_backward(a->d_res, grad_or_null(m, blk->norm1_w), a->d_ln, la->res, blk->norm1_w, la->ln1_rstd, N, C);
+    wl_rmsnorm_backward(k, a->d_res, grad_or_null(m, blk->norm1_w), a->d_ln, la->res, blk->norm1_w, la->ln1_rstd, N,
+                        C);
 }
 
 static void gpt2_block_backward(wl_model *m, int l, int lowest) {
@@ -81,18 +83,18 @@ static void gpt2_block_backward(wl_model *m, int l, int lowest) {
     int need = g + 3 > lowest;
     wl_linear_backward(m, l, WL_GPT2_MLP_C_PROJ, need ? a->d_act : NULL, 0, a->d_res, la->act, N);
     if (!need) return;
-    k->gelu_backward(a->d_h1, la->h1, a->d_act, (size_t)N * I);
+    wl_gelu_backward(k, a->d_h1, la->h1, a->d_act, (size_t)N * I);
     need = g + 2 > lowest;
     wl_linear_backward(m, l, WL_GPT2_C_FC, need ? a->d_ln : NULL, 0, a->d_h1, la->ln2, N);
     if (!need) return;
-    k->layernorm_backward(a->d_res, grad_or_null(m, blk->norm2_w), grad_or_null(m, blk->norm2_b), a->d_ln, la->res2,
+    wl_layernorm_backward(k, a->d_res, grad_or_null(m, blk->norm2_w), grad_or_null(m, blk->norm2_b), a->d_ln, la->res2,
                           blk->norm2_w, la->ln2_mean, la->ln2_rstd, N, C);
     /* res2 = res + attn.c_proj(atty) */
     need = g + 1 > lowest;
     wl_linear_backward(m, l, WL_GPT2_ATTN_C_PROJ, need ? a->d_atty : NULL, 0, a->d_res, la->atty, N);
     if (!need) return;
-    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->d_atty, la->q, a->k_cache[l], a->v_cache[l], B, T,
-                          c->n_heads, c->n_kv_heads, c->head_dim);
+    wl_attention_backward(k, a->d_q, a->d_k, a->d_v, a->scores, a->scores_floats, a->d_atty, la->q, a->k_cache[l],
+                          a->v_cache[l], B, T, c->n_heads, c->n_kv_heads, c->head_dim);
     /* q, k, v were column slices of the fused c_attn output */
     float *dqkv = a->qkv;
     for (int n = 0; n < N; n++) {
@@ -104,7 +106,7 @@ static void gpt2_block_backward(wl_model *m, int l, int lowest) {
     need = g > lowest;
     wl_linear_backward(m, l, WL_GPT2_C_ATTN, need ? a->d_ln : NULL, 0, dqkv, la->ln1, N);
     if (!need) return;
-    k->layernorm_backward(a->d_res, grad_or_null(m, blk->norm1_w), grad_or_null(m, blk->norm1_b), a->d_ln, la->res,
+    wl_layernorm_backward(k, a->d_res, grad_or_null(m, blk->norm1_w), grad_or_null(m, blk->norm1_b), a->d_ln, la->res,
                           blk->norm1_w, la->ln1_mean, la->ln1_rstd, N, C);
 }
 
@@ -125,16 +127,17 @@ wl_status wl_model_backward(wl_model *m) {
 
     /* loss = mean over valid rows of xent(logits)  =>  dlogits = (softmax - onehot) / n_valid, in place */
     float *dlogits = a->logits;
-    k->xent_backward(dlogits, a->targets, N, V, m->last_ignore_id, 1.0f / (float)m->last_n_valid);
+    wl_xent_backward(k, dlogits, a->targets, N, V, m->last_ignore_id, 1.0f / (float)m->last_n_valid);
     /* logits = lnf lm_head^T  =>  d_lnf = dlogits lm_head, d_lm_head += dlogits^T lnf */
-    k->sgemm(0, 0, N, C, V, 1.0f, dlogits, V, m->lm_head, C, 0.0f, a->d_ln, C);
-    if (m->grads) k->sgemm(1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, wl_grad_of(m, m->lm_head), C);
+    wl_sgemm(k, 0, 0, N, C, V, 1.0f, dlogits, V, m->lm_head, C, 0.0f, a->d_ln, C);
+    if (m->grads) wl_sgemm(k, 1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, wl_grad_of(m, m->lm_head), C);
     memset(a->d_res, 0, (size_t)N * C * sizeof(float));
     if (c->arch == WL_ARCH_GPT2) {
-        k->layernorm_backward(a->d_res, grad_or_null(m, m->normf_w), grad_or_null(m, m->normf_b), a->d_ln,
+        wl_layernorm_backward(k, a->d_res, grad_or_null(m, m->normf_w), grad_or_null(m, m->normf_b), a->d_ln,
                               a->res_final, m->normf_w, a->lnf_mean, a->lnf_rstd, N, C);
     } else {
-        k->rmsnorm_backward(a->d_res, grad_or_null(m, m->normf_w), a->d_ln, a->res_final, m->normf_w, a->lnf_rstd, N, C);
+        wl_rmsnorm_backward(k, a->d_res, grad_or_null(m, m->normf_w), a->d_ln, a->res_final, m->normf_w, a->lnf_rstd, N,
+                            C);
     }
 
     for (int l = c->n_layers - 1; l >= 0; l--) {

@@ -5,17 +5,14 @@
 
 #include "layers/layers.h"
 
-/* Copy the new keys and values (N rows) into the cache rows b * T + pos0 + t (pos0 > 0 only when B = 1). */
-static void store_kv(wl_model *m, int l, int B, int T, int pos0, int kvd) {
-    size_t dst = (size_t)pos0 * kvd, n = (size_t)B * T * kvd;
-    memcpy(m->acts.k_cache[l] + dst, m->acts.k_new, n * sizeof(float));
-    memcpy(m->acts.v_cache[l] + dst, m->acts.v_new, n * sizeof(float));
-}
+/* Where block l's new keys (or values) go: the N cache rows b * T + pos0 + t, contiguous from row pos0 (pos0 > 0
+ * only when B = 1), so the projections write straight into the cache. */
+static float *new_kv_rows(float *cache, int pos0, int kvd) { return cache + (size_t)pos0 * kvd; }
 
 static void attention(wl_model *m, int l, wl_layer_acts *la, int B, int T, int pos0) {
     const wl_config *c = &m->cfg;
-    wl_attention_forward(m->k, la->atty, m->acts.scores, la->q, m->acts.k_cache[l], m->acts.v_cache[l], B, T, pos0,
-                         c->n_heads, c->n_kv_heads, c->head_dim);
+    wl_attention_forward(m->k, la->atty, m->acts.scores, m->acts.scores_floats, la->q, m->acts.k_cache[l],
+                         m->acts.v_cache[l], B, T, pos0, c->n_heads, c->n_kv_heads, c->head_dim);
 }
 
 /* Input and output of block l: the training activations, or two buffers taking turns in inference. */
@@ -41,26 +38,24 @@ static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int 
     const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     const int *pos = m->acts.positions;
 
-    k->rmsnorm_forward(la->ln1, la->ln1_rstd, res, blk->norm1_w, N, C, c->norm_eps);
-    wl_linear_forward(m, l, WL_LLAMA_Q, la->q, la->ln1, N, 0, train);
-    wl_linear_forward(m, l, WL_LLAMA_K, m->acts.k_new, la->ln1, N, 0, train);
-    wl_linear_forward(m, l, WL_LLAMA_V, m->acts.v_new, la->ln1, N, 0, train);
-    k->rope(la->q, N, c->n_heads, c->head_dim, qd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
-    k->rope(m->acts.k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
-    store_kv(m, l, B, T, pos0, kvd);
+    wl_rmsnorm_forward(k, la->ln1, la->ln1_rstd, res, blk->norm1_w, N, C, c->norm_eps);
+    wl_linear_forward(m, l, WL_LLAMA_Q, la->q, la->ln1, N, NULL, train);
+    float *k_new = new_kv_rows(m->acts.k_cache[l], pos0, kvd), *v_new = new_kv_rows(m->acts.v_cache[l], pos0, kvd);
+    wl_linear_forward(m, l, WL_LLAMA_K, k_new, la->ln1, N, NULL, train);
+    wl_linear_forward(m, l, WL_LLAMA_V, v_new, la->ln1, N, NULL, train);
+    wl_rope(k, la->q, N, c->n_heads, c->head_dim, qd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
+    wl_rope(k, k_new, N, c->n_kv_heads, c->head_dim, kvd, pos, m->rope_cos, m->rope_sin, c->rope_layout, 0);
     attention(m, l, la, B, T, pos0);
 
-    memcpy(la->res2, res, (size_t)N * C * sizeof(float));
-    wl_linear_forward(m, l, WL_LLAMA_O, la->res2, la->atty, N, 1, train);
+    /* The residual adds happen in the GEMMs' write-out: res2 = res + o(atty), out = res2 + down(act). */
+    wl_linear_forward(m, l, WL_LLAMA_O, la->res2, la->atty, N, res, train);
 
-    k->rmsnorm_forward(la->ln2, la->ln2_rstd, la->res2, blk->norm2_w, N, C, c->norm_eps);
-    wl_linear_forward(m, l, WL_LLAMA_GATE, la->h1, la->ln2, N, 0, train);
-    wl_linear_forward(m, l, WL_LLAMA_UP, la->h2, la->ln2, N, 0, train);
-    k->swiglu_forward(la->act, la->h1, la->h2, (size_t)N * I);
+    wl_rmsnorm_forward(k, la->ln2, la->ln2_rstd, la->res2, blk->norm2_w, N, C, c->norm_eps);
+    wl_linear_forward(m, l, WL_LLAMA_GATE, la->h1, la->ln2, N, NULL, train);
+    wl_linear_forward(m, l, WL_LLAMA_UP, la->h2, la->ln2, N, NULL, train);
+    wl_swiglu_forward(k, la->act, la->h1, la->h2, (size_t)N * I);
 
-    float *out = block_output(m, l, train);
-    memcpy(out, la->res2, (size_t)N * C * sizeof(float));
-    wl_linear_forward(m, l, WL_LLAMA_DOWN, out, la->act, N, 1, train);
+    wl_linear_forward(m, l, WL_LLAMA_DOWN, block_output(m, l, train), la->act, N, la->res2, train);
 }
 
 static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int train) {
@@ -71,28 +66,26 @@ static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int t
     const float *res = block_input(m, l, train);
     const int N = B * T, C = c->dim, I = c->hidden_dim;
 
-    k->layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, res, blk->norm1_w, blk->norm1_b, N, C, c->norm_eps);
+    wl_layernorm_forward(k, la->ln1, la->ln1_mean, la->ln1_rstd, res, blk->norm1_w, blk->norm1_b, N, C, c->norm_eps);
     float *qkv = m->acts.qkv;
-    wl_linear_forward(m, l, WL_GPT2_C_ATTN, qkv, la->ln1, N, 0, train);
+    wl_linear_forward(m, l, WL_GPT2_C_ATTN, qkv, la->ln1, N, NULL, train);
+    float *k_new = new_kv_rows(m->acts.k_cache[l], pos0, C), *v_new = new_kv_rows(m->acts.v_cache[l], pos0, C);
     for (int n = 0; n < N; n++) {
         const float *row = qkv + (size_t)n * 3 * C;
         memcpy(la->q + (size_t)n * C, row, (size_t)C * sizeof(float));
-        memcpy(m->acts.k_new + (size_t)n * C, row + C, (size_t)C * sizeof(float));
-        memcpy(m->acts.v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
+        memcpy(k_new + (size_t)n * C, row + C, (size_t)C * sizeof(float));
+        memcpy(v_new + (size_t)n * C, row + 2 * C, (size_t)C * sizeof(float));
     }
-    store_kv(m, l, B, T, pos0, C);
     attention(m, l, la, B, T, pos0);
 
-    memcpy(la->res2, res, (size_t)N * C * sizeof(float));
-    wl_linear_forward(m, l, WL_GPT2_ATTN_C_PROJ, la->res2, la->atty, N, 1, train);
+    wl_linear_forward(m, l, WL_GPT2_ATTN_C_PROJ, la->res2, la->atty, N, res, train);
 
-    k->layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->res2, blk->norm2_w, blk->norm2_b, N, C, c->norm_eps);
-    wl_linear_forward(m, l, WL_GPT2_C_FC, la->h1, la->ln2, N, 0, train);
-    k->gelu_forward(la->act, la->h1, (size_t)N * I);
+    wl_layernorm_forward(k, la->ln2, la->ln2_mean, la->ln2_rstd, la->res2, blk->norm2_w, blk->norm2_b, N, C,
+                         c->norm_eps);
+    wl_linear_forward(m, l, WL_GPT2_C_FC, la->h1, la->ln2, N, NULL, train);
+    wl_gelu_forward(k, la->act, la->h1, (size_t)N * I);
 
-    float *out = block_output(m, l, train);
-    memcpy(out, la->res2, (size_t)N * C * sizeof(float));
-    wl_linear_forward(m, l, WL_GPT2_MLP_C_PROJ, out, la->act, N, 1, train);
+    wl_linear_forward(m, l, WL_GPT2_MLP_C_PROJ, block_output(m, l, train), la->act, N, la->res2, train);
 }
 
 wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, int pos0,
@@ -162,11 +155,11 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
         n_rows = B;
     }
     if (c->arch == WL_ARCH_GPT2) {
-        k->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, rows, m->normf_w, m->normf_b, n_rows, C, c->norm_eps);
+        wl_layernorm_forward(k, a->lnf, a->lnf_mean, a->lnf_rstd, rows, m->normf_w, m->normf_b, n_rows, C, c->norm_eps);
     } else {
-        k->rmsnorm_forward(a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
+        wl_rmsnorm_forward(k, a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
     }
-    k->sgemm(0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
+    wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
 
     m->last_B = B;
     m->last_T = T;
@@ -179,7 +172,7 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
             a->targets[n] = targets[n];
             n_valid += targets[n] != ignore_id;
         }
-        double total = k->xent_forward(a->losses, a->logits, a->targets, N, V, ignore_id);
+        double total = wl_xent_forward(k, a->losses, a->logits, a->targets, N, V, ignore_id);
         m->last_n_valid = n_valid;
         if (loss) *loss = n_valid ? (float)(total / n_valid) : NAN;
         m->backward_ready = train && n_valid > 0;

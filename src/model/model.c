@@ -6,6 +6,7 @@
 
 #include "model/model.h"
 #include "wl_io.h"
+#include "wl_threads.h"
 
 static const wl_module_info LLAMA_SLOTS[WL_LLAMA_N_SLOTS] = {
     {"self_attn.q_proj", 0, 0, 0, 0}, {"self_attn.k_proj", 0, 0, 0, 0}, {"self_attn.v_proj", 0, 0, 0, 0},
@@ -414,9 +415,16 @@ static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, f
     t->tokens = (int *)take(&p, N);
     t->positions = (int *)take(&p, N);
     t->qkv = c->arch == WL_ARCH_GPT2 ? take2(&p, N, 3 * C) : NULL;
-    t->k_new = take2(&p, N, kvd);
-    t->v_new = take2(&p, N, kvd);
-    t->scores = take2(&p, 2 * (size_t)Tc, N);
+    /* One head's scores, or (up to 16 MB) enough for each thread to work on a head of its own. */
+    size_t one_head = 0, per_thread = 0, all_threads = 0;
+    if (!wl_mul_size(2 * (size_t)Tc, N, &one_head) || !wl_mul_size(2 * (size_t)Tc, (size_t)Tc, &per_thread) ||
+        !wl_mul_size(per_thread, (size_t)wl_threads_count(), &all_threads))
+        p.overflow = 1;
+    const size_t cap = (size_t)4 << 20;
+    size_t scores = all_threads < cap ? all_threads : cap;
+    if (one_head > scores) scores = one_head;
+    t->scores = take(&p, scores);
+    t->scores_floats = scores;
     t->d_res = take2(&p, Nt, C);
     t->d_ln = take2(&p, Nt, C);
     t->d_atty = take2(&p, Nt, qd);

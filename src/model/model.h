@@ -74,8 +74,9 @@ typedef struct wl_acts {
     int *tokens;      /* (Ncap) copy of the last tokens */
     int *positions;   /* (Ncap) absolute position of each row */
     float *qkv;       /* (Ncap, 3C) GPT-2 fused c_attn output / gradient */
-    float *k_new, *v_new; /* (Ncap, Hkv*hs) keys (after RoPE) and values of the rows being computed */
-    float *scores;    /* (2, Tcap, Ncap) attention probabilities and their gradient for one head */
+    float *scores;    /* attention probabilities and their gradient: (2, Tcap, Ncap) for one head at a time, or
+                       * more so heads can run on several threads (2, Tcap, Tcap) each */
+    size_t scores_floats;
     /* backward scratch, (Ntrain) rows */
     float *d_res;     /* (N, C) */
     float *d_ln;      /* (N, C) */

@@ -238,17 +238,17 @@ static wl_status run_randomized(svd_job *job, float *U, float *Vt) {
 
     /* Range finder with subspace iteration: every product is re-orthonormalised, otherwise the columns all
      * align with the top singular vector in f32 and the smaller directions are lost (Halko et al., alg. 4.4). */
-    K->sgemm(0, 0, m, k, n, 1.0f, A, lda, job->Zn, k, 0.0f, job->Ym, k);
+    wl_sgemm(K, 0, 0, m, k, n, 1.0f, A, lda, job->Zn, k, 0.0f, job->Ym, k);
     orth_columns(job->Ym, m, k, job->X, job->tau);
     for (int it = 0; it < job->q; it++) {
-        K->sgemm(1, 0, n, k, m, 1.0f, A, lda, job->Ym, k, 0.0f, job->Zn, k);
+        wl_sgemm(K, 1, 0, n, k, m, 1.0f, A, lda, job->Ym, k, 0.0f, job->Zn, k);
         orth_columns(job->Zn, n, k, job->X, job->tau);
-        K->sgemm(0, 0, m, k, n, 1.0f, A, lda, job->Zn, k, 0.0f, job->Ym, k);
+        wl_sgemm(K, 0, 0, m, k, n, 1.0f, A, lda, job->Zn, k, 0.0f, job->Ym, k);
         orth_columns(job->Ym, m, k, job->X, job->tau);
     }
     /* Z = A^T Q is the transpose of the projection B = Q^T A; computing it this way reads A in the same
      * pattern as the power iterations rather than streaming all of A k times. */
-    K->sgemm(1, 0, n, k, m, 1.0f, A, lda, job->Ym, k, 0.0f, job->Zn, k);
+    wl_sgemm(K, 1, 0, n, k, m, 1.0f, A, lda, job->Ym, k, 0.0f, job->Zn, k);
     for (int i = 0; i < n; i++) {
         for (int c = 0; c < k; c++) job->X[(size_t)c * n + i] = job->Zn[(size_t)i * k + c];
     }
@@ -260,7 +260,7 @@ static wl_status run_randomized(svd_job *job, float *U, float *Vt) {
         for (int i = 0; i < k; i++) {
             for (int c = 0; c < rank; c++) job->Ub[(size_t)i * rank + c] = (float)job->Vs[(size_t)c * k + i];
         }
-        K->sgemm(0, 0, m, rank, k, 1.0f, job->Ym, k, job->Ub, rank, 0.0f, U, rank);
+        wl_sgemm(K, 0, 0, m, rank, k, 1.0f, job->Ym, k, job->Ub, rank, 0.0f, U, rank);
     }
     if (Vt) {
         for (size_t i = 0; i < (size_t)rank * n; i++) Vt[i] = (float)job->P[i];
@@ -360,7 +360,7 @@ wl_status wl_lowrank_approx(const float *A, int m, int n, int lda, int max_rank,
         double res = 0.0, kept = 0.0;
         for (int i0 = 0; i0 < m; i0 += block_rows) {
             int b = m - i0 < block_rows ? m - i0 : block_rows;
-            K->sgemm(0, 0, b, n, r, 1.0f, L + (size_t)i0 * r, r, R, n, 0.0f, buf, n);
+            wl_sgemm(K, 0, 0, b, n, r, 1.0f, L + (size_t)i0 * r, r, R, n, 0.0f, buf, n);
             for (int i = 0; i < b; i++) {
                 const float *a = A + (size_t)(i0 + i) * lda;
                 const float *lr = buf + (size_t)i * n;

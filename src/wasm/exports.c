@@ -8,6 +8,7 @@
 
 #include "weblora.h"
 #include "wl_svd.h"
+#include "wl_threads.h"
 
 #define EXPORT(name) __attribute__((export_name(#name), used))
 
@@ -253,3 +254,13 @@ EXPORT(wl_sgd_step) int wlx_sgd_step(float lr, float *p, const float *g, size_t 
 EXPORT(wl_sum_squares) double wlx_sum_squares(const float *g, size_t n) { return wl_sum_squares(g, n); }
 EXPORT(wl_scale) void wlx_scale(float *g, size_t n, float s) { wl_scale(g, n, s); }
 EXPORT(wl_all_finite) int wlx_all_finite(const float *x, size_t n) { return wl_all_finite(x, n); }
+
+/* ---- threads (weblora-threads.wasm; the single-threaded build accepts only 1) ---- */
+
+EXPORT(wl_threads_init) int wlx_threads_init(int n) { return wl_threads_init(n); }
+EXPORT(wl_threads_count) int wlx_threads_count(void) { return wl_threads_count(); }
+EXPORT(wl_threads_running) int wlx_threads_running(void) { return wl_threads_running(); }
+EXPORT(wl_thread_stack) void *wlx_thread_stack(int i) { return wl_thread_stack(i); }
+EXPORT(wl_thread_main) void wlx_thread_main(int i) { wl_thread_main(i); }
+EXPORT(wl_threads_stop) void wlx_threads_stop(void) { wl_threads_stop(); }
+EXPORT(wl_thread_failed) void wlx_thread_failed(void) { wl_thread_failed(); }

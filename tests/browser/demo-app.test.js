@@ -93,7 +93,7 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     expect(await page.getByRole('button', { name: 'Train', exact: true }).isDisabled()).toBe(true);
     expect(await page.locator('#generate-why').textContent()).toBe('Load a model first (step 1).');
     // The device's speed is measured once on the built-in model; the catalogue then estimates every model from it.
-    await textMatching(page, '#speed-basis', /measured on this device \(Built-in model\)/);
+    await textMatching(page, '#speed-basis', /measured on this device \(Built-in model, \d+ threads?\)/);
     const smol = page.locator('#choice-smollm2-135m-about');
     await textMatching(page, '#choice-smollm2-135m-about', /tokens\/s training here/);
     // 134,515,008 parameters in bf16 plus the tokenizer: 271 MB, shown in MiB.
@@ -148,6 +148,11 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     expect(weights.length).toBeGreaterThan(0);
     expect(weights.every((r) => r.status === 206 && /^bytes=\d+-\d*$/.test(r.range))).toBe(true);
     expect(hub.origin).not.toBe(server.origin);
+    // The page is cross-origin isolated (COEP require-corp), and the Hub-like origin sends CORS only, no
+    // Cross-Origin-Resource-Policy: the package's CORS fetches need nothing more.
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+    const hubResponse = await fetch(hub.url(`/${TINY}/resolve/main/config.json`));
+    expect([hubResponse.headers.get('access-control-allow-origin'), hubResponse.headers.get('cross-origin-resource-policy')]).toEqual(['*', null]);
     await textMatching(page, '#model-info', /Chat templateyes: it can answer messages/);
     await textMatching(page, '#cached-models', /tiny-random-LlamaForCausalLM [\d.]+ MB Remove/);
     await textMatching(page, '#train-estimate', /^Estimated time: about /);
@@ -200,7 +205,7 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     await textMatching(page, '#train-estimate', /^Estimated time: about /);
     await page.getByRole('button', { name: 'Train', exact: true }).click();
     expect(await settled(page, '#train-status')).toEqual({ kind: 'ok', text: expect.stringMatching(/^Training finished: 3 steps/) });
-    await textMatching(page, '#speed', /tokens\/s$/);
+    await textMatching(page, '#speed', /tokens\/s on \d+ threads?$/);
 
     await page.getByLabel('Message', { exact: true }).fill('Hello there');
     const out = await generateBoth(page);

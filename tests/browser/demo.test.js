@@ -1,7 +1,8 @@
 // The demo PWA in headless Chromium, driven like a person would: load a tiny model (stories260K via ?model= and
-// ?tokenizer=), use the sample text, train a few steps, compare generations, save, rename, export, import and
-// delete adapters; then stop the server and reload: the service worker serves the page and the package, the
-// package's Cache API serves the model, and the saved adapter generates the same text as before.
+// ?tokenizer=), use the sample text, train a few steps on two threads (the server sends COOP/COEP, so the page is
+// cross-origin isolated), compare generations, save, rename, export, import and delete adapters; then stop the
+// server and reload: the service worker serves the page and the package, the package's Cache API serves the model,
+// and the saved adapter generates the same text as before.
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,9 +45,10 @@ describe('the demo PWA in headless Chromium', () => {
     const page = await browser.context.newPage();
     const errors = watchErrors(page);
     const model = server.shared(DATA.storiesBin);
-    const url = `${server.url('/demo/')}?model=${encodeURIComponent(model)}&tokenizer=${encodeURIComponent(server.shared(DATA.storiesTok))}`;
+    const url = `${server.url('/demo/')}?model=${encodeURIComponent(model)}&tokenizer=${encodeURIComponent(server.shared(DATA.storiesTok))}&threads=2`;
     await page.goto(url);
     await page.waitForFunction(() => document.body.dataset.ready === 'true');
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
     // The service worker precached the shell and the package, and controls the page.
     await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
     const shell = await page.evaluate(async () => {
@@ -58,7 +60,7 @@ describe('the demo PWA in headless Chromium', () => {
       '/demo/', '/demo/app.js', '/demo/catalog.js', '/demo/checks.js', '/demo/chat.js', '/demo/estimate.js', '/demo/explain.js',
       '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg', '/demo/icons/icon-192.png', '/demo/icons/maskable-512.png',
       '/web/index.js', '/web/worker.js', '/web/engine.js', '/web/store.js', '/web/weblora.wasm', '/web/vendor/idb/build/index.js',
-      '/web/vendor/jinja/dist/index.js',
+      '/web/vendor/jinja/dist/index.js', '/web/thread.js', '/web/weblora-threads.wasm',
     ]));
     expect(shell.some((p) => p.startsWith('/shared/'))).toBe(false);
 
@@ -67,6 +69,8 @@ describe('the demo PWA in headless Chromium', () => {
     const loaded = await settled(page, '#model-status');
     expect(loaded).toEqual({ kind: 'ok', text: 'stories260K/stories260K.bin: downloaded and ready. It is kept on this device for next time.' });
     await textMatching(page, '#model-info', /llama, 5 layers, width 64/);
+    // ?threads=2 on a cross-origin isolated page: the core runs on two threads, shown next to the speed.
+    await textMatching(page, '#threads', /^2$/);
 
     // 2. Text: the sample diary.
     await page.getByRole('button', { name: 'Use the sample diary' }).click();
@@ -89,6 +93,7 @@ describe('the demo PWA in headless Chromium', () => {
     const trained = await settled(page, '#train-status');
     console.log(`demo training: ${trained.text}`);
     expect(trained).toEqual({ kind: 'ok', text: expect.stringMatching(/^Training finished: 24 steps/) });
+    expect(await page.locator('#speed').textContent()).toMatch(/tokens\/s on 2 threads$/);
     const [first, last] = trained.text.match(/loss ([\d.]+) → ([\d.]+)/).slice(1).map(Number);
     expect(last).toBeLessThan(first);
     await textMatching(page, '#eval-loss', /[\d.]+ → [\d.]+/);

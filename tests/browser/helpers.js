@@ -55,12 +55,15 @@ export function checkPrerequisites() {
 /**
  * The test server: the repository at /, ../shared at /shared/. Code may be kept in the browser's HTTP cache for
  * an hour (so a page can come back with the server stopped), test data never (so a model that loads without the
- * server can only have come from the package's Cache API copy).
- * @param {{ codeMaxAge?: number, mounts?: Record<string, string> }} [options] mounts: more folders by URL prefix
+ * server can only have come from the package's Cache API copy). Pages are cross-origin isolated (COOP/COEP) unless
+ * isolation is false.
+ * @param {{ codeMaxAge?: number, mounts?: Record<string, string>, isolation?: boolean }} [options] mounts: more
+ *   folders by URL prefix
  */
 export async function startTestServer(options = {}) {
   const codeMaxAge = options.codeMaxAge ?? 3600;
   const server = await startServer({
+    isolation: options.isolation ?? true,
     mounts: { '/shared/': sharedDir, ...options.mounts },
     headers: (urlPath) => (urlPath.startsWith('/shared/')
       ? { 'cache-control': 'no-store' }
@@ -76,7 +79,7 @@ export async function startTestServer(options = {}) {
 
 /**
  * A second origin laid out like the Hugging Face Hub, /<org>/<name>/resolve/main/<file>, and serving like it: CORS
- * on every response (errors too), Range requests, ETags. Files are links to ../shared (never copies) or generated
+ * on every response (errors too), Range requests, ETags, no Cross-Origin-Resource-Policy or isolation headers. Files are links to ../shared (never copies) or generated
  * text (a tokenizer_config.json with a chat template, say).
  * @param {Record<string, Record<string, string | { text: string }>>} repos repo ("org/name") -> file path in the
  *   repo -> a path inside ../shared, or { text }
@@ -96,7 +99,8 @@ export async function startHubServer(repos) {
       }
     }
   }
-  const server = await startServer({ root: dir, cors: true, headers: () => ({ 'cache-control': 'no-store' }) });
+  // CORS and nothing about isolation, as the Hub serves files: enough for a cross-origin isolated page's fetch().
+  const server = await startServer({ root: dir, cors: true, isolation: false, headers: () => ({ 'cache-control': 'no-store' }) });
   return {
     ...server,
     /** @param {string} repo */

@@ -1,6 +1,7 @@
 // The weblora package in real headless Chromium: models over HTTP with transformers.js-shaped progress, training in
 // the Worker with a responsive main thread, adapters in IndexedDB across a reload, the model from the Cache API with
-// the server stopped, no network from training to generation, no cross-origin isolation, no third-party requests.
+// the server stopped, no network from training to generation, no third-party requests; and all of it on a page that
+// is not cross-origin isolated, where the core falls back to one thread, says so once, and keeps working.
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 import {
@@ -44,13 +45,18 @@ describe('weblora in headless Chromium', () => {
   const errors = [];
   /** Everything learnt along the way that a later test compares against. */
   const seen = {};
+  /** The package's console warnings. */
+  const warnings = [];
 
   beforeAll(async () => {
     checkPrerequisites();
-    server = await startTestServer();
+    server = await startTestServer({ isolation: false });
     profile = newProfileDir('package');
     browser = await launch(profile);
     ({ page } = await openPage(browser.context, server.page, errors));
+    page.on('console', (msg) => {
+      if (msg.type() === 'warning' && msg.text().startsWith('weblora:')) warnings.push(msg.text());
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -70,11 +76,17 @@ describe('weblora in headless Chromium', () => {
       const engine = await weblora.WebLoRA.load(model, { tokenizerUrl, onProgress: (e) => events.push(e) });
       window.state.engine = engine;
       const base = await engine.generate(prompt, gen);
-      log(`loaded ${engine.info.name}: ${engine.info.parameters} parameters; base model says "${prompt}${base.text}"`);
-      return { events, info: { arch: engine.info.arch, parameters: engine.info.parameters, config: engine.info.config }, base };
+      log(`loaded ${engine.info.name}: ${engine.info.parameters} parameters on ${engine.info.threads} thread; `
+        + `base model says "${prompt}${base.text}"`);
+      const { arch, parameters, config, threads, threadsNote } = engine.info;
+      return { events, info: { arch, parameters, config, threads, threadsNote }, base, cores: navigator.hardwareConcurrency };
     }, { model: server.shared(DATA.storiesBin), tokenizerUrl: server.shared(DATA.storiesTok), prompt: PROMPT, gen: GEN });
 
     const { events, info } = result;
+    // Not isolated: one thread, whatever the cores, and the reason is given.
+    expect(result.cores).toBeGreaterThan(0);
+    expect(info.threads).toBe(1);
+    expect(info.threadsNote).toMatch(/not cross-origin isolated/);
     expect(info.arch).toBe('llama');
     expect(info.config).toMatchObject({ dim: 64, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512 });
     const weights = checkFileEvents(events, 'stories260K.bin', { downloaded: true });
@@ -95,13 +107,17 @@ describe('weblora in headless Chromium', () => {
       const events = [];
       const engine = await weblora.WebLoRA.load(model, { tokenizer, onProgress: (e) => events.push(e) });
       const gen = await engine.generate('Hello world', { maxTokens: 6, temperature: 0 });
-      const out = { events, info: { arch: engine.info.arch, config: engine.info.config, hasTokenizer: engine.info.hasTokenizer }, gen };
+      const out = { events, info: { arch: engine.info.arch, config: engine.info.config, hasTokenizer: engine.info.hasTokenizer,
+        threads: engine.info.threads }, gen };
       await engine.dispose();
       log(`loaded the HF folder ${model} (${out.events.length} progress events) and disposed it`);
       return out;
     }, { model: server.shared(DATA.tinyLlamaDir), tokenizer: server.shared(DATA.llamaTokenizer) });
 
-    expect(result.info).toMatchObject({ arch: 'llama', hasTokenizer: true });
+    expect(result.info).toMatchObject({ arch: 'llama', hasTokenizer: true, threads: 1 });
+    // The console note came once, for the first engine of the page.
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^weblora: this page is not cross-origin isolated .* so the core runs on one thread\.$/);
     expect(result.info.config).toMatchObject({ dim: 16, nLayers: 2, nHeads: 4, vocabSize: 32000 });
     checkFileEvents(result.events, 'config.json', { downloaded: true });
     const weights = checkFileEvents(result.events, 'model.safetensors', { downloaded: true });

@@ -1,5 +1,6 @@
 // tools/serve.js, the static server the browser tests and the demo run on: MIME types, Range and HEAD, ETags and
-// conditional requests, mounts, the request log, refusal of paths outside the served folders, bare-import rewriting.
+// conditional requests, mounts, the request log, refusal of paths outside the served folders, bare-import rewriting,
+// the cross-origin isolation headers.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -95,6 +96,22 @@ describe('tools/serve.js', () => {
     expect(await status('/shared/DATA.md')).toBe(200);
     const redirect = await get('/demo', { redirect: 'manual' });
     expect([redirect.status, redirect.headers.get('location')]).toEqual([301, '/demo/']);
+  });
+
+  test('sends the cross-origin isolation headers (COOP/COEP) on every file unless told not to', async () => {
+    for (const p of ['/demo/', '/web/worker.js', '/web/thread.js', '/web/weblora-threads.wasm', `/shared/${DATA.storiesBin}`]) {
+      const res = await get(p, { method: 'HEAD' });
+      expect([p, res.headers.get('cross-origin-opener-policy'), res.headers.get('cross-origin-embedder-policy')])
+        .toEqual([p, 'same-origin', 'require-corp']);
+    }
+    const plain = await startServer({ isolation: false });
+    try {
+      const res = await fetch(plain.url('/demo/'), { method: 'HEAD' });
+      expect([res.status, res.headers.get('cross-origin-opener-policy'), res.headers.get('cross-origin-embedder-policy')])
+        .toEqual([200, null, null]);
+    } finally {
+      await plain.close();
+    }
   });
 
   test('the package needs no import rewriting: web/ imports only relative paths', async () => {

@@ -64,7 +64,7 @@ static void gemm_case(int which, const wl_kernels *k, int ta, int tb, int M, int
         else wl_test_fill(C0 + (size_t)i * ldc, (size_t)N, seed * 139 + i, 1.0f);
     }
     memcpy(C, C0, nc * sizeof(float));
-    k->sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    wl_sgemm(k, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 
     double worst = 0.0;
     int bad = 0, wi = -1, wj = -1;
@@ -122,16 +122,19 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
                         for (int t = 0; t < ntables; t++)
                             gemm_case(t, tables[t], ta, tb, Ms[mi], Ns[ni], Ks[ki], alphas[n % 3],
                                       (n / 3) % 2 ? 1.0f : 0.0f, (n / 2) % 2 ? 3 : 0, (uint64_t)n);
-    /* Sizes that cross the blocking of the packed path (k blocks of <= 640, 160-row A blocks, 96-column B
-     * blocks, 4096-column C blocks) and of the GEMV paths (1024-column chunks; K > 8192 with
-     * trans_a). */
+    /* Sizes that cross the blocking of the packed path (k blocks of <= 512, 510-row A blocks, 96-column B
+     * chunks), its thin form (N <= 16: rows split, a transposed A read in place in k blocks of <= 64, a partial
+     * last sliver), the transposed form (M <= 9 and N >= 64) and the GEMV paths (1024-column chunks; K > 8192
+     * with trans_a). */
     struct {
         int ta, tb, M, N, K;
     } big[] = {
         {0, 1, 171, 300, 1301}, {0, 0, 167, 131, 700}, {1, 0, 163, 77, 650}, {1, 1, 45, 270, 661},
         {0, 1, 128, 64, 576},   {0, 0, 7, 4103, 5},    {0, 1, 6, 4101, 3},   {1, 0, 2, 1030, 67},
         {0, 0, 3, 1030, 67},    {0, 1, 1, 1030, 67},   {1, 1, 2, 5, 8200},   {1, 1, 3, 9, 70},
-        {0, 0, 23, 520, 37},    {1, 0, 13, 300, 330},
+        {0, 0, 23, 520, 37},    {1, 0, 13, 300, 330},   {1, 0, 203, 8, 96},   {1, 0, 576, 16, 128},
+        {0, 1, 203, 13, 40},    {1, 1, 97, 11, 513},    {1, 0, 8, 300, 48},   {0, 1, 9, 64, 1025},
+        {1, 1, 4, 77, 100},     {0, 0, 520, 33, 1031},
     };
     for (size_t c = 0; c < sizeof big / sizeof big[0]; c++, n++)
         for (int t = 0; t < ntables; t++)
@@ -159,6 +162,84 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
     for (int t = 0; t < ntables; t++)
         printf("  sgemm %-10s %d cases, largest error = %.3f of the bound (K + 2) eps sum|terms|\n", tables[t]->name,
                g_gemm_cases / ntables, g_gemm_worst[t]);
+}
+
+/* The general form: C = add + sum of up to three terms (each with its own transposes, K (0 included) and alpha)
+ * + bias, where add is nothing, C itself or another matrix, against a double reference with the bound
+ * (sum K + terms + 2) eps (|add| + sum |products| + |bias|). Shapes reach every path of the SIMD GEMM. */
+static void test_gemm_terms(const wl_kernels *tables[], int ntables) {
+    static const int shapes[][2] = {{1, 300}, {3, 70}, {6, 130}, {8, 64}, {37, 17}, {203, 8}, {61, 97}, {260, 45}};
+    int cases = 0;
+    double worst = 0.0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int variant = 0; variant < 12; variant++) {
+            const int M = shapes[s][0], N = shapes[s][1], n_terms = 1 + variant % 3, add_mode = variant / 3 % 3;
+            const int with_bias = variant % 2, ldc = N + (variant % 4 == 1 ? 3 : 0);
+            wl_gemm_term terms[3];
+            float *bufs[6];
+            for (int t = 0; t < n_terms; t++) {
+                int K = (int)((s * 37 + (size_t)variant * 11 + (size_t)t * 53) % 700);
+                if (t == 1 && variant % 5 == 0) K = 0;
+                int ta = (variant + t) & 1, tb = ((variant >> 1) + t) & 1;
+                int lda = (ta ? M : K) + t, ldb = (tb ? K : N) + 1;
+                size_t na = (size_t)(ta ? K : M) * (lda ? lda : 1), nb = (size_t)(tb ? N : K) * ldb;
+                bufs[2 * t] = falloc(na);
+                bufs[2 * t + 1] = falloc(nb);
+                wl_test_fill(bufs[2 * t], na, 900 + s * 31 + (size_t)variant * 7 + (size_t)t, 1.0f);
+                wl_test_fill(bufs[2 * t + 1], nb, 950 + s * 31 + (size_t)variant * 7 + (size_t)t, 1.0f);
+                terms[t] = (wl_gemm_term){bufs[2 * t], bufs[2 * t + 1], lda ? lda : 1, ldb, K, ta, tb, 0.5f + (float)t};
+            }
+            float *bias = falloc((size_t)N), *other = falloc((size_t)M * ldc), *C0 = falloc((size_t)M * ldc);
+            float *C = falloc((size_t)M * ldc);
+            wl_test_fill(bias, (size_t)N, 990 + s, 1.0f);
+            wl_test_fill(other, (size_t)M * ldc, 991 + s, 1.0f);
+            wl_test_fill(C0, (size_t)M * ldc, 992 + s, 1.0f);
+            for (int tb = 0; tb < ntables; tb++) {
+                const wl_kernels *k = tables[tb];
+                memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+                const float *add = add_mode == 0 ? NULL : add_mode == 1 ? C : other;
+                k->gemm(M, N, terms, n_terms, add, with_bias ? bias : NULL, C, ldc);
+                int bad = 0, bi = 0, bj = 0;
+                double bgot = 0.0, bref = 0.0;
+                for (int i = 0; i < M; i++) {
+                    for (int j = 0; j < N; j++) {
+                        double ref = 0.0, mag = 0.0, Ksum = 0.0;
+                        const float *base_row = add_mode == 1 ? C0 + (size_t)i * ldc : other + (size_t)i * ldc;
+                        double base = add_mode == 0 ? 0.0 : base_row[j];
+                        ref += base;
+                        mag += fabs(base);
+                        for (int t = 0; t < n_terms; t++) {
+                            const wl_gemm_term *tm = &terms[t];
+                            for (int p = 0; p < tm->K; p++) {
+                                double a = tm->trans_a ? tm->A[(size_t)p * tm->lda + i] : tm->A[(size_t)i * tm->lda + p];
+                                double b = tm->trans_b ? tm->B[(size_t)j * tm->ldb + p] : tm->B[(size_t)p * tm->ldb + j];
+                                ref += tm->alpha * a * b;
+                                mag += fabs(tm->alpha * a * b);
+                            }
+                            Ksum += tm->K;
+                        }
+                        if (with_bias) {
+                            ref += bias[j];
+                            mag += fabs(bias[j]);
+                        }
+                        double got = C[(size_t)i * ldc + j], bound = (Ksum + n_terms + 2) * FLT_EPSILON * mag + 1e-30;
+                        double rel = fabs(got - ref) / bound;
+                        if (rel > worst || got != got) worst = got != got ? INFINITY : rel;
+                        if (!(fabs(got - ref) <= bound) && !bad++) bi = i, bj = j, bgot = got, bref = ref;
+                    }
+                    for (int j = N; j < ldc; j++)
+                        if (C[(size_t)i * ldc + j] != C0[(size_t)i * ldc + j] && !bad++) bi = i, bj = j;
+                }
+                cases++;
+                CHECK_MSG(!bad,
+                          "%s gemm M=%d N=%d terms=%d add=%d bias=%d: %d bad values, first C[%d][%d] = %.9g, want %.9g",
+                          k->name, M, N, n_terms, add_mode, with_bias, bad, bi, bj, bgot, bref);
+            }
+            for (int b = 0; b < 2 * n_terms; b++) free(bufs[b]);
+            free(bias), free(other), free(C0), free(C);
+        }
+    }
+    printf("  gemm with terms, residual and bias: %d cases, largest error = %.3f of the bound\n", cases, worst);
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -628,6 +709,7 @@ int main(void) {
 #endif
     printf("sgemm against a double reference (both tables)\n");
     test_gemm(tables, ntables);
+    test_gemm_terms(tables, ntables);
 #ifdef WL_HAVE_WASMSIMD
     printf("wasmsimd against scalar\n");
     test_norms_vs_scalar();

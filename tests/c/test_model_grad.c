@@ -227,8 +227,8 @@ static void attention_case(const wl_kernels *k) {
     wl_test_fill(kc, sizeof kc / sizeof *kc, 2, 1.0f);
     wl_test_fill(vc, sizeof vc / sizeof *vc, 3, 1.0f);
     wl_test_fill(w, sizeof w / sizeof *w, 4, 1.0f);
-    wl_attention_forward(k, out, scratch, q, kc, vc, B, T, 0, H, HKV, HS);
-    wl_attention_backward(k, dq, dk, dv, scratch, w, q, kc, vc, B, T, H, HKV, HS);
+    wl_attention_forward(k, out, scratch, sizeof scratch / sizeof *scratch, q, kc, vc, B, T, 0, H, HKV, HS);
+    wl_attention_backward(k, dq, dk, dv, scratch, sizeof scratch / sizeof *scratch, w, q, kc, vc, B, T, H, HKV, HS);
     float *bufs[3] = {q, kc, vc}, *grads[3] = {dq, dk, dv};
     int sizes[3] = {N * qd, N * kvd, N * kvd};
     const char *names[3] = {"attention dq", "attention dk", "attention dv"};
@@ -239,7 +239,7 @@ static void attention_case(const wl_kernels *k) {
             double obj[2];
             for (int side = 0; side < 2; side++) {
                 bufs[which][i] = saved + (side ? -1e-2f : 1e-2f);
-                wl_attention_forward(k, out, scratch, q, kc, vc, B, T, 0, H, HKV, HS);
+                wl_attention_forward(k, out, scratch, sizeof scratch / sizeof *scratch, q, kc, vc, B, T, 0, H, HKV, HS);
                 double s = 0.0;
                 for (int j = 0; j < N * qd; j++) s += (double)out[j] * w[j];
                 obj[side] = s;

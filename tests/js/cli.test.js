@@ -83,6 +83,26 @@ describe('commands', () => {
   });
 });
 
+describe('threads', () => {
+  test('--threads gives the same training and generation as one thread', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const data = path.join(tmp, 'threads.txt');
+    writeFileSync(data, 'The lantern swung in the wind and the dog barked at the moon. '.repeat(12));
+    const outs = [];
+    for (const threads of ['1', '3']) {
+      const out = path.join(tmp, `threads-${threads}`);
+      const t = await run(['train', '--model', model, '--data', data, '--steps', '3', '--seq', '32', '--threads', threads, '--out', out]);
+      expect(t.code).toBe(0);
+      const g = await run(['generate', '--model', model, '--adapter', out, '--prompt', 'The dog', '--max-tokens', '12',
+        '--temperature', '0.9', '--seed', '5', '--threads', threads, '--json']);
+      expect(g.code).toBe(0);
+      outs.push({ weights: readFileSync(path.join(out, 'adapter_model.safetensors')), ids: JSON.parse(g.stdout).ids });
+    }
+    expect(Buffer.compare(outs[0].weights, outs[1].weights)).toBe(0);
+    expect(outs[1].ids).toEqual(outs[0].ids);
+  });
+});
+
 describe('adapter toolkit commands', () => {
   test('merge writes a model generate loads; resize, combine and extract write adapters and report errors', async () => {
     const model = sharedPath('models/stories260K/stories260K.bin');
@@ -153,6 +173,7 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
       return ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--adapter-init', d];
     }, /shape|rank/i],
     ['unknown option', () => ['--data', 'x.txt', '--bogus'], /bogus/],
+    ['threads out of range', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--threads', '0'], /--threads must be/],
   ])('%s', async (name, setup, pattern) => {
     const out = path.join(tmp, `out-${name.replace(/\W+/g, '-')}`);
     const args = ['train', '--model', model(), ...setup(), '--steps', '1', '--seq', '16', '--out', out];

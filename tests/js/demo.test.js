@@ -8,7 +8,7 @@ import path from 'node:path';
 import { BUILT_IN, CATALOG, DEFAULT_HUB, hubFolder, parseHubBase, parseModelAddress } from '../../demo/catalog.js';
 import {
   betterMeasurement, downloadBytes, expectedTokensPerSecond, forwardFlopsPerToken, parameterCount, shapeFromEngine,
-  shapeFromHfConfig, speedMeasurement, trainingMemoryBytes, trainingSeconds,
+  shapeFromHfConfig, speedMeasurement, threadPoolBytes, threadScaling, trainingMemoryBytes, trainingSeconds,
 } from '../../demo/estimate.js';
 import { checkGeneration, checkTraining, textAdvice } from '../../demo/checks.js';
 import { explainError } from '../../demo/explain.js';
@@ -88,25 +88,41 @@ describe('estimates against the C core', () => {
   });
 
   describe('training memory against what the core reserves', () => {
-    let engine;
-    beforeAll(async () => {
-      engine = await LocalEngine.load(BUILT_IN_DIR, { wasmSource: wasmSource() });
-    });
-    afterAll(() => engine?.dispose());
+    /** What the core reserves to train one step of B x T on `threads` threads (a fresh engine: plans only grow). */
+    async function reserved(threads, B, T) {
+      const engine = await LocalEngine.load(BUILT_IN_DIR, { wasmSource: wasmSource(), threads });
+      try {
+        expect(engine.info().threads).toBe(threads);
+        const adapter = engine.createAdapter({ rank: 8, targets: ['q_proj', 'v_proj'] });
+        await engine.train(adapter.id, ['Wind from the west, spirits high. '.repeat(200)], { steps: 1, batchSize: B, seqLen: T, evalSplit: 0 });
+        return { info: engine.info(), bytes: engine.model.memoryBytes() };
+      } finally {
+        engine.dispose();
+      }
+    }
 
     test.each([[1, 32], [4, 64], [8, 128]])('B %i, T %i: within 6 %, never above', async (B, T) => {
-      const info = engine.info();
+      const { info, bytes: actual } = await reserved(1, B, T);
       const s = shapeFromEngine(info);
       expect(parameterCount(s)).toBe(info.parameters);
-      const adapter = engine.createAdapter({ rank: 8, targets: ['q_proj', 'v_proj'] });
-      await engine.train(adapter.id, ['Wind from the west, spirits high. '.repeat(200)], { steps: 1, batchSize: B, seqLen: T, evalSplit: 0 });
-      const actual = engine.model.memoryBytes();
-      engine.freeAdapter(adapter.id);
       // Measured: the estimate (without the worker's fixed overhead) is 0.5-4.5 % below the core's figure on the
       // built-in, stories260K and tiny-random-llama models (the LoRA scratch and alignment padding are not counted).
       const estimate = trainingMemoryBytes(s, info.parameters, { B, T }) - 64 * MB;
       expect(estimate / actual).toBeGreaterThan(0.94);
       expect(estimate / actual).toBeLessThanOrEqual(1);
+    });
+
+    test.each([[1, 128], [2, 64], [8, 16]])('3 threads, B %i, T %i: the attention scores each thread gets, and the pool', async (B, T) => {
+      const threaded = await reserved(3, B, T);
+      const s = shapeFromEngine(threaded.info);
+      const info = threaded.info;
+      // The threads change the plan only where every thread gets a head's scores of its own: exactly by the estimate's
+      // difference, less the pool's scratch and stacks (outside the model's count).
+      const extra = threaded.bytes - (await reserved(1, B, T)).bytes;
+      const estimated = trainingMemoryBytes(s, info.parameters, { B, T, threads: 3 }) - trainingMemoryBytes(s, info.parameters, { B, T });
+      expect(extra).toBe(estimated - threadPoolBytes(3));
+      expect(threadPoolBytes(3)).toBe(2 * (2 * MB + MB / 2) + 2 * MB);
+      expect(threadPoolBytes(1)).toBe(0);
     });
   });
 
@@ -115,16 +131,39 @@ describe('estimates against the C core', () => {
     const big = shapeFromHfConfig(CATALOG.find((e) => e.id === 'smollm2-135m').config);
     const P = parameterCount(small);
     const Q = parameterCount(big);
-    const m = speedMeasurement(small, P, 64, 1000, 'built-in');
+    const m = speedMeasurement(small, P, 64, 1000, 'built-in', 1);
     expect(expectedTokensPerSecond(small, P, 64, m)).toBeCloseTo(1000, 6);
     expect(expectedTokensPerSecond(big, Q, 64, m)).toBeCloseTo((1000 * forwardFlopsPerToken(small, P, 64)) / forwardFlopsPerToken(big, Q, 64), 6);
     // Tied heads count the embedding once as a matrix; an untied model's embedding lookup is not arithmetic.
     expect(forwardFlopsPerToken({ ...small, tied: false }, P + small.vocab * small.dim, 1)).toBe(forwardFlopsPerToken(small, P, 1));
-    const tiny = speedMeasurement(small, 1000, 64, 5000, 'tiny');
+    const tiny = speedMeasurement(small, 1000, 64, 5000, 'tiny', 1);
     expect(betterMeasurement(m, tiny)).toBe(false);
     expect(betterMeasurement(m, { ...tiny, at: m.at + 31 * 24 * 3600 * 1000 })).toBe(true);
     expect(betterMeasurement(null, tiny)).toBe(true);
     expect(trainingSeconds({ steps: 10, B: 2, T: 8, evalTokens: 30, secondsPerToken: 0.01 })).toBeCloseTo(0.01 * (160 + 20), 9);
+  });
+
+  test('a speed measured on one number of threads is scaled cautiously to another, and replaced by one measured there', () => {
+    const s = shapeFromHfConfig(BUILT_IN.config);
+    const P = parameterCount(s);
+    const one = speedMeasurement(s, P, 64, 1000, 'built-in', 1);
+    // More threads: Amdahl with 2/3 of a step parallel (1.5x on two threads, 2.4x on eight), never the linear 8x.
+    expect(expectedTokensPerSecond(s, P, 64, one, 2)).toBeCloseTo(1500, 6);
+    expect(expectedTokensPerSecond(s, P, 64, one, 8)).toBeCloseTo(1000 / (1 / 3 + 2 / 3 / 8), 6);
+    expect(threadScaling(2, 4)).toBeCloseTo((1 / (1 / 3 + 2 / 3 / 4)) / 1.5, 9);
+    // Fewer threads: as if the measured ones had all been fully used.
+    const eight = speedMeasurement(s, P, 64, 4000, 'built-in', 8);
+    expect(expectedTokensPerSecond(s, P, 64, eight, 2)).toBeCloseTo(1000, 6);
+    expect(expectedTokensPerSecond(s, P, 64, eight)).toBeCloseTo(4000, 6);
+    // A record from before the package had threads ran on one.
+    const { threads, ...old } = one;
+    expect(threads).toBe(1);
+    expect(expectedTokensPerSecond(s, P, 64, old, 2)).toBeCloseTo(1500, 6);
+    // A measurement on another number of threads replaces the kept one, even from a smaller model.
+    const small = speedMeasurement(s, 1000, 64, 5000, 'tiny', 2);
+    expect(betterMeasurement(one, small)).toBe(true);
+    expect(betterMeasurement(old, small)).toBe(true);
+    expect(betterMeasurement(one, { ...small, threads: 1 })).toBe(false);
   });
 });
 

@@ -1,101 +1,74 @@
-// gemm.js: GEMM throughput of the wasm SIMD kernels on the model's shapes, next to the machine's register-bound
-// f32x4 mul+add peak measured in the same run (exports from src/wasm/bench.c).
+// gemm.js: GEMM throughput of the wasm SIMD kernels, one thread, on every GEMM shape of a LoRA step on
+// SmolLM2-135M (the forward X W^T and input gradient dY W of each linear module and the LM head, and the weight
+// gradients of the LoRA factors, for 128 and 512 tokens), next to the machine's register-bound f32x4 mul+add peak
+// measured in the same run (exports from src/wasm/bench.c). For the products with a frozen weight it also times the
+// GEMM's packing of that weight alone: what pre-packing the weight once at load time would save on that shape.
+//
+// The cores this runs on are shared, and other processes steal time and caches at random. So every rate is the best
+// of many short samples (a sample the scheduler did not disturb), taken in turns with samples of the peak, whose best
+// is the reference; medians are reported beside them.
 
-const SHAPES = [
-  { M: 128, K: 576, N: 576 },
-  { M: 128, K: 576, N: 1536 },
-  { M: 128, K: 1536, N: 576 },
-  { M: 128, K: 576, N: 49152 },
+const DIM = 576;
+const HIDDEN = 1536;
+const KV = 192;
+const VOCAB = 49152;
+const RANK = 8;
+/** Weights (out, in) of the model's linear layers and head. */
+const WEIGHTS = [
+  { name: 'q_proj, o_proj', out: DIM, in: DIM },
+  { name: 'k_proj, v_proj', out: KV, in: DIM },
+  { name: 'gate_proj, up_proj', out: HIDDEN, in: DIM },
+  { name: 'down_proj', out: DIM, in: HIDDEN },
+  { name: 'lm_head', out: VOCAB, in: DIM },
 ];
 
-const MIN_SECONDS = 0.3;
 const PEAK_FLOPS_PER_ITER = 96; // 12 f32x4 multiplies + 12 f32x4 adds (see wl_bench_peak)
+const PEAK_ITERS = 50000; // about 1 ms
+const SAMPLE_FLOPS = 1e8; // about 2 ms of GEMM per sample
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return s[s.length >> 1];
 }
 
-// Process CPU time in ms where the platform offers it (Node): on a shared machine it is less disturbed by other
-// processes than the wall clock, so it is reported beside it.
-const cpuNow = globalThis.process?.cpuUsage
-  ? () => {
-      const u = globalThis.process.cpuUsage();
-      return (u.user + u.system) / 1e3;
-    }
-  : null;
-
-// Run fn(reps) with reps grown until one run takes >= MIN_SECONDS, then return the median rates (work per
-// second by performance.now(), and by CPU time when available) of 3 such runs; work(reps) is one run's flops.
-function measure(fn, work) {
-  let reps = 1;
-  for (;;) {
-    const t0 = performance.now();
-    fn(reps);
-    const s = (performance.now() - t0) / 1e3;
-    if (s >= MIN_SECONDS) break;
-    reps = Math.max(reps + 1, Math.ceil(reps * Math.min(10, (1.2 * MIN_SECONDS) / Math.max(s, 1e-6))));
+/** The GEMMs of one LoRA step on n tokens, as (trans_a, trans_b, M, N, K, lda, ldb). */
+export function loraStepShapes(tokens) {
+  const cases = [];
+  for (const w of WEIGHTS) {
+    cases.push({ tokens, weight: w.name, op: 'forward Y = X W^T', ta: 0, tb: 1, M: tokens, N: w.out, K: w.in, lda: w.in, ldb: w.in });
   }
-  const wall = [];
-  const cpu = [];
-  for (let r = 0; r < 3; r++) {
-    const c0 = cpuNow ? cpuNow() : 0;
-    const t0 = performance.now();
-    fn(reps);
-    wall.push(work(reps) / ((performance.now() - t0) / 1e3));
-    if (cpuNow) cpu.push(work(reps) / ((cpuNow() - c0) / 1e3));
+  for (const w of WEIGHTS) {
+    cases.push({ tokens, weight: w.name, op: 'input gradient dX = dY W', ta: 0, tb: 0, M: tokens, N: w.in, K: w.out, lda: w.out, ldb: w.in });
   }
-  return { wall: median(wall), cpu: cpuNow ? median(cpu) : null };
-}
-
-function measurePeak(ex) {
-  // V8 first runs wasm in its baseline compiler (Liftoff) and switches a function to optimised code on a call
-  // after it has used up its tiering budget: spend that budget before timing.
-  for (let i = 0; i < 4; i++) ex.wl_bench_peak(200000);
-  return measure((reps) => ex.wl_bench_peak(reps * 1e6), (reps) => reps * 1e6 * PEAK_FLOPS_PER_ITER);
+  // LoRA on q and v: dB (out, r) += s dY^T (X A^T), dA (r, in) += (dY B)^T X.
+  for (const out of [DIM, KV]) {
+    cases.push({ tokens, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA dB = dY^T (X A^T)', ta: 1, tb: 0, M: out, N: RANK, K: tokens, lda: out, ldb: RANK });
+  }
+  cases.push({ tokens, weight: 'q_proj, v_proj', op: 'LoRA dA = (dY B)^T X', ta: 1, tb: 0, M: RANK, N: DIM, K: tokens, lda: RANK, ldb: DIM });
+  return cases;
 }
 
 /**
- * Measure GFLOPS of sgemm (through the default kernel table) for the model's four main shapes in the forward
- * (Y = X W^T) and backward (dX = dY W) orientations, one weight-gradient case (dW = dY^T X), and the f32x4
- * mul+add peak in the same run (before, between and after the GEMMs; the highest is reported, so ratios are
- * conservative when the clock moves). Rates come from performance.now() (median of 3 runs of >= 0.3 s each);
- * cpu_* fields repeat them by process CPU time under Node (null elsewhere).
- * @param {{exports: WebAssembly.Exports, memory: WebAssembly.Memory}} wasm
- * @returns {Promise<{peak_gflops: number, peak_samples_gflops: number[], cpu_peak_gflops: number|null,
- *   gemm: {M: number, K: number, N: number, orientation: string, trans_a: number, trans_b: number, gflops: number,
- *   ratio_to_peak: number, cpu_gflops: number|null, cpu_ratio_to_peak: number|null, max_rel_err: number}[]}>}
+ * GFLOPS of the default kernel table's GEMM for every LoRA-step shape at 128 and 512 tokens, and the peak.
+ * @param {{exports: any, memory: WebAssembly.Memory}} wasm a single-threaded core instance
+ * @param {{ samples?: number, log?: (s: string) => void }} [options]
  */
-export async function benchGemm(wasm) {
+export async function benchGemm(wasm, options = {}) {
   const ex = wasm.exports;
   const memory = wasm.memory || ex.memory;
   if (!ex.wl_bench_peak || !ex.wl_bench_sgemm || !ex.wl_malloc || !ex.wl_free_ptr) {
     throw new Error('benchGemm: the wasm module lacks wl_bench_peak, wl_bench_sgemm, wl_malloc or wl_free_ptr');
   }
-  const alloc = ex.wl_malloc;
-  const free = ex.wl_free_ptr;
-
-  const cases = [];
-  for (const s of SHAPES) {
-    // Forward: X (M, K) times W^T with W (N, K) row-major.
-    cases.push({ ...s, orientation: 'forward Y = X W^T', ta: 0, tb: 1, lda: s.K, ldb: s.K });
-  }
-  for (const s of SHAPES) {
-    // Backward data gradient: dY (M, K) times W (K, N) row-major.
-    cases.push({ ...s, orientation: 'backward dX = dY W', ta: 0, tb: 0, lda: s.K, ldb: s.N });
-  }
-  // Weight gradient of a 576 -> 1536 layer over 128 tokens: dW (1536, 576) = dY^T X, dY (128, 1536), X (128, 576).
-  cases.push({ M: 1536, K: 128, N: 576, orientation: 'weight grad dW = dY^T X', ta: 1, tb: 0,
-    lda: 1536, ldb: 576 });
-
-  // One set of buffers large enough for every case; views are made after all allocations (memory may grow).
+  const samples = options.samples ?? 24;
+  const cases = [...loraStepShapes(128), ...loraStepShapes(512)];
   const maxA = Math.max(...cases.map((c) => c.M * c.K));
   const maxB = Math.max(...cases.map((c) => c.K * c.N));
   const maxC = Math.max(...cases.map((c) => c.M * c.N));
-  const pA = alloc(maxA * 4) >>> 0;
-  const pB = alloc(maxB * 4) >>> 0;
-  const pC = alloc(maxC * 4) >>> 0;
-  if (!pA || !pB || !pC) throw new Error('benchGemm: out of wasm memory');
+  const pA = ex.wl_malloc(maxA * 4) >>> 0;
+  const pB = ex.wl_malloc(maxB * 4) >>> 0;
+  const pC = ex.wl_malloc(maxC * 4) >>> 0;
+  const pPack = ex.wl_malloc((maxB + 8 * 1536) * 4) >>> 0;
+  if (!pA || !pB || !pC || !pPack) throw new Error('benchGemm: out of wasm memory');
   const view = (p, n) => new Float32Array(memory.buffer, p, n);
   let seed = 12345;
   const rnd = () => {
@@ -107,16 +80,39 @@ export async function benchGemm(wasm) {
     for (let i = 0; i < n; i++) v[i] = rnd();
   }
 
-  const peaks = [measurePeak(ex)];
+  // V8 first runs wasm in its baseline compiler and switches to optimised code after a tiering budget: spend it.
+  for (let i = 0; i < 5; i++) ex.wl_bench_peak(PEAK_ITERS);
+  const peakMs = [];
+  const samplePeak = () => {
+    const t0 = performance.now();
+    ex.wl_bench_peak(PEAK_ITERS);
+    peakMs.push(performance.now() - t0);
+  };
   const results = [];
   for (const c of cases) {
-    if (c === cases[cases.length >> 1]) peaks.push(measurePeak(ex));
     const { M, N, K, ta, tb, lda, ldb } = c;
-    const run = (reps) => ex.wl_bench_sgemm(ta, tb, M, N, K, 1.0, pA, lda, pB, ldb, 0.0, pC, N, reps);
-    run(1);
-    run(1);
-    const rate = measure(run, (reps) => 2 * M * N * K * reps);
-    // Spot-check a few entries against a double-precision dot product, so a broken kernel cannot post a time.
+    const flops = 2 * M * N * K;
+    const reps = Math.max(1, Math.round(SAMPLE_FLOPS / flops));
+    const run = () => ex.wl_bench_sgemm(ta, tb, M, N, K, 1.0, pA, lda, pB, ldb, 0.0, pC, N, reps);
+    run();
+    // The LM head takes 150-600 ms a call: fewer samples there.
+    const n = flops > 2e9 ? Math.max(4, samples >> 3) : samples;
+    const ms = [];
+    const packMs = [];
+    const weightOperand = c.op.startsWith('forward') || c.op.startsWith('input');
+    const pack = () => ex.wl_bench_pack_b(tb, pB, ldb, N, K, pPack, reps);
+    for (let s = 0; s < n; s++) {
+      samplePeak();
+      let t0 = performance.now();
+      run();
+      ms.push(performance.now() - t0);
+      if (weightOperand) {
+        t0 = performance.now();
+        pack();
+        packMs.push(performance.now() - t0);
+      }
+    }
+    // Spot-check entries against a double-precision dot product, so a broken kernel cannot post a time.
     const A = view(pA, maxA), B = view(pB, maxB), C = view(pC, M * N);
     let maxRel = 0;
     for (let t = 0; t < 16; t++) {
@@ -130,30 +126,36 @@ export async function benchGemm(wasm) {
       }
       maxRel = Math.max(maxRel, Math.abs(C[i * N + j] - sum) / (mag + 1e-30));
     }
-    if (!(maxRel < 1e-4)) {
-      throw new Error(`benchGemm: ${M}x${K}->${N} ${c.orientation} is wrong (relative error ${maxRel})`);
-    }
-    results.push({ M, K, N, orientation: c.orientation, trans_a: ta, trans_b: tb, gflops: rate.wall / 1e9,
-      cpu_gflops: rate.cpu === null ? null : rate.cpu / 1e9, max_rel_err: maxRel });
+    if (!(maxRel < 1e-4)) throw new Error(`benchGemm: ${c.op} ${M}x${K}->${N} is wrong (relative error ${maxRel})`);
+    const best = Math.min(...ms);
+    results.push({ ...c, best: (reps * flops) / (best / 1e3), median: (reps * flops) / (median(ms) / 1e3), maxRel,
+      packShare: weightOperand ? Math.min(...packMs) / best : null });
+    options.log?.(`  ${c.tokens} tokens, ${c.weight}, ${c.op}: ${(results.at(-1).best / 1e9).toFixed(1)} GFLOPS`);
   }
-  peaks.push(measurePeak(ex));
-  free(pA);
-  free(pB);
-  free(pC);
+  ex.wl_free_ptr(pA);
+  ex.wl_free_ptr(pB);
+  ex.wl_free_ptr(pC);
+  ex.wl_free_ptr(pPack);
 
-  const round = (x, d) => (x === null ? null : +x.toFixed(d));
-  const peak = Math.max(...peaks.map((p) => p.wall)) / 1e9;
-  const cpuPeak = cpuNow ? Math.max(...peaks.map((p) => p.cpu)) / 1e9 : null;
-  for (const r of results) {
-    r.ratio_to_peak = round(r.gflops / peak, 3);
-    r.cpu_ratio_to_peak = cpuNow ? round(r.cpu_gflops / cpuPeak, 3) : null;
-    r.gflops = round(r.gflops, 2);
-    r.cpu_gflops = round(r.cpu_gflops, 2);
-  }
+  const perMs = (PEAK_ITERS * PEAK_FLOPS_PER_ITER) / 1e6;
+  const peak = perMs / Math.min(...peakMs);
+  const peakMedian = perMs / median(peakMs);
+  const round = (x, d) => +x.toFixed(d);
   return {
+    method: 'one thread; each rate is the best of many short samples (the median beside it), taken in turns with samples '
+      + 'of the f32x4 mul+add peak; ratio_to_peak = best GEMM rate / best peak rate',
     peak_gflops: round(peak, 2),
-    peak_samples_gflops: peaks.map((p) => round(p.wall / 1e9, 2)),
-    cpu_peak_gflops: round(cpuPeak, 2),
-    gemm: results,
+    peak_median_gflops: round(peakMedian, 2),
+    gemm: results.map((r) => ({
+      tokens: r.tokens, weight: r.weight, op: r.op, M: r.M, N: r.N, K: r.K, trans_a: r.ta, trans_b: r.tb,
+      gflops: round(r.best / 1e9, 2), ratio_to_peak: round(r.best / 1e9 / peak, 3),
+      median_gflops: round(r.median / 1e9, 2), median_ratio_to_peak: round(r.median / 1e9 / peakMedian, 3),
+      max_rel_err: r.maxRel,
+      ...(r.packShare === null ? {} : {
+        weight_packing_share: round(r.packShare, 3),
+        ratio_to_peak_if_prepacked: round(r.best / (1 - r.packShare) / 1e9 / peak, 3),
+      }),
+    })),
+    lowest_ratio_to_peak: round(Math.min(...results.map((r) => r.best / 1e9 / peak)), 3),
   };
 }

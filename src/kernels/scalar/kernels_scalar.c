@@ -3,29 +3,50 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "wl_model.h"
 
-static void sgemm_scalar(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                         const float *B, int ldb, float beta, float *C, int ldc) {
-    for (int i = 0; i < M; i++) {
-        float *c = C + (size_t)i * ldc;
-        if (beta == 0.0f) {
-            memset(c, 0, (size_t)N * sizeof(float));
-        } else if (beta != 1.0f) {
-            for (int j = 0; j < N; j++) c[j] *= beta;
-        }
-        for (int p = 0; p < K; p++) {
-            float a = trans_a ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
-            a *= alpha;
-            if (trans_b) {
-                for (int j = 0; j < N; j++) c[j] += a * B[(size_t)j * ldb + p];
-            } else {
-                const float *b = B + (size_t)p * ldb;
-                for (int j = 0; j < N; j++) c[j] += a * b[j];
+typedef struct gemm_rows {
+    int M, N, n_terms, ldc, pieces;
+    const wl_gemm_term *terms;
+    const float *add, *bias;
+    float *C;
+} gemm_rows;
+
+/* Rows of piece p: each row is summed on its own, term after term, k after k. */
+static void gemm_rows_task(void *ctx, int piece) {
+    const gemm_rows *g = ctx;
+    int i0, i1;
+    wl_split(g->M, g->pieces, piece, &i0, &i1);
+    for (int i = i0; i < i1; i++) {
+        float *c = g->C + (size_t)i * g->ldc;
+        if (!g->add) memset(c, 0, (size_t)g->N * sizeof(float));
+        else if (g->add != g->C) memcpy(c, g->add + (size_t)i * g->ldc, (size_t)g->N * sizeof(float));
+        for (int t = 0; t < g->n_terms; t++) {
+            const wl_gemm_term *tm = &g->terms[t];
+            for (int p = 0; p < tm->K; p++) {
+                float a = tm->trans_a ? tm->A[(size_t)p * tm->lda + i] : tm->A[(size_t)i * tm->lda + p];
+                a *= tm->alpha;
+                if (tm->trans_b) {
+                    for (int j = 0; j < g->N; j++) c[j] += a * tm->B[(size_t)j * tm->ldb + p];
+                } else {
+                    const float *b = tm->B + (size_t)p * tm->ldb;
+                    for (int j = 0; j < g->N; j++) c[j] += a * b[j];
+                }
             }
         }
+        if (g->bias)
+            for (int j = 0; j < g->N; j++) c[j] += g->bias[j];
     }
+}
+
+static void gemm_scalar(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
+                        float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    gemm_rows g = {M, N, n_terms, ldc, 1, terms, add, bias, C};
+    g.pieces = wl_parallel_pieces(M, 1);
+    wl_parallel_for(g.pieces, gemm_rows_task, &g);
 }
 
 static void rmsnorm_forward_scalar(float *out, float *rstd, const float *x, const float *w, int N, int C,
@@ -241,7 +262,7 @@ static float dot_scalar(const float *x, const float *y, size_t n) {
 
 const wl_kernels wl_kernels_scalar = {
     .name = "scalar",
-    .sgemm = sgemm_scalar,
+    .gemm = gemm_scalar,
     .rmsnorm_forward = rmsnorm_forward_scalar,
     .rmsnorm_backward = rmsnorm_backward_scalar,
     .layernorm_forward = layernorm_forward_scalar,

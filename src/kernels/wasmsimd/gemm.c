@@ -1,0 +1,667 @@
+/* gemm.c: the wasm SIMD GEMM: C = add + sum of terms alpha op(A) op(B) + bias, blocked and packed after BLIS
+ * (k blocks, row blocks of packed A slivers, packed B micro-panels, a register tile) and spread over the thread
+ * pool. Natively it compiles through SIMDe, so the C tests check this exact code.
+ *
+ * Micro-kernel: op(A) is read as slivers of WL_MR = 5 rows ([k][5], each value one load32_splat) and op(B) as
+ * micro-panels of WL_NR = 8 columns ([k][8], two vector loads per k): a 5x8 tile of 10 accumulators + 2 B vectors
+ * + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 (Node 20, x64) runs its loop in 35
+ * instructions per k step for 20 multiplies and adds: 7 loads, 2 pointer updates, 2 index zero-extensions, a stack
+ * check and the loop test. On this machine's Zen 4 that is dispatch-bound at about 5.8 cycles for 5 cycles of
+ * arithmetic: the kernel alone, on data in L1, runs at 82-83% of the f32x4 mul+add peak (the peak loop of
+ * src/wasm/bench.c, which is arithmetic-bound), and that is the ceiling of every GEMM built on it. Variants that
+ * would cut the overhead were measured and rejected: unrolling k, in C or in hand-written wasm, lets V8 schedule
+ * each accumulator's adds of the unrolled steps together, which keeps 4 B vectors live and spills; a 6x8 tile
+ * spills; V8 folds no load into a SIMD multiply; the x86 "splat from a loaded vector" form needs 5 more registers.
+ *
+ * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by the shape alone); row
+ * blocks of at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the
+ * parallel tasks), each packing WL_NB columns of B at a time into its own scratch; micro-panels (a kc x 8 panel
+ * stays in L1 while every sliver of the row block streams past it from L2); slivers. Packing B costs 1-12% of a
+ * GEMM (most on the LM head, whose weight comes from DRAM, and at 128 tokens); `npm run bench` reports it per shape,
+ * as the most pre-packing the weights at load time could save, against doubling their memory. Each element of C
+ * is summed over k in the same order whatever the threads, and tiles at the edges go through the same
+ * micro-kernel: results are bit-identical for any thread count.
+ *
+ * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. A thin
+ * C (N <= 16, the gradients of LoRA factors) is split over rows instead, and reads a transposed A in place
+ * (no packing: with 8 columns a packed copy would cost as much as the product). A short, wide C (M <= 9) is
+ * computed as its transpose so that form applies.
+ *
+ * New weight formats (8-bit, 4-bit) plug in at pack_b: the micro-kernel only ever sees f32 panels. */
+#include <stdint.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "core/parallel.h"
+#include "kernels/kernels.h"
+#include "kernels/wasmsimd/simd.h"
+
+#define WL_MR 5
+#define WL_NR 8
+#define WL_KC 512     /* longest k block: a B micro-panel (KC x 8 floats, 16 KB) stays in L1 */
+#define WL_MC 510     /* rows per packed A block (multiple of WL_MR): 512 tokens in one block, B packed once */
+#define WL_KC_STRIDED 64 /* k block of a transposed A read in place: the kc rows it strides over stay in L1 */
+#define WL_NB 96      /* B columns packed at a time: KC x NB floats = 192 KB, in L2 beside the A block */
+#define WL_MAX_TERMS 4
+#define WL_GEMV_NCH 1024
+#define WL_GEMV_KMAX 8192
+
+/* Per-thread scratch: the B chunk, then the A block of the serial path (or of a row piece). */
+#define WL_BPACK_FLOATS ((size_t)WL_KC * WL_NB)
+_Static_assert(WL_BPACK_FLOATS + (size_t)(WL_MC + WL_MR) * WL_KC <= WL_SCRATCH_FLOATS, "GEMM scratch");
+_Static_assert((size_t)(WL_MC + WL_MR) * WL_KC <= WL_SHARED_SCRATCH_FLOATS, "GEMM shared scratch");
+_Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_FLOATS, "GEMV scratch");
+
+/* Unrolling the k loop raises the live vectors past what V8 keeps in registers (see the top of the file). */
+#if defined(__clang__)
+#define WL_NO_UNROLL _Pragma("clang loop unroll(disable)")
+#else
+#define WL_NO_UNROLL
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Micro-kernel. */
+
+/* C tile (5 x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
+ * a + k * as. The two instances below are kept out of line: inlined into the blocking loops (one big function for
+ * V8's register allocator) the whole GEMM ran about 1.4x slower. `node --print-wasm-code` shows the packed one's
+ * loop in xmm0-xmm14 with no stack access, the strided one's with one (its stride). */
+static inline __attribute__((always_inline)) void ukernel_5x8(int kc, const float *restrict a, size_t as,
+                                                               const float *restrict b, float *restrict c, int ldc,
+                                                               float alpha, int acc) {
+    vf c00 = vsplat(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+       c40 = c00, c41 = c00;
+    /* Ending on the panel pointer instead of a counter saves V8 an add per step (35 instructions, not 36). */
+    const float *b_end = b + (size_t)kc * WL_NR;
+    WL_NO_UNROLL
+    while (b != b_end) {
+        vf b0 = vld(b), b1 = vld(b + 4);
+        vf av = wasm_v128_load32_splat(a);
+        c00 = vadd(c00, vmul(av, b0));
+        c01 = vadd(c01, vmul(av, b1));
+        av = wasm_v128_load32_splat(a + 1);
+        c10 = vadd(c10, vmul(av, b0));
+        c11 = vadd(c11, vmul(av, b1));
+        av = wasm_v128_load32_splat(a + 2);
+        c20 = vadd(c20, vmul(av, b0));
+        c21 = vadd(c21, vmul(av, b1));
+        av = wasm_v128_load32_splat(a + 3);
+        c30 = vadd(c30, vmul(av, b0));
+        c31 = vadd(c31, vmul(av, b1));
+        av = wasm_v128_load32_splat(a + 4);
+        c40 = vadd(c40, vmul(av, b0));
+        c41 = vadd(c41, vmul(av, b1));
+        a += as;
+        b += WL_NR;
+    }
+    const vf va = vsplat(alpha);
+    float *c0 = c, *c1 = c + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc, *c4 = c3 + ldc;
+    if (acc) {
+        vst(c0, vadd(vld(c0), vmul(va, c00)));
+        vst(c0 + 4, vadd(vld(c0 + 4), vmul(va, c01)));
+        vst(c1, vadd(vld(c1), vmul(va, c10)));
+        vst(c1 + 4, vadd(vld(c1 + 4), vmul(va, c11)));
+        vst(c2, vadd(vld(c2), vmul(va, c20)));
+        vst(c2 + 4, vadd(vld(c2 + 4), vmul(va, c21)));
+        vst(c3, vadd(vld(c3), vmul(va, c30)));
+        vst(c3 + 4, vadd(vld(c3 + 4), vmul(va, c31)));
+        vst(c4, vadd(vld(c4), vmul(va, c40)));
+        vst(c4 + 4, vadd(vld(c4 + 4), vmul(va, c41)));
+    } else {
+        vst(c0, vmul(va, c00));
+        vst(c0 + 4, vmul(va, c01));
+        vst(c1, vmul(va, c10));
+        vst(c1 + 4, vmul(va, c11));
+        vst(c2, vmul(va, c20));
+        vst(c2 + 4, vmul(va, c21));
+        vst(c3, vmul(va, c30));
+        vst(c3 + 4, vmul(va, c31));
+        vst(c4, vmul(va, c40));
+        vst(c4 + 4, vmul(va, c41));
+    }
+}
+
+/* A packed into [k][5] slivers. */
+static __attribute__((noinline)) void ukernel_packed(int kc, const float *restrict a, const float *restrict b,
+                                                     float *restrict c, int ldc, float alpha, int acc) {
+    ukernel_5x8(kc, a, WL_MR, b, c, ldc, alpha, acc);
+}
+
+/* A read in place from a transposed operand: row values of step k at a + k * lda. */
+static __attribute__((noinline)) void ukernel_strided(int kc, const float *restrict a, size_t lda,
+                                                      const float *restrict b, float *restrict c, int ldc, float alpha,
+                                                      int acc) {
+    ukernel_5x8(kc, a, lda, b, c, ldc, alpha, acc);
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Packing. */
+
+/* 4x4 transpose: rows r0..r3 in, columns out. */
+static inline void transpose4(vf r0, vf r1, vf r2, vf r3, vf *o0, vf *o1, vf *o2, vf *o3) {
+    vf t0 = wasm_i32x4_shuffle(r0, r1, 0, 4, 1, 5);
+    vf t1 = wasm_i32x4_shuffle(r0, r1, 2, 6, 3, 7);
+    vf t2 = wasm_i32x4_shuffle(r2, r3, 0, 4, 1, 5);
+    vf t3 = wasm_i32x4_shuffle(r2, r3, 2, 6, 3, 7);
+    *o0 = wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5);
+    *o1 = wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7);
+    *o2 = wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5);
+    *o3 = wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7);
+}
+
+/* Pack rows [i0, i0 + mc) and k range [p0, p0 + kc) of op(A) into slivers of WL_MR rows, [k][MR] each;
+ * rows past mc are zero. Full slivers move 4 of their 5 rows as vectors (a vector store of rows 0..3 at
+ * dst + 5k, then row 4 as a scalar after it). */
+static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc, float *restrict pa) {
+    for (int s = 0; s < mc; s += WL_MR) {
+        int mr = mc - s < WL_MR ? mc - s : WL_MR;
+        float *dst = pa + (size_t)s * kc;
+        int k = 0;
+        if (!trans_a) {
+            const float *src = A + (size_t)(i0 + s) * lda + p0;
+            if (mr == WL_MR) {
+                const float *s0 = src, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda, *s4 = s3 + lda;
+                for (; k + 4 <= kc; k += 4) {
+                    vf c0, c1, c2, c3;
+                    transpose4(vld(s0 + k), vld(s1 + k), vld(s2 + k), vld(s3 + k), &c0, &c1, &c2, &c3);
+                    float *d = dst + (size_t)k * WL_MR;
+                    vst(d, c0);
+                    d[4] = s4[k];
+                    vst(d + 5, c1);
+                    d[9] = s4[k + 1];
+                    vst(d + 10, c2);
+                    d[14] = s4[k + 2];
+                    vst(d + 15, c3);
+                    d[19] = s4[k + 3];
+                }
+            }
+            for (; k < kc; k++) {
+                for (int r = 0; r < mr; r++) dst[(size_t)k * WL_MR + r] = src[(size_t)r * lda + k];
+                for (int r = mr; r < WL_MR; r++) dst[(size_t)k * WL_MR + r] = 0.0f;
+            }
+        } else {
+            /* A is (K, M): the MR values of one k are contiguous. */
+            const float *src = A + (size_t)p0 * lda + i0 + s;
+            if (mr == WL_MR) {
+                for (; k < kc; k++) {
+                    const float *row = src + (size_t)k * lda;
+                    float *d = dst + (size_t)k * WL_MR;
+                    vst(d, vld(row));
+                    d[4] = row[4];
+                }
+            }
+            for (; k < kc; k++) {
+                const float *row = src + (size_t)k * lda;
+                for (int r = 0; r < mr; r++) dst[(size_t)k * WL_MR + r] = row[r];
+                for (int r = mr; r < WL_MR; r++) dst[(size_t)k * WL_MR + r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Pack columns [j0, j0 + nb) and k range [p0, p0 + kc) of op(B) into nb / 8 micro-panels ([k][8] each, the
+ * panel of columns jr..jr+7 at pb + jr * kc); columns past nb are zero (kept finite: the kernel multiplies them
+ * before the edge copy drops them). */
+static void pack_b(int trans_b, const float *B, int ldb, int j0, int nb, int p0, int kc, float *restrict pb) {
+    int nfull = nb & ~(WL_NR - 1);
+    if (!trans_b) {
+        /* B is (K, N): read each row piece once, front to back, and deal it out to the panels. */
+        for (int k = 0; k < kc; k++) {
+            const float *row = B + (size_t)(p0 + k) * ldb + j0;
+            float *d = pb + (size_t)k * WL_NR;
+            for (int j = 0; j < nfull; j += WL_NR) {
+                vst(d + (size_t)j * kc, vld(row + j));
+                vst(d + (size_t)j * kc + 4, vld(row + j + 4));
+            }
+            if (nfull < nb) {
+                float *dt = d + (size_t)nfull * kc;
+                for (int j = 0; j < WL_NR; j++) dt[j] = nfull + j < nb ? row[nfull + j] : 0.0f;
+            }
+        }
+        return;
+    }
+    /* B is (N, K): column j of op(B) is row j0 + j of B, contiguous in k; transpose 4x4 blocks. */
+    for (int jr = 0; jr < nb; jr += WL_NR) {
+        const float *src = B + (size_t)(j0 + jr) * ldb + p0;
+        float *panel = pb + (size_t)jr * kc;
+        int k = 0;
+        if (jr < nfull) {
+            for (; k + 4 <= kc; k += 4) {
+                for (int h = 0; h < 2; h++) {
+                    const float *r = src + (size_t)(4 * h) * ldb + k;
+                    vf c0, c1, c2, c3;
+                    transpose4(vld(r), vld(r + ldb), vld(r + 2 * (size_t)ldb), vld(r + 3 * (size_t)ldb), &c0, &c1,
+                               &c2, &c3);
+                    float *d = panel + (size_t)k * WL_NR + 4 * h;
+                    vst(d, c0);
+                    vst(d + WL_NR, c1);
+                    vst(d + 2 * WL_NR, c2);
+                    vst(d + 3 * WL_NR, c3);
+                }
+            }
+        }
+        int nr = nb - jr < WL_NR ? nb - jr : WL_NR;
+        for (; k < kc; k++) {
+            for (int j = 0; j < nr; j++) panel[(size_t)k * WL_NR + j] = src[(size_t)j * ldb + k];
+            for (int j = nr; j < WL_NR; j++) panel[(size_t)k * WL_NR + j] = 0.0f;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * GEMV: M <= 3 rows (decoding). */
+
+/* C (m <= 3 rows, nc <= WL_GEMV_NCH columns) = alpha * op(A) B (+ C), B (K, nc) row-major: each k adds a_ik * B[k, :]
+ * into accumulators held in L1, so the weight streams through once in row order. a(i, k) is A[i * sai + k * sak]
+ * (covers both trans_a). m is a constant at each call site so the row loops unroll. */
+static inline __attribute__((always_inline)) void gemv_rows_nn(int m, int nc, int K, float alpha, const float *A,
+                                                                size_t sai, size_t sak, const float *B, int ldb,
+                                                                int beta_one, float *C, int ldc, float *acc) {
+    int nv = nc & ~3;
+    memset(acc, 0, sizeof(float) * 3 * WL_GEMV_NCH);
+    int k = 0;
+    for (; k + 2 <= K; k += 2) {
+        const float *b0 = B + (size_t)k * ldb, *b1 = b0 + ldb;
+        vf a0[3], a1[3];
+        for (int i = 0; i < m; i++) {
+            a0[i] = vsplat(A[i * sai + (size_t)k * sak]);
+            a1[i] = vsplat(A[i * sai + (size_t)(k + 1) * sak]);
+        }
+        for (int j = 0; j < nv; j += 4) {
+            vf x0 = vld(b0 + j), x1 = vld(b1 + j);
+            for (int i = 0; i < m; i++) {
+                float *ai = acc + i * WL_GEMV_NCH + j;
+                vst(ai, vadd(vld(ai), vadd(vmul(a0[i], x0), vmul(a1[i], x1))));
+            }
+        }
+        for (int j = nv; j < nc; j++) {
+            for (int i = 0; i < m; i++) {
+                acc[i * WL_GEMV_NCH + j] +=
+                    wasm_f32x4_extract_lane(a0[i], 0) * b0[j] + wasm_f32x4_extract_lane(a1[i], 0) * b1[j];
+            }
+        }
+    }
+    for (; k < K; k++) {
+        const float *b0 = B + (size_t)k * ldb;
+        for (int i = 0; i < m; i++) {
+            float a = A[i * sai + (size_t)k * sak];
+            vf av = vsplat(a);
+            float *ai = acc + i * WL_GEMV_NCH;
+            for (int j = 0; j < nv; j += 4) vst(ai + j, vadd(vld(ai + j), vmul(av, vld(b0 + j))));
+            for (int j = nv; j < nc; j++) ai[j] += a * b0[j];
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        float *c = C + (size_t)i * ldc;
+        const float *ai = acc + i * WL_GEMV_NCH;
+        for (int j = 0; j < nc; j++) c[j] = beta_one ? c[j] + alpha * ai[j] : alpha * ai[j];
+    }
+}
+
+/* C (m <= 3 rows) = alpha * X B^T (+ C) with X rows contiguous in k and B (N, K): dot products of each X row
+ * with jb rows of B at a time, sharing the loads. m and jb are constants at each call site. */
+static inline __attribute__((always_inline)) void gemv_rows_nt_block(int m, int jb, int K, float alpha,
+                                                                      const float *X, size_t ldx, const float *B,
+                                                                      int ldb, int beta_one, float *C, int ldc) {
+    vf acc[3][4];
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < jb; j++) acc[i][j] = vsplat(0.0f);
+    int k = 0;
+    for (; k + 4 <= K; k += 4) {
+        vf x[3];
+        for (int i = 0; i < m; i++) x[i] = vld(X + i * ldx + k);
+        for (int j = 0; j < jb; j++) {
+            vf w = vld(B + (size_t)j * ldb + k);
+            for (int i = 0; i < m; i++) acc[i][j] = vadd(acc[i][j], vmul(x[i], w));
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < jb; j++) {
+            float s = vhsum(acc[i][j]);
+            for (int kk = k; kk < K; kk++) s += X[i * ldx + kk] * B[(size_t)j * ldb + kk];
+            float *c = C + (size_t)i * ldc + j;
+            *c = beta_one ? *c + alpha * s : alpha * s;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void gemv_rows_nt(int m, int jb, int N, int K, float alpha,
+                                                                const float *X, size_t ldx, const float *B,
+                                                                int ldb, int beta_one, float *C, int ldc) {
+    int j = 0;
+    for (; j + jb <= N; j += jb)
+        gemv_rows_nt_block(m, jb, K, alpha, X, ldx, B + (size_t)j * ldb, ldb, beta_one, C + j, ldc);
+    for (; j < N; j++) gemv_rows_nt_block(m, 1, K, alpha, X, ldx, B + (size_t)j * ldb, ldb, beta_one, C + j, ldc);
+}
+
+/* Columns [j0, j0 + nc) of one term added to (beta_one) or written into C, for M <= 3 rows. */
+static void gemv_term(const wl_gemm_term *t, int M, int j0, int nc, int beta_one, float *C, int ldc) {
+    float *scratch = wl_thread_scratch();
+    if (!t->trans_b) {
+        size_t sai = t->trans_a ? 1 : (size_t)t->lda, sak = t->trans_a ? (size_t)t->lda : 1;
+        for (int n0 = 0; n0 < nc; n0 += WL_GEMV_NCH) {
+            int n = nc - n0 < WL_GEMV_NCH ? nc - n0 : WL_GEMV_NCH;
+            const float *B = t->B + j0 + n0;
+            float *c = C + j0 + n0;
+            if (M == 1) gemv_rows_nn(1, n, t->K, t->alpha, t->A, sai, sak, B, t->ldb, beta_one, c, ldc, scratch);
+            else if (M == 2) gemv_rows_nn(2, n, t->K, t->alpha, t->A, sai, sak, B, t->ldb, beta_one, c, ldc, scratch);
+            else gemv_rows_nn(3, n, t->K, t->alpha, t->A, sai, sak, B, t->ldb, beta_one, c, ldc, scratch);
+        }
+        return;
+    }
+    const float *X = t->A;
+    size_t ldx = (size_t)t->lda;
+    if (t->trans_a) {
+        /* A is (K, M): gather the few rows of op(A) so the dot products read contiguous k. */
+        float *g = scratch + 3 * WL_GEMV_NCH;
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < t->K; k++) g[(size_t)i * t->K + k] = t->A[(size_t)k * t->lda + i];
+        X = g;
+        ldx = (size_t)t->K;
+    }
+    const float *B = t->B + (size_t)j0 * t->ldb;
+    float *c = C + j0;
+    if (M == 1) gemv_rows_nt(1, 4, nc, t->K, t->alpha, X, ldx, B, t->ldb, beta_one, c, ldc);
+    else if (M == 2) gemv_rows_nt(2, 4, nc, t->K, t->alpha, X, ldx, B, t->ldb, beta_one, c, ldc);
+    else gemv_rows_nt(3, 3, nc, t->K, t->alpha, X, ldx, B, t->ldb, beta_one, c, ldc);
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * The driver. */
+
+/* How a pass writes C: the first pass starts from add (or nothing), later ones accumulate. */
+enum { WRITE_OVER = 0, WRITE_ACC = 1, WRITE_FROM = 2 };
+
+typedef struct gemm_job {
+    int M, N, ldc;
+    float *C;
+    const float *add, *bias;
+    int trans_c;           /* computing C^T: tile (i, j) goes to C[j][i] */
+    /* the current pass: one k block of one term, over one row block */
+    const wl_gemm_term *t;
+    int p0, kc;
+    int mode;              /* WRITE_* */
+    int with_bias;         /* last pass: add the bias */
+    int i0, mc;            /* row block */
+    const float *apack;    /* packed A of the row block (NULL: each piece packs or reads in place) */
+    const float *bpack;    /* packed B of the whole pass (row pieces) */
+    int pieces;
+    /* GEMV */
+    const wl_gemm_term *terms;
+    int n_terms;
+} gemm_job;
+
+/* Write a tile (mr x nr, alpha applied, row stride WL_NR) to C at (i, j), by the pass's mode. */
+static void store_tile(const gemm_job *g, int i, int j, const float *tile, int mr, int nr) {
+    if (g->trans_c) {
+        for (int r = 0; r < mr; r++) {
+            for (int q = 0; q < nr; q++) {
+                float *c = g->C + (size_t)(j + q) * g->ldc + i + r;
+                *c = g->mode == WRITE_ACC ? *c + tile[r * WL_NR + q] : tile[r * WL_NR + q];
+            }
+        }
+        return;
+    }
+    for (int r = 0; r < mr; r++) {
+        float *c = g->C + (size_t)(i + r) * g->ldc + j;
+        const float *t = tile + r * WL_NR;
+        const float *base = g->mode == WRITE_ACC    ? c
+                            : g->mode == WRITE_FROM ? g->add + (size_t)(i + r) * g->ldc + j
+                                                    : NULL;
+        const float *bias = g->with_bias ? g->bias + j : NULL;
+        if (nr == WL_NR) {
+            vf v0 = vld(t), v1 = vld(t + 4);
+            if (base) {
+                v0 = vadd(vld(base), v0);
+                v1 = vadd(vld(base + 4), v1);
+            }
+            if (bias) {
+                v0 = vadd(v0, vld(bias));
+                v1 = vadd(v1, vld(bias + 4));
+            }
+            vst(c, v0);
+            vst(c + 4, v1);
+        } else {
+            for (int q = 0; q < nr; q++) {
+                float v = base ? base[q] + t[q] : t[q];
+                c[q] = bias ? v + bias[q] : v;
+            }
+        }
+    }
+}
+
+/* One tile: the micro-kernel straight into C when the tile is whole and the mode allows, else through a tile. */
+static void run_tile(const gemm_job *g, int i, int j, int mr, int nr, const float *a, size_t as, const float *b) {
+    const int direct = mr == WL_MR && nr == WL_NR && !g->trans_c && !g->with_bias && g->mode != WRITE_FROM;
+    if (direct) {
+        float *c = g->C + (size_t)i * g->ldc + j;
+        if (as == WL_MR) ukernel_packed(g->kc, a, b, c, g->ldc, g->t->alpha, g->mode == WRITE_ACC);
+        else ukernel_strided(g->kc, a, as, b, c, g->ldc, g->t->alpha, g->mode == WRITE_ACC);
+        return;
+    }
+    float tile[WL_MR * WL_NR];
+    if (as == WL_MR) ukernel_packed(g->kc, a, b, tile, WL_NR, g->t->alpha, 0);
+    else ukernel_strided(g->kc, a, as, b, tile, WL_NR, g->t->alpha, 0);
+    store_tile(g, i, j, tile, mr, nr);
+}
+
+/* Rows [r0, r1) of the row block (multiples of WL_MR from its start) against columns [j0, j1) of packed B
+ * panels starting at pb (panel of column j at pb + (j - j0) * kc). A comes packed (the sliver of row r at
+ * pa + (r - r0) * kc) or, when pa is NULL, straight from the transposed operand (a partial last sliver is packed
+ * into pack_tail). */
+static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const float *pa, const float *pb,
+                      float *pack_tail) {
+    const wl_gemm_term *t = g->t;
+    for (int jr = j0; jr < j1; jr += WL_NR) {
+        int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
+        const float *b = pb + (size_t)(jr - j0) * g->kc;
+        for (int r = r0; r < r1; r += WL_MR) {
+            int mr = r1 - r < WL_MR ? r1 - r : WL_MR;
+            int i = g->i0 + r;
+            if (pa) {
+                run_tile(g, i, jr, mr, nr, pa + (size_t)(r - r0) * g->kc, WL_MR, b);
+            } else if (mr == WL_MR) {
+                run_tile(g, i, jr, mr, nr, t->A + (size_t)g->p0 * t->lda + i, (size_t)t->lda, b);
+            } else {
+                /* The last, partial sliver would read past the rows: pack it (zero padded). */
+                pack_a(1, t->A, t->lda, i, mr, g->p0, g->kc, pack_tail);
+                run_tile(g, i, jr, mr, nr, pack_tail, WL_MR, b);
+            }
+        }
+    }
+}
+
+/* Task: pack slivers [piece] of the row block into the shared A block. */
+static void task_pack_a(void *ctx, int piece) {
+    const gemm_job *g = ctx;
+    int slivers = (g->mc + WL_MR - 1) / WL_MR, s0, s1;
+    wl_split(slivers, g->pieces, piece, &s0, &s1);
+    int r0 = s0 * WL_MR, r1 = s1 * WL_MR < g->mc ? s1 * WL_MR : g->mc;
+    float *dst = (float *)g->apack + (size_t)r0 * g->kc;
+    if (r1 > r0) pack_a(g->t->trans_a, g->t->A, g->t->lda, g->i0 + r0, r1 - r0, g->p0, g->kc, dst);
+}
+
+/* Task: columns [piece] (whole panels) of the pass, against the packed A block. */
+static void task_columns(void *ctx, int piece) {
+    const gemm_job *g = ctx;
+    int panels = (g->N + WL_NR - 1) / WL_NR, q0, q1;
+    wl_split(panels, g->pieces, piece, &q0, &q1);
+    int j1 = q1 * WL_NR < g->N ? q1 * WL_NR : g->N;
+    float *bpack = wl_thread_scratch();
+    for (int jb = q0 * WL_NR; jb < j1; jb += WL_NB) {
+        int nb = j1 - jb < WL_NB ? j1 - jb : WL_NB;
+        pack_b(g->t->trans_b, g->t->B, g->t->ldb, jb, nb, g->p0, g->kc, bpack);
+        run_block(g, 0, g->mc, jb, jb + nb, g->apack, bpack, NULL);
+    }
+}
+
+/* Task: rows [piece] (whole slivers) of the pass, against the packed B of every column. */
+static void task_rows(void *ctx, int piece) {
+    const gemm_job *g = ctx;
+    int slivers = (g->mc + WL_MR - 1) / WL_MR, s0, s1;
+    wl_split(slivers, g->pieces, piece, &s0, &s1);
+    int r0 = s0 * WL_MR, r1 = s1 * WL_MR < g->mc ? s1 * WL_MR : g->mc;
+    if (r1 <= r0) return;
+    float *scratch = wl_thread_scratch() + WL_BPACK_FLOATS;
+    const float *pa = NULL;
+    if (!g->t->trans_a) {
+        pack_a(0, g->t->A, g->t->lda, g->i0 + r0, r1 - r0, g->p0, g->kc, scratch);
+        pa = scratch;
+    }
+    run_block(g, r0, r1, 0, g->N, pa, g->bpack, scratch);
+}
+
+/* Task: columns [piece] of every term, M <= 3 rows. */
+static void task_gemv(void *ctx, int piece) {
+    const gemm_job *g = ctx;
+    int panels = (g->N + WL_NR - 1) / WL_NR, q0, q1;
+    wl_split(panels, g->pieces, piece, &q0, &q1);
+    int j0 = q0 * WL_NR, j1 = q1 * WL_NR < g->N ? q1 * WL_NR : g->N;
+    if (j1 <= j0) return;
+    int written = g->add == g->C;
+    if (g->add && g->add != g->C) {
+        for (int i = 0; i < g->M; i++)
+            memcpy(g->C + (size_t)i * g->ldc + j0, g->add + (size_t)i * g->ldc + j0, (size_t)(j1 - j0) * sizeof(float));
+        written = 1;
+    }
+    for (int t = 0; t < g->n_terms; t++) {
+        if (g->terms[t].K == 0) continue;
+        gemv_term(&g->terms[t], g->M, j0, j1 - j0, written, g->C, g->ldc);
+        written = 1;
+    }
+    for (int i = 0; i < g->M; i++) {
+        float *c = g->C + (size_t)i * g->ldc + j0;
+        if (!written) memset(c, 0, (size_t)(j1 - j0) * sizeof(float));
+        if (g->bias)
+            for (int j = j0; j < j1; j++) c[j - j0] += g->bias[j];
+    }
+}
+
+/* Column pieces of whole panels with enough work each (about 256k multiply-adds). */
+static int column_pieces(int M, int N, int K) {
+    long long per_panel = (long long)M * K * WL_NR;
+    int grain = (int)(262144 / (per_panel + 1)) + 1;
+    return wl_parallel_pieces((N + WL_NR - 1) / WL_NR, grain);
+}
+
+/* One pass (term t, k block [p0, p0 + kc)) over all rows. */
+static void run_pass(gemm_job *g) {
+    const int width = wl_parallel_width();
+    const int nmb = (g->M + WL_MC - 1) / WL_MC;
+    const int mcb = ((g->M + nmb - 1) / nmb + WL_MR - 1) / WL_MR * WL_MR; /* equal row blocks, whole slivers */
+    /* A thin C is split over rows (with A read in place when it is transposed); otherwise over columns. */
+    const int thin = g->N <= 2 * WL_NR;
+    for (g->i0 = 0; g->i0 < g->M; g->i0 += mcb) {
+        g->mc = g->M - g->i0 < mcb ? g->M - g->i0 : mcb;
+        if (thin) {
+            float *bpack = width > 1 ? wl_shared_scratch() : wl_thread_scratch();
+            pack_b(g->t->trans_b, g->t->B, g->t->ldb, 0, g->N, g->p0, g->kc, bpack);
+            g->bpack = bpack;
+            g->pieces = wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 2);
+            wl_parallel_for(g->pieces, task_rows, g);
+            continue;
+        }
+        float *apack = width > 1 ? wl_shared_scratch() : wl_thread_scratch() + WL_BPACK_FLOATS;
+        g->apack = apack;
+        /* Packing A is split too, unless the block is too small to split its columns. */
+        int columns = column_pieces(g->mc, g->N, g->kc);
+        g->pieces = columns > 1 ? wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4) : 1;
+        wl_parallel_for(g->pieces, task_pack_a, g);
+        g->pieces = columns;
+        wl_parallel_for(g->pieces, task_columns, g);
+    }
+}
+
+/* C, or C^T for a swapped problem, when no term has work: add (or 0) plus bias. */
+static void fill(const gemm_job *g) {
+    for (int i = 0; i < g->M; i++) {
+        float *c = g->C + (size_t)i * g->ldc;
+        if (!g->add) memset(c, 0, (size_t)g->N * sizeof(float));
+        else if (g->add != g->C) memcpy(c, g->add + (size_t)i * g->ldc, (size_t)g->N * sizeof(float));
+        if (g->bias)
+            for (int j = 0; j < g->N; j++) c[j] += g->bias[j];
+    }
+}
+
+void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
+                      float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    WL_ASSERT(n_terms >= 0 && n_terms <= WL_MAX_TERMS);
+    gemm_job g;
+    memset(&g, 0, sizeof g);
+    g.M = M;
+    g.N = N;
+    g.C = C;
+    g.ldc = ldc;
+    g.add = add;
+    g.bias = bias;
+    int work = 0, gemv = M <= 3;
+    for (int t = 0; t < n_terms; t++) {
+        work |= terms[t].K > 0;
+        if (terms[t].K > 0 && terms[t].trans_a && terms[t].K > WL_GEMV_KMAX) gemv = 0;
+    }
+    if (!work) {
+        fill(&g);
+        return;
+    }
+    if (gemv) {
+        g.terms = terms;
+        g.n_terms = n_terms;
+        g.pieces = wl_parallel_pieces((N + WL_NR - 1) / WL_NR, 8);
+        wl_parallel_for(g.pieces, task_gemv, &g);
+        return;
+    }
+    /* A short, wide C is computed as C^T = op(B)^T op(A)^T, which the thin form handles well. */
+    wl_gemm_term swapped[WL_MAX_TERMS];
+    if (M <= 2 * WL_MR - 1 && N >= 8 * WL_NR && !bias && (!add || add == C)) {
+        for (int t = 0; t < n_terms; t++) {
+            const wl_gemm_term *s = &terms[t];
+            swapped[t] = (wl_gemm_term){s->B, s->A, s->ldb, s->lda, s->K, !s->trans_b, !s->trans_a, s->alpha};
+        }
+        terms = swapped;
+        g.M = N;
+        g.N = M;
+        g.trans_c = 1;
+    }
+    /* Equal k blocks of at most WL_KC, decided by the shape alone; shorter when the thin form reads a transposed
+     * A in place, so the rows it strides over stay in L1. */
+    int last = -1, last_p0 = 0;
+    for (int t = 0; t < n_terms; t++) {
+        if (terms[t].K == 0) continue;
+        int kmax = g.N <= 2 * WL_NR && terms[t].trans_a ? WL_KC_STRIDED : WL_KC;
+        int nkb = (terms[t].K + kmax - 1) / kmax;
+        int kcb = (terms[t].K + nkb - 1) / nkb;
+        last = t;
+        last_p0 = (nkb - 1) * kcb;
+    }
+    int first = 1;
+    for (int t = 0; t < n_terms; t++) {
+        const int K = terms[t].K;
+        if (K == 0) continue;
+        const int kmax = g.N <= 2 * WL_NR && terms[t].trans_a ? WL_KC_STRIDED : WL_KC;
+        const int nkb = (K + kmax - 1) / kmax, kcb = (K + nkb - 1) / nkb;
+        for (int p0 = 0; p0 < K; p0 += kcb) {
+            g.t = &terms[t];
+            g.p0 = p0;
+            g.kc = K - p0 < kcb ? K - p0 : kcb;
+            g.mode = !first ? WRITE_ACC : !add ? WRITE_OVER : add == C ? WRITE_ACC : WRITE_FROM;
+            g.with_bias = bias && t == last && p0 == last_p0;
+            run_pass(&g);
+            first = 0;
+        }
+    }
+}
+
+/* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, into dst (at least
+ * K x (N rounded up to 8) floats). Its time next to the GEMM's is what pre-packing a frozen weight would save. */
+void wl_gemm_pack_b_wasmsimd(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
+    const int nkb = (K + WL_KC - 1) / WL_KC, kcb = nkb ? (K + nkb - 1) / nkb : 0;
+    const size_t npad = (size_t)(N + WL_NR - 1) / WL_NR * WL_NR;
+    for (int p0 = 0; p0 < K; p0 += kcb) {
+        int kc = K - p0 < kcb ? K - p0 : kcb;
+        for (int jb = 0; jb < N; jb += WL_NB) {
+            int nb = N - jb < WL_NB ? N - jb : WL_NB;
+            pack_b(trans_b, B, ldb, jb, nb, p0, kc, dst + (size_t)p0 * npad + (size_t)jb * kc);
+        }
+    }
+}
