@@ -24,7 +24,7 @@ commands:
            [--targets TARGETS] [--layers 0,1] [--rank-pattern KEY=R]... [--alpha-pattern KEY=A]...
            [--init default|gaussian] [--rslora] [--dropout P] [--optimizer adamw|sgd]
            [--lr X] [--steps N | --epochs E] [--batch B] [--seq T] [--grad-accum N] [--clip X] [--weight-decay X]
-           [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--eval-tokens N]
+           [--lora-plus-ratio R] [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--eval-tokens N]
            [--seed S] [--full] [--base-model ID [--revision REV]] --out DIR [--json]
   eval     --model M [--tokenizer T] [--adapter DIR]... --data FILE... [--seq T] [--json]
   merge    --model M --adapter DIR[:W]... [--format hf|gguf [--dtype f16|f32]] --out DIR|FILE.gguf [--json]
@@ -57,7 +57,7 @@ const OPTIONS = {
   targets: { type: 'string' }, init: { type: 'string' }, rslora: { type: 'boolean' }, dropout: { type: 'string' },
   optimizer: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, epochs: { type: 'string' },
   batch: { type: 'string' }, seq: { type: 'string' }, 'grad-accum': { type: 'string' }, clip: { type: 'string' },
-  'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
+  'weight-decay': { type: 'string' }, 'lora-plus-ratio': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
   'eval-every': { type: 'string' }, 'eval-tokens': { type: 'string' }, 'min-tokens': { type: 'string' }, 'ignore-eos': { type: 'boolean' },
   layers: { type: 'string' }, 'rank-pattern': { type: 'string', multiple: true }, 'alpha-pattern': { type: 'string', multiple: true },
   format: { type: 'string' }, dtype: { type: 'string' }, portable: { type: 'boolean' }, 'base-model': { type: 'string' },
@@ -328,7 +328,7 @@ function trainOptionsFrom(opts) {
     weightDecay: num(opts, 'weight-decay', { min: 0 }), schedule: opts.schedule, warmupSteps: num(opts, 'warmup', { integer: true, min: 0 }),
     evalSplit: num(opts, 'eval-split', { min: 0 }), evalEvery: num(opts, 'eval-every', { integer: true, min: 0 }),
     evalTokens: num(opts, 'eval-tokens', { integer: true, min: 1 }),
-    dropout: num(opts, 'dropout', { min: 0 }),
+    dropout: num(opts, 'dropout', { min: 0 }), loraPlusRatio: num(opts, 'lora-plus-ratio'),
   };
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o;

@@ -189,6 +189,9 @@ export interface TrainOptions {
   evalSplit?: number;
   evalEvery?: number;
   dropout?: number;
+  /** LoRA+ (PEFT's create_loraplus_optimizer): every lora_B learns at this multiple of the learning rate of lora_A
+   * (default 1; the LoRA+ paper suggests 8 to 16). Adapters only, not full-parameter training. */
+  loraPlusRatio?: number;
   /** Stop a finite but diverged run (loss far above its start, an update larger than the weights, weights beyond
    * 1e3) with a NumericError of code DIVERGED (default true; NaN and infinities always stop a run). */
   divergenceGuard?: boolean;

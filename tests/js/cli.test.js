@@ -58,6 +58,35 @@ describe('one SGD step matches the PyTorch gradient', () => {
   });
 });
 
+describe('LoRA+ (--lora-plus-ratio) on the SGD contract', () => {
+  test('lora_A steps at --lr, lora_B at the ratio times --lr, with the PyTorch gradient', async () => {
+    const dir = path.join(GOLDEN, 'stories260K');
+    const cs = JSON.parse(readFileSync(path.join(dir, 'case.json'), 'utf8'));
+    const ratio = 4;
+    const out = path.join(tmp, 'sgd-loraplus');
+    const r = await run(['train', '--model', sharedPath('models/stories260K/stories260K.bin'), '--data', path.join(dir, 'text.txt'),
+      '--adapter-init', dir, '--optimizer', 'sgd', '--lr', String(cs.lr), '--lora-plus-ratio', String(ratio), '--steps', '1',
+      '--seq', String(cs.seq_len), '--eval-split', '0', '--out', out, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = readSafetensors(core, new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors'))));
+    const init = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'adapter_model.safetensors'))));
+    const io = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'io.safetensors'))));
+    let bKeys = 0;
+    for (const [key, t] of init) {
+      const isB = key.includes('.lora_B.');
+      const step = cs.lr * (isB ? ratio : 1);
+      const grad = io.get(`grad.${key}`).data;
+      const want = t.data.map((p, i) => p - step * grad[i]);
+      // The case's tolerance scales with the step: ratio times it for B.
+      const tol = { atol: cs.tolerance.params.atol * (isB ? ratio : 1), rtol: cs.tolerance.params.rtol };
+      expectAllClose(key, got.get(key).data, want, tol);
+      bKeys += isB;
+    }
+    expect(bKeys).toBeGreaterThan(0);
+  });
+});
+
 describe('commands', () => {
   test('generate --json, eval and train with a progress summary', async () => {
     const model = sharedPath('models/stories260K/stories260K.bin');
@@ -174,6 +203,7 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     }, /shape|rank/i],
     ['unknown option', () => ['--data', 'x.txt', '--bogus'], /bogus/],
     ['threads out of range', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--threads', '0'], /--threads must be/],
+    ['LoRA+ ratio not positive', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--lora-plus-ratio', '0'], /loraPlusRatio must be a positive/],
   ])('%s', async (name, setup, pattern) => {
     const out = path.join(tmp, `out-${name.replace(/\W+/g, '-')}`);
     const args = ['train', '--model', model(), ...setup(), '--steps', '1', '--seq', '16', '--out', out];
