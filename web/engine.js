@@ -190,7 +190,7 @@ export class LocalEngine {
   /** Record an adapter under a new id; info fields not given take the defaults of a fresh adapter on this base. */
   register(adapter, info) {
     const id = `adapter-${this.nextId++}`;
-    const defaults = { name: null, useRslora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, baseModel: this.name,
+    const defaults = { name: null, useRslora: false, dora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, baseModel: this.name,
       baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
     const full = { ...defaults, ...info, id, parameters: adapter.params().length };
     this.adapters.set(id, { adapter, info: full });
@@ -200,7 +200,9 @@ export class LocalEngine {
   /**
    * A new LoRA adapter (B = 0, so it changes nothing until trained).
    * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian', useRslora?: boolean,
-   *   rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[], dropout?: number, seed?: number, name?: string }} [opts]
+   *   dora?: boolean, rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[],
+   *   dropout?: number, seed?: number, name?: string }} [opts] dora: DoRA modules (PEFT use_dora), magnitudes from the
+   *   norms of the base weights
    */
   createAdapter(opts = {}) {
     const rank = opts.rank ?? 8;
@@ -210,9 +212,13 @@ export class LocalEngine {
     if (!['default', 'gaussian', 'pissa', 'pissa_fast'].includes(init)) {
       throw new EngineError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`, { code: 'INVALID_ARGUMENT' });
     }
+    const dora = opts.dora ?? false;
+    if (typeof dora !== 'boolean') throw new EngineError(`dora must be true or false, got ${JSON.stringify(dora)}`, { code: 'INVALID_ARGUMENT' });
+    if (dora && init.startsWith('pissa')) throw new EngineError('PiSSA initialisation of a DoRA adapter is not supported', { code: 'UNSUPPORTED' });
+    if (dora && opts.dropout > 0) throw new EngineError('LoRA dropout is not supported with DoRA: use dropout 0', { code: 'UNSUPPORTED' });
     const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
       alphaPattern: opts.alphaPattern, layers: opts.layers });
-    const adapter = Adapter.create(this.model, { ranks: spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora });
+    const adapter = Adapter.create(this.model, { ranks: spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora, dora });
     try {
       if (init.startsWith('pissa')) {
         // PiSSA moves the top singular directions of each target weight into the adapter; the base keeps the residual.
@@ -220,13 +226,15 @@ export class LocalEngine {
       } else {
         adapter.init(init, opts.seed ?? 0);
       }
+      // DoRA starts from the magnitudes of W + s B A = W (PEFT's), so the new adapter changes nothing either.
+      if (dora) adapter.initDora(this.model);
     } catch (err) {
       adapter.free();
       throw err;
     }
     return this.register(adapter, {
       name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
-      rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
+      dora, rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
     });
   }
 
@@ -626,7 +634,7 @@ export class LocalEngine {
       { ref: this.ref, fingerprint: this.fingerprint });
     const info = this.register(adapter, {
       name: opts.name ?? null, rank: cfg.r, alpha: cfg.lora_alpha, targets: cfg.target_modules, useRslora: !!cfg.use_rslora,
-      rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
+      dora: !!cfg.use_dora, rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
       steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null, baseModelCheck,
     });
     if (baseModelCheck.level) {

@@ -106,6 +106,10 @@ export interface AdapterOptions {
   targets?: string[] | string;
   init?: 'default' | 'gaussian' | 'pissa' | 'pissa_fast';
   useRslora?: boolean;
+  /** DoRA (PEFT use_dora): each module also learns a magnitude per output row, y = m / ||W + s B A||_row (W x + s B A x)
+   * + b, the norm held constant in backward. Starts at m = ||W||_row (no change). Not with dropout or PiSSA; a DoRA
+   * adapter applies alone (no weighted mixes), merges with weight 1, and is not resized, combined or written to GGUF. */
+  dora?: boolean;
   rankPattern?: Record<string, number>;
   alphaPattern?: Record<string, number>;
   layers?: number[];

@@ -531,6 +531,11 @@ export function adapterToPeft(model, adapter, options = {}) {
     const heads = table.ropeHeads.get(m.slot);
     if (heads) B = permuteRopeRows(B, heads, table.headDim, m.rank, true);
     tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_B.weight`, shape: [m.outFeatures, m.rank], data: B });
+    if (m.magnitude) {
+      let mag = adapter.view(m.magnitude, m.outFeatures).slice();
+      if (heads) mag = permuteRopeRows(mag, heads, table.headDim, 1, true);
+      tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_magnitude_vector`, shape: [m.outFeatures], data: mag });
+    }
   }
   const cover = coverTargets(table, new Set(rows.map((x) => x.entry.index)));
 
@@ -564,7 +569,7 @@ export function adapterToPeft(model, adapter, options = {}) {
     revision,
     target_modules: cover.targets,
     task_type: 'CAUSAL_LM',
-    use_dora: false,
+    use_dora: adapter.isDora,
     use_rslora: useRslora,
   };
   return { config, files: { [CONFIG_FILE]: JSON.stringify(config, null, 2), [WEIGHTS_FILE]: bytes } };
@@ -620,13 +625,15 @@ function parseConfig(c, table) {
   if (!isAlpha(alpha)) throw bad(`lora_alpha must be a finite number, got ${JSON.stringify(c.lora_alpha)}`);
   const useRslora = c.use_rslora ?? false;
   if (typeof useRslora !== 'boolean') throw bad(`use_rslora must be true or false, got ${JSON.stringify(c.use_rslora)}`);
+  const useDora = c.use_dora ?? false;
+  if (typeof useDora !== 'boolean') throw bad(`use_dora must be true or false, got ${JSON.stringify(c.use_dora)}`);
   const bias = c.bias ?? 'none';
   if (bias !== 'none') {
     throw unsupported(`bias ${JSON.stringify(bias)} is not supported: the adapter trains bias terms of the base model; only "none" is`, { bias });
   }
   // Each of these changes the LoRA computation itself, so loading A and B alone would give wrong outputs.
   const features = [
-    ['use_dora', 'DoRA (weight-decomposed LoRA)'], ['use_qalora', 'QA-LoRA'], ['lora_bias', 'a bias on lora_B'],
+    ['use_qalora', 'QA-LoRA'], ['lora_bias', 'a bias on lora_B'],
     ['layer_replication', 'layer replication'], ['target_parameters', 'LoRA on parameters (target_parameters)'],
     ['alora_invocation_tokens', 'activated LoRA (aLoRA)'], ['trainable_token_indices', 'trainable tokens'],
   ];
@@ -660,7 +667,7 @@ function parseConfig(c, table) {
   }
   const rule = targets ? { targets, exclude, layers, layersPattern } : null;
   const modulesToSave = Array.isArray(c.modules_to_save) ? c.modules_to_save.map(String) : null;
-  return { r, alpha, rankPattern, alphaPattern, useRslora, rule, modulesToSave };
+  return { r, alpha, rankPattern, alphaPattern, useRslora, useDora, rule, modulesToSave };
 }
 
 /** @param {unknown} files @returns {Map<string, unknown>} */
@@ -696,6 +703,8 @@ function readConfigJson(data) {
 }
 
 const LORA_KEY = /^base_model\.model\.(.+)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
+// DoRA magnitudes as PEFT saves them (no adapter name, no ".weight"; older PEFT wrote the same key).
+const MAGNITUDE_KEY = /^base_model\.model\.(.+)\.lora_magnitude_vector$/;
 
 /**
  * Every width in which a file's LoRA factors disagree with the model's modules: inputs (lora_A's columns) and
@@ -738,7 +747,8 @@ function widthMismatches(table, tensors) {
 /**
  * Load a PEFT LoRA adapter for `model`: an Adapter attached nowhere, with A and B from the file and each module's
  * scale from r / lora_alpha / rank_pattern / alpha_pattern / use_rslora. Everything the file holds must be used;
- * what cannot be (other PEFT methods, DoRA, saved classifier heads...) is an error naming it. Files hold Hugging Face
+ * what cannot be (other PEFT methods, saved classifier heads...) is an error naming it. DoRA adapters (use_dora) load
+ * with their lora_magnitude_vector. Files hold Hugging Face
  * row order, so q_proj / k_proj lora_B rows are put back in interleaved RoPE order for a llama2.c model.
  * @param {import('./core.js').Core} core
  * @param {import('./core.js').Model} model
@@ -785,6 +795,19 @@ export function peftToAdapter(core, model, files, options = {}) {
   const extra = [];
   const adapterNames = new Set();
   for (const name of st.tensors.keys()) {
+    const mag = cfg.useDora ? MAGNITUDE_KEY.exec(name) : null;
+    if (mag) {
+      const entry = table.byPath.get(mag[1]);
+      if (!entry) {
+        unmapped.add(mag[1]);
+        continue;
+      }
+      const slot = found.get(entry.index) ?? {};
+      if (slot.M) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds the DoRA magnitude of ${entry.path} twice`);
+      slot.M = name;
+      found.set(entry.index, slot);
+      continue;
+    }
     const m = LORA_KEY.exec(name);
     if (!m) {
       extra.push(name);
@@ -804,7 +827,8 @@ export function peftToAdapter(core, model, files, options = {}) {
   }
   if (extra.length) {
     const saved = Array.isArray(cfg.modulesToSave) && cfg.modulesToSave.length ? ` (modules_to_save: ${cfg.modulesToSave.join(', ')})` : '';
-    throw new UnsupportedAdapterError(`${WEIGHTS_FILE} holds tensors that are not LoRA factors (lora_A / lora_B) of a linear module and cannot be used: ${listSome(extra)}. Fully trained layers such as a classifier head${saved} are not supported`,
+    const dora = extra.some((k) => MAGNITUDE_KEY.test(k)) ? ` (DoRA magnitudes are used only when ${CONFIG_FILE} has use_dora true)` : '';
+    throw new UnsupportedAdapterError(`${WEIGHTS_FILE} holds tensors that are not LoRA factors (lora_A / lora_B, DoRA lora_magnitude_vector) of a linear module and cannot be used: ${listSome(extra)}. Fully trained layers such as a classifier head${saved} are not supported${dora}`,
       { details: { tensors: extra } });
   }
   if (adapterNames.size > 1) {
@@ -840,6 +864,7 @@ export function peftToAdapter(core, model, files, options = {}) {
     const path = table.modules[index].path;
     if (!pair.A) lonely.push(`${KEY_PREFIX}${path}.lora_A.weight (lora_B present)`);
     if (!pair.B) lonely.push(`${KEY_PREFIX}${path}.lora_B.weight (lora_A present)`);
+    if (cfg.useDora && !pair.M) lonely.push(`${KEY_PREFIX}${path}.lora_magnitude_vector (use_dora is true)`);
   }
   if (lonely.length) throw new InvalidAdapterError(`${WEIGHTS_FILE} is missing ${listSome(lonely)}`, { details: { missing: lonely } });
 
@@ -874,9 +899,10 @@ export function peftToAdapter(core, model, files, options = {}) {
     const rSource = getPatternKey(keys(cfg.rankPattern), m.path) === null ? 'r' : 'rank_pattern';
     /** @type {[string, number[]][]} */
     const expect = [[/** @type {string} */ (pair.A), [r, m.inFeatures]], [/** @type {string} */ (pair.B), [m.outFeatures, r]]];
+    if (pair.M) expect.push([pair.M, [m.outFeatures]]);
     const arrays = expect.map(([key, shape]) => {
       const t = /** @type {import('./safetensors.js').SafetensorsEntry} */ (st.tensors.get(key));
-      if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
+      if (t.shape.length !== shape.length || shape.some((n, i) => t.shape[i] !== n)) {
         throw new AdapterShapeError(`${key} has shape [${t.shape.join(', ')}] but [${shape.join(', ')}] is expected for ${m.path} (rank ${r} from ${CONFIG_FILE} ${rSource}, ${m.inFeatures} inputs, ${m.outFeatures} outputs)`,
           { details: { key, expected: shape, found: t.shape } });
       }
@@ -899,15 +925,17 @@ export function peftToAdapter(core, model, files, options = {}) {
     ranks[m.index] = r;
     alphas[m.index] = patternValue(cfg.alphaPattern, m.path, cfg.alpha);
     const heads = table.ropeHeads.get(m.slot);
-    data.set(m.index, { A: arrays[0], B: heads ? permuteRopeRows(arrays[1], heads, table.headDim, r, false) : arrays[1] });
+    const toCore = (rows, cols) => (heads ? permuteRopeRows(rows, heads, table.headDim, cols, false) : rows);
+    data.set(m.index, { A: arrays[0], B: toCore(arrays[1], r), M: arrays[2] ? toCore(arrays[2], 1) : null });
   }
 
-  const adapter = Adapter.create(model, { ranks, alphas, useRslora: cfg.useRslora });
+  const adapter = Adapter.create(model, { ranks, alphas, useRslora: cfg.useRslora, dora: cfg.useDora });
   try {
     for (const mod of adapter.modules()) {
-      const d = /** @type {{ A: Float32Array, B: Float32Array }} */ (data.get(mod.layer * table.S + mod.slot));
+      const d = /** @type {{ A: Float32Array, B: Float32Array, M: Float32Array | null }} */ (data.get(mod.layer * table.S + mod.slot));
       adapter.view(mod.A, d.A.length).set(d.A);
       adapter.view(mod.B, d.B.length).set(d.B);
+      if (d.M) adapter.view(mod.magnitude, d.M.length).set(d.M);
     }
   } catch (err) {
     adapter.free();

@@ -1,9 +1,16 @@
 #!/usr/bin/python3
-"""make_variants_ref.py: PyTorch references for the adapter variants (LoRA+ training); writes golden cases in
-tests/ref/golden/ next to make_ref.py's, reusing its model, adapter and file code.
+"""make_variants_ref.py: PyTorch references for the adapter variants (LoRA+ training, DoRA); writes golden cases
+in tests/ref/golden/ next to make_ref.py's, reusing its model, adapter and file code.
 
 LoRA+ (Hayou et al. 2024, PEFT's peft/optimizers/loraplus.py create_loraplus_optimizer): the optimizer gets two
 parameter groups, lora_A at the learning rate lr and lora_B at lr * loraplus_lr_ratio, with the same weight decay.
+
+DoRA (Liu et al. 2024, PEFT's tuners/lora/dora.py DoraLinearLayer, use_dora=True) on a Linear or Conv1D module
+without dropout: weight = W (out, in) (Conv1D transposed), weight_norm = ||weight + scaling * B A|| over dim 1
+(one per output row), detached from the graph; mag_norm_scale = magnitude / weight_norm; the layer returns
+base(x) + (mag_norm_scale - 1) * (x weight^T) + mag_norm_scale * scaling * B(A(x)), bias included in base(x).
+Merging (PEFT's merge with DoRA) writes mag_norm_scale[:, None] * (W + scaling * B A). The magnitude is saved as
+base_model.model.<module>.lora_magnitude_vector (shape (out,)).
 
 Run: /usr/bin/python3 tests/ref/make_variants_ref.py [--shared DIR] [--out DIR]
 Deterministic like make_ref.py (fixed seeds, one thread).
@@ -90,6 +97,163 @@ def train_loraplus(g, cfg, W, lora):
           f"{perr:.2e}")
 
 
+def dora_linear(x, W, lora, path, conv1d=False, drop=None):
+    """make_ref.linear, with DoRA for modules whose lora entry carries a magnitude (A, B, s, m)."""
+    if path not in lora or len(lora[path]) == 3:
+        return PLAIN_LINEAR(x, W, lora, path, conv1d, drop)
+    assert not drop, "DoRA is referenced without dropout"
+    A, B, s, mag = lora[path]
+    w = W[path + ".weight"]
+    weight = w.t() if conv1d else w  # (out, in)
+    base = x @ weight.t()
+    y = base + W[path + ".bias"] if path + ".bias" in W else base
+    weight_norm = (weight + s * (B @ A)).norm(p=2, dim=1).detach()
+    g = (mag / weight_norm).view(1, -1)
+    return y + (g - 1) * base + g * ((x @ A.t()) @ B.t()) * s
+
+
+PLAIN_LINEAR = R.linear
+R.linear = dora_linear  # the model forwards of make_ref call linear() from its module
+
+
+def dora_merged_weights(cfg, W, lora):
+    """PEFT's DoRA merge: W' = (m / ||W + s B A||_row) (W + s B A), back in file layout for Conv1D."""
+    M = dict(W)
+    conv = {p: c for p, _i, _o, c in R.linear_modules(cfg)}
+    for path, (A, B, s, mag) in lora.items():
+        w = W[path + ".weight"]
+        weight = (w.t() if conv[path] else w) + s * (B @ A)
+        merged = (mag / weight.norm(p=2, dim=1)).view(-1, 1) * weight
+        M[path + ".weight"] = merged.t() if conv[path] else merged
+    return M
+
+
+def dora_run(cfg, W, lora, tokens, targets, dtype, detach=True):
+    """Logits, loss and the gradients of A, B and the magnitude in `dtype`. detach=False differentiates through
+    the norm too (what the DoRA paper and PEFT do not do): a check that the test can tell the two apart."""
+    Wd = {k: v.to(dtype) for k, v in W.items()}
+    Ld = {k: tuple(t.to(dtype).clone().requires_grad_(True) for t in (A, B)) + (s,) +
+          (mag.to(dtype).clone().requires_grad_(True),) for k, (A, B, s, mag) in lora.items()}
+    if not detach:
+        R.linear = undetached_linear
+    try:
+        logits = R.forward(cfg, Wd, Ld, tokens.long())
+    finally:
+        R.linear = dora_linear
+    loss = R.xent(logits, targets)
+    loss.backward()
+    grads = {k: (A.grad, B.grad, m.grad) for k, (A, B, _s, m) in Ld.items()}
+    return logits.detach(), loss.detach(), grads
+
+
+def undetached_linear(x, W, lora, path, conv1d=False, drop=None):
+    if path not in lora:
+        return PLAIN_LINEAR(x, W, lora, path, conv1d, drop)
+    A, B, s, mag = lora[path]
+    w = W[path + ".weight"]
+    weight = w.t() if conv1d else w
+    y = x @ weight.t() + (W[path + ".bias"] if path + ".bias" in W else 0)
+    g = (mag / (weight + s * (B @ A)).norm(p=2, dim=1)).view(1, -1)
+    return y + (g - 1) * (x @ weight.t()) + g * ((x @ A.t()) @ B.t()) * s
+
+
+def magnitude_key(path):
+    return f"base_model.model.{path}.lora_magnitude_vector"
+
+
+def dora_case(g, name, description, cfg, W, rng, targets, r, alpha, Bsz, T):
+    """A DoRA adapter (magnitudes near the norms of W + s B A, times U(0.7, 1.3), so the norm and the magnitude
+    both matter) with PEFT's files, logits, loss and gradients."""
+    d = g.case_dir(name)
+    fmt = g.write_model(d, cfg, W)
+    lora3, mods, acfg = R.make_adapter(cfg, rng, targets, r, alpha)
+    conv = {p: c for p, _i, _o, c in R.linear_modules(cfg)}
+    lora = {}
+    for path, (A, B, s) in lora3.items():
+        w = W[path + ".weight"]
+        weight = w.t() if conv[path] else w
+        norm = (weight + s * (B @ A)).norm(p=2, dim=1)
+        lora[path] = (A, B, s, R.round32(norm * rng.uniform(norm.shape, 0.7, 1.3)))
+    acfg["use_dora"] = True
+    tokens, targets_ = R.random_io(rng, cfg["vocab"], Bsz, T)
+    logits, loss, grads = dora_run(cfg, W, lora, tokens, targets_, torch.float64)
+    l32, loss32, g32 = dora_run(cfg, W, lora, tokens, targets_, torch.float32)
+    _l, _loss, gfull = dora_run(cfg, W, lora, tokens, targets_, torch.float64, detach=False)
+    merged = R.run(cfg, dora_merged_weights(cfg, W, lora), {}, tokens)[0]
+    assert float((merged - logits).abs().max()) < 1e-9, "DoRA merge mismatch"
+    plain = R.run(cfg, W, lora3, tokens)[0]  # the same A, B as plain LoRA: DoRA must differ from it
+
+    io = {"tokens": tokens, "targets": targets_, "logits": logits, "loss": loss.reshape(1)}
+    tensors = {}
+    for path, (dA, dB, dm) in grads.items():
+        A, B, _s, mag = lora[path]
+        io["grad." + R.peft_key(path, "A")] = dA
+        io["grad." + R.peft_key(path, "B")] = dB
+        io["grad." + magnitude_key(path)] = dm
+        tensors[R.peft_key(path, "A")] = A
+        tensors[R.peft_key(path, "B")] = B
+        tensors[magnitude_key(path)] = mag
+    R.st_write(os.path.join(d, "io.safetensors"), io)
+    R.st_write(os.path.join(d, "adapter_model.safetensors"), hf_row_order_dora(cfg, tensors), {"format": "pt"})
+    R.write_json(os.path.join(d, "adapter_config.json"), acfg)
+
+    lerr, lmag = R.max_err([(l32, logits)])
+    gerr, gmag = R.max_err([(a, b) for p in grads for a, b in zip(g32[p], grads[p])])
+    loss_err = abs(float(loss32) - float(loss))
+    tol = {"logits": R.recommend(lerr, lmag, 1e-6, 1e-5), "grads": R.recommend(gerr, gmag, 1e-5, 1e-4),
+           "loss": R.recommend(loss_err, float(loss), 1e-6, 1e-5)}
+    undetached = max(float((grads[p][i] - gfull[p][i]).abs().max()) for p in grads for i in (0, 1))
+    plain_diff = float((plain - logits).abs().max())
+    assert undetached > 100 * tol["grads"]["atol"], f"{name}: detaching the norm changes grads by {undetached:.2e}"
+    assert plain_diff > 100 * tol["logits"]["atol"], f"{name}: DoRA and plain LoRA logits differ by {plain_diff:.2e}"
+    case = {
+        "arch": cfg["arch"], "description": description, "model_format": fmt, "B": Bsz, "T": T,
+        "vocab_size": cfg["vocab"], "targets": acfg["target_modules"], "r": r, "alpha": alpha, "use_rslora": False,
+        "use_dora": True, "rank_pattern": {}, "alpha_pattern": {}, "fan_in_fan_out": acfg["fan_in_fan_out"],
+        "lora_modules": mods, "ignore_id": R.IGNORE_ID, "n_ignored": 0, "full": False, "loss": float(loss),
+        "tolerance": tol,
+        "float32_torch_error": {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr,
+                                "grads_max_abs": gmag},
+        "grads_diff_if_norm_not_detached": undetached, "logits_diff_from_plain_lora": plain_diff,
+    }
+    R.write_json(os.path.join(d, "case.json"), case)
+    print(f"{name}: loss {float(loss):.6f}  f32 err logits {lerr:.2e} grads {gerr:.2e}  undetached grads differ by "
+          f"{undetached:.2e}  plain LoRA logits differ by {plain_diff:.2e}")
+
+
+def hf_row_order_dora(cfg, tensors):
+    """make_ref.hf_row_order, and the same permutation of the q_proj / k_proj magnitudes (one per output row)."""
+    out = R.hf_row_order(cfg, {k: v for k, v in tensors.items() if not k.endswith("lora_magnitude_vector")})
+    for k, v in tensors.items():
+        if k.endswith("lora_magnitude_vector"):
+            col = v.view(-1, 1)
+            fake = k.replace("lora_magnitude_vector", "lora_B.weight")
+            out[k] = R.hf_row_order(cfg, {fake: col})[fake].reshape(-1)
+    return {k: out[k] for k in tensors}
+
+
+ALL_LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def dora_cases(g):
+    rng = R.Rng(1301)
+    cfg = R.llama_cfg(32, 64, 2, 4, 2, 80, 64, False, 1e-5, 10000.0)
+    dora_case(g, "dora_llama", "Llama (hidden 32, 2 layers, GQA 4/2, untied head, HF layout); DoRA (use_dora) on all "
+              "7 linear modules, r 4, alpha 8; magnitudes near ||W + s B A||_row.", cfg, R.random_weights(cfg, rng),
+              rng, ALL_LLAMA, 4, 8, 2, 7)
+    rng = R.Rng(1302)
+    cfg = R.llama_cfg(32, 48, 2, 4, 2, 60, 32, True, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
+    dora_case(g, "dora_llama2c", "llama2.c checkpoint (model.bin, interleaved RoPE, shared classifier); DoRA on all 7 "
+              "modules, r 2, alpha 4. The PEFT file holds q_proj / k_proj lora_B rows and magnitudes in Hugging Face "
+              "row order; the grad.* tensors are in the checkpoint's order.", cfg, R.random_weights(cfg, rng), rng,
+              ALL_LLAMA, 2, 4, 2, 6)
+    rng = R.Rng(1303)
+    cfg = R.gpt2_cfg(24, 2, 3, 50, 16)
+    dora_case(g, "dora_gpt2", "GPT-2 (n_embd 24, 3 heads, 2 layers, vocab 50); DoRA on c_attn, attn.c_proj, mlp.c_fc "
+              "and mlp.c_proj (Conv1D, fan_in_fan_out), r 4, alpha 16; biases make the base(x) - bias split matter.",
+              cfg, R.random_weights(cfg, rng), rng, ["c_attn", "c_proj", "c_fc"], 4, 16, 2, 6)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR",
@@ -105,6 +269,7 @@ def main():
                     open(os.path.join(g.out, "llama_patterns", f), "rb") as b:
                 assert a.read() == b.read(), f"llama_patterns/{f} differs from the committed golden file"
     train_loraplus(g, pcfg, pW, plora)
+    dora_cases(g)
 
 
 if __name__ == "__main__":

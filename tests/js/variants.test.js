@@ -1,0 +1,147 @@
+// Adapter variants through the engine on the wasm build: DoRA adapters (createAdapter({ dora }), train, generate,
+// merge/unmerge, PEFT export and import with PEFT's lora_magnitude_vector keys and use_dora, and the operations
+// that refuse DoRA clearly). Their logits and gradients against PyTorch are in core.golden.test.js (dora_* cases).
+import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
+
+import { LocalEngine } from '../../web/engine.js';
+import { sharedPath, wasmSource } from './helpers/core.js';
+
+const STORIES = sharedPath('models/stories260K/stories260K.bin');
+const TEXT = [
+  'The owl sat on the old gate by the farm. The owl ate mice and slept in the hay.',
+  'The owl sat on the old post by the road. The owl ate bugs and slept in the barn.',
+  'The owl sat on the old wall by the pond. The owl ate frogs and slept in the reeds.',
+  'The owl sat on the old roof by the mill. The owl ate seeds and slept in the loft.',
+];
+const IDS = [1, 403, 407, 261, 378, 430, 375, 259, 271, 297];
+
+let engine;
+beforeAll(async () => {
+  engine = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
+});
+afterAll(() => engine?.dispose());
+
+function logits(sel) {
+  engine.useAdapters(sel);
+  engine.model.reserve(1, IDS.length);
+  engine.model.forward(IDS);
+  return engine.model.logits().slice();
+}
+
+function maxDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** A trained-looking DoRA adapter: random A and B, magnitudes 0.8 to 1.2 times ||W + s B A||_row. */
+function randomDora(id, seed) {
+  const adapter = engine.entry(id).adapter;
+  const p = adapter.params();
+  let s = seed;
+  const next = () => {
+    s = (s * 1103515245 + 12345) >>> 0;
+    return (s >>> 8) / 16777216;
+  };
+  for (let i = 0; i < p.length; i++) p[i] = (next() - 0.5) * 0.3;
+  adapter.initDora(engine.model);
+  for (const m of adapter.modules()) {
+    const mag = adapter.view(m.magnitude, m.outFeatures);
+    for (let i = 0; i < mag.length; i++) mag[i] *= 0.8 + 0.4 * next();
+  }
+  return adapter;
+}
+
+describe('DoRA through the engine', () => {
+  test('a new DoRA adapter starts at the base model and trains; generation runs with it', async () => {
+    const base = logits(null);
+    const a = engine.createAdapter({ rank: 4, targets: 'all-linear', dora: true, seed: 3 });
+    expect(a.dora).toBe(true);
+    const adapter = engine.entry(a.id).adapter;
+    expect(adapter.isDora).toBe(true);
+    // Every magnitude is ||W||_row (B = 0), so the adapter computes the base function: the scaling by m / ||W|| = 1
+    // and the bias added after it reorder a few float32 additions (measured 0 here); a magnitude off by 1% would
+    // move logits by ~1e-2.
+    expect(maxDiff(logits(a.id), base)).toBeLessThan(1e-5);
+    const before = adapter.params().slice();
+    const summary = await engine.train(a.id, TEXT, { steps: 6, lr: 5e-3, seqLen: 32, batchSize: 2, seed: 1 });
+    expect(summary.trainLoss).toBeLessThan(summary.evalLossBefore ?? Infinity);
+    // every kind of parameter moved, the magnitudes included
+    let movedMagnitude = 0;
+    for (const m of adapter.modules()) {
+      const off = (m.magnitude - adapter.params().byteOffset) / 4;
+      for (let i = 0; i < m.outFeatures; i++) movedMagnitude = Math.max(movedMagnitude, Math.abs(adapter.params()[off + i] - before[off + i]));
+    }
+    expect(movedMagnitude).toBeGreaterThan(1e-3);
+    const g = await engine.generate('The owl', { adapter: a.id, maxTokens: 8, temperature: 0 });
+    expect(g.ids.length).toBeGreaterThan(0);
+    engine.freeAdapter(a.id);
+  });
+
+  test('merge equals the unmerged DoRA output; unmerge restores the weights bit for bit', () => {
+    const a = engine.createAdapter({ rank: 4, targets: 'all-linear', dora: true, seed: 4 });
+    randomDora(a.id, 17);
+    const baseWeights = engine.model.params().slice();
+    const baseLogits = logits(null);
+    const unmerged = logits(a.id);
+    expect(maxDiff(unmerged, baseLogits)).toBeGreaterThan(0.1); // the adapter matters
+    engine.merge(a.id, 1);
+    // (m / ||W + s B A||) (W + s B A) x against m / ||W + s B A|| (W x + s B A x): float32 sums in another order,
+    // measured 2.7e-5 on logits up to ~20 (PyTorch's own float32 error on this model is 1.6e-5); 2e-4 as for plain
+    // LoRA. The adapter moves the logits by 15.
+    expect(maxDiff(logits(null), unmerged)).toBeLessThan(2e-4);
+    expect(() => engine.merge(a.id, 0.5)).not.toThrow(); // merged already: nothing changes
+    engine.unmerge(a.id);
+    expect(Buffer.from(engine.model.params().slice().buffer).equals(Buffer.from(baseWeights.buffer))).toBe(true);
+    expect(maxDiff(logits(null), baseLogits)).toBe(0);
+    // a DoRA merge is defined for weight 1 only
+    expect(() => engine.merge(a.id, 0.5)).toThrow(/weight 1/);
+    engine.freeAdapter(a.id);
+  });
+
+  test('PEFT files: use_dora, lora_magnitude_vector per module, and identical logits after reading them back', () => {
+    const a = engine.createAdapter({ rank: 2, targets: ['q_proj', 'k_proj', 'down_proj'], dora: true, seed: 5 });
+    randomDora(a.id, 23);
+    const want = logits(a.id);
+    const { config, files } = engine.exportAdapter(a.id);
+    expect(config.use_dora).toBe(true);
+    const st = engine.core.parseSafetensors(files['adapter_model.safetensors']);
+    const mags = st.tensors.filter((t) => t.name.endsWith('.lora_magnitude_vector'));
+    expect(mags).toHaveLength(3 * engine.model.config.nLayers);
+    expect(mags.map((t) => t.name)).toContain('base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector');
+    expect(mags.find((t) => t.name === 'base_model.model.model.layers.0.mlp.down_proj.lora_magnitude_vector').shape).toEqual([engine.model.config.dim]);
+    const b = engine.importAdapter(files);
+    expect(b.dora).toBe(true);
+    // same factors and magnitudes (q/k rows permuted to Hugging Face order and back): the very same logits
+    expect(maxDiff(logits(b.id), want)).toBe(0);
+    // portable files fold the scales into lora_B and keep computing the same function
+    const portable = engine.importAdapter(engine.exportAdapter(a.id, { portable: true }).files);
+    // measured 0 (one alpha, nothing to fold); a factor folded into B would round B by an ulp: ~1e-6 on the logits
+    expect(maxDiff(logits(portable.id), want)).toBeLessThan(1e-5);
+    // magnitudes without use_dora, or use_dora without magnitudes, are refused
+    const cfg = JSON.parse(files['adapter_config.json']);
+    expect(() => engine.importAdapter({ ...files, 'adapter_config.json': JSON.stringify({ ...cfg, use_dora: false }) }))
+      .toThrow(/used only when adapter_config.json has use_dora true/);
+    const plain = engine.createAdapter({ rank: 2, targets: ['q_proj', 'k_proj', 'down_proj'], seed: 5 });
+    const plainFiles = engine.exportAdapter(plain.id).files;
+    expect(() => engine.importAdapter({ ...plainFiles, 'adapter_config.json': JSON.stringify({ ...JSON.parse(plainFiles['adapter_config.json']), use_dora: true }) }))
+      .toThrow(/lora_magnitude_vector \(use_dora is true\)/);
+    for (const x of [a, b, portable, plain]) engine.freeAdapter(x.id);
+  });
+
+  test('what DoRA does not support is refused clearly', async () => {
+    const a = engine.createAdapter({ rank: 2, targets: ['q_proj', 'v_proj'], dora: true, seed: 6 });
+    const p = engine.createAdapter({ rank: 2, targets: ['q_proj', 'v_proj'], seed: 6 });
+    expect(() => engine.resize(a.id, { rank: 1 })).toThrow(/DoRA adapter cannot be resized/);
+    expect(() => engine.combine([a.id, p.id], { type: 'cat' })).toThrow(/DoRA/);
+    expect(() => engine.exportAdapter(a.id, { format: 'gguf' })).toThrow(/DoRA magnitudes/);
+    expect(() => engine.useAdapters({ [a.id]: 0.5 })).toThrow(/DoRA adapter applies alone/);
+    expect(() => engine.useAdapters([a.id, p.id])).toThrow(/DoRA adapter applies alone/);
+    expect(() => engine.createAdapter({ rank: 2, dora: true, dropout: 0.1 })).toThrow(/dropout/);
+    expect(() => engine.createAdapter({ rank: 2, dora: true, init: 'pissa' })).toThrow(/PiSSA/);
+    expect(() => engine.createAdapter({ rank: 2, dora: 'yes' })).toThrow(/dora must be/);
+    await expect(engine.train(a.id, TEXT, { steps: 1, seqLen: 32, dropout: 0.1 })).rejects.toThrow(/dropout/);
+    engine.freeAdapter(a.id);
+    engine.freeAdapter(p.id);
+  });
+});
