@@ -23,6 +23,14 @@ function run(args, { timeout = 120000 } = {}) {
   });
 }
 
+/** A failed command: non-zero exit and one error line matching pattern. */
+function expectFailure(r, pattern) {
+  expect(r.code).not.toBe(0);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+}
+
 beforeAll(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'weblora-cli-'));
   core = await loadCore();
@@ -84,6 +92,30 @@ describe('LoRA+ (--lora-plus-ratio) on the SGD contract', () => {
       bKeys += isB;
     }
     expect(bKeys).toBeGreaterThan(0);
+  });
+});
+
+describe('DoRA (--dora)', () => {
+  test('train --dora writes PEFT DoRA files that generate loads; resize and GGUF export refuse them clearly', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const data = path.join(tmp, 'dora.txt');
+    writeFileSync(data, 'The heron stood in the cold river and waited for the fish. '.repeat(12));
+    const out = path.join(tmp, 'dora-adapter');
+    const t = await run(['train', '--model', model, '--data', data, '--dora', '--rank', '4', '--targets', 'q_proj,v_proj',
+      '--steps', '3', '--seq', '32', '--out', out, '--json']);
+    expect(t.stderr).toBe('');
+    expect(t.code).toBe(0);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    expect(cfg.use_dora).toBe(true);
+    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors'))));
+    expect([...st.keys()].filter((k) => k.endsWith('.lora_magnitude_vector'))).toHaveLength(2 * 5);
+    const g = await run(['generate', '--model', model, '--adapter', out, '--prompt', 'The heron', '--max-tokens', '5', '--json']);
+    expect(g.code).toBe(0);
+    expectFailure(await run(['resize', '--adapter', out, '--rank', '2', '--out', path.join(tmp, 'dora-small')]), /DoRA adapter cannot be resized/);
+    expectFailure(await run(['export', '--model', model, '--adapter', out, '--format', 'gguf', '--out', path.join(tmp, 'dora.gguf')]),
+      /DoRA magnitudes/);
+    expect(existsSync(path.join(tmp, 'dora-small'))).toBe(false);
+    expect(existsSync(path.join(tmp, 'dora.gguf'))).toBe(false);
   });
 });
 
@@ -171,13 +203,6 @@ describe('adapter toolkit commands', () => {
 
 describe('bad input: one clear line, non-zero exit, nothing left behind', () => {
   const model = () => sharedPath('models/stories260K/stories260K.bin');
-  const expectFailure = (r, pattern) => {
-    expect(r.code).not.toBe(0);
-    const lines = r.stderr.trim().split('\n');
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(pattern);
-  };
-
   test.each([
     ['empty data', () => { writeFileSync(path.join(tmp, 'empty.txt'), '  \n'); return ['--data', 'empty.txt']; }, /empty/],
     ['missing data', () => ['--data', 'nope.txt'], /cannot read data file nope\.txt/],
