@@ -173,7 +173,8 @@ export class Trainer {
   /**
    * Parameter ranges whose update differs from the plain one over the whole buffer, or null when none does.
    * Full-parameter AdamW decays matrices only (not norms, biases, position tables), as common practice; LoRA+
-   * steps every B at loraPlusRatio times the learning rate of A. Pointers are offsets from the parameter buffer.
+   * steps every B, and DoRA's magnitudes (PEFT puts 1-D parameters in B's group), at loraPlusRatio times the learning
+   * rate of A. Offsets are from the start of the parameter buffer; together the ranges cover all of it.
    * @returns {{ offset: number, numel: number, decay: boolean, lrScale: number }[] | null}
    */
   parameterGroups() {
@@ -185,7 +186,7 @@ export class Trainer {
     const base = this.paramView().byteOffset;
     return this.adapter.modules().flatMap((m) => [
       { offset: m.A - base, numel: m.rank * m.inFeatures, decay: true, lrScale: 1 },
-      { offset: m.B - base, numel: m.outFeatures * m.rank, decay: true, lrScale: this.o.loraPlusRatio },
+      { offset: m.B - base, numel: m.outFeatures * m.rank + (m.magnitude ? m.outFeatures : 0), decay: true, lrScale: this.o.loraPlusRatio },
     ]);
   }
 

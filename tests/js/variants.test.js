@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
+import { Trainer } from '../../web/train.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -146,6 +147,47 @@ describe('DoRA through the engine', () => {
     await expect(engine.train(a.id, TEXT, { steps: 1, seqLen: 32, dropout: 0.1 })).rejects.toThrow(/dropout/);
     engine.freeAdapter(a.id);
     engine.freeAdapter(p.id);
+  });
+});
+
+describe('LoRA+ on a DoRA adapter', () => {
+  test('one SGD step moves A by lr g, and B and the magnitudes (PEFT groups 1-D parameters with B) by ratio lr g', () => {
+    const a = engine.createAdapter({ rank: 2, targets: ['q_proj', 'down_proj'], dora: true, seed: 8 });
+    const adapter = randomDora(a.id, 29);
+    const { model } = engine;
+    const seq = { tokens: Int32Array.from(IDS), targets: Int32Array.from([...IDS.slice(1), 2]), valid: IDS.length };
+    const lr = 0.05, ratio = 8;
+    const trainer = new Trainer({ model, adapter, train: [seq], options: { optimizer: 'sgd', lr, loraPlusRatio: ratio, steps: 1, batchSize: 1, seqLen: IDS.length } });
+    const before = adapter.params().slice();
+    adapter.zeroGrad();
+    model.forward(seq.tokens, { B: 1, T: IDS.length, targets: seq.targets, train: true });
+    model.backward();
+    const grad = adapter.grads().slice();
+    trainer.trainStep();
+    const after = adapter.params().slice();
+    trainer.dispose();
+    const base = adapter.params().byteOffset;
+    const rateOf = new Float32Array(before.length);
+    for (const m of adapter.modules()) {
+      rateOf.fill(lr, (m.A - base) / 4, (m.A - base) / 4 + m.rank * m.inFeatures);
+      rateOf.fill(lr * ratio, (m.B - base) / 4, (m.B - base) / 4 + m.rank * m.outFeatures);
+      rateOf.fill(lr * ratio, (m.magnitude - base) / 4, (m.magnitude - base) / 4 + m.outFeatures);
+    }
+    let worst = 0, movedMagnitude = 0;
+    for (let i = 0; i < before.length; i++) {
+      expect(rateOf[i]).toBeGreaterThan(0); // the groups cover every parameter
+      worst = Math.max(worst, Math.abs(after[i] - Math.fround(before[i] - Math.fround(rateOf[i] * grad[i]))));
+    }
+    for (const m of adapter.modules()) {
+      const off = (m.magnitude - base) / 4;
+      for (let i = 0; i < m.outFeatures; i++) movedMagnitude = Math.max(movedMagnitude, Math.abs(after[off + i] - before[off + i]));
+    }
+    // p - (lr s) g in float32 both ways: at most an ulp of p apart (|p| < 20 here); a group at the wrong rate is off
+    // by 7 lr |g| (> 1e-3 for the largest gradients).
+    expect(worst).toBeLessThan(4e-6);
+    expect(movedMagnitude).toBeGreaterThan(1e-4);
+    engine.useAdapters(null);
+    engine.freeAdapter(a.id);
   });
 });
 
