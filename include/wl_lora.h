@@ -68,6 +68,8 @@ typedef struct wl_lora_module {
     float *dB;         /* (out, r) gradient */
     float *magnitude;  /* (out) DoRA magnitude, or NULL for plain LoRA */
     float *dmagnitude; /* (out) its gradient, or NULL */
+    int row_blocks;    /* 0: the whole matrix; else loralib MergedLinear (wl_adapter_set_row_blocks) */
+    int block_mask;    /* bit i set: output row block i has an update */
 } wl_lora_module;
 
 /* Modules in buffer order. */
@@ -80,6 +82,14 @@ int wl_adapter_find(const wl_adapter *adapter, int layer, int slot);
 float *wl_adapter_params(wl_adapter *adapter, size_t *n_params);
 float *wl_adapter_grads(wl_adapter *adapter);
 wl_status wl_adapter_zero_grad(wl_adapter *adapter);
+
+/* loralib's MergedLinear on a fused projection (GPT-2 c_attn = [q; k; v]): the module's output rows split into
+ * row_blocks equal blocks, and only the blocks in block_mask (bit i: block i) are adapted, each by its own slice of
+ * rank r / popcount(mask): block i gets s B_i A_i x with A_i the i-th r/k rows of A and B_i its own rows and the
+ * i-th r/k columns of B. So B is zero outside those (row block, column slice) pairs; this zeroes it there, and
+ * backward keeps it so (the gradient there is dropped). The rank-r module is then exactly PEFT's rank-stacked LoRA
+ * of the same function. row_blocks 0 makes the module whole again. */
+wl_status wl_adapter_set_row_blocks(wl_adapter *adapter, int index, int row_blocks, int block_mask);
 
 /* 1 if the adapter's modules are DoRA modules. */
 int wl_adapter_is_dora(const wl_adapter *adapter);

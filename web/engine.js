@@ -8,7 +8,7 @@ import { MAX_THREADS } from './wasm.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
-import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
+import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from './peft.js';
 import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from './gguf.js';
 import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from './identity.js';
 import { Rng } from './rng.js';
@@ -201,8 +201,10 @@ export class LocalEngine {
    * A new LoRA adapter (B = 0, so it changes nothing until trained).
    * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian', useRslora?: boolean,
    *   dora?: boolean, rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[],
-   *   dropout?: number, seed?: number, name?: string }} [opts] dora: DoRA modules (PEFT use_dora), magnitudes from the
-   *   norms of the base weights
+   *   dropout?: number, seed?: number, name?: string, enableLora?: string[] | boolean[] }} [opts] dora: DoRA modules
+   *   (PEFT use_dora), magnitudes from the norms of the base weights; enableLora: GPT-2 only, loralib's MergedLinear on
+   *   c_attn adapting only the named q, k, v blocks (['q', 'v'] or [true, false, true]), each with its own rank-`rank`
+   *   factors and scale alpha / rank (c_attn's stacked rank is rank times the number of blocks)
    */
   createAdapter(opts = {}) {
     const rank = opts.rank ?? 8;
@@ -218,8 +220,18 @@ export class LocalEngine {
     if (dora && opts.dropout > 0) throw new EngineError('LoRA dropout is not supported with DoRA: use dropout 0', { code: 'UNSUPPORTED' });
     const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
       alphaPattern: opts.alphaPattern, layers: opts.layers });
-    const adapter = Adapter.create(this.model, { ranks: spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora, dora });
+    const blocks = opts.enableLora === undefined ? null : this.mergedLinearPlan(spec, opts.enableLora, init);
+    const adapter = Adapter.create(this.model, { ranks: blocks?.ranks ?? spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora, dora });
     try {
+      if (blocks) {
+        const S = this.model.modules().length;
+        for (const m of adapter.modules()) {
+          if (!blocks.slots.has(m.layer * S + m.slot)) continue;
+          // scale alpha / r of one block's rank, as loralib's MergedLinear (the stacked rank would give alpha / (k r))
+          adapter.setScale(m.index, coreScale(spec.alphas[m.layer * S + m.slot], m.rank / blocks.k, !!opts.useRslora));
+          adapter.setRowBlocks(m.index, 3, blocks.mask);
+        }
+      }
       if (init.startsWith('pissa')) {
         // PiSSA moves the top singular directions of each target weight into the adapter; the base keeps the residual.
         adapter.initPissa(this.model, init === 'pissa' ? -1 : (opts.pissaIters ?? 4), opts.seed ?? 0);
@@ -234,8 +246,33 @@ export class LocalEngine {
     }
     return this.register(adapter, {
       name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
-      dora, rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
+      dora, enableLora: blocks ? blocks.names : null, rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {},
+      dropout: opts.dropout ?? 0, init,
     });
+  }
+
+  /**
+   * The stacked ranks for loralib MergedLinear c_attn modules: each targeted c_attn gets k times its rank.
+   * slots: the (layer * slots + slot) indices of those modules.
+   * @returns {{ ranks: Int32Array, mask: number, k: number, names: string[], slots: Set<number> }}
+   */
+  mergedLinearPlan(spec, enableLora, init) {
+    const bad = (msg) => new EngineError(msg, { code: 'INVALID_ARGUMENT' });
+    if (this.model.arch !== 'gpt2') throw bad('enableLora splits GPT-2\'s fused c_attn into q, k, v; this model has separate projections: target them by name');
+    if (init.startsWith('pissa')) throw new EngineError('PiSSA initialisation of MergedLinear blocks is not supported', { code: 'UNSUPPORTED' });
+    const mask = qkvMask(enableLora);
+    const k = [0, 1, 2].filter((i) => mask & (1 << i)).length;
+    const S = this.model.modules().length;
+    const slots = new Set();
+    const ranks = Int32Array.from(spec.ranks);
+    for (const m of spec.modules) {
+      if (!m.path.endsWith('.c_attn')) continue;
+      ranks[m.layer * S + m.slot] = m.rank * k;
+      slots.add(m.layer * S + m.slot);
+    }
+    if (!slots.size) throw bad('enableLora applies to c_attn, which the targets do not include');
+    const names = ['q', 'k', 'v'].filter((_, i) => mask & (1 << i));
+    return { ranks, mask, k, names, slots };
   }
 
   adapterInfo(id) {

@@ -110,6 +110,10 @@ export interface AdapterOptions {
    * + b, the norm held constant in backward. Starts at m = ||W||_row (no change). Not with dropout or PiSSA; a DoRA
    * adapter applies alone (no weighted mixes), merges with weight 1, and is not resized, combined or written to GGUF. */
   dora?: boolean;
+  /** GPT-2 only: loralib's MergedLinear on c_attn, adapting only the named q, k, v blocks (['q', 'v'], or loralib's
+   * [true, false, true]), each with its own rank-`rank` factors and scale alpha / rank. Exported as PEFT's
+   * rank-stacked c_attn LoRA (r = rank x blocks) whose lora_B is zero outside the blocks, and read back as MergedLinear. */
+  enableLora?: string[] | boolean[];
   rankPattern?: Record<string, number>;
   alphaPattern?: Record<string, number>;
   layers?: number[];

@@ -10,6 +10,30 @@ export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 /** safetensors __metadata__ key holding the fingerprint of the base weights an adapter was trained on. */
 export const FINGERPRINT_KEY = 'weblora.base_fingerprint';
+/** safetensors metadata naming the q, k, v blocks of every GPT-2 c_attn that is a loralib MergedLinear ("q,v"): the
+ *  PEFT file itself holds the same function as a rank-stacked c_attn LoRA whose lora_B is zero outside them. */
+export const ENABLE_LORA_KEY = 'weblora.enable_lora';
+const QKV = ['q', 'k', 'v'];
+
+/**
+ * loralib's enable_lora for GPT-2's c_attn as a bit mask over its q, k, v row blocks: names (['q', 'v']) or
+ * loralib's flags ([true, false, true]).
+ * @param {unknown} enable
+ */
+export function qkvMask(enable) {
+  const list = Array.isArray(enable) ? enable : [];
+  const flags = list.length === 3 && list.every((x) => typeof x === 'boolean');
+  const names = list.length > 0 && list.every((x) => QKV.includes(/** @type {string} */ (x))) && new Set(list).size === list.length;
+  if (!flags && !names) {
+    throw new LoraSpecError(`enableLora must name a subset of q, k, v (e.g. ['q', 'v']) or give loralib's three flags, got ${JSON.stringify(enable)}`);
+  }
+  const mask = flags ? list.reduce((m, on, i) => m | (on ? 1 << i : 0), 0) : list.reduce((m, n) => m | (1 << QKV.indexOf(n)), 0);
+  if (!mask) throw new LoraSpecError('enableLora enables none of q, k, v');
+  return mask;
+}
+
+/** @param {number} mask @returns {string} e.g. "q,v" */
+const qkvNames = (mask) => QKV.filter((_, i) => mask & (1 << i)).join(',');
 
 const KEY_PREFIX = 'base_model.model.';
 // PEFT's own defaults (LoraConfig r=8, lora_alpha=8; TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
@@ -368,7 +392,7 @@ export function permuteRopeRows(B, heads, hs, r, toHalf) {
 // Saving
 
 /** The scale the C core computes for (alpha, r): f32 alpha / r, or alpha / sqrtf(r) with rsLoRA. */
-function coreScale(alpha, r, rslora) {
+export function coreScale(alpha, r, rslora) {
   const a = Math.fround(alpha);
   return Math.fround(rslora ? a / Math.fround(Math.sqrt(r)) : a / r);
 }
@@ -542,6 +566,14 @@ export function adapterToPeft(model, adapter, options = {}) {
   /** @type {Record<string, string>} */
   const metadata = { format: 'pt' };
   if (baseFingerprint !== null) metadata[FINGERPRINT_KEY] = baseFingerprint;
+  const blocked = rows.filter((x) => x.m.rowBlocks);
+  if (blocked.length) {
+    const masks = new Set(blocked.map((x) => x.m.blockMask));
+    if (masks.size > 1 || blocked.some((x) => x.m.rowBlocks !== 3 || x.entry.shortName !== 'c_attn')) {
+      throw new LoraSpecError('only GPT-2 c_attn modules that all adapt the same q, k, v blocks can be written as MergedLinear files');
+    }
+    metadata[ENABLE_LORA_KEY] = qkvNames(blocked[0].m.blockMask);
+  }
   for (const [k, v] of Object.entries(extraMetadata)) {
     if (k in metadata) throw new LoraSpecError(`extraMetadata cannot set "${k}"`);
     if (typeof v !== 'string') throw new LoraSpecError(`extraMetadata["${k}"] must be a string`);
@@ -745,6 +777,36 @@ function widthMismatches(table, tensors) {
 }
 
 /**
+ * Make the c_attn modules of an adapter loaded from a file with ENABLE_LORA_KEY loralib MergedLinear modules again,
+ * after checking that their lora_B is zero outside the named blocks (so nothing the file holds is dropped).
+ * @param {import('./core.js').Adapter} adapter @param {ModuleTable} table @param {string} names
+ */
+function applyEnableLora(adapter, table, names) {
+  const what = `${WEIGHTS_FILE} metadata ${ENABLE_LORA_KEY} ${JSON.stringify(names)}`;
+  let mask;
+  try {
+    mask = qkvMask(names.split(','));
+  } catch {
+    throw new InvalidAdapterError(`${what} does not name q, k, v blocks`);
+  }
+  const mods = adapter.modules().filter((m) => table.modules[m.layer * table.S + m.slot].shortName === 'c_attn');
+  if (table.arch !== 'gpt2' || !mods.length) throw new InvalidAdapterError(`${what} needs LoRA on a GPT-2 c_attn`);
+  for (const m of mods) {
+    const path = table.modules[m.layer * table.S + m.slot].path;
+    const before = adapter.view(m.B, m.outFeatures * m.rank).slice();
+    try {
+      adapter.setRowBlocks(m.index, 3, mask);
+    } catch (err) {
+      throw new InvalidAdapterError(`${what}: ${path} ${/** @type {Error} */ (err).message}`, { cause: err });
+    }
+    const after = adapter.view(m.B, m.outFeatures * m.rank);
+    if (after.some((x, i) => x !== before[i])) {
+      throw new InvalidAdapterError(`${what}: ${path}.lora_B is not zero outside the blocks of ${names}`, { details: { key: path } });
+    }
+  }
+}
+
+/**
  * Load a PEFT LoRA adapter for `model`: an Adapter attached nowhere, with A and B from the file and each module's
  * scale from r / lora_alpha / rank_pattern / alpha_pattern / use_rslora. Everything the file holds must be used;
  * what cannot be (other PEFT methods, saved classifier heads...) is an error naming it. DoRA adapters (use_dora) load
@@ -937,6 +999,7 @@ export function peftToAdapter(core, model, files, options = {}) {
       adapter.view(mod.B, d.B.length).set(d.B);
       if (d.M) adapter.view(mod.magnitude, d.M.length).set(d.M);
     }
+    if (st.metadata[ENABLE_LORA_KEY] !== undefined) applyEnableLora(adapter, table, st.metadata[ENABLE_LORA_KEY]);
   } catch (err) {
     adapter.free();
     throw err;

@@ -191,6 +191,7 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
                 xin = m->acts.lora_x;
             }
             wl_sgemm(k, 1, 0, n_out, r, N, s, dout, n_out, xa, r, 1.0f, mod->dB, r); /* dB += s dout^T xa  (out, r) */
+            wl_lora_mask_blocks(mod, mod->dB); /* MergedLinear: B stays zero outside its blocks */
             wl_sgemm(k, 1, 0, r, in, N, 1.0f, dxa, r, xin, in, 1.0f, mod->dA, in);  /* dA += dxa^T x'     (r, in)  */
         }
         if (!dx) continue;

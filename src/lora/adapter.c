@@ -185,6 +185,54 @@ wl_status wl_adapter_init(wl_adapter *a, int init, uint64_t seed) {
 
 int wl_adapter_is_dora(const wl_adapter *a) { return a && a->dora; }
 
+/* ---- MergedLinear row blocks ---- */
+
+static int popcount(unsigned x) {
+    int n = 0;
+    for (; x; x &= x - 1) n++;
+    return n;
+}
+
+void wl_lora_mask_blocks(const wl_lora_module *mod, float *b) {
+    if (!mod->row_blocks) return;
+    const int r = mod->rank, rows = mod->out_features / mod->row_blocks;
+    const int slice = r / popcount((unsigned)mod->block_mask);
+    for (int blk = 0, k = 0; blk < mod->row_blocks; blk++) {
+        const int on = (mod->block_mask >> blk) & 1;
+        for (int o = blk * rows; o < (blk + 1) * rows; o++) {
+            float *row = b + (size_t)o * r;
+            for (int c = 0; c < r; c++) {
+                if (!on || c < k * slice || c >= (k + 1) * slice) row[c] = 0.0f;
+            }
+        }
+        k += on;
+    }
+}
+
+wl_status wl_adapter_set_row_blocks(wl_adapter *a, int index, int row_blocks, int block_mask) {
+    if (!a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_set_row_blocks: NULL adapter");
+    if (index < 0 || index >= a->n_modules)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter module %d out of range [0, %d)", index, a->n_modules);
+    wl_lora_module *mod = &a->modules[index];
+    if (row_blocks == 0) {
+        mod->row_blocks = mod->block_mask = 0;
+        return WL_OK;
+    }
+    if (row_blocks < 2 || row_blocks > 16 || mod->out_features % row_blocks != 0)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "%d row blocks do not split the module's %d outputs evenly (2 to 16 blocks)",
+                       row_blocks, mod->out_features);
+    if (block_mask <= 0 || block_mask >= (1 << row_blocks))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "block mask %d selects no block of %d, or one beyond them", block_mask, row_blocks);
+    const int k = popcount((unsigned)block_mask);
+    if (mod->rank % k != 0)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "rank %d does not split into %d equal slices, one per adapted block", mod->rank, k);
+    if (a->pissa_init) return wl_fail(WL_STATUS_UNSUPPORTED, "a PiSSA adapter's modules cannot be split into row blocks");
+    mod->row_blocks = row_blocks;
+    mod->block_mask = block_mask;
+    wl_lora_mask_blocks(mod, mod->B);
+    return WL_OK;
+}
+
 /* ---- DoRA norms ---- */
 
 void wl_dora_row_norms(const wl_kernels *k, const float *w, const wl_lora_module *mod, float *norms, float *rows) {

@@ -191,6 +191,9 @@ int wl_model_find_edit(const wl_model *m, const wl_adapter *a);
 wl_status wl_model_pop_edit(wl_model *m, int index);
 void wl_model_free_edits(wl_model *m);
 
+/* Zero the entries of b (a module's B or dB, (out, r)) outside its MergedLinear blocks; nothing for whole modules. */
+void wl_lora_mask_blocks(const wl_lora_module *mod, float *b);
+
 /* DoRA norms are computed WL_DORA_ROWS rows of W + s B A at a time. */
 #define WL_DORA_ROWS 32
 

@@ -18,7 +18,7 @@ _Static_assert(offsetof(wl_config, rope_theta) == 48 && offsetof(wl_config, eos_
 _Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, shape) == 16, "wl_tensor_info layout");
 _Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, numel) == 36, "wl_tensor_info layout");
 _Static_assert(sizeof(void *) != 4 || sizeof(wl_tensor_info) == 48, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 52, "wl_lora_module layout");
+_Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 60, "wl_lora_module layout");
 _Static_assert(sizeof(void *) != 4 || sizeof(wl_module_info) == 20, "wl_module_info layout");
 
 static uint64_t join64(uint32_t lo, uint32_t hi) { return ((uint64_t)hi << 32) | lo; }
@@ -162,6 +162,9 @@ EXPORT(wl_adapter_create_shaped) int wlx_adapter_create_shaped(int arch, int n_l
     return wl_adapter_create_shaped(arch, n_layers, n_slots, in_f, out_f, &spec, out);
 }
 EXPORT(wl_adapter_free) void wlx_adapter_free(wl_adapter *a) { wl_adapter_free(a); }
+EXPORT(wl_adapter_set_row_blocks) int wlx_adapter_set_row_blocks(wl_adapter *a, int i, int row_blocks, int mask) {
+    return wl_adapter_set_row_blocks(a, i, row_blocks, mask);
+}
 EXPORT(wl_adapter_is_dora) int wlx_adapter_is_dora(const wl_adapter *a) { return wl_adapter_is_dora(a); }
 EXPORT(wl_adapter_init_dora) int wlx_adapter_init_dora(const wl_model *m, wl_adapter *a) { return wl_adapter_init_dora(m, a); }
 EXPORT(wl_adapter_init) int wlx_adapter_init(wl_adapter *a, int init, uint32_t seed_lo, uint32_t seed_hi) {

@@ -119,6 +119,24 @@ describe('DoRA (--dora)', () => {
   });
 });
 
+describe('MergedLinear (--enable-lora)', () => {
+  test('train --enable-lora q,v writes a rank-stacked c_attn LoRA marked with its blocks; a Llama model refuses it', async () => {
+    const data = path.join(tmp, 'merged.txt');
+    writeFileSync(data, 'The kettle sang on the stove while the rain kept falling. '.repeat(12));
+    const out = path.join(tmp, 'merged-adapter');
+    const t = await run(['train', '--model', sharedPath('models/tiny-gpt2'), '--data', data, '--targets', 'c_attn', '--enable-lora', 'q,v',
+      '--rank', '1', '--alpha', '2', '--steps', '2', '--seq', '16', '--out', out]);
+    expect(t.stderr).toBe('');
+    expect(t.code).toBe(0);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    expect({ r: cfg.r, lora_alpha: cfg.lora_alpha }).toEqual({ r: 2, lora_alpha: 4 }); // scale alpha / r per block
+    const bytes = new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors')));
+    expect(core.parseSafetensors(bytes).metadata['weblora.enable_lora']).toBe('q,v');
+    expectFailure(await run(['train', '--model', sharedPath('models/stories260K/stories260K.bin'), '--data', data, '--enable-lora', 'q,v',
+      '--steps', '1', '--seq', '16', '--out', path.join(tmp, 'merged-llama')]), /GPT-2/);
+  });
+});
+
 describe('commands', () => {
   test('generate --json, eval and train with a progress summary', async () => {
     const model = sharedPath('models/stories260K/stories260K.bin');

@@ -1,5 +1,5 @@
 // The wasm build against the PyTorch reference (tests/ref/golden): logits, loss, every LoRA gradient and the
-// full-parameter gradients (DoRA: the magnitudes' too), LoRA dropout with the masks the reference replays, logits at long positions,
+// full-parameter gradients (DoRA: the magnitudes' too; MergedLinear: zero outside its blocks), LoRA dropout with the masks the reference replays, logits at long positions,
 // stories260K greedy decoding through the KV cache, and core invariants. Every adapter is loaded the way a user's
 // PEFT adapter is: adapter_config.json (r, lora_alpha, use_rslora, rank_pattern, alpha_pattern, target_modules)
 // through web/peft.js into the core, which computes the scales; the resolved ranks, alphas and scales must equal
@@ -13,7 +13,7 @@ import { expectAllClose, loadCore, readSafetensors, sharedPath } from './helpers
 import { GOLDEN, loadCaseAdapter, loadCaseModel, storedLogits } from './helpers/golden.js';
 const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_head_dim', 'llama2c_interleaved',
   'llama_patterns', 'gpt2_attn', 'gpt2_mlp', 'stories260K', 'tiny_random_llama', 'tiny_gpt2', 'hf_f16',
-  'hf_bf16_sharded', 'rope_long_hf', 'stories260K_long', 'dora_llama', 'dora_llama2c', 'dora_gpt2'];
+  'hf_bf16_sharded', 'rope_long_hf', 'stories260K_long', 'dora_llama', 'dora_llama2c', 'dora_gpt2', 'merged_gpt2_qv'];
 
 let core;
 beforeAll(async () => {

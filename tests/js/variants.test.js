@@ -2,6 +2,8 @@
 // merge/unmerge, PEFT export and import with PEFT's lora_magnitude_vector keys and use_dora, and the operations
 // that refuse DoRA clearly), and a DoRA adapter saved to IndexedDB and loaded back through the worker. Their logits and gradients against PyTorch are in core.golden.test.js (dora_* cases).
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -9,6 +11,7 @@ import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
 import { Trainer } from '../../web/train.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { GOLDEN } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TEXT = [
@@ -208,5 +211,115 @@ describe('DoRA through the worker and IndexedDB (fake-indexeddb)', () => {
     } finally {
       await remote.dispose();
     }
+  });
+});
+
+describe('MergedLinear on GPT-2 c_attn (enableLora)', () => {
+  // The merged_gpt2_qv golden model (GPT-2, n_embd 24, 2 layers, real biases), copied without its adapter files.
+  let gpt2;
+  let dir;
+  const TOKENS = [3, 17, 5, 41, 22, 9, 30, 2];
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'weblora-merged-'));
+    for (const f of ['config.json', 'model.safetensors']) copyFileSync(path.join(GOLDEN, 'merged_gpt2_qv', f), path.join(dir, f));
+    gpt2 = await LocalEngine.load(dir, { wasmSource: wasmSource() });
+  });
+  afterAll(() => {
+    gpt2?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const gptLogits = (sel) => {
+    gpt2.useAdapters(sel);
+    gpt2.model.reserve(1, TOKENS.length);
+    gpt2.model.forward(TOKENS);
+    return gpt2.model.logits().slice();
+  };
+  /** Largest |B| outside the (row block, column slice) pairs of q and v. */
+  const outsideBlocks = (adapter) => {
+    let worst = 0;
+    for (const m of adapter.modules()) {
+      const B = adapter.view(m.B, m.outFeatures * m.rank);
+      const rows = m.outFeatures / 3, slice = m.rank / 2;
+      for (let o = 0; o < m.outFeatures; o++) {
+        const blk = Math.floor(o / rows);
+        for (let c = 0; c < m.rank; c++) {
+          const inside = (blk === 0 && c < slice) || (blk === 2 && c >= slice);
+          if (!inside) worst = Math.max(worst, Math.abs(B[o * m.rank + c]));
+        }
+      }
+    }
+    return worst;
+  };
+
+  test('q and v blocks get their own rank-r factors and scale alpha / r; training leaves the k block and the cross '
+    + 'slices at zero; merge and unmerge as for LoRA', () => {
+    const whole = gpt2.createAdapter({ rank: 2, alpha: 4, targets: ['c_attn'], seed: 1 });
+    expect(gpt2.entry(whole.id).adapter.modules()[0]).toMatchObject({ rank: 2, rowBlocks: 0 }); // today's whole-matrix LoRA
+    const a = gpt2.createAdapter({ rank: 2, alpha: 4, targets: ['c_attn'], enableLora: ['q', 'v'], seed: 1 });
+    expect(a.enableLora).toEqual(['q', 'v']);
+    const adapter = gpt2.entry(a.id).adapter;
+    for (const m of adapter.modules()) expect(m).toMatchObject({ rank: 4, rowBlocks: 3, blockMask: 5, scale: 2 });
+    const base = gptLogits(null);
+    expect(gptLogits(a.id)).toEqual(base); // B = 0
+    gpt2.model.reserve(2, 4, { train: true });
+    const seqs = [0, 1].map((i) => ({ tokens: Int32Array.from(TOKENS.slice(i * 4, i * 4 + 4)), targets: Int32Array.from(TOKENS.slice(i * 4 + 1, i * 4 + 5).concat([7]).slice(0, 4)), valid: 4 }));
+    const trainer = new Trainer({ model: gpt2.model, adapter, train: seqs, options: { lr: 0.05, steps: 5, batchSize: 2, seqLen: 4 } });
+    for (let i = 0; i < 5; i++) trainer.trainStep();
+    trainer.dispose();
+    expect(outsideBlocks(adapter)).toBe(0);
+    let inside = 0;
+    for (const m of adapter.modules()) for (const x of adapter.view(m.B, m.outFeatures * m.rank)) inside = Math.max(inside, Math.abs(x));
+    expect(inside).toBeGreaterThan(1e-2); // the blocks themselves trained
+    const unmerged = gptLogits(a.id);
+    const weights = gpt2.model.params().slice();
+    gpt2.merge(a.id);
+    // plain LoRA's merge tolerance (tools.test.js): float32 sums in another order
+    expect(maxDiff(gptLogits(null), unmerged)).toBeLessThan(2e-4);
+    gpt2.unmerge(a.id);
+    expect(Buffer.from(gpt2.model.params().slice().buffer).equals(Buffer.from(weights.buffer))).toBe(true);
+    gpt2.freeAdapter(a.id);
+    gpt2.freeAdapter(whole.id);
+  });
+
+  test('exported as a rank-stacked PEFT c_attn LoRA with zero B blocks, read back as MergedLinear with the same logits', () => {
+    const a = gpt2.createAdapter({ rank: 2, alpha: 3, targets: ['c_attn'], enableLora: [true, false, true], seed: 2 });
+    const adapter = gpt2.entry(a.id).adapter;
+    const p = adapter.params();
+    for (let i = 0; i < p.length; i++) p[i] = Math.sin(i) * 0.2;
+    for (const m of adapter.modules()) adapter.setRowBlocks(m.index, 3, 5); // zero B outside the blocks again
+    const want = gptLogits(a.id);
+    const { config, files } = gpt2.exportAdapter(a.id);
+    expect({ r: config.r, lora_alpha: config.lora_alpha, target_modules: config.target_modules }).toEqual({ r: 4, lora_alpha: 3, target_modules: ['c_attn'] });
+    expect(gpt2.core.parseSafetensors(files['adapter_model.safetensors']).metadata['weblora.enable_lora']).toBe('q,v');
+    const b = gpt2.importAdapter(files);
+    for (const m of gpt2.entry(b.id).adapter.modules()) expect(m).toMatchObject({ rank: 4, rowBlocks: 3, blockMask: 5, scale: 1.5 });
+    expect(maxDiff(gptLogits(b.id), want)).toBe(0);
+    // The metadata edited in place (same length, so the header stays valid): blocks the factors do not fit are
+    // refused; without weblora's key (a file PEFT wrote) it is a whole-matrix LoRA of the same function.
+    const bytes = files['adapter_model.safetensors'];
+    const { headerSize } = gpt2.core.parseSafetensors(bytes);
+    const withHeader = (from, to) => {
+      const header = new TextDecoder().decode(bytes.subarray(8, 8 + headerSize));
+      expect(header).toContain(from);
+      const out = bytes.slice();
+      out.set(new TextEncoder().encode(header.replace(from, to)), 8);
+      return { ...files, 'adapter_model.safetensors': out };
+    };
+    expect(() => gpt2.importAdapter(withHeader('"weblora.enable_lora":"q,v"', '"weblora.enable_lora":"k,v"')))
+      .toThrow(/not zero outside the blocks of k,v/);
+    expect(() => gpt2.importAdapter(withHeader('"weblora.enable_lora":"q,v"', '"weblora.enable_lora":"q,x"')))
+      .toThrow(/does not name q, k, v blocks/);
+    const c = gpt2.importAdapter(withHeader('"weblora.enable_lora"', '"weblora.other_key_"'));
+    expect(gpt2.entry(c.id).adapter.modules()[0].rowBlocks).toBe(0);
+    expect(maxDiff(gptLogits(c.id), want)).toBe(0);
+    for (const x of [a, b, c]) gpt2.freeAdapter(x.id);
+  });
+
+  test('bad enableLora is refused clearly', () => {
+    expect(() => gpt2.createAdapter({ rank: 2, targets: ['c_attn'], enableLora: ['q', 'x'] })).toThrow(/subset of q, k, v/);
+    expect(() => gpt2.createAdapter({ rank: 2, targets: ['c_attn'], enableLora: [false, false, false] })).toThrow(/none of q, k, v/);
+    expect(() => gpt2.createAdapter({ rank: 2, targets: ['c_fc'], enableLora: ['q'] })).toThrow(/c_attn, which the targets do not include/);
+    expect(() => engine.createAdapter({ rank: 2, targets: ['q_proj'], enableLora: ['q'] })).toThrow(/GPT-2/);
   });
 });

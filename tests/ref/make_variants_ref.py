@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""make_variants_ref.py: PyTorch references for the adapter variants (LoRA+ training, DoRA); writes golden cases
-in tests/ref/golden/ next to make_ref.py's, reusing its model, adapter and file code.
+"""make_variants_ref.py: PyTorch references for the adapter variants (LoRA+ training, DoRA, loralib's MergedLinear);
+writes golden cases in tests/ref/golden/ next to make_ref.py's, reusing its model, adapter and file code.
 
 LoRA+ (Hayou et al. 2024, PEFT's peft/optimizers/loraplus.py create_loraplus_optimizer): the optimizer gets two
 parameter groups, lora_A at the learning rate lr and lora_B at lr * loraplus_lr_ratio, with the same weight decay.
@@ -12,15 +12,24 @@ base(x) + (mag_norm_scale - 1) * (x weight^T) + mag_norm_scale * scaling * B(A(x
 Merging (PEFT's merge with DoRA) writes mag_norm_scale[:, None] * (W + scaling * B A). The magnitude is saved as
 base_model.model.<module>.lora_magnitude_vector (shape (out,)).
 
+MergedLinear (microsoft/LoRA loralib/layers.py) on GPT-2's fused c_attn with enable_lora [q, k, v] flags: lora_A
+(r * k, in) for the k enabled blocks, lora_B (C * k, r); after_A = x A^T, after_B = conv1d(after_A, B, groups=k)
+(block i: the i-th r channels of after_A through rows [i C, (i + 1) C) of B), zero-padded into the rows of the enabled
+blocks of the (3C) output, times scaling = lora_alpha / r. Its PEFT form is one rank-stacked LoRA: A as is and
+B (3C, r k) with B_i in the rows of enabled block i and the i-th r columns, zero elsewhere; PEFT r = r k and
+lora_alpha = alpha k give the same scaling.
+
 Run: /usr/bin/python3 tests/ref/make_variants_ref.py [--shared DIR] [--out DIR]
 Deterministic like make_ref.py (fixed seeds, one thread).
 """
 import argparse
+import math
 import os
 import sys
 import tempfile
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_ref as R  # noqa: E402
@@ -98,7 +107,10 @@ def train_loraplus(g, cfg, W, lora):
 
 
 def dora_linear(x, W, lora, path, conv1d=False, drop=None):
-    """make_ref.linear, with DoRA for modules whose lora entry carries a magnitude (A, B, s, m)."""
+    """make_ref.linear, with DoRA for modules whose lora entry carries a magnitude (A, B, s, m) and loralib's
+    MergedLinear for entries (A, B, s, enable_lora)."""
+    if path in lora and len(lora[path]) == 4 and isinstance(lora[path][3], list):
+        return merged_linear(x, W, lora, path, conv1d)
     if path not in lora or len(lora[path]) == 3:
         return PLAIN_LINEAR(x, W, lora, path, conv1d, drop)
     assert not drop, "DoRA is referenced without dropout"
@@ -155,6 +167,117 @@ def undetached_linear(x, W, lora, path, conv1d=False, drop=None):
     y = x @ weight.t() + (W[path + ".bias"] if path + ".bias" in W else 0)
     g = (mag / (weight + s * (B @ A)).norm(p=2, dim=1)).view(1, -1)
     return y + (g - 1) * (x @ weight.t()) + g * ((x @ A.t()) @ B.t()) * s
+
+
+def merged_linear(x, W, lora, path, conv1d):
+    """loralib MergedLinear.forward (unmerged, no dropout): base + zero_pad(conv1d(x A^T, B, groups=k)) * scaling."""
+    A, B, s, enable = lora[path]
+    w = W[path + ".weight"]
+    y = (x @ w if conv1d else x @ w.t()) + W[path + ".bias"]
+    k = sum(enable)
+    after_a = x @ A.t()  # (..., r k)
+    after_b = F.conv1d(after_a.reshape(-1, after_a.shape[-1]).t().unsqueeze(0), B.unsqueeze(-1), groups=k)
+    after_b = after_b.squeeze(0).t()  # (N, C k)
+    out = y.shape[-1]
+    ind = torch.zeros(len(enable), out // len(enable), dtype=torch.bool)
+    ind[torch.tensor(enable), :] = True
+    padded = after_b.new_zeros(after_b.shape[0], out)
+    padded[:, ind.view(-1)] = after_b
+    return y + padded.view(y.shape) * s
+
+
+def stacked_b(B, enable, r):
+    """loralib's lora_B (C k, r) as PEFT's rank-stacked B (3C, r k): block i in its rows and the i-th r columns."""
+    k, rows = sum(enable), B.shape[0] // sum(enable)
+    out = B.new_zeros(rows * len(enable), r * k)
+    i = 0
+    for blk, on in enumerate(enable):
+        if on:
+            out[blk * rows:(blk + 1) * rows, i * r:(i + 1) * r] = B[i * rows:(i + 1) * rows]
+            i += 1
+    return out
+
+
+def merged_case(g):
+    """GPT-2 with loralib MergedLinear(enable_lora=[True, False, True]) on every c_attn (q and v, not k), r 4, alpha
+    8, as the LoRA paper's GPT-2 experiments; written as PEFT's rank-stacked c_attn LoRA (r 8, lora_alpha 16) with
+    safetensors metadata weblora.enable_lora = "q,v"."""
+    name = "merged_gpt2_qv"
+    d = g.case_dir(name)
+    rng = R.Rng(1401)
+    cfg = R.gpt2_cfg(24, 2, 3, 50, 16)
+    W = R.random_weights(cfg, rng)
+    fmt = g.write_model(d, cfg, W)
+    enable, r, alpha = [True, False, True], 4, 8
+    k = sum(enable)
+    s = alpha / r
+    C = cfg["dim"]
+    lora = {}
+    for l in range(cfg["n_layers"]):
+        path = f"transformer.h.{l}.attn.c_attn"
+        bound = 1.0 / math.sqrt(C)  # kaiming_uniform_(a=sqrt(5)) on (r k, in)
+        lora[path] = (rng.uniform((r * k, C), -bound, bound), rng.uniform((C * k, r), -0.1, 0.1), s, enable)
+    tokens, targets = R.random_io(rng, cfg["vocab"], 2, 6)
+
+    def run(dtype):
+        Wd = {kk: v.to(dtype) for kk, v in W.items()}
+        Ld = {p: (A.to(dtype).clone().requires_grad_(True), B.to(dtype).clone().requires_grad_(True), sc, en)
+              for p, (A, B, sc, en) in lora.items()}
+        logits = R.forward(cfg, Wd, Ld, tokens.long())
+        loss = R.xent(logits, targets)
+        loss.backward()
+        return logits.detach(), loss.detach(), {p: (A.grad, B.grad) for p, (A, B, _s, _e) in Ld.items()}
+
+    logits, loss, grads = run(torch.float64)
+    l32, loss32, g32 = run(torch.float32)
+    # The stacked PEFT form computes the same function as plain LoRA, and merging it is W + s B A.
+    plain = {p: (A, stacked_b(B, enable, r), s) for p, (A, B, s, _e) in lora.items()}
+    assert float((R.run(cfg, W, plain, tokens)[0] - logits).abs().max()) < 1e-9, "stacked form differs"
+    merged = R.run(cfg, R.merged_weights(cfg, W, plain), {}, tokens)[0]
+    assert float((merged - logits).abs().max()) < 1e-9, "merge differs"
+    io = {"tokens": tokens, "targets": targets, "logits": logits, "loss": loss.reshape(1)}
+    tensors = {}
+    for path, (dA, dB) in grads.items():
+        io["grad." + R.peft_key(path, "A")] = dA
+        io["grad." + R.peft_key(path, "B")] = stacked_b(dB, enable, r)
+        tensors[R.peft_key(path, "A")] = lora[path][0]
+        tensors[R.peft_key(path, "B")] = stacked_b(lora[path][1], enable, r)
+    R.st_write(os.path.join(d, "io.safetensors"), io)
+    R.st_write(os.path.join(d, "adapter_model.safetensors"), tensors, {"format": "pt", "weblora.enable_lora": "q,v"})
+    mods = [{"path": p, "r": r * k, "alpha": alpha * k, "scaling": s} for p in lora]
+    acfg = {
+        "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": None, "bias": "none",
+        "fan_in_fan_out": True, "inference_mode": True, "init_lora_weights": True, "layers_pattern": None,
+        "layers_to_transform": None, "lora_alpha": alpha * k, "lora_dropout": 0.0, "modules_to_save": None,
+        "peft_type": "LORA", "r": r * k, "rank_pattern": {}, "revision": None, "target_modules": ["c_attn"],
+        "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": False,
+    }
+    R.write_json(os.path.join(d, "adapter_config.json"), acfg)
+    lerr, lmag = R.max_err([(l32, logits)])
+    gerr, gmag = R.max_err([(a, b) for p in grads for a, b in zip(g32[p], grads[p])])
+    loss_err = abs(float(loss32) - float(loss))
+    tol = {"logits": R.recommend(lerr, lmag, 1e-6, 1e-5), "grads": R.recommend(gerr, gmag, 1e-5, 1e-4),
+           "loss": R.recommend(loss_err, float(loss), 1e-6, 1e-5)}
+    # A whole-matrix LoRA of the stacked factors would train B's zero blocks: how large their gradient is there.
+    full_b = R.run(cfg, W, plain, tokens, targets)[2]
+    outside = stacked_b(torch.ones(C * k, r), enable, r) == 0
+    leak = max(float(full_b[p][1][outside].abs().max()) for p in grads)
+    assert leak > 100 * tol["grads"]["atol"], f"{name}: the zero blocks' gradient {leak:.2e} is too small to tell"
+    inside = max(float((full_b[p][1] - stacked_b(grads[p][1], enable, r))[~outside].abs().max()) for p in grads)
+    assert inside < 1e-12, "inside the blocks the stacked LoRA's gradient is loralib's"
+
+    case = {
+        "arch": cfg["arch"], "description": merged_case.__doc__.strip(), "model_format": fmt, "B": 2, "T": 6,
+        "vocab_size": cfg["vocab"], "targets": ["c_attn"], "r": r * k, "alpha": alpha * k, "use_rslora": False,
+        "rank_pattern": {}, "alpha_pattern": {}, "fan_in_fan_out": True, "enable_lora": enable,
+        "loralib": {"r": r, "lora_alpha": alpha}, "lora_modules": mods, "ignore_id": R.IGNORE_ID, "n_ignored": 0,
+        "full": False, "loss": float(loss), "tolerance": tol,
+        "float32_torch_error": {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr,
+                                "grads_max_abs": gmag},
+        "whole_matrix_B_grad_outside_blocks_max": leak,
+    }
+    R.write_json(os.path.join(d, "case.json"), case)
+    print(f"{name}: loss {float(loss):.6f}  f32 err logits {lerr:.2e} grads {gerr:.2e}")
 
 
 def magnitude_key(path):
@@ -270,6 +393,7 @@ def main():
                 assert a.read() == b.read(), f"llama_patterns/{f} differs from the committed golden file"
     train_loraplus(g, pcfg, pW, plora)
     dora_cases(g)
+    merged_case(g)
 
 
 if __name__ == "__main__":
