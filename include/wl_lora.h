@@ -126,8 +126,9 @@ wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, cons
 
 /* ---- Merging into the base weights ---- */
 
-/* W += weight * s * B A for every module of the adapter (DoRA: W = (m / ||W + s B A||_row) (W + s B A), weight 1 only) (weights are (out, in) in memory for both architectures,
- * so GPT-2's Conv1D needs no special case). The original weights of the touched modules are kept so that
+/* W += weight * s * B A for every module of the adapter (weights are (out, in) in memory for both architectures,
+ * so GPT-2's Conv1D needs no special case); a DoRA adapter merges with weight 1 as W = (m / ||W + s B A||_row)
+ * (W + s B A), PEFT's merge. The original weights of the touched modules are kept so that
  * wl_model_unmerge restores them bit for bit; that costs their size once more (e.g. 53 MB for q_proj and v_proj of
  * SmolLM2-135M). Merging an adapter already merged into this model changes nothing. A merged adapter is detached
  * (the forward pass then runs with no LoRA work for it) and cannot be attached until unmerged. */

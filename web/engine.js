@@ -49,6 +49,12 @@ export async function fingerprintModel(model) {
   return (await sha256Hex(all)).slice(0, 32);
 }
 
+/** The q, k, v blocks of an adapter's MergedLinear c_attn modules (['q', 'v']), or null when it has none. */
+function blockNames(adapter) {
+  const blocked = adapter.modules().find((m) => m.rowBlocks);
+  return blocked ? ['q', 'k', 'v'].filter((_, i) => blocked.blockMask & (1 << i)) : null;
+}
+
 /** Hugging Face config.json for the model as it is in memory. */
 export function hfConfig(model) {
   const c = model.config;
@@ -190,8 +196,8 @@ export class LocalEngine {
   /** Record an adapter under a new id; info fields not given take the defaults of a fresh adapter on this base. */
   register(adapter, info) {
     const id = `adapter-${this.nextId++}`;
-    const defaults = { name: null, useRslora: false, dora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, baseModel: this.name,
-      baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
+    const defaults = { name: null, useRslora: false, dora: false, enableLora: null, rankPattern: {}, alphaPattern: {}, dropout: 0,
+      baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
     const full = { ...defaults, ...info, id, parameters: adapter.params().length };
     this.adapters.set(id, { adapter, info: full });
     return { ...full };
@@ -246,7 +252,7 @@ export class LocalEngine {
     }
     return this.register(adapter, {
       name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
-      dora, enableLora: blocks ? blocks.names : null, rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {},
+      dora, enableLora: blockNames(adapter), rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {},
       dropout: opts.dropout ?? 0, init,
     });
   }
@@ -254,7 +260,7 @@ export class LocalEngine {
   /**
    * The stacked ranks for loralib MergedLinear c_attn modules: each targeted c_attn gets k times its rank.
    * slots: the (layer * slots + slot) indices of those modules.
-   * @returns {{ ranks: Int32Array, mask: number, k: number, names: string[], slots: Set<number> }}
+   * @returns {{ ranks: Int32Array, mask: number, k: number, slots: Set<number> }}
    */
   mergedLinearPlan(spec, enableLora, init) {
     const bad = (msg) => new EngineError(msg, { code: 'INVALID_ARGUMENT' });
@@ -271,8 +277,7 @@ export class LocalEngine {
       slots.add(m.layer * S + m.slot);
     }
     if (!slots.size) throw bad('enableLora applies to c_attn, which the targets do not include');
-    const names = ['q', 'k', 'v'].filter((_, i) => mask & (1 << i));
-    return { ranks, mask, k, names, slots };
+    return { ranks, mask, k, slots };
   }
 
   adapterInfo(id) {
@@ -318,7 +323,8 @@ export class LocalEngine {
   resize(id, { rank = 0, energy = 0, name = null } = {}) {
     const e = this.entry(id);
     const r = e.adapter.resize(rank, energy);
-    const info = this.register(r.adapter, { ...e.info, name, rank: rank || e.info.rank, created: Date.now(), merged: false, init: 'resized' });
+    const info = this.register(r.adapter, { ...e.info, name, rank: rank || e.info.rank, created: Date.now(), merged: false, init: 'resized',
+      enableLora: blockNames(r.adapter) });
     return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError };
   }
 
@@ -671,7 +677,8 @@ export class LocalEngine {
       { ref: this.ref, fingerprint: this.fingerprint });
     const info = this.register(adapter, {
       name: opts.name ?? null, rank: cfg.r, alpha: cfg.lora_alpha, targets: cfg.target_modules, useRslora: !!cfg.use_rslora,
-      dora: !!cfg.use_dora, rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
+      dora: !!cfg.use_dora, enableLora: blockNames(adapter), rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {},
+      dropout: cfg.lora_dropout ?? 0, init: 'imported',
       steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null, baseModelCheck,
     });
     if (baseModelCheck.level) {

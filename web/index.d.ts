@@ -152,6 +152,10 @@ export interface Adapter {
   alpha: number;
   targets: string[] | string;
   useRslora: boolean;
+  /** DoRA modules (PEFT use_dora). */
+  dora: boolean;
+  /** The c_attn blocks of a loralib MergedLinear adapter (['q', 'v']), or null for whole modules. */
+  enableLora: string[] | null;
   parameters: number;
   baseModel: string;
   baseFingerprint: string;

@@ -207,6 +207,15 @@ static float max_abs_diff(const float *a, const float *b, size_t n) {
     return worst;
 }
 
+/* Attach a alone, trainable, and run one forward and backward pass over b. */
+static void train_pass(wl_model *m, wl_adapter *a, const batch *b) {
+    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    CHECK_OK(wl_model_set_trainable(m, a));
+    CHECK_OK(wl_adapter_zero_grad(a));
+    loss_of(m, b);
+    CHECK_OK(wl_model_backward(m));
+}
+
 /* Finite difference of the loss along the gradient itself (zero where a parameter is not trained) against |g|^2. */
 static void check_along_gradient(const char *what, wl_model *m, const batch *b, float *params, const float *d, size_t n) {
     double gd = 0.0;
@@ -238,12 +247,8 @@ static void dora_case(const char *what, wl_config cfg, const int *slot_rank) {
         wl_adapter_module(a, i, &mod);
         for (int o = 0; o < mod.out_features; o++) mod.magnitude[o] *= 1.0f + jitter[o % 64];
     }
-    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
-    CHECK_OK(wl_model_set_trainable(m, a));
     batch b = make_batch(2, 5, cfg.vocab_size, 7, 0);
-    CHECK_OK(wl_adapter_zero_grad(a));
-    loss_of(m, &b);
-    CHECK_OK(wl_model_backward(m));
+    train_pass(m, a, &b);
     for (int i = 0; i < wl_adapter_n_modules(a); i++) {
         wl_lora_module mod;
         wl_adapter_module(a, i, &mod);
@@ -310,12 +315,8 @@ static void merged_linear_case(void) {
     CHECK_STATUS(wl_adapter_set_row_blocks(a, 0, 3, 8), WL_STATUS_INVALID_ARGUMENT);  /* beyond the 3 blocks */
     CHECK_STATUS(wl_adapter_set_row_blocks(a, 0, 3, 7), WL_STATUS_INVALID_ARGUMENT);  /* rank 4 in 3 slices */
     for (int i = 0; i < wl_adapter_n_modules(a); i++) CHECK_OK(wl_adapter_set_row_blocks(a, i, 3, 5));
-    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
-    CHECK_OK(wl_model_set_trainable(m, a));
     batch b = make_batch(2, 5, cfg.vocab_size, 8, 0);
-    CHECK_OK(wl_adapter_zero_grad(a));
-    loss_of(m, &b);
-    CHECK_OK(wl_model_backward(m));
+    train_pass(m, a, &b);
     size_t n;
     float *p = wl_adapter_params(a, &n);
     float *g = malloc(n * sizeof(float));

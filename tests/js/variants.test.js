@@ -293,6 +293,7 @@ describe('MergedLinear on GPT-2 c_attn (enableLora)', () => {
     expect({ r: config.r, lora_alpha: config.lora_alpha, target_modules: config.target_modules }).toEqual({ r: 4, lora_alpha: 3, target_modules: ['c_attn'] });
     expect(gpt2.core.parseSafetensors(files['adapter_model.safetensors']).metadata['weblora.enable_lora']).toBe('q,v');
     const b = gpt2.importAdapter(files);
+    expect(b.enableLora).toEqual(['q', 'v']);
     for (const m of gpt2.entry(b.id).adapter.modules()) expect(m).toMatchObject({ rank: 4, rowBlocks: 3, blockMask: 5, scale: 1.5 });
     expect(maxDiff(gptLogits(b.id), want)).toBe(0);
     // The metadata edited in place (same length, so the header stays valid): blocks the factors do not fit are
@@ -314,6 +315,25 @@ describe('MergedLinear on GPT-2 c_attn (enableLora)', () => {
     expect(gpt2.entry(c.id).adapter.modules()[0].rowBlocks).toBe(0);
     expect(maxDiff(gptLogits(c.id), want)).toBe(0);
     for (const x of [a, b, c]) gpt2.freeAdapter(x.id);
+  });
+
+  test('resize and combine of a MergedLinear adapter give plain LoRA adapters of the (truncated, summed) update', () => {
+    const a = gpt2.createAdapter({ rank: 2, alpha: 4, targets: ['c_attn'], enableLora: ['q', 'v'], seed: 3 });
+    const adapter = gpt2.entry(a.id).adapter;
+    const p = adapter.params();
+    for (let i = 0; i < p.length; i++) p[i] = Math.cos(3 * i) * 0.2;
+    for (const m of adapter.modules()) adapter.setRowBlocks(m.index, 3, 5);
+    const want = gptLogits(a.id);
+    // rank 4 keeps the whole update (the stacked rank is 4): the same function as a whole-matrix LoRA
+    const r = gpt2.resize(a.id, { rank: 4 });
+    expect(r.adapter.enableLora).toBeNull();
+    // measured: relative error 0 and logits 2.9e-6 apart (the same update refactored by an SVD in float32)
+    expect(r.totalError).toBeLessThan(1e-5);
+    expect(maxDiff(gptLogits(r.adapter.id), want)).toBeLessThan(1e-4);
+    const c = gpt2.combine([{ id: a.id, weight: 1 }], { type: 'cat' });
+    expect(c.adapter.enableLora).toBeNull();
+    expect(maxDiff(gptLogits(c.adapter.id), want)).toBeLessThan(1e-5); // cat of one adapter: measured 0
+    for (const x of [a, r.adapter, c.adapter]) gpt2.freeAdapter(x.id);
   });
 
   test('bad enableLora is refused clearly', () => {

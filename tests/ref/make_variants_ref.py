@@ -245,19 +245,9 @@ def merged_case(g):
     R.st_write(os.path.join(d, "io.safetensors"), io)
     R.st_write(os.path.join(d, "adapter_model.safetensors"), tensors, {"format": "pt", "weblora.enable_lora": "q,v"})
     mods = [{"path": p, "r": r * k, "alpha": alpha * k, "scaling": s} for p in lora]
-    acfg = {
-        "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": None, "bias": "none",
-        "fan_in_fan_out": True, "inference_mode": True, "init_lora_weights": True, "layers_pattern": None,
-        "layers_to_transform": None, "lora_alpha": alpha * k, "lora_dropout": 0.0, "modules_to_save": None,
-        "peft_type": "LORA", "r": r * k, "rank_pattern": {}, "revision": None, "target_modules": ["c_attn"],
-        "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": False,
-    }
+    acfg = R.make_adapter(cfg, R.Rng(0), ["c_attn"], r * k, alpha * k)[2]  # PEFT's config for the stacked form
     R.write_json(os.path.join(d, "adapter_config.json"), acfg)
-    lerr, lmag = R.max_err([(l32, logits)])
-    gerr, gmag = R.max_err([(a, b) for p in grads for a, b in zip(g32[p], grads[p])])
-    loss_err = abs(float(loss32) - float(loss))
-    tol = {"logits": R.recommend(lerr, lmag, 1e-6, 1e-5), "grads": R.recommend(gerr, gmag, 1e-5, 1e-4),
-           "loss": R.recommend(loss_err, float(loss), 1e-6, 1e-5)}
+    tol, measured = tolerances(logits, l32, loss, loss32, grads, g32)
     # A whole-matrix LoRA of the stacked factors would train B's zero blocks: how large their gradient is there.
     full_b = R.run(cfg, W, plain, tokens, targets)[2]
     outside = stacked_b(torch.ones(C * k, r), enable, r) == 0
@@ -271,13 +261,23 @@ def merged_case(g):
         "vocab_size": cfg["vocab"], "targets": ["c_attn"], "r": r * k, "alpha": alpha * k, "use_rslora": False,
         "rank_pattern": {}, "alpha_pattern": {}, "fan_in_fan_out": True, "enable_lora": enable,
         "loralib": {"r": r, "lora_alpha": alpha}, "lora_modules": mods, "ignore_id": R.IGNORE_ID, "n_ignored": 0,
-        "full": False, "loss": float(loss), "tolerance": tol,
-        "float32_torch_error": {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr,
-                                "grads_max_abs": gmag},
+        "full": False, "loss": float(loss), "tolerance": tol, "float32_torch_error": measured,
         "whole_matrix_B_grad_outside_blocks_max": leak,
     }
     R.write_json(os.path.join(d, "case.json"), case)
-    print(f"{name}: loss {float(loss):.6f}  f32 err logits {lerr:.2e} grads {gerr:.2e}")
+    print(f"{name}: loss {float(loss):.6f}  f32 err logits {measured['logits_max_abs_err']:.2e} grads "
+          f"{measured['grads_max_abs_err']:.2e}")
+
+
+def tolerances(logits, l32, loss, loss32, grads, g32):
+    """Tolerances as make_ref.py's lora_case derives them (20 times torch's own float32 error, with floors) and the
+    errors they come from; grads maps a module to its gradient tensors."""
+    lerr, lmag = R.max_err([(l32, logits)])
+    gerr, gmag = R.max_err([(a, b) for p in grads for a, b in zip(g32[p], grads[p])])
+    loss_err = abs(float(loss32) - float(loss))
+    tol = {"logits": R.recommend(lerr, lmag, 1e-6, 1e-5), "grads": R.recommend(gerr, gmag, 1e-5, 1e-4),
+           "loss": R.recommend(loss_err, float(loss), 1e-6, 1e-5)}
+    return tol, {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr, "grads_max_abs": gmag}
 
 
 def magnitude_key(path):
@@ -320,11 +320,7 @@ def dora_case(g, name, description, cfg, W, rng, targets, r, alpha, Bsz, T):
     R.st_write(os.path.join(d, "adapter_model.safetensors"), hf_row_order_dora(cfg, tensors), {"format": "pt"})
     R.write_json(os.path.join(d, "adapter_config.json"), acfg)
 
-    lerr, lmag = R.max_err([(l32, logits)])
-    gerr, gmag = R.max_err([(a, b) for p in grads for a, b in zip(g32[p], grads[p])])
-    loss_err = abs(float(loss32) - float(loss))
-    tol = {"logits": R.recommend(lerr, lmag, 1e-6, 1e-5), "grads": R.recommend(gerr, gmag, 1e-5, 1e-4),
-           "loss": R.recommend(loss_err, float(loss), 1e-6, 1e-5)}
+    tol, measured = tolerances(logits, l32, loss, loss32, grads, g32)
     undetached = max(float((grads[p][i] - gfull[p][i]).abs().max()) for p in grads for i in (0, 1))
     plain_diff = float((plain - logits).abs().max())
     assert undetached > 100 * tol["grads"]["atol"], f"{name}: detaching the norm changes grads by {undetached:.2e}"
@@ -334,13 +330,12 @@ def dora_case(g, name, description, cfg, W, rng, targets, r, alpha, Bsz, T):
         "vocab_size": cfg["vocab"], "targets": acfg["target_modules"], "r": r, "alpha": alpha, "use_rslora": False,
         "use_dora": True, "rank_pattern": {}, "alpha_pattern": {}, "fan_in_fan_out": acfg["fan_in_fan_out"],
         "lora_modules": mods, "ignore_id": R.IGNORE_ID, "n_ignored": 0, "full": False, "loss": float(loss),
-        "tolerance": tol,
-        "float32_torch_error": {"logits_max_abs_err": lerr, "logits_max_abs": lmag, "grads_max_abs_err": gerr,
-                                "grads_max_abs": gmag},
+        "tolerance": tol, "float32_torch_error": measured,
         "grads_diff_if_norm_not_detached": undetached, "logits_diff_from_plain_lora": plain_diff,
     }
     R.write_json(os.path.join(d, "case.json"), case)
-    print(f"{name}: loss {float(loss):.6f}  f32 err logits {lerr:.2e} grads {gerr:.2e}  undetached grads differ by "
+    print(f"{name}: loss {float(loss):.6f}  f32 err logits {measured['logits_max_abs_err']:.2e} grads "
+          f"{measured['grads_max_abs_err']:.2e}  undetached grads differ by "
           f"{undetached:.2e}  plain LoRA logits differ by {plain_diff:.2e}")
 
 
