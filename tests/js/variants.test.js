@@ -215,10 +215,10 @@ describe('DoRA through the worker and IndexedDB (fake-indexeddb)', () => {
 });
 
 describe('MergedLinear on GPT-2 c_attn (enableLora)', () => {
-  // The merged_gpt2_qv golden model (GPT-2, n_embd 24, 2 layers, real biases), copied without its adapter files.
+  // The merged_gpt2_qv golden model (GPT-2, n_embd 12, 2 layers, vocab 24, real biases), copied without its adapter files.
   let gpt2;
   let dir;
-  const TOKENS = [3, 17, 5, 41, 22, 9, 30, 2];
+  const TOKENS = [3, 17, 5, 21, 22, 9, 13, 2];
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'weblora-merged-'));
     for (const f of ['config.json', 'model.safetensors']) copyFileSync(path.join(GOLDEN, 'merged_gpt2_qv', f), path.join(dir, f));

@@ -199,16 +199,16 @@ def stacked_b(B, enable, r):
 
 
 def merged_case(g):
-    """GPT-2 with loralib MergedLinear(enable_lora=[True, False, True]) on every c_attn (q and v, not k), r 4, alpha
-    8, as the LoRA paper's GPT-2 experiments; written as PEFT's rank-stacked c_attn LoRA (r 8, lora_alpha 16) with
-    safetensors metadata weblora.enable_lora = "q,v"."""
+    """GPT-2 (n_embd 12, 2 heads, 2 layers, vocab 24) with loralib MergedLinear(enable_lora=[True, False, True]) on
+    every c_attn (q and v, not k), r 2, alpha 4, as the LoRA paper's GPT-2 experiments; written as PEFT's rank-stacked
+    c_attn LoRA (r 4, lora_alpha 8) with safetensors metadata weblora.enable_lora = "q,v"."""
     name = "merged_gpt2_qv"
     d = g.case_dir(name)
     rng = R.Rng(1401)
-    cfg = R.gpt2_cfg(24, 2, 3, 50, 16)
+    cfg = R.gpt2_cfg(12, 2, 2, 24, 8)
     W = R.random_weights(cfg, rng)
     fmt = g.write_model(d, cfg, W)
-    enable, r, alpha = [True, False, True], 4, 8
+    enable, r, alpha = [True, False, True], 2, 4
     k = sum(enable)
     s = alpha / r
     C = cfg["dim"]
@@ -217,7 +217,7 @@ def merged_case(g):
         path = f"transformer.h.{l}.attn.c_attn"
         bound = 1.0 / math.sqrt(C)  # kaiming_uniform_(a=sqrt(5)) on (r k, in)
         lora[path] = (rng.uniform((r * k, C), -bound, bound), rng.uniform((C * k, r), -0.1, 0.1), s, enable)
-    tokens, targets = R.random_io(rng, cfg["vocab"], 2, 6)
+    tokens, targets = R.random_io(rng, cfg["vocab"], 2, 5)
 
     def run(dtype):
         Wd = {kk: v.to(dtype) for kk, v in W.items()}
@@ -257,7 +257,7 @@ def merged_case(g):
     assert inside < 1e-12, "inside the blocks the stacked LoRA's gradient is loralib's"
 
     case = {
-        "arch": cfg["arch"], "description": merged_case.__doc__.strip(), "model_format": fmt, "B": 2, "T": 6,
+        "arch": cfg["arch"], "description": merged_case.__doc__.strip(), "model_format": fmt, "B": 2, "T": 5,
         "vocab_size": cfg["vocab"], "targets": ["c_attn"], "r": r * k, "alpha": alpha * k, "use_rslora": False,
         "rank_pattern": {}, "alpha_pattern": {}, "fan_in_fan_out": True, "enable_lora": enable,
         "loralib": {"r": r, "lora_alpha": alpha}, "lora_modules": mods, "ignore_id": R.IGNORE_ID, "n_ignored": 0,
@@ -354,22 +354,23 @@ ALL_LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "do
 
 
 def dora_cases(g):
+    # Small models: the golden folder keeps to its size budget (make_ref.py), and every path still matters.
     rng = R.Rng(1301)
-    cfg = R.llama_cfg(32, 64, 2, 4, 2, 80, 64, False, 1e-5, 10000.0)
-    dora_case(g, "dora_llama", "Llama (hidden 32, 2 layers, GQA 4/2, untied head, HF layout); DoRA (use_dora) on all "
-              "7 linear modules, r 4, alpha 8; magnitudes near ||W + s B A||_row.", cfg, R.random_weights(cfg, rng),
-              rng, ALL_LLAMA, 4, 8, 2, 7)
+    cfg = R.llama_cfg(16, 24, 1, 2, 1, 24, 16, False, 1e-5, 10000.0)
+    dora_case(g, "dora_llama", "Llama (hidden 16, 1 layer, GQA 2/1, untied head, HF layout); DoRA (use_dora) on all "
+              "7 linear modules, r 2, alpha 4; magnitudes near ||W + s B A||_row.", cfg, R.random_weights(cfg, rng),
+              rng, ALL_LLAMA, 2, 4, 2, 5)
     rng = R.Rng(1302)
-    cfg = R.llama_cfg(32, 48, 2, 4, 2, 60, 32, True, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
-    dora_case(g, "dora_llama2c", "llama2.c checkpoint (model.bin, interleaved RoPE, shared classifier); DoRA on all 7 "
-              "modules, r 2, alpha 4. The PEFT file holds q_proj / k_proj lora_B rows and magnitudes in Hugging Face "
-              "row order; the grad.* tensors are in the checkpoint's order.", cfg, R.random_weights(cfg, rng), rng,
-              ALL_LLAMA, 2, 4, 2, 6)
+    cfg = R.llama_cfg(16, 24, 1, 2, 1, 24, 16, True, 1e-5, 10000.0, rope="interleaved", arch="llama2c")
+    dora_case(g, "dora_llama2c", "llama2.c checkpoint (model.bin, interleaved RoPE, shared classifier, 1 layer, GQA "
+              "2/1); DoRA on all 7 modules, r 2, alpha 4. The PEFT file holds q_proj / k_proj lora_B rows and "
+              "magnitudes in Hugging Face row order; the grad.* tensors are in the checkpoint's order.", cfg,
+              R.random_weights(cfg, rng), rng, ALL_LLAMA, 2, 4, 2, 5)
     rng = R.Rng(1303)
-    cfg = R.gpt2_cfg(24, 2, 3, 50, 16)
-    dora_case(g, "dora_gpt2", "GPT-2 (n_embd 24, 3 heads, 2 layers, vocab 50); DoRA on c_attn, attn.c_proj, mlp.c_fc "
-              "and mlp.c_proj (Conv1D, fan_in_fan_out), r 4, alpha 16; biases make the base(x) - bias split matter.",
-              cfg, R.random_weights(cfg, rng), rng, ["c_attn", "c_proj", "c_fc"], 4, 16, 2, 6)
+    cfg = R.gpt2_cfg(12, 1, 2, 24, 8)
+    dora_case(g, "dora_gpt2", "GPT-2 (n_embd 12, 2 heads, 1 layer, vocab 24); DoRA on c_attn, attn.c_proj, mlp.c_fc "
+              "and mlp.c_proj (Conv1D, fan_in_fan_out), r 2, alpha 8; biases make the base(x) - bias split matter.",
+              cfg, R.random_weights(cfg, rng), rng, ["c_attn", "c_proj", "c_fc"], 2, 8, 2, 5)
 
 
 def main():
@@ -389,6 +390,10 @@ def main():
     train_loraplus(g, pcfg, pW, plora)
     dora_cases(g)
     merged_case(g)
+    total = sum(os.path.getsize(os.path.join(root, f)) for root, _d, files in os.walk(g.out) for f in files)
+    print(f"golden total: {total / 1e6:.2f} MB in {g.out}")
+    if total > 3.2e6:
+        sys.exit("golden files exceed the ~3 MB budget")
 
 
 if __name__ == "__main__":
