@@ -10,6 +10,13 @@
  *
  * Several adapters can be attached to one model at once, each with a weight; the forward pass adds every
  * attached adapter's update, scaled by its weight. Attaching or switching copies no base weights.
+ *
+ * DoRA (weight-decomposed LoRA, PEFT use_dora): each module also learns a magnitude m (out), one per output row,
+ * and computes y = (m / ||W + s B A||_row) * (W x + s B A x) + b, where the row norms (the paper's column norms of
+ * the (in, out) weight) are treated as constants in backward, as the DoRA paper and PEFT do. The magnitudes follow
+ * each module's B in the parameter buffer. The norms are cached in the adapter and recomputed when its factors or
+ * scales, or the model's weights (loads, merges), change, and on every training pass. A DoRA adapter applies alone
+ * (its magnitude rescales the whole layer output): it attaches only by itself, with weight 1.
  */
 #ifndef WL_LORA_H
 #define WL_LORA_H
@@ -38,6 +45,7 @@ typedef struct wl_lora_spec {
     const int *ranks;
     const float *alphas;
     int use_rslora;
+    int use_dora;     /* 1: DoRA modules (magnitudes start at 0: set them with wl_adapter_init_dora or a loader) */
 } wl_lora_spec;
 
 /* Create an adapter for `model`'s shapes (the model is only read, not referenced afterwards). */
@@ -58,6 +66,10 @@ typedef struct wl_lora_module {
     float *B;          /* (out, r) */
     float *dA;         /* (r, in) gradient */
     float *dB;         /* (out, r) gradient */
+    float *magnitude;  /* (out) DoRA magnitude, or NULL for plain LoRA */
+    float *dmagnitude; /* (out) its gradient, or NULL */
+    int row_blocks;    /* 0: the whole matrix; else loralib MergedLinear (wl_adapter_set_row_blocks) */
+    int block_mask;    /* bit i set: output row block i has an update */
 } wl_lora_module;
 
 /* Modules in buffer order. */
@@ -70,6 +82,20 @@ int wl_adapter_find(const wl_adapter *adapter, int layer, int slot);
 float *wl_adapter_params(wl_adapter *adapter, size_t *n_params);
 float *wl_adapter_grads(wl_adapter *adapter);
 wl_status wl_adapter_zero_grad(wl_adapter *adapter);
+
+/* loralib's MergedLinear on a fused projection (GPT-2 c_attn = [q; k; v]): the module's output rows split into
+ * row_blocks equal blocks, and only the blocks in block_mask (bit i: block i) are adapted, each by its own slice of
+ * rank r / popcount(mask): block i gets s B_i A_i x with A_i the i-th r/k rows of A and B_i its own rows and the
+ * i-th r/k columns of B. So B is zero outside those (row block, column slice) pairs; this zeroes it there, and
+ * backward keeps it so (the gradient there is dropped). The rank-r module is then exactly PEFT's rank-stacked LoRA
+ * of the same function. row_blocks 0 makes the module whole again. */
+wl_status wl_adapter_set_row_blocks(wl_adapter *adapter, int index, int row_blocks, int block_mask);
+
+/* 1 if the adapter's modules are DoRA modules. */
+int wl_adapter_is_dora(const wl_adapter *adapter);
+/* DoRA initialisation: every magnitude becomes ||W + s B A||_row of the model's current weights (PEFT's), so the
+ * adapter computes the same function as the plain LoRA of its A and B (the base model's output when B = 0). */
+wl_status wl_adapter_init_dora(const wl_model *model, wl_adapter *adapter);
 
 /* Set a module's scale (s). Used for alpha_pattern-style overrides after creation. */
 wl_status wl_adapter_set_scale(wl_adapter *adapter, int index, float scale);
@@ -101,7 +127,8 @@ wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, cons
 /* ---- Merging into the base weights ---- */
 
 /* W += weight * s * B A for every module of the adapter (weights are (out, in) in memory for both architectures,
- * so GPT-2's Conv1D needs no special case). The original weights of the touched modules are kept so that
+ * so GPT-2's Conv1D needs no special case); a DoRA adapter merges with weight 1 as W = (m / ||W + s B A||_row)
+ * (W + s B A), PEFT's merge. The original weights of the touched modules are kept so that
  * wl_model_unmerge restores them bit for bit; that costs their size once more (e.g. 53 MB for q_proj and v_proj of
  * SmolLM2-135M). Merging an adapter already merged into this model changes nothing. A merged adapter is detached
  * (the forward pass then runs with no LoRA work for it) and cannot be attached until unmerged. */

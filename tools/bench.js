@@ -2,8 +2,9 @@
 // shape of a LoRA step next to the wasm SIMD peak; LoRA training, a forward pass and decoding on a SmolLM2-135M-shaped
 // model with 1, 2 and 'auto' threads (each in its own process), by wall clock and by CPU time, with the scaling
 // between them and the peak memory; PyTorch's one-thread LoRA step on the same shape when /usr/bin/python3 has torch;
-// SVD times and the cost of switching adapters. Prints one JSON object. Ratios come from figures of this run only
-// (the machine's cores are shared and noisy, which is also why CPU-time figures stand beside wall-clock ones).
+// SVD times, the cost of switching adapters, and DoRA against LoRA on the demo diary (held-out loss, CPU time).
+// Prints one JSON object. Ratios come from figures of this run only (the machine's cores are shared and noisy, which
+// is also why CPU-time figures stand beside wall-clock ones).
 import { execFile } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,7 @@ import { Adapter, Arch, Core } from '../web/core.js';
 import { Trainer } from '../web/train.js';
 import { Rng } from '../web/rng.js';
 import { benchGemm } from './bench/gemm.js';
+import { benchDoraDiary } from './bench/dora.js';
 
 const SMOLLM2_135M = {
   arch: Arch.LLAMA, dim: 576, hiddenDim: 1536, nLayers: 30, nHeads: 9, nKvHeads: 3, headDim: 64, vocabSize: 49152,
@@ -238,6 +240,8 @@ async function main() {
   const svd = benchSvd(core);
   log('weblora bench: adapter switching...');
   const switching = benchSwitch(core);
+  log('weblora bench: DoRA vs LoRA at rank 4 on the demo diary...');
+  const dora = await benchDoraDiary({ log });
   const one = runs[1], two = runs[2], auto = runs.auto, torch = runs.torch;
   const ratio = (a, b) => +(a / b).toFixed(3);
   const scaling = (r) => ({
@@ -270,6 +274,7 @@ async function main() {
     peak_wasm_memory_bytes: Math.max(one.peak_wasm_memory_bytes, two.peak_wasm_memory_bytes, auto.peak_wasm_memory_bytes),
     svd,
     adapter_switching: switching,
+    dora_vs_lora_diary: dora,
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }

@@ -22,10 +22,10 @@ commands:
            [--ignore-eos] [--temperature X] [--top-k K] [--top-p P] [--seed S] [--stop STR]... [--json]
   train    --model M [--tokenizer T] --data FILE... [--adapter-init DIR] [--rank R] [--alpha A]
            [--targets TARGETS] [--layers 0,1] [--rank-pattern KEY=R]... [--alpha-pattern KEY=A]...
-           [--init default|gaussian] [--rslora] [--dropout P] [--optimizer adamw|sgd]
+           [--init default|gaussian] [--rslora] [--dora] [--enable-lora q,v] [--dropout P] [--optimizer adamw|sgd]
            [--lr X] [--steps N | --epochs E] [--batch B] [--seq T] [--grad-accum N] [--clip X] [--weight-decay X]
-           [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N] [--eval-tokens N]
-           [--seed S] [--full] [--base-model ID [--revision REV]] --out DIR [--json]
+           [--lora-plus-ratio R] [--schedule constant|cosine|linear] [--warmup N] [--eval-split F] [--eval-every N]
+           [--eval-tokens N] [--seed S] [--full] [--base-model ID [--revision REV]] --out DIR [--json]
   eval     --model M [--tokenizer T] [--adapter DIR]... --data FILE... [--seq T] [--json]
   merge    --model M --adapter DIR[:W]... [--format hf|gguf [--dtype f16|f32]] --out DIR|FILE.gguf [--json]
            (the merged model: a Hugging Face folder, or one GGUF file llama.cpp runs)
@@ -54,10 +54,12 @@ const OPTIONS = {
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
   'top-p': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, json: { type: 'boolean' },
   data: { type: 'string', multiple: true }, 'adapter-init': { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
-  targets: { type: 'string' }, init: { type: 'string' }, rslora: { type: 'boolean' }, dropout: { type: 'string' },
+  targets: { type: 'string' }, init: { type: 'string' }, rslora: { type: 'boolean' }, dora: { type: 'boolean' },
+  'enable-lora': { type: 'string' }, dropout: { type: 'string' },
   optimizer: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, epochs: { type: 'string' },
   batch: { type: 'string' }, seq: { type: 'string' }, 'grad-accum': { type: 'string' }, clip: { type: 'string' },
-  'weight-decay': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' }, 'eval-split': { type: 'string' },
+  'weight-decay': { type: 'string' }, 'lora-plus-ratio': { type: 'string' }, schedule: { type: 'string' }, warmup: { type: 'string' },
+  'eval-split': { type: 'string' },
   'eval-every': { type: 'string' }, 'eval-tokens': { type: 'string' }, 'min-tokens': { type: 'string' }, 'ignore-eos': { type: 'boolean' },
   layers: { type: 'string' }, 'rank-pattern': { type: 'string', multiple: true }, 'alpha-pattern': { type: 'string', multiple: true },
   format: { type: 'string' }, dtype: { type: 'string' }, portable: { type: 'boolean' }, 'base-model': { type: 'string' },
@@ -328,7 +330,7 @@ function trainOptionsFrom(opts) {
     weightDecay: num(opts, 'weight-decay', { min: 0 }), schedule: opts.schedule, warmupSteps: num(opts, 'warmup', { integer: true, min: 0 }),
     evalSplit: num(opts, 'eval-split', { min: 0 }), evalEvery: num(opts, 'eval-every', { integer: true, min: 0 }),
     evalTokens: num(opts, 'eval-tokens', { integer: true, min: 1 }),
-    dropout: num(opts, 'dropout', { min: 0 }),
+    dropout: num(opts, 'dropout', { min: 0 }), loraPlusRatio: num(opts, 'lora-plus-ratio'),
   };
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o;
@@ -351,7 +353,8 @@ async function cmdTrain(opts, positionals) {
       adapter = await engine.createAdapter({
         rank: num(opts, 'rank', { integer: true, min: 1 }), alpha: num(opts, 'alpha'),
         targets: targetsFrom(opts), layers: layersFrom(opts), rankPattern: patternFrom(opts, 'rank-pattern'),
-        alphaPattern: patternFrom(opts, 'alpha-pattern'), init: opts.init, useRslora: !!opts.rslora, seed: tOpts.seed, dropout: tOpts.dropout,
+        alphaPattern: patternFrom(opts, 'alpha-pattern'), init: opts.init, useRslora: !!opts.rslora, dora: !!opts.dora,
+        enableLora: opts['enable-lora']?.split(',').map((x) => x.trim()), seed: tOpts.seed, dropout: tOpts.dropout,
       });
     }
     // f32 weights plus headers and config; a full run writes the whole model.

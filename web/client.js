@@ -182,7 +182,7 @@ export class Engine {
     };
   }
 
-  /** @param {object} [opts] rank, alpha, targets, init, useRslora, rankPattern, alphaPattern, dropout, seed, name */
+  /** @param {object} [opts] rank, alpha, targets, init, useRslora, dora, enableLora, rankPattern, alphaPattern, dropout, seed, name */
   createAdapter(opts = {}) {
     return this.channel.call('createAdapter', [opts]);
   }

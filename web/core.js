@@ -659,7 +659,8 @@ export class Adapter {
 
   /**
    * @param {Model} model
-   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean }} spec (L * nSlots) tables
+   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean }} spec (L * nSlots)
+   *   tables; dora: DoRA modules (magnitudes start at 0: initDora or a loader sets them)
    */
   static create(model, spec) {
     const { core } = model;
@@ -669,7 +670,7 @@ export class Adapter {
       core.wasm.i32.set(spec.ranks, p >>> 2);
       core.wasm.f32.set(spec.alphas, (p >>> 2) + n);
       return core.callOut('create adapter', (out) =>
-        core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, out));
+        core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, out));
     });
     return new Adapter(core, ptr);
   }
@@ -690,7 +691,7 @@ export class Adapter {
       core.wasm.i32.set(spec.ranks, r >>> 2);
       core.wasm.f32.set(spec.alphas, (r >>> 2) + n);
       return core.callOut('create adapter', (out) => core.x.wl_adapter_create_shaped(shape.arch, shape.nLayers, S, p, p + 4 * S,
-        r, r + 4 * n, spec.useRslora ? 1 : 0, out));
+        r, r + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, out));
     });
     return new Adapter(core, ptr);
   }
@@ -703,17 +704,19 @@ export class Adapter {
     this.core.check(this.core.x.wl_adapter_init(this.ptr, id, lo, hi), 'init adapter');
   }
 
-  /** Module descriptors with pointers to A (r, in), B (out, r) and their gradients. */
+  /** Module descriptors with pointers to A (r, in), B (out, r), the DoRA magnitude (out; 0 for plain LoRA) and their
+   *  gradients, and the MergedLinear row blocks (rowBlocks 0: the whole matrix). */
   modules() {
     const { core } = this;
     const out = [];
-    core.withScratch(44, (m) => {
+    core.withScratch(60, (m) => {
       for (let i = 0; i < core.x.wl_adapter_n_modules(this.ptr); i++) {
         core.check(core.x.wl_adapter_module(this.ptr, i, m), 'adapter module');
         const b = m >>> 2, i32 = core.wasm.i32, f32 = core.wasm.f32, u32 = core.wasm.u32;
         out.push({ index: i, layer: i32[b], slot: i32[b + 1], rank: i32[b + 2], inFeatures: i32[b + 3],
           outFeatures: i32[b + 4], scale: f32[b + 5], alpha: f32[b + 6], A: u32[b + 7], B: u32[b + 8],
-          dA: u32[b + 9], dB: u32[b + 10] });
+          dA: u32[b + 9], dB: u32[b + 10], magnitude: u32[b + 11], dMagnitude: u32[b + 12], rowBlocks: i32[b + 13],
+          blockMask: i32[b + 14] });
       }
     });
     return out;
@@ -740,6 +743,21 @@ export class Adapter {
   initPissa(model, powerIters = -1, seed = 0) {
     const [lo, hi] = seedHalves(seed);
     this.core.check(this.core.x.wl_adapter_init_pissa(model.ptr, this.ptr, powerIters, lo, hi), 'PiSSA initialisation');
+  }
+
+  /** loralib MergedLinear: only the output row blocks in mask (bit i: block i of rowBlocks) are adapted, each by its
+   *  own slice of the rank; B is zeroed outside them and stays so. rowBlocks 0 makes the module whole again. */
+  setRowBlocks(index, rowBlocks, mask) {
+    this.core.check(this.core.x.wl_adapter_set_row_blocks(this.ptr, index, rowBlocks, mask), 'MergedLinear blocks');
+  }
+
+  get isDora() {
+    return this.core.x.wl_adapter_is_dora(this.ptr) === 1;
+  }
+
+  /** DoRA magnitudes from `model`'s weights: ||W + s B A|| per output row, as PEFT initialises them. */
+  initDora(model) {
+    this.core.check(this.core.x.wl_adapter_init_dora(model.ptr, this.ptr), 'DoRA initialisation');
   }
 
   get isPissa() {

@@ -8,7 +8,7 @@ import { MAX_THREADS } from './wasm.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
-import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter, permuteRopeRows, resolveLoraSpec, shortestF32 } from './peft.js';
+import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from './peft.js';
 import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from './gguf.js';
 import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from './identity.js';
 import { Rng } from './rng.js';
@@ -47,6 +47,12 @@ export async function fingerprintModel(model) {
     at += s.byteLength;
   }
   return (await sha256Hex(all)).slice(0, 32);
+}
+
+/** The q, k, v blocks of an adapter's MergedLinear c_attn modules (['q', 'v']), or null when it has none. */
+function blockNames(adapter) {
+  const blocked = adapter.modules().find((m) => m.rowBlocks);
+  return blocked ? ['q', 'k', 'v'].filter((_, i) => blocked.blockMask & (1 << i)) : null;
 }
 
 /** Hugging Face config.json for the model as it is in memory. */
@@ -190,8 +196,8 @@ export class LocalEngine {
   /** Record an adapter under a new id; info fields not given take the defaults of a fresh adapter on this base. */
   register(adapter, info) {
     const id = `adapter-${this.nextId++}`;
-    const defaults = { name: null, useRslora: false, rankPattern: {}, alphaPattern: {}, dropout: 0, baseModel: this.name,
-      baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
+    const defaults = { name: null, useRslora: false, dora: false, enableLora: null, rankPattern: {}, alphaPattern: {}, dropout: 0,
+      baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
     const full = { ...defaults, ...info, id, parameters: adapter.params().length };
     this.adapters.set(id, { adapter, info: full });
     return { ...full };
@@ -200,7 +206,11 @@ export class LocalEngine {
   /**
    * A new LoRA adapter (B = 0, so it changes nothing until trained).
    * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian', useRslora?: boolean,
-   *   rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[], dropout?: number, seed?: number, name?: string }} [opts]
+   *   dora?: boolean, rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[],
+   *   dropout?: number, seed?: number, name?: string, enableLora?: string[] | boolean[] }} [opts] dora: DoRA modules
+   *   (PEFT use_dora), magnitudes from the norms of the base weights; enableLora: GPT-2 only, loralib's MergedLinear on
+   *   c_attn adapting only the named q, k, v blocks (['q', 'v'] or [true, false, true]), each with its own rank-`rank`
+   *   factors and scale alpha / rank (c_attn's stacked rank is rank times the number of blocks)
    */
   createAdapter(opts = {}) {
     const rank = opts.rank ?? 8;
@@ -210,24 +220,64 @@ export class LocalEngine {
     if (!['default', 'gaussian', 'pissa', 'pissa_fast'].includes(init)) {
       throw new EngineError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`, { code: 'INVALID_ARGUMENT' });
     }
+    const dora = opts.dora ?? false;
+    if (typeof dora !== 'boolean') throw new EngineError(`dora must be true or false, got ${JSON.stringify(dora)}`, { code: 'INVALID_ARGUMENT' });
+    if (dora && init.startsWith('pissa')) throw new EngineError('PiSSA initialisation of a DoRA adapter is not supported', { code: 'UNSUPPORTED' });
+    if (dora && opts.dropout > 0) throw new EngineError('LoRA dropout is not supported with DoRA: use dropout 0', { code: 'UNSUPPORTED' });
     const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
       alphaPattern: opts.alphaPattern, layers: opts.layers });
-    const adapter = Adapter.create(this.model, { ranks: spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora });
+    const blocks = opts.enableLora === undefined ? null : this.mergedLinearPlan(spec, opts.enableLora, init);
+    const adapter = Adapter.create(this.model, { ranks: blocks?.ranks ?? spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora, dora });
     try {
+      if (blocks) {
+        const S = this.model.modules().length;
+        for (const m of adapter.modules()) {
+          if (!blocks.slots.has(m.layer * S + m.slot)) continue;
+          // scale alpha / r of one block's rank, as loralib's MergedLinear (the stacked rank would give alpha / (k r))
+          adapter.setScale(m.index, coreScale(spec.alphas[m.layer * S + m.slot], m.rank / blocks.k, !!opts.useRslora));
+          adapter.setRowBlocks(m.index, 3, blocks.mask);
+        }
+      }
       if (init.startsWith('pissa')) {
         // PiSSA moves the top singular directions of each target weight into the adapter; the base keeps the residual.
         adapter.initPissa(this.model, init === 'pissa' ? -1 : (opts.pissaIters ?? 4), opts.seed ?? 0);
       } else {
         adapter.init(init, opts.seed ?? 0);
       }
+      // DoRA starts from the magnitudes of W + s B A = W (PEFT's), so the new adapter changes nothing either.
+      if (dora) adapter.initDora(this.model);
     } catch (err) {
       adapter.free();
       throw err;
     }
     return this.register(adapter, {
       name: opts.name ?? null, rank, alpha, targets: Array.isArray(targets) ? targets.slice() : targets, useRslora: !!opts.useRslora,
-      rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {}, dropout: opts.dropout ?? 0, init,
+      dora, enableLora: blockNames(adapter), rankPattern: opts.rankPattern ?? {}, alphaPattern: opts.alphaPattern ?? {},
+      dropout: opts.dropout ?? 0, init,
     });
+  }
+
+  /**
+   * The stacked ranks for loralib MergedLinear c_attn modules: each targeted c_attn gets k times its rank.
+   * slots: the (layer * slots + slot) indices of those modules.
+   * @returns {{ ranks: Int32Array, mask: number, k: number, slots: Set<number> }}
+   */
+  mergedLinearPlan(spec, enableLora, init) {
+    const bad = (msg) => new EngineError(msg, { code: 'INVALID_ARGUMENT' });
+    if (this.model.arch !== 'gpt2') throw bad('enableLora splits GPT-2\'s fused c_attn into q, k, v; this model has separate projections: target them by name');
+    if (init.startsWith('pissa')) throw new EngineError('PiSSA initialisation of MergedLinear blocks is not supported', { code: 'UNSUPPORTED' });
+    const mask = qkvMask(enableLora);
+    const k = [0, 1, 2].filter((i) => mask & (1 << i)).length;
+    const S = this.model.modules().length;
+    const slots = new Set();
+    const ranks = Int32Array.from(spec.ranks);
+    for (const m of spec.modules) {
+      if (!m.path.endsWith('.c_attn')) continue;
+      ranks[m.layer * S + m.slot] = m.rank * k;
+      slots.add(m.layer * S + m.slot);
+    }
+    if (!slots.size) throw bad('enableLora applies to c_attn, which the targets do not include');
+    return { ranks, mask, k, slots };
   }
 
   adapterInfo(id) {
@@ -273,7 +323,8 @@ export class LocalEngine {
   resize(id, { rank = 0, energy = 0, name = null } = {}) {
     const e = this.entry(id);
     const r = e.adapter.resize(rank, energy);
-    const info = this.register(r.adapter, { ...e.info, name, rank: rank || e.info.rank, created: Date.now(), merged: false, init: 'resized' });
+    const info = this.register(r.adapter, { ...e.info, name, rank: rank || e.info.rank, created: Date.now(), merged: false, init: 'resized',
+      enableLora: blockNames(r.adapter) });
     return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError };
   }
 
@@ -626,7 +677,8 @@ export class LocalEngine {
       { ref: this.ref, fingerprint: this.fingerprint });
     const info = this.register(adapter, {
       name: opts.name ?? null, rank: cfg.r, alpha: cfg.lora_alpha, targets: cfg.target_modules, useRslora: !!cfg.use_rslora,
-      rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {}, dropout: cfg.lora_dropout ?? 0, init: 'imported',
+      dora: !!cfg.use_dora, enableLora: blockNames(adapter), rankPattern: cfg.rank_pattern ?? {}, alphaPattern: cfg.alpha_pattern ?? {},
+      dropout: cfg.lora_dropout ?? 0, init: 'imported',
       steps: opts.steps ?? 0, finalLoss: opts.finalLoss ?? null, baseModelCheck,
     });
     if (baseModelCheck.level) {

@@ -223,6 +223,10 @@ export function adapterToGguf(core, model, adapter, options = {}) {
   const slots = model.modules();
   const mods = adapter.modules();
   if (!mods.length) throw new FormatError('the adapter has no modules');
+  if (adapter.isDora) {
+    throw new UnsupportedError('llama.cpp LoRA files have no DoRA magnitudes, so a DoRA adapter cannot be written as one: '
+      + 'merge it and export the model as GGUF instead');
+  }
   const { alpha, factors } = singleAlphaForm(mods);
   /** @type {GgufTensor[]} */
   const tensors = [];

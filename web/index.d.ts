@@ -106,6 +106,14 @@ export interface AdapterOptions {
   targets?: string[] | string;
   init?: 'default' | 'gaussian' | 'pissa' | 'pissa_fast';
   useRslora?: boolean;
+  /** DoRA (PEFT use_dora): each module also learns a magnitude per output row, y = m / ||W + s B A||_row (W x + s B A x)
+   * + b, the norm held constant in backward. Starts at m = ||W||_row (no change). Not with dropout or PiSSA; a DoRA
+   * adapter applies alone (no weighted mixes), merges with weight 1, and is not resized, combined or written to GGUF. */
+  dora?: boolean;
+  /** GPT-2 only: loralib's MergedLinear on c_attn, adapting only the named q, k, v blocks (['q', 'v'], or loralib's
+   * [true, false, true]), each with its own rank-`rank` factors and scale alpha / rank. Exported as PEFT's
+   * rank-stacked c_attn LoRA (r = rank x blocks) whose lora_B is zero outside the blocks, and read back as MergedLinear. */
+  enableLora?: string[] | boolean[];
   rankPattern?: Record<string, number>;
   alphaPattern?: Record<string, number>;
   layers?: number[];
@@ -144,6 +152,10 @@ export interface Adapter {
   alpha: number;
   targets: string[] | string;
   useRslora: boolean;
+  /** DoRA modules (PEFT use_dora). */
+  dora: boolean;
+  /** The c_attn blocks of a loralib MergedLinear adapter (['q', 'v']), or null for whole modules. */
+  enableLora: string[] | null;
   parameters: number;
   baseModel: string;
   baseFingerprint: string;
@@ -189,6 +201,9 @@ export interface TrainOptions {
   evalSplit?: number;
   evalEvery?: number;
   dropout?: number;
+  /** LoRA+ (PEFT's create_loraplus_optimizer): every lora_B learns at this multiple of the learning rate of lora_A
+   * (default 1; the LoRA+ paper suggests 8 to 16). Adapters only, not full-parameter training. */
+  loraPlusRatio?: number;
   /** Stop a finite but diverged run (loss far above its start, an update larger than the weights, weights beyond
    * 1e3) with a NumericError of code DIVERGED (default true; NaN and infinities always stop a run). */
   divergenceGuard?: boolean;

@@ -10,6 +10,30 @@ export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 /** safetensors __metadata__ key holding the fingerprint of the base weights an adapter was trained on. */
 export const FINGERPRINT_KEY = 'weblora.base_fingerprint';
+/** safetensors metadata naming the q, k, v blocks of every GPT-2 c_attn that is a loralib MergedLinear ("q,v"): the
+ *  PEFT file itself holds the same function as a rank-stacked c_attn LoRA whose lora_B is zero outside them. */
+export const ENABLE_LORA_KEY = 'weblora.enable_lora';
+const QKV = ['q', 'k', 'v'];
+
+/**
+ * loralib's enable_lora for GPT-2's c_attn as a bit mask over its q, k, v row blocks: names (['q', 'v']) or
+ * loralib's flags ([true, false, true]).
+ * @param {unknown} enable
+ */
+export function qkvMask(enable) {
+  const list = Array.isArray(enable) ? enable : [];
+  const flags = list.length === 3 && list.every((x) => typeof x === 'boolean');
+  const names = list.length > 0 && list.every((x) => QKV.includes(/** @type {string} */ (x))) && new Set(list).size === list.length;
+  if (!flags && !names) {
+    throw new LoraSpecError(`enableLora must name a subset of q, k, v (e.g. ['q', 'v']) or give loralib's three flags, got ${JSON.stringify(enable)}`);
+  }
+  const mask = flags ? list.reduce((m, on, i) => m | (on ? 1 << i : 0), 0) : list.reduce((m, n) => m | (1 << QKV.indexOf(n)), 0);
+  if (!mask) throw new LoraSpecError('enableLora enables none of q, k, v');
+  return mask;
+}
+
+/** @param {number} mask @returns {string} e.g. "q,v" */
+const qkvNames = (mask) => QKV.filter((_, i) => mask & (1 << i)).join(',');
 
 const KEY_PREFIX = 'base_model.model.';
 // PEFT's own defaults (LoraConfig r=8, lora_alpha=8; TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
@@ -368,7 +392,7 @@ export function permuteRopeRows(B, heads, hs, r, toHalf) {
 // Saving
 
 /** The scale the C core computes for (alpha, r): f32 alpha / r, or alpha / sqrtf(r) with rsLoRA. */
-function coreScale(alpha, r, rslora) {
+export function coreScale(alpha, r, rslora) {
   const a = Math.fround(alpha);
   return Math.fround(rslora ? a / Math.fround(Math.sqrt(r)) : a / r);
 }
@@ -531,12 +555,25 @@ export function adapterToPeft(model, adapter, options = {}) {
     const heads = table.ropeHeads.get(m.slot);
     if (heads) B = permuteRopeRows(B, heads, table.headDim, m.rank, true);
     tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_B.weight`, shape: [m.outFeatures, m.rank], data: B });
+    if (m.magnitude) {
+      let mag = adapter.view(m.magnitude, m.outFeatures).slice();
+      if (heads) mag = permuteRopeRows(mag, heads, table.headDim, 1, true);
+      tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_magnitude_vector`, shape: [m.outFeatures], data: mag });
+    }
   }
   const cover = coverTargets(table, new Set(rows.map((x) => x.entry.index)));
 
   /** @type {Record<string, string>} */
   const metadata = { format: 'pt' };
   if (baseFingerprint !== null) metadata[FINGERPRINT_KEY] = baseFingerprint;
+  const blocked = rows.filter((x) => x.m.rowBlocks);
+  if (blocked.length) {
+    const masks = new Set(blocked.map((x) => x.m.blockMask));
+    if (masks.size > 1 || blocked.some((x) => x.m.rowBlocks !== 3 || x.entry.shortName !== 'c_attn')) {
+      throw new LoraSpecError('only GPT-2 c_attn modules that all adapt the same q, k, v blocks can be written as MergedLinear files');
+    }
+    metadata[ENABLE_LORA_KEY] = qkvNames(blocked[0].m.blockMask);
+  }
   for (const [k, v] of Object.entries(extraMetadata)) {
     if (k in metadata) throw new LoraSpecError(`extraMetadata cannot set "${k}"`);
     if (typeof v !== 'string') throw new LoraSpecError(`extraMetadata["${k}"] must be a string`);
@@ -564,7 +601,7 @@ export function adapterToPeft(model, adapter, options = {}) {
     revision,
     target_modules: cover.targets,
     task_type: 'CAUSAL_LM',
-    use_dora: false,
+    use_dora: adapter.isDora,
     use_rslora: useRslora,
   };
   return { config, files: { [CONFIG_FILE]: JSON.stringify(config, null, 2), [WEIGHTS_FILE]: bytes } };
@@ -620,13 +657,15 @@ function parseConfig(c, table) {
   if (!isAlpha(alpha)) throw bad(`lora_alpha must be a finite number, got ${JSON.stringify(c.lora_alpha)}`);
   const useRslora = c.use_rslora ?? false;
   if (typeof useRslora !== 'boolean') throw bad(`use_rslora must be true or false, got ${JSON.stringify(c.use_rslora)}`);
+  const useDora = c.use_dora ?? false;
+  if (typeof useDora !== 'boolean') throw bad(`use_dora must be true or false, got ${JSON.stringify(c.use_dora)}`);
   const bias = c.bias ?? 'none';
   if (bias !== 'none') {
     throw unsupported(`bias ${JSON.stringify(bias)} is not supported: the adapter trains bias terms of the base model; only "none" is`, { bias });
   }
   // Each of these changes the LoRA computation itself, so loading A and B alone would give wrong outputs.
   const features = [
-    ['use_dora', 'DoRA (weight-decomposed LoRA)'], ['use_qalora', 'QA-LoRA'], ['lora_bias', 'a bias on lora_B'],
+    ['use_qalora', 'QA-LoRA'], ['lora_bias', 'a bias on lora_B'],
     ['layer_replication', 'layer replication'], ['target_parameters', 'LoRA on parameters (target_parameters)'],
     ['alora_invocation_tokens', 'activated LoRA (aLoRA)'], ['trainable_token_indices', 'trainable tokens'],
   ];
@@ -660,7 +699,7 @@ function parseConfig(c, table) {
   }
   const rule = targets ? { targets, exclude, layers, layersPattern } : null;
   const modulesToSave = Array.isArray(c.modules_to_save) ? c.modules_to_save.map(String) : null;
-  return { r, alpha, rankPattern, alphaPattern, useRslora, rule, modulesToSave };
+  return { r, alpha, rankPattern, alphaPattern, useRslora, useDora, rule, modulesToSave };
 }
 
 /** @param {unknown} files @returns {Map<string, unknown>} */
@@ -696,6 +735,8 @@ function readConfigJson(data) {
 }
 
 const LORA_KEY = /^base_model\.model\.(.+)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
+// DoRA magnitudes as PEFT saves them (no adapter name, no ".weight"; older PEFT wrote the same key).
+const MAGNITUDE_KEY = /^base_model\.model\.(.+)\.lora_magnitude_vector$/;
 
 /**
  * Every width in which a file's LoRA factors disagree with the model's modules: inputs (lora_A's columns) and
@@ -736,9 +777,40 @@ function widthMismatches(table, tensors) {
 }
 
 /**
+ * Make the c_attn modules of an adapter loaded from a file with ENABLE_LORA_KEY loralib MergedLinear modules again,
+ * after checking that their lora_B is zero outside the named blocks (so nothing the file holds is dropped).
+ * @param {import('./core.js').Adapter} adapter @param {ModuleTable} table @param {string} names
+ */
+function applyEnableLora(adapter, table, names) {
+  const what = `${WEIGHTS_FILE} metadata ${ENABLE_LORA_KEY} ${JSON.stringify(names)}`;
+  let mask;
+  try {
+    mask = qkvMask(names.split(','));
+  } catch {
+    throw new InvalidAdapterError(`${what} does not name q, k, v blocks`);
+  }
+  const mods = adapter.modules().filter((m) => table.modules[m.layer * table.S + m.slot].shortName === 'c_attn');
+  if (table.arch !== 'gpt2' || !mods.length) throw new InvalidAdapterError(`${what} needs LoRA on a GPT-2 c_attn`);
+  for (const m of mods) {
+    const path = table.modules[m.layer * table.S + m.slot].path;
+    const before = adapter.view(m.B, m.outFeatures * m.rank).slice();
+    try {
+      adapter.setRowBlocks(m.index, 3, mask);
+    } catch (err) {
+      throw new InvalidAdapterError(`${what}: ${path} ${/** @type {Error} */ (err).message}`, { cause: err });
+    }
+    const after = adapter.view(m.B, m.outFeatures * m.rank);
+    if (after.some((x, i) => x !== before[i])) {
+      throw new InvalidAdapterError(`${what}: ${path}.lora_B is not zero outside the blocks of ${names}`, { details: { key: path } });
+    }
+  }
+}
+
+/**
  * Load a PEFT LoRA adapter for `model`: an Adapter attached nowhere, with A and B from the file and each module's
  * scale from r / lora_alpha / rank_pattern / alpha_pattern / use_rslora. Everything the file holds must be used;
- * what cannot be (other PEFT methods, DoRA, saved classifier heads...) is an error naming it. Files hold Hugging Face
+ * what cannot be (other PEFT methods, saved classifier heads...) is an error naming it. DoRA adapters (use_dora) load
+ * with their lora_magnitude_vector. Files hold Hugging Face
  * row order, so q_proj / k_proj lora_B rows are put back in interleaved RoPE order for a llama2.c model.
  * @param {import('./core.js').Core} core
  * @param {import('./core.js').Model} model
@@ -785,6 +857,19 @@ export function peftToAdapter(core, model, files, options = {}) {
   const extra = [];
   const adapterNames = new Set();
   for (const name of st.tensors.keys()) {
+    const mag = cfg.useDora ? MAGNITUDE_KEY.exec(name) : null;
+    if (mag) {
+      const entry = table.byPath.get(mag[1]);
+      if (!entry) {
+        unmapped.add(mag[1]);
+        continue;
+      }
+      const slot = found.get(entry.index) ?? {};
+      if (slot.M) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds the DoRA magnitude of ${entry.path} twice`);
+      slot.M = name;
+      found.set(entry.index, slot);
+      continue;
+    }
     const m = LORA_KEY.exec(name);
     if (!m) {
       extra.push(name);
@@ -804,7 +889,8 @@ export function peftToAdapter(core, model, files, options = {}) {
   }
   if (extra.length) {
     const saved = Array.isArray(cfg.modulesToSave) && cfg.modulesToSave.length ? ` (modules_to_save: ${cfg.modulesToSave.join(', ')})` : '';
-    throw new UnsupportedAdapterError(`${WEIGHTS_FILE} holds tensors that are not LoRA factors (lora_A / lora_B) of a linear module and cannot be used: ${listSome(extra)}. Fully trained layers such as a classifier head${saved} are not supported`,
+    const dora = extra.some((k) => MAGNITUDE_KEY.test(k)) ? ` (DoRA magnitudes are used only when ${CONFIG_FILE} has use_dora true)` : '';
+    throw new UnsupportedAdapterError(`${WEIGHTS_FILE} holds tensors that are not LoRA factors (lora_A / lora_B, DoRA lora_magnitude_vector) of a linear module and cannot be used: ${listSome(extra)}. Fully trained layers such as a classifier head${saved} are not supported${dora}`,
       { details: { tensors: extra } });
   }
   if (adapterNames.size > 1) {
@@ -840,6 +926,7 @@ export function peftToAdapter(core, model, files, options = {}) {
     const path = table.modules[index].path;
     if (!pair.A) lonely.push(`${KEY_PREFIX}${path}.lora_A.weight (lora_B present)`);
     if (!pair.B) lonely.push(`${KEY_PREFIX}${path}.lora_B.weight (lora_A present)`);
+    if (cfg.useDora && !pair.M) lonely.push(`${KEY_PREFIX}${path}.lora_magnitude_vector (use_dora is true)`);
   }
   if (lonely.length) throw new InvalidAdapterError(`${WEIGHTS_FILE} is missing ${listSome(lonely)}`, { details: { missing: lonely } });
 
@@ -874,9 +961,10 @@ export function peftToAdapter(core, model, files, options = {}) {
     const rSource = getPatternKey(keys(cfg.rankPattern), m.path) === null ? 'r' : 'rank_pattern';
     /** @type {[string, number[]][]} */
     const expect = [[/** @type {string} */ (pair.A), [r, m.inFeatures]], [/** @type {string} */ (pair.B), [m.outFeatures, r]]];
+    if (pair.M) expect.push([pair.M, [m.outFeatures]]);
     const arrays = expect.map(([key, shape]) => {
       const t = /** @type {import('./safetensors.js').SafetensorsEntry} */ (st.tensors.get(key));
-      if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
+      if (t.shape.length !== shape.length || shape.some((n, i) => t.shape[i] !== n)) {
         throw new AdapterShapeError(`${key} has shape [${t.shape.join(', ')}] but [${shape.join(', ')}] is expected for ${m.path} (rank ${r} from ${CONFIG_FILE} ${rSource}, ${m.inFeatures} inputs, ${m.outFeatures} outputs)`,
           { details: { key, expected: shape, found: t.shape } });
       }
@@ -899,16 +987,19 @@ export function peftToAdapter(core, model, files, options = {}) {
     ranks[m.index] = r;
     alphas[m.index] = patternValue(cfg.alphaPattern, m.path, cfg.alpha);
     const heads = table.ropeHeads.get(m.slot);
-    data.set(m.index, { A: arrays[0], B: heads ? permuteRopeRows(arrays[1], heads, table.headDim, r, false) : arrays[1] });
+    const toCore = (rows, cols) => (heads ? permuteRopeRows(rows, heads, table.headDim, cols, false) : rows);
+    data.set(m.index, { A: arrays[0], B: toCore(arrays[1], r), M: arrays[2] ? toCore(arrays[2], 1) : null });
   }
 
-  const adapter = Adapter.create(model, { ranks, alphas, useRslora: cfg.useRslora });
+  const adapter = Adapter.create(model, { ranks, alphas, useRslora: cfg.useRslora, dora: cfg.useDora });
   try {
     for (const mod of adapter.modules()) {
-      const d = /** @type {{ A: Float32Array, B: Float32Array }} */ (data.get(mod.layer * table.S + mod.slot));
+      const d = /** @type {{ A: Float32Array, B: Float32Array, M: Float32Array | null }} */ (data.get(mod.layer * table.S + mod.slot));
       adapter.view(mod.A, d.A.length).set(d.A);
       adapter.view(mod.B, d.B.length).set(d.B);
+      if (d.M) adapter.view(mod.magnitude, d.M.length).set(d.M);
     }
+    if (st.metadata[ENABLE_LORA_KEY] !== undefined) applyEnableLora(adapter, table, st.metadata[ENABLE_LORA_KEY]);
   } catch (err) {
     adapter.free();
     throw err;

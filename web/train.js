@@ -44,6 +44,8 @@ export function trainOptions(opts = {}) {
     evalTokens: opts.evalTokens ?? DEFAULT_EVAL_TOKENS,
     evalEvery: opts.evalEvery ?? 0,
     dropout: opts.dropout ?? 0,
+    // LoRA+ (PEFT's create_loraplus_optimizer): B learns at this multiple of A's learning rate
+    loraPlusRatio: opts.loraPlusRatio ?? 1,
     seed: opts.seed ?? 0,
     // false turns off the checks for a finite but diverged run (divergence.js); NaN and inf are always refused
     divergenceGuard: opts.divergenceGuard ?? true,
@@ -62,6 +64,9 @@ export function trainOptions(opts = {}) {
   if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) throw new DataError('betas must be in [0, 1)');
   if (!(o.weightDecay >= 0) || !(o.clipNorm >= 0) || !(o.minLrRatio >= 0 && o.minLrRatio <= 1)) {
     throw new DataError('weight decay and clip norm must be >= 0 and the minimum lr ratio in [0, 1]');
+  }
+  if (typeof o.loraPlusRatio !== 'number' || !(o.loraPlusRatio > 0) || !(o.loraPlusRatio <= 1e6)) {
+    throw new DataError(`loraPlusRatio must be a positive number (B's learning rate over A's), got ${o.loraPlusRatio}`);
   }
   if (!(o.dropout >= 0 && o.dropout < 1)) throw new DataError(`dropout must be in [0, 1), got ${o.dropout}`);
   if (!['constant', 'cosine', 'linear'].includes(o.schedule)) throw new DataError(`schedule must be constant, cosine or linear, got ${o.schedule}`);
@@ -138,6 +143,7 @@ export class Trainer {
     this.adapter = adapter;
     this.full = full;
     this.o = trainOptions(options);
+    if (full && this.o.loraPlusRatio !== 1) throw new DataError('loraPlusRatio applies to LoRA adapters, not to full-parameter training');
     this.trainSet = train;
     this.evalSet = evalSet;
     if (train.length === 0) throw new DataError('no training sequences');
@@ -161,8 +167,27 @@ export class Trainer {
     this.history = [];
     if (state) this.restore(state);
     this.guard = this.o.divergenceGuard ? new DivergenceGuard(this.paramView(), { full }) : null;
-    // Full-parameter AdamW decays matrices only (not norms, biases, position tables), as common practice.
-    this.decayRanges = full ? model.tensors().map((t) => ({ ptr: t.dataPtr, numel: t.numel, decay: t.decay })) : null;
+    this.updateRanges = this.parameterGroups();
+  }
+
+  /**
+   * Parameter ranges whose update differs from the plain one over the whole buffer, or null when none does.
+   * Full-parameter AdamW decays matrices only (not norms, biases, position tables), as common practice; LoRA+
+   * steps every B, and DoRA's magnitudes (PEFT puts 1-D parameters in B's group), at loraPlusRatio times the learning
+   * rate of A. Offsets are from the start of the parameter buffer; together the ranges cover all of it.
+   * @returns {{ offset: number, numel: number, decay: boolean, lrScale: number }[] | null}
+   */
+  parameterGroups() {
+    if (this.full) {
+      const base = this.paramView().byteOffset;
+      return this.model.tensors().map((t) => ({ offset: t.dataPtr - base, numel: t.numel, decay: t.decay, lrScale: 1 }));
+    }
+    if (this.o.loraPlusRatio === 1) return null;
+    const base = this.paramView().byteOffset;
+    return this.adapter.modules().flatMap((m) => [
+      { offset: m.A - base, numel: m.rank * m.inFeatures, decay: true, lrScale: 1 },
+      { offset: m.B - base, numel: m.outFeatures * m.rank + (m.magnitude ? m.outFeatures : 0), decay: true, lrScale: this.o.loraPlusRatio },
+    ]);
   }
 
   paramView() {
@@ -235,18 +260,14 @@ export class Trainer {
       this.lastGood.set(params);
     }
     this.step++;
-    if (o.optimizer === 'sgd') {
-      core.check(x.wl_sgd_step(lr, pPtr, gPtr, params.length), 'SGD step');
-    } else if (this.decayRanges) {
-      const base = pPtr;
-      for (const r of this.decayRanges) {
-        const off = r.ptr - base;
-        core.check(x.wl_adamw_step(lr, o.beta1, o.beta2, o.eps, r.decay ? o.weightDecay : 0, this.step, r.ptr, gPtr + off,
-          this.m.ptr + off, this.v.ptr + off, r.numel), 'AdamW step');
+    const ranges = this.updateRanges ?? [{ offset: 0, numel: params.length, decay: true, lrScale: 1 }];
+    for (const { offset, numel, decay, lrScale } of ranges) {
+      if (o.optimizer === 'sgd') {
+        core.check(x.wl_sgd_step(lr * lrScale, pPtr + offset, gPtr + offset, numel), 'SGD step');
+      } else {
+        core.check(x.wl_adamw_step(lr * lrScale, o.beta1, o.beta2, o.eps, decay ? o.weightDecay : 0, this.step, pPtr + offset,
+          gPtr + offset, this.m.ptr + offset, this.v.ptr + offset, numel), 'AdamW step');
       }
-    } else {
-      core.check(x.wl_adamw_step(lr, o.beta1, o.beta2, o.eps, o.weightDecay, this.step, pPtr, gPtr, this.m.ptr,
-        this.v.ptr, params.length), 'AdamW step');
     }
     if (!x.wl_all_finite(pPtr, params.length)) {
       this.step--;

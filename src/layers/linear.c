@@ -63,10 +63,49 @@ static int lora_term(wl_model *m, int i, int layer, int slot, const float *x, in
     return 1;
 }
 
+/* The DoRA module of this layer (a DoRA adapter is attached alone), or NULL; *index gets its module index. */
+static const wl_lora_module *dora_module(const wl_model *m, int layer, int slot, int *index) {
+    if (m->n_adapters != 1 || !m->adapters[0]->dora) return NULL;
+    *index = wl_adapter_find(m->adapters[0], layer, slot);
+    return *index >= 0 ? &m->adapters[0]->modules[*index] : NULL;
+}
+
+/* DoRA: z = x W^T + s (x A^T) B^T into a buffer (kept for backward when the adapter trains), then
+ * out = add + (m / ||W + s B A||_row) z + b. */
+static void dora_forward(wl_model *m, int layer, int slot, int index, float *out, const float *x, int N,
+                         const float *add, int train) {
+    const wl_linear *lin = &m->blocks[layer].lin[slot];
+    const wl_adapter *a = m->adapters[0];
+    const wl_lora_module *mod = &a->modules[index];
+    const int in = lin->in, n_out = lin->out;
+    wl_gemm_term terms[2];
+    terms[0] = (wl_gemm_term){x, lin->w, in, in, in, 0, 1, 1.0f};
+    lora_term(m, 0, layer, slot, x, N, train, &terms[1]);
+    float *z = m->acts.lora_z;
+    if (train && a == m->trainable) z = m->acts.lora_saved + m->acts.lora_saved_off[index] + (size_t)N * mod->rank;
+    m->k->gemm(N, n_out, terms, 2, NULL, NULL, z, n_out);
+    const float *norms = wl_dora_norms_of(a, index);
+    for (int n = 0; n < N; n++) {
+        const float *zr = z + (size_t)n * n_out;
+        const float *ar = add ? add + (size_t)n * n_out : NULL;
+        float *o = out + (size_t)n * n_out;
+        for (int j = 0; j < n_out; j++) {
+            float v = mod->magnitude[j] / norms[j] * zr[j];
+            if (lin->b) v += lin->b[j];
+            o[j] = ar ? ar[j] + v : v;
+        }
+    }
+}
+
 void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, const float *add,
                        int train) {
     const wl_linear *lin = &m->blocks[layer].lin[slot];
     const int in = lin->in, n_out = lin->out;
+    int dora_index;
+    if (dora_module(m, layer, slot, &dora_index)) {
+        dora_forward(m, layer, slot, dora_index, out, x, N, add, train);
+        return;
+    }
     wl_gemm_term terms[2];
     terms[0] = (wl_gemm_term){x, lin->w, in, in, in, 0, 1, 1.0f};
     int n_terms = 1, i = 0;
@@ -100,14 +139,34 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
     const wl_linear *lin = &m->blocks[layer].lin[slot];
     const int in = lin->in, n_out = lin->out;
 
-    /* out = x W^T + b  =>  dW += dout^T x, db += sum_n dout */
-    if (m->grads) {
-        wl_sgemm(k, 1, 0, n_out, in, N, 1.0f, dout, n_out, x, in, 1.0f, wl_grad_of(m, lin->w), in);
-        if (lin->b) {
-            float *db = wl_grad_of(m, lin->b);
-            for (int n = 0; n < N; n++) k->axpy(db, 1.0f, dout + (size_t)n * n_out, (size_t)n_out);
-        }
+    /* db += sum_n dout (a DoRA layer adds b after its scaling too) */
+    if (m->grads && lin->b) {
+        float *db = wl_grad_of(m, lin->b);
+        for (int n = 0; n < N; n++) k->axpy(db, 1.0f, dout + (size_t)n * n_out, (size_t)n_out);
     }
+    /* DoRA: out = g z + b with g = m / ||W + s B A||_row constant (detached)  =>  dm += sum_n dout z / norm, and
+     * z = x W^T + s xa B^T sees dz = g dout, which flows on exactly like a plain LoRA layer's dout. */
+    int dora_index;
+    const wl_lora_module *dmod = dora_module(m, layer, slot, &dora_index);
+    if (dmod) {
+        const wl_adapter *a = m->adapters[0];
+        const float *norms = wl_dora_norms_of(a, dora_index);
+        float *dz = m->acts.lora_z;
+        if (a == m->trainable) {
+            const float *z = m->acts.lora_saved + m->acts.lora_saved_off[dora_index] + (size_t)N * dmod->rank;
+            for (int n = 0; n < N; n++) {
+                for (int j = 0; j < n_out; j++)
+                    dmod->dmagnitude[j] += dout[(size_t)n * n_out + j] * z[(size_t)n * n_out + j] / norms[j];
+            }
+        }
+        for (int n = 0; n < N; n++) {
+            for (int j = 0; j < n_out; j++) dz[(size_t)n * n_out + j] = dmod->magnitude[j] / norms[j] * dout[(size_t)n * n_out + j];
+        }
+        dout = dz;
+    }
+
+    /* out = x W^T + b  =>  dW += dout^T x */
+    if (m->grads) wl_sgemm(k, 1, 0, n_out, in, N, 1.0f, dout, n_out, x, in, 1.0f, wl_grad_of(m, lin->w), in);
 
     /* dx = dout W + sum over adapters of dxa A: the first adapter without dropout joins the base GEMM. */
     wl_gemm_term terms[2];
@@ -132,6 +191,7 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
                 xin = m->acts.lora_x;
             }
             wl_sgemm(k, 1, 0, n_out, r, N, s, dout, n_out, xa, r, 1.0f, mod->dB, r); /* dB += s dout^T xa  (out, r) */
+            wl_lora_mask_blocks(mod, mod->dB); /* MergedLinear: B stays zero outside its blocks */
             wl_sgemm(k, 1, 0, r, in, N, 1.0f, dxa, r, xin, in, 1.0f, mod->dA, in);  /* dA += dxa^T x'     (r, in)  */
         }
         if (!dx) continue;

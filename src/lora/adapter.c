@@ -7,7 +7,7 @@
 
 /* Build an adapter for a model shape: per-slot in/out features, per-module ranks and alphas (L * S tables). */
 static wl_status adapter_build(int arch, int L, int S, const int *in_f, const int *out_f, const char *const *names,
-                               const int *ranks, const float *alphas, int use_rslora, wl_adapter **out) {
+                               const int *ranks, const float *alphas, int use_rslora, int use_dora, wl_adapter **out) {
     *out = NULL;
     int n_modules = 0;
     size_t n_params = 0;
@@ -22,7 +22,7 @@ static wl_status adapter_build(int arch, int L, int S, const int *in_f, const in
                            r, i / S, names[s], max_r, in_f[s], out_f[s]);
         if (!isfinite(alphas[i]))
             return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA alpha for layer %d %s is not finite", i / S, names[s]);
-        size_t per = (size_t)r * in_f[s] + (size_t)out_f[s] * r;
+        size_t per = (size_t)r * in_f[s] + (size_t)out_f[s] * r + (use_dora ? (size_t)out_f[s] : 0);
         if (!wl_add_size(n_params, per, &n_params))
             return wl_fail(WL_STATUS_OUT_OF_MEMORY, "adapter size overflows");
         n_modules++;
@@ -35,6 +35,7 @@ static wl_status adapter_build(int arch, int L, int S, const int *in_f, const in
     a->n_layers = L;
     a->n_slots = S;
     a->use_rslora = use_rslora;
+    a->dora = use_dora != 0;
     for (int s = 0; s < S; s++) {
         a->in_features[s] = in_f[s];
         a->out_features[s] = out_f[s];
@@ -45,7 +46,13 @@ static wl_status adapter_build(int arch, int L, int S, const int *in_f, const in
     a->index = wl_alloc_array((size_t)L * S, sizeof *a->index, "adapter index");
     a->params = wl_alloc_array(n_params, sizeof(float), "adapter weights");
     a->grads = wl_alloc_array(n_params, sizeof(float), "adapter gradients");
-    if (!a->modules || !a->index || !a->params || !a->grads) {
+    if (a->dora) {
+        size_t n_norms = 0;
+        for (int i = 0; i < L * S; i++) n_norms += ranks[i] ? (size_t)out_f[i % S] : 0;
+        a->dora_norms = wl_alloc_array(n_norms, sizeof(float), "DoRA norms");
+        a->dora_seen = wl_alloc_array(n_params + (size_t)n_modules, sizeof(float), "DoRA norm inputs");
+    }
+    if (!a->modules || !a->index || !a->params || !a->grads || (a->dora && (!a->dora_norms || !a->dora_seen))) {
         wl_adapter_free(a);
         return WL_STATUS_OUT_OF_MEMORY;
     }
@@ -70,6 +77,11 @@ static wl_status adapter_build(int arch, int L, int S, const int *in_f, const in
         mod->B = a->params + off;
         mod->dB = a->grads + off;
         off += (size_t)out_f[s] * r;
+        if (a->dora) {
+            mod->magnitude = a->params + off;
+            mod->dmagnitude = a->grads + off;
+            off += (size_t)out_f[s];
+        }
         if (r > a->max_rank) a->max_rank = r;
         a->index[i] = mi_index++;
     }
@@ -88,7 +100,7 @@ wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adap
         names[s] = m->slot_info[s].name;
     }
     return adapter_build(m->cfg.arch, m->cfg.n_layers, m->n_slots, in_f, out_f, names, spec->ranks, spec->alphas,
-                         spec->use_rslora, out);
+                         spec->use_rslora, spec->use_dora, out);
 }
 
 wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_features, const int *out_features,
@@ -106,7 +118,7 @@ wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const in
                            out_features[s]);
     }
     return adapter_build(arch, n_layers, n_slots, in_features, out_features, names, spec->ranks, spec->alphas,
-                         spec->use_rslora, out);
+                         spec->use_rslora, spec->use_dora, out);
 }
 
 wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, const float *scales, wl_adapter **out) {
@@ -120,7 +132,7 @@ wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, cons
     static const char *generic = "module";
     for (int s = 0; s < shape->n_slots; s++) names[s] = generic;
     wl_status st = adapter_build(shape->arch, shape->n_layers, shape->n_slots, shape->in_features, shape->out_features,
-                                 names, ranks, alphas, 0, out);
+                                 names, ranks, alphas, 0, 0, out);
     if (st == WL_OK) {
         for (int i = 0; i < (*out)->n_modules; i++) {
             wl_lora_module *mod = &(*out)->modules[i];
@@ -136,6 +148,8 @@ void wl_adapter_free(wl_adapter *a) {
     /* Freeing an attached or merged adapter would leave the model with a dangling pointer: a caller bug. */
     WL_ASSERT(a->attached == 0 && a->base_edits == 0);
     wl_free(a->pissa_init);
+    wl_free(a->dora_norms);
+    wl_free(a->dora_seen);
     wl_free(a->modules);
     wl_free(a->index);
     wl_free(a->params);
@@ -163,7 +177,121 @@ wl_status wl_adapter_init(wl_adapter *a, int init, uint64_t seed) {
             memset(mod->A, 0, na * sizeof(float));
         }
         memset(mod->B, 0, (size_t)mod->out_features * mod->rank * sizeof(float));
+        if (mod->magnitude) memset(mod->magnitude, 0, (size_t)mod->out_features * sizeof(float));
     }
+    a->dora_valid = 0;
+    return WL_OK;
+}
+
+int wl_adapter_is_dora(const wl_adapter *a) { return a && a->dora; }
+
+/* ---- MergedLinear row blocks ---- */
+
+static int popcount(unsigned x) {
+    int n = 0;
+    for (; x; x &= x - 1) n++;
+    return n;
+}
+
+void wl_lora_mask_blocks(const wl_lora_module *mod, float *b) {
+    if (!mod->row_blocks) return;
+    const int r = mod->rank, rows = mod->out_features / mod->row_blocks;
+    const int slice = r / popcount((unsigned)mod->block_mask);
+    for (int blk = 0, k = 0; blk < mod->row_blocks; blk++) {
+        const int on = (mod->block_mask >> blk) & 1;
+        for (int o = blk * rows; o < (blk + 1) * rows; o++) {
+            float *row = b + (size_t)o * r;
+            for (int c = 0; c < r; c++) {
+                if (!on || c < k * slice || c >= (k + 1) * slice) row[c] = 0.0f;
+            }
+        }
+        k += on;
+    }
+}
+
+wl_status wl_adapter_set_row_blocks(wl_adapter *a, int index, int row_blocks, int block_mask) {
+    if (!a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_set_row_blocks: NULL adapter");
+    if (index < 0 || index >= a->n_modules)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter module %d out of range [0, %d)", index, a->n_modules);
+    wl_lora_module *mod = &a->modules[index];
+    if (row_blocks == 0) {
+        mod->row_blocks = mod->block_mask = 0;
+        return WL_OK;
+    }
+    if (row_blocks < 2 || row_blocks > 16 || mod->out_features % row_blocks != 0)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "%d row blocks do not split the module's %d outputs evenly (2 to 16 blocks)",
+                       row_blocks, mod->out_features);
+    if (block_mask <= 0 || block_mask >= (1 << row_blocks))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "block mask %d selects no block of %d, or one beyond them", block_mask, row_blocks);
+    const int k = popcount((unsigned)block_mask);
+    if (mod->rank % k != 0)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "rank %d does not split into %d equal slices, one per adapted block", mod->rank, k);
+    if (a->pissa_init) return wl_fail(WL_STATUS_UNSUPPORTED, "a PiSSA adapter's modules cannot be split into row blocks");
+    mod->row_blocks = row_blocks;
+    mod->block_mask = block_mask;
+    wl_lora_mask_blocks(mod, mod->B);
+    return WL_OK;
+}
+
+/* ---- DoRA norms ---- */
+
+void wl_dora_row_norms(const wl_kernels *k, const float *w, const wl_lora_module *mod, float *norms, float *rows) {
+    const int in = mod->in_features, r = mod->rank;
+    for (int o0 = 0; o0 < mod->out_features; o0 += WL_DORA_ROWS) {
+        const int n = mod->out_features - o0 < WL_DORA_ROWS ? mod->out_features - o0 : WL_DORA_ROWS;
+        memcpy(rows, w + (size_t)o0 * in, (size_t)n * in * sizeof(float));
+        /* rows (n, in) += s B[o0 : o0 + n] (n, r) A (r, in) */
+        wl_sgemm(k, 0, 0, n, in, r, mod->scale, mod->B + (size_t)o0 * r, r, mod->A, in, 1.0f, rows, in);
+        for (int j = 0; j < n; j++) {
+            double sum = 0.0;
+            for (int i = 0; i < in; i++) sum += (double)rows[(size_t)j * in + i] * rows[(size_t)j * in + i];
+            norms[o0 + j] = (float)sqrt(sum);
+        }
+    }
+}
+
+/* The norms of every module of a for model m's current weights; rows as in wl_dora_row_norms. */
+static void dora_compute(const wl_model *m, wl_adapter *a, float *rows) {
+    size_t off = 0;
+    for (int i = 0; i < a->n_modules; i++) {
+        const wl_lora_module *mod = &a->modules[i];
+        wl_dora_row_norms(m->k, m->blocks[mod->layer].lin[mod->slot].w, mod, a->dora_norms + off, rows);
+        off += (size_t)mod->out_features;
+    }
+    memcpy(a->dora_seen, a->params, a->n_params * sizeof(float));
+    for (int i = 0; i < a->n_modules; i++) a->dora_seen[a->n_params + i] = a->modules[i].scale;
+    a->dora_model = m;
+    a->dora_epoch = m->weights_epoch;
+    a->dora_valid = 1;
+}
+
+void wl_dora_refresh(wl_model *m, int force) {
+    for (int i = 0; i < m->n_adapters; i++) {
+        wl_adapter *a = m->adapters[i];
+        if (!a->dora) continue;
+        int fresh = !force && a->dora_valid && a->dora_model == m && a->dora_epoch == m->weights_epoch &&
+                    memcmp(a->dora_seen, a->params, a->n_params * sizeof(float)) == 0;
+        for (int j = 0; fresh && j < a->n_modules; j++) fresh = a->dora_seen[a->n_params + j] == a->modules[j].scale;
+        if (!fresh) dora_compute(m, a, m->acts.lora_rows);
+    }
+}
+
+wl_status wl_adapter_init_dora(const wl_model *m, wl_adapter *a) {
+    if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_init_dora: NULL argument");
+    if (!a->dora) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "the adapter was not created with DoRA modules");
+    if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
+    int max_in = 0;
+    for (int i = 0; i < a->n_modules; i++) max_in = a->modules[i].in_features > max_in ? a->modules[i].in_features : max_in;
+    float *rows = wl_alloc_array((size_t)WL_DORA_ROWS * (size_t)max_in, sizeof(float), "DoRA norm rows");
+    if (!rows) return WL_STATUS_OUT_OF_MEMORY;
+    dora_compute(m, a, rows);
+    wl_free(rows);
+    size_t off = 0;
+    for (int i = 0; i < a->n_modules; i++) {
+        memcpy(a->modules[i].magnitude, a->dora_norms + off, (size_t)a->modules[i].out_features * sizeof(float));
+        off += (size_t)a->modules[i].out_features;
+    }
+    a->dora_valid = 0; /* the params changed */
     return WL_OK;
 }
 
@@ -221,7 +349,7 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     wl_free(a->lora_buffer);
     a->lora_buffer = NULL;
     a->lora_n_floats = 0;
-    a->lora_x = a->lora_xa = a->lora_dxa = a->lora_dx = a->lora_saved = NULL;
+    a->lora_x = a->lora_xa = a->lora_dxa = a->lora_dx = a->lora_z = a->lora_rows = a->lora_saved = NULL;
     a->lora_saved_off = NULL;
     if (m->n_adapters == 0 || m->N_cap == 0) return WL_OK;
 
@@ -233,21 +361,30 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     for (int i = 0; i < m->n_adapters; i++) {
         if ((size_t)m->adapters[i]->max_rank > max_r) max_r = (size_t)m->adapters[i]->max_rank;
     }
+    size_t max_out = 0;
+    int any_dora = 0;
+    for (int s = 0; s < m->n_slots; s++) {
+        if ((size_t)m->slot_info[s].out_features > max_out) max_out = (size_t)m->slot_info[s].out_features;
+    }
+    for (int i = 0; i < m->n_adapters; i++) any_dora |= m->adapters[i]->dora;
     const wl_adapter *t = m->trainable;
     if (t) {
-        for (int i = 0; i < t->n_modules; i++) saved += (size_t)t->modules[i].rank;
+        for (int i = 0; i < t->n_modules; i++)
+            saved += (size_t)t->modules[i].rank + (t->dora ? (size_t)t->modules[i].out_features : 0);
     }
     size_t n_off = t ? (size_t)t->n_modules : 0;
     /* offsets are stored as size_t inside the same float buffer: round their space up to floats */
     size_t off_floats = (n_off * sizeof(size_t) + sizeof(float) - 1) / sizeof(float);
     size_t total = 0, part;
-    size_t parts[5];
-    const size_t widths[5] = {max_in, max_r, max_r, max_in, saved};
-    for (int i = 0; i < 5; i++) {
+    enum { N_PARTS = 7 };
+    size_t parts[N_PARTS];
+    const size_t widths[N_PARTS] = {max_in, max_r, max_r, max_in, any_dora ? max_out : 0, 0, saved};
+    for (int i = 0; i < N_PARTS; i++) {
         if (!wl_mul_size(N, widths[i], &parts[i]) || parts[i] > SIZE_MAX / 8)
             return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch for %zu tokens overflows the address space", N);
     }
-    for (int i = 0; i < 5; i++) {
+    parts[5] = any_dora ? (size_t)WL_DORA_ROWS * max_in : 0; /* DoRA norm rows: not per token */
+    for (int i = 0; i < N_PARTS; i++) {
         if (!wl_add_size(total, (parts[i] + 15) & ~(size_t)15, &total))
             return wl_fail(WL_STATUS_OUT_OF_MEMORY, "LoRA scratch size overflows");
     }
@@ -258,8 +395,8 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     a->lora_buffer = buf;
     a->lora_n_floats = total;
     float *p = buf;
-    float **dst[5] = {&a->lora_x, &a->lora_xa, &a->lora_dxa, &a->lora_dx, &a->lora_saved};
-    for (int i = 0; i < 5; i++) {
+    float **dst[N_PARTS] = {&a->lora_x, &a->lora_xa, &a->lora_dxa, &a->lora_dx, &a->lora_z, &a->lora_rows, &a->lora_saved};
+    for (int i = 0; i < N_PARTS; i++) {
         *dst[i] = p;
         part = (parts[i] + 15) & ~(size_t)15;
         p += part;
@@ -268,7 +405,7 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     size_t acc = 0;
     for (size_t i = 0; i < n_off; i++) {
         a->lora_saved_off[i] = acc;
-        acc += N * (size_t)t->modules[i].rank;
+        acc += N * ((size_t)t->modules[i].rank + (t->dora ? (size_t)t->modules[i].out_features : 0));
     }
     m->backward_ready = 0;
     return WL_OK;
@@ -290,6 +427,9 @@ wl_status wl_model_set_adapters(wl_model *m, wl_adapter *const *adapters, const 
         for (int j = 0; j < i; j++) {
             if (adapters[j] == adapters[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter %d is listed twice", i);
         }
+        if (adapters[i]->dora && (n > 1 || (weights && weights[i] != 1.0f)))
+            return wl_fail(WL_STATUS_UNSUPPORTED, "a DoRA adapter applies alone and with weight 1: its magnitudes rescale "
+                           "the whole layer output, so mixing it with other adapters or weighting it is not defined");
     }
     for (int i = 0; i < m->n_adapters; i++) m->adapters[i]->attached--;
     int keep_trainable = 0;

@@ -55,6 +55,7 @@ wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float w
         memcpy(e.backup[i], lin->w, n * sizeof(float));
     }
     if (m->n_edits) memcpy(grown, m->edits, (size_t)m->n_edits * sizeof *grown);
+    m->weights_epoch++;
     grown[m->n_edits] = e;
     wl_free(m->edits);
     m->edits = grown;
@@ -81,6 +82,7 @@ wl_status wl_model_pop_edit(wl_model *m, int index) {
         wl_linear *lin = &m->blocks[e->layers[i]].lin[e->slots[i]];
         memcpy(lin->w, e->backup[i], (size_t)lin->out * lin->in * sizeof(float));
     }
+    m->weights_epoch++;
     ((wl_adapter *)e->adapter)->base_edits--;
     free_edit(e);
     memmove(&m->edits[index], &m->edits[index + 1], (size_t)(m->n_edits - index - 1) * sizeof *m->edits);
@@ -106,6 +108,9 @@ wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
     if (at >= 0 && m->edits[at].kind == WL_EDIT_MERGE) return WL_OK; /* merged already: merging again changes nothing */
     if (at >= 0) return wl_fail(WL_STATUS_BAD_STATE, "a PiSSA adapter cannot be merged while its residual is in the base; export it as LoRA first");
     if (!wl_all_finite(a->params, a->n_params)) return wl_fail(WL_STATUS_NUMERIC, "the adapter holds NaN or infinite weights");
+    if (a->dora && weight != 1.0f)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "a DoRA adapter merges with weight 1 only (its magnitudes set the rows' norms)");
+
     /* The update moves into W: stop applying it in the forward pass. */
     for (int i = 0; i < m->n_adapters; i++) {
         if (m->adapters[i] == a) {
@@ -130,6 +135,15 @@ wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
         /* W (out, in) += weight * s * B (out, r) A (r, in) */
         wl_sgemm(m->k, 0, 0, lin->out, lin->in, mod->rank, weight * mod->scale, mod->B, mod->rank, mod->A, lin->in,
                  1.0f, lin->w, lin->in);
+        if (!a->dora) continue;
+        /* DoRA (PEFT's merge): W = (m / ||W + s B A||_row) (W + s B A); each row of the sum is now in W. */
+        for (int o = 0; o < lin->out; o++) {
+            float *row = lin->w + (size_t)o * lin->in;
+            double sum = 0.0;
+            for (int j = 0; j < lin->in; j++) sum += (double)row[j] * row[j];
+            const float g = mod->magnitude[o] / (float)sqrt(sum);
+            for (int j = 0; j < lin->in; j++) row[j] *= g;
+        }
     }
     return WL_OK;
 }
@@ -164,6 +178,7 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_init_pissa: NULL argument");
     if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
     if (wl_model_find_edit(m, a) >= 0) return wl_fail(WL_STATUS_BAD_STATE, "the adapter already changed this model's weights");
+    if (a->dora) return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation of a DoRA adapter is not supported");
     if (power_iters > 64) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "PiSSA: at most 64 power iterations, got %d", power_iters);
     for (int i = 0; i < a->n_modules; i++) {
         if (a->modules[i].scale == 0.0f) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "PiSSA needs a non-zero LoRA scale");

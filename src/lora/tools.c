@@ -105,6 +105,9 @@ wl_status wl_adapter_resize(const wl_adapter *a, int rank, float energy, wl_adap
                             double *total_rel_error) {
     if (!a || !out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_resize: NULL argument");
     *out = NULL;
+    if (a->dora)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "resize: a DoRA adapter cannot be resized: its magnitudes were learned for the "
+                       "norms of its rank-r update, so a truncated update would change every row's scale; merge it instead");
     if (!(energy >= 0.0f && energy <= 1.0f)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "resize: energy %g must be in [0, 1]", (double)energy);
     if (rank < 0 || (rank == 0 && energy == 0.0f))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "resize: give a rank >= 1 or an energy threshold in (0, 1], got rank %d", rank);
@@ -278,6 +281,9 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
     const wl_adapter *a0 = as[0];
     for (int i = 0; i < n; i++) {
         if (!as[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: adapter %d is NULL", i);
+        if (as[i]->dora)
+            return wl_fail(WL_STATUS_UNSUPPORTED, "combine: adapter %d is a DoRA adapter; combinations are defined for plain "
+                           "LoRA adapters only (a DoRA magnitude rescales the whole layer, not an additive update)", i);
         if (!same_shape(as[i], a0)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "combine: adapter %d was made for a model of another shape", i);
         if (!isfinite(weights[i])) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: weight %d is not finite", i);
         if (type == WL_COMBINE_LINEAR && weights[i] < 0.0f)

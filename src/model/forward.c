@@ -112,6 +112,8 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     if (targets && last_only)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: the loss needs logits at every position");
     if (train && !targets) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "forward: training needs targets");
+    if (train && m->trainable && m->trainable->dora && m->dropout_p > 0.0f)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "LoRA dropout is not supported with DoRA: train it with dropout 0");
     const int N = B * T, C = c->dim, V = c->vocab_size;
     for (int n = 0; n < N; n++) {
         if (tokens[n] < 0 || tokens[n] >= V)
@@ -122,6 +124,8 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
                            targets[n], n, V);
     }
     m->backward_ready = 0;
+    /* A training pass follows an optimizer step, and full-parameter training moves W: recompute the norms then. */
+    wl_dora_refresh(m, train || m->grads != NULL);
     const wl_kernels *k = m->k;
     wl_acts *a = &m->acts;
     for (int b = 0; b < B; b++) {

@@ -289,6 +289,7 @@ wl_status wl_model_write_tensor(wl_model *m, int index, int dtype, uint64_t firs
         return wl_fail(WL_STATUS_UNSUPPORTED, "tensor %s: dtype %s cannot hold weights (need F32, F16, BF16 or F64)",
                        t->name, wl_dtype_name(dtype));
     float *dst = m->params + t->offset;
+    m->weights_epoch++;
     if (!t->transposed) return wl_convert_to_f32(dst + first, src, dtype, (size_t)n_elems);
 
     /* File layout (in, out) = (shape[0], shape[1]); memory layout (out, in). Convert in small blocks, scatter. */

@@ -90,7 +90,9 @@ typedef struct wl_acts {
     float *lora_xa;   /* (N, max r) */
     float *lora_dxa;  /* (N, max r) */
     float *lora_dx;   /* (N, max in) */
-    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, kept for backward */
+    float *lora_z;    /* (N, max out) a DoRA module's W x + s B A x in inference, its scaled gradient in backward */
+    float *lora_rows; /* (WL_DORA_ROWS, max in) rows of W + s B A while DoRA norms are computed */
+    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, then for DoRA its z (N, out_i) */
     size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets into lora_saved */
 } wl_acts;
 
@@ -120,6 +122,13 @@ struct wl_adapter {
     int base_edits;          /* number of base edits (merges, PiSSA residuals) that belong to it */
     float *pissa_init;       /* PiSSA initial A and B (same layout as params) or NULL */
     int use_rslora;          /* how alpha maps to scale, for derived adapters */
+    /* DoRA: ||W + s B A||_row of every module (module order, out_i each) and what they were computed from */
+    int dora;
+    float *dora_norms;
+    float *dora_seen;          /* (n_params + n_modules) the params and scales the norms belong to */
+    const wl_model *dora_model;
+    uint64_t dora_epoch;       /* the model's weights_epoch then */
+    int dora_valid;
 };
 
 struct wl_model {
@@ -159,6 +168,7 @@ struct wl_model {
 
     wl_base_edit *edits;      /* in the order they were applied */
     int n_edits;
+    uint64_t weights_epoch;   /* bumped whenever the C side changes frozen weights (DoRA norms depend on them) */
 
     /* state of the last forward pass */
     int last_B, last_T, last_pos0, last_flags;
@@ -180,6 +190,23 @@ wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float w
 int wl_model_find_edit(const wl_model *m, const wl_adapter *a);
 wl_status wl_model_pop_edit(wl_model *m, int index);
 void wl_model_free_edits(wl_model *m);
+
+/* Zero the entries of b (a module's B or dB, (out, r)) outside its MergedLinear blocks; nothing for whole modules. */
+void wl_lora_mask_blocks(const wl_lora_module *mod, float *b);
+
+/* DoRA norms are computed WL_DORA_ROWS rows of W + s B A at a time. */
+#define WL_DORA_ROWS 32
+
+/* ||W + s B A||_row of one module into norms (out); rows: WL_DORA_ROWS * in floats of scratch. */
+void wl_dora_row_norms(const wl_kernels *k, const float *w, const wl_lora_module *mod, float *norms, float *rows);
+/* Bring the DoRA norms of the attached adapters up to date (always when force). */
+void wl_dora_refresh(wl_model *m, int force);
+/* The DoRA norms of module index of adapter a. */
+static inline const float *wl_dora_norms_of(const wl_adapter *a, int index) {
+    size_t off = 0;
+    for (int i = 0; i < index; i++) off += (size_t)a->modules[i].out_features;
+    return a->dora_norms + off;
+}
 
 /* Recompute scratch sizes that depend on attached adapters (called when adapters change). */
 wl_status wl_model_plan_lora_scratch(wl_model *m);

@@ -18,7 +18,7 @@ _Static_assert(offsetof(wl_config, rope_theta) == 48 && offsetof(wl_config, eos_
 _Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, shape) == 16, "wl_tensor_info layout");
 _Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, numel) == 36, "wl_tensor_info layout");
 _Static_assert(sizeof(void *) != 4 || sizeof(wl_tensor_info) == 48, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 44, "wl_lora_module layout");
+_Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 60, "wl_lora_module layout");
 _Static_assert(sizeof(void *) != 4 || sizeof(wl_module_info) == 20, "wl_module_info layout");
 
 static uint64_t join64(uint32_t lo, uint32_t hi) { return ((uint64_t)hi << 32) | lo; }
@@ -151,17 +151,22 @@ EXPORT(wl_dtype_name) const char *wlx_dtype_name(int dtype) { return wl_dtype_na
 /* ---- LoRA ---- */
 
 EXPORT(wl_adapter_create) int wlx_adapter_create(const wl_model *m, const int *ranks, const float *alphas,
-                                                 int use_rslora, wl_adapter **out) {
-    wl_lora_spec spec = {ranks, alphas, use_rslora};
+                                                 int use_rslora, int use_dora, wl_adapter **out) {
+    wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora};
     return wl_adapter_create(m, &spec, out);
 }
 EXPORT(wl_adapter_create_shaped) int wlx_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_f,
                                                                const int *out_f, const int *ranks, const float *alphas,
-                                                               int use_rslora, wl_adapter **out) {
-    wl_lora_spec spec = {ranks, alphas, use_rslora};
+                                                               int use_rslora, int use_dora, wl_adapter **out) {
+    wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora};
     return wl_adapter_create_shaped(arch, n_layers, n_slots, in_f, out_f, &spec, out);
 }
 EXPORT(wl_adapter_free) void wlx_adapter_free(wl_adapter *a) { wl_adapter_free(a); }
+EXPORT(wl_adapter_set_row_blocks) int wlx_adapter_set_row_blocks(wl_adapter *a, int i, int row_blocks, int mask) {
+    return wl_adapter_set_row_blocks(a, i, row_blocks, mask);
+}
+EXPORT(wl_adapter_is_dora) int wlx_adapter_is_dora(const wl_adapter *a) { return wl_adapter_is_dora(a); }
+EXPORT(wl_adapter_init_dora) int wlx_adapter_init_dora(const wl_model *m, wl_adapter *a) { return wl_adapter_init_dora(m, a); }
 EXPORT(wl_adapter_init) int wlx_adapter_init(wl_adapter *a, int init, uint32_t seed_lo, uint32_t seed_hi) {
     return wl_adapter_init(a, init, join64(seed_lo, seed_hi));
 }

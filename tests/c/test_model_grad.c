@@ -1,7 +1,8 @@
 /* test_model_grad.c: the whole model's backward pass against central finite differences of its loss, for Llama
  * (GQA, both RoPE layouts, q/k/v bias, tied and untied heads) and GPT-2, LoRA and full-parameter training, with and
- * without LoRA dropout; plus the attention layer alone, KV-cache decoding against whole-sequence logits, a fresh
- * adapter leaving logits bit-identical, and the errors of the forward/backward API. Runs once per kernel table. */
+ * without LoRA dropout, DoRA magnitudes and MergedLinear blocks; plus the attention layer alone, KV-cache decoding
+ * against whole-sequence logits, a fresh adapter leaving logits bit-identical, and the errors of the forward/backward
+ * API. Runs once per kernel table. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,7 @@ static void randomize(wl_model *m, uint64_t seed) {
     }
 }
 
-static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_layer, uint64_t seed, int rslora) {
+static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_layer, uint64_t seed, int rslora, int dora) {
     const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
     int *ranks = calloc((size_t)L * S, sizeof(int));
     float *alphas = calloc((size_t)L * S, sizeof(float));
@@ -75,7 +76,7 @@ static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_lay
             alphas[l * S + s] = 2.0f * (float)(slot_rank[s] + 1);
         }
     }
-    wl_lora_spec spec = {ranks, alphas, rslora};
+    wl_lora_spec spec = {ranks, alphas, rslora, dora};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     free(ranks);
@@ -175,7 +176,7 @@ static void lora_case(const char *what, wl_config cfg, const int *slot_rank, int
     if (!m) return;
     randomize(m, 11);
     CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
-    wl_adapter *a = make_adapter(m, slot_rank, first_layer, 5, rslora);
+    wl_adapter *a = make_adapter(m, slot_rank, first_layer, 5, rslora, 0);
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     CHECK_OK(wl_model_set_trainable(m, a));
     CHECK_OK(wl_model_set_lora_dropout(m, dropout, 77, 3));
@@ -191,6 +192,155 @@ static void lora_case(const char *what, wl_config cfg, const int *slot_rank, int
     wl_model_free(m);
 }
 
+/* Logits of one inference pass over b into a new buffer. */
+static float *logits_of(wl_model *m, const batch *b) {
+    const size_t n = (size_t)b->B * b->T * wl_model_config(m)->vocab_size;
+    CHECK_OK(wl_model_forward(m, b->tokens, NULL, b->B, b->T, 0, 0, -100, NULL));
+    float *out = malloc(n * sizeof(float));
+    memcpy(out, wl_model_logits(m), n * sizeof(float));
+    return out;
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t n) {
+    float worst = 0.0f;
+    for (size_t i = 0; i < n; i++) worst = fmaxf(worst, fabsf(a[i] - b[i]));
+    return worst;
+}
+
+/* Attach a alone, trainable, and run one forward and backward pass over b. */
+static void train_pass(wl_model *m, wl_adapter *a, const batch *b) {
+    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    CHECK_OK(wl_model_set_trainable(m, a));
+    CHECK_OK(wl_adapter_zero_grad(a));
+    loss_of(m, b);
+    CHECK_OK(wl_model_backward(m));
+}
+
+/* Finite difference of the loss along the gradient itself (zero where a parameter is not trained) against |g|^2. */
+static void check_along_gradient(const char *what, wl_model *m, const batch *b, float *params, const float *d, size_t n) {
+    double gd = 0.0;
+    for (size_t i = 0; i < n; i++) gd += (double)d[i] * d[i];
+    double fd = directional_fd(m, b, params, d, n, 2e-3);
+    double rel = fabs(fd - gd) / (fabs(gd) + 1e-3);
+    CHECK_MSG(gd > 1e-6 && rel < 1e-2, "%s: finite difference %.6g along the gradient, |g|^2 %.6g", what, fd, gd);
+    printf("  %-56s |g|^2=%-9.3g rel err=%.2e\n", what, gd, rel);
+}
+
+/* DoRA: the gradients of A and B hold the row norm of W + s B A constant (PEFT, the DoRA paper), so they are not the
+ * loss's derivative and are checked against PyTorch (tests/ref dora_*); the magnitudes' gradient is one (the norm does
+ * not depend on them). Merge against the unmerged logits, exact unmerge, and the refusals. */
+static void dora_case(const char *what, wl_config cfg, const int *slot_rank) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 31);
+    CHECK_OK(wl_model_reserve(m, 2, 5, WL_RESERVE_TRAIN));
+    wl_adapter *a = make_adapter(m, slot_rank, 0, 13, 0, 1);
+    CHECK_OK(wl_adapter_init_dora(m, a));
+    size_t n;
+    float *p = wl_adapter_params(a, &n);
+    float *d = calloc(n, sizeof(float));
+    float jitter[64];
+    wl_test_fill(jitter, 64, 3, 0.2f);
+    for (int i = 0; i < wl_adapter_n_modules(a); i++) {
+        wl_lora_module mod;
+        wl_adapter_module(a, i, &mod);
+        for (int o = 0; o < mod.out_features; o++) mod.magnitude[o] *= 1.0f + jitter[o % 64];
+    }
+    batch b = make_batch(2, 5, cfg.vocab_size, 7, 0);
+    train_pass(m, a, &b);
+    for (int i = 0; i < wl_adapter_n_modules(a); i++) {
+        wl_lora_module mod;
+        wl_adapter_module(a, i, &mod);
+        size_t off = (size_t)(mod.magnitude - p);
+        memcpy(d + off, mod.dmagnitude, (size_t)mod.out_features * sizeof(float));
+    }
+    check_along_gradient(what, m, &b, p, d, n);
+    CHECK_OK(wl_model_set_lora_dropout(m, 0.1f, 1, 1));
+    float loss;
+    CHECK_STATUS(wl_model_forward(m, b.tokens, b.targets, 2, 5, 0, WL_FORWARD_TRAIN, -100, &loss), WL_STATUS_UNSUPPORTED);
+    CHECK_OK(wl_model_set_lora_dropout(m, 0.0f, 0, 0));
+
+    /* (m / ||W + s B A||) (W + s B A) merged against the unmerged pass: float32 sums in another order, measured up
+     * to 3.4e-6 on logits up to 3.3 (both kernel tables); 1e-4 leaves a factor 30. */
+    const size_t n_logits = (size_t)2 * 5 * cfg.vocab_size;
+    float *unmerged = logits_of(m, &b);
+    size_t n_w;
+    float *w = wl_model_params(m, &n_w);
+    float *w0 = malloc(n_w * sizeof(float));
+    memcpy(w0, w, n_w * sizeof(float));
+    CHECK_STATUS(wl_model_merge(m, a, 0.5f), WL_STATUS_UNSUPPORTED);
+    CHECK_OK(wl_model_merge(m, a, 1.0f));
+    float *merged = logits_of(m, &b);
+    CHECK_MSG(max_abs_diff(merged, unmerged, n_logits) < 1e-4f, "%s: merged logits differ by %g", what,
+              (double)max_abs_diff(merged, unmerged, n_logits));
+    CHECK_OK(wl_model_unmerge(m, a));
+    CHECK(memcmp(w, w0, n_w * sizeof(float)) == 0);
+
+    wl_adapter *plain = make_adapter(m, slot_rank, 0, 14, 0, 0);
+    wl_adapter *both[2] = {a, plain};
+    const float half = 0.5f;
+    CHECK_STATUS(wl_model_set_adapters(m, both, NULL, 2), WL_STATUS_UNSUPPORTED);
+    CHECK_STATUS(wl_model_set_adapters(m, &a, &half, 1), WL_STATUS_UNSUPPORTED);
+    wl_adapter *out = NULL;
+    CHECK_STATUS(wl_adapter_resize(a, 1, 0.0f, &out, NULL, NULL), WL_STATUS_UNSUPPORTED);
+    const float ones[2] = {1.0f, 1.0f};
+    const wl_adapter *both_const[2] = {a, plain};
+    CHECK_STATUS(wl_adapter_combine(both_const, ones, 2, WL_COMBINE_CAT, 0, &out, NULL), WL_STATUS_UNSUPPORTED);
+    CHECK_STATUS(wl_adapter_init_dora(m, plain), WL_STATUS_INVALID_ARGUMENT);
+    CHECK(out == NULL);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(plain);
+    wl_adapter_free(a);
+    free(d);
+    free(unmerged);
+    free(merged);
+    free(w0);
+    wl_model_free(m);
+}
+
+/* loralib MergedLinear on GPT-2's c_attn (q and v of [q; k; v], rank 2 each): the gradient is the loss's derivative
+ * restricted to A and B's blocks, zero elsewhere, so B stays block-structured; bad block layouts are refused. */
+static void merged_linear_case(void) {
+    wl_config cfg = gpt2_config();
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 41);
+    CHECK_OK(wl_model_reserve(m, 2, 5, WL_RESERVE_TRAIN));
+    const int c_attn[WL_MAX_SLOTS] = {4, 0, 0, 0};
+    wl_adapter *a = make_adapter(m, c_attn, 0, 17, 0, 0);
+    CHECK_STATUS(wl_adapter_set_row_blocks(a, 0, 5, 5), WL_STATUS_INVALID_ARGUMENT);  /* 36 rows do not split in 5 */
+    CHECK_STATUS(wl_adapter_set_row_blocks(a, 0, 3, 0), WL_STATUS_INVALID_ARGUMENT);  /* no block */
+    CHECK_STATUS(wl_adapter_set_row_blocks(a, 0, 3, 8), WL_STATUS_INVALID_ARGUMENT);  /* beyond the 3 blocks */
+    CHECK_STATUS(wl_adapter_set_row_blocks(a, 0, 3, 7), WL_STATUS_INVALID_ARGUMENT);  /* rank 4 in 3 slices */
+    for (int i = 0; i < wl_adapter_n_modules(a); i++) CHECK_OK(wl_adapter_set_row_blocks(a, i, 3, 5));
+    batch b = make_batch(2, 5, cfg.vocab_size, 8, 0);
+    train_pass(m, a, &b);
+    size_t n;
+    float *p = wl_adapter_params(a, &n);
+    float *g = malloc(n * sizeof(float));
+    memcpy(g, wl_adapter_grads(a), n * sizeof(float));
+    for (int i = 0; i < wl_adapter_n_modules(a); i++) {
+        wl_lora_module mod;
+        wl_adapter_module(a, i, &mod);
+        const int rows = mod.out_features / 3;
+        for (int o = 0; o < mod.out_features; o++) {
+            for (int c = 0; c < mod.rank; c++) {
+                const int inside = (o < rows && c < 2) || (o >= 2 * rows && c >= 2);
+                const size_t at = (size_t)o * mod.rank + c;
+                if (!inside) CHECK_MSG(mod.B[at] == 0.0f && mod.dB[at] == 0.0f, "B or dB nonzero outside the blocks at %d,%d", o, c);
+                else CHECK(mod.B[at] != 0.0f);
+            }
+        }
+    }
+    check_along_gradient("gpt2 MergedLinear c_attn q,v: gradient of A and B's blocks", m, &b, p, g, n);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(a);
+    free(g);
+    wl_model_free(m);
+}
+
 static void full_case(const char *what, wl_config cfg, int with_adapter) {
     wl_model *m = NULL;
     CHECK_OK(wl_model_create(&cfg, &m));
@@ -201,7 +351,7 @@ static void full_case(const char *what, wl_config cfg, int with_adapter) {
     if (with_adapter) {
         /* a frozen adapter is attached: its path must still carry gradient to the layers below */
         int ranks[WL_MAX_SLOTS] = {2, 2, 2, 2, 2, 2, 2};
-        a = make_adapter(m, ranks, 0, 8, 0);
+        a = make_adapter(m, ranks, 0, 8, 0, 0);
         CHECK_OK(wl_model_set_adapters(m, &a, (float[]){0.7f}, 1));
     }
     CHECK_OK(wl_model_set_full_training(m, 1));
@@ -261,7 +411,7 @@ static void decode_case(const char *what, wl_config cfg) {
     if (!m) return;
     randomize(m, 5);
     int ranks[WL_MAX_SLOTS] = {2, 1, 2, 3, 2, 1, 2};
-    wl_adapter *a = make_adapter(m, ranks, 0, 3, 0);
+    wl_adapter *a = make_adapter(m, ranks, 0, 3, 0, 0);
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     const int T = 12, V = cfg.vocab_size;
     CHECK_OK(wl_model_reserve(m, 1, 16, 0));
@@ -299,7 +449,7 @@ static void fresh_adapter_case(wl_config cfg) {
     float *base = malloc(n * sizeof(float));
     memcpy(base, wl_model_logits(m), n * sizeof(float));
     int ranks[WL_MAX_SLOTS] = {4, 4, 4, 4, 4, 4, 4};
-    wl_adapter *a = make_adapter(m, ranks, 0, 3, 0);
+    wl_adapter *a = make_adapter(m, ranks, 0, 3, 0, 0);
     CHECK_OK(wl_adapter_init(a, WL_LORA_INIT_DEFAULT, 42));
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     CHECK_OK(wl_model_forward(m, b.tokens, NULL, 2, 7, 0, 0, -100, NULL));
@@ -352,7 +502,7 @@ static void error_cases(void) {
     int S = wl_model_n_slots(m), L = cfg.n_layers;
     int *ranks = calloc((size_t)L * S, sizeof(int));
     float *alphas = calloc((size_t)L * S, sizeof(float));
-    wl_lora_spec spec = {ranks, alphas, 0};
+    wl_lora_spec spec = {ranks, alphas, 0, 0};
     wl_adapter *a = NULL;
     CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
     ranks[0] = 25; /* > min(in 16, out 24) */
@@ -416,6 +566,9 @@ static void run_all(void) {
     decode_case("gpt2 KV-cache decode == whole-sequence logits", gpt2);
     fresh_adapter_case(half);
     fresh_adapter_case(gpt2);
+    dora_case("llama DoRA all modules, qkv bias: magnitude gradient", bias, all);
+    dora_case("gpt2 DoRA all modules: magnitude gradient", gpt2, gpt2_all);
+    merged_linear_case();
 }
 
 int main(void) {

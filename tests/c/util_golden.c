@@ -149,7 +149,7 @@ wl_adapter *wl_golden_adapter(wl_model *m, const char *dir, const wl_json *mods,
         ranks[l * S + s] = (int)wl_json_num(&mods->items[i], "r", 0);
         alphas[l * S + s] = (float)wl_json_num(&mods->items[i], "alpha", 0);
     }
-    wl_lora_spec spec = {ranks, alphas, use_rslora};
+    wl_lora_spec spec = {ranks, alphas, use_rslora, 0};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     free(ranks);

@@ -23,6 +23,14 @@ function run(args, { timeout = 120000 } = {}) {
   });
 }
 
+/** A failed command: non-zero exit and one error line matching pattern. */
+function expectFailure(r, pattern) {
+  expect(r.code).not.toBe(0);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+}
+
 beforeAll(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'weblora-cli-'));
   core = await loadCore();
@@ -55,6 +63,77 @@ describe('one SGD step matches the PyTorch gradient', () => {
       for (let i = 0; i < g.length; i++) moved = Math.max(moved, Math.abs(g[i] - init.get(key).data[i]));
     }
     expect(moved).toBeGreaterThan(1e-3); // the step really moved the weights (measured 0.012 and 0.032)
+  });
+});
+
+describe('LoRA+ (--lora-plus-ratio) on the SGD contract', () => {
+  test('lora_A steps at --lr, lora_B at the ratio times --lr, with the PyTorch gradient', async () => {
+    const dir = path.join(GOLDEN, 'stories260K');
+    const cs = JSON.parse(readFileSync(path.join(dir, 'case.json'), 'utf8'));
+    const ratio = 4;
+    const out = path.join(tmp, 'sgd-loraplus');
+    const r = await run(['train', '--model', sharedPath('models/stories260K/stories260K.bin'), '--data', path.join(dir, 'text.txt'),
+      '--adapter-init', dir, '--optimizer', 'sgd', '--lr', String(cs.lr), '--lora-plus-ratio', String(ratio), '--steps', '1',
+      '--seq', String(cs.seq_len), '--eval-split', '0', '--out', out, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = readSafetensors(core, new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors'))));
+    const init = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'adapter_model.safetensors'))));
+    const io = readSafetensors(core, new Uint8Array(readFileSync(path.join(dir, 'io.safetensors'))));
+    let bKeys = 0;
+    for (const [key, t] of init) {
+      const isB = key.includes('.lora_B.');
+      const step = cs.lr * (isB ? ratio : 1);
+      const grad = io.get(`grad.${key}`).data;
+      const want = t.data.map((p, i) => p - step * grad[i]);
+      // The case's tolerance scales with the step: ratio times it for B.
+      const tol = { atol: cs.tolerance.params.atol * (isB ? ratio : 1), rtol: cs.tolerance.params.rtol };
+      expectAllClose(key, got.get(key).data, want, tol);
+      bKeys += isB;
+    }
+    expect(bKeys).toBeGreaterThan(0);
+  });
+});
+
+describe('DoRA (--dora)', () => {
+  test('train --dora writes PEFT DoRA files that generate loads; resize and GGUF export refuse them clearly', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const data = path.join(tmp, 'dora.txt');
+    writeFileSync(data, 'The heron stood in the cold river and waited for the fish. '.repeat(12));
+    const out = path.join(tmp, 'dora-adapter');
+    const t = await run(['train', '--model', model, '--data', data, '--dora', '--rank', '4', '--targets', 'q_proj,v_proj',
+      '--steps', '3', '--seq', '32', '--out', out, '--json']);
+    expect(t.stderr).toBe('');
+    expect(t.code).toBe(0);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    expect(cfg.use_dora).toBe(true);
+    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors'))));
+    expect([...st.keys()].filter((k) => k.endsWith('.lora_magnitude_vector'))).toHaveLength(2 * 5);
+    const g = await run(['generate', '--model', model, '--adapter', out, '--prompt', 'The heron', '--max-tokens', '5', '--json']);
+    expect(g.code).toBe(0);
+    expectFailure(await run(['resize', '--adapter', out, '--rank', '2', '--out', path.join(tmp, 'dora-small')]), /DoRA adapter cannot be resized/);
+    expectFailure(await run(['export', '--model', model, '--adapter', out, '--format', 'gguf', '--out', path.join(tmp, 'dora.gguf')]),
+      /DoRA magnitudes/);
+    expect(existsSync(path.join(tmp, 'dora-small'))).toBe(false);
+    expect(existsSync(path.join(tmp, 'dora.gguf'))).toBe(false);
+  });
+});
+
+describe('MergedLinear (--enable-lora)', () => {
+  test('train --enable-lora q,v writes a rank-stacked c_attn LoRA marked with its blocks; a Llama model refuses it', async () => {
+    const data = path.join(tmp, 'merged.txt');
+    writeFileSync(data, 'The kettle sang on the stove while the rain kept falling. '.repeat(12));
+    const out = path.join(tmp, 'merged-adapter');
+    const t = await run(['train', '--model', sharedPath('models/tiny-gpt2'), '--data', data, '--targets', 'c_attn', '--enable-lora', 'q,v',
+      '--rank', '1', '--alpha', '2', '--steps', '2', '--seq', '16', '--out', out]);
+    expect(t.stderr).toBe('');
+    expect(t.code).toBe(0);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    expect({ r: cfg.r, lora_alpha: cfg.lora_alpha }).toEqual({ r: 2, lora_alpha: 4 }); // scale alpha / r per block
+    const bytes = new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors')));
+    expect(core.parseSafetensors(bytes).metadata['weblora.enable_lora']).toBe('q,v');
+    expectFailure(await run(['train', '--model', sharedPath('models/stories260K/stories260K.bin'), '--data', data, '--enable-lora', 'q,v',
+      '--steps', '1', '--seq', '16', '--out', path.join(tmp, 'merged-llama')]), /GPT-2/);
   });
 });
 
@@ -142,13 +221,6 @@ describe('adapter toolkit commands', () => {
 
 describe('bad input: one clear line, non-zero exit, nothing left behind', () => {
   const model = () => sharedPath('models/stories260K/stories260K.bin');
-  const expectFailure = (r, pattern) => {
-    expect(r.code).not.toBe(0);
-    const lines = r.stderr.trim().split('\n');
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(pattern);
-  };
-
   test.each([
     ['empty data', () => { writeFileSync(path.join(tmp, 'empty.txt'), '  \n'); return ['--data', 'empty.txt']; }, /empty/],
     ['missing data', () => ['--data', 'nope.txt'], /cannot read data file nope\.txt/],
@@ -174,6 +246,7 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     }, /shape|rank/i],
     ['unknown option', () => ['--data', 'x.txt', '--bogus'], /bogus/],
     ['threads out of range', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--threads', '0'], /--threads must be/],
+    ['LoRA+ ratio not positive', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--lora-plus-ratio', '0'], /loraPlusRatio must be a positive/],
   ])('%s', async (name, setup, pattern) => {
     const out = path.join(tmp, `out-${name.replace(/\W+/g, '-')}`);
     const args = ['train', '--model', model(), ...setup(), '--steps', '1', '--seq', '16', '--out', out];

@@ -1,5 +1,5 @@
 // The wasm build against the PyTorch reference (tests/ref/golden): logits, loss, every LoRA gradient and the
-// full-parameter gradients, LoRA dropout with the masks the reference replays, logits at long positions,
+// full-parameter gradients (DoRA: the magnitudes' too; MergedLinear: zero outside its blocks), LoRA dropout with the masks the reference replays, logits at long positions,
 // stories260K greedy decoding through the KV cache, and core invariants. Every adapter is loaded the way a user's
 // PEFT adapter is: adapter_config.json (r, lora_alpha, use_rslora, rank_pattern, alpha_pattern, target_modules)
 // through web/peft.js into the core, which computes the scales; the resolved ranks, alphas and scales must equal
@@ -13,7 +13,7 @@ import { expectAllClose, loadCore, readSafetensors, sharedPath } from './helpers
 import { GOLDEN, loadCaseAdapter, loadCaseModel, storedLogits } from './helpers/golden.js';
 const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_head_dim', 'llama2c_interleaved',
   'llama_patterns', 'gpt2_attn', 'gpt2_mlp', 'stories260K', 'tiny_random_llama', 'tiny_gpt2', 'hf_f16',
-  'hf_bf16_sharded', 'rope_long_hf', 'stories260K_long'];
+  'hf_bf16_sharded', 'rope_long_hf', 'stories260K_long', 'dora_llama', 'dora_llama2c', 'dora_gpt2', 'merged_gpt2_qv'];
 
 let core;
 beforeAll(async () => {
@@ -27,7 +27,7 @@ const report = new Map();
 
 function expectClose(label, got, want, tol, name = '') {
   const r = expectAllClose(`${name} ${label}`, got, want, tol);
-  const kind = label.startsWith('fullgrad') ? 'full grads' : / d[AB]$/.test(label) ? 'LoRA grads' : label;
+  const kind = label.startsWith('fullgrad') ? 'full grads' : / d([AB]|magnitude)$/.test(label) ? 'LoRA grads' : label;
   const key = `${name} ${kind}`;
   const prev = report.get(key) ?? { maxAbs: 0, maxRel: 0, atol: tol.atol, rtol: tol.rtol, n: 0 };
   report.set(key, { ...prev, maxAbs: Math.max(prev.maxAbs, r.maxAbs), maxRel: Math.max(prev.maxRel, r.maxRel), n: prev.n + 1 });
@@ -46,6 +46,10 @@ function checkLoraGrads(model, adapter, io, prefix, tol, name) {
     expectClose(`${p} dA`, adapter.view(m.dA, m.rank * m.inFeatures), io.get(`${prefix}base_model.model.${p}.lora_A.weight`).data, tol, name);
     expectClose(`${p} dB`, adapter.view(m.dB, m.rank * m.outFeatures), io.get(`${prefix}base_model.model.${p}.lora_B.weight`).data, tol, name);
     checked += 2;
+    if (m.magnitude) {
+      expectClose(`${p} dmagnitude`, adapter.view(m.dMagnitude, m.outFeatures), io.get(`${prefix}base_model.model.${p}.lora_magnitude_vector`).data, tol, name);
+      checked += 1;
+    }
   }
   return checked;
 }

@@ -806,7 +806,9 @@ describe('hostile adapter files', () => {
       expectError(load(withConfig(files, { peft_type: undefined })), InvalidAdapterError, 'INVALID_ADAPTER', 'peft_type is missing');
       expectError(load(withConfig(files, { bias: 'all' })), UnsupportedAdapterError, 'UNSUPPORTED_ADAPTER', 'bias "all"');
       expectError(load(withConfig(files, { bias: 'lora_only' })), UnsupportedAdapterError, 'UNSUPPORTED_ADAPTER', 'bias "lora_only"');
-      expectError(load(withConfig(files, { use_dora: true })), UnsupportedAdapterError, 'UNSUPPORTED_ADAPTER', 'DoRA');
+      // DoRA loads (tests/js/variants.test.js) when every module has its magnitude
+      expectError(load(withConfig(files, { use_dora: true })), InvalidAdapterError, 'INVALID_ADAPTER', 'lora_magnitude_vector (use_dora is true)');
+      expectError(load(withConfig(files, { use_dora: 'yes' })), InvalidAdapterError, 'INVALID_ADAPTER', 'use_dora must be');
       expectError(load(withConfig(files, { init_lora_weights: 'pissa_niter_4' })), UnsupportedAdapterError, 'UNSUPPORTED_ADAPTER', 'pissa_niter_4');
       expectError(load(withConfig(files, { layer_replication: [[0, 2]] })), UnsupportedAdapterError, 'UNSUPPORTED_ADAPTER', 'layer_replication');
       expectError(load(withConfig(files, { r: '4' })), InvalidAdapterError, 'INVALID_ADAPTER', 'r must be a positive integer');

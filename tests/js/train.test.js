@@ -91,6 +91,8 @@ describe('optimizer and schedule', () => {
     expect(() => trainOptions({ schedule: 'wavy' })).toThrow(/schedule/);
     expect(() => trainOptions({ lr: -1 })).toThrow(/lr/);
     expect(() => trainOptions({ steps: 3, epochs: 1 })).toThrow(/not both/);
+    expect(() => trainOptions({ loraPlusRatio: 0 })).toThrow(/loraPlusRatio/);
+    expect(() => trainOptions({ loraPlusRatio: '16' })).toThrow(/loraPlusRatio/);
   });
 });
 
@@ -98,12 +100,16 @@ describe('training steps against PyTorch (tests/ref/golden/train_contract)', () 
   // torch.optim.AdamW after clip_grad_norm_, three steps from the llama_patterns model and adapter, on three
   // sequences of 8 tokens whose last has 3 targets. Hugging Face Trainer weights accumulated micro-batches by their
   // target tokens (num_items_in_batch), so one batch of 3 and 3 micro-batches of 1 must give the same steps.
+  // LoRA+ (train_loraplus): the same with PEFT's create_loraplus_optimizer groups, B at 16 times A's rate; without
+  // the ratio B would end up to max_abs_B_diff_without_ratio (0.09) away, 18000 times the tolerance.
   test.each([
-    ['one batch of three sequences', { batchSize: 3, gradAccum: 1 }],
-    ['three accumulated micro-batches of one, the padded one weighted by its 3 targets', { batchSize: 1, gradAccum: 3 }],
-  ])('%s', async (_what, shape) => {
+    ['one batch of three sequences', 'train_contract', { batchSize: 3, gradAccum: 1 }],
+    ['three accumulated micro-batches of one, the padded one weighted by its 3 targets', 'train_contract', { batchSize: 1, gradAccum: 3 }],
+    ['LoRA+: lora_B at loraPlusRatio times the learning rate', 'train_loraplus', { batchSize: 3, gradAccum: 1 }],
+    ['LoRA+ with accumulated micro-batches', 'train_loraplus', { batchSize: 1, gradAccum: 3 }],
+  ])('%s', async (_what, caseName, shape) => {
     const core = await loadCore();
-    const { cs, io } = readCase(core, 'train_contract');
+    const { cs, io } = readCase(core, caseName);
     const base = readCase(core, cs.model_case);
     const model = loadCaseModel(core, base.dir, base.cs);
     const adapter = loadCaseAdapter(core, model, base.dir, base.cs.lora_modules);
@@ -113,7 +119,7 @@ describe('training steps against PyTorch (tests/ref/golden/train_contract)', () 
     const train = cs.valid.map((valid, b) => ({ tokens: tokens.slice(b * T, (b + 1) * T), targets: targets.slice(b * T, (b + 1) * T), valid }));
     const o = cs.optimizer;
     const trainer = new Trainer({ model, adapter, train, options: { optimizer: 'adamw', lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps,
-      weightDecay: o.weight_decay, clipNorm: o.clip_norm, steps: o.steps, seqLen: T, ...shape } });
+      weightDecay: o.weight_decay, clipNorm: o.clip_norm, steps: o.steps, seqLen: T, loraPlusRatio: o.loraplus_lr_ratio, ...shape } });
     const steps = [];
     for (let i = 0; i < o.steps; i++) steps.push(trainer.trainStep());
     // Tolerances: 20 times the error of the same three steps in torch float32 (case.json float32_torch_error).
