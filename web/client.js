@@ -1,10 +1,10 @@
 // client.js: the main-thread side of the package. WebLoRA.load starts a module Worker (worker_threads in Node)
 // that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
+import { node } from '#platform';
 import { WebLoRAError, deserializeError } from './errors.js';
+import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
 
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
-const WORKER_URL = new URL('./worker.js', import.meta.url);
 /** Why the core runs on fewer threads than asked (no cross-origin isolation) is said once per page. */
 let threadsNoted = false;
 
@@ -58,12 +58,16 @@ class Channel {
     });
   }
 
-  static async start(workerUrl = WORKER_URL) {
-    if (isNode) {
-      const { Worker } = await import('node:worker_threads');
-      return new Channel(new Worker(workerUrl), true);
-    }
-    return new Channel(new Worker(workerUrl, { type: 'module', name: 'weblora' }), false);
+  /**
+   * @param {string | URL | undefined} workerUrl where the worker script is, when not beside this file (an app
+   *   that serves it elsewhere); relative to the page
+   */
+  static start(workerUrl) {
+    if (node) return new Channel(new node.Worker(new URL(String(workerUrl ?? 'worker.js'), besidePackage('worker.js'))), true);
+    if (workerUrl) return new Channel(moduleWorker(new URL(String(workerUrl), globalThis.location?.href), 'weblora'), false);
+    // Written out so that bundlers (Vite, webpack) build the worker with its imports and emit it.
+    if (sameOrigin(import.meta.url)) return new Channel(new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'weblora' }), false);
+    return new Channel(moduleWorker(besidePackage('worker.js'), 'weblora'), false);
   }
 
   post(msg, transfer = []) {
@@ -337,7 +341,7 @@ export class WebLoRA {
   static async load(source, options = {}) {
     const { local, remote } = splitOptions(options);
     const { workerUrl, ...rest } = remote;
-    const channel = await Channel.start(workerUrl ? new URL(String(workerUrl), WORKER_URL) : WORKER_URL);
+    const channel = Channel.start(workerUrl);
     try {
       await channel.ready;
     } catch (err) {

@@ -46,6 +46,7 @@ export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } f
  * @property {string} url
  * @property {boolean} required whether loading must fail without it
  * @property {string} [sha256] pin from options.sha256
+ * @property {RemoteFile} [opened] the file, already opened while planning (its size known): open it only once
  */
 
 /**
@@ -803,31 +804,51 @@ export async function resolveModelSource(source, options = {}) {
     const indexName = 'model.safetensors.index.json';
     const indexUrl = at(indexName);
     const singleUrl = at('model.safetensors');
-    // A cached model must plan without the network: look in the cache before probing the server.
-    let sharded;
-    if (await isCached(indexUrl, fileOptions)) sharded = true;
-    else if (await isCached(singleUrl, fileOptions)) sharded = false;
-    /** @type {RemoteFile | null} */
-    let indexFile = null;
-    if (sharded !== false) {
+    /**
+     * Opens a weights file, or null when the server has none. The first request to the server: one that does not
+     * answer at all is reported after one quick retry, not after the long backoff meant for dropped downloads.
+     * @param {string} name @param {string} href
+     */
+    const openWeights = async (name, href) => {
       try {
-        // The first request to the server: one that does not answer at all is reported after one quick retry,
-        // not after the long backoff meant for connections that drop during a download.
-        indexFile = await RemoteFile.open(indexUrl, {
-          ...fileOptions, base, file: indexName, sha256: pins[indexName], connectRetries: fileOptions.connectRetries ?? 1,
-        });
+        return await RemoteFile.open(href, { ...fileOptions, base, file: name, sha256: pins[name], connectRetries: fileOptions.connectRetries ?? 1 });
       } catch (err) {
         if (unanswered.has(/** @type {any} */ (err)?.cause)) {
           throw new NetworkError(`cannot reach ${url.host} to load the model at ${base}: ${messageOf(/** @type {any} */ (err).cause.cause)}`, {
             code: 'UNREACHABLE', cause: err, details: { url: base, host: url.host },
           });
         }
-        if (!(err instanceof NotFoundError)) throw err;
+        if (err instanceof NotFoundError) return null;
+        throw err;
       }
-    }
-    if (!indexFile) {
+    };
+    // A cached model plans without the network. Otherwise the single file comes first: most small models are one
+    // file, and its size is needed anyway, so the sharded index is asked for (and a browser logs the 404 of the
+    // other one) only for models without a model.safetensors.
+    let sharded;
+    if (await isCached(indexUrl, fileOptions)) sharded = true;
+    else if (await isCached(singleUrl, fileOptions)) sharded = false;
+    if (sharded === false) {
       files.push(file('model.safetensors', singleUrl, true));
       return { kind: 'hf', base, files };
+    }
+    if (sharded === undefined) {
+      const single = await openWeights('model.safetensors', singleUrl);
+      if (single) {
+        files.push({ ...file('model.safetensors', singleUrl, true), opened: single });
+        return { kind: 'hf', base, files };
+      }
+    }
+    const indexFile = await openWeights(indexName, indexUrl);
+    if (!indexFile) {
+      // Nothing to load here: say first whether there is a model folder at all (config.json is what every one has).
+      const config = await openWeights('config.json', at('config.json'));
+      if (!config) {
+        throw new NotFoundError(`there is no model at ${base}: config.json was not found (HTTP 404)`, { details: { url: at('config.json') } });
+      }
+      throw new NotFoundError(`${base} has no model weights: neither model.safetensors nor ${indexName} was found (HTTP 404)`, {
+        details: { url: singleUrl },
+      });
     }
     const index = validateIndex(await indexFile.json(), indexUrl);
     files.push(file(indexName, indexUrl, true));

@@ -2,8 +2,8 @@
 // tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding, a UTF-8-safe stream decoder and the
 // model's chat template (tokenizer_config.json chat_template, rendered by @huggingface/jinja).
 
-import { Tokenizer as HfTokenizer, PreTokenizer } from './vendor/tokenizers/dist/tokenizers.mjs';
-import { Template } from './vendor/jinja/dist/index.js';
+import { Tokenizer as HfTokenizer, PreTokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
 import { TokenizerError } from './errors.js';
 export { TokenizerError } from './errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';

@@ -2,23 +2,27 @@
 // answers the client's messages: calls matched by id, progress events back, aborts, errors with their code and
 // stack, big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a
 // training step on the same model.
+import { node } from '#platform';
 import { BaseModelMismatchError, serializeError, WebLoRAError, UnsupportedError } from './errors.js';
 import { LocalEngine } from './engine.js';
 import { AdapterStore } from './store.js';
 
-/** The channel to the client: the Worker global in browsers, parentPort in Node. */
-async function connect() {
-  if (typeof self !== 'undefined' && typeof self.postMessage === 'function' && typeof self.addEventListener === 'function') {
+/**
+ * The channel to the client: parentPort in Node, the Worker global in browsers. Synchronous, because some
+ * bundlers' worker formats (Vite's default) cannot take a top-level await.
+ */
+function connect() {
+  if (node) {
+    const { parentPort } = node;
+    if (!parentPort) throw new Error('web/worker.js must run in a Worker');
     return {
-      post: (msg, transfer) => self.postMessage(msg, transfer ?? []),
-      listen: (fn) => self.addEventListener('message', (e) => fn(e.data)),
+      post: (msg, transfer) => parentPort.postMessage(msg, transfer ?? []),
+      listen: (fn) => parentPort.on('message', fn),
     };
   }
-  const { parentPort } = await import('node:worker_threads');
-  if (!parentPort) throw new Error('web/worker.js must run in a Worker');
   return {
-    post: (msg, transfer) => parentPort.postMessage(msg, transfer ?? []),
-    listen: (fn) => parentPort.on('message', fn),
+    post: (msg, transfer) => self.postMessage(msg, transfer ?? []),
+    listen: (fn) => self.addEventListener('message', (e) => fn(e.data)),
   };
 }
 
@@ -33,7 +37,7 @@ function transferables(value, out = new Set(), depth = 0) {
   return out;
 }
 
-const port = await connect();
+const port = connect();
 /** @type {LocalEngine | null} */
 let engine = null;
 /** @type {AdapterStore | null} */

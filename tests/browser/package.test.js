@@ -202,7 +202,7 @@ describe('weblora in headless Chromium', () => {
   test('control: the same training run on the main thread does stall it, so the heartbeat can see a stall', async () => {
     const result = await page.evaluate(async ({ model, tokenizerUrl, text, steps }) => {
       // The engine the Worker runs, imported into the page itself.
-      const { LocalEngine } = await import('/web/engine.js');
+      const { LocalEngine } = await import('/dist/engine.js');
       const engine = await LocalEngine.load(model, { tokenizerUrl });
       const adapter = engine.createAdapter({ rank: 8, alpha: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], seed: 1 });
       heartbeat.start();

@@ -626,9 +626,10 @@ describe('Cache API', () => {
 });
 
 describe('resolveModelSource', () => {
-  test('an HF-style folder with a single model.safetensors', async () => {
+  test('an HF-style folder with a single model.safetensors: opened once while planning, no probe of a sharded index', async () => {
     const base = server.url('/hf1/org/model/resolve/main/');
     server.route('/hf1/org/model/resolve/main/model.safetensors', { body: BIG });
+    const before = server.requests.length;
     const plan = await resolveModelSource(base, FAST);
     expect(plan).toEqual({
       kind: 'hf', base,
@@ -636,9 +637,19 @@ describe('resolveModelSource', () => {
         { name: 'config.json', url: `${base}config.json`, required: true },
         { name: 'tokenizer.json', url: `${base}tokenizer.json`, required: false },
         { name: 'tokenizer_config.json', url: `${base}tokenizer_config.json`, required: false },
-        { name: 'model.safetensors', url: `${base}model.safetensors`, required: true },
+        { name: 'model.safetensors', url: `${base}model.safetensors`, required: true, opened: expect.any(RemoteFile) },
       ],
     });
+    // A browser logs every 404 in red: a single-file model must not cost one for the index it does not have.
+    expect(server.requests.slice(before).map((r) => r.path)).not.toContain('/hf1/org/model/resolve/main/model.safetensors.index.json');
+  });
+
+  test('a folder with neither weights file nor config.json says there is no model there, by the missing config.json', async () => {
+    const base = server.url('/nothing/org/model/resolve/main/');
+    const err = await resolveModelSource(base, FAST).catch((e) => e);
+    expect(err).toBeInstanceOf(NotFoundError);
+    expect(err.message).toBe(`there is no model at ${base}: config.json was not found (HTTP 404)`);
+    expect(err.details.url).toBe(`${base}config.json`);
   });
 
   test('a sharded model: the index is validated and its shards listed once each', async () => {
@@ -691,7 +702,9 @@ describe('resolveModelSource', () => {
     const weights = plan.files.find((f) => f.name === 'model.safetensors');
     await collect(await RemoteFile.open(weights.url, { ...FAST, cache: caches, base }));
     await local.close();
-    expect(await resolveModelSource(base, { ...FAST, cache: caches, retries: 0 })).toEqual(plan);
+    const { opened: _, ...weightsPlanned } = weights;
+    expect(await resolveModelSource(base, { ...FAST, cache: caches, retries: 0 }))
+      .toEqual({ ...plan, files: plan.files.map((f) => (f === weights ? weightsPlanned : f)) });
   });
 
   test.each([
