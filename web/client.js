@@ -4,6 +4,8 @@
 import { node } from '#platform';
 import { WebLoRAError, deserializeError } from './errors.js';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
+import { env } from './env.js';
+import { sourceKind } from './identity.js';
 
 /** Why the core runs on fewer threads than asked (no cross-origin isolation) is said once per page. */
 let threadsNoted = false;
@@ -17,6 +19,24 @@ function splitOptions(options = {}) {
     else remote[k] = v;
   }
   return { local, remote };
+}
+
+/**
+ * A load's source and options as the worker needs them. The worker runs at its own URL (a bundler's assets folder),
+ * so a relative model URL or wasmUrl is resolved here, against the page (document.baseURI); URL objects travel as
+ * their text; the page's env.remoteHost goes along, since the worker has its own copy of env.
+ * @param {unknown} source @param {Record<string, unknown>} options
+ */
+function forWorker(source, options) {
+  const base = node ? null : (globalThis.document?.baseURI ?? globalThis.location?.href);
+  const resolve = (/** @type {unknown} */ value) => {
+    if (value instanceof URL) return value.href;
+    if (base && typeof value === 'string' && value.trim() && sourceKind(value.trim()) === 'relative') return new URL(value.trim(), base).href;
+    return value;
+  };
+  const out = { remoteHost: env.remoteHost, ...options };
+  for (const key of ['wasmUrl', 'tokenizerUrl', 'configUrl']) if (key in out) out[key] = resolve(out[key]);
+  return { source: resolve(source), options: out };
 }
 
 /** ArrayBuffers in call arguments (transferred: the caller's copies become detached). */
@@ -349,7 +369,8 @@ export class WebLoRA {
       throw err;
     }
     try {
-      const info = await channel.call('load', [source, rest], { signal: local.signal, handlers: { progress: local.onProgress } });
+      const sent = forWorker(source, rest);
+      const info = await channel.call('load', [sent.source, sent.options], { signal: local.signal, handlers: { progress: local.onProgress } });
       if (info.threadsNote && !threadsNoted) {
         threadsNoted = true;
         console.warn(`weblora: ${info.threadsNote}.`);

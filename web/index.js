@@ -7,3 +7,4 @@ export {
   SafetensorsError, SamplingError, TokenizerError, NumericError,
 } from './errors.js';
 export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './stream.js';
+export { env } from './env.js';
