@@ -4,8 +4,10 @@
 // is not cross-origin isolated, where the core falls back to one thread, says so once, and keeps working.
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
+import path from 'node:path';
+
 import {
-  DATA, TRAIN_TEXT, checkPrerequisites, launch, newProfileDir, openPage, removeProfileDir, screenshot, startTestServer,
+  DATA, TRAIN_TEXT, checkPrerequisites, launch, newProfileDir, openPage, removeProfileDir, screenshot, sharedDir, startTestServer,
   thirdParty,
 } from './helpers.js';
 
@@ -50,7 +52,8 @@ describe('weblora in headless Chromium', () => {
 
   beforeAll(async () => {
     checkPrerequisites();
-    server = await startTestServer({ isolation: false });
+    // ../shared's models also below the page, for a model URL relative to it (./models/...).
+    server = await startTestServer({ isolation: false, mounts: { '/tests/browser/models/': path.join(sharedDir, 'models') } });
     profile = newProfileDir('package');
     browser = await launch(profile);
     ({ page } = await openPage(browser.context, server.page, errors));
@@ -294,6 +297,17 @@ describe('weblora in headless Chromium', () => {
     const modelRequests = browser.requests.slice(firstOffline).filter((r) => r.url.includes('/shared/'));
     expect(modelRequests).toEqual([]);
     await screenshot(page, 'offline');
+  });
+
+  test('a model URL relative to the page is resolved against the page, not the worker\'s own location', async () => {
+    const result = await page.evaluate(async ({ dir, tokenizer }) => {
+      const engine = await weblora.WebLoRA.load(dir, { tokenizerUrl: tokenizer, threads: 1 });
+      const { name } = engine.info;
+      await engine.dispose();
+      return { name, base: document.baseURI };
+    }, { dir: `./${DATA.tinyLlamaDir}`, tokenizer: `../../shared/${DATA.llamaTokenizer}` });
+    // The worker runs at /dist/worker.js: resolved there, ./models/ would be a 404.
+    expect(result.name).toBe(`${server.origin}/tests/browser/${DATA.tinyLlamaDir}`);
   });
 
   test('made no third-party requests and no page errors', async () => {
