@@ -11,6 +11,9 @@ export const CACHE_HEADERS = Object.freeze({
   size: 'x-weblora-size',
   sha256: 'x-weblora-sha256',
   cachedAt: 'x-weblora-cached-at',
+  // The server's validators for the cached version, so a later load can ask whether it changed.
+  etag: 'x-weblora-etag',
+  lastModified: 'x-weblora-last-modified',
 });
 
 /**

@@ -50,6 +50,12 @@ export interface LoadOptions {
    * (<remoteHost>/<org>/<name>/resolve/<revision>/<file>). Default: env.remoteHost.
    */
   remoteHost?: string | URL;
+  /**
+   * Whether a cached model file is checked against its server: 'online' (the default) sends one conditional request
+   * per file (ETag / Last-Modified) when the browser is online and refetches only what changed; 'never' trusts the
+   * cache. Offline, or for a file pinned by sha256, the cache is used without asking.
+   */
+  revalidate?: 'online' | 'never';
   tokenizerUrl?: string;
   configUrl?: string;
   /** SHA-256 pins (hex) by file name; a mismatch refuses the file. */

@@ -38,6 +38,10 @@ export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } f
  * @property {string} [base] the model this file belongs to, for grouping in the cache (default: URL directory)
  * @property {HeadersInit} [headers] extra request headers (e.g. Authorization for gated models; note that
  *   non-safelisted headers make cross-origin requests preflighted)
+ * @property {'online' | 'never'} [revalidate] whether a cached copy is checked against the server before use:
+ *   'online' (default) asks once (a HEAD request, conditional on the copy's ETag / Last-Modified) unless the
+ *   browser is offline, and drops the copy when the server has another version; 'never' trusts the cache. A copy
+ *   the sha256 pin vouches for, or one from a URL that names a commit, is never asked about.
  */
 
 /**
@@ -77,6 +81,10 @@ const unanswered = new WeakSet();
 /** Bytes read by readRange from offset 0 are kept up to this size, so a later whole-file stream can still be
  * hashed and cached from byte 0 (a safetensors header is far smaller). */
 const PREFIX_LIMIT = 64 << 20;
+/** How long a revalidation may take before the cached copy is used anyway (a network that hangs, not one that fails). */
+const REVALIDATE_TIMEOUT_MS = 5000;
+/** A Hub URL that names a commit (/resolve/<40 hex digits>/): its files never change. */
+const COMMIT_URL = /\/resolve\/[0-9a-f]{40}\//i;
 const CONSTRUCT = Symbol('RemoteFile.open');
 
 /** @template {Error} E @param {E} err @returns {E} */
@@ -110,6 +118,8 @@ export class RemoteFile {
   #size = null;
   /** @type {string | null} */
   #etag = null;
+  /** @type {{ etag: string | null, lastModified: string | null }} the server's validators as it sent them */
+  #validators = { etag: null, lastModified: null };
   /** @type {boolean | null} null until a response shows whether Range is honoured */
   #acceptsRanges = null;
   #fromCache = false;
@@ -137,6 +147,9 @@ export class RemoteFile {
     this.#pin = options.sha256 == null ? null : normalizeSha256(options.sha256);
     this.#retries = Math.max(0, options.retries ?? 4);
     this.#connectRetries = Math.min(this.#retries, Math.max(0, options.connectRetries ?? this.#retries));
+    if (options.revalidate !== undefined && options.revalidate !== 'online' && options.revalidate !== 'never') {
+      throw new TypeError(`revalidate must be 'online' or 'never', got ${JSON.stringify(options.revalidate)}`);
+    }
     this.#key = cacheKeyFn(options)(this.url);
     /** @type {string} */
     this.file = options.file ?? lastSegment(this.url);
@@ -202,12 +215,56 @@ export class RemoteFile {
       await cache.delete(this.#key).catch(() => {});
       return false;
     }
+    const vouched = !!this.#pin && recorded === this.#pin;
+    if (!vouched && (await this.#changedOnServer(res.headers))) {
+      await res.body?.cancel();
+      await cache.delete(this.#key).catch(() => {});
+      return false;
+    }
     const size = Number(res.headers.get(CACHE_HEADERS.size) ?? NaN);
     if (Number.isFinite(size)) await res.body?.cancel();
     this.#size = Number.isFinite(size) ? size : (await res.blob()).size;
     this.#fromCache = true;
-    this.#cacheVouches = !!this.#pin && recorded === this.#pin;
+    this.#cacheVouches = vouched;
     return true;
+  }
+
+  /**
+   * Whether the server now has another version of the cached copy, asked with one HEAD request conditional on the
+   * copy's validators (If-None-Match / If-Modified-Since). A cross-origin request from a browser sends no such
+   * header, since that would need a CORS preflight most model hosts refuse; the answer's validators are compared
+   * here instead. Not asked (false): revalidate 'never', a browser that is offline, a URL that names a commit, a
+   * copy with no validator. A server that fails or does not answer in time counts as unchanged: the copy serves.
+   * @param {Headers} cached the cached entry's headers
+   */
+  async #changedOnServer(cached) {
+    const etag = cached.get(CACHE_HEADERS.etag);
+    const lastModified = cached.get(CACHE_HEADERS.lastModified);
+    if ((this.#o.revalidate ?? 'online') === 'never' || globalThis.navigator?.onLine === false || COMMIT_URL.test(this.url)) return false;
+    if (!etag && !lastModified) return false;
+    const headers = new Headers(this.#o.headers);
+    const here = /** @type {any} */ (globalThis).location?.origin;
+    if (!here || here === new URL(this.url).origin) {
+      if (etag) headers.set('If-None-Match', etag);
+      else if (lastModified) headers.set('If-Modified-Since', lastModified);
+    }
+    const timeout = AbortSignal.timeout(REVALIDATE_TIMEOUT_MS);
+    const signal = this.#o.signal ? AbortSignal.any([this.#o.signal, timeout]) : timeout;
+    /** @type {Response} */
+    let res;
+    try {
+      res = await this.#fetch(this.url, { method: 'HEAD', headers, signal, cache: 'no-store' });
+    } catch {
+      throwIfAborted(this.#o.signal);
+      return false;
+    }
+    await res.body?.cancel().catch(() => {});
+    if (res.status === 304 || res.status !== 200) return false;
+    const nowEtag = res.headers.get('etag');
+    if (etag && nowEtag) return weakless(nowEtag) !== weakless(etag);
+    const nowModified = res.headers.get('last-modified');
+    if (lastModified && nowModified) return nowModified.trim() !== lastModified.trim();
+    return false;
   }
 
   /**
@@ -692,10 +749,11 @@ export class RemoteFile {
    * @param {Response} res
    */
   #checkEtag(res) {
+    this.#validators.lastModified ??= res.headers.get('last-modified');
     const raw = res.headers.get('etag');
     if (!raw) return;
-    // A weak/strong difference alone is what compressing proxies introduce; the tag itself must match.
-    const tag = raw.trim().replace(/^W\//, '');
+    this.#validators.etag ??= raw.trim();
+    const tag = weakless(raw);
     if (this.#etag === null) this.#etag = tag;
     else if (tag !== this.#etag) {
       throw new IntegrityError(`${this.url} changed on the server during the download (ETag ${this.#etag} became ${tag})`, {
@@ -713,6 +771,8 @@ export class RemoteFile {
       [CACHE_HEADERS.cachedAt]: String(Date.now()),
     };
     if (this.#size !== null) h[CACHE_HEADERS.size] = String(this.#size);
+    if (this.#validators.etag) h[CACHE_HEADERS.etag] = this.#validators.etag;
+    if (this.#validators.lastModified) h[CACHE_HEADERS.lastModified] = this.#validators.lastModified;
     // Written before the hash is known; the entry is only committed when the hash matched this pin.
     if (this.#pin) h[CACHE_HEADERS.sha256] = this.#pin;
     return h;
@@ -738,6 +798,15 @@ export class RemoteFile {
     this.#announcedDone = true;
     this.#emit({ status: 'done' });
   }
+}
+
+/**
+ * An ETag without its weak marker: a weak/strong difference alone is what compressing proxies introduce; the tag
+ * itself must match.
+ * @param {string} tag
+ */
+function weakless(tag) {
+  return tag.trim().replace(/^W\//, '');
 }
 
 /** SHA-256 over the contiguous run of bytes from offset 0; bytes seen twice are hashed once, a gap ends it. */

@@ -1,8 +1,8 @@
 // The packed package (npm pack) in a small web app built by each common bundler, and in a static folder that loads
 // the no-bundler build from a CDN origin through an import map, each served from 127.0.0.1 to headless Chromium:
 // a Hugging Face id loaded from a second origin laid out like the Hub (CORS, Range), a few training steps with no
-// request sent, a generation, the adapter saved to IndexedDB, then a reload that restores it and generates the same
-// text; and not one console error or warning on the way. The bundlers are the repository's devDependencies (the
+// request sent, a generation, the adapter saved to IndexedDB, then a reload that revalidates the cached model with
+// one HEAD per file, restores the adapter and generates the same text; and not one console error or warning. The bundlers are the repository's devDependencies (the
 // lock file pins them): nothing is installed from the network here.
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -156,7 +156,13 @@ describe('the packed package in apps built by each bundler, and from a CDN witho
       await tab.evaluate((adapter) => window.app.save(adapter), ADAPTER);
 
       await open();
+      const hubReload = hub.requests.length;
       await load();
+      // The cached model is only revalidated: one plain HEAD per file (no preflight, no download), the answers'
+      // ETags compared with the copies'.
+      const revalidated = hub.requests.slice(hubReload);
+      expect(revalidated.map((r) => `${r.method} ${r.status}`)).toEqual(revalidated.map(() => 'HEAD 200'));
+      expect(revalidated.map((r) => r.path)).toContain(`/${REPO}/resolve/main/model.safetensors`);
       expect(await tab.evaluate((adapter) => window.app.restore(adapter), ADAPTER)).toContain(ADAPTER);
       // The restored adapter is the trained one: greedy decoding says the same again.
       expect(await tab.evaluate(({ prompt, gen }) => window.app.generate(prompt, gen), { prompt: PROMPT, gen: GEN })).toBe(tuned);

@@ -138,9 +138,10 @@ describe('the demo PWA in headless Chromium', () => {
     await textMatching(page, '#cached-models', /stories260K\/stories260K\.bin 1\.0 MB Remove/);
     await screenshot(page, 'demo');
 
-    // 6. Offline: stop the server and reload.
+    // 6. Offline: stop the server, take the browser off the network (so the package asks nothing) and reload.
     const origin = server.origin;
     await server.close();
+    await browser.context.setOffline(true);
     const offlineFrom = browser.requests.length;
     const response = await page.reload();
     expect(response.fromServiceWorker()).toBe(true);

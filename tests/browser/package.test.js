@@ -264,13 +264,26 @@ describe('weblora in headless Chromium', () => {
     await screenshot(page, 'reload');
   });
 
-  test('with the server stopped, the model comes from the Cache API in a relaunched browser on the same profile', async () => {
+  test('a model URL relative to the page is resolved against the page, not the worker\'s own location', async () => {
+    const result = await page.evaluate(async ({ dir, tokenizer }) => {
+      const engine = await weblora.WebLoRA.load(dir, { tokenizerUrl: tokenizer, threads: 1 });
+      const { name } = engine.info;
+      await engine.dispose();
+      return { name, base: document.baseURI };
+    }, { dir: `./${DATA.tinyLlamaDir}`, tokenizer: `../../shared/${DATA.llamaTokenizer}` });
+    // The worker runs at /dist/worker.js: resolved there, ./models/ would be a 404.
+    expect(result.name).toBe(`${server.origin}/tests/browser/${DATA.tinyLlamaDir}`);
+  });
+
+  test('offline, with the server stopped, the model comes from the Cache API in a relaunched browser on the same profile', async () => {
     const origin = server.origin;
     await server.close();
     await browser.context.close();
     const before = browser.requests;
     browser = await launch(profile);
     browser.requests.unshift(...before);
+    // The browser is offline (navigator.onLine false), so the package does not even ask whether the model changed.
+    await browser.context.setOffline(true);
     const firstOffline = browser.requests.length;
     // The page and the package come from the HTTP cache (served with max-age); test data was served no-store.
     ({ page } = await openPage(browser.context, `${origin}/tests/browser/page.html`, errors));
@@ -297,17 +310,6 @@ describe('weblora in headless Chromium', () => {
     const modelRequests = browser.requests.slice(firstOffline).filter((r) => r.url.includes('/shared/'));
     expect(modelRequests).toEqual([]);
     await screenshot(page, 'offline');
-  });
-
-  test('a model URL relative to the page is resolved against the page, not the worker\'s own location', async () => {
-    const result = await page.evaluate(async ({ dir, tokenizer }) => {
-      const engine = await weblora.WebLoRA.load(dir, { tokenizerUrl: tokenizer, threads: 1 });
-      const { name } = engine.info;
-      await engine.dispose();
-      return { name, base: document.baseURI };
-    }, { dir: `./${DATA.tinyLlamaDir}`, tokenizer: `../../shared/${DATA.llamaTokenizer}` });
-    // The worker runs at /dist/worker.js: resolved there, ./models/ would be a 404.
-    expect(result.name).toBe(`${server.origin}/tests/browser/${DATA.tinyLlamaDir}`);
   });
 
   test('made no third-party requests and no page errors', async () => {
