@@ -1,3 +1,4 @@
+// @ts-check
 // client.js: the main-thread side of the package. WebLoRA.load starts a module Worker (worker_threads in Node)
 // that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.

@@ -1,3 +1,4 @@
+// @ts-check
 // env.js: settings that apply to every load, as transformers.js's `env` (set them once, before loading).
 
 export const env = {

@@ -1,3 +1,4 @@
+// @ts-check
 // identity.js: which model a source or a name refers to. One normalisation (modelRef) for model sources (URLs,
 // paths, Files) and for PEFT's base_model_name_or_path / revision, and its way back from a Hub id to the files'
 // URLs (sourceKind, hubFolderUrl); the loaded model's reference built from
@@ -241,7 +242,8 @@ export function checkAdapterBase(adapter, model) {
   const a = modelRef(adapter.nameOrPath);
   const aRev = (typeof adapter.revision === 'string' && adapter.revision.trim()) || a?.revision || null;
   const m = model.ref;
-  const result = (status, message) => ({ status, level: status === 'mismatch' ? 'warning' : status === 'unverified' ? 'info' : null,
+  /** @returns {BaseModelCheck} */
+  const result = (/** @type {BaseModelCheck['status']} */ status, /** @type {string | null} */ message) => ({ status, level: status === 'mismatch' ? 'warning' : status === 'unverified' ? 'info' : null,
     message, adapterBase: a?.text ?? null, adapterRevision: aRev, model: m?.text ?? null });
   if (adapter.fingerprint && model.fingerprint) {
     // The weights themselves were compared: the names cannot say otherwise.

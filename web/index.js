@@ -1,3 +1,4 @@
+// @ts-check
 // index.js: the public entry of the `weblora` package.
 export { WebLoRA, Engine } from './client.js';
 export {

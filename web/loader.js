@@ -1,3 +1,4 @@
+// @ts-check
 // loader.js: builds a core model and its tokenizer from any source: an HF-style base URL, a direct .safetensors
 // or llama2.c .bin URL, local Files/Blobs/ArrayBuffers, or (in Node) a local path. Weights are streamed: the
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
@@ -20,7 +21,8 @@ const DEFAULT_CHUNK = 1 << 20;
 /**
  * A file that can be read by ranges and streamed: the common face of remote files, Blobs, buffers and paths.
  * @typedef {{ name: string, size: number, readRange(start: number, end: number): Promise<Uint8Array>,
- *   stream(start: number, end: number|null, onChunk: (chunk: Uint8Array, offset: number) => unknown): Promise<number>,
+ *   stream(start: number, end: number|null, onChunk: (chunk: Uint8Array, offset: number) => unknown,
+ *     opts?: { signal?: AbortSignal }): Promise<number>,
  *   bytes(): Promise<Uint8Array>, text(): Promise<string> }} ByteSource
  */
 
@@ -244,7 +246,7 @@ async function gatherFiles(source, options) {
   if (where && node) {
     const { stat, readdir } = node.fs;
     const pathMod = node.path;
-    const source = where.path;
+    const source = /** @type {{ path: string }} */ (where).path;
     const info = await stat(source);
     if (info.isDirectory()) {
       for (const entry of await readdir(source)) {

@@ -1,3 +1,4 @@
+// @ts-check
 // Personal LoRA adapters and training checkpoints in IndexedDB (through idb): each item saved in one transaction,
 // optionally encrypted at rest with a passphrase, quota failures reported as StorageFullError.
 
@@ -703,7 +704,7 @@ function checkLoraConfig(c) {
  * @param {any} record
  * @returns {any}
  */
-function publicRecord({ id, ...rest }) {
+function publicRecord({ id: _id, ...rest }) {
   return rest;
 }
 

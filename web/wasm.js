@@ -1,3 +1,4 @@
+// @ts-check
 // wasm.js: instantiates the standalone core identically in Node and in browsers (no Emscripten glue), with or
 // without its thread pool, and offers the small memory helpers everything else uses: allocation, strings, typed
 // views that survive growth.
@@ -234,7 +235,7 @@ export function threadsUnavailable() {
  */
 export async function resolveThreads(requested) {
   if (requested === undefined || requested === 'auto') {
-    let cores = 1;
+    let cores;
     if (node) {
       cores = node.os.availableParallelism?.() ?? node.os.cpus().length;
     } else {
@@ -290,7 +291,10 @@ async function startThreadWorker(index) {
   };
 }
 
-/** Instantiate a module (threads build when memory is given) and run its constructors once. */
+/**
+ * Instantiate a module (threads build when memory is given) and run its constructors once.
+ * @param {WebAssembly.Module} module @param {WebAssembly.Memory | null} memory
+ */
 async function instantiate(module, memory) {
   /** @type {WasmCore | null} */
   let core = null;

@@ -1,3 +1,4 @@
+// @ts-check
 // worker.js: the module Worker (or Node worker_thread) that owns the wasm instance. It runs one LocalEngine and
 // answers the client's messages: calls matched by id, progress events back, aborts, errors with their code and
 // stack, big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a
@@ -92,7 +93,7 @@ const methods = {
     let resumeState = null;
     if (resume) {
       const s = await getStore();
-      const cp = await s.loadCheckpoint(resume);
+      const cp = /** @type {any} */ (await s.loadCheckpoint(resume));
       if (!cp) throw new WebLoRAError(`no checkpoint for run "${resume}"`, { code: 'NOT_FOUND' });
       if (cp.config?.fingerprint && cp.config.fingerprint !== e.fingerprint) {
         throw new BaseModelMismatchError(`checkpoint "${resume}" was saved on another base model (fingerprint ${cp.config.fingerprint}); `
@@ -140,7 +141,7 @@ const methods = {
   async storeSave(ctx, name, id, opts = {}) {
     const e = requireEngine();
     const info = e.adapterInfo(id);
-    const peft = e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged });
+    const peft = /** @type {import('./peft.js').PeftFiles} */ (e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged }));
     const s = await getStore();
     await s.save(name, {
       config: peft.config, weights: peft.files['adapter_model.safetensors'], baseFingerprint: e.fingerprint,
@@ -163,6 +164,7 @@ const methods = {
     const e = requireEngine();
     const s = await getStore();
     // The engine's parser validates the files (and that they fit this model) before they are stored.
+    /** @type {Record<string, string | Uint8Array>} */
     const byName = {};
     for (const f of files) {
       const data = globalThis.Blob && f.data instanceof globalThis.Blob ? new Uint8Array(await f.data.arrayBuffer()) : f.data;

@@ -238,7 +238,7 @@ export async function textMatching(page, selector, pattern, timeout = 30_000) {
       { sel: selector, source: pattern.source }, { timeout });
   } catch (err) {
     const last = await page.locator(selector).textContent().catch(() => null);
-    throw new Error(`${selector} never matched ${pattern} (last text: ${JSON.stringify(last)}): ${err.message}`);
+    throw new Error(`${selector} never matched ${pattern} (last text: ${JSON.stringify(last)}): ${err.message}`, { cause: err });
   }
   return page.locator(selector).textContent();
 }
