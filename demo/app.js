@@ -3,7 +3,7 @@
 // advice on its amount; checked training settings and a time estimate from a measured warm-up; training in the
 // package's Worker with live progress; before/after generations (through the chat template for chat models); saved
 // adapters in IndexedDB; offline use, installation and updates through the service worker.
-import { AlreadyExistsError, WebLoRA, cachedSize, deleteCachedModel, listCachedModels } from '../web/index.js';
+import { AlreadyExistsError, WebLoRA, cachedSize, deleteCachedModel, listCachedModels } from '../dist/weblora.js';
 import { BUILT_IN, CATALOG, DEFAULT_HUB, hubFolder, parseHubBase, parseModelAddress } from './catalog.js';
 import {
   WASM_MEMORY_LIMIT, betterMeasurement, downloadBytes, expectedTokensPerSecond, parameterCount, shapeFromEngine,

@@ -1,6 +1,7 @@
-// sw.js: the demo's service worker. It precaches the app shell and the whole module graph of the package under
-// ../web/ (found by following imports from its entry points, so nothing is forgotten when files change), including
-// both builds of the core, and serves them network-first with the cache as the offline fallback. Everything it serves
+// sw.js: the demo's service worker. It precaches the app shell and the whole module graph of the package's
+// no-bundler build under ../dist/ (found by following imports, Workers and files named by
+// new URL('…', import.meta.url) from the app, so nothing is forgotten when files change), every build of the core
+// included, and serves them network-first with the cache as the offline fallback. Everything it serves
 // carries the cross-origin isolation headers (COOP/COEP), so the demo gets the package's threads even on a static
 // host that cannot set headers (the page reloads once into isolation when this worker first takes control). Model
 // files are left to the package's own Cache API layer, which reads them by ranges and keeps them across versions
@@ -8,7 +9,7 @@
 // A new version (a changed byte in this file: bump VERSION with every release) installs in the background and
 // waits; the page offers a reload and sends 'skip-waiting' when the person accepts, so a running training job or an
 // unsaved adapter is never lost to an update.
-const VERSION = 'v3';
+const VERSION = 'v4';
 const CACHE = `weblora-demo-shell-${VERSION}`;
 const CACHE_PREFIX = 'weblora-demo-shell-';
 /** Give up on a network that does not answer in this time and use the cached copy. */
@@ -21,24 +22,29 @@ const SHELL = [
 ].map(here);
 /** Optional: cached when present (the sample text exists only in some builds). */
 const OPTIONAL = ['./data/personal-style.txt'].map(here);
-/** Module graph roots: the page imports index.js, the package starts worker.js and thread.js in Workers. */
-const ROOTS = ['./app.js', '../web/index.js', '../web/worker.js', '../web/thread.js'].map(here);
-const WASM = [here('../web/weblora.wasm'), here('../web/weblora-threads.wasm')];
+/** The module graph's root: the page's script, which imports the package, which names its Workers and cores. */
+const ROOTS = ['./app.js'].map(here);
 /** The headers that make a page cross-origin isolated (SharedArrayBuffer, so the core can run on several threads). */
 const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 /** Paths the shell owns; everything else (models above all) goes straight to the network untouched. */
-const OWNED = [here('./'), here('../web/')];
+const OWNED = [here('./'), here('../dist/')];
 const NOT_OWNED = [here('./models/')];
 
-/** Static import specifiers of a module: `from '...'`, `import '...'`, literal `import('...')`. */
+/**
+ * What a module loads: static import specifiers (`from '...'`, `import '...'`, literal `import('...')`) and files it
+ * names relative to itself (`new URL('...', import.meta.url)`: Worker scripts, builds of the core).
+ */
 function importsOf(source) {
   const out = new Set();
+  // Comments name modules too (JSDoc types, examples): only code counts.
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
   const patterns = [
     /\b(?:import|export)\b[\s\w{},*$]*?\bfrom\s*(['"])([^'"\n]+)\1/g,
     /\bimport\s*(['"])([^'"\n]+)\1/g,
     /\bimport\s*\(\s*(['"])([^'"\n]+)\1\s*\)/g,
+    /\bnew\s+URL\s*\(\s*(['"])([^'"\n]+)\1\s*,\s*import\.meta\.url\s*\)/g,
   ];
-  for (const re of patterns) for (const m of source.matchAll(re)) out.add(m[2]);
+  for (const re of patterns) for (const m of code.matchAll(re)) out.add(m[2]);
   return [...out];
 }
 
@@ -59,7 +65,6 @@ async function precache() {
   };
   await Promise.all(SHELL.map((u) => put(u, true)));
   await Promise.all(OPTIONAL.map((u) => put(u, false).catch(() => null)));
-  await Promise.all(WASM.map((u) => put(u, true)));
   const seen = new Set();
   const queue = [...ROOTS];
   while (queue.length) {
@@ -67,6 +72,7 @@ async function precache() {
     batch.forEach((u) => seen.add(u));
     await Promise.all(batch.map(async (url) => {
       const res = await put(url, true);
+      if (!/\.m?js$/.test(new URL(url).pathname)) return; // a build of the core, not a module
       const source = await res.text();
       for (const spec of importsOf(source)) {
         if (!/^(\.{1,2}\/|\/)/.test(spec)) continue; // bare or scheme specifiers: not fetchable as they are

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build the C core: native (build/native), native with ASan+UBSan (build/asan), native with ThreadSanitizer
-# (build/tsan) and WebAssembly (build/wasm: web/weblora.wasm and web/weblora-threads.wasm).
-# Usage: tools/build.sh [native] [asan] [tsan] [wasm]   (default: wasm only)
+# (build/tsan) and WebAssembly (build/wasm: web/weblora.wasm and web/weblora-threads.wasm); dist: the package's
+# no-bundler build (dist/, tools/bundle.js) from web/ and the wasm builds, so it comes after wasm.
+# Usage: tools/build.sh [native] [asan] [tsan] [wasm] [dist]   (default: wasm only)
 set -eu
 cd "$(dirname "$0")/.."
 targets="${*:-wasm}"
@@ -25,6 +26,8 @@ for t in $targets; do
         || emcmake cmake -S . -B build/wasm -DCMAKE_BUILD_TYPE=Release >&2
       cmake --build build/wasm -j "$jobs" >&2
       cp build/wasm/weblora.wasm build/wasm/weblora-threads.wasm web/ ;;
+    dist)
+      node tools/bundle.js ;;
     *) echo "unknown build target: $t" >&2; exit 2 ;;
   esac
 done

@@ -37,8 +37,3 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "weblora setup: installing npm dependencies" >&2
   npm ci --no-audit --no-fund >&2 || npm install --no-audit --no-fund >&2
 fi
-
-# The runtime libraries' ES modules, copied into web/vendor so the package runs in browsers without a bundler.
-if [ ! -f web/vendor/idb/VERSION ] || [ node_modules/.package-lock.json -nt web/vendor/idb/VERSION ]; then
-  node tools/vendor.js
-fi

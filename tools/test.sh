@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh tools/setup.sh --browser
-sh tools/build.sh native asan tsan wasm
+sh tools/build.sh native asan tsan wasm dist
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "== C unit tests (native)"
 ctest --test-dir build/native --output-on-failure -j "$jobs"

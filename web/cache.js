@@ -1,3 +1,4 @@
+// @ts-check
 // Cache API side of model streaming: which cache to use, writing an entry while its bytes stream past (committed
 // only when the caller says the file is complete and verified), and listing/deleting cached models.
 
@@ -11,6 +12,9 @@ export const CACHE_HEADERS = Object.freeze({
   size: 'x-weblora-size',
   sha256: 'x-weblora-sha256',
   cachedAt: 'x-weblora-cached-at',
+  // The server's validators for the cached version, so a later load can ask whether it changed.
+  etag: 'x-weblora-etag',
+  lastModified: 'x-weblora-last-modified',
 });
 
 /**

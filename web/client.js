@@ -1,10 +1,13 @@
+// @ts-check
 // client.js: the main-thread side of the package. WebLoRA.load starts a module Worker (worker_threads in Node)
 // that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
+import { node } from '#platform';
 import { WebLoRAError, deserializeError } from './errors.js';
+import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
+import { env } from './env.js';
+import { sourceKind } from './identity.js';
 
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
-const WORKER_URL = new URL('./worker.js', import.meta.url);
 /** Why the core runs on fewer threads than asked (no cross-origin isolation) is said once per page. */
 let threadsNoted = false;
 
@@ -17,6 +20,24 @@ function splitOptions(options = {}) {
     else remote[k] = v;
   }
   return { local, remote };
+}
+
+/**
+ * A load's source and options as the worker needs them. The worker runs at its own URL (a bundler's assets folder),
+ * so a relative model URL or wasmUrl is resolved here, against the page (document.baseURI); URL objects travel as
+ * their text; the page's env.remoteHost goes along, since the worker has its own copy of env.
+ * @param {unknown} source @param {Record<string, unknown>} options
+ */
+function forWorker(source, options) {
+  const base = node ? null : (globalThis.document?.baseURI ?? globalThis.location?.href);
+  const resolve = (/** @type {unknown} */ value) => {
+    if (value instanceof URL) return value.href;
+    if (base && typeof value === 'string' && value.trim() && sourceKind(value.trim()) === 'relative') return new URL(value.trim(), base).href;
+    return value;
+  };
+  const out = { remoteHost: env.remoteHost, ...options };
+  for (const key of ['wasmUrl', 'tokenizerUrl', 'configUrl']) if (key in out) out[key] = resolve(out[key]);
+  return { source: resolve(source), options: out };
 }
 
 /** ArrayBuffers in call arguments (transferred: the caller's copies become detached). */
@@ -58,12 +79,16 @@ class Channel {
     });
   }
 
-  static async start(workerUrl = WORKER_URL) {
-    if (isNode) {
-      const { Worker } = await import('node:worker_threads');
-      return new Channel(new Worker(workerUrl), true);
-    }
-    return new Channel(new Worker(workerUrl, { type: 'module', name: 'weblora' }), false);
+  /**
+   * @param {string | URL | undefined} workerUrl where the worker script is, when not beside this file (an app
+   *   that serves it elsewhere); relative to the page
+   */
+  static start(workerUrl) {
+    if (node) return new Channel(new node.Worker(new URL(String(workerUrl ?? 'worker.js'), besidePackage('worker.js'))), true);
+    if (workerUrl) return new Channel(moduleWorker(new URL(String(workerUrl), globalThis.location?.href), 'weblora'), false);
+    // Written out so that bundlers (Vite, webpack) build the worker with its imports and emit it.
+    if (sameOrigin(import.meta.url)) return new Channel(new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'weblora' }), false);
+    return new Channel(moduleWorker(besidePackage('worker.js'), 'weblora'), false);
   }
 
   post(msg, transfer = []) {
@@ -337,7 +362,7 @@ export class WebLoRA {
   static async load(source, options = {}) {
     const { local, remote } = splitOptions(options);
     const { workerUrl, ...rest } = remote;
-    const channel = await Channel.start(workerUrl ? new URL(String(workerUrl), WORKER_URL) : WORKER_URL);
+    const channel = Channel.start(workerUrl);
     try {
       await channel.ready;
     } catch (err) {
@@ -345,7 +370,8 @@ export class WebLoRA {
       throw err;
     }
     try {
-      const info = await channel.call('load', [source, rest], { signal: local.signal, handlers: { progress: local.onProgress } });
+      const sent = forWorker(source, rest);
+      const info = await channel.call('load', [sent.source, sent.options], { signal: local.signal, handlers: { progress: local.onProgress } });
       if (info.threadsNote && !threadsNoted) {
         threadsNoted = true;
         console.warn(`weblora: ${info.threadsNote}.`);

@@ -47,7 +47,7 @@ export class Core {
 
   /**
    * @param {{ module?: WebAssembly.Module, source?: any, threadsModule?: WebAssembly.Module, threadsSource?: any,
-   *   threads?: number | 'auto' }} [options] threads: default 1 (see web/wasm.js)
+   *   threads?: number | 'auto', wasmUrl?: string | URL }} [options] threads: default 1 (see web/wasm.js)
    */
   static async create(options) {
     return new Core(await instantiateCore(options));

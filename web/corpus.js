@@ -1,7 +1,9 @@
+// @ts-check
 // corpus.js: training and evaluation text of any size, tokenized as it streams. Sources are strings (one document
 // each), Blobs/Files (browser; a .jsonl name means one {"text": ...} document per line, anything else is one
 // document) and, in Node, { path } of a local file read in chunks. Memory holds the token ids (4 bytes each, in
 // blocks) and one chunk of text, never the whole corpus; progress is reported as bytes are read.
+import { node } from '#platform';
 import { DataError, throwIfAborted } from './errors.js';
 import { DocumentEncoder, TokenBuffer } from './data.js';
 
@@ -42,15 +44,14 @@ async function openBytes(s) {
     };
   }
   const { path } = /** @type {{ path: string }} */ (s);
-  const { createReadStream } = await import('node:fs');
-  const { stat } = await import('node:fs/promises');
+  if (!node) throw new DataError(`data given as { path: ${JSON.stringify(path)} } can only be read in Node: pass strings or Files`);
   let size;
   try {
-    size = (await stat(path)).size;
+    size = (await node.fs.stat(path)).size;
   } catch (err) {
     throw new DataError(`cannot read data file ${sourceName(s)}: ${/** @type {any} */ (err).code === 'ENOENT' ? 'no such file' : /** @type {Error} */ (err).message}`);
   }
-  return { size, chunks: createReadStream(path, { highWaterMark: READ_CHUNK }) };
+  return { size, chunks: node.createReadStream(path, { highWaterMark: READ_CHUNK }) };
 }
 
 /**

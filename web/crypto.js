@@ -1,8 +1,9 @@
+// @ts-check
 // Hashing and encryption helpers on WebCrypto (plus @noble/hashes for SHA-256 over streams, which
 // crypto.subtle.digest cannot do incrementally). Used by stream.js (pins) and store.js (encryption at rest).
 
-import { sha256 } from './vendor/noble-hashes/esm/sha2.js';
-import { bytesToHex } from './vendor/noble-hashes/esm/utils.js';
+import { sha256 } from '@noble/hashes/sha2';
+import { bytesToHex } from '@noble/hashes/utils';
 import { IntegrityError, PassphraseError, UnsupportedError } from './errors.js';
 
 /** OWASP's floor for PBKDF2-HMAC-SHA256 at the time the minimum was set; lower counts are refused. */

@@ -154,10 +154,10 @@ export class LocalEngine {
       throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
         { code: 'INVALID_ARGUMENT' });
     }
-    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, threads });
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, wasmUrl: options.wasmUrl, threads });
     try {
       const loaded = await loadModel(core, source, options);
-      const ref = loadedModelRef(source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
+      const ref = loadedModelRef(loaded.location ?? source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
       const fingerprint = await fingerprintModel(loaded.model);
       const engine = new LocalEngine(core, { ...loaded, ref }, fingerprint);
       options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });

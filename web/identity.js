@@ -1,5 +1,7 @@
+// @ts-check
 // identity.js: which model a source or a name refers to. One normalisation (modelRef) for model sources (URLs,
-// paths, Files) and for PEFT's base_model_name_or_path / revision; the loaded model's reference built from
+// paths, Files) and for PEFT's base_model_name_or_path / revision, and its way back from a Hub id to the files'
+// URLs (sourceKind, hubFolderUrl); the loaded model's reference built from
 // everything that names it (loadedModelRef); what exported adapters record as their base (recordedBase); and the
 // comparison an imported adapter's named base gets against the loaded model (checkAdapterBase). Weights decide in
 // the end: a matching base fingerprint settles it; names can only raise a doubt.
@@ -92,6 +94,39 @@ export function modelRef(value, options = {}) {
     return { text: raw, hubId: raw, revision: null, url: null, folders: raw.split('/'), names: [/** @type {string} */ (raw.split('/').pop())] };
   }
   return { text: raw, hubId: null, revision: null, url: null, ...foldersAndNames(raw.split(/[\\/]+/).filter((s) => !/^[A-Za-z]:$/.test(s))) };
+}
+
+/**
+ * How a model source given as a string reads: 'url' (absolute, with a scheme), 'hub' (a Hugging Face id
+ * "org/name": two parts, and the second not a model file such as "models/model.bin"), or 'relative' (a path in
+ * Node, a URL relative to the page or worker in browsers).
+ * @param {string} text
+ * @returns {'url' | 'hub' | 'relative'}
+ */
+export function sourceKind(text) {
+  // Two letters at least before the colon, so a Windows drive (C:\models) is a path.
+  if (/^[a-z][a-z0-9+.-]+:/i.test(text)) return 'url';
+  if (HUB_ID.test(text) && text.includes('/') && !text.includes('--') && !text.includes('..') && !MODEL_FILE.test(text)) return 'hub';
+  return 'relative';
+}
+
+/**
+ * The folder URL of a Hub repository's files at a revision, on the Hub or a mirror with its layout.
+ * @param {string} hubId "org/name"
+ * @param {{ revision?: string, host?: string | URL }} [options] revision: branch, tag or commit (default main);
+ *   host: the Hub or a mirror (default https://huggingface.co/), maybe with a path prefix
+ */
+export function hubFolderUrl(hubId, { revision = 'main', host = 'https://huggingface.co/' } = {}) {
+  let base;
+  try {
+    base = new URL(String(host));
+  } catch {
+    throw new TypeError(`remoteHost must be an absolute http(s) URL, got ${JSON.stringify(String(host))}`);
+  }
+  if (base.protocol !== 'https:' && base.protocol !== 'http:') throw new TypeError(`remoteHost must be an http(s) URL, got ${base.href}`);
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  const repo = hubId.split('/').map(encodeURIComponent).join('/');
+  return new URL(`${repo}/resolve/${encodeURIComponent(revision)}/`, base).href;
 }
 
 /**
@@ -207,7 +242,8 @@ export function checkAdapterBase(adapter, model) {
   const a = modelRef(adapter.nameOrPath);
   const aRev = (typeof adapter.revision === 'string' && adapter.revision.trim()) || a?.revision || null;
   const m = model.ref;
-  const result = (status, message) => ({ status, level: status === 'mismatch' ? 'warning' : status === 'unverified' ? 'info' : null,
+  /** @returns {BaseModelCheck} */
+  const result = (/** @type {BaseModelCheck['status']} */ status, /** @type {string | null} */ message) => ({ status, level: status === 'mismatch' ? 'warning' : status === 'unverified' ? 'info' : null,
     message, adapterBase: a?.text ?? null, adapterRevision: aRev, model: m?.text ?? null });
   if (adapter.fingerprint && model.fingerprint) {
     // The weights themselves were compared: the names cannot say otherwise.

@@ -6,8 +6,9 @@ export type ProgressEvent =
   | { status: 'progress'; name: string; file: string; loaded: number; total: number; progress: number }
   | { status: 'ready'; name: string; task: string; model: string };
 
-/** A model source: an HF-style base URL ending in "/", a .safetensors or llama2.c .bin URL, local files, or
- * (Node) a local path. */
+/** A model source: an HF-style base URL ending in "/", a .safetensors or llama2.c .bin URL, a URL relative to the
+ * page ('./model/', '/models/x/'), a Hugging Face id ('HuggingFaceTB/SmolLM2-135M', fetched from `remoteHost` at
+ * `revision`), local files, or (Node) a local path. */
 export type ModelSource =
   | string
   | URL
@@ -39,8 +40,22 @@ export interface LoadOptions {
    * is compared with it.
    */
   baseModel?: string;
-  /** Revision of baseModel (or of the Hub model the source is), recorded as the adapters' `revision` and compared. */
+  /**
+   * Revision of baseModel (or of the Hub model the source is), recorded as the adapters' `revision` and compared. For a
+   * Hugging Face id source, also the branch, tag or commit whose files are fetched (default 'main').
+   */
   revision?: string;
+  /**
+   * Where a Hugging Face id source is fetched from, for this load: the Hub or a mirror with its layout
+   * (<remoteHost>/<org>/<name>/resolve/<revision>/<file>). Default: env.remoteHost.
+   */
+  remoteHost?: string | URL;
+  /**
+   * Whether a cached model file is checked against its server: 'online' (the default) sends one conditional request
+   * per file (ETag / Last-Modified) when the browser is online and refetches only what changed; 'never' trusts the
+   * cache. Offline, or for a file pinned by sha256, the cache is used without asking.
+   */
+  revalidate?: 'online' | 'never';
   tokenizerUrl?: string;
   configUrl?: string;
   /** SHA-256 pins (hex) by file name; a mismatch refuses the file. */
@@ -52,8 +67,23 @@ export interface LoadOptions {
   name?: string;
   /** IndexedDB adapter store options (dbName, passphrase for encryption at rest). */
   store?: { dbName?: string; passphrase?: string };
+  /**
+   * Where the engine's worker script is (relative to the page), for apps that serve it themselves: a bundler that
+   * does not follow `new URL('./worker.js', import.meta.url)`, say. Default: beside the package's modules.
+   */
   workerUrl?: string | URL;
+  /**
+   * The folder (ending in "/", relative to the page) that serves the core's builds, weblora.wasm and
+   * weblora-threads.wasm, when not beside the package's modules.
+   */
+  wasmUrl?: string | URL;
 }
+
+/** Settings for every load; set them before loading. */
+export declare const env: {
+  /** Where Hugging Face ids are fetched from (default 'https://huggingface.co/'): a mirror with the Hub's layout. */
+  remoteHost: string;
+};
 
 export interface ModelConfig {
   arch: number;

@@ -1,3 +1,4 @@
+// @ts-check
 // index.js: the public entry of the `weblora` package.
 export { WebLoRA, Engine } from './client.js';
 export {
@@ -7,3 +8,4 @@ export {
   SafetensorsError, SamplingError, TokenizerError, NumericError,
 } from './errors.js';
 export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './stream.js';
+export { env } from './env.js';

@@ -1,7 +1,9 @@
+// @ts-check
 // loader.js: builds a core model and its tokenizer from any source: an HF-style base URL, a direct .safetensors
 // or llama2.c .bin URL, local Files/Blobs/ArrayBuffers, or (in Node) a local path. Weights are streamed: the
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
 // so no second copy of the model is ever held in JavaScript.
+import { node } from '#platform';
 import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
 import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
 export { ModelSourceError } from './errors.js';
@@ -10,16 +12,17 @@ import { RemoteFile, resolveModelSource } from './stream.js';
 import { halfPrecisionMixup } from './safetensors.js';
 import { isCached } from './cache.js';
 import { loadTokenizer } from './tokenizer.js';
+import { hubFolderUrl, sourceKind } from './identity.js';
+import { env } from './env.js';
 
-
-const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 const SAFETENSORS_MAX_HEADER = 100_000_000;
 const DEFAULT_CHUNK = 1 << 20;
 
 /**
  * A file that can be read by ranges and streamed: the common face of remote files, Blobs, buffers and paths.
  * @typedef {{ name: string, size: number, readRange(start: number, end: number): Promise<Uint8Array>,
- *   stream(start: number, end: number|null, onChunk: (chunk: Uint8Array, offset: number) => unknown): Promise<number>,
+ *   stream(start: number, end: number|null, onChunk: (chunk: Uint8Array, offset: number) => unknown,
+ *     opts?: { signal?: AbortSignal }): Promise<number>,
  *   bytes(): Promise<Uint8Array>, text(): Promise<string> }} ByteSource
  */
 
@@ -58,7 +61,7 @@ function blobSource(name, blob, signal, chunk = DEFAULT_CHUNK) {
 
 /** @returns {Promise<ByteSource>} a local file in Node, read by ranges */
 async function pathSource(path, signal, chunk = DEFAULT_CHUNK) {
-  const { open, stat } = await import('node:fs/promises');
+  const { open, stat } = /** @type {NonNullable<typeof node>} */ (node).fs;
   const info = await stat(path);
   const name = path.split(/[\\/]/).pop();
   const read = async (s, e) => {
@@ -165,9 +168,49 @@ function isUrlString(s) {
   return typeof s === 'string' && /^(https?|blob|data):/i.test(s);
 }
 
+/** A value as a message shows it. */
+function describeValue(value) {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 200 ? `${value.slice(0, 200)}…` : value);
+  if (typeof value !== 'object') return `${typeof value} ${String(value)}`;
+  return Object.getPrototypeOf(value)?.constructor?.name ?? 'an object';
+}
+
+/**
+ * Where a model source given as a string or URL is: { url } to fetch, or { path } of a local file or folder (Node).
+ * Absolute URLs stay; in Node an existing path is a path; a Hugging Face id ("org/name") is its folder on
+ * options.remoteHost (else env.remoteHost) at options.revision; anything else is a URL relative to the page's
+ * base URL or the worker's location (the client resolves it against the page before it reaches a worker).
+ * @param {string | URL} source
+ * @param {{ remoteHost?: string | URL, revision?: string }} options
+ * @returns {Promise<{ url: string, hubId?: string } | { path: string }>}
+ */
+async function locate(source, options) {
+  if (source instanceof URL) return { url: source.href };
+  const text = source.trim();
+  if (!text) throw new ModelSourceError('the model source is an empty string: pass a URL, a Hugging Face id (org/name) or a path');
+  const kind = sourceKind(text);
+  if (kind === 'url') {
+    if (isUrlString(text)) return { url: text };
+    throw new ModelSourceError(`cannot fetch the model source ${describeValue(text)}: only http(s), blob: and data: URLs are read`);
+  }
+  if (node && (await node.fs.stat(text).then(() => true, () => false))) return { path: text };
+  if (kind === 'hub') {
+    const url = hubFolderUrl(text, { revision: options.revision, host: options.remoteHost ?? env.remoteHost });
+    return { url, hubId: text };
+  }
+  if (node) {
+    throw new ModelSourceError(`model not found: ${describeValue(text)} is neither a file or folder here, an http(s) URL, nor a Hugging Face id (org/name)`);
+  }
+  const base = globalThis.document?.baseURI ?? globalThis.location?.href;
+  if (!base) throw new ModelSourceError(`the model source ${describeValue(text)} is a relative URL and there is no page or worker location to resolve it against`);
+  return { url: new URL(text, base).href };
+}
+
 /**
  * Gather the files of a source: a map from file name to ByteSource, and what kind of model it is.
- * @returns {Promise<{ kind: 'hf'|'safetensors'|'llama2c', name: string, files: Map<string, ByteSource> }>}
+ * @returns {Promise<{ kind: 'hf'|'safetensors'|'llama2c', name: string, files: Map<string, ByteSource>,
+ *   location: string | null }>} location: the URL or path the files came from
  */
 async function gatherFiles(source, options) {
   const { signal, onProgress } = options;
@@ -175,10 +218,12 @@ async function gatherFiles(source, options) {
   const chunk = options.chunkSize ?? DEFAULT_CHUNK;
   /** @type {Map<string, ByteSource>} */
   const files = new Map();
-  if (source instanceof URL || isUrlString(source)) {
-    const url = String(source);
+  const where = source instanceof URL || typeof source === 'string' ? await locate(source, options) : null;
+  if (where && 'url' in where) {
+    const url = where.url;
+    const name = options.name ?? where.hubId ?? url;
     const fileOptions = { fetch: options.fetch, signal, onProgress, cache: options.cache, cacheName: options.cacheName,
-      cacheKey: options.cacheKey, retries: options.retries, backoffMs: options.backoffMs, name: options.name ?? url };
+      cacheKey: options.cacheKey, retries: options.retries, backoffMs: options.backoffMs, revalidate: options.revalidate, name };
     const plan = await resolveModelSource(url, { ...fileOptions, sha256: options.sha256, tokenizerUrl: options.tokenizerUrl,
       configUrl: options.configUrl });
     // Offline, a cached model must not wait on optional files that were never there (no tokenizer_config.json).
@@ -186,9 +231,9 @@ async function gatherFiles(source, options) {
     const cachedModel = !!weights && (await isCached(weights.url, fileOptions));
     for (const f of plan.files) {
       if (!f.required && cachedModel && !(await isCached(f.url, fileOptions))) continue;
-      let remote;
+      let remote = f.opened;
       try {
-        remote = await RemoteFile.open(f.url, { ...fileOptions, file: f.name, base: plan.base, sha256: f.sha256 });
+        remote ??= await RemoteFile.open(f.url, { ...fileOptions, file: f.name, base: plan.base, sha256: f.sha256 });
       } catch (err) {
         if (!f.required && err instanceof NotFoundError) continue;
         throw err;
@@ -196,17 +241,13 @@ async function gatherFiles(source, options) {
       files.set(f.name, remoteSource(remote, f.sha256));
     }
     checkPinNames(options.sha256, plan.files.map((f) => f.name), url);
-    return { kind: plan.kind, name: options.name ?? url, files };
+    return { kind: plan.kind, name, files, location: url };
   }
-  if (typeof source === 'string' && isNode) {
-    const { stat, readdir } = await import('node:fs/promises');
-    const pathMod = await import('node:path');
-    let info;
-    try {
-      info = await stat(source);
-    } catch {
-      throw new ModelSourceError(`model not found: ${source} is neither a file, a folder nor an http(s) URL`);
-    }
+  if (where && node) {
+    const { stat, readdir } = node.fs;
+    const pathMod = node.path;
+    const source = /** @type {{ path: string }} */ (where).path;
+    const info = await stat(source);
     if (info.isDirectory()) {
       for (const entry of await readdir(source)) {
         if (/\.(json|safetensors|bin|model)$/i.test(entry)) files.set(entry, await pathSource(pathMod.join(source, entry), signal, chunk));
@@ -221,17 +262,19 @@ async function gatherFiles(source, options) {
         }
       }
     }
-    return { kind: guessKind(files), name: options.name ?? source, files: pinLocal(files, options.sha256, source) };
+    return { kind: guessKind(files), name: options.name ?? source, files: pinLocal(files, options.sha256, source), location: source };
   }
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
     const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
     const name = looksLikeSafetensors(bytes) ? 'model.safetensors' : 'model.bin';
     files.set(name, bufferSource(name, bytes, chunk));
-    return { kind: name.endsWith('.bin') ? 'llama2c' : 'safetensors', name: options.name ?? 'model', files: pinLocal(files, options.sha256, 'the model') };
+    return { kind: name.endsWith('.bin') ? 'llama2c' : 'safetensors', name: options.name ?? 'model', files: pinLocal(files, options.sha256, 'the model'), location: null };
   }
   const list = Array.isArray(source) ? source
     : source && typeof source === 'object' ? Object.entries(source).map(([name, data]) => ({ name, data })) : null;
-  if (!list) throw new ModelSourceError('model source must be a URL, a path (Node), an ArrayBuffer, a list of Files or a { name: data } map');
+  if (!list) {
+    throw new ModelSourceError(`the model source must be a URL, a Hugging Face id (org/name), a path (Node), an ArrayBuffer, a list of Files or a { name: data } map; got ${describeValue(source)}`);
+  }
   for (const item of list) {
     const Blob_ = globalThis.Blob;
     if (Blob_ && item instanceof Blob_) files.set(/** @type {any} */ (item).name, blobSource(/** @type {any} */ (item).name, item, signal, chunk));
@@ -245,7 +288,7 @@ async function gatherFiles(source, options) {
       throw new ModelSourceError('each local file needs a name (File objects, or { name, data })');
     }
   }
-  return { kind: guessKind(files), name: options.name ?? 'local model', files: pinLocal(files, options.sha256, 'the local model') };
+  return { kind: guessKind(files), name: options.name ?? 'local model', files: pinLocal(files, options.sha256, 'the local model'), location: null };
 }
 
 /** Local files with their pins applied. */
@@ -358,12 +401,13 @@ async function streamSafetensors(model, src, seen, signal, halfMatrices) {
  *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
  *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number }} [options]
  * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
- *   kind: string, nameOrPath: unknown }>} nameOrPath: config.json's _name_or_path (identity.js reads it), or null
+ *   kind: string, nameOrPath: unknown, location: string | null }>} nameOrPath: config.json's _name_or_path (identity.js
+ *   reads it), or null; location: the URL (a Hub id's included) or path the model came from, null for bytes and Files
  */
 export async function loadModel(core, source, options = {}) {
   const { signal } = options;
   throwIfAborted(signal);
-  const { kind, name, files } = await gatherFiles(source, options);
+  const { kind, name, files, location } = await gatherFiles(source, options);
   let model = null;
   let nameOrPath = null;
   try {
@@ -409,7 +453,7 @@ export async function loadModel(core, source, options = {}) {
     model.checkFinite();
     const tokenizer = await loadModelTokenizer(files, options.tokenizer, model, signal);
     assertPinsVerified(files);
-    return { model, tokenizer, name, kind, nameOrPath };
+    return { model, tokenizer, name, kind, nameOrPath, location };
   } catch (err) {
     model?.free();
     throw err;
@@ -419,7 +463,7 @@ export async function loadModel(core, source, options = {}) {
 /** One file from a URL, a Node path, a Blob/File or bytes (bytes are taken as tokenizer.bin unless they parse as JSON). */
 async function singleFile(source, what, signal) {
   if (source instanceof URL || isUrlString(source)) return remoteSource(await RemoteFile.open(String(source), { signal }));
-  if (typeof source === 'string' && isNode) {
+  if (typeof source === 'string' && node) {
     try {
       return await pathSource(source, signal);
     } catch (err) {
@@ -447,8 +491,8 @@ async function configBeside(override, signal) {
       throw err;
     }
   }
-  if (typeof override === 'string' && isNode) {
-    const pathMod = await import('node:path');
+  if (typeof override === 'string' && node) {
+    const pathMod = node.path;
     return pathSource(pathMod.join(pathMod.dirname(override), 'tokenizer_config.json'), signal).catch(() => null);
   }
   return null;
@@ -461,12 +505,10 @@ async function loadModelTokenizer(files, override, model, signal) {
     if (typeof override.encode === 'function') tok = override;
     else {
       let where = override;
-      if (typeof override === 'string' && isNode && !isUrlString(override)) {
+      if (typeof override === 'string' && node && !isUrlString(override)) {
         // A folder stands for the tokenizer file inside it.
-        const { stat } = await import('node:fs/promises');
-        if ((await stat(override).catch(() => null))?.isDirectory()) {
-          const pathMod = await import('node:path');
-          where = pathMod.join(override, 'tokenizer.json');
+        if ((await node.fs.stat(override).catch(() => null))?.isDirectory()) {
+          where = node.path.join(override, 'tokenizer.json');
         }
       }
       const f = await singleFile(where, 'tokenizer', signal);

@@ -1,7 +1,8 @@
+// @ts-check
 // Personal LoRA adapters and training checkpoints in IndexedDB (through idb): each item saved in one transaction,
 // optionally encrypted at rest with a passphrase, quota failures reported as StorageFullError.
 
-import { wrap } from './vendor/idb/build/index.js';
+import { wrap } from 'idb';
 import {
   AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, NotFoundError, PassphraseError,
   StorageFullError, UnsupportedError, WebLoRAError,
@@ -703,7 +704,7 @@ function checkLoraConfig(c) {
  * @param {any} record
  * @returns {any}
  */
-function publicRecord({ id, ...rest }) {
+function publicRecord({ id: _id, ...rest }) {
   return rest;
 }
 

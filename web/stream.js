@@ -1,3 +1,4 @@
+// @ts-check
 // Streams model files from a CDN or any static host without holding them whole: size probing, Range reads,
 // resume after dropped connections, optional SHA-256 pins, progress events, and a Cache API copy for next time.
 
@@ -38,6 +39,10 @@ export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } f
  * @property {string} [base] the model this file belongs to, for grouping in the cache (default: URL directory)
  * @property {HeadersInit} [headers] extra request headers (e.g. Authorization for gated models; note that
  *   non-safelisted headers make cross-origin requests preflighted)
+ * @property {'online' | 'never'} [revalidate] whether a cached copy is checked against the server before use:
+ *   'online' (default) asks once (a HEAD request, conditional on the copy's ETag / Last-Modified) unless the
+ *   browser is offline, and drops the copy when the server has another version; 'never' trusts the cache. A copy
+ *   the sha256 pin vouches for, or one from a URL that names a commit, is never asked about.
  */
 
 /**
@@ -46,6 +51,7 @@ export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } f
  * @property {string} url
  * @property {boolean} required whether loading must fail without it
  * @property {string} [sha256] pin from options.sha256
+ * @property {RemoteFile} [opened] the file, already opened while planning (its size known): open it only once
  */
 
 /**
@@ -76,6 +82,10 @@ const unanswered = new WeakSet();
 /** Bytes read by readRange from offset 0 are kept up to this size, so a later whole-file stream can still be
  * hashed and cached from byte 0 (a safetensors header is far smaller). */
 const PREFIX_LIMIT = 64 << 20;
+/** How long a revalidation may take before the cached copy is used anyway (a network that hangs, not one that fails). */
+const REVALIDATE_TIMEOUT_MS = 5000;
+/** A Hub URL that names a commit (/resolve/<40 hex digits>/): its files never change. */
+const COMMIT_URL = /\/resolve\/[0-9a-f]{40}\//i;
 const CONSTRUCT = Symbol('RemoteFile.open');
 
 /** @template {Error} E @param {E} err @returns {E} */
@@ -109,6 +119,8 @@ export class RemoteFile {
   #size = null;
   /** @type {string | null} */
   #etag = null;
+  /** @type {{ etag: string | null, lastModified: string | null }} the server's validators as it sent them */
+  #validators = { etag: null, lastModified: null };
   /** @type {boolean | null} null until a response shows whether Range is honoured */
   #acceptsRanges = null;
   #fromCache = false;
@@ -136,6 +148,9 @@ export class RemoteFile {
     this.#pin = options.sha256 == null ? null : normalizeSha256(options.sha256);
     this.#retries = Math.max(0, options.retries ?? 4);
     this.#connectRetries = Math.min(this.#retries, Math.max(0, options.connectRetries ?? this.#retries));
+    if (options.revalidate !== undefined && options.revalidate !== 'online' && options.revalidate !== 'never') {
+      throw new TypeError(`revalidate must be 'online' or 'never', got ${JSON.stringify(options.revalidate)}`);
+    }
     this.#key = cacheKeyFn(options)(this.url);
     /** @type {string} */
     this.file = options.file ?? lastSegment(this.url);
@@ -201,12 +216,56 @@ export class RemoteFile {
       await cache.delete(this.#key).catch(() => {});
       return false;
     }
+    const vouched = !!this.#pin && recorded === this.#pin;
+    if (!vouched && (await this.#changedOnServer(res.headers))) {
+      await res.body?.cancel();
+      await cache.delete(this.#key).catch(() => {});
+      return false;
+    }
     const size = Number(res.headers.get(CACHE_HEADERS.size) ?? NaN);
     if (Number.isFinite(size)) await res.body?.cancel();
     this.#size = Number.isFinite(size) ? size : (await res.blob()).size;
     this.#fromCache = true;
-    this.#cacheVouches = !!this.#pin && recorded === this.#pin;
+    this.#cacheVouches = vouched;
     return true;
+  }
+
+  /**
+   * Whether the server now has another version of the cached copy, asked with one HEAD request conditional on the
+   * copy's validators (If-None-Match / If-Modified-Since). A cross-origin request from a browser sends no such
+   * header, since that would need a CORS preflight most model hosts refuse; the answer's validators are compared
+   * here instead. Not asked (false): revalidate 'never', a browser that is offline, a URL that names a commit, a
+   * copy with no validator. A server that fails or does not answer in time counts as unchanged: the copy serves.
+   * @param {Headers} cached the cached entry's headers
+   */
+  async #changedOnServer(cached) {
+    const etag = cached.get(CACHE_HEADERS.etag);
+    const lastModified = cached.get(CACHE_HEADERS.lastModified);
+    if ((this.#o.revalidate ?? 'online') === 'never' || globalThis.navigator?.onLine === false || COMMIT_URL.test(this.url)) return false;
+    if (!etag && !lastModified) return false;
+    const headers = new Headers(this.#o.headers);
+    const here = /** @type {any} */ (globalThis).location?.origin;
+    if (!here || here === new URL(this.url).origin) {
+      if (etag) headers.set('If-None-Match', etag);
+      else if (lastModified) headers.set('If-Modified-Since', lastModified);
+    }
+    const timeout = AbortSignal.timeout(REVALIDATE_TIMEOUT_MS);
+    const signal = this.#o.signal ? AbortSignal.any([this.#o.signal, timeout]) : timeout;
+    /** @type {Response} */
+    let res;
+    try {
+      res = await this.#fetch(this.url, { method: 'HEAD', headers, signal, cache: 'no-store' });
+    } catch {
+      throwIfAborted(this.#o.signal);
+      return false;
+    }
+    await res.body?.cancel().catch(() => {});
+    if (res.status === 304 || res.status !== 200) return false;
+    const nowEtag = res.headers.get('etag');
+    if (etag && nowEtag) return weakless(nowEtag) !== weakless(etag);
+    const nowModified = res.headers.get('last-modified');
+    if (lastModified && nowModified) return nowModified.trim() !== lastModified.trim();
+    return false;
   }
 
   /**
@@ -691,10 +750,11 @@ export class RemoteFile {
    * @param {Response} res
    */
   #checkEtag(res) {
+    this.#validators.lastModified ??= res.headers.get('last-modified');
     const raw = res.headers.get('etag');
     if (!raw) return;
-    // A weak/strong difference alone is what compressing proxies introduce; the tag itself must match.
-    const tag = raw.trim().replace(/^W\//, '');
+    this.#validators.etag ??= raw.trim();
+    const tag = weakless(raw);
     if (this.#etag === null) this.#etag = tag;
     else if (tag !== this.#etag) {
       throw new IntegrityError(`${this.url} changed on the server during the download (ETag ${this.#etag} became ${tag})`, {
@@ -712,6 +772,8 @@ export class RemoteFile {
       [CACHE_HEADERS.cachedAt]: String(Date.now()),
     };
     if (this.#size !== null) h[CACHE_HEADERS.size] = String(this.#size);
+    if (this.#validators.etag) h[CACHE_HEADERS.etag] = this.#validators.etag;
+    if (this.#validators.lastModified) h[CACHE_HEADERS.lastModified] = this.#validators.lastModified;
     // Written before the hash is known; the entry is only committed when the hash matched this pin.
     if (this.#pin) h[CACHE_HEADERS.sha256] = this.#pin;
     return h;
@@ -737,6 +799,15 @@ export class RemoteFile {
     this.#announcedDone = true;
     this.#emit({ status: 'done' });
   }
+}
+
+/**
+ * An ETag without its weak marker: a weak/strong difference alone is what compressing proxies introduce; the tag
+ * itself must match.
+ * @param {string} tag
+ */
+function weakless(tag) {
+  return tag.trim().replace(/^W\//, '');
 }
 
 /** SHA-256 over the contiguous run of bytes from offset 0; bytes seen twice are hashed once, a gap ends it. */
@@ -803,31 +874,51 @@ export async function resolveModelSource(source, options = {}) {
     const indexName = 'model.safetensors.index.json';
     const indexUrl = at(indexName);
     const singleUrl = at('model.safetensors');
-    // A cached model must plan without the network: look in the cache before probing the server.
-    let sharded;
-    if (await isCached(indexUrl, fileOptions)) sharded = true;
-    else if (await isCached(singleUrl, fileOptions)) sharded = false;
-    /** @type {RemoteFile | null} */
-    let indexFile = null;
-    if (sharded !== false) {
+    /**
+     * Opens a weights file, or null when the server has none. The first request to the server: one that does not
+     * answer at all is reported after one quick retry, not after the long backoff meant for dropped downloads.
+     * @param {string} name @param {string} href
+     */
+    const openWeights = async (name, href) => {
       try {
-        // The first request to the server: one that does not answer at all is reported after one quick retry,
-        // not after the long backoff meant for connections that drop during a download.
-        indexFile = await RemoteFile.open(indexUrl, {
-          ...fileOptions, base, file: indexName, sha256: pins[indexName], connectRetries: fileOptions.connectRetries ?? 1,
-        });
+        return await RemoteFile.open(href, { ...fileOptions, base, file: name, sha256: pins[name], connectRetries: fileOptions.connectRetries ?? 1 });
       } catch (err) {
         if (unanswered.has(/** @type {any} */ (err)?.cause)) {
           throw new NetworkError(`cannot reach ${url.host} to load the model at ${base}: ${messageOf(/** @type {any} */ (err).cause.cause)}`, {
             code: 'UNREACHABLE', cause: err, details: { url: base, host: url.host },
           });
         }
-        if (!(err instanceof NotFoundError)) throw err;
+        if (err instanceof NotFoundError) return null;
+        throw err;
       }
-    }
-    if (!indexFile) {
+    };
+    // A cached model plans without the network. Otherwise the single file comes first: most small models are one
+    // file, and its size is needed anyway, so the sharded index is asked for (and a browser logs the 404 of the
+    // other one) only for models without a model.safetensors.
+    let sharded;
+    if (await isCached(indexUrl, fileOptions)) sharded = true;
+    else if (await isCached(singleUrl, fileOptions)) sharded = false;
+    if (sharded === false) {
       files.push(file('model.safetensors', singleUrl, true));
       return { kind: 'hf', base, files };
+    }
+    if (sharded === undefined) {
+      const single = await openWeights('model.safetensors', singleUrl);
+      if (single) {
+        files.push({ ...file('model.safetensors', singleUrl, true), opened: single });
+        return { kind: 'hf', base, files };
+      }
+    }
+    const indexFile = await openWeights(indexName, indexUrl);
+    if (!indexFile) {
+      // Nothing to load here: say first whether there is a model folder at all (config.json is what every one has).
+      const config = await openWeights('config.json', at('config.json'));
+      if (!config) {
+        throw new NotFoundError(`there is no model at ${base}: config.json was not found (HTTP 404)`, { details: { url: at('config.json') } });
+      }
+      throw new NotFoundError(`${base} has no model weights: neither model.safetensors nor ${indexName} was found (HTTP 404)`, {
+        details: { url: singleUrl },
+      });
     }
     const index = validateIndex(await indexFile.json(), indexUrl);
     files.push(file(indexName, indexUrl, true));

@@ -1,24 +1,26 @@
+// @ts-check
 // thread.js: one worker thread of the C core's thread pool (a module Worker in browsers, a worker_thread in Node).
 // It instantiates the same weblora-threads.wasm on the shared memory it is handed, moves its stack pointer to the
 // stack the core allocated for it, and runs wl_thread_main, which sleeps in memory.atomic.wait until the core has
 // work and returns only when the pool stops. It never allocates and never calls anything else.
+import { node } from '#platform';
 import { coreImports } from './wasm.js';
 
-/** The channel to the thread that started this one. */
-async function connect() {
-  if (typeof self !== 'undefined' && typeof self.postMessage === 'function' && typeof self.addEventListener === 'function') {
-    return {
-      post: (msg) => self.postMessage(msg),
-      once: (fn) => self.addEventListener('message', (e) => fn(e.data), { once: true }),
-    };
+/** The channel to the thread that started this one (synchronous: no top-level await in a worker entry). */
+function connect() {
+  if (node) {
+    const { parentPort } = node;
+    if (!parentPort) throw new Error('web/thread.js must run in a Worker');
+    return { post: (msg) => parentPort.postMessage(msg), once: (fn) => parentPort.once('message', fn) };
   }
-  const { parentPort } = await import('node:worker_threads');
-  if (!parentPort) throw new Error('web/thread.js must run in a Worker');
-  return { post: (msg) => parentPort.postMessage(msg), once: (fn) => parentPort.once('message', fn) };
+  return {
+    post: (msg) => self.postMessage(msg),
+    once: (fn) => self.addEventListener('message', (e) => fn(e.data), { once: true }),
+  };
 }
 
-const port = await connect();
-port.once(async ({ module, memory, index, stack }) => {
+const port = connect();
+port.once(async (/** @type {{ module: WebAssembly.Module, memory: WebAssembly.Memory, index: number, stack: number }} */ { module, memory, index, stack }) => {
   /** @type {any} */
   let exports = null;
   try {

@@ -1,13 +1,17 @@
+// @ts-check
 // Tokenizers for the package: Hugging Face tokenizer.json (through @huggingface/tokenizers) and llama2.c
 // tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding, a UTF-8-safe stream decoder and the
 // model's chat template (tokenizer_config.json chat_template, rendered by @huggingface/jinja).
 
-import { Tokenizer as HfTokenizer, PreTokenizer } from './vendor/tokenizers/dist/tokenizers.mjs';
-import { Template } from './vendor/jinja/dist/index.js';
+import * as tokenizers from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
 import { TokenizerError } from './errors.js';
 export { TokenizerError } from './errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';
 
+const HfTokenizer = tokenizers.Tokenizer;
+/** The library's pre-tokenizer base class: its modules export it, its type declarations do not (yet). */
+const PreTokenizer = /** @type {any} */ (tokenizers).PreTokenizer;
 
 /**
  * @typedef {object} HfTokenizerSource

@@ -1,3 +1,4 @@
+// @ts-check
 // wasm.js: instantiates the standalone core identically in Node and in browsers (no Emscripten glue), with or
 // without its thread pool, and offers the small memory helpers everything else uses: allocation, strings, typed
 // views that survive growth.
@@ -7,10 +8,31 @@
 // worker, and N - 1 workers (web/thread.js) instantiate the same module on the same memory and wait in the core's
 // pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin isolated pages in browsers.
 
-const WASM_URL = new URL('./weblora.wasm', import.meta.url);
-const THREADS_WASM_URL = new URL('./weblora-threads.wasm', import.meta.url);
-const THREAD_URL = new URL('./thread.js', import.meta.url);
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
+import { node } from '#platform';
+import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
+
+// The builds of the core by file name, each written out as `new URL('./…', import.meta.url)` so that bundlers emit
+// them (as they build startThreadWorker's script).
+const BUILDS = {
+  'weblora.wasm': new URL('./weblora.wasm', import.meta.url),
+  'weblora-threads.wasm': new URL('./weblora-threads.wasm', import.meta.url),
+};
+const WASM_URL = BUILDS['weblora.wasm'];
+
+/**
+ * Where a build of the core is: beside this module (or where a bundler put it), or in the folder an app serves
+ * the builds from (options.wasmUrl, an escape hatch), under its own file name.
+ * @param {keyof typeof BUILDS} file
+ * @param {string | URL} [folder] absolute, or relative to this context's location; ends in '/'
+ */
+function buildUrl(file, folder) {
+  if (folder === undefined || folder === null) return BUILDS[file];
+  const url = new URL(String(folder), globalThis.location?.href);
+  if (!url.pathname.endsWith('/')) {
+    throw new TypeError(`wasmUrl must be the folder the core's builds are served from, ending in "/" (it holds ${Object.keys(BUILDS).join(', ')}), got ${url.href}`);
+  }
+  return new URL(file, url);
+}
 
 /** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt. */
 const INITIAL_PAGES = 512;
@@ -36,10 +58,7 @@ export function compileWasm(source) {
   const cached = modules.get(url.href);
   if (cached) return cached;
   const promise = (async () => {
-    if (isNode && url.protocol === 'file:') {
-      const { readFile } = await import('node:fs/promises');
-      return WebAssembly.compile(await readFile(url));
-    }
+    if (node && url.protocol === 'file:') return WebAssembly.compile(await node.fs.readFile(url));
     const response = await fetch(url);
     if (!response.ok) throw new Error(`cannot fetch ${url}: HTTP ${response.status}`);
     if (WebAssembly.compileStreaming && response.headers.get('content-type') === 'application/wasm') {
@@ -197,7 +216,7 @@ export class WasmCore {
  * @returns {string | null}
  */
 export function threadsUnavailable() {
-  if (isNode) return null;
+  if (node) return null;
   if (typeof SharedArrayBuffer !== 'function' || !globalThis.crossOriginIsolated) {
     return 'this page is not cross-origin isolated (it needs the headers Cross-Origin-Opener-Policy: same-origin and '
       + 'Cross-Origin-Embedder-Policy: require-corp), so the core runs on one thread';
@@ -216,10 +235,9 @@ export function threadsUnavailable() {
  */
 export async function resolveThreads(requested) {
   if (requested === undefined || requested === 'auto') {
-    let cores = 1;
-    if (isNode) {
-      const os = await import('node:os');
-      cores = os.availableParallelism?.() ?? os.cpus().length;
+    let cores;
+    if (node) {
+      cores = node.os.availableParallelism?.() ?? node.os.cpus().length;
     } else {
       cores = globalThis.navigator?.hardwareConcurrency ?? 1;
     }
@@ -241,7 +259,7 @@ let exitHookInstalled = false;
 
 function trackPool(core) {
   livePools.add(core);
-  if (isNode && !exitHookInstalled) {
+  if (node && !exitHookInstalled) {
     exitHookInstalled = true;
     process.once('exit', () => livePools.forEach((c) => c.stopThreads()));
   }
@@ -249,9 +267,9 @@ function trackPool(core) {
 
 /** A Worker running web/thread.js, as { post, terminate, on(message|error) }. */
 async function startThreadWorker(index) {
-  if (isNode) {
-    const { Worker } = await import('node:worker_threads');
-    const w = new Worker(THREAD_URL, { name: `weblora thread ${index}` });
+  const name = `weblora thread ${index}`;
+  if (node) {
+    const w = new node.Worker(besidePackage('thread.js'), { name });
     return {
       post: (msg) => w.postMessage(msg),
       terminate: () => w.terminate(),
@@ -261,7 +279,9 @@ async function startThreadWorker(index) {
       unref: () => w.unref(),
     };
   }
-  const w = new Worker(THREAD_URL, { type: 'module', name: `weblora thread ${index}` });
+  // Written out so that bundlers build and emit the thread script with its imports.
+  const w = sameOrigin(import.meta.url) ? new Worker(new URL('./thread.js', import.meta.url), { type: 'module', name })
+    : moduleWorker(besidePackage('thread.js'), name);
   return {
     post: (msg) => w.postMessage(msg),
     terminate: () => w.terminate(),
@@ -271,7 +291,10 @@ async function startThreadWorker(index) {
   };
 }
 
-/** Instantiate a module (threads build when memory is given) and run its constructors once. */
+/**
+ * Instantiate a module (threads build when memory is given) and run its constructors once.
+ * @param {WebAssembly.Module} module @param {WebAssembly.Memory | null} memory
+ */
 async function instantiate(module, memory) {
   /** @type {WasmCore | null} */
   let core = null;
@@ -323,7 +346,8 @@ async function startPool(core, module, n) {
  * Instantiate the core. Every instance gets its own memory (and, with threads, its own pool).
  * @param {{ module?: WebAssembly.Module, source?: BufferSource | URL | string,
  *   threadsModule?: WebAssembly.Module, threadsSource?: BufferSource | URL | string,
- *   threads?: number | 'auto' }} [options] threads: default 1
+ *   threads?: number | 'auto', wasmUrl?: string | URL }} [options] threads: default 1; wasmUrl: the folder holding
+ *   every build of the core, when not beside this module
  * @returns {Promise<WasmCore>}
  */
 export async function instantiateCore(options = {}) {
@@ -334,7 +358,7 @@ export async function instantiateCore(options = {}) {
     if (!note) {
       let core = null;
       try {
-        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? THREADS_WASM_URL));
+        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? buildUrl('weblora-threads.wasm', options.wasmUrl)));
         const memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES, shared: true });
         core = await instantiate(module, memory);
         trackPool(core);
@@ -346,7 +370,7 @@ export async function instantiateCore(options = {}) {
       }
     }
   }
-  const core = await instantiate(options.module ?? (await compileWasm(options.source)), null);
+  const core = await instantiate(options.module ?? (await compileWasm(options.source ?? buildUrl('weblora.wasm', options.wasmUrl))), null);
   core.threadsNote = note;
   return core;
 }

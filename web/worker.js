@@ -1,24 +1,29 @@
+// @ts-check
 // worker.js: the module Worker (or Node worker_thread) that owns the wasm instance. It runs one LocalEngine and
 // answers the client's messages: calls matched by id, progress events back, aborts, errors with their code and
 // stack, big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a
 // training step on the same model.
+import { node } from '#platform';
 import { BaseModelMismatchError, serializeError, WebLoRAError, UnsupportedError } from './errors.js';
 import { LocalEngine } from './engine.js';
 import { AdapterStore } from './store.js';
 
-/** The channel to the client: the Worker global in browsers, parentPort in Node. */
-async function connect() {
-  if (typeof self !== 'undefined' && typeof self.postMessage === 'function' && typeof self.addEventListener === 'function') {
+/**
+ * The channel to the client: parentPort in Node, the Worker global in browsers. Synchronous, because some
+ * bundlers' worker formats (Vite's default) cannot take a top-level await.
+ */
+function connect() {
+  if (node) {
+    const { parentPort } = node;
+    if (!parentPort) throw new Error('web/worker.js must run in a Worker');
     return {
-      post: (msg, transfer) => self.postMessage(msg, transfer ?? []),
-      listen: (fn) => self.addEventListener('message', (e) => fn(e.data)),
+      post: (msg, transfer) => parentPort.postMessage(msg, transfer ?? []),
+      listen: (fn) => parentPort.on('message', fn),
     };
   }
-  const { parentPort } = await import('node:worker_threads');
-  if (!parentPort) throw new Error('web/worker.js must run in a Worker');
   return {
-    post: (msg, transfer) => parentPort.postMessage(msg, transfer ?? []),
-    listen: (fn) => parentPort.on('message', fn),
+    post: (msg, transfer) => self.postMessage(msg, transfer ?? []),
+    listen: (fn) => self.addEventListener('message', (e) => fn(e.data)),
   };
 }
 
@@ -33,7 +38,7 @@ function transferables(value, out = new Set(), depth = 0) {
   return out;
 }
 
-const port = await connect();
+const port = connect();
 /** @type {LocalEngine | null} */
 let engine = null;
 /** @type {AdapterStore | null} */
@@ -88,7 +93,7 @@ const methods = {
     let resumeState = null;
     if (resume) {
       const s = await getStore();
-      const cp = await s.loadCheckpoint(resume);
+      const cp = /** @type {any} */ (await s.loadCheckpoint(resume));
       if (!cp) throw new WebLoRAError(`no checkpoint for run "${resume}"`, { code: 'NOT_FOUND' });
       if (cp.config?.fingerprint && cp.config.fingerprint !== e.fingerprint) {
         throw new BaseModelMismatchError(`checkpoint "${resume}" was saved on another base model (fingerprint ${cp.config.fingerprint}); `
@@ -136,7 +141,7 @@ const methods = {
   async storeSave(ctx, name, id, opts = {}) {
     const e = requireEngine();
     const info = e.adapterInfo(id);
-    const peft = e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged });
+    const peft = /** @type {import('./peft.js').PeftFiles} */ (e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged }));
     const s = await getStore();
     await s.save(name, {
       config: peft.config, weights: peft.files['adapter_model.safetensors'], baseFingerprint: e.fingerprint,
@@ -159,6 +164,7 @@ const methods = {
     const e = requireEngine();
     const s = await getStore();
     // The engine's parser validates the files (and that they fit this model) before they are stored.
+    /** @type {Record<string, string | Uint8Array>} */
     const byName = {};
     for (const f of files) {
       const data = globalThis.Blob && f.data instanceof globalThis.Blob ? new Uint8Array(await f.data.arrayBuffer()) : f.data;

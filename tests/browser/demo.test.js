@@ -59,8 +59,7 @@ describe('the demo PWA in headless Chromium', () => {
     expect(shell).toEqual(expect.arrayContaining([
       '/demo/', '/demo/app.js', '/demo/catalog.js', '/demo/checks.js', '/demo/chat.js', '/demo/estimate.js', '/demo/explain.js',
       '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg', '/demo/icons/icon-192.png', '/demo/icons/maskable-512.png',
-      '/web/index.js', '/web/worker.js', '/web/engine.js', '/web/store.js', '/web/weblora.wasm', '/web/vendor/idb/build/index.js',
-      '/web/vendor/jinja/dist/index.js', '/web/thread.js', '/web/weblora-threads.wasm',
+      '/dist/weblora.js', '/dist/worker.js', '/dist/thread.js', '/dist/weblora.wasm', '/dist/weblora-threads.wasm',
     ]));
     expect(shell.some((p) => p.startsWith('/shared/'))).toBe(false);
 
@@ -139,9 +138,10 @@ describe('the demo PWA in headless Chromium', () => {
     await textMatching(page, '#cached-models', /stories260K\/stories260K\.bin 1\.0 MB Remove/);
     await screenshot(page, 'demo');
 
-    // 6. Offline: stop the server and reload.
+    // 6. Offline: stop the server, take the browser off the network (so the package asks nothing) and reload.
     const origin = server.origin;
     await server.close();
+    await browser.context.setOffline(true);
     const offlineFrom = browser.requests.length;
     const response = await page.reload();
     expect(response.fromServiceWorker()).toBe(true);

@@ -46,6 +46,7 @@ export function checkPrerequisites() {
   const missing = [];
   if (!existsSync(CHROMIUM)) missing.push(`${CHROMIUM} (install Debian's chromium: sh tools/setup.sh --browser)`);
   if (!existsSync(path.join(repoRoot, 'web/weblora.wasm'))) missing.push('web/weblora.wasm (build it: sh tools/build.sh wasm)');
+  if (!existsSync(path.join(repoRoot, 'dist/weblora.js'))) missing.push('dist/weblora.js (build it: sh tools/build.sh wasm dist)');
   for (const rel of Object.values(DATA)) {
     if (!existsSync(path.join(sharedDir, rel))) missing.push(path.join(sharedDir, rel));
   }
@@ -237,7 +238,7 @@ export async function textMatching(page, selector, pattern, timeout = 30_000) {
       { sel: selector, source: pattern.source }, { timeout });
   } catch (err) {
     const last = await page.locator(selector).textContent().catch(() => null);
-    throw new Error(`${selector} never matched ${pattern} (last text: ${JSON.stringify(last)}): ${err.message}`);
+    throw new Error(`${selector} never matched ${pattern} (last text: ${JSON.stringify(last)}): ${err.message}`, { cause: err });
   }
   return page.locator(selector).textContent();
 }

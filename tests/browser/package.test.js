@@ -4,8 +4,10 @@
 // is not cross-origin isolated, where the core falls back to one thread, says so once, and keeps working.
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
+import path from 'node:path';
+
 import {
-  DATA, TRAIN_TEXT, checkPrerequisites, launch, newProfileDir, openPage, removeProfileDir, screenshot, startTestServer,
+  DATA, TRAIN_TEXT, checkPrerequisites, launch, newProfileDir, openPage, removeProfileDir, screenshot, sharedDir, startTestServer,
   thirdParty,
 } from './helpers.js';
 
@@ -50,7 +52,8 @@ describe('weblora in headless Chromium', () => {
 
   beforeAll(async () => {
     checkPrerequisites();
-    server = await startTestServer({ isolation: false });
+    // ../shared's models also below the page, for a model URL relative to it (./models/...).
+    server = await startTestServer({ isolation: false, mounts: { '/tests/browser/models/': path.join(sharedDir, 'models') } });
     profile = newProfileDir('package');
     browser = await launch(profile);
     ({ page } = await openPage(browser.context, server.page, errors));
@@ -202,7 +205,7 @@ describe('weblora in headless Chromium', () => {
   test('control: the same training run on the main thread does stall it, so the heartbeat can see a stall', async () => {
     const result = await page.evaluate(async ({ model, tokenizerUrl, text, steps }) => {
       // The engine the Worker runs, imported into the page itself.
-      const { LocalEngine } = await import('/web/engine.js');
+      const { LocalEngine } = await import('/dist/engine.js');
       const engine = await LocalEngine.load(model, { tokenizerUrl });
       const adapter = engine.createAdapter({ rank: 8, alpha: 16, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], seed: 1 });
       heartbeat.start();
@@ -261,13 +264,26 @@ describe('weblora in headless Chromium', () => {
     await screenshot(page, 'reload');
   });
 
-  test('with the server stopped, the model comes from the Cache API in a relaunched browser on the same profile', async () => {
+  test('a model URL relative to the page is resolved against the page, not the worker\'s own location', async () => {
+    const result = await page.evaluate(async ({ dir, tokenizer }) => {
+      const engine = await weblora.WebLoRA.load(dir, { tokenizerUrl: tokenizer, threads: 1 });
+      const { name } = engine.info;
+      await engine.dispose();
+      return { name, base: document.baseURI };
+    }, { dir: `./${DATA.tinyLlamaDir}`, tokenizer: `../../shared/${DATA.llamaTokenizer}` });
+    // The worker runs at /dist/worker.js: resolved there, ./models/ would be a 404.
+    expect(result.name).toBe(`${server.origin}/tests/browser/${DATA.tinyLlamaDir}`);
+  });
+
+  test('offline, with the server stopped, the model comes from the Cache API in a relaunched browser on the same profile', async () => {
     const origin = server.origin;
     await server.close();
     await browser.context.close();
     const before = browser.requests;
     browser = await launch(profile);
     browser.requests.unshift(...before);
+    // The browser is offline (navigator.onLine false), so the package does not even ask whether the model changed.
+    await browser.context.setOffline(true);
     const firstOffline = browser.requests.length;
     // The page and the package come from the HTTP cache (served with max-age); test data was served no-store.
     ({ page } = await openPage(browser.context, `${origin}/tests/browser/page.html`, errors));

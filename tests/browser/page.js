@@ -1,6 +1,6 @@
 // page.js: the browser tests' page glue. It imports the package the way an app would (/web/index.js) and exposes
 // it, a main-thread heartbeat, a raw IndexedDB inspector and a visible log to the tests' page.evaluate calls.
-import * as weblora from '/web/index.js';
+import * as weblora from '/dist/weblora.js';
 
 const logEl = /** @type {HTMLElement} */ (document.getElementById('log'));
 const statusEl = /** @type {HTMLElement} */ (document.getElementById('status'));

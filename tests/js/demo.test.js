@@ -1,7 +1,7 @@
 // The demo's logic without a browser: the catalogue against the built-in model's files, the size and memory
 // estimates against what the C core really allocates, every setting's message (nothing clamped), the advice on
 // short text, errors in the person's words, and entries turned into conversations.
-import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { beforeAll, describe, expect, test } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 

@@ -241,7 +241,6 @@ describe('portable PEFT: one plain lora_alpha, scales folded into lora_B', () =>
       expect(config.use_rslora).toBe(false);
       expect(config.alpha_pattern).toEqual({});
       const written = readSafetensors(core, files['adapter_model.safetensors']);
-      const cfg = c.model.config;
       for (const m of c.cs.lora_modules) {
         const A = c.file.get(`base_model.model.${m.path}.lora_A.weight`);
         const B = c.file.get(`base_model.model.${m.path}.lora_B.weight`);

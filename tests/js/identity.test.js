@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
-import { checkAdapterBase, loadedModelRef, modelRef, recordedBase, sourceRef } from '../../web/identity.js';
+import { checkAdapterBase, hubFolderUrl, loadedModelRef, modelRef, recordedBase, sourceKind, sourceRef } from '../../web/identity.js';
 import { FINGERPRINT_KEY } from '../../web/peft.js';
 import { readSafetensors, writeSafetensors } from '../../web/safetensors.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
@@ -329,5 +329,28 @@ describe('the CLI', () => {
     const own = await run(['generate', '--model', STORIES, '--adapter', ADAPTER_DIR, '--prompt', 'Once', '--max-tokens', '4', '--json']);
     expect(own.code).toBe(0);
     expect(own.stderr).toBe('');
+  });
+});
+
+describe('model sources given as text', () => {
+  test.each([
+    ['HuggingFaceTB/SmolLM2-135M', 'hub'],
+    ['https://huggingface.co/org/m/resolve/main/', 'url'],
+    ['blob:https://app.example/1234', 'url'],
+    ['./model/', 'relative'],
+    ['/models/tiny/', 'relative'],
+    ['models/model.safetensors', 'relative'],
+    ['models/tiny/', 'relative'],
+    ['C:\\models\\tiny', 'relative'],
+    ['../org/model', 'relative'],
+  ])('%s is a %s source', (text, kind) => {
+    expect(sourceKind(text)).toBe(kind);
+  });
+
+  test('a Hub id maps to its resolve folder on the Hub or a mirror, at a revision', () => {
+    expect(hubFolderUrl('HuggingFaceTB/SmolLM2-135M')).toBe('https://huggingface.co/HuggingFaceTB/SmolLM2-135M/resolve/main/');
+    expect(hubFolderUrl('org/m', { revision: 'refs/pr/1', host: 'https://mirror.example/hf' }))
+      .toBe('https://mirror.example/hf/org/m/resolve/refs%2Fpr%2F1/');
+    expect(() => hubFolderUrl('org/m', { host: 'file:///tmp/' })).toThrow('remoteHost must be an http(s) URL, got file:///tmp/');
   });
 });

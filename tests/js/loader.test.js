@@ -303,6 +303,44 @@ describe('over HTTP', () => {
     }
   });
 
+  test('a Hugging Face id is fetched from a mirror with the Hub layout, at the revision asked for', async () => {
+    const mirror = await startServer({
+      '/hub/org/tiny/resolve/v1.0/config.json': { body: new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'config.json'))) },
+      '/hub/org/tiny/resolve/v1.0/model.safetensors': { body: weights },
+      '/hub/org/tiny/resolve/v1.0/tokenizer.json': { body: new Uint8Array(readFileSync(TOKENIZER)) },
+    });
+    try {
+      const e = await LocalEngine.load('org/tiny', { wasmSource: wasmSource(), remoteHost: mirror.url('/hub'), revision: 'v1.0' });
+      expectGoldenLogits(e, 'tiny_random_llama');
+      expect(e.info()).toMatchObject({ name: 'org/tiny', origin: { id: 'org/tiny', revision: 'v1.0' } });
+      e.dispose();
+      // The sharded index of a single-file model is never asked for.
+      expect(mirror.requestsTo('/hub/org/tiny/resolve/v1.0/model.safetensors.index.json', 'GET')).toEqual([]);
+      // env.remoteHost is the default host; a revision the mirror lacks is a 404 naming the URL it tried.
+      const { env } = await import('../../web/env.js');
+      const saved = env.remoteHost;
+      env.remoteHost = mirror.url('/hub/');
+      try {
+        await expect(LocalEngine.load('org/tiny', { wasmSource: wasmSource(), revision: 'v2', retries: 0 }))
+          .rejects.toMatchObject({ name: 'NotFoundError', message: expect.stringContaining(mirror.url('/hub/org/tiny/resolve/v2/')) });
+      } finally {
+        env.remoteHost = saved;
+      }
+    } finally {
+      await mirror.close();
+    }
+  });
+
+  test.each([
+    ['a number', 42, /got number 42/],
+    ['an empty string', '  ', /the model source is an empty string/],
+    ['an unknown scheme', 'ftp://example.com/model/', /cannot fetch the model source "ftp:\/\/example\.com\/model\/": only http\(s\), blob: and data: URLs/],
+    ['a path that is not there', './no/such/model.safetensors', /model not found: "\.\/no\/such\/model\.safetensors" is neither a file or folder here/],
+    ['a bad remote host', 'org/model', /remoteHost must be an absolute http\(s\) URL, got "not a host"/, { remoteHost: 'not a host' }],
+  ])('a wrong source says what was passed: %s', async (_what, source, message, extra = {}) => {
+    await expect(LocalEngine.load(source, { wasmSource: wasmSource(), retries: 0, ...extra })).rejects.toThrow(message);
+  });
+
   test('a 404 for the weights is a clear error', async () => {
     await expect(LocalEngine.load(server.url('/nothing/'), { wasmSource: wasmSource(), retries: 0 })).rejects.toThrow(/404|not found/i);
   });

@@ -625,10 +625,112 @@ describe('Cache API', () => {
   });
 });
 
+describe('cached copies stay current', () => {
+  /** A fetch that counts its calls, so "no request" and "one attempt" can be checked even with the server gone. */
+  const counting = () => {
+    const calls = [];
+    return { calls, fetch: (url, init) => { calls.push(init?.method ?? 'GET'); return fetch(url, init); } };
+  };
+  const V1 = bytesOf(50_000, 1);
+  const V2 = bytesOf(60_000, 2);
+  const V3 = bytesOf(70_000, 3);
+
+  test('a new ETag brings the new bytes; unchanged costs one HEAD; never and offline use the copy without asking', async () => {
+    const local = await startServer();
+    const path = '/org/model/resolve/main/model.safetensors';
+    local.route(path, { body: V1, etag: '"v1"' });
+    const url = local.url(path);
+    const caches = new MemoryCacheStorage();
+    const open = (extra = {}) => {
+      const c = counting();
+      return RemoteFile.open(url, { ...FAST, cache: caches, fetch: c.fetch, ...extra }).then((f) => ({ f, calls: c.calls }));
+    };
+    expectBytes(await collect((await open()).f), V1);
+
+    // Unchanged: one HEAD, and the bytes come from the cache.
+    let { f, calls } = await open();
+    expect([f.fromCache, calls]).toEqual([true, ['HEAD']]);
+    expectBytes(await collect(f), V1);
+
+    // The server publishes a new version under the same URL.
+    local.route(path, { body: V2, etag: '"v2"' });
+    ({ f, calls } = await open({ revalidate: 'never' }));
+    expect([f.fromCache, calls]).toEqual([true, []]);
+    expectBytes(await collect(f), V1);
+    ({ f, calls } = await open());
+    expect(f.fromCache).toBe(false);
+    expect(calls[0]).toBe('HEAD');
+    expectBytes(await collect(f), V2);
+    ({ f, calls } = await open());
+    expect([f.fromCache, calls]).toEqual([true, ['HEAD']]);
+    expectBytes(await collect(f), V2);
+
+    // Offline (the browser says so): the copy at once, no request, even though the server has moved on again.
+    local.route(path, { body: V3, etag: '"v3"' });
+    const navigator = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
+    Object.defineProperty(globalThis, 'navigator', { value: { onLine: false }, configurable: true, writable: true });
+    try {
+      ({ f, calls } = await open({ retries: 4 }));
+    } finally {
+      if (navigator) Object.defineProperty(globalThis, 'navigator', navigator);
+      else delete globalThis.navigator;
+    }
+    expect([f.fromCache, calls]).toEqual([true, []]);
+    expectBytes(await collect(f), V2);
+
+    // A server that cannot be reached: one attempt, no retries or backoff, and the copy serves.
+    await local.close();
+    ({ f, calls } = await open({ retries: 4, backoffMs: 60_000 }));
+    expect([f.fromCache, calls]).toEqual([true, ['HEAD']]);
+    expectBytes(await collect(f), V2);
+  });
+
+  test('Last-Modified alone is enough to notice a change', async () => {
+    const local = await startServer();
+    local.route('/lm.bin', { body: V1, headers: { 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' } });
+    const url = local.url('/lm.bin');
+    const caches = new MemoryCacheStorage();
+    expectBytes(await collect(await RemoteFile.open(url, { ...FAST, cache: caches })), V1);
+    expect((await RemoteFile.open(url, { ...FAST, cache: caches })).fromCache).toBe(true);
+    local.route('/lm.bin', { body: V2, headers: { 'last-modified': 'Wed, 02 Dec 2026 10:00:00 GMT' } });
+    const f = await RemoteFile.open(url, { ...FAST, cache: caches });
+    expect(f.fromCache).toBe(false);
+    expectBytes(await collect(f), V2);
+    await local.close();
+  });
+
+  test('a copy the sha256 pin vouches for, or from a URL naming a commit, is used without a request', async () => {
+    const local = await startServer();
+    const pinned = '/pinned/model.safetensors';
+    const commit = `/org/m/resolve/${'a1'.repeat(20)}/model.safetensors`;
+    local.route(pinned, { body: V1, etag: '"v1"' });
+    local.route(commit, { body: V1, etag: '"v1"' });
+    const caches = new MemoryCacheStorage();
+    const pin = sha256(V1);
+    await collect(await RemoteFile.open(local.url(pinned), { ...FAST, cache: caches, sha256: pin }));
+    await collect(await RemoteFile.open(local.url(commit), { ...FAST, cache: caches }));
+    local.route(pinned, { body: V2, etag: '"v2"' });
+    local.route(commit, { body: V2, etag: '"v2"' });
+    for (const [path, extra] of [[pinned, { sha256: pin }], [commit, {}]]) {
+      const c = counting();
+      const f = await RemoteFile.open(local.url(path), { ...FAST, cache: caches, fetch: c.fetch, ...extra });
+      expect([path, f.fromCache, c.calls]).toEqual([path, true, []]);
+      expectBytes(await collect(f), V1);
+    }
+    await local.close();
+  });
+
+  test('revalidate takes only its two values', async () => {
+    await expect(RemoteFile.open('http://127.0.0.1:9/x.bin', { ...FAST, revalidate: 'always' }))
+      .rejects.toThrow(`revalidate must be 'online' or 'never', got "always"`);
+  });
+});
+
 describe('resolveModelSource', () => {
-  test('an HF-style folder with a single model.safetensors', async () => {
+  test('an HF-style folder with a single model.safetensors: opened once while planning, no probe of a sharded index', async () => {
     const base = server.url('/hf1/org/model/resolve/main/');
     server.route('/hf1/org/model/resolve/main/model.safetensors', { body: BIG });
+    const before = server.requests.length;
     const plan = await resolveModelSource(base, FAST);
     expect(plan).toEqual({
       kind: 'hf', base,
@@ -636,9 +738,19 @@ describe('resolveModelSource', () => {
         { name: 'config.json', url: `${base}config.json`, required: true },
         { name: 'tokenizer.json', url: `${base}tokenizer.json`, required: false },
         { name: 'tokenizer_config.json', url: `${base}tokenizer_config.json`, required: false },
-        { name: 'model.safetensors', url: `${base}model.safetensors`, required: true },
+        { name: 'model.safetensors', url: `${base}model.safetensors`, required: true, opened: expect.any(RemoteFile) },
       ],
     });
+    // A browser logs every 404 in red: a single-file model must not cost one for the index it does not have.
+    expect(server.requests.slice(before).map((r) => r.path)).not.toContain('/hf1/org/model/resolve/main/model.safetensors.index.json');
+  });
+
+  test('a folder with neither weights file nor config.json says there is no model there, by the missing config.json', async () => {
+    const base = server.url('/nothing/org/model/resolve/main/');
+    const err = await resolveModelSource(base, FAST).catch((e) => e);
+    expect(err).toBeInstanceOf(NotFoundError);
+    expect(err.message).toBe(`there is no model at ${base}: config.json was not found (HTTP 404)`);
+    expect(err.details.url).toBe(`${base}config.json`);
   });
 
   test('a sharded model: the index is validated and its shards listed once each', async () => {
@@ -691,7 +803,9 @@ describe('resolveModelSource', () => {
     const weights = plan.files.find((f) => f.name === 'model.safetensors');
     await collect(await RemoteFile.open(weights.url, { ...FAST, cache: caches, base }));
     await local.close();
-    expect(await resolveModelSource(base, { ...FAST, cache: caches, retries: 0 })).toEqual(plan);
+    const { opened: _, ...weightsPlanned } = weights;
+    expect(await resolveModelSource(base, { ...FAST, cache: caches, retries: 0 }))
+      .toEqual({ ...plan, files: plan.files.map((f) => (f === weights ? weightsPlanned : f)) });
   });
 
   test.each([
