@@ -23,7 +23,8 @@ const SHELL = [
 const OPTIONAL = ['./data/personal-style.txt'].map(here);
 /** Module graph roots: the page imports index.js, the package starts worker.js and thread.js in Workers. */
 const ROOTS = ['./app.js', '../web/index.js', '../web/worker.js', '../web/thread.js'].map(here);
-const WASM = [here('../web/weblora.wasm'), here('../web/weblora-threads.wasm')];
+/** Both builds of the core in both SIMD flavours (the package picks relaxed SIMD where the browser has it). */
+const WASM = ['weblora', 'weblora-threads', 'weblora-relaxed', 'weblora-relaxed-threads'].map((n) => here(`../web/${n}.wasm`));
 /** The headers that make a page cross-origin isolated (SharedArrayBuffer, so the core can run on several threads). */
 const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 /** Paths the shell owns; everything else (models above all) goes straight to the network untouched. */

@@ -3,12 +3,22 @@
 // views that survive growth.
 //
 // Two builds of the core: weblora.wasm (its own memory, one thread) and weblora-threads.wasm (a shared memory it
-// imports). With threads, this thread instantiates the threads build, the core allocates a stack and scratch per
+// imports), each in two SIMD flavours: SIMD128 (weblora*.wasm) and relaxed SIMD (weblora-relaxed*.wasm, whose GEMM
+// uses fused multiply-adds: faster, and rounded once per multiply-add instead of twice). 'auto' takes the relaxed
+// flavour where the engine validates relaxed SIMD (Chromium 114+, Firefox 120+, Node 22+, Node 20 with
+// --experimental-wasm-relaxed-simd) and SIMD128 elsewhere. Results are bit-identical for any thread count within a
+// flavour; the two flavours differ in the last bits. With threads, this thread instantiates the threads build, the core allocates a stack and scratch per
 // worker, and N - 1 workers (web/thread.js) instantiate the same module on the same memory and wait in the core's
 // pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin isolated pages in browsers.
 
-const WASM_URL = new URL('./weblora.wasm', import.meta.url);
-const THREADS_WASM_URL = new URL('./weblora-threads.wasm', import.meta.url);
+const WASM_URLS = {
+  simd128: { single: new URL('./weblora.wasm', import.meta.url), threads: new URL('./weblora-threads.wasm', import.meta.url) },
+  relaxed: {
+    single: new URL('./weblora-relaxed.wasm', import.meta.url),
+    threads: new URL('./weblora-relaxed-threads.wasm', import.meta.url),
+  },
+};
+const WASM_URL = WASM_URLS.simd128.single;
 const THREAD_URL = new URL('./thread.js', import.meta.url);
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 
@@ -24,6 +34,48 @@ const START_TIMEOUT_MS = 20000;
 
 /** @type {Map<string, Promise<WebAssembly.Module>>} */
 const modules = new Map();
+
+/** A module of one function that returns f32x4.relaxed_madd of three constants: valid only where relaxed SIMD is. */
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // type section: () -> v128
+  0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+  0x0a, 0x3d, 0x01, 0x3b, 0x00, // code section: one body of 59 bytes, no locals
+  0xfd, 0x0c, ...new Array(16).fill(0), // v128.const 0
+  0xfd, 0x0c, ...new Array(16).fill(0),
+  0xfd, 0x0c, ...new Array(16).fill(0),
+  0xfd, 0x85, 0x02, // f32x4.relaxed_madd
+  0x0b, // end
+]);
+
+/** @returns {boolean} whether this engine runs relaxed SIMD */
+export function relaxedSimdSupported() {
+  try {
+    return WebAssembly.validate(RELAXED_SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+/** The SIMD flavours a caller may ask for. */
+export const SIMD_FLAVOURS = ['auto', 'relaxed', 'simd128'];
+
+/**
+ * The flavour of the core to load: 'relaxed' or 'simd128'.
+ * @param {string} requested 'auto' (relaxed where the engine has it), 'relaxed' or 'simd128'
+ */
+export function resolveSimd(requested) {
+  if (!SIMD_FLAVOURS.includes(requested)) {
+    throw new RangeError(`simd must be one of ${SIMD_FLAVOURS.map((f) => `'${f}'`).join(', ')}, got ${String(requested)}`);
+  }
+  if (requested === 'simd128') return 'simd128';
+  if (relaxedSimdSupported()) return 'relaxed';
+  if (requested === 'relaxed') {
+    throw new RangeError('simd: \'relaxed\' was asked for, but this JavaScript engine has no relaxed SIMD '
+      + '(Node 20 needs --experimental-wasm-relaxed-simd)');
+  }
+  return 'simd128';
+}
 
 /**
  * Compile a module once per thread and URL.
@@ -176,6 +228,11 @@ export class WasmCore {
     return this.readString(this.exports.wl_last_error());
   }
 
+  /** The SIMD flavour this instance runs: 'relaxed' or 'simd128'. */
+  get simd() {
+    return this.readString(this.exports.wl_kernels_name()) === 'wasmrelaxed' ? 'relaxed' : 'simd128';
+  }
+
   statusName(status) {
     return this.readString(this.exports.wl_status_name(status));
   }
@@ -323,18 +380,20 @@ async function startPool(core, module, n) {
  * Instantiate the core. Every instance gets its own memory (and, with threads, its own pool).
  * @param {{ module?: WebAssembly.Module, source?: BufferSource | URL | string,
  *   threadsModule?: WebAssembly.Module, threadsSource?: BufferSource | URL | string,
- *   threads?: number | 'auto' }} [options] threads: default 1
+ *   threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128' }} [options] threads: default 1; simd: which
+ *   flavour of the core to load when no module or source is given (default 'auto')
  * @returns {Promise<WasmCore>}
  */
 export async function instantiateCore(options = {}) {
   const want = await resolveThreads(options.threads ?? 1);
+  const urls = WASM_URLS[resolveSimd(options.simd ?? 'auto')];
   let note = null;
   if (want > 1) {
     note = threadsUnavailable();
     if (!note) {
       let core = null;
       try {
-        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? THREADS_WASM_URL));
+        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? urls.threads));
         const memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES, shared: true });
         core = await instantiate(module, memory);
         trackPool(core);
@@ -346,7 +405,7 @@ export async function instantiateCore(options = {}) {
       }
     }
   }
-  const core = await instantiate(options.module ?? (await compileWasm(options.source)), null);
+  const core = await instantiate(options.module ?? (await compileWasm(options.source ?? urls.single)), null);
   core.threadsNote = note;
   return core;
 }

@@ -60,7 +60,8 @@ describe('the demo PWA in headless Chromium', () => {
       '/demo/', '/demo/app.js', '/demo/catalog.js', '/demo/checks.js', '/demo/chat.js', '/demo/estimate.js', '/demo/explain.js',
       '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg', '/demo/icons/icon-192.png', '/demo/icons/maskable-512.png',
       '/web/index.js', '/web/worker.js', '/web/engine.js', '/web/store.js', '/web/weblora.wasm', '/web/vendor/idb/build/index.js',
-      '/web/vendor/jinja/dist/index.js', '/web/thread.js', '/web/weblora-threads.wasm',
+      '/web/vendor/jinja/dist/index.js', '/web/thread.js', '/web/weblora-threads.wasm', '/web/weblora-relaxed.wasm',
+      '/web/weblora-relaxed-threads.wasm',
     ]));
     expect(shell.some((p) => p.startsWith('/shared/'))).toBe(false);
 

@@ -37,7 +37,7 @@ static void fill_const(float *x, size_t n, float v) {
  * GEMM */
 
 /* Largest |C - ref| as a fraction of its bound (below) seen per table over all cases: must stay <= 1. */
-static double g_gemm_worst[2];
+static double g_gemm_worst[3];
 static int g_gemm_cases;
 
 /* One GEMM case on one table. A, B and C live in buffers with row padding `pad`; padding holds NaN in A and B
@@ -700,14 +700,18 @@ static void test_fd(const wl_kernels *k) {
 }
 
 int main(void) {
-    const wl_kernels *tables[2] = {&wl_kernels_scalar, NULL};
+    const wl_kernels *tables[3] = {&wl_kernels_scalar, NULL, NULL};
     int ntables = 1;
 #ifdef WL_HAVE_WASMSIMD
     tables[ntables++] = &wl_kernels_wasmsimd;
-#else
+#endif
+#ifdef WL_HAVE_WASMRELAXED
+    tables[ntables++] = &wl_kernels_wasmrelaxed;
+#endif
+#ifndef WL_HAVE_WASMSIMD
     printf("(SIMDe not found: only the scalar table is built and tested)\n");
 #endif
-    printf("sgemm against a double reference (both tables)\n");
+    printf("sgemm against a double reference (every table)\n");
     test_gemm(tables, ntables);
     test_gemm_terms(tables, ntables);
 #ifdef WL_HAVE_WASMSIMD

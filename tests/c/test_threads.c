@@ -378,10 +378,13 @@ int main(void) {
     test_pool_errors();
     for (int threads = 1; threads <= 4; threads++) test_pool(threads);
 
-    const wl_kernels *tables[2] = {&wl_kernels_scalar, NULL};
+    const wl_kernels *tables[3] = {&wl_kernels_scalar, NULL, NULL};
     int ntables = 1;
 #ifdef WL_HAVE_WASMSIMD
     tables[ntables++] = &wl_kernels_wasmsimd;
+#endif
+#ifdef WL_HAVE_WASMRELAXED
+    tables[ntables++] = &wl_kernels_wasmrelaxed;
 #endif
     printf("bit-identical results for any number of threads\n");
     for (int t = 0; t < ntables; t++) {

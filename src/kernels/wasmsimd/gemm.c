@@ -2,16 +2,19 @@
  * (k blocks, row blocks of packed A slivers, packed B micro-panels, a register tile) and spread over the thread
  * pool. Natively it compiles through SIMDe, so the C tests check this exact code.
  *
- * Micro-kernel: op(A) is read as slivers of WL_MR = 5 rows ([k][5], each value one load32_splat) and op(B) as
- * micro-panels of WL_NR = 8 columns ([k][8], two vector loads per k): a 5x8 tile of 10 accumulators + 2 B vectors
- * + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 (Node 20, x64) runs its loop in 35
- * instructions per k step for 20 multiplies and adds: 7 loads, 2 pointer updates, 2 index zero-extensions, a stack
- * check and the loop test. On this machine's Zen 4 that is dispatch-bound at about 5.8 cycles for 5 cycles of
- * arithmetic: the kernel alone, on data in L1, runs at 82-83% of the f32x4 mul+add peak (the peak loop of
- * src/wasm/bench.c, which is arithmetic-bound), and that is the ceiling of every GEMM built on it. Variants that
- * would cut the overhead were measured and rejected: unrolling k, in C or in hand-written wasm, lets V8 schedule
- * each accumulator's adds of the unrolled steps together, which keeps 4 B vectors live and spills; a 6x8 tile
- * spills; V8 folds no load into a SIMD multiply; the x86 "splat from a loaded vector" form needs 5 more registers.
+ * Micro-kernel: op(A) is read as slivers of WL_MR rows ([k][MR], each value one load32_splat) and op(B) as
+ * micro-panels of WL_NR = 8 columns ([k][8], two vector loads per k). SIMD128 build: a 5x8 tile of 10 accumulators
+ * + 2 B vectors + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 (Node 20, x64) runs its
+ * loop in 35 instructions per k step for 20 multiplies and adds: 7 loads, 2 pointer updates, 2 index
+ * zero-extensions, a stack check and the loop test. On this machine's Zen 4 that is dispatch-bound at about 5.8
+ * cycles for 5 cycles of arithmetic: the kernel alone, on data in L1, runs at 82-83% of the f32x4 mul+add peak (the
+ * peak loop of src/wasm/bench.c, which is arithmetic-bound), and that is the ceiling of every GEMM built on it.
+ * Variants that would cut the overhead were measured and rejected: unrolling k, in C or in hand-written wasm, lets
+ * V8 schedule each accumulator's adds of the unrolled steps together, which keeps 4 B vectors live and spills; a 6x8
+ * tile spills; V8 folds no load into a SIMD multiply; the x86 "splat from a loaded vector" form needs 5 more
+ * registers. Relaxed-SIMD build: f32x4.relaxed_madd (one FMA instruction) needs no product register, so the tile is
+ * 6x8 (12 accumulators + 2 B vectors + 1 broadcast = 15 registers) and a k step is 12 fused multiply-adds for 8
+ * loads and the same loop overhead: arithmetic-bound, and 1.2x the multiply-adds per step.
  *
  * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by the shape alone); row
  * blocks of at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the
@@ -36,7 +39,13 @@
 #include "kernels/kernels.h"
 #include "kernels/wasmsimd/simd.h"
 
+/* Register tile: 6x8 with fused multiply-adds (12 accumulators + 2 B vectors + 1 broadcast = 15 registers, all
+ * V8 leaves wasm on x64); 5x8 with multiply then add, which needs one more register for the product. */
+#if WL_SIMD_FUSED
+#define WL_MR 6
+#else
 #define WL_MR 5
+#endif
 #define WL_NR 8
 #define WL_KC 512     /* longest k block: a B micro-panel (KC x 8 floats, 16 KB) stays in L1 */
 #define WL_MC 510     /* rows per packed A block (multiple of WL_MR): 512 tokens in one block, B packed once */
@@ -62,76 +71,52 @@ _Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_
 /* ---------------------------------------------------------------------------------------------------------
  * Micro-kernel. */
 
-/* C tile (5 x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
- * a + k * as. The two instances below are kept out of line: inlined into the blocking loops (one big function for
- * V8's register allocator) the whole GEMM ran about 1.4x slower. `node --print-wasm-code` shows the packed one's
- * loop in xmm0-xmm14 with no stack access, the strided one's with one (its stride). */
-static inline __attribute__((always_inline)) void ukernel_5x8(int kc, const float *restrict a, size_t as,
-                                                               const float *restrict b, float *restrict c, int ldc,
-                                                               float alpha, int acc) {
-    vf c00 = vsplat(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-       c40 = c00, c41 = c00;
-    /* Ending on the panel pointer instead of a counter saves V8 an add per step (35 instructions, not 36). */
+/* C tile (WL_MR x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
+ * a + k * as. The row loops are unrolled by the compiler, so the tile lives in 2 * WL_MR vector registers. The
+ * two instances below are kept out of line: inlined into the blocking loops (one big function for V8's register
+ * allocator) the whole GEMM ran about 1.4x slower. */
+static inline __attribute__((always_inline)) void ukernel(int kc, const float *restrict a, size_t as,
+                                                           const float *restrict b, float *restrict c, int ldc,
+                                                           float alpha, int acc) {
+    vf c0[WL_MR], c1[WL_MR];
+    for (int r = 0; r < WL_MR; r++) c0[r] = c1[r] = vsplat(0.0f);
+    /* Ending on the panel pointer instead of a counter saves V8 an add per step. */
     const float *b_end = b + (size_t)kc * WL_NR;
     WL_NO_UNROLL
     while (b != b_end) {
         vf b0 = vld(b), b1 = vld(b + 4);
-        vf av = wasm_v128_load32_splat(a);
-        c00 = vadd(c00, vmul(av, b0));
-        c01 = vadd(c01, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 1);
-        c10 = vadd(c10, vmul(av, b0));
-        c11 = vadd(c11, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 2);
-        c20 = vadd(c20, vmul(av, b0));
-        c21 = vadd(c21, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 3);
-        c30 = vadd(c30, vmul(av, b0));
-        c31 = vadd(c31, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 4);
-        c40 = vadd(c40, vmul(av, b0));
-        c41 = vadd(c41, vmul(av, b1));
+        for (int r = 0; r < WL_MR; r++) {
+            vf av = wasm_v128_load32_splat(a + r);
+            c0[r] = vmadd(av, b0, c0[r]);
+            c1[r] = vmadd(av, b1, c1[r]);
+        }
         a += as;
         b += WL_NR;
     }
     const vf va = vsplat(alpha);
-    float *c0 = c, *c1 = c + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc, *c4 = c3 + ldc;
-    if (acc) {
-        vst(c0, vadd(vld(c0), vmul(va, c00)));
-        vst(c0 + 4, vadd(vld(c0 + 4), vmul(va, c01)));
-        vst(c1, vadd(vld(c1), vmul(va, c10)));
-        vst(c1 + 4, vadd(vld(c1 + 4), vmul(va, c11)));
-        vst(c2, vadd(vld(c2), vmul(va, c20)));
-        vst(c2 + 4, vadd(vld(c2 + 4), vmul(va, c21)));
-        vst(c3, vadd(vld(c3), vmul(va, c30)));
-        vst(c3 + 4, vadd(vld(c3 + 4), vmul(va, c31)));
-        vst(c4, vadd(vld(c4), vmul(va, c40)));
-        vst(c4 + 4, vadd(vld(c4 + 4), vmul(va, c41)));
-    } else {
-        vst(c0, vmul(va, c00));
-        vst(c0 + 4, vmul(va, c01));
-        vst(c1, vmul(va, c10));
-        vst(c1 + 4, vmul(va, c11));
-        vst(c2, vmul(va, c20));
-        vst(c2 + 4, vmul(va, c21));
-        vst(c3, vmul(va, c30));
-        vst(c3 + 4, vmul(va, c31));
-        vst(c4, vmul(va, c40));
-        vst(c4 + 4, vmul(va, c41));
+    for (int r = 0; r < WL_MR; r++) {
+        float *cr = c + (size_t)r * ldc;
+        if (acc) {
+            vst(cr, vmadd(va, c0[r], vld(cr)));
+            vst(cr + 4, vmadd(va, c1[r], vld(cr + 4)));
+        } else {
+            vst(cr, vmul(va, c0[r]));
+            vst(cr + 4, vmul(va, c1[r]));
+        }
     }
 }
 
-/* A packed into [k][5] slivers. */
+/* A packed into [k][WL_MR] slivers. */
 static __attribute__((noinline)) void ukernel_packed(int kc, const float *restrict a, const float *restrict b,
                                                      float *restrict c, int ldc, float alpha, int acc) {
-    ukernel_5x8(kc, a, WL_MR, b, c, ldc, alpha, acc);
+    ukernel(kc, a, WL_MR, b, c, ldc, alpha, acc);
 }
 
 /* A read in place from a transposed operand: row values of step k at a + k * lda. */
 static __attribute__((noinline)) void ukernel_strided(int kc, const float *restrict a, size_t lda,
                                                       const float *restrict b, float *restrict c, int ldc, float alpha,
                                                       int acc) {
-    ukernel_5x8(kc, a, lda, b, c, ldc, alpha, acc);
+    ukernel(kc, a, lda, b, c, ldc, alpha, acc);
 }
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -150,8 +135,8 @@ static inline void transpose4(vf r0, vf r1, vf r2, vf r3, vf *o0, vf *o1, vf *o2
 }
 
 /* Pack rows [i0, i0 + mc) and k range [p0, p0 + kc) of op(A) into slivers of WL_MR rows, [k][MR] each;
- * rows past mc are zero. Full slivers move 4 of their 5 rows as vectors (a vector store of rows 0..3 at
- * dst + 5k, then row 4 as a scalar after it). */
+ * rows past mc are zero. Full slivers move rows 0..3 as 4x4 transposed vectors (a vector store at dst + MR k) and
+ * the rest as scalars after them. */
 static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc, float *restrict pa) {
     for (int s = 0; s < mc; s += WL_MR) {
         int mr = mc - s < WL_MR ? mc - s : WL_MR;
@@ -160,19 +145,15 @@ static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0,
         if (!trans_a) {
             const float *src = A + (size_t)(i0 + s) * lda + p0;
             if (mr == WL_MR) {
-                const float *s0 = src, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda, *s4 = s3 + lda;
+                const float *s0 = src, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
                 for (; k + 4 <= kc; k += 4) {
-                    vf c0, c1, c2, c3;
-                    transpose4(vld(s0 + k), vld(s1 + k), vld(s2 + k), vld(s3 + k), &c0, &c1, &c2, &c3);
+                    vf c[4];
+                    transpose4(vld(s0 + k), vld(s1 + k), vld(s2 + k), vld(s3 + k), &c[0], &c[1], &c[2], &c[3]);
                     float *d = dst + (size_t)k * WL_MR;
-                    vst(d, c0);
-                    d[4] = s4[k];
-                    vst(d + 5, c1);
-                    d[9] = s4[k + 1];
-                    vst(d + 10, c2);
-                    d[14] = s4[k + 2];
-                    vst(d + 15, c3);
-                    d[19] = s4[k + 3];
+                    for (int q = 0; q < 4; q++) {
+                        vst(d + q * WL_MR, c[q]);
+                        for (int r = 4; r < WL_MR; r++) d[q * WL_MR + r] = src[(size_t)r * lda + k + q];
+                    }
                 }
             }
             for (; k < kc; k++) {
@@ -187,7 +168,7 @@ static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0,
                     const float *row = src + (size_t)k * lda;
                     float *d = dst + (size_t)k * WL_MR;
                     vst(d, vld(row));
-                    d[4] = row[4];
+                    for (int r = 4; r < WL_MR; r++) d[r] = row[r];
                 }
             }
             for (; k < kc; k++) {
@@ -583,8 +564,8 @@ static void fill(const gemm_job *g) {
     }
 }
 
-void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
-                      float *C, int ldc) {
+void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
+                           float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     WL_ASSERT(n_terms >= 0 && n_terms <= WL_MAX_TERMS);
     gemm_job g;
@@ -654,7 +635,7 @@ void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, cons
 
 /* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, into dst (at least
  * K x (N rounded up to 8) floats). Its time next to the GEMM's is what pre-packing a frozen weight would save. */
-void wl_gemm_pack_b_wasmsimd(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
+void WL_SIMD_NAME(wl_gemm_pack_b)(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
     const int nkb = (K + WL_KC - 1) / WL_KC, kcb = nkb ? (K + nkb - 1) / nkb : 0;
     const size_t npad = (size_t)(N + WL_NR - 1) / WL_NR * WL_NR;
     for (int p0 = 0; p0 < K; p0 += kcb) {
