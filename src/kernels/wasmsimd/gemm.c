@@ -25,10 +25,11 @@
  * is summed over k in the same order whatever the threads, and tiles at the edges go through the same
  * micro-kernel: results are bit-identical for any thread count.
  *
- * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. A thin
- * C (N <= 16, the gradients of LoRA factors) is split over rows instead, and reads a transposed A in place
- * (no packing: with 8 columns a packed copy would cost as much as the product). A short, wide C (M <= 9) is
- * computed as its transpose so that form applies.
+ * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. In the
+ * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 8 or 16 wide) are sums of outer
+ * products over k with the wide operand read in place (see gemm_outer). Another thin C (N <= 16) is split over
+ * rows, and reads a transposed A in place (no packing: with 8 columns a packed copy would cost as much as the
+ * product). A short, wide C (M <= 9) is computed as its transpose so that form applies.
  *
  * New weight formats (8-bit, 4-bit) plug in at pack_b: the micro-kernel only ever sees f32 panels. */
 #include <stdint.h>
@@ -518,6 +519,159 @@ static void task_gemv(void *ctx, int piece) {
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * Outer products over k: C = alpha A^T B (+ C) with A (K, M) and B (K, N) both stored k-major and one side of C
+ * 8 or 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and dA = (dY B)^T X
+ * (M = rank). Each k step adds the outer product of 8 narrow values and 4 wide ones (one vector load): 8
+ * accumulators, which cover the multiply-add latency at two per cycle. The wide operand is read in place (each
+ * value is used by 8 multiply-adds only: a packed copy would cost a quarter of the product). The narrow one is small
+ * (k block x 16 at most) and is packed once per k block with every value already broadcast to 4 lanes, so a k step
+ * reads it with 8 plain vector loads at constant offsets from one pointer: V8 folds those offsets into the loads,
+ * where broadcasting loads (load32_splat) would each take an address register and spill. Relaxed-SIMD build only:
+ * with fused multiply-adds it ran these shapes at 0.57-0.62 of the peak where the 6x8 tile reading A in place ran
+ * at 0.40-0.46 (V8 spills one of its accumulators there); with a multiply then an add, 8 accumulators cannot cover
+ * the two latencies, and the 5x8 tile (0.55-0.67) stays. */
+
+#define WL_OUTER_J 8    /* narrow entries per tile */
+#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (8 KB) and the wide rows a tile strides over
+                          * (4 KB) stay in L1 for the next tiles, which read the same lines */
+_Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
+_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * 2 * WL_OUTER_J * 4, "outer-product scratch");
+
+typedef struct outer_job {
+    const float *S, *L; /* narrow operand (K, J), wide operand (K, W), rows at S + k * lds, L + k * ldl */
+    size_t lds, ldl;
+    int J, W, K;
+    float alpha;
+    float *C;
+    const float *add;
+    int ldc;
+    int narrow_rows; /* C is (J, W); else (W, J) */
+    int kcb;            /* k block */
+    int first_mode;     /* WRITE_* of the first k block */
+    /* the current stretch of k blocks, [p0, p0 + kn), whose narrow operand is packed: narrow tile t's step k at
+     * spack + (t * kn + k - p0) * 32, value j at + 4 j */
+    int p0, kn;
+    const float *spack;
+    int pieces;
+} outer_job;
+
+/* acc[j] = sum over k < kc of s[k][j] * l[k][0..3] for j < 8, with s packed (32 floats a step); only the first wn
+ * (< 4 when part) lanes of l are read. */
+static inline __attribute__((always_inline)) void outer_8x4(int kc, const float *restrict s, const float *restrict l,
+                                                             size_t ldl, int part, int wn, vf *restrict acc) {
+    vf a[WL_OUTER_J];
+    for (int j = 0; j < WL_OUTER_J; j++) a[j] = vsplat(0.0f);
+    const float *s_end = s + (size_t)kc * WL_OUTER_J * 4;
+    WL_NO_UNROLL
+    while (s != s_end) {
+        vf x = part ? vld_part(l, (size_t)wn) : vld(l);
+        for (int j = 0; j < WL_OUTER_J; j++) a[j] = vmadd(vld(s + 4 * j), x, a[j]);
+        s += WL_OUTER_J * 4;
+        l += ldl;
+    }
+    for (int j = 0; j < WL_OUTER_J; j++) acc[j] = a[j];
+}
+
+static __attribute__((noinline)) void outer_full(int kc, const float *restrict s, const float *restrict l, size_t ldl,
+                                                 vf *restrict acc) {
+    outer_8x4(kc, s, l, ldl, 0, 4, acc);
+}
+
+static __attribute__((noinline)) void outer_part(int kc, const float *restrict s, const float *restrict l, size_t ldl,
+                                                 int wn, vf *restrict acc) {
+    outer_8x4(kc, s, l, ldl, 1, wn, acc);
+}
+
+/* Write alpha * acc (narrow j0..j0+7 by wide w..w+wn-1) to C by mode. */
+static void outer_store(const outer_job *g, int mode, int j0, int w, int wn, const vf *acc) {
+    const vf va = vsplat(g->alpha);
+    if (g->narrow_rows) {
+        for (int j = 0; j < WL_OUTER_J; j++) {
+            size_t off = (size_t)(j0 + j) * g->ldc + w;
+            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+            if (wn == 4) vst(g->C + off, base ? vmadd(va, acc[j], vld(base)) : vmul(va, acc[j]));
+            else vst_part(g->C + off, base ? vmadd(va, acc[j], vld_part(base, (size_t)wn)) : vmul(va, acc[j]), (size_t)wn);
+        }
+        return;
+    }
+    /* C is (W, J): lane q of acc[j] is C[w + q][j0 + j]. */
+    vf t[WL_OUTER_J];
+    transpose4(acc[0], acc[1], acc[2], acc[3], &t[0], &t[1], &t[2], &t[3]);
+    transpose4(acc[4], acc[5], acc[6], acc[7], &t[4], &t[5], &t[6], &t[7]);
+    for (int q = 0; q < wn; q++) {
+        size_t off = (size_t)(w + q) * g->ldc + j0;
+        const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+        for (int h = 0; h < 2; h++) {
+            vf v = t[4 * h + q];
+            vst(g->C + off + 4 * h, base ? vmadd(va, v, vld(base + 4 * h)) : vmul(va, v));
+        }
+    }
+}
+
+/* Task: wide columns [piece] (whole groups of 4), k block by k block of the stretch, every narrow tile. */
+static void task_outer(void *ctx, int piece) {
+    const outer_job *g = ctx;
+    int groups = (g->W + 3) / 4, q0, q1;
+    wl_split(groups, g->pieces, piece, &q0, &q1);
+    for (int p0 = g->p0; p0 < g->p0 + g->kn; p0 += g->kcb) {
+        const int kc = g->p0 + g->kn - p0 < g->kcb ? g->p0 + g->kn - p0 : g->kcb;
+        const int mode = p0 == 0 ? g->first_mode : WRITE_ACC;
+        for (int q = q0; q < q1; q++) {
+            int w = 4 * q, wn = g->W - w < 4 ? g->W - w : 4;
+            const float *lp = g->L + (size_t)p0 * g->ldl + w;
+            for (int j0 = 0; j0 < g->J; j0 += WL_OUTER_J) {
+                const float *sp = g->spack + ((size_t)(j0 / WL_OUTER_J) * g->kn + (p0 - g->p0)) * WL_OUTER_J * 4;
+                vf acc[WL_OUTER_J];
+                if (wn == 4) outer_full(kc, sp, lp, g->ldl, acc);
+                else outer_part(kc, sp, lp, g->ldl, wn, acc);
+                outer_store(g, mode, j0, w, wn, acc);
+            }
+        }
+    }
+}
+
+/* The outer-product form when it applies (one term A^T B, no bias, a side of C 8 or 16 wide); returns whether it ran. */
+static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, const float *bias, float *C, int ldc) {
+    if (!WL_SIMD_FUSED || !t->trans_a || t->trans_b || bias || t->K <= 0) return 0;
+    outer_job g;
+    if (N % WL_OUTER_J == 0 && N <= 2 * WL_OUTER_J) {
+        g = (outer_job){.S = t->B, .L = t->A, .lds = (size_t)t->ldb, .ldl = (size_t)t->lda, .J = N, .W = M};
+    } else if (M % WL_OUTER_J == 0 && M <= 2 * WL_OUTER_J) {
+        g = (outer_job){.S = t->A, .L = t->B, .lds = (size_t)t->lda, .ldl = (size_t)t->ldb, .J = M, .W = N, .narrow_rows = 1};
+    } else {
+        return 0;
+    }
+    g.K = t->K;
+    g.alpha = t->alpha;
+    g.C = C;
+    g.add = add;
+    g.ldc = ldc;
+    g.first_mode = !add ? WRITE_OVER : add == C ? WRITE_ACC : WRITE_FROM;
+    /* Equal k blocks of at most WL_OUTER_KC; stretches of as many as the scratch holds packed (all of K in a LoRA
+     * step), one parallel region each. */
+    const int nkb = (g.K + WL_OUTER_KC - 1) / WL_OUTER_KC;
+    g.kcb = (g.K + nkb - 1) / nkb;
+    const int stretch = (int)(WL_SCRATCH_FLOATS / ((size_t)g.J * 4 * g.kcb)) * g.kcb;
+    float *spack = wl_parallel_width() > 1 ? wl_shared_scratch() : wl_thread_scratch();
+    g.spack = spack;
+    /* Pieces of about 64k multiply-adds at least. */
+    const int span = g.K < stretch ? g.K : stretch;
+    g.pieces = wl_parallel_pieces((g.W + 3) / 4, (int)(65536 / ((long long)span * g.J * 4 + 1)) + 1);
+    for (g.p0 = 0; g.p0 < g.K; g.p0 += stretch) {
+        g.kn = g.K - g.p0 < stretch ? g.K - g.p0 : stretch;
+        for (int j0 = 0; j0 < g.J; j0 += WL_OUTER_J) {
+            float *dst = spack + (size_t)(j0 / WL_OUTER_J) * g.kn * WL_OUTER_J * 4;
+            for (int k = 0; k < g.kn; k++) {
+                const float *row = g.S + (size_t)(g.p0 + k) * g.lds + j0;
+                for (int j = 0; j < WL_OUTER_J; j++) vst(dst + ((size_t)k * WL_OUTER_J + j) * 4, vsplat(row[j]));
+            }
+        }
+        wl_parallel_for(g.pieces, task_outer, &g);
+    }
+    return 1;
+}
+
 /* Column pieces of whole panels with enough work each (about 256k multiply-adds). */
 static int column_pieces(int M, int N, int K) {
     long long per_panel = (long long)M * K * WL_NR;
@@ -592,6 +746,7 @@ void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms,
         wl_parallel_for(g.pieces, task_gemv, &g);
         return;
     }
+    if (n_terms == 1 && gemm_outer(M, N, &terms[0], add, bias, C, ldc)) return;
     /* A short, wide C is computed as C^T = op(B)^T op(A)^T, which the thin form handles well. */
     wl_gemm_term swapped[WL_MAX_TERMS];
     if (M <= 2 * WL_MR - 1 && N >= 8 * WL_NR && !bias && (!add || add == C)) {
