@@ -30,7 +30,7 @@ export interface LoadOptions {
   threads?: number | 'auto';
   /**
    * Which build of the core runs: 'auto' (the default) takes relaxed SIMD, whose matrix products use fused
-   * multiply-adds, where the JavaScript engine validates it (Chromium 114+, Firefox 120+, Node 22+, Node 20 with
+   * multiply-adds, where the JavaScript engine validates it (Chromium 114+, Node 22+, Node 20 with
    * --experimental-wasm-relaxed-simd), and plain SIMD128 elsewhere. 'relaxed' fails (code UNSUPPORTED) where the engine
    * lacks it. The two differ in the last bits of results; each is bit-identical for any number of threads.
    */

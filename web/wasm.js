@@ -5,11 +5,12 @@
 // Two builds of the core: weblora.wasm (its own memory, one thread) and weblora-threads.wasm (a shared memory it
 // imports), each in two SIMD flavours: SIMD128 (weblora*.wasm) and relaxed SIMD (weblora-relaxed*.wasm, whose GEMM
 // uses fused multiply-adds: faster, and rounded once per multiply-add instead of twice). 'auto' takes the relaxed
-// flavour where the engine validates relaxed SIMD (Chromium 114+, Firefox 120+, Node 22+, Node 20 with
+// flavour where the engine validates relaxed SIMD (Chromium 114+, Node 22+, Node 20 with
 // --experimental-wasm-relaxed-simd) and SIMD128 elsewhere. Results are bit-identical for any thread count within a
-// flavour; the two flavours differ in the last bits. With threads, this thread instantiates the threads build, the core allocates a stack and scratch per
-// worker, and N - 1 workers (web/thread.js) instantiate the same module on the same memory and wait in the core's
-// pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin isolated pages in browsers.
+// flavour; the two flavours differ in the last bits. With threads, this thread instantiates the threads build, the
+// core allocates a stack and scratch per worker, and N - 1 workers (web/thread.js) instantiate the same module on the
+// same memory and wait in the core's pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin
+// isolated pages in browsers.
 
 const WASM_URLS = {
   simd128: { single: new URL('./weblora.wasm', import.meta.url), threads: new URL('./weblora-threads.wasm', import.meta.url) },

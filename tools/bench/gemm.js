@@ -25,7 +25,9 @@ const WEIGHTS = [
 
 const PEAK_FLOPS_PER_ITER = 96; // 12 f32x4 multiply-adds of 4 lanes (see wl_bench_peak)
 const PEAK_ITERS = 50000; // about 1 ms
-const SAMPLE_FLOPS = 1e8; // about 2 ms of GEMM per sample
+// About 0.2 ms of GEMM per sample, as long as a peak sample: on shared cores a longer sample is more often cut by
+// another process, which would bias the ratio of the best samples against the GEMM.
+const SAMPLE_FLOPS = 1e7;
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -64,7 +66,7 @@ export async function benchGemm(wasm, options = {}) {
   }
   const fused = !!ex.wl_bench_peak_madd;
   const peakLoop = fused ? ex.wl_bench_peak_madd : ex.wl_bench_peak;
-  const samples = options.samples ?? 24;
+  const samples = options.samples ?? 48;
   const cases = [...loraStepShapes(128), ...loraStepShapes(512)];
   const maxA = Math.max(...cases.map((c) => c.M * c.K));
   const maxB = Math.max(...cases.map((c) => c.K * c.N));

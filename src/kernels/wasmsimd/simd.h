@@ -3,7 +3,8 @@
  *
  * The sources in this folder build two kernel tables, which differ only in how vmadd (a * b + c) is computed:
  * "wasmsimd" (SIMD128: a multiply, then an add, each rounded) and "wasmrelaxed" (relaxed SIMD's f32x4.relaxed_madd:
- * a fused multiply-add with one rounding on x64 and ARM, which V8 emits as one FMA instruction). A wasm build
+ * a fused multiply-add with one rounding, which V8 emits as one FMA instruction on CPUs that have one, as x86-64
+ * CPUs of the last decade and ARM64 do). A wasm build
  * compiled with -mrelaxed-simd makes the second; natively both are compiled (WL_SIMD_RELAXED selects the second,
  * with the fused operation computed by fmaf, as x64's FMA computes it), so the C tests check both. The GEMM
  * kernels use vmadd; the other kernels round the same in both tables. */
