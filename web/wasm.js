@@ -23,7 +23,8 @@ const WASM_URL = WASM_URLS.simd128.single;
 const THREAD_URL = new URL('./thread.js', import.meta.url);
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 
-/** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt. */
+/** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt (and the
+ * relaxed builds' --initial-memory and --max-memory in tools/build.sh). */
 const INITIAL_PAGES = 512;
 const MAXIMUM_PAGES = 65536;
 /** 'auto' uses every core up to this many: the model's GEMMs stop scaling well beyond it (memory bandwidth). */
