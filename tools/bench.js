@@ -1,12 +1,14 @@
-// bench.js: `npm run bench`. Measures, in one run on this machine (wasm under Node): the GEMM kernels on every
-// shape of a LoRA step next to the wasm SIMD peak; LoRA training, a forward pass and decoding on a SmolLM2-135M-shaped
-// model with 1, 2 and 'auto' threads (each in its own process), by wall clock and by CPU time, with the scaling
-// between them and the peak memory; PyTorch's one-thread LoRA step on the same shape when /usr/bin/python3 has torch;
-// SVD times, the cost of switching adapters, and DoRA against LoRA on the demo diary (held-out loss, CPU time).
-// Prints one JSON object. Ratios come from figures of this run only (the machine's cores are shared and noisy, which
-// is also why CPU-time figures stand beside wall-clock ones).
+// bench.js: `npm run bench`. Measures, in one run on this machine (wasm under Node): the GEMM kernels of both SIMD
+// flavours of the core on every shape of a LoRA step, each next to the peak of the instructions it uses; LoRA
+// training, a forward pass and decoding on a SmolLM2-135M-shaped model with 1, 2 and 'auto' threads (relaxed SIMD,
+// as browsers run it; each in its own process) and with 1 thread of the SIMD128 build, by wall clock and by CPU time,
+// with the scaling between them and the peak memory; PyTorch's one-thread LoRA step on the same shape when
+// /usr/bin/python3 has torch; SVD times, the cost of switching adapters, and DoRA against LoRA on the demo diary
+// (held-out loss, CPU time). Prints one JSON object. Ratios come from figures of this run only (the machine's cores
+// are shared and noisy, which is also why CPU-time figures stand beside wall-clock ones).
 import { execFile } from 'node:child_process';
 import os from 'node:os';
+import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -22,6 +24,10 @@ const SMOLLM2_135M = {
 };
 
 const log = (s) => process.stderr.write(`${s}\n`);
+
+// Node 20 validates relaxed SIMD only behind this flag (Node 22 and Chromium have it on): set before any module
+// compiles, so the bench can measure the relaxed-SIMD build browsers run.
+v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const execFileAsync = promisify(execFile);
 
 function randomFill(view, rng, scale) {
@@ -95,8 +101,8 @@ function timed(fn) {
  * LoRA training, a forward pass and decoding on the SmolLM2-135M-shaped model with the core on `threads` threads
  * (this process runs nothing else meanwhile, so its CPU time is the core's).
  */
-async function benchModel(threads) {
-  const core = await Core.create({ threads });
+async function benchModel(threads, simd) {
+  const core = await Core.create({ threads, simd });
   const model = makeModel(core);
   const adapter = qvAdapter(model);
   const seqs = sequences(16);
@@ -118,6 +124,7 @@ async function benchModel(threads) {
   const wall = median(train.map((x) => x.wall)), cpu = median(train.map((x) => x.cpu));
   const result = {
     threads: core.threads,
+    simd: core.simd,
     training_step_seconds_median: wall,
     training_tokens_per_second: T / wall,
     training_tokens_per_cpu_second: T / cpu,
@@ -138,9 +145,9 @@ async function benchModel(threads) {
 }
 
 /** Runs benchModel in a fresh Node process (its own memory, JIT and thread pool) and returns its JSON. */
-async function benchModelInChild(threads) {
-  const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(import.meta.url), '--model-threads', String(threads)],
-    { maxBuffer: 1 << 20 });
+async function benchModelInChild(threads, simd) {
+  const { stdout } = await execFileAsync(process.execPath,
+    [fileURLToPath(import.meta.url), '--model-threads', String(threads), '--simd', simd], { maxBuffer: 1 << 20 });
   return JSON.parse(stdout);
 }
 
@@ -221,19 +228,26 @@ async function main() {
   const modelThreads = process.argv.indexOf('--model-threads');
   if (modelThreads > 0) {
     const t = process.argv[modelThreads + 1];
-    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t)))}\n`);
+    const simd = process.argv[process.argv.indexOf('--simd') + 1];
+    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t), simd))}\n`);
     return;
   }
+  const gemm = {};
+  for (const simd of ['relaxed', 'simd128']) {
+    const gemmCore = await Core.create({ simd });
+    log(`weblora bench: GEMM shapes of a LoRA step (${simd} build), next to the peak of its instructions (one thread)...`);
+    gemm[simd] = await benchGemm({ exports: gemmCore.x, memory: gemmCore.wasm.memory }, { log });
+  }
   const core = await Core.create();
-  log('weblora bench: GEMM shapes of a LoRA step, next to the f32x4 peak (one thread)...');
-  const gemm = await benchGemm({ exports: core.x, memory: core.wasm.memory }, { log });
   const runs = {};
   for (const threads of [1, 2, 'auto']) {
     log(`weblora bench: LoRA training, forward and decoding on a SmolLM2-135M-shaped model, ${threads} thread(s)...`);
-    runs[threads] = await benchModelInChild(threads);
+    runs[threads] = await benchModelInChild(threads, 'relaxed');
     if (threads === 1) {
       log('weblora bench: PyTorch, one native thread, same model and step...');
       runs.torch = await benchTorch();
+      log('weblora bench: the same with the SIMD128 build, 1 thread...');
+      runs.simd128 = await benchModelInChild(1, 'simd128');
     }
   }
   log('weblora bench: SVD...');
@@ -242,7 +256,7 @@ async function main() {
   const switching = benchSwitch(core);
   log('weblora bench: DoRA vs LoRA at rank 4 on the demo diary...');
   const dora = await benchDoraDiary({ log });
-  const one = runs[1], two = runs[2], auto = runs.auto, torch = runs.torch;
+  const one = runs[1], two = runs[2], auto = runs.auto, torch = runs.torch, plainOne = runs.simd128;
   const ratio = (a, b) => +(a / b).toFixed(3);
   const scaling = (r) => ({
     threads: r.threads,
@@ -264,12 +278,14 @@ async function main() {
       parameters: one.parameters,
       adapter_parameters: one.adapter_parameters,
     },
-    threads: { one_thread: one, two_threads: two, auto_threads: auto },
+    threads: { one_thread: one, two_threads: two, auto_threads: auto, simd128_one_thread: plainOne },
     scaling: { two_threads: scaling(two), auto_threads: scaling(auto) },
+    relaxed_vs_simd128_one_thread_training: ratio(one.training_tokens_per_second, plainOne.training_tokens_per_second),
     pytorch: torch.measured ? {
       ...torch,
       wasm_one_thread_vs_pytorch: ratio(one.training_tokens_per_second, torch.training_tokens_per_second),
       wasm_one_thread_vs_pytorch_by_cpu_time: ratio(one.training_tokens_per_cpu_second, torch.training_tokens_per_cpu_second),
+      wasm_simd128_one_thread_vs_pytorch: ratio(plainOne.training_tokens_per_second, torch.training_tokens_per_second),
     } : torch,
     peak_wasm_memory_bytes: Math.max(one.peak_wasm_memory_bytes, two.peak_wasm_memory_bytes, auto.peak_wasm_memory_bytes),
     svd,

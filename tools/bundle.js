@@ -17,7 +17,9 @@ const dist = path.join(root, 'dist');
 const ENTRIES = { weblora: 'web/index.js', engine: 'web/engine.js', worker: 'web/worker.js', thread: 'web/thread.js' };
 
 const cores = readdirSync(web).filter((f) => f.endsWith('.wasm'));
-if (!cores.includes('weblora.wasm')) throw new Error('web/weblora.wasm is missing: run sh tools/build.sh wasm first');
+for (const core of ['weblora.wasm', 'weblora-threads.wasm', 'weblora-relaxed.wasm', 'weblora-relaxed-threads.wasm']) {
+  if (!cores.includes(core)) throw new Error(`web/${core} is missing: run sh tools/build.sh wasm first`);
+}
 
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });

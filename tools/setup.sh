@@ -11,6 +11,9 @@ command -v gcc >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
 command -v emcc >/dev/null 2>&1 || need="$need emscripten"
 [ -f /usr/include/simde/wasm/simd128.h ] || need="$need libsimde-dev"
+# clang 19 and its wasm-ld for the relaxed-SIMD builds of the core (tools/build.sh: emcc 3.1.6 predates relaxed SIMD)
+command -v clang-19 >/dev/null 2>&1 || need="$need clang-19"
+command -v wasm-ld-19 >/dev/null 2>&1 || need="$need lld-19"
 # clang with libFuzzer for tools/fuzz (the fuzzing run in npm test)
 command -v clang-14 >/dev/null 2>&1 || need="$need clang-14"
 ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need="$need libclang-rt-14-dev"

@@ -47,10 +47,16 @@ export class Core {
 
   /**
    * @param {{ module?: WebAssembly.Module, source?: any, threadsModule?: WebAssembly.Module, threadsSource?: any,
-   *   threads?: number | 'auto', wasmUrl?: string | URL }} [options] threads: default 1 (see web/wasm.js)
+   *   threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128', wasmUrl?: string | URL }} [options]
+   *   threads: default 1; simd: default 'auto' (see web/wasm.js)
    */
   static async create(options) {
     return new Core(await instantiateCore(options));
+  }
+
+  /** The SIMD flavour the core runs: 'relaxed' (fused multiply-adds) or 'simd128'. */
+  get simd() {
+    return this.wasm.simd;
   }
 
   /** Threads the core runs on. */

@@ -4,7 +4,7 @@
 import { throwIfAborted, EngineError } from './errors.js';
 export { EngineError } from './errors.js';
 import { Adapter, Arch, Core, RopeLayout } from './core.js';
-import { MAX_THREADS } from './wasm.js';
+import { MAX_THREADS, SIMD_FLAVOURS, resolveSimd } from './wasm.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from './loader.js';
@@ -134,9 +134,10 @@ export class LocalEngine {
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
-   *   wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string
-   *   } & object} [options] threads: 'auto' (default: every core, at most 8) or a number; one where threads are
-   *   unavailable. baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
+   *   simd?: 'auto' | 'relaxed' | 'simd128', wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any,
+   *   baseModel?: string, revision?: string } & object} [options] threads: 'auto' (default: every core, at most 8)
+   *   or a number; one where threads are unavailable. simd: 'auto' (default: relaxed SIMD where the engine has it)
+   *   or a flavour (web/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
    *   config.json says; exported adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
   static async load(source, options = {}) {
@@ -154,7 +155,13 @@ export class LocalEngine {
       throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
         { code: 'INVALID_ARGUMENT' });
     }
-    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, wasmUrl: options.wasmUrl, threads });
+    let simd;
+    try {
+      simd = resolveSimd(options.simd ?? 'auto');
+    } catch (err) {
+      throw new EngineError(err.message, { code: SIMD_FLAVOURS.includes(options.simd) ? 'UNSUPPORTED' : 'INVALID_ARGUMENT' });
+    }
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, wasmUrl: options.wasmUrl, threads, simd });
     try {
       const loaded = await loadModel(core, source, options);
       const ref = loadedModelRef(loaded.location ?? source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
@@ -176,7 +183,7 @@ export class LocalEngine {
       name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
       chatTemplate: this.tokenizer?.chatTemplate ?? null,
-      threads: this.core.threads, threadsNote: this.core.threadsNote,
+      threads: this.core.threads, threadsNote: this.core.threadsNote, simd: this.core.simd,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
     };

@@ -30,6 +30,13 @@ export interface LoadOptions {
    */
   threads?: number | 'auto';
   /**
+   * Which build of the core runs: 'auto' (the default) takes relaxed SIMD, whose matrix products use fused
+   * multiply-adds, where the JavaScript engine validates it (Chromium 114+, Node 22+, Node 20 with
+   * --experimental-wasm-relaxed-simd), and plain SIMD128 elsewhere. 'relaxed' fails (code UNSUPPORTED) where the engine
+   * lacks it. The two differ in the last bits of results; each is bit-identical for any number of threads.
+   */
+  simd?: 'auto' | 'relaxed' | 'simd128';
+  /**
    * Tokenizer override: URL, path (a tokenizer.json, its folder, or a llama2.c tokenizer.bin), File or bytes. A
    * tokenizer_config.json beside a URL or path is read with it (never the model folder's).
    */
@@ -73,8 +80,9 @@ export interface LoadOptions {
    */
   workerUrl?: string | URL;
   /**
-   * The folder (ending in "/", relative to the page) that serves the core's builds, weblora.wasm and
-   * weblora-threads.wasm, when not beside the package's modules.
+   * The folder (ending in "/", relative to the page) that serves the core's builds, weblora.wasm,
+   * weblora-threads.wasm, weblora-relaxed.wasm and weblora-relaxed-threads.wasm, when not beside the package's
+   * modules.
    */
   wasmUrl?: string | URL;
 }
@@ -122,6 +130,8 @@ export interface EngineInfo {
   threads: number;
   /** Why fewer threads run than were asked for (no cross-origin isolation, workers that did not start), or null. */
   threadsNote: string | null;
+  /** The build of the core that runs: 'relaxed' (fused multiply-adds) or 'simd128'. */
+  simd: 'relaxed' | 'simd128';
 }
 
 export interface ChatMessage {

@@ -4,20 +4,33 @@
 // views that survive growth.
 //
 // Two builds of the core: weblora.wasm (its own memory, one thread) and weblora-threads.wasm (a shared memory it
-// imports). With threads, this thread instantiates the threads build, the core allocates a stack and scratch per
-// worker, and N - 1 workers (web/thread.js) instantiate the same module on the same memory and wait in the core's
-// pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin isolated pages in browsers.
+// imports), each in two SIMD flavours: SIMD128 (weblora*.wasm) and relaxed SIMD (weblora-relaxed*.wasm, whose GEMM
+// uses fused multiply-adds: faster, and rounded once per multiply-add instead of twice). 'auto' takes the relaxed
+// flavour where the engine validates relaxed SIMD (Chromium 114+, Node 22+, Node 20 with
+// --experimental-wasm-relaxed-simd) and SIMD128 elsewhere. Results are bit-identical for any thread count within a
+// flavour; the two flavours differ in the last bits. With threads, this thread instantiates the threads build, the
+// core allocates a stack and scratch per worker, and N - 1 workers (web/thread.js) instantiate the same module on the
+// same memory and wait in the core's pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin
+// isolated pages in browsers.
 
 import { node } from '#platform';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
 
 // The builds of the core by file name, each written out as `new URL('./…', import.meta.url)` so that bundlers emit
-// them (as they build startThreadWorker's script).
+// them (as they build startThreadWorker's script): SIMD128 and relaxed SIMD, each with and without threads.
 const BUILDS = {
   'weblora.wasm': new URL('./weblora.wasm', import.meta.url),
   'weblora-threads.wasm': new URL('./weblora-threads.wasm', import.meta.url),
+  'weblora-relaxed.wasm': new URL('./weblora-relaxed.wasm', import.meta.url),
+  'weblora-relaxed-threads.wasm': new URL('./weblora-relaxed-threads.wasm', import.meta.url),
 };
 const WASM_URL = BUILDS['weblora.wasm'];
+
+/** @type {Record<'simd128' | 'relaxed', { single: keyof typeof BUILDS, threads: keyof typeof BUILDS }>} */
+const FLAVOUR_FILES = {
+  simd128: { single: 'weblora.wasm', threads: 'weblora-threads.wasm' },
+  relaxed: { single: 'weblora-relaxed.wasm', threads: 'weblora-relaxed-threads.wasm' },
+};
 
 /**
  * Where a build of the core is: beside this module (or where a bundler put it), or in the folder an app serves
@@ -34,7 +47,8 @@ function buildUrl(file, folder) {
   return new URL(file, url);
 }
 
-/** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt. */
+/** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt (and the
+ * relaxed builds' --initial-memory and --max-memory in tools/build.sh). */
 const INITIAL_PAGES = 512;
 const MAXIMUM_PAGES = 65536;
 /** 'auto' uses every core up to this many: the model's GEMMs stop scaling well beyond it (memory bandwidth). */
@@ -46,6 +60,48 @@ const START_TIMEOUT_MS = 20000;
 
 /** @type {Map<string, Promise<WebAssembly.Module>>} */
 const modules = new Map();
+
+/** A module of one function that returns f32x4.relaxed_madd of three constants: valid only where relaxed SIMD is. */
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // type section: () -> v128
+  0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+  0x0a, 0x3d, 0x01, 0x3b, 0x00, // code section: one body of 59 bytes, no locals
+  0xfd, 0x0c, ...new Array(16).fill(0), // v128.const 0
+  0xfd, 0x0c, ...new Array(16).fill(0),
+  0xfd, 0x0c, ...new Array(16).fill(0),
+  0xfd, 0x85, 0x02, // f32x4.relaxed_madd
+  0x0b, // end
+]);
+
+/** @returns {boolean} whether this engine runs relaxed SIMD */
+export function relaxedSimdSupported() {
+  try {
+    return WebAssembly.validate(RELAXED_SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+/** The SIMD flavours a caller may ask for. */
+export const SIMD_FLAVOURS = ['auto', 'relaxed', 'simd128'];
+
+/**
+ * The flavour of the core to load: 'relaxed' or 'simd128'.
+ * @param {string} requested 'auto' (relaxed where the engine has it), 'relaxed' or 'simd128'
+ */
+export function resolveSimd(requested) {
+  if (!SIMD_FLAVOURS.includes(requested)) {
+    throw new RangeError(`simd must be one of ${SIMD_FLAVOURS.map((f) => `'${f}'`).join(', ')}, got ${String(requested)}`);
+  }
+  if (requested === 'simd128') return 'simd128';
+  if (relaxedSimdSupported()) return 'relaxed';
+  if (requested === 'relaxed') {
+    throw new RangeError('simd: \'relaxed\' was asked for, but this JavaScript engine has no relaxed SIMD '
+      + '(Node 20 needs --experimental-wasm-relaxed-simd)');
+  }
+  return 'simd128';
+}
 
 /**
  * Compile a module once per thread and URL.
@@ -193,6 +249,11 @@ export class WasmCore {
 
   lastError() {
     return this.readString(this.exports.wl_last_error());
+  }
+
+  /** The SIMD flavour this instance runs: 'relaxed' or 'simd128'. */
+  get simd() {
+    return this.readString(this.exports.wl_kernels_name()) === 'wasmrelaxed' ? 'relaxed' : 'simd128';
   }
 
   statusName(status) {
@@ -346,19 +407,21 @@ async function startPool(core, module, n) {
  * Instantiate the core. Every instance gets its own memory (and, with threads, its own pool).
  * @param {{ module?: WebAssembly.Module, source?: BufferSource | URL | string,
  *   threadsModule?: WebAssembly.Module, threadsSource?: BufferSource | URL | string,
- *   threads?: number | 'auto', wasmUrl?: string | URL }} [options] threads: default 1; wasmUrl: the folder holding
- *   every build of the core, when not beside this module
+ *   threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128', wasmUrl?: string | URL }} [options]
+ *   threads: default 1; simd: which flavour of the core to load when no module or source is given (default
+ *   'auto'); wasmUrl: the folder holding every build of the core, when not beside this module
  * @returns {Promise<WasmCore>}
  */
 export async function instantiateCore(options = {}) {
   const want = await resolveThreads(options.threads ?? 1);
+  const files = FLAVOUR_FILES[resolveSimd(options.simd ?? 'auto')];
   let note = null;
   if (want > 1) {
     note = threadsUnavailable();
     if (!note) {
       let core = null;
       try {
-        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? buildUrl('weblora-threads.wasm', options.wasmUrl)));
+        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? buildUrl(files.threads, options.wasmUrl)));
         const memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES, shared: true });
         core = await instantiate(module, memory);
         trackPool(core);
@@ -370,7 +433,7 @@ export async function instantiateCore(options = {}) {
       }
     }
   }
-  const core = await instantiate(options.module ?? (await compileWasm(options.source ?? buildUrl('weblora.wasm', options.wasmUrl))), null);
+  const core = await instantiate(options.module ?? (await compileWasm(options.source ?? buildUrl(files.single, options.wasmUrl))), null);
   core.threadsNote = note;
   return core;
 }

@@ -1,9 +1,10 @@
 /* kernels.h: the compute kernels every layer uses, as one table of function pointers, and the parallel entry
  * points the layers call.
  *
- * Two tables exist: scalar (plain C, always built, the oracle in tests) and wasmsimd (wasm_simd128.h; built for
- * wasm with -msimd128, and natively through SIMDe so the sanitizer build tests it too). wl_kernels_default() in
- * select.c is the one place that picks the table the model uses.
+ * Three tables exist: scalar (plain C, always built, the oracle in tests), wasmsimd and wasmrelaxed (wasm_simd128.h;
+ * the second fuses the GEMM's multiply-adds with relaxed SIMD; built for wasm with -msimd128 and -mrelaxed-simd, and
+ * natively through SIMDe so the sanitizer build tests them too). wl_kernels_default() in select.c is the one place
+ * that picks the table the model uses.
  *
  * Conventions: row-major f32, sizes in elements, restrict pointers never alias unless stated; kernels never
  * allocate and never fail (callers validate sizes). Shape legend: N rows, C channels, T queries, Tk keys.
@@ -89,15 +90,22 @@ typedef struct wl_kernels {
 } wl_kernels;
 
 extern const wl_kernels wl_kernels_scalar;
-#if defined(__wasm_simd128__) || defined(WL_HAVE_SIMDE)
+/* The wasm SIMD tables (kernels/wasmsimd/simd.h): a SIMD128 wasm build has wasmsimd, a relaxed-SIMD build
+ * wasmrelaxed (fused multiply-adds in the GEMM), a native build with SIMDe both. */
+#if (defined(__wasm_simd128__) && !defined(__wasm_relaxed_simd__)) || defined(WL_HAVE_SIMDE)
 #define WL_HAVE_WASMSIMD 1
 extern const wl_kernels wl_kernels_wasmsimd;
 #endif
+#if defined(__wasm_relaxed_simd__) || defined(WL_HAVE_SIMDE)
+#define WL_HAVE_WASMRELAXED 1
+extern const wl_kernels wl_kernels_wasmrelaxed;
+#endif
 
-/* The table the model uses: wasmsimd in wasm builds, scalar natively unless WL_KERNELS=wasmsimd is set in the
- * environment of a SIMDe build (so native tests can run the whole model through the SIMD twin). */
+/* The table the model uses: the wasm build's SIMD table, scalar natively unless WL_KERNELS=wasmsimd or
+ * WL_KERNELS=wasmrelaxed is set in the environment of a SIMDe build (so native tests can run the whole model through
+ * a SIMD twin). */
 const wl_kernels *wl_kernels_default(void);
-/* Look a table up by name ("scalar", "wasmsimd"); NULL if not built. */
+/* Look a table up by name ("scalar", "wasmsimd", "wasmrelaxed"); NULL if not built. */
 const wl_kernels *wl_kernels_by_name(const char *name);
 /* Replace the default table (tests and benchmarks); NULL restores the built-in choice. */
 void wl_kernels_set_default(const wl_kernels *k);

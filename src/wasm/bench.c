@@ -1,6 +1,7 @@
-/* bench.c: wasm exports used only by the benchmarks (tools/bench): the machine's register-bound f32x4 mul+add
- * peak, direct entries to the selected GEMM kernel, so JS can report kernel speed as a fraction of the peak
- * measured in the same run, and the GEMM's weight packing alone. */
+/* bench.c: wasm exports used only by the benchmarks (tools/bench): the machine's register-bound f32x4 multiply-add
+ * peaks (multiply then add, and relaxed SIMD's fused multiply-add in the build that has it), direct entries to the
+ * selected GEMM kernel, so JS can report kernel speed as a fraction of the peak measured in the same run, and the
+ * GEMM's weight packing alone. */
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/wasmsimd/simd.h"
@@ -10,39 +11,48 @@
 
 #define WL_BENCH_EXPORT(name) __attribute__((export_name(name), used))
 
-/* iters x 12 f32x4 multiplies and 12 f32x4 adds (48 mul+add pairs = 96 flops per iteration) on registers only:
- * 12 independent chains acc = acc * m + c. Each chain is a multiply then an add (3 + 3 cycles here), and 12
- * chains cover that latency at two multiplies and two adds per cycle, so the loop runs at the machine's f32x4
- * mul+add throughput (measured 41-56 GFLOPS under Node 20 depending on the clock; variants with an extra
- * operation per iteration, or fewer chains, were slower). With |m| < 1 the values converge to c / (1 - m),
- * so no overflow or denormals slow it down. Returns a value depending on every chain so nothing is optimised
- * away. */
-WL_BENCH_EXPORT("wl_bench_peak") float wl_bench_peak(int iters) {
-    const v128_t m = wasm_f32x4_splat(0.999f), c = wasm_f32x4_splat(0.001f);
-    v128_t a0 = wasm_f32x4_splat(0.1f), a1 = wasm_f32x4_splat(0.2f), a2 = wasm_f32x4_splat(0.3f),
-           a3 = wasm_f32x4_splat(0.4f), a4 = wasm_f32x4_splat(0.5f), a5 = wasm_f32x4_splat(0.6f),
-           a6 = wasm_f32x4_splat(0.7f), a7 = wasm_f32x4_splat(0.8f), a8 = wasm_f32x4_splat(0.9f),
-           a9 = wasm_f32x4_splat(1.1f), a10 = wasm_f32x4_splat(1.2f), a11 = wasm_f32x4_splat(1.3f);
-    for (int i = 0; i < iters; i++) {
-        a0 = wasm_f32x4_add(wasm_f32x4_mul(a0, m), c);
-        a1 = wasm_f32x4_add(wasm_f32x4_mul(a1, m), c);
-        a2 = wasm_f32x4_add(wasm_f32x4_mul(a2, m), c);
-        a3 = wasm_f32x4_add(wasm_f32x4_mul(a3, m), c);
-        a4 = wasm_f32x4_add(wasm_f32x4_mul(a4, m), c);
-        a5 = wasm_f32x4_add(wasm_f32x4_mul(a5, m), c);
-        a6 = wasm_f32x4_add(wasm_f32x4_mul(a6, m), c);
-        a7 = wasm_f32x4_add(wasm_f32x4_mul(a7, m), c);
-        a8 = wasm_f32x4_add(wasm_f32x4_mul(a8, m), c);
-        a9 = wasm_f32x4_add(wasm_f32x4_mul(a9, m), c);
-        a10 = wasm_f32x4_add(wasm_f32x4_mul(a10, m), c);
-        a11 = wasm_f32x4_add(wasm_f32x4_mul(a11, m), c);
-    }
-    v128_t s = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3)),
-                              wasm_f32x4_add(wasm_f32x4_add(a4, a5), wasm_f32x4_add(a6, a7)));
-    s = wasm_f32x4_add(s, wasm_f32x4_add(wasm_f32x4_add(a8, a9), wasm_f32x4_add(a10, a11)));
-    return wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 1) + wasm_f32x4_extract_lane(s, 2) +
+/* iters x 12 f32x4 multiply-adds (48 per lane-set = 96 flops per iteration) on registers only: 12 independent
+ * chains acc = acc * m + c, with c + a * b computed by `madd`. Each chain is a multiply then an add (3 + 3 cycles
+ * here), or one fused multiply-add (4 cycles), and 12 chains cover either latency at the machine's throughput
+ * (two multiplies and two adds, or two fused multiply-adds, per cycle), so the loop runs at the machine's f32x4
+ * multiply-add peak for that instruction set (variants with an extra operation per iteration, or fewer chains,
+ * were slower). With |m| < 1 the values converge to c / (1 - m), so no overflow or denormals slow it down. Returns
+ * a value depending on every chain so nothing is optimised away. */
+#define WL_PEAK_LOOP(madd)                                                                                       \
+    const v128_t m = wasm_f32x4_splat(0.999f), c = wasm_f32x4_splat(0.001f);                                   \
+    v128_t a0 = wasm_f32x4_splat(0.1f), a1 = wasm_f32x4_splat(0.2f), a2 = wasm_f32x4_splat(0.3f),            \
+           a3 = wasm_f32x4_splat(0.4f), a4 = wasm_f32x4_splat(0.5f), a5 = wasm_f32x4_splat(0.6f),            \
+           a6 = wasm_f32x4_splat(0.7f), a7 = wasm_f32x4_splat(0.8f), a8 = wasm_f32x4_splat(0.9f),            \
+           a9 = wasm_f32x4_splat(1.1f), a10 = wasm_f32x4_splat(1.2f), a11 = wasm_f32x4_splat(1.3f);          \
+    for (int i = 0; i < iters; i++) {                                                                           \
+        a0 = madd(a0, m, c);                                                                                    \
+        a1 = madd(a1, m, c);                                                                                    \
+        a2 = madd(a2, m, c);                                                                                    \
+        a3 = madd(a3, m, c);                                                                                    \
+        a4 = madd(a4, m, c);                                                                                    \
+        a5 = madd(a5, m, c);                                                                                    \
+        a6 = madd(a6, m, c);                                                                                    \
+        a7 = madd(a7, m, c);                                                                                    \
+        a8 = madd(a8, m, c);                                                                                    \
+        a9 = madd(a9, m, c);                                                                                    \
+        a10 = madd(a10, m, c);                                                                                  \
+        a11 = madd(a11, m, c);                                                                                  \
+    }                                                                                                           \
+    v128_t s = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3)),                 \
+                              wasm_f32x4_add(wasm_f32x4_add(a4, a5), wasm_f32x4_add(a6, a7)));                \
+    s = wasm_f32x4_add(s, wasm_f32x4_add(wasm_f32x4_add(a8, a9), wasm_f32x4_add(a10, a11)));                  \
+    return wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 1) + wasm_f32x4_extract_lane(s, 2) +     \
            wasm_f32x4_extract_lane(s, 3);
-}
+
+static inline v128_t mul_add(v128_t a, v128_t b, v128_t c) { return wasm_f32x4_add(wasm_f32x4_mul(a, b), c); }
+
+/* The f32x4 multiply-then-add peak (SIMD128), in every build. */
+WL_BENCH_EXPORT("wl_bench_peak") float wl_bench_peak(int iters) { WL_PEAK_LOOP(mul_add) }
+
+#ifdef __wasm_relaxed_simd__
+/* The f32x4.relaxed_madd peak, in the relaxed-SIMD build. */
+WL_BENCH_EXPORT("wl_bench_peak_madd") float wl_bench_peak_madd(int iters) { WL_PEAK_LOOP(wasm_f32x4_relaxed_madd) }
+#endif
 
 /* C = alpha op(A) op(B) + beta C through the default kernel table, reps times (pointers are wasm addresses). */
 WL_BENCH_EXPORT("wl_bench_sgemm")
@@ -78,7 +88,7 @@ float wl_bench_regions(int regions, int tasks, int work) {
 /* The GEMM's packing of op(B) (K, N) into dst, reps times: the work a pre-packed weight would not redo. */
 WL_BENCH_EXPORT("wl_bench_pack_b")
 void wl_bench_pack_b(int trans_b, const float *B, int ldb, int N, int K, float *dst, int reps) {
-    for (int r = 0; r < reps; r++) wl_gemm_pack_b_wasmsimd(trans_b, B, ldb, N, K, dst);
+    for (int r = 0; r < reps; r++) WL_SIMD_NAME(wl_gemm_pack_b)(trans_b, B, ldb, N, K, dst);
 }
 
 #endif

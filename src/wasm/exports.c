@@ -9,6 +9,7 @@
 #include "weblora.h"
 #include "wl_svd.h"
 #include "wl_threads.h"
+#include "kernels/kernels.h"
 
 #define EXPORT(name) __attribute__((export_name(#name), used))
 
@@ -28,6 +29,8 @@ static uint64_t join64(uint32_t lo, uint32_t hi) { return ((uint64_t)hi << 32) |
 EXPORT(wl_malloc) void *wlx_malloc(size_t n) { return malloc(n ? n : 1); }
 EXPORT(wl_free_ptr) void wlx_free(void *p) { free(p); }
 EXPORT(wl_last_error) const char *wlx_last_error(void) { return wl_last_error(); }
+/* The kernel table the model runs on: "wasmsimd" (SIMD128 build) or "wasmrelaxed" (relaxed-SIMD build). */
+EXPORT(wl_kernels_name) const char *wlx_kernels_name(void) { return wl_kernels_default()->name; }
 EXPORT(wl_clear_error) void wlx_clear_error(void) { wl_clear_error(); }
 EXPORT(wl_status_name) const char *wlx_status_name(int s) { return wl_status_name((wl_status)s); }
 

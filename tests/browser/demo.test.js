@@ -60,6 +60,7 @@ describe('the demo PWA in headless Chromium', () => {
       '/demo/', '/demo/app.js', '/demo/catalog.js', '/demo/checks.js', '/demo/chat.js', '/demo/estimate.js', '/demo/explain.js',
       '/demo/style.css', '/demo/manifest.webmanifest', '/demo/icon.svg', '/demo/icons/icon-192.png', '/demo/icons/maskable-512.png',
       '/dist/weblora.js', '/dist/worker.js', '/dist/thread.js', '/dist/weblora.wasm', '/dist/weblora-threads.wasm',
+      '/dist/weblora-relaxed.wasm', '/dist/weblora-relaxed-threads.wasm',
     ]));
     expect(shell.some((p) => p.startsWith('/shared/'))).toBe(false);
 

@@ -232,8 +232,8 @@ done:
 }
 
 int main(void) {
-    const char *tables[2] = {"scalar", "wasmsimd"};
-    for (int t = 0; t < 2; t++) {
+    const char *tables[3] = {"scalar", "wasmsimd", "wasmrelaxed"};
+    for (int t = 0; t < 3; t++) {
         const wl_kernels *k = wl_kernels_by_name(tables[t]);
         if (!k) continue;
         printf("kernels %s\n", tables[t]);

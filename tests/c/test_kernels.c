@@ -37,7 +37,7 @@ static void fill_const(float *x, size_t n, float v) {
  * GEMM */
 
 /* Largest |C - ref| as a fraction of its bound (below) seen per table over all cases: must stay <= 1. */
-static double g_gemm_worst[2];
+static double g_gemm_worst[3];
 static int g_gemm_cases;
 
 /* One GEMM case on one table. A, B and C live in buffers with row padding `pad`; padding holds NaN in A and B
@@ -124,8 +124,9 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
                                       (n / 3) % 2 ? 1.0f : 0.0f, (n / 2) % 2 ? 3 : 0, (uint64_t)n);
     /* Sizes that cross the blocking of the packed path (k blocks of <= 512, 510-row A blocks, 96-column B
      * chunks), its thin form (N <= 16: rows split, a transposed A read in place in k blocks of <= 64, a partial
-     * last sliver), the transposed form (M <= 9 and N >= 64) and the GEMV paths (1024-column chunks; K > 8192
-     * with trans_a). */
+     * last sliver), the outer-product form (A^T B with M or N 8 or 16: k blocks of <= 256, a partial last group of
+     * 4), the transposed form (M <= 9 and N >= 64) and the GEMV paths (1024-column chunks; K > 8192 with
+     * trans_a). */
     struct {
         int ta, tb, M, N, K;
     } big[] = {
@@ -134,7 +135,8 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
         {0, 0, 3, 1030, 67},    {0, 1, 1, 1030, 67},   {1, 1, 2, 5, 8200},   {1, 1, 3, 9, 70},
         {0, 0, 23, 520, 37},    {1, 0, 13, 300, 330},   {1, 0, 203, 8, 96},   {1, 0, 576, 16, 128},
         {0, 1, 203, 13, 40},    {1, 1, 97, 11, 513},    {1, 0, 8, 300, 48},   {0, 1, 9, 64, 1025},
-        {1, 1, 4, 77, 100},     {0, 0, 520, 33, 1031},
+        {1, 1, 4, 77, 100},     {0, 0, 520, 33, 1031},  {1, 0, 8, 301, 600},    {1, 0, 150, 16, 520},
+        {1, 0, 16, 97, 257},    {1, 0, 577, 8, 512},
     };
     for (size_t c = 0; c < sizeof big / sizeof big[0]; c++, n++)
         for (int t = 0; t < ntables; t++)
@@ -700,14 +702,18 @@ static void test_fd(const wl_kernels *k) {
 }
 
 int main(void) {
-    const wl_kernels *tables[2] = {&wl_kernels_scalar, NULL};
+    const wl_kernels *tables[3] = {&wl_kernels_scalar, NULL, NULL};
     int ntables = 1;
 #ifdef WL_HAVE_WASMSIMD
     tables[ntables++] = &wl_kernels_wasmsimd;
-#else
+#endif
+#ifdef WL_HAVE_WASMRELAXED
+    tables[ntables++] = &wl_kernels_wasmrelaxed;
+#endif
+#ifndef WL_HAVE_WASMSIMD
     printf("(SIMDe not found: only the scalar table is built and tested)\n");
 #endif
-    printf("sgemm against a double reference (both tables)\n");
+    printf("sgemm against a double reference (every table)\n");
     test_gemm(tables, ntables);
     test_gemm_terms(tables, ntables);
 #ifdef WL_HAVE_WASMSIMD

@@ -572,8 +572,8 @@ static void run_all(void) {
 }
 
 int main(void) {
-    const char *tables[2] = {"scalar", "wasmsimd"};
-    for (int i = 0; i < 2; i++) {
+    const char *tables[3] = {"scalar", "wasmsimd", "wasmrelaxed"};
+    for (int i = 0; i < 3; i++) {
         const wl_kernels *k = wl_kernels_by_name(tables[i]);
         if (!k) {
             printf("kernels %s: not built here\n", tables[i]);

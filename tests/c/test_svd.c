@@ -689,21 +689,26 @@ static void test_errors(void) {
               (double)S[2], info.rel_error);
 }
 
-/* The randomized path through the SIMD kernel table when this build has it. */
+/* The randomized path through each SIMD kernel table this build has. */
 static void test_simd_table(void) {
-    const wl_kernels *simd = wl_kernels_by_name("wasmsimd");
-    if (!simd) {
-        printf("wasmsimd kernel table not built: skipped\n");
-        return;
-    }
     enum { C = 120 };
     double S[C];
     for (int i = 0; i < C; i++) S[i] = 4.0 * exp(-i / 12.0);
     float *A = known_spectrum(160, 300, C, S, 11);
-    wl_kernels_set_default(simd);
-    printf("through the wasmsimd kernel table:\n");
-    check_truncated("exp-decay 160x300 (wasmsimd)", A, 160, 300, 300, 12, NULL, S, C, TOL_RAND);
-    wl_kernels_set_default(NULL);
+    const char *names[2] = {"wasmsimd", "wasmrelaxed"};
+    for (int t = 0; t < 2; t++) {
+        const wl_kernels *simd = wl_kernels_by_name(names[t]);
+        if (!simd) {
+            printf("%s kernel table not built: skipped\n", names[t]);
+            continue;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "exp-decay 160x300 (%s)", names[t]);
+        wl_kernels_set_default(simd);
+        printf("through the %s kernel table:\n", names[t]);
+        check_truncated(what, A, 160, 300, 300, 12, NULL, S, C, TOL_RAND);
+        wl_kernels_set_default(NULL);
+    }
     free(A);
 }
 

@@ -173,9 +173,11 @@ static void gemm_cases(const wl_kernels *k, outputs *out) {
     } shapes[] = {
         {0, 1, 517, 203, 1100}, /* column pieces, 2 row blocks, 3 k blocks */
         {0, 0, 47, 131, 77},    /* column pieces, B not transposed */
-        {1, 0, 203, 8, 96},     /* thin: rows split, A read in place (a LoRA B gradient) */
+        {1, 0, 203, 8, 600},    /* outer products, 3 k blocks (a LoRA B gradient) */
+        {1, 1, 203, 13, 96},    /* thin: rows split, A read in place */
         {0, 1, 203, 13, 40},    /* thin, A packed */
-        {1, 0, 8, 300, 48},     /* short and wide: computed transposed (a LoRA A gradient) */
+        {1, 0, 8, 300, 48},     /* outer products, C 8 rows high (a LoRA A gradient) */
+        {0, 0, 7, 300, 48},     /* short and wide: computed transposed */
         {0, 1, 3, 517, 200},    /* GEMV, weight transposed */
         {1, 0, 2, 517, 90},     /* GEMV, A transposed, B plain */
     };
@@ -378,10 +380,13 @@ int main(void) {
     test_pool_errors();
     for (int threads = 1; threads <= 4; threads++) test_pool(threads);
 
-    const wl_kernels *tables[2] = {&wl_kernels_scalar, NULL};
+    const wl_kernels *tables[3] = {&wl_kernels_scalar, NULL, NULL};
     int ntables = 1;
 #ifdef WL_HAVE_WASMSIMD
     tables[ntables++] = &wl_kernels_wasmsimd;
+#endif
+#ifdef WL_HAVE_WASMRELAXED
+    tables[ntables++] = &wl_kernels_wasmrelaxed;
 #endif
     printf("bit-identical results for any number of threads\n");
     for (int t = 0; t < ntables; t++) {

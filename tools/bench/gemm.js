@@ -1,7 +1,8 @@
 // gemm.js: GEMM throughput of the wasm SIMD kernels, one thread, on every GEMM shape of a LoRA step on
 // SmolLM2-135M (the forward X W^T and input gradient dY W of each linear module and the LM head, and the weight
-// gradients of the LoRA factors, for 128 and 512 tokens), next to the machine's register-bound f32x4 mul+add peak
-// measured in the same run (exports from src/wasm/bench.c). For the products with a frozen weight it also times the
+// gradients of the LoRA factors, for 128 and 512 tokens), next to the machine's register-bound peak of the
+// instruction set the kernel uses, measured in the same run (exports from src/wasm/bench.c): f32x4.mul + f32x4.add for
+// the SIMD128 build, f32x4.relaxed_madd for the relaxed-SIMD build (whose GEMM uses it). For the products with a frozen weight it also times the
 // GEMM's packing of that weight alone: what pre-packing the weight once at load time would save on that shape.
 //
 // The cores this runs on are shared, and other processes steal time and caches at random. So every rate is the best
@@ -22,9 +23,11 @@ const WEIGHTS = [
   { name: 'lm_head', out: VOCAB, in: DIM },
 ];
 
-const PEAK_FLOPS_PER_ITER = 96; // 12 f32x4 multiplies + 12 f32x4 adds (see wl_bench_peak)
+const PEAK_FLOPS_PER_ITER = 96; // 12 f32x4 multiply-adds of 4 lanes (see wl_bench_peak)
 const PEAK_ITERS = 50000; // about 1 ms
-const SAMPLE_FLOPS = 1e8; // about 2 ms of GEMM per sample
+// About 0.2 ms of GEMM per sample, as long as a peak sample: on shared cores a longer sample is more often cut by
+// another process, which would bias the ratio of the best samples against the GEMM.
+const SAMPLE_FLOPS = 1e7;
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -49,7 +52,9 @@ export function loraStepShapes(tokens) {
 }
 
 /**
- * GFLOPS of the default kernel table's GEMM for every LoRA-step shape at 128 and 512 tokens, and the peak.
+ * GFLOPS of the default kernel table's GEMM for every LoRA-step shape at 128 and 512 tokens, and the peak of the
+ * instruction set it uses (the relaxed-SIMD build exports wl_bench_peak_madd: its GEMM multiplies and adds with
+ * f32x4.relaxed_madd, so that is its peak; the SIMD128 build's is the f32x4.mul + f32x4.add one).
  * @param {{exports: any, memory: WebAssembly.Memory}} wasm a single-threaded core instance
  * @param {{ samples?: number, log?: (s: string) => void }} [options]
  */
@@ -59,7 +64,9 @@ export async function benchGemm(wasm, options = {}) {
   if (!ex.wl_bench_peak || !ex.wl_bench_sgemm || !ex.wl_malloc || !ex.wl_free_ptr) {
     throw new Error('benchGemm: the wasm module lacks wl_bench_peak, wl_bench_sgemm, wl_malloc or wl_free_ptr');
   }
-  const samples = options.samples ?? 24;
+  const fused = !!ex.wl_bench_peak_madd;
+  const peakLoop = fused ? ex.wl_bench_peak_madd : ex.wl_bench_peak;
+  const samples = options.samples ?? 48;
   const cases = [...loraStepShapes(128), ...loraStepShapes(512)];
   const maxA = Math.max(...cases.map((c) => c.M * c.K));
   const maxB = Math.max(...cases.map((c) => c.K * c.N));
@@ -81,12 +88,21 @@ export async function benchGemm(wasm, options = {}) {
   }
 
   // V8 first runs wasm in its baseline compiler and switches to optimised code after a tiering budget: spend it.
-  for (let i = 0; i < 5; i++) ex.wl_bench_peak(PEAK_ITERS);
-  const peakMs = [];
-  const samplePeak = () => {
-    const t0 = performance.now();
+  for (let i = 0; i < 5; i++) {
+    peakLoop(PEAK_ITERS);
     ex.wl_bench_peak(PEAK_ITERS);
+  }
+  const peakMs = [];
+  const mulAddPeakMs = [];
+  const samplePeak = () => {
+    let t0 = performance.now();
+    peakLoop(PEAK_ITERS);
     peakMs.push(performance.now() - t0);
+    if (fused) {
+      t0 = performance.now();
+      ex.wl_bench_peak(PEAK_ITERS);
+      mulAddPeakMs.push(performance.now() - t0);
+    }
   };
   const results = [];
   for (const c of cases) {
@@ -141,11 +157,14 @@ export async function benchGemm(wasm, options = {}) {
   const peak = perMs / Math.min(...peakMs);
   const peakMedian = perMs / median(peakMs);
   const round = (x, d) => +x.toFixed(d);
+  const peakName = fused ? 'f32x4.relaxed_madd' : 'f32x4.mul + f32x4.add';
   return {
-    method: 'one thread; each rate is the best of many short samples (the median beside it), taken in turns with samples '
-      + 'of the f32x4 mul+add peak; ratio_to_peak = best GEMM rate / best peak rate',
+    method: `one thread; each rate is the best of many short samples (the median beside it), taken in turns with samples `
+      + `of the ${peakName} peak, the instruction set this build's GEMM uses; ratio_to_peak = best GEMM rate / best peak rate`,
+    peak_instructions: peakName,
     peak_gflops: round(peak, 2),
     peak_median_gflops: round(peakMedian, 2),
+    ...(fused ? { mul_add_peak_gflops: round(perMs / Math.min(...mulAddPeakMs), 2) } : {}),
     gemm: results.map((r) => ({
       tokens: r.tokens, weight: r.weight, op: r.op, M: r.M, N: r.N, K: r.K, trans_a: r.ta, trans_b: r.tb,
       gflops: round(r.best / 1e9, 2), ratio_to_peak: round(r.best / 1e9 / peak, 3),

@@ -2,16 +2,19 @@
  * (k blocks, row blocks of packed A slivers, packed B micro-panels, a register tile) and spread over the thread
  * pool. Natively it compiles through SIMDe, so the C tests check this exact code.
  *
- * Micro-kernel: op(A) is read as slivers of WL_MR = 5 rows ([k][5], each value one load32_splat) and op(B) as
- * micro-panels of WL_NR = 8 columns ([k][8], two vector loads per k): a 5x8 tile of 10 accumulators + 2 B vectors
- * + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 (Node 20, x64) runs its loop in 35
- * instructions per k step for 20 multiplies and adds: 7 loads, 2 pointer updates, 2 index zero-extensions, a stack
- * check and the loop test. On this machine's Zen 4 that is dispatch-bound at about 5.8 cycles for 5 cycles of
- * arithmetic: the kernel alone, on data in L1, runs at 82-83% of the f32x4 mul+add peak (the peak loop of
- * src/wasm/bench.c, which is arithmetic-bound), and that is the ceiling of every GEMM built on it. Variants that
- * would cut the overhead were measured and rejected: unrolling k, in C or in hand-written wasm, lets V8 schedule
- * each accumulator's adds of the unrolled steps together, which keeps 4 B vectors live and spills; a 6x8 tile
- * spills; V8 folds no load into a SIMD multiply; the x86 "splat from a loaded vector" form needs 5 more registers.
+ * Micro-kernel: op(A) is read as slivers of WL_MR rows ([k][MR], each value one load32_splat) and op(B) as
+ * micro-panels of WL_NR = 8 columns ([k][8], two vector loads per k). SIMD128 build: a 5x8 tile of 10 accumulators
+ * + 2 B vectors + 1 broadcast + 1 product, 14 of the 15 xmm registers V8 leaves wasm. V8 (Node 20, x64) runs its
+ * loop in 35 instructions per k step for 20 multiplies and adds: 7 loads, 2 pointer updates, 2 index
+ * zero-extensions, a stack check and the loop test. On this machine's Zen 4 that is dispatch-bound at about 5.8
+ * cycles for 5 cycles of arithmetic: the kernel alone, on data in L1, runs at 82-83% of the f32x4 mul+add peak (the
+ * peak loop of src/wasm/bench.c, which is arithmetic-bound), and that is the ceiling of every GEMM built on it.
+ * Variants that would cut the overhead were measured and rejected: unrolling k, in C or in hand-written wasm, lets
+ * V8 schedule each accumulator's adds of the unrolled steps together, which keeps 4 B vectors live and spills; a 6x8
+ * tile spills; V8 folds no load into a SIMD multiply; the x86 "splat from a loaded vector" form needs 5 more
+ * registers. Relaxed-SIMD build: f32x4.relaxed_madd (one FMA instruction) needs no product register, so the tile is
+ * 6x8 (12 accumulators + 2 B vectors + 1 broadcast = 15 registers) and a k step is 12 fused multiply-adds for 8
+ * loads and the same loop overhead: arithmetic-bound, and 1.2x the multiply-adds per step.
  *
  * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by the shape alone); row
  * blocks of at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the
@@ -22,10 +25,11 @@
  * is summed over k in the same order whatever the threads, and tiles at the edges go through the same
  * micro-kernel: results are bit-identical for any thread count.
  *
- * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. A thin
- * C (N <= 16, the gradients of LoRA factors) is split over rows instead, and reads a transposed A in place
- * (no packing: with 8 columns a packed copy would cost as much as the product). A short, wide C (M <= 9) is
- * computed as its transpose so that form applies.
+ * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. In the
+ * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 8 or 16 wide) are sums of outer
+ * products over k with the wide operand read in place (see gemm_outer). Another thin C (N <= 16) is split over
+ * rows, and reads a transposed A in place (no packing: with 8 columns a packed copy would cost as much as the
+ * product). A short, wide C (M <= 9) is computed as its transpose so that form applies.
  *
  * New weight formats (8-bit, 4-bit) plug in at pack_b: the micro-kernel only ever sees f32 panels. */
 #include <stdint.h>
@@ -36,7 +40,13 @@
 #include "kernels/kernels.h"
 #include "kernels/wasmsimd/simd.h"
 
+/* Register tile: 6x8 with fused multiply-adds (12 accumulators + 2 B vectors + 1 broadcast = 15 registers, all
+ * V8 leaves wasm on x64); 5x8 with multiply then add, which needs one more register for the product. */
+#if WL_SIMD_FUSED
+#define WL_MR 6
+#else
 #define WL_MR 5
+#endif
 #define WL_NR 8
 #define WL_KC 512     /* longest k block: a B micro-panel (KC x 8 floats, 16 KB) stays in L1 */
 #define WL_MC 510     /* rows per packed A block (multiple of WL_MR): 512 tokens in one block, B packed once */
@@ -62,76 +72,52 @@ _Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_
 /* ---------------------------------------------------------------------------------------------------------
  * Micro-kernel. */
 
-/* C tile (5 x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
- * a + k * as. The two instances below are kept out of line: inlined into the blocking loops (one big function for
- * V8's register allocator) the whole GEMM ran about 1.4x slower. `node --print-wasm-code` shows the packed one's
- * loop in xmm0-xmm14 with no stack access, the strided one's with one (its stride). */
-static inline __attribute__((always_inline)) void ukernel_5x8(int kc, const float *restrict a, size_t as,
-                                                               const float *restrict b, float *restrict c, int ldc,
-                                                               float alpha, int acc) {
-    vf c00 = vsplat(0.0f), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-       c40 = c00, c41 = c00;
-    /* Ending on the panel pointer instead of a counter saves V8 an add per step (35 instructions, not 36). */
+/* C tile (WL_MR x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
+ * a + k * as. The row loops are unrolled by the compiler, so the tile lives in 2 * WL_MR vector registers. The
+ * two instances below are kept out of line: inlined into the blocking loops (one big function for V8's register
+ * allocator) the whole GEMM ran about 1.4x slower. */
+static inline __attribute__((always_inline)) void ukernel(int kc, const float *restrict a, size_t as,
+                                                           const float *restrict b, float *restrict c, int ldc,
+                                                           float alpha, int acc) {
+    vf c0[WL_MR], c1[WL_MR];
+    for (int r = 0; r < WL_MR; r++) c0[r] = c1[r] = vsplat(0.0f);
+    /* Ending on the panel pointer instead of a counter saves V8 an add per step. */
     const float *b_end = b + (size_t)kc * WL_NR;
     WL_NO_UNROLL
     while (b != b_end) {
         vf b0 = vld(b), b1 = vld(b + 4);
-        vf av = wasm_v128_load32_splat(a);
-        c00 = vadd(c00, vmul(av, b0));
-        c01 = vadd(c01, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 1);
-        c10 = vadd(c10, vmul(av, b0));
-        c11 = vadd(c11, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 2);
-        c20 = vadd(c20, vmul(av, b0));
-        c21 = vadd(c21, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 3);
-        c30 = vadd(c30, vmul(av, b0));
-        c31 = vadd(c31, vmul(av, b1));
-        av = wasm_v128_load32_splat(a + 4);
-        c40 = vadd(c40, vmul(av, b0));
-        c41 = vadd(c41, vmul(av, b1));
+        for (int r = 0; r < WL_MR; r++) {
+            vf av = wasm_v128_load32_splat(a + r);
+            c0[r] = vmadd(av, b0, c0[r]);
+            c1[r] = vmadd(av, b1, c1[r]);
+        }
         a += as;
         b += WL_NR;
     }
     const vf va = vsplat(alpha);
-    float *c0 = c, *c1 = c + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc, *c4 = c3 + ldc;
-    if (acc) {
-        vst(c0, vadd(vld(c0), vmul(va, c00)));
-        vst(c0 + 4, vadd(vld(c0 + 4), vmul(va, c01)));
-        vst(c1, vadd(vld(c1), vmul(va, c10)));
-        vst(c1 + 4, vadd(vld(c1 + 4), vmul(va, c11)));
-        vst(c2, vadd(vld(c2), vmul(va, c20)));
-        vst(c2 + 4, vadd(vld(c2 + 4), vmul(va, c21)));
-        vst(c3, vadd(vld(c3), vmul(va, c30)));
-        vst(c3 + 4, vadd(vld(c3 + 4), vmul(va, c31)));
-        vst(c4, vadd(vld(c4), vmul(va, c40)));
-        vst(c4 + 4, vadd(vld(c4 + 4), vmul(va, c41)));
-    } else {
-        vst(c0, vmul(va, c00));
-        vst(c0 + 4, vmul(va, c01));
-        vst(c1, vmul(va, c10));
-        vst(c1 + 4, vmul(va, c11));
-        vst(c2, vmul(va, c20));
-        vst(c2 + 4, vmul(va, c21));
-        vst(c3, vmul(va, c30));
-        vst(c3 + 4, vmul(va, c31));
-        vst(c4, vmul(va, c40));
-        vst(c4 + 4, vmul(va, c41));
+    for (int r = 0; r < WL_MR; r++) {
+        float *cr = c + (size_t)r * ldc;
+        if (acc) {
+            vst(cr, vmadd(va, c0[r], vld(cr)));
+            vst(cr + 4, vmadd(va, c1[r], vld(cr + 4)));
+        } else {
+            vst(cr, vmul(va, c0[r]));
+            vst(cr + 4, vmul(va, c1[r]));
+        }
     }
 }
 
-/* A packed into [k][5] slivers. */
+/* A packed into [k][WL_MR] slivers. */
 static __attribute__((noinline)) void ukernel_packed(int kc, const float *restrict a, const float *restrict b,
                                                      float *restrict c, int ldc, float alpha, int acc) {
-    ukernel_5x8(kc, a, WL_MR, b, c, ldc, alpha, acc);
+    ukernel(kc, a, WL_MR, b, c, ldc, alpha, acc);
 }
 
 /* A read in place from a transposed operand: row values of step k at a + k * lda. */
 static __attribute__((noinline)) void ukernel_strided(int kc, const float *restrict a, size_t lda,
                                                       const float *restrict b, float *restrict c, int ldc, float alpha,
                                                       int acc) {
-    ukernel_5x8(kc, a, lda, b, c, ldc, alpha, acc);
+    ukernel(kc, a, lda, b, c, ldc, alpha, acc);
 }
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -150,8 +136,8 @@ static inline void transpose4(vf r0, vf r1, vf r2, vf r3, vf *o0, vf *o1, vf *o2
 }
 
 /* Pack rows [i0, i0 + mc) and k range [p0, p0 + kc) of op(A) into slivers of WL_MR rows, [k][MR] each;
- * rows past mc are zero. Full slivers move 4 of their 5 rows as vectors (a vector store of rows 0..3 at
- * dst + 5k, then row 4 as a scalar after it). */
+ * rows past mc are zero. Full slivers move rows 0..3 as 4x4 transposed vectors (a vector store at dst + MR k) and
+ * the rest as scalars after them. */
 static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc, float *restrict pa) {
     for (int s = 0; s < mc; s += WL_MR) {
         int mr = mc - s < WL_MR ? mc - s : WL_MR;
@@ -160,19 +146,15 @@ static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0,
         if (!trans_a) {
             const float *src = A + (size_t)(i0 + s) * lda + p0;
             if (mr == WL_MR) {
-                const float *s0 = src, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda, *s4 = s3 + lda;
+                const float *s0 = src, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
                 for (; k + 4 <= kc; k += 4) {
-                    vf c0, c1, c2, c3;
-                    transpose4(vld(s0 + k), vld(s1 + k), vld(s2 + k), vld(s3 + k), &c0, &c1, &c2, &c3);
+                    vf c[4];
+                    transpose4(vld(s0 + k), vld(s1 + k), vld(s2 + k), vld(s3 + k), &c[0], &c[1], &c[2], &c[3]);
                     float *d = dst + (size_t)k * WL_MR;
-                    vst(d, c0);
-                    d[4] = s4[k];
-                    vst(d + 5, c1);
-                    d[9] = s4[k + 1];
-                    vst(d + 10, c2);
-                    d[14] = s4[k + 2];
-                    vst(d + 15, c3);
-                    d[19] = s4[k + 3];
+                    for (int q = 0; q < 4; q++) {
+                        vst(d + q * WL_MR, c[q]);
+                        for (int r = 4; r < WL_MR; r++) d[q * WL_MR + r] = src[(size_t)r * lda + k + q];
+                    }
                 }
             }
             for (; k < kc; k++) {
@@ -187,7 +169,7 @@ static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0,
                     const float *row = src + (size_t)k * lda;
                     float *d = dst + (size_t)k * WL_MR;
                     vst(d, vld(row));
-                    d[4] = row[4];
+                    for (int r = 4; r < WL_MR; r++) d[r] = row[r];
                 }
             }
             for (; k < kc; k++) {
@@ -537,6 +519,159 @@ static void task_gemv(void *ctx, int piece) {
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * Outer products over k: C = alpha A^T B (+ C) with A (K, M) and B (K, N) both stored k-major and one side of C
+ * 8 or 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and dA = (dY B)^T X
+ * (M = rank). Each k step adds the outer product of 8 narrow values and 4 wide ones (one vector load): 8
+ * accumulators, which cover the multiply-add latency at two per cycle. The wide operand is read in place (each
+ * value is used by 8 multiply-adds only: a packed copy would cost a quarter of the product). The narrow one is small
+ * (k block x 16 at most) and is packed once per k block with every value already broadcast to 4 lanes, so a k step
+ * reads it with 8 plain vector loads at constant offsets from one pointer: V8 folds those offsets into the loads,
+ * where broadcasting loads (load32_splat) would each take an address register and spill. Relaxed-SIMD build only:
+ * with fused multiply-adds it ran these shapes at 0.57-0.62 of the peak where the 6x8 tile reading A in place ran
+ * at 0.40-0.46 (V8 spills one of its accumulators there); with a multiply then an add, 8 accumulators cannot cover
+ * the two latencies, and the 5x8 tile (0.55-0.67) stays. */
+
+#define WL_OUTER_J 8    /* narrow entries per tile */
+#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (8 KB) and the wide rows a tile strides over
+                          * (4 KB) stay in L1 for the next tiles, which read the same lines */
+_Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
+_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * 2 * WL_OUTER_J * 4, "outer-product scratch");
+
+typedef struct outer_job {
+    const float *S, *L; /* narrow operand (K, J), wide operand (K, W), rows at S + k * lds, L + k * ldl */
+    size_t lds, ldl;
+    int J, W, K;
+    float alpha;
+    float *C;
+    const float *add;
+    int ldc;
+    int narrow_rows; /* C is (J, W); else (W, J) */
+    int kcb;            /* k block */
+    int first_mode;     /* WRITE_* of the first k block */
+    /* the current stretch of k blocks, [p0, p0 + kn), whose narrow operand is packed: narrow tile t's step k at
+     * spack + (t * kn + k - p0) * 32, value j at + 4 j */
+    int p0, kn;
+    const float *spack;
+    int pieces;
+} outer_job;
+
+/* acc[j] = sum over k < kc of s[k][j] * l[k][0..3] for j < 8, with s packed (32 floats a step); only the first wn
+ * (< 4 when part) lanes of l are read. */
+static inline __attribute__((always_inline)) void outer_8x4(int kc, const float *restrict s, const float *restrict l,
+                                                             size_t ldl, int part, int wn, vf *restrict acc) {
+    vf a[WL_OUTER_J];
+    for (int j = 0; j < WL_OUTER_J; j++) a[j] = vsplat(0.0f);
+    const float *s_end = s + (size_t)kc * WL_OUTER_J * 4;
+    WL_NO_UNROLL
+    while (s != s_end) {
+        vf x = part ? vld_part(l, (size_t)wn) : vld(l);
+        for (int j = 0; j < WL_OUTER_J; j++) a[j] = vmadd(vld(s + 4 * j), x, a[j]);
+        s += WL_OUTER_J * 4;
+        l += ldl;
+    }
+    for (int j = 0; j < WL_OUTER_J; j++) acc[j] = a[j];
+}
+
+static __attribute__((noinline)) void outer_full(int kc, const float *restrict s, const float *restrict l, size_t ldl,
+                                                 vf *restrict acc) {
+    outer_8x4(kc, s, l, ldl, 0, 4, acc);
+}
+
+static __attribute__((noinline)) void outer_part(int kc, const float *restrict s, const float *restrict l, size_t ldl,
+                                                 int wn, vf *restrict acc) {
+    outer_8x4(kc, s, l, ldl, 1, wn, acc);
+}
+
+/* Write alpha * acc (narrow j0..j0+7 by wide w..w+wn-1) to C by mode. */
+static void outer_store(const outer_job *g, int mode, int j0, int w, int wn, const vf *acc) {
+    const vf va = vsplat(g->alpha);
+    if (g->narrow_rows) {
+        for (int j = 0; j < WL_OUTER_J; j++) {
+            size_t off = (size_t)(j0 + j) * g->ldc + w;
+            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+            if (wn == 4) vst(g->C + off, base ? vmadd(va, acc[j], vld(base)) : vmul(va, acc[j]));
+            else vst_part(g->C + off, base ? vmadd(va, acc[j], vld_part(base, (size_t)wn)) : vmul(va, acc[j]), (size_t)wn);
+        }
+        return;
+    }
+    /* C is (W, J): lane q of acc[j] is C[w + q][j0 + j]. */
+    vf t[WL_OUTER_J];
+    transpose4(acc[0], acc[1], acc[2], acc[3], &t[0], &t[1], &t[2], &t[3]);
+    transpose4(acc[4], acc[5], acc[6], acc[7], &t[4], &t[5], &t[6], &t[7]);
+    for (int q = 0; q < wn; q++) {
+        size_t off = (size_t)(w + q) * g->ldc + j0;
+        const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+        for (int h = 0; h < 2; h++) {
+            vf v = t[4 * h + q];
+            vst(g->C + off + 4 * h, base ? vmadd(va, v, vld(base + 4 * h)) : vmul(va, v));
+        }
+    }
+}
+
+/* Task: wide columns [piece] (whole groups of 4), k block by k block of the stretch, every narrow tile. */
+static void task_outer(void *ctx, int piece) {
+    const outer_job *g = ctx;
+    int groups = (g->W + 3) / 4, q0, q1;
+    wl_split(groups, g->pieces, piece, &q0, &q1);
+    for (int p0 = g->p0; p0 < g->p0 + g->kn; p0 += g->kcb) {
+        const int kc = g->p0 + g->kn - p0 < g->kcb ? g->p0 + g->kn - p0 : g->kcb;
+        const int mode = p0 == 0 ? g->first_mode : WRITE_ACC;
+        for (int q = q0; q < q1; q++) {
+            int w = 4 * q, wn = g->W - w < 4 ? g->W - w : 4;
+            const float *lp = g->L + (size_t)p0 * g->ldl + w;
+            for (int j0 = 0; j0 < g->J; j0 += WL_OUTER_J) {
+                const float *sp = g->spack + ((size_t)(j0 / WL_OUTER_J) * g->kn + (p0 - g->p0)) * WL_OUTER_J * 4;
+                vf acc[WL_OUTER_J];
+                if (wn == 4) outer_full(kc, sp, lp, g->ldl, acc);
+                else outer_part(kc, sp, lp, g->ldl, wn, acc);
+                outer_store(g, mode, j0, w, wn, acc);
+            }
+        }
+    }
+}
+
+/* The outer-product form when it applies (one term A^T B, no bias, a side of C 8 or 16 wide); returns whether it ran. */
+static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, const float *bias, float *C, int ldc) {
+    if (!WL_SIMD_FUSED || !t->trans_a || t->trans_b || bias || t->K <= 0) return 0;
+    outer_job g;
+    if (N % WL_OUTER_J == 0 && N <= 2 * WL_OUTER_J) {
+        g = (outer_job){.S = t->B, .L = t->A, .lds = (size_t)t->ldb, .ldl = (size_t)t->lda, .J = N, .W = M};
+    } else if (M % WL_OUTER_J == 0 && M <= 2 * WL_OUTER_J) {
+        g = (outer_job){.S = t->A, .L = t->B, .lds = (size_t)t->lda, .ldl = (size_t)t->ldb, .J = M, .W = N, .narrow_rows = 1};
+    } else {
+        return 0;
+    }
+    g.K = t->K;
+    g.alpha = t->alpha;
+    g.C = C;
+    g.add = add;
+    g.ldc = ldc;
+    g.first_mode = !add ? WRITE_OVER : add == C ? WRITE_ACC : WRITE_FROM;
+    /* Equal k blocks of at most WL_OUTER_KC; stretches of as many as the scratch holds packed (all of K in a LoRA
+     * step), one parallel region each. */
+    const int nkb = (g.K + WL_OUTER_KC - 1) / WL_OUTER_KC;
+    g.kcb = (g.K + nkb - 1) / nkb;
+    const int stretch = (int)(WL_SCRATCH_FLOATS / ((size_t)g.J * 4 * g.kcb)) * g.kcb;
+    float *spack = wl_parallel_width() > 1 ? wl_shared_scratch() : wl_thread_scratch();
+    g.spack = spack;
+    /* Pieces of about 64k multiply-adds at least. */
+    const int span = g.K < stretch ? g.K : stretch;
+    g.pieces = wl_parallel_pieces((g.W + 3) / 4, (int)(65536 / ((long long)span * g.J * 4 + 1)) + 1);
+    for (g.p0 = 0; g.p0 < g.K; g.p0 += stretch) {
+        g.kn = g.K - g.p0 < stretch ? g.K - g.p0 : stretch;
+        for (int j0 = 0; j0 < g.J; j0 += WL_OUTER_J) {
+            float *dst = spack + (size_t)(j0 / WL_OUTER_J) * g.kn * WL_OUTER_J * 4;
+            for (int k = 0; k < g.kn; k++) {
+                const float *row = g.S + (size_t)(g.p0 + k) * g.lds + j0;
+                for (int j = 0; j < WL_OUTER_J; j++) vst(dst + ((size_t)k * WL_OUTER_J + j) * 4, vsplat(row[j]));
+            }
+        }
+        wl_parallel_for(g.pieces, task_outer, &g);
+    }
+    return 1;
+}
+
 /* Column pieces of whole panels with enough work each (about 256k multiply-adds). */
 static int column_pieces(int M, int N, int K) {
     long long per_panel = (long long)M * K * WL_NR;
@@ -583,8 +718,8 @@ static void fill(const gemm_job *g) {
     }
 }
 
-void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
-                      float *C, int ldc) {
+void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
+                           float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     WL_ASSERT(n_terms >= 0 && n_terms <= WL_MAX_TERMS);
     gemm_job g;
@@ -611,6 +746,7 @@ void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, cons
         wl_parallel_for(g.pieces, task_gemv, &g);
         return;
     }
+    if (n_terms == 1 && gemm_outer(M, N, &terms[0], add, bias, C, ldc)) return;
     /* A short, wide C is computed as C^T = op(B)^T op(A)^T, which the thin form handles well. */
     wl_gemm_term swapped[WL_MAX_TERMS];
     if (M <= 2 * WL_MR - 1 && N >= 8 * WL_NR && !bias && (!add || add == C)) {
@@ -654,7 +790,7 @@ void wl_gemm_wasmsimd(int M, int N, const wl_gemm_term *terms, int n_terms, cons
 
 /* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, into dst (at least
  * K x (N rounded up to 8) floats). Its time next to the GEMM's is what pre-packing a frozen weight would save. */
-void wl_gemm_pack_b_wasmsimd(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
+void WL_SIMD_NAME(wl_gemm_pack_b)(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
     const int nkb = (K + WL_KC - 1) / WL_KC, kcb = nkb ? (K + nkb - 1) / nkb : 0;
     const size_t npad = (size_t)(N + WL_NR - 1) / WL_NR * WL_NR;
     for (int p0 = 0; p0 < K; p0 += kcb) {

@@ -1,6 +1,6 @@
 /* kernels_wasmsimd.c: the wasm SIMD (f32x4) twins of the scalar kernels: vectorised norms, rope, softmax,
- * activations and cross-entropy, and the table that adds the GEMM of gemm.c. Natively it compiles through SIMDe so the
- * native and sanitizer tests check exactly this code against the scalar oracle. */
+ * activations and cross-entropy, and the table that adds the GEMM of gemm.c (in either flavour of simd.h). Natively
+ * it compiles through SIMDe so the native and sanitizer tests check exactly this code against the scalar oracle. */
 #include <math.h>
 #include <string.h>
 
@@ -461,9 +461,10 @@ static void add_wasmsimd(float *y, const float *a, const float *b, size_t n) {
 
 static float dot_wasmsimd(const float *x, const float *y, size_t n) { return (float)vdot_d(x, y, n); }
 
-const wl_kernels wl_kernels_wasmsimd = {
-    .name = "wasmsimd",
-    .gemm = wl_gemm_wasmsimd,
+/* wl_kernels_wasmsimd, or wl_kernels_wasmrelaxed in the relaxed flavour (see simd.h). */
+const wl_kernels WL_SIMD_NAME(wl_kernels) = {
+    .name = WL_SIMD_TABLE_NAME,
+    .gemm = WL_SIMD_NAME(wl_gemm),
     .rmsnorm_forward = rmsnorm_forward_wasmsimd,
     .rmsnorm_backward = rmsnorm_backward_wasmsimd,
     .layernorm_forward = layernorm_forward_wasmsimd,
