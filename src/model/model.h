@@ -7,6 +7,7 @@
 
 #include "core/core.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "wl_lora.h"
 #include "wl_model.h"
 
@@ -14,7 +15,8 @@
 
 /* A frozen linear layer y = x W^T + b. */
 typedef struct wl_linear {
-    float *w;   /* (out, in) */
+    float *w;   /* (out, in), or NULL when the model is quantised */
+    wl_qweight *qw; /* (out, in) quantised, or NULL when the model is f32 */
     float *b;   /* (out) or NULL */
     int in, out;
 } wl_linear;
@@ -34,6 +36,10 @@ typedef struct wl_tensor_rec {
     int transposed;
     int layer;
     int decay;
+    int qindex;        /* index into the model's qweights when the tensor is held quantised, else -1 */
+    uint64_t written;  /* elements a quantised tensor has received (they arrive in order) */
+    float *stage;      /* f32 values of a quantised tensor waiting for the rest of their row (or, transposed, of
+                        * the whole tensor); NULL when none wait */
 } wl_tensor_rec;
 
 /* Activations of one block. In a training pass each layer has its own set (backward needs them); inference
@@ -140,6 +146,13 @@ struct wl_model {
     float *normf_w, *normf_b; /* (C) */
     float *lm_head;   /* (V, C), == wte when tied */
     wl_block *blocks; /* [L] */
+
+    int storage;      /* wl_storage of the matrices */
+    wl_qweight *qweights; /* [n_qweights] quantised matrices (linear weights, embedding, untied head) */
+    int n_qweights;
+    wl_qweight *wte_q, *lm_head_q; /* (V, C) when quantised, else NULL; lm_head_q == wte_q when tied */
+    float *qtile;     /* dequantisation panel of the quantised products (qgemm.c) */
+    size_t qtile_floats;
 
     float *rope_cos, *rope_sin; /* (rope_positions, hs/2) Llama family */
     int rope_positions;
