@@ -123,13 +123,16 @@ export class LocalEngine {
     /** @type {Map<string, { adapter: Adapter, info: object }>} */
     this.adapters = new Map();
     this.nextId = 1;
+    /** The Trainer of a run in progress (its optimizer state counts in info().memory), else null. */
+    this.activeTrainer = null;
   }
 
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
-   *   wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string
-   *   } & object} [options] threads: 'auto' (default: every core, at most 8) or a number; one where threads are
+   *   wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any, baseModel?: string, revision?: string,
+   *   dtype?: 'f32'|'q8'|'q4' } & object} [options] dtype: how the frozen matrices are held ('q8' and 'q4' quantise
+   *   them as they stream in; LoRA still trains in f32). threads: 'auto' (default: every core, at most 8) or a number; one where threads are
    *   unavailable. baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
    *   config.json says; exported adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
@@ -168,12 +171,28 @@ export class LocalEngine {
     const nParams = m.params().length;
     return {
       name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
-      fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
+      fingerprint: this.fingerprint, memoryBytes: m.memoryBytes() + this.adapterBytes(), memory: this.memory(), dtype: m.dtype,
+      hasTokenizer: !!this.tokenizer,
       chatTemplate: this.tokenizer?.chatTemplate ?? null,
       threads: this.core.threads, threadsNote: this.core.threadsNote,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
     };
+  }
+
+  /** Bytes of every adapter's weights and gradients, and of the optimizer state of a training run in progress. */
+  adapterBytes() {
+    let n = 0;
+    for (const e of this.adapters.values()) n += 8 * e.adapter.params().length;
+    const t = this.activeTrainer;
+    if (t) n += 4 * ((t.m?.length ?? 0) + (t.v?.length ?? 0));
+    return n;
+  }
+
+  /** Where the core's memory goes: the base weights, adapters with gradients and optimizer, activations and scratch. */
+  memory() {
+    const { weights, activations } = this.model.memoryParts();
+    return { weights, adapters: this.adapterBytes(), activations };
   }
 
   requireTokenizer() {
@@ -436,6 +455,7 @@ export class LocalEngine {
     else this.model.setAdapters([]);
     const trainer = new Trainer({ model: this.model, adapter: entry?.adapter ?? null, full, train: data.train, eval: data.eval,
       options: { ...o, dropout: opts.dropout ?? entry?.info.dropout ?? 0 }, state: opts.resume ?? null });
+    this.activeTrainer = trainer;
     try {
       let summary;
       try {
@@ -454,6 +474,7 @@ export class LocalEngine {
       return { ...summary, trainSequences: data.train.length, evalSequences: data.eval.length, evalTokens: data.eval.length * o.seqLen,
         evalCapped: data.capped, dataTokens: data.tokens };
     } finally {
+      this.activeTrainer = null;
       trainer.dispose();
     }
   }
