@@ -33,7 +33,6 @@ typedef struct dequant_job {
     const wl_qweight *w;
     int r0, n, pieces, ldd;
     float *dst;
-    const float *xpad;
 } dequant_job;
 
 static void dequant_task(void *ctx, int p) {
@@ -44,30 +43,40 @@ static void dequant_task(void *ctx, int p) {
 }
 
 void wl_qweight_dequantize_rows(const wl_kernels *k, const wl_qweight *w, int r0, int n, float *dst, int ldd) {
-    dequant_job j = {wl_qkernels_for(k), w, r0, n, 1, ldd, dst, NULL};
+    dequant_job j = {wl_qkernels_for(k), w, r0, n, 1, ldd, dst};
     j.pieces = wl_parallel_pieces(n, 16384 / (w->cols > 0 ? w->cols : 1) + 1);
     wl_parallel_for(j.pieces, dequant_task, &j);
 }
 
+typedef struct gemv_job {
+    const wl_qkernels *qk;
+    const wl_qweight *w;
+    const int16_t *xq;
+    float sx;
+    int pieces;
+    float *y;
+} gemv_job;
+
 static void gemv_task(void *ctx, int p) {
-    const dequant_job *j = ctx;
+    const gemv_job *j = ctx;
     int b, e;
-    wl_split(j->n, j->pieces, p, &b, &e);
-    j->qk->gemv_rows(j->w, j->xpad, b, e, j->dst + b);
+    wl_split(j->w->rows, j->pieces, p, &b, &e);
+    j->qk->gemv_rows(j->w, j->xq, j->sx, b, e, j->y + b);
 }
 
 void wl_qgemm_nt(const wl_kernels *k, int M, const float *A, int lda, const wl_qweight *w, const wl_gemm_term *extra,
-                 const float *add, const float *bias, float *C, int ldc, float *tile, size_t tile_floats) {
+                 const float *add, const float *bias, float *C, int ldc, float *tile, size_t tile_floats, int decode) {
     const int N = w->rows, K = w->cols;
     WL_ASSERT(!extra || extra->trans_b == 1);
-    if (M <= 3) {
-        /* Decoding: the weight streams once through the GEMV; x, zero-padded to whole blocks, sits in the tile. */
-        WL_ASSERT((size_t)w->blocks * WL_QBLOCK <= tile_floats);
+    if (decode && M <= 3) {
+        /* Decoding: the weight streams once through the integer GEMV; x, quantised to int16 and zero-padded to
+         * whole blocks, sits in the tile. */
+        WL_ASSERT((size_t)w->blocks * WL_QBLOCK <= 2 * tile_floats);
+        int16_t *xq = (int16_t *)tile;
         for (int m = 0; m < M; m++) {
-            memset(tile, 0, (size_t)w->blocks * WL_QBLOCK * sizeof(float));
-            memcpy(tile, A + (size_t)m * lda, (size_t)K * sizeof(float));
+            const float sx = wl_quantize_activation(A + (size_t)m * lda, K, w->blocks * WL_QBLOCK, xq);
             float *c = C + (size_t)m * ldc;
-            dequant_job j = {wl_qkernels_for(k), w, 0, N, 1, 0, c, tile};
+            gemv_job j = {wl_qkernels_for(k), w, xq, sx, 1, c};
             j.pieces = wl_parallel_pieces(N, 65536 / (K > 0 ? K : 1) + 1);
             wl_parallel_for(j.pieces, gemv_task, &j);
             const float *a = add ? add + (size_t)m * ldc : NULL;

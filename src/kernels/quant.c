@@ -116,16 +116,34 @@ static void dequantize_rows_scalar(const wl_qweight *w, int r0, int n_rows, floa
         for (int c = 0; c < w->cols; c++) dst[(size_t)r * ldd + c] = wl_qweight_value(w, r0 + r, c);
 }
 
-static void gemv_rows_scalar(const wl_qweight *w, const float *xpad, int j0, int j1, float *y) {
+float wl_quantize_activation(const float *x, int n, int padded_n, int16_t *xq) {
+    float amax = 0.0f;
+    for (int c = 0; c < n; c++) amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
+    const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    for (int c = 0; c < n; c++) xq[c] = (int16_t)nearbyintf(x[c] * inv);
+    for (int c = n; c < padded_n; c++) xq[c] = 0;
+    return amax / 32767.0f;
+}
+
+static void gemv_rows_scalar(const wl_qweight *w, const int16_t *xq, float sx, int j0, int j1, float *y) {
     for (int j = j0; j < j1; j++) {
-        float acc = 0.0f;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int b = 0; b < w->blocks; b++) {
-            float s = 0.0f;
-            for (int i = 0; i < WL_QBLOCK && b * WL_QBLOCK + i < w->cols; i++)
-                s += xpad[b * WL_QBLOCK + i] * (float)wl_qweight_int(w, j, b * WL_QBLOCK + i);
-            acc += w->d[(size_t)j * w->blocks + b] * s;
+            const float d = w->d[(size_t)j * w->blocks + b];
+            for (int lane = 0; lane < 4; lane++) {
+                int32_t s = 0;
+                for (int k = 0; k < 4; k++) {
+                    for (int e = 0; e < 2; e++) {
+                        /* padding quants stand for 0, so whole blocks can be summed */
+                        const int c = b * WL_QBLOCK + 8 * k + 2 * lane + e;
+                        const int q = c < w->cols ? wl_qweight_int(w, j, c) : 0;
+                        s += (int32_t)xq[c] * q;
+                    }
+                }
+                acc[lane] += (float)s * d;
+            }
         }
-        y[j - j0] = acc;
+        y[j - j0] = ((acc[0] + acc[2]) + (acc[1] + acc[3])) * sx;
     }
 }
 

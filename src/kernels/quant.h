@@ -76,10 +76,18 @@ typedef struct wl_qkernels {
     const char *name;
     /* dst (n_rows, ldd): rows [r0, r0 + n_rows) of w dequantised, w->cols values each. */
     void (*dequantize_rows)(const wl_qweight *w, int r0, int n_rows, float *dst, int ldd);
-    /* y[j - j0] = sum over c of x[c] * W[j, c] for j in [j0, j1), summed block by block (each block's sum of
-     * x q is scaled by its d). xpad: x copied to blocks * 32 floats, zero past cols. */
-    void (*gemv_rows)(const wl_qweight *w, const float *xpad, int j0, int j1, float *y);
+    /* The decoding GEMV with integer dot products: y[j - j0] = sx * sum over c of xq[c] * W[j, c] for j in [j0, j1),
+     * where xq (blocks * 32 int16, zero past cols) and sx come from wl_quantize_activation. Exactly: in each block b,
+     * lane i (0..3) of the block's integer sum takes the values 8k + 2i and 8k + 2i + 1 (k = 0..3) (the lanes of
+     * i32x4.dot_i16x8_s), acc[i] += (float)lane_i * d_b block after block in f32, and
+     * y = ((acc[0] + acc[2]) + (acc[1] + acc[3])) * sx. Integer sums are exact (|sum| < 32 * 32767 * 128), so the
+     * scalar and SIMD twins are bit-identical. */
+    void (*gemv_rows)(const wl_qweight *w, const int16_t *xq, float sx, int j0, int j1, float *y);
 } wl_qkernels;
+
+/* x (n values) quantised for gemv_rows: xq[c] = nearest-even(x[c] * (32767 / amax)) (0 for amax = 0), zero up to
+ * padded_n; returns sx = amax / 32767. Each value is off by at most sx / 2 (relative 2^-16 of the row's largest). */
+float wl_quantize_activation(const float *x, int n, int padded_n, int16_t *xq);
 
 extern const wl_qkernels wl_qkernels_scalar;
 #if defined(__wasm_simd128__) || defined(WL_HAVE_SIMDE)
@@ -99,11 +107,13 @@ size_t wl_qgemm_tile_floats(int max_cols, size_t max_numel);
 
 /* C (M, w->rows) = add + A (M, w->cols; row stride lda) W^T + extra + bias. extra (NULL or one term with
  * trans_b = 1 whose op(B) has w->rows columns: a LoRA update s (x A^T) B^T) joins each panel's GEMM. add: NULL, C
- * or an (M, rows) matrix with row stride ldc. M <= 3 (decoding) reads the blocks directly (gemv_rows), in parallel
- * over rows. */
+ * or an (M, rows) matrix with row stride ldc. With `decode` and M <= 3 the rows of A are quantised to int16
+ * (wl_quantize_activation) and the blocks read directly by the integer GEMV, in parallel over rows: memory-bound
+ * decoding, not exact with respect to the dequantised weights (a relative 2^-16 of each row's largest activation);
+ * without it (training) every product is the f32 one. */
 void wl_qgemm_nt(const struct wl_kernels *k, int M, const float *A, int lda, const wl_qweight *w,
                  const struct wl_gemm_term *extra, const float *add, const float *bias, float *C, int ldc, float *tile,
-                 size_t tile_floats);
+                 size_t tile_floats, int decode);
 
 /* C (M, w->cols) = add + A (M, w->rows; row stride lda) W + extra: the input gradient dY W of y = x W^T. The sum
  * over w->rows runs panel by panel; extra (NULL or one term with trans_b = 0 and w->cols columns) joins the first. */

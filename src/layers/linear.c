@@ -75,7 +75,7 @@ void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float
     for (; i < m->n_adapters && n_terms == 1; i++) n_terms += lora_term(m, i, layer, slot, x, N, train, &terms[1]);
     if (lin->qw) {
         wl_qgemm_nt(m->k, N, x, in, lin->qw, n_terms > 1 ? &terms[1] : NULL, add, lin->b, out, n_out, m->qtile,
-                    m->qtile_floats);
+                    m->qtile_floats, !train);
     } else {
         m->k->gemm(N, n_out, terms, n_terms, add, lin->b, out, n_out);
     }

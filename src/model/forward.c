@@ -164,7 +164,7 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
         wl_rmsnorm_forward(k, a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
     }
     if (m->lm_head_q) {
-        wl_qgemm_nt(k, n_rows, a->lnf, C, m->lm_head_q, NULL, NULL, NULL, a->logits, V, m->qtile, m->qtile_floats);
+        wl_qgemm_nt(k, n_rows, a->lnf, C, m->lm_head_q, NULL, NULL, NULL, a->logits, V, m->qtile, m->qtile_floats, !train);
     } else {
         wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
     }

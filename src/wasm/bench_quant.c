@@ -34,7 +34,8 @@ WL_BENCH_EXPORT("wl_bench_qweight_free") void wl_bench_qweight_free(wl_qweight *
     free(q);
 }
 
-/* reps products with q: forward (C (M, rows) = A (M, cols) W^T) or input gradient (C (M, cols) = A (M, rows) W).
+/* reps products with q: forward (C (M, rows) = A (M, cols) W^T; M <= 3 through the decoding GEMV) or input gradient
+ * (C (M, cols) = A (M, rows) W).
  * Returns 0, or -1 when the dequantisation panel cannot be allocated. */
 WL_BENCH_EXPORT("wl_bench_qgemm")
 int wl_bench_qgemm(const wl_qweight *q, int forward, int M, const float *A, float *C, int reps) {
@@ -44,7 +45,7 @@ int wl_bench_qgemm(const wl_qweight *q, int forward, int M, const float *A, floa
     const wl_kernels *k = wl_kernels_default();
     for (int r = 0; r < reps; r++) {
         if (forward) {
-            wl_qgemm_nt(k, M, A, q->cols, q, NULL, NULL, NULL, C, q->rows, tile, tile_floats);
+            wl_qgemm_nt(k, M, A, q->cols, q, NULL, NULL, NULL, C, q->rows, tile, tile_floats, 1);
         } else {
             wl_qgemm_nn(k, M, A, q->rows, q, NULL, NULL, C, q->cols, tile, tile_floats);
         }

@@ -46,24 +46,39 @@ static void dequantize_rows_wasmsimd(const wl_qweight *w, int r0, int n_rows, fl
     }
 }
 
-static void gemv_rows_wasmsimd(const wl_qweight *w, const float *xpad, int j0, int j1, float *y) {
+/* The 32 quants of block b of row r as four i16x8 vectors (values 8i .. 8i + 7 in h[i]). */
+static inline void block_i16(const wl_qweight *w, int r, int b, v128_t h[4]) {
+    const uint8_t *p = w->q + (size_t)r * w->row_bytes;
+    v128_t lo, hi;
+    if (w->storage == WL_STORAGE_Q8) {
+        lo = wasm_v128_load(p + (size_t)b * WL_QBLOCK);
+        hi = wasm_v128_load(p + (size_t)b * WL_QBLOCK + 16);
+    } else {
+        const v128_t bytes = wasm_v128_load(p + (size_t)b * (WL_QBLOCK / 2)), eight = wasm_i8x16_splat(8);
+        lo = wasm_i8x16_sub(wasm_v128_and(bytes, wasm_i8x16_splat(15)), eight);
+        hi = wasm_i8x16_sub(wasm_u8x16_shr(bytes, 4), eight);
+    }
+    h[0] = wasm_i16x8_extend_low_i8x16(lo);
+    h[1] = wasm_i16x8_extend_high_i8x16(lo);
+    h[2] = wasm_i16x8_extend_low_i8x16(hi);
+    h[3] = wasm_i16x8_extend_high_i8x16(hi);
+}
+
+static void gemv_rows_wasmsimd(const wl_qweight *w, const int16_t *xq, float sx, int j0, int j1, float *y) {
     for (int j = j0; j < j1; j++) {
         const float *d = w->d + (size_t)j * w->blocks;
         vf acc = vsplat(0.0f);
         for (int b = 0; b < w->blocks; b++) {
-            vf v[8];
-            block_values(w, j, b, v);
-            const float *x = xpad + (size_t)b * WL_QBLOCK;
-            vf s0 = vmul(v[0], vld(x)), s1 = vmul(v[1], vld(x + 4));
-            s0 = vadd(s0, vmul(v[2], vld(x + 8)));
-            s1 = vadd(s1, vmul(v[3], vld(x + 12)));
-            s0 = vadd(s0, vmul(v[4], vld(x + 16)));
-            s1 = vadd(s1, vmul(v[5], vld(x + 20)));
-            s0 = vadd(s0, vmul(v[6], vld(x + 24)));
-            s1 = vadd(s1, vmul(v[7], vld(x + 28)));
-            acc = vadd(acc, vmul(vadd(s0, s1), vsplat(d[b])));
+            v128_t h[4];
+            block_i16(w, j, b, h);
+            const int16_t *x = xq + (size_t)b * WL_QBLOCK;
+            v128_t s = wasm_i32x4_dot_i16x8(h[0], wasm_v128_load(x));
+            s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(h[1], wasm_v128_load(x + 8)));
+            s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(h[2], wasm_v128_load(x + 16)));
+            s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(h[3], wasm_v128_load(x + 24)));
+            acc = vadd(acc, vmul(wasm_f32x4_convert_i32x4(s), vsplat(d[b])));
         }
-        y[j - j0] = vhsum(acc);
+        y[j - j0] = vhsum(acc) * sx;
     }
 }
 
