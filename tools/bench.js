@@ -352,7 +352,7 @@ async function main() {
       runs.torch = await benchTorch();
     }
   }
-  const quantized = await benchQuant(core, one);
+  const quantized = await benchQuant(core, runs[1]);
   log('weblora bench: SVD...');
   const svd = benchSvd(core);
   log('weblora bench: adapter switching...');

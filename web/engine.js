@@ -168,7 +168,7 @@ export class LocalEngine {
   /** What the model is. */
   info() {
     const m = this.model;
-    const nParams = m.params().length;
+    const nParams = m.tensors().reduce((n, t) => n + t.numel, 0); // every weight, f32 or quantised (a tied head once)
     return {
       name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
       fingerprint: this.fingerprint, memoryBytes: m.memoryBytes() + this.adapterBytes(), memory: this.memory(), dtype: m.dtype,

@@ -97,6 +97,8 @@ describe('quantised base', () => {
     const engines = {};
     for (const dtype of ['f32', 'q8', 'q4']) engines[dtype] = await load(DEFAULT_MODEL, dtype);
     const w = Object.fromEntries(Object.entries(engines).map(([d, e]) => [d, e.info().memory.weights]));
+    expect(engines.q4.info().parameters).toBe(engines.f32.info().parameters);
+    expect(engines.q8.info().parameters).toBe(engines.f32.info().parameters);
     const core = engines.q8.core;
     for (const [dtype, e] of Object.entries(engines)) {
       // the estimate counts the weights and, quantised, the dequantisation panel (in `activations` once loaded)
