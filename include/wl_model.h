@@ -114,6 +114,12 @@ wl_status wl_model_write_tensor(wl_model *model, int index, int dtype, uint64_t 
  * dequantised values of a quantised one. */
 wl_status wl_model_read_tensor(const wl_model *model, int index, uint64_t first, uint64_t n, float *dst);
 
+/* The value written at element floor(k * numel / n) (memory layout), n = min(WL_TENSOR_SAMPLES, numel), k < n: for a
+ * quantised tensor the full-precision value it received, not its dequantised one, so a model's identity
+ * (web/engine.js fingerprintModel) does not depend on how it is stored. */
+#define WL_TENSOR_SAMPLES 64
+wl_status wl_model_tensor_sample(const wl_model *model, int index, int k, float *value);
+
 /* ---- Linear modules (LoRA targets) ---- */
 
 /* Per-layer linear module slots. Llama: q, k, v, o, gate, up, down. GPT-2: c_attn, attn.c_proj, c_fc,

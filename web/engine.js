@@ -31,10 +31,16 @@ export async function fingerprintModel(model) {
   const samples = [];
   for (const t of model.tensors()) {
     parts.push(`${t.name}:${t.shape.join('x')}`);
-    const v = model.tensorView(t);
-    const n = Math.min(64, v.length);
+    // A quantised tensor reports the full-precision values it received there (wl_model_tensor_sample), so a model
+    // has one identity whatever its dtype and adapters move between f32 and quantised bases.
+    const n = Math.min(64, t.numel);
     const sample = new Float32Array(n);
-    for (let i = 0; i < n; i++) sample[i] = v[Math.floor((i * v.length) / n)];
+    if (t.quantized) {
+      for (let i = 0; i < n; i++) sample[i] = model.core.x.wl_model_tensor_sample(model.ptr, t.index, i);
+    } else {
+      const v = model.tensorView(t);
+      for (let i = 0; i < n; i++) sample[i] = v[Math.floor((i * v.length) / n)];
+    }
     samples.push(sample);
   }
   const text = new TextEncoder().encode(parts.join('\n'));

@@ -80,6 +80,10 @@ static size_t add_tensor(table_builder *tb, const char *name, int layer, int ndi
         t->layer = layer;
         t->decay = decay;
         t->qindex = qindex;
+        if (quantized) {
+            t->samples = wl_alloc_array(WL_TENSOR_SAMPLES, sizeof(float), "tensor samples");
+            if (!t->samples) tb->status = WL_STATUS_OUT_OF_MEMORY;
+        }
     }
     tb->count++;
     /* Keep every tensor 16-float aligned so SIMD loads of rows start aligned where shapes allow. */
@@ -312,6 +316,7 @@ void wl_model_free(wl_model *m) {
         for (int i = 0; i < m->n_tensors; i++) {
             wl_free(m->tensors[i].name);
             wl_free(m->tensors[i].stage);
+            wl_free(m->tensors[i].samples);
         }
     }
     if (m->qweights) {
@@ -361,6 +366,31 @@ wl_status wl_model_find_tensor(const wl_model *m, const char *name, int *index) 
     return wl_fail(WL_STATUS_NOT_FOUND, "the model has no tensor named \"%s\"", name);
 }
 
+static int sample_count(size_t numel) { return numel < WL_TENSOR_SAMPLES ? (int)numel : WL_TENSOR_SAMPLES; }
+
+/* Memory-layout element of sample k. */
+static size_t sample_element(size_t numel, int k) { return (size_t)((uint64_t)k * numel / (uint64_t)sample_count(numel)); }
+
+/* Keep the values of a quantised tensor's sample positions among memory-layout elements [e0, e0 + n) at v. */
+static void keep_samples(wl_tensor_rec *t, size_t e0, size_t n, const float *v) {
+    for (int k = 0; k < sample_count(t->numel); k++) {
+        const size_t e = sample_element(t->numel, k);
+        if (e >= e0 && e < e0 + n) t->samples[k] = v[e - e0];
+    }
+}
+
+wl_status wl_model_tensor_sample(const wl_model *m, int index, int k, float *value) {
+    if (!m || !value) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor_sample: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor_sample: index %d out of range", index);
+    const wl_tensor_rec *t = &m->tensors[index];
+    if (k < 0 || k >= sample_count(t->numel))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "tensor %s: sample %d out of range", t->name, k);
+    const size_t e = sample_element(t->numel, k);
+    *value = t->qindex < 0 ? m->params[t->offset + e] : t->samples[k];
+    return WL_OK;
+}
+
 /* Quantise the values of a quantised tensor as they arrive: in order, each row as soon as it is complete (a row's
  * start waits in t->stage across calls). A transposed (GPT-2 Conv1D) tensor's rows are columns of the file, so it is
  * gathered whole, then quantised. A write starting at element 0 starts the tensor over. */
@@ -395,6 +425,7 @@ static wl_status write_quantized(wl_model *m, int index, int dtype, uint64_t fir
         }
         t->written = first + n_elems;
         if (st == WL_OK && t->written == t->numel) {
+            keep_samples(t, 0, t->numel, t->stage);
             for (int r = 0; r < w->rows && st == WL_OK; r++)
                 st = wl_qweight_quantize_row(w, r, t->stage + (size_t)r * cols, t->name);
         }
@@ -404,6 +435,7 @@ static wl_status write_quantized(wl_model *m, int index, int dtype, uint64_t fir
             size_t n = cols - col;
             if (n > n_elems - done) n = (size_t)(n_elems - done);
             st = wl_convert_to_f32(t->stage + col, bytes + done * esize, dtype, n);
+            if (st == WL_OK) keep_samples(t, e, n, t->stage + col);
             if (st == WL_OK && col + n == cols) st = wl_qweight_quantize_row(w, (int)(e / cols), t->stage, t->name);
             done += n;
         }

@@ -40,6 +40,7 @@ typedef struct wl_tensor_rec {
     uint64_t written;  /* elements a quantised tensor has received (they arrive in order) */
     float *stage;      /* f32 values of a quantised tensor waiting for the rest of their row (or, transposed, of
                         * the whole tensor); NULL when none wait */
+    float *samples;    /* quantised tensors: the values written at the sample positions of wl_model_tensor_sample */
 } wl_tensor_rec;
 
 /* Activations of one block. In a training pass each layer has its own set (backward needs them); inference

@@ -2,6 +2,7 @@
  * with an ABI of i32 / f32 / f64 only (no i64, so JavaScript never needs BigInt): pointers are i32, 64-bit seeds
  * arrive as two u32 halves, sizes as u32. Structs the caller reads (wl_config, wl_tensor_info, wl_lora_module,
  * wl_module_info) keep the layouts asserted below; web/core.js reads them at these offsets. */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,10 @@ EXPORT(wl_model_write_tensor) int wlx_model_write_tensor(wl_model *m, int index,
 }
 EXPORT(wl_model_read_tensor) int wlx_model_read_tensor(const wl_model *m, int index, double first, double n, float *dst) {
     return wl_model_read_tensor(m, index, (uint64_t)first, (uint64_t)n, dst);
+}
+EXPORT(wl_model_tensor_sample) double wlx_model_tensor_sample(const wl_model *m, int index, int k) {
+    float v = 0.0f;
+    return wl_model_tensor_sample(m, index, k, &v) == WL_OK ? (double)v : NAN;
 }
 EXPORT(wl_model_n_slots) int wlx_model_n_slots(const wl_model *m) { return wl_model_n_slots(m); }
 EXPORT(wl_model_module) int wlx_model_module(const wl_model *m, int slot, wl_module_info *info) {

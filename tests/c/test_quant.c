@@ -442,6 +442,22 @@ static void test_streaming(void) {
                 fill_model_rounded(whole, dtype);
                 CHECK_MSG(same_quantised(streamed, whole), "cfg %d %s: streaming %s chunks != quantising the f32 tensor", ci,
                           storage_name(STORAGES[si]), wl_dtype_name(dtype));
+                /* the samples a model's identity is computed from are the values received, as in an f32 model */
+                wl_model *plain = NULL;
+                CHECK_OK(wl_model_create(&cfgs[ci], &plain));
+                fill_model_rounded(plain, dtype);
+                int differ = 0;
+                for (int i = 0; i < wl_model_n_tensors(plain); i++) {
+                    for (int k = 0; k < WL_TENSOR_SAMPLES && k < (int)plain->tensors[i].numel; k++) {
+                        float a = 0.0f, b = 1.0f;
+                        CHECK_OK(wl_model_tensor_sample(streamed, i, k, &a));
+                        CHECK_OK(wl_model_tensor_sample(plain, i, k, &b));
+                        differ += a != b;
+                    }
+                }
+                CHECK_MSG(differ == 0, "cfg %d %s %s: %d tensor samples differ from the f32 model's", ci,
+                          storage_name(STORAGES[si]), wl_dtype_name(dtype), differ);
+                wl_model_free(plain);
                 wl_model_free(streamed);
                 wl_model_free(whole);
             }

@@ -98,6 +98,9 @@ describe('quantised base', () => {
     for (const dtype of ['f32', 'q8', 'q4']) engines[dtype] = await load(DEFAULT_MODEL, dtype);
     const w = Object.fromEntries(Object.entries(engines).map(([d, e]) => [d, e.info().memory.weights]));
     expect(engines.q4.info().parameters).toBe(engines.f32.info().parameters);
+    // one identity whatever the dtype: an adapter trained on a q4 base loads on the f32 one as a match
+    expect(engines.q4.info().fingerprint).toBe(engines.f32.info().fingerprint);
+    expect(engines.q8.info().fingerprint).toBe(engines.f32.info().fingerprint);
     expect(engines.q8.info().parameters).toBe(engines.f32.info().parameters);
     const core = engines.q8.core;
     for (const [dtype, e] of Object.entries(engines)) {
