@@ -409,27 +409,16 @@ export async function loadModel(core, source, options = {}) {
     if (kind === 'llama2c') {
       const weights = [...files.keys()].find((n) => /\.bin$/i.test(n) && !/^tok.*\.bin$|^tokenizer\.bin$/i.test(n));
       const src = files.get(/** @type {string} */ (weights));
-      if (dtype === 'f32') {
-        checkMemory(core, core.configFromLlama2cHeader(await src.readRange(0, Math.min(28, src.size)), src.size), dtype, name);
-        // The checkpoint is parsed from one buffer in wasm memory, filled chunk by chunk.
-        const ptr = core.wasm.malloc(Math.max(1, src.size));
-        try {
-          await src.stream(0, src.size, (chunk, offset) => { core.wasm.u8.set(chunk, ptr + offset); }, { signal });
-          model = core.loadLlama2cAt(ptr, src.size);
-        } finally {
-          core.wasm.free(ptr);
-        }
-      } else {
-        // Quantised: each tensor is quantised as its bytes stream past, so the f32 checkpoint is never held.
-        const header = await src.readRange(0, Math.min(28, src.size));
-        const cfg = core.configFromLlama2cHeader(header, src.size);
-        checkMemory(core, cfg, dtype, name);
-        model = core.createModel(cfg, dtype);
-        const table = model.tensors();
-        const plan = model.llama2cParts(header, src.size).map((p) => ({ index: p.tensor, dtypeId: DType.F32, esize: 4,
-          begin: p.offset, end: p.offset + 4 * p.numel }));
-        await streamTensorBytes(model, src, plan, 0, table, signal);
-      }
+      // Each tensor is written (and, in q8 / q4, quantised) as its bytes stream past: the checkpoint is never held
+      // whole beside the model.
+      const header = await src.readRange(0, Math.min(28, src.size));
+      const cfg = core.configFromLlama2cHeader(header, src.size);
+      checkMemory(core, cfg, dtype, name);
+      model = core.createModel(cfg, dtype);
+      const table = model.tensors();
+      const plan = model.llama2cParts(header, src.size).map((p) => ({ index: p.tensor, dtypeId: DType.F32, esize: 4,
+        begin: p.offset, end: p.offset + 4 * p.numel }));
+      await streamTensorBytes(model, src, plan, 0, table, signal);
     } else {
       const cfgSrc = files.get('config.json');
       if (!cfgSrc) throw new ModelSourceError(`${name}: config.json is missing (a safetensors model needs its Hugging Face config)`);
