@@ -68,9 +68,9 @@ void wl_qgemm_nt(const wl_kernels *k, int M, const float *A, int lda, const wl_q
                  const float *add, const float *bias, float *C, int ldc, float *tile, size_t tile_floats, int decode) {
     const int N = w->rows, K = w->cols;
     WL_ASSERT(!extra || extra->trans_b == 1);
-    if (decode && M <= 3) {
+    if (decode && M <= 3 && add != C) {
         /* Decoding: the weight streams once through the integer GEMV; x, quantised to int16 and zero-padded to
-         * whole blocks, sits in the tile. */
+         * whole blocks, sits in the tile. (The GEMV writes C before adding `add`, so add == C takes the panels.) */
         WL_ASSERT((size_t)w->blocks * WL_QBLOCK <= 2 * tile_floats);
         int16_t *xq = (int16_t *)tile;
         for (int m = 0; m < M; m++) {

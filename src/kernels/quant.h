@@ -107,7 +107,7 @@ size_t wl_qgemm_tile_floats(int max_cols, size_t max_numel);
 
 /* C (M, w->rows) = add + A (M, w->cols; row stride lda) W^T + extra + bias. extra (NULL or one term with
  * trans_b = 1 whose op(B) has w->rows columns: a LoRA update s (x A^T) B^T) joins each panel's GEMM. add: NULL, C
- * or an (M, rows) matrix with row stride ldc. With `decode` and M <= 3 the rows of A are quantised to int16
+ * or an (M, rows) matrix with row stride ldc. With `decode`, M <= 3 and add != C the rows of A are quantised to int16
  * (wl_quantize_activation) and the blocks read directly by the integer GEMV, in parallel over rows: memory-bound
  * decoding, not exact with respect to the dequantised weights (a relative 2^-16 of each row's largest activation);
  * without it (training) every product is the f32 one. */

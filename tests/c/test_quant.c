@@ -280,6 +280,12 @@ static void test_qgemm(void) {
                         int bad = close_to(C, want, mag, (size_t)M * rows, &worst);
                         CHECK_MSG(!bad, "%s %s qgemm_nt M=%d %dx%d tile %zu: %d bad", tables[ti],
                                   storage_name(STORAGES[si]), M, rows, cols, tile_n, bad);
+                        /* accumulating into C itself (add == C) gives the same */
+                        memcpy(C, add, (size_t)M * rows * sizeof(float));
+                        wl_qgemm_nt(k, M, A, cols, &w, &extra, C, bias, C, rows, tile, tile_n, decode);
+                        bad = close_to(C, want, mag, (size_t)M * rows, &worst);
+                        CHECK_MSG(!bad, "%s %s qgemm_nt add == C, M=%d %dx%d decode %d: %d bad", tables[ti],
+                                  storage_name(STORAGES[si]), M, rows, cols, decode, bad);
                         /* backward: dX = addx + dY W + xa Al */
                         wl_gemm_term extra_nn = {xa, Al, r, cols, r, 0, 0, 1.0f};
                         wl_qgemm_nn(k, M, dY, rows, &w, &extra_nn, addx, dX, cols, tile, tile_n);
