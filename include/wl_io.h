@@ -125,8 +125,23 @@ wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *
 
 /* Parse a llama2.c header (first 28 bytes) into a config, checking the file size the header implies. */
 wl_status wl_config_from_llama2c(const uint8_t *buf, size_t len, wl_config *cfg);
+/* The same from the header alone (header_len >= 28 bytes) of a file of file_len bytes, for a streaming loader. */
+wl_status wl_config_from_llama2c_header(const uint8_t *header, size_t header_len, uint64_t file_len, wl_config *cfg);
 /* Load a llama2.c checkpoint: Llama architecture with interleaved RoPE, theta 10000, eps 1e-5. */
 wl_status wl_model_load_llama2c(const uint8_t *buf, size_t len, wl_model **out);
+/* The same with the matrices stored as `storage` (wl_storage in wl_model.h). */
+wl_status wl_model_load_llama2c_quantized(const uint8_t *buf, size_t len, int storage, wl_model **out);
+
+/* Where a streaming loader finds each model tensor in a llama2.c file of file_len bytes whose header is at header:
+ * parts[i] = (model tensor index, byte offset in the file, f32 element count), in file order, every tensor of
+ * `model` (created from the header's config) exactly once. *n_parts receives the count (at most cap). */
+typedef struct wl_llama2c_part {
+    int tensor;
+    double offset; /* bytes (a double so JavaScript reads it without BigInt; exact below 2^53) */
+    double numel;
+} wl_llama2c_part;
+wl_status wl_llama2c_parts(const wl_model *model, const uint8_t *header, size_t header_len, uint64_t file_len,
+                           wl_llama2c_part *parts, int cap, int *n_parts);
 
 /* ---- safetensors writer (adapters, merged models) ---- */
 

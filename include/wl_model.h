@@ -6,7 +6,9 @@
  * Ownership: wl_model_* objects own every buffer they allocate; pointers returned by accessors stay valid
  * until the model is freed or wl_model_reserve() grows the activation buffers.
  *
- * Weights live in one contiguous f32 buffer. Every linear weight is stored (out, in) row-major, as in
+ * Weights live in one contiguous f32 buffer, except in a quantised model (wl_model_create_quantized): there every
+ * linear weight, the token embedding and the LM head are held in 8-bit or 4-bit blocks (kernels/quant.h) and only
+ * norms, biases and position tables stay in the f32 buffer. Every linear weight is stored (out, in) row-major, as in
  * torch.nn.Linear; GPT-2's Conv1D tensors, which files store (in, out), are transposed when loaded and saved.
  * Tensor names are Hugging Face names; llama2.c checkpoints are mapped onto the Llama names
  * (w1 -> gate_proj, w2 -> down_proj, w3 -> up_proj) and keep their interleaved RoPE layout.
@@ -63,6 +65,21 @@ typedef struct wl_model wl_model;
 
 /* Allocate a model with zeroed weights. Weights are then filled by a loader or by wl_model_tensor(). */
 wl_status wl_model_create(const wl_config *cfg, wl_model **out);
+
+/* How the frozen matrices (linear weights, token embedding, LM head) are stored. Norms and biases stay f32. */
+typedef enum wl_storage {
+    WL_STORAGE_F32 = 0,
+    WL_STORAGE_Q8 = 1, /* int8 blocks of 32 along the input dimension, one f16 scale each (llama.cpp Q8_0) */
+    WL_STORAGE_Q4 = 2, /* 4-bit blocks of 32 with one f16 scale (llama.cpp Q4_0) */
+} wl_storage;
+
+/* wl_model_create with the matrices stored as `storage`. The weights are quantised as wl_model_write_tensor
+ * receives them, so the full-precision model is never held. A quantised model runs forward and LoRA backward
+ * exactly with respect to its dequantised weights; full-parameter training, merging and PiSSA are refused. */
+wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model **out);
+int wl_model_storage(const wl_model *model); /* wl_storage */
+/* Bytes wl_model_create_quantized would allocate for the weights (no activations), without allocating. */
+wl_status wl_model_weight_bytes_for(const wl_config *cfg, int storage, uint64_t *bytes);
 void wl_model_free(wl_model *model); /* NULL is fine */
 const wl_config *wl_model_config(const wl_model *model);
 
@@ -78,6 +95,7 @@ typedef struct wl_tensor_info {
     size_t numel;
     int layer;         /* block index, or -1 for embeddings / final norm / head */
     int decay;         /* 1 for matrices (weight decay applies), 0 for norms, biases, position tables */
+    int storage;       /* wl_storage: not F32 means data is NULL (the tensor is held quantised) */
 } wl_tensor_info;
 
 int wl_model_n_tensors(const wl_model *model);
@@ -86,9 +104,21 @@ wl_status wl_model_find_tensor(const wl_model *model, const char *name, int *ind
 
 /* Write n_elems elements of tensor `index`, starting at element `first` of the tensor in its file layout,
  * converting from `dtype` (wl_dtype in wl_io.h) and transposing if needed. Used by loaders and by the
- * JavaScript streamer, which delivers a tensor in chunks. src must hold n_elems values of dtype. */
+ * JavaScript streamer, which delivers a tensor in chunks. src must hold n_elems values of dtype. A quantised
+ * tensor is quantised row by row as its values arrive; its chunks must come in order (a GPT-2 Conv1D tensor, whose
+ * rows are columns of the file, is gathered whole first, one tensor at a time). */
 wl_status wl_model_write_tensor(wl_model *model, int index, int dtype, uint64_t first, uint64_t n_elems,
                                 const void *src);
+
+/* Read elements [first, first + n) of tensor `index` in memory layout into dst: a copy of an f32 tensor, the
+ * dequantised values of a quantised one. */
+wl_status wl_model_read_tensor(const wl_model *model, int index, uint64_t first, uint64_t n, float *dst);
+
+/* The value written at element floor(k * numel / n) (memory layout), n = min(WL_TENSOR_SAMPLES, numel), k < n: for a
+ * quantised tensor the full-precision value it received, not its dequantised one, so a model's identity
+ * (web/engine.js fingerprintModel) does not depend on how it is stored. */
+#define WL_TENSOR_SAMPLES 64
+wl_status wl_model_tensor_sample(const wl_model *model, int index, int k, float *value);
 
 /* ---- Linear modules (LoRA targets) ---- */
 
@@ -160,6 +190,9 @@ float *wl_model_grads(wl_model *model);
 
 /* Bytes currently held by the model (weights, gradients, activations, caches). */
 size_t wl_model_memory_bytes(const wl_model *model);
+/* The same, split: weights (f32 buffer, quantised blocks, full-parameter gradients, merge backups) and the rest
+ * (activations, KV cache, LoRA scratch, RoPE tables, dequantisation tile). */
+void wl_model_memory_split(const wl_model *model, size_t *weights, size_t *activations);
 
 #ifdef __cplusplus
 }

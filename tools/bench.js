@@ -17,6 +17,8 @@ import { Trainer } from '../web/train.js';
 import { Rng } from '../web/rng.js';
 import { benchGemm } from './bench/gemm.js';
 import { benchDoraDiary } from './bench/dora.js';
+import { benchQuantGemm, fillRandom, MODEL_SHAPES } from './bench/quant.js';
+import { checkMemory } from '../web/loader.js';
 
 const SMOLLM2_135M = {
   arch: Arch.LLAMA, dim: 576, hiddenDim: 1536, nLayers: 30, nHeads: 9, nKvHeads: 3, headDim: 64, vocabSize: 49152,
@@ -39,9 +41,13 @@ function median(xs) {
   return s[s.length >> 1];
 }
 
-/** A SmolLM2-135M-shaped model with random weights (norm weights 1). */
-function makeModel(core) {
-  const model = core.createModel(SMOLLM2_135M);
+/** A SmolLM2-135M-shaped model with random weights (norm weights 1); q8 / q4 quantise them as they are written. */
+function makeModel(core, dtype = 'f32') {
+  const model = core.createModel(SMOLLM2_135M, dtype);
+  if (dtype !== 'f32') {
+    fillRandom(model);
+    return model;
+  }
   const rng = new Rng(1);
   for (const t of model.tensors()) {
     const v = model.tensorView(t);
@@ -49,6 +55,56 @@ function makeModel(core) {
     else randomFill(v, rng, 0.04);
   }
   return model;
+}
+
+/** An adapter of rank `rank` on every linear module. */
+function allLinearAdapter(model, rank) {
+  const L = model.config.nLayers, S = model.modules().length;
+  const a = Adapter.create(model, { ranks: new Int32Array(L * S).fill(rank), alphas: new Float32Array(L * S).fill(2 * rank) });
+  a.init('default', 3);
+  return a;
+}
+
+/**
+ * Peak wasm memory of LoRA training (r 16 on every linear module, AdamW, one sequence of 256 tokens) on a
+ * random-weight model of a real model's shape, in `dtype`; or the estimate's refusal when it cannot fit.
+ */
+async function benchMemory(name, dtype) {
+  const cfg = MODEL_SHAPES[name];
+  const core = await Core.create({ threads: 'auto' });
+  try {
+    checkMemory(core, cfg, dtype, name);
+  } catch (err) {
+    await core.stopThreads();
+    return { model: name, dtype, fits: false, estimated_weight_bytes: core.weightBytes(cfg, dtype), refusal: err.message };
+  }
+  const t0 = performance.now();
+  const model = core.createModel(cfg, dtype);
+  fillRandom(model);
+  const loadSeconds = (performance.now() - t0) / 1000;
+  const adapter = allLinearAdapter(model, 16);
+  const rng = new Rng(5);
+  const seq = 256;
+  const tokens = Int32Array.from({ length: seq }, () => rng.int(cfg.vocabSize));
+  const targets = Int32Array.from({ length: seq }, (_, i) => (i + 1 < seq ? tokens[i + 1] : rng.int(cfg.vocabSize)));
+  const trainer = new Trainer({ model, adapter, train: [{ tokens, targets, valid: seq }], options: { steps: 1, lr: 1e-4, batchSize: 1, seqLen: seq, evalSplit: 0 } });
+  const step = timed(() => trainer.trainStep());
+  const parts = model.memoryParts();
+  const res = {
+    model: name, dtype, fits: true, threads: core.threads,
+    peak_wasm_memory_bytes: core.wasm.memory.buffer.byteLength,
+    weight_bytes: parts.weights, estimated_weight_bytes: core.weightBytes(cfg, dtype),
+    adapter_and_optimizer_bytes: 4 * adapter.params().length * 4, // weights, gradients, AdamW m and v
+    activation_bytes: parts.activations,
+    adapter_parameters: adapter.params().length,
+    fill_seconds: +loadSeconds.toFixed(1), training_step_seconds: +step.wall.toFixed(2),
+  };
+  trainer.dispose();
+  model.setAdapters([]);
+  adapter.free();
+  model.free();
+  await core.stopThreads();
+  return res;
 }
 
 function qvAdapter(model, rank = 8) {
@@ -101,9 +157,9 @@ function timed(fn) {
  * LoRA training, a forward pass and decoding on the SmolLM2-135M-shaped model with the core on `threads` threads
  * (this process runs nothing else meanwhile, so its CPU time is the core's).
  */
-async function benchModel(threads, simd) {
+async function benchModel(threads, simd, dtype = 'f32') {
   const core = await Core.create({ threads, simd });
-  const model = makeModel(core);
+  const model = makeModel(core, dtype);
   const adapter = qvAdapter(model);
   const seqs = sequences(16);
   const steps = 5;
@@ -125,6 +181,7 @@ async function benchModel(threads, simd) {
   const result = {
     threads: core.threads,
     simd: core.simd,
+    dtype,
     training_step_seconds_median: wall,
     training_tokens_per_second: T / wall,
     training_tokens_per_cpu_second: T / cpu,
@@ -144,10 +201,12 @@ async function benchModel(threads, simd) {
   return result;
 }
 
-/** Runs benchModel in a fresh Node process (its own memory, JIT and thread pool) and returns its JSON. */
-async function benchModelInChild(threads, simd) {
-  const { stdout } = await execFileAsync(process.execPath,
-    [fileURLToPath(import.meta.url), '--model-threads', String(threads), '--simd', simd], { maxBuffer: 1 << 20 });
+/** Runs benchModel (or, with `memory`, benchMemory) in a fresh Node process (its own memory, JIT and thread pool)
+ * and returns its JSON. */
+async function benchModelInChild(threads, simd, dtype = 'f32', memory = null) {
+  const args = memory ? ['--memory-model', memory, '--model-dtype', dtype]
+    : ['--model-threads', String(threads), '--simd', simd, '--model-dtype', dtype];
+  const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(import.meta.url), ...args], { maxBuffer: 1 << 20 });
   return JSON.parse(stdout);
 }
 
@@ -224,12 +283,73 @@ function benchSwitch(core) {
   return res;
 }
 
+/**
+ * The quantised base: GEMM rates next to f32 and the peak; LoRA training and decoding on the SmolLM2-135M shape in
+ * f32, q8, q4 (one thread each; `f32Run`, the f32 one-thread run of this bench, is reused when given); peak memory
+ * of LoRA training on random-weight models of four real models' shapes per dtype; held-out perplexity in each dtype.
+ */
+async function benchQuant(core, f32Run = null) {
+  log('weblora bench: products with q8 / q4 weights next to f32 (one thread)...');
+  const gemm = benchQuantGemm({ exports: core.x, memory: core.wasm.memory }, { log });
+  const model = {};
+  for (const dtype of ['f32', 'q8', 'q4']) {
+    if (dtype === 'f32' && f32Run) {
+      model.f32 = f32Run;
+      continue;
+    }
+    log(`weblora bench: LoRA training and decoding on the SmolLM2-135M shape, ${dtype}, one thread...`);
+    model[dtype] = await benchModelInChild(1, 'auto', dtype);
+  }
+  const memory = [];
+  for (const name of Object.keys(MODEL_SHAPES)) {
+    for (const dtype of ['f32', 'q8', 'q4']) {
+      log(`weblora bench: peak memory of LoRA training (r 16, all linear, 256 tokens), ${name}, ${dtype}...`);
+      memory.push(await benchModelInChild('auto', 'auto', dtype, name));
+    }
+  }
+  log('weblora bench: held-out perplexity in f32, q8, q4...');
+  const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(new URL('./bench/perplexity.js', import.meta.url))], { maxBuffer: 1 << 20 });
+  const r = (a, b) => +(a / b).toFixed(3);
+  return {
+    gemm,
+    smollm2_135m_shape: {
+      setup: `one thread, LoRA r 8 on q_proj and v_proj, batch 1 x ${T} tokens; decode 32 tokens after 16`,
+      f32: model.f32, q8: model.q8, q4: model.q4,
+      training_tokens_per_second: Object.fromEntries(Object.entries(model).map(([d, m]) => [d, +m.training_tokens_per_second.toFixed(2)])),
+      decode_tokens_per_second: Object.fromEntries(Object.entries(model).map(([d, m]) => [d, +m.decode_tokens_per_second.toFixed(2)])),
+      q8_training_vs_f32: r(model.q8.training_tokens_per_second, model.f32.training_tokens_per_second),
+      q4_training_vs_f32: r(model.q4.training_tokens_per_second, model.f32.training_tokens_per_second),
+      q8_decode_vs_f32: r(model.q8.decode_tokens_per_second, model.f32.decode_tokens_per_second),
+      q4_decode_vs_f32: r(model.q4.decode_tokens_per_second, model.f32.decode_tokens_per_second),
+    },
+    lora_training_memory: {
+      setup: 'random weights of each model\'s exact shape; LoRA r 16 on every linear module, AdamW, batch 1 x 256 tokens, '
+        + 'threads auto; peak = the wasm memory size after one training step',
+      goals: 'SmolLM2-135M q8 <= 0.45 GB; Llama-3.2-1B q4 within 4 GB',
+      runs: memory,
+    },
+    perplexity: JSON.parse(stdout),
+  };
+}
+
 async function main() {
   const modelThreads = process.argv.indexOf('--model-threads');
+  const dtypeArg = process.argv.indexOf('--model-dtype');
+  const dtype = dtypeArg > 0 ? process.argv[dtypeArg + 1] : 'f32';
   if (modelThreads > 0) {
     const t = process.argv[modelThreads + 1];
     const simd = process.argv[process.argv.indexOf('--simd') + 1];
-    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t), simd))}\n`);
+    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t), simd, dtype))}\n`);
+    return;
+  }
+  const memoryModel = process.argv.indexOf('--memory-model');
+  if (memoryModel > 0) {
+    process.stdout.write(`${JSON.stringify(await benchMemory(process.argv[memoryModel + 1], dtype))}\n`);
+    return;
+  }
+  const only = process.argv.indexOf('--only');
+  if (only > 0 && process.argv[only + 1] === 'quant') {
+    process.stdout.write(`${JSON.stringify(await benchQuant(await Core.create()), null, 2)}\n`);
     return;
   }
   const gemm = {};
@@ -250,6 +370,7 @@ async function main() {
       runs.simd128 = await benchModelInChild(1, 'simd128');
     }
   }
+  const quantized = await benchQuant(core, runs[1]);
   log('weblora bench: SVD...');
   const svd = benchSvd(core);
   log('weblora bench: adapter switching...');
@@ -288,6 +409,7 @@ async function main() {
       wasm_simd128_one_thread_vs_pytorch: ratio(plainOne.training_tokens_per_second, torch.training_tokens_per_second),
     } : torch,
     peak_wasm_memory_bytes: Math.max(one.peak_wasm_memory_bytes, two.peak_wasm_memory_bytes, auto.peak_wasm_memory_bytes),
+    quantized,
     svd,
     adapter_switching: switching,
     dora_vs_lora_diary: dora,

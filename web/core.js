@@ -21,6 +21,15 @@ export const DType = Object.freeze({
 });
 export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [v, k])));
 export const LoraInit = Object.freeze({ default: 0, gaussian: 1, zero: 2 });
+/** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_0 blocks. */
+export const STORAGE_NAMES = Object.freeze(['f32', 'q8', 'q4']);
+
+/** The wl_storage id of a dtype name; anything else is a clear error. */
+export function storageId(dtype) {
+  const id = STORAGE_NAMES.indexOf(dtype);
+  if (id < 0) throw new CoreError(`dtype must be 'f32', 'q8' or 'q4', got ${JSON.stringify(dtype)}`, { code: 'INVALID_ARGUMENT' });
+  return id;
+}
 export const IGNORE_ID = -100;
 
 // wl_config: 16 four-byte fields (asserted in src/wasm/exports.c).
@@ -160,13 +169,38 @@ export class Core {
     });
   }
 
-  /** A model with zeroed weights from a config object (fields as readConfig returns). */
-  createModel(cfg) {
+  /**
+   * A model with zeroed weights from a config object (fields as readConfig returns), its matrices stored as
+   * `dtype`: 'f32', or 'q8' / 'q4' (quantised as the weights are written).
+   */
+  createModel(cfg, dtype = 'f32') {
+    const storage = storageId(dtype);
     const ptr = this.withScratch(CONFIG_BYTES, (cfgPtr) => {
       this.writeConfig(cfgPtr, cfg);
-      return this.callOut('create model', (out) => this.x.wl_model_create(cfgPtr, out));
+      return this.callOut('create model', (out) => this.x.wl_model_create_quantized(cfgPtr, storage, out));
     });
     return new Model(this, ptr);
+  }
+
+  /** Bytes the weights of a model of this config take in `dtype` (no activations), without allocating them. */
+  weightBytes(cfg, dtype = 'f32') {
+    const storage = storageId(dtype);
+    return this.withScratch(CONFIG_BYTES, (cfgPtr) => {
+      this.writeConfig(cfgPtr, cfg);
+      const n = this.x.wl_model_weight_bytes_for(cfgPtr, storage);
+      if (n < 0) this.check(1, 'weight size');
+      return n;
+    });
+  }
+
+  /** The config of a llama2.c checkpoint of fileSize bytes from its first 28 bytes. @param {Uint8Array} header */
+  configFromLlama2cHeader(header, fileSize) {
+    return this.withScratch(Math.max(header.byteLength, 1) + CONFIG_BYTES + 8, (p) => {
+      this.wasm.u8.set(header, p);
+      const cfgPtr = (p + header.byteLength + 7) & ~7;
+      this.check(this.x.wl_config_from_llama2c_header(p, header.byteLength, fileSize, cfgPtr), 'llama2.c checkpoint');
+      return this.readConfig(cfgPtr);
+    });
   }
 
   /** Load a llama2.c checkpoint. @param {Uint8Array} bytes */
@@ -405,7 +439,7 @@ export class Model {
   tensors() {
     const { core } = this;
     const out = [];
-    core.withScratch(48, (info) => {
+    core.withScratch(56, (info) => {
       const n = core.x.wl_model_n_tensors(this.ptr);
       for (let i = 0; i < n; i++) {
         core.check(core.x.wl_model_tensor(this.ptr, i, info), 'tensor table');
@@ -416,16 +450,62 @@ export class Model {
         out.push({
           index: i, name: core.wasm.readString(u32[b]), dataPtr: u32[b + 1], gradPtr: u32[b + 2], ndim, shape,
           transposed: i32[b + 8] === 1, numel: u32[b + 9], layer: i32[b + 10], decay: i32[b + 11] === 1,
+          quantized: i32[b + 12] !== 0,
         });
       }
     });
     return out;
   }
 
-  /** Live view of a tensor's data (memory layout: (out, in) for linears). */
+  /**
+   * A tensor's data in memory layout ((out, in) for linears): a live view of an f32 tensor, a dequantised copy of a
+   * quantised one (writing to that copy changes nothing).
+   */
   tensorView(entry) {
+    if (entry.quantized) return this.readTensor(entry, 0, entry.numel);
     const f32 = this.core.wasm.f32;
     return f32.subarray(entry.dataPtr >>> 2, (entry.dataPtr >>> 2) + entry.numel);
+  }
+
+  /** Elements [first, first + n) of a tensor in memory layout, dequantised if it is stored quantised (a copy). */
+  readTensor(entry, first, n) {
+    const { core } = this;
+    const out = new Float32Array(n);
+    const CHUNK = 1 << 18;
+    core.withScratch(4 * Math.min(Math.max(n, 1), CHUNK), (p) => {
+      for (let at = 0; at < n; at += CHUNK) {
+        const k = Math.min(CHUNK, n - at);
+        core.check(core.x.wl_model_read_tensor(this.ptr, entry.index, first + at, k, p), 'read tensor');
+        out.set(core.wasm.f32.subarray(p >>> 2, (p >>> 2) + k), at);
+      }
+    });
+    return out;
+  }
+
+  /**
+   * Where each tensor of this model (created from the checkpoint's header) lies in a llama2.c file of fileSize bytes:
+   * [{ tensor (index), offset (bytes), numel }] in file order. @param {Uint8Array} header its first 28 bytes
+   */
+  llama2cParts(header, fileSize) {
+    const { core } = this;
+    const cap = this.tensors().length;
+    return core.withScratch(header.byteLength + 8 + 24 * cap + 4, (p) => {
+      core.wasm.u8.set(header, p);
+      const parts = (p + header.byteLength + 7) & ~7;
+      const nPtr = parts + 24 * cap;
+      core.check(core.x.wl_llama2c_parts(this.ptr, p, header.byteLength, fileSize, parts, cap, nPtr), 'llama2.c checkpoint');
+      const out = [];
+      for (let i = 0; i < core.wasm.i32[nPtr >>> 2]; i++) {
+        const b = parts + 24 * i;
+        out.push({ tensor: core.wasm.i32[b >>> 2], offset: core.wasm.f64[(b + 8) >>> 3], numel: core.wasm.f64[(b + 16) >>> 3] });
+      }
+      return out;
+    });
+  }
+
+  /** 'f32', 'q8' or 'q4': how the matrices are stored. */
+  get dtype() {
+    return STORAGE_NAMES[this.core.x.wl_model_storage(this.ptr)];
   }
 
   /** Write elements of a tensor in file layout from raw bytes of the given dtype. */
@@ -462,7 +542,7 @@ export class Model {
    * straight into place; others go through the core's conversion (f16/bf16, GPT-2 Conv1D transpose).
    */
   writeTensorBytes(index, dtypeId, firstElement, bytes, entry) {
-    if (dtypeId === DType.F32 && !entry.transposed) {
+    if (dtypeId === DType.F32 && !entry.transposed && !entry.quantized) {
       this.core.wasm.u8.set(bytes, entry.dataPtr + 4 * firstElement);
       return;
     }
@@ -475,14 +555,17 @@ export class Model {
    */
   checkFinite() {
     const p = this.params();
+    // Quantised tensors need no check: the quantiser refused non-finite values, and their magnitudes stay below
+    // 65504 * 127 (an f16 scale times the largest quant).
+    const f32Tensors = this.tensors().filter((t) => !t.quantized);
     if (!this.core.x.wl_all_finite(p.byteOffset, p.length)) {
-      const bad = this.tensors().find((t) => {
+      const bad = f32Tensors.find((t) => {
         const v = this.tensorView(t);
         return !this.core.x.wl_all_finite(v.byteOffset, v.length);
       });
       throw new CoreError(`model weights contain NaN or infinite values (first in ${bad?.name})`, { code: 'NUMERIC' });
     }
-    for (const t of this.tensors()) {
+    for (const t of f32Tensors) {
       const v = this.tensorView(t);
       const i = firstOutOfRange(v, F32_SAFE_MAGNITUDE);
       if (i >= 0) {
@@ -639,6 +722,11 @@ export class Model {
 
   memoryBytes() {
     return this.core.x.wl_model_memory_bytes(this.ptr);
+  }
+
+  /** Bytes of the weights (f32 buffer, quantised blocks, full-parameter gradients) and of activations and scratch. */
+  memoryParts() {
+    return { weights: this.core.x.wl_model_memory_part(this.ptr, 0), activations: this.core.x.wl_model_memory_part(this.ptr, 1) };
   }
 
   free() {

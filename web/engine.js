@@ -31,10 +31,16 @@ export async function fingerprintModel(model) {
   const samples = [];
   for (const t of model.tensors()) {
     parts.push(`${t.name}:${t.shape.join('x')}`);
-    const v = model.tensorView(t);
-    const n = Math.min(64, v.length);
+    // A quantised tensor reports the full-precision values it received there (wl_model_tensor_sample), so a model
+    // has one identity whatever its dtype and adapters move between f32 and quantised bases.
+    const n = Math.min(64, t.numel);
     const sample = new Float32Array(n);
-    for (let i = 0; i < n; i++) sample[i] = v[Math.floor((i * v.length) / n)];
+    if (t.quantized) {
+      for (let i = 0; i < n; i++) sample[i] = model.core.x.wl_model_tensor_sample(model.ptr, t.index, i);
+    } else {
+      const v = model.tensorView(t);
+      for (let i = 0; i < n; i++) sample[i] = v[Math.floor((i * v.length) / n)];
+    }
     samples.push(sample);
   }
   const text = new TextEncoder().encode(parts.join('\n'));
@@ -129,15 +135,18 @@ export class LocalEngine {
     /** @type {Map<string, { adapter: Adapter, info: object }>} */
     this.adapters = new Map();
     this.nextId = 1;
+    /** The Trainer of a run in progress (its optimizer state counts in info().memory), else null. */
+    this.activeTrainer = null;
   }
 
   /**
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
    *   simd?: 'auto' | 'relaxed' | 'simd128', wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any,
-   *   baseModel?: string, revision?: string } & object} [options] threads: 'auto' (default: every core, at most 8)
-   *   or a number; one where threads are unavailable. simd: 'auto' (default: relaxed SIMD where the engine has it)
-   *   or a flavour (web/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
+   *   baseModel?: string, revision?: string, dtype?: 'f32'|'q8'|'q4' } & object} [options] dtype: how the frozen
+   *   matrices are held ('q8' and 'q4' quantise them as they stream in; LoRA still trains in f32). threads: 'auto'
+   *   (default: every core, at most 8) or a number; one where threads are unavailable. simd: 'auto' (default:
+   *   relaxed SIMD where the engine has it) or a flavour (web/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
    *   config.json says; exported adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
   static async load(source, options = {}) {
@@ -178,15 +187,31 @@ export class LocalEngine {
   /** What the model is. */
   info() {
     const m = this.model;
-    const nParams = m.params().length;
+    const nParams = m.tensors().reduce((n, t) => n + t.numel, 0); // every weight, f32 or quantised (a tied head once)
     return {
       name: this.name, kind: this.kind, origin: recordedBase(this.ref), arch: m.arch, config: { ...m.config }, parameters: nParams,
-      fingerprint: this.fingerprint, memoryBytes: m.memoryBytes(), hasTokenizer: !!this.tokenizer,
+      fingerprint: this.fingerprint, memoryBytes: m.memoryBytes() + this.adapterBytes(), memory: this.memory(), dtype: m.dtype,
+      hasTokenizer: !!this.tokenizer,
       chatTemplate: this.tokenizer?.chatTemplate ?? null,
       threads: this.core.threads, threadsNote: this.core.threadsNote, simd: this.core.simd,
       modules: m.modules().map((x) => x.name),
       adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
     };
+  }
+
+  /** Bytes of every adapter's weights and gradients, and of the optimizer state of a training run in progress. */
+  adapterBytes() {
+    let n = 0;
+    for (const e of this.adapters.values()) n += 8 * e.adapter.params().length;
+    const t = this.activeTrainer;
+    if (t) n += 4 * ((t.m?.length ?? 0) + (t.v?.length ?? 0));
+    return n;
+  }
+
+  /** Where the core's memory goes: the base weights, adapters with gradients and optimizer, activations and scratch. */
+  memory() {
+    const { weights, activations } = this.model.memoryParts();
+    return { weights, adapters: this.adapterBytes(), activations };
   }
 
   requireTokenizer() {
@@ -494,6 +519,7 @@ export class LocalEngine {
     else this.model.setAdapters([]);
     const trainer = new Trainer({ model: this.model, adapter: entry?.adapter ?? null, full, train: data.train, eval: data.eval,
       options: { ...o, dropout: opts.dropout ?? entry?.info.dropout ?? 0 }, state: opts.resume ?? null });
+    this.activeTrainer = trainer;
     try {
       let summary;
       try {
@@ -512,6 +538,7 @@ export class LocalEngine {
       return { ...summary, trainSequences: data.train.length, evalSequences: data.eval.length, evalTokens: data.eval.length * o.seqLen,
         evalCapped: data.capped, dataTokens: data.tokens };
     } finally {
+      this.activeTrainer = null;
       trainer.dispose();
     }
   }

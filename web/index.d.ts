@@ -37,6 +37,16 @@ export interface LoadOptions {
    */
   simd?: 'auto' | 'relaxed' | 'simd128';
   /**
+   * How the frozen base holds its matrices (linear weights, token embedding, LM head): 'f32' (the default), 'q8'
+   * (int8 blocks of 32 with an f16 scale, llama.cpp Q8_0) or 'q4' (4-bit blocks, Q4_0). Quantised weights are
+   * converted as they stream in, so the full-precision model is never held; norms and biases stay f32, and LoRA
+   * adapters, their gradients and the optimizer stay f32. Forward and backward are exact with respect to the
+   * dequantised weights. A quantised base cannot be merged into, PiSSA-initialised or fully fine-tuned. A model
+   * whose weights would not fit the core's 4 GB in the dtype asked for is refused before loading, naming the dtype
+   * that would fit.
+   */
+  dtype?: 'f32' | 'q8' | 'q4';
+  /**
    * Tokenizer override: URL, path (a tokenizer.json, its folder, or a llama2.c tokenizer.bin), File or bytes. A
    * tokenizer_config.json beside a URL or path is read with it (never the model folder's).
    */
@@ -121,7 +131,12 @@ export interface EngineInfo {
   config: ModelConfig;
   parameters: number;
   fingerprint: string;
+  /** Bytes the model and its adapters hold in the core: the sum of `memory`. */
   memoryBytes: number;
+  /** memoryBytes split: base weights; adapters with their gradients and a running optimizer; activations and scratch. */
+  memory: { weights: number; adapters: number; activations: number };
+  /** How the base's matrices are stored. */
+  dtype: 'f32' | 'q8' | 'q4';
   hasTokenizer: boolean;
   /** The chat template (Jinja) from tokenizer_config.json, or null when the model has none. */
   chatTemplate: string | null;

@@ -7,7 +7,7 @@ import { node } from '#platform';
 import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
 import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
 export { ModelSourceError } from './errors.js';
-import { DType } from './core.js';
+import { DType, STORAGE_NAMES, storageId } from './core.js';
 import { RemoteFile, resolveModelSource } from './stream.js';
 import { halfPrecisionMixup } from './safetensors.js';
 import { isCached } from './cache.js';
@@ -355,10 +355,19 @@ async function streamSafetensors(model, src, seen, signal, halfMatrices) {
     seen[t.index] = 1;
     if ((t.dtype === 'F16' || t.dtype === 'BF16') && table[t.index].ndim === 2) halfMatrices.set(t.index, t.dtype);
   }
+  await streamTensorBytes(model, src, plan, st.dataStart, table, signal);
+}
+
+/**
+ * Stream the bytes of a file from dataStart to its end into the model tensors of `plan` (entries { index, dtypeId,
+ * esize, begin, end } with byte offsets relative to dataStart, sorted, bytes between entries skipped; index -1 skips an
+ * entry), each written as its
+ * bytes arrive: the full-precision model is never held, in wasm or in JS.
+ */
+async function streamTensorBytes(model, src, plan, dataStart, table, signal) {
   // Chunks arrive at arbitrary byte boundaries: carry a partial element over to the next chunk.
   let k = 0;
   let carry = new Uint8Array(0);
-  const dataStart = st.dataStart;
   await src.stream(dataStart, src.size, (chunk, offset) => {
     throwIfAborted(signal);
     let pos = offset - dataStart; // position in the data section
@@ -367,6 +376,12 @@ async function streamSafetensors(model, src, seen, signal, halfMatrices) {
       const t = plan[k];
       if (pos >= t.end) {
         k++;
+        continue;
+      }
+      if (pos < t.begin) { // bytes between tensors (a llama2.c header or its legacy RoPE tables)
+        const gap = Math.min(bytes.byteLength, t.begin - pos);
+        pos += gap;
+        bytes = bytes.subarray(gap);
         continue;
       }
       const take = Math.min(bytes.byteLength, t.end - pos);
@@ -393,19 +408,43 @@ async function streamSafetensors(model, src, seen, signal, halfMatrices) {
   if (carry.byteLength) throw new FormatError(`${src.name}: a tensor ends in the middle of an element`);
 }
 
+/** Room kept beside the weights for activations, KV cache, the adapter and its optimizer, the tokenizer. */
+export const MEMORY_HEADROOM_BYTES = 512 * 2 ** 20;
+/** wasm32's address space: the most memory a core can grow to. */
+export const WASM_MEMORY_LIMIT_BYTES = 4 * 2 ** 30;
+
+/**
+ * Refuse, before any weights arrive, a model whose weights in `dtype` plus the headroom would not fit the core's
+ * memory, naming the dtype that would.
+ */
+export function checkMemory(core, cfg, dtype, name) {
+  const inUse = core.wasm.memory?.buffer?.byteLength ?? 0;
+  const room = WASM_MEMORY_LIMIT_BYTES - inUse - MEMORY_HEADROOM_BYTES;
+  const need = core.weightBytes(cfg, dtype);
+  if (need <= room) return;
+  const fits = STORAGE_NAMES.find((d) => core.weightBytes(cfg, d) <= room);
+  const gb = (n) => `${(n / 2 ** 30).toFixed(2)} GB`;
+  throw new ModelSourceError(`${name}: its weights take ${gb(need)} in ${dtype}, more than the ${gb(room)} a WebAssembly core `
+    + `has left for them (4 GB address space, ${gb(MEMORY_HEADROOM_BYTES)} kept for activations and the adapter); `
+    + (fits ? `load it with { dtype: '${fits}' } (${gb(core.weightBytes(cfg, fits))})` : 'no dtype makes it fit'),
+  { code: 'OUT_OF_MEMORY', details: { dtype, needBytes: need, roomBytes: room, fits: fits ?? null } });
+}
+
 /**
  * Load a model and its tokenizer.
  * @param {import('./core.js').Core} core
  * @param {any} source
  * @param {{ signal?: AbortSignal, onProgress?: (e: object) => void, tokenizer?: any, name?: string,
  *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
- *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number }} [options]
+ *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number, dtype?: 'f32'|'q8'|'q4' }} [options]
  * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
  *   kind: string, nameOrPath: unknown, location: string | null }>} nameOrPath: config.json's _name_or_path (identity.js
  *   reads it), or null; location: the URL (a Hub id's included) or path the model came from, null for bytes and Files
  */
 export async function loadModel(core, source, options = {}) {
   const { signal } = options;
+  const dtype = options.dtype ?? 'f32';
+  storageId(dtype); // a wrong dtype fails before anything is fetched
   throwIfAborted(signal);
   const { kind, name, files, location } = await gatherFiles(source, options);
   let model = null;
@@ -414,21 +453,24 @@ export async function loadModel(core, source, options = {}) {
     if (kind === 'llama2c') {
       const weights = [...files.keys()].find((n) => /\.bin$/i.test(n) && !/^tok.*\.bin$|^tokenizer\.bin$/i.test(n));
       const src = files.get(/** @type {string} */ (weights));
-      // The checkpoint is parsed from one buffer in wasm memory, filled chunk by chunk.
-      const ptr = core.wasm.malloc(Math.max(1, src.size));
-      try {
-        await src.stream(0, src.size, (chunk, offset) => { core.wasm.u8.set(chunk, ptr + offset); }, { signal });
-        model = core.loadLlama2cAt(ptr, src.size);
-      } finally {
-        core.wasm.free(ptr);
-      }
+      // Each tensor is written (and, in q8 / q4, quantised) as its bytes stream past: the checkpoint is never held
+      // whole beside the model.
+      const header = await src.readRange(0, Math.min(28, src.size));
+      const cfg = core.configFromLlama2cHeader(header, src.size);
+      checkMemory(core, cfg, dtype, name);
+      model = core.createModel(cfg, dtype);
+      const table = model.tensors();
+      const plan = model.llama2cParts(header, src.size).map((p) => ({ index: p.tensor, dtypeId: DType.F32, esize: 4,
+        begin: p.offset, end: p.offset + 4 * p.numel }));
+      await streamTensorBytes(model, src, plan, 0, table, signal);
     } else {
       const cfgSrc = files.get('config.json');
       if (!cfgSrc) throw new ModelSourceError(`${name}: config.json is missing (a safetensors model needs its Hugging Face config)`);
       const cfgText = await cfgSrc.text();
       const cfg = core.configFromHF(cfgText);
       nameOrPath = JSON.parse(cfgText)?._name_or_path ?? null;
-      model = core.createModel(cfg);
+      checkMemory(core, cfg, dtype, name);
+      model = core.createModel(cfg, dtype);
       const seen = new Uint8Array(model.tensors().length);
       const halfMatrices = new Map();
       let { indexName, shards } = shardNames(files);
@@ -442,11 +484,14 @@ export async function loadModel(core, source, options = {}) {
       const table = model.tensors();
       const missing = table.find((t) => !seen[t.index]);
       if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'NOT_FOUND' });
-      for (const [index, dtype] of halfMatrices) {
-        const mixup = halfPrecisionMixup(model.tensorView(table[index]), /** @type {'F16'|'BF16'} */ (dtype));
+      for (const [index, fileDtype] of halfMatrices) {
+        // A quantised matrix is judged on its first million dequantised values (enough for the statistics).
+        const t = table[index];
+        const values = t.quantized ? model.readTensor(t, 0, Math.min(t.numel, 1 << 20)) : model.tensorView(t);
+        const mixup = halfPrecisionMixup(values, /** @type {'F16'|'BF16'} */ (fileDtype));
         if (mixup) {
           throw new FormatError(`${name}: tensor ${table[index].name} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
-            details: { tensor: table[index].name, dtype, likely: mixup.likely } });
+            details: { tensor: table[index].name, dtype: fileDtype, likely: mixup.likely } });
         }
       }
     }

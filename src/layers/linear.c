@@ -83,7 +83,11 @@ static void dora_forward(wl_model *m, int layer, int slot, int index, float *out
     lora_term(m, 0, layer, slot, x, N, train, &terms[1]);
     float *z = m->acts.lora_z;
     if (train && a == m->trainable) z = m->acts.lora_saved + m->acts.lora_saved_off[index] + (size_t)N * mod->rank;
-    m->k->gemm(N, n_out, terms, 2, NULL, NULL, z, n_out);
+    if (lin->qw) {
+        wl_qgemm_nt(m->k, N, x, in, lin->qw, &terms[1], NULL, NULL, z, n_out, m->qtile, m->qtile_floats, !train);
+    } else {
+        m->k->gemm(N, n_out, terms, 2, NULL, NULL, z, n_out);
+    }
     const float *norms = wl_dora_norms_of(a, index);
     for (int n = 0; n < N; n++) {
         const float *zr = z + (size_t)n * n_out;
@@ -112,7 +116,12 @@ void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float
     /* The first adapter on this module joins the base GEMM; any further ones (mixes) add to out after it. Their
      * x A^T share one buffer, so each is computed right before its own GEMM. */
     for (; i < m->n_adapters && n_terms == 1; i++) n_terms += lora_term(m, i, layer, slot, x, N, train, &terms[1]);
-    m->k->gemm(N, n_out, terms, n_terms, add, lin->b, out, n_out);
+    if (lin->qw) {
+        wl_qgemm_nt(m->k, N, x, in, lin->qw, n_terms > 1 ? &terms[1] : NULL, add, lin->b, out, n_out, m->qtile,
+                    m->qtile_floats, !train);
+    } else {
+        m->k->gemm(N, n_out, terms, n_terms, add, lin->b, out, n_out);
+    }
     for (; i < m->n_adapters; i++) {
         if (lora_term(m, i, layer, slot, x, N, train, &terms[1]))
             m->k->gemm(N, n_out, &terms[1], 1, out, NULL, out, n_out);
@@ -130,6 +139,17 @@ static void lora_dx(wl_model *m, int layer, int slot, const wl_lora_module *mod,
         wl_axpy(m->k, dx, 1.0f, dxl, (size_t)N * in);
     } else {
         wl_sgemm(m->k, 0, 0, N, in, r, 1.0f, dxa, r, mod->A, in, 1.0f, dx, in);
+    }
+}
+
+/* dx = add + dout W (terms[0]) + terms[1] when n_terms is 2, from the f32 or the quantised weight. */
+static void base_dx(wl_model *m, const wl_linear *lin, const wl_gemm_term *terms, int n_terms, const float *add,
+                    float *dx, int N) {
+    if (lin->qw) {
+        wl_qgemm_nn(m->k, N, terms[0].A, terms[0].lda, lin->qw, n_terms > 1 ? &terms[1] : NULL, add, dx, lin->in,
+                    m->qtile, m->qtile_floats);
+    } else {
+        m->k->gemm(N, lin->in, terms, n_terms, add, NULL, dx, lin->in);
     }
 }
 
@@ -198,15 +218,15 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
         /* xa = x' A^T  =>  dx' = dxa A; through dropout dx = mask(dx') / (1 - p) */
         if (!base_done && !dropped) {
             terms[n_terms++] = (wl_gemm_term){dxa, mod->A, r, in, r, 0, 0, 1.0f};
-            k->gemm(N, in, terms, n_terms, accumulate ? dx : NULL, NULL, dx, in);
+            base_dx(m, lin, terms, n_terms, accumulate ? dx : NULL, dx, N);
             base_done = 1;
         } else {
             if (!base_done) {
-                k->gemm(N, in, terms, 1, accumulate ? dx : NULL, NULL, dx, in);
+                base_dx(m, lin, terms, 1, accumulate ? dx : NULL, dx, N);
                 base_done = 1;
             }
             lora_dx(m, layer, slot, mod, dxa, dropped, dx, N);
         }
     }
-    if (!base_done) k->gemm(N, in, terms, 1, accumulate ? dx : NULL, NULL, dx, in);
+    if (!base_done) base_dx(m, lin, terms, 1, accumulate ? dx : NULL, dx, N);
 }

@@ -235,11 +235,13 @@ wl_status wl_adapter_set_row_blocks(wl_adapter *a, int index, int row_blocks, in
 
 /* ---- DoRA norms ---- */
 
-void wl_dora_row_norms(const wl_kernels *k, const float *w, const wl_lora_module *mod, float *norms, float *rows) {
+void wl_dora_row_norms(const wl_kernels *k, const wl_linear *lin, const wl_lora_module *mod, float *norms, float *rows) {
     const int in = mod->in_features, r = mod->rank;
     for (int o0 = 0; o0 < mod->out_features; o0 += WL_DORA_ROWS) {
         const int n = mod->out_features - o0 < WL_DORA_ROWS ? mod->out_features - o0 : WL_DORA_ROWS;
-        memcpy(rows, w + (size_t)o0 * in, (size_t)n * in * sizeof(float));
+        /* A quantised base's norms are those of its dequantised rows, the weights its products compute with. */
+        if (lin->qw) wl_qweight_dequantize_rows(k, lin->qw, o0, n, rows, in);
+        else memcpy(rows, lin->w + (size_t)o0 * in, (size_t)n * in * sizeof(float));
         /* rows (n, in) += s B[o0 : o0 + n] (n, r) A (r, in) */
         wl_sgemm(k, 0, 0, n, in, r, mod->scale, mod->B + (size_t)o0 * r, r, mod->A, in, 1.0f, rows, in);
         for (int j = 0; j < n; j++) {
@@ -255,7 +257,7 @@ static void dora_compute(const wl_model *m, wl_adapter *a, float *rows) {
     size_t off = 0;
     for (int i = 0; i < a->n_modules; i++) {
         const wl_lora_module *mod = &a->modules[i];
-        wl_dora_row_norms(m->k, m->blocks[mod->layer].lin[mod->slot].w, mod, a->dora_norms + off, rows);
+        wl_dora_row_norms(m->k, &m->blocks[mod->layer].lin[mod->slot], mod, a->dora_norms + off, rows);
         off += (size_t)mod->out_features;
     }
     memcpy(a->dora_seen, a->params, a->n_params * sizeof(float));

@@ -25,6 +25,7 @@ static void free_edit(wl_base_edit *e) {
 }
 
 wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float weight) {
+    WL_ASSERT(m->storage == WL_STORAGE_F32); /* merge and PiSSA refuse quantised bases first */
     wl_base_edit e;
     memset(&e, 0, sizeof e);
     e.adapter = a;
@@ -102,6 +103,9 @@ void wl_model_free_edits(wl_model *m) {
 
 wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
     if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_merge: NULL argument");
+    if (m->storage != WL_STORAGE_F32)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "merging needs the base in f32; this model holds its weights quantised "
+                                              "(load it with dtype 'f32' to merge, or keep the adapter unmerged)");
     if (!isfinite(weight)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "merge weight is not finite");
     if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
     int at = wl_model_find_edit(m, a);
@@ -176,6 +180,9 @@ size_t wl_model_edit_bytes(const wl_model *m) {
 
 wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uint64_t seed) {
     if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_init_pissa: NULL argument");
+    if (m->storage != WL_STORAGE_F32)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation needs the base in f32; this model holds its weights "
+                                              "quantised (load it with dtype 'f32', or use init 'default')");
     if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
     if (wl_model_find_edit(m, a) >= 0) return wl_fail(WL_STATUS_BAD_STATE, "the adapter already changed this model's weights");
     if (a->dora) return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation of a DoRA adapter is not supported");

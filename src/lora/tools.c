@@ -177,6 +177,8 @@ wl_status wl_adapter_extract(const wl_model *base, const wl_model *tuned, const 
     if (!base || !tuned || !ranks || !out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_extract: NULL argument");
     *out = NULL;
     if (!(energy >= 0.0f && energy <= 1.0f)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "extract: energy %g must be in [0, 1]", (double)energy);
+    if (base->storage != WL_STORAGE_F32 || tuned->storage != WL_STORAGE_F32)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "extract: both models must be loaded in f32, not quantised");
     const wl_config *cb = &base->cfg, *ct = &tuned->cfg;
     if (cb->arch != ct->arch || cb->dim != ct->dim || cb->hidden_dim != ct->hidden_dim || cb->n_layers != ct->n_layers ||
         cb->n_heads != ct->n_heads || cb->n_kv_heads != ct->n_kv_heads || cb->head_dim != ct->head_dim ||

@@ -129,7 +129,11 @@ wl_status wl_model_backward(wl_model *m) {
     float *dlogits = a->logits;
     wl_xent_backward(k, dlogits, a->targets, N, V, m->last_ignore_id, 1.0f / (float)m->last_n_valid);
     /* logits = lnf lm_head^T  =>  d_lnf = dlogits lm_head, d_lm_head += dlogits^T lnf */
-    wl_sgemm(k, 0, 0, N, C, V, 1.0f, dlogits, V, m->lm_head, C, 0.0f, a->d_ln, C);
+    if (m->lm_head_q) {
+        wl_qgemm_nn(k, N, dlogits, V, m->lm_head_q, NULL, NULL, a->d_ln, C, m->qtile, m->qtile_floats);
+    } else {
+        wl_sgemm(k, 0, 0, N, C, V, 1.0f, dlogits, V, m->lm_head, C, 0.0f, a->d_ln, C);
+    }
     if (m->grads) wl_sgemm(k, 1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, wl_grad_of(m, m->lm_head), C);
     memset(a->d_res, 0, (size_t)N * C * sizeof(float));
     if (c->arch == WL_ARCH_GPT2) {

@@ -136,7 +136,11 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     /* embeddings */
     float *res = block_input(m, 0, train);
     for (int n = 0; n < N; n++) {
-        memcpy(res + (size_t)n * C, m->wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+        if (m->wte_q) {
+            wl_qkernels_for(k)->dequantize_rows(m->wte_q, tokens[n], 1, res + (size_t)n * C, C);
+        } else {
+            memcpy(res + (size_t)n * C, m->wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+        }
         if (m->wpe) k->axpy(res + (size_t)n * C, 1.0f, m->wpe + (size_t)a->positions[n] * C, (size_t)C);
     }
 
@@ -163,7 +167,11 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     } else {
         wl_rmsnorm_forward(k, a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
     }
-    wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
+    if (m->lm_head_q) {
+        wl_qgemm_nt(k, n_rows, a->lnf, C, m->lm_head_q, NULL, NULL, NULL, a->logits, V, m->qtile, m->qtile_floats, !train);
+    } else {
+        wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
+    }
 
     m->last_B = B;
     m->last_T = T;

@@ -27,14 +27,40 @@ typedef struct table_builder {
     int count;
     int capacity;
     wl_status status;
+    int n_q;           /* quantised matrices so far */
+    size_t q_bytes;    /* their quants and scales */
+    int q_max_cols;    /* widest of them */
+    size_t q_max_numel; /* largest of them */
 } table_builder;
 
-/* Register a tensor; returns its offset in floats (memory for it starts there). rows/cols are the shape in
- * memory for 2-D tensors ((out, in) for linears); transposed tensors are stored (cols, rows) in files. */
+#define WL_NO_OFFSET SIZE_MAX
+
+/* A quantised model holds its matrices (linear weights, embedding, head: every 2-D tensor that takes weight decay;
+ * not GPT-2's position table) quantised. */
+static int held_quantized(const wl_model *m, int ndim, int decay) {
+    return m->storage != WL_STORAGE_F32 && ndim == 2 && decay;
+}
+
+/* Register a tensor; returns its offset in floats (memory for it starts there), or WL_NO_OFFSET for a tensor held
+ * quantised (its wl_qweight is then allocated in the filling walk). rows/cols are the shape in memory for 2-D
+ * tensors ((out, in) for linears); transposed tensors are stored (cols, rows) in files. */
 static size_t add_tensor(table_builder *tb, const char *name, int layer, int ndim, int64_t rows, int64_t cols,
                          int transposed, int decay) {
-    size_t at = tb->offset;
+    const int quantized = held_quantized(tb->m, ndim, decay);
+    size_t at = quantized ? WL_NO_OFFSET : tb->offset;
     size_t numel = (size_t)rows * (size_t)(ndim == 2 ? cols : 1);
+    int qindex = -1;
+    if (quantized) {
+        qindex = tb->n_q++;
+        tb->q_bytes += wl_qweight_quant_bytes(tb->m->storage, (int)rows, (int)cols) +
+                       wl_qweight_scale_count((int)rows, (int)cols) * sizeof(float);
+        if (cols > tb->q_max_cols) tb->q_max_cols = (int)cols;
+        if (numel > tb->q_max_numel) tb->q_max_numel = numel;
+        if (tb->m->qweights && tb->status == WL_OK) {
+            wl_status st = wl_qweight_alloc(&tb->m->qweights[qindex], tb->m->storage, (int)rows, (int)cols);
+            if (st != WL_OK) tb->status = st;
+        }
+    }
     if (tb->m->tensors && tb->status == WL_OK) {
         WL_ASSERT(tb->count < tb->capacity);
         wl_tensor_rec *t = &tb->m->tensors[tb->count];
@@ -53,11 +79,24 @@ static size_t add_tensor(table_builder *tb, const char *name, int layer, int ndi
         t->transposed = transposed;
         t->layer = layer;
         t->decay = decay;
+        t->qindex = qindex;
+        if (quantized) {
+            t->samples = wl_alloc_array(WL_TENSOR_SAMPLES, sizeof(float), "tensor samples");
+            if (!t->samples) tb->status = WL_STATUS_OUT_OF_MEMORY;
+        }
     }
     tb->count++;
     /* Keep every tensor 16-float aligned so SIMD loads of rows start aligned where shapes allow. */
-    tb->offset += (numel + 15) & ~(size_t)15;
+    if (!quantized) tb->offset += (numel + 15) & ~(size_t)15;
     return at;
+}
+
+/* The quantised matrix of the tensor just added, or NULL. */
+static wl_qweight *last_qweight(const table_builder *tb) {
+    const wl_model *m = tb->m;
+    if (!m->qweights || !m->tensors || tb->count == 0) return NULL;
+    const int q = m->tensors[tb->count - 1].qindex;
+    return q >= 0 ? &m->qweights[q] : NULL;
 }
 
 /* Walk the architecture once to count and once to fill; pointers are set in the second walk. */
@@ -69,11 +108,12 @@ static void build_table(table_builder *tb) {
     const int filling = m->params != NULL;
     char name[160];
     size_t off;
-#define PTR(o) (filling ? m->params + (o) : NULL)
+#define PTR(o) (filling && (o) != WL_NO_OFFSET ? m->params + (o) : NULL)
 
     if (c->arch == WL_ARCH_GPT2) {
         off = add_tensor(tb, "transformer.wte.weight", -1, 2, V, C, 0, 1);
         m->wte = PTR(off);
+        m->wte_q = last_qweight(tb);
         off = add_tensor(tb, "transformer.wpe.weight", -1, 2, c->max_seq_len, C, 0, 0);
         m->wpe = PTR(off);
         for (int l = 0; l < c->n_layers; l++) {
@@ -98,6 +138,7 @@ static void build_table(table_builder *tb) {
                 off = add_tensor(tb, name, l, 2, outs[s], ins[s], 1, 1);
                 if (b) {
                     b->lin[s].w = PTR(off);
+                    b->lin[s].qw = last_qweight(tb);
                     b->lin[s].in = ins[s];
                     b->lin[s].out = outs[s];
                 }
@@ -111,9 +152,11 @@ static void build_table(table_builder *tb) {
         off = add_tensor(tb, "transformer.ln_f.bias", -1, 1, C, 0, 0, 0);
         m->normf_b = PTR(off);
         m->lm_head = m->wte;
+        m->lm_head_q = m->wte_q;
     } else {
         off = add_tensor(tb, "model.embed_tokens.weight", -1, 2, V, C, 0, 1);
         m->wte = PTR(off);
+        m->wte_q = last_qweight(tb);
         for (int l = 0; l < c->n_layers; l++) {
             wl_block *b = filling ? &m->blocks[l] : NULL;
             const int outs[7] = {q_dim, kv_dim, kv_dim, C, I, I, C}, ins[7] = {C, C, C, q_dim, C, C, I};
@@ -130,6 +173,7 @@ static void build_table(table_builder *tb) {
                 off = add_tensor(tb, name, l, 2, outs[s], ins[s], 0, 1);
                 if (b) {
                     b->lin[s].w = PTR(off);
+                    b->lin[s].qw = last_qweight(tb);
                     b->lin[s].in = ins[s];
                     b->lin[s].out = outs[s];
                 }
@@ -144,23 +188,53 @@ static void build_table(table_builder *tb) {
         m->normf_w = PTR(off);
         if (c->tied_embeddings) {
             m->lm_head = m->wte;
+            m->lm_head_q = m->wte_q;
         } else {
             off = add_tensor(tb, "lm_head.weight", -1, 2, V, C, 0, 1);
             m->lm_head = PTR(off);
+            m->lm_head_q = last_qweight(tb);
         }
     }
 #undef PTR
 }
 
-wl_status wl_model_create(const wl_config *cfg, wl_model **out) {
+static wl_status check_storage(int storage) {
+    if (storage != WL_STORAGE_F32 && storage != WL_STORAGE_Q8 && storage != WL_STORAGE_Q4)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "unknown weight storage %d (0 f32, 1 q8, 2 q4)", storage);
+    return WL_OK;
+}
+
+wl_status wl_model_weight_bytes_for(const wl_config *cfg, int storage, uint64_t *bytes) {
+    if (!bytes) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_weight_bytes_for: bytes is NULL");
+    wl_status st = wl_config_validate(cfg);
+    if (st == WL_OK) st = check_storage(storage);
+    if (st != WL_OK) return st;
+    wl_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = *cfg;
+    m.storage = storage;
+    table_builder tb = {&m, 0, 0, 0, WL_OK, 0, 0, 0, 0};
+    build_table(&tb);
+    *bytes = (uint64_t)tb.offset * sizeof(float) + tb.q_bytes +
+             (tb.n_q ? wl_qgemm_tile_floats(tb.q_max_cols, tb.q_max_numel) * sizeof(float) : 0);
+    return WL_OK;
+}
+
+wl_status wl_model_create(const wl_config *cfg, wl_model **out) { return wl_model_create_quantized(cfg, WL_STORAGE_F32, out); }
+
+int wl_model_storage(const wl_model *m) { return m ? m->storage : WL_STORAGE_F32; }
+
+wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model **out) {
     if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_create: out is NULL");
     *out = NULL;
     wl_status st = wl_config_validate(cfg);
+    if (st == WL_OK) st = check_storage(storage);
     if (st != WL_OK) return st;
 
     wl_model *m = wl_alloc(sizeof *m, "model");
     if (!m) return WL_STATUS_OUT_OF_MEMORY;
     m->cfg = *cfg;
+    m->storage = storage;
     m->k = wl_kernels_default();
     const wl_config *c = &m->cfg;
     const int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
@@ -187,18 +261,24 @@ wl_status wl_model_create(const wl_config *cfg, wl_model **out) {
         }
     }
 
-    table_builder tb = {m, 0, 0, 0, WL_OK};
+    table_builder tb = {m, 0, 0, 0, WL_OK, 0, 0, 0, 0};
     build_table(&tb); /* count */
     m->n_params = tb.offset;
     m->n_tensors = tb.count;
+    m->n_qweights = tb.n_q;
     m->tensors = wl_alloc_array((size_t)tb.count, sizeof *m->tensors, "tensor table");
     m->blocks = wl_alloc_array((size_t)c->n_layers, sizeof *m->blocks, "model blocks");
     m->params = wl_alloc_array(m->n_params, sizeof(float), "model weights");
-    if (!m->tensors || !m->blocks || !m->params) {
+    if (tb.n_q) {
+        m->qweights = wl_alloc_array((size_t)tb.n_q, sizeof *m->qweights, "quantised weight table");
+        m->qtile_floats = wl_qgemm_tile_floats(tb.q_max_cols, tb.q_max_numel);
+        m->qtile = wl_alloc_array(m->qtile_floats, sizeof(float), "dequantisation panel");
+    }
+    if (!m->tensors || !m->blocks || !m->params || (tb.n_q && (!m->qweights || !m->qtile))) {
         wl_model_free(m);
         return WL_STATUS_OUT_OF_MEMORY;
     }
-    tb = (table_builder){m, 0, 0, m->n_tensors, WL_OK};
+    tb = (table_builder){m, 0, 0, m->n_tensors, WL_OK, 0, 0, 0, 0};
     build_table(&tb); /* fill */
     if (tb.status != WL_OK) {
         wl_model_free(m);
@@ -233,8 +313,17 @@ void wl_model_free(wl_model *m) {
     wl_model_free_edits(m);
     free_acts(m);
     if (m->tensors) {
-        for (int i = 0; i < m->n_tensors; i++) wl_free(m->tensors[i].name);
+        for (int i = 0; i < m->n_tensors; i++) {
+            wl_free(m->tensors[i].name);
+            wl_free(m->tensors[i].stage);
+            wl_free(m->tensors[i].samples);
+        }
     }
+    if (m->qweights) {
+        for (int i = 0; i < m->n_qweights; i++) wl_qweight_free(&m->qweights[i]);
+    }
+    wl_free(m->qweights);
+    wl_free(m->qtile);
     wl_free(m->tensors);
     wl_free(m->blocks);
     wl_free(m->params);
@@ -252,8 +341,9 @@ wl_status wl_model_tensor(const wl_model *m, int index, wl_tensor_info *info) {
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor: index %d out of range [0, %d)", index, m->n_tensors);
     const wl_tensor_rec *t = &m->tensors[index];
     info->name = t->name;
-    info->data = m->params + t->offset;
-    info->grad = m->grads ? m->grads + t->offset : NULL;
+    info->data = t->qindex < 0 ? m->params + t->offset : NULL;
+    info->grad = m->grads && t->qindex < 0 ? m->grads + t->offset : NULL;
+    info->storage = t->qindex < 0 ? WL_STORAGE_F32 : m->storage;
     info->ndim = t->ndim;
     info->shape[0] = t->shape[0];
     info->shape[1] = t->shape[1];
@@ -276,6 +366,91 @@ wl_status wl_model_find_tensor(const wl_model *m, const char *name, int *index) 
     return wl_fail(WL_STATUS_NOT_FOUND, "the model has no tensor named \"%s\"", name);
 }
 
+static int sample_count(size_t numel) { return numel < WL_TENSOR_SAMPLES ? (int)numel : WL_TENSOR_SAMPLES; }
+
+/* Memory-layout element of sample k. */
+static size_t sample_element(size_t numel, int k) { return (size_t)((uint64_t)k * numel / (uint64_t)sample_count(numel)); }
+
+/* Keep the values of a quantised tensor's sample positions among memory-layout elements [e0, e0 + n) at v. */
+static void keep_samples(wl_tensor_rec *t, size_t e0, size_t n, const float *v) {
+    for (int k = 0; k < sample_count(t->numel); k++) {
+        const size_t e = sample_element(t->numel, k);
+        if (e >= e0 && e < e0 + n) t->samples[k] = v[e - e0];
+    }
+}
+
+wl_status wl_model_tensor_sample(const wl_model *m, int index, int k, float *value) {
+    if (!m || !value) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor_sample: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor_sample: index %d out of range", index);
+    const wl_tensor_rec *t = &m->tensors[index];
+    if (k < 0 || k >= sample_count(t->numel))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "tensor %s: sample %d out of range", t->name, k);
+    const size_t e = sample_element(t->numel, k);
+    *value = t->qindex < 0 ? m->params[t->offset + e] : t->samples[k];
+    return WL_OK;
+}
+
+/* Quantise the values of a quantised tensor as they arrive: in order, each row as soon as it is complete (a row's
+ * start waits in t->stage across calls). A transposed (GPT-2 Conv1D) tensor's rows are columns of the file, so it is
+ * gathered whole, then quantised. A write starting at element 0 starts the tensor over. */
+static wl_status write_quantized(wl_model *m, int index, int dtype, uint64_t first, uint64_t n_elems, const void *src) {
+    wl_tensor_rec *t = &m->tensors[index];
+    wl_qweight *w = &m->qweights[t->qindex];
+    const size_t esize = wl_dtype_size(dtype), cols = (size_t)w->cols;
+    if (first == 0) t->written = 0;
+    if (first != t->written)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT,
+                       "tensor %s is stored quantised and must arrive in order: got elements from %llu, expected %llu",
+                       t->name, (unsigned long long)first, (unsigned long long)t->written);
+    if (n_elems == 0) return WL_OK;
+    if (!t->stage) {
+        t->stage = wl_alloc_array(t->transposed ? t->numel : cols, sizeof(float), "quantisation staging");
+        if (!t->stage) return WL_STATUS_OUT_OF_MEMORY;
+    }
+    const uint8_t *bytes = src;
+    wl_status st = WL_OK;
+    if (t->transposed) {
+        /* File (in, out) into memory (out, in), then every row once all have arrived. */
+        const size_t in = (size_t)t->shape[0], outf = (size_t)t->shape[1];
+        float block[256];
+        for (uint64_t done = 0; done < n_elems && st == WL_OK;) {
+            size_t n = n_elems - done < 256 ? (size_t)(n_elems - done) : 256;
+            st = wl_convert_to_f32(block, bytes + done * esize, dtype, n);
+            for (size_t j = 0; j < n && st == WL_OK; j++) {
+                size_t e = (size_t)(first + done) + j;
+                t->stage[(e % outf) * in + e / outf] = block[j];
+            }
+            done += n;
+        }
+        t->written = first + n_elems;
+        if (st == WL_OK && t->written == t->numel) {
+            keep_samples(t, 0, t->numel, t->stage);
+            for (int r = 0; r < w->rows && st == WL_OK; r++)
+                st = wl_qweight_quantize_row(w, r, t->stage + (size_t)r * cols, t->name);
+        }
+    } else {
+        for (uint64_t done = 0; done < n_elems && st == WL_OK;) {
+            const size_t e = (size_t)(first + done), col = e % cols;
+            size_t n = cols - col;
+            if (n > n_elems - done) n = (size_t)(n_elems - done);
+            st = wl_convert_to_f32(t->stage + col, bytes + done * esize, dtype, n);
+            if (st == WL_OK) keep_samples(t, e, n, t->stage + col);
+            if (st == WL_OK && col + n == cols) st = wl_qweight_quantize_row(w, (int)(e / cols), t->stage, t->name);
+            done += n;
+        }
+        t->written = first + n_elems;
+    }
+    if (st != WL_OK) {
+        t->written = 0; /* the tensor must be written again from its start */
+    }
+    if (st != WL_OK || t->written == t->numel) {
+        wl_free(t->stage);
+        t->stage = NULL;
+    }
+    return st;
+}
+
 wl_status wl_model_write_tensor(wl_model *m, int index, int dtype, uint64_t first, uint64_t n_elems, const void *src) {
     if (!m || (!src && n_elems)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_write_tensor: NULL argument");
     if (index < 0 || index >= m->n_tensors)
@@ -288,8 +463,9 @@ wl_status wl_model_write_tensor(wl_model *m, int index, int dtype, uint64_t firs
     if (dtype != WL_DTYPE_F32 && dtype != WL_DTYPE_F16 && dtype != WL_DTYPE_BF16 && dtype != WL_DTYPE_F64)
         return wl_fail(WL_STATUS_UNSUPPORTED, "tensor %s: dtype %s cannot hold weights (need F32, F16, BF16 or F64)",
                        t->name, wl_dtype_name(dtype));
-    float *dst = m->params + t->offset;
     m->weights_epoch++;
+    if (t->qindex >= 0) return write_quantized(m, index, dtype, first, n_elems, src);
+    float *dst = m->params + t->offset;
     if (!t->transposed) return wl_convert_to_f32(dst + first, src, dtype, (size_t)n_elems);
 
     /* File layout (in, out) = (shape[0], shape[1]); memory layout (out, in). Convert in small blocks, scatter. */
@@ -307,6 +483,23 @@ wl_status wl_model_write_tensor(wl_model *m, int index, int dtype, uint64_t firs
         }
         done += n;
     }
+    return WL_OK;
+}
+
+wl_status wl_model_read_tensor(const wl_model *m, int index, uint64_t first, uint64_t n, float *dst) {
+    if (!m || (!dst && n)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_read_tensor: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_read_tensor: index %d out of range", index);
+    const wl_tensor_rec *t = &m->tensors[index];
+    if (first > t->numel || n > t->numel - first)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "tensor %s: elements [%llu, %llu) out of range (%zu elements)", t->name,
+                       (unsigned long long)first, (unsigned long long)(first + n), t->numel);
+    if (t->qindex < 0) {
+        memcpy(dst, m->params + t->offset + first, (size_t)n * sizeof(float));
+        return WL_OK;
+    }
+    const wl_qweight *w = &m->qweights[t->qindex];
+    for (uint64_t e = first; e < first + n; e++) dst[e - first] = wl_qweight_value(w, (int)(e / w->cols), (int)(e % w->cols));
     return WL_OK;
 }
 
@@ -527,6 +720,9 @@ wl_status wl_model_set_full_training(wl_model *m, int on) {
         return WL_OK;
     }
     if (m->grads) return WL_OK;
+    if (m->storage != WL_STORAGE_F32)
+        return wl_fail(WL_STATUS_UNSUPPORTED,
+                       "full-parameter training needs the base in f32; this model holds its weights quantised");
     m->grads = wl_alloc_array(m->n_params, sizeof(float), "full-parameter gradients");
     return m->grads ? WL_OK : WL_STATUS_OUT_OF_MEMORY;
 }
@@ -547,11 +743,22 @@ float *wl_model_grads(wl_model *m) { return m ? m->grads : NULL; }
 
 float *wl_model_logits(wl_model *m) { return m ? m->acts.logits : NULL; }
 
+void wl_model_memory_split(const wl_model *m, size_t *weights, size_t *activations) {
+    size_t w = 0, a = 0;
+    if (m) {
+        w = m->n_params * sizeof(float) * (m->grads ? 2 : 1);
+        for (int i = 0; i < m->n_qweights; i++) w += wl_qweight_bytes(&m->qweights[i]);
+        a = m->acts.n_floats * sizeof(float);
+        a += m->acts.lora_n_floats * sizeof(float);
+        a += m->qtile_floats * sizeof(float);
+        if (m->rope_cos) a += 2 * (size_t)m->rope_positions * (m->cfg.head_dim / 2) * sizeof(float);
+    }
+    if (weights) *weights = w;
+    if (activations) *activations = a;
+}
+
 size_t wl_model_memory_bytes(const wl_model *m) {
-    if (!m) return 0;
-    size_t n = m->n_params * sizeof(float) * (m->grads ? 2 : 1);
-    n += m->acts.n_floats * sizeof(float);
-    n += m->acts.lora_n_floats * sizeof(float);
-    if (m->rope_cos) n += 2 * (size_t)m->rope_positions * (m->cfg.head_dim / 2) * sizeof(float);
-    return n;
+    size_t w, a;
+    wl_model_memory_split(m, &w, &a);
+    return w + a;
 }

@@ -7,6 +7,7 @@
 
 #include "core/core.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "wl_lora.h"
 #include "wl_model.h"
 
@@ -14,7 +15,8 @@
 
 /* A frozen linear layer y = x W^T + b. */
 typedef struct wl_linear {
-    float *w;   /* (out, in) */
+    float *w;   /* (out, in), or NULL when the model is quantised */
+    wl_qweight *qw; /* (out, in) quantised, or NULL when the model is f32 */
     float *b;   /* (out) or NULL */
     int in, out;
 } wl_linear;
@@ -34,6 +36,11 @@ typedef struct wl_tensor_rec {
     int transposed;
     int layer;
     int decay;
+    int qindex;        /* index into the model's qweights when the tensor is held quantised, else -1 */
+    uint64_t written;  /* elements a quantised tensor has received (they arrive in order) */
+    float *stage;      /* f32 values of a quantised tensor waiting for the rest of their row (or, transposed, of
+                        * the whole tensor); NULL when none wait */
+    float *samples;    /* quantised tensors: the values written at the sample positions of wl_model_tensor_sample */
 } wl_tensor_rec;
 
 /* Activations of one block. In a training pass each layer has its own set (backward needs them); inference
@@ -150,6 +157,13 @@ struct wl_model {
     float *lm_head;   /* (V, C), == wte when tied */
     wl_block *blocks; /* [L] */
 
+    int storage;      /* wl_storage of the matrices */
+    wl_qweight *qweights; /* [n_qweights] quantised matrices (linear weights, embedding, untied head) */
+    int n_qweights;
+    wl_qweight *wte_q, *lm_head_q; /* (V, C) when quantised, else NULL; lm_head_q == wte_q when tied */
+    float *qtile;     /* dequantisation panel of the quantised products (qgemm.c) */
+    size_t qtile_floats;
+
     float *rope_cos, *rope_sin; /* (rope_positions, hs/2) Llama family */
     int rope_positions;
 
@@ -198,7 +212,7 @@ void wl_lora_mask_blocks(const wl_lora_module *mod, float *b);
 #define WL_DORA_ROWS 32
 
 /* ||W + s B A||_row of one module into norms (out); rows: WL_DORA_ROWS * in floats of scratch. */
-void wl_dora_row_norms(const wl_kernels *k, const float *w, const wl_lora_module *mod, float *norms, float *rows);
+void wl_dora_row_norms(const wl_kernels *k, const wl_linear *lin, const wl_lora_module *mod, float *norms, float *rows);
 /* Bring the DoRA norms of the attached adapters up to date (always when force). */
 void wl_dora_refresh(wl_model *m, int force);
 /* The DoRA norms of module index of adapter a. */

@@ -2,6 +2,7 @@
  * with an ABI of i32 / f32 / f64 only (no i64, so JavaScript never needs BigInt): pointers are i32, 64-bit seeds
  * arrive as two u32 halves, sizes as u32. Structs the caller reads (wl_config, wl_tensor_info, wl_lora_module,
  * wl_module_info) keep the layouts asserted below; web/core.js reads them at these offsets. */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,8 @@ _Static_assert(sizeof(wl_config) == 64, "wl_config layout");
 _Static_assert(offsetof(wl_config, rope_theta) == 48 && offsetof(wl_config, eos_id) == 60, "wl_config layout");
 _Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, shape) == 16, "wl_tensor_info layout");
 _Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, numel) == 36, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || sizeof(wl_tensor_info) == 48, "wl_tensor_info layout");
+_Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, storage) == 48, "wl_tensor_info layout");
+_Static_assert(sizeof(void *) != 4 || sizeof(wl_tensor_info) == 56, "wl_tensor_info layout");
 _Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 60, "wl_lora_module layout");
 _Static_assert(sizeof(void *) != 4 || sizeof(wl_module_info) == 20, "wl_module_info layout");
 
@@ -38,6 +40,14 @@ EXPORT(wl_status_name) const char *wlx_status_name(int s) { return wl_status_nam
 
 EXPORT(wl_config_validate) int wlx_config_validate(const wl_config *c) { return wl_config_validate(c); }
 EXPORT(wl_model_create) int wlx_model_create(const wl_config *c, wl_model **out) { return wl_model_create(c, out); }
+EXPORT(wl_model_create_quantized) int wlx_model_create_quantized(const wl_config *c, int storage, wl_model **out) {
+    return wl_model_create_quantized(c, storage, out);
+}
+EXPORT(wl_model_weight_bytes_for) double wlx_model_weight_bytes_for(const wl_config *c, int storage) {
+    uint64_t bytes = 0;
+    return wl_model_weight_bytes_for(c, storage, &bytes) == WL_OK ? (double)bytes : -1.0;
+}
+EXPORT(wl_model_storage) int wlx_model_storage(const wl_model *m) { return wl_model_storage(m); }
 EXPORT(wl_model_free) void wlx_model_free(wl_model *m) { wl_model_free(m); }
 EXPORT(wl_model_config) const wl_config *wlx_model_config(const wl_model *m) { return wl_model_config(m); }
 EXPORT(wl_model_n_tensors) int wlx_model_n_tensors(const wl_model *m) { return wl_model_n_tensors(m); }
@@ -50,6 +60,13 @@ EXPORT(wl_model_find_tensor) int wlx_model_find_tensor(const wl_model *m, const 
 EXPORT(wl_model_write_tensor) int wlx_model_write_tensor(wl_model *m, int index, int dtype, double first, double n,
                                                          const void *src) {
     return wl_model_write_tensor(m, index, dtype, (uint64_t)first, (uint64_t)n, src);
+}
+EXPORT(wl_model_read_tensor) int wlx_model_read_tensor(const wl_model *m, int index, double first, double n, float *dst) {
+    return wl_model_read_tensor(m, index, (uint64_t)first, (uint64_t)n, dst);
+}
+EXPORT(wl_model_tensor_sample) double wlx_model_tensor_sample(const wl_model *m, int index, int k) {
+    float v = 0.0f;
+    return wl_model_tensor_sample(m, index, k, &v) == WL_OK ? (double)v : NAN;
 }
 EXPORT(wl_model_n_slots) int wlx_model_n_slots(const wl_model *m) { return wl_model_n_slots(m); }
 EXPORT(wl_model_module) int wlx_model_module(const wl_model *m, int slot, wl_module_info *info) {
@@ -76,11 +93,26 @@ EXPORT(wl_model_grads) float *wlx_model_grads(wl_model *m) { return wl_model_gra
 EXPORT(wl_model_memory_bytes) double wlx_model_memory_bytes(const wl_model *m) {
     return (double)wl_model_memory_bytes(m);
 }
+/* 0: weights, 1: activations and scratch. */
+EXPORT(wl_model_memory_part) double wlx_model_memory_part(const wl_model *m, int part) {
+    size_t w, a;
+    wl_model_memory_split(m, &w, &a);
+    return (double)(part == 0 ? w : a);
+}
 
 /* ---- loaders ---- */
 
 EXPORT(wl_model_load_llama2c) int wlx_model_load_llama2c(const uint8_t *buf, size_t len, wl_model **out) {
     return wl_model_load_llama2c(buf, len, out);
+}
+EXPORT(wl_config_from_llama2c_header) int wlx_config_from_llama2c_header(const uint8_t *header, size_t header_len,
+                                                                         double file_len, wl_config *cfg) {
+    return wl_config_from_llama2c_header(header, header_len, (uint64_t)file_len, cfg);
+}
+_Static_assert(sizeof(wl_llama2c_part) == 24 && offsetof(wl_llama2c_part, offset) == 8, "wl_llama2c_part layout");
+EXPORT(wl_llama2c_parts) int wlx_llama2c_parts(const wl_model *m, const uint8_t *header, size_t header_len,
+                                               double file_len, wl_llama2c_part *parts, int cap, int *n) {
+    return wl_llama2c_parts(m, header, header_len, (uint64_t)file_len, parts, cap, n);
 }
 EXPORT(wl_config_from_hf_json) int wlx_config_from_hf_json(const char *json, size_t len, wl_config *cfg) {
     return wl_config_from_hf_json(json, len, cfg);

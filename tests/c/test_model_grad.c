@@ -59,9 +59,15 @@ static void randomize(wl_model *m, uint64_t seed) {
         wl_model_tensor(m, i, &t);
         int is_norm_w = t.ndim == 1 && strstr(t.name, "norm") && strstr(t.name, "weight");
         if (!is_norm_w) is_norm_w = t.ndim == 1 && strstr(t.name, "ln_") && strstr(t.name, "weight");
-        wl_test_fill(t.data, t.numel, seed + (uint64_t)i * 7919, 0.5f);
+        /* a quantised model's matrices are written through the quantiser (their data is NULL) */
+        float *v = t.data ? t.data : malloc(t.numel * sizeof(float));
+        wl_test_fill(v, t.numel, seed + (uint64_t)i * 7919, 0.5f);
         if (is_norm_w) {
-            for (size_t j = 0; j < t.numel; j++) t.data[j] = 1.0f + 0.3f * t.data[j];
+            for (size_t j = 0; j < t.numel; j++) v[j] = 1.0f + 0.3f * v[j];
+        }
+        if (!t.data) {
+            CHECK_OK(wl_model_write_tensor(m, i, WL_DTYPE_F32, 0, t.numel, v));
+            free(v);
         }
     }
 }
@@ -169,10 +175,11 @@ static void check_grad(const char *what, wl_model *m, const batch *b, float *par
     free(d);
 }
 
+/* storage: WL_STORAGE_F32, or a quantised base (the LoRA gradients must still match the loss it computes). */
 static void lora_case(const char *what, wl_config cfg, const int *slot_rank, int first_layer, int rslora,
-                      float dropout, int B, int T, int ignore_some) {
+                      float dropout, int B, int T, int ignore_some, int storage) {
     wl_model *m = NULL;
-    CHECK_OK(wl_model_create(&cfg, &m));
+    CHECK_OK(wl_model_create_quantized(&cfg, storage, &m));
     if (!m) return;
     randomize(m, 11);
     CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
@@ -551,13 +558,16 @@ static void run_all(void) {
     wl_config inter = llama_config(WL_ROPE_INTERLEAVED, 0, 1);
     wl_config bias = llama_config(WL_ROPE_HALF, 1, 1);
     wl_config gpt2 = gpt2_config();
-    lora_case("llama LoRA all modules, rotate_half, untied", half, all, 0, 0, 0.0f, 2, 6, 1);
-    lora_case("llama LoRA q,v rsLoRA, interleaved, tied", inter, qv, 0, 1, 0.0f, 2, 5, 0);
-    lora_case("llama LoRA down_proj on the top layer only", half, down_only, 2, 0, 0.0f, 2, 6, 0);
-    lora_case("llama LoRA q,v from layer 1 (skips layer 0)", half, qv, 1, 0, 0.0f, 1, 7, 0);
-    lora_case("llama LoRA all modules, qkv bias, dropout 0.3", bias, all, 0, 0, 0.3f, 2, 6, 1);
-    lora_case("gpt2 LoRA all modules", gpt2, gpt2_all, 0, 0, 0.0f, 2, 6, 1);
-    lora_case("gpt2 LoRA c_fc, dropout 0.2", gpt2, gpt2_fc, 1, 1, 0.2f, 2, 5, 0);
+    lora_case("llama LoRA all modules, rotate_half, untied", half, all, 0, 0, 0.0f, 2, 6, 1, WL_STORAGE_F32);
+    lora_case("llama LoRA q,v rsLoRA, interleaved, tied", inter, qv, 0, 1, 0.0f, 2, 5, 0, WL_STORAGE_F32);
+    lora_case("llama LoRA down_proj on the top layer only", half, down_only, 2, 0, 0.0f, 2, 6, 0, WL_STORAGE_F32);
+    lora_case("llama LoRA q,v from layer 1 (skips layer 0)", half, qv, 1, 0, 0.0f, 1, 7, 0, WL_STORAGE_F32);
+    lora_case("llama LoRA all modules, qkv bias, dropout 0.3", bias, all, 0, 0, 0.3f, 2, 6, 1, WL_STORAGE_F32);
+    lora_case("gpt2 LoRA all modules", gpt2, gpt2_all, 0, 0, 0.0f, 2, 6, 1, WL_STORAGE_F32);
+    lora_case("gpt2 LoRA c_fc, dropout 0.2", gpt2, gpt2_fc, 1, 1, 0.2f, 2, 5, 0, WL_STORAGE_F32);
+    lora_case("llama q8 base, LoRA all modules, qkv bias, dropout 0.3", bias, all, 0, 0, 0.3f, 2, 6, 1, WL_STORAGE_Q8);
+    lora_case("llama q4 base, LoRA all modules, rotate_half, untied", half, all, 0, 0, 0.0f, 2, 6, 1, WL_STORAGE_Q4);
+    lora_case("gpt2 q4 base, LoRA all modules", gpt2, gpt2_all, 0, 0, 0.0f, 2, 6, 1, WL_STORAGE_Q4);
     full_case("llama full-parameter, rotate_half, untied", half, 0);
     full_case("llama full-parameter, interleaved, tied, + frozen LoRA", inter, 1);
     full_case("llama full-parameter, qkv bias", bias, 0);

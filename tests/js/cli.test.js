@@ -160,6 +160,27 @@ describe('commands', () => {
     const g2 = await run(['generate', '--model', model, '--adapter', out, '--prompt', 'The robot', '--max-tokens', '5', '--json']);
     expect(g2.code).toBe(0);
   });
+
+  test('--dtype q8 / q4: eval close to f32, train and generate on a quantised base', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const data = path.join(tmp, 'dtype.txt');
+    writeFileSync(data, 'Once upon a time, a little cat found a red ball in the garden and played with it all day. '.repeat(6));
+    const ppl = {};
+    for (const dtype of ['f32', 'q8', 'q4']) {
+      const e = await run(['eval', '--model', model, '--data', data, '--dtype', dtype, '--json']);
+      expect(e.code).toBe(0);
+      ppl[dtype] = JSON.parse(e.stdout).perplexity;
+    }
+    expect(ppl.q8).not.toBe(ppl.f32); // the base really is quantised
+    expect(Math.abs(ppl.q8 / ppl.f32 - 1)).toBeLessThan(0.01);
+    expect(Math.abs(ppl.q4 / ppl.f32 - 1)).toBeLessThan(0.25); // stories260K loses ~19% to Q4_0 (quant.test.js)
+    const out = path.join(tmp, 'trained-q4');
+    const t = await run(['train', '--model', model, '--data', data, '--dtype', 'q4', '--steps', '3', '--seq', '32', '--out', out, '--json']);
+    expect(t.code).toBe(0);
+    const g = await run(['generate', '--model', model, '--dtype', 'q4', '--adapter', out, '--prompt', 'Once', '--max-tokens', '5', '--json']);
+    expect(g.code).toBe(0);
+    expect(JSON.parse(g.stdout).ids).toHaveLength(5);
+  });
 });
 
 describe('threads', () => {
@@ -247,6 +268,9 @@ describe('bad input: one clear line, non-zero exit, nothing left behind', () => 
     ['unknown option', () => ['--data', 'x.txt', '--bogus'], /bogus/],
     ['threads out of range', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--threads', '0'], /--threads must be/],
     ['LoRA+ ratio not positive', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--lora-plus-ratio', '0'], /loraPlusRatio must be a positive/],
+    ['unknown base dtype', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--dtype', 'q3'], /--dtype must be f32, q8 or q4/],
+    ['full training on a quantised base', () => ['--data', path.join(GOLDEN, 'stories260K/text.txt'), '--dtype', 'q8', '--full'],
+      /quantised/],
   ])('%s', async (name, setup, pattern) => {
     const out = path.join(tmp, `out-${name.replace(/\W+/g, '-')}`);
     const args = ['train', '--model', model(), ...setup(), '--steps', '1', '--seq', '16', '--out', out];

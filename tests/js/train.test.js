@@ -14,20 +14,9 @@ import { Rng } from '../../web/rng.js';
 import { IGNORE_ID } from '../../web/core.js';
 import { expectAllClose, loadCore, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseAdapter, loadCaseModel, readCase } from './helpers/golden.js';
+import { LOG } from './helpers/texts.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
-
-// A style far from TinyStories: terse ship's-log entries with recurring names and phrases.
-const LOG = [
-  'Log of the Blue Heron, day one. Wind from the north, steady. Captain Mara checked the ropes twice. The crew ate fish and bread.',
-  'Log of the Blue Heron, day two. Wind from the east, light. Captain Mara checked the map twice. The crew mended the sail.',
-  'Log of the Blue Heron, day three. Rain at dawn, then sun. Captain Mara checked the ropes twice. The crew ate fish and bread.',
-  'Log of the Blue Heron, day four. Wind from the south, strong. Captain Mara checked the map twice. The crew sang at night.',
-  'Log of the Blue Heron, day five. Fog in the morning. Captain Mara checked the ropes twice. The crew ate fish and bread.',
-  'Log of the Blue Heron, day six. Wind from the west, steady. Captain Mara checked the map twice. The crew mended the sail.',
-  'Log of the Blue Heron, day seven. Calm sea, warm sun. Captain Mara checked the ropes twice. The crew sang at night.',
-  'Log of the Blue Heron, day eight. Wind from the north, light. Captain Mara checked the map twice. The crew ate fish and bread.',
-];
 
 let engine;
 beforeAll(async () => {

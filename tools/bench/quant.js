@@ -1,0 +1,152 @@
+// quant.js: the 8-bit and 4-bit frozen base in `npm run bench`. GEMM throughput with a q8 / q4 weight (dequantised
+// panel by panel into the f32 GEMM, and the decoding GEMV straight from the blocks) next to the same product with
+// the f32 weight and the f32x4 peak, one thread, in turns like gemm.js; and the random-weight models whose peak
+// memory the bench reports per dtype (exports from src/wasm/bench.c and src/wasm/bench_quant.c).
+import { Arch } from '../../web/core.js';
+
+const PEAK_FLOPS_PER_ITER = 96; // see wl_bench_peak
+const PEAK_ITERS = 50000;
+const SAMPLE_FLOPS = 1e8;
+const STORAGE = { q8: 1, q4: 2 };
+
+/** Model shapes of the memory table (Hugging Face configs of these models; weights are random). */
+export const MODEL_SHAPES = {
+  'SmolLM2-135M': { arch: Arch.LLAMA, dim: 576, hiddenDim: 1536, nLayers: 30, nHeads: 9, nKvHeads: 3, headDim: 64, vocabSize: 49152,
+    maxSeqLen: 2048, tiedEmbeddings: 1, qkvBias: 0, ropeLayout: 0, ropeTheta: 100000, normEps: 1e-5, bosId: 1, eosId: 2 },
+  'SmolLM2-360M': { arch: Arch.LLAMA, dim: 960, hiddenDim: 2560, nLayers: 32, nHeads: 15, nKvHeads: 5, headDim: 64, vocabSize: 49152,
+    maxSeqLen: 2048, tiedEmbeddings: 1, qkvBias: 0, ropeLayout: 0, ropeTheta: 100000, normEps: 1e-5, bosId: 1, eosId: 2 },
+  'Qwen2.5-0.5B': { arch: Arch.LLAMA, dim: 896, hiddenDim: 4864, nLayers: 24, nHeads: 14, nKvHeads: 2, headDim: 64, vocabSize: 151936,
+    maxSeqLen: 2048, tiedEmbeddings: 1, qkvBias: 1, ropeLayout: 0, ropeTheta: 1000000, normEps: 1e-6, bosId: -1, eosId: 151643 },
+  'Llama-3.2-1B': { arch: Arch.LLAMA, dim: 2048, hiddenDim: 8192, nLayers: 16, nHeads: 32, nKvHeads: 8, headDim: 64, vocabSize: 128256,
+    maxSeqLen: 2048, tiedEmbeddings: 1, qkvBias: 0, ropeLayout: 0, ropeTheta: 500000, normEps: 1e-5, bosId: 128000, eosId: 128001 },
+};
+
+/**
+ * Fill every tensor of a model (any dtype) with random weights, norm weights 1, one tensor at a time through the
+ * core's writer (a quantised model quantises them as they arrive, as when a model streams in).
+ */
+export function fillRandom(model, seed = 1, scale = 0.04) {
+  let s = seed >>> 0;
+  const CHUNK = 1 << 20;
+  const buf = new Float32Array(CHUNK);
+  for (const t of model.tensors()) {
+    for (let at = 0; at < t.numel; at += CHUNK) {
+      const n = Math.min(CHUNK, t.numel - at);
+      if (t.ndim === 1 && /norm/.test(t.name)) buf.fill(1, 0, n);
+      else {
+        for (let i = 0; i < n; i++) {
+          s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+          buf[i] = ((s >>> 8) / (1 << 24) - 0.5) * 2 * scale;
+        }
+      }
+      model.writeTensor(t.index, 0, at, new Uint8Array(buf.buffer, 0, 4 * n));
+    }
+  }
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+/**
+ * GFLOPS of the products with a frozen weight of SmolLM2-135M's shapes in f32, q8 and q4, at 128 tokens (forward and
+ * input gradient) and 1 token (decoding), with the peak of the same run.
+ * @param {{ exports: any, memory: WebAssembly.Memory }} wasm a single-threaded core instance
+ */
+export function benchQuantGemm(wasm, options = {}) {
+  const ex = wasm.exports;
+  const memory = wasm.memory;
+  const samples = options.samples ?? 12;
+  const weights = [
+    { name: 'q_proj, o_proj', out: 576, in: 576 }, { name: 'gate_proj, up_proj', out: 1536, in: 576 },
+    { name: 'down_proj', out: 576, in: 1536 }, { name: 'lm_head', out: 49152, in: 576 },
+  ];
+  const cases = [];
+  for (const w of weights) {
+    cases.push({ w, op: 'forward Y = X W^T', M: 128, forward: 1 });
+    cases.push({ w, op: 'input gradient dX = dY W', M: 128, forward: 0 });
+    cases.push({ w, op: 'decode y = x W^T', M: 1, forward: 1 });
+  }
+  const maxW = Math.max(...weights.map((w) => w.out * w.in));
+  const maxAC = 128 * Math.max(...weights.map((w) => Math.max(w.out, w.in)));
+  const pW = ex.wl_malloc(4 * maxW) >>> 0, pA = ex.wl_malloc(4 * maxAC) >>> 0, pC = ex.wl_malloc(4 * maxAC) >>> 0;
+  if (!pW || !pA || !pC) throw new Error('benchQuantGemm: out of wasm memory');
+  let seed = 99;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) / (1 << 24) - 0.5;
+  };
+  const fill = (p, n) => {
+    const v = new Float32Array(memory.buffer, p, n);
+    for (let i = 0; i < n; i++) v[i] = rnd();
+  };
+  fill(pW, maxW);
+  fill(pA, maxAC);
+  for (let i = 0; i < 5; i++) ex.wl_bench_peak(PEAK_ITERS);
+  const peakMs = [];
+  const samplePeak = () => {
+    const t0 = performance.now();
+    ex.wl_bench_peak(PEAK_ITERS);
+    peakMs.push(performance.now() - t0);
+  };
+  const rows = [];
+  for (const w of weights) {
+    const q = { q8: ex.wl_bench_qweight_make(STORAGE.q8, w.out, w.in, pW) >>> 0, q4: ex.wl_bench_qweight_make(STORAGE.q4, w.out, w.in, pW) >>> 0 };
+    if (!q.q8 || !q.q4) throw new Error('benchQuantGemm: could not quantise the weight');
+    for (const c of cases.filter((x) => x.w === w)) {
+      const N = c.forward ? w.out : w.in, K = c.forward ? w.in : w.out;
+      const flops = 2 * c.M * N * K;
+      const reps = Math.max(1, Math.round(SAMPLE_FLOPS / flops));
+      const runs = {
+        f32: () => ex.wl_bench_sgemm(0, c.forward, c.M, N, K, 1.0, pA, K, pW, w.in, 0.0, pC, N, reps),
+        q8: () => { if (ex.wl_bench_qgemm(q.q8, c.forward, c.M, pA, pC, reps) !== 0) throw new Error('bench panel'); },
+        q4: () => { if (ex.wl_bench_qgemm(q.q4, c.forward, c.M, pA, pC, reps) !== 0) throw new Error('bench panel'); },
+      };
+      const ms = { f32: [], q8: [], q4: [] };
+      const n = flops * reps > 2e9 ? Math.max(3, samples >> 2) : samples;
+      // f32 first: its result is the reference the quantised results are checked against
+      runs.f32();
+      const ref = new Float32Array(memory.buffer, pC, c.M * N).slice();
+      const rel = {};
+      for (const d of ['q8', 'q4']) {
+        runs[d]();
+        const got = new Float32Array(memory.buffer, pC, c.M * N);
+        let num = 0, den = 0;
+        for (let i = 0; i < ref.length; i++) {
+          num += (got[i] - ref[i]) ** 2;
+          den += ref[i] ** 2;
+        }
+        rel[d] = Math.sqrt(num / den);
+      }
+      // quantisation error of random weights: q8 about 1%, q4 about 15% (relative RMS); far beyond means broken
+      if (!(rel.q8 < 0.05 && rel.q4 < 0.3)) throw new Error(`benchQuantGemm: ${w.name} ${c.op} is wrong (q8 ${rel.q8}, q4 ${rel.q4})`);
+      for (let s = 0; s < n; s++) {
+        samplePeak();
+        for (const d of ['f32', 'q8', 'q4']) {
+          const t0 = performance.now();
+          runs[d]();
+          ms[d].push(performance.now() - t0);
+        }
+      }
+      const gf = (d) => +((reps * flops) / (Math.min(...ms[d]) / 1e3) / 1e9).toFixed(2);
+      rows.push({ weight: w.name, op: c.op, M: c.M, N, K, f32_gflops: gf('f32'), q8_gflops: gf('q8'), q4_gflops: gf('q4'),
+        q8_vs_f32: +(gf('q8') / gf('f32')).toFixed(3), q4_vs_f32: +(gf('q4') / gf('f32')).toFixed(3),
+        q8_rel_rms_vs_f32: +rel.q8.toExponential(2), q4_rel_rms_vs_f32: +rel.q4.toExponential(2),
+        median_gflops: Object.fromEntries(['f32', 'q8', 'q4'].map((d) => [d, +((reps * flops) / (median(ms[d]) / 1e3) / 1e9).toFixed(2)])) });
+      options.log?.(`  ${w.name}, ${c.op}, M ${c.M}: f32 ${gf('f32')}, q8 ${gf('q8')}, q4 ${gf('q4')} GFLOPS`);
+    }
+    ex.wl_bench_qweight_free(q.q8);
+    ex.wl_bench_qweight_free(q.q4);
+  }
+  ex.wl_free_ptr(pW);
+  ex.wl_free_ptr(pA);
+  ex.wl_free_ptr(pC);
+  const peak = (PEAK_ITERS * PEAK_FLOPS_PER_ITER) / 1e6 / Math.min(...peakMs);
+  return {
+    method: 'one thread; best of short samples taken in turns (f32, q8, q4 and a peak sample); q8/q4 dequantise the weight '
+      + 'panel by panel into the f32 GEMM (kernel a), decoding (M = 1) reads the blocks in a GEMV',
+    peak_gflops: +peak.toFixed(2),
+    products: rows.map((r) => ({ ...r, q8_ratio_to_peak: +(r.q8_gflops / peak).toFixed(3), q4_ratio_to_peak: +(r.q4_gflops / peak).toFixed(3) })),
+  };
+}
