@@ -356,7 +356,7 @@ function entryFacts(entry) {
   const { B, T } = runShape();
   const run = { B, T: Math.min(T, shape.maxSeqLen) };
   const threads = pageThreads();
-  const memory = trainingMemoryBytes(shape, P, { ...run, threads });
+  const memory = trainingMemoryBytes(shape, P, { ...run, threads, dtype: entry.baseDtype ?? 'f32' });
   const parts = [`${(P / 1e6).toFixed(P < 1e7 ? 1 : 0)} M parameters`];
   parts.push(entry.repo ? `${formatBytes(downloadBytes(entry, P))} download` : `${formatBytes(downloadBytes(entry, P))}, part of the app, works offline`);
   parts.push(`about ${formatBytes(memory)} of memory to train (batches of ${run.B} × ${run.T})`);
@@ -455,7 +455,8 @@ function chosenSource() {
     return { source: state.files, options: {}, label: state.filesLabel, entry: null, pref: null };
   }
   const entry = CATALOG.find((e) => e.id === state.choice) ?? BUILT_IN;
-  return { source: entryFolder(entry), options: {}, label: entry.label, entry, pref: entry.id };
+  const options = entry.baseDtype && entry.baseDtype !== 'f32' ? { dtype: entry.baseDtype } : {};
+  return { source: entryFolder(entry), options, label: entry.label, entry, pref: entry.id };
 }
 
 /**
@@ -856,7 +857,7 @@ function modelLimits() {
   const P = state.info.parameters;
   return {
     maxSeqLen: state.info.config.maxSeqLen,
-    memoryFor: (B, T) => trainingMemoryBytes(shape, P, { B, T, threads: pageThreads() }),
+    memoryFor: (B, T) => trainingMemoryBytes(shape, P, { B, T, threads: pageThreads(), dtype: state.info.dtype ?? 'f32' }),
     memoryLimit: WASM_MEMORY_LIMIT,
     deviceBytes: deviceBytes(),
   };

@@ -1,6 +1,6 @@
 // catalog.js: the models the demo offers, as data: the built-in one and a short list of real small models on the
 // Hugging Face Hub, each with the part of its config.json that the size, memory and speed estimates need. A new
-// entry (another model, or a quantized copy with its own `dtype`) is one more object here.
+// entry (another model, or the same download held quantised, with its own `baseDtype`) is one more object here.
 
 /** Where catalogue models are downloaded from unless the person names a mirror with the same URL layout. */
 export const DEFAULT_HUB = 'https://huggingface.co/';
@@ -13,6 +13,8 @@ export const DEFAULT_HUB = 'https://huggingface.co/';
  * @property {string} blurb one line on what the model is good for
  * @property {boolean} chat tuned for conversations (its tokenizer_config.json has a chat template)
  * @property {'f32' | 'f16' | 'bf16'} dtype how the weights are stored in the download
+ * @property {'f32' | 'q8' | 'q4'} [baseDtype] how the engine holds the frozen weights (WebLoRA.load's dtype; f32
+ *   when absent): q8 and q4 quantise them as they stream in, so a bigger model fits the tab's memory
  * @property {number} tokenizerBytes size of tokenizer.json (the rest of the download is the weights)
  * @property {string} licence
  * @property {Record<string, any>} config the config.json fields the estimates read
@@ -108,6 +110,25 @@ export const HUB_MODELS = [
     },
   },
 ];
+
+/** Qwen2.5-0.5B-Instruct's download, offered in f32 and held in 8 or 4 bits. */
+const QWEN = HUB_MODELS.find((e) => e.id === 'qwen2.5-0.5b-instruct');
+HUB_MODELS.push(
+  {
+    ...QWEN,
+    id: 'qwen2.5-0.5b-instruct-q8',
+    label: 'Qwen2.5 0.5B Instruct, 8-bit',
+    blurb: 'The same download held in 8 bits: about half the memory, answers almost exactly as the full model.',
+    baseDtype: 'q8',
+  },
+  {
+    ...QWEN,
+    id: 'qwen2.5-0.5b-instruct-q4',
+    label: 'Qwen2.5 0.5B Instruct, 4-bit',
+    blurb: 'Held in 4 bits: fits phones and small laptops; a little less accurate than 8 bits.',
+    baseDtype: 'q4',
+  },
+);
 
 /** Every catalogue entry, the built-in model first. */
 export const CATALOG = [BUILT_IN, ...HUB_MODELS];

@@ -8,10 +8,16 @@
 
 /** Bytes per stored weight, by dtype (the download). */
 export const DTYPE_BYTES = Object.freeze({ f32: 4, f16: 2, bf16: 2 });
-/** The engine keeps frozen weights in f32 today: f16/bf16 downloads are widened when they are loaded. */
-export const ENGINE_WEIGHT_BYTES = 4;
+/**
+ * Bytes per frozen weight in the engine, by the dtype it holds the base in (WebLoRA.load's `dtype`): f32, or blocks
+ * of 32 weights with an f32 scale (src/kernels/quant.h: 32 + 4 bytes for q8, 16 + 4 for q4). Norms and biases stay
+ * f32 but are a tiny share.
+ */
+export const ENGINE_WEIGHT_BYTES = Object.freeze({ f32: 4, q8: 36 / 32, q4: 20 / 32 });
 /** The most a page's WebAssembly memory can grow to (the package builds with 4 GB memory growth). */
 export const WASM_MEMORY_LIMIT = 4 * 1024 ** 3;
+/** A quantised base's dequantisation panel holds at most this many floats (src/kernels/qgemm.c WL_QTILE_FLOATS). */
+const QTILE_CAP_FLOATS = 1024 ** 2;
 /** Worker, wasm module, tokenizer and JavaScript heap on top of the counted buffers (measured to be well under). */
 const OVERHEAD_BYTES = 64 * 1024 ** 2;
 /** The core's thread pool (src/core/parallel.h, parallel.c): a scratch per worker and one shared, a stack per worker. */
@@ -118,14 +124,15 @@ export function forwardFlopsPerToken(s, parameters, T) {
 }
 
 /**
- * Bytes the core asks for to train with batches of B sequences of T tokens on `threads` threads: the f32 weights and
- * the activations its reserve step lays out (src/model/model.c plan_acts), the thread pool's scratch and stacks, plus
- * the worker's fixed overhead. The adapter and its optimizer state are small beside them and included roughly.
+ * Bytes the core asks for to train with batches of B sequences of T tokens on `threads` threads: the weights (f32, or
+ * quantised with `dtype`) and the activations its reserve step lays out (src/model/model.c plan_acts), the thread
+ * pool's scratch and stacks, plus the worker's fixed overhead. The adapter and its optimizer state are small beside
+ * them and included roughly.
  * @param {Shape} s
  * @param {number} parameters
- * @param {{ B: number, T: number, threads?: number, adapterParameters?: number }} run
+ * @param {{ B: number, T: number, threads?: number, adapterParameters?: number, dtype?: keyof typeof ENGINE_WEIGHT_BYTES }} run
  */
-export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterParameters = 0 }) {
+export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterParameters = 0, dtype = 'f32' }) {
   const { qd, kvd } = widths(s);
   const C = s.dim;
   const I = s.hidden;
@@ -135,8 +142,10 @@ export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterP
   // One head's attention scores, or enough for every thread to work on a head of its own (capped).
   const scores = Math.max(2 * T * N, Math.min(2 * T * T * threads, SCORES_CAP_FLOATS));
   const activations = N * (s.layers * perLayer + shared) + scores;
-  return parameters * ENGINE_WEIGHT_BYTES + activations * 4 + threadPoolBytes(threads) + adapterParameters * 4 * 4
-    + OVERHEAD_BYTES;
+  // A quantised base dequantises panels of its weights into one tile: its largest weight, at most the cap.
+  const tile = dtype === 'f32' ? 0 : Math.min(Math.max(s.vocab, I, qd) * C, QTILE_CAP_FLOATS);
+  return parameters * ENGINE_WEIGHT_BYTES[dtype] + (activations + tile) * 4 + threadPoolBytes(threads)
+    + adapterParameters * 4 * 4 + OVERHEAD_BYTES;
 }
 
 /**

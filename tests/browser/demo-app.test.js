@@ -69,7 +69,7 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     page = await browser.context.newPage();
     errors = watchErrors(page);
     await page.goto(server.url('/demo/'));
-    await page.waitForFunction(() => document.body.dataset.ready === 'true');
+    await page.waitForFunction(() => document.body?.dataset.ready === 'true');
   }, 60_000);
 
   afterAll(async () => {
@@ -99,6 +99,16 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     // 134,515,008 parameters in bf16 plus the tokenizer: 271 MB, shown in MiB.
     expect(await smol.textContent()).toMatch(/135 M parameters · 259 MB download · about 1\.\d GB of memory to train \(batches of 8 × 64\)/);
     expect(await page.locator('#choice-qwen2\\.5-0\\.5b-instruct-about').textContent()).toMatch(/494 M parameters · 949 MB download/);
+    // The same download held in 8 and 4 bits: the memory to train shrinks with the bytes per weight.
+    const memoryOf = async (id) => {
+      const text = await page.locator(`#choice-${id.replaceAll('.', '\\.')}-about`).textContent();
+      const [, value, unit] = text.match(/about ([\d.]+) (MB|GB) of memory to train/);
+      return Number(value) * (unit === 'GB' ? 1024 : 1);
+    };
+    const [f32, q8, q4] = [await memoryOf('qwen2.5-0.5b-instruct'), await memoryOf('qwen2.5-0.5b-instruct-q8'), await memoryOf('qwen2.5-0.5b-instruct-q4')];
+    expect(await page.locator('#choice-qwen2\\.5-0\\.5b-instruct-q4-about').textContent()).toMatch(/494 M parameters · 949 MB download/);
+    expect(f32 - q8).toBeGreaterThan(1000); // 494 M weights: 4 bytes each in f32, 1.125 in q8
+    expect(q8 - q4).toBeGreaterThan(200); // and 0.625 in q4
     expect(await page.getByRole('radio', { name: 'SmolLM2 135M Instruct chat' }).count()).toBe(1);
   });
 
@@ -312,7 +322,7 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     await page.getByRole('button', { name: 'Reload to update' }).waitFor({ timeout: 30_000 });
     expect(await page.locator('#update-banner').textContent()).toMatch(/A new version of the demo is ready/);
     await Promise.all([page.waitForEvent('load', { timeout: 30_000 }), page.getByRole('button', { name: 'Reload to update' }).click()]);
-    await page.waitForFunction(() => document.body.dataset.ready === 'true');
+    await page.waitForFunction(() => document.body?.dataset.ready === 'true');
     const caches = await page.evaluate(async () => (await caches.keys()).filter((n) => n.startsWith('weblora-demo-shell-')));
     expect(caches).toEqual([`${oldCache}-next`]);
     expect(await page.locator('#update-banner').isHidden()).toBe(true);

@@ -47,7 +47,7 @@ describe('the demo PWA in headless Chromium', () => {
     const model = server.shared(DATA.storiesBin);
     const url = `${server.url('/demo/')}?model=${encodeURIComponent(model)}&tokenizer=${encodeURIComponent(server.shared(DATA.storiesTok))}&threads=2`;
     await page.goto(url);
-    await page.waitForFunction(() => document.body.dataset.ready === 'true');
+    await page.waitForFunction(() => document.body?.dataset.ready === 'true');
     expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
     // The service worker precached the shell and the package, and controls the page.
     await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
@@ -146,7 +146,7 @@ describe('the demo PWA in headless Chromium', () => {
     const offlineFrom = browser.requests.length;
     const response = await page.reload();
     expect(response.fromServiceWorker()).toBe(true);
-    await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 30_000 });
+    await page.waitForFunction(() => document.body?.dataset.ready === 'true', null, { timeout: 30_000 });
     const offlineModel = await settled(page, '#model-status');
     expect(offlineModel).toEqual({ kind: 'ok', text: 'stories260K/stories260K.bin: ready (from this device).' });
     await page.waitForFunction(() => document.querySelectorAll('#adapters-body tr').length === 1);
