@@ -139,6 +139,7 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
         memcpy(res + (size_t)n * C, m->wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
         if (m->wpe) k->axpy(res + (size_t)n * C, 1.0f, m->wpe + (size_t)a->positions[n] * C, (size_t)C);
     }
+    wl_embedding_lora_forward(m, res, a->tokens, N, train);
 
     for (int l = 0; l < c->n_layers; l++) {
         if (c->arch == WL_ARCH_GPT2) {
@@ -163,7 +164,11 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     } else {
         wl_rmsnorm_forward(k, a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
     }
-    wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
+    if (wl_model_head_adapted(m)) {
+        wl_linear_forward(m, WL_LORA_MODEL_LAYER, WL_LORA_HEAD, a->logits, a->lnf, n_rows, NULL, train);
+    } else {
+        wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
+    }
 
     m->last_B = B;
     m->last_T = T;

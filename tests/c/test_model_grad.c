@@ -76,7 +76,7 @@ static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_lay
             alphas[l * S + s] = 2.0f * (float)(slot_rank[s] + 1);
         }
     }
-    wl_lora_spec spec = {ranks, alphas, rslora, dora};
+    wl_lora_spec spec = {ranks, alphas, rslora, dora, 0, 0.0f, 0, 0.0f};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     free(ranks);
@@ -502,7 +502,7 @@ static void error_cases(void) {
     int S = wl_model_n_slots(m), L = cfg.n_layers;
     int *ranks = calloc((size_t)L * S, sizeof(int));
     float *alphas = calloc((size_t)L * S, sizeof(float));
-    wl_lora_spec spec = {ranks, alphas, 0, 0};
+    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
     wl_adapter *a = NULL;
     CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
     ranks[0] = 25; /* > min(in 16, out 24) */
