@@ -93,10 +93,7 @@ def main():
     embed_case(g, "embed_gpt2", "GPT-2 (n_embd 8, 2 heads, 1 layer, vocab 16, head tied to wte); PEFT LoRA on wte, "
                "lm_head and c_attn (Conv1D, fan_in_fan_out), r 2, alpha 4.", cfg, R.Rng(1403), "transformer.wte",
                ["c_attn"])
-    total = sum(os.path.getsize(os.path.join(root, f)) for root, _d, files in os.walk(g.out) for f in files)
-    print(f"golden total: {total / 1e6:.2f} MB in {g.out}")
-    if total > 3.2e6:
-        sys.exit("golden files exceed the ~3 MB budget")
+    R.check_budget(g.out)
 
 
 if __name__ == "__main__":
