@@ -5,20 +5,23 @@
  * An adapter holds one optional module per (layer, slot) (slots in wl_model.h), each with its own rank and
  * scale, so PEFT's rank_pattern and alpha_pattern map onto it directly.
  *
- * Memory: all A and B matrices live in one contiguous f32 buffer (module order: layer-major, slot-minor, A then
- * B), with a gradient buffer of the same layout, so an optimizer is one flat loop.
+ * Memory: all A and B matrices live in one contiguous f32 buffer (module order: the embedding module, block modules
+ * layer-major and slot-minor, the head module; A then B), with a gradient buffer of the same layout, so an
+ * optimizer is one flat loop.
  *
  * Several adapters can be attached to one model at once, each with a weight; the forward pass adds every
  * attached adapter's update, scaled by its weight. Attaching or switching copies no base weights.
  *
  * Model-level modules (PEFT's LoRA on nn.Embedding and on the lm_head Linear) sit at layer WL_LORA_MODEL_LAYER:
- *  - WL_LORA_EMBED on the token embedding wte (V, C): in = V, out = C, A (r, V), B (C, r), PEFT's lora_embedding_A and
- *    lora_embedding_B. The lookup of token t gains s * B A[:, t], i.e. the embedding matrix gains s (B A)^T. A
- *    starts at zero and B ~ N(0, 1), as PEFT initialises it, so a new adapter changes nothing and A learns first.
+ *  - WL_LORA_EMBED on the token embedding wte (V, C): in = V, out = C, A (r, V), B (C, r), PEFT's
+ *    lora_embedding_A and lora_embedding_B. The lookup of token t gains s * B A[:, t], i.e. the embedding matrix
+ *    gains s (B A)^T. A starts at zero and B ~ N(0, 1), as PEFT initialises it, so a new adapter changes nothing
+ *    and A learns first.
  *  - WL_LORA_HEAD on the LM head (V, C): an ordinary linear module, in = C, out = V.
  * On a model with a tied embedding and head the two uses stay separate as in PEFT's unmerged forward: an embedding
  * module changes only the lookup, a head module only the logits. Merging such an adapter into a tied weight would
- * change both uses (PEFT merges it anyway and warns); here that merge is refused.
+ * change both uses (PEFT warns about tied target modules and merges into the shared tensor); here that merge is
+ * refused: untie the model (an untied head) to merge.
  *
  * DoRA (weight-decomposed LoRA, PEFT use_dora): each module also learns a magnitude m (out), one per output row,
  * and computes y = (m / ||W + s B A||_row) * (W x + s B A x) + b, where the row norms (the paper's column norms of

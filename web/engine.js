@@ -400,8 +400,9 @@ export class LocalEngine {
   *adapterTensors(adapter) {
     for (const m of adapter.modules()) {
       const name = `base_model.model.${this.model.modulePath(m.layer, m.slot)}`;
-      yield { name: `${name}.lora_A.weight`, values: adapter.view(m.A, m.rank * m.inFeatures) };
-      yield { name: `${name}.lora_B.weight`, values: adapter.view(m.B, m.outFeatures * m.rank) };
+      const [a, b] = m.layer === -1 && m.slot === 0 ? ['lora_embedding_A', 'lora_embedding_B'] : ['lora_A.weight', 'lora_B.weight'];
+      yield { name: `${name}.${a}`, values: adapter.view(m.A, m.rank * m.inFeatures) };
+      yield { name: `${name}.${b}`, values: adapter.view(m.B, m.outFeatures * m.rank) };
     }
   }
 

@@ -5,7 +5,6 @@
 
 #include "model/model.h"
 
-/* Build an adapter for a model shape: per-slot in/out features, per-module ranks and alphas (L * S tables). */
 /* Model-level modules: ranks and alphas of [WL_LORA_EMBED, WL_LORA_HEAD] and the model's V and C. */
 typedef struct model_level {
     int ranks[2];
@@ -17,6 +16,7 @@ typedef struct model_level {
 static int model_in(const model_level *ml, int slot) { return slot == WL_LORA_EMBED ? ml->V : ml->C; }
 static int model_out(const model_level *ml, int slot) { return slot == WL_LORA_EMBED ? ml->C : ml->V; }
 
+/* Place module mod's factors (and DoRA magnitudes) at *off in the adapter's buffers. */
 static void set_module(wl_adapter *a, wl_lora_module *mod, int layer, int slot, int r, float alpha, int in, int outf,
                        size_t *off) {
     mod->layer = layer;
@@ -40,6 +40,8 @@ static void set_module(wl_adapter *a, wl_lora_module *mod, int layer, int slot, 
     if (r > a->max_rank) a->max_rank = r;
 }
 
+/* Build an adapter for a model shape: per-slot in/out features, per-module ranks and alphas (L * S tables), and the
+ * model-level modules. */
 static wl_status adapter_build(int arch, int L, int S, const int *in_f, const int *out_f, const char *const *names,
                                const int *ranks, const float *alphas, int use_rslora, int use_dora,
                                const model_level *ml, wl_adapter **out) {
