@@ -70,9 +70,9 @@ describe('threads in headless Chromium', () => {
         + `&tokenizer=${encodeURIComponent(plain.shared(DATA.storiesTok))}&threads=2`;
       await page.goto(demo);
       // The first visit is not isolated; the service worker takes over and the page reloads into isolation.
-      await page.waitForFunction(() => crossOriginIsolated === true && document.body.dataset.ready === 'true', null, { timeout: 60_000 });
+      await page.waitForFunction(() => crossOriginIsolated === true && document.body?.dataset.ready === 'true', null, { timeout: 60_000 });
       expect(await page.evaluate(() => sessionStorage.getItem('weblora-demo-isolation-reload'))).toBe('1');
-      await page.waitForFunction(() => document.body.dataset.isolation === 'isolated');
+      await page.waitForFunction(() => document.body?.dataset.isolation === 'isolated');
       // The server itself never sent the headers.
       const res = await fetch(plain.url('/demo/'));
       expect(res.headers.get('cross-origin-embedder-policy')).toBeNull();
@@ -112,7 +112,7 @@ describe('threads in headless Chromium', () => {
       page.on('pageerror', (err) => pageErrors.push(err.message));
       await page.goto(`${plain.url('/demo/')}?threads=2`);
       // The old worker takes control, adds no headers: no reload could isolate the page, so none happens.
-      await page.waitForFunction(() => document.body.dataset.isolation === 'after-update', null, { timeout: 60_000 });
+      await page.waitForFunction(() => document.body?.dataset.isolation === 'after-update', null, { timeout: 60_000 });
       await page.evaluate(() => { window.sameDocument = true; });
       expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
 
@@ -126,7 +126,7 @@ describe('threads in headless Chromium', () => {
       })).toEqual({ waiting: true, sameDocument: true, isolated: false });
 
       await Promise.all([page.waitForEvent('load', { timeout: 30_000 }), page.getByRole('button', { name: 'Reload to update' }).click()]);
-      await page.waitForFunction(() => document.body.dataset.ready === 'true' && document.body.dataset.isolation === 'isolated', null, { timeout: 30_000 });
+      await page.waitForFunction(() => document.body?.dataset.ready === 'true' && document.body?.dataset.isolation === 'isolated', null, { timeout: 30_000 });
       expect(await page.evaluate(() => ({ isolated: crossOriginIsolated, reloadedForIsolation: sessionStorage.getItem('weblora-demo-isolation-reload') })))
         .toEqual({ isolated: true, reloadedForIsolation: null });
       expect(pageErrors).toEqual([]);
