@@ -5,11 +5,23 @@
  * An adapter holds one optional module per (layer, slot) (slots in wl_model.h), each with its own rank and
  * scale, so PEFT's rank_pattern and alpha_pattern map onto it directly.
  *
- * Memory: all A and B matrices live in one contiguous f32 buffer (module order: layer-major, slot-minor, A then
- * B), with a gradient buffer of the same layout, so an optimizer is one flat loop.
+ * Memory: all A and B matrices live in one contiguous f32 buffer (module order: the embedding module, block modules
+ * layer-major and slot-minor, the head module; A then B), with a gradient buffer of the same layout, so an
+ * optimizer is one flat loop.
  *
  * Several adapters can be attached to one model at once, each with a weight; the forward pass adds every
  * attached adapter's update, scaled by its weight. Attaching or switching copies no base weights.
+ *
+ * Model-level modules (PEFT's LoRA on nn.Embedding and on the lm_head Linear) sit at layer WL_LORA_MODEL_LAYER:
+ *  - WL_LORA_EMBED on the token embedding wte (V, C): in = V, out = C, A (r, V), B (C, r), PEFT's
+ *    lora_embedding_A and lora_embedding_B. The lookup of token t gains s * B A[:, t], i.e. the embedding matrix
+ *    gains s (B A)^T. A starts at zero and B ~ N(0, 1), as PEFT initialises it, so a new adapter changes nothing
+ *    and A learns first.
+ *  - WL_LORA_HEAD on the LM head (V, C): an ordinary linear module, in = C, out = V.
+ * On a model with a tied embedding and head the two uses stay separate as in PEFT's unmerged forward: an embedding
+ * module changes only the lookup, a head module only the logits. Merging such an adapter into a tied weight would
+ * change both uses (PEFT warns about tied target modules and merges into the shared tensor); here that merge is
+ * refused: untie the model (an untied head) to merge.
  *
  * DoRA (weight-decomposed LoRA, PEFT use_dora): each module also learns a magnitude m (out), one per output row,
  * and computes y = (m / ||W + s B A||_row) * (W x + s B A x) + b, where the row norms (the paper's column norms of
@@ -46,17 +58,26 @@ typedef struct wl_lora_spec {
     const float *alphas;
     int use_rslora;
     int use_dora;     /* 1: DoRA modules (magnitudes start at 0: set them with wl_adapter_init_dora or a loader) */
+    int embed_rank;   /* LoRA on the token embedding (0: none); not with DoRA */
+    float embed_alpha;
+    int head_rank;    /* LoRA on the LM head (0: none); not with DoRA */
+    float head_alpha;
 } wl_lora_spec;
+
+/* The layer and slots of model-level modules (wl_adapter_find, wl_lora_module.layer / .slot). */
+#define WL_LORA_MODEL_LAYER (-1)
+enum { WL_LORA_EMBED = 0, WL_LORA_HEAD = 1 };
 
 /* Create an adapter for `model`'s shapes (the model is only read, not referenced afterwards). */
 wl_status wl_adapter_create(const wl_model *model, const wl_lora_spec *spec, wl_adapter **out);
 void wl_adapter_free(wl_adapter *adapter); /* NULL is fine; the adapter must be detached first */
 
-/* Initialise A and B (B = 0 always, so the new adapter leaves the model's output unchanged). */
+/* Initialise A and B (B = 0, or for an embedding module A = 0 and B ~ N(0, 1), so the new adapter leaves the
+ * model's output unchanged). */
 wl_status wl_adapter_init(wl_adapter *adapter, int init, uint64_t seed);
 
 typedef struct wl_lora_module {
-    int layer, slot;
+    int layer, slot;   /* block and slot, or WL_LORA_MODEL_LAYER and WL_LORA_EMBED / WL_LORA_HEAD */
     int rank;          /* r */
     int in_features;   /* in */
     int out_features;  /* out */
@@ -72,10 +93,10 @@ typedef struct wl_lora_module {
     int block_mask;    /* bit i set: output row block i has an update */
 } wl_lora_module;
 
-/* Modules in buffer order. */
+/* Modules in buffer order: the embedding module, then block modules layer-major and slot-minor, then the head. */
 int wl_adapter_n_modules(const wl_adapter *adapter);
 wl_status wl_adapter_module(const wl_adapter *adapter, int index, wl_lora_module *module);
-/* Index of the module at (layer, slot), or -1. */
+/* Index of the module at (layer, slot) (layer WL_LORA_MODEL_LAYER: the model-level modules), or -1. */
 int wl_adapter_find(const wl_adapter *adapter, int layer, int slot);
 
 /* The flat parameter and gradient buffers. */
@@ -115,7 +136,8 @@ wl_status wl_model_set_trainable(wl_model *model, wl_adapter *adapter);
 wl_status wl_model_set_lora_dropout(wl_model *model, float p, uint64_t seed, uint64_t step);
 
 /* Create an adapter from an explicit model shape (no model needed: tools that work on adapter files alone). Slots
- * whose shape is unknown have 0 inputs and outputs and must have rank 0. Such an adapter attaches only to a model
+ * whose shape is unknown have 0 inputs and outputs and must have rank 0. No model-level modules (their shape is the
+ * model's vocabulary). Such an adapter attaches only to a model
  * whose every slot shape it knows. */
 wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_features, const int *out_features,
                                    const wl_lora_spec *spec, wl_adapter **out);
@@ -130,13 +152,16 @@ wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, cons
  * so GPT-2's Conv1D needs no special case); a DoRA adapter merges with weight 1 as W = (m / ||W + s B A||_row)
  * (W + s B A), PEFT's merge. The original weights of the touched modules are kept so that
  * wl_model_unmerge restores them bit for bit; that costs their size once more (e.g. 53 MB for q_proj and v_proj of
- * SmolLM2-135M). Merging an adapter already merged into this model changes nothing. A merged adapter is detached
+ * SmolLM2-135M; the whole embedding or head for a model-level module). Merging an adapter already merged into this
+ * model changes nothing. A merged adapter is detached
  * (the forward pass then runs with no LoRA work for it) and cannot be attached until unmerged. */
 wl_status wl_model_merge(wl_model *model, wl_adapter *adapter, float weight);
 /* Restore the weights a merge (or a PiSSA initialisation) of this adapter changed. Fails (WL_STATUS_BAD_STATE) if
  * it is not merged, or if a later merge touched the same modules and is still in place. */
 wl_status wl_model_unmerge(wl_model *model, wl_adapter *adapter);
 int wl_model_is_merged(const wl_model *model, const wl_adapter *adapter);
+/* Merging an adapter with an embedding or head module into a model whose embedding and head are one tensor fails with
+ * WL_STATUS_UNSUPPORTED: the merged weight would change the other use too, which the unmerged adapter does not. */
 /* Bytes of original weights kept for undoing merges and PiSSA residuals. */
 size_t wl_model_edit_bytes(const wl_model *model);
 

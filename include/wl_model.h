@@ -142,7 +142,9 @@ typedef struct wl_module_info {
 int wl_model_n_slots(const wl_model *model);
 wl_status wl_model_module(const wl_model *model, int slot, wl_module_info *info);
 /* Full module path of (layer, slot) as in Hugging Face: "model.layers.3.self_attn.q_proj",
- * "transformer.h.0.attn.c_attn". Writes a NUL-terminated string; fails if cap is too small. */
+ * "transformer.h.0.attn.c_attn"; layer -1 (WL_LORA_MODEL_LAYER in wl_lora.h) with slot 0 is the token embedding
+ * ("model.embed_tokens", "transformer.wte") and slot 1 the head ("lm_head", also when tied). Writes a
+ * NUL-terminated string; fails if cap is too small. */
 wl_status wl_model_module_path(const wl_model *model, int layer, int slot, char *buf, size_t cap);
 /* Pointers to the frozen weight (out, in) and bias (out) or NULL of a module. */
 wl_status wl_model_module_weights(wl_model *model, int layer, int slot, float **weight, float **bias);

@@ -38,7 +38,8 @@ commands:
   combine  --adapter DIR:W ... --type linear|cat|svd [--rank R] --out DIR [--json]
 
 TARGETS, as PEFT's target_modules: module names separated by commas (q_proj,v_proj or self_attn.q_proj),
-all-linear, or a regular expression matched against whole module paths (e.g. '.*\\.(q|v)_proj').
+all-linear, or a regular expression matched against whole module paths (e.g. '.*\\.(q|v)_proj'). embed_tokens
+(GPT-2: wte) and lm_head add LoRA on the token embedding and the output head (merge refuses them on a tied model).
 Every command that loads a model takes --sha256 FILE=HEX (repeatable): the model file FILE (e.g. model.safetensors)
 must have that SHA-256, checked over every byte as it loads.
 --base-model names the model (a Hub id or URL) over what its source or config.json says: adapter files record it as

@@ -753,18 +753,22 @@ export class Adapter {
 
   /**
    * @param {Model} model
-   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean }} spec (L * nSlots)
-   *   tables; dora: DoRA modules (magnitudes start at 0: initDora or a loader sets them)
+   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean,
+   *   embed?: { rank: number, alpha: number }, head?: { rank: number, alpha: number } }} spec (L * nSlots)
+   *   tables; dora: DoRA modules (magnitudes start at 0: initDora or a loader sets them); embed, head: LoRA on the
+   *   token embedding and on the LM head (modules at layer -1, slots 0 and 1)
    */
   static create(model, spec) {
     const { core } = model;
     const n = spec.ranks.length;
     if (!model.ptr && model.shape) return Adapter.createShaped(core, model.shape, spec);
-    const ptr = core.withScratch(8 * n, (p) => {
+    const ptr = core.withScratch(8 * n + 16, (p) => {
       core.wasm.i32.set(spec.ranks, p >>> 2);
       core.wasm.f32.set(spec.alphas, (p >>> 2) + n);
+      const ml = p + 8 * n;
+      core.wasm.f32.set([spec.embed?.rank ?? 0, spec.embed?.alpha ?? 0, spec.head?.rank ?? 0, spec.head?.alpha ?? 0], ml >>> 2);
       return core.callOut('create adapter', (out) =>
-        core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, out));
+        core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, ml, out));
     });
     return new Adapter(core, ptr);
   }

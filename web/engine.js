@@ -259,7 +259,8 @@ export class LocalEngine {
     const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
       alphaPattern: opts.alphaPattern, layers: opts.layers });
     const blocks = opts.enableLora === undefined ? null : this.mergedLinearPlan(spec, opts.enableLora, init);
-    const adapter = Adapter.create(this.model, { ranks: blocks?.ranks ?? spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora, dora });
+    const adapter = Adapter.create(this.model, { ranks: blocks?.ranks ?? spec.ranks, alphas: spec.alphas, useRslora: !!opts.useRslora, dora,
+      embed: spec.embed, head: spec.head });
     try {
       if (blocks) {
         const S = this.model.modules().length;
@@ -381,6 +382,9 @@ export class LocalEngine {
     const rank = opts.rank ?? 8;
     const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
     const spec = resolveLoraSpec(this.model, { rank, alpha: rank, targets });
+    if (spec.embed || spec.head) {
+      throw new EngineError('extraction works on the linear layers of the blocks: leave the token embedding and lm_head out of targets', { code: 'UNSUPPORTED' });
+    }
     const tuned = await loadModel(this.core, tunedSource, { signal: opts.signal, onProgress: opts.onProgress, tokenizer: this.tokenizer ?? undefined });
     try {
       // A llama2.c checkpoint and its Hugging Face export store q/k rows in different RoPE orders: compare like with like.
@@ -428,8 +432,9 @@ export class LocalEngine {
   *adapterTensors(adapter) {
     for (const m of adapter.modules()) {
       const name = `base_model.model.${this.model.modulePath(m.layer, m.slot)}`;
-      yield { name: `${name}.lora_A.weight`, values: adapter.view(m.A, m.rank * m.inFeatures) };
-      yield { name: `${name}.lora_B.weight`, values: adapter.view(m.B, m.outFeatures * m.rank) };
+      const [a, b] = m.layer === -1 && m.slot === 0 ? ['lora_embedding_A', 'lora_embedding_B'] : ['lora_A.weight', 'lora_B.weight'];
+      yield { name: `${name}.${a}`, values: adapter.view(m.A, m.rank * m.inFeatures) };
+      yield { name: `${name}.${b}`, values: adapter.view(m.B, m.outFeatures * m.rank) };
     }
   }
 

@@ -227,6 +227,11 @@ export function adapterToGguf(core, model, adapter, options = {}) {
     throw new UnsupportedError('llama.cpp LoRA files have no DoRA magnitudes, so a DoRA adapter cannot be written as one: '
       + 'merge it and export the model as GGUF instead');
   }
+  const modelLevel = mods.filter((m) => m.layer < 0).map((m) => model.modulePath(m.layer, m.slot));
+  if (modelLevel.length) {
+    throw new UnsupportedError(`this adapter has LoRA on ${modelLevel.join(' and ')}, which is not written as a llama.cpp LoRA file here `
+      + '(llama.cpp lays the embedding factors out differently): merge it into an untied model and export the model as GGUF instead');
+  }
   const { alpha, factors } = singleAlphaForm(mods);
   /** @type {GgufTensor[]} */
   const tensors = [];

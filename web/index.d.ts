@@ -157,7 +157,9 @@ export interface ChatMessage {
 export interface AdapterOptions {
   rank?: number;
   alpha?: number;
-  /** Module names matched PEFT's way ("q_proj", "c_attn", "all-linear") or one regex string. */
+  /** Module names matched PEFT's way ("q_proj", "c_attn", "all-linear") or one regex string. "embed_tokens" (GPT-2:
+   * "wte") and "lm_head" add LoRA on the token embedding (PEFT's lora_embedding_A / _B) and the output head; on a model
+   * whose head is its embedding such an adapter is not merged (merging would change both uses). */
   targets?: string[] | string;
   init?: 'default' | 'gaussian' | 'pissa' | 'pissa_fast';
   useRslora?: boolean;

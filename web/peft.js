@@ -41,6 +41,10 @@ const PEFT_DEFAULT_RANK = 8;
 const PEFT_DEFAULT_ALPHA = 8;
 const DEFAULT_TARGETS = { llama: ['q_proj', 'v_proj'], gpt2: ['c_attn'] };
 const ALL_LINEAR = 'all-linear';
+// Model-level modules (wl_lora.h): layer -1, slot 0 the token embedding, slot 1 the LM head.
+const MODEL_LAYER = -1;
+const EMBED_SLOT = 0;
+const HEAD_SLOT = 1;
 // init_lora_weights values whose adapters only work on a base model PEFT modified (residual or quantized weights).
 const BASE_CHANGING_INITS = ['pissa', 'olora', 'corda', 'loftq'];
 const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
@@ -52,7 +56,8 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
  * @typedef {object} ModuleEntry
  * @property {number} layer
  * @property {number} slot
- * @property {number} index layer * nSlots + slot (the position in rank / alpha tables)
+ * @property {number} index layer * nSlots + slot (the position in rank / alpha tables); L * nSlots + slot for the
+ *   model-level modules (layer -1: slot 0 the token embedding, slot 1 the LM head)
  * @property {string} path full module path, e.g. "model.layers.3.self_attn.q_proj"
  * @property {string} slotName path inside a block, e.g. "self_attn.q_proj"
  * @property {string} shortName last path segment, e.g. "q_proj"
@@ -68,7 +73,9 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
  * @property {string} container the name of the block list in paths ("layers", "h")
  * @property {string} blockPrefix what every block module path starts with before its layer index ("model.layers.")
  * @property {boolean} conv1d whether the modules are GPT-2 Conv1D (PEFT fan_in_fan_out)
- * @property {ModuleEntry[]} modules layer-major, slot-minor
+ * @property {ModuleEntry[]} modules the block modules, layer-major, slot-minor
+ * @property {ModuleEntry[]} modelModules [token embedding, LM head] (PEFT's Embedding and lm_head Linear LoRA)
+ * @property {ModuleEntry[]} all every LoRA-capable module: embedding, block modules, head
  * @property {Map<string, ModuleEntry>} byPath
  * @property {Map<number, number>} ropeHeads slots whose output rows are in llama2.c's interleaved RoPE order
  *   (q_proj, k_proj of a llama2.c model) -> number of heads; empty otherwise
@@ -104,11 +111,36 @@ function moduleTable(model) {
       if (s.shortName === 'k_proj') ropeHeads.set(s.slot, c.nKvHeads);
     }
   }
+  // A stand-in built from adapter files alone (tools.js) knows no vocabulary: block modules only.
+  const modelModules = !c.vocabSize ? [] : [EMBED_SLOT, HEAD_SLOT].map((slot) => {
+    const path = model.modulePath(MODEL_LAYER, slot);
+    const embed = slot === EMBED_SLOT;
+    return { layer: MODEL_LAYER, slot, index: L * S + slot, path, slotName: path, shortName: path.split('.').pop(),
+      inFeatures: embed ? c.vocabSize : c.dim, outFeatures: embed ? c.dim : c.vocabSize };
+  });
+  const all = [...modelModules.slice(0, 1), ...modules, ...modelModules.slice(1)];
   const table = { L, S, arch: model.arch, container: head[head.length - 2], blockPrefix: `${head.slice(0, -1).join('.')}.`,
-    conv1d: slots.some((s) => s.conv1d), modules, byPath: new Map(modules.map((m) => [m.path, m])), ropeHeads,
+    conv1d: slots.some((s) => s.conv1d), modules, modelModules, all, byPath: new Map(all.map((m) => [m.path, m])), ropeHeads,
     headDim: c.headDim, dim: c.dim };
   tables.set(model, table);
   return table;
+}
+
+/** The table entry of the module at (layer, slot) (layer -1: the embedding or the head). */
+function entryOf(table, layer, slot) {
+  if (layer === MODEL_LAYER) return table.modelModules[slot] ?? null;
+  return layer >= 0 && layer < table.L && slot >= 0 && slot < table.S ? table.modules[layer * table.S + slot] : null;
+}
+
+/** The table entry with this index. */
+function entryAt(table, index) {
+  return index < table.L * table.S ? table.modules[index] : table.modelModules[index - table.L * table.S];
+}
+
+/** PEFT's key of a module's factor: lora_embedding_A / _B (plain Parameters) for an Embedding, else lora_A.weight. */
+function factorKey(entry, which) {
+  return entry.layer === MODEL_LAYER && entry.slot === EMBED_SLOT
+    ? `${KEY_PREFIX}${entry.path}.lora_embedding_${which}` : `${KEY_PREFIX}${entry.path}.lora_${which}.weight`;
 }
 
 /** "a, b, c and 4 more" */
@@ -279,6 +311,8 @@ function normalizeLayers(layers, L, what, ErrorClass) {
  * @property {Float32Array} alphas (L * nSlots)
  * @property {boolean} useRslora
  * @property {{ layer: number, slot: number, path: string, rank: number, alpha: number }[]} modules
+ * @property {{ rank: number, alpha: number }} [embed] LoRA on the token embedding (PEFT target "embed_tokens" / "wte")
+ * @property {{ rank: number, alpha: number }} [head] LoRA on the LM head (PEFT target "lm_head")
  */
 
 /**
@@ -304,7 +338,7 @@ export function resolveLoraSpec(model, options = {}) {
     // PEFT consults layers_to_transform only for a list of names; refusing beats silently ignoring it.
     if (layerList) throw new LoraSpecError('layers cannot be combined with a regex target: put the layer condition in the regex');
     rule = { targets: fullMatchRegex(targets, 'targets', LoraSpecError), exclude: null, layers: null, layersPattern: null };
-    if (!table.modules.some((m) => isTargeted(rule, m.path))) {
+    if (!table.all.some((m) => isTargeted(rule, m.path))) {
       throw new LoraSpecError(`targets regex ${JSON.stringify(targets)} matches no module path of this ${table.arch} model; paths look like ${listSome(table.modules.slice(0, table.S).map((m) => m.path))}`,
         { code: 'UNKNOWN_TARGET', details: { unknown: [targets], available: table.modules.slice(0, table.S).map((m) => m.path) } });
     }
@@ -312,9 +346,9 @@ export function resolveLoraSpec(model, options = {}) {
     if (!Array.isArray(targets) || targets.length === 0 || !targets.every((t) => typeof t === 'string' && t.length > 0)) {
       throw new LoraSpecError(`targets must be a non-empty list of module names, a regex string or '${ALL_LINEAR}'`);
     }
-    const unknown = targets.filter((t) => !table.modules.some((m) => m.path === t || m.path.endsWith(`.${t}`)));
+    const unknown = targets.filter((t) => !table.all.some((m) => m.path === t || m.path.endsWith(`.${t}`)));
     if (unknown.length) {
-      const names = uniqueSorted(table.modules.map((m) => m.shortName));
+      const names = uniqueSorted(table.all.map((m) => m.shortName));
       const slotNames = table.modules.slice(0, table.S).map((m) => m.slotName);
       throw new LoraSpecError(`target module${unknown.length > 1 ? 's' : ''} ${unknown.map((t) => JSON.stringify(t)).join(', ')} match${unknown.length > 1 ? '' : 'es'} no module of this ${table.arch} model; its modules are ${names.join(', ')} (${slotNames.join(', ')} in each of ${table.L} blocks, e.g. ${table.modules[0].path})`,
         { code: 'UNKNOWN_TARGET', details: { unknown, available: names, slots: slotNames } });
@@ -328,8 +362,10 @@ export function resolveLoraSpec(model, options = {}) {
   const alphas = new Float32Array(table.L * table.S);
   /** @type {LoraSpec['modules']} */
   const modules = [];
+  /** @type {{ embed?: { rank: number, alpha: number }, head?: { rank: number, alpha: number } }} */
+  const modelLevel = {};
   const usedKeys = new Set();
-  for (const m of table.modules) {
+  for (const m of table.all) {
     if (!isTargeted(rule, m.path)) continue;
     const rKey = getPatternKey(rp.map(([k]) => k), m.path);
     const aKey = getPatternKey(ap.map(([k]) => k), m.path);
@@ -342,8 +378,11 @@ export function resolveLoraSpec(model, options = {}) {
       throw new LoraSpecError(`rank ${r} for ${m.path} exceeds ${maxRank}, the smaller of its ${m.inFeatures} inputs and ${m.outFeatures} outputs`,
         { details: { path: m.path, rank: r, maxRank } });
     }
-    ranks[m.index] = r;
-    alphas[m.index] = a;
+    if (m.layer === MODEL_LAYER) modelLevel[m.slot === EMBED_SLOT ? 'embed' : 'head'] = { rank: r, alpha: a };
+    else {
+      ranks[m.index] = r;
+      alphas[m.index] = a;
+    }
     modules.push({ layer: m.layer, slot: m.slot, path: m.path, rank: r, alpha: a });
   }
   if (!modules.length) {
@@ -357,7 +396,7 @@ export function resolveLoraSpec(model, options = {}) {
         { code: 'UNUSED_PATTERN', details: { unused } });
     }
   }
-  return { ranks, alphas, useRslora, modules };
+  return { ranks, alphas, useRslora, modules, ...modelLevel };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -472,7 +511,7 @@ function mostCommon(values) {
  * @param {ModuleTable} table @param {Set<number>} present module indices
  */
 function coverTargets(table, present) {
-  const mods = table.modules.filter((m) => present.has(m.index));
+  const mods = table.all.filter((m) => present.has(m.index));
   const layerList = [...new Set(mods.map((m) => m.layer))].sort((a, b) => a - b);
   const layerChoices = layerList.length < table.L ? [null, layerList] : [null];
   for (const kind of /** @type {const} */ (['shortName', 'slotName'])) {
@@ -480,7 +519,7 @@ function coverTargets(table, present) {
     for (const layers of layerChoices) {
       /** @type {TargetRule} */
       const rule = { targets: names, exclude: null, layers, layersPattern: layers ? [table.container] : null };
-      if (table.modules.every((m) => isTargeted(rule, m.path) === present.has(m.index))) {
+      if (table.all.every((m) => isTargeted(rule, m.path) === present.has(m.index))) {
         return { targets: names, layers, layersPattern: rule.layersPattern };
       }
     }
@@ -521,7 +560,7 @@ export function adapterToPeft(model, adapter, options = {}) {
   const mods = adapter.modules();
   if (!mods.length) throw new LoraSpecError('the adapter has no modules');
   for (const m of mods) {
-    const entry = m.layer < table.L && m.slot < table.S ? table.modules[m.layer * table.S + m.slot] : null;
+    const entry = entryOf(table, m.layer, m.slot);
     if (!entry || entry.inFeatures !== m.inFeatures || entry.outFeatures !== m.outFeatures) {
       throw new AdapterModelMismatchError(`adapter module (layer ${m.layer}, slot ${m.slot}, ${m.outFeatures}x${m.inFeatures}) does not fit this ${table.arch} model`);
     }
@@ -537,7 +576,7 @@ export function adapterToPeft(model, adapter, options = {}) {
     useRslora = !portable && rs > plain;
   }
   const single = portable ? singleAlphaForm(mods) : null;
-  const rows = mods.map((m, i) => ({ m, entry: table.modules[m.layer * table.S + m.slot],
+  const rows = mods.map((m, i) => ({ m, entry: /** @type {ModuleEntry} */ (entryOf(table, m.layer, m.slot)),
     alpha: single ? single.alpha : effectiveAlpha(m, useRslora), factor: single ? single.factors[i] : 1 }));
   const r = mostCommon(rows.map((x) => x.m.rank));
   const alpha = mostCommon(rows.map((x) => x.alpha));
@@ -550,11 +589,11 @@ export function adapterToPeft(model, adapter, options = {}) {
     if (m.rank !== r) rankPattern[entry.path] = m.rank;
     if (a !== alpha) alphaPattern[entry.path] = shortestF32(a);
     // Copies: the views are live wasm memory.
-    tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_A.weight`, shape: [m.rank, m.inFeatures], data: adapter.view(m.A, m.rank * m.inFeatures).slice() });
+    tensors.push({ name: factorKey(entry, 'A'), shape: [m.rank, m.inFeatures], data: adapter.view(m.A, m.rank * m.inFeatures).slice() });
     let B = foldIntoB(adapter.view(m.B, m.outFeatures * m.rank).slice(), factor);
-    const heads = table.ropeHeads.get(m.slot);
+    const heads = m.layer === MODEL_LAYER ? undefined : table.ropeHeads.get(m.slot);
     if (heads) B = permuteRopeRows(B, heads, table.headDim, m.rank, true);
-    tensors.push({ name: `${KEY_PREFIX}${entry.path}.lora_B.weight`, shape: [m.outFeatures, m.rank], data: B });
+    tensors.push({ name: factorKey(entry, 'B'), shape: [m.outFeatures, m.rank], data: B });
     if (m.magnitude) {
       let mag = adapter.view(m.magnitude, m.outFeatures).slice();
       if (heads) mag = permuteRopeRows(mag, heads, table.headDim, 1, true);
@@ -735,6 +774,8 @@ function readConfigJson(data) {
 }
 
 const LORA_KEY = /^base_model\.model\.(.+)\.(lora_A|lora_B)(?:\.([^.]+))?\.weight$/;
+// PEFT's Embedding LoRA: plain Parameters lora_embedding_A (r, V) and lora_embedding_B (C, r), no ".weight".
+const EMBEDDING_KEY = /^base_model\.model\.(.+)\.lora_embedding_(A|B)$/;
 // DoRA magnitudes as PEFT saves them (no adapter name, no ".weight"; older PEFT wrote the same key).
 const MAGNITUDE_KEY = /^base_model\.model\.(.+)\.lora_magnitude_vector$/;
 
@@ -789,10 +830,10 @@ function applyEnableLora(adapter, table, names) {
   } catch {
     throw new InvalidAdapterError(`${what} does not name q, k, v blocks`);
   }
-  const mods = adapter.modules().filter((m) => table.modules[m.layer * table.S + m.slot].shortName === 'c_attn');
+  const mods = adapter.modules().filter((m) => entryOf(table, m.layer, m.slot)?.shortName === 'c_attn');
   if (table.arch !== 'gpt2' || !mods.length) throw new InvalidAdapterError(`${what} needs LoRA on a GPT-2 c_attn`);
   for (const m of mods) {
-    const path = table.modules[m.layer * table.S + m.slot].path;
+    const path = /** @type {ModuleEntry} */ (entryOf(table, m.layer, m.slot)).path;
     const before = adapter.view(m.B, m.outFeatures * m.rank).slice();
     try {
       adapter.setRowBlocks(m.index, 3, mask);
@@ -870,7 +911,8 @@ export function peftToAdapter(core, model, files, options = {}) {
       found.set(entry.index, slot);
       continue;
     }
-    const m = LORA_KEY.exec(name);
+    const e = EMBEDDING_KEY.exec(name);
+    const m = e ? [e[0], e[1], `lora_${e[2]}`, undefined] : LORA_KEY.exec(name);
     if (!m) {
       extra.push(name);
       continue;
@@ -880,6 +922,10 @@ export function peftToAdapter(core, model, files, options = {}) {
     if (!entry) {
       unmapped.add(m[1]);
       continue;
+    }
+    if ((entry.layer === MODEL_LAYER && entry.slot === EMBED_SLOT) !== !!e) {
+      throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${name} is not how PEFT names ${e ? 'a linear module' : 'an embedding'}'s LoRA factor (expected ${factorKey(entry, m[2].slice(-1))})`,
+        { details: { key: name } });
     }
     const slot = found.get(entry.index) ?? {};
     const which = /** @type {'A'|'B'} */ (m[2].slice(-1));
@@ -901,14 +947,14 @@ export function peftToAdapter(core, model, files, options = {}) {
     // Say why: a block beyond this model's depth, or names from another architecture / outside the blocks.
     const { blockPrefix } = table;
     const deeper = paths.some((p) => p.startsWith(blockPrefix) && table.byPath.has(`${blockPrefix}0${p.slice(blockPrefix.length).replace(/^\d+/, '')}`));
-    const layers = 1 + Math.max(...[...unmapped, ...[...found.keys()].map((i) => table.modules[i].path)]
+    const layers = 1 + Math.max(...[...unmapped, ...[...found.keys()].map((i) => entryAt(table, i).path)]
       .map((p) => (p.startsWith(blockPrefix) ? Number.parseInt(p.slice(blockPrefix.length), 10) : -1)));
     const widths = widthMismatches(table, st.tensors);
     const hint = found.size === 0 && !deeper
       ? `it was made for another model architecture (this ${table.arch} model's LoRA-capable modules are like ${table.modules[0].path})`
       : deeper
         ? `the adapter was made for a model with ${layers} layers; this ${table.arch} model has ${table.L} layers${widths.text ? `; and for another width: ${widths.text}` : ''}`
-        : `LoRA here applies to the linear layers inside the blocks (${table.modules.slice(0, table.S).map((m) => m.slotName).join(', ')})`;
+        : `LoRA here applies to the linear layers inside the blocks (${table.modules.slice(0, table.S).map((m) => m.slotName).join(', ')}), the token embedding and the head (${table.modelModules.map((m) => m.path).join(', ')})`;
     throw new AdapterModelMismatchError(`${WEIGHTS_FILE} has LoRA weights for modules this model does not have: ${listSome(paths)}; ${hint}`,
       { details: { modules: paths } });
   }
@@ -923,27 +969,27 @@ export function peftToAdapter(core, model, files, options = {}) {
 
   const lonely = [];
   for (const [index, pair] of found) {
-    const path = table.modules[index].path;
-    if (!pair.A) lonely.push(`${KEY_PREFIX}${path}.lora_A.weight (lora_B present)`);
-    if (!pair.B) lonely.push(`${KEY_PREFIX}${path}.lora_B.weight (lora_A present)`);
-    if (cfg.useDora && !pair.M) lonely.push(`${KEY_PREFIX}${path}.lora_magnitude_vector (use_dora is true)`);
+    const entry = entryAt(table, index);
+    if (!pair.A) lonely.push(`${factorKey(entry, 'A')} (its B is present)`);
+    if (!pair.B) lonely.push(`${factorKey(entry, 'B')} (its A is present)`);
+    if (cfg.useDora && !pair.M) lonely.push(`${KEY_PREFIX}${entry.path}.lora_magnitude_vector (use_dora is true)`);
   }
   if (lonely.length) throw new InvalidAdapterError(`${WEIGHTS_FILE} is missing ${listSome(lonely)}`, { details: { missing: lonely } });
 
   if (cfg.rule) {
     const rule = cfg.rule;
-    const targeted = table.modules.filter((m) => isTargeted(rule, m.path));
+    const targeted = table.all.filter((m) => isTargeted(rule, m.path));
     const missing = targeted.filter((m) => !found.has(m.index));
     const notInFile = missing.map((m) => m.path);
     if (notInFile.length) {
       // Weights for the first k blocks only, and none after: the adapter was made for a shallower model.
-      const depth = 1 + Math.max(...[...found.keys()].map((i) => table.modules[i].layer));
+      const depth = 1 + Math.max(...[...found.keys()].map((i) => entryAt(table, i).layer));
       const shallower = missing.every((m) => m.layer >= depth)
         ? `; it has weights for layers 0 to ${depth - 1} only, as an adapter made for a model with ${depth} layers would (this ${table.arch} model has ${table.L})` : '';
       throw new InvalidAdapterError(`${CONFIG_FILE} targets modules that ${WEIGHTS_FILE} has no LoRA weights for: ${listSome(notInFile)}${shallower}`,
         { details: { modules: notInFile } });
     }
-    const notTargeted = table.modules.filter((m) => found.has(m.index) && !isTargeted(rule, m.path)).map((m) => m.path);
+    const notTargeted = table.all.filter((m) => found.has(m.index) && !isTargeted(rule, m.path)).map((m) => m.path);
     if (notTargeted.length) {
       throw new InvalidAdapterError(`${WEIGHTS_FILE} has LoRA weights for modules ${CONFIG_FILE} does not target: ${listSome(notTargeted)}`, { details: { modules: notTargeted } });
     }
@@ -953,8 +999,10 @@ export function peftToAdapter(core, model, files, options = {}) {
   const alphas = new Float32Array(table.L * table.S);
   /** @type {Map<number, { A: Float32Array, B: Float32Array }>} */
   const data = new Map();
+  /** @type {{ embed?: { rank: number, alpha: number }, head?: { rank: number, alpha: number } }} */
+  const modelLevel = {};
   const keys = (entries) => entries.map(([k]) => k);
-  for (const m of table.modules) {
+  for (const m of table.all) {
     const pair = found.get(m.index);
     if (!pair) continue;
     const r = patternValue(cfg.rankPattern, m.path, cfg.r);
@@ -984,17 +1032,25 @@ export function peftToAdapter(core, model, files, options = {}) {
       }
       return values;
     });
-    ranks[m.index] = r;
-    alphas[m.index] = patternValue(cfg.alphaPattern, m.path, cfg.alpha);
-    const heads = table.ropeHeads.get(m.slot);
+    const alpha = patternValue(cfg.alphaPattern, m.path, cfg.alpha);
+    if (m.layer === MODEL_LAYER) modelLevel[m.slot === EMBED_SLOT ? 'embed' : 'head'] = { rank: r, alpha };
+    else {
+      ranks[m.index] = r;
+      alphas[m.index] = alpha;
+    }
+    const heads = m.layer === MODEL_LAYER ? undefined : table.ropeHeads.get(m.slot);
     const toCore = (rows, cols) => (heads ? permuteRopeRows(rows, heads, table.headDim, cols, false) : rows);
     data.set(m.index, { A: arrays[0], B: toCore(arrays[1], r), M: arrays[2] ? toCore(arrays[2], 1) : null });
   }
 
-  const adapter = Adapter.create(model, { ranks, alphas, useRslora: cfg.useRslora, dora: cfg.useDora });
+  if (cfg.useDora && (modelLevel.embed || modelLevel.head)) {
+    throw new UnsupportedAdapterError(`${CONFIG_FILE}: DoRA (use_dora) on the token embedding or LM head is not supported`,
+      { details: { modules: table.modelModules.filter((m) => found.has(m.index)).map((m) => m.path) } });
+  }
+  const adapter = Adapter.create(model, { ranks, alphas, useRslora: cfg.useRslora, dora: cfg.useDora, ...modelLevel });
   try {
     for (const mod of adapter.modules()) {
-      const d = /** @type {{ A: Float32Array, B: Float32Array, M: Float32Array | null }} */ (data.get(mod.layer * table.S + mod.slot));
+      const d = /** @type {{ A: Float32Array, B: Float32Array, M: Float32Array | null }} */ (data.get(/** @type {ModuleEntry} */ (entryOf(table, mod.layer, mod.slot)).index));
       adapter.view(mod.A, d.A.length).set(d.A);
       adapter.view(mod.B, d.B.length).set(d.B);
       if (d.M) adapter.view(mod.magnitude, d.M.length).set(d.M);

@@ -1,6 +1,6 @@
 // tools.js: adapter tools that need only PEFT files, not the base model: rank reduction and PEFT-style combination.
 // The model shape is read off the files (module paths and factor shapes), and the work is done by the core's SVD.
-import { InvalidAdapterError } from './errors.js';
+import { InvalidAdapterError, UnsupportedAdapterError } from './errors.js';
 import { Arch } from './core.js';
 import { CONFIG_FILE, FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter } from './peft.js';
 
@@ -10,6 +10,8 @@ const SLOTS = {
 };
 const CONTAINER = { llama: 'model.layers', gpt2: 'transformer.h' };
 const KEY = /^base_model\.model\.(model\.layers|transformer\.h)\.(\d+)\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$/;
+// LoRA on the token embedding or the LM head (PEFT's Embedding and lm_head keys)
+const MODEL_LEVEL_KEY = /^base_model\.model\.(?:(?:model\.embed_tokens|transformer\.wte)\.lora_embedding_[AB]|lm_head\.lora_[AB](?:\.[^.]+)?\.weight)$/;
 
 function bytesOf(files, name) {
   const v = files[name];
@@ -31,6 +33,10 @@ export function shapeFromFiles(core, fileSets) {
   for (const files of fileSets) {
     const st = core.parseSafetensors(bytesOf(files, WEIGHTS_FILE));
     for (const t of st.tensors) {
+      if (MODEL_LEVEL_KEY.test(t.name)) {
+        throw new UnsupportedAdapterError(`${t.name}: adapters with LoRA on the token embedding or the LM head cannot be resized or combined (only block modules can)`,
+          { details: { key: t.name } });
+      }
       const m = KEY.exec(t.name);
       if (!m) continue;
       const a = m[1] === 'transformer.h' ? 'gpt2' : 'llama';

@@ -184,9 +184,14 @@ export class Trainer {
     }
     if (this.o.loraPlusRatio === 1) return null;
     const base = this.paramView().byteOffset;
+    // PEFT's create_loraplus_optimizer sorts by name: "lora_B" in the name or a 1-D parameter goes to B's group, the
+    // rest to A's. A token embedding's factors are named lora_embedding_A / lora_embedding_B, so both stay at lr (its
+    // separate embedding group at loraplus_lr_embedding tests isinstance(param, Embedding) and never matches).
+    const embedding = (m) => m.layer === -1 && m.slot === 0;
     return this.adapter.modules().flatMap((m) => [
       { offset: m.A - base, numel: m.rank * m.inFeatures, decay: true, lrScale: 1 },
-      { offset: m.B - base, numel: m.outFeatures * m.rank + (m.magnitude ? m.outFeatures : 0), decay: true, lrScale: this.o.loraPlusRatio },
+      { offset: m.B - base, numel: m.outFeatures * m.rank + (m.magnitude ? m.outFeatures : 0), decay: true,
+        lrScale: embedding(m) ? 1 : this.o.loraPlusRatio },
     ]);
   }
 

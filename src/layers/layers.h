@@ -17,6 +17,12 @@ void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float
 void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumulate, const float *dout,
                         const float *x, int N);
 
+/* Token embedding LoRA of every attached adapter with one: res (N, C) += w s (one_hot(tokens) A^T) B^T, with the
+ * gathered columns of A kept for backward in training. */
+void wl_embedding_lora_forward(wl_model *m, float *res, const int *tokens, int N, int train);
+/* Backward: the trainable adapter's embedding dA, dB from dres = dL/d(embedding output) (N, C). */
+void wl_embedding_lora_backward(wl_model *m, const float *dres, const int *tokens, int N);
+
 /* Causal attention of B sequences of T new queries at positions pos0 .. pos0+T-1 over the KV cache.
  * q (N, H*hs) rows b*T + t; k_cache, v_cache rows b*T + position (pos0 > 0 only with B = 1); out (N, H*hs).
  * scores: scratch of scores_floats >= T * (pos0 + T) floats (more lets the heads run in parallel). */

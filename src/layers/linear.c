@@ -50,7 +50,7 @@ static int lora_term(wl_model *m, int i, int layer, int slot, const float *x, in
     int idx = wl_adapter_find(a, layer, slot);
     if (idx < 0) return 0;
     const wl_lora_module *mod = &a->modules[idx];
-    const int r = mod->rank, in = m->blocks[layer].lin[slot].in;
+    const int r = mod->rank, in = wl_linear_of(m, layer, slot)->in;
     const float *xin = x;
     float *xa = m->acts.lora_xa;
     if (train && a == m->trainable) xa = m->acts.lora_saved + m->acts.lora_saved_off[idx];
@@ -74,7 +74,7 @@ static const wl_lora_module *dora_module(const wl_model *m, int layer, int slot,
  * out = add + (m / ||W + s B A||_row) z + b. */
 static void dora_forward(wl_model *m, int layer, int slot, int index, float *out, const float *x, int N,
                          const float *add, int train) {
-    const wl_linear *lin = &m->blocks[layer].lin[slot];
+    const wl_linear *lin = wl_linear_of(m, layer, slot);
     const wl_adapter *a = m->adapters[0];
     const wl_lora_module *mod = &a->modules[index];
     const int in = lin->in, n_out = lin->out;
@@ -103,7 +103,7 @@ static void dora_forward(wl_model *m, int layer, int slot, int index, float *out
 
 void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float *x, int N, const float *add,
                        int train) {
-    const wl_linear *lin = &m->blocks[layer].lin[slot];
+    const wl_linear *lin = wl_linear_of(m, layer, slot);
     const int in = lin->in, n_out = lin->out;
     int dora_index;
     if (dora_module(m, layer, slot, &dora_index)) {
@@ -131,7 +131,7 @@ void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float
 /* dx += dxa A for adapter module mod (through the dropout mask when it trains with dropout). */
 static void lora_dx(wl_model *m, int layer, int slot, const wl_lora_module *mod, const float *dxa, int dropped,
                     float *dx, int N) {
-    const int in = m->blocks[layer].lin[slot].in, r = mod->rank;
+    const int in = wl_linear_of(m, layer, slot)->in, r = mod->rank;
     if (dropped) {
         float *dxl = m->acts.lora_dx;
         wl_sgemm(m->k, 0, 0, N, in, r, 1.0f, dxa, r, mod->A, in, 0.0f, dxl, in);
@@ -156,7 +156,7 @@ static void base_dx(wl_model *m, const wl_linear *lin, const wl_gemm_term *terms
 void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumulate, const float *dout,
                         const float *x, int N) {
     const wl_kernels *k = m->k;
-    const wl_linear *lin = &m->blocks[layer].lin[slot];
+    const wl_linear *lin = wl_linear_of(m, layer, slot);
     const int in = lin->in, n_out = lin->out;
 
     /* db += sum_n dout (a DoRA layer adds b after its scaling too) */

@@ -5,12 +5,66 @@
 
 #include "model/model.h"
 
-/* Build an adapter for a model shape: per-slot in/out features, per-module ranks and alphas (L * S tables). */
+/* Model-level modules: ranks and alphas of [WL_LORA_EMBED, WL_LORA_HEAD] and the model's V and C. */
+typedef struct model_level {
+    int ranks[2];
+    float alphas[2];
+    int V, C;
+} model_level;
+
+/* in and out features of model-level module slot: the embedding maps V one-hot inputs to C, the head C to V. */
+static int model_in(const model_level *ml, int slot) { return slot == WL_LORA_EMBED ? ml->V : ml->C; }
+static int model_out(const model_level *ml, int slot) { return slot == WL_LORA_EMBED ? ml->C : ml->V; }
+
+/* Place module mod's factors (and DoRA magnitudes) at *off in the adapter's buffers. */
+static void set_module(wl_adapter *a, wl_lora_module *mod, int layer, int slot, int r, float alpha, int in, int outf,
+                       size_t *off) {
+    mod->layer = layer;
+    mod->slot = slot;
+    mod->rank = r;
+    mod->in_features = in;
+    mod->out_features = outf;
+    mod->alpha = alpha;
+    mod->scale = a->use_rslora ? alpha / sqrtf((float)r) : alpha / (float)r;
+    mod->A = a->params + *off;
+    mod->dA = a->grads + *off;
+    *off += (size_t)r * in;
+    mod->B = a->params + *off;
+    mod->dB = a->grads + *off;
+    *off += (size_t)outf * r;
+    if (a->dora) {
+        mod->magnitude = a->params + *off;
+        mod->dmagnitude = a->grads + *off;
+        *off += (size_t)outf;
+    }
+    if (r > a->max_rank) a->max_rank = r;
+}
+
+/* Build an adapter for a model shape: per-slot in/out features, per-module ranks and alphas (L * S tables), and the
+ * model-level modules. */
 static wl_status adapter_build(int arch, int L, int S, const int *in_f, const int *out_f, const char *const *names,
-                               const int *ranks, const float *alphas, int use_rslora, int use_dora, wl_adapter **out) {
+                               const int *ranks, const float *alphas, int use_rslora, int use_dora,
+                               const model_level *ml, wl_adapter **out) {
     *out = NULL;
     int n_modules = 0;
     size_t n_params = 0;
+    static const char *const model_names[2] = {"token embedding", "LM head"};
+    for (int slot = 0; slot < 2; slot++) {
+        int r = ml->ranks[slot];
+        if (r == 0) continue;
+        int in = model_in(ml, slot), outf = model_out(ml, slot), max_r = in < outf ? in : outf;
+        if (r < 0 || r > max_r)
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA rank %d for the %s is out of range [1, %d]", r,
+                           model_names[slot], max_r);
+        if (!isfinite(ml->alphas[slot]))
+            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "LoRA alpha for the %s is not finite", model_names[slot]);
+        if (use_dora)
+            return wl_fail(WL_STATUS_UNSUPPORTED, "DoRA on the %s is not supported: adapt it with plain LoRA",
+                           model_names[slot]);
+        if (!wl_add_size(n_params, (size_t)r * in + (size_t)outf * r, &n_params))
+            return wl_fail(WL_STATUS_OUT_OF_MEMORY, "adapter size overflows");
+        n_modules++;
+    }
     for (int i = 0; i < L * S; i++) {
         int r = ranks[i];
         if (r == 0) continue;
@@ -58,32 +112,28 @@ static wl_status adapter_build(int arch, int L, int S, const int *in_f, const in
     }
     size_t off = 0;
     int mi_index = 0;
+    a->model_index[WL_LORA_EMBED] = a->model_index[WL_LORA_HEAD] = -1;
+    if (ml->ranks[WL_LORA_EMBED] || ml->ranks[WL_LORA_HEAD]) {
+        a->vocab = ml->V;
+        a->dim = ml->C;
+    }
+    /* buffer order follows the forward pass: embedding, blocks, head */
+    if (ml->ranks[WL_LORA_EMBED]) {
+        set_module(a, &a->modules[mi_index], WL_LORA_MODEL_LAYER, WL_LORA_EMBED, ml->ranks[WL_LORA_EMBED],
+                   ml->alphas[WL_LORA_EMBED], ml->V, ml->C, &off);
+        a->model_index[WL_LORA_EMBED] = mi_index++;
+    }
     for (int i = 0; i < L * S; i++) {
         a->index[i] = -1;
-        int r = ranks[i];
-        if (r == 0) continue;
+        if (ranks[i] == 0) continue;
         int s = i % S;
-        wl_lora_module *mod = &a->modules[mi_index];
-        mod->layer = i / S;
-        mod->slot = s;
-        mod->rank = r;
-        mod->in_features = in_f[s];
-        mod->out_features = out_f[s];
-        mod->alpha = alphas[i];
-        mod->scale = use_rslora ? mod->alpha / sqrtf((float)r) : mod->alpha / (float)r;
-        mod->A = a->params + off;
-        mod->dA = a->grads + off;
-        off += (size_t)r * in_f[s];
-        mod->B = a->params + off;
-        mod->dB = a->grads + off;
-        off += (size_t)out_f[s] * r;
-        if (a->dora) {
-            mod->magnitude = a->params + off;
-            mod->dmagnitude = a->grads + off;
-            off += (size_t)out_f[s];
-        }
-        if (r > a->max_rank) a->max_rank = r;
+        set_module(a, &a->modules[mi_index], i / S, s, ranks[i], alphas[i], in_f[s], out_f[s], &off);
         a->index[i] = mi_index++;
+    }
+    if (ml->ranks[WL_LORA_HEAD]) {
+        set_module(a, &a->modules[mi_index], WL_LORA_MODEL_LAYER, WL_LORA_HEAD, ml->ranks[WL_LORA_HEAD],
+                   ml->alphas[WL_LORA_HEAD], ml->C, ml->V, &off);
+        a->model_index[WL_LORA_HEAD] = mi_index++;
     }
     *out = a;
     return WL_OK;
@@ -99,8 +149,10 @@ wl_status wl_adapter_create(const wl_model *m, const wl_lora_spec *spec, wl_adap
         out_f[s] = m->slot_info[s].out_features;
         names[s] = m->slot_info[s].name;
     }
+    const model_level ml = {{spec->embed_rank, spec->head_rank}, {spec->embed_alpha, spec->head_alpha},
+                            m->cfg.vocab_size, m->cfg.dim};
     return adapter_build(m->cfg.arch, m->cfg.n_layers, m->n_slots, in_f, out_f, names, spec->ranks, spec->alphas,
-                         spec->use_rslora, spec->use_dora, out);
+                         spec->use_rslora, spec->use_dora, &ml, out);
 }
 
 wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_features, const int *out_features,
@@ -117,8 +169,12 @@ wl_status wl_adapter_create_shaped(int arch, int n_layers, int n_slots, const in
             return wl_fail(WL_STATUS_INVALID_ARGUMENT, "adapter shape: slot %d has %d inputs and %d outputs", s, in_features[s],
                            out_features[s]);
     }
+    if (spec->embed_rank || spec->head_rank)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "an adapter on the token embedding or LM head needs the model's shape: "
+                       "create it for a loaded model");
+    const model_level none = {{0, 0}, {0.0f, 0.0f}, 0, 0};
     return adapter_build(arch, n_layers, n_slots, in_features, out_features, names, spec->ranks, spec->alphas,
-                         spec->use_rslora, spec->use_dora, out);
+                         spec->use_rslora, spec->use_dora, &none, out);
 }
 
 wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, const float *scales, wl_adapter **out) {
@@ -131,8 +187,9 @@ wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, cons
     const char *names[WL_MAX_SLOTS];
     static const char *generic = "module";
     for (int s = 0; s < shape->n_slots; s++) names[s] = generic;
+    const model_level none = {{0, 0}, {0.0f, 0.0f}, 0, 0};
     wl_status st = adapter_build(shape->arch, shape->n_layers, shape->n_slots, shape->in_features, shape->out_features,
-                                 names, ranks, alphas, 0, 0, out);
+                                 names, ranks, alphas, 0, 0, &none, out);
     if (st == WL_OK) {
         for (int i = 0; i < (*out)->n_modules; i++) {
             wl_lora_module *mod = &(*out)->modules[i];
@@ -165,7 +222,14 @@ wl_status wl_adapter_init(wl_adapter *a, int init, uint64_t seed) {
     wl_rng_seed(&rng, seed);
     for (int i = 0; i < a->n_modules; i++) {
         wl_lora_module *mod = &a->modules[i];
-        size_t na = (size_t)mod->rank * mod->in_features;
+        size_t na = (size_t)mod->rank * mod->in_features, nb = (size_t)mod->out_features * mod->rank;
+        if (mod->layer == WL_LORA_MODEL_LAYER && mod->slot == WL_LORA_EMBED) {
+            /* PEFT's Embedding (for "gaussian" too): A = 0 and B ~ N(0, 1), loralib's nn.Embedding default; the
+             * zero A keeps the new adapter a no-op. */
+            memset(mod->A, 0, na * sizeof(float));
+            for (size_t j = 0; j < nb; j++) mod->B[j] = init == WL_LORA_INIT_ZERO ? 0.0f : wl_rng_normal(&rng);
+            continue;
+        }
         if (init == WL_LORA_INIT_DEFAULT) {
             /* kaiming_uniform_(a = sqrt(5)): gain sqrt(2 / (1 + 5)), bound = gain * sqrt(3 / fan_in) = 1/sqrt(in). */
             float bound = 1.0f / sqrtf((float)mod->in_features);
@@ -176,7 +240,7 @@ wl_status wl_adapter_init(wl_adapter *a, int init, uint64_t seed) {
         } else {
             memset(mod->A, 0, na * sizeof(float));
         }
-        memset(mod->B, 0, (size_t)mod->out_features * mod->rank * sizeof(float));
+        memset(mod->B, 0, nb * sizeof(float));
         if (mod->magnitude) memset(mod->magnitude, 0, (size_t)mod->out_features * sizeof(float));
     }
     a->dora_valid = 0;
@@ -308,6 +372,7 @@ wl_status wl_adapter_module(const wl_adapter *a, int index, wl_lora_module *modu
 }
 
 int wl_adapter_find(const wl_adapter *a, int layer, int slot) {
+    if (a && layer == WL_LORA_MODEL_LAYER) return slot == WL_LORA_EMBED || slot == WL_LORA_HEAD ? a->model_index[slot] : -1;
     if (!a || layer < 0 || layer >= a->n_layers || slot < 0 || slot >= a->n_slots) return -1;
     return a->index[layer * a->n_slots + slot];
 }
@@ -337,6 +402,7 @@ wl_status wl_adapter_set_scale(wl_adapter *a, int index, float scale) {
 
 int wl_adapter_fits(const wl_adapter *a, const wl_model *m) {
     if (a->arch != m->cfg.arch || a->n_layers != m->cfg.n_layers || a->n_slots != m->n_slots) return 0;
+    if (a->vocab && (a->vocab != m->cfg.vocab_size || a->dim != m->cfg.dim)) return 0;
     for (int s = 0; s < a->n_slots; s++) {
         if (a->in_features[s] != m->slot_info[s].in_features || a->out_features[s] != m->slot_info[s].out_features)
             return 0;

@@ -43,7 +43,7 @@ wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float w
     }
     for (int i = 0; i < a->n_modules; i++) {
         const wl_lora_module *mod = &a->modules[i];
-        const wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
+        const wl_linear *lin = wl_linear_of(m, mod->layer, mod->slot);
         size_t n = (size_t)lin->out * lin->in;
         e.layers[i] = mod->layer;
         e.slots[i] = mod->slot;
@@ -75,12 +75,12 @@ wl_status wl_model_pop_edit(wl_model *m, int index) {
                 if (e->layers[a] == later->layers[b] && e->slots[a] == later->slots[b])
                     return wl_fail(WL_STATUS_BAD_STATE,
                                    "another adapter was merged into the same weights afterwards (layer %d, %s): undo that first",
-                                   e->layers[a], m->slot_info[e->slots[a]].name);
+                                   e->layers[a], wl_slot_name(m, e->layers[a], e->slots[a]));
             }
         }
     }
     for (int i = 0; i < e->n_modules; i++) {
-        wl_linear *lin = &m->blocks[e->layers[i]].lin[e->slots[i]];
+        wl_linear *lin = wl_linear_of(m, e->layers[i], e->slots[i]);
         memcpy(lin->w, e->backup[i], (size_t)lin->out * lin->in * sizeof(float));
     }
     m->weights_epoch++;
@@ -114,6 +114,12 @@ wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
     if (!wl_all_finite(a->params, a->n_params)) return wl_fail(WL_STATUS_NUMERIC, "the adapter holds NaN or infinite weights");
     if (a->dora && weight != 1.0f)
         return wl_fail(WL_STATUS_UNSUPPORTED, "a DoRA adapter merges with weight 1 only (its magnitudes set the rows' norms)");
+    if (a->vocab && m->wte == m->lm_head)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "this model's token embedding and LM head are one tensor, and the adapter "
+                       "adapts the %s: merging would change the %s as well, which the adapter does not; keep it unmerged "
+                       "(or use a model with an untied head)",
+                       a->model_index[WL_LORA_EMBED] >= 0 ? "embedding" : "head",
+                       a->model_index[WL_LORA_EMBED] >= 0 ? "head" : "embedding");
 
     /* The update moves into W: stop applying it in the forward pass. */
     for (int i = 0; i < m->n_adapters; i++) {
@@ -135,7 +141,13 @@ wl_status wl_model_merge(wl_model *m, wl_adapter *a, float weight) {
     if (st != WL_OK) return st;
     for (int i = 0; i < a->n_modules; i++) {
         const wl_lora_module *mod = &a->modules[i];
-        wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
+        wl_linear *lin = wl_linear_of(m, mod->layer, mod->slot);
+        if (mod->layer == WL_LORA_MODEL_LAYER && mod->slot == WL_LORA_EMBED) {
+            /* the embedding is stored (V, C), the transpose of its (out, in) view: wte += weight * s A^T B^T */
+            wl_sgemm(m->k, 1, 1, lin->in, lin->out, mod->rank, weight * mod->scale, mod->A, lin->in, mod->B, mod->rank,
+                     1.0f, lin->w, lin->out);
+            continue;
+        }
         /* W (out, in) += weight * s * B (out, r) A (r, in) */
         wl_sgemm(m->k, 0, 0, lin->out, lin->in, mod->rank, weight * mod->scale, mod->B, mod->rank, mod->A, lin->in,
                  1.0f, lin->w, lin->in);
@@ -169,7 +181,7 @@ size_t wl_model_edit_bytes(const wl_model *m) {
     size_t n = 0;
     for (int i = 0; m && i < m->n_edits; i++) {
         for (int j = 0; j < m->edits[i].n_modules; j++) {
-            const wl_linear *lin = &m->blocks[m->edits[i].layers[j]].lin[m->edits[i].slots[j]];
+            const wl_linear *lin = wl_linear_of_const(m, m->edits[i].layers[j], m->edits[i].slots[j]);
             n += (size_t)lin->out * lin->in * sizeof(float);
         }
     }
@@ -186,6 +198,7 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
     if (wl_model_find_edit(m, a) >= 0) return wl_fail(WL_STATUS_BAD_STATE, "the adapter already changed this model's weights");
     if (a->dora) return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation of a DoRA adapter is not supported");
+    if (a->vocab) return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation of the token embedding or LM head is not supported");
     if (power_iters > 64) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "PiSSA: at most 64 power iterations, got %d", power_iters);
     for (int i = 0; i < a->n_modules; i++) {
         if (a->modules[i].scale == 0.0f) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "PiSSA needs a non-zero LoRA scale");

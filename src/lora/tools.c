@@ -108,6 +108,9 @@ wl_status wl_adapter_resize(const wl_adapter *a, int rank, float energy, wl_adap
     if (a->dora)
         return wl_fail(WL_STATUS_UNSUPPORTED, "resize: a DoRA adapter cannot be resized: its magnitudes were learned for the "
                        "norms of its rank-r update, so a truncated update would change every row's scale; merge it instead");
+    if (a->vocab)
+        return wl_fail(WL_STATUS_UNSUPPORTED, "resize: adapters on the token embedding or LM head are not resized here; "
+                       "train them at the rank you want");
     if (!(energy >= 0.0f && energy <= 1.0f)) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "resize: energy %g must be in [0, 1]", (double)energy);
     if (rank < 0 || (rank == 0 && energy == 0.0f))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "resize: give a rank >= 1 or an energy threshold in (0, 1], got rank %d", rank);
@@ -286,6 +289,9 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
         if (as[i]->dora)
             return wl_fail(WL_STATUS_UNSUPPORTED, "combine: adapter %d is a DoRA adapter; combinations are defined for plain "
                            "LoRA adapters only (a DoRA magnitude rescales the whole layer, not an additive update)", i);
+        if (as[i]->vocab)
+            return wl_fail(WL_STATUS_UNSUPPORTED, "combine: adapter %d adapts the token embedding or LM head; combinations "
+                           "are supported for adapters on block modules only", i);
         if (!same_shape(as[i], a0)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "combine: adapter %d was made for a model of another shape", i);
         if (!isfinite(weights[i])) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: weight %d is not finite", i);
         if (type == WL_COMBINE_LINEAR && weights[i] < 0.0f)

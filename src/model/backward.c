@@ -14,7 +14,11 @@ static int lowest_trainable_stage(const wl_model *m) {
     int lowest = WL_STAGES * m->cfg.n_layers;
     const wl_adapter *a = m->trainable;
     for (int i = 0; i < a->n_modules; i++) {
-        int g = WL_STAGES * a->modules[i].layer + m->slot_stage[a->modules[i].slot];
+        const wl_lora_module *mod = &a->modules[i];
+        /* the embedding's update needs dL/d(embedding output), the gradient below every block; the head none */
+        if (mod->layer == WL_LORA_MODEL_LAYER && mod->slot == WL_LORA_EMBED) return -1;
+        if (mod->layer == WL_LORA_MODEL_LAYER) continue;
+        int g = WL_STAGES * mod->layer + m->slot_stage[mod->slot];
         if (g < lowest) lowest = g;
     }
     return lowest;
@@ -129,12 +133,14 @@ wl_status wl_model_backward(wl_model *m) {
     float *dlogits = a->logits;
     wl_xent_backward(k, dlogits, a->targets, N, V, m->last_ignore_id, 1.0f / (float)m->last_n_valid);
     /* logits = lnf lm_head^T  =>  d_lnf = dlogits lm_head, d_lm_head += dlogits^T lnf */
-    if (m->lm_head_q) {
+    if (wl_model_head_adapted(m)) {
+        wl_linear_backward(m, WL_LORA_MODEL_LAYER, WL_LORA_HEAD, a->d_ln, 0, dlogits, a->lnf, N);
+    } else if (m->lm_head_q) {
         wl_qgemm_nn(k, N, dlogits, V, m->lm_head_q, NULL, NULL, a->d_ln, C, m->qtile, m->qtile_floats);
     } else {
         wl_sgemm(k, 0, 0, N, C, V, 1.0f, dlogits, V, m->lm_head, C, 0.0f, a->d_ln, C);
+        if (m->grads) wl_sgemm(k, 1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, wl_grad_of(m, m->lm_head), C);
     }
-    if (m->grads) wl_sgemm(k, 1, 0, V, C, N, 1.0f, dlogits, V, a->lnf, C, 1.0f, wl_grad_of(m, m->lm_head), C);
     memset(a->d_res, 0, (size_t)N * C * sizeof(float));
     if (c->arch == WL_ARCH_GPT2) {
         wl_layernorm_backward(k, a->d_res, grad_or_null(m, m->normf_w), grad_or_null(m, m->normf_b), a->d_ln,
@@ -153,6 +159,7 @@ wl_status wl_model_backward(wl_model *m) {
         }
     }
 
+    if (lowest < 0 && m->trainable) wl_embedding_lora_backward(m, a->d_res, a->tokens, N);
     if (m->grads) {
         /* res0 = wte[token] (+ wpe[position]) */
         float *dwte = wl_grad_of(m, m->wte);

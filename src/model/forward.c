@@ -143,6 +143,7 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
         }
         if (m->wpe) k->axpy(res + (size_t)n * C, 1.0f, m->wpe + (size_t)a->positions[n] * C, (size_t)C);
     }
+    wl_embedding_lora_forward(m, res, a->tokens, N, train);
 
     for (int l = 0; l < c->n_layers; l++) {
         if (c->arch == WL_ARCH_GPT2) {
@@ -167,7 +168,9 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     } else {
         wl_rmsnorm_forward(k, a->lnf, a->lnf_rstd, rows, m->normf_w, n_rows, C, c->norm_eps);
     }
-    if (m->lm_head_q) {
+    if (wl_model_head_adapted(m)) {
+        wl_linear_forward(m, WL_LORA_MODEL_LAYER, WL_LORA_HEAD, a->logits, a->lnf, n_rows, NULL, train);
+    } else if (m->lm_head_q) {
         wl_qgemm_nt(k, n_rows, a->lnf, C, m->lm_head_q, NULL, NULL, NULL, a->logits, V, m->qtile, m->qtile_floats, !train);
     } else {
         wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);

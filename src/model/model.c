@@ -285,6 +285,8 @@ wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model 
         return tb.status;
     }
     WL_ASSERT(tb.offset == m->n_params && tb.count == m->n_tensors);
+    m->model_lin[WL_LORA_EMBED] = (wl_linear){.w = m->wte, .qw = m->wte_q, .in = c->vocab_size, .out = c->dim};
+    m->model_lin[WL_LORA_HEAD] = (wl_linear){.w = m->lm_head, .qw = m->lm_head_q, .in = c->dim, .out = c->vocab_size};
     *out = m;
     return WL_OK;
 }
@@ -517,6 +519,13 @@ wl_status wl_model_module(const wl_model *m, int slot, wl_module_info *info) {
 
 wl_status wl_model_module_path(const wl_model *m, int layer, int slot, char *buf, size_t cap) {
     if (!m || !buf) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_module_path: NULL argument");
+    if (layer == WL_LORA_MODEL_LAYER && (slot == WL_LORA_EMBED || slot == WL_LORA_HEAD)) {
+        const char *path = slot == WL_LORA_HEAD ? "lm_head"
+                           : m->cfg.arch == WL_ARCH_GPT2 ? "transformer.wte" : "model.embed_tokens";
+        int n = snprintf(buf, cap, "%s", path);
+        if (n < 0 || (size_t)n >= cap) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module path buffer too small");
+        return WL_OK;
+    }
     if (layer < 0 || layer >= m->cfg.n_layers || slot < 0 || slot >= m->n_slots)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module (%d, %d) out of range", layer, slot);
     const char *prefix = m->cfg.arch == WL_ARCH_GPT2 ? "transformer.h" : "model.layers";

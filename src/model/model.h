@@ -118,6 +118,8 @@ struct wl_adapter {
     /* the model shape this adapter fits */
     int arch, n_layers, n_slots;
     int in_features[WL_MAX_SLOTS], out_features[WL_MAX_SLOTS];
+    int vocab, dim;          /* V and C, the shape of model-level modules (0 when it has none) */
+    int model_index[2];      /* [WL_LORA_EMBED, WL_LORA_HEAD] module index or -1 */
     int n_modules;
     wl_lora_module *modules; /* A/B/dA/dB point into params/grads */
     int *index;              /* [L * n_slots] module index or -1 */
@@ -156,6 +158,9 @@ struct wl_model {
     float *normf_w, *normf_b; /* (C) */
     float *lm_head;   /* (V, C), == wte when tied */
     wl_block *blocks; /* [L] */
+    /* The token embedding and the head as LoRA targets (layer WL_LORA_MODEL_LAYER): [WL_LORA_EMBED] has w = wte
+     * (V, C), which is the transpose of its (out = C, in = V) view; [WL_LORA_HEAD] has w = lm_head (V, C). */
+    wl_linear model_lin[2];
 
     int storage;      /* wl_storage of the matrices */
     wl_qweight *qweights; /* [n_qweights] quantised matrices (linear weights, embedding, untied head) */
@@ -194,6 +199,26 @@ struct wl_model {
 /* Gradient of a weight pointer in full-parameter mode. */
 static inline float *wl_grad_of(const wl_model *m, const float *p) {
     return m->grads ? m->grads + (p - m->params) : NULL;
+}
+
+/* The frozen linear a LoRA module at (layer, slot) adapts (layer WL_LORA_MODEL_LAYER: embedding or head). */
+static inline wl_linear *wl_linear_of(wl_model *m, int layer, int slot) {
+    return layer == WL_LORA_MODEL_LAYER ? &m->model_lin[slot] : &m->blocks[layer].lin[slot];
+}
+static inline const wl_linear *wl_linear_of_const(const wl_model *m, int layer, int slot) {
+    return layer == WL_LORA_MODEL_LAYER ? &m->model_lin[slot] : &m->blocks[layer].lin[slot];
+}
+/* 1 if an attached adapter adapts the LM head (the head then runs as a LoRA linear). */
+static inline int wl_model_head_adapted(const wl_model *m) {
+    for (int i = 0; i < m->n_adapters; i++) {
+        if (m->adapters[i]->model_index[WL_LORA_HEAD] >= 0) return 1;
+    }
+    return 0;
+}
+/* Name of a module slot for messages. */
+static inline const char *wl_slot_name(const wl_model *m, int layer, int slot) {
+    if (layer == WL_LORA_MODEL_LAYER) return slot == WL_LORA_EMBED ? "token embedding" : "LM head";
+    return m->slot_info[slot].name;
 }
 
 /* Shape compatibility of an adapter with a model. */

@@ -185,15 +185,23 @@ EXPORT(wl_dtype_name) const char *wlx_dtype_name(int dtype) { return wl_dtype_na
 
 /* ---- LoRA ---- */
 
+/* model_level: embedding rank, embedding alpha, head rank, head alpha (as floats; ranks are small integers) */
 EXPORT(wl_adapter_create) int wlx_adapter_create(const wl_model *m, const int *ranks, const float *alphas,
-                                                 int use_rslora, int use_dora, wl_adapter **out) {
-    wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora};
+                                                 int use_rslora, int use_dora, const float *model_level,
+                                                 wl_adapter **out) {
+    wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora, 0, 0.0f, 0, 0.0f};
+    if (model_level) {
+        spec.embed_rank = (int)model_level[0];
+        spec.embed_alpha = model_level[1];
+        spec.head_rank = (int)model_level[2];
+        spec.head_alpha = model_level[3];
+    }
     return wl_adapter_create(m, &spec, out);
 }
 EXPORT(wl_adapter_create_shaped) int wlx_adapter_create_shaped(int arch, int n_layers, int n_slots, const int *in_f,
                                                                const int *out_f, const int *ranks, const float *alphas,
                                                                int use_rslora, int use_dora, wl_adapter **out) {
-    wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora};
+    wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora, 0, 0.0f, 0, 0.0f};
     return wl_adapter_create_shaped(arch, n_layers, n_slots, in_f, out_f, &spec, out);
 }
 EXPORT(wl_adapter_free) void wlx_adapter_free(wl_adapter *a) { wl_adapter_free(a); }

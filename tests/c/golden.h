@@ -30,6 +30,8 @@ double wl_json_num(const wl_json *o, const char *key, double fallback);
 wl_model *wl_golden_model(const char *dir, const wl_json *case_json);
 
 /* (layer, slot) of a module path such as "model.layers.1.mlp.down_proj"; 0 if the model has none. */
+/* PEFT's key of a module's factor which ('A' or 'B'): lora_embedding_A / _B for the token embedding. */
+void wl_golden_peft_key(char *key, size_t cap, const char *prefix, const char *path, int layer, int slot, char which);
 int wl_golden_find_module(const wl_model *m, const char *path, int *layer, int *slot);
 
 /* An adapter for m from the module list PyTorch resolved (case.json "lora_modules": path, r, alpha, scaling),

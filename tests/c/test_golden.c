@@ -18,7 +18,7 @@
 static const char *CASES[] = {"llama_gqa_qv", "llama_all_rslora", "llama_qwen_bias", "llama_head_dim",
                               "llama2c_interleaved", "llama_patterns", "gpt2_attn", "gpt2_mlp", "stories260K",
                               "tiny_random_llama", "tiny_gpt2", "hf_f16", "hf_bf16_sharded", "rope_long_hf",
-                              "stories260K_long"};
+                              "stories260K_long", "embed_llama", "embed_llama_tied", "embed_gpt2"};
 
 typedef struct tol {
     float atol, rtol;
@@ -61,7 +61,7 @@ static void check_lora_grads(const wl_model *m, const wl_adapter *a, const wl_js
         wl_adapter_module(a, i, &mod);
         wl_model_module_path(m, mod.layer, mod.slot, path, sizeof path);
         for (int which = 0; which < 2; which++) {
-            snprintf(what, sizeof what, "%sbase_model.model.%s.lora_%c.weight", prefix, path, which ? 'B' : 'A');
+            wl_golden_peft_key(what, sizeof what, prefix, path, mod.layer, mod.slot, which ? 'B' : 'A');
             size_t n;
             const float *want = wl_st_f32(st, io, what, &n);
             size_t expect = (size_t)mod.rank * (which ? mod.out_features : mod.in_features);
@@ -139,6 +139,29 @@ static void dropout_run(wl_model *m, wl_adapter *a, const wl_json *cs, const wl_
     CHECK_OK(wl_model_set_lora_dropout(m, 0.0f, 0, 0));
 }
 
+/* Merging the adapter gives the unmerged logits (same tolerance) and unmerging restores every weight bit for bit;
+ * on a model whose embedding is its head, an adapter on either is refused (the merge would change both uses). */
+static void merge_check(wl_model *m, wl_adapter *a, const wl_json *cs, const wl_safetensors *st, const uint8_t *io,
+                        const int32_t *tokens, int B, int T) {
+    size_t n;
+    float *w = wl_model_params(m, &n);
+    float *before = malloc(n * sizeof(float));
+    memcpy(before, w, n * sizeof(float));
+    wl_status got = wl_model_merge(m, a, 1.0f);
+    if (m->wte == m->lm_head) {
+        CHECK_MSG(got == WL_STATUS_UNSUPPORTED, "merging an embedding / head adapter into a tied model gave %d", got);
+        CHECK(memcmp(before, w, n * sizeof(float)) == 0);
+    } else {
+        CHECK_OK(got);
+        CHECK_OK(wl_model_forward(m, tokens, NULL, B, T, 0, 0, -100, NULL));
+        check_logits(m, cs, st, io, "logits", B, T);
+        CHECK_OK(wl_model_unmerge(m, a));
+        CHECK_MSG(memcmp(before, w, n * sizeof(float)) == 0, "unmerge did not restore the weights bit for bit");
+        CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    }
+    free(before);
+}
+
 static void run_case(const char *name) {
     const char *dir = wl_golden_dir(name);
     printf(" case %s\n", name);
@@ -182,6 +205,7 @@ static void run_case(const char *name) {
         if (full) check_full_grads(m, cs, st, io.data);
     }
     if (a && wl_json_get(cs, "dropout")) dropout_run(m, a, cs, st, io.data, tokens, targets, B, T);
+    if (a && strncmp(name, "embed_", 6) == 0) merge_check(m, a, cs, st, io.data, tokens, B, T);
 detach:
     if (a) CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
     wl_adapter_free(a);

@@ -59,7 +59,7 @@ static wl_adapter *random_adapter(wl_model *m, int rank, float alpha, uint64_t s
             alphas[i] = alpha;
         }
     }
-    wl_lora_spec spec = {ranks, alphas, 0, 0};
+    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     free(ranks);
@@ -232,7 +232,7 @@ static void pissa_reference(wl_model *m) {
         ranks[l * S + sl] = r;
         alphas[l * S + sl] = (float)wl_json_num(cs, "alpha", 0);
     }
-    wl_lora_spec spec = {ranks, alphas, 0, 0};
+    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
     enum { MAX_MODULES = 8 };
     CHECK_MSG(mods->n <= MAX_MODULES, "%zu PiSSA modules, at most %d", mods->n, MAX_MODULES);
     for (int variant = 0; variant < 2 && mods->n <= MAX_MODULES; variant++) {

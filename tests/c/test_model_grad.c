@@ -82,7 +82,7 @@ static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_lay
             alphas[l * S + s] = 2.0f * (float)(slot_rank[s] + 1);
         }
     }
-    wl_lora_spec spec = {ranks, alphas, rslora, dora};
+    wl_lora_spec spec = {ranks, alphas, rslora, dora, 0, 0.0f, 0, 0.0f};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     free(ranks);
@@ -306,6 +306,60 @@ static void dora_case(const char *what, wl_config cfg, const int *slot_rank) {
     wl_model_free(m);
 }
 
+/* LoRA on the token embedding and the LM head (model-level modules), with or without block modules: every gradient
+ * against finite differences. embed_rank / head_rank 0 leave that module out. */
+static void model_level_case(const char *what, wl_config cfg, const int *slot_rank, int embed_rank, int head_rank,
+                             float dropout) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 13);
+    const int B = 2, T = 5, L = cfg.n_layers, S = wl_model_n_slots(m);
+    CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
+    int *ranks = calloc((size_t)L * S, sizeof(int));
+    float *alphas = calloc((size_t)L * S, sizeof(float));
+    for (int i = 0; slot_rank && i < L * S; i++) {
+        ranks[i] = slot_rank[i % S];
+        alphas[i] = 3.0f;
+    }
+    /* scales 8 and 6: gradients large enough for float32 differences of a loss near 3 (at 0.75 the head-only
+     * case's directional derivatives were 2e-3, where the differences' own error of ~6e-5 is 3% of it) */
+    wl_lora_spec spec = {ranks, alphas, 0, 0, embed_rank, 8.0f * (float)embed_rank, head_rank, 6.0f * (float)head_rank};
+    wl_adapter *a = NULL;
+    CHECK_OK(wl_adapter_create(m, &spec, &a));
+    free(ranks);
+    free(alphas);
+    if (!a) {
+        wl_model_free(m);
+        return;
+    }
+    size_t n;
+    float *p = wl_adapter_params(a, &n);
+    wl_test_fill(p, n, 21, 0.3f);
+    CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+    CHECK_OK(wl_model_set_trainable(m, a));
+    CHECK_OK(wl_model_set_lora_dropout(m, dropout, 5, 1));
+    batch b = make_batch(B, T, cfg.vocab_size, 31, 1);
+    CHECK_OK(wl_adapter_zero_grad(a));
+    loss_of(m, &b);
+    CHECK_OK(wl_model_backward(m));
+    check_grad(what, m, &b, p, wl_adapter_grads(a), n);
+    CHECK_OK(wl_model_set_lora_dropout(m, 0.0f, 0, 0));
+    /* a fresh adapter (PEFT's init: embedding A = 0, B ~ N(0, 1); head B = 0) leaves the logits bit for bit */
+    float *with = NULL, *base = NULL;
+    CHECK_OK(wl_adapter_init(a, WL_LORA_INIT_DEFAULT, 3));
+    with = logits_of(m, &b);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    base = logits_of(m, &b);
+    CHECK_MSG(max_abs_diff(with, base, (size_t)B * T * cfg.vocab_size) == 0.0f, "%s: a fresh adapter changes the logits", what);
+    free(with);
+    free(base);
+    /* merging into a tied embedding / head is refused */
+    if (cfg.tied_embeddings || cfg.arch == WL_ARCH_GPT2) CHECK(wl_model_merge(m, a, 1.0f) == WL_STATUS_UNSUPPORTED);
+    wl_adapter_free(a);
+    wl_model_free(m);
+}
+
 /* loralib MergedLinear on GPT-2's c_attn (q and v of [q; k; v], rank 2 each): the gradient is the loss's derivative
  * restricted to A and B's blocks, zero elsewhere, so B stays block-structured; bad block layouts are refused. */
 static void merged_linear_case(void) {
@@ -509,7 +563,7 @@ static void error_cases(void) {
     int S = wl_model_n_slots(m), L = cfg.n_layers;
     int *ranks = calloc((size_t)L * S, sizeof(int));
     float *alphas = calloc((size_t)L * S, sizeof(float));
-    wl_lora_spec spec = {ranks, alphas, 0, 0};
+    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
     wl_adapter *a = NULL;
     CHECK_STATUS(wl_adapter_create(m, &spec, &a), WL_STATUS_INVALID_ARGUMENT);
     ranks[0] = 25; /* > min(in 16, out 24) */
@@ -579,6 +633,12 @@ static void run_all(void) {
     dora_case("llama DoRA all modules, qkv bias: magnitude gradient", bias, all);
     dora_case("gpt2 DoRA all modules: magnitude gradient", gpt2, gpt2_all);
     merged_linear_case();
+    const int qv_only[WL_MAX_SLOTS] = {3, 0, 2, 0, 0, 0, 0};
+    model_level_case("llama embedding + head + q,v LoRA, untied, head dropout 0.2", half, qv_only, 2, 3, 0.2f);
+    model_level_case("llama embedding + head LoRA only, interleaved, tied", inter, NULL, 3, 2, 0.0f);
+    model_level_case("llama head LoRA only, untied", half, NULL, 0, 2, 0.0f);
+    model_level_case("gpt2 wte LoRA only (tied head)", gpt2, NULL, 2, 0, 0.0f);
+    model_level_case("gpt2 wte + lm_head + c_fc LoRA", gpt2, gpt2_fc, 2, 2, 0.0f);
 }
 
 int main(void) {

@@ -505,7 +505,7 @@ static void test_streaming(void) {
     wl_model_free(m);
 }
 
-static wl_adapter *all_linear_adapter(wl_model *m, uint64_t seed, int dora) {
+static wl_adapter *every_module_adapter(wl_model *m, uint64_t seed, int dora) {
     const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
     int ranks[2 * WL_MAX_SLOTS];
     float alphas[2 * WL_MAX_SLOTS];
@@ -513,7 +513,8 @@ static wl_adapter *all_linear_adapter(wl_model *m, uint64_t seed, int dora) {
         ranks[i] = 2 + i % 3;
         alphas[i] = 4.0f;
     }
-    wl_lora_spec spec = {ranks, alphas, 0, dora};
+    const int model_rank = dora ? 0 : 2; /* embedding and head LoRA too (DoRA adapts linear modules only) */
+    wl_lora_spec spec = {ranks, alphas, 0, dora, model_rank, 4.0f, model_rank, 4.0f};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     if (!a) return NULL;
@@ -549,7 +550,7 @@ static void test_model_vs_dequantised(const char *table) {
                 tgt[n] = (n * 5 + 1) % V;
             }
             for (int i = 0; i < 2; i++) {
-                ad[i] = all_linear_adapter(ms[i], 77, dora);
+                ad[i] = every_module_adapter(ms[i], 77, dora);
                 CHECK_OK(wl_model_reserve(ms[i], B, T, WL_RESERVE_TRAIN));
                 CHECK_OK(wl_model_set_adapters(ms[i], &ad[i], NULL, 1));
                 CHECK_OK(wl_model_set_trainable(ms[i], ad[i]));
@@ -602,7 +603,7 @@ static void test_refused_on_quantised_base(void) {
     CHECK_OK(wl_model_create_quantized(&c, WL_STORAGE_Q4, &q));
     if (!q) return;
     fill_model(q, WL_DTYPE_F32, 1 << 20);
-    wl_adapter *a = all_linear_adapter(q, 3, 0);
+    wl_adapter *a = every_module_adapter(q, 3, 0);
     CHECK_STATUS(wl_model_merge(q, a, 1.0f), WL_STATUS_UNSUPPORTED);
     CHECK_STATUS(wl_adapter_init_pissa(q, a, 2, 1), WL_STATUS_UNSUPPORTED);
     CHECK_STATUS(wl_model_set_full_training(q, 1), WL_STATUS_UNSUPPORTED);

@@ -334,7 +334,7 @@ static void training_case(const wl_kernels *k, outputs *out) {
     int ranks[64];
     float alphas[64];
     for (int i = 0; i < L * S; i++) ranks[i] = 8, alphas[i] = 16.0f;
-    wl_lora_spec spec = {ranks, alphas, 0, 0};
+    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     if (!a) return;

@@ -110,6 +110,14 @@ const int32_t *wl_st_i32(const wl_safetensors *st, const uint8_t *buf, const cha
 
 int wl_golden_find_module(const wl_model *m, const char *path, int *layer, int *slot) {
     char buf[256];
+    for (int s = WL_LORA_EMBED; s <= WL_LORA_HEAD; s++) {
+        wl_model_module_path(m, WL_LORA_MODEL_LAYER, s, buf, sizeof buf);
+        if (strcmp(buf, path) == 0) {
+            *layer = WL_LORA_MODEL_LAYER;
+            *slot = s;
+            return 1;
+        }
+    }
     for (int l = 0; l < wl_model_config(m)->n_layers; l++) {
         for (int s = 0; s < wl_model_n_slots(m); s++) {
             wl_model_module_path(m, l, s, buf, sizeof buf);
@@ -121,6 +129,14 @@ int wl_golden_find_module(const wl_model *m, const char *path, int *layer, int *
         }
     }
     return 0;
+}
+
+void wl_golden_peft_key(char *key, size_t cap, const char *prefix, const char *path, int layer, int slot, char which) {
+    if (layer == WL_LORA_MODEL_LAYER && slot == WL_LORA_EMBED) {
+        snprintf(key, cap, "%sbase_model.model.%s.lora_embedding_%c", prefix, path, which);
+    } else {
+        snprintf(key, cap, "%sbase_model.model.%s.lora_%c.weight", prefix, path, which);
+    }
 }
 
 /* Hugging Face lora_B rows (h, c * hs/2 + i) -> llama2.c's interleaved (h, 2 i + c), the inverse of the permutation
@@ -140,16 +156,26 @@ wl_adapter *wl_golden_adapter(wl_model *m, const char *dir, const wl_json *mods,
     const int L = c->n_layers, S = wl_model_n_slots(m);
     int *ranks = calloc((size_t)L * S, sizeof(int));
     float *alphas = calloc((size_t)L * S, sizeof(float));
+    int model_ranks[2] = {0, 0};
+    float model_alphas[2] = {0.0f, 0.0f};
     for (size_t i = 0; i < mods->n; i++) {
         const wl_json *path = wl_json_get(&mods->items[i], "path");
         int l, s;
         int found = path && path->type == WL_JSON_STRING && wl_golden_find_module(m, path->str, &l, &s);
         CHECK_MSG(found, "%s: module %s not in the model", dir, path && path->str ? path->str : "?");
         if (!found) continue;
-        ranks[l * S + s] = (int)wl_json_num(&mods->items[i], "r", 0);
-        alphas[l * S + s] = (float)wl_json_num(&mods->items[i], "alpha", 0);
+        const int r = (int)wl_json_num(&mods->items[i], "r", 0);
+        const float alpha = (float)wl_json_num(&mods->items[i], "alpha", 0);
+        if (l == WL_LORA_MODEL_LAYER) {
+            model_ranks[s] = r;
+            model_alphas[s] = alpha;
+        } else {
+            ranks[l * S + s] = r;
+            alphas[l * S + s] = alpha;
+        }
     }
-    wl_lora_spec spec = {ranks, alphas, use_rslora, 0};
+    wl_lora_spec spec = {ranks, alphas, use_rslora, 0, model_ranks[WL_LORA_EMBED], model_alphas[WL_LORA_EMBED],
+                         model_ranks[WL_LORA_HEAD], model_alphas[WL_LORA_HEAD]};
     wl_adapter *a = NULL;
     CHECK_OK(wl_adapter_create(m, &spec, &a));
     free(ranks);
@@ -177,11 +203,11 @@ wl_adapter *wl_golden_adapter(wl_model *m, const char *dir, const wl_json *mods,
                   (double)mod.scale, want);
         char key[512];
         size_t n;
-        snprintf(key, sizeof key, "base_model.model.%s.lora_A.weight", path);
+        wl_golden_peft_key(key, sizeof key, "", path, l, s, 'A');
         const float *A = wl_st_f32(st, f.data, key, &n);
         CHECK_MSG(A && n == (size_t)mod.rank * mod.in_features, "%s missing or of the wrong size", key);
         if (A && n == (size_t)mod.rank * mod.in_features) memcpy(mod.A, A, n * sizeof(float));
-        snprintf(key, sizeof key, "base_model.model.%s.lora_B.weight", path);
+        wl_golden_peft_key(key, sizeof key, "", path, l, s, 'B');
         const float *B = wl_st_f32(st, f.data, key, &n);
         CHECK_MSG(B && n == (size_t)mod.rank * mod.out_features, "%s missing or of the wrong size", key);
         if (!B || n != (size_t)mod.rank * mod.out_features) continue;

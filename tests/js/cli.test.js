@@ -119,6 +119,32 @@ describe('DoRA (--dora)', () => {
   });
 });
 
+describe('LoRA on the token embedding and the head (--targets embed_tokens,lm_head)', () => {
+  test('train writes PEFT lora_embedding_A / _B and lm_head factors that generate loads; merge, resize and GGUF refuse clearly', async () => {
+    const model = sharedPath('models/stories260K/stories260K.bin');
+    const data = path.join(tmp, 'embed.txt');
+    writeFileSync(data, 'The heron stood in the cold river and waited for the fish. '.repeat(12));
+    const out = path.join(tmp, 'embed-adapter');
+    const t = await run(['train', '--model', model, '--data', data, '--rank', '4', '--targets', 'embed_tokens,lm_head,q_proj',
+      '--steps', '3', '--seq', '32', '--out', out, '--json']);
+    expect(t.stderr).toBe('');
+    expect(t.code).toBe(0);
+    const cfg = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    expect(cfg.target_modules).toEqual(['embed_tokens', 'lm_head', 'q_proj']);
+    const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(out, 'adapter_model.safetensors'))));
+    expect(st.get('base_model.model.model.embed_tokens.lora_embedding_A').shape).toEqual([4, 512]);
+    expect(st.get('base_model.model.model.embed_tokens.lora_embedding_B').shape).toEqual([64, 4]);
+    expect(st.get('base_model.model.lm_head.lora_B.weight').shape).toEqual([512, 4]);
+    const g = await run(['generate', '--model', model, '--adapter', out, '--prompt', 'The heron', '--max-tokens', '5', '--json']);
+    expect(g.code).toBe(0);
+    expectFailure(await run(['merge', '--model', model, '--adapter', out, '--out', path.join(tmp, 'embed-merged')]), /one tensor/);
+    expectFailure(await run(['resize', '--adapter', out, '--rank', '2', '--out', path.join(tmp, 'embed-small')]), /token embedding or the LM head/);
+    expectFailure(await run(['export', '--model', model, '--adapter', out, '--format', 'gguf', '--out', path.join(tmp, 'embed.gguf')]),
+      /merge it into an untied model/);
+    for (const f of ['embed-merged', 'embed-small', 'embed.gguf']) expect(existsSync(path.join(tmp, f))).toBe(false);
+  });
+});
+
 describe('MergedLinear (--enable-lora)', () => {
   test('train --enable-lora q,v writes a rank-stacked c_attn LoRA marked with its blocks; a Llama model refuses it', async () => {
     const data = path.join(tmp, 'merged.txt');

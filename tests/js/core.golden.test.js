@@ -13,7 +13,8 @@ import { expectAllClose, loadCore, readSafetensors, sharedPath } from './helpers
 import { GOLDEN, loadCaseAdapter, loadCaseModel, storedLogits } from './helpers/golden.js';
 const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_head_dim', 'llama2c_interleaved',
   'llama_patterns', 'gpt2_attn', 'gpt2_mlp', 'stories260K', 'tiny_random_llama', 'tiny_gpt2', 'hf_f16',
-  'hf_bf16_sharded', 'rope_long_hf', 'stories260K_long', 'dora_llama', 'dora_llama2c', 'dora_gpt2', 'merged_gpt2_qv'];
+  'hf_bf16_sharded', 'rope_long_hf', 'stories260K_long', 'dora_llama', 'dora_llama2c', 'dora_gpt2', 'merged_gpt2_qv',
+  'embed_llama', 'embed_llama_tied', 'embed_gpt2'];
 
 let core;
 beforeAll(async () => {
@@ -43,8 +44,10 @@ function checkLoraGrads(model, adapter, io, prefix, tol, name) {
   let checked = 0;
   for (const m of adapter.modules()) {
     const p = model.modulePath(m.layer, m.slot);
-    expectClose(`${p} dA`, adapter.view(m.dA, m.rank * m.inFeatures), io.get(`${prefix}base_model.model.${p}.lora_A.weight`).data, tol, name);
-    expectClose(`${p} dB`, adapter.view(m.dB, m.rank * m.outFeatures), io.get(`${prefix}base_model.model.${p}.lora_B.weight`).data, tol, name);
+    // PEFT's Embedding keeps its factors as plain Parameters: lora_embedding_A / _B, no ".weight"
+    const key = (w) => (m.layer === -1 && m.slot === 0 ? `${prefix}base_model.model.${p}.lora_embedding_${w}` : `${prefix}base_model.model.${p}.lora_${w}.weight`);
+    expectClose(`${p} dA`, adapter.view(m.dA, m.rank * m.inFeatures), io.get(key('A')).data, tol, name);
+    expectClose(`${p} dB`, adapter.view(m.dB, m.rank * m.outFeatures), io.get(key('B')).data, tol, name);
     checked += 2;
     if (m.magnitude) {
       expectClose(`${p} dmagnitude`, adapter.view(m.dMagnitude, m.outFeatures), io.get(`${prefix}base_model.model.${p}.lora_magnitude_vector`).data, tol, name);

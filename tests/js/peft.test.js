@@ -215,7 +215,7 @@ describe('resolveLoraSpec follows PEFT matching', () => {
       const err = expectError(() => resolveLoraSpec(model, { targets: ['q_proj', 'qkv_proj', 'c_attn'] }), LoraSpecError,
         'UNKNOWN_TARGET', '"qkv_proj"', '"c_attn"', 'q_proj, up_proj, v_proj', 'self_attn.q_proj');
       expect(err.details.unknown).toEqual(['qkv_proj', 'c_attn']);
-      expect(err.details.available).toEqual(['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
+      expect(err.details.available).toEqual(['down_proj', 'embed_tokens', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
     });
   });
 
@@ -785,9 +785,14 @@ describe('hostile adapter files', () => {
       const err = expectError(() => peftToAdapter(core, model, { ...files, [WTS]: bytes }), UnsupportedAdapterError,
         'UNSUPPORTED_ADAPTER', `${Q0}.lora_magnitude_vector`, 'base_model.model.lm_head.weight', 'model.layers.0.self_attn.q_proj.lora_A.weight');
       expect(err.details.tensors.sort()).toEqual(extra.map((e) => e.name).sort());
-      // LoRA on a module outside the blocks (the head) is not a module of the model's LoRA slots either.
+      // LoRA on a module the model has no LoRA for (the final norm) is named; the head's lora_A alone misses its B.
+      const norm = rewrite(files[WTS], (es) => [...es, { name: 'base_model.model.model.norm.lora_A.weight', shape: [4, 64], data: new Float32Array(256) }]);
+      expectError(() => peftToAdapter(core, model, { ...files, [WTS]: norm }), AdapterModelMismatchError, 'ADAPTER_MODEL_MISMATCH', 'model.norm');
       const head = rewrite(files[WTS], (es) => [...es, { name: 'base_model.model.lm_head.lora_A.weight', shape: [4, 64], data: new Float32Array(256) }]);
-      expectError(() => peftToAdapter(core, model, { ...files, [WTS]: head }), AdapterModelMismatchError, 'ADAPTER_MODEL_MISMATCH', 'lm_head');
+      expectError(() => peftToAdapter(core, model, { ...files, [WTS]: head }), InvalidAdapterError, 'INVALID_ADAPTER', 'base_model.model.lm_head.lora_B.weight');
+      // PEFT names an Embedding's factors lora_embedding_A / _B; Linear-style keys on it are not PEFT's.
+      const emb = rewrite(files[WTS], (es) => [...es, { name: 'base_model.model.model.embed_tokens.lora_A.weight', shape: [4, 97], data: new Float32Array(4 * 97) }]);
+      expectError(() => peftToAdapter(core, model, { ...files, [WTS]: emb }), InvalidAdapterError, 'INVALID_ADAPTER', 'base_model.model.model.embed_tokens.lora_embedding_A');
       const twoNames = rewrite(files[WTS], (es) => es.map((e) => (e.name.startsWith(Q0) ? { ...e, name: e.name.replace('.weight', '.other.weight') } : e)));
       expectError(() => peftToAdapter(core, model, { ...files, [WTS]: twoNames }), InvalidAdapterError, 'INVALID_ADAPTER', 'mixes adapter names');
       const ints = rewrite(files[WTS], (es) => es.map((e) => (e.name === `${Q0}.lora_A.weight` ? { ...e, dtype: 'I32' } : e)));

@@ -44,7 +44,7 @@ const engines = [];
 afterAll(() => engines.forEach((e) => e.dispose()));
 
 describe.each(FLAVOURS)('bit-identical results for any number of threads (%s)', (simd) => {
-  test('stories260K: LoRA training (AdamW, dropout), gradients, evaluation, generation and PEFT files', async () => {
+  test('stories260K: LoRA training (AdamW, dropout; embedding, block and head modules), gradients, evaluation, generation and PEFT files', async () => {
     const runs = [];
     for (const threads of THREADS) {
       const e = await LocalEngine.load(STORIES, { wasmSource: wasmSource(), tokenizer: TOKENIZER, threads, simd });
@@ -52,7 +52,7 @@ describe.each(FLAVOURS)('bit-identical results for any number of threads (%s)', 
       expect(e.info().threads).toBe(threads);
       expect(e.info().threadsNote).toBeNull();
       expect(e.info().simd).toBe(simd);
-      const a = e.createAdapter({ rank: 4, alpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'], seed: 5, dropout: 0.1 });
+      const a = e.createAdapter({ rank: 4, alpha: 8, targets: ['embed_tokens', 'q_proj', 'v_proj', 'down_proj', 'lm_head'], seed: 5, dropout: 0.1 });
       const losses = [];
       const summary = await e.train(a.id, TEXT, { steps: 6, batchSize: 2, seqLen: 24, evalSplit: 0.2, seed: 3, lr: 5e-3 },
         { onStep: (s) => losses.push(s.loss, s.gradNorm) });

@@ -199,20 +199,23 @@ def resolve_lora(cfg, acfg):
         return default
 
     prefix = "transformer.h." if cfg["family"] == "gpt2" else "model.layers."
+    emb = "transformer.wte" if cfg["family"] == "gpt2" else "model.embed_tokens"
+    C, V = cfg["dim"], cfg["V"]
+    # PEFT's model-level targets: the embedding (in V, out C) and lm_head (in C, out V), also when tied
+    candidates = [(emb, V, C)] + [(f"{prefix}{l}.{n}", fi, fo) for l in range(cfg["L"])
+                                  for n, fi, fo in modules_of_layer(cfg)] + [("lm_head", C, V)]
     out = {}
-    for l in range(cfg["L"]):
-        for n, fi, fo in modules_of_layer(cfg):
-            path = f"{prefix}{l}.{n}"
-            targets = acfg["target_modules"]
-            if isinstance(targets, str):
-                if not re.fullmatch(targets, path):
-                    continue
-            elif not any(path == t or path.endswith("." + t) for t in targets):
+    for path, fi, fo in candidates:
+        targets = acfg["target_modules"]
+        if isinstance(targets, str):
+            if not re.fullmatch(targets, path):
                 continue
-            r = pattern(acfg["rank_pattern"], path, acfg["r"])
-            a = pattern(acfg["alpha_pattern"], path, acfg["lora_alpha"])
-            s = a / math.sqrt(r) if acfg["use_rslora"] else a / r
-            out[path] = (r, a, s, fi, fo)
+        elif not any(path == t or path.endswith("." + t) for t in targets):
+            continue
+        r = pattern(acfg["rank_pattern"], path, acfg["r"])
+        a = pattern(acfg["alpha_pattern"], path, acfg["lora_alpha"])
+        s = a / math.sqrt(r) if acfg["use_rslora"] else a / r
+        out[path] = (r, a, s, fi, fo)
     return out
 
 
@@ -244,7 +247,8 @@ def check_adapter(d, case, model, prefix_files=("adapter_config.json", "adapter_
             fail(f"{d}: {path}: case.json says r {m['r']} alpha {m['alpha']} scaling {m['scaling']}, PEFT gives "
                  f"r {r} alpha {a} scaling {s}")
         for which, shape in (("A", [r, fi]), ("B", [fo, r])):
-            key = f"base_model.model.{path}.lora_{which}.weight"
+            key = (f"base_model.model.{path}.lora_embedding_{which}" if path.endswith(("embed_tokens", "wte"))
+                   else f"base_model.model.{path}.lora_{which}.weight")
             keys.add(key)
             if key not in ad:
                 fail(f"{d}: adapter lacks {key}")
@@ -252,6 +256,11 @@ def check_adapter(d, case, model, prefix_files=("adapter_config.json", "adapter_
                 fail(f"{d}: {key} shape {ad[key][1]}, expected {shape}")
             elif max(abs(x) for x in ad[key][2]) == 0.0:
                 fail(f"{d}: {key} is all zero")
+        if acfg.get("use_dora"):  # PEFT DoRA: one magnitude per output row
+            key = f"base_model.model.{path}.lora_magnitude_vector"
+            keys.add(key)
+            if key not in ad or ad[key][1] != [fo]:
+                fail(f"{d}: adapter lacks {key} of shape [{fo}]")
     if set(ad) != keys:
         fail(f"{d}: adapter has extra tensors {sorted(set(ad) - keys)}")
     return acfg, ad

@@ -437,6 +437,26 @@ def linear(x, W, lora, path, conv1d=False, drop=None):
     return y
 
 
+def embedding(tokens, W, lora, path):
+    """nn.Embedding plus PEFT's lora.Embedding (tuners/lora/layer.py Embedding.forward): the lookup plus
+    F.embedding(x, lora_embedding_A.T) @ lora_embedding_B.T * scaling, A (r, V) and B (C, r); no dropout."""
+    x = W[path + ".weight"][tokens]
+    if path in lora:
+        A, B, s = lora[path]
+        x = x + (F.embedding(tokens, A.t()) @ B.t()) * s
+    return x
+
+
+def lm_head(x, weight, lora):
+    """The output projection (an nn.Linear, its weight shared with the embedding when tied) with PEFT's Linear LoRA
+    on the module "lm_head": a LoRA on a tied head changes only this use of the shared weight."""
+    y = x @ weight.t()
+    if "lm_head" in lora:
+        A, B, s = lora["lm_head"]
+        y = y + ((x @ A.t()) @ B.t()) * s
+    return y
+
+
 _LIBM = ctypes.CDLL(ctypes.util.find_library("m"))
 _LIBM.powf.restype = ctypes.c_float
 _LIBM.powf.argtypes = [ctypes.c_float, ctypes.c_float]
@@ -493,7 +513,7 @@ def causal_attention(q, k, v):
 def llama_forward(cfg, W, lora, tokens, drop=None):
     Bsz, T = tokens.shape
     H, Hkv, hs, eps = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"], cfg["eps"]
-    x = W["model.embed_tokens.weight"][tokens]
+    x = embedding(tokens, W, lora, "model.embed_tokens")
     cos, sin = rope_tables(T, hs, cfg["theta"], cfg["rope"], x.dtype, cfg.get("exact_rope", False))
     for l in range(cfg["n_layers"]):
         p = f"model.layers.{l}."
@@ -513,14 +533,14 @@ def llama_forward(cfg, W, lora, tokens, drop=None):
         x = x + linear(F.silu(g) * u, W, lora, p + "mlp.down_proj", drop=drop)
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if cfg["tied"] else W["lm_head.weight"]
-    return x @ head.t()
+    return lm_head(x, head, lora)
 
 
 def gpt2_forward(cfg, W, lora, tokens, drop=None):
     Bsz, T = tokens.shape
     C, H, eps = cfg["dim"], cfg["n_heads"], cfg["eps"]
     hs = C // H
-    x = W["transformer.wte.weight"][tokens] + W["transformer.wpe.weight"][torch.arange(T)]
+    x = embedding(tokens, W, lora, "transformer.wte") + W["transformer.wpe.weight"][torch.arange(T)]
     for l in range(cfg["n_layers"]):
         p = f"transformer.h.{l}."
         h = layernorm(x, W[p + "ln_1.weight"], W[p + "ln_1.bias"], eps)
@@ -532,7 +552,7 @@ def gpt2_forward(cfg, W, lora, tokens, drop=None):
         x = x + linear(gelu_new(linear(h, W, lora, p + "mlp.c_fc", conv1d=True, drop=drop)), W, lora,
                        p + "mlp.c_proj", conv1d=True, drop=drop)
     x = layernorm(x, W["transformer.ln_f.weight"], W["transformer.ln_f.bias"], eps)
-    return x @ W["transformer.wte.weight"].t()
+    return lm_head(x, W["transformer.wte.weight"], lora)
 
 
 def forward(cfg, W, lora, tokens, drop=None):
@@ -635,7 +655,13 @@ def make_adapter(cfg, rng, targets, r, alpha, use_rslora=False, rank_pattern=Non
     return lora, modules, config
 
 
+EMBEDDINGS = ("model.embed_tokens", "transformer.wte")
+
+
 def peft_key(path, which):
+    """PEFT's state-dict key; an Embedding's factors are plain Parameters (lora_embedding_A / _B, no .weight)."""
+    if path in EMBEDDINGS:
+        return f"base_model.model.{path}.lora_embedding_{which}"
     return f"base_model.model.{path}.lora_{which}.weight"
 
 
@@ -669,11 +695,18 @@ def hf_row_order(cfg, tensors):
 
 
 def merged_weights(cfg, W, lora):
-    """W + scaling * B A (PEFT merge; transposed to (in, out) for Conv1D, which is all fan_in_fan_out changes)."""
+    """W + scaling * B A (PEFT merge; transposed to (in, out) for Conv1D, which is all fan_in_fan_out changes, and
+    for an Embedding, whose get_delta_weight is transpose(B A)). None when a LoRA on the embedding or head of a tied
+    model would have to merge into the one shared tensor (that changes both uses)."""
     M = dict(W)
     conv = {p: c for p, _i, _o, c in linear_modules(cfg)}
     for path, (A, B, s) in lora.items():
         delta = (B @ A) * s
+        if path in EMBEDDINGS or path == "lm_head":
+            if cfg["tied"]:
+                return None
+            M[path + ".weight"] = W[path + ".weight"] + (delta.t() if path in EMBEDDINGS else delta)
+            continue
         M[path + ".weight"] = W[path + ".weight"] + (delta.t() if conv[path] else delta)
     return M
 
@@ -818,8 +851,10 @@ class Golden:
             dl32, dloss32, dlg32, _ = run(cfg, W, lora, tokens, targets, dtype=torch.float32, drop=drop)
 
         # Self-checks: merged weights give the same logits; float32 agrees loosely; grads are nontrivial.
-        merged = run(cfg, merged_weights(cfg, W, lora), {}, tokens)[0]
-        assert float((merged - logits).abs().max()) < 1e-9, "merge orientation mismatch"
+        merged_w = merged_weights(cfg, W, lora)
+        if merged_w is not None:
+            merged = run(cfg, merged_w, {}, tokens)[0]
+            assert float((merged - logits).abs().max()) < 1e-9, "merge orientation mismatch"
         for path, (dA, dB) in lg.items():
             assert float(dA.abs().max()) > 1e-6 and float(dB.abs().max()) > 1e-6, f"tiny LoRA grad at {path}"
 
@@ -1540,6 +1575,14 @@ def pissa_case(g):
     print(f"pissa_stories260K: {len(PISSA_MODULES)} modules, float32 SVD term error {err:.2e} (|max| {mag:.3f})")
 
 
+def check_budget(out):
+    """The golden folder's files must stay within the repository's 3.2 MB budget (check_golden.py checks it too)."""
+    total = sum(os.path.getsize(os.path.join(root, f)) for root, _d, files in os.walk(out) for f in files)
+    print(f"golden total: {total / 1e6:.2f} MB in {out}")
+    if total > 3.2e6:
+        sys.exit("golden files exceed the ~3 MB budget")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR", os.path.join(os.path.dirname(REPO), "shared")))
@@ -1562,12 +1605,7 @@ def main():
     greedy_file(g, tok, cfg, W)
     sgd_contract(g, tok, gpt2tok)
 
-    total = 0
-    for root, _dirs, files in os.walk(g.out):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    print(f"golden total: {total / 1e6:.2f} MB in {g.out}")
-    if total > 3.2e6:
-        sys.exit("golden files exceed the ~3 MB budget")
+    check_budget(g.out)
 
 
 if __name__ == "__main__":

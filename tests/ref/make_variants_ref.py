@@ -390,10 +390,7 @@ def main():
     train_loraplus(g, pcfg, pW, plora)
     dora_cases(g)
     merged_case(g)
-    total = sum(os.path.getsize(os.path.join(root, f)) for root, _d, files in os.walk(g.out) for f in files)
-    print(f"golden total: {total / 1e6:.2f} MB in {g.out}")
-    if total > 3.2e6:
-        sys.exit("golden files exceed the ~3 MB budget")
+    R.check_budget(g.out)
 
 
 if __name__ == "__main__":
