@@ -14,12 +14,13 @@ cc=clang-14
 command -v "$cc" >/dev/null 2>&1 || cc=clang
 flags="-std=c11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude -Isrc"
 
-# The library, instrumented once; each target links it with its own entry point.
+# The library, instrumented once; each target links it with its own entry point. An object is rebuilt when its
+# source or any header is newer (a changed struct must never meet objects compiled against the old layout).
 objs=""
 for src in src/core/*.c src/io/*.c src/model/*.c src/layers/*.c src/lora/*.c src/optim/*.c src/svd/*.c \
   src/kernels/*.c src/kernels/scalar/*.c; do
   obj="$out/obj/$(echo "$src" | tr / _).o"
-  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ]; then
+  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find include src -name '*.h' -newer "$obj" | head -n 1)" ]; then
     # shellcheck disable=SC2086
     $cc $flags -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
   fi
