@@ -13,7 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
 import { Trainer } from '../../web/train.js';
-import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin'); // tied embedding and head
@@ -30,19 +30,6 @@ beforeAll(async () => {
   engine = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
 });
 afterAll(() => engine?.dispose());
-
-function logitsOf(eng, ids, sel) {
-  eng.useAdapters(sel);
-  eng.model.reserve(1, ids.length);
-  eng.model.forward(ids);
-  return eng.model.logits().slice();
-}
-
-function maxDiff(a, b) {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 /** Random factors in [-0.15, 0.15) for every module (a trained-looking adapter). */
 function randomize(adapter, seed) {
@@ -61,7 +48,7 @@ const modelLevel = (adapter) => {
 
 describe('embedding and head LoRA on a tied model (stories260K)', () => {
   test("PEFT's initialisation, so a new adapter changes nothing; it trains and generates", async () => {
-    const base = logitsOf(engine, IDS, null);
+    const base = engineLogits(engine, IDS, null);
     const a = engine.createAdapter({ rank: 4, alpha: 8, targets: TARGETS, seed: 3 });
     const adapter = engine.entry(a.id).adapter;
     const { embed, head } = modelLevel(adapter);
@@ -76,7 +63,7 @@ describe('embedding and head LoRA on a tied model (stories260K)', () => {
     expect(std).toBeLessThan(1.25);
     expect(adapter.view(head.B, V * 4).every((x) => x === 0)).toBe(true);
     expect(Math.max(...adapter.view(head.A, 4 * C).map(Math.abs))).toBeLessThanOrEqual(1 / Math.sqrt(C));
-    expect(maxDiff(logitsOf(engine, IDS, a.id), base)).toBe(0);
+    expect(maxDiff(engineLogits(engine, IDS, a.id), base)).toBe(0);
 
     const before = adapter.params().slice();
     const summary = await engine.train(a.id, TEXT, { steps: 6, lr: 1e-2, seqLen: 32, batchSize: 2, seed: 1 });
@@ -110,7 +97,7 @@ describe('embedding and head LoRA on a tied model (stories260K)', () => {
   test("PEFT files with PEFT's keys, shapes and target_modules; read back they give the very same logits", () => {
     const a = engine.createAdapter({ rank: 3, alpha: 5, targets: TARGETS, seed: 6 });
     randomize(engine.entry(a.id).adapter, 7);
-    const want = logitsOf(engine, IDS, a.id);
+    const want = engineLogits(engine, IDS, a.id);
     const { config, files } = engine.exportAdapter(a.id);
     expect(config.target_modules).toEqual(['embed_tokens', 'lm_head', 'q_proj']);
     const st = engine.core.parseSafetensors(files['adapter_model.safetensors']);
@@ -122,8 +109,8 @@ describe('embedding and head LoRA on a tied model (stories260K)', () => {
     expect(shapes['base_model.model.lm_head.lora_B.weight']).toEqual([V, 3]);
     expect(Object.keys(shapes).filter((k) => k.includes('embed_tokens'))).toHaveLength(2); // no ".weight" variants
     const b = engine.importAdapter(files);
-    expect(maxDiff(logitsOf(engine, IDS, b.id), want)).toBe(0);
-    expect(maxDiff(logitsOf(engine, IDS, null), want)).toBeGreaterThan(0.1); // the adapter matters
+    expect(maxDiff(engineLogits(engine, IDS, b.id), want)).toBe(0);
+    expect(maxDiff(engineLogits(engine, IDS, null), want)).toBeGreaterThan(0.1); // the adapter matters
     for (const x of [a, b]) engine.freeAdapter(x.id);
   });
 
@@ -203,23 +190,23 @@ describe('on untied and GPT-2 models (golden models embed_llama, embed_gpt2)', (
     const a = llama.createAdapter({ rank: 2, alpha: 4, targets: TARGETS, seed: 1 });
     randomize(llama.entry(a.id).adapter, 11);
     const weights = llama.model.params().slice();
-    const baseLogits = logitsOf(llama, TOKENS, null);
-    const unmerged = logitsOf(llama, TOKENS, a.id);
+    const baseLogits = engineLogits(llama, TOKENS, null);
+    const unmerged = engineLogits(llama, TOKENS, a.id);
     expect(maxDiff(unmerged, baseLogits)).toBeGreaterThan(0.05); // the adapter matters
     llama.merge(a.id, 1);
     // W + s B A against W x + s B A x: float32 sums in another order, measured 9.5e-7 on logits up to 4.7 (the golden
     // case's logits tolerance is 2e-5); the adapter itself moves them by more than 0.05.
-    expect(maxDiff(logitsOf(llama, TOKENS, null), unmerged)).toBeLessThan(2e-5);
+    expect(maxDiff(engineLogits(llama, TOKENS, null), unmerged)).toBeLessThan(2e-5);
     llama.unmerge(a.id);
     expect(Buffer.from(llama.model.params().slice().buffer).equals(Buffer.from(weights.buffer))).toBe(true);
-    expect(maxDiff(logitsOf(llama, TOKENS, null), baseLogits)).toBe(0);
+    expect(maxDiff(engineLogits(llama, TOKENS, null), baseLogits)).toBe(0);
     llama.freeAdapter(a.id);
   });
 
   test("GPT-2's wte and lm_head: targets, PEFT keys, and the same logits after reading the files back", () => {
     const a = gpt2.createAdapter({ rank: 2, alpha: 4, targets: ['wte', 'lm_head', 'c_attn'], seed: 2 });
     randomize(gpt2.entry(a.id).adapter, 13);
-    const want = logitsOf(gpt2, TOKENS, a.id);
+    const want = engineLogits(gpt2, TOKENS, a.id);
     const { config, files } = gpt2.exportAdapter(a.id);
     expect(config.target_modules).toEqual(['c_attn', 'lm_head', 'wte']);
     expect(config.fan_in_fan_out).toBe(true);
@@ -227,7 +214,7 @@ describe('on untied and GPT-2 models (golden models embed_llama, embed_gpt2)', (
     expect(names).toEqual(expect.arrayContaining(['base_model.model.transformer.wte.lora_embedding_A',
       'base_model.model.transformer.wte.lora_embedding_B', 'base_model.model.lm_head.lora_A.weight', 'base_model.model.lm_head.lora_B.weight']));
     const b = gpt2.importAdapter(files);
-    expect(maxDiff(logitsOf(gpt2, TOKENS, b.id), want)).toBe(0);
+    expect(maxDiff(engineLogits(gpt2, TOKENS, b.id), want)).toBe(0);
     expect(() => gpt2.merge(a.id, 1)).toThrow(/one tensor/); // GPT-2's head is the embedding
     for (const x of [a, b]) gpt2.freeAdapter(x.id);
   });

@@ -11,7 +11,7 @@ import { LocalEngine } from '../../web/engine.js';
 import { Adapter, Arch } from '../../web/core.js';
 import { peftToAdapter } from '../../web/peft.js';
 import { combineAdapterFiles, resizeAdapterFiles } from '../../web/tools.js';
-import { expectAllClose, loadCore, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { engineLogits, expectAllClose, loadCore, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseModel, peftFiles, readCase, readSvdRef } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -33,18 +33,7 @@ beforeAll(async () => {
 });
 afterAll(() => engine?.dispose());
 
-function logits(e, sel) {
-  e.useAdapters(sel);
-  e.model.reserve(1, IDS.length);
-  e.model.forward(IDS);
-  return e.model.logits().slice();
-}
-
-function maxDiff(a, b) {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
+const logits = (e, sel) => engineLogits(e, IDS, sel);
 
 function randomize(adapter, seed) {
   const p = adapter.params();

@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
 import { Trainer } from '../../web/train.js';
-import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -28,18 +28,7 @@ beforeAll(async () => {
 });
 afterAll(() => engine?.dispose());
 
-function logits(sel) {
-  engine.useAdapters(sel);
-  engine.model.reserve(1, IDS.length);
-  engine.model.forward(IDS);
-  return engine.model.logits().slice();
-}
-
-function maxDiff(a, b) {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
+const logits = (sel) => engineLogits(engine, IDS, sel);
 
 /** A trained-looking DoRA adapter: random A and B, magnitudes 0.8 to 1.2 times ||W + s B A||_row. */
 function randomDora(id, seed) {

@@ -102,3 +102,23 @@ export function halfBytes(values, dtype) {
   for (let i = 0; i < values.length; i++) bits[i] = dtype === 'F16' ? f16(values[i]) : top[2 * i + 1];
   return new Uint8Array(bits.buffer);
 }
+
+/** The largest absolute difference between two arrays of the same length. */
+export function maxDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/**
+ * An engine's logits for one sequence of token ids with the adapters `sel` applied (a copy).
+ * @param {any} engine a LocalEngine
+ * @param {number[]} ids
+ * @param {any} sel what engine.useAdapters takes
+ */
+export function engineLogits(engine, ids, sel) {
+  engine.useAdapters(sel);
+  engine.model.reserve(1, ids.length);
+  engine.model.forward(ids);
+  return engine.model.logits().slice();
+}
