@@ -207,7 +207,7 @@ export class Engine {
     };
   }
 
-  /** @param {object} [opts] rank, alpha, targets, init, useRslora, dora, enableLora, rankPattern, alphaPattern, dropout, seed, name */
+  /** @param {object} [opts] rank, alpha, targets, init, pissaIters, useRslora, dora, enableLora, rankPattern, alphaPattern, dropout, seed, name */
   createAdapter(opts = {}) {
     return this.channel.call('createAdapter', [opts]);
   }

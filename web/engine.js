@@ -237,9 +237,12 @@ export class LocalEngine {
 
   /**
    * A new LoRA adapter (B = 0, so it changes nothing until trained).
-   * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian', useRslora?: boolean,
-   *   dora?: boolean, rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[],
-   *   dropout?: number, seed?: number, name?: string, enableLora?: string[] | boolean[] }} [opts] dora: DoRA modules
+   * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian'|'pissa'|'pissa_fast',
+   *   pissaIters?: number, useRslora?: boolean, dora?: boolean, rankPattern?: Record<string, number>,
+   *   alphaPattern?: Record<string, number>, layers?: number[], dropout?: number, seed?: number, name?: string,
+   *   enableLora?: string[] | boolean[] }} [opts] init 'pissa': PiSSA from the top singular triplets of each target
+   *   weight; 'pissa_fast': from a randomised SVD with pissaIters (0..64, default 4) power iterations, as PEFT's
+   *   pissa_niter_N; dora: DoRA modules
    *   (PEFT use_dora), magnitudes from the norms of the base weights; enableLora: GPT-2 only, loralib's MergedLinear on
    *   c_attn adapting only the named q, k, v blocks (['q', 'v'] or [true, false, true]), each with its own rank-`rank`
    *   factors and scale alpha / rank (c_attn's stacked rank is rank times the number of blocks)
@@ -251,6 +254,12 @@ export class LocalEngine {
     const init = opts.init ?? 'default';
     if (!['default', 'gaussian', 'pissa', 'pissa_fast'].includes(init)) {
       throw new EngineError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`, { code: 'INVALID_ARGUMENT' });
+    }
+    if (opts.pissaIters !== undefined) {
+      if (init !== 'pissa_fast') throw new EngineError(`pissaIters applies to init "pissa_fast" only (init is "${init}")`, { code: 'INVALID_ARGUMENT' });
+      if (!Number.isInteger(opts.pissaIters) || opts.pissaIters < 0 || opts.pissaIters > 64) {
+        throw new EngineError(`pissaIters must be an integer from 0 to 64, got ${JSON.stringify(opts.pissaIters)}`, { code: 'INVALID_ARGUMENT' });
+      }
     }
     const dora = opts.dora ?? false;
     if (typeof dora !== 'boolean') throw new EngineError(`dora must be true or false, got ${JSON.stringify(dora)}`, { code: 'INVALID_ARGUMENT' });
@@ -271,7 +280,7 @@ export class LocalEngine {
           adapter.setRowBlocks(m.index, 3, blocks.mask);
         }
       }
-      if (init.startsWith('pissa')) {
+      if (init === 'pissa' || init === 'pissa_fast') {
         // PiSSA moves the top singular directions of each target weight into the adapter; the base keeps the residual.
         adapter.initPissa(this.model, init === 'pissa' ? -1 : (opts.pissaIters ?? 4), opts.seed ?? 0);
       } else {

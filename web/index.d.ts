@@ -161,7 +161,11 @@ export interface AdapterOptions {
    * "wte") and "lm_head" add LoRA on the token embedding (PEFT's lora_embedding_A / _B) and the output head; on a model
    * whose head is its embedding such an adapter is not merged (merging would change both uses). */
   targets?: string[] | string;
+  /** 'pissa': PiSSA from the top singular triplets of each target weight (the base keeps the residual);
+   * 'pissa_fast': from a randomised SVD with `pissaIters` power iterations (PEFT's pissa_niter_N). */
   init?: 'default' | 'gaussian' | 'pissa' | 'pissa_fast';
+  /** Power iterations of init 'pissa_fast' (an integer from 0 to 64, default 4); an error with any other init. */
+  pissaIters?: number;
   useRslora?: boolean;
   /** DoRA (PEFT use_dora): each module also learns a magnitude per output row, y = m / ||W + s B A||_row (W x + s B A x)
    * + b, the norm held constant in backward. Starts at m = ||W||_row (no change). Not with dropout or PiSSA; a DoRA
