@@ -164,6 +164,7 @@ export class LocalEngine {
       throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
         { code: 'INVALID_ARGUMENT' });
     }
+    /** @type {'relaxed' | 'simd128'} */
     let simd;
     try {
       simd = resolveSimd(options.simd ?? 'auto');
@@ -370,7 +371,11 @@ export class LocalEngine {
     return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError };
   }
 
-  /** Combine adapters: [{ id, weight }], type 'linear' | 'cat' | 'svd' as PEFT's add_weighted_adapter. */
+  /**
+   * Combine adapters: [{ id, weight }], type 'linear' | 'cat' | 'svd' as PEFT's add_weighted_adapter.
+   * @param {Array<string | { id: string, weight?: number }>} inputs
+   * @param {{ type?: 'linear' | 'cat' | 'svd', rank?: number, name?: string | null }} [opts]
+   */
   combine(inputs, { type = 'svd', rank = 0, name = null } = {}) {
     const list = inputs.map((x) => (typeof x === 'string' ? { id: x, weight: 1 } : x));
     const adapters = list.map((x) => this.entry(x.id).adapter);
@@ -451,7 +456,8 @@ export class LocalEngine {
    * Tokenize texts (strings, Blobs/Files or, in Node, { path } of files; see corpus.js) and pack them into
    * sequences with a held-out split of at most evalTokens tokens.
    * @param {any} texts
-   * @param {{ seqLen: number, evalSplit?: number, seed?: number, evalTokens?: number, onTokenize?: Function, signal?: AbortSignal }} opts
+   * @param {{ seqLen: number, evalSplit?: number, seed?: number, evalTokens?: number,
+   *   onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void, signal?: AbortSignal }} opts
    */
   async prepareDataStreamed(texts, opts) {
     const tok = this.requireTokenizer();
@@ -514,9 +520,11 @@ export class LocalEngine {
   /**
    * Train an adapter (or, with id null and opts.full, every weight of the base model).
    * @param {string|null} id
-   * @param {string|string[]} texts
+   * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts
    * @param {object} opts trainOptions fields, plus full, resume (a checkpoint state)
-   * @param {{ signal?: AbortSignal, onStep?: Function, onEval?: Function, onCheckpoint?: Function, checkpointEvery?: number }} [hooks]
+   * @param {{ signal?: AbortSignal, onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void, onStep?: (r: object) => void,
+   *   onEval?: (r: object) => void, onCheckpoint?: (state: object) => (void | Promise<void>), checkpointEvery?: number }} [hooks]
+   *   as Trainer.run takes, plus onTokenize while the texts are read
    */
   async train(id, texts, opts = {}, hooks = {}) {
     const o = trainOptions(opts);
@@ -561,7 +569,7 @@ export class LocalEngine {
    * Mean next-token loss and perplexity of texts under the base model plus the given adapters.
    * @param {any} adapterSel
    * @param {string|string[]} texts
-   * @param {{ seqLen?: number, batchSize?: number }} [opts]
+   * @param {{ seqLen?: number, batchSize?: number, signal?: AbortSignal }} [opts] signal: stops reading streamed files
    */
   evaluate(adapterSel, texts, opts = {}) {
     const seqLen = Math.min(opts.seqLen ?? 128, this.model.config.maxSeqLen);
@@ -709,7 +717,7 @@ export class LocalEngine {
    * Load PEFT files onto this base model. The base model the files name (base_model_name_or_path and revision,
    * or weblora's base fingerprint) is compared with this one (identity.js): the result is the adapter's
    * baseModelCheck, and a doubt is reported to opts.onWarning (without one, a mismatch goes to console.warn).
-   * @param {Record<string, string | Uint8Array>} files
+   * @param {Record<string, string | Uint8Array | ArrayBuffer>} files
    * @param {{ name?: string, steps?: number, finalLoss?: number | null, allowFingerprintMismatch?: boolean,
    *   onWarning?: (w: { code: string } & import('./identity.js').BaseModelCheck) => void }} [opts]
    */
@@ -719,7 +727,8 @@ export class LocalEngine {
     const cfgText = typeof files['adapter_config.json'] === 'string' ? files['adapter_config.json']
       : new TextDecoder().decode(files['adapter_config.json']);
     const cfg = JSON.parse(cfgText);
-    const weights = files[WEIGHTS_FILE];
+    // peftToAdapter has refused weights that are not bytes.
+    const weights = /** @type {Uint8Array | ArrayBuffer} */ (files[WEIGHTS_FILE]);
     const fileFingerprint = this.core.parseSafetensors(weights instanceof ArrayBuffer ? new Uint8Array(weights) : weights).metadata[FINGERPRINT_KEY];
     const baseModelCheck = checkAdapterBase({ nameOrPath: cfg.base_model_name_or_path, revision: cfg.revision, fingerprint: fileFingerprint },
       { ref: this.ref, fingerprint: this.fingerprint });
