@@ -1,4 +1,3 @@
-// @ts-check
 // Cache API side of model streaming: which cache to use, writing an entry while its bytes stream past (committed
 // only when the caller says the file is complete and verified), and listing/deleting cached models.
 

@@ -52,7 +52,8 @@ blocks, quantised as the model streams in, about 1/4 and 1/7 of the f32 memory; 
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
 URL of either (a folder URL ends in "/").`;
 
-const OPTIONS = {
+/** @satisfies {import('node:util').ParseArgsConfig['options']} */
+const OPTIONS = /** @type {const} */ ({
   model: { type: 'string' }, tokenizer: { type: 'string' }, adapter: { type: 'string', multiple: true },
   prompt: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
   'top-p': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, json: { type: 'boolean' },
@@ -70,7 +71,7 @@ const OPTIONS = {
   full: { type: 'boolean' }, out: { type: 'string' }, energy: { type: 'string' }, base: { type: 'string' }, tuned: { type: 'string' },
   type: { type: 'string' }, force: { type: 'boolean' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   sha256: { type: 'string', multiple: true },
-};
+});
 
 class UsageError extends Error {}
 

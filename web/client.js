@@ -1,4 +1,3 @@
-// @ts-check
 // client.js: the main-thread side of the package. WebLoRA.load starts a module Worker (worker_threads in Node)
 // that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
@@ -207,7 +206,7 @@ export class Engine {
     };
   }
 
-  /** @param {object} [opts] rank, alpha, targets, init, useRslora, dora, enableLora, rankPattern, alphaPattern, dropout, seed, name */
+  /** @param {object} [opts] rank, alpha, targets, init, pissaIters, useRslora, dora, enableLora, rankPattern, alphaPattern, dropout, seed, name */
   createAdapter(opts = {}) {
     return this.channel.call('createAdapter', [opts]);
   }
@@ -220,7 +219,7 @@ export class Engine {
   /**
    * Train an adapter on texts. Returns at once; `done` resolves to the summary.
    * @param {any} adapter from createAdapter (or null with { full: true })
-   * @param {string|string[]|Blob|Blob[]} texts strings (one document each) or Files/Blobs streamed as they are
+   * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts strings (one document each) or Files/Blobs streamed as they are
    *   tokenized (a .jsonl name: one {"text": ...} document per line); in Node also { path } of local files
    * @param {object} [options] steps, epochs, lr, batchSize, seqLen, seed, optimizer, schedule, ..., onStep, onEval,
    *   onTokenize (progress of tokenization), onCheckpoint, signal, checkpoint: { every, runId }, resume: runId
@@ -241,7 +240,7 @@ export class Engine {
 
   /**
    * How many tokens training would see in texts (BOS/EOS around each document included): { tokens, documents }.
-   * @param {string|string[]|Blob|Blob[]} texts @param {{ signal?: AbortSignal }} [options]
+   * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts @param {{ signal?: AbortSignal }} [options]
    */
   countTokens(texts, options = {}) {
     return this.channel.call('countTokens', [texts], { signal: options.signal });

@@ -133,7 +133,9 @@ export class Core {
     return out;
   }
 
+  /** @param {number} ptr @returns {Record<string, number>} */
   readConfig(ptr) {
+    /** @type {Record<string, number>} */
     const cfg = {};
     const base = ptr >>> 2;
     CONFIG_FIELDS.forEach(([name, kind], i) => {
@@ -268,6 +270,7 @@ export class Core {
           begin: x.wl_st_begin(st, i), end: x.wl_st_end(st, i),
         });
       }
+      /** @type {Record<string, string>} */
       const metadata = {};
       for (let i = 0; i < x.wl_st_n_metadata(st); i++) {
         metadata[this.wasm.readString(x.wl_st_metadata_key(st, i))] = this.wasm.readString(x.wl_st_metadata_value(st, i));
@@ -412,6 +415,25 @@ export class F32Buffer {
   }
 }
 
+/**
+ * A LoRA-capable linear module of each block.
+ * @typedef {{ slot: number, name: string, shortName: string, inFeatures: number, outFeatures: number, hasBias: boolean,
+ *   conv1d: boolean }} ModuleInfo
+ */
+
+/**
+ * What adapters and the PEFT code need of a model: a loaded Model, or a stand-in that knows only the module shapes
+ * read from adapter files (ptr 0 and `shape` set; tools.js), which has no vocabulary and no weights.
+ * @typedef {object} ModelLike
+ * @property {Core} core
+ * @property {number} ptr the core's model, 0 for a stand-in
+ * @property {{ arch: number, nLayers: number, inFeatures: number[], outFeatures: number[] }} [shape] a stand-in's shapes
+ * @property {'gpt2' | 'llama'} arch
+ * @property {Record<string, number>} config the fields readConfig returns (a stand-in lacks vocabSize and dim)
+ * @property {() => ModuleInfo[]} modules
+ * @property {(layer: number, slot: number) => string} modulePath
+ */
+
 /** A model in the core. */
 export class Model {
   /** @param {Core} core @param {number} ptr */
@@ -431,6 +453,7 @@ export class Model {
     this.trainable = null;
   }
 
+  /** @returns {'gpt2' | 'llama'} */
   get arch() {
     return this.config.arch === Arch.GPT2 ? 'gpt2' : 'llama';
   }
@@ -595,7 +618,7 @@ export class Model {
     return this.core.x.wl_model_edit_bytes(this.ptr);
   }
 
-  /** LoRA-capable linear modules of each block. */
+  /** LoRA-capable linear modules of each block. @returns {ModuleInfo[]} */
   modules() {
     const { core } = this;
     const out = [];
@@ -752,7 +775,7 @@ export class Adapter {
   }
 
   /**
-   * @param {Model} model
+   * @param {ModelLike} model a loaded model, or a stand-in from adapter files (createShaped)
    * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean,
    *   embed?: { rank: number, alpha: number }, head?: { rank: number, alpha: number } }} spec (L * nSlots)
    *   tables; dora: DoRA modules (magnitudes start at 0: initDora or a loader sets them); embed, head: LoRA on the
@@ -777,7 +800,7 @@ export class Adapter {
    * An adapter for a model shape known only from adapter files (no model loaded).
    * @param {Core} core
    * @param {{ arch: number, nLayers: number, inFeatures: number[], outFeatures: number[] }} shape
-   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean }} spec
+   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean }} spec
    */
   static createShaped(core, shape, spec) {
     const S = shape.inFeatures.length;

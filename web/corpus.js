@@ -1,4 +1,3 @@
-// @ts-check
 // corpus.js: training and evaluation text of any size, tokenized as it streams. Sources are strings (one document
 // each), Blobs/Files (browser; a .jsonl name means one {"text": ...} document per line, anything else is one
 // document) and, in Node, { path } of a local file read in chunks. Memory holds the token ids (4 bytes each, in

@@ -1,4 +1,3 @@
-// @ts-check
 // Hashing and encryption helpers on WebCrypto (plus @noble/hashes for SHA-256 over streams, which
 // crypto.subtle.digest cannot do incrementally). Used by stream.js (pins) and store.js (encryption at rest).
 

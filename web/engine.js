@@ -164,6 +164,7 @@ export class LocalEngine {
       throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
         { code: 'INVALID_ARGUMENT' });
     }
+    /** @type {'relaxed' | 'simd128'} */
     let simd;
     try {
       simd = resolveSimd(options.simd ?? 'auto');
@@ -237,9 +238,12 @@ export class LocalEngine {
 
   /**
    * A new LoRA adapter (B = 0, so it changes nothing until trained).
-   * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian', useRslora?: boolean,
-   *   dora?: boolean, rankPattern?: Record<string, number>, alphaPattern?: Record<string, number>, layers?: number[],
-   *   dropout?: number, seed?: number, name?: string, enableLora?: string[] | boolean[] }} [opts] dora: DoRA modules
+   * @param {{ rank?: number, alpha?: number, targets?: string[]|string, init?: 'default'|'gaussian'|'pissa'|'pissa_fast',
+   *   pissaIters?: number, useRslora?: boolean, dora?: boolean, rankPattern?: Record<string, number>,
+   *   alphaPattern?: Record<string, number>, layers?: number[], dropout?: number, seed?: number, name?: string,
+   *   enableLora?: string[] | boolean[] }} [opts] init 'pissa': PiSSA from the top singular triplets of each target
+   *   weight; 'pissa_fast': from a randomised SVD with pissaIters (0..64, default 4) power iterations, as PEFT's
+   *   pissa_niter_N; dora: DoRA modules
    *   (PEFT use_dora), magnitudes from the norms of the base weights; enableLora: GPT-2 only, loralib's MergedLinear on
    *   c_attn adapting only the named q, k, v blocks (['q', 'v'] or [true, false, true]), each with its own rank-`rank`
    *   factors and scale alpha / rank (c_attn's stacked rank is rank times the number of blocks)
@@ -251,6 +255,12 @@ export class LocalEngine {
     const init = opts.init ?? 'default';
     if (!['default', 'gaussian', 'pissa', 'pissa_fast'].includes(init)) {
       throw new EngineError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`, { code: 'INVALID_ARGUMENT' });
+    }
+    if (opts.pissaIters !== undefined) {
+      if (init !== 'pissa_fast') throw new EngineError(`pissaIters applies to init "pissa_fast" only (init is "${init}")`, { code: 'INVALID_ARGUMENT' });
+      if (!Number.isInteger(opts.pissaIters) || opts.pissaIters < 0 || opts.pissaIters > 64) {
+        throw new EngineError(`pissaIters must be an integer from 0 to 64, got ${JSON.stringify(opts.pissaIters)}`, { code: 'INVALID_ARGUMENT' });
+      }
     }
     const dora = opts.dora ?? false;
     if (typeof dora !== 'boolean') throw new EngineError(`dora must be true or false, got ${JSON.stringify(dora)}`, { code: 'INVALID_ARGUMENT' });
@@ -271,7 +281,7 @@ export class LocalEngine {
           adapter.setRowBlocks(m.index, 3, blocks.mask);
         }
       }
-      if (init.startsWith('pissa')) {
+      if (init === 'pissa' || init === 'pissa_fast') {
         // PiSSA moves the top singular directions of each target weight into the adapter; the base keeps the residual.
         adapter.initPissa(this.model, init === 'pissa' ? -1 : (opts.pissaIters ?? 4), opts.seed ?? 0);
       } else {
@@ -361,7 +371,11 @@ export class LocalEngine {
     return { adapter: info, modules: this.namedErrors(r.adapter, r.errors), totalError: r.totalError };
   }
 
-  /** Combine adapters: [{ id, weight }], type 'linear' | 'cat' | 'svd' as PEFT's add_weighted_adapter. */
+  /**
+   * Combine adapters: [{ id, weight }], type 'linear' | 'cat' | 'svd' as PEFT's add_weighted_adapter.
+   * @param {Array<string | { id: string, weight?: number }>} inputs
+   * @param {{ type?: 'linear' | 'cat' | 'svd', rank?: number, name?: string | null }} [opts]
+   */
   combine(inputs, { type = 'svd', rank = 0, name = null } = {}) {
     const list = inputs.map((x) => (typeof x === 'string' ? { id: x, weight: 1 } : x));
     const adapters = list.map((x) => this.entry(x.id).adapter);
@@ -442,7 +456,8 @@ export class LocalEngine {
    * Tokenize texts (strings, Blobs/Files or, in Node, { path } of files; see corpus.js) and pack them into
    * sequences with a held-out split of at most evalTokens tokens.
    * @param {any} texts
-   * @param {{ seqLen: number, evalSplit?: number, seed?: number, evalTokens?: number, onTokenize?: Function, signal?: AbortSignal }} opts
+   * @param {{ seqLen: number, evalSplit?: number, seed?: number, evalTokens?: number,
+   *   onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void, signal?: AbortSignal }} opts
    */
   async prepareDataStreamed(texts, opts) {
     const tok = this.requireTokenizer();
@@ -505,9 +520,11 @@ export class LocalEngine {
   /**
    * Train an adapter (or, with id null and opts.full, every weight of the base model).
    * @param {string|null} id
-   * @param {string|string[]} texts
+   * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts
    * @param {object} opts trainOptions fields, plus full, resume (a checkpoint state)
-   * @param {{ signal?: AbortSignal, onStep?: Function, onEval?: Function, onCheckpoint?: Function, checkpointEvery?: number }} [hooks]
+   * @param {{ signal?: AbortSignal, onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void, onStep?: (r: object) => void,
+   *   onEval?: (r: object) => void, onCheckpoint?: (state: object) => (void | Promise<void>), checkpointEvery?: number }} [hooks]
+   *   as Trainer.run takes, plus onTokenize while the texts are read
    */
   async train(id, texts, opts = {}, hooks = {}) {
     const o = trainOptions(opts);
@@ -552,7 +569,7 @@ export class LocalEngine {
    * Mean next-token loss and perplexity of texts under the base model plus the given adapters.
    * @param {any} adapterSel
    * @param {string|string[]} texts
-   * @param {{ seqLen?: number, batchSize?: number }} [opts]
+   * @param {{ seqLen?: number, batchSize?: number, signal?: AbortSignal }} [opts] signal: stops reading streamed files
    */
   evaluate(adapterSel, texts, opts = {}) {
     const seqLen = Math.min(opts.seqLen ?? 128, this.model.config.maxSeqLen);
@@ -700,7 +717,7 @@ export class LocalEngine {
    * Load PEFT files onto this base model. The base model the files name (base_model_name_or_path and revision,
    * or weblora's base fingerprint) is compared with this one (identity.js): the result is the adapter's
    * baseModelCheck, and a doubt is reported to opts.onWarning (without one, a mismatch goes to console.warn).
-   * @param {Record<string, string | Uint8Array>} files
+   * @param {Record<string, string | Uint8Array | ArrayBuffer>} files
    * @param {{ name?: string, steps?: number, finalLoss?: number | null, allowFingerprintMismatch?: boolean,
    *   onWarning?: (w: { code: string } & import('./identity.js').BaseModelCheck) => void }} [opts]
    */
@@ -710,7 +727,8 @@ export class LocalEngine {
     const cfgText = typeof files['adapter_config.json'] === 'string' ? files['adapter_config.json']
       : new TextDecoder().decode(files['adapter_config.json']);
     const cfg = JSON.parse(cfgText);
-    const weights = files[WEIGHTS_FILE];
+    // peftToAdapter has refused weights that are not bytes.
+    const weights = /** @type {Uint8Array | ArrayBuffer} */ (files[WEIGHTS_FILE]);
     const fileFingerprint = this.core.parseSafetensors(weights instanceof ArrayBuffer ? new Uint8Array(weights) : weights).metadata[FINGERPRINT_KEY];
     const baseModelCheck = checkAdapterBase({ nameOrPath: cfg.base_model_name_or_path, revision: cfg.revision, fingerprint: fileFingerprint },
       { ref: this.ref, fingerprint: this.fingerprint });

@@ -1,4 +1,3 @@
-// @ts-check
 // env.js: settings that apply to every load, as transformers.js's `env` (set them once, before loading).
 
 export const env = {

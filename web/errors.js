@@ -1,4 +1,3 @@
-// @ts-check
 // Error classes shared by every weblora module: each carries a stable `code`, and all of them (plus the
 // DOMException AbortError used for cancellation) survive a postMessage round trip via toJSON/fromJSON.
 

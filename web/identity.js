@@ -1,4 +1,3 @@
-// @ts-check
 // identity.js: which model a source or a name refers to. One normalisation (modelRef) for model sources (URLs,
 // paths, Files) and for PEFT's base_model_name_or_path / revision, and its way back from a Hub id to the files'
 // URLs (sourceKind, hubFolderUrl); the loaded model's reference built from

@@ -161,7 +161,11 @@ export interface AdapterOptions {
    * "wte") and "lm_head" add LoRA on the token embedding (PEFT's lora_embedding_A / _B) and the output head; on a model
    * whose head is its embedding such an adapter is not merged (merging would change both uses). */
   targets?: string[] | string;
+  /** 'pissa': PiSSA from the top singular triplets of each target weight (the base keeps the residual);
+   * 'pissa_fast': from a randomised SVD with `pissaIters` power iterations (PEFT's pissa_niter_N). */
   init?: 'default' | 'gaussian' | 'pissa' | 'pissa_fast';
+  /** Power iterations of init 'pissa_fast' (an integer from 0 to 64, default 4); an error with any other init. */
+  pissaIters?: number;
   useRslora?: boolean;
   /** DoRA (PEFT use_dora): each module also learns a magnitude per output row, y = m / ||W + s B A||_row (W x + s B A x)
    * + b, the norm held constant in backward. Starts at m = ||W||_row (no change). Not with dropout or PiSSA; a DoRA
@@ -225,6 +229,20 @@ export interface Adapter {
 
 export type AdapterSelection = Adapter | string | Array<Adapter | string> | Record<string, number>;
 
+/** Text to train or evaluate on: a string (one document), a Blob or File streamed as it is tokenized (a .jsonl name
+ * holds one {"text": ...} document per line), or in Node `{ path }` of a local file read in chunks. */
+export type TextSource = string | Blob | { path: string; name?: string };
+
+/** Progress of reading and tokenizing streamed texts. */
+export interface TokenizeProgress {
+  status: 'tokenize';
+  loaded: number;
+  total: number;
+  tokens: number;
+  documents: number;
+  file: string;
+}
+
 export interface StepReport {
   step: number;
   totalSteps: number;
@@ -270,6 +288,7 @@ export interface TrainOptions {
   checkpoint?: { every: number; runId?: string; keep?: boolean };
   /** Resume a run from its last checkpoint. */
   resume?: string;
+  onTokenize?: (progress: TokenizeProgress) => void;
   onStep?: (report: StepReport) => void;
   onEval?: (report: { step: number; loss: number; perplexity: number; tokens: number }) => void;
   onCheckpoint?: (info: { runId: string; step: number }) => void;
@@ -383,11 +402,11 @@ export declare class Engine {
   readonly adapters: AdapterStoreApi;
   createAdapter(options?: AdapterOptions): Promise<Adapter>;
   freeAdapter(adapter: Adapter | string): Promise<void>;
-  train(adapter: Adapter | string | null, texts: string | string[], options?: TrainOptions): TrainRun;
-  evaluate(texts: string | string[], options?: { adapter?: AdapterSelection; seqLen?: number; batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; perplexity: number; tokens: number; sequences: number }>;
+  train(adapter: Adapter | string | null, texts: TextSource | TextSource[], options?: TrainOptions): TrainRun;
+  evaluate(texts: TextSource | TextSource[], options?: { adapter?: AdapterSelection; seqLen?: number; batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; perplexity: number; tokens: number; sequences: number }>;
   generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
   /** Tokens training would see in texts, BOS/EOS around each document included. */
-  countTokens(texts: string | string[] | Blob | Blob[], options?: { signal?: AbortSignal }): Promise<{ tokens: number; documents: number }>;
+  countTokens(texts: TextSource | TextSource[], options?: { signal?: AbortSignal }): Promise<{ tokens: number; documents: number }>;
   /**
    * A conversation rendered with the model's chat template into the text train and generate take (a leading BOS
    * is left out when the tokenizer adds it to every document). TokenizerError NO_CHAT_TEMPLATE without one.

@@ -1,4 +1,3 @@
-// @ts-check
 // index.js: the public entry of the `weblora` package.
 export { WebLoRA, Engine } from './client.js';
 export {

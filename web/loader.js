@@ -1,4 +1,3 @@
-// @ts-check
 // loader.js: builds a core model and its tokenizer from any source: an HF-style base URL, a direct .safetensors
 // or llama2.c .bin URL, local Files/Blobs/ArrayBuffers, or (in Node) a local path. Weights are streamed: the
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,

@@ -198,15 +198,14 @@ export class OutputFolder extends Output {
     try {
       for (const [name, data] of Object.entries(files)) {
         const file = path.join(tmp, name);
-        if (data && typeof data === 'object' && 'copyFrom' in data) await copyFile(data.copyFrom, file);
-        else {
+        if (typeof data === 'string' || data instanceof Uint8Array) {
           const fh = await open(file, 'w');
           try {
             await fh.writeFile(data);
           } finally {
             await fh.close();
           }
-        }
+        } else await copyFile(data.copyFrom, file);
       }
       crashPoint('files-written');
       for (const name of Object.keys(files)) await fsyncPath(path.join(tmp, name));

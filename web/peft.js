@@ -86,7 +86,7 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
 /** @type {WeakMap<object, ModuleTable>} */
 const tables = new WeakMap();
 
-/** @param {import('./core.js').Model} model @returns {ModuleTable} */
+/** @param {import('./core.js').ModelLike} model @returns {ModuleTable} */
 function moduleTable(model) {
   const cached = tables.get(model);
   if (cached) return cached;
@@ -541,7 +541,7 @@ function coverTargets(table, present) {
  * With `portable`, the same adapter is written in the form every tool reads alike: use_rslora false, no
  * alpha_pattern, one lora_alpha, and each module's remaining scale folded into its lora_B (see singleAlphaForm);
  * rank_pattern stays when ranks differ, since the tensor shapes need it.
- * @param {import('./core.js').Model} model the model the adapter was created for
+ * @param {import('./core.js').ModelLike} model the model the adapter was created for
  * @param {import('./core.js').Adapter} adapter
  * @param {{ baseModel?: string | null, revision?: string | null, baseFingerprint?: string | null, dropout?: number,
  *   useRslora?: boolean, portable?: boolean, extraMetadata?: Record<string, string> }} [options] useRslora overrides
@@ -656,6 +656,7 @@ export function adapterToPeft(model, adapter, options = {}) {
  * @property {[string, number][]} rankPattern
  * @property {[string, number][]} alphaPattern
  * @property {boolean} useRslora
+ * @property {boolean} useDora DoRA modules (use_dora): each has a lora_magnitude_vector
  * @property {TargetRule | null} rule null when target_modules is absent (the file's tensors decide)
  * @property {string[] | null} modulesToSave
  */
@@ -854,8 +855,9 @@ function applyEnableLora(adapter, table, names) {
  * with their lora_magnitude_vector. Files hold Hugging Face
  * row order, so q_proj / k_proj lora_B rows are put back in interleaved RoPE order for a llama2.c model.
  * @param {import('./core.js').Core} core
- * @param {import('./core.js').Model} model
- * @param {Record<string, string | Uint8Array> | Map<string, string | Uint8Array> | { name: string, data: Uint8Array }[]} files
+ * @param {import('./core.js').ModelLike} model
+ * @param {Record<string, string | Uint8Array | ArrayBuffer> | Map<string, string | Uint8Array | ArrayBuffer>
+ *   | { name: string, data: string | Uint8Array | ArrayBuffer }[]} files (the weights as bytes)
  * @param {{ baseFingerprint?: string | null, allowFingerprintMismatch?: boolean }} [options]
  * @returns {import('./core.js').Adapter}
  */
@@ -892,7 +894,7 @@ export function peftToAdapter(core, model, files, options = {}) {
 
   // Sort every tensor into a LoRA factor of one of the model's modules, a LoRA factor of a module the model
   // lacks, or something this library cannot use.
-  /** @type {Map<number, { A?: string, B?: string }>} */
+  /** @type {Map<number, { A?: string, B?: string, M?: string }>} tensor names of each module's factors (M: DoRA magnitude) */
   const found = new Map();
   const unmapped = new Set();
   const extra = [];
@@ -997,7 +999,7 @@ export function peftToAdapter(core, model, files, options = {}) {
 
   const ranks = new Int32Array(table.L * table.S);
   const alphas = new Float32Array(table.L * table.S);
-  /** @type {Map<number, { A: Float32Array, B: Float32Array }>} */
+  /** @type {Map<number, { A: Float32Array, B: Float32Array, M: Float32Array | null }>} */
   const data = new Map();
   /** @type {{ embed?: { rank: number, alpha: number }, head?: { rank: number, alpha: number } }} */
   const modelLevel = {};

@@ -1,4 +1,3 @@
-// @ts-check
 // platform-browser.js: the browser's (and every bundler's) side of #platform (package.json "imports"): no Node.
 // platform-node.js is the Node side; code asks `if (node)` and never imports node: modules itself.
 

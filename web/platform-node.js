@@ -1,4 +1,3 @@
-// @ts-check
 // platform-node.js: what the package takes from Node (worker threads, files, paths, the core count). Selected by the
 // "node" condition of package.json's "imports" (#platform); browsers and bundlers get platform-browser.js, so no
 // node: module ever enters a browser build.

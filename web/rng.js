@@ -45,7 +45,12 @@ export class Rng {
     return Math.floor(this.next() * n);
   }
 
-  /** Fisher-Yates shuffle in place. @template T @param {T[]|Int32Array} array */
+  /**
+   * Fisher-Yates shuffle in place.
+   * @template {unknown[] | Int32Array | Uint32Array} A
+   * @param {A} array
+   * @returns {A} the same array
+   */
   shuffle(array) {
     for (let i = array.length - 1; i > 0; i--) {
       const j = this.int(i + 1);

@@ -66,14 +66,15 @@ export function writeSafetensors(tensors, options = {}) {
       }
       return { name: t.name, shape: t.shape, dtype: 'F32', byteLength: numel * 4, f32: t.data, bytes: null };
     }
-    const size = DTYPE_SIZES[/** @type {RawTensorInput} */ (t).dtype];
-    if (!size) throw badInput(`tensor "${t.name}": unknown dtype ${JSON.stringify(/** @type {any} */ (t).dtype)}`);
-    const bytes = /** @type {RawTensorInput} */ (t).bytes;
+    // Without data it must be a raw tensor: its dtype and bytes are checked here.
+    const { dtype, bytes } = /** @type {RawTensorInput} */ (t);
+    const size = DTYPE_SIZES[dtype];
+    if (!size) throw badInput(`tensor "${t.name}": unknown dtype ${JSON.stringify(dtype)}`);
     if (!(bytes instanceof Uint8Array)) throw badInput(`tensor "${t.name}": give data (Float32Array) or dtype and bytes (Uint8Array)`);
     if (bytes.byteLength !== numel * size) {
-      throw badInput(`tensor "${t.name}": ${bytes.byteLength} bytes do not fill shape ${JSON.stringify(t.shape)} of ${t.dtype}`);
+      throw badInput(`tensor "${t.name}": ${bytes.byteLength} bytes do not fill shape ${JSON.stringify(t.shape)} of ${dtype}`);
     }
-    return { name: t.name, shape: t.shape, dtype: /** @type {RawTensorInput} */ (t).dtype, byteLength: bytes.byteLength, f32: null, bytes };
+    return { name: t.name, shape: t.shape, dtype, byteLength: bytes.byteLength, f32: null, bytes };
   });
   items.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (let i = 1; i < items.length; i++) {

@@ -1,4 +1,3 @@
-// @ts-check
 // Personal LoRA adapters and training checkpoints in IndexedDB (through idb): each item saved in one transaction,
 // optionally encrypted at rest with a passphrase, quota failures reported as StorageFullError.
 

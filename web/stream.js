@@ -1,4 +1,3 @@
-// @ts-check
 // Streams model files from a CDN or any static host without holding them whole: size probing, Range reads,
 // resume after dropped connections, optional SHA-256 pins, progress events, and a Cache API copy for next time.
 

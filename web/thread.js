@@ -1,4 +1,3 @@
-// @ts-check
 // thread.js: one worker thread of the C core's thread pool (a module Worker in browsers, a worker_thread in Node).
 // It instantiates the same weblora-threads.wasm on the shared memory it is handed, moves its stack pointer to the
 // stack the core allocated for it, and runs wl_thread_main, which sleeps in memory.atomic.wait until the core has

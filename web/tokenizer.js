@@ -1,4 +1,3 @@
-// @ts-check
 // Tokenizers for the package: Hugging Face tokenizer.json (through @huggingface/tokenizers) and llama2.c
 // tokenizer.bin, behind one Tokenizer with checked inputs, exact decoding, a UTF-8-safe stream decoder and the
 // model's chat template (tokenizer_config.json chat_template, rendered by @huggingface/jinja).

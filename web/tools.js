@@ -24,8 +24,10 @@ function bytesOf(files, name) {
  * factors in one or more adapters' files. Slots no file mentions stay unknown (0 x 0).
  * @param {import('./core.js').Core} core
  * @param {Array<Record<string, any>>} fileSets
+ * @returns {import('./core.js').ModelLike}
  */
 export function shapeFromFiles(core, fileSets) {
+  /** @type {'gpt2' | 'llama' | null} */
   let arch = null;
   let nLayers = 0;
   const inF = new Map();

@@ -1,4 +1,3 @@
-// @ts-check
 // wasm.js: instantiates the standalone core identically in Node and in browsers (no Emscripten glue), with or
 // without its thread pool, and offers the small memory helpers everything else uses: allocation, strings, typed
 // views that survive growth.
@@ -89,6 +88,7 @@ export const SIMD_FLAVOURS = ['auto', 'relaxed', 'simd128'];
 /**
  * The flavour of the core to load: 'relaxed' or 'simd128'.
  * @param {string} requested 'auto' (relaxed where the engine has it), 'relaxed' or 'simd128'
+ * @returns {'relaxed' | 'simd128'}
  */
 export function resolveSimd(requested) {
   if (!SIMD_FLAVOURS.includes(requested)) {

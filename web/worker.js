@@ -1,4 +1,3 @@
-// @ts-check
 // worker.js: the module Worker (or Node worker_thread) that owns the wasm instance. It runs one LocalEngine and
 // answers the client's messages: calls matched by id, progress events back, aborts, errors with their code and
 // stack, big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a

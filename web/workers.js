@@ -1,4 +1,3 @@
-// @ts-check
 // workers.js: starting the package's module Workers (the engine's worker.js, the core's thread.js) in a browser
 // from wherever the package is served. Bundlers only see `new Worker(new URL('./x.js', import.meta.url), ...)`
 // written out at the call site, so the callers keep that form for the usual case and come here for the rest: a

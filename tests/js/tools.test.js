@@ -198,6 +198,31 @@ describe('PiSSA', () => {
     for (const p of cs.modules) expect(Buffer.from(weightOf(p).slice().buffer).equals(Buffer.from(before.get(p).buffer))).toBe(true);
   });
 
+  test('pissaIters: taken by pissa_fast (0 to 64 power iterations), refused with any other init or value before anything changes', () => {
+    const opts = { rank: 2, targets: ['q_proj'], seed: 5 };
+    const count = engine.adapters.size;
+    const bytes = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    const before = engine.model.params().slice();
+    for (const [extra, message] of [
+      [{ init: 'pissa', pissaIters: 2 }, /pissaIters applies to init "pissa_fast" only/],
+      [{ pissaIters: 2 }, /pissaIters applies to init "pissa_fast" only \(init is "default"\)/],
+      [{ init: 'pissa_fast', pissaIters: 1.5 }, /pissaIters must be an integer from 0 to 64, got 1.5/],
+      [{ init: 'pissa_fast', pissaIters: -1 }, /pissaIters must be an integer from 0 to 64, got -1/],
+      [{ init: 'pissa_fast', pissaIters: 65 }, /from 0 to 64, got 65/],
+      [{ init: 'pissa_fast', pissaIters: '4' }, /from 0 to 64, got "4"/],
+    ]) {
+      expect(() => engine.createAdapter({ ...opts, ...extra })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(message) }));
+    }
+    expect(engine.adapters.size).toBe(count);
+    expect(bytes(engine.model.params()).equals(bytes(before))).toBe(true);
+    for (const pissaIters of [0, 64]) {
+      const a = engine.createAdapter({ ...opts, init: 'pissa_fast', pissaIters });
+      expect(engine.entry(a.id).adapter.isPissa).toBe(true);
+      engine.freeAdapter(a.id);
+    }
+    expect(bytes(engine.model.params()).equals(bytes(before))).toBe(true);
+  });
+
   test('output unchanged at step 0; trains faster than the default init at the same rate; exports as rank-2r LoRA', async () => {
     const base = logits(engine, null);
     const curves = {};

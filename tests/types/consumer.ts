@@ -1,6 +1,6 @@
 // An app written in TypeScript against the package's declarations (web/index.d.ts, through package.json "exports"):
 // it must type-check as it is, and each @ts-expect-error line must be an error, or tsc fails.
-import { WebLoRA, env, NotFoundError, type LoadOptions, type ProgressEvent } from 'weblora';
+import { WebLoRA, env, NotFoundError, type Engine, type LoadOptions, type ProgressEvent, type TextSource } from 'weblora';
 
 env.remoteHost = 'https://mirror.example/hf/';
 
@@ -29,7 +29,19 @@ export async function run(): Promise<string> {
   }
 }
 
-export async function mistakes(): Promise<void> {
+export async function fineTune(engine: Engine, file: Blob): Promise<number> {
+  const adapter = await engine.createAdapter({ rank: 8, init: 'pissa_fast', pissaIters: 2 });
+  const texts: TextSource[] = ['one document', file, { path: 'corpus.jsonl' }];
+  const run = engine.train(adapter, texts, { steps: 10, onTokenize: (p) => console.log(p.file, p.loaded / p.total) });
+  await run.done;
+  return (await engine.countTokens(file)).tokens;
+}
+
+export async function mistakes(engine: Engine): Promise<void> {
+  // @ts-expect-error pissaIters is a number
+  await engine.createAdapter({ init: 'pissa_fast', pissaIters: '2' });
+  // @ts-expect-error a text source is a string, a Blob or { path }
+  engine.train(null, [{ file: 'corpus.txt' }]);
   // @ts-expect-error a misspelt option name is refused
   await WebLoRA.load('org/model', { revalidte: 'never' });
   // @ts-expect-error revalidate takes 'online' or 'never'
