@@ -12,9 +12,9 @@ import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
-import { Trainer } from '../../web/train.js';
 import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
+import { loraPlusSgdStep } from './helpers/steps.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin'); // tied embedding and head
 const TEXT = [
@@ -119,18 +119,8 @@ describe('embedding and head LoRA on a tied model (stories260K)', () => {
     const adapter = engine.entry(a.id).adapter;
     randomize(adapter, 9);
     const { model } = engine;
-    const seq = { tokens: Int32Array.from(IDS), targets: Int32Array.from([...IDS.slice(1), 2]), valid: IDS.length };
     const lr = 0.05, ratio = 8;
-    const trainer = new Trainer({ model, adapter, train: [seq], options: { optimizer: 'sgd', lr, loraPlusRatio: ratio, steps: 1, batchSize: 1, seqLen: IDS.length } });
-    const before = adapter.params().slice();
-    adapter.zeroGrad();
-    model.forward(seq.tokens, { B: 1, T: IDS.length, targets: seq.targets, train: true });
-    model.backward();
-    const grad = adapter.grads().slice();
-    trainer.trainStep();
-    const after = adapter.params().slice();
-    trainer.dispose();
-    const base = adapter.params().byteOffset;
+    const { before, grad, after, base } = loraPlusSgdStep(model, adapter, IDS, { lr, ratio });
     const worstAt = (ptr, n, rate) => {
       let worst = 0;
       for (let i = (ptr - base) / 4; i < (ptr - base) / 4 + n; i++) worst = Math.max(worst, Math.abs(after[i] - Math.fround(before[i] - Math.fround(rate * grad[i]))));

@@ -12,6 +12,7 @@ import { LocalEngine } from '../../web/engine.js';
 import { Trainer } from '../../web/train.js';
 import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
+import { loraPlusSgdStep } from './helpers/steps.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TEXT = [
@@ -147,18 +148,8 @@ describe('LoRA+ on a DoRA adapter', () => {
     const a = engine.createAdapter({ rank: 2, targets: ['q_proj', 'down_proj'], dora: true, seed: 8 });
     const adapter = randomDora(a.id, 29);
     const { model } = engine;
-    const seq = { tokens: Int32Array.from(IDS), targets: Int32Array.from([...IDS.slice(1), 2]), valid: IDS.length };
     const lr = 0.05, ratio = 8;
-    const trainer = new Trainer({ model, adapter, train: [seq], options: { optimizer: 'sgd', lr, loraPlusRatio: ratio, steps: 1, batchSize: 1, seqLen: IDS.length } });
-    const before = adapter.params().slice();
-    adapter.zeroGrad();
-    model.forward(seq.tokens, { B: 1, T: IDS.length, targets: seq.targets, train: true });
-    model.backward();
-    const grad = adapter.grads().slice();
-    trainer.trainStep();
-    const after = adapter.params().slice();
-    trainer.dispose();
-    const base = adapter.params().byteOffset;
+    const { before, grad, after, base } = loraPlusSgdStep(model, adapter, IDS, { lr, ratio });
     const rateOf = new Float32Array(before.length);
     for (const m of adapter.modules()) {
       rateOf.fill(lr, (m.A - base) / 4, (m.A - base) / 4 + m.rank * m.inFeatures);
