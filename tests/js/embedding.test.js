@@ -14,7 +14,7 @@ import { WebLoRA } from '../../web/index.js';
 import { LocalEngine } from '../../web/engine.js';
 import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
-import { loraPlusSgdStep } from './helpers/steps.js';
+import { expectStoreRoundTrip, loraPlusSgdStep } from './helpers/steps.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin'); // tied embedding and head
 const TEXT = [
@@ -216,13 +216,7 @@ describe('through the worker and IndexedDB (fake-indexeddb)', () => {
     try {
       const a = await remote.createAdapter({ rank: 4, targets: TARGETS, seed: 2 });
       await remote.train(a, TEXT, { steps: 4, lr: 2e-2, seqLen: 32, batchSize: 2, seed: 1 }).done;
-      const want = await remote.generate('The owl', { adapter: a, maxTokens: 12, temperature: 0 });
-      await remote.adapters.save('owl-embed', a);
-      const b = await remote.adapters.load('owl-embed');
-      const got = await remote.generate('The owl', { adapter: b, maxTokens: 12, temperature: 0 });
-      expect(got.ids).toEqual(want.ids);
-      const base = await remote.generate('The owl', { maxTokens: 12, temperature: 0 });
-      expect(base.ids).not.toEqual(want.ids); // the trained adapter changes the greedy continuation
+      await expectStoreRoundTrip(remote, a, 'owl-embed');
     } finally {
       await remote.dispose();
     }

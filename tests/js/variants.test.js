@@ -12,7 +12,7 @@ import { LocalEngine } from '../../web/engine.js';
 import { Trainer } from '../../web/train.js';
 import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
-import { loraPlusSgdStep } from './helpers/steps.js';
+import { expectStoreRoundTrip, loraPlusSgdStep } from './helpers/steps.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TEXT = [
@@ -180,14 +180,8 @@ describe('DoRA through the worker and IndexedDB (fake-indexeddb)', () => {
     try {
       const a = await remote.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj', 'down_proj'], dora: true, seed: 2 });
       await remote.train(a, TEXT, { steps: 4, lr: 1e-2, seqLen: 32, batchSize: 2, seed: 1, loraPlusRatio: 4 }).done;
-      const want = await remote.generate('The owl', { adapter: a, maxTokens: 12, temperature: 0 });
-      await remote.adapters.save('owl-dora', a);
-      const b = await remote.adapters.load('owl-dora');
+      const b = await expectStoreRoundTrip(remote, a, 'owl-dora');
       expect(b.dora).toBe(true);
-      const got = await remote.generate('The owl', { adapter: b, maxTokens: 12, temperature: 0 });
-      expect(got.ids).toEqual(want.ids);
-      const base = await remote.generate('The owl', { maxTokens: 12, temperature: 0 });
-      expect(base.ids).not.toEqual(want.ids); // the trained adapter changes the greedy continuation
     } finally {
       await remote.dispose();
     }

@@ -14,7 +14,6 @@ records how far that moves the logits).
 Run: /usr/bin/python3 tests/ref/make_embed_ref.py [--shared DIR] [--out DIR]
 Deterministic like make_ref.py (fixed seeds, one thread).
 """
-import argparse
 import os
 import sys
 
@@ -72,13 +71,7 @@ def embed_case(g, name, description, cfg, rng, emb_path, block_targets):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR",
-                                                       os.path.join(os.path.dirname(R.REPO), "shared")))
-    ap.add_argument("--out", default=os.path.join(R.HERE, "golden"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    g = R.Golden(os.path.abspath(args.out), os.path.abspath(args.shared))
+    g = R.golden_from_args(__doc__.split("\n")[0])
     # Tiny models: the golden folder keeps to its size budget (make_ref.py).
     cfg = R.llama_cfg(8, 12, 1, 2, 1, 16, 16, False, 1e-5, 10000.0)
     embed_case(g, "embed_llama", "Llama (hidden 8, 1 layer, GQA 2/1, vocab 16, untied lm_head, HF layout); PEFT LoRA "

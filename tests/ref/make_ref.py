@@ -1583,12 +1583,17 @@ def check_budget(out):
         sys.exit("golden files exceed the ~3 MB budget")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def golden_from_args(description):
+    """The Golden writer for the --out folder (default tests/ref/golden) reading reference files from --shared."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR", os.path.join(os.path.dirname(REPO), "shared")))
     ap.add_argument("--out", default=os.path.join(HERE, "golden"))
     args = ap.parse_args()
-    g = Golden(os.path.abspath(args.out), os.path.abspath(args.shared))
+    return Golden(os.path.abspath(args.out), os.path.abspath(args.shared))
+
+
+def main():
+    g = golden_from_args(__doc__.split("\n")[0])
     os.makedirs(g.out, exist_ok=True)
 
     check_rope_layouts()

@@ -22,7 +22,6 @@ lora_alpha = alpha k give the same scaling.
 Run: /usr/bin/python3 tests/ref/make_variants_ref.py [--shared DIR] [--out DIR]
 Deterministic like make_ref.py (fixed seeds, one thread).
 """
-import argparse
 import math
 import os
 import sys
@@ -374,12 +373,7 @@ def dora_cases(g):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shared", default=os.environ.get("WL_SHARED_DIR",
-                                                       os.path.join(os.path.dirname(R.REPO), "shared")))
-    ap.add_argument("--out", default=os.path.join(R.HERE, "golden"))
-    args = ap.parse_args()
-    g = R.Golden(os.path.abspath(args.out), os.path.abspath(args.shared))
+    g = R.golden_from_args(__doc__.split("\n")[0])
     with tempfile.TemporaryDirectory() as tmp:
         # make_ref's llama_patterns model and adapter, rebuilt from its seeds (its files are not rewritten)
         pcfg, pW, plora, _mods, _acfg = R.pattern_case(R.Golden(tmp, g.shared))

@@ -1,5 +1,7 @@
-// steps.js: one LoRA+ SGD step through the production Trainer, with the gradient it took, for checking which rate
-// each parameter moved at (p - rate g, in float32).
+// steps.js: steps the adapter suites share: one LoRA+ SGD step through the production Trainer, with the gradient it
+// took (for checking which rate each parameter moved at: p - rate g, in float32), and an adapter saved to the store
+// and loaded back.
+import { expect } from '@jest/globals';
 import { Trainer } from '../../../web/train.js';
 
 /**
@@ -25,4 +27,22 @@ export function loraPlusSgdStep(model, adapter, ids, { lr, ratio }) {
   } finally {
     trainer.dispose();
   }
+}
+
+/**
+ * Saves a trained adapter to the engine's store, loads it back, and expects the same greedy continuation of
+ * "The owl", which must differ from the base model's (so the adapter really came back). Returns the loaded handle.
+ * @param {any} remote a WebLoRA engine with a store
+ * @param {any} adapter the trained adapter's handle
+ * @param {string} name the store name to save under
+ */
+export async function expectStoreRoundTrip(remote, adapter, name) {
+  const want = await remote.generate('The owl', { adapter, maxTokens: 12, temperature: 0 });
+  await remote.adapters.save(name, adapter);
+  const loaded = await remote.adapters.load(name);
+  const got = await remote.generate('The owl', { adapter: loaded, maxTokens: 12, temperature: 0 });
+  expect(got.ids).toEqual(want.ids);
+  const base = await remote.generate('The owl', { maxTokens: 12, temperature: 0 });
+  expect(base.ids).not.toEqual(want.ids); // the trained adapter changes the greedy continuation
+  return loaded;
 }
