@@ -29,6 +29,43 @@ const PEAK_ITERS = 50000; // about 1 ms
 // another process, which would bias the ratio of the best samples against the GEMM.
 const SAMPLE_FLOPS = 1e7;
 
+/**
+ * Samples of the machine's f32x4 peak for the instructions this build's GEMM uses (wl_bench_peak_madd in the
+ * relaxed-SIMD build, wl_bench_peak's multiply then add otherwise), taken in turns with the products they are
+ * compared with; with fused multiply-adds the mul + add peak is sampled beside it. Warmed up when made: V8 first runs
+ * wasm in its baseline compiler and switches to optimised code after a tiering budget.
+ * @param {any} ex the core's exports
+ */
+export function peakSampler(ex) {
+  const fused = !!ex.wl_bench_peak_madd;
+  const peakLoop = fused ? ex.wl_bench_peak_madd : ex.wl_bench_peak;
+  for (let i = 0; i < 5; i++) {
+    peakLoop(PEAK_ITERS);
+    ex.wl_bench_peak(PEAK_ITERS);
+  }
+  const ms = [];
+  const mulAddMs = [];
+  const perMs = (PEAK_ITERS * PEAK_FLOPS_PER_ITER) / 1e6;
+  return {
+    fused,
+    name: fused ? 'f32x4.relaxed_madd' : 'f32x4.mul + f32x4.add',
+    sample() {
+      let t0 = performance.now();
+      peakLoop(PEAK_ITERS);
+      ms.push(performance.now() - t0);
+      if (fused) {
+        t0 = performance.now();
+        ex.wl_bench_peak(PEAK_ITERS);
+        mulAddMs.push(performance.now() - t0);
+      }
+    },
+    /** GFLOPS of the best sample, and of the median one */
+    best: () => perMs / Math.min(...ms),
+    median: () => perMs / median(ms),
+    mulAddBest: () => perMs / Math.min(...mulAddMs),
+  };
+}
+
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return s[s.length >> 1];
@@ -64,8 +101,6 @@ export async function benchGemm(wasm, options = {}) {
   if (!ex.wl_bench_peak || !ex.wl_bench_sgemm || !ex.wl_malloc || !ex.wl_free_ptr) {
     throw new Error('benchGemm: the wasm module lacks wl_bench_peak, wl_bench_sgemm, wl_malloc or wl_free_ptr');
   }
-  const fused = !!ex.wl_bench_peak_madd;
-  const peakLoop = fused ? ex.wl_bench_peak_madd : ex.wl_bench_peak;
   const samples = options.samples ?? 48;
   const cases = [...loraStepShapes(128), ...loraStepShapes(512)];
   const maxA = Math.max(...cases.map((c) => c.M * c.K));
@@ -87,23 +122,8 @@ export async function benchGemm(wasm, options = {}) {
     for (let i = 0; i < n; i++) v[i] = rnd();
   }
 
-  // V8 first runs wasm in its baseline compiler and switches to optimised code after a tiering budget: spend it.
-  for (let i = 0; i < 5; i++) {
-    peakLoop(PEAK_ITERS);
-    ex.wl_bench_peak(PEAK_ITERS);
-  }
-  const peakMs = [];
-  const mulAddPeakMs = [];
-  const samplePeak = () => {
-    let t0 = performance.now();
-    peakLoop(PEAK_ITERS);
-    peakMs.push(performance.now() - t0);
-    if (fused) {
-      t0 = performance.now();
-      ex.wl_bench_peak(PEAK_ITERS);
-      mulAddPeakMs.push(performance.now() - t0);
-    }
-  };
+  const peaks = peakSampler(ex);
+  const samplePeak = peaks.sample;
   const results = [];
   for (const c of cases) {
     const { M, N, K, ta, tb, lda, ldb } = c;
@@ -153,18 +173,17 @@ export async function benchGemm(wasm, options = {}) {
   ex.wl_free_ptr(pC);
   ex.wl_free_ptr(pPack);
 
-  const perMs = (PEAK_ITERS * PEAK_FLOPS_PER_ITER) / 1e6;
-  const peak = perMs / Math.min(...peakMs);
-  const peakMedian = perMs / median(peakMs);
+  const peak = peaks.best();
+  const peakMedian = peaks.median();
   const round = (x, d) => +x.toFixed(d);
-  const peakName = fused ? 'f32x4.relaxed_madd' : 'f32x4.mul + f32x4.add';
+  const peakName = peaks.name;
   return {
     method: `one thread; each rate is the best of many short samples (the median beside it), taken in turns with samples `
       + `of the ${peakName} peak, the instruction set this build's GEMM uses; ratio_to_peak = best GEMM rate / best peak rate`,
     peak_instructions: peakName,
     peak_gflops: round(peak, 2),
     peak_median_gflops: round(peakMedian, 2),
-    ...(fused ? { mul_add_peak_gflops: round(perMs / Math.min(...mulAddPeakMs), 2) } : {}),
+    ...(peaks.fused ? { mul_add_peak_gflops: round(peaks.mulAddBest(), 2) } : {}),
     gemm: results.map((r) => ({
       tokens: r.tokens, weight: r.weight, op: r.op, M: r.M, N: r.N, K: r.K, trans_a: r.ta, trans_b: r.tb,
       gflops: round(r.best / 1e9, 2), ratio_to_peak: round(r.best / 1e9 / peak, 3),

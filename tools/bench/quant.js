@@ -1,11 +1,11 @@
 // quant.js: the 8-bit and 4-bit frozen base in `npm run bench`. GEMM throughput with a q8 / q4 weight (dequantised
 // panel by panel into the f32 GEMM, and the decoding GEMV straight from the blocks) next to the same product with
-// the f32 weight and the f32x4 peak, one thread, in turns like gemm.js; and the random-weight models whose peak
-// memory the bench reports per dtype (exports from src/wasm/bench.c and src/wasm/bench_quant.c).
+// the f32 weight and the f32x4 peak of the GEMM's instructions (gemm.js peakSampler), one thread, in turns like
+// gemm.js; and the random-weight models whose peak memory the bench reports per dtype (exports from
+// src/wasm/bench.c and src/wasm/bench_quant.c).
 import { Arch } from '../../web/core.js';
+import { peakSampler } from './gemm.js';
 
-const PEAK_FLOPS_PER_ITER = 96; // see wl_bench_peak
-const PEAK_ITERS = 50000;
 const SAMPLE_FLOPS = 1e8;
 const STORAGE = { q8: 1, q4: 2 };
 
@@ -83,13 +83,8 @@ export function benchQuantGemm(wasm, options = {}) {
   };
   fill(pW, maxW);
   fill(pA, maxAC);
-  for (let i = 0; i < 5; i++) ex.wl_bench_peak(PEAK_ITERS);
-  const peakMs = [];
-  const samplePeak = () => {
-    const t0 = performance.now();
-    ex.wl_bench_peak(PEAK_ITERS);
-    peakMs.push(performance.now() - t0);
-  };
+  const peaks = peakSampler(ex);
+  const samplePeak = peaks.sample;
   const rows = [];
   for (const w of weights) {
     const q = { q8: ex.wl_bench_qweight_make(STORAGE.q8, w.out, w.in, pW) >>> 0, q4: ex.wl_bench_qweight_make(STORAGE.q4, w.out, w.in, pW) >>> 0 };
@@ -142,10 +137,11 @@ export function benchQuantGemm(wasm, options = {}) {
   ex.wl_free_ptr(pW);
   ex.wl_free_ptr(pA);
   ex.wl_free_ptr(pC);
-  const peak = (PEAK_ITERS * PEAK_FLOPS_PER_ITER) / 1e6 / Math.min(...peakMs);
+  const peak = peaks.best();
   return {
     method: 'one thread; best of short samples taken in turns (f32, q8, q4 and a peak sample); q8/q4 dequantise the weight '
       + 'panel by panel into the f32 GEMM (kernel a), decoding (M = 1) reads the blocks in a GEMV',
+    peak_instructions: peaks.name,
     peak_gflops: +peak.toFixed(2),
     products: rows.map((r) => ({ ...r, q8_ratio_to_peak: +(r.q8_gflops / peak).toFixed(3), q4_ratio_to_peak: +(r.q4_gflops / peak).toFixed(3) })),
   };
