@@ -128,6 +128,8 @@ describe('the demo PWA in headless Chromium', () => {
     await page.locator('#import-files').setInputFiles(files);
     const imported = await settled(page, '#adapters-status', /^Imported/);
     expect(imported).toEqual({ kind: 'ok', text: expect.stringContaining('Imported "imported copy" (rank 8') });
+    // The status is set before the table's asynchronous refresh: wait for the table to list the import.
+    await page.waitForFunction(() => document.querySelectorAll('#adapters-body th[scope="row"]').length === 2);
     expect((await adapterNames(page)).sort()).toEqual(['imported copy', 'keeper']);
     await page.getByRole('button', { name: 'Delete imported copy' }).click();
     await page.getByRole('button', { name: 'Delete imported copy' }).click();
