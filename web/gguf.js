@@ -1,7 +1,7 @@
 // gguf.js: GGUF files (ggml's format, version 3) for llama.cpp, Ollama and LM Studio: a LoRA adapter that
 // llama.cpp's --lora loads, and a whole model (as loaded, or with adapters merged) with its tokenizer that
 // `llama-cli -m` runs. Layout facts follow ggml's gguf.h and llama.cpp's converters (names, ne order, RoPE rows).
-import { FormatError, UnsupportedError } from './errors.js';
+import { EngineError, FormatError, InvalidArgumentError, UnsupportedError } from './errors.js';
 import { Arch, RopeLayout } from './core.js';
 import { foldIntoB, permuteRopeRows, singleAlphaForm } from './peft.js';
 
@@ -189,7 +189,7 @@ function toGgufRows(model, name, data, cols) {
 /** @param {unknown} dtype @returns {'F32'|'F16'} */
 function checkDtype(dtype) {
   const d = String(dtype ?? 'f16').toUpperCase();
-  if (d !== 'F32' && d !== 'F16') throw new UnsupportedError(`GGUF tensors can be written as f32 or f16, not ${JSON.stringify(dtype)}`, { code: 'INVALID_ARGUMENT' });
+  if (d !== 'F32' && d !== 'F16') throw new InvalidArgumentError(`GGUF tensors can be written as f32 or f16, not ${JSON.stringify(dtype)}`);
   return d;
 }
 
@@ -267,7 +267,7 @@ export function adapterToGguf(core, model, adapter, options = {}) {
  */
 export function modelToGguf(core, model, tokenizer, options = {}) {
   const dtype = checkDtype(options.dtype);
-  if (!tokenizer) throw new UnsupportedError('a GGUF model file needs the tokenizer: load the model with one', { code: 'NO_TOKENIZER' });
+  if (!tokenizer) throw new EngineError('a GGUF model file needs the tokenizer: load the model with one', { code: 'NO_TOKENIZER' });
   const arch = ggufArch(model);
   const family = model.arch;
   const c = model.config;

@@ -149,7 +149,7 @@ function pinnedLocalSource(src, pin) {
 function checkPinNames(pins, names, model) {
   for (const name of Object.keys(pins ?? {})) {
     if (!names.includes(name)) {
-      throw new ModelSourceError(`a SHA-256 pin names ${name}, which is not a file of ${model} (its files: ${names.join(', ')})`, { code: 'NOT_FOUND' });
+      throw new ModelSourceError(`a SHA-256 pin names ${name}, which is not a file of ${model} (its files: ${names.join(', ')})`, { code: 'UNKNOWN_FILE' });
     }
   }
 }
@@ -426,7 +426,7 @@ export function checkMemory(core, cfg, dtype, name) {
   throw new ModelSourceError(`${name}: its weights take ${gb(need)} in ${dtype}, more than the ${gb(room)} a WebAssembly core `
     + `has left for them (4 GB address space, ${gb(MEMORY_HEADROOM_BYTES)} kept for activations and the adapter); `
     + (fits ? `load it with { dtype: '${fits}' } (${gb(core.weightBytes(cfg, fits))})` : 'no dtype makes it fit'),
-  { code: 'OUT_OF_MEMORY', details: { dtype, needBytes: need, roomBytes: room, fits: fits ?? null } });
+  { code: 'MODEL_TOO_LARGE', details: { dtype, needBytes: need, roomBytes: room, fits: fits ?? null } });
 }
 
 /**
@@ -482,7 +482,7 @@ export async function loadModel(core, source, options = {}) {
       for (const s of shards) await streamSafetensors(model, files.get(s), seen, signal, halfMatrices);
       const table = model.tensors();
       const missing = table.find((t) => !seen[t.index]);
-      if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'NOT_FOUND' });
+      if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'MISSING_TENSOR' });
       for (const [index, fileDtype] of halfMatrices) {
         // A quantised matrix is judged on its first million dequantised values (enough for the statistics).
         const t = table[index];

@@ -1029,7 +1029,7 @@ export function peftToAdapter(core, model, files, options = {}) {
       }
       const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(values, t.dtype) : null;
       if (mixup) {
-        throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
+        throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'ADAPTER_DTYPE_MISMATCH',
           details: { key, dtype: t.dtype, likely: mixup.likely } });
       }
       return values;

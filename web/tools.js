@@ -1,8 +1,8 @@
-// tools.js: adapter tools that need only PEFT files, not the base model: rank reduction and PEFT-style combination.
-// The model shape is read off the files (module paths and factor shapes), and the work is done by the core's SVD.
+// tools.js: adapter files without their base model: the module shapes they imply and the base they name, so that
+// an engine can resize and combine adapters with the core's SVD when the model itself is not at hand.
 import { InvalidAdapterError, UnsupportedAdapterError } from './errors.js';
-import { Arch } from './core.js';
-import { CONFIG_FILE, FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter } from './peft.js';
+import { ModuleShapes } from './core.js';
+import { CONFIG_FILE, FINGERPRINT_KEY, WEIGHTS_FILE } from './peft.js';
 
 const SLOTS = {
   llama: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'],
@@ -20,11 +20,12 @@ function bytesOf(files, name) {
 }
 
 /**
- * A stand-in for a model that answers what the PEFT code asks (module table, paths), built from the shapes of the
- * factors in one or more adapters' files. Slots no file mentions stay unknown (0 x 0).
+ * The module shapes one or more adapters' files imply (module paths and factor shapes), as a model without weights
+ * that adapters can be loaded onto, resized, combined and written from (LocalEngine.forAdapters). Slots no file
+ * mentions stay unknown (0 x 0).
  * @param {import('./core.js').Core} core
  * @param {Array<Record<string, any>>} fileSets
- * @returns {import('./core.js').ModelLike}
+ * @returns {ModuleShapes}
  */
 export function shapeFromFiles(core, fileSets) {
   /** @type {'gpt2' | 'llama' | null} */
@@ -57,19 +58,19 @@ export function shapeFromFiles(core, fileSets) {
     }
   }
   if (!arch) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds no LoRA weights of a Llama or GPT-2 model`);
-  const names = SLOTS[arch];
-  const shape = { arch: arch === 'gpt2' ? Arch.GPT2 : Arch.LLAMA, nLayers, inFeatures: names.map((_, s) => inF.get(s) ?? 0),
-    outFeatures: names.map((_, s) => outF.get(s) ?? 0) };
-  return {
-    core, ptr: 0, shape, arch,
-    config: { arch: shape.arch, nLayers, ropeLayout: 0, nHeads: 0, nKvHeads: 0, headDim: 0 },
-    modules: () => names.map((name, slot) => ({ slot, name, shortName: name.split('.').pop(), inFeatures: shape.inFeatures[slot],
-      outFeatures: shape.outFeatures[slot], hasBias: arch === 'gpt2', conv1d: arch === 'gpt2' })),
-    modulePath: (layer, slot) => `${CONTAINER[arch]}.${layer}.${names[slot]}`,
-  };
+  const slots = SLOTS[arch];
+  return new ModuleShapes(core, { arch, nLayers, slots, container: CONTAINER[arch], inFeatures: slots.map((_, s) => inF.get(s) ?? 0),
+    outFeatures: slots.map((_, s) => outF.get(s) ?? 0) });
 }
 
-function metaOf(core, files) {
+/**
+ * What adapter files say about the base model they were made for: weblora's fingerprint of its weights, and the
+ * Hub id (or URL) and revision PEFT's adapter_config.json names.
+ * @param {import('./core.js').Core} core
+ * @param {Record<string, any>} files
+ * @returns {{ fingerprint: string | null, baseModel: string | null, revision: string | null }}
+ */
+export function adapterFileBase(core, files) {
   const st = core.parseSafetensors(bytesOf(files, WEIGHTS_FILE));
   const cfgText = new TextDecoder().decode(bytesOf(files, CONFIG_FILE));
   let cfg;
@@ -78,63 +79,5 @@ function metaOf(core, files) {
   } catch {
     throw new InvalidAdapterError(`${CONFIG_FILE} is not valid JSON`);
   }
-  return { fingerprint: st.metadata[FINGERPRINT_KEY] ?? null, baseModel: cfg.base_model_name_or_path ?? null, dropout: cfg.lora_dropout ?? 0 };
-}
-
-/** Per-module errors with their paths. */
-function named(model, adapter, errors) {
-  return adapter.modules().map((m, i) => ({ module: model.modulePath(m.layer, m.slot), rank: m.rank, relError: errors[i] }));
-}
-
-/**
- * Reduce an adapter's rank by truncated SVD of each module's update.
- * @param {import('./core.js').Core} core
- * @param {Record<string, any>} files PEFT files
- * @param {{ rank?: number, energy?: number }} opts
- * @returns {{ files: Record<string, any>, config: object, modules: {module: string, rank: number, relError: number}[], totalError: number }}
- */
-export function resizeAdapterFiles(core, files, { rank = 0, energy = 0 } = {}) {
-  const model = shapeFromFiles(core, [files]);
-  const meta = metaOf(core, files);
-  const a = peftToAdapter(core, model, files);
-  try {
-    const r = a.resize(rank, energy);
-    try {
-      const out = adapterToPeft(model, r.adapter, { baseModel: meta.baseModel, baseFingerprint: meta.fingerprint, dropout: meta.dropout });
-      return { ...out, modules: named(model, r.adapter, r.errors), totalError: r.totalError };
-    } finally {
-      r.adapter.free();
-    }
-  } finally {
-    a.free();
-  }
-}
-
-/**
- * Combine adapters of the same base model: 'linear', 'cat' or 'svd' (PEFT's add_weighted_adapter).
- * @param {import('./core.js').Core} core
- * @param {Array<{ files: Record<string, any>, weight: number }>} inputs
- * @param {{ type?: 'linear'|'cat'|'svd', rank?: number }} opts
- */
-export function combineAdapterFiles(core, inputs, { type = 'svd', rank = 0 } = {}) {
-  if (!inputs.length) throw new InvalidAdapterError('nothing to combine');
-  const model = shapeFromFiles(core, inputs.map((x) => x.files));
-  const metas = inputs.map((x) => metaOf(core, x.files));
-  const prints = new Set(metas.map((m) => m.fingerprint).filter(Boolean));
-  if (prints.size > 1) {
-    throw new InvalidAdapterError(`the adapters were trained on different base models (fingerprints ${[...prints].join(', ')})`, { code: 'BASE_MODEL_MISMATCH' });
-  }
-  const adapters = [];
-  try {
-    for (const x of inputs) adapters.push(peftToAdapter(core, model, x.files));
-    const r = core.combineAdapters(adapters, inputs.map((x) => x.weight), { type, rank });
-    try {
-      const out = adapterToPeft(model, r.adapter, { baseModel: metas[0].baseModel, baseFingerprint: [...prints][0] ?? null });
-      return { ...out, modules: named(model, r.adapter, r.errors) };
-    } finally {
-      r.adapter.free();
-    }
-  } finally {
-    adapters.forEach((a) => a.free());
-  }
+  return { fingerprint: st.metadata[FINGERPRINT_KEY] ?? null, baseModel: cfg.base_model_name_or_path ?? null, revision: cfg.revision ?? null };
 }

@@ -9,7 +9,7 @@ import {
   RemoteFile, resolveModelSource, validateIndex, listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME,
 } from '../../web/stream.js';
 import {
-  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, StorageFullError, isAbortError,
+  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, ModelSourceError, StorageFullError, isAbortError,
   serializeError, deserializeError,
 } from '../../web/errors.js';
 
@@ -849,9 +849,9 @@ describe('resolveModelSource', () => {
       });
   });
 
-  test('anything else is a FormatError with code BAD_SOURCE', async () => {
+  test('anything else is a ModelSourceError with code BAD_SOURCE', async () => {
     const err = await resolveModelSource('https://cdn.example/model.onnx', { cache: null }).catch((e) => e);
-    expect(err).toBeInstanceOf(FormatError);
+    expect(err).toBeInstanceOf(ModelSourceError);
     expect(err.code).toBe('BAD_SOURCE');
     await expect(resolveModelSource(42)).rejects.toThrow(TypeError);
   });

@@ -54,8 +54,8 @@ describe.each(FLAVOURS)('bit-identical results for any number of threads (%s)', 
       expect(e.info().simd).toBe(simd);
       const a = e.createAdapter({ rank: 4, alpha: 8, targets: ['embed_tokens', 'q_proj', 'v_proj', 'down_proj', 'lm_head'], seed: 5, dropout: 0.1 });
       const losses = [];
-      const summary = await e.train(a.id, TEXT, { steps: 6, batchSize: 2, seqLen: 24, evalSplit: 0.2, seed: 3, lr: 5e-3 },
-        { onStep: (s) => losses.push(s.loss, s.gradNorm) });
+      const summary = await e.train(a.id, TEXT, { steps: 6, batchSize: 2, seqLen: 24, evalSplit: 0.2, seed: 3, lr: 5e-3,
+        onStep: (s) => losses.push(s.loss, s.gradNorm) });
       // One more forward/backward to read the gradients themselves.
       const { adapter } = e.entry(a.id);
       const seq = e.prepareData(TEXT, { seqLen: 24 }).train.at(0);

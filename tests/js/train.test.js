@@ -257,10 +257,10 @@ describe('LoRA training on stories260K', () => {
 
   test('full-parameter training lowers the loss and shares the LoRA code paths', async () => {
     const e2 = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
-    const before = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
+    const before = e2.evaluate(LOG, { seqLen: 32 }).loss;
     const summary = await e2.train(null, LOG, { full: true, steps: 15, lr: 1e-3, seqLen: 32, evalSplit: 0 });
     expect(summary.steps).toBe(15);
-    const after = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
+    const after = e2.evaluate(LOG, { seqLen: 32 }).loss;
     expect(after).toBeLessThan(before * 0.8); // measured 4.25 -> 0.32
     await expect(e2.train(null, LOG, { steps: 1 })).rejects.toThrow(/adapter id/);
     e2.dispose();
