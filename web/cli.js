@@ -7,12 +7,12 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { WebLoRA } from './client.js';
-import { LocalEngine } from './engine.js';
-import { OutputFile, OutputFolder } from './output.js';
-import { DEFAULT_EVAL_TOKENS } from './train.js';
-import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE } from './gguf.js';
-import { MAX_THREADS } from './wasm.js';
+import { WebLoRA } from './runtime/client.js';
+import { LocalEngine } from './engine/engine.js';
+import { OutputFile, OutputFolder } from './storage/output.js';
+import { DEFAULT_EVAL_TOKENS } from './engine/train.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE } from './formats/gguf.js';
+import { MAX_THREADS } from './runtime/wasm.js';
 
 const USAGE = `usage: weblora <command> [options]
 

@@ -1,4 +1,4 @@
-// The public API is listed once (web/api.js): LocalEngine implements it, the worker serves it, the client's Engine
+// The public API is listed once (web/runtime/api.js): LocalEngine implements it, the worker serves it, the client's Engine
 // is built from it, and index.d.ts declares it. These checks fail when a method is added to one of them and not to
 // the others, and when index.d.ts and web/index.js disagree on what the package exports.
 import { describe, test, expect } from '@jest/globals';
@@ -7,10 +7,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import * as pkg from '../../web/index.js';
-import { Engine } from '../../web/client.js';
-import { LocalEngine } from '../../web/engine.js';
-import { AdapterLibrary } from '../../web/library.js';
-import { ENGINE_METHODS, STORE_METHODS, methodSpec } from '../../web/api.js';
+import { Engine } from '../../web/runtime/client.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { AdapterLibrary } from '../../web/storage/library.js';
+import { ENGINE_METHODS, STORE_METHODS, methodSpec } from '../../web/runtime/api.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DTS = readFileSync(path.join(repoRoot, 'web/index.d.ts'), 'utf8');

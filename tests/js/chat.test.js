@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 
-import { LocalEngine } from '../../web/engine.js';
-import { loadTokenizer, TokenizerError } from '../../web/tokenizer.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { loadTokenizer, TokenizerError } from '../../web/formats/tokenizer.js';
 import { sharedPath, wasmSource } from './helpers/core.js';
 
 const readText = (rel) => readFileSync(sharedPath(rel), 'utf8');

@@ -1,4 +1,4 @@
-// The client/worker protocol in Node (worker_threads run web/worker.js): calls matched by id, progress events,
+// The client/worker protocol in Node (worker_threads run web/runtime/worker.js): calls matched by id, progress events,
 // AbortSignals, errors rebuilt with their class, code and stack, buffers transferred, and calls serialised so a
 // generation never interleaves with a training step.
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';

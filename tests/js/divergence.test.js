@@ -10,11 +10,11 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
-import { LocalEngine } from '../../web/engine.js';
-import { DivergenceGuard } from '../../web/divergence.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { DivergenceGuard } from '../../web/engine/divergence.js';
 import { NumericError } from '../../web/errors.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
-import { writeSafetensors } from '../../web/safetensors.js';
+import { writeSafetensors } from '../../web/formats/safetensors.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TEXT = 'Once upon a time there was a little girl named Lily. She liked to play in the park with her dog. '.repeat(12);

@@ -1,10 +1,10 @@
 // LocalEngine in Node has the adapter store and training checkpoints the worker's clients have: the engine owns
-// them (web/library.js), here on fake-indexeddb. A run stopped after a checkpoint and resumed from it ends with the
+// them (web/storage/library.js), here on fake-indexeddb. A run stopped after a checkpoint and resumed from it ends with the
 // same weights as the run that never stopped.
 import 'fake-indexeddb/auto';
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 
-import { LocalEngine } from '../../web/engine.js';
+import { LocalEngine } from '../../web/engine/engine.js';
 import { BaseModelMismatchError, NotFoundError } from '../../web/errors.js';
 import { sharedPath, wasmSource } from './helpers/core.js';
 

@@ -9,9 +9,9 @@ import { pathToFileURL } from 'node:url';
 
 import * as errors from '../../web/errors.js';
 import { WebLoRA, WasmAbortError as PublicWasmAbortError } from '../../web/index.js';
-import { LocalEngine } from '../../web/engine.js';
+import { LocalEngine } from '../../web/engine/engine.js';
 import { EngineError, InvalidArgumentError, WasmAbortError, WebLoRAError, deserializeError, serializeError } from '../../web/errors.js';
-import { OutputError } from '../../web/output.js';
+import { OutputError } from '../../web/storage/output.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');

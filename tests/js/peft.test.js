@@ -3,13 +3,13 @@
 import { describe, test, expect, beforeAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 
-import { Adapter } from '../../web/core.js';
+import { Adapter } from '../../web/core/core.js';
 import { BaseModelMismatchError, InvalidAdapterError, InvalidArgumentError } from '../../web/errors.js';
 import {
   AdapterModelMismatchError, AdapterShapeError, LoraSpecError, UnsupportedAdapterError, adapterToPeft, getPatternKey,
   peftToAdapter, resolveLoraSpec,
-} from '../../web/peft.js';
-import { SafetensorsError, readSafetensors, toFloat32, writeSafetensors } from '../../web/safetensors.js';
+} from '../../web/formats/peft.js';
+import { SafetensorsError, readSafetensors, toFloat32, writeSafetensors } from '../../web/formats/safetensors.js';
 import { halfBytes, loadCore, readShared, sharedPath } from './helpers/core.js';
 
 const CFG = 'adapter_config.json';

@@ -6,8 +6,8 @@ import { describe, test, expect } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { LocalEngine } from '../../web/engine.js';
-import { checkMemory } from '../../web/loader.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { checkMemory } from '../../web/formats/loader.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { LOG } from './helpers/texts.js';
 

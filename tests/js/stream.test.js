@@ -1,4 +1,4 @@
-// Tests for web/stream.js, web/cache.js and web/errors.js against a real local HTTP server that misbehaves on
+// Tests for web/fetch/stream.js, web/fetch/cache.js and web/errors.js against a real local HTTP server that misbehaves on
 // purpose, with the in-memory Cache API fake.
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
@@ -7,7 +7,7 @@ import { startServer } from './helpers/http-server.js';
 import { MemoryCache, MemoryCacheStorage } from './helpers/memory-cache.js';
 import {
   RemoteFile, resolveModelSource, validateIndex, listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME,
-} from '../../web/stream.js';
+} from '../../web/fetch/stream.js';
 import {
   WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, ModelSourceError, StorageFullError, isAbortError,
   serializeError, deserializeError,

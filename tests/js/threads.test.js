@@ -7,11 +7,11 @@ import { describe, test, expect, afterAll } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import v8 from 'node:v8';
 
-import { LocalEngine } from '../../web/engine.js';
-import { WebLoRA } from '../../web/client.js';
-import { Adapter, Arch, Core } from '../../web/core.js';
-import { Trainer } from '../../web/train.js';
-import { Rng } from '../../web/rng.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { WebLoRA } from '../../web/runtime/client.js';
+import { Adapter, Arch, Core } from '../../web/core/core.js';
+import { Trainer } from '../../web/engine/train.js';
+import { Rng } from '../../web/engine/rng.js';
 import { sharedPath, wasmSource } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');

@@ -4,7 +4,7 @@
 import { describe, test, expect } from '@jest/globals';
 import fs from 'node:fs';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { loadTokenizer, TokenizerError } from '../../web/tokenizer.js';
+import { loadTokenizer, TokenizerError } from '../../web/formats/tokenizer.js';
 import { InvalidArgumentError, WebLoRAError } from '../../web/errors.js';
 import { sharedPath } from './helpers/core.js';
 

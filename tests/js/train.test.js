@@ -6,12 +6,12 @@
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 
-import { LocalEngine } from '../../web/engine.js';
-import { BatchStream, DataError, packSequences, splitHeldOut, tokenizeDocuments } from '../../web/data.js';
-import { learningRate, NumericError, Trainer, trainOptions } from '../../web/train.js';
-import { argmax, sampleToken, samplingOptions } from '../../web/sample.js';
-import { Rng } from '../../web/rng.js';
-import { IGNORE_ID } from '../../web/core.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { BatchStream, DataError, packSequences, splitHeldOut, tokenizeDocuments } from '../../web/engine/data.js';
+import { learningRate, NumericError, Trainer, trainOptions } from '../../web/engine/train.js';
+import { argmax, sampleToken, samplingOptions } from '../../web/engine/sample.js';
+import { Rng } from '../../web/engine/rng.js';
+import { IGNORE_ID } from '../../web/core/core.js';
 import { expectAllClose, loadCore, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseAdapter, loadCaseModel, readCase } from './helpers/golden.js';
 import { LOG } from './helpers/texts.js';

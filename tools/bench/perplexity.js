@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { LocalEngine } from '../../web/engine.js';
+import { LocalEngine } from '../../web/engine/engine.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const shared = path.resolve(process.env.WL_SHARED_DIR || path.join(root, '../shared'));

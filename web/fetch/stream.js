@@ -3,8 +3,8 @@
 
 import {
   FormatError, IntegrityError, ModelSourceError, NetworkError, NotFoundError, abortError, throwIfAborted,
-} from './errors.js';
-import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
+} from '../errors.js';
+import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
 import { CACHE_HEADERS, CacheWriter, cacheKeyFn, isCached, openCache, urlDirectory } from './cache.js';
 
 export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } from './cache.js';

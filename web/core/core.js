@@ -1,10 +1,10 @@
 // core.js: a JavaScript object layer over the C core's exports: models, adapters, optimizers, safetensors
 // parsing. Everything here runs where the wasm instance lives (the Worker, Node, tests); views into wasm memory
 // it returns are live and stay valid only until the next call into the core.
-import { CoreError, EngineError, FormatError, InvalidArgumentError, NotFoundError, NumericError, UnsupportedError } from './errors.js';
-import { F32_SAFE_MAGNITUDE, firstOutOfRange } from './divergence.js';
-export { CoreError } from './errors.js';
-import { instantiateCore } from './wasm.js';
+import { CoreError, EngineError, FormatError, InvalidArgumentError, NotFoundError, NumericError, UnsupportedError } from '../errors.js';
+import { F32_SAFE_MAGNITUDE, firstOutOfRange } from '../engine/divergence.js';
+export { CoreError } from '../errors.js';
+import { instantiateCore } from '../runtime/wasm.js';
 
 
 const STATUS_CODES = [
@@ -54,7 +54,7 @@ function seedHalves(seed) {
 
 /** The C core instance. */
 export class Core {
-  /** @param {import('./wasm.js').WasmCore} wasm */
+  /** @param {import('../runtime/wasm.js').WasmCore} wasm */
   constructor(wasm) {
     this.wasm = wasm;
     this.x = wasm.exports;
@@ -63,7 +63,7 @@ export class Core {
   /**
    * @param {{ module?: WebAssembly.Module, source?: any, threadsModule?: WebAssembly.Module, threadsSource?: any,
    *   threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128', wasmUrl?: string | URL }} [options]
-   *   threads: default 1; simd: default 'auto' (see web/wasm.js)
+   *   threads: default 1; simd: default 'auto' (see runtime/wasm.js)
    */
   static async create(options) {
     return new Core(await instantiateCore(options));
@@ -438,7 +438,7 @@ export class F32Buffer {
  */
 
 /**
- * A model known only by the shapes of its LoRA-capable modules, as adapter files give them (tools.js
+ * A model known only by the shapes of its LoRA-capable modules, as adapter files give them (formats/peft-shapes.js
  * shapeFromFiles): it has no weights and no vocabulary. Adapters for it are created, loaded, resized, combined and
  * written like any other, but nothing runs on it, so none is ever attached to it or merged into it.
  */

@@ -2,10 +2,10 @@
 // that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
 import { node } from '#platform';
-import { InvalidArgumentError, WebLoRAError, deserializeError } from './errors.js';
+import { InvalidArgumentError, WebLoRAError, deserializeError } from '../errors.js';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
-import { env } from './env.js';
-import { sourceKind } from './identity.js';
+import { env } from '../env.js';
+import { sourceKind } from '../storage/identity.js';
 import { ENGINE_METHODS, STORE_METHODS, STORE_PREFIX } from './api.js';
 
 /** Why the core runs on fewer threads than asked (no cross-origin isolation) is said once per page. */
@@ -260,7 +260,7 @@ export class WebLoRA {
    *   sha256?: Record<string, string>, cacheName?: string, store?: object, workerUrl?: string|URL } & object} [options]
    *   threads: 'auto' (default: every core, at most 8) or a number. A browser page that is not cross-origin isolated
    *   runs one thread (engine.info.threads and a console note say so).
-   * @returns {Promise<import('./index.js').Engine>}
+   * @returns {Promise<import('../index.js').Engine>}
    */
   static async load(source, options = {}) {
     const { local, remote } = splitOptions(options);
@@ -280,7 +280,7 @@ export class WebLoRA {
         console.warn(`weblora: ${info.threadsNote}.`);
       }
       // Its methods come from api.js; index.d.ts declares them.
-      return /** @type {import('./index.js').Engine} */ (/** @type {unknown} */ (new Engine(channel, info)));
+      return /** @type {import('../index.js').Engine} */ (/** @type {unknown} */ (new Engine(channel, info)));
     } catch (err) {
       await channel.terminate();
       throw err;

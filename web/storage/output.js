@@ -9,7 +9,7 @@
 import { constants as fsc } from 'node:fs';
 import { access, copyFile, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { WebLoRAError, registerErrorClass } from './errors.js';
+import { WebLoRAError, registerErrorClass } from '../errors.js';
 
 const PARTIAL = '.partial-';
 const ASIDE = '.old-';

@@ -1,7 +1,7 @@
-// tools.js: adapter files without their base model: the module shapes they imply and the base they name, so that
+// peft-shapes.js: adapter files without their base model: the module shapes they imply and the base they name, so that
 // an engine can resize and combine adapters with the core's SVD when the model itself is not at hand.
-import { InvalidAdapterError, UnsupportedAdapterError } from './errors.js';
-import { ModuleShapes } from './core.js';
+import { InvalidAdapterError, UnsupportedAdapterError } from '../errors.js';
+import { ModuleShapes } from '../core/core.js';
 import { CONFIG_FILE, FINGERPRINT_KEY, WEIGHTS_FILE } from './peft.js';
 
 const SLOTS = {
@@ -23,7 +23,7 @@ function bytesOf(files, name) {
  * The module shapes one or more adapters' files imply (module paths and factor shapes), as a model without weights
  * that adapters can be loaded onto, resized, combined and written from (LocalEngine.forAdapters). Slots no file
  * mentions stay unknown (0 x 0).
- * @param {import('./core.js').Core} core
+ * @param {import('../core/core.js').Core} core
  * @param {Array<Record<string, any>>} fileSets
  * @returns {ModuleShapes}
  */
@@ -66,7 +66,7 @@ export function shapeFromFiles(core, fileSets) {
 /**
  * What adapter files say about the base model they were made for: weblora's fingerprint of its weights, and the
  * Hub id (or URL) and revision PEFT's adapter_config.json names.
- * @param {import('./core.js').Core} core
+ * @param {import('../core/core.js').Core} core
  * @param {Record<string, any>} files
  * @returns {{ fingerprint: string | null, baseModel: string | null, revision: string | null }}
  */

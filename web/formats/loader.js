@@ -3,16 +3,16 @@
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
 // so no second copy of the model is ever held in JavaScript.
 import { node } from '#platform';
-import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
-import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
-export { ModelSourceError } from './errors.js';
-import { DType, STORAGE_NAMES, storageId } from './core.js';
-import { RemoteFile, resolveModelSource } from './stream.js';
+import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from '../errors.js';
+import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
+export { ModelSourceError } from '../errors.js';
+import { DType, STORAGE_NAMES, storageId } from '../core/core.js';
+import { RemoteFile, resolveModelSource } from '../fetch/stream.js';
 import { halfPrecisionMixup } from './safetensors.js';
-import { isCached } from './cache.js';
+import { isCached } from '../fetch/cache.js';
 import { loadTokenizer } from './tokenizer.js';
-import { hubFolderUrl, sourceKind } from './identity.js';
-import { env } from './env.js';
+import { hubFolderUrl, sourceKind } from '../storage/identity.js';
+import { env } from '../env.js';
 
 const SAFETENSORS_MAX_HEADER = 100_000_000;
 const DEFAULT_CHUNK = 1 << 20;
@@ -322,7 +322,7 @@ function shardNames(files) {
 
 /**
  * Stream one safetensors file into the model: header by Range, then tensor bytes into place.
- * @param {import('./core.js').Model} model
+ * @param {import('../core/core.js').Model} model
  * @param {ByteSource} src
  * @param {Uint8Array} seen per model tensor, set when written
  * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
@@ -431,12 +431,12 @@ export function checkMemory(core, cfg, dtype, name) {
 
 /**
  * Load a model and its tokenizer.
- * @param {import('./core.js').Core} core
+ * @param {import('../core/core.js').Core} core
  * @param {any} source
  * @param {{ signal?: AbortSignal, onProgress?: (e: object) => void, tokenizer?: any, name?: string,
  *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
  *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number, dtype?: 'f32'|'q8'|'q4' }} [options]
- * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
+ * @returns {Promise<{ model: import('../core/core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
  *   kind: string, nameOrPath: unknown, location: string | null }>} nameOrPath: config.json's _name_or_path (identity.js
  *   reads it), or null; location: the URL (a Hub id's included) or path the model came from, null for bytes and Files
  */

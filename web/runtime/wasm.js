@@ -8,13 +8,13 @@
 // flavour where the engine validates relaxed SIMD (Chromium 114+, Node 22+, Node 20 with
 // --experimental-wasm-relaxed-simd) and SIMD128 elsewhere. Results are bit-identical for any thread count within a
 // flavour; the two flavours differ in the last bits. With threads, this thread instantiates the threads build, the
-// core allocates a stack and scratch per worker, and N - 1 workers (web/thread.js) instantiate the same module on the
+// core allocates a stack and scratch per worker, and N - 1 workers (thread.js) instantiate the same module on the
 // same memory and wait in the core's pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin
 // isolated pages in browsers.
 
 import { node } from '#platform';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
-import { CoreError, InvalidArgumentError, UnsupportedError, WasmAbortError } from './errors.js';
+import { CoreError, InvalidArgumentError, UnsupportedError, WasmAbortError } from '../errors.js';
 
 // The builds of the core by file name, each written out as `new URL('./…', import.meta.url)` so that bundlers emit
 // them (as they build startThreadWorker's script): SIMD128 and relaxed SIMD, each with and without threads.
@@ -358,7 +358,7 @@ function trackPool(core) {
   }
 }
 
-/** A Worker running web/thread.js, as { post, terminate, on(message|error) }. */
+/** A Worker running thread.js, as { post, terminate, on(message|error) }. */
 async function startThreadWorker(index) {
   const name = `weblora thread ${index}`;
   if (node) {

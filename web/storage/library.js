@@ -1,7 +1,7 @@
 // library.js: an engine's saved adapters and training checkpoints (engine.adapters). It joins the IndexedDB store
 // (store.js, opened on first use) to the loaded model: records are checked against the model's fingerprint,
 // imported files are validated by loading them before they are stored, and checkpoints travel as bytes.
-import { BaseModelMismatchError, NotFoundError } from './errors.js';
+import { BaseModelMismatchError, NotFoundError } from '../errors.js';
 import { AdapterStore } from './store.js';
 
 /** Adapter files from the store (AdapterStore.load gives { meta, config, weights }) as importAdapter takes them. */
@@ -40,7 +40,7 @@ export function decodeCheckpoint(cp) {
 /** The stored adapters and checkpoints of one engine (its `adapters`). */
 export class AdapterLibrary {
   /**
-   * @param {import('./engine.js').LocalEngine} engine
+   * @param {import('../engine/engine.js').LocalEngine} engine
    * @param {import('./store.js').StoreOptions} [storeOptions] dbName, passphrase, indexedDB (Node: fake-indexeddb)
    */
   constructor(engine, storeOptions = {}) {
@@ -67,7 +67,7 @@ export class AdapterLibrary {
   async save(name, id, opts = {}) {
     const e = this.engine;
     const info = e.adapterInfo(id);
-    const peft = /** @type {import('./peft.js').PeftFiles} */ (e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged }));
+    const peft = /** @type {import('../formats/peft.js').PeftFiles} */ (e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged }));
     const s = await this.store();
     await s.save(name, {
       config: peft.config, weights: peft.files['adapter_model.safetensors'], baseFingerprint: e.fingerprint,

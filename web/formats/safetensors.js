@@ -1,7 +1,7 @@
 // safetensors.js: writes safetensors files (F32 from Float32Arrays, or raw bytes of another dtype) with a fixed key
 // order, and reads them through the C parser (core.parseSafetensors) so the format rules live in one place.
-import { FormatError, InvalidArgumentError, SafetensorsError } from './errors.js';
-export { SafetensorsError } from './errors.js';
+import { FormatError, InvalidArgumentError, SafetensorsError } from '../errors.js';
+export { SafetensorsError } from '../errors.js';
 
 
 /** Bytes per element of each safetensors dtype (the names the format uses). */
@@ -282,7 +282,7 @@ function f32ToHalfBits(u) {
 
 /**
  * Parse and validate a whole safetensors file with the C core's parser.
- * @param {import('./core.js').Core} core
+ * @param {import('../core/core.js').Core} core
  * @param {Uint8Array} bytes
  * @returns {SafetensorsFile}
  */

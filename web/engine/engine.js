@@ -1,24 +1,24 @@
 // engine.js: the whole weblora job in one thread: a loaded base model, its tokenizer, any number of LoRA
 // adapters over it, training, evaluation, generation and PEFT files. The Worker (browser, Node worker_threads)
 // runs one LocalEngine and forwards the public API's calls to it; tests and tools may use it directly.
-import { BaseModelMismatchError, throwIfAborted, EngineError, InvalidArgumentError, NumericError, UnsupportedError } from './errors.js';
-export { EngineError } from './errors.js';
-import { Adapter, Arch, Core, Model, RopeLayout } from './core.js';
+import { BaseModelMismatchError, throwIfAborted, EngineError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors.js';
+export { EngineError } from '../errors.js';
+import { Adapter, Arch, Core, Model, RopeLayout } from '../core/core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
-import { loadModel } from './loader.js';
-import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from './peft.js';
-import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from './gguf.js';
-import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from './identity.js';
+import { loadModel } from '../formats/loader.js';
+import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from '../formats/peft.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from '../formats/gguf.js';
+import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from '../storage/identity.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
-import { sha256Hex } from './crypto.js';
-import { writeSafetensors } from './safetensors.js';
+import { sha256Hex } from '../storage/crypto.js';
+import { writeSafetensors } from '../formats/safetensors.js';
 import { Trainer, evaluateSequences, trainOptions } from './train.js';
 import { assertSafeMagnitudes } from './divergence.js';
-import { AdapterLibrary } from './library.js';
-import { adapterFileBase, shapeFromFiles } from './tools.js';
-import { ENGINE_METHODS } from './api.js';
+import { AdapterLibrary } from '../storage/library.js';
+import { adapterFileBase, shapeFromFiles } from '../formats/peft-shapes.js';
+import { ENGINE_METHODS } from '../runtime/api.js';
 
 
 const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
@@ -125,8 +125,8 @@ export function modelToSafetensors(model, metadata = {}) {
 export class LocalEngine {
   /**
    * @param {Core} core
-   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string,
-   *   ref?: import('./identity.js').ModelRef | null, store?: import('./store.js').StoreOptions }} loaded ref: which
+   * @param {{ model: import('../core/core.js').Model, tokenizer: any, name: string, kind: string,
+   *   ref?: import('../storage/identity.js').ModelRef | null, store?: import('../storage/store.js').StoreOptions }} loaded ref: which
    *   model it is (identity.js loadedModelRef); store: where its adapters are saved (library.js)
    * @param {string} fingerprint
    */
@@ -152,11 +152,11 @@ export class LocalEngine {
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
    *   simd?: 'auto' | 'relaxed' | 'simd128', wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any,
-   *   baseModel?: string, revision?: string, dtype?: 'f32'|'q8'|'q4', store?: import('./store.js').StoreOptions } & object} [options]
+   *   baseModel?: string, revision?: string, dtype?: 'f32'|'q8'|'q4', store?: import('../storage/store.js').StoreOptions } & object} [options]
    *   store: the IndexedDB store of engine.adapters (in Node, { indexedDB } from fake-indexeddb); dtype: how the frozen
    *   matrices are held ('q8' and 'q4' quantise them as they stream in; LoRA still trains in f32). threads: 'auto'
    *   (default: every core, at most 8) or a number; one where threads are unavailable. simd: 'auto' (default:
-   *   relaxed SIMD where the engine has it) or a flavour (web/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
+   *   relaxed SIMD where the engine has it) or a flavour (runtime/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
    *   config.json says; exported adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
   static async load(source, options = {}) {
@@ -187,7 +187,7 @@ export class LocalEngine {
 
   /**
    * An engine over adapter files alone, without their base model: its model is the module shapes the files imply
-   * (tools.js), so adapters load onto it, resize, combine and export as on the real model, and nothing else runs
+   * (formats/peft-shapes.js), so adapters load onto it, resize, combine and export as on the real model, and nothing else runs
    * (EngineError NO_WEIGHTS). Adapters trained on different base models (by weblora's fingerprint) are refused.
    * @param {Array<Record<string, string | Uint8Array | ArrayBuffer>>} fileSets PEFT files of each adapter
    * @param {{ threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128', wasmModule?: WebAssembly.Module,
@@ -794,7 +794,7 @@ export class LocalEngine {
    * baseModelCheck, and a doubt is reported to opts.onWarning (without one, a mismatch goes to console.warn).
    * @param {Record<string, string | Uint8Array | ArrayBuffer>} files
    * @param {{ name?: string, steps?: number, finalLoss?: number | null, allowFingerprintMismatch?: boolean,
-   *   onWarning?: (w: { code: string } & import('./identity.js').BaseModelCheck) => void }} [opts]
+   *   onWarning?: (w: { code: string } & import('../storage/identity.js').BaseModelCheck) => void }} [opts]
    */
   importAdapter(files, opts = {}) {
     const adapter = peftToAdapter(this.core, this.model, files, { baseFingerprint: this.fingerprint,

@@ -4,8 +4,8 @@
 
 import * as tokenizers from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import { InvalidArgumentError, TokenizerError } from './errors.js';
-export { TokenizerError } from './errors.js';
+import { InvalidArgumentError, TokenizerError } from '../errors.js';
+export { TokenizerError } from '../errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';
 
 const HfTokenizer = tokenizers.Tokenizer;
