@@ -36,7 +36,7 @@ const DEFAULT_RUN = { B: 8, T: 64 };
 const GB = 1024 ** 3;
 
 const state = {
-  /** @type {import('../web/client.js').Engine | null} */
+  /** @type {import('../web/runtime/client.js').Engine | null} */
   engine: null,
   /** @type {any} engine.info */
   info: null,

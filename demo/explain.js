@@ -46,6 +46,11 @@ export function explainError(err, task) {
   if (is(err, 'StorageFullError')) {
     return say('This browser\'s storage for the site is full.', 'Remove downloaded models you no longer need (step 1) or delete adapters (step 5), then try again.');
   }
+  if (code === 'MODEL_TOO_LARGE') {
+    const fits = err.details?.fits;
+    return say('This model\'s weights do not fit in the 4 GB a WebAssembly core can address.',
+      fits ? `Load it in ${fits === 'q4' ? '4' : '8'} bits (${fits}), or choose a smaller model.` : 'Choose a smaller model.');
+  }
   if (code === 'OUT_OF_MEMORY' || /out of memory|Memory\.grow|could not allocate/i.test(message)) {
     return say('This device ran out of memory.', 'Choose a smaller model, or train with a shorter sequence length or a smaller batch size.');
   }

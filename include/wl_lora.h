@@ -71,6 +71,9 @@ enum { WL_LORA_EMBED = 0, WL_LORA_HEAD = 1 };
 /* Create an adapter for `model`'s shapes (the model is only read, not referenced afterwards). */
 wl_status wl_adapter_create(const wl_model *model, const wl_lora_spec *spec, wl_adapter **out);
 void wl_adapter_free(wl_adapter *adapter); /* NULL is fine; the adapter must be detached first */
+/* 1 while the adapter is attached to a model or its update is in a model's weights (merged, PiSSA residual): freeing it
+ * then is a caller bug that aborts, so callers that cannot know (the JS binding) ask first. */
+int wl_adapter_in_use(const wl_adapter *adapter);
 
 /* Initialise A and B (B = 0, or for an embedding module A = 0 and B ~ N(0, 1), so the new adapter leaves the
  * model's output unchanged). */

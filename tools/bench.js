@@ -12,13 +12,13 @@ import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import { Adapter, Arch, Core } from '../web/core.js';
-import { Trainer } from '../web/train.js';
-import { Rng } from '../web/rng.js';
+import { Adapter, Arch, Core } from '../web/core/core.js';
+import { Trainer } from '../web/engine/train.js';
+import { Rng } from '../web/engine/rng.js';
 import { benchGemm } from './bench/gemm.js';
 import { benchDoraDiary } from './bench/dora.js';
 import { benchQuantGemm, fillRandom, MODEL_SHAPES } from './bench/quant.js';
-import { checkMemory } from '../web/loader.js';
+import { checkMemory } from '../web/formats/loader.js';
 
 const SMOLLM2_135M = {
   arch: Arch.LLAMA, dim: 576, hiddenDim: 1536, nLayers: 30, nHeads: 9, nKvHeads: 3, headDim: 64, vocabSize: 49152,

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build the C core: native (build/native), native with ASan+UBSan (build/asan), native with ThreadSanitizer
-# (build/tsan) and WebAssembly: web/weblora.wasm and web/weblora-threads.wasm (SIMD128, Debian's emcc, build/wasm),
-# and web/weblora-relaxed.wasm and web/weblora-relaxed-threads.wasm (relaxed SIMD, build/wasm-relaxed); dist: the
+# (build/tsan) and WebAssembly, beside web/runtime/wasm.js that loads them: web/runtime/weblora.wasm and
+# weblora-threads.wasm (SIMD128, Debian's emcc, build/wasm), and weblora-relaxed.wasm and weblora-relaxed-threads.wasm
+# (relaxed SIMD, build/wasm-relaxed); dist: the
 # package's no-bundler build (dist/, tools/bundle.js) from web/ and the wasm builds, so it comes after wasm.
 # Usage: tools/build.sh [native] [asan] [tsan] [wasm] [dist]   (default: wasm only)
 set -eu
@@ -13,7 +14,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # clang 14 and binaryen 108 predate relaxed SIMD's final opcodes. So clang 19 compiles the same sources for the same
 # target (wasm32-unknown-emscripten, emcc's defines and sysroot) and wasm-ld 19 links them with the same Emscripten
 # system libraries and flags as the emcc builds of CMakeLists.txt (emcc -v shows its wasm-ld line), without
-# binaryen's passes. Both builds import and export exactly what the SIMD128 builds do (web/wasm.js loads any).
+# binaryen's passes. Both builds import and export exactly what the SIMD128 builds do (web/runtime/wasm.js loads any).
 # Usage: build_relaxed NAME [extra compile flags] -- [extra link flags]
 build_relaxed() {
   name=$1
@@ -44,7 +45,7 @@ build_relaxed() {
   shift
   lib=$sysroot/lib/wasm32-emscripten
   # shellcheck disable=SC2086
-  wasm-ld-19 -o "web/$name.wasm" "$@" $objs -L"$lib" "$lib/crt1_reactor.o" -lGL -lal -lhtml5 \
+  wasm-ld-19 -o "web/runtime/$name.wasm" "$@" $objs -L"$lib" "$lib/crt1_reactor.o" -lGL -lal -lhtml5 \
     -lstandalonewasm-memgrow -lstubs -lnoexit -lc -ldlmalloc -lcompiler_rt -lc++-noexcept -lc++abi-noexcept \
     -lsockets --import-undefined --strip-debug --export-if-defined=__start_em_asm --export-if-defined=__stop_em_asm \
     --export=stackSave --export=stackRestore --export=stackAlloc --export=__errno_location --export-table \
@@ -68,7 +69,7 @@ for t in $targets; do
       emcmake cmake -S . -B build/wasm -DCMAKE_BUILD_TYPE=Release >/dev/null 2>&1 \
         || emcmake cmake -S . -B build/wasm -DCMAKE_BUILD_TYPE=Release >&2
       cmake --build build/wasm -j "$jobs" >&2
-      cp build/wasm/weblora.wasm build/wasm/weblora-threads.wasm web/
+      cp build/wasm/weblora.wasm build/wasm/weblora-threads.wasm web/runtime/
       build_relaxed weblora-relaxed --
       build_relaxed weblora-relaxed-threads -matomics -mbulk-memory -- --shared-memory --import-memory ;;
     dist)

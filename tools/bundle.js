@@ -1,6 +1,6 @@
 // bundle.js: the package's no-bundler build, dist/: the page's entry (weblora.js), the engine's worker (worker.js),
 // the core's thread (thread.js) and the in-thread engine (engine.js) as self-contained ES modules made with esbuild from web/ and the runtime
-// dependencies, next to every build of the core (web/*.wasm). A page loads dist/weblora.js with
+// dependencies, next to every build of the core (web/runtime/*.wasm). A page loads dist/weblora.js with
 // <script type="module"> from a static folder or a CDN; the modules find the rest beside themselves
 // (new URL('./worker.js', import.meta.url)). Bundlers use web/ instead. No source maps: nothing points at files
 // that are not shipped. The bundled libraries' licences go to dist/LICENSES.txt.
@@ -11,14 +11,15 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const web = path.join(root, 'web');
+// The builds of the core sit beside web/runtime/wasm.js, which finds them by new URL('./…', import.meta.url).
+const runtime = path.join(root, 'web/runtime');
 const dist = path.join(root, 'dist');
 // The page's entry, the in-thread engine (package.json's "./engine"), and the two worker scripts they start.
-const ENTRIES = { weblora: 'web/index.js', engine: 'web/engine.js', worker: 'web/worker.js', thread: 'web/thread.js' };
+const ENTRIES = { weblora: 'web/index.js', engine: 'web/engine/engine.js', worker: 'web/runtime/worker.js', thread: 'web/runtime/thread.js' };
 
-const cores = readdirSync(web).filter((f) => f.endsWith('.wasm'));
+const cores = readdirSync(runtime).filter((f) => f.endsWith('.wasm'));
 for (const core of ['weblora.wasm', 'weblora-threads.wasm', 'weblora-relaxed.wasm', 'weblora-relaxed-threads.wasm']) {
-  if (!cores.includes(core)) throw new Error(`web/${core} is missing: run sh tools/build.sh wasm first`);
+  if (!cores.includes(core)) throw new Error(`web/runtime/${core} is missing: run sh tools/build.sh wasm first`);
 }
 
 rmSync(dist, { recursive: true, force: true });
@@ -44,7 +45,7 @@ for (const file of Object.keys(result.metafile.outputs)) {
   if (/\bfrom\s*["']node:|import\(\s*["']node:/.test(text)) throw new Error(`${file} imports a node: module`);
   if (/sourceMappingURL=/.test(text)) throw new Error(`${file} points at a source map`);
 }
-for (const core of cores) copyFileSync(path.join(web, core), path.join(dist, core));
+for (const core of cores) copyFileSync(path.join(runtime, core), path.join(dist, core));
 
 // The licences of everything bundled from node_modules.
 const packages = new Set();

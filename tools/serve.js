@@ -210,7 +210,7 @@ export async function startServer(options = {}) {
       'x-content-type-options': 'nosniff',
       ...isolation,
     };
-    // A service worker under demo/ may control the whole origin: its scope must cover /web/worker.js too.
+    // A service worker under demo/ may control the whole origin: its scope must cover /web/runtime/worker.js too.
     if (path.basename(file) === 'sw.js') headers['service-worker-allowed'] = '/';
     Object.assign(headers, options.headers?.(urlPath, file) ?? {});
 

@@ -1,19 +1,18 @@
 #!/usr/bin/env node
-// cli.js: the `weblora` command, a thin front end over the same API the browser uses (WebLoRA.load runs the
-// engine in a worker thread). Every command takes --json for one JSON object per line; on a terminal, training
+// cli.js: the `weblora` command, a thin front end over the same engine the browser uses (WebLoRA.load runs it in a
+// worker thread; resize and combine, which need no base model, run LocalEngine.forAdapters in this thread). Every command takes --json for one JSON object per line; on a terminal, training
 // shows a progress bar. Errors print one line and exit non-zero; outputs are checked before the work starts and
 // written crash-safely (output.js): a killed run leaves the old or the new output, never neither.
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { WebLoRA } from './client.js';
-import { Core } from './core.js';
-import { OutputFile, OutputFolder } from './output.js';
-import { DEFAULT_EVAL_TOKENS } from './train.js';
-import { combineAdapterFiles, resizeAdapterFiles } from './tools.js';
-import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE } from './gguf.js';
-import { MAX_THREADS } from './wasm.js';
+import { WebLoRA } from './runtime/client.js';
+import { LocalEngine } from './engine/engine.js';
+import { OutputFile, OutputFolder } from './storage/output.js';
+import { DEFAULT_EVAL_TOKENS } from './engine/train.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE } from './formats/gguf.js';
+import { MAX_THREADS } from './runtime/wasm.js';
 
 const USAGE = `usage: weblora <command> [options]
 
@@ -123,6 +122,7 @@ function layersFrom(opts) {
 /** Repeated --rank-pattern / --alpha-pattern KEY=VALUE as PEFT's pattern object (keys are regexes, order kept). */
 function patternFrom(opts, name) {
   if (!opts[name]) return undefined;
+  /** @type {Record<string, number>} */
   const pattern = {};
   for (const item of opts[name]) {
     const at = item.lastIndexOf('=');
@@ -309,6 +309,7 @@ async function cmdGenerate(opts) {
   const adapters = await Promise.all((opts.adapter ?? []).map(readAdapterDir));
   const engine = await loadEngine(opts, json, baseDtype(opts));
   try {
+    /** @type {Record<string, number>} */
     const sel = {};
     for (const a of adapters) {
       const h = await importAdapterDir(engine, a, 'generate');
@@ -421,6 +422,7 @@ async function cmdEval(opts, positionals) {
   const adapters = await Promise.all((opts.adapter ?? []).map(readAdapterDir));
   const engine = await loadEngine(opts, json, baseDtype(opts));
   try {
+    /** @type {Record<string, number>} */
     const sel = {};
     for (const a of adapters) sel[(await importAdapterDir(engine, a, 'eval')).id] = a.weight;
     const r = await engine.evaluate(texts, { adapter: adapters.length ? sel : undefined, seqLen: num(opts, 'seq', { integer: true, min: 1 }) });
@@ -516,10 +518,16 @@ async function cmdResize(opts) {
   if (opts.adapter?.length !== 1) throw new UsageError('resize takes exactly one --adapter DIR');
   const a = await readAdapterDir(opts.adapter[0]);
   const output = await prepareOutput(out, !!opts.force);
-  const core = await Core.create({ threads: threads(opts) });
-  const r = resizeAdapterFiles(core, a.files, { rank, energy });
-  await writeOutput(output, r.files);
-  reportModules(json, r, out, 'resized');
+  // No base model is needed: the engine works on the module shapes the adapter's files give.
+  const engine = await LocalEngine.forAdapters([a.files], { threads: threads(opts) });
+  try {
+    const h = await importAdapterDir(engine, a, 'resize');
+    const r = engine.resize(h.id, { rank, energy });
+    await writeOutput(output, engine.exportAdapter(r.adapter.id).files);
+    reportModules(json, r, out, 'resized');
+  } finally {
+    engine.dispose();
+  }
 }
 
 async function cmdCombine(opts) {
@@ -530,10 +538,16 @@ async function cmdCombine(opts) {
   if (!opts.adapter || opts.adapter.length < 2) throw new UsageError('combine needs at least two --adapter DIR[:W]');
   const inputs = await Promise.all(opts.adapter.map(readAdapterDir));
   const output = await prepareOutput(out, !!opts.force);
-  const core = await Core.create({ threads: threads(opts) });
-  const r = combineAdapterFiles(core, inputs.map((x) => ({ files: x.files, weight: x.weight })), { type, rank: num(opts, 'rank', { integer: true, min: 1 }) ?? 0 });
-  await writeOutput(output, r.files);
-  reportModules(json, r, out, `combined (${type})`);
+  const engine = await LocalEngine.forAdapters(inputs.map((x) => x.files), { threads: threads(opts) });
+  try {
+    const list = [];
+    for (const [i, x] of inputs.entries()) list.push({ id: (await importAdapterDir(engine, x, 'combine', `input ${i}`)).id, weight: x.weight });
+    const r = engine.combine(list, { type, rank: num(opts, 'rank', { integer: true, min: 1 }) ?? 0 });
+    await writeOutput(output, engine.exportAdapter(r.adapter.id).files);
+    reportModules(json, r, out, `combined (${type})`);
+  } finally {
+    engine.dispose();
+  }
 }
 
 async function cmdExtract(opts) {

@@ -58,6 +58,11 @@ export class NetworkError extends WebLoRAError {
   static code = 'NETWORK_ERROR';
 }
 
+/** An argument of the wrong type or out of range, to any call of the package or the core. */
+export class InvalidArgumentError extends WebLoRAError {
+  static code = 'INVALID_ARGUMENT';
+}
+
 /** A URL (404/410) or a stored item (adapter, checkpoint) that does not exist. */
 export class NotFoundError extends WebLoRAError {
   static code = 'NOT_FOUND';
@@ -98,14 +103,26 @@ export class PassphraseError extends WebLoRAError {
   static code = 'WRONG_PASSPHRASE';
 }
 
-/** The environment lacks something required (IndexedDB, WebCrypto, fetch...). */
+/** Something this environment lacks (IndexedDB, WebCrypto, relaxed SIMD...) or this library does not do. */
 export class UnsupportedError extends WebLoRAError {
   static code = 'UNSUPPORTED';
 }
 
-/** A failure reported by the C core; `code` names its status (BAD_FORMAT, SHAPE_MISMATCH, ...). */
+/**
+ * A failure of the C core that no more specific class names: code SHAPE_MISMATCH, OUT_OF_MEMORY or CORE_ERROR. The
+ * core's other statuses arrive as the class of their meaning (InvalidArgumentError, FormatError, UnsupportedError,
+ * NotFoundError, NumericError, EngineError for BAD_STATE); see Core.check.
+ */
 export class CoreError extends WebLoRAError {
   static code = 'CORE_ERROR';
+}
+
+/**
+ * The C core stopped on a broken internal invariant or a WebAssembly trap (never on bad input). Its instance is
+ * dead from then on: every later call on it fails with this class and code, and the model must be loaded again.
+ */
+export class WasmAbortError extends WebLoRAError {
+  static code = 'WASM_ABORTED';
 }
 
 /** The training data cannot make a single training example, or the options do not fit it. */
@@ -113,7 +130,7 @@ export class DataError extends WebLoRAError {
   static code = 'BAD_DATA';
 }
 
-/** A call that the engine's state does not allow (unknown adapter id, no tokenizer, ...). */
+/** A call that the engine's state does not allow (unknown adapter id, no tokenizer, a merged adapter, ...). */
 export class EngineError extends WebLoRAError {
   static code = 'ENGINE_ERROR';
 }
@@ -155,7 +172,7 @@ export class SamplingError extends WebLoRAError {
 
 /**
  * A tokenizer file or call that cannot be used. `code`: 'BAD_TOKENIZER' (file not usable), 'BAD_ID' (id outside
- * the vocabulary), 'BAD_ARGUMENT' (wrong type of argument).
+ * the vocabulary); a wrong type of argument is an InvalidArgumentError.
  */
 export class TokenizerError extends WebLoRAError {
   static code = 'BAD_TOKENIZER';
@@ -181,6 +198,7 @@ export function registerErrorClass(cls, name) {
 
 registerErrorClass(WebLoRAError, 'WebLoRAError');
 registerErrorClass(NetworkError, 'NetworkError');
+registerErrorClass(InvalidArgumentError, 'InvalidArgumentError');
 registerErrorClass(NotFoundError, 'NotFoundError');
 registerErrorClass(IntegrityError, 'IntegrityError');
 registerErrorClass(FormatError, 'FormatError');
@@ -191,6 +209,7 @@ registerErrorClass(InvalidAdapterError, 'InvalidAdapterError');
 registerErrorClass(PassphraseError, 'PassphraseError');
 registerErrorClass(UnsupportedError, 'UnsupportedError');
 registerErrorClass(CoreError, 'CoreError');
+registerErrorClass(WasmAbortError, 'WasmAbortError');
 registerErrorClass(DataError, 'DataError');
 registerErrorClass(EngineError, 'EngineError');
 registerErrorClass(ModelSourceError, 'ModelSourceError');

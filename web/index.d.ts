@@ -308,6 +308,10 @@ export interface TrainSummary {
   tokensPerSecond: number;
   trainSequences: number;
   evalSequences: number;
+  /** Tokens in the held-out sequences. */
+  evalTokens: number;
+  /** Whether the held-out split was capped (at most evalTokens tokens are held out). */
+  evalCapped: boolean;
   dataTokens: number;
 }
 
@@ -426,7 +430,7 @@ export declare class Engine {
   unmerge(adapter: Adapter | string): Promise<Adapter & { merged: boolean; editBytes: number }>;
   resize(adapter: Adapter | string, options: { rank?: number; energy?: number; name?: string }): Promise<{ adapter: Adapter; modules: ModuleError[]; totalError: number }>;
   combine(inputs: Array<Adapter | string | { adapter?: Adapter; id?: string; weight?: number }>, options?: { type?: 'linear' | 'cat' | 'svd'; rank?: number; name?: string }): Promise<{ adapter: Adapter; modules: ModuleError[] }>;
-  extract(tuned: ModelSource, options?: { rank?: number; targets?: string[] | string; energy?: number; name?: string; signal?: AbortSignal }): Promise<{ adapter: Adapter; modules: ModuleError[]; totalError: number }>;
+  extract(tuned: ModelSource, options?: { rank?: number; targets?: string[] | string; energy?: number; name?: string; signal?: AbortSignal; onProgress?: (event: ProgressEvent) => void }): Promise<{ adapter: Adapter; modules: ModuleError[]; totalError: number }>;
   lowRankApprox(matrix: Float32Array, m: number, n: number, options?: { rank?: number; maxRank?: number; energy?: number; split?: 'left' | 'balanced'; seed?: number }): Promise<{ rank: number; L: Float32Array; R: Float32Array; S: Float32Array; relError: number; energy: number; norm: number }>;
   dispose(): Promise<void>;
 }
@@ -441,6 +445,8 @@ export declare class WebLoRAError extends Error {
   toJSON(): { name: string; code?: string; message: string; stack?: string; details?: Record<string, unknown> };
   static fromJSON(json: object): Error;
 }
+/** An argument of the wrong type or out of range (code INVALID_ARGUMENT). */
+export declare class InvalidArgumentError extends WebLoRAError {}
 export declare class NetworkError extends WebLoRAError {}
 export declare class NotFoundError extends WebLoRAError {}
 export declare class IntegrityError extends WebLoRAError {}
@@ -450,7 +456,31 @@ export declare class BaseModelMismatchError extends WebLoRAError {}
 export declare class AlreadyExistsError extends WebLoRAError {}
 export declare class InvalidAdapterError extends WebLoRAError {}
 export declare class PassphraseError extends WebLoRAError {}
+/** Something this environment lacks or this library does not do (code UNSUPPORTED). */
 export declare class UnsupportedError extends WebLoRAError {}
+/** A failure of the C core that no more specific class names (code SHAPE_MISMATCH, OUT_OF_MEMORY or CORE_ERROR). */
+export declare class CoreError extends WebLoRAError {}
+/** The training data cannot make a training example, or the options do not fit it. */
+export declare class DataError extends WebLoRAError {}
+/** A call the engine's state does not allow (NO_ADAPTER, NO_TOKENIZER, BAD_STATE, NOT_LOADED, ...). */
+export declare class EngineError extends WebLoRAError {}
+/** The source cannot be used as a model (BAD_SOURCE, TOKENIZER_MISMATCH, MODEL_TOO_LARGE, ...). */
+export declare class ModelSourceError extends WebLoRAError {}
+/** Adapter options that cannot be used (INVALID_LORA_SPEC, UNKNOWN_TARGET, UNUSED_PATTERN). */
+export declare class LoraSpecError extends WebLoRAError {}
+export declare class UnsupportedAdapterError extends InvalidAdapterError {}
+export declare class AdapterShapeError extends InvalidAdapterError {}
+export declare class AdapterModelMismatchError extends InvalidAdapterError {}
+export declare class SafetensorsError extends FormatError {}
+export declare class SamplingError extends WebLoRAError {}
+export declare class TokenizerError extends WebLoRAError {}
+/** NaN or Inf in the loss or gradients (code NUMERIC), or a diverged run (code DIVERGED). */
+export declare class NumericError extends WebLoRAError {}
+/**
+ * The core stopped on a broken internal invariant or a WebAssembly trap (code WASM_ABORTED). The engine is dead from
+ * then on: every later call fails with this error; dispose it and load the model again.
+ */
+export declare class WasmAbortError extends WebLoRAError {}
 
 export declare const DEFAULT_CACHE_NAME: string;
 export declare function listCachedModels(options?: { cacheName?: string }): Promise<Array<{ base: string; files: Array<{ url: string; file: string; size: number }>; size: number }>>;

@@ -1,10 +1,10 @@
 // index.js: the public entry of the `weblora` package.
-export { WebLoRA, Engine } from './client.js';
+export { WebLoRA, Engine } from './runtime/client.js';
 export {
-  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, StorageFullError, BaseModelMismatchError,
+  WebLoRAError, InvalidArgumentError, NetworkError, NotFoundError, IntegrityError, FormatError, StorageFullError, BaseModelMismatchError,
   AlreadyExistsError, InvalidAdapterError, PassphraseError, UnsupportedError, CoreError, DataError, EngineError,
   ModelSourceError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError,
-  SafetensorsError, SamplingError, TokenizerError, NumericError,
+  SafetensorsError, SamplingError, TokenizerError, NumericError, WasmAbortError,
 } from './errors.js';
-export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './stream.js';
+export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './fetch/stream.js';
 export { env } from './env.js';

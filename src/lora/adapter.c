@@ -200,6 +200,8 @@ wl_status wl_adapter_create_like(const wl_adapter *shape, const int *ranks, cons
     return st;
 }
 
+int wl_adapter_in_use(const wl_adapter *a) { return a && (a->attached != 0 || a->base_edits != 0); }
+
 void wl_adapter_free(wl_adapter *a) {
     if (!a) return;
     /* Freeing an attached or merged adapter would leave the model with a dangling pointer: a caller bug. */

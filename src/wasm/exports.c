@@ -10,6 +10,7 @@
 #include "weblora.h"
 #include "wl_svd.h"
 #include "wl_threads.h"
+#include "core/core.h"
 #include "kernels/kernels.h"
 
 #define EXPORT(name) __attribute__((export_name(#name), used))
@@ -204,7 +205,13 @@ EXPORT(wl_adapter_create_shaped) int wlx_adapter_create_shaped(int arch, int n_l
     wl_lora_spec spec = {ranks, alphas, use_rslora, use_dora, 0, 0.0f, 0, 0.0f};
     return wl_adapter_create_shaped(arch, n_layers, n_slots, in_f, out_f, &spec, out);
 }
-EXPORT(wl_adapter_free) void wlx_adapter_free(wl_adapter *a) { wl_adapter_free(a); }
+/* Refused with a status, not the core's abort: JavaScript may hold an adapter that is still attached or merged. */
+EXPORT(wl_adapter_free) int wlx_adapter_free(wl_adapter *a) {
+    if (wl_adapter_in_use(a))
+        return wl_fail(WL_STATUS_BAD_STATE, "the adapter is attached to a model or merged into its weights: detach or unmerge it first");
+    wl_adapter_free(a);
+    return WL_OK;
+}
 EXPORT(wl_adapter_set_row_blocks) int wlx_adapter_set_row_blocks(wl_adapter *a, int i, int row_blocks, int mask) {
     return wl_adapter_set_row_blocks(a, i, row_blocks, mask);
 }

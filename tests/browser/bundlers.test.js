@@ -90,7 +90,7 @@ describe('the packed package in apps built by each bundler, and from a CDN witho
     // The tarball as a user installs it (dist/ is built by tools/build.sh dist before the tests).
     const tarball = run('npm', ['pack', '--ignore-scripts', '--silent', '--pack-destination', APPS], repoRoot).trim().split('\n').pop();
     run('tar', ['-xzf', path.join(APPS, tarball), '-C', PACKAGE, '--strip-components=1'], repoRoot);
-    for (const f of ['web/index.js', 'web/worker.js', 'dist/weblora.js', 'dist/worker.js', 'dist/weblora.wasm']) {
+    for (const f of ['web/index.js', 'web/runtime/worker.js', 'dist/weblora.js', 'dist/worker.js', 'dist/weblora.wasm']) {
       if (!existsSync(path.join(PACKAGE, f))) throw new Error(`the packed package has no ${f}`);
     }
     hub = await startHubServer({

@@ -45,7 +45,7 @@ export const TRAIN_TEXT = [
 export function checkPrerequisites() {
   const missing = [];
   if (!existsSync(CHROMIUM)) missing.push(`${CHROMIUM} (install Debian's chromium: sh tools/setup.sh --browser)`);
-  if (!existsSync(path.join(repoRoot, 'web/weblora.wasm'))) missing.push('web/weblora.wasm (build it: sh tools/build.sh wasm)');
+  if (!existsSync(path.join(repoRoot, 'web/runtime/weblora.wasm'))) missing.push('web/runtime/weblora.wasm (build it: sh tools/build.sh wasm)');
   if (!existsSync(path.join(repoRoot, 'dist/weblora.js'))) missing.push('dist/weblora.js (build it: sh tools/build.sh wasm dist)');
   for (const rel of Object.values(DATA)) {
     if (!existsSync(path.join(sharedDir, rel))) missing.push(path.join(sharedDir, rel));

@@ -27,7 +27,7 @@ describe('tools/serve.js', () => {
   test('binds 127.0.0.1 and serves MIME types browsers insist on', async () => {
     expect(server.origin).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const types = {
-      '/web/weblora.wasm': 'application/wasm',
+      '/web/runtime/weblora.wasm': 'application/wasm',
       '/web/index.js': 'text/javascript; charset=utf-8',
       '/package.json': 'application/json',
       [`/shared/${DATA.storiesBin}`]: 'application/octet-stream',
@@ -64,18 +64,18 @@ describe('tools/serve.js', () => {
   });
 
   test('ETags make conditional requests cheap and stale If-Range falls back to the whole file', async () => {
-    const first = await get('/web/weblora.wasm');
+    const first = await get('/web/runtime/weblora.wasm');
     const etag = first.headers.get('etag');
     expect(etag).toMatch(/^"[0-9a-f-]+"$/);
     await first.arrayBuffer();
-    const again = await get('/web/weblora.wasm', { headers: { 'If-None-Match': etag } });
+    const again = await get('/web/runtime/weblora.wasm', { headers: { 'If-None-Match': etag } });
     expect(again.status).toBe(304);
-    const ranged = await get('/web/weblora.wasm', { headers: { Range: 'bytes=0-3', 'If-Range': etag } });
+    const ranged = await get('/web/runtime/weblora.wasm', { headers: { Range: 'bytes=0-3', 'If-Range': etag } });
     expect(ranged.status).toBe(206);
     expect(Buffer.from(await ranged.arrayBuffer())).toEqual(Buffer.from([0, 0x61, 0x73, 0x6d])); // "\0asm"
-    const stale = await get('/web/weblora.wasm', { headers: { Range: 'bytes=0-3', 'If-Range': '"something-else"' } });
+    const stale = await get('/web/runtime/weblora.wasm', { headers: { Range: 'bytes=0-3', 'If-Range': '"something-else"' } });
     expect(stale.status).toBe(200);
-    expect((await stale.arrayBuffer()).byteLength).toBe(readFileSync(path.join(repoRoot, 'web/weblora.wasm')).length);
+    expect((await stale.arrayBuffer()).byteLength).toBe(readFileSync(path.join(repoRoot, 'web/runtime/weblora.wasm')).length);
   });
 
   test('refuses dotfiles and paths that climb out of the served folders', async () => {
@@ -99,7 +99,7 @@ describe('tools/serve.js', () => {
   });
 
   test('sends the cross-origin isolation headers (COOP/COEP) on every file unless told not to', async () => {
-    for (const p of ['/demo/', '/web/worker.js', '/web/thread.js', '/web/weblora-threads.wasm', `/shared/${DATA.storiesBin}`]) {
+    for (const p of ['/demo/', '/web/runtime/worker.js', '/web/runtime/thread.js', '/web/runtime/weblora-threads.wasm', `/shared/${DATA.storiesBin}`]) {
       const res = await get(p, { method: 'HEAD' });
       expect([p, res.headers.get('cross-origin-opener-policy'), res.headers.get('cross-origin-embedder-policy')])
         .toEqual([p, 'same-origin', 'require-corp']);

@@ -3,7 +3,7 @@
  * the reference replays; logits at long positions and the RoPE tables there; stories260K greedy decoding with the
  * KV cache token for token. Runs once per kernel table built here.
  *
- * The C core has no adapter_config.json parser (web/peft.js is the one, and the Jest golden suite loads every
+ * The C core has no adapter_config.json parser (web/formats/peft.js is the one, and the Jest golden suite loads every
  * case through it): here each adapter is built from the per-module r and alpha PyTorch resolved (case.json
  * lora_modules) with the core's own scale computation, which is checked against PyTorch's scaling. */
 #include <math.h>

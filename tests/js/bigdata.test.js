@@ -7,7 +7,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFile
 import os from 'node:os';
 import path from 'node:path';
 
-import { Rng } from '../../web/rng.js';
+import { Rng } from '../../web/engine/rng.js';
 import { repoRoot, sharedPath } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -66,8 +66,8 @@ describe('a 200 MB data file', () => {
 
 describe('streamed data files', () => {
   test('a .jsonl with a UTF-8 BOM, CRLF lines and blank lines reads like the same documents as strings', async () => {
-    const { tokenizeCorpus } = await import('../../web/corpus.js');
-    const { tokenizeDocuments } = await import('../../web/data.js');
+    const { tokenizeCorpus } = await import('../../web/engine/corpus.js');
+    const { tokenizeDocuments } = await import('../../web/engine/data.js');
     const tok = { encode: (t) => [...t].map((c) => c.codePointAt(0) % 97 + 3), bosId: 1, eosId: 2, addsBos: true };
     const docs = ['first document', 'second, with "quotes" and é', 'third'];
     const file = path.join(tmp, 'bom.jsonl');
@@ -108,7 +108,7 @@ describe('on a terminal', () => {
 
 describe('knobs whose cost grows with them have upper bounds', () => {
   test('grad-accum and the like past their limits are clear errors', async () => {
-    const { trainOptions } = await import('../../web/train.js');
+    const { trainOptions } = await import('../../web/engine/train.js');
     expect(() => trainOptions({ gradAccum: 100000 })).toThrow('gradAccum 100000 is above the limit of 1024: each step would run that many forward and backward passes');
     expect(() => trainOptions({ batchSize: 5000 })).toThrow(/batchSize 5000 is above the limit of 4096/);
     expect(() => trainOptions({ epochs: 1e6 })).toThrow(/epochs 1000000 is above the limit/);

@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 
-import { LocalEngine } from '../../web/engine.js';
-import { loadTokenizer, TokenizerError } from '../../web/tokenizer.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { loadTokenizer, TokenizerError } from '../../web/formats/tokenizer.js';
 import { sharedPath, wasmSource } from './helpers/core.js';
 
 const readText = (rel) => readFileSync(sharedPath(rel), 'utf8');
@@ -48,7 +48,7 @@ describe('chat templates in the tokenizer', () => {
     expect(stories.chatTemplate).toBeNull();
     const tok = smollm();
     for (const bad of [null, 'hi', [{ role: 'user' }], [{ role: 1, content: 'x' }]]) {
-      expect(() => tok.applyChatTemplate(bad)).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
+      expect(() => tok.applyChatTemplate(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }
     const broken = loadTokenizer({ json: readText('tokenizers/llama2-tinyllama/tokenizer.json'), config: llamaConfig({ chat_template: '{% for m in messages %}' }) });
     const err = (() => { try { broken.applyChatTemplate([{ role: 'user', content: 'x' }]); return null; } catch (e) { return e; } })();

@@ -13,8 +13,8 @@ import {
 import { checkGeneration, checkTraining, textAdvice } from '../../demo/checks.js';
 import { explainError } from '../../demo/explain.js';
 import { conversationOf, conversationsOf } from '../../demo/chat.js';
-import { Arch } from '../../web/core.js';
-import { LocalEngine } from '../../web/engine.js';
+import { Arch } from '../../web/core/core.js';
+import { LocalEngine } from '../../web/engine/engine.js';
 import {
   FormatError, NetworkError, NotFoundError, NumericError, StorageFullError,
 } from '../../web/errors.js';

@@ -10,11 +10,11 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
-import { LocalEngine } from '../../web/engine.js';
-import { DivergenceGuard } from '../../web/divergence.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { DivergenceGuard } from '../../web/engine/divergence.js';
 import { NumericError } from '../../web/errors.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
-import { writeSafetensors } from '../../web/safetensors.js';
+import { writeSafetensors } from '../../web/formats/safetensors.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
 const TEXT = 'Once upon a time there was a little girl named Lily. She liked to play in the park with her dog. '.repeat(12);
@@ -114,7 +114,7 @@ describe('weights that would overflow f32 arithmetic', () => {
     const bad = engine.importAdapter({ ...files, 'adapter_model.safetensors': writeSafetensors(tensors) });
     const message = new RegExp(`adapter ${bad.id}: ${key.replace(/\./g, '\\.')} holds 3\\.000e\\+38 at element \\d+, beyond ±1e\\+16, so f32 arithmetic on it would overflow`);
     await expect(engine.generate('Once', { adapter: bad.id, maxTokens: 3 })).rejects.toThrow(message);
-    expect(() => engine.evaluate(bad.id, TEXT, { seqLen: 32 })).toThrow(message);
+    expect(() => engine.evaluate(TEXT, { adapter: bad.id, seqLen: 32 })).toThrow(message);
     engine.freeAdapter(bad.id);
   });
 
@@ -166,9 +166,9 @@ describe('a model with a single position', () => {
     try {
       expect(one.model.config.maxSeqLen).toBe(1);
       const err = await one.generate('Hello there', { maxTokens: 4 }).catch((e) => e);
-      expect(err).toMatchObject({ name: 'EngineError', code: 'INVALID_ARGUMENT', message: 'this model has 1 position: it cannot read a token and generate another' });
+      expect(err).toMatchObject({ name: 'InvalidArgumentError', code: 'INVALID_ARGUMENT', message: 'this model has 1 position: it cannot read a token and generate another' });
       const text = 'Hello there, how are you today? I am fine, thank you. '.repeat(4);
-      expect(one.evaluate(null, text, { seqLen: 1 }).loss).toBeGreaterThan(0);
+      expect(one.evaluate(text, { seqLen: 1 }).loss).toBeGreaterThan(0);
       const a = one.createAdapter({ rank: 2, seed: 1 });
       expect((await one.train(a.id, text, { steps: 2, seqLen: 1, evalSplit: 0 })).steps).toBe(2);
     } finally {

@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { gguf } from '@huggingface/gguf';
 
-import { Adapter } from '../../web/core.js';
-import { LocalEngine } from '../../web/engine.js';
-import { adapterToGguf } from '../../web/gguf.js';
-import { adapterToPeft, peftToAdapter } from '../../web/peft.js';
+import { Adapter } from '../../web/core/core.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { adapterToGguf } from '../../web/formats/gguf.js';
+import { adapterToPeft, peftToAdapter } from '../../web/formats/peft.js';
 import { compare, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 
 const GOLDEN = path.join(repoRoot, 'tests/ref/golden');

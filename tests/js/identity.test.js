@@ -9,10 +9,10 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
-import { LocalEngine } from '../../web/engine.js';
-import { checkAdapterBase, hubFolderUrl, loadedModelRef, modelRef, recordedBase, sourceKind, sourceRef } from '../../web/identity.js';
-import { FINGERPRINT_KEY } from '../../web/peft.js';
-import { readSafetensors, writeSafetensors } from '../../web/safetensors.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { checkAdapterBase, hubFolderUrl, loadedModelRef, modelRef, recordedBase, sourceKind, sourceRef } from '../../web/storage/identity.js';
+import { FINGERPRINT_KEY } from '../../web/formats/peft.js';
+import { readSafetensors, writeSafetensors } from '../../web/formats/safetensors.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');

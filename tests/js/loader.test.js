@@ -1,4 +1,4 @@
-// The production loaders (web/loader.js behind LocalEngine.load) against PyTorch's logits (tests/ref/golden):
+// The production loaders (web/formats/loader.js behind LocalEngine.load) against PyTorch's logits (tests/ref/golden):
 // weights streamed from files in odd-sized chunks and over HTTP (an HF-style folder URL with a dropped connection
 // that resumes, a llama2.c .bin URL), in F32, F16 and BF16, in one file or in shards with an index. Also the
 // errors for missing shards, wrong or unknown tensors, SHA-256 pins and a 404.
@@ -8,8 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 
-import { LocalEngine } from '../../web/engine.js';
-import { halfPrecisionMixup, toFloat32, writeSafetensors } from '../../web/safetensors.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { halfPrecisionMixup, toFloat32, writeSafetensors } from '../../web/formats/safetensors.js';
 import { expectAllClose, halfBytes, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN, readCase, storedLogits } from './helpers/golden.js';
 import { startServer } from './helpers/http-server.js';

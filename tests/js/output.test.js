@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, wri
 import os from 'node:os';
 import path from 'node:path';
 
-import { OutputFile, OutputFolder, recoverOutput } from '../../web/output.js';
+import { OutputFile, OutputFolder, recoverOutput } from '../../web/storage/output.js';
 import { repoRoot } from './helpers/core.js';
 
 const CLI = path.join(repoRoot, 'web/cli.js');

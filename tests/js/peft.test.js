@@ -3,13 +3,13 @@
 import { describe, test, expect, beforeAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 
-import { Adapter } from '../../web/core.js';
-import { BaseModelMismatchError, InvalidAdapterError } from '../../web/errors.js';
+import { Adapter } from '../../web/core/core.js';
+import { BaseModelMismatchError, InvalidAdapterError, InvalidArgumentError } from '../../web/errors.js';
 import {
   AdapterModelMismatchError, AdapterShapeError, LoraSpecError, UnsupportedAdapterError, adapterToPeft, getPatternKey,
   peftToAdapter, resolveLoraSpec,
-} from '../../web/peft.js';
-import { SafetensorsError, readSafetensors, toFloat32, writeSafetensors } from '../../web/safetensors.js';
+} from '../../web/formats/peft.js';
+import { SafetensorsError, readSafetensors, toFloat32, writeSafetensors } from '../../web/formats/safetensors.js';
 import { halfBytes, loadCore, readShared, sharedPath } from './helpers/core.js';
 
 const CFG = 'adapter_config.json';
@@ -162,13 +162,13 @@ describe('safetensors writer and reader', () => {
     const t = (data, shape = [2]) => ({ name: 'x', shape, data });
     expect(() => writeSafetensors([t(new Float32Array(3))])).toThrow(/3 values do not fill shape \[2\]/);
     expect(() => writeSafetensors([t(new Float32Array(2)), t(new Float32Array(2))])).toThrow(/appears twice/);
-    expect(() => writeSafetensors([t(new Float64Array(2))])).toThrow(SafetensorsError);
+    expect(() => writeSafetensors([t(new Float64Array(2))])).toThrow(InvalidArgumentError);
     expect(() => writeSafetensors([t(new Float32Array(2), [-2])])).toThrow(/bad dimension/);
     expect(() => writeSafetensors([], { metadata: { n: 1 } })).toThrow(/must be a string/);
-    expect(() => writeSafetensors([{ name: '__metadata__', shape: [], data: new Float32Array(1) }])).toThrow(SafetensorsError);
+    expect(() => writeSafetensors([{ name: '__metadata__', shape: [], data: new Float32Array(1) }])).toThrow(InvalidArgumentError);
     const good = writeSafetensors([t(Float32Array.from([1, 2]))]);
     const err = expectError(() => readSafetensors(core, good.subarray(0, good.length - 1)), SafetensorsError, 'BAD_FORMAT', 'implies');
-    expect(err.cause?.name).toBe('CoreError');
+    expect(err.cause?.name).toBe('FormatError'); // the core's BAD_FORMAT status
     expectError(() => readSafetensors(core, new Uint8Array([1, 2, 3])), SafetensorsError, 'BAD_FORMAT', 'too short');
   });
 });
@@ -706,7 +706,7 @@ describe('hostile adapter files', () => {
     withModel(TINY_LLAMA, (model) => {
       const files = validFiles(model);
       const relabelled = rewrite(files[WTS], (es) => es.map((e) => ({ ...e, dtype: label, bytes: halfBytes(new Float32Array(e.bytes.slice().buffer), stored) })));
-      const err = expectError(() => peftToAdapter(core, model, { ...files, [WTS]: relabelled }), InvalidAdapterError, 'DTYPE_MISMATCH',
+      const err = expectError(() => peftToAdapter(core, model, { ...files, [WTS]: relabelled }), InvalidAdapterError, 'ADAPTER_DTYPE_MISMATCH',
         `${WTS}: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight is labelled ${label} but its bytes look like ${stored}`);
       expect(err.details).toMatchObject({ dtype: label, likely: stored });
       // Labelled rightly, the same bytes load.

@@ -6,8 +6,8 @@ import { describe, test, expect } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { LocalEngine } from '../../web/engine.js';
-import { checkMemory } from '../../web/loader.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { checkMemory } from '../../web/formats/loader.js';
 import { repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { LOG } from './helpers/texts.js';
 
@@ -51,11 +51,11 @@ describe('quantised base', () => {
     const ppl = {};
     for (const [name, src, text] of cases) {
       const f32 = await load(src, 'f32');
-      ppl[name] = { f32: (await f32.evaluate(null, text, { seqLen: 128 })).perplexity };
+      ppl[name] = { f32: (await f32.evaluate(text, { seqLen: 128 })).perplexity };
       for (const dtype of ['q8', 'q4']) {
         const q = await load(src, dtype);
         expect(q.info().dtype).toBe(dtype);
-        ppl[name][dtype] = (await q.evaluate(null, text, { seqLen: 128 })).perplexity;
+        ppl[name][dtype] = (await q.evaluate(text, { seqLen: 128 })).perplexity;
         expectSameAsWholeWrite(f32, q, dtype); // llama2.c f32 and F16 safetensors, streamed in the loader's chunks
         q.dispose();
       }
@@ -81,7 +81,7 @@ describe('quantised base', () => {
       expect(summary.evalLoss).toBeLessThan(summary.evalLossBefore * 0.5);
       const info = engine.info();
       // adapter weights and gradients (f32), the AdamW state is freed after the run
-      expect(info.memory.adapters).toBe(8 * engine.adapters.get(a.id).adapter.params().length);
+      expect(info.memory.adapters).toBe(8 * engine.loaded.get(a.id).adapter.params().length);
       expect(info.memoryBytes).toBe(info.memory.weights + info.memory.adapters + info.memory.activations);
       // merging into a quantised base is refused, and the base is untouched
       const before = engine.model.readTensor(engine.model.tensors()[2], 0, 64);

@@ -5,7 +5,7 @@ import 'fake-indexeddb/auto';
 import { describe, expect, test } from '@jest/globals';
 import { IDBFactory } from 'fake-indexeddb';
 import { wrap } from 'idb';
-import { AdapterStore, CONFIG_FILE, WEIGHTS_FILE } from '../../web/store.js';
+import { AdapterStore, CONFIG_FILE, WEIGHTS_FILE } from '../../web/storage/store.js';
 import { IntegrityError, PassphraseError } from '../../web/errors.js';
 
 const CONFIG = { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'] };

@@ -1,11 +1,11 @@
-// Tests for web/store.js (and the encryption in web/crypto.js) on fake-indexeddb: round trips, overwrite and
+// Tests for web/storage/store.js (and the encryption in web/storage/crypto.js) on fake-indexeddb: round trips, overwrite and
 // rename rules, atomic writes under injected failures, quota errors, encryption at rest, checkpoints.
 
 import 'fake-indexeddb/auto';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { IDBFactory } from 'fake-indexeddb';
 import { wrap } from 'idb';
-import { AdapterStore, CONFIG_FILE, WEIGHTS_FILE } from '../../web/store.js';
+import { AdapterStore, CONFIG_FILE, WEIGHTS_FILE } from '../../web/storage/store.js';
 import {
   AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, NotFoundError, PassphraseError,
   StorageFullError,

@@ -1,4 +1,4 @@
-// Tests for web/stream.js, web/cache.js and web/errors.js against a real local HTTP server that misbehaves on
+// Tests for web/fetch/stream.js, web/fetch/cache.js and web/errors.js against a real local HTTP server that misbehaves on
 // purpose, with the in-memory Cache API fake.
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
@@ -7,9 +7,9 @@ import { startServer } from './helpers/http-server.js';
 import { MemoryCache, MemoryCacheStorage } from './helpers/memory-cache.js';
 import {
   RemoteFile, resolveModelSource, validateIndex, listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME,
-} from '../../web/stream.js';
+} from '../../web/fetch/stream.js';
 import {
-  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, StorageFullError, isAbortError,
+  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, ModelSourceError, StorageFullError, isAbortError,
   serializeError, deserializeError,
 } from '../../web/errors.js';
 
@@ -849,9 +849,9 @@ describe('resolveModelSource', () => {
       });
   });
 
-  test('anything else is a FormatError with code BAD_SOURCE', async () => {
+  test('anything else is a ModelSourceError with code BAD_SOURCE', async () => {
     const err = await resolveModelSource('https://cdn.example/model.onnx', { cache: null }).catch((e) => e);
-    expect(err).toBeInstanceOf(FormatError);
+    expect(err).toBeInstanceOf(ModelSourceError);
     expect(err.code).toBe('BAD_SOURCE');
     await expect(resolveModelSource(42)).rejects.toThrow(TypeError);
   });

@@ -7,11 +7,11 @@ import { describe, test, expect, afterAll } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import v8 from 'node:v8';
 
-import { LocalEngine } from '../../web/engine.js';
-import { WebLoRA } from '../../web/client.js';
-import { Adapter, Arch, Core } from '../../web/core.js';
-import { Trainer } from '../../web/train.js';
-import { Rng } from '../../web/rng.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { WebLoRA } from '../../web/runtime/client.js';
+import { Adapter, Arch, Core } from '../../web/core/core.js';
+import { Trainer } from '../../web/engine/train.js';
+import { Rng } from '../../web/engine/rng.js';
 import { sharedPath, wasmSource } from './helpers/core.js';
 
 const STORIES = sharedPath('models/stories260K/stories260K.bin');
@@ -54,8 +54,8 @@ describe.each(FLAVOURS)('bit-identical results for any number of threads (%s)', 
       expect(e.info().simd).toBe(simd);
       const a = e.createAdapter({ rank: 4, alpha: 8, targets: ['embed_tokens', 'q_proj', 'v_proj', 'down_proj', 'lm_head'], seed: 5, dropout: 0.1 });
       const losses = [];
-      const summary = await e.train(a.id, TEXT, { steps: 6, batchSize: 2, seqLen: 24, evalSplit: 0.2, seed: 3, lr: 5e-3 },
-        { onStep: (s) => losses.push(s.loss, s.gradNorm) });
+      const summary = await e.train(a.id, TEXT, { steps: 6, batchSize: 2, seqLen: 24, evalSplit: 0.2, seed: 3, lr: 5e-3,
+        onStep: (s) => losses.push(s.loss, s.gradNorm) });
       // One more forward/backward to read the gradients themselves.
       const { adapter } = e.entry(a.id);
       const seq = e.prepareData(TEXT, { seqLen: 24 }).train.at(0);

@@ -4,8 +4,8 @@
 import { describe, test, expect } from '@jest/globals';
 import fs from 'node:fs';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { loadTokenizer, TokenizerError } from '../../web/tokenizer.js';
-import { WebLoRAError } from '../../web/errors.js';
+import { loadTokenizer, TokenizerError } from '../../web/formats/tokenizer.js';
+import { InvalidArgumentError, WebLoRAError } from '../../web/errors.js';
 import { sharedPath } from './helpers/core.js';
 
 const readBytes = (rel) => new Uint8Array(fs.readFileSync(sharedPath(rel)));
@@ -43,8 +43,8 @@ function expectError(fn, code, message) {
   } catch (e) {
     err = e;
   }
-  expect(err).toBeInstanceOf(TokenizerError);
-  expect(err).toBeInstanceOf(Error);
+  // a wrong type of argument is an InvalidArgumentError, everything else a TokenizerError
+  expect(err).toBeInstanceOf(code === 'INVALID_ARGUMENT' ? InvalidArgumentError : TokenizerError);
   expect(err.code).toBe(code);
   if (message) expect(err.message).toMatch(message);
 }
@@ -73,13 +73,13 @@ const DOCS_TEXT = readText('docs/DESIGN.md') + readText('docs/STYLE.md');
 
 describe('loadTokenizer arguments', () => {
   test('rejects a missing or unrecognised source', () => {
-    expectError(() => loadTokenizer(/** @type {any} */ (null)), 'BAD_ARGUMENT', /source/);
-    expectError(() => loadTokenizer(/** @type {any} */ ({})), 'BAD_ARGUMENT', /json.*llama2c/);
-    expectError(() => loadTokenizer(/** @type {any} */ ({ llama2c: 'not bytes' })), 'BAD_ARGUMENT', /ArrayBuffer/);
+    expectError(() => loadTokenizer(/** @type {any} */ (null)), 'INVALID_ARGUMENT', /source/);
+    expectError(() => loadTokenizer(/** @type {any} */ ({})), 'INVALID_ARGUMENT', /json.*llama2c/);
+    expectError(() => loadTokenizer(/** @type {any} */ ({ llama2c: 'not bytes' })), 'INVALID_ARGUMENT', /ArrayBuffer/);
     expectError(() => loadTokenizer({ llama2c: readBytes('models/stories260K/tok512.bin'), vocabSize: -3 }),
-      'BAD_ARGUMENT', /vocabSize/);
+      'INVALID_ARGUMENT', /vocabSize/);
     expectError(() => loadTokenizer(/** @type {any} */ ({ json: '{}', llama2c: new Uint8Array(4) })),
-      'BAD_ARGUMENT', /not both/);
+      'INVALID_ARGUMENT', /not both/);
   });
 
   test('TokenizerError is a WebLoRAError with a name and code', () => {
@@ -373,16 +373,16 @@ describe('errors', () => {
       expectError(() => t.decode([5, /** @type {any} */ (bad)]), 'BAD_ID', /index 1/);
     }
     expectError(() => t.idToToken(t.vocabSize), 'BAD_ID');
-    expectError(() => t.decode(/** @type {any} */ (42)), 'BAD_ARGUMENT');
-    expectError(() => t.decode(/** @type {any} */ (null)), 'BAD_ARGUMENT');
+    expectError(() => t.decode(/** @type {any} */ (42)), 'INVALID_ARGUMENT');
+    expectError(() => t.decode(/** @type {any} */ (null)), 'INVALID_ARGUMENT');
     expect(t.decode(Int32Array.of(5, 6))).toBe(t.decode([5, 6]));
   });
 
   test.each(ALL)('%s: encode rejects non-strings', (name) => {
     for (const bad of [42, null, undefined, ['a'], new Uint8Array(2)]) {
-      expectError(() => tok(name).encode(/** @type {any} */ (bad)), 'BAD_ARGUMENT', /string/);
+      expectError(() => tok(name).encode(/** @type {any} */ (bad)), 'INVALID_ARGUMENT', /string/);
     }
-    expectError(() => tok(name).tokenToId(/** @type {any} */ (7)), 'BAD_ARGUMENT');
+    expectError(() => tok(name).tokenToId(/** @type {any} */ (7)), 'INVALID_ARGUMENT');
   });
 
   test('bad tokenizer.json', () => {

@@ -7,10 +7,9 @@ import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { LocalEngine } from '../../web/engine.js';
-import { Adapter, Arch } from '../../web/core.js';
-import { peftToAdapter } from '../../web/peft.js';
-import { combineAdapterFiles, resizeAdapterFiles } from '../../web/tools.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { Arch, ModuleShapes } from '../../web/core/core.js';
+import { peftToAdapter } from '../../web/formats/peft.js';
 import { engineLogits, expectAllClose, loadCore, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseModel, peftFiles, readCase, readSvdRef } from './helpers/golden.js';
 
@@ -24,6 +23,21 @@ const TEXT = [
   'The fox ran to the old shed by the field. The fox ate apples and slept under the shelf.',
 ];
 const IDS = [1, 403, 407, 261, 378, 430, 375, 259, 271, 297];
+
+/**
+ * Resize or combine adapter files the way the CLI does, on an engine over the files alone: `fn` gets the engine
+ * and the ids of the loaded files and returns resize's or combine's result, given back with the output's files.
+ */
+async function onFiles(fileSets, fn) {
+  const e = await LocalEngine.forAdapters(fileSets, { wasmSource: wasmSource(), threads: 1 });
+  try {
+    const ids = fileSets.map((files) => e.importAdapter(files, { onWarning: () => {} }).id);
+    const r = fn(e, ids);
+    return { ...r, files: e.exportAdapter(r.adapter.id).files };
+  } finally {
+    e.dispose();
+  }
+}
 
 let engine;
 let core;
@@ -200,7 +214,7 @@ describe('PiSSA', () => {
 
   test('pissaIters: taken by pissa_fast (0 to 64 power iterations), refused with any other init or value before anything changes', () => {
     const opts = { rank: 2, targets: ['q_proj'], seed: 5 };
-    const count = engine.adapters.size;
+    const count = engine.loaded.size;
     const bytes = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
     const before = engine.model.params().slice();
     for (const [extra, message] of [
@@ -213,7 +227,7 @@ describe('PiSSA', () => {
     ]) {
       expect(() => engine.createAdapter({ ...opts, ...extra })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(message) }));
     }
-    expect(engine.adapters.size).toBe(count);
+    expect(engine.loaded.size).toBe(count);
     expect(bytes(engine.model.params()).equals(bytes(before))).toBe(true);
     for (const pissaIters of [0, 64]) {
       const a = engine.createAdapter({ ...opts, init: 'pissa_fast', pissaIters });
@@ -232,7 +246,7 @@ describe('PiSSA', () => {
       // times PyTorch's float32 error), far below what a wrong residual or scale gives.
       if (init !== 'default') expect(maxDiff(logits(engine, a.id), base)).toBeLessThan(5e-4);
       const losses = [];
-      await engine.train(a.id, TEXT, { steps: 12, lr: 2e-3, batchSize: 2, seqLen: 32, evalSplit: 0, seed: 1 }, { onStep: (r) => losses.push(r.loss) });
+      await engine.train(a.id, TEXT, { steps: 12, lr: 2e-3, batchSize: 2, seqLen: 32, evalSplit: 0, seed: 1, onStep: (r) => losses.push(r.loss) });
       curves[init] = losses;
       if (init === 'pissa') {
         // the PEFT export is a plain LoRA of rank 2r for the original base: same logits after the base is restored
@@ -259,7 +273,7 @@ describe('PiSSA', () => {
 });
 
 describe('resize, extract, combine', () => {
-  test('resize recovers a low-rank update exactly and reports the error it keeps', () => {
+  test('resize recovers a low-rank update exactly and reports the error it keeps', async () => {
     const a = engine.createAdapter({ rank: 8, targets: ['q_proj', 'o_proj'], seed: 9 });
     const ad = engine.entry(a.id).adapter;
     randomize(ad, 17);
@@ -277,7 +291,7 @@ describe('resize, extract, combine', () => {
     expect(r1.totalError).toBeGreaterThan(1e-3);
     expect(r1.modules.every((m) => m.rank === 1 && m.relError > 0)).toBe(true);
     const files = engine.exportAdapter(a.id).files;
-    const viaFiles = resizeAdapterFiles(core, files, { rank: 3 });
+    const viaFiles = await onFiles([files], (e, [id]) => e.resize(id, { rank: 3 }));
     expect(viaFiles.totalError).toBeLessThan(1e-5);
     expect(JSON.parse(viaFiles.files['adapter_config.json']).r).toBe(3);
     const e = engine.resize(a.id, { energy: 0.999999 });
@@ -305,11 +319,11 @@ describe('resize, extract, combine', () => {
 
   // Two PEFT adapters of the llama_patterns model (rank and alpha patterns, rsLoRA, modules only one of them has),
   // combined from their files as PEFT's add_weighted_adapter does it, computed in float64 by tests/ref/make_ref.py.
-  test.each(['linear', 'cat', 'svd'])('combine %s matches PEFT\'s add_weighted_adapter', (type) => {
+  test.each(['linear', 'cat', 'svd'])('combine %s matches PEFT\'s add_weighted_adapter', async (type) => {
     const { dir, cs, io } = readCase(core, 'combine');
     const base = readCase(core, cs.model_case);
-    const out = combineAdapterFiles(core, [{ files: peftFiles(base.dir), weight: cs.weights[0] }, { files: peftFiles(dir), weight: cs.weights[1] }],
-      { type, rank: type === 'svd' ? cs.svd_rank : 0 });
+    const out = await onFiles([peftFiles(base.dir), peftFiles(dir)],
+      (e, ids) => e.combine(ids.map((id, i) => ({ id, weight: cs.weights[i] })), { type, rank: type === 'svd' ? cs.svd_rank : 0 }));
     const model = loadCaseModel(core, base.dir, base.cs);
     const adapter = peftToAdapter(core, model, out.files);
     const tol = cs.tolerance;
@@ -348,7 +362,7 @@ describe('resize, extract, combine', () => {
     model.free();
   });
 
-  test('combine through the engine; combining adapters of different shapes, types or bases is refused', () => {
+  test('combine through the engine; combining adapters of different shapes, types or bases is refused', async () => {
     const a = engine.createAdapter({ rank: 4, targets: ['q_proj', 'down_proj'], seed: 21 });
     const b = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 31 });
     randomize(engine.entry(a.id).adapter, 23);
@@ -359,13 +373,12 @@ describe('resize, extract, combine', () => {
     for (const id of [a.id, b.id, c.adapter.id]) engine.freeAdapter(id);
     const gpt2 = sharedPath('adapters/gpt2-lora-r8-causallm');
     const smol = sharedPath('adapters/smollm-135m-lora-r16');
-    expect(() => combineAdapterFiles(core, [{ files: peftFiles(gpt2), weight: 1 }, { files: peftFiles(smol), weight: 1 }], { type: 'cat' }))
-      .toThrow(/architectures/);
+    await expect(LocalEngine.forAdapters([peftFiles(gpt2), peftFiles(smol)], { wasmSource: wasmSource(), threads: 1 })).rejects.toThrow(/architectures/);
   });
 
-  test('resizing a real PEFT adapter keeps the errors numpy computes', () => {
+  test('resizing a real PEFT adapter keeps the errors numpy computes', async () => {
     const ref = JSON.parse(readFileSync(path.join(repoRoot, 'tests/ref/merge/real_adapters.json'), 'utf8')).resize[0];
-    const r = resizeAdapterFiles(core, peftFiles(sharedPath(`adapters/${ref.adapter}`)), { rank: ref.rank });
+    const r = await onFiles([peftFiles(sharedPath(`adapters/${ref.adapter}`))], (e, [id]) => e.resize(id, { rank: ref.rank }));
     expect(r.modules.map((m) => m.module).sort()).toEqual(Object.keys(ref.modules).sort());
     // numpy's float32 SVD changes these errors by at most ref.float32_error (6.0e-9): 20 times that, rounded up.
     // The core's measured 3.1e-9; a rank or scale off by 1% moves them by more than 1e-3.
@@ -403,7 +416,27 @@ describe('low-rank approximation of any matrix', () => {
   });
 });
 
-test('Adapter.createShaped refuses inconsistent shapes', () => {
-  expect(() => Adapter.createShaped(core, { arch: Arch.LLAMA, nLayers: 2, inFeatures: [8, 0, 0, 0, 0, 0, 0], outFeatures: [8, 0, 0, 0, 0, 0, 0] },
-    { ranks: [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], alphas: new Array(14).fill(1) })).toThrow(/rank/);
+test('module shapes refuse an adapter on a module of unknown size', () => {
+  const slots = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
+  const shapes = new ModuleShapes(core, { arch: 'llama', nLayers: 2, slots, container: 'model.layers', inFeatures: [8, 0, 0, 0, 0, 0, 0],
+    outFeatures: [8, 0, 0, 0, 0, 0, 0] });
+  expect(() => shapes.createAdapter({ ranks: [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], alphas: new Array(14).fill(1) })).toThrow(/rank/);
+});
+
+test('an engine over adapter files alone resizes and combines, and refuses what needs the model', async () => {
+  const files = peftFiles(sharedPath('adapters/gpt2-lora-r8-causallm'));
+  const e = await LocalEngine.forAdapters([files], { wasmSource: wasmSource(), threads: 1 });
+  try {
+    const a = e.importAdapter(files, { onWarning: () => {} });
+    const config = JSON.parse(files['adapter_config.json']);
+    expect(e.name).toBe(config.base_model_name_or_path); // what the files name
+    expect(e.adapterInfo(a.id).rank).toBe(8);
+    await expect(e.generate('x')).rejects.toMatchObject({ code: 'NO_WEIGHTS' });
+    expect(() => e.merge(a.id)).toThrow(expect.objectContaining({ code: 'NO_WEIGHTS' }));
+    expect(() => e.createAdapter({ rank: 2 })).toThrow(expect.objectContaining({ code: 'NO_WEIGHTS' }));
+    const out = JSON.parse(e.exportAdapter(e.resize(a.id, { rank: 2 }).adapter.id).files['adapter_config.json']);
+    expect([out.r, out.base_model_name_or_path, out.fan_in_fan_out]).toEqual([2, config.base_model_name_or_path, true]);
+  } finally {
+    e.dispose();
+  }
 });

@@ -6,12 +6,12 @@
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 
-import { LocalEngine } from '../../web/engine.js';
-import { BatchStream, DataError, packSequences, splitHeldOut, tokenizeDocuments } from '../../web/data.js';
-import { learningRate, NumericError, Trainer, trainOptions } from '../../web/train.js';
-import { argmax, sampleToken, samplingOptions } from '../../web/sample.js';
-import { Rng } from '../../web/rng.js';
-import { IGNORE_ID } from '../../web/core.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { BatchStream, DataError, packSequences, splitHeldOut, tokenizeDocuments } from '../../web/engine/data.js';
+import { learningRate, NumericError, Trainer, trainOptions } from '../../web/engine/train.js';
+import { argmax, sampleToken, samplingOptions } from '../../web/engine/sample.js';
+import { Rng } from '../../web/engine/rng.js';
+import { IGNORE_ID } from '../../web/core/core.js';
 import { expectAllClose, loadCore, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseAdapter, loadCaseModel, readCase } from './helpers/golden.js';
 import { LOG } from './helpers/texts.js';
@@ -257,10 +257,10 @@ describe('LoRA training on stories260K', () => {
 
   test('full-parameter training lowers the loss and shares the LoRA code paths', async () => {
     const e2 = await LocalEngine.load(STORIES, { wasmSource: wasmSource() });
-    const before = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
+    const before = e2.evaluate(LOG, { seqLen: 32 }).loss;
     const summary = await e2.train(null, LOG, { full: true, steps: 15, lr: 1e-3, seqLen: 32, evalSplit: 0 });
     expect(summary.steps).toBe(15);
-    const after = e2.evaluate(null, LOG, { seqLen: 32 }).loss;
+    const after = e2.evaluate(LOG, { seqLen: 32 }).loss;
     expect(after).toBeLessThan(before * 0.8); // measured 4.25 -> 0.32
     await expect(e2.train(null, LOG, { steps: 1 })).rejects.toThrow(/adapter id/);
     e2.dispose();

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { WebLoRA } from '../../web/index.js';
-import { LocalEngine } from '../../web/engine.js';
-import { Trainer } from '../../web/train.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { Trainer } from '../../web/engine/train.js';
 import { engineLogits, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN } from './helpers/golden.js';
 import { expectStoreRoundTrip, loraPlusSgdStep } from './helpers/steps.js';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { LocalEngine } from '../../web/engine.js';
+import { LocalEngine } from '../../web/engine/engine.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const shared = path.resolve(process.env.WL_SHARED_DIR || path.join(root, '../shared'));
@@ -19,7 +19,7 @@ for (const [name, src, texts] of cases) {
   out[name] = {};
   for (const dtype of ['f32', 'q8', 'q4']) {
     const engine = await LocalEngine.load(src, { dtype, threads: 1 });
-    const r = await engine.evaluate(null, texts, { seqLen: 128 });
+    const r = await engine.evaluate(texts, { seqLen: 128 });
     out[name][dtype] = { perplexity: +r.perplexity.toFixed(4), tokens: r.tokens, weight_bytes: engine.info().memory.weights };
     engine.dispose();
   }

@@ -3,7 +3,7 @@
 // the f32 weight and the f32x4 peak of the GEMM's instructions (gemm.js peakSampler), one thread, in turns like
 // gemm.js; and the random-weight models whose peak memory the bench reports per dtype (exports from
 // src/wasm/bench.c and src/wasm/bench_quant.c).
-import { Arch } from '../../web/core.js';
+import { Arch } from '../../web/core/core.js';
 import { peakSampler } from './gemm.js';
 
 const SAMPLE_FLOPS = 1e8;

@@ -6,7 +6,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { Rng } from '../../web/rng.js';
+import { Rng } from '../../web/engine/rng.js';
 
 /**
  * Files left out, and why. The offensive collection (fortunes-off) is not installed and never read.

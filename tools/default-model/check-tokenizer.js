@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { ByteLevelPreTokenizer } from '@huggingface/tokenizers';
-import { loadTokenizer } from '../../web/tokenizer.js';
+import { loadTokenizer } from '../../web/formats/tokenizer.js';
 import { EOS, readJsonl } from './train-tokenizer.js';
 
 const UNICODE_SAMPLES = [

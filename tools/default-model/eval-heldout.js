@@ -5,8 +5,8 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 
-import { LocalEngine } from '../../web/engine.js';
-import { evaluateSequences } from '../../web/train.js';
+import { LocalEngine } from '../../web/engine/engine.js';
+import { evaluateSequences } from '../../web/engine/train.js';
 import { readJsonl } from './train-tokenizer.js';
 
 async function main() {

@@ -8,9 +8,9 @@ import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { Arch, Core, RopeLayout } from '../../web/core.js';
-import { hfConfig, modelToSafetensors } from '../../web/engine.js';
-import { Rng } from '../../web/rng.js';
+import { Arch, Core, RopeLayout } from '../../web/core/core.js';
+import { hfConfig, modelToSafetensors } from '../../web/engine/engine.js';
+import { Rng } from '../../web/engine/rng.js';
 
 /**
  * Fill a Float32Array with normal(0, std) values (Box-Muller over the package's seeded generator).
@@ -31,7 +31,7 @@ function fillNormal(out, std, rng) {
  * stream (o_proj, down_proj) scaled by 1/sqrt(2 L) so the stream's variance does not grow with depth; RMSNorm
  * weights 1. Every tensor draws from its own generator (seed and tensor index), so changing one shape does not
  * reshuffle the others.
- * @param {import('../../web/core.js').Model} model @param {number} seed
+ * @param {import('../../web/core/core.js').Model} model @param {number} seed
  */
 export function initWeights(model, seed) {
   const L = model.config.nLayers;

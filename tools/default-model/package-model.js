@@ -6,8 +6,8 @@ import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { Core } from '../../web/core.js';
-import { readSafetensors, writeSafetensors } from '../../web/safetensors.js';
+import { Core } from '../../web/core/core.js';
+import { readSafetensors, writeSafetensors } from '../../web/formats/safetensors.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

@@ -13,8 +13,8 @@ import { createHash } from 'node:crypto';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { WebLoRAError } from '../../web/errors.js';
-import { parseLlama2cTokenizer } from '../../web/tokenizer-llama2c.js';
-import { LocalEngine } from '../../web/engine.js';
+import { parseLlama2cTokenizer } from '../../web/formats/tokenizer-llama2c.js';
+import { LocalEngine } from '../../web/engine/engine.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const seconds = Number(process.argv[2] ?? 10);
@@ -99,7 +99,7 @@ function mutateJson(input, corpus) {
 async function makeTarget(name) {
   if (name === 'tokenizer_bin') {
     return {
-      file: 'web/tokenizer-llama2c.js',
+      file: 'web/formats/tokenizer-llama2c.js',
       mutate: mutateBytes,
       run: (input) => parseLlama2cTokenizer(input),
     };
@@ -109,7 +109,7 @@ async function makeTarget(name) {
     const engine = await LocalEngine.load(path.join(dir, 'model.bin'));
     const weights = new Uint8Array(readFileSync(path.join(dir, 'adapter_model.safetensors')));
     return {
-      file: 'web/peft.js',
+      file: 'web/formats/peft.js',
       mutate: mutateJson,
       run: (input) => {
         // Doubts about the named base model are part of what runs, but not printed for every input.

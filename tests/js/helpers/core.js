@@ -1,11 +1,11 @@
-// Test helpers: a core instance over the built wasm (WEBLORA_WASM overrides web/weblora.wasm), paths to test
+// Test helpers: a core instance over the built wasm (WEBLORA_WASM overrides web/runtime/weblora.wasm), paths to test
 // data, and safetensors reading through the C parser.
 import { readFileSync, existsSync } from 'node:fs';
 import { expect } from '@jest/globals';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { Core } from '../../../web/core.js';
+import { Core } from '../../../web/core/core.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 /** The third-party test material: ../shared, or WL_SHARED_DIR (as for the C tests and tests/ref/make_ref.py). */

@@ -2,7 +2,7 @@
 // took (for checking which rate each parameter moved at: p - rate g, in float32), and an adapter saved to the store
 // and loaded back.
 import { expect } from '@jest/globals';
-import { Trainer } from '../../../web/train.js';
+import { Trainer } from '../../../web/engine/train.js';
 
 /**
  * One SGD step with loraPlusRatio on a sequence of token ids (next-token targets, the last predicting id 2).

@@ -1,7 +1,7 @@
 // The llama2.c tokenizer.bin format and the BPE rules of karpathy/llama2.c run.c (encode/decode), with a
 // priority queue over merge candidates so megabytes of training text encode in well under a second.
 
-import { TokenizerError } from './errors.js';
+import { TokenizerError } from '../errors.js';
 
 /** Ids fixed by llama2.c's SentencePiece export: unknown, begin and end of sequence, then 256 byte tokens. */
 export const LLAMA2C_UNK_ID = 0;

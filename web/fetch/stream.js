@@ -2,9 +2,9 @@
 // resume after dropped connections, optional SHA-256 pins, progress events, and a Cache API copy for next time.
 
 import {
-  FormatError, IntegrityError, NetworkError, NotFoundError, abortError, throwIfAborted,
-} from './errors.js';
-import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
+  FormatError, IntegrityError, ModelSourceError, NetworkError, NotFoundError, abortError, throwIfAborted,
+} from '../errors.js';
+import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
 import { CACHE_HEADERS, CacheWriter, cacheKeyFn, isCached, openCache, urlDirectory } from './cache.js';
 
 export { DEFAULT_CACHE_NAME, cachedSize, deleteCachedModel, listCachedModels } from './cache.js';
@@ -931,7 +931,7 @@ export async function resolveModelSource(source, options = {}) {
   if (/\.bin$/i.test(path)) {
     return { kind: 'llama2c', base: url.href, files: [file(name, url.href, true), ...extras()] };
   }
-  throw new FormatError(`cannot tell what ${url.href} is: use a folder URL ending in "/" (e.g. https://huggingface.co/<org>/<model>/resolve/main/), a .safetensors URL or a llama2.c .bin URL`, {
+  throw new ModelSourceError(`cannot tell what ${url.href} is: use a folder URL ending in "/" (e.g. https://huggingface.co/<org>/<model>/resolve/main/), a .safetensors URL or a llama2.c .bin URL`, {
     code: 'BAD_SOURCE', details: { url: url.href },
   });
 }

@@ -1,16 +1,22 @@
 // core.js: a JavaScript object layer over the C core's exports: models, adapters, optimizers, safetensors
 // parsing. Everything here runs where the wasm instance lives (the Worker, Node, tests); views into wasm memory
 // it returns are live and stay valid only until the next call into the core.
-import { CoreError } from './errors.js';
-import { F32_SAFE_MAGNITUDE, firstOutOfRange } from './divergence.js';
-export { CoreError } from './errors.js';
-import { instantiateCore } from './wasm.js';
+import { CoreError, EngineError, FormatError, InvalidArgumentError, NotFoundError, NumericError, UnsupportedError } from '../errors.js';
+import { F32_SAFE_MAGNITUDE, firstOutOfRange } from '../engine/divergence.js';
+export { CoreError } from '../errors.js';
+import { instantiateCore } from '../runtime/wasm.js';
 
 
 const STATUS_CODES = [
   'OK', 'INVALID_ARGUMENT', 'BAD_FORMAT', 'UNSUPPORTED', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'NOT_FOUND', 'NUMERIC',
   'BAD_STATE',
 ];
+
+/** The class each failed status is thrown as, so that one code always comes with one class (errors.js). */
+const STATUS_CLASSES = {
+  INVALID_ARGUMENT: InvalidArgumentError, BAD_FORMAT: FormatError, UNSUPPORTED: UnsupportedError, NOT_FOUND: NotFoundError,
+  NUMERIC: NumericError, BAD_STATE: EngineError, SHAPE_MISMATCH: CoreError, OUT_OF_MEMORY: CoreError,
+};
 
 export const Arch = Object.freeze({ LLAMA: 1, GPT2: 2 });
 export const RopeLayout = Object.freeze({ HALF: 0, INTERLEAVED: 1 });
@@ -27,7 +33,7 @@ export const STORAGE_NAMES = Object.freeze(['f32', 'q8', 'q4']);
 /** The wl_storage id of a dtype name; anything else is a clear error. */
 export function storageId(dtype) {
   const id = STORAGE_NAMES.indexOf(dtype);
-  if (id < 0) throw new CoreError(`dtype must be 'f32', 'q8' or 'q4', got ${JSON.stringify(dtype)}`, { code: 'INVALID_ARGUMENT' });
+  if (id < 0) throw new InvalidArgumentError(`dtype must be 'f32', 'q8' or 'q4', got ${JSON.stringify(dtype)}`);
   return id;
 }
 export const IGNORE_ID = -100;
@@ -48,7 +54,7 @@ function seedHalves(seed) {
 
 /** The C core instance. */
 export class Core {
-  /** @param {import('./wasm.js').WasmCore} wasm */
+  /** @param {import('../runtime/wasm.js').WasmCore} wasm */
   constructor(wasm) {
     this.wasm = wasm;
     this.x = wasm.exports;
@@ -57,7 +63,7 @@ export class Core {
   /**
    * @param {{ module?: WebAssembly.Module, source?: any, threadsModule?: WebAssembly.Module, threadsSource?: any,
    *   threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128', wasmUrl?: string | URL }} [options]
-   *   threads: default 1; simd: default 'auto' (see web/wasm.js)
+   *   threads: default 1; simd: default 'auto' (see runtime/wasm.js)
    */
   static async create(options) {
     return new Core(await instantiateCore(options));
@@ -83,11 +89,16 @@ export class Core {
     return this.wasm.stopThreads();
   }
 
-  /** Throw a CoreError for a failed status. @param {number} status @param {string} what */
+  /**
+   * Throw the error of a failed status: the class of its meaning (STATUS_CLASSES), the status name as its code.
+   * @param {number} status @param {string} what
+   */
   check(status, what) {
     if (status === 0) return;
     const reason = this.wasm.lastError() || this.wasm.statusName(status);
-    throw new CoreError(`${what}: ${reason}`, { code: STATUS_CODES[status] ?? 'CORE_ERROR', details: { status } });
+    const code = STATUS_CODES[status] ?? 'CORE_ERROR';
+    const ErrorClass = STATUS_CLASSES[code] ?? CoreError;
+    throw new ErrorClass(`${what}: ${reason}`, { code, details: { status } });
   }
 
   /** Run fn with n bytes of scratch memory, freed afterwards. */
@@ -116,7 +127,7 @@ export class Core {
    */
   encodeFloats(values, dtype) {
     const id = DType[dtype];
-    if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new CoreError(`cannot encode floats as ${dtype}: only F32, F16, BF16`, { code: 'INVALID_ARGUMENT' });
+    if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new InvalidArgumentError(`cannot encode floats as ${dtype}: only F32, F16, BF16`);
     const esize = this.x.wl_dtype_size(id);
     const out = new Uint8Array(values.length * esize);
     const block = Math.min(values.length, 1 << 18);
@@ -149,7 +160,7 @@ export class Core {
     CONFIG_FIELDS.forEach(([name, kind], i) => {
       const v = cfg[name];
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new CoreError(`model config field ${name} must be a finite number, got ${v}`, { code: 'INVALID_ARGUMENT' });
+        throw new InvalidArgumentError(`model config field ${name} must be a finite number, got ${v}`);
       }
       if (kind === 'f') this.wasm.f32[base + i] = v;
       else this.wasm.i32[base + i] = v;
@@ -292,7 +303,7 @@ export class Core {
    */
   lowRankApprox(a, m, n, opts = {}) {
     if (!(a instanceof Float32Array) || a.length !== m * n) {
-      throw new CoreError(`lowRankApprox: expected a Float32Array of ${m} x ${n} values`, { code: 'INVALID_ARGUMENT' });
+      throw new InvalidArgumentError(`lowRankApprox: expected a Float32Array of ${m} x ${n} values`);
     }
     const maxRank = opts.maxRank ?? opts.rank ?? Math.min(m, n);
     const energy = opts.energy ?? 0;
@@ -325,9 +336,9 @@ export class Core {
    * @param {{ method?: 'auto'|'exact'|'randomized', powerIters?: number, oversample?: number, seed?: number }} [opts]
    */
   svd(a, m, n, rank, opts = {}) {
-    if (!(a instanceof Float32Array) || a.length !== m * n) throw new CoreError(`svd: expected a Float32Array of ${m} x ${n} values`, { code: 'INVALID_ARGUMENT' });
+    if (!(a instanceof Float32Array) || a.length !== m * n) throw new InvalidArgumentError(`svd: expected a Float32Array of ${m} x ${n} values`);
     const method = { auto: 0, exact: 1, randomized: 2 }[opts.method ?? 'auto'];
-    if (method === undefined) throw new CoreError(`svd: unknown method ${opts.method}`, { code: 'INVALID_ARGUMENT' });
+    if (method === undefined) throw new InvalidArgumentError(`svd: unknown method ${opts.method}`);
     const w = this.wasm;
     const ptrs = [];
     try {
@@ -374,7 +385,7 @@ export class Core {
    */
   combineAdapters(adapters, weights, opts = {}) {
     const type = { linear: 0, cat: 1, svd: 2 }[opts.type ?? 'svd'];
-    if (type === undefined) throw new CoreError(`combination type must be linear, cat or svd, got ${opts.type}`, { code: 'INVALID_ARGUMENT' });
+    if (type === undefined) throw new InvalidArgumentError(`combination type must be linear, cat or svd, got ${opts.type}`);
     const n = adapters.length;
     const maxModules = Math.max(1, ...adapters.map((a) => a.modules().length)) * Math.max(1, n);
     return this.withScratch(8 * n + 8 * maxModules + 16, (p) => {
@@ -422,17 +433,93 @@ export class F32Buffer {
  */
 
 /**
- * What adapters and the PEFT code need of a model: a loaded Model, or a stand-in that knows only the module shapes
- * read from adapter files (ptr 0 and `shape` set; tools.js), which has no vocabulary and no weights.
- * @typedef {object} ModelLike
- * @property {Core} core
- * @property {number} ptr the core's model, 0 for a stand-in
- * @property {{ arch: number, nLayers: number, inFeatures: number[], outFeatures: number[] }} [shape] a stand-in's shapes
- * @property {'gpt2' | 'llama'} arch
- * @property {Record<string, number>} config the fields readConfig returns (a stand-in lacks vocabSize and dim)
- * @property {() => ModuleInfo[]} modules
- * @property {(layer: number, slot: number) => string} modulePath
+ * What adapters and the PEFT code need of a model: a loaded Model, or ModuleShapes (adapter files without a model).
+ * @typedef {Model | ModuleShapes} ModelLike
  */
+
+/**
+ * A model known only by the shapes of its LoRA-capable modules, as adapter files give them (formats/peft-shapes.js
+ * shapeFromFiles): it has no weights and no vocabulary. Adapters for it are created, loaded, resized, combined and
+ * written like any other, but nothing runs on it, so none is ever attached to it or merged into it.
+ */
+export class ModuleShapes {
+  /**
+   * @param {Core} core
+   * @param {{ arch: 'llama' | 'gpt2', nLayers: number, slots: string[], container: string, inFeatures: number[],
+   *   outFeatures: number[] }} shape slots: the module paths within a block ('self_attn.q_proj'); container: the
+   *   path of the blocks ('model.layers'); a size of 0 for a slot no file mentions
+   */
+  constructor(core, shape) {
+    this.core = core;
+    this.shape = shape;
+    /** @type {'llama' | 'gpt2'} */
+    this.arch = shape.arch;
+    /** The config fields adapters need; head counts and sizes the files do not give are 0. @type {Record<string, number>} */
+    this.config = { arch: shape.arch === 'gpt2' ? Arch.GPT2 : Arch.LLAMA, nLayers: shape.nLayers, ropeLayout: RopeLayout.HALF,
+      nHeads: 0, nKvHeads: 0, headDim: 0 };
+    this.dtype = 'f32';
+    /** @type {Adapter[]} nothing can be attached: there are no weights to run */
+    this.attached = [];
+  }
+
+  /** @returns {ModuleInfo[]} */
+  modules() {
+    const { slots, inFeatures, outFeatures, arch } = this.shape;
+    return slots.map((name, slot) => ({ slot, name, shortName: name.split('.').pop() ?? name, inFeatures: inFeatures[slot],
+      outFeatures: outFeatures[slot], hasBias: arch === 'gpt2', conv1d: arch === 'gpt2' }));
+  }
+
+  /** @param {number} layer @param {number} slot */
+  modulePath(layer, slot) {
+    return `${this.shape.container}.${layer}.${this.shape.slots[slot]}`;
+  }
+
+  /** @returns {ReturnType<Model['tensors']>} none: it holds no weights */
+  tensors() {
+    return [];
+  }
+
+  memoryBytes() {
+    return 0;
+  }
+
+  memoryParts() {
+    return { weights: 0, activations: 0 };
+  }
+
+  /** @param {Adapter} _adapter */
+  isMerged(_adapter) {
+    return false;
+  }
+
+  /** @param {Adapter[]} adapters */
+  setAdapters(adapters) {
+    if (adapters.length) throw new EngineError('adapters cannot be applied to module shapes read from adapter files: load the model', { code: 'NO_WEIGHTS' });
+  }
+
+  free() {}
+
+  /**
+   * A new adapter of these shapes (wl_adapter_create_shaped); the spec as Adapter.create takes it.
+   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean }} spec
+   */
+  createAdapter(spec) {
+    const { core } = this;
+    const { inFeatures, outFeatures, nLayers } = this.shape;
+    const S = inFeatures.length;
+    const n = spec.ranks.length;
+    const ptr = core.withScratch(8 * S + 8 * n, (p) => {
+      core.wasm.i32.set(inFeatures, p >>> 2);
+      core.wasm.i32.set(outFeatures, (p >>> 2) + S);
+      const r = p + 8 * S;
+      core.wasm.i32.set(spec.ranks, r >>> 2);
+      core.wasm.f32.set(spec.alphas, (r >>> 2) + n);
+      return core.callOut('create adapter', (out) => core.x.wl_adapter_create_shaped(this.config.arch, nLayers, S, p, p + 4 * S,
+        r, r + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, out));
+    });
+    return new Adapter(core, ptr);
+  }
+}
 
 /** A model in the core. */
 export class Model {
@@ -586,16 +673,31 @@ export class Model {
         const v = this.tensorView(t);
         return !this.core.x.wl_all_finite(v.byteOffset, v.length);
       });
-      throw new CoreError(`model weights contain NaN or infinite values (first in ${bad?.name})`, { code: 'NUMERIC' });
+      throw new NumericError(`model weights contain NaN or infinite values (first in ${bad?.name})`);
     }
     for (const t of f32Tensors) {
       const v = this.tensorView(t);
       const i = firstOutOfRange(v, F32_SAFE_MAGNITUDE);
       if (i >= 0) {
-        throw new CoreError(`model weight ${t.name} holds ${v[i].toExponential(3)} at element ${i}, beyond ±${F32_SAFE_MAGNITUDE.toExponential(0)}: `
-          + 'f32 arithmetic on it would overflow', { code: 'NUMERIC', details: { tensor: t.name, index: i, value: v[i] } });
+        throw new NumericError(`model weight ${t.name} holds ${v[i].toExponential(3)} at element ${i}, beyond ±${F32_SAFE_MAGNITUDE.toExponential(0)}: `
+          + 'f32 arithmetic on it would overflow', { details: { tensor: t.name, index: i, value: v[i] } });
       }
     }
+  }
+
+  /** A new adapter on this model's modules (the spec of Adapter.create). @param {Parameters<typeof Adapter.create>[1]} spec */
+  createAdapter(spec) {
+    const { core } = this;
+    const n = spec.ranks.length;
+    const ptr = core.withScratch(8 * n + 16, (p) => {
+      core.wasm.i32.set(spec.ranks, p >>> 2);
+      core.wasm.f32.set(spec.alphas, (p >>> 2) + n);
+      const ml = p + 8 * n;
+      core.wasm.f32.set([spec.embed?.rank ?? 0, spec.embed?.alpha ?? 0, spec.head?.rank ?? 0, spec.head?.alpha ?? 0], ml >>> 2);
+      return core.callOut('create adapter', (out) =>
+        core.x.wl_adapter_create(this.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, ml, out));
+    });
+    return new Adapter(core, ptr);
   }
 
   /** W += weight * s * B A for the adapter's modules (bit-exact undo with unmerge). */
@@ -669,7 +771,7 @@ export class Model {
     const B = opts.B ?? 1;
     const T = opts.T ?? tokens.length / B;
     if (!Number.isInteger(T) || T * B !== tokens.length) {
-      throw new CoreError(`forward: ${tokens.length} tokens do not form a (${B}, T) batch`, { code: 'INVALID_ARGUMENT' });
+      throw new InvalidArgumentError(`forward: ${tokens.length} tokens do not form a (${B}, T) batch`);
     }
     const n = B * T;
     this.ensureIo(n);
@@ -677,7 +779,7 @@ export class Model {
     const i32 = core.wasm.i32;
     i32.set(tokens, tok >>> 2);
     if (opts.targets) {
-      if (opts.targets.length !== n) throw new CoreError('forward: targets and tokens differ in length', { code: 'INVALID_ARGUMENT' });
+      if (opts.targets.length !== n) throw new InvalidArgumentError('forward: targets and tokens differ in length');
       i32.set(opts.targets, tgt >>> 2);
     }
     const flags = (opts.train ? ForwardFlags.TRAIN : 0) | (opts.lastLogits ? ForwardFlags.LAST_LOGITS : 0);
@@ -775,52 +877,21 @@ export class Adapter {
   }
 
   /**
-   * @param {ModelLike} model a loaded model, or a stand-in from adapter files (createShaped)
+   * A new adapter for a loaded model or for module shapes read from adapter files (each makes its own).
+   * @param {ModelLike} model
    * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean,
    *   embed?: { rank: number, alpha: number }, head?: { rank: number, alpha: number } }} spec (L * nSlots)
    *   tables; dora: DoRA modules (magnitudes start at 0: initDora or a loader sets them); embed, head: LoRA on the
-   *   token embedding and on the LM head (modules at layer -1, slots 0 and 1)
+   *   token embedding and on the LM head (modules at layer -1, slots 0 and 1; a loaded model only)
    */
   static create(model, spec) {
-    const { core } = model;
-    const n = spec.ranks.length;
-    if (!model.ptr && model.shape) return Adapter.createShaped(core, model.shape, spec);
-    const ptr = core.withScratch(8 * n + 16, (p) => {
-      core.wasm.i32.set(spec.ranks, p >>> 2);
-      core.wasm.f32.set(spec.alphas, (p >>> 2) + n);
-      const ml = p + 8 * n;
-      core.wasm.f32.set([spec.embed?.rank ?? 0, spec.embed?.alpha ?? 0, spec.head?.rank ?? 0, spec.head?.alpha ?? 0], ml >>> 2);
-      return core.callOut('create adapter', (out) =>
-        core.x.wl_adapter_create(model.ptr, p, p + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, ml, out));
-    });
-    return new Adapter(core, ptr);
-  }
-
-  /**
-   * An adapter for a model shape known only from adapter files (no model loaded).
-   * @param {Core} core
-   * @param {{ arch: number, nLayers: number, inFeatures: number[], outFeatures: number[] }} shape
-   * @param {{ ranks: ArrayLike<number>, alphas: ArrayLike<number>, useRslora?: boolean, dora?: boolean }} spec
-   */
-  static createShaped(core, shape, spec) {
-    const S = shape.inFeatures.length;
-    const n = spec.ranks.length;
-    const ptr = core.withScratch(8 * S + 8 * n, (p) => {
-      core.wasm.i32.set(shape.inFeatures, p >>> 2);
-      core.wasm.i32.set(shape.outFeatures, (p >>> 2) + S);
-      const r = p + 8 * S;
-      core.wasm.i32.set(spec.ranks, r >>> 2);
-      core.wasm.f32.set(spec.alphas, (r >>> 2) + n);
-      return core.callOut('create adapter', (out) => core.x.wl_adapter_create_shaped(shape.arch, shape.nLayers, S, p, p + 4 * S,
-        r, r + 4 * n, spec.useRslora ? 1 : 0, spec.dora ? 1 : 0, out));
-    });
-    return new Adapter(core, ptr);
+    return model.createAdapter(spec);
   }
 
   /** @param {'default'|'gaussian'|'zero'} kind @param {number|bigint} seed */
   init(kind, seed = 0) {
     const id = LoraInit[kind];
-    if (id === undefined) throw new CoreError(`unknown LoRA init "${kind}"`, { code: 'INVALID_ARGUMENT' });
+    if (id === undefined) throw new InvalidArgumentError(`unknown LoRA init "${kind}"`);
     const [lo, hi] = seedHalves(seed);
     this.core.check(this.core.x.wl_adapter_init(this.ptr, id, lo, hi), 'init adapter');
   }
@@ -908,9 +979,10 @@ export class Adapter {
     this.core.check(this.core.x.wl_adapter_set_scale(this.ptr, index, scale), 'adapter scale');
   }
 
+  /** Frees the adapter; one still attached to a model or merged into it is refused (EngineError BAD_STATE). */
   free() {
     if (!this.ptr) return;
-    this.core.x.wl_adapter_free(this.ptr);
+    this.core.check(this.core.x.wl_adapter_free(this.ptr), 'free adapter');
     this.ptr = 0;
   }
 }

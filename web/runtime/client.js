@@ -2,10 +2,11 @@
 // that owns the wasm instance; every engine call becomes a message matched by id, with progress events, an
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
 import { node } from '#platform';
-import { WebLoRAError, deserializeError } from './errors.js';
+import { InvalidArgumentError, WebLoRAError, deserializeError } from '../errors.js';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
-import { env } from './env.js';
-import { sourceKind } from './identity.js';
+import { env } from '../env.js';
+import { sourceKind } from '../storage/identity.js';
+import { ENGINE_METHODS, STORE_METHODS, STORE_PREFIX } from './api.js';
 
 /** Why the core runs on fewer threads than asked (no cross-origin isolation) is said once per page. */
 let threadsNoted = false;
@@ -129,9 +130,10 @@ class Channel {
   /**
    * @param {string} method
    * @param {any[]} args
-   * @param {{ signal?: AbortSignal, handlers?: Record<string, Function> }} [opts]
+   * @param {{ signal?: AbortSignal, handlers?: Record<string, Function>, events?: string[] }} [opts] events: the
+   *   names of the handlers given, so that the worker sends only those
    */
-  call(method, args, { signal, handlers = {} } = {}) {
+  call(method, args, { signal, handlers = {}, events = [] } = {}) {
     if (this.closed) return Promise.reject(this.closed);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -147,10 +149,10 @@ class Channel {
       };
       this.pending.set(id, { resolve: done(resolve), reject: done(reject), handlers });
       try {
-        this.post({ type: 'call', id, method, args }, [...collectTransfer(args)]);
+        this.post({ type: 'call', id, method, args, events }, [...collectTransfer(args)]);
       } catch (err) {
         this.pending.delete(id);
-        reject(new WebLoRAError(`cannot send ${method} to the worker: ${err.message}`, { code: 'BAD_ARGUMENT', cause: err }));
+        reject(new InvalidArgumentError(`cannot send ${method} to the worker: ${err.message}`, { cause: err }));
       }
     });
   }
@@ -165,7 +167,7 @@ class Channel {
 function adapterId(adapter) {
   if (typeof adapter === 'string') return adapter;
   if (adapter && typeof adapter.id === 'string') return adapter.id;
-  throw new WebLoRAError('expected an adapter (from createAdapter or adapters.load) or its id', { code: 'INVALID_ARGUMENT' });
+  throw new InvalidArgumentError('expected an adapter (from createAdapter or adapters.load) or its id');
 }
 
 function adapterSelection(sel) {
@@ -176,14 +178,50 @@ function adapterSelection(sel) {
   return sel;
 }
 
-/** A call that imports adapter files: options.onWarning hears the engine's doubts about their base model. */
-function importCall(channel, method, first, options = {}) {
-  const { local, remote } = splitOptions(options);
-  return channel.call(method, [first, { ...remote, reportWarnings: !!local.onWarning }], { handlers: { warning: local.onWarning } });
+/** combine's inputs: handles, ids or { adapter | id, weight }, as [{ id, weight }]. */
+function weightedAdapters(inputs) {
+  if (!Array.isArray(inputs)) throw new InvalidArgumentError('expected a list of adapters to combine');
+  return inputs.map((x) => (typeof x === 'string' || x.rank !== undefined ? { id: adapterId(x), weight: 1 }
+    : { id: adapterId(x.adapter ?? x.id), weight: x.weight ?? 1 }));
 }
 
 /**
- * The engine: a proxy whose calls run in the worker.
+ * One call of the API (api.js) through the channel: arguments converted by their kind, the option callbacks the
+ * spec names as events listened to, the signal forwarded as an abort. A `run` method returns { done, abort }.
+ * @param {Channel} channel @param {string} method @param {import('./api.js').MethodSpec} spec @param {any[]} given
+ */
+function remoteCall(channel, method, spec, given) {
+  /** @type {Record<string, Function>} */
+  const handlers = {};
+  /** @type {AbortSignal | undefined} */
+  let signal;
+  const args = spec.args.map((kind, i) => {
+    const value = given[i];
+    if (kind === 'adapter') return adapterId(value);
+    if (kind === 'adapterOrNull') return value === null ? null : adapterId(value);
+    if (kind === 'weightedAdapters') return weightedAdapters(value);
+    if (kind === 'copy') return value?.slice();
+    if (kind !== 'options') return value;
+    const { local, remote } = splitOptions(value);
+    signal = local.signal;
+    for (const [callback, event] of Object.entries(spec.events ?? {})) if (local[callback]) handlers[event] = local[callback];
+    if ('adapter' in remote) remote.adapter = adapterSelection(remote.adapter);
+    return remote;
+  });
+  const events = Object.keys(handlers);
+  if (!spec.run) return channel.call(method, args, { signal, handlers, events });
+  const controller = new AbortController();
+  if (signal) {
+    if (signal.aborted) controller.abort(signal.reason);
+    else signal.addEventListener('abort', () => controller.abort(signal?.reason), { once: true });
+  }
+  const done = channel.call(method, args, { signal: controller.signal, handlers, events });
+  return { done, abort: (/** @type {unknown} */ reason) => controller.abort(reason) };
+}
+
+/**
+ * The engine: a proxy whose calls run in the worker. Its methods are those of api.js (declared in index.d.ts),
+ * added below from that table.
  */
 export class Engine {
   /** @param {Channel} channel @param {object} info */
@@ -191,152 +229,9 @@ export class Engine {
     this.channel = channel;
     /** What was loaded: name, arch, config, parameters, fingerprint, ... */
     this.info = info;
-    const call = (m, ...a) => channel.call(m, a);
-    /** The IndexedDB adapter store (in the worker). */
-    this.adapters = {
-      save: (name, adapter, opts) => call('storeSave', name, adapterId(adapter), opts),
-      load: (name, opts) => importCall(channel, 'storeLoad', name, opts),
-      list: () => call('storeList'),
-      rename: (from, to) => call('storeRename', from, to),
-      delete: (name) => call('storeDelete', name),
-      export: (name) => call('storeExport', name),
-      import: (files, opts) => importCall(channel, 'storeImport', files, opts),
-      checkpoints: () => call('listCheckpoints'),
-      deleteCheckpoint: (runId) => call('deleteCheckpoint', runId),
-    };
-  }
-
-  /** @param {object} [opts] rank, alpha, targets, init, pissaIters, useRslora, dora, enableLora, rankPattern, alphaPattern, dropout, seed, name */
-  createAdapter(opts = {}) {
-    return this.channel.call('createAdapter', [opts]);
-  }
-
-  /** Free an adapter held in the worker. */
-  freeAdapter(adapter) {
-    return this.channel.call('freeAdapter', [adapterId(adapter)]);
-  }
-
-  /**
-   * Train an adapter on texts. Returns at once; `done` resolves to the summary.
-   * @param {any} adapter from createAdapter (or null with { full: true })
-   * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts strings (one document each) or Files/Blobs streamed as they are
-   *   tokenized (a .jsonl name: one {"text": ...} document per line); in Node also { path } of local files
-   * @param {object} [options] steps, epochs, lr, batchSize, seqLen, seed, optimizer, schedule, ..., onStep, onEval,
-   *   onTokenize (progress of tokenization), onCheckpoint, signal, checkpoint: { every, runId }, resume: runId
-   */
-  train(adapter, texts, options = {}) {
-    const { local, remote } = splitOptions(options);
-    const controller = new AbortController();
-    if (local.signal) {
-      if (local.signal.aborted) controller.abort(local.signal.reason);
-      else local.signal.addEventListener('abort', () => controller.abort(local.signal.reason), { once: true });
-    }
-    const done = this.channel.call('train', [adapter === null ? null : adapterId(adapter), texts, remote], {
-      signal: controller.signal,
-      handlers: { step: local.onStep, eval: local.onEval, checkpoint: local.onCheckpoint, tokenize: local.onTokenize },
-    });
-    return { done, abort: (reason) => controller.abort(reason) };
-  }
-
-  /**
-   * How many tokens training would see in texts (BOS/EOS around each document included): { tokens, documents }.
-   * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts @param {{ signal?: AbortSignal }} [options]
-   */
-  countTokens(texts, options = {}) {
-    return this.channel.call('countTokens', [texts], { signal: options.signal });
-  }
-
-  /**
-   * A conversation ([{ role, content }]) rendered with the model's chat template (engine.info.chatTemplate) into
-   * the text train and generate take; addGenerationPrompt ends it with the opening of the assistant's turn.
-   * @param {{ role: string, content: string }[]} messages @param {{ addGenerationPrompt?: boolean }} [options]
-   */
-  applyChatTemplate(messages, options = {}) {
-    return this.channel.call('applyChatTemplate', [messages, { addGenerationPrompt: !!options.addGenerationPrompt }]);
-  }
-
-  /** Held-out style loss of texts with the given adapters (or the base model). */
-  evaluate(texts, options = {}) {
-    const { local, remote } = splitOptions(options);
-    return this.channel.call('evaluate', [adapterSelection(remote.adapter), texts, remote], { signal: local.signal });
-  }
-
-  /**
-   * @param {string} prompt
-   * @param {object} [options] adapter (handle, id, list, or { id: weight }), maxTokens, temperature, topK, topP,
-   *   seed, stop, onToken, signal
-   */
-  generate(prompt, options = {}) {
-    const { local, remote } = splitOptions(options);
-    remote.adapter = adapterSelection(remote.adapter);
-    remote.streamTokens = !!local.onToken;
-    return this.channel.call('generate', [prompt, remote], { signal: local.signal, handlers: { token: local.onToken } });
-  }
-
-  /**
-   * Files of a loaded adapter: PEFT { config, files: { 'adapter_config.json', 'adapter_model.safetensors' } } (with
-   * { portable: true }, every module's scale folded into lora_B under one plain lora_alpha), or with
-   * { format: 'gguf', dtype: 'f16'|'f32' } { files: { 'adapter.gguf' } } for llama.cpp's --lora. An adapter whose
-   * last training run diverged is refused in every format unless options.allowDiverged (as is adapters.save).
-   * @param {any} adapter
-   * @param {{ format?: 'peft'|'gguf', portable?: boolean, dtype?: 'f16'|'f32', allowDiverged?: boolean }} [options]
-   */
-  exportAdapter(adapter, options = {}) {
-    return this.channel.call('exportAdapter', [adapterId(adapter), options]);
-  }
-
-  /**
-   * Load PEFT files ({ 'adapter_config.json': string|bytes, 'adapter_model.safetensors': bytes }) onto the model.
-   * The result's baseModelCheck compares the base the files name with this model; options.onWarning hears of a
-   * mismatch (level 'warning') or of a base that could not be checked (level 'info').
-   * @param {object} files @param {{ name?: string, allowFingerprintMismatch?: boolean, onWarning?: Function }} [options]
-   */
-  importAdapter(files, options = {}) {
-    return importCall(this.channel, 'importAdapter', files, options);
-  }
-
-  /** Merge an adapter into the base weights (no LoRA work at generation); undo with unmerge, bit for bit. */
-  merge(adapter, weight = 1) {
-    return this.channel.call('merge', [adapterId(adapter), weight]);
-  }
-
-  unmerge(adapter) {
-    return this.channel.call('unmerge', [adapterId(adapter)]);
-  }
-
-  /** A lower-rank copy of an adapter: { adapter, modules: [{ module, rank, relError }], totalError }. */
-  resize(adapter, options = {}) {
-    return this.channel.call('resize', [adapterId(adapter), options]);
-  }
-
-  /** Combine adapters ([adapter | { id, weight }]) with type 'linear' | 'cat' | 'svd' and an optional rank. */
-  combine(inputs, options = {}) {
-    const list = inputs.map((x) => (typeof x === 'string' || x.rank !== undefined ? { id: adapterId(x), weight: 1 } : { id: adapterId(x.adapter ?? x.id), weight: x.weight ?? 1 }));
-    return this.channel.call('combine', [list, options]);
-  }
-
-  /** Extract an adapter from a fine-tuned model of the same shape ({ rank, targets, energy }). */
-  extract(tunedSource, options = {}) {
-    const { local, remote } = splitOptions(options);
-    return this.channel.call('extract', [tunedSource, remote], { signal: local.signal, handlers: { progress: local.onProgress } });
-  }
-
-  /**
-   * Best low-rank approximation of any row-major (m, n) matrix: { rank, L (m, rank), R (rank, n), S, relError, energy,
-   * norm }, with a fixed rank or the smallest rank (up to maxRank) keeping `energy` of the squared Frobenius norm.
-   * @param {Float32Array} matrix @param {number} m @param {number} n
-   * @param {{ rank?: number, maxRank?: number, energy?: number, split?: 'left'|'balanced', seed?: number }} [options]
-   */
-  lowRankApprox(matrix, m, n, options = {}) {
-    return this.channel.call('lowRankApprox', [matrix.slice(), m, n, options]);
-  }
-
-  /**
-   * The base model's current weights (merged adapters included) as Hugging Face files, or with
-   * { format: 'gguf', dtype: 'f16'|'f32' } as { 'model.gguf' } with the tokenizer, for llama.cpp.
-   */
-  exportModel(options = {}) {
-    return this.channel.call('exportModel', [options]);
+    /** The IndexedDB adapter store (in the worker). @type {Record<string, Function>} */
+    this.adapters = Object.fromEntries(Object.entries(STORE_METHODS).map(([name, spec]) =>
+      [name, (/** @type {any[]} */ ...args) => remoteCall(channel, STORE_PREFIX + name, spec, args)]));
   }
 
   /** Release the worker and its memory. */
@@ -344,6 +239,15 @@ export class Engine {
     await this.channel.call('dispose', []).catch(() => {});
     await this.channel.terminate();
   }
+}
+
+for (const [name, spec] of Object.entries(ENGINE_METHODS)) {
+  Object.defineProperty(Engine.prototype, name, {
+    value: function (/** @type {any[]} */ ...args) {
+      return remoteCall(this.channel, name, spec, args);
+    },
+    writable: true, configurable: true,
+  });
 }
 
 /** Entry point. */
@@ -356,7 +260,7 @@ export class WebLoRA {
    *   sha256?: Record<string, string>, cacheName?: string, store?: object, workerUrl?: string|URL } & object} [options]
    *   threads: 'auto' (default: every core, at most 8) or a number. A browser page that is not cross-origin isolated
    *   runs one thread (engine.info.threads and a console note say so).
-   * @returns {Promise<Engine>}
+   * @returns {Promise<import('../index.js').Engine>}
    */
   static async load(source, options = {}) {
     const { local, remote } = splitOptions(options);
@@ -375,7 +279,8 @@ export class WebLoRA {
         threadsNoted = true;
         console.warn(`weblora: ${info.threadsNote}.`);
       }
-      return new Engine(channel, info);
+      // Its methods come from api.js; index.d.ts declares them.
+      return /** @type {import('../index.js').Engine} */ (/** @type {unknown} */ (new Engine(channel, info)));
     } catch (err) {
       await channel.terminate();
       throw err;

@@ -3,7 +3,7 @@
 
 import { sha256 } from '@noble/hashes/sha2';
 import { bytesToHex } from '@noble/hashes/utils';
-import { IntegrityError, PassphraseError, UnsupportedError } from './errors.js';
+import { IntegrityError, PassphraseError, UnsupportedError } from '../errors.js';
 
 /** OWASP's floor for PBKDF2-HMAC-SHA256 at the time the minimum was set; lower counts are refused. */
 export const PBKDF2_MIN_ITERATIONS = 310_000;

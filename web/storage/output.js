@@ -9,20 +9,18 @@
 import { constants as fsc } from 'node:fs';
 import { access, copyFile, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
+import { WebLoRAError, registerErrorClass } from '../errors.js';
 
 const PARTIAL = '.partial-';
 const ASIDE = '.old-';
 /** Spare room asked for beyond the output itself, for the file system's own bookkeeping. */
 const ROOM_MARGIN = 1 << 20;
 
-export class OutputError extends Error {
-  /** @param {string} message @param {string} code */
-  constructor(message, code) {
-    super(message);
-    this.name = 'OutputError';
-    this.code = code;
-  }
+/** An output that cannot be written: code OUTPUT_EXISTS, OUTPUT_NOT_WRITABLE, OUTPUT_NO_ROOM or OUTPUT_WRITE_FAILED. */
+export class OutputError extends WebLoRAError {
+  static code = 'OUTPUT_WRITE_FAILED';
 }
+registerErrorClass(OutputError, 'OutputError');
 
 /**
  * Test-only fault injection: WEBLORA_CRASH_AT=<step> kills the process with SIGKILL (no cleanup, like a power cut
@@ -126,7 +124,7 @@ class Output {
       await mkdir(parent, { recursive: true });
       await access(parent, fsc.W_OK);
     } catch (err) {
-      throw new OutputError(`cannot write the output ${given}: ${/** @type {any} */ (err).code ?? ''} ${/** @type {Error} */ (err).message}`.trim(), 'OUTPUT_NOT_WRITABLE');
+      throw new OutputError(`cannot write the output ${given}: ${/** @type {any} */ (err).code ?? ''} ${/** @type {Error} */ (err).message}`.trim(), { code: 'OUTPUT_NOT_WRITABLE' });
     }
     const tmp = `${target}${PARTIAL}${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
@@ -134,7 +132,7 @@ class Output {
       // Creating it now proves the location really takes writes (read-only mounts, ACLs, root squash).
       await this.createTemporary(tmp);
     } catch (err) {
-      throw new OutputError(`cannot write the output ${given}: ${/** @type {Error} */ (err).message}`, 'OUTPUT_NOT_WRITABLE');
+      throw new OutputError(`cannot write the output ${given}: ${/** @type {Error} */ (err).message}`, { code: 'OUTPUT_NOT_WRITABLE' });
     }
     const output = /** @type {InstanceType<T>} */ (new this(target, tmp));
     try {
@@ -156,7 +154,7 @@ class Output {
     const free = fsInfo ? Number(fsInfo.bavail) * Number(fsInfo.bsize) : Infinity;
     if (free < bytesNeeded + ROOM_MARGIN) {
       throw new OutputError(`not enough room for the output ${this.target}: it needs about ${formatBytes(bytesNeeded)}, `
-        + `the file system has ${formatBytes(free)} free`, 'OUTPUT_NO_ROOM');
+        + `the file system has ${formatBytes(free)} free`, { code: 'OUTPUT_NO_ROOM' });
     }
   }
 
@@ -167,7 +165,7 @@ class Output {
 
   /** @param {unknown} err @returns {OutputError} */
   writeFailed(err) {
-    return new OutputError(`writing the output ${this.target} failed, nothing was replaced: ${/** @type {Error} */ (err).message}`, 'OUTPUT_WRITE_FAILED');
+    return new OutputError(`writing the output ${this.target} failed, nothing was replaced: ${/** @type {Error} */ (err).message}`, { code: 'OUTPUT_WRITE_FAILED' });
   }
 }
 
@@ -176,10 +174,10 @@ export class OutputFolder extends Output {
   /** @param {string} target @param {string} given @param {boolean} force */
   static async checkTarget(target, given, force) {
     const info = await stat(target).catch(() => null);
-    if (info && !info.isDirectory()) throw new OutputError(`output ${given} exists and is not a folder`, 'OUTPUT_EXISTS');
+    if (info && !info.isDirectory()) throw new OutputError(`output ${given} exists and is not a folder`, { code: 'OUTPUT_EXISTS' });
     const entries = info ? await readdir(target) : [];
     if (entries.length > 0 && !force) {
-      throw new OutputError(`output ${given} exists and is not empty (use --force to replace it)`, 'OUTPUT_EXISTS');
+      throw new OutputError(`output ${given} exists and is not empty (use --force to replace it)`, { code: 'OUTPUT_EXISTS' });
     }
   }
 
@@ -248,10 +246,10 @@ export class OutputFile extends Output {
   static async checkTarget(target, given, force) {
     const info = await stat(target).catch(() => null);
     if (!info) return;
-    if (info.isDirectory()) throw new OutputError(`output ${given} is a folder: give the path of the file to write`, 'OUTPUT_EXISTS');
+    if (info.isDirectory()) throw new OutputError(`output ${given} is a folder: give the path of the file to write`, { code: 'OUTPUT_EXISTS' });
     // A rename would replace a device or a socket with a plain file.
-    if (!info.isFile()) throw new OutputError(`output ${given} exists and is not a regular file`, 'OUTPUT_EXISTS');
-    if (!force) throw new OutputError(`output ${given} exists (use --force to replace it)`, 'OUTPUT_EXISTS');
+    if (!info.isFile()) throw new OutputError(`output ${given} exists and is not a regular file`, { code: 'OUTPUT_EXISTS' });
+    if (!force) throw new OutputError(`output ${given} exists (use --force to replace it)`, { code: 'OUTPUT_EXISTS' });
   }
 
   /** @param {string} tmp */

@@ -1,9 +1,9 @@
 // data.js: turning a person's texts into training sequences: documents with BOS/EOS as the model expects,
 // packed into fixed-length sequences, a held-out split, and seeded shuffling into batches.
-import { DataError } from './errors.js';
-export { DataError } from './errors.js';
+import { DataError } from '../errors.js';
+export { DataError } from '../errors.js';
 import { Rng } from './rng.js';
-import { IGNORE_ID } from './core.js';
+import { IGNORE_ID } from '../core/core.js';
 
 
 /** A long document is encoded this many characters at a time (cut at a line break), so the tokenizer's working

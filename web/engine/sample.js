@@ -1,6 +1,6 @@
 // sample.js: choosing the next token from logits: greedy, temperature, top-k and top-p (nucleus), seeded.
-import { SamplingError } from './errors.js';
-export { SamplingError } from './errors.js';
+import { SamplingError } from '../errors.js';
+export { SamplingError } from '../errors.js';
 
 
 /**

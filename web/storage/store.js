@@ -5,7 +5,7 @@ import { wrap } from 'idb';
 import {
   AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, NotFoundError, PassphraseError,
   StorageFullError, UnsupportedError, WebLoRAError,
-} from './errors.js';
+} from '../errors.js';
 import { createKeyRecord, randomBytes, seal, unlockKeyRecord, unseal } from './crypto.js';
 
 export const CONFIG_FILE = 'adapter_config.json';

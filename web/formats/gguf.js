@@ -1,8 +1,8 @@
 // gguf.js: GGUF files (ggml's format, version 3) for llama.cpp, Ollama and LM Studio: a LoRA adapter that
 // llama.cpp's --lora loads, and a whole model (as loaded, or with adapters merged) with its tokenizer that
 // `llama-cli -m` runs. Layout facts follow ggml's gguf.h and llama.cpp's converters (names, ne order, RoPE rows).
-import { FormatError, UnsupportedError } from './errors.js';
-import { Arch, RopeLayout } from './core.js';
+import { EngineError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors.js';
+import { Arch, RopeLayout } from '../core/core.js';
 import { foldIntoB, permuteRopeRows, singleAlphaForm } from './peft.js';
 
 export const GGUF_ADAPTER_FILE = 'adapter.gguf';
@@ -86,7 +86,7 @@ function writeKV(w, [key, type, value]) {
 /**
  * Serialise a GGUF file: header, metadata, tensor infos, then tensor data, each tensor at an offset that is a
  * multiple of 32 within the 32-aligned data section.
- * @param {import('./core.js').Core} core encodes the tensors (little-endian; F16 rounded to nearest even)
+ * @param {import('../core/core.js').Core} core encodes the tensors (little-endian; F16 rounded to nearest even)
  * @param {GgufKV[]} metadata
  * @param {GgufTensor[]} tensors
  * @returns {Uint8Array}
@@ -129,7 +129,7 @@ export function writeGguf(core, metadata, tensors) {
 // ---------------------------------------------------------------------------------------------------------------
 // llama.cpp's names and layouts
 
-/** @param {import('./core.js').Model} model */
+/** @param {import('../core/core.js').Model} model */
 function ggufArch(model) {
   const c = model.config;
   if (c.arch === Arch.GPT2) return 'gpt2';
@@ -170,7 +170,7 @@ export function ggufTensorName(family, name) {
  * How many heads' rows of a q/k tensor must go from Hugging Face's rotate-half order into the interleaved pairs
  * llama.cpp's "llama" architecture rotates (0: leave the rows as they are). A llama2.c model keeps its q/k rows
  * interleaved in memory, which is already llama.cpp's order; Qwen2 and GPT-2 are not permuted by llama.cpp either.
- * @param {import('./core.js').Model} model @param {string} name HF tensor or module path
+ * @param {import('../core/core.js').Model} model @param {string} name HF tensor or module path
  */
 function ropeHeadsToPermute(model, name) {
   const c = model.config;
@@ -189,7 +189,7 @@ function toGgufRows(model, name, data, cols) {
 /** @param {unknown} dtype @returns {'F32'|'F16'} */
 function checkDtype(dtype) {
   const d = String(dtype ?? 'f16').toUpperCase();
-  if (d !== 'F32' && d !== 'F16') throw new UnsupportedError(`GGUF tensors can be written as f32 or f16, not ${JSON.stringify(dtype)}`, { code: 'INVALID_ARGUMENT' });
+  if (d !== 'F32' && d !== 'F16') throw new InvalidArgumentError(`GGUF tensors can be written as f32 or f16, not ${JSON.stringify(dtype)}`);
   return d;
 }
 
@@ -209,9 +209,9 @@ function generalKVs(arch, name, type) {
  * adapter.lora.alpha, and per module blk.N.<name>.weight.lora_a (ne [in, r]) and .lora_b (ne [r, out]) with
  * llama.cpp's row order. llama.cpp scales every module by adapter.lora.alpha / r, so any other scale (rsLoRA,
  * rank/alpha patterns) is folded into lora_b: the file computes the same update as the adapter.
- * @param {import('./core.js').Core} core
- * @param {import('./core.js').Model} model the model the adapter belongs to
- * @param {import('./core.js').Adapter} adapter
+ * @param {import('../core/core.js').Core} core
+ * @param {import('../core/core.js').Model} model the model the adapter belongs to
+ * @param {import('../core/core.js').Adapter} adapter
  * @param {{ dtype?: 'f32'|'f16', name?: string | null }} [options] dtype of the tensors (default f16, what
  *   llama.cpp's converter writes); name becomes general.name
  * @returns {Uint8Array}
@@ -259,15 +259,15 @@ export function adapterToGguf(core, model, adapter, options = {}) {
 /**
  * The model's weights (as they are now: merged adapters included) with its tokenizer as a GGUF model file that
  * llama.cpp runs. Matrices are F16 or F32; 1-D tensors (norms, biases) stay F32 as llama.cpp's converter keeps them.
- * @param {import('./core.js').Core} core
- * @param {import('./core.js').Model} model
+ * @param {import('../core/core.js').Core} core
+ * @param {import('../core/core.js').Model} model
  * @param {import('./tokenizer.js').Tokenizer} tokenizer
  * @param {{ dtype?: 'f32'|'f16', name?: string | null }} [options]
  * @returns {Uint8Array}
  */
 export function modelToGguf(core, model, tokenizer, options = {}) {
   const dtype = checkDtype(options.dtype);
-  if (!tokenizer) throw new UnsupportedError('a GGUF model file needs the tokenizer: load the model with one', { code: 'NO_TOKENIZER' });
+  if (!tokenizer) throw new EngineError('a GGUF model file needs the tokenizer: load the model with one', { code: 'NO_TOKENIZER' });
   const arch = ggufArch(model);
   const family = model.arch;
   const c = model.config;

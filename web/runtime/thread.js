@@ -9,7 +9,7 @@ import { coreImports } from './wasm.js';
 function connect() {
   if (node) {
     const { parentPort } = node;
-    if (!parentPort) throw new Error('web/thread.js must run in a Worker');
+    if (!parentPort) throw new Error('web/runtime/thread.js must run in a Worker');
     return { post: (msg) => parentPort.postMessage(msg), once: (fn) => parentPort.once('message', fn) };
   }
   return {

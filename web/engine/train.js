@@ -1,7 +1,7 @@
 // train.js: the training loop over the core: AdamW or SGD, learning-rate schedules, gradient accumulation,
 // global-norm clipping, held-out evaluation, checkpoints and resumption, deterministic for a seed and a build.
-import { NumericError } from './errors.js';
-export { NumericError } from './errors.js';
+import { NumericError } from '../errors.js';
+export { NumericError } from '../errors.js';
 import { BatchStream, DataError } from './data.js';
 import { DivergenceGuard } from './divergence.js';
 
@@ -93,7 +93,7 @@ export function learningRate(step, total, o) {
 /**
  * Mean next-token loss (token-weighted over every valid target) and perplexity of packed sequences, in batches.
  * The model must have room for them (reserve); null for no sequences.
- * @param {import('./core.js').Model} model
+ * @param {import('../core/core.js').Model} model
  * @param {{ tokens: Int32Array, targets: Int32Array, valid: number }[] | import('./data.js').PackedSequences} sequences
  * @param {number} batchSize
  */
@@ -132,7 +132,7 @@ function throwIfAborted(signal) {
  */
 export class Trainer {
   /**
-   * @param {{ model: import('./core.js').Model, adapter?: import('./core.js').Adapter|null, full?: boolean,
+   * @param {{ model: import('../core/core.js').Model, adapter?: import('../core/core.js').Adapter|null, full?: boolean,
    *   train: {tokens: Int32Array, targets: Int32Array, valid: number}[], eval?: {tokens: Int32Array, targets: Int32Array, valid: number}[],
    *   options?: object, state?: object }} args  state: a checkpoint from checkpoint() to resume from
    */

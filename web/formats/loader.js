@@ -3,16 +3,16 @@
 // safetensors header comes first, then tensor bytes go straight into their place in wasm memory chunk by chunk,
 // so no second copy of the model is ever held in JavaScript.
 import { node } from '#platform';
-import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
-import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
-export { ModelSourceError } from './errors.js';
-import { DType, STORAGE_NAMES, storageId } from './core.js';
-import { RemoteFile, resolveModelSource } from './stream.js';
+import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from '../errors.js';
+import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
+export { ModelSourceError } from '../errors.js';
+import { DType, STORAGE_NAMES, storageId } from '../core/core.js';
+import { RemoteFile, resolveModelSource } from '../fetch/stream.js';
 import { halfPrecisionMixup } from './safetensors.js';
-import { isCached } from './cache.js';
+import { isCached } from '../fetch/cache.js';
 import { loadTokenizer } from './tokenizer.js';
-import { hubFolderUrl, sourceKind } from './identity.js';
-import { env } from './env.js';
+import { hubFolderUrl, sourceKind } from '../storage/identity.js';
+import { env } from '../env.js';
 
 const SAFETENSORS_MAX_HEADER = 100_000_000;
 const DEFAULT_CHUNK = 1 << 20;
@@ -149,7 +149,7 @@ function pinnedLocalSource(src, pin) {
 function checkPinNames(pins, names, model) {
   for (const name of Object.keys(pins ?? {})) {
     if (!names.includes(name)) {
-      throw new ModelSourceError(`a SHA-256 pin names ${name}, which is not a file of ${model} (its files: ${names.join(', ')})`, { code: 'NOT_FOUND' });
+      throw new ModelSourceError(`a SHA-256 pin names ${name}, which is not a file of ${model} (its files: ${names.join(', ')})`, { code: 'UNKNOWN_FILE' });
     }
   }
 }
@@ -322,7 +322,7 @@ function shardNames(files) {
 
 /**
  * Stream one safetensors file into the model: header by Range, then tensor bytes into place.
- * @param {import('./core.js').Model} model
+ * @param {import('../core/core.js').Model} model
  * @param {ByteSource} src
  * @param {Uint8Array} seen per model tensor, set when written
  * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
@@ -426,17 +426,17 @@ export function checkMemory(core, cfg, dtype, name) {
   throw new ModelSourceError(`${name}: its weights take ${gb(need)} in ${dtype}, more than the ${gb(room)} a WebAssembly core `
     + `has left for them (4 GB address space, ${gb(MEMORY_HEADROOM_BYTES)} kept for activations and the adapter); `
     + (fits ? `load it with { dtype: '${fits}' } (${gb(core.weightBytes(cfg, fits))})` : 'no dtype makes it fit'),
-  { code: 'OUT_OF_MEMORY', details: { dtype, needBytes: need, roomBytes: room, fits: fits ?? null } });
+  { code: 'MODEL_TOO_LARGE', details: { dtype, needBytes: need, roomBytes: room, fits: fits ?? null } });
 }
 
 /**
  * Load a model and its tokenizer.
- * @param {import('./core.js').Core} core
+ * @param {import('../core/core.js').Core} core
  * @param {any} source
  * @param {{ signal?: AbortSignal, onProgress?: (e: object) => void, tokenizer?: any, name?: string,
  *   fetch?: typeof fetch, cache?: any, cacheName?: string, cacheKey?: any, sha256?: Record<string, string>,
  *   tokenizerUrl?: string, configUrl?: string, retries?: number, backoffMs?: number, dtype?: 'f32'|'q8'|'q4' }} [options]
- * @returns {Promise<{ model: import('./core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
+ * @returns {Promise<{ model: import('../core/core.js').Model, tokenizer: import('./tokenizer.js').Tokenizer|null, name: string,
  *   kind: string, nameOrPath: unknown, location: string | null }>} nameOrPath: config.json's _name_or_path (identity.js
  *   reads it), or null; location: the URL (a Hub id's included) or path the model came from, null for bytes and Files
  */
@@ -482,7 +482,7 @@ export async function loadModel(core, source, options = {}) {
       for (const s of shards) await streamSafetensors(model, files.get(s), seen, signal, halfMatrices);
       const table = model.tensors();
       const missing = table.find((t) => !seen[t.index]);
-      if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'NOT_FOUND' });
+      if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'MISSING_TENSOR' });
       for (const [index, fileDtype] of halfMatrices) {
         // A quantised matrix is judged on its first million dequantised values (enough for the statistics).
         const t = table[index];

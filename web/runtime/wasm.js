@@ -8,12 +8,13 @@
 // flavour where the engine validates relaxed SIMD (Chromium 114+, Node 22+, Node 20 with
 // --experimental-wasm-relaxed-simd) and SIMD128 elsewhere. Results are bit-identical for any thread count within a
 // flavour; the two flavours differ in the last bits. With threads, this thread instantiates the threads build, the
-// core allocates a stack and scratch per worker, and N - 1 workers (web/thread.js) instantiate the same module on the
+// core allocates a stack and scratch per worker, and N - 1 workers (thread.js) instantiate the same module on the
 // same memory and wait in the core's pool. Threads need SharedArrayBuffer: always there in Node, only on cross-origin
 // isolated pages in browsers.
 
 import { node } from '#platform';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
+import { CoreError, InvalidArgumentError, UnsupportedError, WasmAbortError } from '../errors.js';
 
 // The builds of the core by file name, each written out as `new URL('./…', import.meta.url)` so that bundlers emit
 // them (as they build startThreadWorker's script): SIMD128 and relaxed SIMD, each with and without threads.
@@ -92,12 +93,12 @@ export const SIMD_FLAVOURS = ['auto', 'relaxed', 'simd128'];
  */
 export function resolveSimd(requested) {
   if (!SIMD_FLAVOURS.includes(requested)) {
-    throw new RangeError(`simd must be one of ${SIMD_FLAVOURS.map((f) => `'${f}'`).join(', ')}, got ${String(requested)}`);
+    throw new InvalidArgumentError(`simd must be one of ${SIMD_FLAVOURS.map((f) => `'${f}'`).join(', ')}, got ${String(requested)}`);
   }
   if (requested === 'simd128') return 'simd128';
   if (relaxedSimdSupported()) return 'relaxed';
   if (requested === 'relaxed') {
-    throw new RangeError('simd: \'relaxed\' was asked for, but this JavaScript engine has no relaxed SIMD '
+    throw new UnsupportedError('simd: \'relaxed\' was asked for, but this JavaScript engine has no relaxed SIMD '
       + '(Node 20 needs --experimental-wasm-relaxed-simd)');
   }
   return 'simd128';
@@ -125,15 +126,6 @@ export function compileWasm(source) {
   modules.set(url.href, promise);
   promise.catch(() => modules.delete(url.href));
   return promise;
-}
-
-/** Thrown when the C core aborts on a broken internal invariant (never for bad input). */
-export class WasmAbort extends Error {
-  constructor(message) {
-    super(message);
-    this.name = 'WasmAbort';
-    this.code = 'internal';
-  }
 }
 
 /**
@@ -172,10 +164,40 @@ export function coreImports(memory, getMemory, onAbort, onGrowth) {
       proc_exit(code) {
         const message = stderr.trim() || `weblora core aborted (exit ${code})`;
         onAbort(message);
-        throw new WasmAbort(message);
+        throw new WasmAbortError(message);
       },
     },
   };
+}
+
+/**
+ * The exports of an instance, each function wrapped so that an abort or a trap (WebAssembly.RuntimeError) marks the
+ * instance dead: its memory may then hold half-updated state, so every later call fails with a WasmAbortError naming
+ * the first failure instead of computing on it.
+ * @param {WebAssembly.Exports} raw @param {WasmCore} state
+ */
+function guardExports(raw, state) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const [name, value] of Object.entries(raw)) {
+    if (typeof value !== 'function') {
+      out[name] = value;
+      continue;
+    }
+    const fn = /** @type {Function} */ (value);
+    out[name] = (/** @type {any[]} */ ...args) => {
+      state.assertAlive();
+      try {
+        return fn(...args);
+      } catch (err) {
+        if (err instanceof WasmAbortError) state.aborted = err;
+        else if (err instanceof WebAssembly.RuntimeError) state.aborted = new WasmAbortError(`the core trapped in ${name}: ${err.message}`, { cause: err });
+        else throw err;
+        throw state.aborted;
+      }
+    };
+  }
+  return out;
 }
 
 /**
@@ -185,8 +207,10 @@ export class WasmCore {
   /** @param {WebAssembly.Instance} instance @param {WebAssembly.Memory} memory */
   constructor(instance, memory) {
     this.instance = instance;
-    /** @type {any} */
-    this.exports = instance.exports;
+    /** Why the instance died (an abort or a trap), or null while it runs. @type {WasmAbortError | null} */
+    this.aborted = null;
+    /** The instance's exports; after an abort or a trap every function refuses to run (guardExports). @type {any} */
+    this.exports = guardExports(instance.exports, this);
     /** @type {WebAssembly.Memory} */
     this.memory = memory;
     /** Threads the core runs on (this one included). */
@@ -196,6 +220,13 @@ export class WasmCore {
     /** @type {{ terminate: () => any }[]} */
     this.workers = [];
     this.refreshViews();
+  }
+
+  /** Throws, once the instance has died, a WasmAbortError that names the first failure. */
+  assertAlive() {
+    if (!this.aborted) return;
+    throw new WasmAbortError(`the core stopped earlier (${this.aborted.message}) and cannot be used any more: load the model again`,
+      { cause: this.aborted });
   }
 
   /** Typed views over memory; call after anything that may grow memory (done automatically on growth). */
@@ -211,7 +242,7 @@ export class WasmCore {
   /** @param {number} bytes @returns {number} pointer (never 0) */
   malloc(bytes) {
     const p = this.exports.wl_malloc(bytes) >>> 0;
-    if (p === 0) throw new RangeError(`out of wasm memory allocating ${bytes} bytes`);
+    if (p === 0) throw new CoreError(`out of wasm memory allocating ${bytes} bytes`, { code: 'OUT_OF_MEMORY' });
     return p;
   }
 
@@ -265,7 +296,8 @@ export class WasmCore {
     const workers = this.workers;
     livePools.delete(this);
     if (!workers.length) return Promise.resolve();
-    this.exports.wl_threads_stop();
+    // A dead instance cannot wake its threads: terminating them is all that is left.
+    if (!this.aborted) this.exports.wl_threads_stop();
     this.workers = [];
     this.threads = 1;
     return Promise.all(workers.map((w) => w.terminate())).then(() => {});
@@ -305,7 +337,7 @@ export async function resolveThreads(requested) {
     return Math.max(1, Math.min(AUTO_THREADS_CAP, cores));
   }
   if (!Number.isInteger(requested) || requested < 1 || requested > MAX_THREADS) {
-    throw new RangeError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${String(requested)}`);
+    throw new InvalidArgumentError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${String(requested)}`);
   }
   return requested;
 }
@@ -326,7 +358,7 @@ function trackPool(core) {
   }
 }
 
-/** A Worker running web/thread.js, as { post, terminate, on(message|error) }. */
+/** A Worker running thread.js, as { post, terminate, on(message|error) }. */
 async function startThreadWorker(index) {
   const name = `weblora thread ${index}`;
   if (node) {

@@ -1,7 +1,7 @@
 // safetensors.js: writes safetensors files (F32 from Float32Arrays, or raw bytes of another dtype) with a fixed key
 // order, and reads them through the C parser (core.parseSafetensors) so the format rules live in one place.
-import { SafetensorsError } from './errors.js';
-export { SafetensorsError } from './errors.js';
+import { FormatError, InvalidArgumentError, SafetensorsError } from '../errors.js';
+export { SafetensorsError } from '../errors.js';
 
 
 /** Bytes per element of each safetensors dtype (the names the format uses). */
@@ -31,7 +31,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** @param {string} message @param {Record<string, unknown>} [details] */
 function badInput(message, details) {
-  return new SafetensorsError(`safetensors writer: ${message}`, { code: 'INVALID_ARGUMENT', details });
+  return new InvalidArgumentError(`safetensors writer: ${message}`, { details });
 }
 
 /** @param {unknown} shape @param {string} name @returns {number} numel */
@@ -151,7 +151,7 @@ function f16Table() {
 export function toFloat32(bytes, dtype) {
   const size = DTYPE_SIZES[/** @type {keyof typeof DTYPE_SIZES} */ (dtype)];
   if (!size || bytes.byteLength % size !== 0) {
-    throw new SafetensorsError(`cannot read ${bytes.byteLength} bytes as ${dtype}`, { code: 'INVALID_ARGUMENT' });
+    throw new InvalidArgumentError(`cannot read ${bytes.byteLength} bytes as ${dtype}`);
   }
   const n = bytes.byteLength / size;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -282,21 +282,21 @@ function f32ToHalfBits(u) {
 
 /**
  * Parse and validate a whole safetensors file with the C core's parser.
- * @param {import('./core.js').Core} core
+ * @param {import('../core/core.js').Core} core
  * @param {Uint8Array} bytes
  * @returns {SafetensorsFile}
  */
 export function readSafetensors(core, bytes) {
   if (!(bytes instanceof Uint8Array)) {
-    throw new SafetensorsError('safetensors: expected the file as a Uint8Array', { code: 'INVALID_ARGUMENT' });
+    throw new InvalidArgumentError('safetensors: expected the file as a Uint8Array');
   }
   let parsed;
   try {
     parsed = core.parseSafetensors(bytes);
   } catch (err) {
-    const e = /** @type {any} */ (err);
-    if (e?.name !== 'CoreError') throw err;
-    throw new SafetensorsError(e.message, { code: e.code ?? 'BAD_FORMAT', cause: err });
+    // The core's BAD_FORMAT (a FormatError) is a safetensors file that does not parse; other failures keep their class.
+    if (!(err instanceof FormatError) || err instanceof SafetensorsError) throw err;
+    throw new SafetensorsError(err.message, { code: err.code, cause: err });
   }
   /** @type {Map<string, SafetensorsEntry>} */
   const tensors = new Map();
@@ -312,7 +312,7 @@ export function readSafetensors(core, bytes) {
     tensors,
     float32(name) {
       const t = tensors.get(name);
-      if (!t) throw new SafetensorsError(`safetensors: no tensor named "${name}"`, { code: 'NOT_FOUND' });
+      if (!t) throw new SafetensorsError(`safetensors: no tensor named "${name}"`, { code: 'NO_SUCH_TENSOR' });
       return toFloat32(t.bytes, t.dtype);
     },
   };

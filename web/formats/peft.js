@@ -1,8 +1,8 @@
 // peft.js: Hugging Face PEFT LoRA adapters (adapter_config.json + adapter_model.safetensors) to and from core
 // Adapters, and PEFT's rules for choosing modules (target_modules, layers_to_transform, rank/alpha patterns).
-import { BaseModelMismatchError, InvalidAdapterError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from './errors.js';
-export { LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from './errors.js';
-import { Adapter, Arch, RopeLayout } from './core.js';
+import { BaseModelMismatchError, InvalidAdapterError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from '../errors.js';
+export { LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from '../errors.js';
+import { Adapter, Arch, RopeLayout } from '../core/core.js';
 import { halfPrecisionMixup, readSafetensors, writeSafetensors } from './safetensors.js';
 
 
@@ -86,7 +86,7 @@ const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
 /** @type {WeakMap<object, ModuleTable>} */
 const tables = new WeakMap();
 
-/** @param {import('./core.js').ModelLike} model @returns {ModuleTable} */
+/** @param {import('../core/core.js').ModelLike} model @returns {ModuleTable} */
 function moduleTable(model) {
   const cached = tables.get(model);
   if (cached) return cached;
@@ -111,7 +111,7 @@ function moduleTable(model) {
       if (s.shortName === 'k_proj') ropeHeads.set(s.slot, c.nKvHeads);
     }
   }
-  // A stand-in built from adapter files alone (tools.js) knows no vocabulary: block modules only.
+  // Module shapes read from adapter files alone (peft-shapes.js) know no vocabulary: block modules only.
   const modelModules = !c.vocabSize ? [] : [EMBED_SLOT, HEAD_SLOT].map((slot) => {
     const path = model.modulePath(MODEL_LAYER, slot);
     const embed = slot === EMBED_SLOT;
@@ -317,7 +317,7 @@ function normalizeLayers(layers, L, what, ErrorClass) {
 
 /**
  * Turn a PEFT-style LoRA description into the per-module rank and alpha tables of Adapter.create.
- * @param {import('./core.js').Model} model
+ * @param {import('../core/core.js').Model} model
  * @param {LoraOptions} [options]
  * @returns {LoraSpec}
  */
@@ -541,8 +541,8 @@ function coverTargets(table, present) {
  * With `portable`, the same adapter is written in the form every tool reads alike: use_rslora false, no
  * alpha_pattern, one lora_alpha, and each module's remaining scale folded into its lora_B (see singleAlphaForm);
  * rank_pattern stays when ranks differ, since the tensor shapes need it.
- * @param {import('./core.js').ModelLike} model the model the adapter was created for
- * @param {import('./core.js').Adapter} adapter
+ * @param {import('../core/core.js').ModelLike} model the model the adapter was created for
+ * @param {import('../core/core.js').Adapter} adapter
  * @param {{ baseModel?: string | null, revision?: string | null, baseFingerprint?: string | null, dropout?: number,
  *   useRslora?: boolean, portable?: boolean, extraMetadata?: Record<string, string> }} [options] useRslora overrides
  *   what the module scales imply; baseModel / revision: the Hub id or URL the base came from, and its revision
@@ -821,7 +821,7 @@ function widthMismatches(table, tensors) {
 /**
  * Make the c_attn modules of an adapter loaded from a file with ENABLE_LORA_KEY loralib MergedLinear modules again,
  * after checking that their lora_B is zero outside the named blocks (so nothing the file holds is dropped).
- * @param {import('./core.js').Adapter} adapter @param {ModuleTable} table @param {string} names
+ * @param {import('../core/core.js').Adapter} adapter @param {ModuleTable} table @param {string} names
  */
 function applyEnableLora(adapter, table, names) {
   const what = `${WEIGHTS_FILE} metadata ${ENABLE_LORA_KEY} ${JSON.stringify(names)}`;
@@ -854,12 +854,12 @@ function applyEnableLora(adapter, table, names) {
  * what cannot be (other PEFT methods, saved classifier heads...) is an error naming it. DoRA adapters (use_dora) load
  * with their lora_magnitude_vector. Files hold Hugging Face
  * row order, so q_proj / k_proj lora_B rows are put back in interleaved RoPE order for a llama2.c model.
- * @param {import('./core.js').Core} core
- * @param {import('./core.js').ModelLike} model
+ * @param {import('../core/core.js').Core} core
+ * @param {import('../core/core.js').ModelLike} model
  * @param {Record<string, string | Uint8Array | ArrayBuffer> | Map<string, string | Uint8Array | ArrayBuffer>
  *   | { name: string, data: string | Uint8Array | ArrayBuffer }[]} files (the weights as bytes)
  * @param {{ baseFingerprint?: string | null, allowFingerprintMismatch?: boolean }} [options]
- * @returns {import('./core.js').Adapter}
+ * @returns {import('../core/core.js').Adapter}
  */
 export function peftToAdapter(core, model, files, options = {}) {
   const { baseFingerprint = null, allowFingerprintMismatch = false } = options;
@@ -1029,7 +1029,7 @@ export function peftToAdapter(core, model, files, options = {}) {
       }
       const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(values, t.dtype) : null;
       if (mixup) {
-        throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
+        throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'ADAPTER_DTYPE_MISMATCH',
           details: { key, dtype: t.dtype, likely: mixup.likely } });
       }
       return values;

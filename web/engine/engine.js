@@ -1,23 +1,24 @@
 // engine.js: the whole weblora job in one thread: a loaded base model, its tokenizer, any number of LoRA
 // adapters over it, training, evaluation, generation and PEFT files. The Worker (browser, Node worker_threads)
 // runs one LocalEngine and forwards the public API's calls to it; tests and tools may use it directly.
-import { throwIfAborted, EngineError } from './errors.js';
-export { EngineError } from './errors.js';
-import { Adapter, Arch, Core, RopeLayout } from './core.js';
-import { MAX_THREADS, SIMD_FLAVOURS, resolveSimd } from './wasm.js';
+import { BaseModelMismatchError, throwIfAborted, EngineError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors.js';
+export { EngineError } from '../errors.js';
+import { Adapter, Arch, Core, Model, RopeLayout } from '../core/core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
-import { loadModel } from './loader.js';
-import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from './peft.js';
-import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from './gguf.js';
-import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from './identity.js';
+import { loadModel } from '../formats/loader.js';
+import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from '../formats/peft.js';
+import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from '../formats/gguf.js';
+import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from '../storage/identity.js';
 import { Rng } from './rng.js';
 import { sampleToken, samplingOptions } from './sample.js';
-import { sha256Hex } from './crypto.js';
-import { writeSafetensors } from './safetensors.js';
+import { sha256Hex } from '../storage/crypto.js';
+import { writeSafetensors } from '../formats/safetensors.js';
 import { Trainer, evaluateSequences, trainOptions } from './train.js';
-import { NumericError } from './errors.js';
 import { assertSafeMagnitudes } from './divergence.js';
+import { AdapterLibrary } from '../storage/library.js';
+import { adapterFileBase, shapeFromFiles } from '../formats/peft-shapes.js';
+import { ENGINE_METHODS } from '../runtime/api.js';
 
 
 const yieldToEventLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
@@ -114,13 +115,19 @@ export function modelToSafetensors(model, metadata = {}) {
 }
 
 /**
+ * What a training run reports to: Trainer.run's hooks, plus progress while the texts are tokenized.
+ * @typedef {Parameters<Trainer['run']>[0] & { onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void }} TrainHooks
+ */
+
+/**
  * One base model with its adapters.
  */
 export class LocalEngine {
   /**
    * @param {Core} core
-   * @param {{ model: import('./core.js').Model, tokenizer: any, name: string, kind: string,
-   *   ref?: import('./identity.js').ModelRef | null }} loaded ref: which model it is (identity.js loadedModelRef)
+   * @param {{ model: import('../core/core.js').Model, tokenizer: any, name: string, kind: string,
+   *   ref?: import('../storage/identity.js').ModelRef | null, store?: import('../storage/store.js').StoreOptions }} loaded ref: which
+   *   model it is (identity.js loadedModelRef); store: where its adapters are saved (library.js)
    * @param {string} fingerprint
    */
   constructor(core, loaded, fingerprint) {
@@ -132,8 +139,10 @@ export class LocalEngine {
     /** Which model this is: compared with imported adapters' named base, recorded in exported ones. */
     this.ref = loaded.ref ?? null;
     this.fingerprint = fingerprint;
-    /** @type {Map<string, { adapter: Adapter, info: object }>} */
-    this.adapters = new Map();
+    /** The adapters held in the core, by id. @type {Map<string, { adapter: Adapter, info: object }>} */
+    this.loaded = new Map();
+    /** Saved adapters and training checkpoints (IndexedDB; options.store of load). */
+    this.adapters = new AdapterLibrary(this, loaded.store);
     this.nextId = 1;
     /** The Trainer of a run in progress (its optimizer state counts in info().memory), else null. */
     this.activeTrainer = null;
@@ -143,46 +152,73 @@ export class LocalEngine {
    * @param {any} source URL, path (Node), ArrayBuffer, Files, or a { name: data } map
    * @param {{ onProgress?: (e: object) => void, signal?: AbortSignal, threads?: number | 'auto',
    *   simd?: 'auto' | 'relaxed' | 'simd128', wasmModule?: WebAssembly.Module, wasmSource?: any, tokenizer?: any,
-   *   baseModel?: string, revision?: string, dtype?: 'f32'|'q8'|'q4' } & object} [options] dtype: how the frozen
+   *   baseModel?: string, revision?: string, dtype?: 'f32'|'q8'|'q4', store?: import('../storage/store.js').StoreOptions } & object} [options]
+   *   store: the IndexedDB store of engine.adapters (in Node, { indexedDB } from fake-indexeddb); dtype: how the frozen
    *   matrices are held ('q8' and 'q4' quantise them as they stream in; LoRA still trains in f32). threads: 'auto'
    *   (default: every core, at most 8) or a number; one where threads are unavailable. simd: 'auto' (default:
-   *   relaxed SIMD where the engine has it) or a flavour (web/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
+   *   relaxed SIMD where the engine has it) or a flavour (runtime/wasm.js). baseModel / revision: the Hub id or URL (and revision) this model is, over what the source or
    *   config.json says; exported adapters record it, imported ones are compared with it (identity.js loadedModelRef)
    */
   static async load(source, options = {}) {
     for (const key of ['baseModel', 'revision']) {
       if (options[key] !== undefined && (typeof options[key] !== 'string' || options[key].trim() === '')) {
-        throw new EngineError(`${key} must be a non-empty string`, { code: 'INVALID_ARGUMENT' });
+        throw new InvalidArgumentError(`${key} must be a non-empty string`);
       }
     }
     const base = options.baseModel === undefined ? null : modelRef(options.baseModel);
     if (base && !base.hubId && !base.url) {
-      throw new EngineError(`baseModel must be a Hub id (org/name) or an http(s) URL, got ${JSON.stringify(options.baseModel)}`, { code: 'INVALID_ARGUMENT' });
+      throw new InvalidArgumentError(`baseModel must be a Hub id (org/name) or an http(s) URL, got ${JSON.stringify(options.baseModel)}`);
     }
-    const threads = options.threads ?? 'auto';
-    if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) {
-      throw new EngineError(`threads must be 'auto' or a whole number from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads)}`,
-        { code: 'INVALID_ARGUMENT' });
-    }
-    /** @type {'relaxed' | 'simd128'} */
-    let simd;
-    try {
-      simd = resolveSimd(options.simd ?? 'auto');
-    } catch (err) {
-      throw new EngineError(err.message, { code: SIMD_FLAVOURS.includes(options.simd) ? 'UNSUPPORTED' : 'INVALID_ARGUMENT' });
-    }
-    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, wasmUrl: options.wasmUrl, threads, simd });
+    // threads and simd are checked where they are used (wasm.js), before anything is compiled.
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, wasmUrl: options.wasmUrl,
+      threads: options.threads ?? 'auto', simd: options.simd ?? 'auto' });
     try {
       const loaded = await loadModel(core, source, options);
       const ref = loadedModelRef(loaded.location ?? source, { base, revision: options.revision, nameOrPath: loaded.nameOrPath });
       const fingerprint = await fingerprintModel(loaded.model);
-      const engine = new LocalEngine(core, { ...loaded, ref }, fingerprint);
+      const engine = new LocalEngine(core, { ...loaded, ref, store: options.store }, fingerprint);
       options.onProgress?.({ status: 'ready', name: loaded.name, task: 'text-generation', model: loaded.name });
       return engine;
     } catch (err) {
       core.stopThreads();
       throw err;
     }
+  }
+
+  /**
+   * An engine over adapter files alone, without their base model: its model is the module shapes the files imply
+   * (formats/peft-shapes.js), so adapters load onto it, resize, combine and export as on the real model, and nothing else runs
+   * (EngineError NO_WEIGHTS). Adapters trained on different base models (by weblora's fingerprint) are refused.
+   * @param {Array<Record<string, string | Uint8Array | ArrayBuffer>>} fileSets PEFT files of each adapter
+   * @param {{ threads?: number | 'auto', simd?: 'auto' | 'relaxed' | 'simd128', wasmModule?: WebAssembly.Module,
+   *   wasmSource?: any, wasmUrl?: string | URL }} [options]
+   */
+  static async forAdapters(fileSets, options = {}) {
+    if (!Array.isArray(fileSets) || !fileSets.length) throw new InvalidArgumentError('forAdapters needs the files of at least one adapter');
+    const core = await Core.create({ module: options.wasmModule, source: options.wasmSource, wasmUrl: options.wasmUrl,
+      threads: options.threads ?? 'auto', simd: options.simd ?? 'auto' });
+    try {
+      const shapes = shapeFromFiles(core, fileSets);
+      const bases = fileSets.map((files) => adapterFileBase(core, files));
+      const prints = [...new Set(bases.map((b) => b.fingerprint).filter(Boolean))];
+      if (prints.length > 1) throw new BaseModelMismatchError(`the adapters were trained on different base models (fingerprints ${prints.join(', ')})`);
+      const named = bases.find((b) => b.baseModel) ?? null;
+      const ref = named ? { ...modelRef(named.baseModel), revision: named.revision } : null;
+      // Typed as a Model, which it stands for in the methods that do not requireWeights.
+      return new LocalEngine(core, { model: /** @type {Model} */ (/** @type {unknown} */ (shapes)), tokenizer: null, name: named?.baseModel ?? 'adapter files', kind: 'adapters', ref },
+        prints[0] ?? null);
+    } catch (err) {
+      core.stopThreads();
+      throw err;
+    }
+  }
+
+  /** The loaded model; refused for an engine over adapter files alone (forAdapters). @param {string} what */
+  requireWeights(what) {
+    if (!(this.model instanceof Model)) {
+      throw new EngineError(`${what} needs the base model's weights, and this engine holds adapter files alone: load the model`, { code: 'NO_WEIGHTS' });
+    }
+    return this.model;
   }
 
   /** What the model is. */
@@ -196,14 +232,14 @@ export class LocalEngine {
       chatTemplate: this.tokenizer?.chatTemplate ?? null,
       threads: this.core.threads, threadsNote: this.core.threadsNote, simd: this.core.simd,
       modules: m.modules().map((x) => x.name),
-      adapters: [...this.adapters.values()].map((a) => ({ ...a.info })),
+      adapters: [...this.loaded.values()].map((a) => ({ ...a.info })),
     };
   }
 
   /** Bytes of every adapter's weights and gradients, and of the optimizer state of a training run in progress. */
   adapterBytes() {
     let n = 0;
-    for (const e of this.adapters.values()) n += 8 * e.adapter.params().length;
+    for (const e of this.loaded.values()) n += 8 * e.adapter.params().length;
     const t = this.activeTrainer;
     if (t) n += 4 * ((t.m?.length ?? 0) + (t.v?.length ?? 0));
     return n;
@@ -221,7 +257,7 @@ export class LocalEngine {
   }
 
   entry(id) {
-    const e = this.adapters.get(id);
+    const e = this.loaded.get(id);
     if (!e) throw new EngineError(`no adapter with id ${JSON.stringify(id)}`, { code: 'NO_ADAPTER' });
     return e;
   }
@@ -232,7 +268,7 @@ export class LocalEngine {
     const defaults = { name: null, useRslora: false, dora: false, enableLora: null, rankPattern: {}, alphaPattern: {}, dropout: 0,
       baseModel: this.name, baseFingerprint: this.fingerprint, created: Date.now(), steps: 0, finalLoss: null };
     const full = { ...defaults, ...info, id, parameters: adapter.params().length };
-    this.adapters.set(id, { adapter, info: full });
+    this.loaded.set(id, { adapter, info: full });
     return { ...full };
   }
 
@@ -249,23 +285,24 @@ export class LocalEngine {
    *   factors and scale alpha / rank (c_attn's stacked rank is rank times the number of blocks)
    */
   createAdapter(opts = {}) {
+    this.requireWeights('a new adapter');
     const rank = opts.rank ?? 8;
     const alpha = opts.alpha ?? 2 * rank;
     const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
     const init = opts.init ?? 'default';
     if (!['default', 'gaussian', 'pissa', 'pissa_fast'].includes(init)) {
-      throw new EngineError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`, { code: 'INVALID_ARGUMENT' });
+      throw new InvalidArgumentError(`init must be "default", "gaussian", "pissa" or "pissa_fast", got ${init}`);
     }
     if (opts.pissaIters !== undefined) {
-      if (init !== 'pissa_fast') throw new EngineError(`pissaIters applies to init "pissa_fast" only (init is "${init}")`, { code: 'INVALID_ARGUMENT' });
+      if (init !== 'pissa_fast') throw new InvalidArgumentError(`pissaIters applies to init "pissa_fast" only (init is "${init}")`);
       if (!Number.isInteger(opts.pissaIters) || opts.pissaIters < 0 || opts.pissaIters > 64) {
-        throw new EngineError(`pissaIters must be an integer from 0 to 64, got ${JSON.stringify(opts.pissaIters)}`, { code: 'INVALID_ARGUMENT' });
+        throw new InvalidArgumentError(`pissaIters must be an integer from 0 to 64, got ${JSON.stringify(opts.pissaIters)}`);
       }
     }
     const dora = opts.dora ?? false;
-    if (typeof dora !== 'boolean') throw new EngineError(`dora must be true or false, got ${JSON.stringify(dora)}`, { code: 'INVALID_ARGUMENT' });
-    if (dora && init.startsWith('pissa')) throw new EngineError('PiSSA initialisation of a DoRA adapter is not supported', { code: 'UNSUPPORTED' });
-    if (dora && opts.dropout > 0) throw new EngineError('LoRA dropout is not supported with DoRA: use dropout 0', { code: 'UNSUPPORTED' });
+    if (typeof dora !== 'boolean') throw new InvalidArgumentError(`dora must be true or false, got ${JSON.stringify(dora)}`);
+    if (dora && init.startsWith('pissa')) throw new UnsupportedError('PiSSA initialisation of a DoRA adapter is not supported');
+    if (dora && opts.dropout > 0) throw new UnsupportedError('LoRA dropout is not supported with DoRA: use dropout 0');
     const spec = resolveLoraSpec(this.model, { rank, alpha, targets, useRslora: !!opts.useRslora, rankPattern: opts.rankPattern,
       alphaPattern: opts.alphaPattern, layers: opts.layers });
     const blocks = opts.enableLora === undefined ? null : this.mergedLinearPlan(spec, opts.enableLora, init);
@@ -306,9 +343,9 @@ export class LocalEngine {
    * @returns {{ ranks: Int32Array, mask: number, k: number, slots: Set<number> }}
    */
   mergedLinearPlan(spec, enableLora, init) {
-    const bad = (msg) => new EngineError(msg, { code: 'INVALID_ARGUMENT' });
+    const bad = (msg) => new InvalidArgumentError(msg);
     if (this.model.arch !== 'gpt2') throw bad('enableLora splits GPT-2\'s fused c_attn into q, k, v; this model has separate projections: target them by name');
-    if (init.startsWith('pissa')) throw new EngineError('PiSSA initialisation of MergedLinear blocks is not supported', { code: 'UNSUPPORTED' });
+    if (init.startsWith('pissa')) throw new UnsupportedError('PiSSA initialisation of MergedLinear blocks is not supported');
     const mask = qkvMask(enableLora);
     const k = [0, 1, 2].filter((i) => mask & (1 << i)).length;
     const S = this.model.modules().length;
@@ -328,7 +365,7 @@ export class LocalEngine {
   }
 
   listAdapters() {
-    return [...this.adapters.values()].map((e) => ({ ...e.info }));
+    return [...this.loaded.values()].map((e) => ({ ...e.info }));
   }
 
   freeAdapter(id) {
@@ -337,11 +374,12 @@ export class LocalEngine {
     // A merged adapter or a PiSSA residual lives in the base weights: restore them first.
     if (this.model.isMerged(e.adapter) || e.adapter.isPissa) this.model.unmerge(e.adapter);
     e.adapter.free();
-    this.adapters.delete(id);
+    this.loaded.delete(id);
   }
 
   /** Merge an adapter into the base weights (W += weight s B A); generation then runs with no LoRA work for it. */
   merge(id, weight = 1) {
+    this.requireWeights('merging');
     const e = this.entry(id);
     if (e.adapter.isPissa) throw new EngineError('a PiSSA adapter already shares the base weights: export it, or train it unmerged', { code: 'BAD_STATE' });
     this.model.merge(e.adapter, weight);
@@ -351,10 +389,19 @@ export class LocalEngine {
 
   /** Undo a merge bit for bit. */
   unmerge(id) {
+    this.requireWeights('unmerging');
     const e = this.entry(id);
     this.model.unmerge(e.adapter);
     e.info.merged = false;
     return { ...e.info, editBytes: this.model.editBytes() };
+  }
+
+  /**
+   * Best low-rank approximation of any row-major (m, n) matrix (Core.lowRankApprox).
+   * @param {Float32Array} matrix @param {number} m @param {number} n @param {object} [opts]
+   */
+  lowRankApprox(matrix, m, n, opts = {}) {
+    return this.core.lowRankApprox(matrix, m, n, opts);
   }
 
   /** Per-module errors with paths. */
@@ -393,11 +440,12 @@ export class LocalEngine {
    * @param {{ rank?: number, targets?: string[]|string, energy?: number, name?: string, signal?: AbortSignal, onProgress?: (e: object) => void }} [opts]
    */
   async extract(tunedSource, opts = {}) {
+    this.requireWeights('extraction');
     const rank = opts.rank ?? 8;
     const targets = opts.targets ?? (this.model.arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']);
     const spec = resolveLoraSpec(this.model, { rank, alpha: rank, targets });
     if (spec.embed || spec.head) {
-      throw new EngineError('extraction works on the linear layers of the blocks: leave the token embedding and lm_head out of targets', { code: 'UNSUPPORTED' });
+      throw new UnsupportedError('extraction works on the linear layers of the blocks: leave the token embedding and lm_head out of targets');
     }
     const tuned = await loadModel(this.core, tunedSource, { signal: opts.signal, onProgress: opts.onProgress, tokenizer: this.tokenizer ?? undefined });
     try {
@@ -405,7 +453,7 @@ export class LocalEngine {
       const bc = this.model.config, tc = tuned.model.config;
       if (bc.arch === Arch.LLAMA && tc.arch === Arch.LLAMA && bc.ropeLayout !== tc.ropeLayout) {
         if (bc.ropeLayout === RopeLayout.INTERLEAVED) halfToInterleavedInPlace(tuned.model);
-        else throw new EngineError('the base model uses interleaved RoPE and the tuned one rotate-half: load the base in Hugging Face form', { code: 'SHAPE_MISMATCH' });
+        else throw new EngineError('the base model uses interleaved RoPE and the tuned one rotate-half: load the base in Hugging Face form', { code: 'ROPE_LAYOUT_MISMATCH' });
       }
       const r = this.core.extractAdapter(this.model, tuned.model, spec.ranks, { energy: opts.energy ?? 0 });
       const mods = r.adapter.modules();
@@ -435,7 +483,7 @@ export class LocalEngine {
       ids = Object.keys(sel);
       weights = ids.map((k) => sel[k]);
     } else {
-      throw new EngineError('adapter must be an id, a list of ids or an { id: weight } map', { code: 'INVALID_ARGUMENT' });
+      throw new InvalidArgumentError('adapter must be an id, a list of ids or an { id: weight } map');
     }
     const adapters = ids.map((id) => this.entry(id).adapter);
     for (const [i, a] of adapters.entries()) assertSafeMagnitudes(this.adapterTensors(a), `adapter ${ids[i]}`);
@@ -521,12 +569,37 @@ export class LocalEngine {
    * Train an adapter (or, with id null and opts.full, every weight of the base model).
    * @param {string|null} id
    * @param {import('./corpus.js').CorpusSource | import('./corpus.js').CorpusSource[]} texts
-   * @param {object} opts trainOptions fields, plus full, resume (a checkpoint state)
-   * @param {{ signal?: AbortSignal, onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void, onStep?: (r: object) => void,
-   *   onEval?: (r: object) => void, onCheckpoint?: (state: object) => (void | Promise<void>), checkpointEvery?: number }} [hooks]
-   *   as Trainer.run takes, plus onTokenize while the texts are read
+   * @param {object & { full?: boolean, checkpoint?: { every: number, runId?: string, keep?: boolean }, resume?: string,
+   *   signal?: AbortSignal, onTokenize?: (p: import('./corpus.js').TokenizeProgress) => void, onStep?: (r: object) => void,
+   *   onEval?: (r: object) => void, onCheckpoint?: (c: { runId: string, step: number }) => void }} [opts] trainOptions
+   *   fields; checkpoint: save the run to engine.adapters every `every` steps (deleted at the end unless keep);
+   *   resume: the runId whose last checkpoint to continue from
    */
-  async train(id, texts, opts = {}, hooks = {}) {
+  async train(id, texts, opts = {}) {
+    const { checkpoint, resume } = opts;
+    const state = resume ? await this.adapters.resumeState(resume) : null;
+    /** @type {TrainHooks} */
+    const hooks = { signal: opts.signal, onStep: opts.onStep, onEval: opts.onEval, onTokenize: opts.onTokenize };
+    const runId = checkpoint?.runId ?? resume ?? `run-${Date.now()}`;
+    if (checkpoint?.every > 0) {
+      hooks.checkpointEvery = checkpoint.every;
+      hooks.onCheckpoint = async (/** @type {any} */ st) => {
+        await this.adapters.saveCheckpoint(runId, st, id);
+        opts.onCheckpoint?.({ runId, step: st.step });
+      };
+    }
+    const summary = await this.trainFrom(id, texts, opts, state, hooks);
+    if (checkpoint?.every > 0 && checkpoint.keep !== true) await this.adapters.deleteCheckpoint(runId).catch(() => {});
+    return summary;
+  }
+
+  /**
+   * The training run itself, from a checkpoint state or from the start.
+   * @param {string|null} id @param {any} texts @param {any} opts @param {object | null} resumeState
+   * @param {TrainHooks} hooks
+   */
+  async trainFrom(id, texts, opts, resumeState, hooks) {
+    this.requireWeights('training');
     const o = trainOptions(opts);
     const data = await this.prepareDataStreamed(texts, { seqLen: o.seqLen, evalSplit: o.evalSplit, seed: o.seed, evalTokens: o.evalTokens,
       onTokenize: hooks.onTokenize, signal: hooks.signal });
@@ -535,12 +608,12 @@ export class LocalEngine {
         + 'for evaluation; use a shorter sequence length or no held-out split');
     }
     const full = id === null || id === undefined;
-    if (full && !opts.full) throw new EngineError('train needs an adapter id (or full: true to train every weight)', { code: 'INVALID_ARGUMENT' });
+    if (full && !opts.full) throw new InvalidArgumentError('train needs an adapter id (or full: true to train every weight)');
     const entry = full ? null : this.entry(id);
     if (entry) this.model.setAdapters([entry.adapter]);
     else this.model.setAdapters([]);
     const trainer = new Trainer({ model: this.model, adapter: entry?.adapter ?? null, full, train: data.train, eval: data.eval,
-      options: { ...o, dropout: opts.dropout ?? entry?.info.dropout ?? 0 }, state: opts.resume ?? null });
+      options: { ...o, dropout: opts.dropout ?? entry?.info.dropout ?? 0 }, state: resumeState });
     this.activeTrainer = trainer;
     try {
       let summary;
@@ -553,7 +626,7 @@ export class LocalEngine {
       }
       if (entry) {
         delete entry.info.diverged;
-        entry.info.steps += summary.steps - (opts.resume?.step ?? 0);
+        entry.info.steps += summary.steps - (resumeState?.step ?? 0);
         entry.info.finalLoss = summary.evalLoss ?? summary.trainLossRecent;
         entry.info.updated = Date.now();
       }
@@ -567,22 +640,23 @@ export class LocalEngine {
 
   /**
    * Mean next-token loss and perplexity of texts under the base model plus the given adapters.
-   * @param {any} adapterSel
-   * @param {string|string[]} texts
-   * @param {{ seqLen?: number, batchSize?: number, signal?: AbortSignal }} [opts] signal: stops reading streamed files
+   * @param {string|string[]|any} texts
+   * @param {{ adapter?: any, seqLen?: number, batchSize?: number, signal?: AbortSignal }} [opts] adapter: an id, a list
+   *   of ids or { id: weight } (none: the base model); signal: stops reading streamed files
    */
-  evaluate(adapterSel, texts, opts = {}) {
+  evaluate(texts, opts = {}) {
+    this.requireWeights('evaluation');
     const seqLen = Math.min(opts.seqLen ?? 128, this.model.config.maxSeqLen);
     const list = typeof texts === 'string' ? [texts] : texts;
     if (Array.isArray(list) && list.some(isStreamedSource)) {
       // Files are read as they stream: the answer is then a promise.
-      return this.prepareDataStreamed(list, { seqLen, signal: opts.signal }).then((data) => this.evaluatePrepared(adapterSel, data, seqLen, opts));
+      return this.prepareDataStreamed(list, { seqLen, signal: opts.signal }).then((data) => this.evaluatePrepared(data, seqLen, opts));
     }
-    return this.evaluatePrepared(adapterSel, this.prepareData(texts, { seqLen, evalSplit: 0 }), seqLen, opts);
+    return this.evaluatePrepared(this.prepareData(texts, { seqLen, evalSplit: 0 }), seqLen, opts);
   }
 
-  evaluatePrepared(adapterSel, data, seqLen, opts) {
-    this.useAdapters(adapterSel);
+  evaluatePrepared(data, seqLen, opts) {
+    this.useAdapters(opts.adapter);
     const B = opts.batchSize ?? 4;
     this.model.reserve(Math.min(B, data.train.length), seqLen);
     return evaluateSequences(this.model, data.train, B);
@@ -597,15 +671,16 @@ export class LocalEngine {
    *   chosen before this many tokens; ignoreEos: never (benchmarks, long samples), as llama.cpp's --ignore-eos
    */
   async generate(prompt, opts = {}) {
+    this.requireWeights('generation');
     const tok = this.requireTokenizer();
-    if (typeof prompt !== 'string') throw new EngineError('prompt must be a string', { code: 'INVALID_ARGUMENT' });
+    if (typeof prompt !== 'string') throw new InvalidArgumentError('prompt must be a string');
     const samp = samplingOptions(opts);
     const maxTokens = opts.maxTokens ?? 128;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new EngineError(`maxTokens must be a non-negative integer, got ${maxTokens}`, { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new InvalidArgumentError(`maxTokens must be a non-negative integer, got ${maxTokens}`);
     const minTokens = opts.minTokens ?? 0;
-    if (!Number.isInteger(minTokens) || minTokens < 0) throw new EngineError(`minTokens must be a non-negative integer, got ${minTokens}`, { code: 'INVALID_ARGUMENT' });
+    if (!Number.isInteger(minTokens) || minTokens < 0) throw new InvalidArgumentError(`minTokens must be a non-negative integer, got ${minTokens}`);
     const ignoreEos = opts.ignoreEos ?? false;
-    if (typeof ignoreEos !== 'boolean') throw new EngineError(`ignoreEos must be true or false, got ${JSON.stringify(ignoreEos)}`, { code: 'INVALID_ARGUMENT' });
+    if (typeof ignoreEos !== 'boolean') throw new InvalidArgumentError(`ignoreEos must be true or false, got ${JSON.stringify(ignoreEos)}`);
     const stops = (opts.stop ?? []).filter((s) => typeof s === 'string' && s.length > 0);
     const model = this.model;
     const cfg = model.config;
@@ -615,12 +690,12 @@ export class LocalEngine {
     if (addBos && tok.bosId !== null) ids = [tok.bosId, ...ids];
     if (ids.length === 0) {
       // An empty prompt on a model without BOS: start from its end-of-text token, as GPT-2 does.
-      if (tok.eosId === null) throw new EngineError('the prompt is empty and the model has no BOS/EOS token to start from', { code: 'INVALID_ARGUMENT' });
+      if (tok.eosId === null) throw new InvalidArgumentError('the prompt is empty and the model has no BOS/EOS token to start from');
       ids = [tok.eosId];
     }
     const context = cfg.maxSeqLen;
     if (context < 2 && maxTokens > 0) {
-      throw new EngineError(`this model has ${context} position: it cannot read a token and generate another`, { code: 'INVALID_ARGUMENT' });
+      throw new InvalidArgumentError(`this model has ${context} position: it cannot read a token and generate another`);
     }
     // A prompt that leaves no room keeps its most recent tokens and at least half the context for the answer;
     // the result says how many were dropped.
@@ -692,7 +767,7 @@ export class LocalEngine {
   exportAdapter(id, opts = {}) {
     const e = this.entry(id);
     const format = opts.format ?? 'peft';
-    if (format !== 'peft' && format !== 'gguf') throw new EngineError(`format must be "peft" or "gguf", got ${JSON.stringify(format)}`, { code: 'INVALID_ARGUMENT' });
+    if (format !== 'peft' && format !== 'gguf') throw new InvalidArgumentError(`format must be "peft" or "gguf", got ${JSON.stringify(format)}`);
     if (e.info.diverged && !opts.allowDiverged) {
       throw new NumericError(`adapter ${id} is not exported: its last training run diverged (${e.info.diverged}); `
         + 'pass allowDiverged: true to export its last good weights anyway', { code: 'DIVERGED' });
@@ -719,7 +794,7 @@ export class LocalEngine {
    * baseModelCheck, and a doubt is reported to opts.onWarning (without one, a mismatch goes to console.warn).
    * @param {Record<string, string | Uint8Array | ArrayBuffer>} files
    * @param {{ name?: string, steps?: number, finalLoss?: number | null, allowFingerprintMismatch?: boolean,
-   *   onWarning?: (w: { code: string } & import('./identity.js').BaseModelCheck) => void }} [opts]
+   *   onWarning?: (w: { code: string } & import('../storage/identity.js').BaseModelCheck) => void }} [opts]
    */
   importAdapter(files, opts = {}) {
     const adapter = peftToAdapter(this.core, this.model, files, { baseFingerprint: this.fingerprint,
@@ -753,20 +828,35 @@ export class LocalEngine {
    * @param {{ format?: 'hf'|'gguf', dtype?: 'f16'|'f32', name?: string }} [opts]
    */
   exportModel(opts = {}) {
+    this.requireWeights('exporting the model');
     const format = opts.format ?? 'hf';
     if (format === 'gguf') return { [GGUF_MODEL_FILE]: modelToGguf(this.core, this.model, this.tokenizer, { dtype: opts.dtype, name: opts.name ?? recordedBase(this.ref).id }) };
-    if (format !== 'hf') throw new EngineError(`format must be "hf" or "gguf", got ${JSON.stringify(format)}`, { code: 'INVALID_ARGUMENT' });
+    if (format !== 'hf') throw new InvalidArgumentError(`format must be "hf" or "gguf", got ${JSON.stringify(format)}`);
     return {
       'config.json': JSON.stringify(hfConfig(this.model), null, 2),
       'model.safetensors': modelToSafetensors(this.model),
     };
   }
 
+  /** Frees the model and its adapters and stops the core's threads; of a dead core, only its threads are stopped. */
   dispose() {
-    for (const id of [...this.adapters.keys()]) this.freeAdapter(id);
-    this.model.free();
+    if (!this.core.wasm.aborted) {
+      for (const id of [...this.loaded.keys()]) this.freeAdapter(id);
+      this.model.free();
+    }
     this.core.stopThreads();
   }
+}
+
+// Every API method first refuses an engine whose core has died (an abort or a trap: its memory may hold half-done
+// work), with the WasmAbortError of that first failure, even methods that would not call into the core.
+for (const name of Object.keys(ENGINE_METHODS)) {
+  const proto = /** @type {any} */ (LocalEngine.prototype);
+  const method = proto[name];
+  proto[name] = function (/** @type {any[]} */ ...args) {
+    this.core.wasm.assertAlive();
+    return method.apply(this, args);
+  };
 }
 
 /** The earliest occurrence of any stop string. */

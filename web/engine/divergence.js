@@ -2,7 +2,7 @@
 // whose magnitudes would overflow f32 arithmetic. Non-finite losses, gradients and weights are caught where they
 // arise (train.js); this adds what stays finite but is already broken: a loss far above where it started, an
 // update larger than the weights it changes, weights beyond any trained adapter's range.
-import { NumericError } from './errors.js';
+import { NumericError } from '../errors.js';
 
 /**
  * Magnitudes at or beyond this make f32 arithmetic overflow: a norm layer sums squares, and 65536 squares of

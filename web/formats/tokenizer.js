@@ -4,8 +4,8 @@
 
 import * as tokenizers from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import { TokenizerError } from './errors.js';
-export { TokenizerError } from './errors.js';
+import { InvalidArgumentError, TokenizerError } from '../errors.js';
+export { TokenizerError } from '../errors.js';
 import { Llama2cTokenizer, parseLlama2cTokenizer } from './tokenizer-llama2c.js';
 
 const HfTokenizer = tokenizers.Tokenizer;
@@ -42,14 +42,13 @@ const PreTokenizer = /** @type {any} */ (tokenizers).PreTokenizer;
  */
 export function loadTokenizer(source) {
   if (!source || typeof source !== 'object') {
-    throw new TokenizerError('loadTokenizer(source): source must be { json, config? } or ' +
-      '{ llama2c, vocabSize? }', { code: 'BAD_ARGUMENT' });
+    throw new InvalidArgumentError('loadTokenizer(source): source must be { json, config? } or ' +
+      '{ llama2c, vocabSize? }');
   }
   const hasJson = 'json' in source && source.json !== undefined;
   const hasBin = 'llama2c' in source && source.llama2c !== undefined;
   if (hasJson && hasBin) {
-    throw new TokenizerError('loadTokenizer(source): give either `json` or `llama2c`, not both',
-      { code: 'BAD_ARGUMENT' });
+    throw new InvalidArgumentError('loadTokenizer(source): give either `json` or `llama2c`, not both');
   }
   if (hasBin) {
     const { llama2c, vocabSize } = /** @type {Llama2cTokenizerSource} */ (source);
@@ -59,11 +58,10 @@ export function loadTokenizer(source) {
     } else if (ArrayBuffer.isView(llama2c)) {
       bytes = new Uint8Array(llama2c.buffer, llama2c.byteOffset, llama2c.byteLength);
     } else {
-      throw new TokenizerError('loadTokenizer: llama2c must be an ArrayBuffer or Uint8Array', { code: 'BAD_ARGUMENT' });
+      throw new InvalidArgumentError('loadTokenizer: llama2c must be an ArrayBuffer or Uint8Array');
     }
     if (vocabSize !== undefined && !(Number.isInteger(vocabSize) && vocabSize > 0)) {
-      throw new TokenizerError(`loadTokenizer: vocabSize must be a positive integer, got ${vocabSize}`,
-        { code: 'BAD_ARGUMENT' });
+      throw new InvalidArgumentError(`loadTokenizer: vocabSize must be a positive integer, got ${vocabSize}`);
     }
     return new Tokenizer(new Llama2cTokenizer(parseLlama2cTokenizer(bytes, vocabSize)));
   }
@@ -72,8 +70,8 @@ export function loadTokenizer(source) {
     return new Tokenizer(new HfBackend(parseJson(json, 'tokenizer.json'),
       config === undefined || config === null ? {} : parseJson(config, 'tokenizer_config.json')));
   }
-  throw new TokenizerError('loadTokenizer(source): source must have a `json` (tokenizer.json) or ' +
-    'a `llama2c` (tokenizer.bin) property', { code: 'BAD_ARGUMENT' });
+  throw new InvalidArgumentError('loadTokenizer(source): source must have a `json` (tokenizer.json) or ' +
+    'a `llama2c` (tokenizer.bin) property');
 }
 
 /**
@@ -143,8 +141,7 @@ export class Tokenizer {
         { code: 'NO_CHAT_TEMPLATE' });
     }
     if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.role !== 'string' || typeof m.content !== 'string')) {
-      throw new TokenizerError('applyChatTemplate: messages must be an array of { role, content } with string values',
-        { code: 'BAD_ARGUMENT' });
+      throw new InvalidArgumentError('applyChatTemplate: messages must be an array of { role, content } with string values');
     }
     try {
       this.#template ??= new Template(source);
@@ -167,7 +164,7 @@ export class Tokenizer {
    */
   encode(text, { addSpecialTokens = false } = {}) {
     if (typeof text !== 'string') {
-      throw new TokenizerError(`encode: text must be a string, got ${describe(text)}`, { code: 'BAD_ARGUMENT' });
+      throw new InvalidArgumentError(`encode: text must be a string, got ${describe(text)}`);
     }
     return this.#backend.encode(text, Boolean(addSpecialTokens));
   }
@@ -192,7 +189,7 @@ export class Tokenizer {
   /** @param {string} piece a vocabulary piece as idToToken returns it @returns {number|null} */
   tokenToId(piece) {
     if (typeof piece !== 'string') {
-      throw new TokenizerError(`tokenToId: piece must be a string, got ${describe(piece)}`, { code: 'BAD_ARGUMENT' });
+      throw new InvalidArgumentError(`tokenToId: piece must be a string, got ${describe(piece)}`);
     }
     return this.#backend.tokenToId(piece);
   }
@@ -248,8 +245,7 @@ export class Tokenizer {
    */
   #checkIds(ids, where) {
     if (ids === null || typeof ids !== 'object' || typeof (/** @type {any} */ (ids).length) !== 'number') {
-      throw new TokenizerError(`${where}: ids must be an array of integers, got ${describe(ids)}`,
-        { code: 'BAD_ARGUMENT' });
+      throw new InvalidArgumentError(`${where}: ids must be an array of integers, got ${describe(ids)}`);
     }
     const list = Array.from(/** @type {ArrayLike<unknown>} */ (ids));
     const n = this.#backend.vocabSize;

@@ -3,7 +3,7 @@
 // document) and, in Node, { path } of a local file read in chunks. Memory holds the token ids (4 bytes each, in
 // blocks) and one chunk of text, never the whole corpus; progress is reported as bytes are read.
 import { node } from '#platform';
-import { DataError, throwIfAborted } from './errors.js';
+import { DataError, throwIfAborted } from '../errors.js';
 import { DocumentEncoder, TokenBuffer } from './data.js';
 
 const READ_CHUNK = 1 << 20;
