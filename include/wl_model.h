@@ -139,6 +139,12 @@ typedef struct wl_module_info {
     int conv1d;         /* 1: stored (in, out) in files (GPT-2); PEFT calls this fan_in_fan_out */
 } wl_module_info;
 
+/* The slots of an architecture (wl_arch): *n_slots modules whose in/out features are 0 (they depend on the config),
+ * or NULL for an unknown architecture. */
+const wl_module_info *wl_arch_slots(int arch, int *n_slots);
+/* Where an architecture's blocks sit in Hugging Face names: "model.layers" or "transformer.h" (NULL if unknown). */
+const char *wl_arch_block_prefix(int arch);
+
 int wl_model_n_slots(const wl_model *model);
 wl_status wl_model_module(const wl_model *model, int slot, wl_module_info *info);
 /* Full module path of (layer, slot) as in Hugging Face: "model.layers.3.self_attn.q_proj",

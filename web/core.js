@@ -5,24 +5,90 @@ import { CoreError } from './errors.js';
 import { F32_SAFE_MAGNITUDE, firstOutOfRange } from './divergence.js';
 export { CoreError } from './errors.js';
 import { instantiateCore } from './wasm.js';
+import { ABI } from './abi.js';
 
-
-const STATUS_CODES = [
-  'OK', 'INVALID_ARGUMENT', 'BAD_FORMAT', 'UNSUPPORTED', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'NOT_FOUND', 'NUMERIC',
-  'BAD_STATE',
-];
-
-export const Arch = Object.freeze({ LLAMA: 1, GPT2: 2 });
-export const RopeLayout = Object.freeze({ HALF: 0, INTERLEAVED: 1 });
-export const ForwardFlags = Object.freeze({ TRAIN: 1, LAST_LOGITS: 2 });
-export const DType = Object.freeze({
-  F32: 0, F16: 1, BF16: 2, F64: 3, I32: 4, I64: 5, U8: 6, I8: 7, BOOL: 8, I16: 9, U16: 10, U32: 11, U64: 12,
-  F8_E4M3: 13, F8_E5M2: 14,
-});
+// The C core's status names, enums, struct layouts and limits come from web/abi.js, which the build writes from the
+// module's own description (src/wasm/abi.c); Core refuses a module that describes itself differently.
+const STATUS_CODES = ABI.status;
+export const Arch = Object.freeze({ ...ABI.arch });
+export const RopeLayout = Object.freeze({ ...ABI.ropeLayout });
+export const ForwardFlags = Object.freeze({ ...ABI.forwardFlags });
+export const ReserveFlags = Object.freeze({ ...ABI.reserveFlags });
+export const DType = Object.freeze({ ...ABI.dtype });
 export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [v, k])));
-export const LoraInit = Object.freeze({ default: 0, gaussian: 1, zero: 2 });
+export const LoraInit = Object.freeze({ ...ABI.loraInit });
 /** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_0 blocks. */
-export const STORAGE_NAMES = Object.freeze(['f32', 'q8', 'q4']);
+export const STORAGE_NAMES = Object.freeze(Object.keys(ABI.storage).sort((a, b) => ABI.storage[a] - ABI.storage[b]));
+/** The C parser's limits: largest safetensors JSON header (bytes) and tensor rank. */
+export const SAFETENSORS_MAX_HEADER = ABI.limits.safetensorsMaxHeader;
+export const SAFETENSORS_MAX_DIMS = ABI.limits.safetensorsMaxDims;
+/** Model-level LoRA modules (token embedding, LM head) sit at this layer, in these slots. */
+export const MODEL_LAYER = ABI.limits.loraModelLayer;
+export const EMBED_SLOT = ABI.limits.loraEmbedSlot;
+export const HEAD_SLOT = ABI.limits.loraHeadSlot;
+
+/** @param {{ blocks: string, slots: readonly (readonly [string, number, number])[] }} arch */
+const archModules = ({ blocks, slots }) => Object.freeze({
+  blocks, slots: slots.map(([name, hasBias, conv1d]) => Object.freeze({ name, hasBias: hasBias === 1, conv1d: conv1d === 1 })),
+});
+/**
+ * Each architecture's LoRA-capable block modules: where its blocks sit ('model.layers') and per slot the module's
+ * path inside a block ('self_attn.q_proj'), whether it has a bias and whether files store it (in, out) (Conv1D).
+ */
+export const ARCHITECTURES = Object.freeze({ llama: archModules(ABI.architectures.llama), gpt2: archModules(ABI.architectures.gpt2) });
+
+/**
+ * A struct of the C API as this binding uses it: the fields it reads, at the offsets and with the types web/abi.js
+ * gives. `complete`: the binding also writes the struct, so it must know every field. A field the core lacks (or,
+ * when complete, one the binding lacks) is an error as soon as this module loads.
+ * @param {string} struct @param {string[]} fields @param {{ complete?: boolean }} [opts]
+ */
+export function structLayout(struct, fields, { complete = false } = {}) {
+  const desc = /** @type {Record<string, { size: number, fields: readonly (readonly [string, number, string, number])[] }>} */ (ABI.structs)[struct];
+  if (!desc) throw new Error(`web/abi.js describes no struct ${struct}`);
+  const byName = new Map(desc.fields.map(([name, offset, type, count]) => [name, { offset, type, count }]));
+  const missing = fields.filter((f) => !byName.has(f));
+  const unknown = complete ? [...byName.keys()].filter((f) => !fields.includes(f)) : [];
+  if (missing.length || unknown.length) {
+    throw new Error(`web/core.js and the C core disagree on ${struct}: `
+      + [missing.length ? `the core has no ${missing.join(', ')}` : '', unknown.length ? `the binding does not know ${unknown.join(', ')}` : '']
+        .filter(Boolean).join('; '));
+  }
+  return { size: desc.size, fields: fields.map((name) => ({ name, ...byName.get(name) })) };
+}
+
+const I64_HIGH = 2 ** 32;
+/** The fields of a struct at ptr, by C name (i64 and u32 as numbers, str as a string, arrays for count > 1). */
+function readStruct(wasm, layout, ptr) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const { name, offset, type, count } of layout.fields) {
+    const at = ptr + offset;
+    const one = (k) => {
+      switch (type) {
+        case 'i32': return wasm.i32[(at >>> 2) + k];
+        case 'f32': return wasm.f32[(at >>> 2) + k];
+        case 'f64': return wasm.f64[(at >>> 3) + k];
+        case 'i64': return wasm.u32[(at >>> 2) + 2 * k] + wasm.i32[(at >>> 2) + 2 * k + 1] * I64_HIGH;
+        case 'str': return wasm.readString(wasm.u32[(at >>> 2) + k]);
+        default: return wasm.u32[(at >>> 2) + k]; // u32, ptr
+      }
+    };
+    out[name] = count === 1 ? one(0) : Array.from({ length: count }, (_, k) => one(k));
+  }
+  return out;
+}
+
+const camelCase = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+const CONFIG = structLayout('wl_config', ['arch', 'dim', 'hidden_dim', 'n_layers', 'n_heads', 'n_kv_heads', 'head_dim',
+  'vocab_size', 'max_seq_len', 'tied_embeddings', 'qkv_bias', 'rope_layout', 'rope_theta', 'norm_eps', 'bos_id', 'eos_id'],
+{ complete: true });
+const TENSOR_INFO = structLayout('wl_tensor_info', ['name', 'data', 'grad', 'ndim', 'shape', 'transposed', 'numel', 'layer',
+  'decay', 'storage']);
+const MODULE_INFO = structLayout('wl_module_info', ['name', 'in_features', 'out_features', 'has_bias', 'conv1d']);
+const LORA_MODULE = structLayout('wl_lora_module', ['layer', 'slot', 'rank', 'in_features', 'out_features', 'scale',
+  'alpha', 'A', 'B', 'dA', 'dB', 'magnitude', 'dmagnitude', 'row_blocks', 'block_mask']);
+const LLAMA2C_PART = structLayout('wl_llama2c_part', ['tensor', 'offset', 'numel']);
 
 /** The wl_storage id of a dtype name; anything else is a clear error. */
 export function storageId(dtype) {
@@ -32,13 +98,7 @@ export function storageId(dtype) {
 }
 export const IGNORE_ID = -100;
 
-// wl_config: 16 four-byte fields (asserted in src/wasm/exports.c).
-const CONFIG_FIELDS = [
-  ['arch', 'i'], ['dim', 'i'], ['hiddenDim', 'i'], ['nLayers', 'i'], ['nHeads', 'i'], ['nKvHeads', 'i'],
-  ['headDim', 'i'], ['vocabSize', 'i'], ['maxSeqLen', 'i'], ['tiedEmbeddings', 'i'], ['qkvBias', 'i'],
-  ['ropeLayout', 'i'], ['ropeTheta', 'f'], ['normEps', 'f'], ['bosId', 'i'], ['eosId', 'i'],
-];
-const CONFIG_BYTES = 64;
+const CONFIG_BYTES = CONFIG.size;
 
 /** Split a non-negative integer seed into u32 halves (the exports take no i64). */
 function seedHalves(seed) {
@@ -52,6 +112,11 @@ export class Core {
   constructor(wasm) {
     this.wasm = wasm;
     this.x = wasm.exports;
+    const described = wasm.readString(wasm.exports.wl_abi());
+    if (described !== JSON.stringify(ABI)) {
+      throw new CoreError('this build of the C core (weblora.wasm) does not match the JavaScript package (web/abi.js): '
+        + 'they come from different versions', { code: 'BAD_STATE' });
+    }
   }
 
   /**
@@ -135,25 +200,20 @@ export class Core {
 
   /** @param {number} ptr @returns {Record<string, number>} */
   readConfig(ptr) {
-    /** @type {Record<string, number>} */
-    const cfg = {};
-    const base = ptr >>> 2;
-    CONFIG_FIELDS.forEach(([name, kind], i) => {
-      cfg[name] = kind === 'f' ? this.wasm.f32[base + i] : this.wasm.i32[base + i];
-    });
-    return cfg;
+    const fields = readStruct(this.wasm, CONFIG, ptr);
+    return Object.fromEntries(CONFIG.fields.map(({ name }) => [camelCase(name), fields[name]]));
   }
 
   writeConfig(ptr, cfg) {
-    const base = ptr >>> 2;
-    CONFIG_FIELDS.forEach(([name, kind], i) => {
-      const v = cfg[name];
+    for (const { name, offset, type } of CONFIG.fields) {
+      const key = camelCase(name);
+      const v = cfg[key];
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new CoreError(`model config field ${name} must be a finite number, got ${v}`, { code: 'INVALID_ARGUMENT' });
+        throw new CoreError(`model config field ${key} must be a finite number, got ${v}`, { code: 'INVALID_ARGUMENT' });
       }
-      if (kind === 'f') this.wasm.f32[base + i] = v;
-      else this.wasm.i32[base + i] = v;
-    });
+      if (type === 'f32') this.wasm.f32[(ptr + offset) >>> 2] = v;
+      else this.wasm.i32[(ptr + offset) >>> 2] = v;
+    }
   }
 
   /** Parse a Hugging Face config.json. @param {string|object} json */
@@ -326,7 +386,7 @@ export class Core {
    */
   svd(a, m, n, rank, opts = {}) {
     if (!(a instanceof Float32Array) || a.length !== m * n) throw new CoreError(`svd: expected a Float32Array of ${m} x ${n} values`, { code: 'INVALID_ARGUMENT' });
-    const method = { auto: 0, exact: 1, randomized: 2 }[opts.method ?? 'auto'];
+    const method = ABI.svdMethod[opts.method ?? 'auto'];
     if (method === undefined) throw new CoreError(`svd: unknown method ${opts.method}`, { code: 'INVALID_ARGUMENT' });
     const w = this.wasm;
     const ptrs = [];
@@ -373,7 +433,7 @@ export class Core {
    * @param {Adapter[]} adapters @param {number[]} weights @param {{ type?: 'linear'|'cat'|'svd', rank?: number }} [opts]
    */
   combineAdapters(adapters, weights, opts = {}) {
-    const type = { linear: 0, cat: 1, svd: 2 }[opts.type ?? 'svd'];
+    const type = ABI.combine[opts.type ?? 'svd'];
     if (type === undefined) throw new CoreError(`combination type must be linear, cat or svd, got ${opts.type}`, { code: 'INVALID_ARGUMENT' });
     const n = adapters.length;
     const maxModules = Math.max(1, ...adapters.map((a) => a.modules().length)) * Math.max(1, n);
@@ -462,18 +522,14 @@ export class Model {
   tensors() {
     const { core } = this;
     const out = [];
-    core.withScratch(56, (info) => {
+    core.withScratch(TENSOR_INFO.size, (info) => {
       const n = core.x.wl_model_n_tensors(this.ptr);
       for (let i = 0; i < n; i++) {
         core.check(core.x.wl_model_tensor(this.ptr, i, info), 'tensor table');
-        const u32 = core.wasm.u32, i32 = core.wasm.i32, b = info >>> 2;
-        const ndim = i32[b + 3];
-        const shape = [u32[b + 4] + u32[b + 5] * 2 ** 32];
-        if (ndim === 2) shape.push(u32[b + 6] + u32[b + 7] * 2 ** 32);
+        const t = readStruct(core.wasm, TENSOR_INFO, info);
         out.push({
-          index: i, name: core.wasm.readString(u32[b]), dataPtr: u32[b + 1], gradPtr: u32[b + 2], ndim, shape,
-          transposed: i32[b + 8] === 1, numel: u32[b + 9], layer: i32[b + 10], decay: i32[b + 11] === 1,
-          quantized: i32[b + 12] !== 0,
+          index: i, name: t.name, dataPtr: t.data, gradPtr: t.grad, ndim: t.ndim, shape: t.shape.slice(0, t.ndim),
+          transposed: t.transposed === 1, numel: t.numel, layer: t.layer, decay: t.decay === 1, quantized: t.storage !== ABI.storage.f32,
         });
       }
     });
@@ -512,15 +568,16 @@ export class Model {
   llama2cParts(header, fileSize) {
     const { core } = this;
     const cap = this.tensors().length;
-    return core.withScratch(header.byteLength + 8 + 24 * cap + 4, (p) => {
+    const size = LLAMA2C_PART.size;
+    return core.withScratch(header.byteLength + 8 + size * cap + 4, (p) => {
       core.wasm.u8.set(header, p);
       const parts = (p + header.byteLength + 7) & ~7;
-      const nPtr = parts + 24 * cap;
+      const nPtr = parts + size * cap;
       core.check(core.x.wl_llama2c_parts(this.ptr, p, header.byteLength, fileSize, parts, cap, nPtr), 'llama2.c checkpoint');
       const out = [];
       for (let i = 0; i < core.wasm.i32[nPtr >>> 2]; i++) {
-        const b = parts + 24 * i;
-        out.push({ tensor: core.wasm.i32[b >>> 2], offset: core.wasm.f64[(b + 8) >>> 3], numel: core.wasm.f64[(b + 16) >>> 3] });
+        const { tensor, offset, numel } = readStruct(core.wasm, LLAMA2C_PART, parts + size * i);
+        out.push({ tensor, offset, numel });
       }
       return out;
     });
@@ -622,13 +679,12 @@ export class Model {
   modules() {
     const { core } = this;
     const out = [];
-    core.withScratch(20, (info) => {
+    core.withScratch(MODULE_INFO.size, (info) => {
       for (let s = 0; s < core.x.wl_model_n_slots(this.ptr); s++) {
         core.check(core.x.wl_model_module(this.ptr, s, info), 'module');
-        const b = info >>> 2, u32 = core.wasm.u32, i32 = core.wasm.i32;
-        const name = core.wasm.readString(u32[b]);
-        out.push({ slot: s, name, shortName: name.split('.').pop(), inFeatures: i32[b + 1], outFeatures: i32[b + 2],
-          hasBias: i32[b + 3] === 1, conv1d: i32[b + 4] === 1 });
+        const m = readStruct(core.wasm, MODULE_INFO, info);
+        out.push({ slot: s, name: m.name, shortName: m.name.split('.').pop(), inFeatures: m.in_features,
+          outFeatures: m.out_features, hasBias: m.has_bias === 1, conv1d: m.conv1d === 1 });
       }
     });
     return out;
@@ -647,7 +703,7 @@ export class Model {
    * that only needs the last position's logits (generation), so a long context stays cheap.
    */
   reserve(B, T, { train = false, lastLogits = false } = {}) {
-    const flags = (train ? 1 : 0) | (lastLogits ? 2 : 0);
+    const flags = (train ? ReserveFlags.TRAIN : 0) | (lastLogits ? ReserveFlags.LAST_LOGITS : 0);
     this.core.check(this.core.x.wl_model_reserve(this.ptr, B, T, flags), 'reserve');
   }
 
@@ -830,14 +886,13 @@ export class Adapter {
   modules() {
     const { core } = this;
     const out = [];
-    core.withScratch(60, (m) => {
+    core.withScratch(LORA_MODULE.size, (p) => {
       for (let i = 0; i < core.x.wl_adapter_n_modules(this.ptr); i++) {
-        core.check(core.x.wl_adapter_module(this.ptr, i, m), 'adapter module');
-        const b = m >>> 2, i32 = core.wasm.i32, f32 = core.wasm.f32, u32 = core.wasm.u32;
-        out.push({ index: i, layer: i32[b], slot: i32[b + 1], rank: i32[b + 2], inFeatures: i32[b + 3],
-          outFeatures: i32[b + 4], scale: f32[b + 5], alpha: f32[b + 6], A: u32[b + 7], B: u32[b + 8],
-          dA: u32[b + 9], dB: u32[b + 10], magnitude: u32[b + 11], dMagnitude: u32[b + 12], rowBlocks: i32[b + 13],
-          blockMask: i32[b + 14] });
+        core.check(core.x.wl_adapter_module(this.ptr, i, p), 'adapter module');
+        const m = readStruct(core.wasm, LORA_MODULE, p);
+        out.push({ index: i, layer: m.layer, slot: m.slot, rank: m.rank, inFeatures: m.in_features,
+          outFeatures: m.out_features, scale: m.scale, alpha: m.alpha, A: m.A, B: m.B, dA: m.dA, dB: m.dB,
+          magnitude: m.magnitude, dMagnitude: m.dmagnitude, rowBlocks: m.row_blocks, blockMask: m.block_mask });
       }
     });
     return out;

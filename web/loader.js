@@ -6,7 +6,7 @@ import { node } from '#platform';
 import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from './errors.js';
 import { createSha256, normalizeSha256, sha256Hex } from './crypto.js';
 export { ModelSourceError } from './errors.js';
-import { DType, STORAGE_NAMES, storageId } from './core.js';
+import { DType, SAFETENSORS_MAX_HEADER, STORAGE_NAMES, storageId } from './core.js';
 import { RemoteFile, resolveModelSource } from './stream.js';
 import { halfPrecisionMixup } from './safetensors.js';
 import { isCached } from './cache.js';
@@ -14,7 +14,6 @@ import { loadTokenizer } from './tokenizer.js';
 import { hubFolderUrl, sourceKind } from './identity.js';
 import { env } from './env.js';
 
-const SAFETENSORS_MAX_HEADER = 100_000_000;
 const DEFAULT_CHUNK = 1 << 20;
 
 /**

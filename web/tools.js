@@ -1,15 +1,11 @@
 // tools.js: adapter tools that need only PEFT files, not the base model: rank reduction and PEFT-style combination.
 // The model shape is read off the files (module paths and factor shapes), and the work is done by the core's SVD.
 import { InvalidAdapterError, UnsupportedAdapterError } from './errors.js';
-import { Arch } from './core.js';
+import { ARCHITECTURES, Arch } from './core.js';
 import { CONFIG_FILE, FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, peftToAdapter } from './peft.js';
 
-const SLOTS = {
-  llama: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'],
-  gpt2: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'],
-};
-const CONTAINER = { llama: 'model.layers', gpt2: 'transformer.h' };
-const KEY = /^base_model\.model\.(model\.layers|transformer\.h)\.(\d+)\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$/;
+const BLOCKS = Object.values(ARCHITECTURES).map((a) => a.blocks.replaceAll('.', '\\.')).join('|');
+const KEY = new RegExp(`^base_model\\.model\\.(${BLOCKS})\\.(\\d+)\\.(.+)\\.lora_([AB])(?:\\.[^.]+)?\\.weight$`);
 // LoRA on the token embedding or the LM head (PEFT's Embedding and lm_head keys)
 const MODEL_LEVEL_KEY = /^base_model\.model\.(?:(?:model\.embed_tokens|transformer\.wte)\.lora_embedding_[AB]|lm_head\.lora_[AB](?:\.[^.]+)?\.weight)$/;
 
@@ -41,10 +37,10 @@ export function shapeFromFiles(core, fileSets) {
       }
       const m = KEY.exec(t.name);
       if (!m) continue;
-      const a = m[1] === 'transformer.h' ? 'gpt2' : 'llama';
+      const a = /** @type {'gpt2' | 'llama'} */ (Object.keys(ARCHITECTURES).find((k) => ARCHITECTURES[k].blocks === m[1]));
       if (arch && arch !== a) throw new InvalidAdapterError('the adapters were made for different model architectures');
       arch = a;
-      const slot = SLOTS[a].indexOf(m[3]);
+      const slot = ARCHITECTURES[a].slots.findIndex((s) => s.name === m[3]);
       if (slot < 0) throw new InvalidAdapterError(`${t.name}: ${m[3]} is not a LoRA-capable module of a ${a} model`);
       nLayers = Math.max(nLayers, Number(m[2]) + 1);
       const [rows, cols] = t.shape;
@@ -57,15 +53,16 @@ export function shapeFromFiles(core, fileSets) {
     }
   }
   if (!arch) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds no LoRA weights of a Llama or GPT-2 model`);
-  const names = SLOTS[arch];
+  const { blocks, slots } = ARCHITECTURES[arch];
+  const names = slots.map((s) => s.name);
   const shape = { arch: arch === 'gpt2' ? Arch.GPT2 : Arch.LLAMA, nLayers, inFeatures: names.map((_, s) => inF.get(s) ?? 0),
     outFeatures: names.map((_, s) => outF.get(s) ?? 0) };
   return {
     core, ptr: 0, shape, arch,
     config: { arch: shape.arch, nLayers, ropeLayout: 0, nHeads: 0, nKvHeads: 0, headDim: 0 },
-    modules: () => names.map((name, slot) => ({ slot, name, shortName: name.split('.').pop(), inFeatures: shape.inFeatures[slot],
-      outFeatures: shape.outFeatures[slot], hasBias: arch === 'gpt2', conv1d: arch === 'gpt2' })),
-    modulePath: (layer, slot) => `${CONTAINER[arch]}.${layer}.${names[slot]}`,
+    modules: () => slots.map(({ name, hasBias, conv1d }, slot) => ({ slot, name, shortName: name.split('.').pop(),
+      inFeatures: shape.inFeatures[slot], outFeatures: shape.outFeatures[slot], hasBias, conv1d })),
+    modulePath: (layer, slot) => `${blocks}.${layer}.${names[slot]}`,
   };
 }
 

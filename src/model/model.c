@@ -19,6 +19,16 @@ static const wl_module_info GPT2_SLOTS[WL_GPT2_N_SLOTS] = {
 };
 static const int GPT2_STAGE[WL_GPT2_N_SLOTS] = {0, 1, 2, 3};
 
+const wl_module_info *wl_arch_slots(int arch, int *n_slots) {
+    int n = arch == WL_ARCH_LLAMA ? WL_LLAMA_N_SLOTS : arch == WL_ARCH_GPT2 ? WL_GPT2_N_SLOTS : 0;
+    if (n_slots) *n_slots = n;
+    return arch == WL_ARCH_LLAMA ? LLAMA_SLOTS : arch == WL_ARCH_GPT2 ? GPT2_SLOTS : NULL;
+}
+
+const char *wl_arch_block_prefix(int arch) {
+    return arch == WL_ARCH_LLAMA ? "model.layers" : arch == WL_ARCH_GPT2 ? "transformer.h" : NULL;
+}
+
 /* ---- tensor table ---- */
 
 typedef struct table_builder {
@@ -528,8 +538,7 @@ wl_status wl_model_module_path(const wl_model *m, int layer, int slot, char *buf
     }
     if (layer < 0 || layer >= m->cfg.n_layers || slot < 0 || slot >= m->n_slots)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module (%d, %d) out of range", layer, slot);
-    const char *prefix = m->cfg.arch == WL_ARCH_GPT2 ? "transformer.h" : "model.layers";
-    int n = snprintf(buf, cap, "%s.%d.%s", prefix, layer, m->slot_info[slot].name);
+    int n = snprintf(buf, cap, "%s.%d.%s", wl_arch_block_prefix(m->cfg.arch), layer, m->slot_info[slot].name);
     if (n < 0 || (size_t)n >= cap) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module path buffer too small");
     return WL_OK;
 }
