@@ -113,6 +113,10 @@ wl_status wl_model_write_tensor(wl_model *model, int index, int dtype, uint64_t 
 /* Read elements [first, first + n) of tensor `index` in memory layout into dst: a copy of an f32 tensor, the
  * dequantised values of a quantised one. */
 wl_status wl_model_read_tensor(const wl_model *model, int index, uint64_t first, uint64_t n, float *dst);
+/* The whole tensor `index` in its Hugging Face file layout (the inverse of wl_model_write_tensor's): a GPT-2 Conv1D
+ * weight transposed back to (in, out), every other tensor as in memory; dequantised when held quantised. dst holds
+ * numel floats. */
+wl_status wl_model_read_tensor_file(const wl_model *model, int index, float *dst);
 
 /* The value written at element floor(k * numel / n) (memory layout), n = min(WL_TENSOR_SAMPLES, numel), k < n: for a
  * quantised tensor the full-precision value it received, not its dequantised one, so a model's identity

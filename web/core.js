@@ -16,6 +16,8 @@ export const ForwardFlags = Object.freeze({ ...ABI.forwardFlags });
 export const ReserveFlags = Object.freeze({ ...ABI.reserveFlags });
 export const DType = Object.freeze({ ...ABI.dtype });
 export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [v, k])));
+/** Bytes per element of each dtype, by its safetensors name. */
+export const DTYPE_SIZES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [k, ABI.dtypeSize[v]])));
 export const LoraInit = Object.freeze({ ...ABI.loraInit });
 /** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_0 blocks. */
 export const STORAGE_NAMES = Object.freeze(Object.keys(ABI.storage).sort((a, b) => ABI.storage[a] - ABI.storage[b]));
@@ -176,26 +178,48 @@ export class Core {
 
   /**
    * f32 values as little-endian bytes of F32, F16 or BF16 (round-to-nearest-even), for writers of half-precision
-   * files. Converted in blocks, so a tensor of any size needs little scratch memory.
+   * files. Converted by the core in blocks, so a tensor of any size needs little scratch memory.
    * @param {Float32Array} values @param {'F32'|'F16'|'BF16'} dtype @returns {Uint8Array}
    */
   encodeFloats(values, dtype) {
-    const id = DType[dtype];
     if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new CoreError(`cannot encode floats as ${dtype}: only F32, F16, BF16`, { code: 'INVALID_ARGUMENT' });
-    const esize = this.x.wl_dtype_size(id);
+    const esize = ABI.dtypeSize[DType[dtype]];
     const out = new Uint8Array(values.length * esize);
-    const block = Math.min(values.length, 1 << 18);
-    if (block === 0) return out;
-    this.withScratch(block * (4 + esize), (p) => {
-      const dst = p + 4 * block;
-      for (let at = 0; at < values.length; at += block) {
-        const n = Math.min(block, values.length - at);
-        this.wasm.f32.set(values.subarray(at, at + n), p >>> 2);
-        this.check(this.x.wl_convert_from_f32(dst, p, id, n), 'encode floats');
-        out.set(this.wasm.u8.subarray(dst, dst + n * esize), at * esize);
-      }
+    this.convertBlocks(values.length, 4, esize, (src, dst, at, n) => {
+      this.wasm.f32.set(values.subarray(at, at + n), src >>> 2);
+      this.check(this.x.wl_convert_from_f32(dst, src, DType[dtype], n), 'encode floats');
+      out.set(this.wasm.u8.subarray(dst, dst + n * esize), at * esize);
     });
     return out;
+  }
+
+  /**
+   * Little-endian bytes of a floating dtype (F32, F16, BF16, F64) widened to f32 by the core; any other dtype is
+   * an error (UNSUPPORTED).
+   * @param {Uint8Array} bytes @param {string} dtype a safetensors dtype name @returns {Float32Array}
+   */
+  decodeFloats(bytes, dtype) {
+    const id = DType[dtype];
+    if (!['F32', 'F16', 'BF16', 'F64'].includes(dtype)) throw new CoreError(`cannot read ${dtype} values as floats: only F32, F16, BF16, F64`, { code: 'UNSUPPORTED' });
+    const esize = ABI.dtypeSize[id];
+    if (bytes.byteLength % esize) throw new CoreError(`${bytes.byteLength} bytes are not whole ${dtype} values`, { code: 'INVALID_ARGUMENT' });
+    const out = new Float32Array(bytes.byteLength / esize);
+    this.convertBlocks(out.length, esize, 4, (src, dst, at, n) => {
+      this.wasm.u8.set(bytes.subarray(at * esize, (at + n) * esize), src);
+      this.check(this.x.wl_convert_to_f32(dst, src, id, n), 'decode floats');
+      out.set(this.wasm.f32.subarray(dst >>> 2, (dst >>> 2) + n), at);
+    });
+    return out;
+  }
+
+  /** Run step(src, dst, at, n) over blocks of n of count values, with scratch for n values of each size. */
+  convertBlocks(count, srcSize, dstSize, step) {
+    const block = Math.min(count, 1 << 18);
+    if (block === 0) return;
+    const dstAt = Math.ceil((block * srcSize) / 8) * 8; // either side may hold f32 views: keep both aligned
+    this.withScratch(dstAt + block * dstSize, (p) => {
+      for (let at = 0; at < count; at += block) step(p, p + dstAt, at, Math.min(block, count - at));
+    });
   }
 
   /** @param {number} ptr @returns {Record<string, number>} */
@@ -228,6 +252,20 @@ export class Core {
         this.wasm.free(p);
       }
       return this.readConfig(cfgPtr);
+    });
+  }
+
+  /** The Hugging Face config.json text of a config object (fields as readConfig returns), written by the core. */
+  configToHF(cfg) {
+    return this.withScratch(CONFIG_BYTES + 4, (p) => {
+      this.writeConfig(p, cfg);
+      const lenPtr = p + CONFIG_BYTES;
+      this.x.wl_config_to_hf_json(p, 0, 0, lenPtr); // measures: fails for want of room, says how much
+      const len = this.wasm.u32[lenPtr >>> 2];
+      return this.withScratch(len + 1, (buf) => {
+        this.check(this.x.wl_config_to_hf_json(p, buf, len + 1, lenPtr), 'config.json');
+        return this.wasm.readString(buf);
+      });
     });
   }
 
@@ -265,51 +303,18 @@ export class Core {
     });
   }
 
-  /** Load a llama2.c checkpoint. @param {Uint8Array} bytes */
-  loadLlama2c(bytes) {
-    const p = this.wasm.copyIn(bytes);
-    try {
-      return this.loadLlama2cAt(p, bytes.length);
-    } finally {
-      this.wasm.free(p);
-    }
-  }
-
-  /** Load a llama2.c checkpoint already in wasm memory at ptr. */
-  loadLlama2cAt(ptr, len) {
-    return new Model(this, this.callOut('llama2.c checkpoint', (out) => this.x.wl_model_load_llama2c(ptr, len, out)));
-  }
-
-  /** Load an HF model from config.json text and safetensors shards. @param {string} configJson @param {Uint8Array[]} shards */
-  loadHF(configJson, shards) {
-    const cfgBytes = new TextEncoder().encode(configJson);
-    const ptrs = [];
-    try {
-      const cfgPtr = this.wasm.copyIn(cfgBytes);
-      ptrs.push(cfgPtr);
-      const pairs = this.wasm.malloc(8 * Math.max(1, shards.length));
-      ptrs.push(pairs);
-      shards.forEach((s, i) => {
-        const sp = this.wasm.copyIn(s);
-        ptrs.push(sp);
-        this.wasm.u32[(pairs >>> 2) + 2 * i] = sp;
-        this.wasm.u32[(pairs >>> 2) + 2 * i + 1] = s.byteLength;
-      });
-      const ptr = this.callOut('model.safetensors', (out) =>
-        this.x.wl_model_load_hf(cfgPtr, cfgBytes.length, pairs, shards.length, out));
-      return new Model(this, ptr);
-    } finally {
-      ptrs.forEach((p) => this.wasm.free(p));
-    }
-  }
-
   /**
    * Parse a safetensors file (whole, or only its header when fileSize is given) with the C parser.
    * @param {Uint8Array} bytes
    * @param {number} [fileSize] total size of the file when bytes hold only its beginning
-   * @returns {{ headerSize: number, dataStart: number, tensors: {name: string, dtype: string, dtypeId: number, shape: number[], begin: number, end: number}[], metadata: Record<string, string> }}
+   * @returns {SafetensorsHeader}
    */
   parseSafetensors(bytes, fileSize) {
+    return this.withSafetensors(bytes, fileSize, (st) => this.describeSafetensors(st));
+  }
+
+  /** Run fn with the core's parse (a wl_safetensors pointer) of a file or its header, freed afterwards. */
+  withSafetensors(bytes, fileSize, fn) {
     const p = this.wasm.copyIn(bytes);
     let st = 0;
     try {
@@ -317,30 +322,35 @@ export class Core {
         fileSize === undefined
           ? this.x.wl_st_parse(p, bytes.byteLength, out)
           : this.x.wl_st_parse_header(p, bytes.byteLength, fileSize, out));
-      const x = this.x;
-      const tensors = [];
-      for (let i = 0; i < x.wl_st_count(st); i++) {
-        const ndim = x.wl_st_ndim(st, i);
-        const shape = [];
-        for (let d = 0; d < ndim; d++) shape.push(x.wl_st_dim(st, i, d));
-        const dtypeId = x.wl_st_dtype(st, i);
-        tensors.push({
-          name: this.wasm.readString(x.wl_st_name(st, i)),
-          dtype: DTYPE_NAMES[dtypeId], dtypeId, shape,
-          begin: x.wl_st_begin(st, i), end: x.wl_st_end(st, i),
-        });
-      }
-      /** @type {Record<string, string>} */
-      const metadata = {};
-      for (let i = 0; i < x.wl_st_n_metadata(st); i++) {
-        metadata[this.wasm.readString(x.wl_st_metadata_key(st, i))] = this.wasm.readString(x.wl_st_metadata_value(st, i));
-      }
-      const dataStart = x.wl_st_data_start(st);
-      return { headerSize: dataStart - 8, dataStart, tensors, metadata };
+      return fn(st);
     } finally {
       if (st) this.x.wl_st_free(st);
       this.wasm.free(p);
     }
+  }
+
+  /** @param {number} st a wl_safetensors @returns {SafetensorsHeader} */
+  describeSafetensors(st) {
+    const x = this.x;
+    const tensors = [];
+    for (let i = 0; i < x.wl_st_count(st); i++) {
+      const ndim = x.wl_st_ndim(st, i);
+      const shape = [];
+      for (let d = 0; d < ndim; d++) shape.push(x.wl_st_dim(st, i, d));
+      const dtypeId = x.wl_st_dtype(st, i);
+      tensors.push({
+        name: this.wasm.readString(x.wl_st_name(st, i)),
+        dtype: DTYPE_NAMES[dtypeId], dtypeId, shape,
+        begin: x.wl_st_begin(st, i), end: x.wl_st_end(st, i),
+      });
+    }
+    /** @type {Record<string, string>} */
+    const metadata = {};
+    for (let i = 0; i < x.wl_st_n_metadata(st); i++) {
+      metadata[this.wasm.readString(x.wl_st_metadata_key(st, i))] = this.wasm.readString(x.wl_st_metadata_value(st, i));
+    }
+    const dataStart = x.wl_st_data_start(st);
+    return { headerSize: dataStart - 8, dataStart, tensors, metadata };
   }
 
   /**
@@ -561,6 +571,15 @@ export class Model {
     return out;
   }
 
+  /** A tensor's values in its Hugging Face file layout (a GPT-2 Conv1D weight (in, out)), as the core reads them back. */
+  readTensorFile(entry) {
+    const { core } = this;
+    return core.withScratch(4 * Math.max(1, entry.numel), (p) => {
+      core.check(core.x.wl_model_read_tensor_file(this.ptr, entry.index, p), 'read tensor');
+      return core.wasm.f32.slice(p >>> 2, (p >>> 2) + entry.numel);
+    });
+  }
+
   /**
    * Where each tensor of this model (created from the checkpoint's header) lies in a llama2.c file of fileSize bytes:
    * [{ tensor (index), offset (bytes), numel }] in file order. @param {Uint8Array} header its first 28 bytes
@@ -591,29 +610,10 @@ export class Model {
   /** Write elements of a tensor in file layout from raw bytes of the given dtype. */
   writeTensor(index, dtypeId, firstElement, bytes) {
     const { core } = this;
-    const n = bytes.byteLength / core.x.wl_dtype_size(dtypeId);
+    const n = bytes.byteLength / ABI.dtypeSize[dtypeId];
     core.withScratch(Math.max(1, bytes.byteLength), (p) => {
       core.wasm.u8.set(bytes, p);
       core.check(core.x.wl_model_write_tensor(this.ptr, index, dtypeId, firstElement, n, p), 'write tensor');
-    });
-  }
-
-  /**
-   * The model tensor a safetensors entry fills: its index, or -1 for entries that carry no weights (buffers,
-   * a stored copy of a tied head). Unknown names, unsupported dtypes and wrong shapes throw.
-   * @param {{ name: string, dtypeId: number, shape: number[] }} t
-   */
-  matchTensor(t) {
-    const { core } = this;
-    const nameBytes = new TextEncoder().encode(t.name);
-    return core.withScratch(nameBytes.length + 1 + 8 * Math.max(1, t.shape.length) + 8, (p) => {
-      core.wasm.u8.set(nameBytes, p);
-      core.wasm.u8[p + nameBytes.length] = 0;
-      const shapePtr = (p + nameBytes.length + 1 + 7) & ~7;
-      core.wasm.f64.set(t.shape, shapePtr >>> 3);
-      const outPtr = shapePtr + 8 * Math.max(1, t.shape.length);
-      core.check(core.x.wl_model_match_tensor(this.ptr, p, t.dtypeId, t.shape.length, shapePtr, outPtr), 'safetensors');
-      return core.wasm.i32[outPtr >>> 2];
     });
   }
 
@@ -816,6 +816,55 @@ export class Model {
     this.ptr = 0;
   }
 }
+
+/**
+ * One load of a model's weights from safetensors shards, whatever carries the bytes: the core plans each shard
+ * (wl_model_plan_shard: which model tensor every file tensor fills, none stored twice) and checks at the end that
+ * every model tensor came (wl_model_check_loaded); the caller writes the bytes with Model.writeTensorBytes.
+ */
+export class ShardLoad {
+  /** @param {Model} model */
+  constructor(model) {
+    this.model = model;
+    const n = model.core.x.wl_model_n_tensors(model.ptr);
+    this.seen = model.core.wasm.malloc(Math.max(1, n));
+    model.core.wasm.u8.fill(0, this.seen, this.seen + n);
+  }
+
+  /**
+   * The plan of one shard from its header (the first bytes of a file of fileSize bytes): the file's tensors, each
+   * with `index`, the model tensor it fills (-1: it carries no weights).
+   * @param {Uint8Array} header @param {number} fileSize
+   * @returns {Omit<SafetensorsHeader, 'tensors'> & { tensors: (SafetensorsEntry & { index: number })[] }}
+   */
+  plan(header, fileSize) {
+    const { core, ptr } = this.model;
+    return core.withSafetensors(header, fileSize, (st) => {
+      const parsed = core.describeSafetensors(st);
+      const n = parsed.tensors.length;
+      const indices = core.withScratch(4 * Math.max(1, n), (p) => {
+        core.check(core.x.wl_model_plan_shard(ptr, st, this.seen, p), 'safetensors');
+        return Array.from(core.wasm.i32.subarray(p >>> 2, (p >>> 2) + n));
+      });
+      return { ...parsed, tensors: parsed.tensors.map((t, i) => ({ ...t, index: indices[i] })) };
+    });
+  }
+
+  /** Throw (NOT_FOUND) naming the first model tensor no shard held. */
+  finish() {
+    this.model.core.check(this.model.core.x.wl_model_check_loaded(this.model.ptr, this.seen), 'safetensors');
+  }
+
+  free() {
+    this.model.core.wasm.free(this.seen);
+    this.seen = 0;
+  }
+}
+
+/**
+ * @typedef {{ name: string, dtype: string, dtypeId: number, shape: number[], begin: number, end: number }} SafetensorsEntry
+ * @typedef {{ headerSize: number, dataStart: number, tensors: SafetensorsEntry[], metadata: Record<string, string> }} SafetensorsHeader
+ */
 
 /** A LoRA adapter in the core. */
 export class Adapter {

@@ -1023,7 +1023,7 @@ export function peftToAdapter(core, model, files, options = {}) {
           throw new InvalidAdapterError(`${key} holds a non-finite value (${values[i]}) at element ${i}`, { details: { key, index: i } });
         }
       }
-      const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(values, t.dtype) : null;
+      const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(core, values, t.dtype) : null;
       if (mixup) {
         throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
           details: { key, dtype: t.dtype, likely: mixup.likely } });

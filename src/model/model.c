@@ -515,6 +515,21 @@ wl_status wl_model_read_tensor(const wl_model *m, int index, uint64_t first, uin
     return WL_OK;
 }
 
+wl_status wl_model_read_tensor_file(const wl_model *m, int index, float *dst) {
+    if (!m || !dst) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_read_tensor_file: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_read_tensor_file: index %d out of range", index);
+    const wl_tensor_rec *t = &m->tensors[index];
+    if (!t->transposed) return wl_model_read_tensor(m, index, 0, t->numel, dst);
+    /* Conv1D: memory (out, in), file (in, out). */
+    size_t in = (size_t)t->shape[0], out = (size_t)t->shape[1];
+    const wl_qweight *w = t->qindex < 0 ? NULL : &m->qweights[t->qindex];
+    const float *mem = m->params + t->offset;
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++) dst[i * out + o] = w ? wl_qweight_value(w, (int)o, (int)i) : mem[o * in + i];
+    return WL_OK;
+}
+
 /* ---- modules ---- */
 
 int wl_model_n_slots(const wl_model *m) { return m ? m->n_slots : 0; }

@@ -48,6 +48,9 @@ EXPORT(wl_model_write_tensor) int wlx_model_write_tensor(wl_model *m, int index,
 EXPORT(wl_model_read_tensor) int wlx_model_read_tensor(const wl_model *m, int index, double first, double n, float *dst) {
     return wl_model_read_tensor(m, index, (uint64_t)first, (uint64_t)n, dst);
 }
+EXPORT(wl_model_read_tensor_file) int wlx_model_read_tensor_file(const wl_model *m, int index, float *dst) {
+    return wl_model_read_tensor_file(m, index, dst);
+}
 EXPORT(wl_model_tensor_sample) double wlx_model_tensor_sample(const wl_model *m, int index, int k) {
     float v = 0.0f;
     return wl_model_tensor_sample(m, index, k, &v) == WL_OK ? (double)v : NAN;
@@ -86,9 +89,6 @@ EXPORT(wl_model_memory_part) double wlx_model_memory_part(const wl_model *m, int
 
 /* ---- loaders ---- */
 
-EXPORT(wl_model_load_llama2c) int wlx_model_load_llama2c(const uint8_t *buf, size_t len, wl_model **out) {
-    return wl_model_load_llama2c(buf, len, out);
-}
 EXPORT(wl_config_from_llama2c_header) int wlx_config_from_llama2c_header(const uint8_t *header, size_t header_len,
                                                                          double file_len, wl_config *cfg) {
     return wl_config_from_llama2c_header(header, header_len, (uint64_t)file_len, cfg);
@@ -97,38 +97,18 @@ EXPORT(wl_llama2c_parts) int wlx_llama2c_parts(const wl_model *m, const uint8_t 
                                                double file_len, wl_llama2c_part *parts, int cap, int *n) {
     return wl_llama2c_parts(m, header, header_len, (uint64_t)file_len, parts, cap, n);
 }
+EXPORT(wl_config_to_hf_json) int wlx_config_to_hf_json(const wl_config *cfg, char *buf, size_t cap, size_t *len) {
+    return wl_config_to_hf_json(cfg, buf, cap, len);
+}
 EXPORT(wl_config_from_hf_json) int wlx_config_from_hf_json(const char *json, size_t len, wl_config *cfg) {
     return wl_config_from_hf_json(json, len, cfg);
 }
-/* shards: n pairs (ptr, len) of u32 */
-EXPORT(wl_model_load_hf) int wlx_model_load_hf(const char *json, size_t json_len, const uint32_t *shard_pairs,
-                                               int n_shards, wl_model **out) {
-    if (n_shards < 0 || n_shards > 4096) return wl_model_load_hf(json, json_len, NULL, -1, out);
-    wl_buffer *shards = malloc(sizeof(wl_buffer) * (size_t)(n_shards ? n_shards : 1));
-    if (!shards) return WL_STATUS_OUT_OF_MEMORY;
-    for (int i = 0; i < n_shards; i++) {
-        shards[i].data = (const uint8_t *)(uintptr_t)shard_pairs[2 * i];
-        shards[i].len = shard_pairs[2 * i + 1];
-    }
-    int st = wl_model_load_hf(json, json_len, shards, n_shards, out);
-    free(shards);
-    return st;
+EXPORT(wl_model_plan_shard) int wlx_model_plan_shard(const wl_model *m, const wl_safetensors *st, uint8_t *seen,
+                                                     int *index) {
+    return wl_model_plan_shard(m, st, seen, index);
 }
-/* shape as f64 values (exact for any real dimension) */
-EXPORT(wl_model_match_tensor) int wlx_model_match_tensor(const wl_model *m, const char *name, int dtype, int ndim,
-                                                         const double *shape, int *index) {
-    int64_t dims[WL_ST_MAX_DIMS];
-    if (ndim < 0 || ndim > WL_ST_MAX_DIMS) return wl_model_match_tensor(m, name, dtype, -1, NULL, index);
-    for (int i = 0; i < ndim; i++) {
-        /* Values come from JavaScript: only exact non-negative integers convert without undefined behaviour. */
-        double d = shape[i];
-        if (!(d >= 0.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d) {
-            if (index) *index = -1;
-            return wl_model_match_tensor(m, name, dtype, -1, NULL, index);
-        }
-        dims[i] = (int64_t)d;
-    }
-    return wl_model_match_tensor(m, name, dtype, ndim, dims, index);
+EXPORT(wl_model_check_loaded) int wlx_model_check_loaded(const wl_model *m, const uint8_t *seen) {
+    return wl_model_check_loaded(m, seen);
 }
 EXPORT(wl_st_parse) int wlx_st_parse(const uint8_t *buf, size_t len, wl_safetensors **out) {
     return wl_st_parse(buf, len, out);
@@ -153,7 +133,9 @@ EXPORT(wl_st_ndim) int wlx_st_ndim(const wl_safetensors *st, int i) { return st-
 EXPORT(wl_st_dim) double wlx_st_dim(const wl_safetensors *st, int i, int d) { return (double)st->tensors[i].shape[d]; }
 EXPORT(wl_st_begin) double wlx_st_begin(const wl_safetensors *st, int i) { return (double)st->tensors[i].begin; }
 EXPORT(wl_st_end) double wlx_st_end(const wl_safetensors *st, int i) { return (double)st->tensors[i].end; }
-EXPORT(wl_dtype_size) int wlx_dtype_size(int dtype) { return (int)wl_dtype_size(dtype); }
+EXPORT(wl_convert_to_f32) int wlx_convert_to_f32(float *dst, const void *src, int dtype, size_t n) {
+    return wl_convert_to_f32(dst, src, dtype, n);
+}
 EXPORT(wl_convert_from_f32) int wlx_convert_from_f32(void *dst, const float *src, int dtype, size_t n) {
     return wl_convert_from_f32(dst, src, dtype, n);
 }

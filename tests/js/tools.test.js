@@ -305,12 +305,12 @@ describe('resize, extract, combine', () => {
 
   // Two PEFT adapters of the llama_patterns model (rank and alpha patterns, rsLoRA, modules only one of them has),
   // combined from their files as PEFT's add_weighted_adapter does it, computed in float64 by tests/ref/make_ref.py.
-  test.each(['linear', 'cat', 'svd'])('combine %s matches PEFT\'s add_weighted_adapter', (type) => {
+  test.each(['linear', 'cat', 'svd'])('combine %s matches PEFT\'s add_weighted_adapter', async (type) => {
     const { dir, cs, io } = readCase(core, 'combine');
     const base = readCase(core, cs.model_case);
     const out = combineAdapterFiles(core, [{ files: peftFiles(base.dir), weight: cs.weights[0] }, { files: peftFiles(dir), weight: cs.weights[1] }],
       { type, rank: type === 'svd' ? cs.svd_rank : 0 });
-    const model = loadCaseModel(core, base.dir, base.cs);
+    const model = await loadCaseModel(core, base.dir, base.cs);
     const adapter = peftToAdapter(core, model, out.files);
     const tol = cs.tolerance;
     let compared = 0;
