@@ -21,9 +21,8 @@ export const DTYPE_SIZES = Object.freeze(Object.fromEntries(Object.entries(DType
 export const LoraInit = Object.freeze({ ...ABI.loraInit });
 /** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_0 blocks. */
 export const STORAGE_NAMES = Object.freeze(Object.keys(ABI.storage).sort((a, b) => ABI.storage[a] - ABI.storage[b]));
-/** The C parser's limits: largest safetensors JSON header (bytes) and tensor rank. */
+/** The C parser's limit on a safetensors JSON header (bytes). */
 export const SAFETENSORS_MAX_HEADER = ABI.limits.safetensorsMaxHeader;
-export const SAFETENSORS_MAX_DIMS = ABI.limits.safetensorsMaxDims;
 /** Model-level LoRA modules (token embedding, LM head) sit at this layer, in these slots. */
 export const MODEL_LAYER = ABI.limits.loraModelLayer;
 export const EMBED_SLOT = ABI.limits.loraEmbedSlot;
@@ -260,8 +259,11 @@ export class Core {
     return this.withScratch(CONFIG_BYTES + 4, (p) => {
       this.writeConfig(p, cfg);
       const lenPtr = p + CONFIG_BYTES;
-      this.x.wl_config_to_hf_json(p, 0, 0, lenPtr); // measures: fails for want of room, says how much
+      this.wasm.u32[lenPtr >>> 2] = 0;
+      // Measures: fails for want of room and says how much is needed (or fails for a bad config, saying nothing).
+      const status = this.x.wl_config_to_hf_json(p, 0, 0, lenPtr);
       const len = this.wasm.u32[lenPtr >>> 2];
+      if (len === 0) this.check(status, 'config.json');
       return this.withScratch(len + 1, (buf) => {
         this.check(this.x.wl_config_to_hf_json(p, buf, len + 1, lenPtr), 'config.json');
         return this.wasm.readString(buf);

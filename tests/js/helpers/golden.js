@@ -1,6 +1,6 @@
-// Reading the reference data of tests/ref: a golden case's description, tensors, model (for the core's own
-// parsers) and PEFT adapter (through web/peft.js, checked against the resolution PyTorch + PEFT's rules give), and
-// the numpy SVD references of tests/ref/svd.
+// Reading the reference data of tests/ref: a golden case's description, tensors, model (through the package's
+// loader, as apps load models) and PEFT adapter (through web/peft.js, checked against the resolution PyTorch +
+// PEFT's rules give), and the numpy SVD references of tests/ref/svd.
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
