@@ -3,7 +3,7 @@
  *   wl_model.h   model config, weights, forward / backward / decode
  *   wl_lora.h    LoRA adapters: create, init, attach, train
  *   wl_optim.h   AdamW and SGD over flat buffers
- *   wl_io.h      safetensors, llama2.c and config.json parsers, safetensors writer
+ *   wl_io.h      safetensors and llama2.c parsers, config.json read and write, loading from shards, dtypes
  *   wl_svd.h     truncated SVD and the adapter tools built on it
  */
 #ifndef WEBLORA_H

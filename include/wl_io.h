@@ -99,6 +99,12 @@ const char *wl_st_metadata(const wl_safetensors *st, const char *key); /* value 
  * GPT2LMHeadModel) into a wl_config. Unknown architectures and unsupported options (rope_scaling, sliding
  * windows, ...) are reported as WL_STATUS_UNSUPPORTED. */
 wl_status wl_config_from_hf_json(const char *json, size_t len, wl_config *cfg);
+/* The config.json of a model in Hugging Face layout (LlamaForCausalLM, Qwen2ForCausalLM when qkv_bias,
+ * GPT2LMHeadModel), which wl_config_from_hf_json reads back to the same config (rope_layout aside: files are
+ * rotate-half). Floats are written in the shortest form that reads back as the same float, unknown token ids as
+ * null. NUL-terminated into buf (cap bytes); *len receives the length without the NUL, also when cap is too small
+ * (WL_STATUS_INVALID_ARGUMENT). */
+wl_status wl_config_to_hf_json(const wl_config *cfg, char *buf, size_t cap, size_t *len);
 
 /* Build a model from config.json and one or more safetensors shards (buffers). Every model tensor must be
  * present exactly once with the right shape; tensors the model does not use are an error except known
@@ -118,8 +124,18 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
 wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dtype, int ndim, const int64_t *shape,
                                 int *index);
 
+/* Loading a model from safetensors shards by any transport (wl_model_fill_from_safetensors from buffers here,
+ * web/formats/loader.js streaming over HTTP): for each shard, wl_model_plan_shard maps file tensor i to the model tensor
+ * index[i] it fills (-1: the entry carries no weights, as wl_model_match_tensor decides) and refuses a model tensor
+ * stored twice, in this shard or an earlier one (WL_STATUS_BAD_FORMAT); seen holds one flag per model tensor
+ * (wl_model_n_tensors bytes, zeroed before the first shard) and gets the planned tensors marked. The bytes then go
+ * through wl_model_write_tensor. After the last shard wl_model_check_loaded names the first model tensor no shard
+ * held (WL_STATUS_NOT_FOUND). */
+wl_status wl_model_plan_shard(const wl_model *model, const wl_safetensors *st, uint8_t *seen, int *index);
+wl_status wl_model_check_loaded(const wl_model *model, const uint8_t *seen);
+
 /* Fill an already created model from one parsed safetensors shard held in buf (used by wl_model_load_hf and by
- * tests); marks which tensors were written in `seen` (n_tensors bytes, may be NULL). */
+ * tests): wl_model_plan_shard, then each tensor's bytes; `seen` as there (may be NULL for a single shard). */
 wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *st, const uint8_t *buf,
                                          size_t len, uint8_t *seen);
 
@@ -142,22 +158,6 @@ typedef struct wl_llama2c_part {
 } wl_llama2c_part;
 wl_status wl_llama2c_parts(const wl_model *model, const uint8_t *header, size_t header_len, uint64_t file_len,
                            wl_llama2c_part *parts, int cap, int *n_parts);
-
-/* ---- safetensors writer (adapters, merged models) ---- */
-
-/* Size in bytes of the file wl_st_write would produce for these tensors (all written as F32). */
-typedef struct wl_st_entry {
-    const char *name;
-    const float *data;
-    int ndim;
-    int64_t shape[WL_ST_MAX_DIMS];
-} wl_st_entry;
-wl_status wl_st_write_size(const wl_st_entry *entries, int n, const char *const *meta_kv, int n_meta,
-                           uint64_t *size);
-/* Write a safetensors file (F32 tensors in the given order, optional metadata key/value pairs) into out,
- * which must hold exactly the size wl_st_write_size reported. */
-wl_status wl_st_write(const wl_st_entry *entries, int n, const char *const *meta_kv, int n_meta, uint8_t *out,
-                      uint64_t size);
 
 #ifdef __cplusplus
 }

@@ -113,10 +113,14 @@ wl_status wl_model_write_tensor(wl_model *model, int index, int dtype, uint64_t 
 /* Read elements [first, first + n) of tensor `index` in memory layout into dst: a copy of an f32 tensor, the
  * dequantised values of a quantised one. */
 wl_status wl_model_read_tensor(const wl_model *model, int index, uint64_t first, uint64_t n, float *dst);
+/* The whole tensor `index` in its Hugging Face file layout (the inverse of wl_model_write_tensor's): a GPT-2 Conv1D
+ * weight transposed back to (in, out), every other tensor as in memory; dequantised when held quantised. dst holds
+ * numel floats. */
+wl_status wl_model_read_tensor_file(const wl_model *model, int index, float *dst);
 
 /* The value written at element floor(k * numel / n) (memory layout), n = min(WL_TENSOR_SAMPLES, numel), k < n: for a
  * quantised tensor the full-precision value it received, not its dequantised one, so a model's identity
- * (web/engine.js fingerprintModel) does not depend on how it is stored. */
+ * (web/engine/engine.js fingerprintModel) does not depend on how it is stored. */
 #define WL_TENSOR_SAMPLES 64
 wl_status wl_model_tensor_sample(const wl_model *model, int index, int k, float *value);
 
@@ -138,6 +142,12 @@ typedef struct wl_module_info {
     int has_bias;
     int conv1d;         /* 1: stored (in, out) in files (GPT-2); PEFT calls this fan_in_fan_out */
 } wl_module_info;
+
+/* The slots of an architecture (wl_arch): *n_slots modules whose in/out features are 0 (they depend on the config),
+ * or NULL for an unknown architecture. */
+const wl_module_info *wl_arch_slots(int arch, int *n_slots);
+/* Where an architecture's blocks sit in Hugging Face names: "model.layers" or "transformer.h" (NULL if unknown). */
+const char *wl_arch_block_prefix(int arch);
 
 int wl_model_n_slots(const wl_model *model);
 wl_status wl_model_module(const wl_model *model, int slot, wl_module_info *info);

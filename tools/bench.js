@@ -7,6 +7,7 @@
 // (held-out loss, CPU time). Prints one JSON object. Ratios come from figures of this run only (the machine's cores
 // are shared and noisy, which is also why CPU-time figures stand beside wall-clock ones).
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
@@ -332,6 +333,21 @@ async function benchQuant(core, f32Run = null) {
   };
 }
 
+// The builds with the benchmarks' exports (peak loops, bare GEMMs), which the package does not ship.
+const BENCH_BUILDS = {
+  simd128: new URL('../build/wasm/weblora-bench.wasm', import.meta.url),
+  relaxed: new URL('../build/wasm-relaxed/weblora-bench-relaxed.wasm', import.meta.url),
+};
+
+/**
+ * The core with the benchmarks' exports, in one SIMD flavour ('auto': the one Core.create picks on this machine).
+ * @param {'simd128' | 'relaxed' | 'auto'} [simd]
+ */
+async function benchCore(simd = 'auto') {
+  const flavour = simd === 'auto' ? (await Core.create()).simd : simd;
+  return Core.create({ source: await readFile(BENCH_BUILDS[flavour]) });
+}
+
 async function main() {
   const modelThreads = process.argv.indexOf('--model-threads');
   const dtypeArg = process.argv.indexOf('--model-dtype');
@@ -349,16 +365,16 @@ async function main() {
   }
   const only = process.argv.indexOf('--only');
   if (only > 0 && process.argv[only + 1] === 'quant') {
-    process.stdout.write(`${JSON.stringify(await benchQuant(await Core.create()), null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(await benchQuant(await benchCore()), null, 2)}\n`);
     return;
   }
   const gemm = {};
   for (const simd of ['relaxed', 'simd128']) {
-    const gemmCore = await Core.create({ simd });
+    const gemmCore = await benchCore(simd);
     log(`weblora bench: GEMM shapes of a LoRA step (${simd} build), next to the peak of its instructions (one thread)...`);
     gemm[simd] = await benchGemm({ exports: gemmCore.x, memory: gemmCore.wasm.memory }, { log });
   }
-  const core = await Core.create();
+  const core = await benchCore();
   const runs = {};
   for (const threads of [1, 2, 'auto']) {
     log(`weblora bench: LoRA training, forward and decoding on a SmolLM2-135M-shaped model, ${threads} thread(s)...`);

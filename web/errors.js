@@ -109,7 +109,7 @@ export class UnsupportedError extends WebLoRAError {
 }
 
 /**
- * A failure of the C core that no more specific class names: code SHAPE_MISMATCH, OUT_OF_MEMORY or CORE_ERROR. The
+ * A failure of the C core that no more specific class names: code SHAPE_MISMATCH, OUT_OF_MEMORY, ABI_MISMATCH (a core build from another version) or CORE_ERROR. The
  * core's other statuses arrive as the class of their meaning (InvalidArgumentError, FormatError, UnsupportedError,
  * NotFoundError, NumericError, EngineError for BAD_STATE); see Core.check.
  */

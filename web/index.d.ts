@@ -458,7 +458,7 @@ export declare class InvalidAdapterError extends WebLoRAError {}
 export declare class PassphraseError extends WebLoRAError {}
 /** Something this environment lacks or this library does not do (code UNSUPPORTED). */
 export declare class UnsupportedError extends WebLoRAError {}
-/** A failure of the C core that no more specific class names (code SHAPE_MISMATCH, OUT_OF_MEMORY or CORE_ERROR). */
+/** A failure of the C core that no more specific class names (code SHAPE_MISMATCH, OUT_OF_MEMORY, ABI_MISMATCH or CORE_ERROR). */
 export declare class CoreError extends WebLoRAError {}
 /** The training data cannot make a training example, or the options do not fit it. */
 export declare class DataError extends WebLoRAError {}

@@ -1,8 +1,11 @@
-/* hf_config.c: a Hugging Face config.json (Llama, Mistral without sliding window, Qwen2, GPT-2) to a wl_config.
+/* hf_config.c: a Hugging Face config.json (Llama, Mistral without sliding window, Qwen2, GPT-2) to a wl_config,
+ * and a wl_config back to the config.json of a model exported in Hugging Face layout.
  * Defaults are those of the transformers config classes; options that would change the maths in ways the
  * model does not implement are refused by name rather than silently ignored. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -253,5 +256,101 @@ wl_status wl_config_from_hf_json(const char *json, size_t len, wl_config *cfg) {
     wl_json_free(doc);
     if (st == WL_OK) st = wl_config_validate(&c);
     if (st == WL_OK) *cfg = c;
+    return st;
+}
+
+/* ---- writing ---- */
+
+/* The shortest decimal that reads back as the same float (so JSON says 1e-05, not 9.99999974737875e-06). */
+static void put_f32(wl_json_writer *w, float f) {
+    char s[48];
+    if (f == floorf(f) && fabsf(f) < 1e15f) { /* whole numbers as such: 10000, not 1e+04 */
+        snprintf(s, sizeof s, "%.0f", (double)f);
+    } else {
+        for (int p = 1; p <= 9; p++) {
+            snprintf(s, sizeof s, "%.*g", p, (double)f);
+            if (strtof(s, NULL) == f) break;
+        }
+    }
+    wl_jw_raw(w, s, strlen(s));
+}
+
+#define LIT(w, lit) wl_jw_raw((w), (lit), sizeof(lit) - 1)
+
+/* "key":value, and the comma after it (the closing "torch_dtype" comes last). */
+static void put_key(wl_json_writer *w, const char *key) {
+    wl_jw_string(w, key, strlen(key));
+    LIT(w, ":");
+}
+static void field_int(wl_json_writer *w, const char *key, int v) {
+    put_key(w, key);
+    wl_jw_int(w, v);
+    LIT(w, ",");
+}
+static void field_f32(wl_json_writer *w, const char *key, float v) {
+    put_key(w, key);
+    put_f32(w, v);
+    LIT(w, ",");
+}
+/* A token id, null when unknown (-1). */
+static void field_token(wl_json_writer *w, const char *key, int id) {
+    put_key(w, key);
+    if (id >= 0) wl_jw_int(w, id);
+    else LIT(w, "null");
+    LIT(w, ",");
+}
+
+wl_status wl_config_to_hf_json(const wl_config *cfg, char *buf, size_t cap, size_t *len) {
+    if (!cfg || !len || (!buf && cap))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_to_hf_json: NULL argument");
+    wl_status st = wl_config_validate(cfg);
+    if (st != WL_OK) return st;
+    const wl_config *c = cfg;
+    wl_json_writer jw, *w = &jw;
+    wl_jw_init(w);
+    if (c->arch == WL_ARCH_GPT2) {
+        LIT(w, "{\"architectures\":[\"GPT2LMHeadModel\"],\"model_type\":\"gpt2\",");
+        field_int(w, "n_embd", c->dim);
+        field_int(w, "n_layer", c->n_layers);
+        field_int(w, "n_head", c->n_heads);
+        field_int(w, "n_inner", c->hidden_dim);
+        field_int(w, "n_positions", c->max_seq_len);
+        field_int(w, "n_ctx", c->max_seq_len);
+        field_int(w, "vocab_size", c->vocab_size);
+        field_f32(w, "layer_norm_epsilon", c->norm_eps);
+        LIT(w, "\"activation_function\":\"gelu_new\",\"tie_word_embeddings\":true,");
+        /* GPT-2 checkpoints name one token for both. */
+        field_token(w, "bos_token_id", c->bos_id >= 0 ? c->bos_id : c->eos_id);
+        field_token(w, "eos_token_id", c->eos_id);
+    } else {
+        if (c->qkv_bias) LIT(w, "{\"architectures\":[\"Qwen2ForCausalLM\"],\"model_type\":\"qwen2\",");
+        else LIT(w, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",");
+        field_int(w, "hidden_size", c->dim);
+        field_int(w, "intermediate_size", c->hidden_dim);
+        field_int(w, "num_hidden_layers", c->n_layers);
+        field_int(w, "num_attention_heads", c->n_heads);
+        field_int(w, "num_key_value_heads", c->n_kv_heads);
+        field_int(w, "head_dim", c->head_dim);
+        field_int(w, "vocab_size", c->vocab_size);
+        field_int(w, "max_position_embeddings", c->max_seq_len);
+        field_f32(w, "rms_norm_eps", c->norm_eps);
+        field_f32(w, "rope_theta", c->rope_theta);
+        put_key(w, "tie_word_embeddings");
+        wl_jw_raw(w, c->tied_embeddings ? "true," : "false,", c->tied_embeddings ? 5 : 6);
+        LIT(w, "\"hidden_act\":\"silu\",\"attention_bias\":false,\"mlp_bias\":false,\"rope_scaling\":null,");
+        if (c->qkv_bias) LIT(w, "\"use_sliding_window\":false,\"sliding_window\":null,");
+        field_token(w, "bos_token_id", c->bos_id);
+        field_token(w, "eos_token_id", c->eos_id);
+    }
+    LIT(w, "\"torch_dtype\":\"float32\"}");
+    st = wl_jw_finish(w);
+    if (st == WL_OK) {
+        *len = w->len;
+        if (w->len + 1 > cap)
+            st = wl_fail(WL_STATUS_INVALID_ARGUMENT, "config.json needs %zu bytes, the buffer holds %zu", w->len + 1, cap);
+        else
+            memcpy(buf, w->data, w->len + 1);
+    }
+    wl_jw_free(w);
     return st;
 }

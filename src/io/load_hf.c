@@ -85,41 +85,63 @@ wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dty
     return WL_OK;
 }
 
+wl_status wl_model_plan_shard(const wl_model *model, const wl_safetensors *st, uint8_t *seen, int *index) {
+    if (!model || !st || !seen || (!index && st->n_tensors))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_plan_shard: NULL argument");
+    for (int i = 0; i < st->n_tensors; i++) {
+        const wl_st_tensor *t = &st->tensors[i];
+        wl_status status = wl_model_match_tensor(model, t->name, t->dtype, t->ndim, t->shape, &index[i]);
+        if (status != WL_OK) return status;
+        if (index[i] < 0) continue;
+        if (seen[index[i]]) {
+            wl_tensor_info info;
+            status = wl_model_tensor(model, index[i], &info);
+            if (status != WL_OK) return status;
+            return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"%s\" is stored more than once (\"" NAME_FMT "\")",
+                           info.name, t->name);
+        }
+        seen[index[i]] = 1;
+    }
+    return WL_OK;
+}
+
+wl_status wl_model_check_loaded(const wl_model *model, const uint8_t *seen) {
+    if (!model || !seen) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_check_loaded: NULL argument");
+    for (int i = 0; i < wl_model_n_tensors(model); i++) {
+        if (seen[i]) continue;
+        wl_tensor_info info;
+        wl_status status = wl_model_tensor(model, i, &info);
+        if (status != WL_OK) return status;
+        return wl_fail(WL_STATUS_NOT_FOUND, "safetensors: model tensor \"%s\" is missing from the weights", info.name);
+    }
+    return WL_OK;
+}
+
 wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *st, const uint8_t *buf, size_t len,
                                          uint8_t *seen) {
     if (!model || !st || (!buf && len))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_fill_from_safetensors: NULL argument");
-    int n = wl_model_n_tensors(model);
     /* Without the caller's flags, still catch one tensor stored under two names (GPT-2 prefixes). */
     uint8_t *local = NULL;
     if (!seen) {
-        local = wl_alloc((size_t)n, "tensor flags");
+        local = wl_alloc((size_t)wl_model_n_tensors(model), "tensor flags");
         if (!local) return WL_STATUS_OUT_OF_MEMORY;
         seen = local;
     }
-    wl_status status = WL_OK;
+    int *index = wl_alloc_array((size_t)(st->n_tensors ? st->n_tensors : 1), sizeof *index, "load plan");
+    wl_status status = index ? wl_model_plan_shard(model, st, seen, index) : WL_STATUS_OUT_OF_MEMORY;
     for (int i = 0; i < st->n_tensors && status == WL_OK; i++) {
         const wl_st_tensor *t = &st->tensors[i];
-        int index = -1;
-        status = wl_model_match_tensor(model, t->name, t->dtype, t->ndim, t->shape, &index);
-        if (status != WL_OK || index < 0) continue;
-        wl_tensor_info info;
-        status = wl_model_tensor(model, index, &info);
-        if (status != WL_OK) break;
-        if (seen[index]) {
-            status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"%s\" is stored more than once (\"" NAME_FMT "\")",
-                             info.name, t->name);
-            break;
-        }
+        if (index[i] < 0) continue;
         /* st may come from wl_st_parse_header: make sure this buffer really holds the bytes. */
         if (st->data_start > (uint64_t)len || t->end > (uint64_t)len - st->data_start) {
             status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"" NAME_FMT "\" ends at byte %llu, beyond the %zu-byte buffer",
                              t->name, (unsigned long long)(st->data_start + t->end), len);
             break;
         }
-        status = wl_model_write_tensor(model, index, t->dtype, 0, t->numel, buf + st->data_start + t->begin);
-        if (status == WL_OK) seen[index] = 1;
+        status = wl_model_write_tensor(model, index[i], t->dtype, 0, t->numel, buf + st->data_start + t->begin);
     }
+    wl_free(index);
     wl_free(local);
     return status;
 }
@@ -174,14 +196,7 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
             status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
         }
     }
-    for (int i = 0; i < n && status == WL_OK; i++) {
-        if (seen[i]) continue;
-        wl_tensor_info info;
-        status = wl_model_tensor(m, i, &info);
-        if (status == WL_OK)
-            status = wl_fail(WL_STATUS_NOT_FOUND, "safetensors: model tensor \"%s\" is missing from the file%s", info.name,
-                             n_shards > 1 ? "s" : "");
-    }
+    if (status == WL_OK) status = wl_model_check_loaded(m, seen);
     for (int s = 0; s < n_shards; s++) wl_st_free(parsed[s]);
     wl_free(parsed);
     wl_free(seen);

@@ -1,6 +1,6 @@
-/* safetensors.c: the safetensors parser (whole file or header only), lookups, and the F32 writer used for
- * adapters and merged models. The rules follow huggingface/safetensors; every check reports the tensor, field
- * and values involved. */
+/* safetensors.c: the safetensors parser (whole file or header only) and lookups; files are written by
+ * web/formats/safetensors.js, from values JavaScript holds. The rules follow huggingface/safetensors; every check reports
+ * the tensor, field and values involved. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,6 @@
 #include "io/json.h"
 
 #define NAME_FMT "%.200s" /* names in messages are cut so a hostile name cannot flood them */
-#define JW_LIT(w, lit) wl_jw_raw((w), (lit), sizeof(lit) - 1)
 
 static void fmt_shape(char *buf, size_t cap, const int64_t *shape, int ndim) {
     size_t o = 0;
@@ -298,164 +297,4 @@ const char *wl_st_metadata(const wl_safetensors *st, const char *key) {
     for (int i = 0; i < st->n_metadata; i++)
         if (strcmp(st->metadata_keys[i], key) == 0) return st->metadata_values[i];
     return NULL;
-}
-
-/* ---- writer ---- */
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
-/* First repeated string among n, or NULL. */
-static wl_status find_repeat(const char *const *strs, size_t n, size_t stride, const char **repeat) {
-    *repeat = NULL;
-    if (n < 2) return WL_OK;
-    const char **sorted = wl_alloc_array(n, sizeof *sorted, "safetensors writer names");
-    if (!sorted) return WL_STATUS_OUT_OF_MEMORY;
-    for (size_t i = 0; i < n; i++) sorted[i] = strs[i * stride];
-    qsort(sorted, n, sizeof *sorted, cmp_str);
-    for (size_t i = 1; i < n && !*repeat; i++)
-        if (strcmp(sorted[i - 1], sorted[i]) == 0) *repeat = sorted[i];
-    wl_free(sorted);
-    return WL_OK;
-}
-
-/* Build the padded header text and the data size; validates every entry. */
-static wl_status build_header(const wl_st_entry *entries, int n, const char *const *meta_kv, int n_meta,
-                              wl_json_writer *w, uint64_t *data_bytes) {
-    wl_jw_init(w);
-    *data_bytes = 0;
-    if (n < 0 || n_meta < 0 || (n > 0 && !entries) || (n_meta > 0 && !meta_kv))
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: bad entry or metadata arrays");
-    for (int i = 0; i < 2 * n_meta; i++)
-        if (!meta_kv[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: metadata string %d is NULL", i);
-    const char **names = n ? wl_alloc_array((size_t)n, sizeof *names, "safetensors writer names") : NULL;
-    if (n && !names) return WL_STATUS_OUT_OF_MEMORY;
-    wl_status st = WL_OK;
-    for (int i = 0; i < n && st == WL_OK; i++) {
-        names[i] = entries[i].name;
-        if (!entries[i].name) st = wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: tensor %d has no name", i);
-        else if (strcmp(entries[i].name, "__metadata__") == 0)
-            st = wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: \"__metadata__\" cannot name a tensor");
-    }
-    const char *repeat = NULL;
-    if (st == WL_OK) st = find_repeat(names, (size_t)n, 1, &repeat);
-    if (st == WL_OK && repeat)
-        st = wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: tensor name \"" NAME_FMT "\" appears twice", repeat);
-    wl_free(names);
-    if (st == WL_OK) st = find_repeat(meta_kv, (size_t)n_meta, 2, &repeat);
-    if (st == WL_OK && repeat)
-        st = wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: metadata key \"%.64s\" appears twice", repeat);
-    if (st != WL_OK) return st;
-
-    JW_LIT(w, "{");
-    if (n_meta > 0) {
-        JW_LIT(w, "\"__metadata__\":{");
-        for (int i = 0; i < n_meta; i++) {
-            if (i) JW_LIT(w, ",");
-            wl_jw_string(w, meta_kv[2 * i], strlen(meta_kv[2 * i]));
-            JW_LIT(w, ":");
-            wl_jw_string(w, meta_kv[2 * i + 1], strlen(meta_kv[2 * i + 1]));
-        }
-        JW_LIT(w, "}");
-    }
-    uint64_t offset = 0;
-    for (int i = 0; i < n; i++) {
-        const wl_st_entry *e = &entries[i];
-        if (e->ndim < 0 || e->ndim > WL_ST_MAX_DIMS) {
-            wl_jw_free(w);
-            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: tensor \"" NAME_FMT "\" has %d dimensions (0..%d)",
-                           e->name, e->ndim, WL_ST_MAX_DIMS);
-        }
-        uint64_t numel = 1;
-        for (int d = 0; d < e->ndim; d++) {
-            uint64_t dim = (uint64_t)e->shape[d];
-            if (e->shape[d] < 0 || (dim && numel > UINT64_MAX / dim)) {
-                wl_jw_free(w);
-                return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: tensor \"" NAME_FMT "\" has a bad shape[%d] = %lld",
-                               e->name, d, (long long)e->shape[d]);
-            }
-            numel *= dim;
-        }
-        /* Offsets must read back as int64. */
-        if (numel > (uint64_t)INT64_MAX / 4 || offset > (uint64_t)INT64_MAX - numel * 4) {
-            wl_jw_free(w);
-            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: tensor \"" NAME_FMT "\" is too large", e->name);
-        }
-        if (numel && !e->data) {
-            wl_jw_free(w);
-            return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: tensor \"" NAME_FMT "\" has no data", e->name);
-        }
-        if (i || n_meta) JW_LIT(w, ",");
-        wl_jw_string(w, e->name, strlen(e->name));
-        JW_LIT(w, ":{\"dtype\":\"F32\",\"shape\":[");
-        for (int d = 0; d < e->ndim; d++) {
-            if (d) JW_LIT(w, ",");
-            wl_jw_int(w, e->shape[d]);
-        }
-        JW_LIT(w, "],\"data_offsets\":[");
-        wl_jw_int(w, (int64_t)offset);
-        JW_LIT(w, ",");
-        offset += numel * 4;
-        wl_jw_int(w, (int64_t)offset);
-        JW_LIT(w, "]}");
-    }
-    JW_LIT(w, "}");
-    /* Pad with spaces to a multiple of 8 so the data (and every F32 tensor) starts 8-byte aligned. */
-    static const char spaces[8] = "       ";
-    if (w->status == WL_OK && w->len % 8) wl_jw_raw(w, spaces, 8 - w->len % 8);
-    st = wl_jw_finish(w);
-    if (st != WL_OK) {
-        char why[400];
-        snprintf(why, sizeof why, "%s", wl_last_error());
-        wl_jw_free(w);
-        return wl_fail(st, "safetensors writer: %s", why);
-    }
-    if (w->len > WL_ST_MAX_HEADER) {
-        wl_jw_free(w);
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: header of %zu bytes exceeds the limit", w->len);
-    }
-    *data_bytes = offset;
-    return WL_OK;
-}
-
-wl_status wl_st_write_size(const wl_st_entry *entries, int n, const char *const *meta_kv, int n_meta,
-                           uint64_t *size) {
-    if (!size) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_st_write_size: size is NULL");
-    *size = 0;
-    wl_json_writer w;
-    uint64_t data;
-    wl_status st = build_header(entries, n, meta_kv, n_meta, &w, &data);
-    if (st != WL_OK) return st;
-    uint64_t header = w.len;
-    wl_jw_free(&w);
-    if (data > UINT64_MAX - 8 - header)
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors writer: the file would be too large");
-    *size = 8 + header + data;
-    return WL_OK;
-}
-
-wl_status wl_st_write(const wl_st_entry *entries, int n, const char *const *meta_kv, int n_meta, uint8_t *out,
-                      uint64_t size) {
-    if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_st_write: out is NULL");
-    wl_json_writer w;
-    uint64_t data;
-    wl_status st = build_header(entries, n, meta_kv, n_meta, &w, &data);
-    if (st != WL_OK) return st;
-    uint64_t header = w.len;
-    if (data > UINT64_MAX - 8 - header || 8 + header + data != size) {
-        wl_jw_free(&w);
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_st_write: the output holds %llu bytes but the file needs %llu",
-                       (unsigned long long)size, (unsigned long long)(8 + header + data));
-    }
-    for (int i = 0; i < 8; i++) out[i] = (uint8_t)(header >> (8 * i));
-    memcpy(out + 8, w.data, (size_t)header);
-    uint8_t *p = out + 8 + header;
-    for (int i = 0; i < n; i++) {
-        size_t numel = 1;
-        for (int d = 0; d < entries[i].ndim; d++) numel *= (size_t)entries[i].shape[d];
-        /* Little-endian host (checked in dtype.c): the floats are the file bytes. */
-        if (numel) memcpy(p, entries[i].data, numel * 4);
-        p += numel * 4;
-    }
-    wl_jw_free(&w);
-    return WL_OK;
 }

@@ -19,6 +19,16 @@ static const wl_module_info GPT2_SLOTS[WL_GPT2_N_SLOTS] = {
 };
 static const int GPT2_STAGE[WL_GPT2_N_SLOTS] = {0, 1, 2, 3};
 
+const wl_module_info *wl_arch_slots(int arch, int *n_slots) {
+    int n = arch == WL_ARCH_LLAMA ? WL_LLAMA_N_SLOTS : arch == WL_ARCH_GPT2 ? WL_GPT2_N_SLOTS : 0;
+    if (n_slots) *n_slots = n;
+    return arch == WL_ARCH_LLAMA ? LLAMA_SLOTS : arch == WL_ARCH_GPT2 ? GPT2_SLOTS : NULL;
+}
+
+const char *wl_arch_block_prefix(int arch) {
+    return arch == WL_ARCH_LLAMA ? "model.layers" : arch == WL_ARCH_GPT2 ? "transformer.h" : NULL;
+}
+
 /* ---- tensor table ---- */
 
 typedef struct table_builder {
@@ -505,6 +515,21 @@ wl_status wl_model_read_tensor(const wl_model *m, int index, uint64_t first, uin
     return WL_OK;
 }
 
+wl_status wl_model_read_tensor_file(const wl_model *m, int index, float *dst) {
+    if (!m || !dst) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_read_tensor_file: NULL argument");
+    if (index < 0 || index >= m->n_tensors)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_read_tensor_file: index %d out of range", index);
+    const wl_tensor_rec *t = &m->tensors[index];
+    if (!t->transposed) return wl_model_read_tensor(m, index, 0, t->numel, dst);
+    /* Conv1D: memory (out, in), file (in, out). */
+    size_t in = (size_t)t->shape[0], out = (size_t)t->shape[1];
+    const wl_qweight *w = t->qindex < 0 ? NULL : &m->qweights[t->qindex];
+    const float *mem = m->params + t->offset;
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++) dst[i * out + o] = w ? wl_qweight_value(w, (int)o, (int)i) : mem[o * in + i];
+    return WL_OK;
+}
+
 /* ---- modules ---- */
 
 int wl_model_n_slots(const wl_model *m) { return m ? m->n_slots : 0; }
@@ -528,8 +553,7 @@ wl_status wl_model_module_path(const wl_model *m, int layer, int slot, char *buf
     }
     if (layer < 0 || layer >= m->cfg.n_layers || slot < 0 || slot >= m->n_slots)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module (%d, %d) out of range", layer, slot);
-    const char *prefix = m->cfg.arch == WL_ARCH_GPT2 ? "transformer.h" : "model.layers";
-    int n = snprintf(buf, cap, "%s.%d.%s", prefix, layer, m->slot_info[slot].name);
+    int n = snprintf(buf, cap, "%s.%d.%s", wl_arch_block_prefix(m->cfg.arch), layer, m->slot_info[slot].name);
     if (n < 0 || (size_t)n >= cap) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "module path buffer too small");
     return WL_OK;
 }

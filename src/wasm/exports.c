@@ -1,7 +1,7 @@
 /* exports.c: the only file that knows about JavaScript. It exports the C API to the wasm module's export table
  * with an ABI of i32 / f32 / f64 only (no i64, so JavaScript never needs BigInt): pointers are i32, 64-bit seeds
- * arrive as two u32 halves, sizes as u32. Structs the caller reads (wl_config, wl_tensor_info, wl_lora_module,
- * wl_module_info) keep the layouts asserted below; web/core.js reads them at these offsets. */
+ * arrive as two u32 halves, sizes as u32. The layouts of the structs the caller reads and writes (wl_config,
+ * wl_tensor_info, wl_lora_module, wl_module_info, wl_llama2c_part) are described by the module itself (abi.c). */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -15,16 +15,6 @@
 
 #define EXPORT(name) __attribute__((export_name(#name), used))
 
-/* Layouts web/core.js depends on (wasm32). */
-_Static_assert(sizeof(wl_config) == 64, "wl_config layout");
-_Static_assert(offsetof(wl_config, rope_theta) == 48 && offsetof(wl_config, eos_id) == 60, "wl_config layout");
-_Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, shape) == 16, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, numel) == 36, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || offsetof(wl_tensor_info, storage) == 48, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || sizeof(wl_tensor_info) == 56, "wl_tensor_info layout");
-_Static_assert(sizeof(void *) != 4 || sizeof(wl_lora_module) == 60, "wl_lora_module layout");
-_Static_assert(sizeof(void *) != 4 || sizeof(wl_module_info) == 20, "wl_module_info layout");
-
 static uint64_t join64(uint32_t lo, uint32_t hi) { return ((uint64_t)hi << 32) | lo; }
 
 /* ---- memory and errors ---- */
@@ -34,13 +24,10 @@ EXPORT(wl_free_ptr) void wlx_free(void *p) { free(p); }
 EXPORT(wl_last_error) const char *wlx_last_error(void) { return wl_last_error(); }
 /* The kernel table the model runs on: "wasmsimd" (SIMD128 build) or "wasmrelaxed" (relaxed-SIMD build). */
 EXPORT(wl_kernels_name) const char *wlx_kernels_name(void) { return wl_kernels_default()->name; }
-EXPORT(wl_clear_error) void wlx_clear_error(void) { wl_clear_error(); }
 EXPORT(wl_status_name) const char *wlx_status_name(int s) { return wl_status_name((wl_status)s); }
 
 /* ---- model ---- */
 
-EXPORT(wl_config_validate) int wlx_config_validate(const wl_config *c) { return wl_config_validate(c); }
-EXPORT(wl_model_create) int wlx_model_create(const wl_config *c, wl_model **out) { return wl_model_create(c, out); }
 EXPORT(wl_model_create_quantized) int wlx_model_create_quantized(const wl_config *c, int storage, wl_model **out) {
     return wl_model_create_quantized(c, storage, out);
 }
@@ -55,15 +42,15 @@ EXPORT(wl_model_n_tensors) int wlx_model_n_tensors(const wl_model *m) { return w
 EXPORT(wl_model_tensor) int wlx_model_tensor(const wl_model *m, int i, wl_tensor_info *info) {
     return wl_model_tensor(m, i, info);
 }
-EXPORT(wl_model_find_tensor) int wlx_model_find_tensor(const wl_model *m, const char *name, int *index) {
-    return wl_model_find_tensor(m, name, index);
-}
 EXPORT(wl_model_write_tensor) int wlx_model_write_tensor(wl_model *m, int index, int dtype, double first, double n,
                                                          const void *src) {
     return wl_model_write_tensor(m, index, dtype, (uint64_t)first, (uint64_t)n, src);
 }
 EXPORT(wl_model_read_tensor) int wlx_model_read_tensor(const wl_model *m, int index, double first, double n, float *dst) {
     return wl_model_read_tensor(m, index, (uint64_t)first, (uint64_t)n, dst);
+}
+EXPORT(wl_model_read_tensor_file) int wlx_model_read_tensor_file(const wl_model *m, int index, float *dst) {
+    return wl_model_read_tensor_file(m, index, dst);
 }
 EXPORT(wl_model_tensor_sample) double wlx_model_tensor_sample(const wl_model *m, int index, int k) {
     float v = 0.0f;
@@ -103,53 +90,26 @@ EXPORT(wl_model_memory_part) double wlx_model_memory_part(const wl_model *m, int
 
 /* ---- loaders ---- */
 
-EXPORT(wl_model_load_llama2c) int wlx_model_load_llama2c(const uint8_t *buf, size_t len, wl_model **out) {
-    return wl_model_load_llama2c(buf, len, out);
-}
 EXPORT(wl_config_from_llama2c_header) int wlx_config_from_llama2c_header(const uint8_t *header, size_t header_len,
                                                                          double file_len, wl_config *cfg) {
     return wl_config_from_llama2c_header(header, header_len, (uint64_t)file_len, cfg);
 }
-_Static_assert(sizeof(wl_llama2c_part) == 24 && offsetof(wl_llama2c_part, offset) == 8, "wl_llama2c_part layout");
 EXPORT(wl_llama2c_parts) int wlx_llama2c_parts(const wl_model *m, const uint8_t *header, size_t header_len,
                                                double file_len, wl_llama2c_part *parts, int cap, int *n) {
     return wl_llama2c_parts(m, header, header_len, (uint64_t)file_len, parts, cap, n);
 }
+EXPORT(wl_config_to_hf_json) int wlx_config_to_hf_json(const wl_config *cfg, char *buf, size_t cap, size_t *len) {
+    return wl_config_to_hf_json(cfg, buf, cap, len);
+}
 EXPORT(wl_config_from_hf_json) int wlx_config_from_hf_json(const char *json, size_t len, wl_config *cfg) {
     return wl_config_from_hf_json(json, len, cfg);
 }
-EXPORT(wl_config_from_llama2c) int wlx_config_from_llama2c(const uint8_t *buf, size_t len, wl_config *cfg) {
-    return wl_config_from_llama2c(buf, len, cfg);
+EXPORT(wl_model_plan_shard) int wlx_model_plan_shard(const wl_model *m, const wl_safetensors *st, uint8_t *seen,
+                                                     int *index) {
+    return wl_model_plan_shard(m, st, seen, index);
 }
-/* shards: n pairs (ptr, len) of u32 */
-EXPORT(wl_model_load_hf) int wlx_model_load_hf(const char *json, size_t json_len, const uint32_t *shard_pairs,
-                                               int n_shards, wl_model **out) {
-    if (n_shards < 0 || n_shards > 4096) return wl_model_load_hf(json, json_len, NULL, -1, out);
-    wl_buffer *shards = malloc(sizeof(wl_buffer) * (size_t)(n_shards ? n_shards : 1));
-    if (!shards) return WL_STATUS_OUT_OF_MEMORY;
-    for (int i = 0; i < n_shards; i++) {
-        shards[i].data = (const uint8_t *)(uintptr_t)shard_pairs[2 * i];
-        shards[i].len = shard_pairs[2 * i + 1];
-    }
-    int st = wl_model_load_hf(json, json_len, shards, n_shards, out);
-    free(shards);
-    return st;
-}
-/* shape as f64 values (exact for any real dimension) */
-EXPORT(wl_model_match_tensor) int wlx_model_match_tensor(const wl_model *m, const char *name, int dtype, int ndim,
-                                                         const double *shape, int *index) {
-    int64_t dims[WL_ST_MAX_DIMS];
-    if (ndim < 0 || ndim > WL_ST_MAX_DIMS) return wl_model_match_tensor(m, name, dtype, -1, NULL, index);
-    for (int i = 0; i < ndim; i++) {
-        /* Values come from JavaScript: only exact non-negative integers convert without undefined behaviour. */
-        double d = shape[i];
-        if (!(d >= 0.0 && d <= 9007199254740992.0) || d != (double)(int64_t)d) {
-            if (index) *index = -1;
-            return wl_model_match_tensor(m, name, dtype, -1, NULL, index);
-        }
-        dims[i] = (int64_t)d;
-    }
-    return wl_model_match_tensor(m, name, dtype, ndim, dims, index);
+EXPORT(wl_model_check_loaded) int wlx_model_check_loaded(const wl_model *m, const uint8_t *seen) {
+    return wl_model_check_loaded(m, seen);
 }
 EXPORT(wl_st_parse) int wlx_st_parse(const uint8_t *buf, size_t len, wl_safetensors **out) {
     return wl_st_parse(buf, len, out);
@@ -161,10 +121,6 @@ EXPORT(wl_st_parse_header) int wlx_st_parse_header(const uint8_t *buf, size_t le
 EXPORT(wl_st_free) void wlx_st_free(wl_safetensors *st) { wl_st_free(st); }
 EXPORT(wl_st_count) int wlx_st_count(const wl_safetensors *st) { return st ? st->n_tensors : 0; }
 EXPORT(wl_st_data_start) double wlx_st_data_start(const wl_safetensors *st) { return (double)st->data_start; }
-EXPORT(wl_st_find) int wlx_st_find(const wl_safetensors *st, const char *name) { return wl_st_find(st, name); }
-EXPORT(wl_st_metadata) const char *wlx_st_metadata(const wl_safetensors *st, const char *key) {
-    return wl_st_metadata(st, key);
-}
 EXPORT(wl_st_n_metadata) int wlx_st_n_metadata(const wl_safetensors *st) { return st ? st->n_metadata : 0; }
 EXPORT(wl_st_metadata_key) const char *wlx_st_metadata_key(const wl_safetensors *st, int i) {
     return st->metadata_keys[i];
@@ -178,11 +134,12 @@ EXPORT(wl_st_ndim) int wlx_st_ndim(const wl_safetensors *st, int i) { return st-
 EXPORT(wl_st_dim) double wlx_st_dim(const wl_safetensors *st, int i, int d) { return (double)st->tensors[i].shape[d]; }
 EXPORT(wl_st_begin) double wlx_st_begin(const wl_safetensors *st, int i) { return (double)st->tensors[i].begin; }
 EXPORT(wl_st_end) double wlx_st_end(const wl_safetensors *st, int i) { return (double)st->tensors[i].end; }
-EXPORT(wl_dtype_size) int wlx_dtype_size(int dtype) { return (int)wl_dtype_size(dtype); }
+EXPORT(wl_convert_to_f32) int wlx_convert_to_f32(float *dst, const void *src, int dtype, size_t n) {
+    return wl_convert_to_f32(dst, src, dtype, n);
+}
 EXPORT(wl_convert_from_f32) int wlx_convert_from_f32(void *dst, const float *src, int dtype, size_t n) {
     return wl_convert_from_f32(dst, src, dtype, n);
 }
-EXPORT(wl_dtype_name) const char *wlx_dtype_name(int dtype) { return wl_dtype_name(dtype); }
 
 /* ---- LoRA ---- */
 
@@ -223,9 +180,6 @@ EXPORT(wl_adapter_init) int wlx_adapter_init(wl_adapter *a, int init, uint32_t s
 EXPORT(wl_adapter_n_modules) int wlx_adapter_n_modules(const wl_adapter *a) { return wl_adapter_n_modules(a); }
 EXPORT(wl_adapter_module) int wlx_adapter_module(const wl_adapter *a, int i, wl_lora_module *mod) {
     return wl_adapter_module(a, i, mod);
-}
-EXPORT(wl_adapter_find) int wlx_adapter_find(const wl_adapter *a, int layer, int slot) {
-    return wl_adapter_find(a, layer, slot);
 }
 EXPORT(wl_adapter_params) float *wlx_adapter_params(wl_adapter *a, size_t *n) { return wl_adapter_params(a, n); }
 EXPORT(wl_adapter_grads) float *wlx_adapter_grads(wl_adapter *a) { return wl_adapter_grads(a); }
@@ -313,7 +267,6 @@ EXPORT(wl_all_finite) int wlx_all_finite(const float *x, size_t n) { return wl_a
 /* ---- threads (weblora-threads.wasm; the single-threaded build accepts only 1) ---- */
 
 EXPORT(wl_threads_init) int wlx_threads_init(int n) { return wl_threads_init(n); }
-EXPORT(wl_threads_count) int wlx_threads_count(void) { return wl_threads_count(); }
 EXPORT(wl_threads_running) int wlx_threads_running(void) { return wl_threads_running(); }
 EXPORT(wl_thread_stack) void *wlx_thread_stack(int i) { return wl_thread_stack(i); }
 EXPORT(wl_thread_main) void wlx_thread_main(int i) { wl_thread_main(i); }

@@ -9,6 +9,7 @@
 
 #include "io/io.h"
 #include "io/json.h"
+#include "st_fixture.h"
 #include "testutil.h"
 #include "wl_io.h"
 
@@ -394,24 +395,16 @@ static seed st_from_header(const char *hdr, size_t data_len) {
 static seed st_from_model(const wl_model *m) {
     seed s = {NULL, 0};
     int n = wl_model_n_tensors(m);
-    wl_st_entry *e = calloc((size_t)n, sizeof *e);
+    wl_test_tensor *t = calloc((size_t)n, sizeof *t);
+    if (!t) return s;
     for (int i = 0; i < n; i++) {
         wl_tensor_info info;
         wl_model_tensor(m, i, &info);
-        e[i].name = info.name;
-        e[i].data = info.data;
-        e[i].ndim = info.ndim;
-        e[i].shape[0] = info.shape[0];
-        e[i].shape[1] = info.shape[1];
+        t[i] = (wl_test_tensor){info.name, info.data, info.ndim, {info.shape[0], info.shape[1]}};
     }
-    const char *meta[2] = {"format", "pt"};
-    uint64_t size;
-    if (wl_st_write_size(e, n, meta, 1, &size) == WL_OK) {
-        s.data = malloc((size_t)size);
-        s.len = (size_t)size;
-        if (wl_st_write(e, n, meta, 1, s.data, size) != WL_OK) s.len = 0;
-    }
-    free(e);
+    s.data = wl_test_safetensors(t, n, "\"format\":\"pt\"", &s.len);
+    if (!s.data) s.len = 0;
+    free(t);
     return s;
 }
 

@@ -79,6 +79,50 @@ static void test_real_configs(void) {
     }
 }
 
+/* A config written as config.json reads back identically, with transformers' key names and shortest floats. */
+static void check_written(const wl_config *c, const char *const *needles, const char *what) {
+    char buf[2048];
+    size_t len = 0;
+    CHECK_OK(wl_config_to_hf_json(c, buf, sizeof buf, &len));
+    CHECK_MSG(len == strlen(buf), "%s: length %zu", what, len);
+    wl_config back;
+    CHECK_OK(wl_config_from_hf_json(buf, len, &back));
+    CHECK_MSG(memcmp(&back, c, sizeof back) == 0, "%s: %s reads back differently", what, buf);
+    for (int i = 0; needles[i]; i++) CHECK_MSG(strstr(buf, needles[i]) != NULL, "%s: %s lacks %s", what, buf, needles[i]);
+    /* Too small a buffer: refused, with the size it needs. */
+    size_t need = 0;
+    CHECK_STATUS(wl_config_to_hf_json(c, buf, len, &need), WL_STATUS_INVALID_ARGUMENT);
+    CHECK(need == len);
+}
+
+static void test_config_writer(void) {
+    const char *paths[2] = {"models/tiny-random-llama/config.json", "models/tiny-gpt2/config.json"};
+    const char *llama[] = {"\"architectures\":[\"LlamaForCausalLM\"]", "\"rms_norm_eps\":1e-06", "\"rope_theta\":10000",
+                           "\"num_key_value_heads\":4", "\"tie_word_embeddings\":false", NULL};
+    const char *gpt2[] = {"\"architectures\":[\"GPT2LMHeadModel\"]", "\"layer_norm_epsilon\":1e-05", "\"n_inner\":8",
+                          "\"bos_token_id\":50256", NULL};
+    for (int i = 0; i < 2; i++) {
+        size_t len;
+        char *text = (char *)wl_test_read_file(wl_shared_path(paths[i]), &len);
+        CHECK_MSG(text != NULL, "missing %s", paths[i]);
+        if (!text) continue;
+        wl_config c;
+        CHECK_OK(wl_config_from_hf_json(text, len, &c));
+        check_written(&c, i ? gpt2 : llama, paths[i]);
+        free(text);
+    }
+    /* Qwen2 (q/k/v bias), a tied head, unknown token ids, an odd epsilon and theta. */
+    wl_config q = {WL_ARCH_LLAMA, 64, 128, 2, 4, 2, 16, 1000, 512, 1, 1, WL_ROPE_HALF, 1000000.0f, 0.1f, -1, -1};
+    const char *qwen[] = {"\"Qwen2ForCausalLM\"", "\"model_type\":\"qwen2\"", "\"rms_norm_eps\":0.1", "\"rope_theta\":1000000",
+                          "\"bos_token_id\":null", "\"eos_token_id\":null", "\"tie_word_embeddings\":true", NULL};
+    check_written(&q, qwen, "qwen2");
+    /* An invalid config is refused, not written. */
+    q.n_heads = 3;
+    char buf[2048];
+    size_t len;
+    CHECK(wl_config_to_hf_json(&q, buf, sizeof buf, &len) != WL_OK && wl_last_error()[0]);
+}
+
 static void test_llama_variants(void) {
     wl_config c;
     /* Defaults: kv heads = heads, head_dim = hidden / heads, 2048 positions, eps 1e-6, theta 1e4, untied,
@@ -335,6 +379,7 @@ static void test_llama2c_headers(void) {
 
 int main(void) {
     test_real_configs();
+    test_config_writer();
     test_llama_variants();
     test_gpt2_variants();
     test_llama2c_headers();

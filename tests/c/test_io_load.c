@@ -154,7 +154,8 @@ static uint8_t *encode(const fset *s, int from, int to, size_t *len) {
 }
 
 /* Every model tensor must equal the set's tensor of the same name (after `prefix` is stripped from model
- * names), converted through its dtype; transposed tensors compared in their file layout. */
+ * names), converted through its dtype; transposed tensors compared in their file layout, in memory and as
+ * wl_model_read_tensor_file gives them back. */
 static void check_model_equals(const wl_model *m, const fset *s, const char *strip, const char *what) {
     int n = wl_model_n_tensors(m), bad = 0, missing = 0;
     for (int i = 0; i < n; i++) {
@@ -172,6 +173,10 @@ static void check_model_equals(const wl_model *m, const fset *s, const char *str
             bad++;
             continue;
         }
+        float *file = malloc(t->numel ? t->numel * sizeof *file : 1);
+        CHECK(file != NULL);
+        if (!file) return;
+        CHECK_OK(wl_model_read_tensor_file(m, i, file));
         for (size_t e = 0; e < t->numel; e++) {
             size_t at = e;
             if (info.transposed) { /* file (in, out) element e -> memory (out, in) */
@@ -179,12 +184,16 @@ static void check_model_equals(const wl_model *m, const fset *s, const char *str
                 at = (e % out) * in + e / out;
             }
             float want = stored(t->data[e], t->dtype);
-            if (!(info.data[at] == want || (isnan(want) && isnan(info.data[at])))) {
+            int same = (info.data[at] == want || (isnan(want) && isnan(info.data[at]))) &&
+                       (file[e] == want || (isnan(want) && isnan(file[e])));
+            if (!same) {
                 if (bad++ < 3)
-                    fprintf(stderr, "%s: %s[%zu] = %.9g, want %.9g\n", what, info.name, e, (double)info.data[at], (double)want);
+                    fprintf(stderr, "%s: %s[%zu] = %.9g in memory, %.9g read back in file layout, want %.9g\n", what,
+                            info.name, e, (double)info.data[at], (double)file[e], (double)want);
                 break;
             }
         }
+        free(file);
     }
     CHECK_MSG(bad == 0 && missing == 0, "%s: %d tensors differ, %d missing", what, bad, missing);
 }

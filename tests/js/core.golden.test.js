@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { Adapter } from '../../web/core/core.js';
+import { loadModel } from '../../web/formats/loader.js';
 import { expectAllClose, loadCore, readSafetensors, sharedPath } from './helpers/core.js';
 import { GOLDEN, loadCaseAdapter, loadCaseModel, storedLogits } from './helpers/golden.js';
 const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_head_dim', 'llama2c_interleaved',
@@ -17,6 +18,8 @@ const CASES = ['llama_gqa_qv', 'llama_all_rslora', 'llama_qwen_bias', 'llama_hea
   'embed_llama', 'embed_llama_tied', 'embed_gpt2'];
 
 let core;
+/** A llama2.c checkpoint's bytes loaded as an app loads them (web/formats/loader.js). */
+const loadBin = async (bytes) => (await loadModel(core, { 'model.bin': bytes })).model;
 beforeAll(async () => {
   core = await loadCore();
 });
@@ -58,10 +61,10 @@ function checkLoraGrads(model, adapter, io, prefix, tol, name) {
 }
 
 describe('wasm core vs PyTorch reference', () => {
-  test.each(CASES)('%s', (name) => {
+  test.each(CASES)('%s', async (name) => {
     const dir = path.join(GOLDEN, name);
     const cs = JSON.parse(readFileSync(path.join(dir, 'case.json'), 'utf8'));
-    const model = loadCaseModel(core, dir, cs);
+    const model = await loadCaseModel(core, dir, cs);
     const io = readSafetensors(core, read(dir, 'io.safetensors'));
     const { B, T } = cs;
     model.reserve(B, T, { train: true });
@@ -116,9 +119,9 @@ describe('wasm core vs PyTorch reference', () => {
     model.free();
   });
 
-  test('stories260K greedy decoding through the KV cache matches token for token', () => {
+  test('stories260K greedy decoding through the KV cache matches token for token', async () => {
     const golden = JSON.parse(readFileSync(path.join(GOLDEN, 'stories260K_greedy.json'), 'utf8'));
-    const model = core.loadLlama2c(new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin'))));
+    const model = await loadBin(new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin'))));
     model.reserve(1, 256);
     const V = model.config.vocabSize;
     expect(golden.cases.length).toBeGreaterThan(0);
@@ -141,8 +144,8 @@ describe('wasm core vs PyTorch reference', () => {
 });
 
 describe('core invariants', () => {
-  test('KV-cache decoding equals whole-sequence logits; a fresh adapter is bit-identical', () => {
-    const model = core.loadLlama2c(new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin'))));
+  test('KV-cache decoding equals whole-sequence logits; a fresh adapter is bit-identical', async () => {
+    const model = await loadBin(new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin'))));
     const V = model.config.vocabSize;
     const ids = [1, 403, 407, 261, 378, 430, 375, 259, 271, 297, 262, 265, 404, 286, 265, 322];
     model.reserve(1, 64);
@@ -177,25 +180,26 @@ describe('core invariants', () => {
     model.free();
   });
 
-  test('bad input is a clear CoreError, never a crash', () => {
+  test('bad input is a clear error with the core\'s code, never a crash', async () => {
     const bin = new Uint8Array(readFileSync(sharedPath('models/stories260K/stories260K.bin')));
     for (const cut of [0, 3, 27, 28, 1000, bin.length - 1]) {
-      expect(() => core.loadLlama2c(bin.subarray(0, cut))).toThrow(/llama2\.c/);
+      await expect(loadBin(bin.subarray(0, cut))).rejects.toThrow(/llama2\.c/);
     }
     const corrupt = bin.slice();
     new DataView(corrupt.buffer).setInt32(0, 1 << 30, true);
-    expect(() => core.loadLlama2c(corrupt)).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    await expect(loadBin(corrupt)).rejects.toMatchObject({ code: 'BAD_FORMAT' });
     const cfg = readFileSync(sharedPath('models/tiny-random-llama/config.json'), 'utf8');
     const st = new Uint8Array(readFileSync(sharedPath('models/tiny-random-llama/model.safetensors')));
-    expect(() => core.loadHF(cfg, [st.subarray(0, st.length - 4)])).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    const loadHF = (config, weights) => loadModel(core, { 'config.json': config, 'model.safetensors': weights });
+    await expect(loadHF(cfg, st.subarray(0, st.length - 4))).rejects.toMatchObject({ code: 'BAD_FORMAT' });
     const hostile = st.slice();
     new DataView(hostile.buffer).setBigUint64(0, 1n << 40n, true);
-    expect(() => core.loadHF(cfg, [hostile])).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+    await expect(loadHF(cfg, hostile)).rejects.toMatchObject({ code: 'BAD_FORMAT' });
     const wrongShape = JSON.parse(cfg);
     wrongShape.hidden_size = 32;
-    expect(() => core.loadHF(JSON.stringify(wrongShape), [st])).toThrow(expect.objectContaining({ code: 'SHAPE_MISMATCH' }));
-    expect(() => core.loadHF('{not json', [st])).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
-    const model = core.loadLlama2c(bin);
+    await expect(loadHF(JSON.stringify(wrongShape), st)).rejects.toMatchObject({ code: 'SHAPE_MISMATCH' });
+    await expect(loadHF('{not json', st)).rejects.toMatchObject({ code: 'BAD_FORMAT' });
+    const model = await loadBin(bin);
     model.reserve(1, 8);
     expect(() => model.forward([1, 2, 512])).toThrow(/outside the vocabulary/);
     model.free();

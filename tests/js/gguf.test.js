@@ -13,6 +13,7 @@ import { LocalEngine } from '../../web/engine/engine.js';
 import { adapterToGguf } from '../../web/formats/gguf.js';
 import { adapterToPeft, peftToAdapter } from '../../web/formats/peft.js';
 import { compare, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
+import { loadCaseModel } from './helpers/golden.js';
 
 const GOLDEN = path.join(repoRoot, 'tests/ref/golden');
 const DEFAULT_MODEL = path.join(repoRoot, 'demo/models/default');
@@ -121,12 +122,10 @@ function peftPattern(pattern, modulePath, fallback) {
 // ---------------------------------------------------------------------------------------------------------------
 // The golden PEFT cases as adapters in the core (as tests/js/core.golden.test.js builds them)
 
-function loadCase(name) {
+async function loadCase(name) {
   const dir = path.join(GOLDEN, name);
   const cs = JSON.parse(readFileSync(path.join(dir, 'case.json'), 'utf8'));
-  const model = cs.model_format === 'llama2c'
-    ? core.loadLlama2c(new Uint8Array(readFileSync(path.join(dir, 'model.bin'))))
-    : core.loadHF(readFileSync(path.join(dir, 'config.json'), 'utf8'), [new Uint8Array(readFileSync(path.join(dir, 'model.safetensors')))]);
+  const model = await loadCaseModel(core, dir, cs);
   const S = model.modules().length;
   const pathOf = new Map();
   for (let l = 0; l < model.config.nLayers; l++) for (let s = 0; s < S; s++) pathOf.set(model.modulePath(l, s), l * S + s);
@@ -167,7 +166,7 @@ const LORA_CASES = [
 
 describe('LoRA adapter as llama.cpp GGUF', () => {
   test.each(LORA_CASES)('%s: %s', async (name, _what, arch) => {
-    const c = loadCase(name);
+    const c = await loadCase(name);
     try {
       const bytes = adapterToGguf(core, c.model, c.adapter, { dtype: 'f32', name: 'my-style' });
       const { metadata, tensors } = await readGguf(bytes);
@@ -212,7 +211,7 @@ describe('LoRA adapter as llama.cpp GGUF', () => {
   });
 
   test('f16 tensors are the f32 values rounded to half precision', async () => {
-    const c = loadCase('llama_all_rslora');
+    const c = await loadCase('llama_all_rslora');
     try {
       const f32 = await readGguf(adapterToGguf(core, c.model, c.adapter, { dtype: 'f32' }));
       const f16 = await readGguf(adapterToGguf(core, c.model, c.adapter));
@@ -233,8 +232,8 @@ describe('LoRA adapter as llama.cpp GGUF', () => {
 });
 
 describe('portable PEFT: one plain lora_alpha, scales folded into lora_B', () => {
-  test.each([['llama_all_rslora'], ['llama2c_interleaved']])('%s computes the same update and the same logits', (name) => {
-    const c = loadCase(name);
+  test.each([['llama_all_rslora'], ['llama2c_interleaved']])('%s computes the same update and the same logits', async (name) => {
+    const c = await loadCase(name);
     let loaded = null;
     try {
       const { config, files } = adapterToPeft(c.model, c.adapter, { portable: true });

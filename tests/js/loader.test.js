@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 
 import { LocalEngine } from '../../web/engine/engine.js';
-import { halfPrecisionMixup, toFloat32, writeSafetensors } from '../../web/formats/safetensors.js';
+import { halfPrecisionMixup, writeSafetensors } from '../../web/formats/safetensors.js';
 import { expectAllClose, halfBytes, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN, readCase, storedLogits } from './helpers/golden.js';
 import { startServer } from './helpers/http-server.js';
@@ -124,7 +124,7 @@ describe('F16 bytes labelled BF16, and BF16 bytes labelled F16', () => {
       for (const t of st.tensors) {
         if (t.shape.length !== 2) continue;
         const raw = bytes.subarray(st.dataStart + t.begin, st.dataStart + t.end);
-        out.push({ name: `${label}/${t.name}`, dtype: t.dtype, raw, values: toFloat32(raw, t.dtype) });
+        out.push({ name: `${label}/${t.name}`, dtype: t.dtype, raw, values: core.decodeFloats(raw, t.dtype) });
       }
     };
     fromFile('default', path.join(repoRoot, 'demo/models/default/model.safetensors'));
@@ -149,9 +149,9 @@ describe('F16 bytes labelled BF16, and BF16 bytes labelled F16', () => {
         if (m.dtype !== 'F32' && m.dtype !== dtype) continue;
         const raw = m.dtype === dtype ? m.raw : halfBytes(m.values, dtype);
         checked++;
-        const right = halfPrecisionMixup(toFloat32(raw, dtype), dtype);
+        const right = halfPrecisionMixup(core, core.decodeFloats(raw, dtype), dtype);
         if (right) throw new Error(`${m.name} as ${dtype} was called mislabelled: ${right.message}`);
-        const swapped = halfPrecisionMixup(toFloat32(raw, other[dtype]), other[dtype]);
+        const swapped = halfPrecisionMixup(core, core.decodeFloats(raw, other[dtype]), other[dtype]);
         if (swapped?.likely === dtype) caught++;
         // Only matrices too small to tell may pass unnoticed (tiny-gpt2's projections of 4 to 16 values).
         else if (m.values.length >= 128) missed.push(`${m.name} as ${dtype}`);
@@ -172,13 +172,13 @@ describe('F16 bytes labelled BF16, and BF16 bytes labelled F16', () => {
     // BF16 values around 1e-8: as BF16 they are as small as F16 read as BF16, but as F16 they are no weights either.
     const tiny = Float32Array.from({ length: 4096 }, () => (r1() - 0.5) * 4e-8);
     for (const [values, dtype] of [[nearOne, 'F16'], [tiny, 'BF16']]) {
-      expect(halfPrecisionMixup(toFloat32(halfBytes(values, dtype), dtype), dtype)).toBeNull();
+      expect(halfPrecisionMixup(core, core.decodeFloats(halfBytes(values, dtype), dtype), dtype)).toBeNull();
     }
     // Gaussian-like weights are caught under either swapped label.
     const r2 = rand(2);
     const weights = Float32Array.from({ length: 4096 }, () => 0.02 * (r2() + r2() + r2() - 1.5));
-    expect(halfPrecisionMixup(toFloat32(halfBytes(weights, 'F16'), 'BF16'), 'BF16')).toMatchObject({ likely: 'F16' });
-    expect(halfPrecisionMixup(toFloat32(halfBytes(weights, 'BF16'), 'F16'), 'F16')).toMatchObject({ likely: 'BF16' });
+    expect(halfPrecisionMixup(core, core.decodeFloats(halfBytes(weights, 'F16'), 'BF16'), 'BF16')).toMatchObject({ likely: 'F16' });
+    expect(halfPrecisionMixup(core, core.decodeFloats(halfBytes(weights, 'BF16'), 'F16'), 'F16')).toMatchObject({ likely: 'BF16' });
   });
 
   test.each([['F16', 'BF16'], ['BF16', 'F16']])('a model stored %s but labelled %s is refused, naming the tensor and the likely dtype', async (stored, label) => {

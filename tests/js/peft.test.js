@@ -9,7 +9,8 @@ import {
   AdapterModelMismatchError, AdapterShapeError, LoraSpecError, UnsupportedAdapterError, adapterToPeft, getPatternKey,
   peftToAdapter, resolveLoraSpec,
 } from '../../web/formats/peft.js';
-import { SafetensorsError, readSafetensors, toFloat32, writeSafetensors } from '../../web/formats/safetensors.js';
+import { loadModel } from '../../web/formats/loader.js';
+import { SafetensorsError, readSafetensors, writeSafetensors } from '../../web/formats/safetensors.js';
 import { halfBytes, loadCore, readShared, sharedPath } from './helpers/core.js';
 
 const CFG = 'adapter_config.json';
@@ -120,6 +121,28 @@ function expectError(fn, cls, code, ...parts) {
 }
 
 describe('safetensors writer and reader', () => {
+  test('writes the reference implementation\'s documented bytes', () => {
+    // huggingface/safetensors' own tests: one F32 tensor "attn.0" of shape [1, 2, 3] holding 0..5 is a 64-byte header
+    // and no padding; "attn0" of shape [1, 1, 2, 3] pads its 65-byte header with 7 spaces; an empty file is "{}" and
+    // 6 spaces.
+    const text = (bytes, from, to) => new TextDecoder().decode(bytes.subarray(from, to));
+    const header = (bytes) => Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+    const values = Float32Array.from([0, 1, 2, 3, 4, 5]);
+    const one = writeSafetensors([{ name: 'attn.0', shape: [1, 2, 3], data: values }]);
+    expect(one.length).toBe(8 + 64 + 24);
+    expect(header(one)).toBe(64);
+    expect(text(one, 8, 72)).toBe('{"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}}');
+    expect(new Float32Array(one.slice(72).buffer)).toEqual(values);
+    const padded = writeSafetensors([{ name: 'attn0', shape: [1, 1, 2, 3], data: values }]);
+    expect(header(padded)).toBe(72);
+    expect(text(padded, 8 + 64, 8 + 72)).toBe('}       ');
+    const empty = writeSafetensors([]);
+    expect(Array.from(empty)).toEqual([8, 0, 0, 0, 0, 0, 0, 0, ...new TextEncoder().encode('{}      ')]);
+    const meta = writeSafetensors([], { metadata: { framework: 'pt' } });
+    expect(header(meta)).toBe(40);
+    expect(text(meta, 8)).toBe('{"__metadata__":{"framework":"pt"}}     ');
+  });
+
   test('key order and bytes do not depend on input order; the C parser reads everything back', () => {
     const a = { name: 'b.weight', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, -6.5]) };
     const b = { name: 'a.weight', shape: [3], data: Float32Array.from([0.25, Infinity, -0]) };
@@ -155,7 +178,8 @@ describe('safetensors writer and reader', () => {
     const h = Array.from(st.float32('h'));
     for (let i = 0; i < halfWant.length; i++) expect(Object.is(h[i], halfWant[i])).toBe(true);
     expect(Array.from(st.float32('b'))).toEqual(bfWant);
-    expect(() => toFloat32(new Uint8Array(4), 'I32')).toThrow(SafetensorsError);
+    const ints = readSafetensors(core, writeSafetensors([{ name: 'i', shape: [1], dtype: 'I32', bytes: new Uint8Array(4) }]));
+    expect(() => ints.float32('i')).toThrow(expect.objectContaining({ name: 'SafetensorsError', code: 'UNSUPPORTED_DTYPE' }));
   });
 
   test('refuses inconsistent input and reports corrupt files with the parser reason', () => {
@@ -320,8 +344,8 @@ describe('save -> load round trip', () => {
     });
   });
 
-  test('a llama2.c checkpoint exports under Hugging Face Llama module names', () => {
-    const model = core.loadLlama2c(readShared('models/stories260K/stories260K.bin'));
+  test('a llama2.c checkpoint exports under Hugging Face Llama module names', async () => {
+    const model = (await loadModel(core, { 'model.bin': readShared('models/stories260K/stories260K.bin') })).model;
     try {
       const adapter = randomAdapter(model, resolveLoraSpec(model, { targets: 'all-linear', rank: 2, alpha: 4 }), 13);
       const before = snapshot(model, adapter);
@@ -343,8 +367,8 @@ describe('save -> load round trip', () => {
 
   // llama2.c keeps q/k rows in interleaved RoPE order; Hugging Face's conversion permutes them to rotate-half order.
   // An adapter saved from the llama2.c model must act on the converted model exactly as on the original.
-  test('a llama2.c adapter works on the Hugging Face conversion of its model (q/k lora_B rows permuted)', () => {
-    const src = core.loadLlama2c(readShared('models/stories260K/stories260K.bin'));
+  test('a llama2.c adapter works on the Hugging Face conversion of its model (q/k lora_B rows permuted)', async () => {
+    const src = (await loadModel(core, { 'model.bin': readShared('models/stories260K/stories260K.bin') })).model;
     const hf = core.createModel({ ...src.config, ropeLayout: 1 - src.config.ropeLayout });
     try {
       expect(src.config.ropeLayout).toBe(1); // interleaved

@@ -324,7 +324,7 @@ describe('resize, extract, combine', () => {
     const base = readCase(core, cs.model_case);
     const out = await onFiles([peftFiles(base.dir), peftFiles(dir)],
       (e, ids) => e.combine(ids.map((id, i) => ({ id, weight: cs.weights[i] })), { type, rank: type === 'svd' ? cs.svd_rank : 0 }));
-    const model = loadCaseModel(core, base.dir, base.cs);
+    const model = await loadCaseModel(core, base.dir, base.cs);
     const adapter = peftToAdapter(core, model, out.files);
     const tol = cs.tolerance;
     let compared = 0;

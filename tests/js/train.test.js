@@ -100,7 +100,7 @@ describe('training steps against PyTorch (tests/ref/golden/train_contract)', () 
     const core = await loadCore();
     const { cs, io } = readCase(core, caseName);
     const base = readCase(core, cs.model_case);
-    const model = loadCaseModel(core, base.dir, base.cs);
+    const model = await loadCaseModel(core, base.dir, base.cs);
     const adapter = loadCaseAdapter(core, model, base.dir, base.cs.lora_modules);
     const { T } = cs;
     const tokens = io.get('tokens').data;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // package-model.js: copies a trained model folder into its committed place (demo/models/default): config.json
-// with tidy numbers, model.safetensors as F32 or halved to F16 (the loader widens F16 back), and the tokenizer.
+// with tidy numbers, model.safetensors as F32 or halved to F16 by the core (the loader widens F16 back), and the
+// tokenizer.
 // Usage: node tools/default-model/package-model.js --from DIR --to demo/models/default [--dtype f16|f32]
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -8,44 +9,6 @@ import { parseArgs } from 'node:util';
 
 import { Core } from '../../web/core/core.js';
 import { readSafetensors, writeSafetensors } from '../../web/formats/safetensors.js';
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/**
- * IEEE half-precision bits of an f32, rounded to nearest even, with subnormals, infinities and NaN.
- * @param {number} value
- */
-export function toHalfBits(value) {
-  f32[0] = value;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00; // too large: infinity
-  if (e <= 0) {
-    if (e < -10) return sign; // below half the smallest subnormal: signed zero
-    mant |= 0x800000; // implicit leading one
-    const shift = 14 - e;
-    const half = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    return sign | (half + (rest > mid || (rest === mid && (half & 1)) ? 1 : 0));
-  }
-  const half = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (and overflows to infinity at the top).
-  return sign | (half + (rest > 0x1000 || (rest === 0x1000 && (half & 1)) ? 1 : 0));
-}
-
-/** @param {Float32Array} values @returns {Uint8Array} little-endian f16 bytes */
-function toHalfBytes(values) {
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = toHalfBits(values[i]);
-  return new Uint8Array(out.buffer);
-}
 
 /** Hugging Face config with the f32 round-off of decimal settings removed (1e-5, not 0.000009999999747378752). */
 export function tidyConfig(config) {
@@ -69,7 +32,7 @@ async function main() {
   const file = readSafetensors(core, new Uint8Array(await readFile(path.join(values.from, 'model.safetensors'))));
   const tensors = [...file.tensors.values()].map((t) => {
     const data = file.float32(t.name);
-    return values.dtype === 'f16' ? { name: t.name, shape: t.shape, dtype: 'F16', bytes: toHalfBytes(data) }
+    return values.dtype === 'f16' ? { name: t.name, shape: t.shape, dtype: 'F16', bytes: core.encodeFloats(data, 'F16') }
       : { name: t.name, shape: t.shape, data };
   });
   config.torch_dtype = values.dtype === 'f16' ? 'float16' : 'float32';

@@ -27,9 +27,10 @@ for src in src/core/*.c src/io/*.c src/model/*.c src/layers/*.c src/lora/*.c src
   objs="$objs $obj"
 done
 
-# Refresh the committed seed corpus from the library's own writer (it must stay valid as formats evolve).
+# Refresh the committed seed corpus (it must stay valid as formats evolve).
 # shellcheck disable=SC2086
-$cc -std=c11 -O1 -Iinclude -Isrc tools/fuzz/seeds.c $(echo "$objs") -fsanitize=address,undefined -lm -o "$out/seeds"
+$cc -std=c11 -O1 -Iinclude -Isrc -Itests/c tools/fuzz/seeds.c tests/c/util_safetensors.c $(echo "$objs") \
+  -fsanitize=address,undefined -lm -o "$out/seeds"
 for t in safetensors safetensors_header json config llama2c; do mkdir -p "tests/fuzz/corpus/$t"; done
 "$out/seeds" tests/fuzz/corpus
 

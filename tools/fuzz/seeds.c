@@ -1,10 +1,11 @@
 /* seeds.c: writes the starting corpus of the fuzz targets: one folder per parser under <directory> (safetensors,
- * safetensors_header, json, config, llama2c) with valid inputs written by the library itself. Usage: seeds
- * <directory>. The output is committed as tests/fuzz/corpus. */
+ * safetensors_header, json, config, llama2c) with valid inputs (safetensors from the C tests' fixture writer,
+ * tests/c/st_fixture.h). Usage: seeds <directory>. The output is committed as tests/fuzz/corpus. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "st_fixture.h"
 #include "wl_io.h"
 
 static const char *const TARGET_DIRS[5] = {"safetensors", "safetensors_header", "json", "config", "llama2c"};
@@ -29,15 +30,13 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     int bad = 0;
 
-    /* safetensors from the writer: a matrix, a vector, a scalar, metadata. */
+    /* safetensors: a matrix, a vector, a scalar, metadata. */
     float a[6] = {1, -2, 3.5f, 0, 1e-3f, 7}, b[3] = {0.5f, 0.25f, -1}, s[1] = {42};
-    wl_st_entry e[3] = {{"model.layers.0.self_attn.q_proj.weight", a, 2, {2, 3}}, {"b", b, 1, {3}}, {"s", s, 0, {0}}};
-    const char *meta[2] = {"format", "pt"};
-    uint64_t size;
-    if (wl_st_write_size(e, 3, meta, 1, &size) != WL_OK) return 1;
-    uint8_t *st = malloc((size_t)size);
-    if (!st || wl_st_write(e, 3, meta, 1, st, size) != WL_OK) return 1;
-    bad |= put(dir, "st_whole", 0, st, (size_t)size);
+    wl_test_tensor t[3] = {{"model.layers.0.self_attn.q_proj.weight", a, 2, {2, 3}}, {"b", b, 1, {3}}, {"s", s, 0, {0}}};
+    size_t size;
+    uint8_t *st = wl_test_safetensors(t, 3, "\"format\":\"pt\"", &size);
+    if (!st) return 1;
+    bad |= put(dir, "st_whole", 0, st, size);
     bad |= put(dir, "st_header", 1, st, (size_t)(8 + (st[0] | st[1] << 8)));
     free(st);
     /* Non-F32 dtypes and a zero-size tensor, written by hand. */

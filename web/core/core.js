@@ -5,12 +5,11 @@ import { CoreError, EngineError, FormatError, InvalidArgumentError, NotFoundErro
 import { F32_SAFE_MAGNITUDE, firstOutOfRange } from '../engine/divergence.js';
 export { CoreError } from '../errors.js';
 import { instantiateCore } from '../runtime/wasm.js';
+import { ABI } from './abi.js';
 
-
-const STATUS_CODES = [
-  'OK', 'INVALID_ARGUMENT', 'BAD_FORMAT', 'UNSUPPORTED', 'SHAPE_MISMATCH', 'OUT_OF_MEMORY', 'NOT_FOUND', 'NUMERIC',
-  'BAD_STATE',
-];
+// The C core's status names, enums, struct layouts and limits come from web/core/abi.js, which the build writes from
+// the module's own description (src/wasm/abi.c); Core refuses a module that describes itself differently.
+const STATUS_CODES = ABI.status;
 
 /** The class each failed status is thrown as, so that one code always comes with one class (errors.js). */
 const STATUS_CLASSES = {
@@ -18,17 +17,89 @@ const STATUS_CLASSES = {
   NUMERIC: NumericError, BAD_STATE: EngineError, SHAPE_MISMATCH: CoreError, OUT_OF_MEMORY: CoreError,
 };
 
-export const Arch = Object.freeze({ LLAMA: 1, GPT2: 2 });
-export const RopeLayout = Object.freeze({ HALF: 0, INTERLEAVED: 1 });
-export const ForwardFlags = Object.freeze({ TRAIN: 1, LAST_LOGITS: 2 });
-export const DType = Object.freeze({
-  F32: 0, F16: 1, BF16: 2, F64: 3, I32: 4, I64: 5, U8: 6, I8: 7, BOOL: 8, I16: 9, U16: 10, U32: 11, U64: 12,
-  F8_E4M3: 13, F8_E5M2: 14,
-});
+export const Arch = Object.freeze({ ...ABI.arch });
+export const RopeLayout = Object.freeze({ ...ABI.ropeLayout });
+export const ForwardFlags = Object.freeze({ ...ABI.forwardFlags });
+export const ReserveFlags = Object.freeze({ ...ABI.reserveFlags });
+export const DType = Object.freeze({ ...ABI.dtype });
+
+/** The value a name has in one of the ABI's enums, or undefined for a name it does not have. */
+const enumValue = (table, name) => (Object.hasOwn(table, name) ? table[name] : undefined);
 export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [v, k])));
-export const LoraInit = Object.freeze({ default: 0, gaussian: 1, zero: 2 });
+/** Bytes per element of each dtype, by its safetensors name. */
+export const DTYPE_SIZES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [k, ABI.dtypeSize[v]])));
+export const LoraInit = Object.freeze({ ...ABI.loraInit });
 /** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_0 blocks. */
-export const STORAGE_NAMES = Object.freeze(['f32', 'q8', 'q4']);
+export const STORAGE_NAMES = Object.freeze(Object.keys(ABI.storage).sort((a, b) => ABI.storage[a] - ABI.storage[b]));
+/** The C parser's limit on a safetensors JSON header (bytes). */
+export const SAFETENSORS_MAX_HEADER = ABI.limits.safetensorsMaxHeader;
+/** Model-level LoRA modules (token embedding, LM head) sit at this layer, in these slots. */
+export const MODEL_LAYER = ABI.limits.loraModelLayer;
+export const EMBED_SLOT = ABI.limits.loraEmbedSlot;
+export const HEAD_SLOT = ABI.limits.loraHeadSlot;
+
+/** @param {{ blocks: string, slots: readonly (readonly [string, number, number])[] }} arch */
+const archModules = ({ blocks, slots }) => Object.freeze({
+  blocks, slots: slots.map(([name, hasBias, conv1d]) => Object.freeze({ name, hasBias: hasBias === 1, conv1d: conv1d === 1 })),
+});
+/**
+ * Each architecture's LoRA-capable block modules: where its blocks sit ('model.layers') and per slot the module's
+ * path inside a block ('self_attn.q_proj'), whether it has a bias and whether files store it (in, out) (Conv1D).
+ */
+export const ARCHITECTURES = Object.freeze({ llama: archModules(ABI.architectures.llama), gpt2: archModules(ABI.architectures.gpt2) });
+
+/**
+ * A struct of the C API as this binding uses it: the fields it reads, at the offsets and with the types web/core/abi.js
+ * gives. `complete`: the binding also writes the struct, so it must know every field. A field the core lacks (or,
+ * when complete, one the binding lacks) is an error as soon as this module loads.
+ * @param {string} struct @param {string[]} fields @param {{ complete?: boolean }} [opts]
+ */
+export function structLayout(struct, fields, { complete = false } = {}) {
+  const desc = /** @type {Record<string, { size: number, fields: readonly (readonly [string, number, string, number])[] }>} */ (ABI.structs)[struct];
+  if (!desc) throw new Error(`web/core/abi.js describes no struct ${struct}`);
+  const byName = new Map(desc.fields.map(([name, offset, type, count]) => [name, { offset, type, count }]));
+  const missing = fields.filter((f) => !byName.has(f));
+  const unknown = complete ? [...byName.keys()].filter((f) => !fields.includes(f)) : [];
+  if (missing.length || unknown.length) {
+    throw new Error(`web/core/core.js and the C core disagree on ${struct}: `
+      + [missing.length ? `the core has no ${missing.join(', ')}` : '', unknown.length ? `the binding does not know ${unknown.join(', ')}` : '']
+        .filter(Boolean).join('; '));
+  }
+  return { size: desc.size, fields: fields.map((name) => ({ name, ...byName.get(name) })) };
+}
+
+const I64_HIGH = 2 ** 32;
+/** The fields of a struct at ptr, by C name (i64 and u32 as numbers, str as a string, arrays for count > 1). */
+function readStruct(wasm, layout, ptr) {
+  /** @type {Record<string, any>} */
+  const out = {};
+  for (const { name, offset, type, count } of layout.fields) {
+    const at = ptr + offset;
+    const one = (k) => {
+      switch (type) {
+        case 'i32': return wasm.i32[(at >>> 2) + k];
+        case 'f32': return wasm.f32[(at >>> 2) + k];
+        case 'f64': return wasm.f64[(at >>> 3) + k];
+        case 'i64': return wasm.u32[(at >>> 2) + 2 * k] + wasm.i32[(at >>> 2) + 2 * k + 1] * I64_HIGH;
+        case 'str': return wasm.readString(wasm.u32[(at >>> 2) + k]);
+        default: return wasm.u32[(at >>> 2) + k]; // u32, ptr
+      }
+    };
+    out[name] = count === 1 ? one(0) : Array.from({ length: count }, (_, k) => one(k));
+  }
+  return out;
+}
+
+const camelCase = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+const CONFIG = structLayout('wl_config', ['arch', 'dim', 'hidden_dim', 'n_layers', 'n_heads', 'n_kv_heads', 'head_dim',
+  'vocab_size', 'max_seq_len', 'tied_embeddings', 'qkv_bias', 'rope_layout', 'rope_theta', 'norm_eps', 'bos_id', 'eos_id'],
+{ complete: true });
+const TENSOR_INFO = structLayout('wl_tensor_info', ['name', 'data', 'grad', 'ndim', 'shape', 'transposed', 'numel', 'layer',
+  'decay', 'storage']);
+const MODULE_INFO = structLayout('wl_module_info', ['name', 'in_features', 'out_features', 'has_bias', 'conv1d']);
+const LORA_MODULE = structLayout('wl_lora_module', ['layer', 'slot', 'rank', 'in_features', 'out_features', 'scale',
+  'alpha', 'A', 'B', 'dA', 'dB', 'magnitude', 'dmagnitude', 'row_blocks', 'block_mask']);
+const LLAMA2C_PART = structLayout('wl_llama2c_part', ['tensor', 'offset', 'numel']);
 
 /** The wl_storage id of a dtype name; anything else is a clear error. */
 export function storageId(dtype) {
@@ -38,13 +109,7 @@ export function storageId(dtype) {
 }
 export const IGNORE_ID = -100;
 
-// wl_config: 16 four-byte fields (asserted in src/wasm/exports.c).
-const CONFIG_FIELDS = [
-  ['arch', 'i'], ['dim', 'i'], ['hiddenDim', 'i'], ['nLayers', 'i'], ['nHeads', 'i'], ['nKvHeads', 'i'],
-  ['headDim', 'i'], ['vocabSize', 'i'], ['maxSeqLen', 'i'], ['tiedEmbeddings', 'i'], ['qkvBias', 'i'],
-  ['ropeLayout', 'i'], ['ropeTheta', 'f'], ['normEps', 'f'], ['bosId', 'i'], ['eosId', 'i'],
-];
-const CONFIG_BYTES = 64;
+const CONFIG_BYTES = CONFIG.size;
 
 /** Split a non-negative integer seed into u32 halves (the exports take no i64). */
 function seedHalves(seed) {
@@ -58,6 +123,11 @@ export class Core {
   constructor(wasm) {
     this.wasm = wasm;
     this.x = wasm.exports;
+    const described = wasm.readString(wasm.exports.wl_abi());
+    if (described !== JSON.stringify(ABI)) {
+      throw new CoreError('this build of the C core (weblora.wasm) does not match the JavaScript package (web/core/abi.js): '
+        + 'they come from different versions', { code: 'ABI_MISMATCH' });
+    }
   }
 
   /**
@@ -122,49 +192,66 @@ export class Core {
 
   /**
    * f32 values as little-endian bytes of F32, F16 or BF16 (round-to-nearest-even), for writers of half-precision
-   * files. Converted in blocks, so a tensor of any size needs little scratch memory.
+   * files. Converted by the core in blocks, so a tensor of any size needs little scratch memory.
    * @param {Float32Array} values @param {'F32'|'F16'|'BF16'} dtype @returns {Uint8Array}
    */
   encodeFloats(values, dtype) {
-    const id = DType[dtype];
     if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new InvalidArgumentError(`cannot encode floats as ${dtype}: only F32, F16, BF16`);
-    const esize = this.x.wl_dtype_size(id);
+    const esize = ABI.dtypeSize[DType[dtype]];
     const out = new Uint8Array(values.length * esize);
-    const block = Math.min(values.length, 1 << 18);
-    if (block === 0) return out;
-    this.withScratch(block * (4 + esize), (p) => {
-      const dst = p + 4 * block;
-      for (let at = 0; at < values.length; at += block) {
-        const n = Math.min(block, values.length - at);
-        this.wasm.f32.set(values.subarray(at, at + n), p >>> 2);
-        this.check(this.x.wl_convert_from_f32(dst, p, id, n), 'encode floats');
-        out.set(this.wasm.u8.subarray(dst, dst + n * esize), at * esize);
-      }
+    this.convertBlocks(values.length, 4, esize, (src, dst, at, n) => {
+      this.wasm.f32.set(values.subarray(at, at + n), src >>> 2);
+      this.check(this.x.wl_convert_from_f32(dst, src, DType[dtype], n), 'encode floats');
+      out.set(this.wasm.u8.subarray(dst, dst + n * esize), at * esize);
     });
     return out;
   }
 
+  /**
+   * Little-endian bytes of a floating dtype (F32, F16, BF16, F64) widened to f32 by the core; any other dtype is
+   * an error (UNSUPPORTED).
+   * @param {Uint8Array} bytes @param {string} dtype a safetensors dtype name @returns {Float32Array}
+   */
+  decodeFloats(bytes, dtype) {
+    const id = DType[dtype];
+    if (!['F32', 'F16', 'BF16', 'F64'].includes(dtype)) throw new UnsupportedError(`cannot read ${dtype} values as floats: only F32, F16, BF16, F64`);
+    const esize = ABI.dtypeSize[id];
+    if (bytes.byteLength % esize) throw new InvalidArgumentError(`${bytes.byteLength} bytes are not whole ${dtype} values`);
+    const out = new Float32Array(bytes.byteLength / esize);
+    this.convertBlocks(out.length, esize, 4, (src, dst, at, n) => {
+      this.wasm.u8.set(bytes.subarray(at * esize, (at + n) * esize), src);
+      this.check(this.x.wl_convert_to_f32(dst, src, id, n), 'decode floats');
+      out.set(this.wasm.f32.subarray(dst >>> 2, (dst >>> 2) + n), at);
+    });
+    return out;
+  }
+
+  /** Run step(src, dst, at, n) over blocks of n of count values, with scratch for n values of each size. */
+  convertBlocks(count, srcSize, dstSize, step) {
+    const block = Math.min(count, 1 << 18);
+    if (block === 0) return;
+    const dstAt = Math.ceil((block * srcSize) / 8) * 8; // either side may hold f32 views: keep both aligned
+    this.withScratch(dstAt + block * dstSize, (p) => {
+      for (let at = 0; at < count; at += block) step(p, p + dstAt, at, Math.min(block, count - at));
+    });
+  }
+
   /** @param {number} ptr @returns {Record<string, number>} */
   readConfig(ptr) {
-    /** @type {Record<string, number>} */
-    const cfg = {};
-    const base = ptr >>> 2;
-    CONFIG_FIELDS.forEach(([name, kind], i) => {
-      cfg[name] = kind === 'f' ? this.wasm.f32[base + i] : this.wasm.i32[base + i];
-    });
-    return cfg;
+    const fields = readStruct(this.wasm, CONFIG, ptr);
+    return Object.fromEntries(CONFIG.fields.map(({ name }) => [camelCase(name), fields[name]]));
   }
 
   writeConfig(ptr, cfg) {
-    const base = ptr >>> 2;
-    CONFIG_FIELDS.forEach(([name, kind], i) => {
-      const v = cfg[name];
+    for (const { name, offset, type } of CONFIG.fields) {
+      const key = camelCase(name);
+      const v = cfg[key];
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new InvalidArgumentError(`model config field ${name} must be a finite number, got ${v}`);
+        throw new InvalidArgumentError(`model config field ${key} must be a finite number, got ${v}`);
       }
-      if (kind === 'f') this.wasm.f32[base + i] = v;
-      else this.wasm.i32[base + i] = v;
-    });
+      if (type === 'f32') this.wasm.f32[(ptr + offset) >>> 2] = v;
+      else this.wasm.i32[(ptr + offset) >>> 2] = v;
+    }
   }
 
   /** Parse a Hugging Face config.json. @param {string|object} json */
@@ -179,6 +266,23 @@ export class Core {
         this.wasm.free(p);
       }
       return this.readConfig(cfgPtr);
+    });
+  }
+
+  /** The Hugging Face config.json text of a config object (fields as readConfig returns), written by the core. */
+  configToHF(cfg) {
+    return this.withScratch(CONFIG_BYTES + 4, (p) => {
+      this.writeConfig(p, cfg);
+      const lenPtr = p + CONFIG_BYTES;
+      this.wasm.u32[lenPtr >>> 2] = 0;
+      // Measures: fails for want of room and says how much is needed (or fails for a bad config, saying nothing).
+      const status = this.x.wl_config_to_hf_json(p, 0, 0, lenPtr);
+      const len = this.wasm.u32[lenPtr >>> 2];
+      if (len === 0) this.check(status, 'config.json');
+      return this.withScratch(len + 1, (buf) => {
+        this.check(this.x.wl_config_to_hf_json(p, buf, len + 1, lenPtr), 'config.json');
+        return this.wasm.readString(buf);
+      });
     });
   }
 
@@ -216,51 +320,18 @@ export class Core {
     });
   }
 
-  /** Load a llama2.c checkpoint. @param {Uint8Array} bytes */
-  loadLlama2c(bytes) {
-    const p = this.wasm.copyIn(bytes);
-    try {
-      return this.loadLlama2cAt(p, bytes.length);
-    } finally {
-      this.wasm.free(p);
-    }
-  }
-
-  /** Load a llama2.c checkpoint already in wasm memory at ptr. */
-  loadLlama2cAt(ptr, len) {
-    return new Model(this, this.callOut('llama2.c checkpoint', (out) => this.x.wl_model_load_llama2c(ptr, len, out)));
-  }
-
-  /** Load an HF model from config.json text and safetensors shards. @param {string} configJson @param {Uint8Array[]} shards */
-  loadHF(configJson, shards) {
-    const cfgBytes = new TextEncoder().encode(configJson);
-    const ptrs = [];
-    try {
-      const cfgPtr = this.wasm.copyIn(cfgBytes);
-      ptrs.push(cfgPtr);
-      const pairs = this.wasm.malloc(8 * Math.max(1, shards.length));
-      ptrs.push(pairs);
-      shards.forEach((s, i) => {
-        const sp = this.wasm.copyIn(s);
-        ptrs.push(sp);
-        this.wasm.u32[(pairs >>> 2) + 2 * i] = sp;
-        this.wasm.u32[(pairs >>> 2) + 2 * i + 1] = s.byteLength;
-      });
-      const ptr = this.callOut('model.safetensors', (out) =>
-        this.x.wl_model_load_hf(cfgPtr, cfgBytes.length, pairs, shards.length, out));
-      return new Model(this, ptr);
-    } finally {
-      ptrs.forEach((p) => this.wasm.free(p));
-    }
-  }
-
   /**
    * Parse a safetensors file (whole, or only its header when fileSize is given) with the C parser.
    * @param {Uint8Array} bytes
    * @param {number} [fileSize] total size of the file when bytes hold only its beginning
-   * @returns {{ headerSize: number, dataStart: number, tensors: {name: string, dtype: string, dtypeId: number, shape: number[], begin: number, end: number}[], metadata: Record<string, string> }}
+   * @returns {SafetensorsHeader}
    */
   parseSafetensors(bytes, fileSize) {
+    return this.withSafetensors(bytes, fileSize, (st) => this.describeSafetensors(st));
+  }
+
+  /** Run fn with the core's parse (a wl_safetensors pointer) of a file or its header, freed afterwards. */
+  withSafetensors(bytes, fileSize, fn) {
     const p = this.wasm.copyIn(bytes);
     let st = 0;
     try {
@@ -268,30 +339,35 @@ export class Core {
         fileSize === undefined
           ? this.x.wl_st_parse(p, bytes.byteLength, out)
           : this.x.wl_st_parse_header(p, bytes.byteLength, fileSize, out));
-      const x = this.x;
-      const tensors = [];
-      for (let i = 0; i < x.wl_st_count(st); i++) {
-        const ndim = x.wl_st_ndim(st, i);
-        const shape = [];
-        for (let d = 0; d < ndim; d++) shape.push(x.wl_st_dim(st, i, d));
-        const dtypeId = x.wl_st_dtype(st, i);
-        tensors.push({
-          name: this.wasm.readString(x.wl_st_name(st, i)),
-          dtype: DTYPE_NAMES[dtypeId], dtypeId, shape,
-          begin: x.wl_st_begin(st, i), end: x.wl_st_end(st, i),
-        });
-      }
-      /** @type {Record<string, string>} */
-      const metadata = {};
-      for (let i = 0; i < x.wl_st_n_metadata(st); i++) {
-        metadata[this.wasm.readString(x.wl_st_metadata_key(st, i))] = this.wasm.readString(x.wl_st_metadata_value(st, i));
-      }
-      const dataStart = x.wl_st_data_start(st);
-      return { headerSize: dataStart - 8, dataStart, tensors, metadata };
+      return fn(st);
     } finally {
       if (st) this.x.wl_st_free(st);
       this.wasm.free(p);
     }
+  }
+
+  /** @param {number} st a wl_safetensors @returns {SafetensorsHeader} */
+  describeSafetensors(st) {
+    const x = this.x;
+    const tensors = [];
+    for (let i = 0; i < x.wl_st_count(st); i++) {
+      const ndim = x.wl_st_ndim(st, i);
+      const shape = [];
+      for (let d = 0; d < ndim; d++) shape.push(x.wl_st_dim(st, i, d));
+      const dtypeId = x.wl_st_dtype(st, i);
+      tensors.push({
+        name: this.wasm.readString(x.wl_st_name(st, i)),
+        dtype: DTYPE_NAMES[dtypeId], dtypeId, shape,
+        begin: x.wl_st_begin(st, i), end: x.wl_st_end(st, i),
+      });
+    }
+    /** @type {Record<string, string>} */
+    const metadata = {};
+    for (let i = 0; i < x.wl_st_n_metadata(st); i++) {
+      metadata[this.wasm.readString(x.wl_st_metadata_key(st, i))] = this.wasm.readString(x.wl_st_metadata_value(st, i));
+    }
+    const dataStart = x.wl_st_data_start(st);
+    return { headerSize: dataStart - 8, dataStart, tensors, metadata };
   }
 
   /**
@@ -337,7 +413,7 @@ export class Core {
    */
   svd(a, m, n, rank, opts = {}) {
     if (!(a instanceof Float32Array) || a.length !== m * n) throw new InvalidArgumentError(`svd: expected a Float32Array of ${m} x ${n} values`);
-    const method = { auto: 0, exact: 1, randomized: 2 }[opts.method ?? 'auto'];
+    const method = enumValue(ABI.svdMethod, opts.method ?? 'auto');
     if (method === undefined) throw new InvalidArgumentError(`svd: unknown method ${opts.method}`);
     const w = this.wasm;
     const ptrs = [];
@@ -384,7 +460,7 @@ export class Core {
    * @param {Adapter[]} adapters @param {number[]} weights @param {{ type?: 'linear'|'cat'|'svd', rank?: number }} [opts]
    */
   combineAdapters(adapters, weights, opts = {}) {
-    const type = { linear: 0, cat: 1, svd: 2 }[opts.type ?? 'svd'];
+    const type = enumValue(ABI.combine, opts.type ?? 'svd');
     if (type === undefined) throw new InvalidArgumentError(`combination type must be linear, cat or svd, got ${opts.type}`);
     const n = adapters.length;
     const maxModules = Math.max(1, ...adapters.map((a) => a.modules().length)) * Math.max(1, n);
@@ -466,7 +542,7 @@ export class ModuleShapes {
   modules() {
     const { slots, inFeatures, outFeatures, arch } = this.shape;
     return slots.map((name, slot) => ({ slot, name, shortName: name.split('.').pop() ?? name, inFeatures: inFeatures[slot],
-      outFeatures: outFeatures[slot], hasBias: arch === 'gpt2', conv1d: arch === 'gpt2' }));
+      outFeatures: outFeatures[slot], hasBias: ARCHITECTURES[arch].slots[slot].hasBias, conv1d: ARCHITECTURES[arch].slots[slot].conv1d }));
   }
 
   /** @param {number} layer @param {number} slot */
@@ -549,18 +625,14 @@ export class Model {
   tensors() {
     const { core } = this;
     const out = [];
-    core.withScratch(56, (info) => {
+    core.withScratch(TENSOR_INFO.size, (info) => {
       const n = core.x.wl_model_n_tensors(this.ptr);
       for (let i = 0; i < n; i++) {
         core.check(core.x.wl_model_tensor(this.ptr, i, info), 'tensor table');
-        const u32 = core.wasm.u32, i32 = core.wasm.i32, b = info >>> 2;
-        const ndim = i32[b + 3];
-        const shape = [u32[b + 4] + u32[b + 5] * 2 ** 32];
-        if (ndim === 2) shape.push(u32[b + 6] + u32[b + 7] * 2 ** 32);
+        const t = readStruct(core.wasm, TENSOR_INFO, info);
         out.push({
-          index: i, name: core.wasm.readString(u32[b]), dataPtr: u32[b + 1], gradPtr: u32[b + 2], ndim, shape,
-          transposed: i32[b + 8] === 1, numel: u32[b + 9], layer: i32[b + 10], decay: i32[b + 11] === 1,
-          quantized: i32[b + 12] !== 0,
+          index: i, name: t.name, dataPtr: t.data, gradPtr: t.grad, ndim: t.ndim, shape: t.shape.slice(0, t.ndim),
+          transposed: t.transposed === 1, numel: t.numel, layer: t.layer, decay: t.decay === 1, quantized: t.storage !== ABI.storage.f32,
         });
       }
     });
@@ -592,6 +664,15 @@ export class Model {
     return out;
   }
 
+  /** A tensor's values in its Hugging Face file layout (a GPT-2 Conv1D weight (in, out)), as the core reads them back. */
+  readTensorFile(entry) {
+    const { core } = this;
+    return core.withScratch(4 * Math.max(1, entry.numel), (p) => {
+      core.check(core.x.wl_model_read_tensor_file(this.ptr, entry.index, p), 'read tensor');
+      return core.wasm.f32.slice(p >>> 2, (p >>> 2) + entry.numel);
+    });
+  }
+
   /**
    * Where each tensor of this model (created from the checkpoint's header) lies in a llama2.c file of fileSize bytes:
    * [{ tensor (index), offset (bytes), numel }] in file order. @param {Uint8Array} header its first 28 bytes
@@ -599,15 +680,16 @@ export class Model {
   llama2cParts(header, fileSize) {
     const { core } = this;
     const cap = this.tensors().length;
-    return core.withScratch(header.byteLength + 8 + 24 * cap + 4, (p) => {
+    const size = LLAMA2C_PART.size;
+    return core.withScratch(header.byteLength + 8 + size * cap + 4, (p) => {
       core.wasm.u8.set(header, p);
       const parts = (p + header.byteLength + 7) & ~7;
-      const nPtr = parts + 24 * cap;
+      const nPtr = parts + size * cap;
       core.check(core.x.wl_llama2c_parts(this.ptr, p, header.byteLength, fileSize, parts, cap, nPtr), 'llama2.c checkpoint');
       const out = [];
       for (let i = 0; i < core.wasm.i32[nPtr >>> 2]; i++) {
-        const b = parts + 24 * i;
-        out.push({ tensor: core.wasm.i32[b >>> 2], offset: core.wasm.f64[(b + 8) >>> 3], numel: core.wasm.f64[(b + 16) >>> 3] });
+        const { tensor, offset, numel } = readStruct(core.wasm, LLAMA2C_PART, parts + size * i);
+        out.push({ tensor, offset, numel });
       }
       return out;
     });
@@ -621,29 +703,10 @@ export class Model {
   /** Write elements of a tensor in file layout from raw bytes of the given dtype. */
   writeTensor(index, dtypeId, firstElement, bytes) {
     const { core } = this;
-    const n = bytes.byteLength / core.x.wl_dtype_size(dtypeId);
+    const n = bytes.byteLength / ABI.dtypeSize[dtypeId];
     core.withScratch(Math.max(1, bytes.byteLength), (p) => {
       core.wasm.u8.set(bytes, p);
       core.check(core.x.wl_model_write_tensor(this.ptr, index, dtypeId, firstElement, n, p), 'write tensor');
-    });
-  }
-
-  /**
-   * The model tensor a safetensors entry fills: its index, or -1 for entries that carry no weights (buffers,
-   * a stored copy of a tied head). Unknown names, unsupported dtypes and wrong shapes throw.
-   * @param {{ name: string, dtypeId: number, shape: number[] }} t
-   */
-  matchTensor(t) {
-    const { core } = this;
-    const nameBytes = new TextEncoder().encode(t.name);
-    return core.withScratch(nameBytes.length + 1 + 8 * Math.max(1, t.shape.length) + 8, (p) => {
-      core.wasm.u8.set(nameBytes, p);
-      core.wasm.u8[p + nameBytes.length] = 0;
-      const shapePtr = (p + nameBytes.length + 1 + 7) & ~7;
-      core.wasm.f64.set(t.shape, shapePtr >>> 3);
-      const outPtr = shapePtr + 8 * Math.max(1, t.shape.length);
-      core.check(core.x.wl_model_match_tensor(this.ptr, p, t.dtypeId, t.shape.length, shapePtr, outPtr), 'safetensors');
-      return core.wasm.i32[outPtr >>> 2];
     });
   }
 
@@ -724,13 +787,12 @@ export class Model {
   modules() {
     const { core } = this;
     const out = [];
-    core.withScratch(20, (info) => {
+    core.withScratch(MODULE_INFO.size, (info) => {
       for (let s = 0; s < core.x.wl_model_n_slots(this.ptr); s++) {
         core.check(core.x.wl_model_module(this.ptr, s, info), 'module');
-        const b = info >>> 2, u32 = core.wasm.u32, i32 = core.wasm.i32;
-        const name = core.wasm.readString(u32[b]);
-        out.push({ slot: s, name, shortName: name.split('.').pop(), inFeatures: i32[b + 1], outFeatures: i32[b + 2],
-          hasBias: i32[b + 3] === 1, conv1d: i32[b + 4] === 1 });
+        const m = readStruct(core.wasm, MODULE_INFO, info);
+        out.push({ slot: s, name: m.name, shortName: m.name.split('.').pop(), inFeatures: m.in_features,
+          outFeatures: m.out_features, hasBias: m.has_bias === 1, conv1d: m.conv1d === 1 });
       }
     });
     return out;
@@ -749,7 +811,7 @@ export class Model {
    * that only needs the last position's logits (generation), so a long context stays cheap.
    */
   reserve(B, T, { train = false, lastLogits = false } = {}) {
-    const flags = (train ? 1 : 0) | (lastLogits ? 2 : 0);
+    const flags = (train ? ReserveFlags.TRAIN : 0) | (lastLogits ? ReserveFlags.LAST_LOGITS : 0);
     this.core.check(this.core.x.wl_model_reserve(this.ptr, B, T, flags), 'reserve');
   }
 
@@ -863,6 +925,55 @@ export class Model {
   }
 }
 
+/**
+ * One load of a model's weights from safetensors shards, whatever carries the bytes: the core plans each shard
+ * (wl_model_plan_shard: which model tensor every file tensor fills, none stored twice) and checks at the end that
+ * every model tensor came (wl_model_check_loaded); the caller writes the bytes with Model.writeTensorBytes.
+ */
+export class ShardLoad {
+  /** @param {Model} model */
+  constructor(model) {
+    this.model = model;
+    const n = model.core.x.wl_model_n_tensors(model.ptr);
+    this.seen = model.core.wasm.malloc(Math.max(1, n));
+    model.core.wasm.u8.fill(0, this.seen, this.seen + n);
+  }
+
+  /**
+   * The plan of one shard from its header (the first bytes of a file of fileSize bytes): the file's tensors, each
+   * with `index`, the model tensor it fills (-1: it carries no weights).
+   * @param {Uint8Array} header @param {number} fileSize
+   * @returns {Omit<SafetensorsHeader, 'tensors'> & { tensors: (SafetensorsEntry & { index: number })[] }}
+   */
+  plan(header, fileSize) {
+    const { core, ptr } = this.model;
+    return core.withSafetensors(header, fileSize, (st) => {
+      const parsed = core.describeSafetensors(st);
+      const n = parsed.tensors.length;
+      const indices = core.withScratch(4 * Math.max(1, n), (p) => {
+        core.check(core.x.wl_model_plan_shard(ptr, st, this.seen, p), 'safetensors');
+        return Array.from(core.wasm.i32.subarray(p >>> 2, (p >>> 2) + n));
+      });
+      return { ...parsed, tensors: parsed.tensors.map((t, i) => ({ ...t, index: indices[i] })) };
+    });
+  }
+
+  /** Throw (NOT_FOUND) naming the first model tensor no shard held. */
+  finish() {
+    this.model.core.check(this.model.core.x.wl_model_check_loaded(this.model.ptr, this.seen), 'safetensors');
+  }
+
+  free() {
+    this.model.core.wasm.free(this.seen);
+    this.seen = 0;
+  }
+}
+
+/**
+ * @typedef {{ name: string, dtype: string, dtypeId: number, shape: number[], begin: number, end: number }} SafetensorsEntry
+ * @typedef {{ headerSize: number, dataStart: number, tensors: SafetensorsEntry[], metadata: Record<string, string> }} SafetensorsHeader
+ */
+
 /** A LoRA adapter in the core. */
 export class Adapter {
   /** @param {Core} core @param {number} ptr */
@@ -901,14 +1012,13 @@ export class Adapter {
   modules() {
     const { core } = this;
     const out = [];
-    core.withScratch(60, (m) => {
+    core.withScratch(LORA_MODULE.size, (p) => {
       for (let i = 0; i < core.x.wl_adapter_n_modules(this.ptr); i++) {
-        core.check(core.x.wl_adapter_module(this.ptr, i, m), 'adapter module');
-        const b = m >>> 2, i32 = core.wasm.i32, f32 = core.wasm.f32, u32 = core.wasm.u32;
-        out.push({ index: i, layer: i32[b], slot: i32[b + 1], rank: i32[b + 2], inFeatures: i32[b + 3],
-          outFeatures: i32[b + 4], scale: f32[b + 5], alpha: f32[b + 6], A: u32[b + 7], B: u32[b + 8],
-          dA: u32[b + 9], dB: u32[b + 10], magnitude: u32[b + 11], dMagnitude: u32[b + 12], rowBlocks: i32[b + 13],
-          blockMask: i32[b + 14] });
+        core.check(core.x.wl_adapter_module(this.ptr, i, p), 'adapter module');
+        const m = readStruct(core.wasm, LORA_MODULE, p);
+        out.push({ index: i, layer: m.layer, slot: m.slot, rank: m.rank, inFeatures: m.in_features,
+          outFeatures: m.out_features, scale: m.scale, alpha: m.alpha, A: m.A, B: m.B, dA: m.dA, dB: m.dB,
+          magnitude: m.magnitude, dMagnitude: m.dmagnitude, rowBlocks: m.row_blocks, blockMask: m.block_mask });
       }
     });
     return out;

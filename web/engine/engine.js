@@ -7,7 +7,7 @@ import { Adapter, Arch, Core, Model, RopeLayout } from '../core/core.js';
 import { DataError, packSequences, splitHeldOut, tokenizeDocuments } from './data.js';
 import { isStreamedSource, tokenizeCorpus } from './corpus.js';
 import { loadModel } from '../formats/loader.js';
-import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec, shortestF32 } from '../formats/peft.js';
+import { FINGERPRINT_KEY, WEIGHTS_FILE, adapterToPeft, coreScale, peftToAdapter, permuteRopeRows, qkvMask, resolveLoraSpec } from '../formats/peft.js';
 import { GGUF_ADAPTER_FILE, GGUF_MODEL_FILE, adapterToGguf, modelToGguf } from '../formats/gguf.js';
 import { checkAdapterBase, loadedModelRef, modelRef, recordedBase } from '../storage/identity.js';
 import { Rng } from './rng.js';
@@ -62,25 +62,9 @@ function blockNames(adapter) {
   return blocked ? ['q', 'k', 'v'].filter((_, i) => blocked.blockMask & (1 << i)) : null;
 }
 
-/** Hugging Face config.json for the model as it is in memory. */
+/** Hugging Face config.json for the model as it is in memory (written by the core, which also reads config.json). */
 export function hfConfig(model) {
-  const c = model.config;
-  if (c.arch === Arch.GPT2) {
-    return {
-      architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: c.dim, n_layer: c.nLayers, n_head: c.nHeads,
-      n_inner: c.hiddenDim, n_positions: c.maxSeqLen, n_ctx: c.maxSeqLen, vocab_size: c.vocabSize,
-      layer_norm_epsilon: shortestF32(c.normEps), activation_function: 'gelu_new', tie_word_embeddings: true,
-      bos_token_id: c.bosId >= 0 ? c.bosId : c.eosId, eos_token_id: c.eosId, torch_dtype: 'float32',
-    };
-  }
-  return {
-    architectures: [c.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'], model_type: c.qkvBias ? 'qwen2' : 'llama',
-    hidden_size: c.dim, intermediate_size: c.hiddenDim, num_hidden_layers: c.nLayers, num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads, head_dim: c.headDim, vocab_size: c.vocabSize, max_position_embeddings: c.maxSeqLen,
-    rms_norm_eps: shortestF32(c.normEps), rope_theta: shortestF32(c.ropeTheta), tie_word_embeddings: !!c.tiedEmbeddings, hidden_act: 'silu',
-    attention_bias: false, mlp_bias: false, rope_scaling: null, ...(c.qkvBias ? { use_sliding_window: false, sliding_window: null } : {}),
-    bos_token_id: c.bosId >= 0 ? c.bosId : null, eos_token_id: c.eosId >= 0 ? c.eosId : null, torch_dtype: 'float32',
-  };
+  return JSON.parse(model.core.configToHF(model.config));
 }
 
 /** Reorder a Llama model's q/k rows in place from rotate-half to interleaved-pair order (the inverse of export). */
@@ -94,17 +78,11 @@ function halfToInterleavedInPlace(model) {
   }
 }
 
-/** Model weights as a Hugging Face safetensors file (GPT-2 Conv1D transposed back; llama2.c q/k permuted). */
+/** Model weights as a Hugging Face safetensors file (GPT-2 Conv1D in file layout, by the core; llama2.c q/k permuted). */
 export function modelToSafetensors(model, metadata = {}) {
   const c = model.config;
   const tensors = model.tensors().map((t) => {
-    let data = model.tensorView(t).slice();
-    if (t.transposed) {
-      const [inF, outF] = t.shape; // file (in, out) from memory (out, in)
-      const tr = new Float32Array(data.length);
-      for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) tr[i * outF + o] = data[o * inF + i];
-      data = tr;
-    }
+    let data = t.transposed ? model.readTensorFile(t) : model.tensorView(t).slice();
     if (c.arch === Arch.LLAMA && c.ropeLayout === RopeLayout.INTERLEAVED) {
       if (/self_attn\.q_proj\.(weight|bias)$/.test(t.name)) data = permuteRopeRows(data, c.nHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, true);
       if (/self_attn\.k_proj\.(weight|bias)$/.test(t.name)) data = permuteRopeRows(data, c.nKvHeads, c.headDim, t.ndim === 2 ? t.shape[1] : 1, true);

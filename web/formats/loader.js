@@ -6,7 +6,7 @@ import { node } from '#platform';
 import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSourceError } from '../errors.js';
 import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
 export { ModelSourceError } from '../errors.js';
-import { DType, STORAGE_NAMES, storageId } from '../core/core.js';
+import { DType, DTYPE_SIZES, SAFETENSORS_MAX_HEADER, STORAGE_NAMES, ShardLoad, storageId } from '../core/core.js';
 import { RemoteFile, resolveModelSource } from '../fetch/stream.js';
 import { halfPrecisionMixup } from './safetensors.js';
 import { isCached } from '../fetch/cache.js';
@@ -14,7 +14,6 @@ import { loadTokenizer } from './tokenizer.js';
 import { hubFolderUrl, sourceKind } from '../storage/identity.js';
 import { env } from '../env.js';
 
-const SAFETENSORS_MAX_HEADER = 100_000_000;
 const DEFAULT_CHUNK = 1 << 20;
 
 /**
@@ -321,14 +320,13 @@ function shardNames(files) {
 }
 
 /**
- * Stream one safetensors file into the model: header by Range, then tensor bytes into place.
- * @param {import('../core/core.js').Model} model
+ * Stream one safetensors file into the model: header by Range, the core's plan of it, then tensor bytes into place.
+ * @param {ShardLoad} load
  * @param {ByteSource} src
- * @param {Uint8Array} seen per model tensor, set when written
  * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
  */
-async function streamSafetensors(model, src, seen, signal, halfMatrices) {
-  const core = model.core;
+async function streamSafetensors(load, src, signal, halfMatrices) {
+  const { model } = load;
   if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
   const first = await src.readRange(0, 8);
   // Kept as a BigInt for the message: a hostile u64 printed through a double would show a rounded number.
@@ -340,19 +338,15 @@ async function streamSafetensors(model, src, seen, signal, halfMatrices) {
   const header = await src.readRange(0, 8 + n);
   let st;
   try {
-    st = core.parseSafetensors(header, src.size);
+    st = load.plan(header, src.size);
   } catch (err) {
-    throw new FormatError(`${src.name}: ${err.message}`, { cause: err });
+    // An unusable header, or a tensor the model cannot take: the core's code (BAD_FORMAT, SHAPE_MISMATCH, ...).
+    throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
   }
-  const plan = st.tensors
-    .map((t) => ({ ...t, index: model.matchTensor(t), esize: core.x.wl_dtype_size(t.dtypeId) }))
-    .sort((a, b) => a.begin - b.begin);
+  const plan = st.tensors.map((t) => ({ ...t, esize: DTYPE_SIZES[t.dtype] })).sort((a, b) => a.begin - b.begin);
   const table = model.tensors();
   for (const t of plan) {
-    if (t.index < 0) continue;
-    if (seen[t.index]) throw new FormatError(`${src.name}: tensor ${table[t.index].name} is stored more than once`);
-    seen[t.index] = 1;
-    if ((t.dtype === 'F16' || t.dtype === 'BF16') && table[t.index].ndim === 2) halfMatrices.set(t.index, t.dtype);
+    if (t.index >= 0 && (t.dtype === 'F16' || t.dtype === 'BF16') && table[t.index].ndim === 2) halfMatrices.set(t.index, t.dtype);
   }
   await streamTensorBytes(model, src, plan, st.dataStart, table, signal);
 }
@@ -470,7 +464,6 @@ export async function loadModel(core, source, options = {}) {
       nameOrPath = JSON.parse(cfgText)?._name_or_path ?? null;
       checkMemory(core, cfg, dtype, name);
       model = core.createModel(cfg, dtype);
-      const seen = new Uint8Array(model.tensors().length);
       const halfMatrices = new Map();
       let { indexName, shards } = shardNames(files);
       if (indexName) {
@@ -479,15 +472,24 @@ export async function loadModel(core, source, options = {}) {
         for (const s of shards) if (!files.has(s)) throw new ModelSourceError(`${name}: shard ${s} named by ${indexName} is missing`);
       }
       if (!shards.length) throw new ModelSourceError(`${name}: no .safetensors weights`);
-      for (const s of shards) await streamSafetensors(model, files.get(s), seen, signal, halfMatrices);
+      const load = new ShardLoad(model);
+      try {
+        for (const s of shards) await streamSafetensors(load, files.get(s), signal, halfMatrices);
+        try {
+          load.finish();
+        } catch (err) {
+          // the core's NOT_FOUND here means a model tensor no shard held
+          throw new FormatError(`${name}: ${err.message}`, { code: err.code === 'NOT_FOUND' ? 'MISSING_TENSOR' : err.code, cause: err });
+        }
+      } finally {
+        load.free();
+      }
       const table = model.tensors();
-      const missing = table.find((t) => !seen[t.index]);
-      if (missing) throw new FormatError(`${name}: model tensor ${missing.name} is missing from the weights`, { code: 'MISSING_TENSOR' });
       for (const [index, fileDtype] of halfMatrices) {
         // A quantised matrix is judged on its first million dequantised values (enough for the statistics).
         const t = table[index];
         const values = t.quantized ? model.readTensor(t, 0, Math.min(t.numel, 1 << 20)) : model.tensorView(t);
-        const mixup = halfPrecisionMixup(values, /** @type {'F16'|'BF16'} */ (fileDtype));
+        const mixup = halfPrecisionMixup(core, values, /** @type {'F16'|'BF16'} */ (fileDtype));
         if (mixup) {
           throw new FormatError(`${name}: tensor ${table[index].name} ${mixup.message}`, { code: 'DTYPE_MISMATCH',
             details: { tensor: table[index].name, dtype: fileDtype, likely: mixup.likely } });

@@ -1,15 +1,11 @@
 // peft-shapes.js: adapter files without their base model: the module shapes they imply and the base they name, so that
 // an engine can resize and combine adapters with the core's SVD when the model itself is not at hand.
 import { InvalidAdapterError, UnsupportedAdapterError } from '../errors.js';
-import { ModuleShapes } from '../core/core.js';
+import { ARCHITECTURES, ModuleShapes } from '../core/core.js';
 import { CONFIG_FILE, FINGERPRINT_KEY, WEIGHTS_FILE } from './peft.js';
 
-const SLOTS = {
-  llama: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'],
-  gpt2: ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'],
-};
-const CONTAINER = { llama: 'model.layers', gpt2: 'transformer.h' };
-const KEY = /^base_model\.model\.(model\.layers|transformer\.h)\.(\d+)\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$/;
+const BLOCKS = Object.values(ARCHITECTURES).map((a) => a.blocks.replaceAll('.', '\\.')).join('|');
+const KEY = new RegExp(`^base_model\\.model\\.(${BLOCKS})\\.(\\d+)\\.(.+)\\.lora_([AB])(?:\\.[^.]+)?\\.weight$`);
 // LoRA on the token embedding or the LM head (PEFT's Embedding and lm_head keys)
 const MODEL_LEVEL_KEY = /^base_model\.model\.(?:(?:model\.embed_tokens|transformer\.wte)\.lora_embedding_[AB]|lm_head\.lora_[AB](?:\.[^.]+)?\.weight)$/;
 
@@ -42,10 +38,10 @@ export function shapeFromFiles(core, fileSets) {
       }
       const m = KEY.exec(t.name);
       if (!m) continue;
-      const a = m[1] === 'transformer.h' ? 'gpt2' : 'llama';
+      const a = /** @type {'gpt2' | 'llama'} */ (Object.keys(ARCHITECTURES).find((k) => ARCHITECTURES[k].blocks === m[1]));
       if (arch && arch !== a) throw new InvalidAdapterError('the adapters were made for different model architectures');
       arch = a;
-      const slot = SLOTS[a].indexOf(m[3]);
+      const slot = ARCHITECTURES[a].slots.findIndex((d) => d.name === m[3]);
       if (slot < 0) throw new InvalidAdapterError(`${t.name}: ${m[3]} is not a LoRA-capable module of a ${a} model`);
       nLayers = Math.max(nLayers, Number(m[2]) + 1);
       const [rows, cols] = t.shape;
@@ -58,8 +54,8 @@ export function shapeFromFiles(core, fileSets) {
     }
   }
   if (!arch) throw new InvalidAdapterError(`${WEIGHTS_FILE} holds no LoRA weights of a Llama or GPT-2 model`);
-  const slots = SLOTS[arch];
-  return new ModuleShapes(core, { arch, nLayers, slots, container: CONTAINER[arch], inFeatures: slots.map((_, s) => inF.get(s) ?? 0),
+  const slots = ARCHITECTURES[arch].slots.map((d) => d.name);
+  return new ModuleShapes(core, { arch, nLayers, slots, container: ARCHITECTURES[arch].blocks, inFeatures: slots.map((_, s) => inF.get(s) ?? 0),
     outFeatures: slots.map((_, s) => outF.get(s) ?? 0) });
 }
 

@@ -2,7 +2,7 @@
 // Adapters, and PEFT's rules for choosing modules (target_modules, layers_to_transform, rank/alpha patterns).
 import { BaseModelMismatchError, InvalidAdapterError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from '../errors.js';
 export { LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError } from '../errors.js';
-import { Adapter, Arch, RopeLayout } from '../core/core.js';
+import { Adapter, Arch, EMBED_SLOT, HEAD_SLOT, MODEL_LAYER, RopeLayout } from '../core/core.js';
 import { halfPrecisionMixup, readSafetensors, writeSafetensors } from './safetensors.js';
 
 
@@ -41,10 +41,6 @@ const PEFT_DEFAULT_RANK = 8;
 const PEFT_DEFAULT_ALPHA = 8;
 const DEFAULT_TARGETS = { llama: ['q_proj', 'v_proj'], gpt2: ['c_attn'] };
 const ALL_LINEAR = 'all-linear';
-// Model-level modules (wl_lora.h): layer -1, slot 0 the token embedding, slot 1 the LM head.
-const MODEL_LAYER = -1;
-const EMBED_SLOT = 0;
-const HEAD_SLOT = 1;
 // init_lora_weights values whose adapters only work on a base model PEFT modified (residual or quantized weights).
 const BASE_CHANGING_INITS = ['pissa', 'olora', 'corda', 'loftq'];
 const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'];
@@ -1027,7 +1023,7 @@ export function peftToAdapter(core, model, files, options = {}) {
           throw new InvalidAdapterError(`${key} holds a non-finite value (${values[i]}) at element ${i}`, { details: { key, index: i } });
         }
       }
-      const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(values, t.dtype) : null;
+      const mixup = t.dtype === 'F16' || t.dtype === 'BF16' ? halfPrecisionMixup(core, values, t.dtype) : null;
       if (mixup) {
         throw new InvalidAdapterError(`${WEIGHTS_FILE}: ${key} ${mixup.message}`, { code: 'ADAPTER_DTYPE_MISMATCH',
           details: { key, dtype: t.dtype, likely: mixup.likely } });

@@ -1,14 +1,10 @@
 // safetensors.js: writes safetensors files (F32 from Float32Arrays, or raw bytes of another dtype) with a fixed key
 // order, and reads them through the C parser (core.parseSafetensors) so the format rules live in one place.
 import { FormatError, InvalidArgumentError, SafetensorsError } from '../errors.js';
+import { DTYPE_SIZES } from '../core/core.js';
 export { SafetensorsError } from '../errors.js';
 
 
-/** Bytes per element of each safetensors dtype (the names the format uses). */
-export const DTYPE_SIZES = Object.freeze({
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
-  F8_E4M3: 1, F8_E5M2: 1,
-});
 
 // The reference writer pads the header with spaces so the data section starts 8-byte aligned.
 const HEADER_ALIGN = 8;
@@ -123,63 +119,6 @@ export function writeSafetensors(tensors, options = {}) {
   return out;
 }
 
-/** @type {Float32Array | null} */
-let halfTable = null;
-
-/** Every f16 bit pattern as f32 (exact: f32 holds every f16 value, subnormals included). */
-function f16Table() {
-  if (halfTable) return halfTable;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const man = h & 0x3ff;
-    if (exp === 0) t[h] = sign * man * 2 ** -24;
-    else if (exp === 31) t[h] = man ? NaN : sign * Infinity;
-    else t[h] = sign * (1024 + man) * 2 ** (exp - 25);
-  }
-  halfTable = t;
-  return t;
-}
-
-/**
- * Widen little-endian tensor bytes of a floating dtype to f32 (F64 rounds to nearest).
- * @param {Uint8Array} bytes
- * @param {string} dtype F32, F16, BF16 or F64
- * @returns {Float32Array} a new array
- */
-export function toFloat32(bytes, dtype) {
-  const size = DTYPE_SIZES[/** @type {keyof typeof DTYPE_SIZES} */ (dtype)];
-  if (!size || bytes.byteLength % size !== 0) {
-    throw new InvalidArgumentError(`cannot read ${bytes.byteLength} bytes as ${dtype}`);
-  }
-  const n = bytes.byteLength / size;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(n);
-  switch (dtype) {
-    case 'F32':
-      if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(bytes);
-      else for (let i = 0; i < n; i++) out[i] = view.getFloat32(4 * i, true);
-      return out;
-    case 'F64':
-      for (let i = 0; i < n; i++) out[i] = view.getFloat64(8 * i, true);
-      return out;
-    case 'F16': {
-      const t = f16Table();
-      for (let i = 0; i < n; i++) out[i] = t[view.getUint16(2 * i, true)];
-      return out;
-    }
-    case 'BF16': {
-      // bf16 is the top half of an f32: shifting the bits back is exact, NaN payloads included.
-      const bits = new Uint32Array(out.buffer);
-      for (let i = 0; i < n; i++) bits[i] = view.getUint16(2 * i, true) << 16;
-      return out;
-    }
-    default:
-      throw new SafetensorsError(`dtype ${dtype} is not a floating-point type`, { code: 'UNSUPPORTED_DTYPE', details: { dtype } });
-  }
-}
-
 // F16 bytes labelled BF16 (or the reverse) decode to finite numbers of the wrong size, so nothing else notices.
 // What the magnitudes of trained weight matrices look like (the |values| of every matrix of the models and
 // adapters in ../shared and of demo/models/default, stored as F16 and as BF16): the upper quartile is 1.72 to
@@ -220,11 +159,12 @@ function magnitudeStats(values) {
 /**
  * A weight matrix stored as F16 or BF16 whose bytes look like the other 16-bit type: its values as labelled are
  * implausible for trained weights (see above) and plausible when read the other way. Cheap: a strided sample.
+ * @param {import('../core/core.js').Core} core converts between the two readings
  * @param {Float32Array} values the matrix as decoded under its label
  * @param {'F16'|'BF16'} dtype the label
  * @returns {{ likely: 'F16'|'BF16', message: string } | null} null when nothing is wrong (or too few values tell)
  */
-export function halfPrecisionMixup(values, dtype) {
+export function halfPrecisionMixup(core, values, dtype) {
   const sample = new Float32Array(Math.min(values.length, MIXUP_SAMPLE));
   const step = Math.max(1, Math.floor(values.length / sample.length));
   for (let i = 0; i < sample.length; i++) sample[i] = values[i * step];
@@ -234,34 +174,17 @@ export function halfPrecisionMixup(values, dtype) {
     ? asLabelled.spread > SPREAD_MAX || asLabelled.median < 1e-6
     : asLabelled.spread < SPREAD_MIN && asLabelled.median >= 0.25 && asLabelled.median <= 4;
   if (!suspicious) return null;
-  // The 16 bits each value came from, read as the other type (f32 holds every F16 and BF16 value exactly).
-  const bits = new Uint32Array(sample.buffer);
-  const other = new Float32Array(sample.length);
-  const otherBits = new Uint32Array(other.buffer);
-  const half = f16Table();
-  for (let i = 0; i < sample.length; i++) {
-    if (dtype === 'BF16') other[i] = half[bits[i] >>> 16];
-    else otherBits[i] = f32ToHalfBits(bits[i]) << 16;
-  }
-  const asOther = magnitudeStats(other);
-  if (!asOther || !plausible(asOther)) return null;
+  // The 16 bits each value came from (the core's encoding is exact: f32 holds every F16 and BF16 value), read as
+  // the other type.
   const likely = dtype === 'BF16' ? 'F16' : 'BF16';
+  const asOther = magnitudeStats(core.decodeFloats(core.encodeFloats(sample, dtype), likely));
+  if (!asOther || !plausible(asOther)) return null;
   const show = (s) => `median magnitude ${s.median.toPrecision(2)}, quartiles ${s.spread.toPrecision(3)}x apart`;
   return {
     likely,
     message: `is labelled ${dtype} but its bytes look like ${likely}: read as ${dtype} its values are unlike trained weights `
       + `(${show(asLabelled)}), read as ${likely} they are like them (${show(asOther)}); the file's dtype labels are likely wrong`,
   };
-}
-
-/** The F16 bit pattern of an f32 (given by its bits) that holds an F16 value exactly. */
-function f32ToHalfBits(u) {
-  const sign = (u >>> 16) & 0x8000;
-  const e = ((u >>> 23) & 0xff) - 127;
-  const man = u & 0x7fffff;
-  if (e === -127) return sign; // zero
-  if (e >= -14) return sign | ((e + 15) << 10) | (man >>> 13);
-  return sign | ((0x800000 | man) >>> (-1 - e)); // an F16 subnormal
 }
 
 /**
@@ -313,7 +236,12 @@ export function readSafetensors(core, bytes) {
     float32(name) {
       const t = tensors.get(name);
       if (!t) throw new SafetensorsError(`safetensors: no tensor named "${name}"`, { code: 'NO_SUCH_TENSOR' });
-      return toFloat32(t.bytes, t.dtype);
+      try {
+        return core.decodeFloats(t.bytes, t.dtype);
+      } catch (err) {
+        throw new SafetensorsError(`safetensors: tensor "${name}": ${err.message}`, { code: err.code === 'UNSUPPORTED' ? 'UNSUPPORTED_DTYPE' : err.code,
+          cause: err, details: { dtype: t.dtype } });
+      }
     },
   };
 }

@@ -1,11 +1,12 @@
-// Reading the reference data of tests/ref: a golden case's description, tensors, model (for the core's own
-// parsers) and PEFT adapter (through web/formats/peft.js, checked against the resolution PyTorch + PEFT's rules give), and
-// the numpy SVD references of tests/ref/svd.
+// Reading the reference data of tests/ref: a golden case's description, tensors, model (through the package's
+// loader, as apps load models) and PEFT adapter (through web/formats/peft.js, checked against the resolution PyTorch +
+// PEFT's rules give), and the numpy SVD references of tests/ref/svd.
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { expect } from '@jest/globals';
 
+import { loadModel } from '../../../web/formats/loader.js';
 import { peftToAdapter } from '../../../web/formats/peft.js';
 import { readSafetensors, repoRoot, sharedPath } from './core.js';
 
@@ -20,18 +21,19 @@ export function readCase(core, name) {
   return { dir, cs, io: readSafetensors(core, read(dir, 'io.safetensors')) };
 }
 
-/** The case's base model through the core's parsers: model.bin, a model_ref into ../shared, or config.json with
- *  one model.safetensors or an index of shards. */
-export function loadCaseModel(core, dir, cs) {
+/** The case's base model through the package's loader (web/formats/loader.js, as an app loads a model): model.bin, a
+ *  model_ref into ../shared, or config.json with one model.safetensors or an index of shards. */
+export async function loadCaseModel(core, dir, cs) {
   const ref = cs.model_ref;
-  if (existsSync(path.join(dir, 'model.bin'))) return core.loadLlama2c(read(dir, 'model.bin'));
-  if (ref && ref.endsWith('.bin')) return core.loadLlama2c(new Uint8Array(readFileSync(sharedPath(ref))));
+  const load = async (files) => (await loadModel(core, files)).model;
+  if (existsSync(path.join(dir, 'model.bin'))) return load({ 'model.bin': read(dir, 'model.bin') });
+  if (ref && ref.endsWith('.bin')) return load({ 'model.bin': new Uint8Array(readFileSync(sharedPath(ref))) });
   const mdir = ref ? sharedPath(ref) : dir;
-  const index = path.join(mdir, 'model.safetensors.index.json');
-  const files = existsSync(index)
-    ? [...new Set(Object.values(JSON.parse(readFileSync(index, 'utf8')).weight_map))]
+  const index = 'model.safetensors.index.json';
+  const shards = existsSync(path.join(mdir, index))
+    ? [index, ...new Set(Object.values(JSON.parse(readFileSync(path.join(mdir, index), 'utf8')).weight_map))]
     : ['model.safetensors'];
-  return core.loadHF(readFileSync(path.join(mdir, 'config.json'), 'utf8'), files.map((f) => read(mdir, f)));
+  return load(Object.fromEntries(['config.json', ...shards].map((f) => [f, read(mdir, f)])));
 }
 
 /** The PEFT files (adapter_config.json, adapter_model.safetensors) of a folder. */
