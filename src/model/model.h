@@ -176,6 +176,7 @@ struct wl_model {
     int N_cap;        /* rows (B*T) an inference pass may have; also the longest context of one sequence */
     int T_cap;        /* longest sequence of a batch */
     int N_train_cap;  /* rows a training pass may have (per-layer activations are kept for them) */
+    int recompute;    /* training keeps only each block's input; backward recomputes the block (WL_RESERVE_RECOMPUTE) */
     int logit_cap;    /* rows of logits a pass may compute */
 
     wl_adapter *adapters[WL_MAX_ADAPTERS];
@@ -246,6 +247,10 @@ static inline const float *wl_dora_norms_of(const wl_adapter *a, int index) {
     for (int i = 0; i < index; i++) off += (size_t)a->modules[i].out_features;
     return a->dora_norms + off;
 }
+
+/* Recompute the activations of block l of the last training pass from its kept input (recompute plans), all but
+ * the block's output, which backward does not need. */
+void wl_model_recompute_block(wl_model *m, int l);
 
 /* Recompute scratch sizes that depend on attached adapters (called when adapters change). */
 wl_status wl_model_plan_lora_scratch(wl_model *m);
