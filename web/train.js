@@ -1,6 +1,6 @@
 // train.js: the training loop over the core: AdamW or SGD, learning-rate schedules, gradient accumulation,
 // global-norm clipping, held-out evaluation, checkpoints and resumption, deterministic for a seed and a build.
-import { NumericError } from './errors.js';
+import { CoreError, NumericError } from './errors.js';
 export { NumericError } from './errors.js';
 import { BatchStream, DataError } from './data.js';
 import { DivergenceGuard } from './divergence.js';
@@ -154,7 +154,14 @@ export class Trainer {
     const microPerStep = this.o.gradAccum;
     const perEpoch = Math.ceil(train.length / (Math.min(this.o.batchSize, train.length) * microPerStep));
     this.totalSteps = this.o.steps ?? Math.max(1, Math.ceil((this.o.epochs ?? 1) * perEpoch));
-    model.reserve(Math.min(this.o.batchSize, train.length), T, { train: true, recompute: this.o.recompute });
+    try {
+      model.reserve(Math.min(this.o.batchSize, train.length), T, { train: true, recompute: this.o.recompute });
+    } catch (err) {
+      if (err?.code !== 'OUT_OF_MEMORY' || this.o.recompute) throw err;
+      throw new CoreError(`${err.message}: training activations for batches of ${Math.min(this.o.batchSize, train.length)} x ${T} `
+        + 'tokens do not fit; train with { recompute: true } to keep only each layer\'s input (a fraction of the memory, '
+        + 'about a third more time per step), or with a smaller batchSize or seqLen', { code: err.code, details: err.details, cause: err });
+    }
     if (evalSet.length) model.reserve(Math.min(this.o.batchSize, evalSet.length), T);
     if (full) model.setFullTraining(true);
     if (adapter) {

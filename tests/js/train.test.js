@@ -242,6 +242,12 @@ describe('LoRA training on stories260K', () => {
     const a = engine.createAdapter({ rank: 2, targets: ['q_proj'] });
     await expect(engine.train(a.id, LOG, { steps: 1, seqLen: 16, recompute: 'yes' })).rejects.toThrow(/recompute must be true or false, got "yes"/);
     await expect(engine.train(a.id, LOG, { steps: 1, seqLen: 16, recompute: 1 })).rejects.toThrow(DataError);
+    // a plan beyond wasm32's memory names the option that shrinks it; the model keeps its plan and trains on
+    const seq = { tokens: new Int32Array(512), targets: new Int32Array(512), valid: 512 };
+    const huge = { model: engine.model, adapter: engine.entry(a.id).adapter, train: new Array(4096).fill(seq), options: { batchSize: 4096 } };
+    expect(() => new Trainer(huge)).toThrow(/batches of 4096 x 512 tokens do not fit; train with \{ recompute: true \}/);
+    expect(() => new Trainer({ ...huge, options: { batchSize: 4096, recompute: true } })).toThrow(/overflow the address space|out of memory/);
+    await engine.train(a.id, LOG, { steps: 1, seqLen: 16, evalSplit: 0, recompute: true });
     engine.freeAdapter(a.id);
   });
 
