@@ -43,8 +43,9 @@ typedef struct wl_tensor_rec {
     float *samples;    /* quantised tensors: the values written at the sample positions of wl_model_tensor_sample */
 } wl_tensor_rec;
 
-/* Activations of one block. In a training pass each layer has its own set (backward needs them); inference
- * passes reuse one set for every layer. N = B*T rows (row = b*T + t). */
+/* Activations of one block. In a training pass each layer has its own set (backward needs them), or with
+ * recompute its own res only, the rest pointing into the inference set; inference passes reuse one set for every
+ * layer. N = B*T rows (row = b*T + t). */
 typedef struct wl_layer_acts {
     float *res;       /* (N, C) input of the block (the residual stream); training sets only */
     float *ln1;       /* (N, C) */
@@ -99,8 +100,10 @@ typedef struct wl_acts {
     float *lora_dx;   /* (N, max in) */
     float *lora_z;    /* (N, max out) a DoRA module's W x + s B A x in inference, its scaled gradient in backward */
     float *lora_rows; /* (WL_DORA_ROWS, max in) rows of W + s B A while DoRA norms are computed */
-    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, then for DoRA its z (N, out_i) */
-    size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets into lora_saved */
+    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, and for DoRA its z (N, out_i): each
+                             * module's own, or with recompute one per slot, which the block's recomputation refills */
+    size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets of x A^T into lora_saved */
+    size_t *lora_z_off;     /* [n_modules] offsets of a DoRA module's z into lora_saved */
 } wl_acts;
 
 /* A change to base weights that can be undone bit for bit: a merged adapter or a PiSSA residual. */

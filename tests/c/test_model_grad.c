@@ -612,7 +612,13 @@ static void recompute_case(const recompute_spec *c) {
     CHECK_MSG(memcmp(back.grads, full.grads, full.n * sizeof(float)) == 0, "%s: gradients after returning to the full "
               "plan differ by up to %g", c->what, (double)max_abs_diff(back.grads, full.grads, full.n));
     /* every block but its (N, C) input leaves the plan: at least the MLP's three (N, hidden) buffers per layer but one */
-    const size_t saved = (size_t)(L - 1) * 3 * (size_t)(b.B * b.T) * (size_t)c->cfg.hidden_dim * sizeof(float);
+    size_t saved = (size_t)(L - 1) * 3 * (size_t)(b.B * b.T) * (size_t)c->cfg.hidden_dim * sizeof(float);
+    /* and DoRA keeps one z (N, out) per slot instead of one per module */
+    for (int s = 0; c->dora && s < S; s++) {
+        wl_module_info info;
+        wl_model_module(m, s, &info);
+        saved += (size_t)(L - 1) * (size_t)(b.B * b.T) * (size_t)info.out_features * sizeof(float);
+    }
     CHECK_MSG(re.activation_bytes + saved <= full.activation_bytes && back.activation_bytes == full.activation_bytes,
               "%s: activations %zu bytes with recomputation, %zu without, %zu again without", c->what,
               re.activation_bytes, full.activation_bytes, back.activation_bytes);
