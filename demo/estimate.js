@@ -127,21 +127,27 @@ export function forwardFlopsPerToken(s, parameters, T) {
  * Bytes the core asks for to train with batches of B sequences of T tokens on `threads` threads: the weights (f32, or
  * quantised with `dtype`) and the activations its reserve step lays out (src/model/model.c plan_acts), the thread
  * pool's scratch and stacks, plus the worker's fixed overhead. The adapter and its optimizer state are small beside
- * them and included roughly.
+ * them and included roughly. With `recompute` (train's option) a layer keeps only its input.
  * @param {Shape} s
  * @param {number} parameters
- * @param {{ B: number, T: number, threads?: number, adapterParameters?: number, dtype?: keyof typeof ENGINE_WEIGHT_BYTES }} run
+ * @param {{ B: number, T: number, threads?: number, adapterParameters?: number, dtype?: keyof typeof ENGINE_WEIGHT_BYTES,
+ *   recompute?: boolean }} run
  */
-export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterParameters = 0, dtype = 'f32' }) {
+export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterParameters = 0, dtype = 'f32', recompute = false }) {
   const { qd, kvd } = widths(s);
   const C = s.dim;
   const I = s.hidden;
   const N = B * T;
-  const perLayer = 2 * kvd + (4 * C + 2 * qd + 3 * I + 2);
-  const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 3 + s.vocab + 2 * kvd + (2 * C + 2 * qd + 2 * kvd + 3 * I);
+  // per layer: its KV cache, and the activations backward reads (all of them, or with recompute only the input)
+  const perLayer = 2 * kvd + (recompute ? C : 4 * C + 2 * qd + 3 * I + 2);
+  // one layer's activations for inference (and, with recompute, the layer backward works on); the residual stream,
+  // final norm, logits and per-token bookkeeping; backward's gradients
+  const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 6 + s.vocab + (2 * C + 2 * qd + 2 * kvd + 3 * I);
   // One head's attention scores, or enough for every thread to work on a head of its own (capped).
   const scores = Math.max(2 * T * N, Math.min(2 * T * T * threads, SCORES_CAP_FLOATS));
-  const activations = N * (s.layers * perLayer + shared) + scores;
+  // LoRA scratch (src/lora/adapter.c): a module's dropped-out input and its gradient, as wide as the widest input
+  const lora = 2 * Math.max(C, qd, I);
+  const activations = N * (s.layers * perLayer + shared + lora) + scores;
   // A quantised base dequantises panels of its weights into one tile: its largest weight, at most the cap.
   const tile = dtype === 'f32' ? 0 : Math.min(Math.max(s.vocab, I, qd) * C, QTILE_CAP_FLOATS);
   return parameters * ENGINE_WEIGHT_BYTES[dtype] + (activations + tile) * 4 + threadPoolBytes(threads)

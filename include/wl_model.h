@@ -164,12 +164,17 @@ wl_status wl_model_module_weights(wl_model *model, int layer, int slot, float **
 /* Plan memory for forward passes over up to B sequences of up to T tokens (B*T also bounds the KV cache a single
  * sequence can grow to while decoding). Flags:
  *   WL_RESERVE_TRAIN        keep every layer's activations for wl_model_backward (needed by WL_FORWARD_TRAIN);
+ *   WL_RESERVE_RECOMPUTE    with WL_RESERVE_TRAIN: keep only each layer's input (B*T x dim floats) and recompute
+ *                           the layer's other activations just before its backward (activation checkpointing):
+ *                           about one more forward pass per step for a fraction of the memory; gradients are
+ *                           bit for bit those of the full plan. A training reservation without it returns to the
+ *                           full plan;
  *   WL_RESERVE_LAST_LOGITS  inference that needs logits only for the last position of each sequence
  *                           (generation): B rows of logits instead of B*T.
  * Without WL_RESERVE_TRAIN one set of block activations is shared by every layer, so a long generation context
- * costs its KV cache plus one layer's scratch. Grows only (the largest plan so far is kept); the forward and
+ * costs its KV cache plus one layer's scratch. Sizes grow only (the largest plan so far is kept); the forward and
  * backward passes then allocate nothing. */
-enum { WL_RESERVE_TRAIN = 1 << 0, WL_RESERVE_LAST_LOGITS = 1 << 1 };
+enum { WL_RESERVE_TRAIN = 1 << 0, WL_RESERVE_LAST_LOGITS = 1 << 1, WL_RESERVE_RECOMPUTE = 1 << 2 };
 wl_status wl_model_reserve(wl_model *model, int B, int T, int flags);
 
 enum {

@@ -2,7 +2,9 @@
 // flavours of the core on every shape of a LoRA step, each next to the peak of the instructions it uses; LoRA
 // training, a forward pass and decoding on a SmolLM2-135M-shaped model with 1, 2 and 'auto' threads (relaxed SIMD,
 // as browsers run it; each in its own process) and with 1 thread of the SIMD128 build, by wall clock and by CPU time,
-// with the scaling between them and the peak memory; PyTorch's one-thread LoRA step on the same shape when
+// with the scaling between them and the peak memory; the 8-bit and 4-bit base (products, training and decoding, the
+// cost of recomputing activations, peak training memory of four real models' shapes with and without recomputation,
+// perplexity); PyTorch's one-thread LoRA step on the same shape when
 // /usr/bin/python3 has torch; SVD times, the cost of switching adapters, and DoRA against LoRA on the demo diary
 // (held-out loss, CPU time). Prints one JSON object. Ratios come from figures of this run only (the machine's cores
 // are shared and noisy, which is also why CPU-time figures stand beside wall-clock ones).
@@ -68,16 +70,17 @@ function allLinearAdapter(model, rank) {
 
 /**
  * Peak wasm memory of LoRA training (r 16 on every linear module, AdamW, one sequence of 256 tokens) on a
- * random-weight model of a real model's shape, in `dtype`; or the estimate's refusal when it cannot fit.
+ * random-weight model of a real model's shape, in `dtype`, keeping every layer's activations or (`recompute`) only
+ * each layer's input; or the estimate's refusal when it cannot fit.
  */
-async function benchMemory(name, dtype) {
+async function benchMemory(name, dtype, recompute = false) {
   const cfg = MODEL_SHAPES[name];
   const core = await Core.create({ threads: 'auto' });
   try {
     checkMemory(core, cfg, dtype, name);
   } catch (err) {
     await core.stopThreads();
-    return { model: name, dtype, fits: false, estimated_weight_bytes: core.weightBytes(cfg, dtype), refusal: err.message };
+    return { model: name, dtype, recompute, fits: false, estimated_weight_bytes: core.weightBytes(cfg, dtype), refusal: err.message };
   }
   const t0 = performance.now();
   const model = core.createModel(cfg, dtype);
@@ -88,11 +91,11 @@ async function benchMemory(name, dtype) {
   const seq = 256;
   const tokens = Int32Array.from({ length: seq }, () => rng.int(cfg.vocabSize));
   const targets = Int32Array.from({ length: seq }, (_, i) => (i + 1 < seq ? tokens[i + 1] : rng.int(cfg.vocabSize)));
-  const trainer = new Trainer({ model, adapter, train: [{ tokens, targets, valid: seq }], options: { steps: 1, lr: 1e-4, batchSize: 1, seqLen: seq, evalSplit: 0 } });
+  const trainer = new Trainer({ model, adapter, train: [{ tokens, targets, valid: seq }], options: { steps: 1, lr: 1e-4, batchSize: 1, seqLen: seq, evalSplit: 0, recompute } });
   const step = timed(() => trainer.trainStep());
   const parts = model.memoryParts();
   const res = {
-    model: name, dtype, fits: true, threads: core.threads,
+    model: name, dtype, recompute, fits: true, threads: core.threads,
     peak_wasm_memory_bytes: core.wasm.memory.buffer.byteLength,
     weight_bytes: parts.weights, estimated_weight_bytes: core.weightBytes(cfg, dtype),
     adapter_and_optimizer_bytes: 4 * adapter.params().length * 4, // weights, gradients, AdamW m and v
@@ -158,13 +161,13 @@ function timed(fn) {
  * LoRA training, a forward pass and decoding on the SmolLM2-135M-shaped model with the core on `threads` threads
  * (this process runs nothing else meanwhile, so its CPU time is the core's).
  */
-async function benchModel(threads, simd, dtype = 'f32') {
+async function benchModel(threads, simd, dtype = 'f32', recompute = false) {
   const core = await Core.create({ threads, simd });
   const model = makeModel(core, dtype);
   const adapter = qvAdapter(model);
   const seqs = sequences(16);
   const steps = 5;
-  const trainer = new Trainer({ model, adapter, train: seqs, options: { steps: steps + 1, lr: 1e-3, batchSize: 1, seqLen: T, evalSplit: 0 } });
+  const trainer = new Trainer({ model, adapter, train: seqs, options: { steps: steps + 1, lr: 1e-3, batchSize: 1, seqLen: T, evalSplit: 0, recompute } });
   trainer.trainStep(); // warm-up: first touch of the buffers, optimised code
   const train = [];
   for (let i = 0; i < steps; i++) train.push(timed(() => trainer.trainStep()));
@@ -183,6 +186,7 @@ async function benchModel(threads, simd, dtype = 'f32') {
     threads: core.threads,
     simd: core.simd,
     dtype,
+    recompute,
     training_step_seconds_median: wall,
     training_tokens_per_second: T / wall,
     training_tokens_per_cpu_second: T / cpu,
@@ -204,9 +208,9 @@ async function benchModel(threads, simd, dtype = 'f32') {
 
 /** Runs benchModel (or, with `memory`, benchMemory) in a fresh Node process (its own memory, JIT and thread pool)
  * and returns its JSON. */
-async function benchModelInChild(threads, simd, dtype = 'f32', memory = null) {
-  const args = memory ? ['--memory-model', memory, '--model-dtype', dtype]
-    : ['--model-threads', String(threads), '--simd', simd, '--model-dtype', dtype];
+async function benchModelInChild(threads, simd, dtype = 'f32', memory = null, recompute = false) {
+  const args = (memory ? ['--memory-model', memory, '--model-dtype', dtype]
+    : ['--model-threads', String(threads), '--simd', simd, '--model-dtype', dtype]).concat(recompute ? ['--recompute'] : []);
   const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(import.meta.url), ...args], { maxBuffer: 1 << 20 });
   return JSON.parse(stdout);
 }
@@ -286,8 +290,9 @@ function benchSwitch(core) {
 
 /**
  * The quantised base: GEMM rates next to f32 and the peak; LoRA training and decoding on the SmolLM2-135M shape in
- * f32, q8, q4 (one thread each; `f32Run`, the f32 one-thread run of this bench, is reused when given); peak memory
- * of LoRA training on random-weight models of four real models' shapes per dtype; held-out perplexity in each dtype.
+ * f32, q8, q4 (one thread each; `f32Run`, the f32 one-thread run of this bench, is reused when given) and q8 training
+ * recomputing activations; peak memory of LoRA training on random-weight models of four real models' shapes per dtype,
+ * keeping every layer's activations and recomputing them; held-out perplexity in each dtype.
  */
 async function benchQuant(core, f32Run = null) {
   log('weblora bench: products with q8 / q4 weights next to f32 (one thread)...');
@@ -301,13 +306,26 @@ async function benchQuant(core, f32Run = null) {
     log(`weblora bench: LoRA training and decoding on the SmolLM2-135M shape, ${dtype}, one thread...`);
     model[dtype] = await benchModelInChild(1, 'auto', dtype);
   }
+  log('weblora bench: LoRA training on the SmolLM2-135M shape, q8, one thread, recomputing activations...');
+  const q8Recompute = await benchModelInChild(1, 'auto', 'q8', null, true);
   const memory = [];
   for (const name of Object.keys(MODEL_SHAPES)) {
     for (const dtype of ['f32', 'q8', 'q4']) {
-      log(`weblora bench: peak memory of LoRA training (r 16, all linear, 256 tokens), ${name}, ${dtype}...`);
-      memory.push(await benchModelInChild('auto', 'auto', dtype, name));
+      for (const recompute of [false, true]) {
+        log(`weblora bench: peak memory of LoRA training (r 16, all linear, 256 tokens), ${name}, ${dtype}`
+          + `${recompute ? ', recomputing activations' : ''}...`);
+        memory.push(await benchModelInChild('auto', 'auto', dtype, name, recompute));
+      }
     }
   }
+  const GB = 1e9;
+  const peakGB = (name, dtype, recompute) => {
+    const run = memory.find((m) => m.model === name && m.dtype === dtype && m.recompute === recompute);
+    return run.fits ? +(run.peak_wasm_memory_bytes / GB).toFixed(3) : 'refused';
+  };
+  // one row per model, one column per dtype and activation plan
+  const table = Object.fromEntries(Object.keys(MODEL_SHAPES).map((name) => [name, Object.fromEntries(['f32', 'q8', 'q4']
+    .flatMap((dtype) => [[dtype, peakGB(name, dtype, false)], [`${dtype}_recompute`, peakGB(name, dtype, true)]]))]));
   log('weblora bench: held-out perplexity in f32, q8, q4...');
   const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(new URL('./bench/perplexity.js', import.meta.url))], { maxBuffer: 1 << 20 });
   const r = (a, b) => +(a / b).toFixed(3);
@@ -322,11 +340,17 @@ async function benchQuant(core, f32Run = null) {
       q4_training_vs_f32: r(model.q4.training_tokens_per_second, model.f32.training_tokens_per_second),
       q8_decode_vs_f32: r(model.q8.decode_tokens_per_second, model.f32.decode_tokens_per_second),
       q4_decode_vs_f32: r(model.q4.decode_tokens_per_second, model.f32.decode_tokens_per_second),
+      q8_recompute: q8Recompute,
+      q8_recompute_training_vs_q8: r(q8Recompute.training_tokens_per_second, model.q8.training_tokens_per_second),
+      q8_recompute_training_vs_q8_by_cpu_time: r(q8Recompute.training_tokens_per_cpu_second, model.q8.training_tokens_per_cpu_second),
     },
     lora_training_memory: {
       setup: 'random weights of each model\'s exact shape; LoRA r 16 on every linear module, AdamW, batch 1 x 256 tokens, '
         + 'threads auto; peak = the wasm memory size after one training step',
       goals: 'SmolLM2-135M q8 <= 0.45 GB; Llama-3.2-1B q4 within 4 GB',
+      peak_gb: table,
+      smollm2_135m_q8_goal_met: { kept: table['SmolLM2-135M'].q8 <= 0.45, recompute: table['SmolLM2-135M'].q8_recompute <= 0.45 },
+      llama_3_2_1b_q4_goal_met: { kept: table['Llama-3.2-1B'].q4 <= 4.0, recompute: table['Llama-3.2-1B'].q4_recompute <= 4.0 },
       runs: memory,
     },
     perplexity: JSON.parse(stdout),
@@ -352,15 +376,16 @@ async function main() {
   const modelThreads = process.argv.indexOf('--model-threads');
   const dtypeArg = process.argv.indexOf('--model-dtype');
   const dtype = dtypeArg > 0 ? process.argv[dtypeArg + 1] : 'f32';
+  const recompute = process.argv.includes('--recompute');
   if (modelThreads > 0) {
     const t = process.argv[modelThreads + 1];
     const simd = process.argv[process.argv.indexOf('--simd') + 1];
-    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t), simd, dtype))}\n`);
+    process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t), simd, dtype, recompute))}\n`);
     return;
   }
   const memoryModel = process.argv.indexOf('--memory-model');
   if (memoryModel > 0) {
-    process.stdout.write(`${JSON.stringify(await benchMemory(process.argv[memoryModel + 1], dtype))}\n`);
+    process.stdout.write(`${JSON.stringify(await benchMemory(process.argv[memoryModel + 1], dtype, recompute))}\n`);
     return;
   }
   const only = process.argv.indexOf('--only');

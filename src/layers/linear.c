@@ -82,7 +82,7 @@ static void dora_forward(wl_model *m, int layer, int slot, int index, float *out
     terms[0] = (wl_gemm_term){x, lin->w, in, in, in, 0, 1, 1.0f};
     lora_term(m, 0, layer, slot, x, N, train, &terms[1]);
     float *z = m->acts.lora_z;
-    if (train && a == m->trainable) z = m->acts.lora_saved + m->acts.lora_saved_off[index] + (size_t)N * mod->rank;
+    if (train && a == m->trainable) z = m->acts.lora_saved + m->acts.lora_z_off[index];
     if (lin->qw) {
         wl_qgemm_nt(m->k, N, x, in, lin->qw, &terms[1], NULL, NULL, z, n_out, m->qtile, m->qtile_floats, !train);
     } else {
@@ -173,7 +173,7 @@ void wl_linear_backward(wl_model *m, int layer, int slot, float *dx, int accumul
         const float *norms = wl_dora_norms_of(a, dora_index);
         float *dz = m->acts.lora_z;
         if (a == m->trainable) {
-            const float *z = m->acts.lora_saved + m->acts.lora_saved_off[dora_index] + (size_t)N * dmod->rank;
+            const float *z = m->acts.lora_saved + m->acts.lora_z_off[dora_index];
             for (int n = 0; n < N; n++) {
                 for (int j = 0; j < n_out; j++)
                     dmod->dmagnitude[j] += dout[(size_t)n * n_out + j] * z[(size_t)n * n_out + j] / norms[j];

@@ -420,7 +420,7 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     a->lora_buffer = NULL;
     a->lora_n_floats = 0;
     a->lora_x = a->lora_xa = a->lora_dxa = a->lora_dx = a->lora_z = a->lora_rows = a->lora_saved = NULL;
-    a->lora_saved_off = NULL;
+    a->lora_saved_off = a->lora_z_off = NULL;
     if (m->n_adapters == 0 || m->N_cap == 0) return WL_OK;
 
     const size_t N = (size_t)m->N_cap;
@@ -438,11 +438,15 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
     }
     for (int i = 0; i < m->n_adapters; i++) any_dora |= m->adapters[i]->dora;
     const wl_adapter *t = m->trainable;
+    /* With recompute, backward refills a block's DoRA z just before that block's backward: one z per slot serves
+     * every layer. */
+    const int shared_z = t && t->dora && m->recompute;
     if (t) {
         for (int i = 0; i < t->n_modules; i++)
-            saved += (size_t)t->modules[i].rank + (t->dora ? (size_t)t->modules[i].out_features : 0);
+            saved += (size_t)t->modules[i].rank + (t->dora && !shared_z ? (size_t)t->modules[i].out_features : 0);
     }
-    size_t n_off = t ? (size_t)t->n_modules : 0;
+    for (int s = 0; shared_z && s < m->n_slots; s++) saved += (size_t)m->slot_info[s].out_features;
+    size_t n_off = t ? 2 * (size_t)t->n_modules : 0;
     /* offsets are stored as size_t inside the same float buffer: round their space up to floats */
     size_t off_floats = (n_off * sizeof(size_t) + sizeof(float) - 1) / sizeof(float);
     size_t total = 0, part;
@@ -472,11 +476,21 @@ wl_status wl_model_plan_lora_scratch(wl_model *m) {
         p += part;
     }
     a->lora_saved_off = (size_t *)(void *)p;
+    a->lora_z_off = a->lora_saved_off + n_off / 2;
     size_t acc = 0;
-    for (size_t i = 0; i < n_off; i++) {
+    for (size_t i = 0; i < n_off / 2; i++) {
+        const wl_lora_module *mod = &t->modules[i];
         a->lora_saved_off[i] = acc;
-        acc += N * ((size_t)t->modules[i].rank + (t->dora ? (size_t)t->modules[i].out_features : 0));
+        acc += N * (size_t)mod->rank;
+        a->lora_z_off[i] = acc;
+        if (t->dora && !shared_z) acc += N * (size_t)mod->out_features;
     }
+    size_t slot_z[WL_MAX_SLOTS];
+    for (int s = 0; shared_z && s < m->n_slots; s++) {
+        slot_z[s] = acc;
+        acc += N * (size_t)m->slot_info[s].out_features;
+    }
+    for (size_t i = 0; shared_z && i < n_off / 2; i++) a->lora_z_off[i] = slot_z[t->modules[i].slot];
     m->backward_ready = 0;
     return WL_OK;
 }

@@ -152,6 +152,8 @@ wl_status wl_model_backward(wl_model *m) {
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         if (WL_STAGES * l + WL_STAGES - 1 < lowest) break;
+        /* Recompute plans share one set of block activations, which still holds the last block's. */
+        if (m->recompute && l < c->n_layers - 1) wl_model_recompute_block(m, l);
         if (c->arch == WL_ARCH_GPT2) {
             gpt2_block_backward(m, l, lowest);
         } else {

@@ -28,7 +28,14 @@ static float *block_output(wl_model *m, int l, int train) {
 
 static wl_layer_acts *block_acts(wl_model *m, int l, int train) { return train ? &m->acts.layers[l] : &m->acts.infer; }
 
-static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int train) {
+/* 1 when a DoRA adapter trains on a recompute plan: its modules' z are kept per slot, not per layer, so the block's
+ * output projection must run again to refill its own (lora_z_off). Otherwise the output projection's LoRA input
+ * x A^T (or a DoRA module's z) stays saved per module from the first pass and the recomputation skips it. */
+static int dora_z_shared(const wl_model *m) { return m->recompute && m->trainable && m->trainable->dora; }
+
+/* recompute: fill block l's activations again for backward; the block output (the next block's input, which is kept)
+ * only when dora_z_shared. */
+static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int train, int recompute) {
     const wl_config *c = &m->cfg;
     const wl_kernels *k = m->k;
     const wl_block *blk = &m->blocks[l];
@@ -54,11 +61,11 @@ static void llama_block_forward(wl_model *m, int l, int B, int T, int pos0, int 
     wl_linear_forward(m, l, WL_LLAMA_GATE, la->h1, la->ln2, N, NULL, train);
     wl_linear_forward(m, l, WL_LLAMA_UP, la->h2, la->ln2, N, NULL, train);
     wl_swiglu_forward(k, la->act, la->h1, la->h2, (size_t)N * I);
-
+    if (recompute && !dora_z_shared(m)) return;
     wl_linear_forward(m, l, WL_LLAMA_DOWN, block_output(m, l, train), la->act, N, la->res2, train);
 }
 
-static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int train) {
+static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int train, int recompute) {
     const wl_config *c = &m->cfg;
     const wl_kernels *k = m->k;
     const wl_block *blk = &m->blocks[l];
@@ -84,8 +91,19 @@ static void gpt2_block_forward(wl_model *m, int l, int B, int T, int pos0, int t
                          c->norm_eps);
     wl_linear_forward(m, l, WL_GPT2_C_FC, la->h1, la->ln2, N, NULL, train);
     wl_gelu_forward(k, la->act, la->h1, (size_t)N * I);
-
+    if (recompute && !dora_z_shared(m)) return;
     wl_linear_forward(m, l, WL_GPT2_MLP_C_PROJ, block_output(m, l, train), la->act, N, la->res2, train);
+}
+
+void wl_model_recompute_block(wl_model *m, int l) {
+    WL_ASSERT(m->recompute && m->acts.layers);
+    /* The same kernels on the same input (and LoRA dropout on the same (seed, step) mask) give the same values as
+     * the training pass did. */
+    if (m->cfg.arch == WL_ARCH_GPT2) {
+        gpt2_block_forward(m, l, m->last_B, m->last_T, 0, 1, 1);
+    } else {
+        llama_block_forward(m, l, m->last_B, m->last_T, 0, 1, 1);
+    }
 }
 
 wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *targets, int B, int T, int pos0,
@@ -147,9 +165,9 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
 
     for (int l = 0; l < c->n_layers; l++) {
         if (c->arch == WL_ARCH_GPT2) {
-            gpt2_block_forward(m, l, B, T, pos0, train);
+            gpt2_block_forward(m, l, B, T, pos0, train, 0);
         } else {
-            llama_block_forward(m, l, B, T, pos0, train);
+            llama_block_forward(m, l, B, T, pos0, train, 0);
         }
     }
 

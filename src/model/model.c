@@ -610,9 +610,12 @@ static void plan_layer(planner *p, wl_layer_acts *la, size_t n, const wl_config 
 }
 
 /* Lay out every buffer for Nc inference rows, Ntr training rows, sequences up to Tc and Lg rows of logits; with
- * base == NULL only counts. Integer arrays share the float buffer (same size and alignment). Pointer tables (layers,
- * k_cache, v_cache) must be allocated by the caller before the second pass. Returns 0 if a size overflows. */
-static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, float *base, size_t *total) {
+ * base == NULL only counts. With recompute, a training pass keeps only each block's input (Ntr, C) and every block
+ * works in the one set of inference activations (Nc >= Ntr rows), which backward fills again block by block.
+ * Integer arrays share the float buffer (same size and alignment). Pointer tables (layers, k_cache, v_cache) must
+ * be allocated by the caller before the second pass. Returns 0 if a size overflows. */
+static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, int recompute, float *base,
+                     size_t *total) {
     const wl_config *c = &m->cfg;
     const size_t N = (size_t)Nc, Nt = (size_t)Ntr, C = c->dim, I = c->hidden_dim, V = c->vocab_size;
     const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
@@ -624,9 +627,21 @@ static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, f
             a->k_cache[l] = k;
             a->v_cache[l] = v;
         }
-        if (Nt) plan_layer(&p, base ? &a->layers[l] : &scratch, Nt, c, 1);
+        if (Nt && recompute) {
+            float *checkpoint = take2(&p, Nt, C);
+            if (base) a->layers[l].res = checkpoint;
+        } else if (Nt) {
+            plan_layer(&p, base ? &a->layers[l] : &scratch, Nt, c, 1);
+        }
     }
     plan_layer(&p, base ? &a->infer : &scratch, N, c, 0);
+    if (base && Nt && recompute) {
+        for (int l = 0; l < c->n_layers; l++) {
+            float *checkpoint = a->layers[l].res;
+            a->layers[l] = a->infer;
+            a->layers[l].res = checkpoint;
+        }
+    }
     float *ping = take2(&p, N, C), *pong = take2(&p, N, C);
     wl_acts counting;
     wl_acts *t = base ? a : &counting;
@@ -700,25 +715,32 @@ static wl_status compute_rope_tables(wl_model *m, int Tc) {
 wl_status wl_model_reserve(wl_model *m, int B, int T, int flags) {
     if (!m) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: NULL model");
     if (B <= 0 || T <= 0) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: B = %d, T = %d must be positive", B, T);
-    if (flags & ~(WL_RESERVE_TRAIN | WL_RESERVE_LAST_LOGITS))
+    if (flags & ~(WL_RESERVE_TRAIN | WL_RESERVE_LAST_LOGITS | WL_RESERVE_RECOMPUTE))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: unknown flags 0x%x", (unsigned)flags);
     if (T > m->cfg.max_seq_len)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "sequence length %d exceeds the model's maximum of %d positions", T,
                        m->cfg.max_seq_len);
     if ((int64_t)B * T > (1 << 24))
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: B * T = %lld tokens is too many", (long long)B * T);
+    if ((flags & WL_RESERVE_RECOMPUTE) && !(flags & WL_RESERVE_TRAIN))
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_reserve: WL_RESERVE_RECOMPUTE plans training: pass it with "
+                       "WL_RESERVE_TRAIN");
     const int need = B * T, train = (flags & WL_RESERVE_TRAIN) != 0;
     const int logits = (flags & WL_RESERVE_LAST_LOGITS) && !train ? B : need;
     int Nc = need > m->N_cap ? need : m->N_cap, Tc = T > m->T_cap ? T : m->T_cap;
     int Ntr = train && need > m->N_train_cap ? need : m->N_train_cap;
     int Lg = logits > m->logit_cap ? logits : m->logit_cap;
-    if (Nc == m->N_cap && Tc == m->T_cap && Ntr == m->N_train_cap && Lg == m->logit_cap && m->acts.buffer) return WL_OK;
+    /* The latest training reservation chooses how training activations are kept; other reservations keep it. */
+    const int recompute = train ? (flags & WL_RESERVE_RECOMPUTE) != 0 : m->recompute;
+    if (Nc == m->N_cap && Tc == m->T_cap && Ntr == m->N_train_cap && Lg == m->logit_cap && recompute == m->recompute &&
+        m->acts.buffer)
+        return WL_OK;
 
     wl_acts a;
     memset(&a, 0, sizeof a);
     size_t total;
     const size_t L = (size_t)m->cfg.n_layers;
-    if (!plan_acts(m, &a, Nc, Ntr, Tc, Lg, NULL, &total))
+    if (!plan_acts(m, &a, Nc, Ntr, Tc, Lg, recompute, NULL, &total))
         return wl_fail(WL_STATUS_OUT_OF_MEMORY, "activations for %d tokens overflow the address space", Nc);
     a.k_cache = wl_alloc_array(L, sizeof(float *), "KV cache table");
     a.v_cache = wl_alloc_array(L, sizeof(float *), "KV cache table");
@@ -730,7 +752,7 @@ wl_status wl_model_reserve(wl_model *m, int B, int T, int flags) {
         wl_free(a.layers);
         return WL_STATUS_OUT_OF_MEMORY;
     }
-    plan_acts(m, &a, Nc, Ntr, Tc, Lg, a.buffer, &total);
+    plan_acts(m, &a, Nc, Ntr, Tc, Lg, recompute, a.buffer, &total);
     a.n_floats = total;
     /* The LoRA scratch depends on N too: drop it here and plan it again below. */
     free_act_buffers(&m->acts);
@@ -739,6 +761,7 @@ wl_status wl_model_reserve(wl_model *m, int B, int T, int flags) {
     m->T_cap = Tc;
     m->N_train_cap = Ntr;
     m->logit_cap = Lg;
+    m->recompute = recompute;
     m->backward_ready = 0;
     wl_status st = compute_rope_tables(m, Nc < m->cfg.max_seq_len ? Nc : m->cfg.max_seq_len);
     if (st != WL_OK) return st;

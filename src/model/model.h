@@ -43,8 +43,9 @@ typedef struct wl_tensor_rec {
     float *samples;    /* quantised tensors: the values written at the sample positions of wl_model_tensor_sample */
 } wl_tensor_rec;
 
-/* Activations of one block. In a training pass each layer has its own set (backward needs them); inference
- * passes reuse one set for every layer. N = B*T rows (row = b*T + t). */
+/* Activations of one block. In a training pass each layer has its own set (backward needs them), or with
+ * recompute its own res only, the rest pointing into the inference set; inference passes reuse one set for every
+ * layer. N = B*T rows (row = b*T + t). */
 typedef struct wl_layer_acts {
     float *res;       /* (N, C) input of the block (the residual stream); training sets only */
     float *ln1;       /* (N, C) */
@@ -99,8 +100,10 @@ typedef struct wl_acts {
     float *lora_dx;   /* (N, max in) */
     float *lora_z;    /* (N, max out) a DoRA module's W x + s B A x in inference, its scaled gradient in backward */
     float *lora_rows; /* (WL_DORA_ROWS, max in) rows of W + s B A while DoRA norms are computed */
-    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, then for DoRA its z (N, out_i) */
-    size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets into lora_saved */
+    float *lora_saved;      /* x A^T of every trainable module, (N, r_i) each, and for DoRA its z (N, out_i): each
+                             * module's own, or with recompute one per slot, which the block's recomputation refills */
+    size_t *lora_saved_off; /* [n_modules of the trainable adapter] offsets of x A^T into lora_saved */
+    size_t *lora_z_off;     /* [n_modules] offsets of a DoRA module's z into lora_saved */
 } wl_acts;
 
 /* A change to base weights that can be undone bit for bit: a merged adapter or a PiSSA residual. */
@@ -176,6 +179,7 @@ struct wl_model {
     int N_cap;        /* rows (B*T) an inference pass may have; also the longest context of one sequence */
     int T_cap;        /* longest sequence of a batch */
     int N_train_cap;  /* rows a training pass may have (per-layer activations are kept for them) */
+    int recompute;    /* training keeps only each block's input; backward recomputes the block (WL_RESERVE_RECOMPUTE) */
     int logit_cap;    /* rows of logits a pass may compute */
 
     wl_adapter *adapters[WL_MAX_ADAPTERS];
@@ -246,6 +250,10 @@ static inline const float *wl_dora_norms_of(const wl_adapter *a, int index) {
     for (int i = 0; i < index; i++) off += (size_t)a->modules[i].out_features;
     return a->dora_norms + off;
 }
+
+/* Recompute the activations of block l of the last training pass from its kept input (recompute plans), all but
+ * the block's output, which backward does not need. */
+void wl_model_recompute_block(wl_model *m, int l);
 
 /* Recompute scratch sizes that depend on attached adapters (called when adapters change). */
 wl_status wl_model_plan_lora_scratch(wl_model *m);

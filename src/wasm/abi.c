@@ -137,6 +137,7 @@ static void describe_enums(text *t) {
     close_list(t, "},\"reserveFlags\":{");
     ENUM_VALUE(t, "TRAIN", WL_RESERVE_TRAIN);
     ENUM_VALUE(t, "LAST_LOGITS", WL_RESERVE_LAST_LOGITS);
+    ENUM_VALUE(t, "RECOMPUTE", WL_RESERVE_RECOMPUTE);
     close_list(t, "},\"loraInit\":{");
     ENUM_VALUE(t, "default", WL_LORA_INIT_DEFAULT);
     ENUM_VALUE(t, "gaussian", WL_LORA_INIT_GAUSSIAN);

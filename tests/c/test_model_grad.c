@@ -1,8 +1,9 @@
 /* test_model_grad.c: the whole model's backward pass against central finite differences of its loss, for Llama
  * (GQA, both RoPE layouts, q/k/v bias, tied and untied heads) and GPT-2, LoRA and full-parameter training, with and
  * without LoRA dropout, DoRA magnitudes and MergedLinear blocks; plus the attention layer alone, KV-cache decoding
- * against whole-sequence logits, a fresh adapter leaving logits bit-identical, and the errors of the forward/backward
- * API. Runs once per kernel table. */
+ * against whole-sequence logits, a fresh adapter leaving logits bit-identical, activation recomputation leaving a
+ * training step bit-identical (also on 2 threads), and the errors of the forward/backward API. Runs once per kernel
+ * table. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "layers/layers.h"
 #include "testutil.h"
 #include "weblora.h"
+#include "wl_threads.h"
 
 static wl_config llama_config(int rope_layout, int qkv_bias, int tied) {
     wl_config c = {0};
@@ -525,6 +527,137 @@ static void fresh_adapter_case(wl_config cfg) {
     wl_model_free(m);
 }
 
+/* What one training step of a recompute case produces: the loss, every trainable gradient, the activation bytes. */
+typedef struct step_result {
+    float loss;
+    float *grads;
+    size_t n;
+    size_t activation_bytes;
+} step_result;
+
+/* Reserve with reserve_flags, then one training forward and backward over b from zeroed gradients. */
+static step_result train_step(wl_model *m, wl_adapter *a, const batch *b, int reserve_flags) {
+    step_result r = {NAN, NULL, 0, 0};
+    CHECK_OK(wl_model_reserve(m, b->B, b->T, WL_RESERVE_TRAIN | reserve_flags));
+    const float *g = a ? wl_adapter_grads(a) : wl_model_grads(m);
+    if (a) {
+        wl_adapter_params(a, &r.n);
+        CHECK_OK(wl_adapter_zero_grad(a));
+    } else {
+        wl_model_params(m, &r.n);
+        CHECK_OK(wl_model_zero_grad(m));
+    }
+    CHECK_OK(wl_model_forward(m, b->tokens, b->targets, b->B, b->T, 0, WL_FORWARD_TRAIN, -100, &r.loss));
+    CHECK_OK(wl_model_backward(m));
+    r.grads = malloc(r.n * sizeof(float));
+    memcpy(r.grads, g, r.n * sizeof(float));
+    wl_model_memory_split(m, NULL, &r.activation_bytes);
+    return r;
+}
+
+typedef struct recompute_spec {
+    const char *what;
+    wl_config cfg;
+    int storage;
+    const int *slot_rank; /* NULL: full-parameter training, no adapter */
+    int first_layer, dora, embed_rank, head_rank;
+    float dropout;
+} recompute_spec;
+
+/* Activation recomputation must not change a training step at all: the loss and every gradient bit for bit against
+ * the plan that keeps every layer's activations (the same kernels run on the same inputs, and dropout masks are a
+ * hash of (seed, step, module, element)), while the activations take less memory; then back to the full plan. */
+static void recompute_case(const recompute_spec *c) {
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create_quantized(&c->cfg, c->storage, &m));
+    if (!m) return;
+    randomize(m, 17);
+    const int L = c->cfg.n_layers, S = wl_model_n_slots(m);
+    wl_adapter *a = NULL;
+    if (c->slot_rank) {
+        int *ranks = calloc((size_t)L * S, sizeof(int));
+        float *alphas = calloc((size_t)L * S, sizeof(float));
+        for (int l = c->first_layer; l < L; l++) {
+            for (int s = 0; s < S; s++) {
+                ranks[l * S + s] = c->slot_rank[s];
+                alphas[l * S + s] = 4.0f;
+            }
+        }
+        wl_lora_spec spec = {ranks, alphas, 0, c->dora, c->embed_rank, 8.0f, c->head_rank, 6.0f};
+        CHECK_OK(wl_adapter_create(m, &spec, &a));
+        free(ranks);
+        free(alphas);
+        if (!a) {
+            wl_model_free(m);
+            return;
+        }
+        size_t n;
+        float *p = wl_adapter_params(a, &n);
+        wl_test_fill(p, n, 29, 0.3f);
+        if (c->dora) CHECK_OK(wl_adapter_init_dora(m, a));
+        CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
+        CHECK_OK(wl_model_set_trainable(m, a));
+        CHECK_OK(wl_model_set_lora_dropout(m, c->dropout, 91, 4));
+    } else {
+        CHECK_OK(wl_model_set_full_training(m, 1));
+    }
+    batch b = make_batch(2, 6, c->cfg.vocab_size, 53, 1);
+    step_result full = train_step(m, a, &b, 0);
+    step_result re = train_step(m, a, &b, WL_RESERVE_RECOMPUTE);
+    step_result back = train_step(m, a, &b, 0);
+    CHECK_MSG(memcmp(&re.loss, &full.loss, sizeof(float)) == 0, "%s: recomputed loss %.9g, kept %.9g", c->what,
+              (double)re.loss, (double)full.loss);
+    CHECK_MSG(memcmp(re.grads, full.grads, full.n * sizeof(float)) == 0, "%s: recomputed gradients differ by up to %g",
+              c->what, (double)max_abs_diff(re.grads, full.grads, full.n));
+    CHECK_MSG(memcmp(back.grads, full.grads, full.n * sizeof(float)) == 0, "%s: gradients after returning to the full "
+              "plan differ by up to %g", c->what, (double)max_abs_diff(back.grads, full.grads, full.n));
+    /* every block but its (N, C) input leaves the plan: at least the MLP's three (N, hidden) buffers per layer but one */
+    size_t saved = (size_t)(L - 1) * 3 * (size_t)(b.B * b.T) * (size_t)c->cfg.hidden_dim * sizeof(float);
+    /* and DoRA keeps one z (N, out) per slot instead of one per module */
+    for (int s = 0; c->dora && s < S; s++) {
+        wl_module_info info;
+        wl_model_module(m, s, &info);
+        saved += (size_t)(L - 1) * (size_t)(b.B * b.T) * (size_t)info.out_features * sizeof(float);
+    }
+    CHECK_MSG(re.activation_bytes + saved <= full.activation_bytes && back.activation_bytes == full.activation_bytes,
+              "%s: activations %zu bytes with recomputation, %zu without, %zu again without", c->what,
+              re.activation_bytes, full.activation_bytes, back.activation_bytes);
+    double norm = 0.0;
+    for (size_t i = 0; i < full.n; i++) norm += (double)full.grads[i] * full.grads[i];
+    CHECK_MSG(norm > 0.0, "%s: zero gradient (nothing would be compared)", c->what);
+    printf("  recompute: %-60s %zu -> %zu activation bytes\n", c->what, full.activation_bytes, re.activation_bytes);
+    free(full.grads);
+    free(re.grads);
+    free(back.grads);
+    CHECK_OK(wl_model_set_adapters(m, NULL, NULL, 0));
+    wl_adapter_free(a);
+    wl_model_free(m);
+}
+
+static void recompute_cases(void) {
+    const int all[WL_MAX_SLOTS] = {2, 3, 1, 2, 2, 3, 2};
+    const int qv[WL_MAX_SLOTS] = {3, 0, 2, 0, 0, 0, 0};
+    const int gpt2_all[WL_MAX_SLOTS] = {2, 3, 2, 1};
+    const wl_config half = llama_config(WL_ROPE_HALF, 0, 0), inter = llama_config(WL_ROPE_INTERLEAVED, 0, 1);
+    const wl_config bias = llama_config(WL_ROPE_HALF, 1, 1), gpt2 = gpt2_config();
+    const recompute_spec specs[] = {
+        {"llama LoRA all modules, untied", half, WL_STORAGE_F32, all, 0, 0, 0, 0, 0.0f},
+        {"llama LoRA all modules, qkv bias, dropout 0.3", bias, WL_STORAGE_F32, all, 0, 0, 0, 0, 0.3f},
+        {"llama LoRA q,v from layer 1 (layer 0 never recomputed)", inter, WL_STORAGE_F32, qv, 1, 0, 0, 0, 0.0f},
+        {"llama DoRA all modules, qkv bias", bias, WL_STORAGE_F32, all, 0, 1, 0, 0, 0.0f},
+        {"llama embedding + head + q,v LoRA, dropout 0.2", half, WL_STORAGE_F32, qv, 0, 0, 2, 3, 0.2f},
+        {"llama q8 base, LoRA all modules, dropout 0.1", bias, WL_STORAGE_Q8, all, 0, 0, 0, 0, 0.1f},
+        {"llama q4 base, LoRA all + embedding + head", half, WL_STORAGE_Q4, all, 0, 0, 2, 2, 0.0f},
+        {"llama q4 base, DoRA all modules", inter, WL_STORAGE_Q4, all, 0, 1, 0, 0, 0.0f},
+        {"llama full-parameter", half, WL_STORAGE_F32, NULL, 0, 0, 0, 0, 0.0f},
+        {"gpt2 LoRA all modules, dropout 0.2", gpt2, WL_STORAGE_F32, gpt2_all, 0, 0, 0, 0, 0.2f},
+        {"gpt2 DoRA all modules, q8 base", gpt2, WL_STORAGE_Q8, gpt2_all, 0, 1, 0, 0, 0.0f},
+        {"gpt2 wte + lm_head + all LoRA", gpt2, WL_STORAGE_F32, gpt2_all, 0, 0, 2, 2, 0.0f},
+        {"gpt2 full-parameter", gpt2, WL_STORAGE_F32, NULL, 0, 0, 0, 0, 0.0f},
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) recompute_case(&specs[i]);
+}
+
 static void error_cases(void) {
     wl_config cfg = llama_config(WL_ROPE_HALF, 0, 0);
     wl_model *m = NULL;
@@ -534,6 +667,7 @@ static void error_cases(void) {
     CHECK_OK(wl_model_reserve(m, 1, 4, WL_RESERVE_TRAIN));
     CHECK_STATUS(wl_model_reserve(m, 1, 33, 0), WL_STATUS_INVALID_ARGUMENT);
     CHECK_STATUS(wl_model_reserve(m, 1, 4, 8), WL_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(wl_model_reserve(m, 1, 4, WL_RESERVE_RECOMPUTE), WL_STATUS_INVALID_ARGUMENT); /* without TRAIN */
     {
         /* an inference plan does not allow training, and a last-logits plan does not allow every position */
         wl_model *g = NULL;
@@ -653,8 +787,17 @@ int main(void) {
         wl_kernels_set_default(k);
         attention_case(k);
         run_all();
+        recompute_cases();
     }
     wl_kernels_set_default(NULL);
+    /* recomputation on the thread pool: every block's work is split again the same way */
+    if (wl_threads_start(2) == WL_OK) {
+        printf("2 threads\n");
+        recompute_cases();
+        wl_threads_stop();
+    } else {
+        printf("2 threads: this build has no threads\n");
+    }
     error_cases();
     return wl_test_summary("test_model_grad");
 }

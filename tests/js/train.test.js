@@ -220,6 +220,37 @@ describe('LoRA training on stories260K', () => {
     engine.freeAdapter(a.id);
   });
 
+  test('recompute: the same losses and adapter bytes with less activation memory; a wrong value is refused', async () => {
+    const run = async (recompute) => {
+      const a = engine.createAdapter({ rank: 4, targets: 'all-linear', seed: 6 });
+      const losses = [];
+      // dropout: the recomputed layers must draw the same masks as the first pass
+      await engine.train(a.id, LOG, { steps: 3, batchSize: 2, seqLen: 48, evalSplit: 0, seed: 2, dropout: 0.2, recompute },
+        { onStep: (r) => losses.push(r.loss) });
+      const bytes = Buffer.from(engine.entry(a.id).adapter.params().slice().buffer);
+      const { activations } = engine.info().memory;
+      engine.freeAdapter(a.id);
+      return { losses, bytes, activations };
+    };
+    const kept = await run(false);
+    const recomputed = await run(true);
+    expect(recomputed.losses).toEqual(kept.losses);
+    expect(recomputed.bytes.equals(kept.bytes)).toBe(true);
+    // stories260K: 5 layers, each keeping 12 of its (N, 64 | 172) buffers without recompute, 1 with it
+    expect(recomputed.activations).toBeLessThan(kept.activations * 0.8);
+    expect((await run(false)).activations).toBe(kept.activations); // a run without it returns to the full plan
+    const a = engine.createAdapter({ rank: 2, targets: ['q_proj'] });
+    await expect(engine.train(a.id, LOG, { steps: 1, seqLen: 16, recompute: 'yes' })).rejects.toThrow(/recompute must be true or false, got "yes"/);
+    await expect(engine.train(a.id, LOG, { steps: 1, seqLen: 16, recompute: 1 })).rejects.toThrow(DataError);
+    // a plan beyond wasm32's memory names the option that shrinks it; the model keeps its plan and trains on
+    const seq = { tokens: new Int32Array(512), targets: new Int32Array(512), valid: 512 };
+    const huge = { model: engine.model, adapter: engine.entry(a.id).adapter, train: new Array(4096).fill(seq), options: { batchSize: 4096 } };
+    expect(() => new Trainer(huge)).toThrow(/batches of 4096 x 512 tokens do not fit; train with \{ recompute: true \}/);
+    expect(() => new Trainer({ ...huge, options: { batchSize: 4096, recompute: true } })).toThrow(/overflow the address space|out of memory/);
+    await engine.train(a.id, LOG, { steps: 1, seqLen: 16, evalSplit: 0, recompute: true });
+    engine.freeAdapter(a.id);
+  });
+
   test('LoRA dropout of one run does not carry into the next run on the same model', async () => {
     const trainB = async () => {
       const b = engine.createAdapter({ rank: 4, targets: ['q_proj', 'v_proj'], seed: 8 });

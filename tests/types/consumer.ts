@@ -32,7 +32,7 @@ export async function run(): Promise<string> {
 export async function fineTune(engine: Engine, file: Blob): Promise<number> {
   const adapter = await engine.createAdapter({ rank: 8, init: 'pissa_fast', pissaIters: 2 });
   const texts: TextSource[] = ['one document', file, { path: 'corpus.jsonl' }];
-  const run = engine.train(adapter, texts, { steps: 10, onTokenize: (p) => console.log(p.file, p.loaded / p.total) });
+  const run = engine.train(adapter, texts, { steps: 10, recompute: true, onTokenize: (p) => console.log(p.file, p.loaded / p.total) });
   await run.done;
   return (await engine.countTokens(file)).tokens;
 }

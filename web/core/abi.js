@@ -47,6 +47,7 @@ export const ABI = Object.freeze(/** @type {const} */ ({
   reserveFlags: {
     TRAIN: 1,
     LAST_LOGITS: 2,
+    RECOMPUTE: 4,
   },
   loraInit: {
     default: 0,

@@ -807,11 +807,12 @@ export class Model {
   }
 
   /**
-   * Plan memory for passes over B sequences of T tokens. train: keep what backward needs; lastLogits: inference
-   * that only needs the last position's logits (generation), so a long context stays cheap.
+   * Plan memory for passes over B sequences of T tokens. train: keep what backward needs; recompute (with train):
+   * keep only each layer's input and recompute the rest in backward; lastLogits: inference that only needs the last
+   * position's logits (generation), so a long context stays cheap.
    */
-  reserve(B, T, { train = false, lastLogits = false } = {}) {
-    const flags = (train ? ReserveFlags.TRAIN : 0) | (lastLogits ? ReserveFlags.LAST_LOGITS : 0);
+  reserve(B, T, { train = false, recompute = false, lastLogits = false } = {}) {
+    const flags = (train ? ReserveFlags.TRAIN : 0) | (lastLogits ? ReserveFlags.LAST_LOGITS : 0) | (recompute ? ReserveFlags.RECOMPUTE : 0);
     this.core.check(this.core.x.wl_model_reserve(this.ptr, B, T, flags), 'reserve');
   }
 

@@ -1,6 +1,6 @@
 // train.js: the training loop over the core: AdamW or SGD, learning-rate schedules, gradient accumulation,
 // global-norm clipping, held-out evaluation, checkpoints and resumption, deterministic for a seed and a build.
-import { NumericError } from '../errors.js';
+import { CoreError, NumericError } from '../errors.js';
 export { NumericError } from '../errors.js';
 import { BatchStream, DataError } from './data.js';
 import { DivergenceGuard } from './divergence.js';
@@ -44,6 +44,8 @@ export function trainOptions(opts = {}) {
     evalTokens: opts.evalTokens ?? DEFAULT_EVAL_TOKENS,
     evalEvery: opts.evalEvery ?? 0,
     dropout: opts.dropout ?? 0,
+    // keep only each layer's input and recompute its activations in backward: less memory, one more forward pass
+    recompute: opts.recompute ?? false,
     // LoRA+ (PEFT's create_loraplus_optimizer): B learns at this multiple of A's learning rate
     loraPlusRatio: opts.loraPlusRatio ?? 1,
     seed: opts.seed ?? 0,
@@ -68,6 +70,7 @@ export function trainOptions(opts = {}) {
   if (typeof o.loraPlusRatio !== 'number' || !(o.loraPlusRatio > 0) || !(o.loraPlusRatio <= 1e6)) {
     throw new DataError(`loraPlusRatio must be a positive number (B's learning rate over A's), got ${o.loraPlusRatio}`);
   }
+  if (typeof o.recompute !== 'boolean') throw new DataError(`recompute must be true or false, got ${JSON.stringify(o.recompute) ?? typeof o.recompute}`);
   if (!(o.dropout >= 0 && o.dropout < 1)) throw new DataError(`dropout must be in [0, 1), got ${o.dropout}`);
   if (!['constant', 'cosine', 'linear'].includes(o.schedule)) throw new DataError(`schedule must be constant, cosine or linear, got ${o.schedule}`);
   if (o.steps !== null && (!Number.isInteger(o.steps) || o.steps < 1)) throw new DataError(`steps must be a positive integer, got ${o.steps}`);
@@ -151,7 +154,14 @@ export class Trainer {
     const microPerStep = this.o.gradAccum;
     const perEpoch = Math.ceil(train.length / (Math.min(this.o.batchSize, train.length) * microPerStep));
     this.totalSteps = this.o.steps ?? Math.max(1, Math.ceil((this.o.epochs ?? 1) * perEpoch));
-    model.reserve(Math.min(this.o.batchSize, train.length), T, { train: true });
+    try {
+      model.reserve(Math.min(this.o.batchSize, train.length), T, { train: true, recompute: this.o.recompute });
+    } catch (err) {
+      if (err?.code !== 'OUT_OF_MEMORY' || this.o.recompute) throw err;
+      throw new CoreError(`${err.message}: training activations for batches of ${Math.min(this.o.batchSize, train.length)} x ${T} `
+        + 'tokens do not fit; train with { recompute: true } to keep only each layer\'s input (a fraction of the memory, '
+        + 'about a third more time per step), or with a smaller batchSize or seqLen', { code: err.code, details: err.details, cause: err });
+    }
     if (evalSet.length) model.reserve(Math.min(this.o.batchSize, evalSet.length), T);
     if (full) model.setFullTraining(true);
     if (adapter) {
