@@ -21,7 +21,7 @@ export const DType = Object.freeze({
 });
 export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [v, k])));
 export const LoraInit = Object.freeze({ default: 0, gaussian: 1, zero: 2 });
-/** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_1 blocks (q4 keeps the embedding and head in Q8). */
+/** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_1 blocks (q4: the embedding and head in Q8). */
 export const STORAGE_NAMES = Object.freeze(['f32', 'q8', 'q4']);
 
 /** The wl_storage id of a dtype name; anything else is a clear error. */
