@@ -10,10 +10,12 @@
 export const DTYPE_BYTES = Object.freeze({ f32: 4, f16: 2, bf16: 2 });
 /**
  * Bytes per frozen weight in the engine, by the dtype it holds the base in (WebLoRA.load's `dtype`): f32, or blocks
- * of 32 weights with an f32 scale (src/kernels/quant.h: 32 + 4 bytes for q8, 16 + 4 for q4). Norms and biases stay
- * f32 but are a tiny share.
+ * of 32 weights with f32 block values (src/kernels/quant.h: 32 bytes and a scale for q8, 16 bytes, a scale and a
+ * minimum for q4). Norms and biases stay f32 but are a tiny share.
  */
-export const ENGINE_WEIGHT_BYTES = Object.freeze({ f32: 4, q8: 36 / 32, q4: 20 / 32 });
+export const ENGINE_WEIGHT_BYTES = Object.freeze({ f32: 4, q8: 36 / 32, q4: 24 / 32 });
+/** A q4 base keeps its token embedding and LM head in q8 (src/model/model.c matrix_storage). */
+const OUTER_DTYPE = Object.freeze({ f32: 'f32', q8: 'q8', q4: 'q8' });
 /** The most a page's WebAssembly memory can grow to (the package builds with 4 GB memory growth). */
 export const WASM_MEMORY_LIMIT = 4 * 1024 ** 3;
 /** A quantised base's dequantisation panel holds at most this many floats (src/kernels/qgemm.c WL_QTILE_FLOATS). */
@@ -150,7 +152,9 @@ export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterP
   const activations = N * (s.layers * perLayer + shared + lora) + scores;
   // A quantised base dequantises panels of its weights into one tile: its largest weight, at most the cap.
   const tile = dtype === 'f32' ? 0 : Math.min(Math.max(s.vocab, I, qd) * C, QTILE_CAP_FLOATS);
-  return parameters * ENGINE_WEIGHT_BYTES[dtype] + (activations + tile) * 4 + threadPoolBytes(threads)
+  const outer = s.vocab * C * (s.tied ? 1 : 2); // the token embedding and the LM head
+  const weights = (parameters - outer) * ENGINE_WEIGHT_BYTES[dtype] + outer * ENGINE_WEIGHT_BYTES[OUTER_DTYPE[dtype]];
+  return weights + (activations + tile) * 4 + threadPoolBytes(threads)
     + adapterParameters * 4 * 4 + OVERHEAD_BYTES;
 }
 

@@ -70,7 +70,8 @@ wl_status wl_model_create(const wl_config *cfg, wl_model **out);
 typedef enum wl_storage {
     WL_STORAGE_F32 = 0,
     WL_STORAGE_Q8 = 1, /* int8 blocks of 32 along the input dimension, one f16 scale each (llama.cpp Q8_0) */
-    WL_STORAGE_Q4 = 2, /* 4-bit blocks of 32 with one f16 scale (llama.cpp Q4_0) */
+    WL_STORAGE_Q4 = 2, /* 4-bit blocks of 32 with an f16 scale and minimum (llama.cpp Q4_1); the token embedding
+                        * and LM head in Q8 */
 } wl_storage;
 
 /* wl_model_create with the matrices stored as `storage`. The weights are quantised as wl_model_write_tensor

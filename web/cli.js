@@ -48,8 +48,8 @@ they stream, of any size. The held-out split is evaluated on at most --eval-toke
 train --recompute keeps only each layer's input and recomputes the layer in backward: a fraction of the activation
 memory for about a third more time per step, the same result bit for bit.
 Every command takes --threads N|auto: the threads the core computes on ('auto', the default: every core, at most 8).
-generate, train and eval take --dtype f32|q8|q4: how the base holds its matrices (q8, q4: llama.cpp Q8_0 / Q4_0
-blocks, quantised as the model streams in, about 1/4 and 1/7 of the f32 memory; the adapter still trains in f32).
+generate, train and eval take --dtype f32|q8|q4: how the base holds its matrices (q8, q4: llama.cpp Q8_0 / Q4_1
+blocks, quantised as the model streams in, about 1/4 and 1/5 of the f32 memory; the adapter still trains in f32).
 M is a llama2.c .bin, a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or an http(s)
 URL of either (a folder URL ends in "/").`;
 

@@ -38,7 +38,8 @@ export interface LoadOptions {
   simd?: 'auto' | 'relaxed' | 'simd128';
   /**
    * How the frozen base holds its matrices (linear weights, token embedding, LM head): 'f32' (the default), 'q8'
-   * (int8 blocks of 32 with an f16 scale, llama.cpp Q8_0) or 'q4' (4-bit blocks, Q4_0). Quantised weights are
+   * (int8 blocks of 32 with an f16 scale, llama.cpp Q8_0) or 'q4' (4-bit blocks with a scale and minimum, Q4_1;
+   * the token embedding and LM head in q8). Quantised weights are
    * converted as they stream in, so the full-precision model is never held; norms and biases stay f32, and LoRA
    * adapters, their gradients and the optimizer stay f32. Forward and backward are exact with respect to the
    * dequantised weights. A quantised base cannot be merged into, PiSSA-initialised or fully fine-tuned. A model

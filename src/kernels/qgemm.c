@@ -1,6 +1,7 @@
 /* qgemm.c: products with a quantised frozen weight (see quant.h). Kernel (a): a panel of the weight's rows is
  * dequantised into an f32 tile, then the f32 GEMM of the kernel table runs on it, so every product is the f32
- * product with the dequantised weight. Decoding (M <= 3) is memory-bound and reads the blocks directly. */
+ * product with the dequantised weight. Kernel (b): integer dot products with activations quantised per row; decoding
+ * (M <= 3) is memory-bound and reads the blocks directly, a few more rows widen panels of quants to int16 first. */
 #include <string.h>
 
 #include "core/core.h"
@@ -52,6 +53,7 @@ typedef struct gemv_job {
     const wl_qkernels *qk;
     const wl_qweight *w;
     const int16_t *xq;
+    const int32_t *xs;
     float sx;
     int pieces;
     float *y;
@@ -61,24 +63,105 @@ static void gemv_task(void *ctx, int p) {
     const gemv_job *j = ctx;
     int b, e;
     wl_split(j->w->rows, j->pieces, p, &b, &e);
-    j->qk->gemv_rows(j->w, j->xq, j->sx, b, e, j->y + b);
+    j->qk->gemv_rows(j->w, j->xq, j->xs, j->sx, b, e, j->y + b);
+}
+
+/* Decoding: the weight streams once through the integer GEMV per row of A; x, quantised to int16 and zero-padded
+ * to whole blocks, and its lane sums sit in the tile (32 int16 and 4 int32 per block: 20 floats). */
+static void qgemv(const wl_kernels *k, int M, const float *A, int lda, const wl_qweight *w, float *C, int ldc,
+                  float *tile, size_t tile_floats) {
+    const int N = w->rows, K = w->cols;
+    WL_ASSERT((size_t)w->blocks * 20 <= tile_floats);
+    int16_t *xq = (int16_t *)tile;
+    int32_t *xs = (int32_t *)(tile + (size_t)w->blocks * (WL_QBLOCK / 2));
+    for (int m = 0; m < M; m++) {
+        const float sx = wl_quantize_activation(A + (size_t)m * lda, K, w->blocks * WL_QBLOCK, xq, xs);
+        gemv_job j = {wl_qkernels_for(k), w, xq, xs, sx, 1, C + (size_t)m * ldc};
+        j.pieces = wl_parallel_pieces(N, 65536 / (K > 0 ? K : 1) + 1);
+        wl_parallel_for(j.pieces, gemv_task, &j);
+    }
+}
+
+typedef struct unpack_job {
+    const wl_qkernels *qk;
+    const wl_qweight *w;
+    int r0, n, pieces;
+    int16_t *dst;
+} unpack_job;
+
+static void unpack_task(void *ctx, int p) {
+    const unpack_job *j = ctx;
+    int b, e;
+    wl_split(j->n, j->pieces, p, &b, &e);
+    j->qk->unpack_rows(j->w, j->r0 + b, e - b, j->dst + (size_t)b * j->w->blocks * WL_QBLOCK);
+}
+
+typedef struct idot_job {
+    const wl_qkernels *qk;
+    const wl_qweight *w;
+    const int16_t *wq, *xq;
+    const int32_t *xs;
+    const float *sx;
+    int j0, n, n_x, pieces, ldc;
+    float *C;
+} idot_job;
+
+static void idot_task(void *ctx, int p) {
+    const idot_job *j = ctx;
+    int b, e;
+    wl_split(j->n / 4, j->pieces, p, &b, &e); /* whole groups of 4 rows of W, the kernel's pass */
+    b *= 4;
+    e = p == j->pieces - 1 ? j->n : 4 * e;
+    j->qk->idot_rows(j->w, j->wq + (size_t)b * j->w->blocks * WL_QBLOCK, j->j0 + b, j->j0 + e, j->n_x, j->xq, j->xs,
+                     j->sx, j->C + j->j0 + b, j->ldc);
+}
+
+/* Kernel (b): rows of A quantised to int16 in chunks (each with its lane sums and scale) in the first half of the
+ * tile, panels of W widened to int16 in the second, and every product of the two in integer dot products, each as
+ * the decoding GEMV computes it. */
+static void qgemm_int(const wl_kernels *k, int M, const float *A, int lda, const wl_qweight *w, float *C, int ldc,
+                      float *tile, size_t tile_floats) {
+    const wl_qkernels *qk = wl_qkernels_for(k);
+    const int N = w->rows, K = w->cols;
+    const size_t width = (size_t)w->blocks * WL_QBLOCK, half = tile_floats / 2 * sizeof(float);
+    const size_t row_bytes = width * sizeof(int16_t) + (size_t)w->blocks * 4 * sizeof(int32_t) + sizeof(float);
+    const int chunk = half / row_bytes < (size_t)M ? (int)(half / row_bytes) : M;
+    const int P = (int)(half / (width * sizeof(int16_t))) < N ? (int)(half / (width * sizeof(int16_t))) & ~3 : N;
+    WL_ASSERT(chunk >= 1 && (P >= 4 || P == N));
+    int16_t *xq = (int16_t *)tile, *wq = (int16_t *)((char *)tile + half);
+    int32_t *xs = (int32_t *)(xq + (size_t)chunk * width);
+    float *sx = (float *)(xs + (size_t)chunk * w->blocks * 4);
+    for (int m0 = 0; m0 < M; m0 += chunk) {
+        const int n_x = M - m0 < chunk ? M - m0 : chunk;
+        for (int i = 0; i < n_x; i++)
+            sx[i] = wl_quantize_activation(A + (size_t)(m0 + i) * lda, K, (int)width, xq + (size_t)i * width,
+                                           xs + (size_t)i * w->blocks * 4);
+        for (int j0 = 0; j0 < N; j0 += P) {
+            const int n = N - j0 < P ? N - j0 : P;
+            unpack_job u = {qk, w, j0, n, 1, wq};
+            u.pieces = wl_parallel_pieces(n, 16384 / (K > 0 ? K : 1) + 1);
+            wl_parallel_for(u.pieces, unpack_task, &u);
+            idot_job d = {qk, w, wq, xq, xs, sx, j0, n, n_x, 1, ldc, C + (size_t)m0 * ldc};
+            d.pieces = wl_parallel_pieces(n / 4 > 0 ? n / 4 : 1, 1 + 16384 / (4 * n_x * K + 1));
+            wl_parallel_for(d.pieces, idot_task, &d);
+        }
+    }
 }
 
 void wl_qgemm_nt(const wl_kernels *k, int M, const float *A, int lda, const wl_qweight *w, const wl_gemm_term *extra,
-                 const float *add, const float *bias, float *C, int ldc, float *tile, size_t tile_floats, int decode) {
+                 const float *add, const float *bias, float *C, int ldc, float *tile, size_t tile_floats,
+                 int kernel) {
     const int N = w->rows, K = w->cols;
     WL_ASSERT(!extra || extra->trans_b == 1);
-    if (decode && M <= 3 && add != C) {
-        /* Decoding: the weight streams once through the integer GEMV; x, quantised to int16 and zero-padded to
-         * whole blocks, sits in the tile. (The GEMV writes C before adding `add`, so add == C takes the panels.) */
-        WL_ASSERT((size_t)w->blocks * WL_QBLOCK <= 2 * tile_floats);
-        int16_t *xq = (int16_t *)tile;
+    const int integer = kernel == WL_QGEMM_INTEGER || (kernel == WL_QGEMM_FORWARD && M <= WL_QGEMM_INT_MAX_ROWS);
+    if (integer && add != C) {
+        /* The integer products write C before adding `add`, so add == C takes the panels. */
+        if (M <= 3)
+            qgemv(k, M, A, lda, w, C, ldc, tile, tile_floats);
+        else
+            qgemm_int(k, M, A, lda, w, C, ldc, tile, tile_floats);
         for (int m = 0; m < M; m++) {
-            const float sx = wl_quantize_activation(A + (size_t)m * lda, K, w->blocks * WL_QBLOCK, xq);
             float *c = C + (size_t)m * ldc;
-            gemv_job j = {wl_qkernels_for(k), w, xq, sx, 1, c};
-            j.pieces = wl_parallel_pieces(N, 65536 / (K > 0 ? K : 1) + 1);
-            wl_parallel_for(j.pieces, gemv_task, &j);
             const float *a = add ? add + (size_t)m * ldc : NULL;
             for (int n = 0; n < N; n++) c[n] = (a ? a[n] : 0.0f) + c[n] + (bias ? bias[n] : 0.0f);
         }

@@ -1,4 +1,4 @@
-/* quant.c: the reference quantisation of one block (llama.cpp's Q8_0 and Q4_0 rules, see quant.h), the storage of
+/* quant.c: the reference quantisation of one block (llama.cpp's Q8_0 and Q4_1 rules, see quant.h), the storage of
  * a quantised weight and the scalar kernels that read it (the oracle of the SIMD twin). */
 #include <math.h>
 #include <string.h>
@@ -13,12 +13,13 @@
 
 static size_t block_bytes(int storage) { return storage == WL_STORAGE_Q8 ? WL_QBLOCK : WL_QBLOCK / 2; }
 
-size_t wl_qweight_quant_bytes(int storage, int rows, int cols) {
-    size_t blocks = ((size_t)cols + WL_QBLOCK - 1) / WL_QBLOCK;
-    return (size_t)rows * blocks * block_bytes(storage);
-}
+/* f32 values per block beside the quants: a scale, and for Q4 a minimum. */
+static size_t block_floats(int storage) { return storage == WL_STORAGE_Q8 ? 1 : 2; }
 
-size_t wl_qweight_scale_count(int rows, int cols) { return (size_t)rows * (((size_t)cols + WL_QBLOCK - 1) / WL_QBLOCK); }
+size_t wl_qweight_bytes_for(int storage, int rows, int cols) {
+    size_t blocks = (size_t)rows * (((size_t)cols + WL_QBLOCK - 1) / WL_QBLOCK);
+    return blocks * (block_bytes(storage) + block_floats(storage) * sizeof(float));
+}
 
 wl_status wl_qweight_alloc(wl_qweight *w, int storage, int rows, int cols) {
     WL_ASSERT(storage == WL_STORAGE_Q8 || storage == WL_STORAGE_Q4);
@@ -28,9 +29,11 @@ wl_status wl_qweight_alloc(wl_qweight *w, int storage, int rows, int cols) {
     w->cols = cols;
     w->blocks = (cols + WL_QBLOCK - 1) / WL_QBLOCK;
     w->row_bytes = (size_t)w->blocks * block_bytes(storage);
-    w->q = wl_alloc(wl_qweight_quant_bytes(storage, rows, cols), "quantised weights");
-    w->d = wl_alloc_array(wl_qweight_scale_count(rows, cols), sizeof(float), "quantisation scales");
-    if (!w->q || !w->d) {
+    const size_t n_blocks = (size_t)rows * w->blocks;
+    w->q = wl_alloc(n_blocks * block_bytes(storage), "quantised weights");
+    w->d = wl_alloc_array(n_blocks, sizeof(float), "quantisation scales");
+    if (storage == WL_STORAGE_Q4) w->m = wl_alloc_array(n_blocks, sizeof(float), "quantisation minimums");
+    if (!w->q || !w->d || (storage == WL_STORAGE_Q4 && !w->m)) {
         wl_qweight_free(w);
         return WL_STATUS_OUT_OF_MEMORY;
     }
@@ -41,13 +44,15 @@ void wl_qweight_free(wl_qweight *w) {
     if (!w) return;
     wl_free(w->q);
     wl_free(w->d);
+    wl_free(w->m);
     w->q = NULL;
     w->d = NULL;
+    w->m = NULL;
 }
 
 size_t wl_qweight_bytes(const wl_qweight *w) {
     if (!w->q) return 0;
-    return (size_t)w->rows * w->row_bytes + (size_t)w->rows * w->blocks * sizeof(float);
+    return wl_qweight_bytes_for(w->storage, w->rows, w->cols);
 }
 
 /* The f32 value of the f16 nearest to x (round-to-nearest-even). */
@@ -60,15 +65,13 @@ static float safe_inverse(float d) {
     return isfinite(id) ? id : 0.0f;
 }
 
-int wl_quantize_block(int storage, const float *x, int n, float *scale, uint8_t *q) {
-    float amax = 0.0f, max = 0.0f;
+int wl_quantize_block(int storage, const float *x, int n, float *scale, float *min, uint8_t *q) {
+    float amax = 0.0f, lo = n > 0 ? x[0] : 0.0f, hi = lo;
     for (int j = 0; j < n; j++) {
         if (!isfinite(x[j])) return -1;
-        /* The first value of the largest magnitude wins, as in ggml's quantize_row_q4_0_ref. */
-        if (amax < fabsf(x[j])) {
-            amax = fabsf(x[j]);
-            max = x[j];
-        }
+        amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+        lo = x[j] < lo ? x[j] : lo;
+        hi = x[j] > hi ? x[j] : hi;
     }
     if (storage == WL_STORAGE_Q8) {
         if (amax >= WL_F16_MAX * 127.0f) return -2;
@@ -79,15 +82,17 @@ int wl_quantize_block(int storage, const float *x, int n, float *scale, uint8_t 
         for (int j = 0; j < n; j++) q[j] = (uint8_t)(int8_t)roundf(x[j] * id);
         return 0;
     }
-    if (amax >= WL_F16_MAX * 8.0f) return -2;
-    const float d = max / -8.0f;
+    /* the minimum and the scale (max - min) / 15 <= 2 amax / 15 both as f16 */
+    if (amax >= WL_F16_MAX) return -2;
+    const float d = (hi - lo) / 15.0f;
     const float id = safe_inverse(d);
     *scale = round_to_f16(d);
-    memset(q, 0x88, WL_QBLOCK / 2); /* nibble 8 stands for 0 */
+    *min = round_to_f16(lo);
+    memset(q, 0, WL_QBLOCK / 2);
     for (int j = 0; j < n; j++) {
-        /* x * id lies in [-8, 8] (up to rounding), so x * id + 8.5 is in [0.5, 16.5] and truncates like ggml's
-         * (int8_t) cast. */
-        const int v = (int)(x[j] * id + 8.5f);
+        /* (x - min) * id lies in [0, 15] (up to rounding), so + 0.5 truncates to the nearest like ggml's (int8_t)
+         * cast in quantize_row_q4_1_ref */
+        const int v = (int)((x[j] - lo) * id + 0.5f);
         const uint8_t nib = (uint8_t)(v < 15 ? v : 15);
         const int at = j % (WL_QBLOCK / 2);
         q[at] = j < WL_QBLOCK / 2 ? (uint8_t)((q[at] & 0xf0) | nib) : (uint8_t)((q[at] & 0x0f) | (nib << 4));
@@ -97,13 +102,15 @@ int wl_quantize_block(int storage, const float *x, int n, float *scale, uint8_t 
 
 wl_status wl_qweight_quantize_row(wl_qweight *w, int r, const float *x, const char *what) {
     uint8_t *q = w->q + (size_t)r * w->row_bytes;
-    float *d = w->d + (size_t)r * w->blocks;
+    const size_t at = (size_t)r * w->blocks;
     for (int b = 0; b < w->blocks; b++) {
         const int c0 = b * WL_QBLOCK, n = w->cols - c0 < WL_QBLOCK ? w->cols - c0 : WL_QBLOCK;
-        const int rc = wl_quantize_block(w->storage, x + c0, n, &d[b], q + (size_t)b * block_bytes(w->storage));
+        float unused;
+        const int rc = wl_quantize_block(w->storage, x + c0, n, &w->d[at + b], w->m ? &w->m[at + b] : &unused,
+                                         q + (size_t)b * block_bytes(w->storage));
         if (rc == -1) return wl_fail(WL_STATUS_NUMERIC, "%s: row %d holds a NaN or infinite value", what, r);
         if (rc == -2)
-            return wl_fail(WL_STATUS_NUMERIC, "%s: row %d, values %d..%d are too large for an f16 block scale", what, r,
+            return wl_fail(WL_STATUS_NUMERIC, "%s: row %d, values %d..%d are too large for f16 block scales", what, r,
                            c0, c0 + n - 1);
     }
     return WL_OK;
@@ -116,38 +123,68 @@ static void dequantize_rows_scalar(const wl_qweight *w, int r0, int n_rows, floa
         for (int c = 0; c < w->cols; c++) dst[(size_t)r * ldd + c] = wl_qweight_value(w, r0 + r, c);
 }
 
-float wl_quantize_activation(const float *x, int n, int padded_n, int16_t *xq) {
+float wl_quantize_activation(const float *x, int n, int padded_n, int16_t *xq, int32_t *xs) {
     float amax = 0.0f;
     for (int c = 0; c < n; c++) amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
     const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
     for (int c = 0; c < n; c++) xq[c] = (int16_t)nearbyintf(x[c] * inv);
     for (int c = n; c < padded_n; c++) xq[c] = 0;
+    for (int b = 0; b < padded_n / WL_QBLOCK; b++)
+        for (int lane = 0; lane < 4; lane++) {
+            int32_t s = 0;
+            for (int k = 0; k < 4; k++) s += xq[b * WL_QBLOCK + 8 * k + 2 * lane] + xq[b * WL_QBLOCK + 8 * k + 2 * lane + 1];
+            xs[4 * b + lane] = s;
+        }
     return amax / 32767.0f;
 }
 
-static void gemv_rows_scalar(const wl_qweight *w, const int16_t *xq, float sx, int j0, int j1, float *y) {
-    for (int j = j0; j < j1; j++) {
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int b = 0; b < w->blocks; b++) {
-            const float d = w->d[(size_t)j * w->blocks + b];
-            for (int lane = 0; lane < 4; lane++) {
-                int32_t s = 0;
-                for (int k = 0; k < 4; k++) {
-                    for (int e = 0; e < 2; e++) {
-                        /* padding quants stand for 0, so whole blocks can be summed */
-                        const int c = b * WL_QBLOCK + 8 * k + 2 * lane + e;
-                        const int q = c < w->cols ? wl_qweight_int(w, j, c) : 0;
-                        s += (int32_t)xq[c] * q;
-                    }
+/* The integer product of row j of w with one quantised activation row, in gemv_rows's order; the quants of row j come
+ * from wq (blocks * 32 int16) or, when wq is NULL, from the blocks themselves. */
+static float idot_row_scalar(const wl_qweight *w, const int16_t *wq, int j, const int16_t *xq, const int32_t *xs,
+                             float sx) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int b = 0; b < w->blocks; b++) {
+        const size_t at = (size_t)j * w->blocks + b;
+        for (int lane = 0; lane < 4; lane++) {
+            int32_t s = 0;
+            for (int k = 0; k < 4; k++) {
+                for (int e = 0; e < 2; e++) {
+                    /* padding activations are 0, so whole blocks can be summed */
+                    const int c = b * WL_QBLOCK + 8 * k + 2 * lane + e;
+                    s += (int32_t)xq[c] * (wq ? wq[c] : wl_qweight_int(w, j, c));
                 }
-                acc[lane] += (float)s * d;
             }
+            if (w->m)
+                acc[lane] += (float)s * w->d[at] + (float)xs[4 * b + lane] * w->m[at];
+            else
+                acc[lane] += (float)s * w->d[at];
         }
-        y[j - j0] = ((acc[0] + acc[2]) + (acc[1] + acc[3])) * sx;
     }
+    return ((acc[0] + acc[2]) + (acc[1] + acc[3])) * sx;
 }
 
-const wl_qkernels wl_qkernels_scalar = {"scalar", dequantize_rows_scalar, gemv_rows_scalar};
+static void gemv_rows_scalar(const wl_qweight *w, const int16_t *xq, const int32_t *xs, float sx, int j0, int j1,
+                             float *y) {
+    for (int j = j0; j < j1; j++) y[j - j0] = idot_row_scalar(w, NULL, j, xq, xs, sx);
+}
+
+static void unpack_rows_scalar(const wl_qweight *w, int r0, int n, int16_t *wq) {
+    const size_t width = (size_t)w->blocks * WL_QBLOCK;
+    for (int r = 0; r < n; r++)
+        for (size_t c = 0; c < width; c++) wq[(size_t)r * width + c] = (int16_t)wl_qweight_int(w, r0 + r, (int)c);
+}
+
+static void idot_rows_scalar(const wl_qweight *w, const int16_t *wq, int j0, int j1, int n_x, const int16_t *xq,
+                             const int32_t *xs, const float *sx, float *C, int ldc) {
+    const size_t width = (size_t)w->blocks * WL_QBLOCK;
+    for (int i = 0; i < n_x; i++)
+        for (int j = j0; j < j1; j++)
+            C[(size_t)i * ldc + j - j0] = idot_row_scalar(w, wq + (size_t)(j - j0) * width, j, xq + (size_t)i * width,
+                                                          xs + (size_t)i * w->blocks * 4, sx[i]);
+}
+
+const wl_qkernels wl_qkernels_scalar = {"scalar", dequantize_rows_scalar, gemv_rows_scalar, unpack_rows_scalar,
+                                        idot_rows_scalar};
 
 const wl_qkernels *wl_qkernels_for(const wl_kernels *k) {
 #ifdef WL_HAVE_WASMSIMD

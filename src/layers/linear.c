@@ -84,7 +84,8 @@ static void dora_forward(wl_model *m, int layer, int slot, int index, float *out
     float *z = m->acts.lora_z;
     if (train && a == m->trainable) z = m->acts.lora_saved + m->acts.lora_z_off[index];
     if (lin->qw) {
-        wl_qgemm_nt(m->k, N, x, in, lin->qw, &terms[1], NULL, NULL, z, n_out, m->qtile, m->qtile_floats, !train);
+        wl_qgemm_nt(m->k, N, x, in, lin->qw, &terms[1], NULL, NULL, z, n_out, m->qtile, m->qtile_floats,
+                    train ? WL_QGEMM_EXACT : WL_QGEMM_FORWARD);
     } else {
         m->k->gemm(N, n_out, terms, 2, NULL, NULL, z, n_out);
     }
@@ -118,7 +119,7 @@ void wl_linear_forward(wl_model *m, int layer, int slot, float *out, const float
     for (; i < m->n_adapters && n_terms == 1; i++) n_terms += lora_term(m, i, layer, slot, x, N, train, &terms[1]);
     if (lin->qw) {
         wl_qgemm_nt(m->k, N, x, in, lin->qw, n_terms > 1 ? &terms[1] : NULL, add, lin->b, out, n_out, m->qtile,
-                    m->qtile_floats, !train);
+                    m->qtile_floats, train ? WL_QGEMM_EXACT : WL_QGEMM_FORWARD);
     } else {
         m->k->gemm(N, n_out, terms, n_terms, add, lin->b, out, n_out);
     }

@@ -189,7 +189,8 @@ wl_status wl_model_forward(wl_model *m, const int32_t *tokens, const int32_t *ta
     if (wl_model_head_adapted(m)) {
         wl_linear_forward(m, WL_LORA_MODEL_LAYER, WL_LORA_HEAD, a->logits, a->lnf, n_rows, NULL, train);
     } else if (m->lm_head_q) {
-        wl_qgemm_nt(k, n_rows, a->lnf, C, m->lm_head_q, NULL, NULL, NULL, a->logits, V, m->qtile, m->qtile_floats, !train);
+        wl_qgemm_nt(k, n_rows, a->lnf, C, m->lm_head_q, NULL, NULL, NULL, a->logits, V, m->qtile, m->qtile_floats,
+                    train ? WL_QGEMM_EXACT : WL_QGEMM_FORWARD);
     } else {
         wl_sgemm(k, 0, 1, n_rows, V, C, 1.0f, a->lnf, C, m->lm_head, C, 0.0f, a->logits, V);
     }

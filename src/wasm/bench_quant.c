@@ -34,18 +34,20 @@ WL_BENCH_EXPORT("wl_bench_qweight_free") void wl_bench_qweight_free(wl_qweight *
     free(q);
 }
 
-/* reps products with q: forward (C (M, rows) = A (M, cols) W^T; M <= 3 through the decoding GEMV) or input gradient
- * (C (M, cols) = A (M, rows) W).
- * Returns 0, or -1 when the dequantisation panel cannot be allocated. */
+/* reps products with q: op 0 the input gradient C (M, cols) = A (M, rows) W (kernel a); op 1 forward
+ * C (M, rows) = A (M, cols) W^T with kernel (a), or for M <= 3 the decoding GEMV; op 2 forward with kernel (b)
+ * (integer dot products).
+ * Returns 0, or -1 when the panel cannot be allocated. */
 WL_BENCH_EXPORT("wl_bench_qgemm")
-int wl_bench_qgemm(const wl_qweight *q, int forward, int M, const float *A, float *C, int reps) {
+int wl_bench_qgemm(const wl_qweight *q, int op, int M, const float *A, float *C, int reps) {
     const size_t tile_floats = wl_qgemm_tile_floats(q->cols, (size_t)q->rows * q->cols);
     float *tile = wl_alloc_array(tile_floats, sizeof(float), "bench panel");
     if (!tile) return -1;
     const wl_kernels *k = wl_kernels_default();
     for (int r = 0; r < reps; r++) {
-        if (forward) {
-            wl_qgemm_nt(k, M, A, q->cols, q, NULL, NULL, NULL, C, q->rows, tile, tile_floats, 1);
+        if (op > 0) {
+            wl_qgemm_nt(k, M, A, q->cols, q, NULL, NULL, NULL, C, q->rows, tile, tile_floats,
+                        op == 2 || M <= 3 ? WL_QGEMM_INTEGER : WL_QGEMM_EXACT);
         } else {
             wl_qgemm_nn(k, M, A, q->rows, q, NULL, NULL, C, q->cols, tile, tile_floats);
         }

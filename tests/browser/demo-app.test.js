@@ -108,7 +108,7 @@ describe('the demo as an app: models, guidance, chat, phones, installation', () 
     const [f32, q8, q4] = [await memoryOf('qwen2.5-0.5b-instruct'), await memoryOf('qwen2.5-0.5b-instruct-q8'), await memoryOf('qwen2.5-0.5b-instruct-q4')];
     expect(await page.locator('#choice-qwen2\\.5-0\\.5b-instruct-q4-about').textContent()).toMatch(/494 M parameters · 949 MB download/);
     expect(f32 - q8).toBeGreaterThan(1000); // 494 M weights: 4 bytes each in f32, 1.125 in q8
-    expect(q8 - q4).toBeGreaterThan(200); // and 0.625 in q4
+    expect(q8 - q4).toBeGreaterThan(100); // and 0.75 in q4 (the 136 M of the embedding stay at 1.125)
     expect(await page.getByRole('radio', { name: 'SmolLM2 135M Instruct chat' }).count()).toBe(1);
   });
 

@@ -199,7 +199,7 @@ describe('commands', () => {
     }
     expect(ppl.q8).not.toBe(ppl.f32); // the base really is quantised
     expect(Math.abs(ppl.q8 / ppl.f32 - 1)).toBeLessThan(0.01);
-    expect(Math.abs(ppl.q4 / ppl.f32 - 1)).toBeLessThan(0.25); // stories260K loses ~19% to Q4_0 (quant.test.js)
+    expect(Math.abs(ppl.q4 / ppl.f32 - 1)).toBeLessThan(0.25); // a loose bound: the 10% goal on held-out text is quant.test.js's
     const out = path.join(tmp, 'trained-q4');
     const t = await run(['train', '--model', model, '--data', data, '--dtype', 'q4', '--steps', '3', '--seq', '32', '--out', out, '--json']);
     expect(t.code).toBe(0);

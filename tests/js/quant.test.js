@@ -62,12 +62,12 @@ describe('quantised base', () => {
       f32.dispose();
     }
     console.log(JSON.stringify(ppl));
-    // measured: stories260K 4.271 / 4.277 / 5.071, default model 154.28 / 154.47 / 153.59 (f32 / q8 / q4)
-    for (const name of Object.keys(ppl)) expect(ppl[name].q8 / ppl[name].f32).toBeLessThan(1.01);
-    expect(ppl['default model'].q4 / ppl['default model'].f32).toBeLessThan(1.10);
-    // stories260K (dim 64, 260K parameters) loses 18.7% to Q4_0: the 10% goal is not met on it; this bound keeps
-    // that cost from growing unnoticed
-    expect(ppl.stories260K.q4 / ppl.stories260K.f32).toBeLessThan(1.25);
+    // measured: stories260K 4.271 / 4.277 / 4.629 (+8.4%), default model 154.28 / 154.47 / 153.63 (f32 / q8 / q4).
+    // Goals: q8 within 1%, q4 within 10% of f32. (Q4_0 cost stories260K 18.7%, NF4 16.6%: see kernels/quant.h.)
+    for (const name of Object.keys(ppl)) {
+      expect(ppl[name].q8 / ppl[name].f32).toBeLessThan(1.01);
+      expect(ppl[name].q4 / ppl[name].f32).toBeLessThan(1.10);
+    }
     expect(ppl.stories260K.q4 / ppl.stories260K.f32).toBeGreaterThan(1.0); // a q4 path that ran in f32 would fail
   }, 120000);
 
@@ -109,10 +109,11 @@ describe('quantised base', () => {
       expect(estimate).toBeGreaterThanOrEqual(w[dtype]);
       expect(estimate - w[dtype]).toBeLessThanOrEqual(dtype === 'f32' ? 0 : 4 * 2 ** 20);
     }
-    // per 32 values: Q8 32 bytes of quants, Q4 16, and one scale kept as f32 (4 bytes): 0.28 and 0.16 of f32,
-    // plus the norms, which stay f32 (measured 0.282 and 0.181 here)
+    // per 32 values: Q8 32 bytes of quants and a scale kept as f32 (4 bytes), 0.28 of f32; Q4 16 bytes and a scale
+    // and minimum (8 bytes), 0.19 of f32, with the embedding in Q8; plus the norms, which stay f32 (measured 0.282 and
+    // 0.206 here)
     expect(w.q8 / w.f32).toBeLessThan(0.3);
-    expect(w.q4 / w.f32).toBeLessThan(0.2);
+    expect(w.q4 / w.f32).toBeLessThan(0.22);
     // Llama-3.2-1B's shape: 4.9 GB in f32 cannot load in wasm32; the error names the dtype that fits
     const llama1b = { ...engines.q8.model.config, dim: 2048, hiddenDim: 8192, nLayers: 16, nHeads: 32, nKvHeads: 8, headDim: 64,
       vocabSize: 128256, maxSeqLen: 2048, tiedEmbeddings: 1 };

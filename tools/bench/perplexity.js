@@ -1,6 +1,6 @@
 // perplexity.js: held-out perplexity of stories260K (on tools/bench/heldout-stories.txt) and of the default model
 // (on demo/data/personal-style.txt, a style it never saw) with the base in f32, q8 and q4; run by tools/bench.js,
-// prints JSON. tests/js/quant.test.js checks the same figures (q8 within 1%, q4 within 10% where it holds).
+// prints JSON. tests/js/quant.test.js checks the same figures (q8 within 1%, q4 within 10%).
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -29,7 +29,7 @@ export const DTYPE_NAMES = Object.freeze(Object.fromEntries(Object.entries(DType
 /** Bytes per element of each dtype, by its safetensors name. */
 export const DTYPE_SIZES = Object.freeze(Object.fromEntries(Object.entries(DType).map(([k, v]) => [k, ABI.dtypeSize[v]])));
 export const LoraInit = Object.freeze({ ...ABI.loraInit });
-/** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_0 blocks. */
+/** How a model stores its matrices (wl_storage): f32, or llama.cpp Q8_0 / Q4_1 blocks (q4: the embedding and head in Q8). */
 export const STORAGE_NAMES = Object.freeze(Object.keys(ABI.storage).sort((a, b) => ABI.storage[a] - ABI.storage[b]));
 /** The C parser's limit on a safetensors JSON header (bytes). */
 export const SAFETENSORS_MAX_HEADER = ABI.limits.safetensorsMaxHeader;
