@@ -1,6 +1,6 @@
 // gemm.js: GEMM throughput of the wasm SIMD kernels, one thread, on every GEMM shape of a LoRA step on
 // SmolLM2-135M (the forward X W^T and input gradient dY W of each linear module and the LM head, and the weight
-// gradients of the LoRA factors, for 128 and 512 tokens), next to the machine's register-bound peak of the
+// products and gradients of the LoRA factors, for 128 and 512 tokens), next to the machine's register-bound peak of the
 // instruction set the kernel uses, measured in the same run (exports from src/wasm/bench.c): f32x4.mul + f32x4.add for
 // the SIMD128 build, f32x4.relaxed_madd for the relaxed-SIMD build (whose GEMM uses it). For the products with a frozen weight it also times the
 // GEMM's packing of that weight alone: what pre-packing the weight once at load time would save on that shape.
@@ -100,7 +100,13 @@ export function loraStepShapes(tokens) {
   for (const w of WEIGHTS) {
     cases.push({ tokens, weight: w.name, op: 'input gradient dX = dY W', ta: 0, tb: 0, M: tokens, N: w.in, K: w.out, lda: w.out, ldb: w.in });
   }
-  // LoRA on q and v: dB (out, r) += s dY^T (X A^T), dA (r, in) += (dY B)^T X.
+  // LoRA on q and v: xa = X A^T (tokens, r) in the forward pass, dxa = s dY B (tokens, r) in the backward one (the
+  // products by the other factor, s xa B^T and dxa A, run as extra terms of the weight's own GEMM).
+  cases.push({ tokens, weight: 'q_proj, v_proj', op: 'LoRA forward X A^T', ta: 0, tb: 1, M: tokens, N: RANK, K: DIM, lda: DIM, ldb: DIM });
+  for (const out of [DIM, KV]) {
+    cases.push({ tokens, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA input gradient dY B', ta: 0, tb: 0, M: tokens, N: RANK, K: out, lda: out, ldb: RANK });
+  }
+  // dB (out, r) += s dY^T (X A^T), dA (r, in) += (dY B)^T X.
   for (const out of [DIM, KV]) {
     cases.push({ tokens, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA dB = dY^T (X A^T)', ta: 1, tb: 0, M: out, N: RANK, K: tokens, lda: out, ldb: RANK });
   }
