@@ -48,10 +48,14 @@
 #define WL_MR 5
 #endif
 #define WL_NR 8
-#define WL_KC 512     /* longest k block: a B micro-panel (KC x 8 floats, 16 KB) stays in L1 */
+/* Longest k block: a B micro-panel (KC x 8 floats, 18 KB) stays in L1 beside the A sliver streaming past it (6 x KC,
+ * 14 KB). At 576 a product with K <= 576 (every weight of a 576-wide model but down_proj) is one k block, so C is
+ * written once and each row of a transposed weight is packed whole; against 512 that ran the LM head and gate/up
+ * forward products 3-5% faster by CPU time, and the others the same. */
+#define WL_KC 576
 #define WL_MC 510     /* rows per packed A block (multiple of WL_MR): 512 tokens in one block, B packed once */
 #define WL_KC_STRIDED 64 /* k block of a transposed A read in place: the kc rows it strides over stay in L1 */
-#define WL_NB 96      /* B columns packed at a time: KC x NB floats = 192 KB, in L2 beside the A block */
+#define WL_NB 96      /* B columns packed at a time: KC x NB floats = 216 KB, in L2 beside the A block */
 #define WL_MAX_TERMS 4
 #define WL_GEMV_NCH 1024
 #define WL_GEMV_KMAX 8192
