@@ -1,0 +1,56 @@
+// What the package carries for bundlers that emit no files for `new URL('./x', import.meta.url)` (esbuild, Rollup):
+// dist/embedded-data.js, made by tools/bundle.js, read through web/embedded.js as a bundle's page and workers read
+// it. Each carried build of the core must decode to the very bytes of the build it stands for (the files in web/),
+// and the carried Worker scripts must be whole modules that need nothing beside them. The browser flow runs in
+// tests/browser/bundlers.test.js.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { describe, expect, test } from '@jest/globals';
+import { build } from 'esbuild';
+
+import { repoRoot } from './helpers/core.js';
+
+const DATA = path.join(repoRoot, 'dist/embedded-data.js');
+const BUILDS = ['weblora.wasm', 'weblora-threads.wasm', 'weblora-relaxed.wasm', 'weblora-relaxed-threads.wasm'];
+
+describe('the Worker scripts and core builds a bundle carries', () => {
+  if (!existsSync(DATA)) throw new Error(`${DATA} is missing: run sh tools/build.sh wasm dist`);
+
+  test.each(BUILDS)('%s decodes to the build in web/', async (file) => {
+    const { coreBuild } = await import('../../web/embedded.js');
+    const carried = await coreBuild(file);
+    const original = readFileSync(path.join(repoRoot, 'web', file));
+    expect(carried.byteLength).toBe(original.byteLength);
+    expect(Buffer.from(carried).equals(original)).toBe(true);
+  });
+
+  test('a build it does not carry is refused by name', async () => {
+    const { coreBuild } = await import('../../web/embedded.js');
+    await expect(coreBuild('weblora-nothing.wasm')).rejects.toThrow('this build of weblora carries no weblora-nothing.wasm');
+    await expect(coreBuild('toString')).rejects.toThrow('carries no toString');
+  });
+
+  test('the engine worker carries the thread script and every build; nothing is loaded from beside it', async () => {
+    const { WORKER, THREAD, CORES } = await import('../../dist/embedded-data.js');
+    expect(Object.keys(CORES).sort()).toEqual([...BUILDS].sort());
+    // A blob: script has no folder: not one static or dynamic import (esbuild, bundling each, lists what it would
+    // have to resolve), and no source map.
+    for (const script of [WORKER, THREAD]) {
+      expect(script.length).toBeGreaterThan(1000);
+      expect(script).not.toContain('sourceMappingURL');
+      const imports = [];
+      await build({
+        stdin: { contents: script, loader: 'js' }, bundle: true, write: false, format: 'esm', logLevel: 'silent',
+        plugins: [{ name: 'imports', setup: (b) => b.onResolve({ filter: /.*/ }, (args) => { imports.push(args.path); return { external: true }; }) }],
+      });
+      expect(imports).toEqual([]);
+    }
+    // The worker's copy of the data: the thread script and each build, once.
+    // (its text quoted as the minifier chose: compare the thread's opening, which holds no quote)
+    expect(THREAD.slice(0, 80)).not.toMatch(/["'`\\]/);
+    expect(WORKER).toContain(THREAD.slice(0, 80));
+    expect(WORKER.split('wl_thread_main').length).toBe(THREAD.split('wl_thread_main').length);
+    for (const data of Object.values(CORES)) expect(WORKER.split(data).length).toBe(2);
+  });
+});
