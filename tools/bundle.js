@@ -5,8 +5,9 @@
 // (new URL('./worker.js', import.meta.url)). Bundlers use web/ instead. No source maps: nothing points at files
 // that are not shipped. The bundled libraries' licences go to dist/LICENSES.txt.
 // Also dist/embedded-data.js, what web/embedded.js carries for bundlers that emit no files for
-// `new URL('./x', import.meta.url)` (esbuild, Rollup): the engine's worker as one minified module, whose own copy of
-// embedded.js carries the minified thread script and every build of the core, gzip-compressed, in base64.
+// `new URL('./x', import.meta.url)` (esbuild, Rollup): the thread script as one minified module, every build of the
+// core gzip-compressed in base64, and the engine's worker as one minified module whose own copy of embedded.js reads
+// those two from a constant the page puts before it (HANDOVER), so that each is carried once.
 // Run by tools/build.sh dist (after wasm) and before packing; dist/ is generated, not committed.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -31,15 +32,19 @@ function checkBrowserCode(name, text) {
   if (/sourceMappingURL=/.test(text)) throw new Error(`${name} points at a source map`);
 }
 
+/** The constant the engine's carried worker reads the thread script and the core builds from (web/embedded.js). */
+const HANDOVER = '__webloraCarried';
+
 /** The module web/embedded.js reads its data from (#embedded-data). @param {{ WORKER: string, THREAD: string, CORES: Record<string, string> }} data */
-const embeddedData = ({ WORKER, THREAD, CORES }) => `export const WORKER = ${JSON.stringify(WORKER)};\n`
+const embeddedData = ({ WORKER, THREAD, CORES }) => `export const HANDOVER = ${JSON.stringify(HANDOVER)};\n`
+  + `export const WORKER = ${JSON.stringify(WORKER)};\n`
   + `export const THREAD = ${JSON.stringify(THREAD)};\n`
   + `export const CORES = {\n${Object.entries(CORES).map(([file, data]) => `  ${JSON.stringify(file)}: ${JSON.stringify(data)},\n`).join('')}};\n`;
 
 /**
- * One of web/'s Worker scripts as a self-contained, minified module whose #assets is web/embedded.js with the data
- * given: the scripts a bundle starts from blob: URLs.
- * @param {string} entry @param {Parameters<typeof embeddedData>[0]} data
+ * One of web/'s Worker scripts as a self-contained, minified module whose #assets is web/embedded.js over the data
+ * module given: the scripts a bundle starts from blob: URLs.
+ * @param {string} entry @param {string} data the text of its #embedded-data
  */
 async function embeddedScript(entry, data) {
   const out = await build({
@@ -58,7 +63,7 @@ async function embeddedScript(entry, data) {
       setup(b) {
         b.onResolve({ filter: /^#assets$/ }, () => ({ path: path.join(web, 'embedded.js') }));
         b.onResolve({ filter: /^#embedded-data$/ }, () => ({ path: 'embedded-data', namespace: 'weblora-embedded' }));
-        b.onLoad({ filter: /.*/, namespace: 'weblora-embedded' }, () => ({ contents: embeddedData(data), loader: 'js' }));
+        b.onLoad({ filter: /.*/, namespace: 'weblora-embedded' }, () => ({ contents: data, loader: 'js' }));
       },
     }],
   });
@@ -91,8 +96,10 @@ for (const core of cores) copyFileSync(path.join(web, core), path.join(dist, cor
 
 // The embedded builds: the thread script first, which the engine's worker carries with the cores.
 const CORES = Object.fromEntries(cores.sort().map((core) => [core, gzipSync(readFileSync(path.join(web, core)), { level: 9 }).toString('base64')]));
-const THREAD = await embeddedScript('web/thread.js', { WORKER: '', THREAD: '', CORES: {} });
-const WORKER = await embeddedScript('web/worker.js', { WORKER: '', THREAD, CORES });
+const THREAD = await embeddedScript('web/thread.js', embeddedData({ WORKER: '', THREAD: '', CORES: {} }));
+const WORKER = await embeddedScript('web/worker.js', `export const HANDOVER = ${JSON.stringify(HANDOVER)};\nexport const WORKER = '';\n`
+  + `export const { THREAD, CORES } = ${HANDOVER};\n`);
+if (!WORKER.includes(HANDOVER)) throw new Error(`the embedded worker does not read ${HANDOVER}`);
 writeFileSync(path.join(dist, 'embedded-data.js'), '// What web/embedded.js carries: made by tools/bundle.js from web/ and the builds of the core.\n'
   + embeddedData({ WORKER, THREAD, CORES }));
 
