@@ -35,10 +35,26 @@ export function startThreadWorker(name) {
  */
 export function coreBuild(file) {
   switch (file) {
-    case 'weblora.wasm': return new URL('./weblora.wasm', import.meta.url);
-    case 'weblora-threads.wasm': return new URL('./weblora-threads.wasm', import.meta.url);
-    case 'weblora-relaxed.wasm': return new URL('./weblora-relaxed.wasm', import.meta.url);
-    case 'weblora-relaxed-threads.wasm': return new URL('./weblora-relaxed-threads.wasm', import.meta.url);
+    case 'weblora.wasm': return onThisSite(new URL('./weblora.wasm', import.meta.url));
+    case 'weblora-threads.wasm': return onThisSite(new URL('./weblora-threads.wasm', import.meta.url));
+    case 'weblora-relaxed.wasm': return onThisSite(new URL('./weblora-relaxed.wasm', import.meta.url));
+    case 'weblora-relaxed-threads.wasm': return onThisSite(new URL('./weblora-relaxed-threads.wasm', import.meta.url));
     default: throw new RangeError(`no build of the core is called ${String(file)}`);
   }
+}
+
+/**
+ * An emitted file's URL as this context can fetch it. Turbopack (Next.js) hands over a stand-in for URL that holds
+ * only the site path it gave the file ('/_next/static/media/…', no protocol), which fetch() would resolve against
+ * nothing useful: it is resolved here against this context's location. A bundler that resolved such a path against
+ * the file: URL it put in place of import.meta.url gets it moved to the page's origin. Node (no location) and pages
+ * opened from file: keep what they were given.
+ * @param {URL} url
+ */
+function onThisSite(url) {
+  const here = globalThis.location;
+  if (!here) return url;
+  if (!url.protocol) return new URL(String(url), here.href);
+  if (url.protocol === 'file:' && here.protocol !== 'file:') return new URL(`${url.pathname}${url.search}`, here.origin);
+  return url;
 }

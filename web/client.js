@@ -87,13 +87,13 @@ class Channel {
    * @param {string | URL | undefined} workerUrl where the worker script is, when not beside this file (an app
    *   that serves it elsewhere); relative to the page
    */
-  static start(workerUrl) {
+  static async start(workerUrl) {
     if (node) return new Channel(new node.Worker(new URL(String(workerUrl ?? 'worker.js'), besidePackage('worker.js'))), true);
     if (workerUrl) return new Channel(moduleWorker(new URL(String(workerUrl), globalThis.location?.href), 'weblora'), false);
     // A bundle that emits no files for new URL(…) (esbuild, Rollup) carries the worker's script (#assets).
     let carried;
     try {
-      carried = carriedEngineWorker('weblora');
+      carried = await carriedEngineWorker('weblora');
     } catch (err) {
       throw new WebLoRAError(err.message, { code: 'WORKER_FAILED', cause: err });
     }
@@ -374,7 +374,7 @@ export class WebLoRA {
   static async load(source, options = {}) {
     const { local, remote } = splitOptions(options);
     const { workerUrl, ...rest } = remote;
-    const channel = Channel.start(workerUrl);
+    const channel = await Channel.start(workerUrl);
     try {
       await channel.ready;
     } catch (err) {
