@@ -1,12 +1,11 @@
 // assets.js: the package's Worker scripts (worker.js, thread.js) and builds of the core (*.wasm) as files: beside
 // this module (Node, the package served as it is, the no-bundler build dist/), or wherever a bundler that follows
-// `new URL('./x', import.meta.url)` emitted them (Vite, webpack: they build each Worker script with its imports).
-// Bundlers recognise only that form written out at the call site, so it is written out here (and, for the engine's
-// worker, in client.js: the worker's own imports lead here, and Vite refuses a Worker script that starts itself).
-// embedded.js offers the same three functions for bundlers that emit no such files; package.json's "#assets"
-// chooses between them.
+// `new URL('./x', import.meta.url)` emitted them (Vite, webpack, Turbopack: they build each Worker script with its
+// imports). Bundlers recognise only that form written out at the call site, so it is written out here (and, for
+// the engine's worker, in client.js: the worker's own imports lead here, and Vite refuses a Worker script that
+// starts itself). embedded.js offers the same three functions for bundlers that emit no such files; package.json's
+// "#assets" chooses between them.
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
-
 
 /**
  * The engine's Worker when this bundle carries its script: never here, where client.js starts worker.js.
@@ -30,6 +29,7 @@ export function startThreadWorker(name) {
 /**
  * Where a build of the core is: SIMD128 or relaxed SIMD, with or without threads (wasm.js chooses). Resolved when
  * asked for, not at load, so that this module loads anywhere (a blob: script has no folder to resolve against).
+ * Always a URL here; embedded.js, which shares this interface, gives the bytes.
  * @param {'weblora.wasm' | 'weblora-threads.wasm' | 'weblora-relaxed.wasm' | 'weblora-relaxed-threads.wasm'} file
  * @returns {URL | Promise<Uint8Array<ArrayBuffer>>}
  */

@@ -7,7 +7,6 @@
 // so the package and a bundle hold each once. The Workers start from blob: URLs (a Content-Security-Policy must
 // allow worker-src blob:); a build of the core is decoded only when it is loaded, so a page spends time and memory
 // on the one build it runs.
-// It imports nothing else: a bundler that drops its code (Vite) would still keep the side effects of its imports.
 import { CORES, HANDOVER, THREAD, WORKER } from '#embedded-data';
 
 /** One blob: URL per script for the page's life, so every Worker of a kind starts from the same script. */
