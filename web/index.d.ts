@@ -86,14 +86,15 @@ export interface LoadOptions {
   /** IndexedDB adapter store options (dbName, passphrase for encryption at rest). */
   store?: { dbName?: string; passphrase?: string };
   /**
-   * Where the engine's worker script is (relative to the page), for apps that serve it themselves: a bundler that
-   * does not follow `new URL('./worker.js', import.meta.url)`, say. Default: beside the package's modules.
+   * Where the engine's worker script is (relative to the page), for apps that serve it themselves (built with the
+   * `weblora-files` condition, say). Default: beside the package's modules, where the bundler emitted it (Vite,
+   * webpack), or carried inside the bundle (esbuild, Rollup).
    */
   workerUrl?: string | URL;
   /**
    * The folder (ending in "/", relative to the page) that serves the core's builds, weblora.wasm,
-   * weblora-threads.wasm, weblora-relaxed.wasm and weblora-relaxed-threads.wasm, when not beside the package's
-   * modules.
+   * weblora-threads.wasm, weblora-relaxed.wasm and weblora-relaxed-threads.wasm, when not where the default
+   * (as for workerUrl) has them.
    */
   wasmUrl?: string | URL;
 }

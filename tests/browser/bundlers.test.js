@@ -2,10 +2,14 @@
 // the no-bundler build from a CDN origin through an import map, each served from 127.0.0.1 to headless Chromium:
 // a Hugging Face id loaded from a second origin laid out like the Hub (CORS, Range), a few training steps with no
 // request sent, a generation, the adapter saved to IndexedDB, then a reload that revalidates the cached model with
-// one HEAD per file, restores the adapter and generates the same text; and not one console error or warning. The bundlers are the repository's devDependencies (the
-// lock file pins them): nothing is installed from the network here.
+// one HEAD per file, restores the adapter and generates the same text; and not one console error or warning. Each
+// bundler runs with its defaults (Rollup with its node-resolve plugin, without which it finds no npm package) and
+// nothing is copied; each app is served under a strict Content-Security-Policy that allows Workers only from where
+// that build must start them. The bundlers are the repository's devDependencies (the lock file pins them): nothing
+// is installed from the network here.
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
@@ -33,49 +37,64 @@ const page = (script) => `<!doctype html>\n<html lang="en"><head><meta charset="
 <link rel="icon" href="data:,"></head><body><pre id="log"></pre>${script}</body></html>\n`;
 
 /**
- * Bundlers that do not follow `new URL('./worker.js', import.meta.url)` (esbuild, Rollup) get the package's own
- * self-contained worker, thread and core builds copied beside their output: the recipe README.md gives.
- * @param {string} out
+ * The strict Content-Security-Policy README.md gives: scripts from the app's origin, WebAssembly compiled, Workers
+ * from `workers`, connections to the app's origin and the model host, and only the other sources `more` adds.
+ * @param {{ workers: string, more?: string[] }} app @param {string} modelHost
  */
-function copyWorkerFiles(out) {
-  for (const f of readdirSync(path.join(PACKAGE, 'dist'))) {
-    if (/^(worker|thread)\.js$|\.wasm$/.test(f)) cpSync(path.join(PACKAGE, 'dist', f), path.join(out, f));
-  }
-}
+const contentSecurityPolicy = ({ workers, more = [] }, modelHost) => [
+  `script-src 'self' 'wasm-unsafe-eval' ${more.join(' ')}`.trim(), `worker-src ${workers}`,
+  `connect-src 'self' ${new URL(modelHost).origin} ${more.filter((s) => !s.startsWith("'")).join(' ')}`.trim(),
+  "object-src 'none'", "base-uri 'none'",
+].join('; ');
 
-/** Each way to ship the app: build it in `dir` and return the folder to serve (the page is its index.html). */
+/**
+ * How many builds of the core the JavaScript under `dir` carries: gzip streams in base64 (they open with "H4sI").
+ * @param {string} dir
+ */
+const carriedCores = (dir) => readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'))
+  .reduce((n, f) => n + (readFileSync(path.join(dir, f), 'utf8').match(/H4sI[A-Za-z0-9+/]{10000}/g) ?? []).length, 0);
+
+/**
+ * Each way to ship the app: build it in `dir`; the folder to serve (the page is its index.html), what its
+ * Content-Security-Policy must allow beyond the app's own origin, and how many builds of the core it carries.
+ * @type {Record<string, (dir: string, cdn: any) => { out: string, workers: string, more?: string[], carries: number }>}
+ */
 const BUILDS = {
   vite(dir) {
     run(bin('vite'), ['build', '--logLevel', 'warn'], dir);
-    return path.join(dir, 'dist');
+    return { out: path.join(dir, 'dist'), workers: "'self'", carries: 0 };
   },
   webpack(dir) {
     run(bin('webpack'), ['--mode', 'production'], dir);
     writeFileSync(path.join(dir, 'dist/index.html'), page('<script src="main.js"></script>'));
-    return path.join(dir, 'dist');
+    return { out: path.join(dir, 'dist'), workers: "'self'", carries: 0 };
   },
+  // esbuild and Rollup emit no files for new URL(…, import.meta.url): the bundle carries the package's Worker
+  // scripts and core builds, and starts the Workers from blob: URLs.
   esbuild(dir) {
     run(bin('esbuild'), ['src/index.js', '--bundle', '--format=esm', '--outdir=dist', '--log-level=warning'], dir);
-    copyWorkerFiles(path.join(dir, 'dist'));
     writeFileSync(path.join(dir, 'dist/index.html'), page('<script type="module" src="index.js"></script>'));
-    return path.join(dir, 'dist');
+    return { out: path.join(dir, 'dist'), workers: 'blob:', carries: 4 };
   },
   rollup(dir) {
     // Rollup resolves no package names without its node-resolve plugin: the one line of config it needs.
     writeFileSync(path.join(dir, 'rollup.config.js'), "import { nodeResolve } from '@rollup/plugin-node-resolve';\n"
-      + "export default { input: 'src/index.js', output: { dir: 'dist', format: 'es' }, plugins: [nodeResolve({ browser: true })] };\n");
+      + "export default { input: 'src/index.js', output: { dir: 'dist', format: 'es' }, plugins: [nodeResolve()] };\n");
     run(bin('rollup'), ['-c', '--silent'], dir);
-    copyWorkerFiles(path.join(dir, 'dist'));
     writeFileSync(path.join(dir, 'dist/index.html'), page('<script type="module" src="index.js"></script>'));
-    return path.join(dir, 'dist');
+    return { out: path.join(dir, 'dist'), workers: 'blob:', carries: 4 };
   },
-  // No bundler: the app's own files as they are, the package's dist/ build from a CDN origin by an import map.
+  // No bundler: the app's own files as they are, the package's dist/ build from a CDN origin by an import map (an
+  // inline script, allowed by its hash); a Worker from another origin starts through a blob: module that imports it,
+  // and a module Worker's imports answer to worker-src, so that names the CDN too; the core is fetched from it.
   static(dir, cdn) {
     const out = path.join(dir, 'site');
     cpSync(path.join(dir, 'src'), path.join(out, 'src'), { recursive: true });
     const imports = JSON.stringify({ imports: { weblora: cdn.url('/npm/weblora/dist/weblora.js') } });
     writeFileSync(path.join(out, 'index.html'), page(`<script type="importmap">${imports}</script>\n<script type="module" src="src/index.js"></script>`));
-    return out;
+    const hash = createHash('sha256').update(imports).digest('base64');
+    const cdnOrigin = new URL(cdn.url('/')).origin;
+    return { out, workers: `blob: ${cdnOrigin}`, more: [cdnOrigin, `'sha256-${hash}'`], carries: 0 };
   },
 };
 
@@ -90,7 +109,7 @@ describe('the packed package in apps built by each bundler, and from a CDN witho
     // The tarball as a user installs it (dist/ is built by tools/build.sh dist before the tests).
     const tarball = run('npm', ['pack', '--ignore-scripts', '--silent', '--pack-destination', APPS], repoRoot).trim().split('\n').pop();
     run('tar', ['-xzf', path.join(APPS, tarball), '-C', PACKAGE, '--strip-components=1'], repoRoot);
-    for (const f of ['web/index.js', 'web/runtime/worker.js', 'dist/weblora.js', 'dist/worker.js', 'dist/weblora.wasm']) {
+    for (const f of ['web/index.js', 'web/runtime/worker.js', 'web/runtime/assets.js', 'web/runtime/embedded.js', 'dist/weblora.js', 'dist/worker.js', 'dist/weblora.wasm', 'dist/embedded-data.js']) {
       if (!existsSync(path.join(PACKAGE, f))) throw new Error(`the packed package has no ${f}`);
     }
     hub = await startHubServer({
@@ -113,9 +132,12 @@ describe('the packed package in apps built by each bundler, and from a CDN witho
     cpSync(APP_SOURCE, dir, { recursive: true });
     // Its own package.json, as an app has (and so `weblora` resolves to the unpacked tarball, not this repository).
     writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify({ name: `app-${name}`, private: true, type: 'module', dependencies: { weblora: '*' } }, null, 2)}\n`);
-    const out = BUILDS[name](dir, cdn);
-    // Cross-origin isolated, so the core runs on two threads and the bundle's thread script is used.
-    const site = await startServer({ root: out, isolation: true, headers: () => ({ 'cache-control': 'no-cache' }) });
+    const app = BUILDS[name](dir, cdn);
+    // Vite and webpack emit the package's own files (no embedded copy); esbuild and Rollup carry each build once.
+    expect(carriedCores(app.out)).toBe(app.carries);
+    // Cross-origin isolated, so the core runs on two threads and the bundle's thread script is used; under the CSP.
+    const csp = contentSecurityPolicy(app, hub.url('/'));
+    const site = await startServer({ root: app.out, isolation: true, headers: () => ({ 'cache-control': 'no-cache', 'content-security-policy': csp }) });
     const profile = newProfileDir(`bundler-${name}`);
     const browser = await launch(profile);
     /** Every console error and warning of the pages and their workers, and uncaught errors. */
@@ -174,4 +196,25 @@ describe('the packed package in apps built by each bundler, and from a CDN witho
       removeProfileDir(profile);
     }
   }, 180_000);
+
+  test('esbuild: a page whose CSP refuses blob: Workers gets WORKER_FAILED, which names worker-src blob:', async () => {
+    const out = path.join(APPS, 'esbuild/dist');
+    if (!existsSync(path.join(out, 'index.js'))) throw new Error(`${out} was not built: run the esbuild test first`);
+    const csp = contentSecurityPolicy({ workers: "'self'" }, hub.url('/'));
+    const site = await startServer({ root: out, isolation: true, headers: () => ({ 'cache-control': 'no-cache', 'content-security-policy': csp }) });
+    const profile = newProfileDir('bundler-csp');
+    const browser = await launch(profile);
+    try {
+      const tab = await browser.context.newPage();
+      await tab.goto(site.url('/'));
+      await tab.waitForFunction(() => window.appReady === true, null, { timeout: 30_000 });
+      const failure = await tab.evaluate(({ repo, host }) => window.app.load(repo, { remoteHost: host, threads: 1 })
+        .then(() => null, (err) => ({ name: err.name, code: err.code, message: err.message })), { repo: REPO, host: hub.url('/') });
+      expect(failure).toEqual({ name: 'WebLoRAError', code: 'WORKER_FAILED', message: expect.stringContaining('worker-src blob:') });
+    } finally {
+      await browser.context.close().catch(() => {});
+      await site.close().catch(() => {});
+      removeProfileDir(profile);
+    }
+  }, 120_000);
 });

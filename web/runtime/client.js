@@ -3,6 +3,7 @@
 // AbortSignal per call, errors rebuilt with their class, code and stack, and big buffers transferred.
 import { node } from '#platform';
 import { InvalidArgumentError, WebLoRAError, deserializeError } from '../errors.js';
+import { carriedEngineWorker } from '#assets';
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
 import { env } from '../env.js';
 import { sourceKind } from '../storage/identity.js';
@@ -53,7 +54,11 @@ function collectTransfer(value, out = new Set(), depth = 0) {
 
 /** A worker and its message plumbing. */
 class Channel {
-  constructor(worker, nodeWorker) {
+  /**
+   * @param {any} worker @param {boolean} nodeWorker
+   * @param {string} [why] what most likely stopped the worker when it fails to start without saying why
+   */
+  constructor(worker, nodeWorker, why = 'its script or one of its imports could not be loaded') {
     this.worker = worker;
     this.nodeWorker = nodeWorker;
     this.nextId = 1;
@@ -69,7 +74,7 @@ class Channel {
     } else {
       worker.addEventListener('message', (e) => onMessage(e.data));
       worker.addEventListener('error', (e) => onFailure(new WebLoRAError(e.message ? `worker error: ${e.message}`
-        : 'the worker failed to start: its script or one of its imports could not be loaded', { code: 'WORKER_FAILED' })));
+        : `the worker failed to start: ${why}`, { code: 'WORKER_FAILED' })));
       worker.addEventListener('messageerror', () => onFailure(new WebLoRAError('a worker message could not be read', { code: 'WORKER_FAILED' })));
     }
     // A worker that never starts (a script or import that cannot load) must fail the load, not hang it.
@@ -83,9 +88,17 @@ class Channel {
    * @param {string | URL | undefined} workerUrl where the worker script is, when not beside this file (an app
    *   that serves it elsewhere); relative to the page
    */
-  static start(workerUrl) {
+  static async start(workerUrl) {
     if (node) return new Channel(new node.Worker(new URL(String(workerUrl ?? 'worker.js'), besidePackage('worker.js'))), true);
     if (workerUrl) return new Channel(moduleWorker(new URL(String(workerUrl), globalThis.location?.href), 'weblora'), false);
+    // A bundle that emits no files for new URL(…) (esbuild, Rollup) carries the worker's script (#assets).
+    let carried;
+    try {
+      carried = await carriedEngineWorker('weblora');
+    } catch (err) {
+      throw new WebLoRAError(err.message, { code: 'WORKER_FAILED', cause: err });
+    }
+    if (carried) return new Channel(carried, false, 'it starts from a blob: URL, which a Content-Security-Policy must allow with worker-src blob:');
     // Written out so that bundlers (Vite, webpack) build the worker with its imports and emit it.
     if (sameOrigin(import.meta.url)) return new Channel(new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'weblora' }), false);
     return new Channel(moduleWorker(besidePackage('worker.js'), 'weblora'), false);
@@ -265,7 +278,7 @@ export class WebLoRA {
   static async load(source, options = {}) {
     const { local, remote } = splitOptions(options);
     const { workerUrl, ...rest } = remote;
-    const channel = Channel.start(workerUrl);
+    const channel = await Channel.start(workerUrl);
     try {
       await channel.ready;
     } catch (err) {

@@ -3,7 +3,7 @@
 // stack the core allocated for it, and runs wl_thread_main, which sleeps in memory.atomic.wait until the core has
 // work and returns only when the pool stops. It never allocates and never calls anything else.
 import { node } from '#platform';
-import { coreImports } from './wasm.js';
+import { coreImports } from './core-imports.js';
 
 /** The channel to the thread that started this one (synchronous: no top-level await in a worker entry). */
 function connect() {

@@ -13,38 +13,40 @@
 // isolated pages in browsers.
 
 import { node } from '#platform';
-import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
+import { coreBuild, startThreadWorker as startBrowserThread } from '#assets';
+import { coreImports } from './core-imports.js';
+import { besidePackage } from './workers.js';
 import { CoreError, InvalidArgumentError, UnsupportedError, WasmAbortError } from '../errors.js';
 
-// The builds of the core by file name, each written out as `new URL('./…', import.meta.url)` so that bundlers emit
-// them (as they build startThreadWorker's script): SIMD128 and relaxed SIMD, each with and without threads.
-const BUILDS = {
-  'weblora.wasm': new URL('./weblora.wasm', import.meta.url),
-  'weblora-threads.wasm': new URL('./weblora-threads.wasm', import.meta.url),
-  'weblora-relaxed.wasm': new URL('./weblora-relaxed.wasm', import.meta.url),
-  'weblora-relaxed-threads.wasm': new URL('./weblora-relaxed-threads.wasm', import.meta.url),
-};
-const WASM_URL = BUILDS['weblora.wasm'];
+/** @typedef {Parameters<typeof coreBuild>[0]} CoreFile a build of the core by file name */
+/** The builds: SIMD128 and relaxed SIMD, each with and without threads (#assets says where each is). */
+const CORE_FILES = ['weblora.wasm', 'weblora-threads.wasm', 'weblora-relaxed.wasm', 'weblora-relaxed-threads.wasm'];
 
-/** @type {Record<'simd128' | 'relaxed', { single: keyof typeof BUILDS, threads: keyof typeof BUILDS }>} */
+/** @type {Record<'simd128' | 'relaxed', { single: CoreFile, threads: CoreFile }>} */
 const FLAVOUR_FILES = {
   simd128: { single: 'weblora.wasm', threads: 'weblora-threads.wasm' },
   relaxed: { single: 'weblora-relaxed.wasm', threads: 'weblora-relaxed-threads.wasm' },
 };
 
 /**
- * Where a build of the core is: beside this module (or where a bundler put it), or in the folder an app serves
- * the builds from (options.wasmUrl, an escape hatch), under its own file name.
- * @param {keyof typeof BUILDS} file
+ * A build of the core, compiled once per thread: from the folder an app serves the builds from (options.wasmUrl,
+ * an escape hatch), under its own file name, or else where #assets has it (beside this module, where a bundler
+ * put it, or carried in the bundle).
+ * @param {CoreFile} file
  * @param {string | URL} [folder] absolute, or relative to this context's location; ends in '/'
+ * @returns {Promise<WebAssembly.Module>}
  */
-function buildUrl(file, folder) {
-  if (folder === undefined || folder === null) return BUILDS[file];
+function compileBuild(file, folder) {
+  if (folder === undefined || folder === null) {
+    const build = coreBuild(file);
+    if (build instanceof URL) return compileWasm(build);
+    return once(`carried ${file}`, async () => WebAssembly.compile(await build));
+  }
   const url = new URL(String(folder), globalThis.location?.href);
   if (!url.pathname.endsWith('/')) {
-    throw new TypeError(`wasmUrl must be the folder the core's builds are served from, ending in "/" (it holds ${Object.keys(BUILDS).join(', ')}), got ${url.href}`);
+    throw new TypeError(`wasmUrl must be the folder the core's builds are served from, ending in "/" (it holds ${CORE_FILES.join(', ')}), got ${url.href}`);
   }
-  return new URL(file, url);
+  return compileWasm(new URL(file, url));
 }
 
 /** The shared memory's limits in 64 KB pages: -sINITIAL_MEMORY=32MB and -sMAXIMUM_MEMORY=4GB in CMakeLists.txt (and the
@@ -105,16 +107,29 @@ export function resolveSimd(requested) {
 }
 
 /**
+ * The module compiled under a key, compiled once per thread (a failure is not kept).
+ * @param {string} key @param {() => Promise<WebAssembly.Module>} compile
+ */
+function once(key, compile) {
+  const cached = modules.get(key);
+  if (cached) return cached;
+  const promise = compile();
+  modules.set(key, promise);
+  promise.catch(() => modules.delete(key));
+  return promise;
+}
+
+/**
  * Compile a module once per thread and URL.
- * @param {BufferSource | URL | string} [source] wasm bytes or URL (defaults to weblora.wasm next to this file)
+ * @param {BufferSource | URL | string} [source] wasm bytes or URL (relative: to this package's modules; default:
+ *   weblora.wasm where #assets has it)
  * @returns {Promise<WebAssembly.Module>}
  */
 export function compileWasm(source) {
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) return WebAssembly.compile(source);
-  const url = source ? new URL(String(source), WASM_URL) : WASM_URL;
-  const cached = modules.get(url.href);
-  if (cached) return cached;
-  const promise = (async () => {
+  if (!source) return compileBuild('weblora.wasm');
+  const url = new URL(String(source), besidePackage('weblora.wasm'));
+  return once(url.href, async () => {
     if (node && url.protocol === 'file:') return WebAssembly.compile(await node.fs.readFile(url));
     const response = await fetch(url);
     if (!response.ok) throw new Error(`cannot fetch ${url}: HTTP ${response.status}`);
@@ -122,52 +137,7 @@ export function compileWasm(source) {
       return WebAssembly.compileStreaming(response);
     }
     return WebAssembly.compile(await response.arrayBuffer());
-  })();
-  modules.set(url.href, promise);
-  promise.catch(() => modules.delete(url.href));
-  return promise;
-}
-
-/**
- * The imports of a core instance.
- * @param {WebAssembly.Memory | null} memory the shared memory to import (threads build), or null
- * @param {() => WebAssembly.Memory} getMemory the instance's memory, once it exists
- * @param {(message: string) => void} onAbort called with the core's stderr when it aborts
- * @param {() => void} [onGrowth] called after the core grew its memory
- */
-export function coreImports(memory, getMemory, onAbort, onGrowth) {
-  let stderr = '';
-  return {
-    env: {
-      ...(memory ? { memory } : {}),
-      emscripten_notify_memory_growth() {
-        onGrowth?.();
-      },
-    },
-    // The core writes to stderr only when an internal invariant breaks, just before it aborts.
-    wasi_snapshot_preview1: {
-      fd_write(fd, iovs, iovsLen, nwrittenPtr) {
-        const buffer = getMemory().buffer;
-        const view = new DataView(buffer);
-        let written = 0;
-        for (let i = 0; i < iovsLen; i++) {
-          const ptr = view.getUint32(iovs + 8 * i, true);
-          const len = view.getUint32(iovs + 8 * i + 4, true);
-          stderr += new TextDecoder().decode(new Uint8Array(buffer, ptr, len).slice());
-          written += len;
-        }
-        view.setUint32(nwrittenPtr, written, true);
-        return 0;
-      },
-      fd_close: () => 0,
-      fd_seek: () => 0,
-      proc_exit(code) {
-        const message = stderr.trim() || `weblora core aborted (exit ${code})`;
-        onAbort(message);
-        throw new WasmAbortError(message);
-      },
-    },
-  };
+  });
 }
 
 /**
@@ -372,9 +342,7 @@ async function startThreadWorker(index) {
       unref: () => w.unref(),
     };
   }
-  // Written out so that bundlers build and emit the thread script with its imports.
-  const w = sameOrigin(import.meta.url) ? new Worker(new URL('./thread.js', import.meta.url), { type: 'module', name })
-    : moduleWorker(besidePackage('thread.js'), name);
+  const w = await startBrowserThread(name);
   return {
     post: (msg) => w.postMessage(msg),
     terminate: () => w.terminate(),
@@ -453,7 +421,8 @@ export async function instantiateCore(options = {}) {
     if (!note) {
       let core = null;
       try {
-        const module = options.threadsModule ?? (await compileWasm(options.threadsSource ?? buildUrl(files.threads, options.wasmUrl)));
+        const module = options.threadsModule
+          ?? (await (options.threadsSource ? compileWasm(options.threadsSource) : compileBuild(files.threads, options.wasmUrl)));
         const memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAXIMUM_PAGES, shared: true });
         core = await instantiate(module, memory);
         trackPool(core);
@@ -465,7 +434,8 @@ export async function instantiateCore(options = {}) {
       }
     }
   }
-  const core = await instantiate(options.module ?? (await compileWasm(options.source ?? buildUrl(files.single, options.wasmUrl))), null);
+  const module = options.module ?? (await (options.source ? compileWasm(options.source) : compileBuild(files.single, options.wasmUrl)));
+  const core = await instantiate(module, null);
   core.threadsNote = note;
   return core;
 }
