@@ -307,10 +307,11 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
                      lin->w, lin->in);
             continue;
         }
-        /* QPiSSA (the PiSSA paper, Meng et al. 2024): the residual W - s B A is quantised instead of W. Its top singular
-         * directions are gone, so its blocks span a smaller range and quantise with a smaller error than W's; the
-         * adapter holds those directions in f32. (QLoRA quantises W and starts the adapter at zero; LoftQ fits A and B
-         * to W's quantisation error instead.) */
+        /* QPiSSA (the PiSSA paper, Meng et al. 2024): the residual W - s B A is quantised, where QLoRA quantises W
+         * itself. Without its top singular directions, which the f32 adapter now holds, its blocks span a smaller
+         * range on real weights and quantise with a smaller error. W here is the dequantised base (the
+         * full-precision weights are never held), so the adapter on the residual gives back dequant(W) within the
+         * residual's quantisation error, on top of the error W already has from its own quantisation. */
         wl_qweight_dequantize_rows(m->k, lin->qw, 0, lin->out, dense, lin->in);
         residual_job job = {mod, dense, wl_parallel_pieces(lin->out, 16384 / (lin->in * mod->rank) + 1)};
         wl_parallel_for(job.pieces, residual_task, &job);
