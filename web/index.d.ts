@@ -42,7 +42,8 @@ export interface LoadOptions {
    * the token embedding and LM head in q8). Quantised weights are
    * converted as they stream in, so the full-precision model is never held; norms and biases stay f32, and LoRA
    * adapters, their gradients and the optimizer stay f32. Forward and backward are exact with respect to the
-   * dequantised weights. A quantised base cannot be merged into, PiSSA-initialised or fully fine-tuned. A model
+   * dequantised weights. PiSSA on a quantised base keeps the residual W - s B A quantised again (QPiSSA). A quantised
+   * base cannot be merged into or fully fine-tuned. A model
    * whose weights would not fit the core's 4 GB in the dtype asked for is refused before loading, naming the dtype
    * that would fit.
    */

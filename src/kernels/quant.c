@@ -55,6 +55,20 @@ size_t wl_qweight_bytes(const wl_qweight *w) {
     return wl_qweight_bytes_for(w->storage, w->rows, w->cols);
 }
 
+wl_status wl_qweight_clone(wl_qweight *dst, const wl_qweight *src) {
+    wl_status st = wl_qweight_alloc(dst, src->storage, src->rows, src->cols);
+    if (st == WL_OK) wl_qweight_copy(dst, src);
+    return st;
+}
+
+void wl_qweight_copy(wl_qweight *dst, const wl_qweight *src) {
+    WL_ASSERT(dst->storage == src->storage && dst->rows == src->rows && dst->cols == src->cols);
+    const size_t n_blocks = (size_t)src->rows * src->blocks;
+    memcpy(dst->q, src->q, (size_t)src->rows * src->row_bytes);
+    memcpy(dst->d, src->d, n_blocks * sizeof(float));
+    if (src->m) memcpy(dst->m, src->m, n_blocks * sizeof(float));
+}
+
 /* The f32 value of the f16 nearest to x (round-to-nearest-even). */
 static float round_to_f16(float x) { return wl_f16_to_f32(wl_f32_to_f16(x)); }
 

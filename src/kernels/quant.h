@@ -57,6 +57,10 @@ size_t wl_qweight_bytes_for(int storage, int rows, int cols);
 wl_status wl_qweight_alloc(wl_qweight *w, int storage, int rows, int cols);
 void wl_qweight_free(wl_qweight *w);
 size_t wl_qweight_bytes(const wl_qweight *w);
+/* dst: a new allocation holding src's quants, scales and minimums (free with wl_qweight_free). */
+wl_status wl_qweight_clone(wl_qweight *dst, const wl_qweight *src);
+/* src's quants, scales and minimums into dst, a weight of the same storage and shape. */
+void wl_qweight_copy(wl_qweight *dst, const wl_qweight *src);
 
 /* Quantise one block of n <= 32 values into its scale, minimum (Q4; *min is not written for Q8) and quants (Q8: n
  * bytes at q, the rest of 32 set to 0; Q4: the 16-byte block at q, nibbles past n set to 0). Returns 0 on success,

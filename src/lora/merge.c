@@ -1,10 +1,12 @@
 /* merge.c: changes to the base weights that belong to an adapter and can be undone bit for bit: merging an
  * adapter (W += w s B A) and PiSSA initialisation (W -= s B0 A0 after A0, B0 are taken from W's top singular
- * triplets). Each change keeps the original weights of the modules it touched, which is what an exact restore
- * needs: adding and then subtracting the same update does not give W back in floating point. */
+ * triplets; on a quantised base the residual is quantised again). Each change keeps the original weights of the
+ * modules it touched (f32, or the quantised blocks), which is what an exact restore needs: adding and then
+ * subtracting the same update does not give W back in floating point. */
 #include <math.h>
 #include <string.h>
 
+#include "core/parallel.h"
 #include "model/model.h"
 #include "wl_optim.h"
 #include "wl_svd.h"
@@ -17,15 +19,18 @@ int wl_model_find_edit(const wl_model *m, const wl_adapter *a) {
 }
 
 static void free_edit(wl_base_edit *e) {
-    for (int i = 0; i < e->n_modules; i++) wl_free(e->backup[i]);
+    for (int i = 0; e->backup && i < e->n_modules; i++) wl_free(e->backup[i]);
+    for (int i = 0; e->qbackup && i < e->n_modules; i++) wl_qweight_free(&e->qbackup[i]);
     wl_free(e->backup);
+    wl_free(e->qbackup);
     wl_free(e->layers);
     wl_free(e->slots);
     memset(e, 0, sizeof *e);
 }
 
 wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float weight) {
-    WL_ASSERT(m->storage == WL_STORAGE_F32); /* merge and PiSSA refuse quantised bases first */
+    WL_ASSERT(m->storage == WL_STORAGE_F32 || kind == WL_EDIT_PISSA); /* merge refuses quantised bases first */
+    const int quantised = m->storage != WL_STORAGE_F32;
     wl_base_edit e;
     memset(&e, 0, sizeof e);
     e.adapter = a;
@@ -34,9 +39,12 @@ wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float w
     e.n_modules = a->n_modules;
     e.layers = wl_alloc_array((size_t)a->n_modules, sizeof(int), "edit modules");
     e.slots = wl_alloc_array((size_t)a->n_modules, sizeof(int), "edit modules");
-    e.backup = wl_alloc_array((size_t)a->n_modules, sizeof(float *), "edit backups");
+    if (quantised)
+        e.qbackup = wl_alloc_array((size_t)a->n_modules, sizeof(wl_qweight), "edit backups");
+    else
+        e.backup = wl_alloc_array((size_t)a->n_modules, sizeof(float *), "edit backups");
     wl_base_edit *grown = wl_alloc_array((size_t)m->n_edits + 1, sizeof *grown, "edit list");
-    if (!e.layers || !e.slots || !e.backup || !grown) {
+    if (!e.layers || !e.slots || !(e.backup || e.qbackup) || !grown) {
         wl_free(grown);
         free_edit(&e);
         return WL_STATUS_OUT_OF_MEMORY;
@@ -47,6 +55,14 @@ wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float w
         size_t n = (size_t)lin->out * lin->in;
         e.layers[i] = mod->layer;
         e.slots[i] = mod->slot;
+        if (quantised) {
+            if (wl_qweight_clone(&e.qbackup[i], lin->qw) != WL_OK) {
+                wl_free(grown);
+                free_edit(&e);
+                return WL_STATUS_OUT_OF_MEMORY;
+            }
+            continue;
+        }
         e.backup[i] = wl_alloc_array(n, sizeof(float), "original weights of a merged module");
         if (!e.backup[i]) {
             wl_free(grown);
@@ -81,7 +97,10 @@ wl_status wl_model_pop_edit(wl_model *m, int index) {
     }
     for (int i = 0; i < e->n_modules; i++) {
         wl_linear *lin = wl_linear_of(m, e->layers[i], e->slots[i]);
-        memcpy(lin->w, e->backup[i], (size_t)lin->out * lin->in * sizeof(float));
+        if (e->qbackup)
+            wl_qweight_copy(lin->qw, &e->qbackup[i]);
+        else
+            memcpy(lin->w, e->backup[i], (size_t)lin->out * lin->in * sizeof(float));
     }
     m->weights_epoch++;
     ((wl_adapter *)e->adapter)->base_edits--;
@@ -182,7 +201,7 @@ size_t wl_model_edit_bytes(const wl_model *m) {
     for (int i = 0; m && i < m->n_edits; i++) {
         for (int j = 0; j < m->edits[i].n_modules; j++) {
             const wl_linear *lin = wl_linear_of_const(m, m->edits[i].layers[j], m->edits[i].slots[j]);
-            n += (size_t)lin->out * lin->in * sizeof(float);
+            n += lin->qw ? wl_qweight_bytes(lin->qw) : (size_t)lin->out * lin->in * sizeof(float);
         }
     }
     return n;
@@ -190,11 +209,36 @@ size_t wl_model_edit_bytes(const wl_model *m) {
 
 /* ---- PiSSA ---- */
 
+/* A quantised base's residual W - s B A of one module, in place over the dequantised W (out, in), rows split
+ * between threads. Each value sums the rank-r products in double (each product of two floats is exact there, so
+ * neither the order of threads nor fused multiply-adds change it) and is rounded to f32 once: a value anyone can
+ * recompute bit for bit. */
+typedef struct residual_job {
+    const wl_lora_module *mod;
+    float *w;
+    int pieces;
+} residual_job;
+
+static void residual_task(void *ctx, int p) {
+    const residual_job *j = ctx;
+    const wl_lora_module *mod = j->mod;
+    const int in = mod->in_features, r = mod->rank;
+    int begin, end;
+    wl_split(mod->out_features, j->pieces, p, &begin, &end);
+    for (int o = begin; o < end; o++) {
+        const float *b = mod->B + (size_t)o * r;
+        float *row = j->w + (size_t)o * in;
+        for (int c = 0; c < in; c++) {
+            double sum = 0.0;
+            for (int k = 0; k < r; k++) sum += (double)b[k] * mod->A[(size_t)k * in + c];
+            const double update = (double)mod->scale * sum;
+            row[c] = (float)((double)row[c] - update);
+        }
+    }
+}
+
 wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uint64_t seed) {
     if (!m || !a) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_init_pissa: NULL argument");
-    if (m->storage != WL_STORAGE_F32)
-        return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation needs the base in f32; this model holds its weights "
-                                              "quantised (load it with dtype 'f32', or use init 'default')");
     if (!wl_adapter_fits(a, m)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "the adapter was made for a model of another shape");
     if (wl_model_find_edit(m, a) >= 0) return wl_fail(WL_STATUS_BAD_STATE, "the adapter already changed this model's weights");
     if (a->dora) return wl_fail(WL_STATUS_UNSUPPORTED, "PiSSA initialisation of a DoRA adapter is not supported");
@@ -213,10 +257,14 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     float *Vt = wl_alloc_array(max_r * max_in, sizeof(float), "PiSSA Vt");
     float *S = wl_alloc_array(max_r, sizeof(float), "PiSSA S");
     float *init = a->pissa_init ? a->pissa_init : wl_alloc_array(a->n_params, sizeof(float), "PiSSA initial factors");
-    if (!U || !Vt || !S || !init) {
+    /* a quantised base: one module's weight dequantised, then its residual before it is quantised again */
+    const int quantised = m->storage != WL_STORAGE_F32;
+    float *dense = quantised ? wl_alloc_array(max_out * max_in, sizeof(float), "PiSSA dequantised weight") : NULL;
+    if (!U || !Vt || !S || !init || (quantised && !dense)) {
         wl_free(U);
         wl_free(Vt);
         wl_free(S);
+        wl_free(dense);
         if (init != a->pissa_init) wl_free(init);
         return WL_STATUS_OUT_OF_MEMORY;
     }
@@ -228,7 +276,12 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     for (int i = 0; i < a->n_modules && st == WL_OK; i++) {
         wl_lora_module *mod = &a->modules[i];
         const wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
-        st = wl_svd_truncated(lin->w, lin->out, lin->in, lin->in, mod->rank, &opt, U, S, Vt);
+        const float *w = lin->w;
+        if (quantised) {
+            wl_qweight_dequantize_rows(m->k, lin->qw, 0, lin->out, dense, lin->in);
+            w = dense;
+        }
+        st = wl_svd_truncated(w, lin->out, lin->in, lin->in, mod->rank, &opt, U, S, Vt);
         if (st != WL_OK) break;
         /* PEFT: S_r /= s; A = diag(sqrt(S_r)) Vt_r; B = U_r diag(sqrt(S_r)); the base keeps W - s B A. */
         for (int k = 0; k < mod->rank; k++) {
@@ -242,14 +295,35 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     wl_free(S);
     if (st == WL_OK) st = wl_model_push_edit(m, a, WL_EDIT_PISSA, 1.0f);
     if (st != WL_OK) {
+        wl_free(dense);
         if (init != a->pissa_init) wl_free(init);
         return st;
     }
-    for (int i = 0; i < a->n_modules; i++) {
+    for (int i = 0; i < a->n_modules && st == WL_OK; i++) {
         const wl_lora_module *mod = &a->modules[i];
         wl_linear *lin = &m->blocks[mod->layer].lin[mod->slot];
-        wl_sgemm(m->k, 0, 0, lin->out, lin->in, mod->rank, -mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f,
-                 lin->w, lin->in);
+        if (!quantised) {
+            wl_sgemm(m->k, 0, 0, lin->out, lin->in, mod->rank, -mod->scale, mod->B, mod->rank, mod->A, lin->in, 1.0f,
+                     lin->w, lin->in);
+            continue;
+        }
+        /* QPiSSA (the PiSSA paper, Meng et al. 2024): the residual W - s B A is quantised, where QLoRA quantises W
+         * itself. Without its top singular directions, which the f32 adapter now holds, its blocks span a smaller
+         * range on real weights and quantise with a smaller error. W here is the dequantised base (the
+         * full-precision weights are never held), so the adapter on the residual gives back dequant(W) within the
+         * residual's quantisation error, on top of the error W already has from its own quantisation. */
+        wl_qweight_dequantize_rows(m->k, lin->qw, 0, lin->out, dense, lin->in);
+        residual_job job = {mod, dense, wl_parallel_pieces(lin->out, 16384 / (lin->in * mod->rank) + 1)};
+        wl_parallel_for(job.pieces, residual_task, &job);
+        for (int r = 0; r < lin->out && st == WL_OK; r++)
+            st = wl_qweight_quantize_row(lin->qw, r, dense + (size_t)r * lin->in, "PiSSA residual");
+    }
+    wl_free(dense);
+    if (st != WL_OK) {
+        /* a residual that cannot be quantised (too large for f16 scales): the base as it was */
+        wl_model_pop_edit(m, m->n_edits - 1);
+        if (init != a->pissa_init) wl_free(init);
+        return st;
     }
     memcpy(init, a->params, a->n_params * sizeof(float));
     a->pissa_init = init;

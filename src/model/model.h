@@ -114,7 +114,8 @@ typedef struct wl_base_edit {
     float weight;
     int n_modules;
     int *layers, *slots;       /* [n_modules] */
-    float **backup;            /* [n_modules] original (out, in) weights */
+    float **backup;            /* [n_modules] original (out, in) weights of an f32 base, else NULL */
+    wl_qweight *qbackup;       /* [n_modules] original quantised weights of a quantised base, else NULL */
 } wl_base_edit;
 
 struct wl_adapter {
