@@ -2,7 +2,7 @@
  *
  * Every function that can fail returns a wl_status. On failure a human-readable reason is kept and can be read
  * with wl_last_error() until the next failing call. Bad input (files, shapes, arguments) never aborts the
- * process; only a broken internal invariant does (WL_ASSERT in src/core/status.h).
+ * process; only a broken internal invariant does (WL_ASSERT in src/core/core.h).
  */
 #ifndef WL_STATUS_H
 #define WL_STATUS_H

@@ -6,5 +6,5 @@ export {
   ModelSourceError, LoraSpecError, UnsupportedAdapterError, AdapterShapeError, AdapterModelMismatchError,
   SafetensorsError, SamplingError, TokenizerError, NumericError, WasmAbortError,
 } from './errors.js';
-export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './fetch/stream.js';
+export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './fetch/cache.js';
 export { env } from './env.js';

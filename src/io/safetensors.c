@@ -150,9 +150,8 @@ static wl_status check_tiling(wl_safetensors *st, uint64_t *data_len) {
 
 static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
 
-static wl_status parse_impl(const uint8_t *buf, size_t len, uint64_t file_size, wl_safetensors **out) {
-    if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors: out is NULL");
-    *out = NULL;
+/* The arguments and the 8-byte header length: the header must fit the buffer and the limit, and start with '{'. */
+static wl_status check_header_length(const uint8_t *buf, size_t len, uint64_t file_size, uint64_t *header_len) {
     if (!buf && len) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors: buffer is NULL");
     if ((uint64_t)len > file_size)
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors: buffer of %zu bytes is longer than the file size %llu",
@@ -168,9 +167,121 @@ static wl_status parse_impl(const uint8_t *buf, size_t len, uint64_t file_size, 
                        (unsigned long long)n, (unsigned long long)(8 + n), len);
     if (n == 0 || buf[8] != '{')
         return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: the header does not start with '{'");
+    *header_len = n;
+    return WL_OK;
+}
+
+/* What a parsed header holds, counted before anything is allocated. */
+typedef struct header_counts {
+    const wl_json *meta; /* the __metadata__ member, or NULL */
+    size_t n_tensors, n_meta;
+    size_t chars; /* bytes of every tensor name and metadata key and value, with their NULs */
+} header_counts;
+
+/* Count the tensors, the metadata entries and the bytes of their strings, checking that metadata values are
+ * strings and that no name, key or value holds a NUL. */
+static wl_status count_header(const wl_json *root, header_counts *counts) {
+    *counts = (header_counts){0};
+    for (size_t i = 0; i < root->n; i++) {
+        const wl_json *m = &root->items[i];
+        if (wl_json_str_eq(m->key, m->key_len, "__metadata__")) {
+            counts->meta = m;
+            if (m->type != WL_JSON_OBJECT)
+                return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: __metadata__ must be an object of strings, got %s",
+                               wl_json_type_name(m->type));
+            counts->n_meta = m->n;
+            for (size_t j = 0; j < m->n; j++) {
+                const wl_json *kv = &m->items[j];
+                if (kv->type != WL_JSON_STRING)
+                    return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: __metadata__ value of \"%.64s\" must be a string, got %s",
+                                   kv->key, wl_json_type_name(kv->type));
+                if (has_nul(kv->key, kv->key_len) || has_nul(kv->str, kv->str_len))
+                    return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: __metadata__ entry \"%.64s\" contains a NUL character",
+                                   kv->key);
+                counts->chars += kv->key_len + kv->str_len + 2;
+            }
+        } else {
+            if (has_nul(m->key, m->key_len))
+                return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor name \"%.64s\" contains a NUL character", m->key);
+            counts->n_tensors++;
+            counts->chars += m->key_len + 1;
+        }
+    }
+    return WL_OK;
+}
+
+/* The result as one allocation freed by one wl_free: the struct, the tensors, the metadata pointers, then every
+ * string; each tensor entry is parsed into it. *out is set as soon as the block exists, for the caller to free
+ * when a later step fails. */
+static wl_status build_header(const wl_json *root, const header_counts *counts, uint64_t header_len, wl_safetensors **out) {
+    /* Header bytes bound every count and length (n <= 10^8), so none of these sums can overflow. */
+    size_t n_tensors = counts->n_tensors, n_meta = counts->n_meta;
+    size_t off_tensors = align8(sizeof(wl_safetensors));
+    size_t off_keys = off_tensors + align8(n_tensors * sizeof(wl_st_tensor));
+    size_t off_values = off_keys + align8(n_meta * sizeof(char *));
+    size_t off_chars = off_values + align8(n_meta * sizeof(char *));
+    wl_safetensors *st = wl_alloc(off_chars + counts->chars, "safetensors header");
+    if (!st) return WL_STATUS_OUT_OF_MEMORY;
+    *out = st;
+    uint8_t *base = (uint8_t *)st;
+    st->header_size = header_len;
+    st->data_start = 8 + header_len;
+    st->n_tensors = (int)n_tensors;
+    st->tensors = n_tensors ? (wl_st_tensor *)(void *)(base + off_tensors) : NULL;
+    st->n_metadata = (int)n_meta;
+    st->metadata_keys = n_meta ? (char **)(void *)(base + off_keys) : NULL;
+    st->metadata_values = n_meta ? (char **)(void *)(base + off_values) : NULL;
+    char *c = (char *)(base + off_chars);
+    const wl_json *meta = counts->meta;
+    if (meta) {
+        for (size_t j = 0; j < n_meta; j++) {
+            const wl_json *kv = &meta->items[j];
+            st->metadata_keys[j] = c;
+            memcpy(c, kv->key, kv->key_len + 1);
+            c += kv->key_len + 1;
+            st->metadata_values[j] = c;
+            memcpy(c, kv->str, kv->str_len + 1);
+            c += kv->str_len + 1;
+        }
+    }
+    size_t t = 0;
+    for (size_t i = 0; i < root->n; i++) {
+        const wl_json *m = &root->items[i];
+        if (m == meta) continue;
+        wl_st_tensor *tensor = &st->tensors[t++];
+        tensor->name = c;
+        memcpy(c, m->key, m->key_len + 1);
+        c += m->key_len + 1;
+        wl_status status = parse_entry(m, tensor->name, tensor);
+        if (status != WL_OK) return status;
+    }
+    return WL_OK;
+}
+
+/* The tensors must tile the data exactly, and the data must end where the file does. */
+static wl_status check_data_size(wl_safetensors *st, uint64_t file_size) {
+    uint64_t data_len = 0;
+    wl_status status = check_tiling(st, &data_len);
+    if (status != WL_OK) return status;
+    /* data_len <= INT64_MAX (offsets are int64), so the sum cannot wrap. */
+    st->file_size = 8 + st->header_size + data_len;
+    if (st->file_size != file_size)
+        return wl_fail(WL_STATUS_BAD_FORMAT,
+                       "safetensors: the file is %llu bytes but the header implies %llu (8 + header %llu + data %llu)",
+                       (unsigned long long)file_size, (unsigned long long)st->file_size,
+                       (unsigned long long)st->header_size, (unsigned long long)data_len);
+    return WL_OK;
+}
+
+static wl_status parse_impl(const uint8_t *buf, size_t len, uint64_t file_size, wl_safetensors **out) {
+    if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "safetensors: out is NULL");
+    *out = NULL;
+    uint64_t n = 0;
+    wl_status status = check_header_length(buf, len, file_size, &n);
+    if (status != WL_OK) return status;
 
     wl_json_doc *doc = NULL;
-    wl_status status = wl_json_parse((const char *)buf + 8, (size_t)n, &doc);
+    status = wl_json_parse((const char *)buf + 8, (size_t)n, &doc);
     if (status != WL_OK) {
         char why[400];
         snprintf(why, sizeof why, "%s", wl_last_error());
@@ -180,93 +291,12 @@ static wl_status parse_impl(const uint8_t *buf, size_t len, uint64_t file_size, 
     /* A header that starts with '{' and parsed completely is an object. */
     WL_ASSERT(root->type == WL_JSON_OBJECT);
 
-    /* Count and size everything first, so the result is one allocation freed by one wl_free. */
-    const wl_json *meta = NULL;
-    size_t n_tensors = 0, n_meta = 0, chars = 0;
-    for (size_t i = 0; i < root->n; i++) {
-        const wl_json *m = &root->items[i];
-        if (wl_json_str_eq(m->key, m->key_len, "__metadata__")) {
-            meta = m;
-            if (m->type != WL_JSON_OBJECT) {
-                status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: __metadata__ must be an object of strings, got %s",
-                                 wl_json_type_name(m->type));
-                break;
-            }
-            n_meta = m->n;
-            for (size_t j = 0; j < m->n && status == WL_OK; j++) {
-                const wl_json *kv = &m->items[j];
-                if (kv->type != WL_JSON_STRING)
-                    status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: __metadata__ value of \"%.64s\" must be a string, got %s",
-                                     kv->key, wl_json_type_name(kv->type));
-                else if (has_nul(kv->key, kv->key_len) || has_nul(kv->str, kv->str_len))
-                    status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: __metadata__ entry \"%.64s\" contains a NUL character",
-                                     kv->key);
-                chars += kv->key_len + kv->str_len + 2;
-            }
-            if (status != WL_OK) break;
-        } else {
-            if (has_nul(m->key, m->key_len)) {
-                status = wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor name \"%.64s\" contains a NUL character", m->key);
-                break;
-            }
-            n_tensors++;
-            chars += m->key_len + 1;
-        }
-    }
-    /* Header bytes bound every count and length (n <= 10^8), so none of these sums can overflow. */
-    size_t off_tensors = align8(sizeof(wl_safetensors));
-    size_t off_keys = off_tensors + align8(n_tensors * sizeof(wl_st_tensor));
-    size_t off_values = off_keys + align8(n_meta * sizeof(char *));
-    size_t off_chars = off_values + align8(n_meta * sizeof(char *));
+    header_counts counts;
     wl_safetensors *st = NULL;
-    if (status == WL_OK) {
-        st = wl_alloc(off_chars + chars, "safetensors header");
-        if (!st) status = WL_STATUS_OUT_OF_MEMORY;
-    }
-    if (status == WL_OK) {
-        uint8_t *base = (uint8_t *)st;
-        st->header_size = n;
-        st->data_start = 8 + n;
-        st->n_tensors = (int)n_tensors;
-        st->tensors = n_tensors ? (wl_st_tensor *)(void *)(base + off_tensors) : NULL;
-        st->n_metadata = (int)n_meta;
-        st->metadata_keys = n_meta ? (char **)(void *)(base + off_keys) : NULL;
-        st->metadata_values = n_meta ? (char **)(void *)(base + off_values) : NULL;
-        char *c = (char *)(base + off_chars);
-        if (meta) {
-            for (size_t j = 0; j < n_meta; j++) {
-                const wl_json *kv = &meta->items[j];
-                st->metadata_keys[j] = c;
-                memcpy(c, kv->key, kv->key_len + 1);
-                c += kv->key_len + 1;
-                st->metadata_values[j] = c;
-                memcpy(c, kv->str, kv->str_len + 1);
-                c += kv->str_len + 1;
-            }
-        }
-        size_t t = 0;
-        for (size_t i = 0; i < root->n && status == WL_OK; i++) {
-            const wl_json *m = &root->items[i];
-            if (m == meta) continue;
-            wl_st_tensor *tensor = &st->tensors[t++];
-            tensor->name = c;
-            memcpy(c, m->key, m->key_len + 1);
-            c += m->key_len + 1;
-            status = parse_entry(m, tensor->name, tensor);
-        }
-    }
+    status = count_header(root, &counts);
+    if (status == WL_OK) status = build_header(root, &counts, n, &st);
     wl_json_free(doc);
-    uint64_t data_len = 0;
-    if (status == WL_OK) status = check_tiling(st, &data_len);
-    if (status == WL_OK) {
-        /* data_len <= INT64_MAX (offsets are int64), so the sum cannot wrap. */
-        st->file_size = 8 + n + data_len;
-        if (st->file_size != file_size)
-            status = wl_fail(WL_STATUS_BAD_FORMAT,
-                             "safetensors: the file is %llu bytes but the header implies %llu (8 + header %llu + data %llu)",
-                             (unsigned long long)file_size, (unsigned long long)st->file_size, (unsigned long long)n,
-                             (unsigned long long)data_len);
-    }
+    if (status == WL_OK) status = check_data_size(st, file_size);
     if (status != WL_OK) {
         wl_free(st);
         return status;

@@ -277,13 +277,9 @@ wl_status wl_adapter_extract(const wl_model *base, const wl_model *tuned, const 
     return finish(st, r, out);
 }
 
-wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, int n, int type, int svd_rank,
-                             wl_adapter **out, double *rel_errors) {
-    if (!as || !weights || !out || n < 1) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_combine: needs at least one adapter");
-    *out = NULL;
-    if (type != WL_COMBINE_LINEAR && type != WL_COMBINE_CAT && type != WL_COMBINE_SVD)
-        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: unknown combination type %d", type);
-    const wl_adapter *a0 = as[0];
+/* Every input a plain LoRA adapter of the same model with finite weights; a linear combination also needs
+ * non-negative weights and scales (it takes their square roots). */
+static wl_status check_combine_inputs(const wl_adapter *const *as, const float *weights, int n, int type) {
     for (int i = 0; i < n; i++) {
         if (!as[i]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: adapter %d is NULL", i);
         if (as[i]->dora)
@@ -292,7 +288,7 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
         if (as[i]->vocab)
             return wl_fail(WL_STATUS_UNSUPPORTED, "combine: adapter %d adapts the token embedding or LM head; combinations "
                            "are supported for adapters on block modules only", i);
-        if (!same_shape(as[i], a0)) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "combine: adapter %d was made for a model of another shape", i);
+        if (!same_shape(as[i], as[0])) return wl_fail(WL_STATUS_SHAPE_MISMATCH, "combine: adapter %d was made for a model of another shape", i);
         if (!isfinite(weights[i])) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: weight %d is not finite", i);
         if (type == WL_COMBINE_LINEAR && weights[i] < 0.0f)
             return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: linear combination takes sqrt(weight * scale): weight %d = %g is negative", i,
@@ -304,16 +300,14 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
         if (!wl_all_finite(as[i]->params, as[i]->n_params))
             return wl_fail(WL_STATUS_NUMERIC, "combine: adapter %d holds NaN or infinite weights", i);
     }
+    return WL_OK;
+}
+
+/* The result's rank of each (layer, slot) cell, as PEFT's add_weighted_adapter defines them, and its scale 1. */
+static wl_status combine_ranks(const wl_adapter *const *as, int n, int type, int svd_rank, int *ranks, float *scales) {
+    const wl_adapter *a0 = as[0];
     const int cells = a0->n_layers * a0->n_slots;
-    int *ranks = wl_alloc_array((size_t)cells, sizeof(int), "ranks");
-    float *scales = wl_alloc_array((size_t)cells, sizeof(float), "scales");
-    if (!ranks || !scales) {
-        wl_free(ranks);
-        wl_free(scales);
-        return WL_STATUS_OUT_OF_MEMORY;
-    }
     wl_status st = WL_OK;
-    /* Ranks of the result per module, as PEFT's add_weighted_adapter defines them. */
     for (int c = 0; c < cells && st == WL_OK; c++) {
         int sum = 0, maxr = 0, common = -1;
         for (int i = 0; i < n; i++) {
@@ -343,6 +337,91 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
             st = wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: concatenated rank %d exceeds the module size %d: use svd", sum, p);
         scales[c] = 1.0f; /* PEFT sets lora_alpha = r for the result */
     }
+    return st;
+}
+
+/* A = sum sqrt(w s) A_i, B = sum sqrt(w s) B_i (PEFT's definition since its task-arithmetic rewrite; it is not the
+ * weighted sum of updates: cross terms mix). */
+static void combine_linear(const wl_adapter *const *as, const float *weights, int n, int c, const wl_lora_module *dst) {
+    const int in = dst->in_features, outf = dst->out_features;
+    for (int i = 0; i < n; i++) {
+        int idx = as[i]->index[c];
+        if (idx < 0) continue;
+        const wl_lora_module *src = &as[i]->modules[idx];
+        float root = sqrtf(weights[i] * src->scale);
+        for (size_t j = 0; j < (size_t)dst->rank * in; j++) dst->A[j] += root * src->A[j];
+        for (size_t j = 0; j < (size_t)outf * dst->rank; j++) dst->B[j] += root * src->B[j];
+    }
+}
+
+/* A = [w_i s_i A_i] stacked by rows, B = [B_i] side by side: exactly sum_i w_i s_i B_i A_i. */
+static void combine_cat(const wl_adapter *const *as, const float *weights, int n, int c, const wl_lora_module *dst) {
+    const int in = dst->in_features, outf = dst->out_features;
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        int idx = as[i]->index[c];
+        if (idx < 0) continue;
+        const wl_lora_module *src = &as[i]->modules[idx];
+        for (size_t j = 0; j < (size_t)src->rank * in; j++) dst->A[(size_t)at * in + j] = weights[i] * src->scale * src->A[j];
+        for (int o = 0; o < outf; o++)
+            memcpy(dst->B + (size_t)o * dst->rank + at, src->B + (size_t)o * src->rank, (size_t)src->rank * sizeof(float));
+        at += src->rank;
+    }
+}
+
+/* Scratch of the svd type: the stacked factors of all contributions to a module, and their SVD. */
+typedef struct combine_scratch {
+    float *Bs, *As, *U, *S, *Vt;
+} combine_scratch;
+
+/* The best rank-k approximation of sum_i w_i s_i B_i A_i; B = U S, A = Vt (PEFT's svd type, no clamping). */
+static wl_status combine_svd(const wl_adapter *const *as, const float *weights, int n, int c, const wl_lora_module *dst,
+                             const combine_scratch *w, double *rel_error) {
+    const int in = dst->in_features, outf = dst->out_features;
+    float *Bs = w->Bs, *As = w->As, *U = w->U, *S = w->S, *Vt = w->Vt;
+    int total_r = 0;
+    for (int i = 0; i < n; i++) total_r += as[i]->index[c] >= 0 ? as[i]->modules[as[i]->index[c]].rank : 0;
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        int idx = as[i]->index[c];
+        if (idx < 0) continue;
+        const wl_lora_module *src = &as[i]->modules[idx];
+        for (int o = 0; o < outf; o++) {
+            for (int k = 0; k < src->rank; k++)
+                Bs[(size_t)o * total_r + at + k] = weights[i] * src->scale * src->B[(size_t)o * src->rank + k];
+        }
+        memcpy(As + (size_t)at * in, src->A, (size_t)src->rank * in * sizeof(float));
+        at += src->rank;
+    }
+    wl_lowrank_info info;
+    wl_status st = wl_svd_of_product(Bs, outf, total_r, total_r, As, in, in, dst->rank, U, S, Vt, &info);
+    if (st != WL_OK) return st;
+    for (int o = 0; o < outf; o++) {
+        for (int k = 0; k < dst->rank; k++) dst->B[(size_t)o * dst->rank + k] = U[(size_t)o * dst->rank + k] * S[k];
+    }
+    memcpy(dst->A, Vt, (size_t)dst->rank * in * sizeof(float));
+    *rel_error = info.rel_error;
+    return WL_OK;
+}
+
+wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, int n, int type, int svd_rank,
+                             wl_adapter **out, double *rel_errors) {
+    if (!as || !weights || !out || n < 1) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_adapter_combine: needs at least one adapter");
+    *out = NULL;
+    if (type != WL_COMBINE_LINEAR && type != WL_COMBINE_CAT && type != WL_COMBINE_SVD)
+        return wl_fail(WL_STATUS_INVALID_ARGUMENT, "combine: unknown combination type %d", type);
+    wl_status st = check_combine_inputs(as, weights, n, type);
+    if (st != WL_OK) return st;
+    const wl_adapter *a0 = as[0];
+    const int cells = a0->n_layers * a0->n_slots;
+    int *ranks = wl_alloc_array((size_t)cells, sizeof(int), "ranks");
+    float *scales = wl_alloc_array((size_t)cells, sizeof(float), "scales");
+    if (!ranks || !scales) {
+        wl_free(ranks);
+        wl_free(scales);
+        return WL_STATUS_OUT_OF_MEMORY;
+    }
+    st = combine_ranks(as, n, type, svd_rank, ranks, scales);
     /* The result's shape: every slot any input knows. */
     wl_adapter shape;
     memset(&shape, 0, sizeof shape);
@@ -381,58 +460,15 @@ wl_status wl_adapter_combine(const wl_adapter *const *as, const float *weights, 
         Vt = wl_alloc_array(max_sum * (size_t)max_io, sizeof(float), "Vt");
         if (!Bs || !As || !U || !S || !Vt) st = WL_STATUS_OUT_OF_MEMORY;
     }
+    combine_scratch scratch = {Bs, As, U, S, Vt};
     for (int m = 0; st == WL_OK && m < r->n_modules; m++) {
         const wl_lora_module *dst = &r->modules[m];
-        const int c = dst->layer * a0->n_slots + dst->slot, in = dst->in_features, outf = dst->out_features;
-        if (rel_errors) rel_errors[m] = 0.0;
-        if (type == WL_COMBINE_LINEAR) {
-            /* A = sum sqrt(w s) A_i, B = sum sqrt(w s) B_i (PEFT's definition since its task-arithmetic rewrite; it is
-             * not the weighted sum of updates: cross terms mix) */
-            for (int i = 0; i < n; i++) {
-                int idx = as[i]->index[c];
-                if (idx < 0) continue;
-                const wl_lora_module *src = &as[i]->modules[idx];
-                float root = sqrtf(weights[i] * src->scale);
-                for (size_t j = 0; j < (size_t)dst->rank * in; j++) dst->A[j] += root * src->A[j];
-                for (size_t j = 0; j < (size_t)outf * dst->rank; j++) dst->B[j] += root * src->B[j];
-            }
-        } else if (type == WL_COMBINE_CAT) {
-            /* A = [w_i s_i A_i] stacked by rows, B = [B_i] side by side: exactly sum_i w_i s_i B_i A_i */
-            int at = 0;
-            for (int i = 0; i < n; i++) {
-                int idx = as[i]->index[c];
-                if (idx < 0) continue;
-                const wl_lora_module *src = &as[i]->modules[idx];
-                for (size_t j = 0; j < (size_t)src->rank * in; j++) dst->A[(size_t)at * in + j] = weights[i] * src->scale * src->A[j];
-                for (int o = 0; o < outf; o++)
-                    memcpy(dst->B + (size_t)o * dst->rank + at, src->B + (size_t)o * src->rank, (size_t)src->rank * sizeof(float));
-                at += src->rank;
-            }
-        } else {
-            /* best rank-k approximation of sum_i w_i s_i B_i A_i; B = U S, A = Vt (PEFT's svd type, no clamping) */
-            int total_r = 0;
-            for (int i = 0; i < n; i++) total_r += as[i]->index[c] >= 0 ? as[i]->modules[as[i]->index[c]].rank : 0;
-            int at = 0;
-            for (int i = 0; i < n; i++) {
-                int idx = as[i]->index[c];
-                if (idx < 0) continue;
-                const wl_lora_module *src = &as[i]->modules[idx];
-                for (int o = 0; o < outf; o++) {
-                    for (int k = 0; k < src->rank; k++)
-                        Bs[(size_t)o * total_r + at + k] = weights[i] * src->scale * src->B[(size_t)o * src->rank + k];
-                }
-                memcpy(As + (size_t)at * in, src->A, (size_t)src->rank * in * sizeof(float));
-                at += src->rank;
-            }
-            wl_lowrank_info info;
-            st = wl_svd_of_product(Bs, outf, total_r, total_r, As, in, in, dst->rank, U, S, Vt, &info);
-            if (st != WL_OK) break;
-            for (int o = 0; o < outf; o++) {
-                for (int k = 0; k < dst->rank; k++) dst->B[(size_t)o * dst->rank + k] = U[(size_t)o * dst->rank + k] * S[k];
-            }
-            memcpy(dst->A, Vt, (size_t)dst->rank * in * sizeof(float));
-            if (rel_errors) rel_errors[m] = info.rel_error;
-        }
+        const int c = dst->layer * a0->n_slots + dst->slot;
+        double rel_error = 0.0;
+        if (type == WL_COMBINE_LINEAR) combine_linear(as, weights, n, c, dst);
+        else if (type == WL_COMBINE_CAT) combine_cat(as, weights, n, c, dst);
+        else st = combine_svd(as, weights, n, c, dst, &scratch, &rel_error);
+        if (rel_errors) rel_errors[m] = rel_error;
     }
     wl_free(Bs);
     wl_free(As);

@@ -1,5 +1,5 @@
 // The C/JS boundary: web/core/abi.js (written by the build from the module's own description, src/wasm/abi.c) agrees with
-// every build of the core, describes every byte of each struct it lays out, and web/core/core.js's use of it (the fields
+// every build of the core, describes every byte of each struct it lays out, and web/core/'s use of it (the fields
 // it reads and writes) agrees with the description; a failing call carries the status name of the headers.
 import { describe, test, expect } from '@jest/globals';
 import { readFile } from 'node:fs/promises';
@@ -96,8 +96,8 @@ describe('the description', () => {
 });
 
 describe('the binding and the description', () => {
-  test('web/core/core.js reads fields the core has and writes every field of the structs it fills', () => {
-    // web/core/core.js lays out its structs when it loads (this file imported it), so agreement is already proven;
+  test('web/core/ reads fields the core has and writes every field of the structs it fills', () => {
+    // web/core/ lays out its structs when it loads (this file imported it), so agreement is already proven;
     // here the guard itself must refuse each kind of disagreement.
     expect(() => structLayout('wl_tensor_info', ['name', 'n_elements'])).toThrow(/the core has no n_elements/);
     expect(() => structLayout('wl_config', ['arch', 'dim'], { complete: true })).toThrow(/the binding does not know hidden_dim/);

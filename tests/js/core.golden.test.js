@@ -2,7 +2,7 @@
 // full-parameter gradients (DoRA: the magnitudes' too; MergedLinear: zero outside its blocks), LoRA dropout with the masks the reference replays, logits at long positions,
 // stories260K greedy decoding through the KV cache, and core invariants. Every adapter is loaded the way a user's
 // PEFT adapter is: adapter_config.json (r, lora_alpha, use_rslora, rank_pattern, alpha_pattern, target_modules)
-// through web/formats/peft.js into the core, which computes the scales; the resolved ranks, alphas and scales must equal
+// through web/formats/peft-load.js into the core, which computes the scales; the resolved ranks, alphas and scales must equal
 // the ones PyTorch + PEFT's rules give (case.json lora_modules).
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { readFileSync } from 'node:fs';

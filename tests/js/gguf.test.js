@@ -11,7 +11,8 @@ import { gguf } from '@huggingface/gguf';
 import { Adapter } from '../../web/core/core.js';
 import { LocalEngine } from '../../web/engine/engine.js';
 import { adapterToGguf } from '../../web/formats/gguf.js';
-import { adapterToPeft, peftToAdapter } from '../../web/formats/peft.js';
+import { peftToAdapter } from '../../web/formats/peft-load.js';
+import { adapterToPeft } from '../../web/formats/peft-save.js';
 import { compare, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseModel } from './helpers/golden.js';
 

@@ -6,9 +6,10 @@ import { readFileSync } from 'node:fs';
 import { Adapter } from '../../web/core/core.js';
 import { BaseModelMismatchError, InvalidAdapterError, InvalidArgumentError } from '../../web/errors.js';
 import {
-  AdapterModelMismatchError, AdapterShapeError, LoraSpecError, UnsupportedAdapterError, adapterToPeft, getPatternKey,
-  peftToAdapter, resolveLoraSpec,
+  AdapterModelMismatchError, AdapterShapeError, LoraSpecError, UnsupportedAdapterError, getPatternKey, resolveLoraSpec,
 } from '../../web/formats/peft.js';
+import { peftToAdapter } from '../../web/formats/peft-load.js';
+import { adapterToPeft } from '../../web/formats/peft-save.js';
 import { loadModel } from '../../web/formats/loader.js';
 import { SafetensorsError, readSafetensors, writeSafetensors } from '../../web/formats/safetensors.js';
 import { halfBytes, loadCore, readShared, sharedPath } from './helpers/core.js';

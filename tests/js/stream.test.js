@@ -1,13 +1,13 @@
-// Tests for web/fetch/stream.js, web/fetch/cache.js and web/errors.js against a real local HTTP server that misbehaves on
+// Tests for web/fetch/http.js, web/fetch/sources.js, web/fetch/cache.js and web/errors.js against a real local HTTP server that misbehaves on
 // purpose, with the in-memory Cache API fake.
 
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import { startServer } from './helpers/http-server.js';
 import { MemoryCache, MemoryCacheStorage } from './helpers/memory-cache.js';
-import {
-  RemoteFile, resolveModelSource, validateIndex, listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME,
-} from '../../web/fetch/stream.js';
+import { RemoteFile } from '../../web/fetch/http.js';
+import { resolveModelSource, validateIndex } from '../../web/fetch/sources.js';
+import { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from '../../web/fetch/cache.js';
 import {
   WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, ModelSourceError, StorageFullError, isAbortError,
   serializeError, deserializeError,

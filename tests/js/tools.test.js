@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import { LocalEngine } from '../../web/engine/engine.js';
 import { Arch, ModuleShapes } from '../../web/core/core.js';
-import { peftToAdapter } from '../../web/formats/peft.js';
+import { peftToAdapter } from '../../web/formats/peft-load.js';
 import { engineLogits, expectAllClose, loadCore, maxDiff, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { loadCaseModel, peftFiles, readCase, readSvdRef } from './helpers/golden.js';
 

@@ -109,7 +109,7 @@ async function makeTarget(name) {
     const engine = await LocalEngine.load(path.join(dir, 'model.bin'));
     const weights = new Uint8Array(readFileSync(path.join(dir, 'adapter_model.safetensors')));
     return {
-      file: 'web/formats/peft.js',
+      file: 'web/formats/peft-load.js',
       mutate: mutateJson,
       run: (input) => {
         // Doubts about the named base model are part of what runs, but not printed for every input.

@@ -3,7 +3,8 @@
 // `llama-cli -m` runs. Layout facts follow ggml's gguf.h and llama.cpp's converters (names, ne order, RoPE rows).
 import { EngineError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Arch, RopeLayout } from '../core/core.js';
-import { foldIntoB, permuteRopeRows, singleAlphaForm } from './peft.js';
+import { permuteRopeRows } from './peft.js';
+import { foldIntoB, singleAlphaForm } from './peft-save.js';
 
 export const GGUF_ADAPTER_FILE = 'adapter.gguf';
 export const GGUF_MODEL_FILE = 'model.gguf';

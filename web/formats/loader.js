@@ -7,7 +7,8 @@ import { FormatError, IntegrityError, NotFoundError, throwIfAborted, ModelSource
 import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
 export { ModelSourceError } from '../errors.js';
 import { DType, DTYPE_SIZES, SAFETENSORS_MAX_HEADER, STORAGE_NAMES, ShardLoad, storageId } from '../core/core.js';
-import { RemoteFile, resolveModelSource } from '../fetch/stream.js';
+import { RemoteFile } from '../fetch/http.js';
+import { resolveModelSource } from '../fetch/sources.js';
 import { halfPrecisionMixup } from './safetensors.js';
 import { isCached } from '../fetch/cache.js';
 import { loadTokenizer } from './tokenizer.js';

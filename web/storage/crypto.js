@@ -1,5 +1,5 @@
 // Hashing and encryption helpers on WebCrypto (plus @noble/hashes for SHA-256 over streams, which
-// crypto.subtle.digest cannot do incrementally). Used by stream.js (pins) and store.js (encryption at rest).
+// crypto.subtle.digest cannot do incrementally). Used by fetch/http.js (pins) and store.js (encryption at rest).
 
 import { sha256 } from '@noble/hashes/sha2';
 import { bytesToHex } from '@noble/hashes/utils';

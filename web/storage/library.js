@@ -67,7 +67,7 @@ export class AdapterLibrary {
   async save(name, id, opts = {}) {
     const e = this.engine;
     const info = e.adapterInfo(id);
-    const peft = /** @type {import('../formats/peft.js').PeftFiles} */ (e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged }));
+    const peft = /** @type {import('../formats/peft-save.js').PeftFiles} */ (e.exportAdapter(id, { allowDiverged: !!opts.allowDiverged }));
     const s = await this.store();
     await s.save(name, {
       config: peft.config, weights: peft.files['adapter_model.safetensors'], baseFingerprint: e.fingerprint,

@@ -1,5 +1,5 @@
 // Reading the reference data of tests/ref: a golden case's description, tensors, model (through the package's
-// loader, as apps load models) and PEFT adapter (through web/formats/peft.js, checked against the resolution PyTorch +
+// loader, as apps load models) and PEFT adapter (through web/formats/peft-load.js, checked against the resolution PyTorch +
 // PEFT's rules give), and the numpy SVD references of tests/ref/svd.
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -7,7 +7,7 @@ import path from 'node:path';
 import { expect } from '@jest/globals';
 
 import { loadModel } from '../../../web/formats/loader.js';
-import { peftToAdapter } from '../../../web/formats/peft.js';
+import { peftToAdapter } from '../../../web/formats/peft-load.js';
 import { readSafetensors, repoRoot, sharedPath } from './core.js';
 
 export const GOLDEN = path.join(repoRoot, 'tests/ref/golden');
@@ -45,7 +45,7 @@ export function peftFiles(dir) {
 }
 
 /**
- * The adapter of folder `dir` loaded through web/formats/peft.js (the core computes the scales); every module's r, alpha
+ * The adapter of folder `dir` loaded through web/formats/peft-load.js (the core computes the scales); every module's r, alpha
  * and scale must equal PyTorch's resolution (`loraModules`, case.json lora_modules).
  */
 export function loadCaseAdapter(core, model, dir, loraModules) {
