@@ -20,7 +20,7 @@ import { Trainer } from '../web/engine/train.js';
 import { Rng } from '../web/engine/rng.js';
 import { benchGemm } from './bench/gemm.js';
 import { benchDoraDiary } from './bench/dora.js';
-import { benchQuantGemm, fillRandom, MODEL_SHAPES } from './bench/quant.js';
+import { benchDotTiles, benchQuantGemm, fillRandom, MODEL_SHAPES } from './bench/quant.js';
 import { checkMemory } from '../web/formats/loader.js';
 
 const SMOLLM2_135M = {
@@ -206,6 +206,22 @@ async function benchModel(threads, simd, dtype = 'f32', recompute = false) {
   return result;
 }
 
+/**
+ * Floating-point operations one LoRA step of benchModel's setup needs (T tokens, LoRA rank r on q_proj and v_proj):
+ * every product with a frozen weight forward and for the input gradient, causal attention (scores and the weighted
+ * sum) forward and backward, and the LoRA branch (forward, both factors' gradients, its input gradient). Norms,
+ * softmax and the optimizer are left out, so a rate from it is a lower bound of the work done per second.
+ */
+function loraStepFlops(c, tokens = T, r = 8) {
+  const q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const layerWeights = c.dim * q + 2 * c.dim * kv + q * c.dim + 3 * c.dim * c.hiddenDim;
+  const frozen = 2 * 2 * tokens * (c.nLayers * layerWeights + c.vocabSize * c.dim);
+  const causalPairs = (tokens * (tokens + 1)) / 2;
+  const attention = 3 * c.nLayers * c.nHeads * 2 * 2 * c.headDim * causalPairs;
+  const lora = 3 * c.nLayers * 2 * tokens * r * ((c.dim + q) + (c.dim + kv));
+  return frozen + attention + lora;
+}
+
 /** Runs benchModel (or, with `memory`, benchMemory) in a fresh Node process (its own memory, JIT and thread pool)
  * and returns its JSON. */
 async function benchModelInChild(threads, simd, dtype = 'f32', memory = null, recompute = false) {
@@ -297,6 +313,8 @@ function benchSwitch(core) {
 async function benchQuant(core, f32Run = null) {
   log('weblora bench: products with q8 / q4 weights next to f32 (one thread)...');
   const gemm = benchQuantGemm({ exports: core.x, memory: core.wasm.memory }, { log });
+  log('weblora bench: integer dot products next to f32 multiply-adds (one thread)...');
+  const dotTiles = benchDotTiles(core.x);
   const model = {};
   for (const dtype of ['f32', 'q8', 'q4']) {
     if (dtype === 'f32' && f32Run) {
@@ -331,6 +349,7 @@ async function benchQuant(core, f32Run = null) {
   const r = (a, b) => +(a / b).toFixed(3);
   return {
     gemm,
+    integer_dot_vs_f32: dotTiles,
     smollm2_135m_shape: {
       setup: `one thread, LoRA r 8 on q_proj and v_proj, batch 1 x ${T} tokens; decode 32 tokens after 16`,
       f32: model.f32, q8: model.q8, q4: model.q4,
@@ -370,6 +389,24 @@ const BENCH_BUILDS = {
 async function benchCore(simd = 'auto') {
   const flavour = simd === 'auto' ? (await Core.create()).simd : simd;
   return Core.create({ source: await readFile(BENCH_BUILDS[flavour]) });
+}
+
+/**
+ * The work per CPU-second of one-thread training, PyTorch's and ours, as GFLOPS (loraStepFlops) and as a fraction of
+ * the relaxed-SIMD f32x4 peak of this run: what one-thread speed relative to PyTorch is within wasm's reach.
+ */
+function effectiveRates(one, torch, peakGflops) {
+  const stepFlops = loraStepFlops(SMOLLM2_135M);
+  const gflops = (run) => +((run.training_tokens_per_cpu_second / T) * stepFlops / 1e9).toFixed(2);
+  const torchGflops = gflops(torch), wasmGflops = gflops(one);
+  return {
+    step_gflop: +(stepFlops / 1e9).toFixed(2),
+    effective_gflops_by_cpu_time: { pytorch: torchGflops, wasm_one_thread: wasmGflops },
+    effective_vs_wasm_relaxed_peak: { pytorch: +(torchGflops / peakGflops).toFixed(3), wasm_one_thread: +(wasmGflops / peakGflops).toFixed(3) },
+    note: 'PyTorch runs OpenBLAS with this CPU\'s widest vectors (AVX-512 where present); wasm SIMD is 128 bits wide. '
+      + 'A wasm step reaches x times PyTorch\'s speed only at x * effective_vs_wasm_relaxed_peak.pytorch of the f32x4 '
+      + 'peak over the whole step',
+  };
 }
 
 async function main() {
@@ -448,6 +485,7 @@ async function main() {
       wasm_one_thread_vs_pytorch: ratio(one.training_tokens_per_second, torch.training_tokens_per_second),
       wasm_one_thread_vs_pytorch_by_cpu_time: ratio(one.training_tokens_per_cpu_second, torch.training_tokens_per_cpu_second),
       wasm_simd128_one_thread_vs_pytorch: ratio(plainOne.training_tokens_per_second, torch.training_tokens_per_second),
+      ...effectiveRates(one, torch, gemm.relaxed.peak_gflops),
     } : torch,
     peak_wasm_memory_bytes: Math.max(one.peak_wasm_memory_bytes, two.peak_wasm_memory_bytes, auto.peak_wasm_memory_bytes),
     quantized,

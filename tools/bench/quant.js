@@ -4,7 +4,7 @@
 // GEMM's instructions (gemm.js peakSampler), one thread, in turns like gemm.js; and the random-weight models whose
 // peak memory the bench reports per dtype (exports from src/wasm/bench.c and src/wasm/bench_quant.c).
 import { Arch } from '../../web/core/core.js';
-import { peakSampler } from './gemm.js';
+import { peakSampler, timeSample } from './gemm.js';
 
 const SAMPLE_FLOPS = 1e8;
 const STORAGE = { q8: 1, q4: 2 };
@@ -159,5 +159,38 @@ export function benchQuantGemm(wasm, options = {}) {
       ...Object.fromEntries(['q8', 'q4', 'q8_int', 'q4_int'].filter((d) => r[`${d}_gflops`] !== undefined)
         .map((d) => [`${d}_ratio_to_peak`, +(r[`${d}_gflops`] / peak).toFixed(3)])),
     })),
+  };
+}
+
+/**
+ * Multiply-adds per CPU-second of one register tile (src/wasm/bench.c WL_TILE_LOOP) with each instruction a product
+ * can be built on: f32x4.relaxed_madd (the f32 GEMM's), i32x4.dot_i16x8_s + add (kernel (b)'s) and relaxed
+ * SIMD's i32x4.relaxed_dot_i8x16_i7x16_add_s (whose second operand must fit in 7 bits). What an integer product can
+ * gain over the f32 one on this machine. Best of `rounds` samples taken in turns.
+ * @param {any} ex exports of the relaxed-SIMD bench build
+ */
+export function benchDotTiles(ex, { rounds = 9, iters = 4e5 } = {}) {
+  if (!ex.wl_bench_tile_madd) return { measured: false, reason: 'needs the relaxed-SIMD bench build' };
+  const loops = {
+    f32_relaxed_madd: [ex.wl_bench_tile_madd, 36], i16_dot_add: [ex.wl_bench_tile_i16, 72],
+    i8_relaxed_dot: [ex.wl_bench_tile_i8, 144],
+  };
+  const best = {};
+  for (const [name, [fn]] of Object.entries(loops)) {
+    fn(iters); // compiled by V8's optimising tier before timing
+    best[name] = 0;
+  }
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, [fn, macs]] of Object.entries(loops)) {
+      const { cpu } = timeSample(() => fn(iters));
+      if (cpu > 0) best[name] = Math.max(best[name], (iters * macs) / (cpu / 1e3) / 1e9);
+    }
+  }
+  return {
+    measured: true,
+    method: 'one register tile (3 x 3 vectors, 9 accumulators, operands loaded from L1) per instruction; best of '
+      + `${rounds} samples taken in turns, by CPU time; vs_f32 = rate / the f32x4.relaxed_madd rate`,
+    giga_multiply_adds_per_second: Object.fromEntries(Object.entries(best).map(([k, v]) => [k, +v.toFixed(2)])),
+    vs_f32: Object.fromEntries(Object.entries(best).map(([k, v]) => [k, +(v / best.f32_relaxed_madd).toFixed(3)])),
   };
 }
