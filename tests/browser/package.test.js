@@ -183,10 +183,13 @@ describe('weblora in headless Chromium', () => {
     expect(beat.ticks).toBeGreaterThan(result.trainMs / 50);
     // Gaps are judged by their own part: a stall the idle probe Worker shared is the machine's (a loaded CI box, a
     // container at its CPU quota), not the page's. Measured here: longest own gap 70 ms, longest long task 62 ms;
-    // with the same training on the main thread (the control below) 555 ms and 370 ms.
-    expect(beat.maxOwnGapMs).toBeLessThan(200);
+    // with the same training on the main thread (the control below) 555 ms and 370 ms. A step run on the main thread
+    // would be one task as long as a step, so the bound is half a step where steps are slow (a loaded machine
+    // stretches steps and stalls alike: 224 ms own gap once at load average 17), and never below 200 ms.
+    const stallBoundMs = Math.max(200, medianStepMs / 2);
+    expect(beat.maxOwnGapMs).toBeLessThan(stallBoundMs);
     expect(beat.frames).toBeGreaterThan(result.trainMs / 100);
-    expect(beat.maxLongTaskMs).toBeLessThan(200);
+    expect(beat.maxLongTaskMs).toBeLessThan(stallBoundMs);
     // The adapter changes what the model says.
     expect(result.tuned.text).not.toBe(seen.baseText);
     expect(result.record).toMatchObject({ name: ADAPTER_NAME, rank: 8, steps: STEPS });
