@@ -4,8 +4,9 @@
  * sleeping workers, and takes tasks itself like any worker. Tasks are claimed from one 64-bit word holding
  * (generation, next task), so a worker that wakes late can never claim a task of a later region. The caller
  * returns when the count of unfinished tasks reaches zero. Workers sleep in memory.atomic.wait (WebAssembly) or
- * on a condition variable (POSIX), after a spin of a few microseconds: never longer, so an idle pool costs no CPU;
- * a region notifies only when a worker sleeps.
+ * on a condition variable (POSIX) after polling for a few microseconds, so an idle pool costs no CPU; thread 0 polls
+ * longer at the end of a region. A region notifies workers only when one sleeps, and the last task notifies thread
+ * 0 only when it sleeps.
  *
  * Three builds: WebAssembly with shared memory (-matomics), native with POSIX threads, and WebAssembly without
  * atomics, where the pool always has one thread.
@@ -89,6 +90,7 @@ static _Atomic int g_pending;      /* tasks of the current region not finished *
 static _Atomic int g_in_region;    /* a region runs: nested wl_parallel_for calls run serially */
 static _Atomic int g_quit;
 static _Atomic int g_sleepers;     /* workers asleep on g_generation: a region wakes them only if there are any */
+static _Atomic int g_caller_asleep; /* thread 0 sleeps on g_pending: the last task wakes it only then */
 static _Atomic int g_running;      /* workers inside wl_thread_main */
 static _Atomic int g_failed;       /* a worker died inside a task */
 static uint32_t g_gen_counter;     /* thread 0 only */
@@ -147,16 +149,35 @@ void *wl_thread_stack(int i) {
 }
 #endif
 
-/* A few microseconds of polling before sleeping: consecutive regions often follow each other that closely, and a
- * sleeping thread costs tens of microseconds of CPU and latency to wake (measured: shorter polls cost more CPU
- * time per region, not less). */
-#define WL_SPIN 2000
+/* Polls before sleeping, one poll a fraction of a nanosecond (2000 take about a microsecond in V8's optimised wasm on
+ * this machine; the loop is its own function so V8 optimises it even inside wl_thread_main, which never leaves its
+ * first, unoptimised tier). Sleeping and waking cost tens of microseconds of latency and several of CPU time on both
+ * sides, so each side polls for about as long as it usually waits:
+ * - a thread that found no task left while the region still runs waits for the others' last pieces, about one piece
+ *   at most (regions have many pieces per thread): about 20 microseconds of polls cover that. Then no thread sleeps
+ *   at the end of a region, nobody needs waking, and the next region starts at once and finds the workers polling;
+ *   sleeping there instead cost a sleep and a wake-up per region.
+ * - a worker after a region waits for thread 0's serial work (a GEMM's set-up, a small kernel, or JavaScript between
+ *   calls, which can last any time): a couple of microseconds of polls catch back-to-back regions without burning
+ *   CPU through long serial stretches (longer polls cost more CPU per step, measured). */
+#define WL_CALLER_POLLS 50000
+#define WL_WORKER_POLLS 5000
 
-static int spin_until_changed(_Atomic int *word, int value) {
-    for (int i = 0; i < WL_SPIN; i++) {
+/* 1 when *word no longer holds value within `polls` polls. */
+__attribute__((noinline)) static int spin_until_changed(_Atomic int *word, int value, int polls) {
+    for (int i = 0; i < polls; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != value) return 1;
     }
     return 0;
+}
+
+/* A worker's polls for the region after generation `seen`: while that region still runs, then WL_WORKER_POLLS more.
+ * 1 when a new region started. */
+__attribute__((noinline)) static int poll_next_region(int seen) {
+    for (int i = 0; i < WL_CALLER_POLLS && atomic_load_explicit(&g_pending, memory_order_relaxed) != 0; i++) {
+        if (atomic_load_explicit(&g_generation, memory_order_acquire) != seen) return 1;
+    }
+    return spin_until_changed(&g_generation, seen, WL_WORKER_POLLS);
 }
 
 int wl_parallel_width(void) { return atomic_load_explicit(&g_in_region, memory_order_relaxed) ? 1 : g_nthreads; }
@@ -167,8 +188,9 @@ float *wl_shared_scratch(void) { return g_shared; }
 
 int wl_threads_running(void) { return atomic_load(&g_running); }
 
-/* Claim and run tasks of generation gen until none are left (or a later region has started). */
-static void run_tasks(uint32_t gen) {
+/* Claim and run tasks of generation gen until none are left (or a later region has started). Not inlined, so that V8
+ * optimises it for workers too (see WL_CALLER_POLLS). */
+__attribute__((noinline)) static void run_tasks(uint32_t gen) {
     uint64_t c = atomic_load_explicit(&g_claim, memory_order_acquire);
     for (;;) {
         if ((uint32_t)(c >> 32) != gen) return;
@@ -178,7 +200,9 @@ static void run_tasks(uint32_t gen) {
         if (!atomic_compare_exchange_weak_explicit(&g_claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
             continue; /* c now holds the current word */
         j->fn(j->ctx, (int)t);
-        if (atomic_fetch_sub_explicit(&g_pending, 1, memory_order_acq_rel) == 1) wake_all(&g_pending);
+        if (atomic_fetch_sub_explicit(&g_pending, 1, memory_order_seq_cst) == 1 &&
+            atomic_load_explicit(&g_caller_asleep, memory_order_seq_cst))
+            wake_all(&g_pending);
         c = atomic_load_explicit(&g_claim, memory_order_acquire);
     }
 }
@@ -204,7 +228,11 @@ void wl_parallel_for(int n_tasks, wl_task_fn fn, void *ctx) {
     int p;
     while ((p = atomic_load_explicit(&g_pending, memory_order_acquire)) != 0) {
         if (atomic_load(&g_failed)) wl_assert_fail("a worker thread of the pool died", __FILE__, __LINE__);
-        if (!spin_until_changed(&g_pending, p)) wait_while_equal(&g_pending, p);
+        if (spin_until_changed(&g_pending, p, WL_CALLER_POLLS)) continue;
+        /* Flagged before the last look at the count, so the task that finishes the region sees the flag. */
+        atomic_store_explicit(&g_caller_asleep, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&g_pending, memory_order_seq_cst) == p) wait_while_equal(&g_pending, p);
+        atomic_store_explicit(&g_caller_asleep, 0, memory_order_relaxed);
     }
     atomic_store_explicit(&g_in_region, 0, memory_order_relaxed);
 }
@@ -220,7 +248,7 @@ void wl_thread_main(int i) {
         int gen;
         while ((gen = atomic_load_explicit(&g_generation, memory_order_acquire)) == seen &&
                !atomic_load(&g_quit)) {
-            if (spin_until_changed(&g_generation, seen)) continue;
+            if (poll_next_region(seen)) continue;
             /* Counted before the last look at the word, so a region that starts now wakes this thread. */
             atomic_fetch_add_explicit(&g_sleepers, 1, memory_order_seq_cst);
             if (atomic_load_explicit(&g_generation, memory_order_seq_cst) == seen && !atomic_load(&g_quit))

@@ -6,8 +6,10 @@
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 
-/* Rows per piece worth a task: about 16k values of work. */
-static int row_pieces(int N, int C) { return wl_parallel_pieces(N, 65536 / (C > 0 ? C : 1) + 1); }
+/* Rows per piece worth a task: about 16k values of work, so a norm or RoPE over a short sequence (128 tokens of 576)
+ * still spreads over the threads; a region right after another costs about a microsecond, as its workers still
+ * poll (core/parallel.c). */
+static int row_pieces(int N, int C) { return wl_parallel_pieces(N, 16384 / (C > 0 ? C : 1) + 1); }
 
 static int elem_pieces(size_t n) { return wl_parallel_pieces(n > 0x7fffffff ? 0x7fffffff : (int)n, 65536); }
 
