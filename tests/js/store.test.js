@@ -7,8 +7,8 @@ import { IDBFactory } from 'fake-indexeddb';
 import { wrap } from 'idb';
 import { AdapterStore, CONFIG_FILE, WEIGHTS_FILE } from '../../web/storage/store.js';
 import {
-  AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, NotFoundError, PassphraseError,
-  StorageFullError,
+  AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, InvalidArgumentError, NotFoundError,
+  PassphraseError, StorageFullError,
 } from '../../web/errors.js';
 
 const CONFIG = {
@@ -206,11 +206,12 @@ describe('adapters', () => {
     store.close();
   });
 
-  test('bad arguments are TypeErrors', async () => {
+  test('bad arguments are InvalidArgumentErrors', async () => {
     const { store } = await openStore();
-    await expect(store.save('', adapter())).rejects.toThrow(TypeError);
-    await expect(store.save('x', adapter({ config: null }))).rejects.toThrow(TypeError);
-    await expect(store.save('x', adapter({ weights: [1, 2, 3] }))).rejects.toThrow(TypeError);
+    const invalid = { name: 'InvalidArgumentError', code: 'INVALID_ARGUMENT' };
+    await expect(store.save('', adapter())).rejects.toMatchObject(invalid);
+    await expect(store.save('x', adapter({ config: null }))).rejects.toMatchObject(invalid);
+    await expect(store.save('x', adapter({ weights: [1, 2, 3] }))).rejects.toMatchObject(invalid);
     expect(await store.list()).toEqual([]);
     store.close();
   });
@@ -516,9 +517,9 @@ describe('checkpoints', () => {
   test('a negative or fractional step is refused', async () => {
     const { store } = await openStore();
     await expect(store.saveCheckpoint('r', { adapterBytes: bytesOf(1), optimizerBytes: bytesOf(1), step: -1 }))
-      .rejects.toThrow(TypeError);
+      .rejects.toThrow(InvalidArgumentError);
     await expect(store.saveCheckpoint('r', { adapterBytes: bytesOf(1), optimizerBytes: bytesOf(1), step: 1.5 }))
-      .rejects.toThrow(TypeError);
+      .rejects.toThrow(InvalidArgumentError);
     store.close();
   });
 });
