@@ -26,11 +26,16 @@ static int gpt2_mask_buffer(const char *name) {
     return strcmp(name, ".attn.bias") == 0 || strcmp(name, ".attn.masked_bias") == 0;
 }
 
-/* File tensors that are not weights of the model and may be skipped. */
-static int ignorable(const wl_config *c, const char *name) {
-    if (c->tied_embeddings && strcmp(name, "lm_head.weight") == 0) return 1;
-    if (c->arch == WL_ARCH_GPT2) return gpt2_mask_buffer(name);
-    return ends_with(name, "rotary_emb.inv_freq");
+/* File tensors that are not weights of the model and may be skipped: how many values such a tensor may hold at most
+ * (a stored copy of a tied head: the embedding's; RoPE's inv_freq: one per rotated pair of a head; GPT-2's causal
+ * mask: n_positions^2, its masked_bias: one), or 0 when the name is no such tensor. */
+static uint64_t ignorable(const wl_config *c, const char *name) {
+    if (c->tied_embeddings && strcmp(name, "lm_head.weight") == 0) return (uint64_t)c->vocab_size * (uint64_t)c->dim;
+    if (c->arch == WL_ARCH_GPT2) {
+        if (!gpt2_mask_buffer(name)) return 0;
+        return ends_with(name, ".masked_bias") ? 1 : (uint64_t)c->max_seq_len * (uint64_t)c->max_seq_len;
+    }
+    return ends_with(name, "rotary_emb.inv_freq") ? (uint64_t)c->head_dim / 2 : 0;
 }
 
 /* Index of the model tensor a file name refers to, or -1. GPT-2 files name tensors with or without the
@@ -62,7 +67,17 @@ wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dty
     const wl_config *c = wl_model_config(model);
     *index = resolve(model, name);
     if (*index < 0) {
-        if (ignorable(c, name)) return WL_OK;
+        uint64_t most = ignorable(c, name);
+        if (most) {
+            uint64_t numel = 1;
+            for (int d = 0; d < ndim; d++) { /* saturating: a hostile shape must not wrap to a small count */
+                uint64_t k = shape[d] < 0 ? UINT64_MAX : (uint64_t)shape[d];
+                numel = k && numel > UINT64_MAX / k ? UINT64_MAX : numel * k;
+            }
+            if (numel <= most) return WL_OK;
+            return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: buffer \"" NAME_FMT "\" declares %llu values; this model's "
+                           "config allows it at most %llu", name, (unsigned long long)numel, (unsigned long long)most);
+        }
         return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"" NAME_FMT "\" is not part of this %s model", name,
                        c->arch == WL_ARCH_GPT2 ? "GPT-2" : "Llama-family");
     }
@@ -146,6 +161,34 @@ wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *
     return status;
 }
 
+/* Values a set of safetensors files for this config may hold beyond its weights: a stored copy of a tied head and,
+ * per layer, the buffers that carry no weights (ignorable's bounds; one more inv_freq for the model). */
+static uint64_t buffer_values(const wl_config *c) {
+    uint64_t L = (uint64_t)c->n_layers, n = 0;
+    if (c->tied_embeddings) n += ignorable(c, "lm_head.weight");
+    if (c->arch == WL_ARCH_GPT2) n += L * (ignorable(c, "h.0.attn.bias") + ignorable(c, "h.0.attn.masked_bias"));
+    else n += (L + 1) * ignorable(c, "rotary_emb.inv_freq");
+    return n;
+}
+
+wl_status wl_config_check_file_values(const wl_config *cfg, uint64_t values, int n_shards) {
+    if (!cfg) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_check_file_values: NULL argument");
+    uint64_t need = wl_config_n_params(cfg);
+    uint64_t most = need + buffer_values(cfg);
+    const char *files = n_shards > 1 ? "safetensors files" : "safetensors file";
+    const char *s = n_shards > 1 ? "" : "s";
+    /* Small shortfalls go on to name the first missing tensor; only a gross mismatch stops here. */
+    if (values < UINT64_MAX / 2 && need > 2 * values + 65536)
+        return wl_fail(WL_STATUS_NOT_FOUND, "config.json describes %llu parameters but the %s hold%s only %llu values",
+                       (unsigned long long)need, files, s, (unsigned long long)values);
+    /* Likewise small excesses go on to name the tensor stored twice or the buffer too large (wl_model_plan_shard). */
+    if (values > 2 * most + 65536)
+        return wl_fail(WL_STATUS_BAD_FORMAT, "the %s declare%s %llu values, far more than the %llu that config.json's model "
+                       "and its buffers can use (%llu parameters)",
+                       files, s, (unsigned long long)values, (unsigned long long)most, (unsigned long long)need);
+    return WL_OK;
+}
+
 wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_buffer *shards, int n_shards,
                            wl_model **out) {
     if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_load_hf: out is NULL");
@@ -173,12 +216,7 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
             values = values > UINT64_MAX - k ? UINT64_MAX : values + k;
         }
     }
-    uint64_t need = wl_config_n_params(&cfg);
-    /* Small shortfalls go on to name the first missing tensor; only a gross mismatch stops here. */
-    if (status == WL_OK && values < UINT64_MAX / 2 && need > 2 * values + 65536)
-        status = wl_fail(WL_STATUS_NOT_FOUND,
-                         "config.json describes %llu parameters but the safetensors file%s hold only %llu values",
-                         (unsigned long long)need, n_shards > 1 ? "s" : "", (unsigned long long)values);
+    if (status == WL_OK) status = wl_config_check_file_values(&cfg, values, n_shards);
 
     wl_model *m = NULL;
     if (status == WL_OK) status = wl_model_create(&cfg, &m);

@@ -90,7 +90,8 @@ export class Core {
     const reason = this.wasm.lastError() || this.wasm.statusName(status);
     const code = STATUS_CODES[status] ?? 'CORE_ERROR';
     const ErrorClass = STATUS_CLASSES[code] ?? CoreError;
-    throw new ErrorClass(`${what}: ${reason}`, { code, details: { status } });
+    // the core's messages often name their subject already ("safetensors: ..."): not twice
+    throw new ErrorClass(reason.startsWith(`${what}: `) ? reason : `${what}: ${reason}`, { code, details: { status } });
   }
 
   /** Run fn with n bytes of scratch memory, freed afterwards. */
@@ -229,6 +230,18 @@ export class Core {
       const n = this.x.wl_model_weight_bytes_for(cfgPtr, storage);
       if (n < 0) this.check(1, 'weight size');
       return n;
+    });
+  }
+
+  /**
+   * Refuse, before a model is allocated, safetensors shards whose headers declare `values` elements in all when that
+   * is far fewer than the config's parameters (NOT_FOUND) or more than its model and buffers can use (BAD_FORMAT).
+   * @param {Record<string, number>} cfg @param {number} values @param {number} nShards
+   */
+  checkFileValues(cfg, values, nShards) {
+    this.withScratch(CONFIG_BYTES, (cfgPtr) => {
+      this.writeConfig(cfgPtr, cfg);
+      this.check(this.x.wl_config_check_file_values(cfgPtr, values, nShards), 'safetensors');
     });
   }
 

@@ -321,13 +321,13 @@ function shardNames(files) {
 }
 
 /**
- * Stream one safetensors file into the model: header by Range, the core's plan of it, then tensor bytes into place.
- * @param {ShardLoad} load
+ * The header of one safetensors file (its first 8 + n bytes) by Range, and the number of values its tensors hold,
+ * from the core's parse of it: a header that does not tile the file exactly is refused here.
+ * @param {import('../core/core.js').Core} core
  * @param {ByteSource} src
- * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
+ * @returns {Promise<{ header: Uint8Array, values: number }>}
  */
-async function streamSafetensors(load, src, signal, halfMatrices) {
-  const { model } = load;
+async function readShardHeader(core, src) {
   if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
   const first = await src.readRange(0, 8);
   // Kept as a BigInt for the message: a hostile u64 printed through a double would show a rounded number.
@@ -335,13 +335,53 @@ async function streamSafetensors(load, src, signal, halfMatrices) {
   if (declared > BigInt(SAFETENSORS_MAX_HEADER) || 8n + declared > BigInt(src.size)) {
     throw new FormatError(`${src.name}: header length ${declared} is larger than allowed (${SAFETENSORS_MAX_HEADER} bytes) or than the ${src.size}-byte file`);
   }
-  const n = Number(declared);
-  const header = await src.readRange(0, 8 + n);
+  const header = await src.readRange(0, 8 + Number(declared));
+  let parsed;
+  try {
+    parsed = core.parseSafetensors(header, src.size);
+  } catch (err) {
+    throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
+  }
+  let values = 0;
+  for (const t of parsed.tensors) values += t.shape.reduce((a, d) => a * d, 1);
+  return { header, values };
+}
+
+/**
+ * Every shard's header, checked against the config before the model is allocated: a config that does not belong
+ * to the files, or headers declaring more than its model can use, fail here with nothing reserved or streamed.
+ * @param {import('../core/core.js').Core} core
+ * @param {Record<string, number>} cfg
+ * @param {string} name
+ * @param {ByteSource[]} sources
+ * @returns {Promise<Uint8Array[]>} the headers, in the order of sources
+ */
+async function checkShardHeaders(core, cfg, name, sources) {
+  const read = [];
+  for (const src of sources) read.push(await readShardHeader(core, src));
+  try {
+    core.checkFileValues(cfg, read.reduce((sum, r) => sum + r.values, 0), sources.length);
+  } catch (err) {
+    // the core's NOT_FOUND here means the files lack most of the config's weights
+    throw new FormatError(`${name}: ${err.message}`, { code: err.code === 'NOT_FOUND' ? 'MISSING_TENSOR' : err.code, cause: err });
+  }
+  return read.map((r) => r.header);
+}
+
+/**
+ * Stream one safetensors file into the model: the core's plan of its header, then tensor bytes into place.
+ * @param {ShardLoad} load
+ * @param {ByteSource} src
+ * @param {Uint8Array} header its first bytes, as readShardHeader read them
+ * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
+ */
+async function streamSafetensors(load, src, header, signal, halfMatrices) {
+  const { model } = load;
   let st;
   try {
     st = load.plan(header, src.size);
   } catch (err) {
-    // An unusable header, or a tensor the model cannot take: the core's code (BAD_FORMAT, SHAPE_MISMATCH, ...).
+    // A tensor the model cannot take: the core's code (BAD_FORMAT, SHAPE_MISMATCH, ...).
     throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
   }
   const plan = st.tensors.map((t) => ({ ...t, esize: DTYPE_SIZES[t.dtype] })).sort((a, b) => a.begin - b.begin);
@@ -463,9 +503,6 @@ export async function loadModel(core, source, options = {}) {
       const cfgText = await cfgSrc.text();
       const cfg = core.configFromHF(cfgText);
       nameOrPath = JSON.parse(cfgText)?._name_or_path ?? null;
-      checkMemory(core, cfg, dtype, name);
-      model = core.createModel(cfg, dtype);
-      const halfMatrices = new Map();
       let { indexName, shards } = shardNames(files);
       if (indexName) {
         const index = JSON.parse(await files.get(indexName).text());
@@ -473,9 +510,14 @@ export async function loadModel(core, source, options = {}) {
         for (const s of shards) if (!files.has(s)) throw new ModelSourceError(`${name}: shard ${s} named by ${indexName} is missing`);
       }
       if (!shards.length) throw new ModelSourceError(`${name}: no .safetensors weights`);
+      const sources = shards.map((s) => files.get(s));
+      const headers = await checkShardHeaders(core, cfg, name, sources);
+      checkMemory(core, cfg, dtype, name);
+      model = core.createModel(cfg, dtype);
+      const halfMatrices = new Map();
       const load = new ShardLoad(model);
       try {
-        for (const s of shards) await streamSafetensors(load, files.get(s), signal, halfMatrices);
+        for (const [i, src] of sources.entries()) await streamSafetensors(load, src, headers[i], signal, halfMatrices);
         try {
           load.finish();
         } catch (err) {
