@@ -353,7 +353,7 @@ describe('storage quota', () => {
     const needed = 50_000 + configBytes;
     expect(err.details).toEqual({ needed, available: 1000, quota: 1_000_000, usage: 999_000 });
     expect(err.message).toContain(`${needed} bytes`);
-    expect(err.message).toContain('1000 B free of 976.6 KB');
+    expect(err.message).toContain('1000 B free of 977 KB');
     expect(err.cause.name).toBe('QuotaExceededError');
     expect(Buffer.from((await store.load('existing')).weights).equals(Buffer.from(WEIGHTS))).toBe(true);
     store.close();

@@ -7,6 +7,7 @@ import {
   StorageFullError, UnsupportedError, WebLoRAError,
 } from '../errors.js';
 import { createKeyRecord, randomBytes, seal, unlockKeyRecord, unseal } from './crypto.js';
+import { formatBytes } from '../units.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -717,17 +718,4 @@ function byRecency(a, b) {
 
 function newId() {
   return Array.from(randomBytes(16), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** @param {number} n */
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
 }
