@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter_fixture.h"
 #include "io/io.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
@@ -560,22 +561,11 @@ static void test_streaming(void) {
 }
 
 static wl_adapter *every_module_adapter(wl_model *m, uint64_t seed, int dora) {
-    const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
-    int ranks[2 * WL_MAX_SLOTS];
-    float alphas[2 * WL_MAX_SLOTS];
-    for (int i = 0; i < L * S; i++) {
-        ranks[i] = 2 + i % 3;
-        alphas[i] = 4.0f;
-    }
     const int model_rank = dora ? 0 : 2; /* embedding and head LoRA too (DoRA adapts linear modules only) */
-    wl_lora_spec spec = {ranks, alphas, 0, dora, model_rank, 4.0f, model_rank, 4.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    if (!a) return NULL;
-    size_t n;
-    float *p = wl_adapter_params(a, &n);
-    wl_test_fill(p, n, seed, 0.3f);
-    return a;
+    return wl_test_adapter(m, &(wl_test_adapter_spec){.rank = 2, .rank_cycle = 3, .alpha = 4.0f, .dora = dora,
+                                                      .embed_rank = model_rank, .embed_alpha = 4.0f,
+                                                      .head_rank = model_rank, .head_alpha = 4.0f, .fill_seed = seed,
+                                                      .fill_scale = 0.3f});
 }
 
 /* Logits (training forward, prefill and decoding) and LoRA gradients of a quantised model equal those of an f32
@@ -655,19 +645,7 @@ static void test_model_vs_dequantised(const char *table) {
 
 /* Rank 2..4 on every linear module (PiSSA adapts no embedding or head), alpha 8 so no scale is 1. */
 static wl_adapter *linear_adapter(wl_model *m) {
-    const int n = wl_model_config(m)->n_layers * wl_model_n_slots(m);
-    int *ranks = malloc((size_t)n * sizeof(int));
-    float *alphas = malloc((size_t)n * sizeof(float));
-    for (int i = 0; i < n; i++) {
-        ranks[i] = 2 + i % 3;
-        alphas[i] = 8.0f;
-    }
-    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    free(ranks);
-    free(alphas);
-    return a;
+    return wl_test_adapter(m, &(wl_test_adapter_spec){.rank = 2, .rank_cycle = 3, .alpha = 8.0f});
 }
 
 /* (s B A)[o, j] of a module, in double. */
