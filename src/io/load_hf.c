@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "model/model.h"
 #include "wl_io.h"
 
 #define NAME_FMT "%.200s"
@@ -189,6 +190,45 @@ wl_status wl_config_check_file_values(const wl_config *cfg, uint64_t values, int
     return WL_OK;
 }
 
+/* "shard s of n: <reason>" for a failure of shard s (0-based) when there are several. */
+static wl_status in_shard(wl_status status, int s, int n_shards) {
+    if (status == WL_OK || n_shards < 2) return status;
+    char why[400];
+    snprintf(why, sizeof why, "%s", wl_last_error());
+    return wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
+}
+
+wl_status wl_config_check_shards(const wl_config *cfg, const wl_safetensors *const *shards, int n_shards) {
+    if (!cfg || !shards || n_shards < 1) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_check_shards: no shards");
+    uint64_t values = 0;
+    int most_tensors = 1;
+    for (int s = 0; s < n_shards; s++) {
+        if (!shards[s]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_check_shards: shard %d is NULL", s + 1);
+        for (int i = 0; i < shards[s]->n_tensors; i++) {
+            uint64_t k = shards[s]->tensors[i].numel;
+            values = values > UINT64_MAX - k ? UINT64_MAX : values + k;
+        }
+        if (shards[s]->n_tensors > most_tensors) most_tensors = shards[s]->n_tensors;
+    }
+    /* a gross mismatch first, before even the table is built */
+    wl_status status = wl_config_check_file_values(cfg, values, n_shards);
+    if (status != WL_OK) return status;
+    wl_model *layout = NULL;
+    status = wl_model_create_layout(cfg, &layout);
+    if (status != WL_OK) return status;
+    uint8_t *seen = wl_alloc((size_t)wl_model_n_tensors(layout), "tensor flags");
+    int *index = wl_alloc_array((size_t)most_tensors, sizeof *index, "load plan");
+    if (!seen || !index) status = WL_STATUS_OUT_OF_MEMORY;
+    else memset(seen, 0, (size_t)wl_model_n_tensors(layout));
+    for (int s = 0; s < n_shards && status == WL_OK; s++)
+        status = in_shard(wl_model_plan_shard(layout, shards[s], seen, index), s, n_shards);
+    if (status == WL_OK) status = wl_model_check_loaded(layout, seen);
+    wl_free(index);
+    wl_free(seen);
+    wl_model_free(layout);
+    return status;
+}
+
 wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_buffer *shards, int n_shards,
                            wl_model **out) {
     if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_load_hf: out is NULL");
@@ -199,24 +239,13 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
     wl_status status = wl_config_from_hf_json(config_json, config_len, &cfg);
     if (status != WL_OK) return status;
 
-    /* Parse every shard before allocating the model, so a config that does not belong to these files cannot
-     * make us allocate far more than the files could ever fill. */
+    /* Parse and check every shard against the config before allocating the model, so files that do not belong
+     * to it cannot make us allocate anything. */
     wl_safetensors **parsed = wl_alloc_array((size_t)n_shards, sizeof *parsed, "safetensors shards");
     if (!parsed) return WL_STATUS_OUT_OF_MEMORY;
-    uint64_t values = 0;
-    for (int s = 0; s < n_shards && status == WL_OK; s++) {
-        status = wl_st_parse(shards[s].data, shards[s].len, &parsed[s]);
-        if (status != WL_OK && n_shards > 1) {
-            char why[400];
-            snprintf(why, sizeof why, "%s", wl_last_error());
-            status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
-        }
-        for (int i = 0; status == WL_OK && i < parsed[s]->n_tensors; i++) {
-            uint64_t k = parsed[s]->tensors[i].numel;
-            values = values > UINT64_MAX - k ? UINT64_MAX : values + k;
-        }
-    }
-    if (status == WL_OK) status = wl_config_check_file_values(&cfg, values, n_shards);
+    for (int s = 0; s < n_shards && status == WL_OK; s++)
+        status = in_shard(wl_st_parse(shards[s].data, shards[s].len, &parsed[s]), s, n_shards);
+    if (status == WL_OK) status = wl_config_check_shards(&cfg, (const wl_safetensors *const *)parsed, n_shards);
 
     wl_model *m = NULL;
     if (status == WL_OK) status = wl_model_create(&cfg, &m);
@@ -226,14 +255,8 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
         seen = wl_alloc((size_t)n, "tensor flags");
         if (!seen) status = WL_STATUS_OUT_OF_MEMORY;
     }
-    for (int s = 0; s < n_shards && status == WL_OK; s++) {
-        status = wl_model_fill_from_safetensors(m, parsed[s], shards[s].data, shards[s].len, seen);
-        if (status != WL_OK && n_shards > 1) {
-            char why[400];
-            snprintf(why, sizeof why, "%s", wl_last_error());
-            status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
-        }
-    }
+    for (int s = 0; s < n_shards && status == WL_OK; s++)
+        status = in_shard(wl_model_fill_from_safetensors(m, parsed[s], shards[s].data, shards[s].len, seen), s, n_shards);
     if (status == WL_OK) status = wl_model_check_loaded(m, seen);
     for (int s = 0; s < n_shards; s++) wl_st_free(parsed[s]);
     wl_free(parsed);

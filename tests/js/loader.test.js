@@ -128,7 +128,7 @@ describe('shard headers against config.json, before the model is allocated', () 
     const header = {};
     let at = 0;
     for (const [name, dtype, shape, offsets] of entries) {
-      const size = shape.reduce((a, d) => a * d, 1) * { F32: 4, F16: 2, BF16: 2 }[dtype];
+      const size = shape.reduce((a, d) => a * d, 1) * { F32: 4, I32: 4, F16: 2, BF16: 2 }[dtype];
       header[name] = { dtype, shape, data_offsets: offsets ?? [at, at + size] };
       at += size;
     }
@@ -169,7 +169,7 @@ describe('shard headers against config.json, before the model is allocated', () 
     const { err, created } = await refusal({ 'model.safetensors': crafted(TENSORS()) },
       { ...CONFIG(), num_hidden_layers: 40, intermediate_size: 4096 });
     expect(err).toBeInstanceOf(FormatError);
-    expect(err).toMatchObject({ code: 'MISSING_TENSOR', message: expect.stringMatching(/^local model: safetensors: config\.json describes \d+ parameters but the safetensors file holds only \d+ values/) });
+    expect(err).toMatchObject({ code: 'MISSING_TENSOR', message: expect.stringMatching(/^model\.safetensors: safetensors: config\.json describes \d+ parameters but the safetensors file holds only \d+ values/) });
     expect(created).toBe(0);
   });
 
@@ -182,14 +182,38 @@ describe('shard headers against config.json, before the model is allocated', () 
     expect(created).toBe(0);
   });
 
-  test('a buffer larger than the config gives it is named before any tensor bytes are written; genuine ones load', async () => {
+  test('a buffer larger than the config gives it is named, nothing allocated; genuine ones load', async () => {
     const inv = (layer, n) => [`model.layers.${layer}.self_attn.rotary_emb.inv_freq`, 'F32', [n]];
-    const { err, written } = await refusal({ 'model.safetensors': crafted([...TENSORS(), inv(1, 3)]) });
-    expect(err).toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT',
+    const refused = await refusal({ 'model.safetensors': crafted([...TENSORS(), inv(1, 3)]) });
+    expect(refused.err).toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT',
       message: 'model.safetensors: safetensors: buffer "model.layers.1.self_attn.rotary_emb.inv_freq" declares 3 values; this model\'s config allows it at most 2' });
-    expect(written).toBe(false);
+    expect([refused.created, refused.written]).toEqual([0, false]);
     // what a real checkpoint carries: an inv_freq of head_dim / 2 per layer
     expect(await refusal({ 'model.safetensors': crafted([...TENSORS(), inv(0, 2), inv(1, 2)]) })).toEqual(LOADED);
+  });
+
+  test('a tensor of the wrong shape, dtype or name, one stored twice or one missing: named, nothing allocated', async () => {
+    const tensors = TENSORS();
+    const [first, , shape] = tensors[0];
+    const cases = [
+      [[[first, 'F32', [shape[1], shape[0]]], ...tensors.slice(1)], 'SHAPE_MISMATCH', new RegExp(`"${first}" has shape \\[${shape[1]}, ${shape[0]}\\]`)],
+      [[[first, 'I32', shape], ...tensors.slice(1)], 'UNSUPPORTED', /has dtype I32; weights must be/],
+      [[...tensors, ['model.layers.0.mlp.extra.weight', 'F32', [4]]], 'BAD_FORMAT', /"model\.layers\.0\.mlp\.extra\.weight" is not part of this Llama-family model/],
+      [tensors.slice(1), 'MISSING_TENSOR', new RegExp(`"${first}" is missing from the weights`)],
+    ];
+    for (const [entries, code, why] of cases) {
+      const { err, created, written } = await refusal({ 'model.safetensors': crafted(entries) });
+      expect(err).toBeInstanceOf(FormatError);
+      expect(err).toMatchObject({ code, message: expect.stringMatching(why) });
+      expect([created, written]).toEqual([0, false]);
+    }
+    const shards = await refusal({
+      'model-00001-of-00002.safetensors': crafted(tensors.slice(0, 9)),
+      'model-00002-of-00002.safetensors': crafted(tensors.slice(8)),
+    });
+    expect(shards.err).toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT',
+      message: expect.stringMatching(new RegExp(`shard 2 of 2: safetensors: tensor "${tensors[8][0]}" is stored more than once`)) });
+    expect(shards.created).toBe(0);
   });
 
   test('offsets inconsistent with the shape, a hole, an overlap or bytes past the file: BAD_FORMAT, nothing allocated', async () => {

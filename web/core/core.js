@@ -234,15 +234,30 @@ export class Core {
   }
 
   /**
-   * Refuse, before a model is allocated, safetensors shards whose headers declare `values` elements in all when that
-   * is far fewer than the config's parameters (NOT_FOUND) or more than its model and buffers can use (BAD_FORMAT).
-   * @param {Record<string, number>} cfg @param {number} values @param {number} nShards
+   * Check safetensors shards, from their headers, against a config before a model is allocated for them
+   * (wl_config_check_shards): their total size, every tensor's name, dtype and shape, buffers no larger than the
+   * config gives them, none stored twice, none missing (code NOT_FOUND).
+   * @param {Record<string, number>} cfg @param {{ header: Uint8Array, fileSize: number }[]} shards
    */
-  checkFileValues(cfg, values, nShards) {
-    this.withScratch(CONFIG_BYTES, (cfgPtr) => {
-      this.writeConfig(cfgPtr, cfg);
-      this.check(this.x.wl_config_check_file_values(cfgPtr, values, nShards), 'safetensors');
-    });
+  checkShards(cfg, shards) {
+    const copies = [];
+    const parsed = [];
+    try {
+      for (const { header, fileSize } of shards) {
+        const p = this.wasm.copyIn(header);
+        copies.push(p);
+        parsed.push(this.callOut('safetensors', (out) => this.x.wl_st_parse_header(p, header.byteLength, fileSize, out)));
+      }
+      this.withScratch(CONFIG_BYTES + 4 * parsed.length, (cfgPtr) => {
+        this.writeConfig(cfgPtr, cfg);
+        const list = cfgPtr + CONFIG_BYTES;
+        parsed.forEach((st, i) => { this.wasm.u32[(list >>> 2) + i] = st; });
+        this.check(this.x.wl_config_check_shards(cfgPtr, list, parsed.length), 'safetensors');
+      });
+    } finally {
+      for (const st of parsed) this.x.wl_st_free(st);
+      for (const p of copies) this.wasm.free(p);
+    }
   }
 
   /** The config of a llama2.c checkpoint of fileSize bytes from its first 28 bytes. @param {Uint8Array} header */

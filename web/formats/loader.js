@@ -321,11 +321,11 @@ function shardNames(files) {
 }
 
 /**
- * The header of one safetensors file (its first 8 + n bytes) by Range, and the number of values its tensors hold,
- * from the core's parse of it: a header that does not tile the file exactly is refused here.
+ * The header of one safetensors file (its first 8 + n bytes) by Range, parsed by the core: a header that does not
+ * tile the file exactly is refused here, naming the file.
  * @param {import('../core/core.js').Core} core
  * @param {ByteSource} src
- * @returns {Promise<{ header: Uint8Array, values: number }>}
+ * @returns {Promise<Uint8Array>}
  */
 async function readShardHeader(core, src) {
   if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
@@ -336,20 +336,18 @@ async function readShardHeader(core, src) {
     throw new FormatError(`${src.name}: header length ${declared} is larger than allowed (${SAFETENSORS_MAX_HEADER} bytes) or than the ${src.size}-byte file`);
   }
   const header = await src.readRange(0, 8 + Number(declared));
-  let parsed;
   try {
-    parsed = core.parseSafetensors(header, src.size);
+    core.parseSafetensors(header, src.size);
   } catch (err) {
     throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
   }
-  let values = 0;
-  for (const t of parsed.tensors) values += t.shape.reduce((a, d) => a * d, 1);
-  return { header, values };
+  return header;
 }
 
 /**
- * Every shard's header, checked against the config before the model is allocated: a config that does not belong
- * to the files, or headers declaring more than its model can use, fail here with nothing reserved or streamed.
+ * Every shard's header, checked against the config before the model is allocated (wl_config_check_shards): files
+ * that do not belong to the config, a tensor of the wrong name, dtype or shape, one stored twice or missing, or a
+ * buffer larger than the config gives it, fail here with nothing reserved and no tensor bytes fetched.
  * @param {import('../core/core.js').Core} core
  * @param {Record<string, number>} cfg
  * @param {string} name
@@ -357,15 +355,16 @@ async function readShardHeader(core, src) {
  * @returns {Promise<Uint8Array[]>} the headers, in the order of sources
  */
 async function checkShardHeaders(core, cfg, name, sources) {
-  const read = [];
-  for (const src of sources) read.push(await readShardHeader(core, src));
+  const headers = [];
+  for (const src of sources) headers.push(await readShardHeader(core, src));
   try {
-    core.checkFileValues(cfg, read.reduce((sum, r) => sum + r.values, 0), sources.length);
+    core.checkShards(cfg, headers.map((header, i) => ({ header, fileSize: sources[i].size })));
   } catch (err) {
-    // the core's NOT_FOUND here means the files lack most of the config's weights
-    throw new FormatError(`${name}: ${err.message}`, { code: err.code === 'NOT_FOUND' ? 'MISSING_TENSOR' : err.code, cause: err });
+    // The core's code (BAD_FORMAT, SHAPE_MISMATCH, UNSUPPORTED...); its NOT_FOUND means a model tensor no shard holds.
+    const where = sources.length === 1 ? sources[0].name : name;
+    throw new FormatError(`${where}: ${err.message}`, { code: err.code === 'NOT_FOUND' ? 'MISSING_TENSOR' : err.code, cause: err });
   }
-  return read.map((r) => r.header);
+  return headers;
 }
 
 /**
@@ -381,7 +380,7 @@ async function streamSafetensors(load, src, header, signal, halfMatrices) {
   try {
     st = load.plan(header, src.size);
   } catch (err) {
-    // A tensor the model cannot take: the core's code (BAD_FORMAT, SHAPE_MISMATCH, ...).
+    // checkShardHeaders planned this header on the config already: a failure here is the core's, not the file's
     throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
   }
   const plan = st.tensors.map((t) => ({ ...t, esize: DTYPE_SIZES[t.dtype] })).sort((a, b) => a.begin - b.begin);
