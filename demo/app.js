@@ -3,7 +3,7 @@
 // advice on its amount; checked training settings and a time estimate from a measured warm-up; training in the
 // package's Worker with live progress; before/after generations (through the chat template for chat models); saved
 // adapters in IndexedDB; offline use, installation and updates through the service worker.
-import { AlreadyExistsError, WebLoRA, cachedSize, deleteCachedModel, listCachedModels } from '../dist/weblora.js';
+import { AlreadyExistsError, WebLoRA, cachedSize, deleteCachedModel, formatBytes, listCachedModels } from '../dist/weblora.js';
 import { BUILT_IN, CATALOG, DEFAULT_HUB, hubFolder, parseHubBase, parseModelAddress } from './catalog.js';
 import {
   WASM_MEMORY_LIMIT, betterMeasurement, downloadBytes, expectedTokensPerSecond, parameterCount, shapeFromEngine,
@@ -90,20 +90,6 @@ const state = {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Small helpers
-
-/** @param {number | null | undefined} n */
-function formatBytes(n) {
-  if (n === null || n === undefined || !Number.isFinite(n)) return '–';
-  if (n < 1024) return `${n} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
 
 /** @param {number} seconds */
 function formatDuration(seconds) {

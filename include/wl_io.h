@@ -118,14 +118,31 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
 
 /* Which model tensor a safetensors entry (name, dtype, shape as stored in the file) fills: *index is its table
  * index, or -1 for entries that carry no weights and may be skipped (rotary inv_freq, GPT-2 attention mask
- * buffers, a stored copy of a tied head). Unknown names (WL_STATUS_BAD_FORMAT), non-float dtypes
- * (WL_STATUS_UNSUPPORTED) and wrong shapes (WL_STATUS_SHAPE_MISMATCH) fail with the name in the message. This is
- * the check a streaming loader runs on a header before any tensor bytes arrive. */
+ * buffers, a stored copy of a tied head), as long as they hold no more values than the config gives such a buffer
+ * (head_dim / 2, n_positions^2, the embedding's; else WL_STATUS_BAD_FORMAT). Unknown names (WL_STATUS_BAD_FORMAT),
+ * non-float dtypes (WL_STATUS_UNSUPPORTED) and wrong shapes (WL_STATUS_SHAPE_MISMATCH) fail with the name in the
+ * message. This is the check a streaming loader runs on a header before any tensor bytes arrive. */
 wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dtype, int ndim, const int64_t *shape,
                                 int *index);
 
+/* Before a model is allocated for safetensors shards: `values` is the sum of the element counts of every tensor
+ * their headers declare. Far fewer than the parameters config.json describes (WL_STATUS_NOT_FOUND: the config
+ * does not belong to these files) or far more than the model and the buffers a checkpoint may carry can use
+ * (WL_STATUS_BAD_FORMAT: a hostile or corrupt header, or files of a larger model) is refused, so a config cannot
+ * make a loader reserve memory the files could never fill, nor a header make it fetch bytes the model cannot use.
+ * Both bounds leave a factor of two, so that smaller mismatches reach wl_model_plan_shard, which names the tensor. */
+wl_status wl_config_check_file_values(const wl_config *cfg, uint64_t values, int n_shards);
+
+/* Every check of safetensors shards (their parsed headers) against a config, before a model is allocated for
+ * them: wl_config_check_file_values on their total, then wl_model_plan_shard of each on the config's tensor table
+ * (names, dtypes, shapes, buffer sizes, no tensor twice, "shard s of n: " before the reason when n > 1) and
+ * wl_model_check_loaded (none missing). A loader that passes this allocates the model and plans each shard again
+ * on it for the indices, which then cannot fail. */
+wl_status wl_config_check_shards(const wl_config *cfg, const wl_safetensors *const *shards, int n_shards);
+
 /* Loading a model from safetensors shards by any transport (wl_model_fill_from_safetensors from buffers here,
- * web/formats/loader.js streaming over HTTP): for each shard, wl_model_plan_shard maps file tensor i to the model tensor
+ * web/formats/loader.js streaming over HTTP): wl_config_check_shards on every shard's header first, then for each
+ * shard, wl_model_plan_shard maps file tensor i to the model tensor
  * index[i] it fills (-1: the entry carries no weights, as wl_model_match_tensor decides) and refuses a model tensor
  * stored twice, in this shard or an earlier one (WL_STATUS_BAD_FORMAT); seen holds one flag per model tensor
  * (wl_model_n_tensors bytes, zeroed before the first shard) and gets the planned tensors marked. The bytes then go

@@ -191,7 +191,7 @@ export class NumericError extends WebLoRAError {
  * @param {string} name
  */
 export function registerErrorClass(cls, name) {
-  if (registry.has(name) && registry.get(name) !== cls) throw new TypeError(`error class ${name} is already registered`);
+  if (registry.has(name) && registry.get(name) !== cls) throw new InvalidArgumentError(`error class ${name} is already registered`);
   Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true, enumerable: false });
   registry.set(name, cls);
 }

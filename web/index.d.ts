@@ -493,4 +493,6 @@ export declare class WasmAbortError extends WebLoRAError {}
 export declare const DEFAULT_CACHE_NAME: string;
 export declare function listCachedModels(options?: { cacheName?: string }): Promise<Array<{ base: string; files: Array<{ url: string; file: string; size: number }>; size: number }>>;
 export declare function cachedSize(options?: { cacheName?: string }): Promise<number>;
+/** A byte count as people read it: binary units, one decimal below 10 and none above ("9.5 MB", "977 KB"); '–' when unknown. */
+export declare function formatBytes(bytes: number | null | undefined): string;
 export declare function deleteCachedModel(base: string, options?: { cacheName?: string }): Promise<boolean>;

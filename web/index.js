@@ -8,3 +8,4 @@ export {
 } from './errors.js';
 export { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from './fetch/cache.js';
 export { env } from './env.js';
+export { formatBytes } from './units.js';

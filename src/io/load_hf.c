@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "model/model.h"
 #include "wl_io.h"
 
 #define NAME_FMT "%.200s"
@@ -26,11 +27,16 @@ static int gpt2_mask_buffer(const char *name) {
     return strcmp(name, ".attn.bias") == 0 || strcmp(name, ".attn.masked_bias") == 0;
 }
 
-/* File tensors that are not weights of the model and may be skipped. */
-static int ignorable(const wl_config *c, const char *name) {
-    if (c->tied_embeddings && strcmp(name, "lm_head.weight") == 0) return 1;
-    if (c->arch == WL_ARCH_GPT2) return gpt2_mask_buffer(name);
-    return ends_with(name, "rotary_emb.inv_freq");
+/* File tensors that are not weights of the model and may be skipped: how many values such a tensor may hold at most
+ * (a stored copy of a tied head: the embedding's; RoPE's inv_freq: one per rotated pair of a head; GPT-2's causal
+ * mask: n_positions^2, its masked_bias: one), or 0 when the name is no such tensor. */
+static uint64_t ignorable(const wl_config *c, const char *name) {
+    if (c->tied_embeddings && strcmp(name, "lm_head.weight") == 0) return (uint64_t)c->vocab_size * (uint64_t)c->dim;
+    if (c->arch == WL_ARCH_GPT2) {
+        if (!gpt2_mask_buffer(name)) return 0;
+        return ends_with(name, ".masked_bias") ? 1 : (uint64_t)c->max_seq_len * (uint64_t)c->max_seq_len;
+    }
+    return ends_with(name, "rotary_emb.inv_freq") ? (uint64_t)c->head_dim / 2 : 0;
 }
 
 /* Index of the model tensor a file name refers to, or -1. GPT-2 files name tensors with or without the
@@ -62,7 +68,17 @@ wl_status wl_model_match_tensor(const wl_model *model, const char *name, int dty
     const wl_config *c = wl_model_config(model);
     *index = resolve(model, name);
     if (*index < 0) {
-        if (ignorable(c, name)) return WL_OK;
+        uint64_t most = ignorable(c, name);
+        if (most) {
+            uint64_t numel = 1;
+            for (int d = 0; d < ndim; d++) { /* saturating: a hostile shape must not wrap to a small count */
+                uint64_t k = shape[d] < 0 ? UINT64_MAX : (uint64_t)shape[d];
+                numel = k && numel > UINT64_MAX / k ? UINT64_MAX : numel * k;
+            }
+            if (numel <= most) return WL_OK;
+            return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: buffer \"" NAME_FMT "\" declares %llu values; this model's "
+                           "config allows it at most %llu", name, (unsigned long long)numel, (unsigned long long)most);
+        }
         return wl_fail(WL_STATUS_BAD_FORMAT, "safetensors: tensor \"" NAME_FMT "\" is not part of this %s model", name,
                        c->arch == WL_ARCH_GPT2 ? "GPT-2" : "Llama-family");
     }
@@ -146,6 +162,73 @@ wl_status wl_model_fill_from_safetensors(wl_model *model, const wl_safetensors *
     return status;
 }
 
+/* Values a set of safetensors files for this config may hold beyond its weights: a stored copy of a tied head and,
+ * per layer, the buffers that carry no weights (ignorable's bounds; one more inv_freq for the model). */
+static uint64_t buffer_values(const wl_config *c) {
+    uint64_t L = (uint64_t)c->n_layers, n = 0;
+    if (c->tied_embeddings) n += ignorable(c, "lm_head.weight");
+    if (c->arch == WL_ARCH_GPT2) n += L * (ignorable(c, "h.0.attn.bias") + ignorable(c, "h.0.attn.masked_bias"));
+    else n += (L + 1) * ignorable(c, "rotary_emb.inv_freq");
+    return n;
+}
+
+wl_status wl_config_check_file_values(const wl_config *cfg, uint64_t values, int n_shards) {
+    if (!cfg) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_check_file_values: NULL argument");
+    uint64_t need = wl_config_n_params(cfg);
+    uint64_t most = need + buffer_values(cfg);
+    const char *files = n_shards > 1 ? "safetensors files" : "safetensors file";
+    const char *s = n_shards > 1 ? "" : "s";
+    /* Small shortfalls go on to name the first missing tensor; only a gross mismatch stops here. */
+    if (values < UINT64_MAX / 2 && need > 2 * values + 65536)
+        return wl_fail(WL_STATUS_NOT_FOUND, "config.json describes %llu parameters but the %s hold%s only %llu values",
+                       (unsigned long long)need, files, s, (unsigned long long)values);
+    /* Likewise small excesses go on to name the tensor stored twice or the buffer too large (wl_model_plan_shard). */
+    if (values > 2 * most + 65536)
+        return wl_fail(WL_STATUS_BAD_FORMAT, "the %s declare%s %llu values, far more than the %llu that config.json's model "
+                       "and its buffers can use (%llu parameters)",
+                       files, s, (unsigned long long)values, (unsigned long long)most, (unsigned long long)need);
+    return WL_OK;
+}
+
+/* "shard s of n: <reason>" for a failure of shard s (0-based) when there are several. */
+static wl_status in_shard(wl_status status, int s, int n_shards) {
+    if (status == WL_OK || n_shards < 2) return status;
+    char why[400];
+    snprintf(why, sizeof why, "%s", wl_last_error());
+    return wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
+}
+
+wl_status wl_config_check_shards(const wl_config *cfg, const wl_safetensors *const *shards, int n_shards) {
+    if (!cfg || !shards || n_shards < 1) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_check_shards: no shards");
+    uint64_t values = 0;
+    int most_tensors = 1;
+    for (int s = 0; s < n_shards; s++) {
+        if (!shards[s]) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_config_check_shards: shard %d is NULL", s + 1);
+        for (int i = 0; i < shards[s]->n_tensors; i++) {
+            uint64_t k = shards[s]->tensors[i].numel;
+            values = values > UINT64_MAX - k ? UINT64_MAX : values + k;
+        }
+        if (shards[s]->n_tensors > most_tensors) most_tensors = shards[s]->n_tensors;
+    }
+    /* a gross mismatch first, before even the table is built */
+    wl_status status = wl_config_check_file_values(cfg, values, n_shards);
+    if (status != WL_OK) return status;
+    wl_model *layout = NULL;
+    status = wl_model_create_layout(cfg, &layout);
+    if (status != WL_OK) return status;
+    uint8_t *seen = wl_alloc((size_t)wl_model_n_tensors(layout), "tensor flags");
+    int *index = wl_alloc_array((size_t)most_tensors, sizeof *index, "load plan");
+    if (!seen || !index) status = WL_STATUS_OUT_OF_MEMORY;
+    else memset(seen, 0, (size_t)wl_model_n_tensors(layout));
+    for (int s = 0; s < n_shards && status == WL_OK; s++)
+        status = in_shard(wl_model_plan_shard(layout, shards[s], seen, index), s, n_shards);
+    if (status == WL_OK) status = wl_model_check_loaded(layout, seen);
+    wl_free(index);
+    wl_free(seen);
+    wl_model_free(layout);
+    return status;
+}
+
 wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_buffer *shards, int n_shards,
                            wl_model **out) {
     if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_load_hf: out is NULL");
@@ -156,29 +239,13 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
     wl_status status = wl_config_from_hf_json(config_json, config_len, &cfg);
     if (status != WL_OK) return status;
 
-    /* Parse every shard before allocating the model, so a config that does not belong to these files cannot
-     * make us allocate far more than the files could ever fill. */
+    /* Parse and check every shard against the config before allocating the model, so files that do not belong
+     * to it cannot make us allocate anything. */
     wl_safetensors **parsed = wl_alloc_array((size_t)n_shards, sizeof *parsed, "safetensors shards");
     if (!parsed) return WL_STATUS_OUT_OF_MEMORY;
-    uint64_t values = 0;
-    for (int s = 0; s < n_shards && status == WL_OK; s++) {
-        status = wl_st_parse(shards[s].data, shards[s].len, &parsed[s]);
-        if (status != WL_OK && n_shards > 1) {
-            char why[400];
-            snprintf(why, sizeof why, "%s", wl_last_error());
-            status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
-        }
-        for (int i = 0; status == WL_OK && i < parsed[s]->n_tensors; i++) {
-            uint64_t k = parsed[s]->tensors[i].numel;
-            values = values > UINT64_MAX - k ? UINT64_MAX : values + k;
-        }
-    }
-    uint64_t need = wl_config_n_params(&cfg);
-    /* Small shortfalls go on to name the first missing tensor; only a gross mismatch stops here. */
-    if (status == WL_OK && values < UINT64_MAX / 2 && need > 2 * values + 65536)
-        status = wl_fail(WL_STATUS_NOT_FOUND,
-                         "config.json describes %llu parameters but the safetensors file%s hold only %llu values",
-                         (unsigned long long)need, n_shards > 1 ? "s" : "", (unsigned long long)values);
+    for (int s = 0; s < n_shards && status == WL_OK; s++)
+        status = in_shard(wl_st_parse(shards[s].data, shards[s].len, &parsed[s]), s, n_shards);
+    if (status == WL_OK) status = wl_config_check_shards(&cfg, (const wl_safetensors *const *)parsed, n_shards);
 
     wl_model *m = NULL;
     if (status == WL_OK) status = wl_model_create(&cfg, &m);
@@ -188,14 +255,8 @@ wl_status wl_model_load_hf(const char *config_json, size_t config_len, const wl_
         seen = wl_alloc((size_t)n, "tensor flags");
         if (!seen) status = WL_STATUS_OUT_OF_MEMORY;
     }
-    for (int s = 0; s < n_shards && status == WL_OK; s++) {
-        status = wl_model_fill_from_safetensors(m, parsed[s], shards[s].data, shards[s].len, seen);
-        if (status != WL_OK && n_shards > 1) {
-            char why[400];
-            snprintf(why, sizeof why, "%s", wl_last_error());
-            status = wl_fail(status, "shard %d of %d: %s", s + 1, n_shards, why);
-        }
-    }
+    for (int s = 0; s < n_shards && status == WL_OK; s++)
+        status = in_shard(wl_model_fill_from_safetensors(m, parsed[s], shards[s].data, shards[s].len, seen), s, n_shards);
     if (status == WL_OK) status = wl_model_check_loaded(m, seen);
     for (int s = 0; s < n_shards; s++) wl_st_free(parsed[s]);
     wl_free(parsed);

@@ -4,6 +4,7 @@
  * modules it touched (f32, or the quantised blocks), which is what an exact restore needs: adding and then
  * subtracting the same update does not give W back in floating point. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/parallel.h"
@@ -257,17 +258,21 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     float *Vt = wl_alloc_array(max_r * max_in, sizeof(float), "PiSSA Vt");
     float *S = wl_alloc_array(max_r, sizeof(float), "PiSSA S");
     float *init = a->pissa_init ? a->pissa_init : wl_alloc_array(a->n_params, sizeof(float), "PiSSA initial factors");
+    /* the adapter's weights as they were, for a failure after the factors have replaced them */
+    float *saved = wl_alloc_array(a->n_params, sizeof(float), "adapter weights before PiSSA");
     /* a quantised base: one module's weight dequantised, then its residual before it is quantised again */
     const int quantised = m->storage != WL_STORAGE_F32;
     float *dense = quantised ? wl_alloc_array(max_out * max_in, sizeof(float), "PiSSA dequantised weight") : NULL;
-    if (!U || !Vt || !S || !init || (quantised && !dense)) {
+    if (!U || !Vt || !S || !init || !saved || (quantised && !dense)) {
         wl_free(U);
         wl_free(Vt);
         wl_free(S);
         wl_free(dense);
+        wl_free(saved);
         if (init != a->pissa_init) wl_free(init);
         return WL_STATUS_OUT_OF_MEMORY;
     }
+    memcpy(saved, a->params, a->n_params * sizeof(float));
     wl_svd_options opt = wl_svd_default_options();
     /* power_iters < 0: the accurate variant (exact for small modules, otherwise many power iterations). */
     opt.power_iters = power_iters < 0 ? 16 : power_iters;
@@ -295,6 +300,8 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
     wl_free(S);
     if (st == WL_OK) st = wl_model_push_edit(m, a, WL_EDIT_PISSA, 1.0f);
     if (st != WL_OK) {
+        memcpy(a->params, saved, a->n_params * sizeof(float));
+        wl_free(saved);
         wl_free(dense);
         if (init != a->pissa_init) wl_free(init);
         return st;
@@ -317,14 +324,24 @@ wl_status wl_adapter_init_pissa(wl_model *m, wl_adapter *a, int power_iters, uin
         wl_parallel_for(job.pieces, residual_task, &job);
         for (int r = 0; r < lin->out && st == WL_OK; r++)
             st = wl_qweight_quantize_row(lin->qw, r, dense + (size_t)r * lin->in, "PiSSA residual");
+        if (st != WL_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", wl_last_error());
+            st = wl_fail(st, "PiSSA cannot keep the residual of layer %d %s in this %s base (%s); the base and the adapter "
+                         "are unchanged (load the model with dtype 'f32' for PiSSA on these weights)",
+                         mod->layer, wl_slot_name(m, mod->layer, mod->slot), m->storage == WL_STORAGE_Q8 ? "q8" : "q4", why);
+        }
     }
     wl_free(dense);
     if (st != WL_OK) {
-        /* a residual that cannot be quantised (too large for f16 scales): the base as it was */
+        /* a residual that cannot be quantised (too large for f16 scales): the base and the adapter as they were */
         wl_model_pop_edit(m, m->n_edits - 1);
+        memcpy(a->params, saved, a->n_params * sizeof(float));
+        wl_free(saved);
         if (init != a->pissa_init) wl_free(init);
         return st;
     }
+    wl_free(saved);
     memcpy(init, a->params, a->n_params * sizeof(float));
     a->pissa_init = init;
     return WL_OK;

@@ -241,7 +241,8 @@ wl_status wl_model_create(const wl_config *cfg, wl_model **out) { return wl_mode
 
 int wl_model_storage(const wl_model *m) { return m ? m->storage : WL_STORAGE_F32; }
 
-wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model **out) {
+/* with_weights 0: the tensor table alone (wl_model_create_layout), nothing the weights or the dequantisation need */
+static wl_status create_model(const wl_config *cfg, int storage, int with_weights, wl_model **out) {
     if (!out) return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_create: out is NULL");
     *out = NULL;
     wl_status st = wl_config_validate(cfg);
@@ -285,13 +286,14 @@ wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model 
     m->n_qweights = tb.n_q;
     m->tensors = wl_alloc_array((size_t)tb.count, sizeof *m->tensors, "tensor table");
     m->blocks = wl_alloc_array((size_t)c->n_layers, sizeof *m->blocks, "model blocks");
-    m->params = wl_alloc_array(m->n_params, sizeof(float), "model weights");
+    /* a layout is created in f32 storage, so it has no quantised matrices either */
+    m->params = with_weights ? wl_alloc_array(m->n_params, sizeof(float), "model weights") : NULL;
     if (tb.n_q) {
         m->qweights = wl_alloc_array((size_t)tb.n_q, sizeof *m->qweights, "quantised weight table");
         m->qtile_floats = wl_qgemm_tile_floats(tb.q_max_cols, tb.q_max_numel);
         m->qtile = wl_alloc_array(m->qtile_floats, sizeof(float), "dequantisation panel");
     }
-    if (!m->tensors || !m->blocks || !m->params || (tb.n_q && (!m->qweights || !m->qtile))) {
+    if (!m->tensors || !m->blocks || (with_weights && !m->params) || (tb.n_q && (!m->qweights || !m->qtile))) {
         wl_model_free(m);
         return WL_STATUS_OUT_OF_MEMORY;
     }
@@ -307,6 +309,12 @@ wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model 
     *out = m;
     return WL_OK;
 }
+
+wl_status wl_model_create_quantized(const wl_config *cfg, int storage, wl_model **out) {
+    return create_model(cfg, storage, 1, out);
+}
+
+wl_status wl_model_create_layout(const wl_config *cfg, wl_model **out) { return create_model(cfg, WL_STORAGE_F32, 0, out); }
 
 static void free_act_buffers(wl_acts *a) {
     wl_free(a->buffer);
@@ -360,7 +368,7 @@ wl_status wl_model_tensor(const wl_model *m, int index, wl_tensor_info *info) {
         return wl_fail(WL_STATUS_INVALID_ARGUMENT, "wl_model_tensor: index %d out of range [0, %d)", index, m->n_tensors);
     const wl_tensor_rec *t = &m->tensors[index];
     info->name = t->name;
-    info->data = t->qindex < 0 ? m->params + t->offset : NULL;
+    info->data = t->qindex < 0 && m->params ? m->params + t->offset : NULL; /* NULL: quantised, or a layout */
     info->grad = m->grads && t->qindex < 0 ? m->grads + t->offset : NULL;
     info->storage = t->qindex < 0 ? WL_STORAGE_F32 : m->qweights[t->qindex].storage;
     info->ndim = t->ndim;

@@ -229,6 +229,11 @@ static inline const char *wl_slot_name(const wl_model *m, int layer, int slot) {
 /* Shape compatibility of an adapter with a model. */
 int wl_adapter_fits(const wl_adapter *a, const wl_model *m);
 
+/* The tensor table of a model of cfg without its weights (names, shapes, order), so that files can be checked
+ * against the config before a model is allocated. Only wl_model_n_tensors / tensor / find_tensor / match_tensor /
+ * plan_shard / check_loaded / config and wl_model_free may be given it. */
+wl_status wl_model_create_layout(const wl_config *cfg, wl_model **out);
+
 /* Apply / undo a base edit: backup the touched weights of a's modules, or restore them. */
 wl_status wl_model_push_edit(wl_model *m, const wl_adapter *a, int kind, float weight);
 int wl_model_find_edit(const wl_model *m, const wl_adapter *a);

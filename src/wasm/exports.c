@@ -104,6 +104,10 @@ EXPORT(wl_config_to_hf_json) int wlx_config_to_hf_json(const wl_config *cfg, cha
 EXPORT(wl_config_from_hf_json) int wlx_config_from_hf_json(const char *json, size_t len, wl_config *cfg) {
     return wl_config_from_hf_json(json, len, cfg);
 }
+EXPORT(wl_config_check_shards) int wlx_config_check_shards(const wl_config *c, const wl_safetensors *const *shards,
+                                                           int n_shards) {
+    return wl_config_check_shards(c, shards, n_shards);
+}
 EXPORT(wl_model_plan_shard) int wlx_model_plan_shard(const wl_model *m, const wl_safetensors *st, uint8_t *seen,
                                                      int *index) {
     return wl_model_plan_shard(m, st, seen, index);

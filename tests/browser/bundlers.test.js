@@ -48,11 +48,12 @@ const contentSecurityPolicy = ({ workers, more = [] }, modelHost) => [
 ].join('; ');
 
 /**
- * How many builds of the core the JavaScript under `dir` carries: gzip streams in base64 (they open with "H4sI").
+ * How many builds of the core the JavaScript under `dir` carries: string literals of gzip streams in base64 (they
+ * open with "H4sI"; only at a quote, since the same four characters turn up inside a build's base64 by chance).
  * @param {string} dir
  */
 const carriedCores = (dir) => readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'))
-  .reduce((n, f) => n + (readFileSync(path.join(dir, f), 'utf8').match(/H4sI[A-Za-z0-9+/]{10000}/g) ?? []).length, 0);
+  .reduce((n, f) => n + (readFileSync(path.join(dir, f), 'utf8').match(/(?<=["'`])H4sI[A-Za-z0-9+/]{10000}/g) ?? []).length, 0);
 
 /**
  * Each way to ship the app: build it in `dir`; the folder to serve (the page is its index.html), what its

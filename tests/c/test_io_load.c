@@ -498,6 +498,12 @@ static void test_hf_variants(void) {
     m = NULL;
     CHECK_OK(load_llama_variant(&s, "", &m));
     wl_model_free(m);
+    /* ... but not one that makes the file larger than the config's model and buffers could ever use */
+    int64_t huge[1] = {1 << 16};
+    add_tensor(&s, "model.layers.1.self_attn.rotary_emb.inv_freq", WL_DTYPE_F32, 1, huge, NULL);
+    expect_llama_fail(&s, "", WL_STATUS_BAD_FORMAT, "declares 65536 values; this model's config allows it at most 2",
+                      "a buffer beyond what the config gives it");
+    remove_tensor(&s, s.n - 1);
     add_tensor(&s, "model.layers.0.self_attn.q_norm.weight", WL_DTYPE_F32, 1, eight, NULL);
     expect_llama_fail(&s, "", WL_STATUS_BAD_FORMAT, "model.layers.0.self_attn.q_norm.weight", "unknown tensor");
     remove_tensor(&s, s.n - 1);
@@ -550,6 +556,26 @@ static void test_hf_variants(void) {
         CHECK_STATUS(wl_model_load_hf(big, strlen(big), &shard, 1, &m), WL_STATUS_NOT_FOUND);
         CHECK(strstr(wl_last_error(), "parameters") != NULL && m == NULL);
         free(buf);
+    }
+
+    /* The bounds on what the files of a config may declare, at their edges: far fewer values than its parameters
+     * (the config is not theirs) or far more than its weights plus the buffers a checkpoint carries (an inv_freq
+     * per layer and one for the model) are refused before anything is allocated. */
+    {
+        char text[1024];
+        snprintf(text, sizeof text, LLAMA_CONFIG, "");
+        wl_config c;
+        CHECK_OK(wl_config_from_hf_json(text, strlen(text), &c));
+        uint64_t need = wl_config_n_params(&c);
+        uint64_t most = 2 * (need + (uint64_t)(c.n_layers + 1) * (uint64_t)(c.head_dim / 2)) + 65536;
+        uint64_t fewest = (need - 65536 + 1) / 2; /* the least values with need <= 2 * values + 65536 */
+        CHECK_OK(wl_config_check_file_values(&c, most, 1));
+        CHECK_STATUS(wl_config_check_file_values(&c, most + 1, 2), WL_STATUS_BAD_FORMAT);
+        CHECK(strstr(wl_last_error(), "safetensors files declare") != NULL);
+        CHECK_OK(wl_config_check_file_values(&c, fewest, 1));
+        CHECK_STATUS(wl_config_check_file_values(&c, fewest - 1, 1), WL_STATUS_NOT_FOUND);
+        CHECK_STATUS(wl_config_check_file_values(&c, UINT64_MAX, 1), WL_STATUS_BAD_FORMAT);
+        CHECK_STATUS(wl_config_check_file_values(NULL, need, 1), WL_STATUS_INVALID_ARGUMENT);
     }
 
     /* Shards: a clean split loads the same model; an overlap is refused naming the shard. */

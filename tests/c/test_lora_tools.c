@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter_fixture.h"
 #include "golden.h"
 #include "testutil.h"
 #include "weblora.h"
@@ -50,24 +51,10 @@ static wl_model *small_gpt2(void) {
 }
 
 static wl_adapter *random_adapter(wl_model *m, int rank, float alpha, uint64_t seed, int slot_mask) {
-    const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
-    int *ranks = calloc((size_t)L * S, sizeof(int));
-    float *alphas = calloc((size_t)L * S, sizeof(float));
-    for (int i = 0; i < L * S; i++) {
-        if (slot_mask & (1 << (i % S))) {
-            ranks[i] = rank;
-            alphas[i] = alpha;
-        }
-    }
-    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    free(ranks);
-    free(alphas);
-    size_t n;
-    float *p = wl_adapter_params(a, &n);
-    wl_test_fill(p, n, seed, 0.2f);
-    return a;
+    int slot_rank[WL_MAX_SLOTS];
+    for (int s = 0; s < WL_MAX_SLOTS; s++) slot_rank[s] = slot_mask & (1 << s) ? rank : 0;
+    return wl_test_adapter(m, &(wl_test_adapter_spec){.slot_rank = slot_rank, .alpha = alpha, .fill_seed = seed,
+                                                      .fill_scale = 0.2f});
 }
 
 static float *logits_of(wl_model *m, const int32_t *ids, int T) {

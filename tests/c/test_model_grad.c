@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter_fixture.h"
 #include "kernels/kernels.h"
 #include "layers/layers.h"
 #include "testutil.h"
@@ -75,25 +76,9 @@ static void randomize(wl_model *m, uint64_t seed) {
 }
 
 static wl_adapter *make_adapter(wl_model *m, const int *slot_rank, int first_layer, uint64_t seed, int rslora, int dora) {
-    const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
-    int *ranks = calloc((size_t)L * S, sizeof(int));
-    float *alphas = calloc((size_t)L * S, sizeof(float));
-    for (int l = first_layer; l < L; l++) {
-        for (int s = 0; s < S; s++) {
-            ranks[l * S + s] = slot_rank[s];
-            alphas[l * S + s] = 2.0f * (float)(slot_rank[s] + 1);
-        }
-    }
-    wl_lora_spec spec = {ranks, alphas, rslora, dora, 0, 0.0f, 0, 0.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    free(ranks);
-    free(alphas);
-    if (!a) return NULL;
-    size_t n;
-    float *p = wl_adapter_params(a, &n);
-    wl_test_fill(p, n, seed, 0.3f);
-    return a;
+    return wl_test_adapter(m, &(wl_test_adapter_spec){.slot_rank = slot_rank, .first_layer = first_layer, .alpha = 2.0f,
+                                                      .alpha_per_rank = 2.0f, .rslora = rslora, .dora = dora,
+                                                      .fill_seed = seed, .fill_scale = 0.3f});
 }
 
 typedef struct batch {
@@ -316,28 +301,20 @@ static void model_level_case(const char *what, wl_config cfg, const int *slot_ra
     CHECK_OK(wl_model_create(&cfg, &m));
     if (!m) return;
     randomize(m, 13);
-    const int B = 2, T = 5, L = cfg.n_layers, S = wl_model_n_slots(m);
+    const int B = 2, T = 5;
     CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
-    int *ranks = calloc((size_t)L * S, sizeof(int));
-    float *alphas = calloc((size_t)L * S, sizeof(float));
-    for (int i = 0; slot_rank && i < L * S; i++) {
-        ranks[i] = slot_rank[i % S];
-        alphas[i] = 3.0f;
-    }
     /* scales 8 and 6: gradients large enough for float32 differences of a loss near 3 (at 0.75 the head-only
      * case's directional derivatives were 2e-3, where the differences' own error of ~6e-5 is 3% of it) */
-    wl_lora_spec spec = {ranks, alphas, 0, 0, embed_rank, 8.0f * (float)embed_rank, head_rank, 6.0f * (float)head_rank};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    free(ranks);
-    free(alphas);
+    wl_adapter *a = wl_test_adapter(m, &(wl_test_adapter_spec){.slot_rank = slot_rank, .alpha = 3.0f,
+                                                               .embed_rank = embed_rank, .embed_alpha = 8.0f * (float)embed_rank,
+                                                               .head_rank = head_rank, .head_alpha = 6.0f * (float)head_rank,
+                                                               .fill_seed = 21, .fill_scale = 0.3f});
     if (!a) {
         wl_model_free(m);
         return;
     }
     size_t n;
     float *p = wl_adapter_params(a, &n);
-    wl_test_fill(p, n, 21, 0.3f);
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     CHECK_OK(wl_model_set_trainable(m, a));
     CHECK_OK(wl_model_set_lora_dropout(m, dropout, 5, 1));
@@ -575,25 +552,14 @@ static void recompute_case(const recompute_spec *c) {
     const int L = c->cfg.n_layers, S = wl_model_n_slots(m);
     wl_adapter *a = NULL;
     if (c->slot_rank) {
-        int *ranks = calloc((size_t)L * S, sizeof(int));
-        float *alphas = calloc((size_t)L * S, sizeof(float));
-        for (int l = c->first_layer; l < L; l++) {
-            for (int s = 0; s < S; s++) {
-                ranks[l * S + s] = c->slot_rank[s];
-                alphas[l * S + s] = 4.0f;
-            }
-        }
-        wl_lora_spec spec = {ranks, alphas, 0, c->dora, c->embed_rank, 8.0f, c->head_rank, 6.0f};
-        CHECK_OK(wl_adapter_create(m, &spec, &a));
-        free(ranks);
-        free(alphas);
+        a = wl_test_adapter(m, &(wl_test_adapter_spec){.slot_rank = c->slot_rank, .first_layer = c->first_layer,
+                                                       .alpha = 4.0f, .dora = c->dora, .embed_rank = c->embed_rank,
+                                                       .embed_alpha = 8.0f, .head_rank = c->head_rank, .head_alpha = 6.0f,
+                                                       .fill_seed = 29, .fill_scale = 0.3f});
         if (!a) {
             wl_model_free(m);
             return;
         }
-        size_t n;
-        float *p = wl_adapter_params(a, &n);
-        wl_test_fill(p, n, 29, 0.3f);
         if (c->dora) CHECK_OK(wl_adapter_init_dora(m, a));
         CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
         CHECK_OK(wl_model_set_trainable(m, a));

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter_fixture.h"
 #include "io/io.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
@@ -560,22 +561,11 @@ static void test_streaming(void) {
 }
 
 static wl_adapter *every_module_adapter(wl_model *m, uint64_t seed, int dora) {
-    const int L = wl_model_config(m)->n_layers, S = wl_model_n_slots(m);
-    int ranks[2 * WL_MAX_SLOTS];
-    float alphas[2 * WL_MAX_SLOTS];
-    for (int i = 0; i < L * S; i++) {
-        ranks[i] = 2 + i % 3;
-        alphas[i] = 4.0f;
-    }
     const int model_rank = dora ? 0 : 2; /* embedding and head LoRA too (DoRA adapts linear modules only) */
-    wl_lora_spec spec = {ranks, alphas, 0, dora, model_rank, 4.0f, model_rank, 4.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    if (!a) return NULL;
-    size_t n;
-    float *p = wl_adapter_params(a, &n);
-    wl_test_fill(p, n, seed, 0.3f);
-    return a;
+    return wl_test_adapter(m, &(wl_test_adapter_spec){.rank = 2, .rank_cycle = 3, .alpha = 4.0f, .dora = dora,
+                                                      .embed_rank = model_rank, .embed_alpha = 4.0f,
+                                                      .head_rank = model_rank, .head_alpha = 4.0f, .fill_seed = seed,
+                                                      .fill_scale = 0.3f});
 }
 
 /* Logits (training forward, prefill and decoding) and LoRA gradients of a quantised model equal those of an f32
@@ -655,19 +645,7 @@ static void test_model_vs_dequantised(const char *table) {
 
 /* Rank 2..4 on every linear module (PiSSA adapts no embedding or head), alpha 8 so no scale is 1. */
 static wl_adapter *linear_adapter(wl_model *m) {
-    const int n = wl_model_config(m)->n_layers * wl_model_n_slots(m);
-    int *ranks = malloc((size_t)n * sizeof(int));
-    float *alphas = malloc((size_t)n * sizeof(float));
-    for (int i = 0; i < n; i++) {
-        ranks[i] = 2 + i % 3;
-        alphas[i] = 8.0f;
-    }
-    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
-    free(ranks);
-    free(alphas);
-    return a;
+    return wl_test_adapter(m, &(wl_test_adapter_spec){.rank = 2, .rank_cycle = 3, .alpha = 8.0f});
 }
 
 /* (s B A)[o, j] of a module, in double. */
@@ -869,6 +847,62 @@ static void test_pissa_on_quantised_base(void) {
     }
 }
 
+/* A residual that cannot be quantised again. Layer 1's q_proj (64 x 64) holds four 32 x 32 blocks of one value each,
+ * M [[1, 1], [1, -0.85]], with M at 0.96 of the largest magnitude the storage's f16 scales reach (q8: 65504 * 127,
+ * q4: 65504), so the base itself quantises. Its best rank-1 approximation leaves a residual 8% larger than M (numpy:
+ * max |S - S_1| = 1.0806 max |S| for S = [[1, 1], [1, -0.85]], singular values 1.437 and 1.287), beyond those
+ * scales. PiSSA of rank 1 then fails with WL_STATUS_NUMERIC naming that module, after the residuals of every layer-0
+ * module have already replaced their blocks; the base must be as it was bit for bit, and the adapter too (its
+ * factors had replaced its weights), and it must not count as PiSSA. */
+static void test_pissa_residual_beyond_f16(void) {
+    const wl_config cfg = small_llama(64, 0, 0);
+    for (int si = 0; si < 2; si++) {
+        const int storage = STORAGES[si];
+        const char *name = storage_name(storage);
+        wl_model *q = NULL;
+        CHECK_OK(wl_model_create_quantized(&cfg, storage, &q));
+        if (!q) return;
+        fill_model(q, WL_DTYPE_F32, 1 << 20);
+        int hostile = -1;
+        CHECK_OK(wl_model_find_tensor(q, "model.layers.1.self_attn.q_proj.weight", &hostile));
+        const float M = 0.96f * (storage == WL_STORAGE_Q8 ? 65504.0f * 127.0f : 65504.0f);
+        float *w = malloc(64 * 64 * sizeof(float));
+        for (int o = 0; o < 64; o++) {
+            for (int c = 0; c < 64; c++) w[o * 64 + c] = o >= 32 && c >= 32 ? -0.85f * M : M;
+        }
+        CHECK_OK(wl_model_write_tensor(q, hostile, WL_DTYPE_F32, 0, 64 * 64, w));
+        free(w);
+        wl_adapter *a = wl_test_adapter(q, &(wl_test_adapter_spec){.rank = 1, .alpha = 8.0f, .fill_seed = 5, .fill_scale = 0.3f});
+        if (!a) return;
+        /* the base's blocks and the adapter's weights before */
+        wl_qweight *orig = calloc((size_t)q->n_qweights, sizeof *orig);
+        for (int i = 0; i < q->n_qweights; i++) CHECK_OK(wl_qweight_clone(&orig[i], &q->qweights[i]));
+        size_t n;
+        const float *p = wl_adapter_params(a, &n);
+        float *params = malloc(n * sizeof(float));
+        memcpy(params, p, n * sizeof(float));
+
+        CHECK_STATUS(wl_adapter_init_pissa(q, a, -1, 11), WL_STATUS_NUMERIC);
+        const char *why = wl_last_error();
+        CHECK_MSG(strstr(why, "layer 1 self_attn.q_proj") && strstr(why, "too large for f16 block scales") &&
+                      strstr(why, "the base and the adapter are unchanged"),
+                  "%s: the error does not say which module failed and why: %s", name, why);
+        int changed = 0;
+        for (int i = 0; i < q->n_qweights; i++) changed += !same_qweight(&q->qweights[i], &orig[i]);
+        CHECK_MSG(changed == 0, "%s: %d quantised matrices differ from the base's after the failed PiSSA", name, changed);
+        CHECK_MSG(memcmp(p, params, n * sizeof(float)) == 0, "%s: the failed PiSSA changed the adapter's weights", name);
+        CHECK(!wl_adapter_is_pissa(a) && q->n_edits == 0 && wl_model_edit_bytes(q) == 0);
+        /* the model and the adapter still work together: a plain LoRA on the base it was */
+        CHECK_OK(wl_model_set_adapters(q, &a, NULL, 1));
+        CHECK_OK(wl_model_set_adapters(q, NULL, NULL, 0));
+        for (int i = 0; i < q->n_qweights; i++) wl_qweight_free(&orig[i]);
+        free(orig);
+        free(params);
+        wl_adapter_free(a);
+        wl_model_free(q);
+    }
+}
+
 static void test_refused_on_quantised_base(void) {
     wl_config c = small_llama(40, 0, 0);
     wl_model *q = NULL;
@@ -914,6 +948,7 @@ int main(void) {
     test_model_vs_dequantised("wasmsimd");
     test_model_vs_dequantised("wasmrelaxed");
     test_pissa_on_quantised_base();
+    test_pissa_residual_beyond_f16();
     test_refused_on_quantised_base();
     return wl_test_summary("test_quant");
 }

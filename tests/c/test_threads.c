@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter_fixture.h"
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "testutil.h"
@@ -334,17 +335,12 @@ static void training_case(const wl_kernels *k, outputs *out) {
         if (t.ndim == 1 && strstr(t.name, "weight"))
             for (size_t e = 0; e < t.numel; e++) t.data[e] += 1.0f;
     }
-    const int L = g_config.n_layers, S = wl_model_n_slots(m), B = 3, T = 21;
-    int ranks[64];
-    float alphas[64];
-    for (int i = 0; i < L * S; i++) ranks[i] = 8, alphas[i] = 16.0f;
-    wl_lora_spec spec = {ranks, alphas, 0, 0, 0, 0.0f, 0, 0.0f};
-    wl_adapter *a = NULL;
-    CHECK_OK(wl_adapter_create(m, &spec, &a));
+    const int B = 3, T = 21;
+    /* B != 0, so every gradient is live from the first step */
+    wl_adapter *a = wl_test_adapter(m, &(wl_test_adapter_spec){.rank = 8, .alpha = 16.0f, .fill_seed = 7, .fill_scale = 0.2f});
     if (!a) return;
     size_t n;
     float *p = wl_adapter_params(a, &n), *g = wl_adapter_grads(a);
-    wl_test_fill(p, n, 7, 0.2f); /* B != 0, so every gradient is live from the first step */
     CHECK_OK(wl_model_reserve(m, B, T, WL_RESERVE_TRAIN));
     CHECK_OK(wl_model_set_adapters(m, &a, NULL, 1));
     CHECK_OK(wl_model_set_trainable(m, a));

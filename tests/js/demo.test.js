@@ -2,7 +2,7 @@
 // estimates against what the C core really allocates, every setting's message (nothing clamped), the advice on
 // short text, errors in the person's words, and entries turned into conversations.
 import { beforeAll, describe, expect, test } from '@jest/globals';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { BUILT_IN, CATALOG, DEFAULT_HUB, hubFolder, parseHubBase, parseModelAddress } from '../../demo/catalog.js';
@@ -15,6 +15,7 @@ import { explainError } from '../../demo/explain.js';
 import { conversationOf, conversationsOf } from '../../demo/chat.js';
 import { Arch } from '../../web/core/core.js';
 import { LocalEngine } from '../../web/engine/engine.js';
+import { formatBytes } from '../../web/index.js';
 import {
   FormatError, NetworkError, NotFoundError, NumericError, StorageFullError,
 } from '../../web/errors.js';
@@ -232,6 +233,25 @@ describe('settings: every wrong value has its message, nothing is clamped', () =
       temperature: 'Temperature must be a number from 0 to 2: 0 always picks the likeliest word, higher is more adventurous.',
     });
     expect(checkGeneration({ maxTokens: '60', temperature: '0' })).toEqual({ values: { maxTokens: 60, temperature: 0 }, errors: {} });
+  });
+});
+
+describe('sizes in words', () => {
+  test('the package\'s formatBytes: binary units, one decimal below 10, none above, a dash when unknown', () => {
+    expect([0, 1023, 1024, 9.94 * 1024, 10 * 1024, 999_999, 3.5 * 2 ** 30, 2 ** 50].map(formatBytes))
+      .toEqual(['0 B', '1023 B', '1.0 KB', '9.9 KB', '10 KB', '977 KB', '3.5 GB', '1024 TB']);
+    expect([null, undefined, NaN, Infinity].map(formatBytes)).toEqual(['–', '–', '–', '–']);
+  });
+
+  test('it is the only one: the demo imports it, and no module of the package or the demo has its own', () => {
+    const owners = [];
+    for (const dir of ['web', 'demo']) {
+      for (const file of readdirSync(path.join(repoRoot, dir), { recursive: true }).map(String).filter((f) => f.endsWith('.js'))) {
+        if (/function formatBytes\b|formatBytes\s*=/.test(readFileSync(path.join(repoRoot, dir, file), 'utf8'))) owners.push(`${dir}/${file}`);
+      }
+    }
+    expect(owners).toEqual(['web/units.js']);
+    expect(readFileSync(path.join(repoRoot, 'demo/app.js'), 'utf8')).toMatch(/import \{[^}]*\bformatBytes\b[^}]*\} from '\.\.\/dist\/weblora\.js'/);
   });
 });
 

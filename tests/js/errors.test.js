@@ -43,6 +43,27 @@ function throwSites() {
   return sites;
 }
 
+/**
+ * Every construction of a built-in error class (Error, TypeError, RangeError...) or a DOMException other than the
+ * AbortError/TimeoutError of cancellation in web/, as 'file:line: text'. throwSites cannot see them: it keeps only the
+ * package's own classes, and its pattern does not even match a bare `new Error(`.
+ */
+function plainErrorSites() {
+  const builtIn = /new\s+(Error|TypeError|RangeError|SyntaxError|ReferenceError|EvalError|URIError|AggregateError)\s*\(|new\s+DOMException\s*\((?![^)]*'(AbortError|TimeoutError)'\s*\))/g;
+  const sites = [];
+  const dir = path.join(repoRoot, 'web');
+  for (const file of readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith('.js'))) {
+    const src = readFileSync(path.join(dir, file), 'utf8');
+    for (const m of src.matchAll(builtIn)) {
+      // json.name: deserializeError rebuilds an AbortError or TimeoutError that crossed a thread
+      if (/json\.name\)/.test(src.slice(m.index, m.index + 60))) continue;
+      const line = src.slice(0, m.index).split('\n').length;
+      sites.push(`${file}:${line}: ${src.slice(m.index, m.index + 60).split('\n')[0]}`);
+    }
+  }
+  return sites;
+}
+
 function classes() {
   return { ...Object.fromEntries(Object.entries(errors).filter(([, v]) => typeof v === 'function' && v.prototype instanceof Error
     || v === errors.WebLoRAError)), OutputError };
@@ -64,6 +85,10 @@ describe('one code, one class', () => {
     }
     expect(shared).toEqual([]);
     expect(byCode.has('BAD_ARGUMENT')).toBe(false); // INVALID_ARGUMENT is the one name for a wrong argument
+  });
+
+  test('web/ makes no error outside the taxonomy: no plain Error, TypeError or RangeError reaches a caller', () => {
+    expect(plainErrorSites()).toEqual([]);
   });
 
   test('every error class is registered, so it is rebuilt as itself after postMessage', () => {

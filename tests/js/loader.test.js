@@ -2,13 +2,16 @@
 // weights streamed from files in odd-sized chunks and over HTTP (an HF-style folder URL with a dropped connection
 // that resumes, a llama2.c .bin URL), in F32, F16 and BF16, in one file or in shards with an index. Also the
 // errors for missing shards, wrong or unknown tensors, SHA-256 pins and a 404.
-import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
+import { describe, test, expect, beforeAll, afterAll, jest } from '@jest/globals';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 
 import { LocalEngine } from '../../web/engine/engine.js';
+import { Model } from '../../web/core/model.js';
+import { FormatError } from '../../web/errors.js';
+import { loadModel } from '../../web/formats/loader.js';
 import { halfPrecisionMixup, writeSafetensors } from '../../web/formats/safetensors.js';
 import { expectAllClose, halfBytes, loadCore, readSafetensors, repoRoot, sharedPath, wasmSource } from './helpers/core.js';
 import { GOLDEN, readCase, storedLogits } from './helpers/golden.js';
@@ -110,6 +113,135 @@ describe('hostile header lengths', () => {
     }
     // 2^53 + 1 through a double would read 9007199254740992.
     expect(String(Number(2n ** 53n + 1n))).toBe('9007199254740992');
+  });
+});
+
+describe('shard headers against config.json, before the model is allocated', () => {
+  const CONFIG = () => JSON.parse(readFileSync(path.join(TINY_LLAMA, 'config.json'), 'utf8'));
+
+  /**
+   * A safetensors file written by hand, so its header can say what no writer would: entries [name, dtype, shape,
+   * data_offsets] (offsets default to the next free bytes), with `extra` bytes more data than the entries take (fewer
+   * when negative).
+   */
+  function crafted(entries, extra = 0) {
+    const header = {};
+    let at = 0;
+    for (const [name, dtype, shape, offsets] of entries) {
+      const size = shape.reduce((a, d) => a * d, 1) * { F32: 4, I32: 4, F16: 2, BF16: 2 }[dtype];
+      header[name] = { dtype, shape, data_offsets: offsets ?? [at, at + size] };
+      at += size;
+    }
+    const json = new TextEncoder().encode(JSON.stringify(header));
+    const out = new Uint8Array(8 + json.byteLength + at + extra);
+    new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+    out.set(json, 8);
+    return out;
+  }
+
+  /** tiny-random-llama's tensors as F32 entries, in its file's order. */
+  const TENSORS = () => [...readSafetensors(core, new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'model.safetensors')))).entries()]
+    .map(([name, t]) => [name, 'F32', t.shape]);
+
+  /**
+   * What loadModel throws for these files, how many models it created on the way and how many tensor writes it made
+   * (spied on the core).
+   */
+  async function refusal(files, config = CONFIG()) {
+    const created = jest.spyOn(core, 'createModel');
+    const written = jest.spyOn(Model.prototype, 'writeTensorBytes');
+    try {
+      const source = { 'config.json': new TextEncoder().encode(JSON.stringify(config)), ...files };
+      const err = await loadModel(core, source, { tokenizer: TOKENIZER }).then((r) => { r.model.free(); return null; }, (e) => e);
+      return { err, created: created.mock.calls.length, written: written.mock.calls.length > 0 };
+    } finally {
+      created.mockRestore();
+      written.mockRestore();
+    }
+  }
+  const LOADED = { err: null, created: 1, written: true };
+
+  test('the crafted file itself loads, so each refusal below is the header\'s doing', async () => {
+    expect(await refusal({ 'model.safetensors': crafted(TENSORS()) })).toEqual(LOADED);
+  });
+
+  test('a config.json of a far larger model than the files hold: MISSING_TENSOR, nothing allocated', async () => {
+    const { err, created } = await refusal({ 'model.safetensors': crafted(TENSORS()) },
+      { ...CONFIG(), num_hidden_layers: 40, intermediate_size: 4096 });
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err).toMatchObject({ code: 'MISSING_TENSOR', message: expect.stringMatching(/^model\.safetensors: safetensors: config\.json describes \d+ parameters but the safetensors file holds only \d+ values/) });
+    expect(created).toBe(0);
+  });
+
+  // inv_freq carries no weights and is skipped, so a large one used to be downloaded in full and thrown away
+  test('a shard declaring far more values than the config implies (a huge "buffer"): BAD_FORMAT, nothing allocated', async () => {
+    const tensors = [...TENSORS(), ['model.layers.0.self_attn.rotary_emb.inv_freq', 'F16', [1 << 22]]];
+    const { err, created } = await refusal({ 'model.safetensors': crafted(tensors) });
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err).toMatchObject({ code: 'BAD_FORMAT', message: expect.stringMatching(/the safetensors file declares \d+ values, far more than the \d+ that config\.json's model and its buffers can use/) });
+    expect(created).toBe(0);
+  });
+
+  test('a buffer larger than the config gives it is named, nothing allocated; genuine ones load', async () => {
+    const inv = (layer, n) => [`model.layers.${layer}.self_attn.rotary_emb.inv_freq`, 'F32', [n]];
+    const refused = await refusal({ 'model.safetensors': crafted([...TENSORS(), inv(1, 3)]) });
+    expect(refused.err).toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT',
+      message: 'model.safetensors: safetensors: buffer "model.layers.1.self_attn.rotary_emb.inv_freq" declares 3 values; this model\'s config allows it at most 2' });
+    expect([refused.created, refused.written]).toEqual([0, false]);
+    // what a real checkpoint carries: an inv_freq of head_dim / 2 per layer
+    expect(await refusal({ 'model.safetensors': crafted([...TENSORS(), inv(0, 2), inv(1, 2)]) })).toEqual(LOADED);
+  });
+
+  test('a tensor of the wrong shape, dtype or name, one stored twice or one missing: named, nothing allocated', async () => {
+    const tensors = TENSORS();
+    const [first, , shape] = tensors[0];
+    const cases = [
+      [[[first, 'F32', [shape[1], shape[0]]], ...tensors.slice(1)], 'SHAPE_MISMATCH', new RegExp(`"${first}" has shape \\[${shape[1]}, ${shape[0]}\\]`)],
+      [[[first, 'I32', shape], ...tensors.slice(1)], 'UNSUPPORTED', /has dtype I32; weights must be/],
+      [[...tensors, ['model.layers.0.mlp.extra.weight', 'F32', [4]]], 'BAD_FORMAT', /"model\.layers\.0\.mlp\.extra\.weight" is not part of this Llama-family model/],
+      [tensors.slice(1), 'MISSING_TENSOR', new RegExp(`"${first}" is missing from the weights`)],
+    ];
+    for (const [entries, code, why] of cases) {
+      const { err, created, written } = await refusal({ 'model.safetensors': crafted(entries) });
+      expect(err).toBeInstanceOf(FormatError);
+      expect(err).toMatchObject({ code, message: expect.stringMatching(why) });
+      expect([created, written]).toEqual([0, false]);
+    }
+    const shards = await refusal({
+      'model-00001-of-00002.safetensors': crafted(tensors.slice(0, 9)),
+      'model-00002-of-00002.safetensors': crafted(tensors.slice(8)),
+    });
+    expect(shards.err).toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT',
+      message: expect.stringMatching(new RegExp(`shard 2 of 2: safetensors: tensor "${tensors[8][0]}" is stored more than once`)) });
+    expect(shards.created).toBe(0);
+  });
+
+  test('offsets inconsistent with the shape, a hole, an overlap or bytes past the file: BAD_FORMAT, nothing allocated', async () => {
+    const tensors = TENSORS();
+    const [name, , shape] = tensors[0];
+    const size = 4 * shape[0] * shape[1];
+    const cases = [
+      [[[name, 'F32', shape, [0, size - 4]], ...tensors.slice(1)], 0, /data_offsets/],
+      [tensors.map((t, i) => (i === 0 ? [...t.slice(0, 3), [4, size + 4]] : t)), 0, /not covered|overlap/],
+      [tensors, -1000, /size|bytes/],
+      [tensors, 1000, /size|bytes/],
+    ];
+    for (const [entries, extra, why] of cases) {
+      const { err, created } = await refusal({ 'model.safetensors': crafted(entries, extra) });
+      expect(err).toBeInstanceOf(FormatError);
+      expect(err.message).toMatch(why);
+      expect(created).toBe(0);
+    }
+  });
+
+  test('in shards, the values of all of them count: a second shard with a hostile buffer is refused before the first streams', async () => {
+    const tensors = TENSORS();
+    const { err, created } = await refusal({
+      'model-00001-of-00002.safetensors': crafted(tensors.slice(0, 9)),
+      'model-00002-of-00002.safetensors': crafted([...tensors.slice(9), ['model.rotary_emb.inv_freq', 'F16', [1 << 22]]]),
+    });
+    expect(err).toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT', message: expect.stringMatching(/the safetensors files declare \d+ values/) });
+    expect(created).toBe(0);
   });
 });
 

@@ -7,8 +7,8 @@ import { IDBFactory } from 'fake-indexeddb';
 import { wrap } from 'idb';
 import { AdapterStore, CONFIG_FILE, WEIGHTS_FILE } from '../../web/storage/store.js';
 import {
-  AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, NotFoundError, PassphraseError,
-  StorageFullError,
+  AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, InvalidArgumentError, NotFoundError,
+  PassphraseError, StorageFullError,
 } from '../../web/errors.js';
 
 const CONFIG = {
@@ -206,11 +206,12 @@ describe('adapters', () => {
     store.close();
   });
 
-  test('bad arguments are TypeErrors', async () => {
+  test('bad arguments are InvalidArgumentErrors', async () => {
     const { store } = await openStore();
-    await expect(store.save('', adapter())).rejects.toThrow(TypeError);
-    await expect(store.save('x', adapter({ config: null }))).rejects.toThrow(TypeError);
-    await expect(store.save('x', adapter({ weights: [1, 2, 3] }))).rejects.toThrow(TypeError);
+    const invalid = { name: 'InvalidArgumentError', code: 'INVALID_ARGUMENT' };
+    await expect(store.save('', adapter())).rejects.toMatchObject(invalid);
+    await expect(store.save('x', adapter({ config: null }))).rejects.toMatchObject(invalid);
+    await expect(store.save('x', adapter({ weights: [1, 2, 3] }))).rejects.toMatchObject(invalid);
     expect(await store.list()).toEqual([]);
     store.close();
   });
@@ -352,7 +353,7 @@ describe('storage quota', () => {
     const needed = 50_000 + configBytes;
     expect(err.details).toEqual({ needed, available: 1000, quota: 1_000_000, usage: 999_000 });
     expect(err.message).toContain(`${needed} bytes`);
-    expect(err.message).toContain('1000 B free of 976.6 KB');
+    expect(err.message).toContain('1000 B free of 977 KB');
     expect(err.cause.name).toBe('QuotaExceededError');
     expect(Buffer.from((await store.load('existing')).weights).equals(Buffer.from(WEIGHTS))).toBe(true);
     store.close();
@@ -516,9 +517,9 @@ describe('checkpoints', () => {
   test('a negative or fractional step is refused', async () => {
     const { store } = await openStore();
     await expect(store.saveCheckpoint('r', { adapterBytes: bytesOf(1), optimizerBytes: bytesOf(1), step: -1 }))
-      .rejects.toThrow(TypeError);
+      .rejects.toThrow(InvalidArgumentError);
     await expect(store.saveCheckpoint('r', { adapterBytes: bytesOf(1), optimizerBytes: bytesOf(1), step: 1.5 }))
-      .rejects.toThrow(TypeError);
+      .rejects.toThrow(InvalidArgumentError);
     store.close();
   });
 });

@@ -9,7 +9,8 @@ import { RemoteFile } from '../../web/fetch/http.js';
 import { resolveModelSource, validateIndex } from '../../web/fetch/sources.js';
 import { listCachedModels, cachedSize, deleteCachedModel, DEFAULT_CACHE_NAME } from '../../web/fetch/cache.js';
 import {
-  WebLoRAError, NetworkError, NotFoundError, IntegrityError, FormatError, ModelSourceError, StorageFullError, isAbortError,
+  WebLoRAError, NetworkError, NotFoundError, IntegrityError, InvalidArgumentError, FormatError, ModelSourceError, StorageFullError,
+  isAbortError,
   serializeError, deserializeError,
 } from '../../web/errors.js';
 
@@ -162,12 +163,15 @@ describe('RemoteFile basics', () => {
   });
 
   test('bad ranges are rejected before any request', async () => {
-    const { url } = serve({ body: BIG });
+    const { path, url } = serve({ body: BIG });
     const f = await RemoteFile.open(url, FAST);
-    await expect(f.readRange(10, 5)).rejects.toThrow(RangeError);
-    await expect(f.readRange(0, BIG.byteLength + 1)).rejects.toThrow(RangeError);
-    await expect(f.stream(0, BIG.byteLength + 1, () => {})).rejects.toThrow(RangeError);
-    await expect(f.stream(0, null)).rejects.toThrow(TypeError);
+    const before = server.requestsTo(path, 'GET').length;
+    await expect(f.readRange(10, 5)).rejects.toThrow(InvalidArgumentError);
+    await expect(f.readRange(0, BIG.byteLength + 1)).rejects.toThrow(InvalidArgumentError);
+    await expect(f.stream(0, BIG.byteLength + 1, () => {})).rejects.toThrow(InvalidArgumentError);
+    await expect(f.stream(0, null)).rejects.toThrow(InvalidArgumentError);
+    await expect(f.readRange(-1, 5)).rejects.toMatchObject({ name: 'InvalidArgumentError', code: 'INVALID_ARGUMENT' });
+    expect(server.requestsTo(path, 'GET').length).toBe(before);
   });
 });
 
@@ -392,8 +396,8 @@ describe('sha256 pins', () => {
     expect(cache.urls()).toEqual([url]);
   });
 
-  test('a malformed pin is a TypeError', async () => {
-    await expect(RemoteFile.open('http://example.invalid/x', { ...FAST, sha256: 'abc' })).rejects.toThrow(TypeError);
+  test('a malformed pin is an InvalidArgumentError', async () => {
+    await expect(RemoteFile.open('http://example.invalid/x', { ...FAST, sha256: 'abc' })).rejects.toThrow(InvalidArgumentError);
   });
 
   test('header read by readRange + stream of the rest: the whole file is hashed and cached', async () => {
@@ -853,7 +857,7 @@ describe('resolveModelSource', () => {
     const err = await resolveModelSource('https://cdn.example/model.onnx', { cache: null }).catch((e) => e);
     expect(err).toBeInstanceOf(ModelSourceError);
     expect(err.code).toBe('BAD_SOURCE');
-    await expect(resolveModelSource(42)).rejects.toThrow(TypeError);
+    await expect(resolveModelSource(42)).rejects.toThrow(InvalidArgumentError);
   });
 });
 

@@ -1,7 +1,7 @@
 /* fuzz_io.c: libFuzzer targets for the parsers over untrusted bytes: 0 safetensors (whole file), 1 safetensors
- * (header only), 2 JSON, 3 config.json, 4 llama2.c. Built once per parser with -DWL_FUZZ_TARGET=<n> (the input
- * is the data); without it the first input byte picks the parser. Build and run with tools/fuzz/run.sh (clang,
- * -fsanitize=fuzzer,address,undefined). */
+ * (header only, with the streaming loader's checks of it against a config), 2 JSON, 3 config.json, 4 llama2.c.
+ * Built once per parser with -DWL_FUZZ_TARGET=<n> (the input is the data); without it the first input byte picks
+ * the parser. Build and run with tools/fuzz/run.sh (clang, -fsanitize=fuzzer,address,undefined). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,9 @@
 #include "wl_io.h"
 
 static wl_model *g_llama, *g_gpt2;
+
+/* Headers with more tensors than this are parsed but not planned (the fuzz models have fewer than 64 tensors). */
+#define WL_ST_MAX_TENSORS_FUZZ 256
 
 /* A status must come with a message; anything else is a bug worth stopping for. */
 static void expect_message(wl_status st) {
@@ -41,7 +44,31 @@ static void fuzz_safetensors(const uint8_t *data, size_t size, int header_only) 
         }
     }
     if (covered != st->file_size - st->data_start) abort();
-    if (!header_only) {
+    if (header_only) {
+        /* The streaming loader's checks on a header (web/formats/loader.js): against each config before allocating,
+         * then the plan on the model, which must then succeed, fill model tensors with exactly their element counts
+         * and skip only buffers no larger than their config's (so the bytes a loader fetches stay within what the
+         * config implies). */
+        wl_model *models[2] = {g_llama, g_gpt2};
+        for (int m = 0; m < 2; m++) {
+            const wl_safetensors *shards[1] = {st};
+            wl_clear_error();
+            wl_status checked = wl_config_check_shards(wl_model_config(models[m]), shards, 1);
+            expect_message(checked);
+            if (checked != WL_OK) continue;
+            uint8_t seen[256] = {0};
+            int index[WL_ST_MAX_TENSORS_FUZZ];
+            if (st->n_tensors > WL_ST_MAX_TENSORS_FUZZ) continue;
+            wl_clear_error();
+            if (wl_model_plan_shard(models[m], st, seen, index) != WL_OK) abort(); /* the check said it would plan */
+            for (int i = 0; i < st->n_tensors; i++) {
+                wl_tensor_info info;
+                if (index[i] >= 0 && (wl_model_tensor(models[m], index[i], &info) != WL_OK || info.numel != st->tensors[i].numel))
+                    abort();
+                if (index[i] < 0 && st->tensors[i].numel > 64) abort(); /* the fuzz configs' largest buffer: V * C = 48 */
+            }
+        }
+    } else {
         wl_model *models[2] = {g_llama, g_gpt2};
         for (int m = 0; m < 2; m++) {
             uint8_t seen[256] = {0};

@@ -1,6 +1,7 @@
 // abi-tables.js: the C core's enums, limits, architectures and struct layouts as the binding uses them, all taken
 // from web/core/abi.js (which the build writes from the module's own description, src/wasm/abi.c).
 import { ABI } from './abi.js';
+import { CoreError } from '../errors.js';
 
 export const Arch = Object.freeze({ ...ABI.arch });
 export const RopeLayout = Object.freeze({ ...ABI.ropeLayout });
@@ -41,14 +42,14 @@ export const ARCHITECTURES = Object.freeze({ llama: archModules(ABI.architecture
  */
 export function structLayout(struct, fields, { complete = false } = {}) {
   const desc = /** @type {Record<string, { size: number, fields: readonly (readonly [string, number, string, number])[] }>} */ (ABI.structs)[struct];
-  if (!desc) throw new Error(`web/core/abi.js describes no struct ${struct}`);
+  if (!desc) throw new CoreError(`web/core/abi.js describes no struct ${struct}`, { code: 'ABI_MISMATCH' });
   const byName = new Map(desc.fields.map(([name, offset, type, count]) => [name, { offset, type, count }]));
   const missing = fields.filter((f) => !byName.has(f));
   const unknown = complete ? [...byName.keys()].filter((f) => !fields.includes(f)) : [];
   if (missing.length || unknown.length) {
-    throw new Error(`web/core/core.js and the C core disagree on ${struct}: `
+    throw new CoreError(`web/core/core.js and the C core disagree on ${struct}: `
       + [missing.length ? `the core has no ${missing.join(', ')}` : '', unknown.length ? `the binding does not know ${unknown.join(', ')}` : '']
-        .filter(Boolean).join('; '));
+        .filter(Boolean).join('; '), { code: 'ABI_MISMATCH' });
   }
   return { size: desc.size, fields: fields.map((name) => ({ name, ...byName.get(name) })) };
 }

@@ -90,7 +90,8 @@ export class Core {
     const reason = this.wasm.lastError() || this.wasm.statusName(status);
     const code = STATUS_CODES[status] ?? 'CORE_ERROR';
     const ErrorClass = STATUS_CLASSES[code] ?? CoreError;
-    throw new ErrorClass(`${what}: ${reason}`, { code, details: { status } });
+    // the core's messages often name their subject already ("safetensors: ..."): not twice
+    throw new ErrorClass(reason.startsWith(`${what}: `) ? reason : `${what}: ${reason}`, { code, details: { status } });
   }
 
   /** Run fn with n bytes of scratch memory, freed afterwards. */
@@ -230,6 +231,33 @@ export class Core {
       if (n < 0) this.check(1, 'weight size');
       return n;
     });
+  }
+
+  /**
+   * Check safetensors shards, from their headers, against a config before a model is allocated for them
+   * (wl_config_check_shards): their total size, every tensor's name, dtype and shape, buffers no larger than the
+   * config gives them, none stored twice, none missing (code NOT_FOUND).
+   * @param {Record<string, number>} cfg @param {{ header: Uint8Array, fileSize: number }[]} shards
+   */
+  checkShards(cfg, shards) {
+    const copies = [];
+    const parsed = [];
+    try {
+      for (const { header, fileSize } of shards) {
+        const p = this.wasm.copyIn(header);
+        copies.push(p);
+        parsed.push(this.callOut('safetensors', (out) => this.x.wl_st_parse_header(p, header.byteLength, fileSize, out)));
+      }
+      this.withScratch(CONFIG_BYTES + 4 * parsed.length, (cfgPtr) => {
+        this.writeConfig(cfgPtr, cfg);
+        const list = cfgPtr + CONFIG_BYTES;
+        parsed.forEach((st, i) => { this.wasm.u32[(list >>> 2) + i] = st; });
+        this.check(this.x.wl_config_check_shards(cfgPtr, list, parsed.length), 'safetensors');
+      });
+    } finally {
+      for (const st of parsed) this.x.wl_st_free(st);
+      for (const p of copies) this.wasm.free(p);
+    }
   }
 
   /** The config of a llama2.c checkpoint of fileSize bytes from its first 28 bytes. @param {Uint8Array} header */

@@ -1,6 +1,8 @@
 // Cache API side of model streaming: which cache to use, writing an entry while its bytes stream past (committed
 // only when the caller says the file is complete and verified), and listing/deleting cached models.
 
+import { InvalidArgumentError } from '../errors.js';
+
 /** Bump the suffix when the stored layout changes, so old entries are simply not found. */
 export const DEFAULT_CACHE_NAME = 'weblora-models-v1';
 
@@ -65,7 +67,7 @@ export async function openCache(options = {}) {
   if (typeof (/** @type {any} */ (cache).match) === 'function' && typeof (/** @type {any} */ (cache).put) === 'function') {
     return /** @type {Cache} */ (cache);
   }
-  throw new TypeError('options.cache must be a CacheStorage, a Cache, or null');
+  throw new InvalidArgumentError('options.cache must be a CacheStorage, a Cache, or null');
 }
 
 /**
@@ -141,7 +143,7 @@ export class CacheWriter {
       start: (c) => { this.#controller = c; },
       pull: () => { this.#release(); },
       cancel: (reason) => {
-        this.#failure ??= reason ?? new Error('the cache stopped reading');
+        this.#failure ??= reason ?? new DOMException('the cache stopped reading', 'AbortError');
         this.#release();
       },
     }, new ByteLengthQueuingStrategy({ highWaterMark: this.highWaterMark }));
@@ -174,7 +176,7 @@ export class CacheWriter {
   async feed(chunk, offset, signal) {
     if (!this.usable) return;
     if (offset > this.#written) {
-      await this.#discard(new Error('gap in cached bytes'));
+      await this.#discard(new DOMException('gap in cached bytes: the entry is dropped', 'AbortError'));
       this.#broken = true;
       return;
     }
@@ -232,7 +234,7 @@ export class CacheWriter {
   /** @param {unknown} reason */
   async #discard(reason) {
     if (!this.#put) return;
-    try { this.#controller?.error(reason ?? new Error('cache write aborted')); } catch { /* already closed */ }
+    try { this.#controller?.error(reason ?? new DOMException('cache write aborted', 'AbortError')); } catch { /* already closed */ }
     await this.#put.catch(() => {});
     await this.#deleteQuietly();
   }

@@ -3,7 +3,7 @@
 // copy for next time. Which files make up a model is web/fetch/sources.js.
 
 import {
-  FormatError, IntegrityError, NetworkError, NotFoundError, abortError, throwIfAborted,
+  FormatError, IntegrityError, InvalidArgumentError, NetworkError, NotFoundError, UnsupportedError, abortError, throwIfAborted,
 } from '../errors.js';
 import { createSha256, normalizeSha256, sha256Hex } from '../storage/crypto.js';
 import { CACHE_HEADERS, CacheWriter, cacheKeyFn, openCache, urlDirectory } from './cache.js';
@@ -129,16 +129,16 @@ export class RemoteFile {
    * @param {RemoteFileOptions & CacheOptions} options
    */
   constructor(token, url, options) {
-    if (token !== CONSTRUCT) throw new TypeError('use RemoteFile.open(url, options)');
+    if (token !== CONSTRUCT) throw new InvalidArgumentError('use RemoteFile.open(url, options)');
     this.url = new URL(url, /** @type {any} */ (globalThis).location?.href).href;
     this.#o = options;
     this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
-    if (typeof this.#fetch !== 'function') throw new TypeError('no fetch implementation: pass options.fetch');
+    if (typeof this.#fetch !== 'function') throw new UnsupportedError('no fetch implementation: pass options.fetch');
     this.#pin = options.sha256 == null ? null : normalizeSha256(options.sha256);
     this.#retries = Math.max(0, options.retries ?? 4);
     this.#connectRetries = Math.min(this.#retries, Math.max(0, options.connectRetries ?? this.#retries));
     if (options.revalidate !== undefined && options.revalidate !== 'online' && options.revalidate !== 'never') {
-      throw new TypeError(`revalidate must be 'online' or 'never', got ${JSON.stringify(options.revalidate)}`);
+      throw new InvalidArgumentError(`revalidate must be 'online' or 'never', got ${JSON.stringify(options.revalidate)}`);
     }
     this.#key = cacheKeyFn(options)(this.url);
     /** @type {string} */
@@ -302,10 +302,10 @@ export class RemoteFile {
    */
   async readRange(start, end, options = {}) {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
-      throw new RangeError(`readRange(${start}, ${end}): need integers with 0 <= start <= end`);
+      throw new InvalidArgumentError(`readRange(${start}, ${end}): need integers with 0 <= start <= end`);
     }
     if (this.#size !== null && end > this.#size) {
-      throw new RangeError(`readRange(${start}, ${end}) is past the end of ${this.url} (${this.#size} bytes)`);
+      throw new InvalidArgumentError(`readRange(${start}, ${end}) is past the end of ${this.url} (${this.#size} bytes)`);
     }
     const signal = anySignal(this.#o.signal, options.signal);
     throwIfAborted(signal);
@@ -337,14 +337,14 @@ export class RemoteFile {
    * @returns {Promise<number>} the offset reached (end, or the file size)
    */
   async stream(start, end, onChunk, options = {}) {
-    if (typeof onChunk !== 'function') throw new TypeError('stream(start, end, onChunk): onChunk must be a function');
+    if (typeof onChunk !== 'function') throw new InvalidArgumentError('stream(start, end, onChunk): onChunk must be a function');
     start ??= 0;
     end ??= null;
     if (!Number.isSafeInteger(start) || start < 0 || (end !== null && (!Number.isSafeInteger(end) || end < start))) {
-      throw new RangeError(`stream(${start}, ${end}): need integers with 0 <= start <= end`);
+      throw new InvalidArgumentError(`stream(${start}, ${end}): need integers with 0 <= start <= end`);
     }
     if (this.#size !== null && (end ?? start) > this.#size) {
-      throw new RangeError(`stream(${start}, ${end}) is past the end of ${this.url} (${this.#size} bytes)`);
+      throw new InvalidArgumentError(`stream(${start}, ${end}) is past the end of ${this.url} (${this.#size} bytes)`);
     }
     const signal = anySignal(this.#o.signal, options.signal);
     throwIfAborted(signal);
@@ -401,7 +401,7 @@ export class RemoteFile {
     if (writer) {
       // A pinned file goes into the cache only once verified; an unpinned one once complete.
       if (writer.written === size && (!this.#pin || this.#verified)) this.#cacheError = await writer.commit();
-      else await writer.abort(new Error('not every byte of the file passed through this stream'));
+      else await writer.abort(new DOMException('not every byte of the file passed through this stream', 'AbortError'));
     }
     this.#emitDone();
   }

@@ -2,7 +2,7 @@
 // shard index and its shards), a single .safetensors file or a llama2.c checkpoint. The files themselves are read
 // by web/fetch/http.js.
 
-import { FormatError, ModelSourceError, NetworkError, NotFoundError, throwIfAborted } from '../errors.js';
+import { FormatError, InvalidArgumentError, ModelSourceError, NetworkError, NotFoundError, throwIfAborted } from '../errors.js';
 import { normalizeSha256 } from '../storage/crypto.js';
 import { isCached } from './cache.js';
 import { RemoteFile, gotNoAnswer, lastSegment, messageOf } from './http.js';
@@ -48,7 +48,7 @@ import { RemoteFile, gotNoAnswer, lastSegment, messageOf } from './http.js';
  */
 export async function resolveModelSource(source, options = {}) {
   if (typeof source !== 'string' && !(source instanceof URL)) {
-    throw new TypeError('resolveModelSource: source must be a URL string');
+    throw new InvalidArgumentError('resolveModelSource: source must be a URL string');
   }
   const { tokenizerUrl, configUrl, sha256: pins = {}, ...fileOptions } = options;
   throwIfAborted(fileOptions.signal);

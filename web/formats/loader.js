@@ -321,13 +321,13 @@ function shardNames(files) {
 }
 
 /**
- * Stream one safetensors file into the model: header by Range, the core's plan of it, then tensor bytes into place.
- * @param {ShardLoad} load
+ * The header of one safetensors file (its first 8 + n bytes) by Range, parsed by the core: a header that does not
+ * tile the file exactly is refused here, naming the file.
+ * @param {import('../core/core.js').Core} core
  * @param {ByteSource} src
- * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
+ * @returns {Promise<Uint8Array>}
  */
-async function streamSafetensors(load, src, signal, halfMatrices) {
-  const { model } = load;
+async function readShardHeader(core, src) {
   if (src.size < 8) throw new FormatError(`${src.name}: ${src.size} bytes is too short for a safetensors file`);
   const first = await src.readRange(0, 8);
   // Kept as a BigInt for the message: a hostile u64 printed through a double would show a rounded number.
@@ -335,13 +335,52 @@ async function streamSafetensors(load, src, signal, halfMatrices) {
   if (declared > BigInt(SAFETENSORS_MAX_HEADER) || 8n + declared > BigInt(src.size)) {
     throw new FormatError(`${src.name}: header length ${declared} is larger than allowed (${SAFETENSORS_MAX_HEADER} bytes) or than the ${src.size}-byte file`);
   }
-  const n = Number(declared);
-  const header = await src.readRange(0, 8 + n);
+  const header = await src.readRange(0, 8 + Number(declared));
+  try {
+    core.parseSafetensors(header, src.size);
+  } catch (err) {
+    throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
+  }
+  return header;
+}
+
+/**
+ * Every shard's header, checked against the config before the model is allocated (wl_config_check_shards): files
+ * that do not belong to the config, a tensor of the wrong name, dtype or shape, one stored twice or missing, or a
+ * buffer larger than the config gives it, fail here with nothing reserved and no tensor bytes fetched.
+ * @param {import('../core/core.js').Core} core
+ * @param {Record<string, number>} cfg
+ * @param {string} name
+ * @param {ByteSource[]} sources
+ * @returns {Promise<Uint8Array[]>} the headers, in the order of sources
+ */
+async function checkShardHeaders(core, cfg, name, sources) {
+  const headers = [];
+  for (const src of sources) headers.push(await readShardHeader(core, src));
+  try {
+    core.checkShards(cfg, headers.map((header, i) => ({ header, fileSize: sources[i].size })));
+  } catch (err) {
+    // The core's code (BAD_FORMAT, SHAPE_MISMATCH, UNSUPPORTED...); its NOT_FOUND means a model tensor no shard holds.
+    const where = sources.length === 1 ? sources[0].name : name;
+    throw new FormatError(`${where}: ${err.message}`, { code: err.code === 'NOT_FOUND' ? 'MISSING_TENSOR' : err.code, cause: err });
+  }
+  return headers;
+}
+
+/**
+ * Stream one safetensors file into the model: the core's plan of its header, then tensor bytes into place.
+ * @param {ShardLoad} load
+ * @param {ByteSource} src
+ * @param {Uint8Array} header its first bytes, as readShardHeader read them
+ * @param {Map<number, string>} halfMatrices model tensor index -> F16 or BF16, for the matrices stored that way
+ */
+async function streamSafetensors(load, src, header, signal, halfMatrices) {
+  const { model } = load;
   let st;
   try {
     st = load.plan(header, src.size);
   } catch (err) {
-    // An unusable header, or a tensor the model cannot take: the core's code (BAD_FORMAT, SHAPE_MISMATCH, ...).
+    // checkShardHeaders planned this header on the config already: a failure here is the core's, not the file's
     throw new FormatError(`${src.name}: ${err.message}`, { code: err.code, cause: err });
   }
   const plan = st.tensors.map((t) => ({ ...t, esize: DTYPE_SIZES[t.dtype] })).sort((a, b) => a.begin - b.begin);
@@ -463,9 +502,6 @@ export async function loadModel(core, source, options = {}) {
       const cfgText = await cfgSrc.text();
       const cfg = core.configFromHF(cfgText);
       nameOrPath = JSON.parse(cfgText)?._name_or_path ?? null;
-      checkMemory(core, cfg, dtype, name);
-      model = core.createModel(cfg, dtype);
-      const halfMatrices = new Map();
       let { indexName, shards } = shardNames(files);
       if (indexName) {
         const index = JSON.parse(await files.get(indexName).text());
@@ -473,9 +509,14 @@ export async function loadModel(core, source, options = {}) {
         for (const s of shards) if (!files.has(s)) throw new ModelSourceError(`${name}: shard ${s} named by ${indexName} is missing`);
       }
       if (!shards.length) throw new ModelSourceError(`${name}: no .safetensors weights`);
+      const sources = shards.map((s) => files.get(s));
+      const headers = await checkShardHeaders(core, cfg, name, sources);
+      checkMemory(core, cfg, dtype, name);
+      model = core.createModel(cfg, dtype);
+      const halfMatrices = new Map();
       const load = new ShardLoad(model);
       try {
-        for (const s of shards) await streamSafetensors(load, files.get(s), signal, halfMatrices);
+        for (const [i, src] of sources.entries()) await streamSafetensors(load, src, headers[i], signal, halfMatrices);
         try {
           load.finish();
         } catch (err) {

@@ -6,6 +6,7 @@
 // starts itself). embedded.js offers the same three functions for bundlers that emit no such files; package.json's
 // "#assets" chooses between them.
 import { besidePackage, moduleWorker, sameOrigin } from './workers.js';
+import { InvalidArgumentError } from '../errors.js';
 
 /**
  * The engine's Worker when this bundle carries its script: never here, where client.js starts worker.js.
@@ -39,7 +40,7 @@ export function coreBuild(file) {
     case 'weblora-threads.wasm': return onThisSite(new URL('./weblora-threads.wasm', import.meta.url));
     case 'weblora-relaxed.wasm': return onThisSite(new URL('./weblora-relaxed.wasm', import.meta.url));
     case 'weblora-relaxed-threads.wasm': return onThisSite(new URL('./weblora-relaxed-threads.wasm', import.meta.url));
-    default: throw new RangeError(`no build of the core is called ${String(file)}`);
+    default: throw new InvalidArgumentError(`no build of the core is called ${String(file)}`);
   }
 }
 

@@ -8,6 +8,7 @@
 // allow worker-src blob:); a build of the core is decoded only when it is loaded, so a page spends time and memory
 // on the one build it runs.
 import { CORES, HANDOVER, THREAD, WORKER } from '#embedded-data';
+import { UnsupportedError } from '../errors.js';
 
 /** One blob: URL per script for the page's life, so every Worker of a kind starts from the same script. */
 const scriptUrls = new Map();
@@ -26,14 +27,14 @@ function startEmbedded(what, source, name) {
   try {
     return new Worker(url, { type: 'module', name });
   } catch (err) {
-    throw new Error(`the ${what} could not start from the script this bundle carries (${err?.message ?? err}); `
+    throw new UnsupportedError(`the ${what} could not start from the script this bundle carries (${err?.message ?? err}); `
       + 'a Content-Security-Policy must allow it with worker-src blob:', { cause: err });
   }
 }
 
 /** The engine's worker script whole: the thread script and the core builds handed over, then the worker. */
 export function engineWorkerScript() {
-  if (!WORKER) throw new Error('this build of weblora carries no engine worker script');
+  if (!WORKER) throw new UnsupportedError('this build of weblora carries no engine worker script');
   return `const ${HANDOVER} = ${JSON.stringify({ THREAD, CORES })};\n${WORKER}`;
 }
 
@@ -45,7 +46,7 @@ export function carriedEngineWorker(name) {
 /** @param {string} name @returns {Worker} */
 export function startThreadWorker(name) {
   return startEmbedded('thread worker', () => {
-    if (!THREAD) throw new Error('this build of weblora carries no thread script');
+    if (!THREAD) throw new UnsupportedError('this build of weblora carries no thread script');
     return THREAD;
   }, name);
 }
@@ -57,7 +58,7 @@ export function startThreadWorker(name) {
  */
 export async function coreBuild(file) {
   const packed = Object.hasOwn(CORES, file) ? CORES[file] : null;
-  if (!packed) throw new Error(`this build of weblora carries no ${file}`);
+  if (!packed) throw new UnsupportedError(`this build of weblora carries no ${file}`);
   const gzip = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
   const bytes = new Blob([gzip]).stream().pipeThrough(new DecompressionStream('gzip'));
   return new Uint8Array(await new Response(bytes).arrayBuffer());

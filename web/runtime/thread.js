@@ -4,12 +4,13 @@
 // work and returns only when the pool stops. It never allocates and never calls anything else.
 import { node } from '#platform';
 import { coreImports } from './core-imports.js';
+import { UnsupportedError } from '../errors.js';
 
 /** The channel to the thread that started this one (synchronous: no top-level await in a worker entry). */
 function connect() {
   if (node) {
     const { parentPort } = node;
-    if (!parentPort) throw new Error('web/runtime/thread.js must run in a Worker');
+    if (!parentPort) throw new UnsupportedError('web/runtime/thread.js must run in a Worker');
     return { post: (msg) => parentPort.postMessage(msg), once: (fn) => parentPort.once('message', fn) };
   }
   return {

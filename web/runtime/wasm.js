@@ -16,7 +16,7 @@ import { node } from '#platform';
 import { coreBuild, startThreadWorker as startBrowserThread } from '#assets';
 import { coreImports } from './core-imports.js';
 import { besidePackage } from './workers.js';
-import { CoreError, InvalidArgumentError, UnsupportedError, WasmAbortError } from '../errors.js';
+import { CoreError, InvalidArgumentError, NetworkError, UnsupportedError, WasmAbortError } from '../errors.js';
 
 /** @typedef {Parameters<typeof coreBuild>[0]} CoreFile a build of the core by file name */
 /** The builds: SIMD128 and relaxed SIMD, each with and without threads (#assets says where each is). */
@@ -44,7 +44,7 @@ function compileBuild(file, folder) {
   }
   const url = new URL(String(folder), globalThis.location?.href);
   if (!url.pathname.endsWith('/')) {
-    throw new TypeError(`wasmUrl must be the folder the core's builds are served from, ending in "/" (it holds ${CORE_FILES.join(', ')}), got ${url.href}`);
+    throw new InvalidArgumentError(`wasmUrl must be the folder the core's builds are served from, ending in "/" (it holds ${CORE_FILES.join(', ')}), got ${url.href}`);
   }
   return compileWasm(new URL(file, url));
 }
@@ -132,7 +132,9 @@ export function compileWasm(source) {
   return once(url.href, async () => {
     if (node && url.protocol === 'file:') return WebAssembly.compile(await node.fs.readFile(url));
     const response = await fetch(url);
-    if (!response.ok) throw new Error(`cannot fetch ${url}: HTTP ${response.status}`);
+    if (!response.ok) {
+      throw new NetworkError(`cannot fetch ${url}: HTTP ${response.status}`, { details: { url: url.href, status: response.status } });
+    }
     if (WebAssembly.compileStreaming && response.headers.get('content-type') === 'application/wasm') {
       return WebAssembly.compileStreaming(response);
     }
@@ -347,7 +349,7 @@ async function startThreadWorker(index) {
     post: (msg) => w.postMessage(msg),
     terminate: () => w.terminate(),
     onMessage: (fn) => w.addEventListener('message', (e) => fn(e.data)),
-    onError: (fn) => w.addEventListener('error', (e) => fn(new Error(e.message || 'the thread worker could not start'))),
+    onError: (fn) => w.addEventListener('error', (e) => fn(new UnsupportedError(e.message || 'the thread worker could not start'))),
     unref: () => {},
   };
 }
@@ -370,7 +372,7 @@ async function instantiate(module, memory) {
 async function startPool(core, module, n) {
   const x = core.exports;
   const status = x.wl_threads_init(n);
-  if (status !== 0) throw new Error(core.lastError() || `the core could not set up ${n} threads`);
+  if (status !== 0) throw new CoreError(core.lastError() || `the core could not set up ${n} threads`);
   const failures = [];
   for (let i = 1; i < n; i++) {
     const stack = x.wl_thread_stack(i) >>> 0;

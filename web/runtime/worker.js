@@ -4,7 +4,7 @@
 // big buffers transferred. Calls run one at a time, in order, so a generation never interleaves with a training
 // step on the same model. Everything the API does is done by the engine; nothing here but the crossing.
 import { node } from '#platform';
-import { serializeError, EngineError, WebLoRAError } from '../errors.js';
+import { serializeError, EngineError, UnsupportedError, WebLoRAError } from '../errors.js';
 import { LocalEngine } from '../engine/engine.js';
 import { STORE_PREFIX, methodSpec } from './api.js';
 
@@ -15,7 +15,7 @@ import { STORE_PREFIX, methodSpec } from './api.js';
 function connect() {
   if (node) {
     const { parentPort } = node;
-    if (!parentPort) throw new Error('web/runtime/worker.js must run in a Worker');
+    if (!parentPort) throw new UnsupportedError('web/runtime/worker.js must run in a Worker');
     return {
       post: (msg, transfer) => parentPort.postMessage(msg, transfer ?? []),
       listen: (fn) => parentPort.on('message', fn),

@@ -3,7 +3,7 @@
 
 import { sha256 } from '@noble/hashes/sha2';
 import { bytesToHex } from '@noble/hashes/utils';
-import { IntegrityError, PassphraseError, UnsupportedError } from '../errors.js';
+import { IntegrityError, InvalidArgumentError, PassphraseError, UnsupportedError } from '../errors.js';
 
 /** OWASP's floor for PBKDF2-HMAC-SHA256 at the time the minimum was set; lower counts are refused. */
 export const PBKDF2_MIN_ITERATIONS = 310_000;
@@ -60,7 +60,7 @@ export function randomBytes(n) {
  */
 export function normalizeSha256(hex) {
   const h = String(hex).trim().toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(h)) throw new TypeError(`sha256 must be 64 hex digits, got "${hex}"`);
+  if (!/^[0-9a-f]{64}$/.test(h)) throw new InvalidArgumentError(`sha256 must be 64 hex digits, got "${hex}"`);
   return h;
 }
 
@@ -92,9 +92,9 @@ export function createSha256() {
  * @returns {Promise<CryptoKey>} a non-extractable AES-GCM-256 key
  */
 export async function deriveKey(passphrase, salt, iterations) {
-  if (typeof passphrase !== 'string' || passphrase.length === 0) throw new TypeError('passphrase must be a non-empty string');
+  if (typeof passphrase !== 'string' || passphrase.length === 0) throw new InvalidArgumentError('passphrase must be a non-empty string');
   if (!Number.isInteger(iterations) || iterations < PBKDF2_MIN_ITERATIONS) {
-    throw new TypeError(`PBKDF2 iterations must be an integer >= ${PBKDF2_MIN_ITERATIONS}, got ${iterations}`);
+    throw new InvalidArgumentError(`PBKDF2 iterations must be an integer >= ${PBKDF2_MIN_ITERATIONS}, got ${iterations}`);
   }
   const s = subtle();
   const material = await s.importKey('raw', new TextEncoder().encode(passphrase), 'PBKDF2', false, ['deriveKey']);

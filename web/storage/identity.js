@@ -5,6 +5,8 @@
 // comparison an imported adapter's named base gets against the loaded model (checkAdapterBase). Weights decide in
 // the end: a matching base fingerprint settles it; names can only raise a doubt.
 
+import { InvalidArgumentError } from '../errors.js';
+
 const HUB_HOSTS = new Set(['huggingface.co', 'www.huggingface.co', 'hf.co']);
 /** Path segments after <org>/<name> in a Hub file URL (…/org/name/resolve/<revision>/file). */
 const HUB_FILE_ROUTES = new Set(['resolve', 'blob', 'raw', 'tree']);
@@ -120,9 +122,9 @@ export function hubFolderUrl(hubId, { revision = 'main', host = 'https://hugging
   try {
     base = new URL(String(host));
   } catch {
-    throw new TypeError(`remoteHost must be an absolute http(s) URL, got ${JSON.stringify(String(host))}`);
+    throw new InvalidArgumentError(`remoteHost must be an absolute http(s) URL, got ${JSON.stringify(String(host))}`);
   }
-  if (base.protocol !== 'https:' && base.protocol !== 'http:') throw new TypeError(`remoteHost must be an http(s) URL, got ${base.href}`);
+  if (base.protocol !== 'https:' && base.protocol !== 'http:') throw new InvalidArgumentError(`remoteHost must be an http(s) URL, got ${base.href}`);
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   const repo = hubId.split('/').map(encodeURIComponent).join('/');
   return new URL(`${repo}/resolve/${encodeURIComponent(revision)}/`, base).href;

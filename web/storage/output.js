@@ -10,6 +10,7 @@ import { constants as fsc } from 'node:fs';
 import { access, copyFile, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { WebLoRAError, registerErrorClass } from '../errors.js';
+import { formatBytes } from '../units.js';
 
 const PARTIAL = '.partial-';
 const ASIDE = '.old-';
@@ -286,12 +287,4 @@ export class OutputFile extends Output {
     await fsyncPath(path.dirname(target));
     crashPoint('new-in');
   }
-}
-
-/** @param {number} n */
-function formatBytes(n) {
-  if (!Number.isFinite(n)) return 'unknown';
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
-  return `${Math.ceil(n / 1e3)} kB`;
 }

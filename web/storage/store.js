@@ -3,10 +3,11 @@
 
 import { wrap } from 'idb';
 import {
-  AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, NotFoundError, PassphraseError,
+  AlreadyExistsError, BaseModelMismatchError, IntegrityError, InvalidAdapterError, InvalidArgumentError, NotFoundError, PassphraseError,
   StorageFullError, UnsupportedError, WebLoRAError,
 } from '../errors.js';
 import { createKeyRecord, randomBytes, seal, unlockKeyRecord, unseal } from './crypto.js';
+import { formatBytes } from '../units.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -151,7 +152,7 @@ export class AdapterStore {
   async save(name, adapter, options = {}) {
     checkName(name, 'adapter name');
     const { config, weights, baseFingerprint = null, baseModel = null, meta = {} } = adapter ?? {};
-    if (!config || typeof config !== 'object' || Array.isArray(config)) throw new TypeError('save: config must be the adapter_config.json object');
+    if (!config || typeof config !== 'object' || Array.isArray(config)) throw new InvalidArgumentError('save: config must be the adapter_config.json object');
     return this.#putAdapter(name, {
       configText: JSON.stringify(config, null, 2),
       weights: snapshot(weights, 'save: weights'),
@@ -296,7 +297,7 @@ export class AdapterStore {
   async saveCheckpoint(runId, checkpoint) {
     checkName(runId, 'runId');
     const { position = null, step, config = null } = checkpoint ?? {};
-    if (!Number.isSafeInteger(step) || step < 0) throw new TypeError('saveCheckpoint: step must be a non-negative integer');
+    if (!Number.isSafeInteger(step) || step < 0) throw new InvalidArgumentError('saveCheckpoint: step must be a non-negative integer');
     const adapterBytes = snapshot(checkpoint.adapterBytes, 'saveCheckpoint: adapterBytes');
     const optimizerBytes = snapshot(checkpoint.optimizerBytes, 'saveCheckpoint: optimizerBytes');
     const id = newId();
@@ -637,7 +638,7 @@ function isQuotaError(err) {
  */
 function checkName(name, what) {
   if (typeof name !== 'string' || name.length === 0 || name.length > 512) {
-    throw new TypeError(`${what} must be a non-empty string of at most 512 characters`);
+    throw new InvalidArgumentError(`${what} must be a non-empty string of at most 512 characters`);
   }
 }
 
@@ -650,7 +651,7 @@ function checkName(name, what) {
 function snapshot(bytes, what) {
   if (bytes instanceof ArrayBuffer) return new Uint8Array(bytes.slice(0));
   if (ArrayBuffer.isView(bytes)) return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength).slice();
-  throw new TypeError(`${what} must be a Uint8Array`);
+  throw new InvalidArgumentError(`${what} must be a Uint8Array`);
 }
 
 /** @param {any} v @returns {Uint8Array} */
@@ -669,7 +670,7 @@ function targetList(t) {
 
 /** @param {any} f @returns {Promise<AdapterFile>} */
 async function toAdapterFile(f) {
-  if (!f || typeof f.name !== 'string') throw new TypeError('importFiles: each file needs a name');
+  if (!f || typeof f.name !== 'string') throw new InvalidArgumentError('importFiles: each file needs a name');
   const name = f.name.slice(Math.max(f.name.lastIndexOf('/'), f.name.lastIndexOf('\\')) + 1);
   let data = f.data;
   if (data === undefined && typeof f.arrayBuffer === 'function') data = await f.arrayBuffer();
@@ -717,17 +718,4 @@ function byRecency(a, b) {
 
 function newId() {
   return Array.from(randomBytes(16), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** @param {number} n */
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
 }
