@@ -63,7 +63,7 @@ describe('from files, streamed in odd-sized chunks that split tensors and elemen
     e.dispose();
   });
 
-  test('F32 in two shards with an index, read in 997-byte chunks; a missing shard is named', async () => {
+  test('F32 in two shards with an index, read in 997-byte chunks; a missing shard is named, a corrupt index refused', async () => {
     const dir = path.join(tmp, 'sharded');
     mkdirSync(dir);
     const st = readSafetensors(core, new Uint8Array(readFileSync(path.join(TINY_LLAMA, 'model.safetensors'))));
@@ -82,6 +82,13 @@ describe('from files, streamed in odd-sized chunks that split tensors and elemen
     e.dispose();
     rmSync(path.join(dir, 'model-00002-of-00002.safetensors'));
     await expect(LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER })).rejects.toThrow(/shard model-00002-of-00002\.safetensors/);
+    // A corrupt index is a FormatError naming the file, whether it is not JSON or has no weight_map.
+    for (const [text, message] of [['{"weight_map": {', /index\.json is not valid JSON/], ['{"metadata": {}}', /index\.json has no weight_map/],
+      ['{"weight_map": {"a": 1}}', /index\.json has no weight_map/]]) {
+      writeFileSync(path.join(dir, 'model.safetensors.index.json'), text);
+      await expect(LocalEngine.load(dir, { wasmSource: wasmSource(), tokenizer: TOKENIZER }))
+        .rejects.toMatchObject({ name: 'FormatError', code: 'BAD_FORMAT', message: expect.stringMatching(message) });
+    }
   });
 
   test('a tensor of the wrong shape or an unknown tensor is refused with its name', async () => {

@@ -312,6 +312,21 @@ function guessKind(files) {
   throw new ModelSourceError(`no model weights among ${names.join(', ') || 'no files'}: need model.safetensors (+ config.json) or a llama2.c .bin`);
 }
 
+/** A sharded model's index (model.safetensors.index.json): its weight_map names each tensor's shard file. */
+function parseShardIndex(text, what) {
+  let index;
+  try {
+    index = JSON.parse(text);
+  } catch (cause) {
+    throw new FormatError(`${what} is not valid JSON: ${/** @type {Error} */ (cause).message}`, { cause });
+  }
+  const map = index?.weight_map;
+  if (!map || typeof map !== 'object' || Array.isArray(map) || !Object.values(map).every((v) => typeof v === 'string')) {
+    throw new FormatError(`${what} has no weight_map of tensor names to shard files`);
+  }
+  return index;
+}
+
 /** Weight shards in load order. */
 function shardNames(files) {
   const names = [...files.keys()];
@@ -504,8 +519,8 @@ export async function loadModel(core, source, options = {}) {
       nameOrPath = JSON.parse(cfgText)?._name_or_path ?? null;
       let { indexName, shards } = shardNames(files);
       if (indexName) {
-        const index = JSON.parse(await files.get(indexName).text());
-        shards = [...new Set(Object.values(index.weight_map ?? {}))];
+        const index = parseShardIndex(await files.get(indexName).text(), `${name}: ${indexName}`);
+        shards = [...new Set(Object.values(index.weight_map))];
         for (const s of shards) if (!files.has(s)) throw new ModelSourceError(`${name}: shard ${s} named by ${indexName} is missing`);
       }
       if (!shards.length) throw new ModelSourceError(`${name}: no .safetensors weights`);
