@@ -26,7 +26,7 @@
  * micro-kernel: results are bit-identical for any thread count.
  *
  * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. In the
- * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 8 or 16 wide) are sums of outer
+ * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 4 to 16 wide) are sums of outer
  * products over k with the wide operand read in place (see gemm_outer). A thin C (N a multiple of 4 up to 16) of an
  * op(A) with rows contiguous in k, as x A^T and dY B of a LoRA factor, is a set of dot products with A read in place
  * (see gemm_dot). Another thin C (N <= 16) is split over rows, and reads a transposed A in place (no packing: with 8
@@ -527,22 +527,23 @@ static void task_gemv(void *ctx, int piece) {
 
 /* ---------------------------------------------------------------------------------------------------------
  * Outer products over k: C = alpha A^T B (+ C) with A (K, M) and B (K, N) both stored k-major and one side of C
- * 8 or 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and dA = (dY B)^T X
- * (M = rank). Each k step adds the outer product of 8 narrow values and 4 wide ones (one vector load): 8
- * accumulators, which cover the multiply-add latency at two per cycle. The wide operand is read in place (each
- * value is used by 8 multiply-adds only: a packed copy would cost a quarter of the product). The narrow one is small
- * (k block x 16 at most) and is packed once per k block with every value already broadcast to 4 lanes, so a k step
- * reads it with 8 plain vector loads at constant offsets from one pointer: V8 folds those offsets into the loads,
- * where broadcasting loads (load32_splat) would each take an address register and spill. Relaxed-SIMD build only:
- * with fused multiply-adds it ran these shapes at 0.57-0.62 of the peak where the 6x8 tile reading A in place ran
- * at 0.40-0.46 (V8 spills one of its accumulators there); with a multiply then an add, 8 accumulators cannot cover
- * the two latencies, and the 5x8 tile (0.55-0.67) stays. */
+ * a multiple of 4 up to 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and
+ * dA = (dY B)^T X (M = rank). Each k step adds the outer product of 4 narrow values and 8 wide ones (two vector
+ * loads): 8 accumulators, which cover the multiply-add latency at two per cycle, for 6 loads (the earlier tile of 8
+ * narrow by 4 wide values took 9 loads for its 8 multiply-adds and ran these shapes at 0.59-0.68 of the peak, this
+ * one at 0.67-0.74 in the same run). The wide operand is read in place (each value is used by 4 multiply-adds only:
+ * a packed copy would cost a quarter of the product). The narrow one is small (k block x 16 at most) and is packed
+ * once per k block with every value already broadcast to 4 lanes, so a k step reads it with 4 plain vector loads
+ * at constant offsets from one pointer. Relaxed-SIMD build only: with a multiply then an add, 8 accumulators cannot
+ * cover the two latencies, and the 5x8 tile (0.55-0.67) stays. */
 
-#define WL_OUTER_J 8    /* narrow entries per tile */
+#define WL_OUTER_J 4    /* narrow entries per tile */
+#define WL_OUTER_W 8    /* wide entries per tile (two vectors) */
+#define WL_OUTER_MAX 16 /* widest narrow side */
 #define WL_OUTER_KC 64 /* longest k block: its packed narrow values (8 KB) and the wide rows a tile strides over
                           * (4 KB) stay in L1 for the next tiles, which read the same lines */
 _Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
-_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * 2 * WL_OUTER_J * 4, "outer-product scratch");
+_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * WL_OUTER_MAX * 4, "outer-product scratch");
 
 typedef struct outer_job {
     const float *S, *L; /* narrow operand (K, J), wide operand (K, W), rows at S + k * lds, L + k * ldl */
@@ -562,74 +563,83 @@ typedef struct outer_job {
     int pieces;
 } outer_job;
 
-/* acc[j] = sum over k < kc of s[k][j] * l[k][0..3] for j < 8, with s packed (32 floats a step); only the first wn
- * (< 4 when part) lanes of l are read. */
-static inline __attribute__((always_inline)) void outer_8x4(int kc, const float *restrict s, const float *restrict l,
+/* acc[2 j + h] = sum over k < kc of s[k][j] * l[k][4 h .. 4 h + 3] for j < 4, h < 2, with s packed (16 floats a
+ * step); only the first wn (< 8 when part) values of each l row are read. */
+static inline __attribute__((always_inline)) void outer_4x8(int kc, const float *restrict s, const float *restrict l,
                                                              size_t ldl, int part, int wn, vf *restrict acc) {
-    vf a[WL_OUTER_J];
-    for (int j = 0; j < WL_OUTER_J; j++) a[j] = vsplat(0.0f);
+    vf a[WL_OUTER_J][2];
+    for (int j = 0; j < WL_OUTER_J; j++) a[j][0] = a[j][1] = vsplat(0.0f);
     const float *s_end = s + (size_t)kc * WL_OUTER_J * 4;
+    const vf zero = vsplat(0.0f);
     WL_NO_UNROLL
     while (s != s_end) {
-        vf x = part ? vld_part(l, (size_t)wn) : vld(l);
-        for (int j = 0; j < WL_OUTER_J; j++) a[j] = vmadd(vld(s + 4 * j), x, a[j]);
+        vf x0 = part ? vld_part(l, (size_t)(wn < 4 ? wn : 4)) : vld(l);
+        vf x1 = !part ? vld(l + 4) : wn > 4 ? vld_part(l + 4, (size_t)(wn - 4)) : zero;
+        for (int j = 0; j < WL_OUTER_J; j++) {
+            vf sj = vld(s + 4 * j);
+            a[j][0] = vmadd(sj, x0, a[j][0]);
+            a[j][1] = vmadd(sj, x1, a[j][1]);
+        }
         s += WL_OUTER_J * 4;
         l += ldl;
     }
-    for (int j = 0; j < WL_OUTER_J; j++) acc[j] = a[j];
+    for (int j = 0; j < WL_OUTER_J; j++) {
+        acc[2 * j] = a[j][0];
+        acc[2 * j + 1] = a[j][1];
+    }
 }
 
 static __attribute__((noinline)) void outer_full(int kc, const float *restrict s, const float *restrict l, size_t ldl,
                                                  vf *restrict acc) {
-    outer_8x4(kc, s, l, ldl, 0, 4, acc);
+    outer_4x8(kc, s, l, ldl, 0, WL_OUTER_W, acc);
 }
 
 static __attribute__((noinline)) void outer_part(int kc, const float *restrict s, const float *restrict l, size_t ldl,
                                                  int wn, vf *restrict acc) {
-    outer_8x4(kc, s, l, ldl, 1, wn, acc);
+    outer_4x8(kc, s, l, ldl, 1, wn, acc);
 }
 
-/* Write alpha * acc (narrow j0..j0+7 by wide w..w+wn-1) to C by mode. */
+/* Write alpha * acc (narrow j0..j0+3 by wide w..w+wn-1) to C by mode. */
 static void outer_store(const outer_job *g, int mode, int j0, int w, int wn, const vf *acc) {
     const vf va = vsplat(g->alpha);
-    if (g->narrow_rows) {
-        for (int j = 0; j < WL_OUTER_J; j++) {
-            size_t off = (size_t)(j0 + j) * g->ldc + w;
-            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
-            if (wn == 4) vst(g->C + off, base ? vmadd(va, acc[j], vld(base)) : vmul(va, acc[j]));
-            else vst_part(g->C + off, base ? vmadd(va, acc[j], vld_part(base, (size_t)wn)) : vmul(va, acc[j]), (size_t)wn);
+    for (int h = 0; h < 2 && 4 * h < wn; h++) {
+        const int hn = wn - 4 * h < 4 ? wn - 4 * h : 4;
+        if (g->narrow_rows) {
+            for (int j = 0; j < WL_OUTER_J; j++) {
+                size_t off = (size_t)(j0 + j) * g->ldc + w + 4 * h;
+                const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+                vf v = acc[2 * j + h];
+                if (hn == 4) vst(g->C + off, base ? vmadd(va, v, vld(base)) : vmul(va, v));
+                else vst_part(g->C + off, base ? vmadd(va, v, vld_part(base, (size_t)hn)) : vmul(va, v), (size_t)hn);
+            }
+            continue;
         }
-        return;
-    }
-    /* C is (W, J): lane q of acc[j] is C[w + q][j0 + j]. */
-    vf t[WL_OUTER_J];
-    transpose4(acc[0], acc[1], acc[2], acc[3], &t[0], &t[1], &t[2], &t[3]);
-    transpose4(acc[4], acc[5], acc[6], acc[7], &t[4], &t[5], &t[6], &t[7]);
-    for (int q = 0; q < wn; q++) {
-        size_t off = (size_t)(w + q) * g->ldc + j0;
-        const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
-        for (int h = 0; h < 2; h++) {
-            vf v = t[4 * h + q];
-            vst(g->C + off + 4 * h, base ? vmadd(va, v, vld(base + 4 * h)) : vmul(va, v));
+        /* C is (W, J): lane q of acc[2 j + h] is C[w + 4 h + q][j0 + j]. */
+        vf t[4];
+        transpose4(acc[h], acc[2 + h], acc[4 + h], acc[6 + h], &t[0], &t[1], &t[2], &t[3]);
+        for (int q = 0; q < hn; q++) {
+            size_t off = (size_t)(w + 4 * h + q) * g->ldc + j0;
+            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+            vst(g->C + off, base ? vmadd(va, t[q], vld(base)) : vmul(va, t[q]));
         }
     }
 }
 
-/* Task: wide columns [piece] (whole groups of 4), k block by k block of the stretch, every narrow tile. */
+/* Task: wide columns [piece] (whole groups of 8), k block by k block of the stretch, every narrow tile. */
 static void task_outer(void *ctx, int piece) {
     const outer_job *g = ctx;
-    int groups = (g->W + 3) / 4, q0, q1;
+    int groups = (g->W + WL_OUTER_W - 1) / WL_OUTER_W, q0, q1;
     wl_split(groups, g->pieces, piece, &q0, &q1);
     for (int p0 = g->p0; p0 < g->p0 + g->kn; p0 += g->kcb) {
         const int kc = g->p0 + g->kn - p0 < g->kcb ? g->p0 + g->kn - p0 : g->kcb;
         const int mode = p0 == 0 ? g->first_mode : WRITE_ACC;
         for (int q = q0; q < q1; q++) {
-            int w = 4 * q, wn = g->W - w < 4 ? g->W - w : 4;
+            int w = WL_OUTER_W * q, wn = g->W - w < WL_OUTER_W ? g->W - w : WL_OUTER_W;
             const float *lp = g->L + (size_t)p0 * g->ldl + w;
             for (int j0 = 0; j0 < g->J; j0 += WL_OUTER_J) {
                 const float *sp = g->spack + ((size_t)(j0 / WL_OUTER_J) * g->kn + (p0 - g->p0)) * WL_OUTER_J * 4;
-                vf acc[WL_OUTER_J];
-                if (wn == 4) outer_full(kc, sp, lp, g->ldl, acc);
+                vf acc[2 * WL_OUTER_J];
+                if (wn == WL_OUTER_W) outer_full(kc, sp, lp, g->ldl, acc);
                 else outer_part(kc, sp, lp, g->ldl, wn, acc);
                 outer_store(g, mode, j0, w, wn, acc);
             }
@@ -641,9 +651,9 @@ static void task_outer(void *ctx, int piece) {
 static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, const float *bias, float *C, int ldc) {
     if (!WL_SIMD_FUSED || !t->trans_a || t->trans_b || bias || t->K <= 0) return 0;
     outer_job g;
-    if (N % WL_OUTER_J == 0 && N <= 2 * WL_OUTER_J) {
+    if (N % WL_OUTER_J == 0 && N <= WL_OUTER_MAX) {
         g = (outer_job){.S = t->B, .L = t->A, .lds = (size_t)t->ldb, .ldl = (size_t)t->lda, .J = N, .W = M};
-    } else if (M % WL_OUTER_J == 0 && M <= 2 * WL_OUTER_J) {
+    } else if (M % WL_OUTER_J == 0 && M <= WL_OUTER_MAX) {
         g = (outer_job){.S = t->A, .L = t->B, .lds = (size_t)t->lda, .ldl = (size_t)t->ldb, .J = M, .W = N, .narrow_rows = 1};
     } else {
         return 0;
@@ -663,7 +673,8 @@ static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, con
     g.spack = spack;
     /* Pieces of about 64k multiply-adds at least. */
     const int span = g.K < stretch ? g.K : stretch;
-    g.pieces = wl_parallel_pieces((g.W + 3) / 4, (int)(65536 / ((long long)span * g.J * 4 + 1)) + 1);
+    g.pieces = wl_parallel_pieces((g.W + WL_OUTER_W - 1) / WL_OUTER_W,
+                                  (int)(65536 / ((long long)span * g.J * WL_OUTER_W + 1)) + 1);
     for (g.p0 = 0; g.p0 < g.K; g.p0 += stretch) {
         g.kn = g.K - g.p0 < stretch ? g.K - g.p0 : stretch;
         for (int j0 = 0; j0 < g.J; j0 += WL_OUTER_J) {
