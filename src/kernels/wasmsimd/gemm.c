@@ -540,8 +540,9 @@ static void task_gemv(void *ctx, int piece) {
 #define WL_OUTER_J 4    /* narrow entries per tile */
 #define WL_OUTER_W 8    /* wide entries per tile (two vectors) */
 #define WL_OUTER_MAX 16 /* widest narrow side */
-#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (8 KB) and the wide rows a tile strides over
-                          * (4 KB) stay in L1 for the next tiles, which read the same lines */
+#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (4 KB a tile) and the wide rows a tile strides
+                          * over (4 KB) stay in L1 for the next tiles, which read the same lines; 128 and 256 ran
+                          * the same */
 _Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
 _Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * WL_OUTER_MAX * 4, "outer-product scratch");
 
