@@ -17,7 +17,8 @@ const DIM = 576;
 const HIDDEN = 1536;
 const KV = 192;
 const VOCAB = 49152;
-const RANK = 8;
+/** LoRA ranks whose factor products are measured. */
+const RANKS = [8, 16];
 /** Weights (out, in) of the model's linear layers and head. */
 const WEIGHTS = [
   { name: 'q_proj, o_proj', out: DIM, in: DIM },
@@ -102,15 +103,17 @@ export function loraStepShapes(tokens) {
   }
   // LoRA on q and v: xa = X A^T (tokens, r) in the forward pass, dxa = s dY B (tokens, r) in the backward one (the
   // products by the other factor, s xa B^T and dxa A, run as extra terms of the weight's own GEMM).
-  cases.push({ tokens, weight: 'q_proj, v_proj', op: 'LoRA forward X A^T', ta: 0, tb: 1, M: tokens, N: RANK, K: DIM, lda: DIM, ldb: DIM });
-  for (const out of [DIM, KV]) {
-    cases.push({ tokens, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA input gradient dY B', ta: 0, tb: 0, M: tokens, N: RANK, K: out, lda: out, ldb: RANK });
+  for (const rank of RANKS) {
+    cases.push({ tokens, rank, weight: 'q_proj, v_proj', op: 'LoRA forward X A^T', ta: 0, tb: 1, M: tokens, N: rank, K: DIM, lda: DIM, ldb: DIM });
+    for (const out of [DIM, KV]) {
+      cases.push({ tokens, rank, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA input gradient dY B', ta: 0, tb: 0, M: tokens, N: rank, K: out, lda: out, ldb: rank });
+    }
+    // dB (out, r) += s dY^T (X A^T), dA (r, in) += (dY B)^T X.
+    for (const out of [DIM, KV]) {
+      cases.push({ tokens, rank, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA dB = dY^T (X A^T)', ta: 1, tb: 0, M: out, N: rank, K: tokens, lda: out, ldb: rank });
+    }
+    cases.push({ tokens, rank, weight: 'q_proj, v_proj', op: 'LoRA dA = (dY B)^T X', ta: 1, tb: 0, M: rank, N: DIM, K: tokens, lda: rank, ldb: DIM });
   }
-  // dB (out, r) += s dY^T (X A^T), dA (r, in) += (dY B)^T X.
-  for (const out of [DIM, KV]) {
-    cases.push({ tokens, weight: out === DIM ? 'q_proj' : 'v_proj', op: 'LoRA dB = dY^T (X A^T)', ta: 1, tb: 0, M: out, N: RANK, K: tokens, lda: out, ldb: RANK });
-  }
-  cases.push({ tokens, weight: 'q_proj, v_proj', op: 'LoRA dA = (dY B)^T X', ta: 1, tb: 0, M: RANK, N: DIM, K: tokens, lda: RANK, ldb: DIM });
   return cases;
 }
 
@@ -212,7 +215,7 @@ export async function benchGemm(wasm, options = {}) {
     wall_peak_gflops: round(wallPeak, 2),
     ...(peaks.fused ? { mul_add_peak_gflops: round(peaks.mulAddBest('cpu'), 2) } : {}),
     gemm: results.map((r) => ({
-      tokens: r.tokens, weight: r.weight, op: r.op, M: r.M, N: r.N, K: r.K, trans_a: r.ta, trans_b: r.tb,
+      tokens: r.tokens, ...(r.rank ? { rank: r.rank } : {}), weight: r.weight, op: r.op, M: r.M, N: r.N, K: r.K, trans_a: r.ta, trans_b: r.tb,
       gflops: round(r.best / 1e9, 2), ratio_to_peak: round(r.best / 1e9 / peak, 3),
       median_gflops: round(r.median / 1e9, 2), median_ratio_to_peak: round(r.median / 1e9 / peakMedian, 3),
       wall_gflops: round(r.wallBest / 1e9, 2), wall_ratio_to_peak: round(r.wallBest / 1e9 / wallPeak, 3),

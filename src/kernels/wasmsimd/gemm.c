@@ -26,10 +26,12 @@
  * micro-kernel: results are bit-identical for any thread count.
  *
  * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. In the
- * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 8 or 16 wide) are sums of outer
- * products over k with the wide operand read in place (see gemm_outer). Another thin C (N <= 16) is split over
- * rows, and reads a transposed A in place (no packing: with 8 columns a packed copy would cost as much as the
- * product). A short, wide C (M <= 9) is computed as its transpose so that form applies.
+ * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 4 to 16 wide) are sums of outer
+ * products over k with the wide operand read in place (see gemm_outer). A thin C (N a multiple of 4 up to 16) of an
+ * op(A) with rows contiguous in k, as x A^T and dY B of a LoRA factor, is a set of dot products with A read in place
+ * (see gemm_dot). Another thin C (N <= 16) is split over rows, and reads a transposed A in place (no packing: with 8
+ * columns a packed copy would cost as much as the product). A short, wide C (M <= 9) is computed as its transpose so
+ * that form applies.
  *
  * New weight formats (8-bit, 4-bit) plug in at pack_b: the micro-kernel only ever sees f32 panels. */
 #include <stdint.h>
@@ -525,22 +527,24 @@ static void task_gemv(void *ctx, int piece) {
 
 /* ---------------------------------------------------------------------------------------------------------
  * Outer products over k: C = alpha A^T B (+ C) with A (K, M) and B (K, N) both stored k-major and one side of C
- * 8 or 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and dA = (dY B)^T X
- * (M = rank). Each k step adds the outer product of 8 narrow values and 4 wide ones (one vector load): 8
- * accumulators, which cover the multiply-add latency at two per cycle. The wide operand is read in place (each
- * value is used by 8 multiply-adds only: a packed copy would cost a quarter of the product). The narrow one is small
- * (k block x 16 at most) and is packed once per k block with every value already broadcast to 4 lanes, so a k step
- * reads it with 8 plain vector loads at constant offsets from one pointer: V8 folds those offsets into the loads,
- * where broadcasting loads (load32_splat) would each take an address register and spill. Relaxed-SIMD build only:
- * with fused multiply-adds it ran these shapes at 0.57-0.62 of the peak where the 6x8 tile reading A in place ran
- * at 0.40-0.46 (V8 spills one of its accumulators there); with a multiply then an add, 8 accumulators cannot cover
- * the two latencies, and the 5x8 tile (0.55-0.67) stays. */
+ * a multiple of 4 up to 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and
+ * dA = (dY B)^T X (M = rank). Each k step adds the outer product of 4 narrow values and 8 wide ones (two vector
+ * loads): 8 accumulators, which cover the multiply-add latency at two per cycle, for 6 loads (the earlier tile of 8
+ * narrow by 4 wide values took 9 loads for its 8 multiply-adds and ran these shapes at 0.59-0.68 of the peak, this
+ * one at 0.67-0.74 in the same run). The wide operand is read in place (each value is used by 4 multiply-adds only:
+ * a packed copy would cost a quarter of the product). The narrow one is small (k block x 16 at most) and is packed
+ * once per k block with every value already broadcast to 4 lanes, so a k step reads it with 4 plain vector loads
+ * at constant offsets from one pointer. Relaxed-SIMD build only: with a multiply then an add, 8 accumulators cannot
+ * cover the two latencies, and the 5x8 tile (0.55-0.67) stays. */
 
-#define WL_OUTER_J 8    /* narrow entries per tile */
-#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (8 KB) and the wide rows a tile strides over
-                          * (4 KB) stay in L1 for the next tiles, which read the same lines */
+#define WL_OUTER_J 4    /* narrow entries per tile */
+#define WL_OUTER_W 8    /* wide entries per tile (two vectors) */
+#define WL_OUTER_MAX 16 /* widest narrow side */
+#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (4 KB a tile) and the wide rows a tile strides
+                          * over (4 KB) stay in L1 for the next tiles, which read the same lines; 128 and 256 ran
+                          * the same */
 _Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
-_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * 2 * WL_OUTER_J * 4, "outer-product scratch");
+_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * WL_OUTER_MAX * 4, "outer-product scratch");
 
 typedef struct outer_job {
     const float *S, *L; /* narrow operand (K, J), wide operand (K, W), rows at S + k * lds, L + k * ldl */
@@ -560,74 +564,83 @@ typedef struct outer_job {
     int pieces;
 } outer_job;
 
-/* acc[j] = sum over k < kc of s[k][j] * l[k][0..3] for j < 8, with s packed (32 floats a step); only the first wn
- * (< 4 when part) lanes of l are read. */
-static inline __attribute__((always_inline)) void outer_8x4(int kc, const float *restrict s, const float *restrict l,
+/* acc[2 j + h] = sum over k < kc of s[k][j] * l[k][4 h .. 4 h + 3] for j < 4, h < 2, with s packed (16 floats a
+ * step); only the first wn (< 8 when part) values of each l row are read. */
+static inline __attribute__((always_inline)) void outer_4x8(int kc, const float *restrict s, const float *restrict l,
                                                              size_t ldl, int part, int wn, vf *restrict acc) {
-    vf a[WL_OUTER_J];
-    for (int j = 0; j < WL_OUTER_J; j++) a[j] = vsplat(0.0f);
+    vf a[WL_OUTER_J][2];
+    for (int j = 0; j < WL_OUTER_J; j++) a[j][0] = a[j][1] = vsplat(0.0f);
     const float *s_end = s + (size_t)kc * WL_OUTER_J * 4;
+    const vf zero = vsplat(0.0f);
     WL_NO_UNROLL
     while (s != s_end) {
-        vf x = part ? vld_part(l, (size_t)wn) : vld(l);
-        for (int j = 0; j < WL_OUTER_J; j++) a[j] = vmadd(vld(s + 4 * j), x, a[j]);
+        vf x0 = part ? vld_part(l, (size_t)(wn < 4 ? wn : 4)) : vld(l);
+        vf x1 = !part ? vld(l + 4) : wn > 4 ? vld_part(l + 4, (size_t)(wn - 4)) : zero;
+        for (int j = 0; j < WL_OUTER_J; j++) {
+            vf sj = vld(s + 4 * j);
+            a[j][0] = vmadd(sj, x0, a[j][0]);
+            a[j][1] = vmadd(sj, x1, a[j][1]);
+        }
         s += WL_OUTER_J * 4;
         l += ldl;
     }
-    for (int j = 0; j < WL_OUTER_J; j++) acc[j] = a[j];
+    for (int j = 0; j < WL_OUTER_J; j++) {
+        acc[2 * j] = a[j][0];
+        acc[2 * j + 1] = a[j][1];
+    }
 }
 
 static __attribute__((noinline)) void outer_full(int kc, const float *restrict s, const float *restrict l, size_t ldl,
                                                  vf *restrict acc) {
-    outer_8x4(kc, s, l, ldl, 0, 4, acc);
+    outer_4x8(kc, s, l, ldl, 0, WL_OUTER_W, acc);
 }
 
 static __attribute__((noinline)) void outer_part(int kc, const float *restrict s, const float *restrict l, size_t ldl,
                                                  int wn, vf *restrict acc) {
-    outer_8x4(kc, s, l, ldl, 1, wn, acc);
+    outer_4x8(kc, s, l, ldl, 1, wn, acc);
 }
 
-/* Write alpha * acc (narrow j0..j0+7 by wide w..w+wn-1) to C by mode. */
+/* Write alpha * acc (narrow j0..j0+3 by wide w..w+wn-1) to C by mode. */
 static void outer_store(const outer_job *g, int mode, int j0, int w, int wn, const vf *acc) {
     const vf va = vsplat(g->alpha);
-    if (g->narrow_rows) {
-        for (int j = 0; j < WL_OUTER_J; j++) {
-            size_t off = (size_t)(j0 + j) * g->ldc + w;
-            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
-            if (wn == 4) vst(g->C + off, base ? vmadd(va, acc[j], vld(base)) : vmul(va, acc[j]));
-            else vst_part(g->C + off, base ? vmadd(va, acc[j], vld_part(base, (size_t)wn)) : vmul(va, acc[j]), (size_t)wn);
+    for (int h = 0; h < 2 && 4 * h < wn; h++) {
+        const int hn = wn - 4 * h < 4 ? wn - 4 * h : 4;
+        if (g->narrow_rows) {
+            for (int j = 0; j < WL_OUTER_J; j++) {
+                size_t off = (size_t)(j0 + j) * g->ldc + w + 4 * h;
+                const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+                vf v = acc[2 * j + h];
+                if (hn == 4) vst(g->C + off, base ? vmadd(va, v, vld(base)) : vmul(va, v));
+                else vst_part(g->C + off, base ? vmadd(va, v, vld_part(base, (size_t)hn)) : vmul(va, v), (size_t)hn);
+            }
+            continue;
         }
-        return;
-    }
-    /* C is (W, J): lane q of acc[j] is C[w + q][j0 + j]. */
-    vf t[WL_OUTER_J];
-    transpose4(acc[0], acc[1], acc[2], acc[3], &t[0], &t[1], &t[2], &t[3]);
-    transpose4(acc[4], acc[5], acc[6], acc[7], &t[4], &t[5], &t[6], &t[7]);
-    for (int q = 0; q < wn; q++) {
-        size_t off = (size_t)(w + q) * g->ldc + j0;
-        const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
-        for (int h = 0; h < 2; h++) {
-            vf v = t[4 * h + q];
-            vst(g->C + off + 4 * h, base ? vmadd(va, v, vld(base + 4 * h)) : vmul(va, v));
+        /* C is (W, J): lane q of acc[2 j + h] is C[w + 4 h + q][j0 + j]. */
+        vf t[4];
+        transpose4(acc[h], acc[2 + h], acc[4 + h], acc[6 + h], &t[0], &t[1], &t[2], &t[3]);
+        for (int q = 0; q < hn; q++) {
+            size_t off = (size_t)(w + 4 * h + q) * g->ldc + j0;
+            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
+            vst(g->C + off, base ? vmadd(va, t[q], vld(base)) : vmul(va, t[q]));
         }
     }
 }
 
-/* Task: wide columns [piece] (whole groups of 4), k block by k block of the stretch, every narrow tile. */
+/* Task: wide columns [piece] (whole groups of 8), k block by k block of the stretch, every narrow tile. */
 static void task_outer(void *ctx, int piece) {
     const outer_job *g = ctx;
-    int groups = (g->W + 3) / 4, q0, q1;
+    int groups = (g->W + WL_OUTER_W - 1) / WL_OUTER_W, q0, q1;
     wl_split(groups, g->pieces, piece, &q0, &q1);
     for (int p0 = g->p0; p0 < g->p0 + g->kn; p0 += g->kcb) {
         const int kc = g->p0 + g->kn - p0 < g->kcb ? g->p0 + g->kn - p0 : g->kcb;
         const int mode = p0 == 0 ? g->first_mode : WRITE_ACC;
         for (int q = q0; q < q1; q++) {
-            int w = 4 * q, wn = g->W - w < 4 ? g->W - w : 4;
+            int w = WL_OUTER_W * q, wn = g->W - w < WL_OUTER_W ? g->W - w : WL_OUTER_W;
             const float *lp = g->L + (size_t)p0 * g->ldl + w;
             for (int j0 = 0; j0 < g->J; j0 += WL_OUTER_J) {
                 const float *sp = g->spack + ((size_t)(j0 / WL_OUTER_J) * g->kn + (p0 - g->p0)) * WL_OUTER_J * 4;
-                vf acc[WL_OUTER_J];
-                if (wn == 4) outer_full(kc, sp, lp, g->ldl, acc);
+                vf acc[2 * WL_OUTER_J];
+                if (wn == WL_OUTER_W) outer_full(kc, sp, lp, g->ldl, acc);
                 else outer_part(kc, sp, lp, g->ldl, wn, acc);
                 outer_store(g, mode, j0, w, wn, acc);
             }
@@ -639,9 +652,9 @@ static void task_outer(void *ctx, int piece) {
 static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, const float *bias, float *C, int ldc) {
     if (!WL_SIMD_FUSED || !t->trans_a || t->trans_b || bias || t->K <= 0) return 0;
     outer_job g;
-    if (N % WL_OUTER_J == 0 && N <= 2 * WL_OUTER_J) {
+    if (N % WL_OUTER_J == 0 && N <= WL_OUTER_MAX) {
         g = (outer_job){.S = t->B, .L = t->A, .lds = (size_t)t->ldb, .ldl = (size_t)t->lda, .J = N, .W = M};
-    } else if (M % WL_OUTER_J == 0 && M <= 2 * WL_OUTER_J) {
+    } else if (M % WL_OUTER_J == 0 && M <= WL_OUTER_MAX) {
         g = (outer_job){.S = t->A, .L = t->B, .lds = (size_t)t->lda, .ldl = (size_t)t->ldb, .J = M, .W = N, .narrow_rows = 1};
     } else {
         return 0;
@@ -661,7 +674,8 @@ static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, con
     g.spack = spack;
     /* Pieces of about 64k multiply-adds at least. */
     const int span = g.K < stretch ? g.K : stretch;
-    g.pieces = wl_parallel_pieces((g.W + 3) / 4, (int)(65536 / ((long long)span * g.J * 4 + 1)) + 1);
+    g.pieces = wl_parallel_pieces((g.W + WL_OUTER_W - 1) / WL_OUTER_W,
+                                  (int)(65536 / ((long long)span * g.J * WL_OUTER_W + 1)) + 1);
     for (g.p0 = 0; g.p0 < g.K; g.p0 += stretch) {
         g.kn = g.K - g.p0 < stretch ? g.K - g.p0 : stretch;
         for (int j0 = 0; j0 < g.J; j0 += WL_OUTER_J) {
@@ -673,6 +687,180 @@ static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, con
         }
         wl_parallel_for(g.pieces, task_outer, &g);
     }
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Dot products: C (M, N) = alpha op(A) op(B) (+ add, + bias) with op(A) rows contiguous in k (trans_a = 0) and N a
+ * multiple of 4 up to 16: the LoRA products x A^T and dY B (N = rank). Each C value is a dot product of a row of A,
+ * read in place, with a column of op(B). op(B) is small (N x K) and is packed once, 4 columns at a time, with 4
+ * consecutive k of each column in one vector ([k / 4][column][4]), so a step of 4 k reads 2 rows of A and the 4
+ * columns with 6 plain vector loads at constant offsets and does 8 multiply-adds into 8 accumulators, one per
+ * (row, column); at the end a 4x4 transpose and 3 adds turn each row's 4 accumulators into its 4 C values. No packing
+ * of A (the packed 6x8 tile spent as long packing A as multiplying with it here: 0.50-0.58 of the peak), and every
+ * C value sums its k in the same fixed order whatever the rows a thread gets. */
+
+#define WL_DOT_ROWS 2
+
+typedef struct dot_job {
+    const wl_gemm_term *terms;
+    int n_terms;
+    /* term t's op(B), column group g (columns 4g..4g+3), step s (k = 4s..4s+3): wpack[t] + (g * steps[t] + s) * 16 */
+    const float *wpack[WL_MAX_TERMS];
+    int steps[WL_MAX_TERMS];
+    int M, N;
+    float *C;
+    const float *add, *bias;
+    int ldc;
+    int pieces;
+} dot_job;
+
+/* out[r] = the dot products of rows r < rows (a + r * lda, K long) with the 4 packed columns at w. */
+static inline __attribute__((always_inline)) void dot_tile(int rows, int K, const float *restrict a, size_t lda,
+                                                            const float *restrict w, vf *restrict out) {
+    vf acc[WL_DOT_ROWS][4];
+    for (int r = 0; r < rows; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = vsplat(0.0f);
+    const float *a1 = a + lda;
+    const float *w_end = w + (size_t)(K / 4) * 16;
+    WL_NO_UNROLL
+    while (w != w_end) {
+        vf x0 = vld(a), x1 = rows > 1 ? vld(a1) : x0;
+        for (int q = 0; q < 4; q++) {
+            vf wq = vld(w + 4 * q);
+            acc[0][q] = vmadd(x0, wq, acc[0][q]);
+            if (rows > 1) acc[1][q] = vmadd(x1, wq, acc[1][q]);
+        }
+        a += 4;
+        a1 += 4;
+        w += 16;
+    }
+    if (K % 4) {
+        /* The last k: the packed columns are zero past K, the rows are read only up to K. */
+        vf x0 = vld_part(a, (size_t)(K % 4)), x1 = rows > 1 ? vld_part(a1, (size_t)(K % 4)) : x0;
+        for (int q = 0; q < 4; q++) {
+            vf wq = vld(w + 4 * q);
+            acc[0][q] = vmadd(x0, wq, acc[0][q]);
+            if (rows > 1) acc[1][q] = vmadd(x1, wq, acc[1][q]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        vf t0, t1, t2, t3;
+        transpose4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], &t0, &t1, &t2, &t3);
+        out[r] = vadd(vadd(t0, t1), vadd(t2, t3));
+    }
+}
+
+static __attribute__((noinline)) void dot_tile2(int K, const float *restrict a, size_t lda, const float *restrict w,
+                                                vf *restrict out) {
+    dot_tile(2, K, a, lda, w, out);
+}
+
+static __attribute__((noinline)) void dot_tile1(int K, const float *restrict a, const float *restrict w,
+                                                vf *restrict out) {
+    dot_tile(1, K, a, 0, w, out);
+}
+
+/* Task: rows [piece] (whole pairs from row 0), every column group: add, then each term, then the bias, as the
+ * other forms sum them, so a term of zeros (a fresh LoRA adapter's) leaves C exactly as without it. */
+static void task_dot(void *ctx, int piece) {
+    const dot_job *g = ctx;
+    int pairs = (g->M + WL_DOT_ROWS - 1) / WL_DOT_ROWS, q0, q1;
+    wl_split(pairs, g->pieces, piece, &q0, &q1);
+    for (int i = q0 * WL_DOT_ROWS; i < q1 * WL_DOT_ROWS && i < g->M; i += WL_DOT_ROWS) {
+        const int rows = g->M - i < WL_DOT_ROWS ? g->M - i : WL_DOT_ROWS;
+        for (int j = 0; j < g->N; j += 4) {
+            vf sum[WL_DOT_ROWS];
+            int first = 1;
+            if (g->add) {
+                for (int r = 0; r < rows; r++) sum[r] = vld(g->add + (size_t)(i + r) * g->ldc + j);
+                first = 0;
+            }
+            for (int t = 0; t < g->n_terms; t++) {
+                const wl_gemm_term *tm = &g->terms[t];
+                if (tm->K == 0) continue;
+                const float *a = tm->A + (size_t)i * tm->lda;
+                const float *w = g->wpack[t] + (size_t)(j / 4) * g->steps[t] * 16;
+                vf out[WL_DOT_ROWS];
+                if (rows == 2) dot_tile2(tm->K, a, (size_t)tm->lda, w, out);
+                else dot_tile1(tm->K, a, w, out);
+                const vf va = vsplat(tm->alpha);
+                for (int r = 0; r < rows; r++) sum[r] = first ? vmul(va, out[r]) : vadd(sum[r], vmul(va, out[r]));
+                first = 0;
+            }
+            for (int r = 0; r < rows; r++) {
+                if (g->bias) sum[r] = vadd(sum[r], vld(g->bias + j));
+                vst(g->C + (size_t)(i + r) * g->ldc + j, sum[r]);
+            }
+        }
+    }
+}
+
+/* Pack op(B) of a term (K, N) for dot_tile: 4 columns at a time, 4 consecutive k of a column in one vector, zero
+ * past K. */
+static void pack_dot(const wl_gemm_term *t, int N, int steps, float *restrict wpack) {
+    const int kfull = t->K & ~3;
+    for (int j0 = 0; j0 < N; j0 += 4) {
+        float *dst = wpack + (size_t)(j0 / 4) * steps * 16;
+        if (t->trans_b) {
+            /* B is (N, K): each column's 4 k are already contiguous. */
+            for (int k = 0; k < kfull; k += 4)
+                for (int q = 0; q < 4; q++) vst(dst + (size_t)k * 4 + 4 * q, vld(t->B + (size_t)(j0 + q) * t->ldb + k));
+        } else {
+            /* B is (K, N): transpose 4 k by 4 columns. */
+            for (int k = 0; k < kfull; k += 4) {
+                const float *b = t->B + (size_t)k * t->ldb + j0;
+                vf c0, c1, c2, c3;
+                transpose4(vld(b), vld(b + t->ldb), vld(b + 2 * (size_t)t->ldb), vld(b + 3 * (size_t)t->ldb), &c0,
+                           &c1, &c2, &c3);
+                float *d = dst + (size_t)k * 4;
+                vst(d, c0);
+                vst(d + 4, c1);
+                vst(d + 8, c2);
+                vst(d + 12, c3);
+            }
+        }
+        if (kfull < t->K) {
+            float *d = dst + (size_t)kfull * 4;
+            for (int q = 0; q < 4; q++) {
+                for (int l = 0; l < 4; l++) {
+                    int k = kfull + l, j = j0 + q;
+                    d[4 * q + l] = k >= t->K             ? 0.0f
+                                   : t->trans_b ? t->B[(size_t)j * t->ldb + k]
+                                                : t->B[(size_t)k * t->ldb + j];
+                }
+            }
+        }
+    }
+}
+
+/* The dot-product form when it applies (every term with op(A) rows contiguous in k, N a multiple of 4 up to 16, the
+ * packed op(B)s within the scratch); returns whether it ran. */
+static int gemm_dot(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add, const float *bias,
+                    float *C, int ldc) {
+    if (N % 4 || N > 16) return 0;
+    dot_job g = {.terms = terms, .n_terms = n_terms, .M = M, .N = N, .C = C, .add = add, .bias = bias, .ldc = ldc};
+    size_t packed = 0;
+    long long work = 0;
+    for (int t = 0; t < n_terms; t++) {
+        if (terms[t].K == 0) continue;
+        if (terms[t].trans_a) return 0;
+        g.steps[t] = (terms[t].K + 3) / 4;
+        packed += (size_t)g.steps[t] * 4 * N;
+        work += terms[t].K;
+    }
+    if (packed > WL_SCRATCH_FLOATS) return 0;
+    float *wpack = wl_parallel_width() > 1 ? wl_shared_scratch() : wl_thread_scratch();
+    for (int t = 0; t < n_terms; t++) {
+        if (terms[t].K == 0) continue;
+        g.wpack[t] = wpack;
+        pack_dot(&terms[t], N, g.steps[t], wpack);
+        wpack += (size_t)g.steps[t] * 4 * N;
+    }
+    /* Pieces of about 64k multiply-adds at least. */
+    const int pairs = (M + WL_DOT_ROWS - 1) / WL_DOT_ROWS;
+    g.pieces = wl_parallel_pieces(pairs, (int)(65536 / ((long long)WL_DOT_ROWS * N * work + 1)) + 1);
+    wl_parallel_for(g.pieces, task_dot, &g);
     return 1;
 }
 
@@ -751,6 +939,7 @@ void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms,
         return;
     }
     if (n_terms == 1 && gemm_outer(M, N, &terms[0], add, bias, C, ldc)) return;
+    if (gemm_dot(M, N, terms, n_terms, add, bias, C, ldc)) return;
     /* A short, wide C is computed as C^T = op(B)^T op(A)^T, which the thin form handles well. */
     wl_gemm_term swapped[WL_MAX_TERMS];
     if (M <= 2 * WL_MR - 1 && N >= 8 * WL_NR && !bias && (!add || add == C)) {
