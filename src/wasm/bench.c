@@ -3,7 +3,6 @@
  * selected GEMM kernel, so JS can report kernel speed as a fraction of the peak measured in the same run, the
  * multiply-add rates of integer dot products next to f32 ones in the same register tile, and the GEMM's weight
  * packing alone. */
-#include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/wasmsimd/simd.h"
 
@@ -118,29 +117,6 @@ void wl_bench_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, 
                     const float *B, int ldb, float beta, float *C, int ldc, int reps) {
     const wl_kernels *k = wl_kernels_default();
     for (int r = 0; r < reps; r++) wl_sgemm(k, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-/* A parallel-for of `tasks` tasks of `work` dependent multiply-adds each, `regions` times: what the pool costs
- * per region beyond its work. Returns a value depending on every task so nothing is optimised away. */
-typedef struct bench_regions {
-    int work;
-    float out[WL_MAX_THREADS * WL_PIECES_PER_THREAD];
-} bench_regions;
-
-static void bench_region_task(void *ctx, int t) {
-    bench_regions *b = ctx;
-    float x = (float)t;
-    for (int i = 0; i < b->work; i++) x = x * 0.999f + 0.001f;
-    b->out[t % (WL_MAX_THREADS * WL_PIECES_PER_THREAD)] = x;
-}
-
-WL_BENCH_EXPORT("wl_bench_regions")
-float wl_bench_regions(int regions, int tasks, int work) {
-    bench_regions b = {work, {0}};
-    for (int r = 0; r < regions; r++) wl_parallel_for(tasks, bench_region_task, &b);
-    float s = 0.0f;
-    for (int i = 0; i < WL_MAX_THREADS * WL_PIECES_PER_THREAD; i++) s += b.out[i];
-    return s;
 }
 
 /* The GEMM's packing of op(B) (K, N) into dst, reps times: the work a pre-packed weight would not redo. */
