@@ -160,8 +160,8 @@ void *wl_thread_stack(int i) {
  * - a worker after a region waits for thread 0's serial work (a GEMM's set-up, a small kernel, or JavaScript between
  *   calls, which can last any time): a couple of microseconds of polls catch back-to-back regions without burning
  *   CPU through long serial stretches (longer polls cost more CPU per step, measured). */
-#define WL_CALLER_POLLS 50000
-#define WL_WORKER_POLLS 5000
+#define WL_REGION_END_POLLS 50000 /* the first case, on any thread */
+#define WL_BETWEEN_REGIONS_POLLS 5000 /* the second */
 
 /* 1 when *word no longer holds value within `polls` polls. */
 __attribute__((noinline)) static int spin_until_changed(_Atomic int *word, int value, int polls) {
@@ -171,13 +171,13 @@ __attribute__((noinline)) static int spin_until_changed(_Atomic int *word, int v
     return 0;
 }
 
-/* A worker's polls for the region after generation `seen`: while that region still runs, then WL_WORKER_POLLS more.
+/* A worker's polls for the region after generation `seen`: while that region still runs, then WL_BETWEEN_REGIONS_POLLS more.
  * 1 when a new region started. */
 __attribute__((noinline)) static int poll_next_region(int seen) {
-    for (int i = 0; i < WL_CALLER_POLLS && atomic_load_explicit(&g_pending, memory_order_relaxed) != 0; i++) {
+    for (int i = 0; i < WL_REGION_END_POLLS && atomic_load_explicit(&g_pending, memory_order_relaxed) != 0; i++) {
         if (atomic_load_explicit(&g_generation, memory_order_acquire) != seen) return 1;
     }
-    return spin_until_changed(&g_generation, seen, WL_WORKER_POLLS);
+    return spin_until_changed(&g_generation, seen, WL_BETWEEN_REGIONS_POLLS);
 }
 
 int wl_parallel_width(void) { return atomic_load_explicit(&g_in_region, memory_order_relaxed) ? 1 : g_nthreads; }
@@ -189,7 +189,7 @@ float *wl_shared_scratch(void) { return g_shared; }
 int wl_threads_running(void) { return atomic_load(&g_running); }
 
 /* Claim and run tasks of generation gen until none are left (or a later region has started). Not inlined, so that V8
- * optimises it for workers too (see WL_CALLER_POLLS). */
+ * optimises it for workers too (see spin_until_changed). */
 __attribute__((noinline)) static void run_tasks(uint32_t gen) {
     uint64_t c = atomic_load_explicit(&g_claim, memory_order_acquire);
     for (;;) {
@@ -228,7 +228,7 @@ void wl_parallel_for(int n_tasks, wl_task_fn fn, void *ctx) {
     int p;
     while ((p = atomic_load_explicit(&g_pending, memory_order_acquire)) != 0) {
         if (atomic_load(&g_failed)) wl_assert_fail("a worker thread of the pool died", __FILE__, __LINE__);
-        if (spin_until_changed(&g_pending, p, WL_CALLER_POLLS)) continue;
+        if (spin_until_changed(&g_pending, p, WL_REGION_END_POLLS)) continue;
         /* Flagged before the last look at the count, so the task that finishes the region sees the flag. */
         atomic_store_explicit(&g_caller_asleep, 1, memory_order_seq_cst);
         if (atomic_load_explicit(&g_pending, memory_order_seq_cst) == p) wait_while_equal(&g_pending, p);
