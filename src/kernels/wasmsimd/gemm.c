@@ -78,13 +78,20 @@ _Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_
 /* ---------------------------------------------------------------------------------------------------------
  * Micro-kernel. */
 
+/* LLVM's loop strength reduction rewrites a pointer that steps by a run-time stride into integer arithmetic, and
+ * the loads at constant offsets from it then each need an add of their own, which V8 turns into more live
+ * registers and spills in the k loop. An empty asm statement that may change the pointers hides them from that
+ * pass; it emits nothing. */
+#define WL_OPAQUE_POINTERS(a, b) __asm__("" : "+r"(a), "+r"(b))
+
 /* C tile (WL_MR x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
  * a + k * as. The row loops are unrolled by the compiler, so the tile lives in 2 * WL_MR vector registers. The
  * two instances below are kept out of line: inlined into the blocking loops (one big function for V8's register
- * allocator) the whole GEMM ran about 1.4x slower. */
+ * allocator) the whole GEMM ran about 1.4x slower. `opaque` when the stride is only known at run time (see
+ * WL_OPAQUE_POINTERS). */
 static inline __attribute__((always_inline)) void ukernel(int kc, const float *restrict a, size_t as,
                                                            const float *restrict b, float *restrict c, int ldc,
-                                                           float alpha, int acc) {
+                                                           float alpha, int acc, int opaque) {
     vf c0[WL_MR], c1[WL_MR];
     for (int r = 0; r < WL_MR; r++) c0[r] = c1[r] = vsplat(0.0f);
     /* Ending on the panel pointer instead of a counter saves V8 an add per step. */
@@ -99,6 +106,7 @@ static inline __attribute__((always_inline)) void ukernel(int kc, const float *r
         }
         a += as;
         b += WL_NR;
+        if (opaque) WL_OPAQUE_POINTERS(a, b);
     }
     const vf va = vsplat(alpha);
     for (int r = 0; r < WL_MR; r++) {
@@ -116,14 +124,14 @@ static inline __attribute__((always_inline)) void ukernel(int kc, const float *r
 /* A packed into [k][WL_MR] slivers. */
 static __attribute__((noinline)) void ukernel_packed(int kc, const float *restrict a, const float *restrict b,
                                                      float *restrict c, int ldc, float alpha, int acc) {
-    ukernel(kc, a, WL_MR, b, c, ldc, alpha, acc);
+    ukernel(kc, a, WL_MR, b, c, ldc, alpha, acc, 0);
 }
 
 /* A read in place from a transposed operand: row values of step k at a + k * lda. */
 static __attribute__((noinline)) void ukernel_strided(int kc, const float *restrict a, size_t lda,
                                                       const float *restrict b, float *restrict c, int ldc, float alpha,
                                                       int acc) {
-    ukernel(kc, a, lda, b, c, ldc, alpha, acc);
+    ukernel(kc, a, lda, b, c, ldc, alpha, acc, 1);
 }
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -540,12 +548,6 @@ static void task_gemv(void *ctx, int piece) {
 #define WL_OUTER_ROWS 6 /* wide entries per tile */
 #define WL_OUTER_MAX 16 /* widest narrow side */
 _Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
-
-/* LLVM's loop strength reduction rewrites a pointer that steps by a run-time stride into integer arithmetic, and
- * the loads at constant offsets from it then each need an add of their own, which V8 turns into more live
- * registers and spills in the k loop. An empty asm statement that may change the pointers hides them from that
- * pass; it emits nothing. */
-#define WL_OPAQUE_POINTERS(a, b) __asm__("" : "+r"(a), "+r"(b))
 
 typedef struct outer_job {
     const float *S, *L; /* narrow operand (K, J), wide operand (K, W), rows at S + k * lds, L + k * ldl */
