@@ -540,10 +540,11 @@ static void task_gemv(void *ctx, int piece) {
  * row of the wide operand, read in place (each value feeds 16 multiply-adds only: a packed copy would cost a quarter
  * of the product), and multiplies them with 8 narrow values (two vector loads from a small packed copy, [k][8] per
  * group of 8, zero past the narrow side), into 12 accumulators: 12 fused multiply-adds for 8 loads, over the whole
- * of k at once, so each C value is written once. (The 4x8 tile it replaces had 8 accumulators, just the multiply-add
- * latency times its throughput, and ran these shapes at 0.67-0.74 of the peak; this one at 0.84-0.94 in the same
- * run.) Relaxed-SIMD build only: with a multiply then an add the tile needs a 16th register, and the thin form
- * stays. */
+ * of k at once, so each C value is written once. The 4x8 tile it replaces had 8 accumulators, just the multiply-add
+ * latency times its throughput, and ran these shapes at 0.70-0.74 of the peak in interleaved samples where this one
+ * ran at 0.77-0.88 (0.80-0.89 in `npm run bench`; lowest with a 576-wide operand at 512 tokens, which streams from
+ * L3 down strided rows, and at 128 tokens, where a tile's stores and set-up are a tenth of its 128 steps).
+ * Relaxed-SIMD build only: with a multiply then an add the tile needs a 16th register, and the thin form stays. */
 
 #define WL_OUTER_ROWS 6 /* wide entries per tile */
 #define WL_OUTER_MAX 16 /* widest narrow side */
