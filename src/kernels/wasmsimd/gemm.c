@@ -26,7 +26,7 @@
  * micro-kernel: results are bit-identical for any thread count.
  *
  * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. In the
- * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C 4 to 16 wide) are sums of outer
+ * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C at most 16 wide) are sums of outer
  * products over k with the wide operand read in place (see gemm_outer). A thin C (N a multiple of 4 up to 16) of an
  * op(A) with rows contiguous in k, as x A^T and dY B of a LoRA factor, is a set of dot products with A read in place
  * (see gemm_dot). Another thin C (N <= 16) is split over rows, and reads a transposed A in place (no packing: with 8
@@ -78,13 +78,20 @@ _Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_
 /* ---------------------------------------------------------------------------------------------------------
  * Micro-kernel. */
 
+/* LLVM's loop strength reduction rewrites a pointer that steps by a run-time stride into integer arithmetic, and
+ * the loads at constant offsets from it then each need an add of their own, which V8 turns into more live
+ * registers and spills in the k loop. An empty asm statement that may change the pointers hides them from that
+ * pass; it emits nothing. */
+#define WL_OPAQUE_POINTERS(a, b) __asm__("" : "+r"(a), "+r"(b))
+
 /* C tile (WL_MR x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
  * a + k * as. The row loops are unrolled by the compiler, so the tile lives in 2 * WL_MR vector registers. The
  * two instances below are kept out of line: inlined into the blocking loops (one big function for V8's register
- * allocator) the whole GEMM ran about 1.4x slower. */
+ * allocator) the whole GEMM ran about 1.4x slower. `opaque` when the stride is only known at run time (see
+ * WL_OPAQUE_POINTERS). */
 static inline __attribute__((always_inline)) void ukernel(int kc, const float *restrict a, size_t as,
                                                            const float *restrict b, float *restrict c, int ldc,
-                                                           float alpha, int acc) {
+                                                           float alpha, int acc, int opaque) {
     vf c0[WL_MR], c1[WL_MR];
     for (int r = 0; r < WL_MR; r++) c0[r] = c1[r] = vsplat(0.0f);
     /* Ending on the panel pointer instead of a counter saves V8 an add per step. */
@@ -99,6 +106,7 @@ static inline __attribute__((always_inline)) void ukernel(int kc, const float *r
         }
         a += as;
         b += WL_NR;
+        if (opaque) WL_OPAQUE_POINTERS(a, b);
     }
     const vf va = vsplat(alpha);
     for (int r = 0; r < WL_MR; r++) {
@@ -116,14 +124,14 @@ static inline __attribute__((always_inline)) void ukernel(int kc, const float *r
 /* A packed into [k][WL_MR] slivers. */
 static __attribute__((noinline)) void ukernel_packed(int kc, const float *restrict a, const float *restrict b,
                                                      float *restrict c, int ldc, float alpha, int acc) {
-    ukernel(kc, a, WL_MR, b, c, ldc, alpha, acc);
+    ukernel(kc, a, WL_MR, b, c, ldc, alpha, acc, 0);
 }
 
 /* A read in place from a transposed operand: row values of step k at a + k * lda. */
 static __attribute__((noinline)) void ukernel_strided(int kc, const float *restrict a, size_t lda,
                                                       const float *restrict b, float *restrict c, int ldc, float alpha,
                                                       int acc) {
-    ukernel(kc, a, lda, b, c, ldc, alpha, acc);
+    ukernel(kc, a, lda, b, c, ldc, alpha, acc, 1);
 }
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -526,25 +534,21 @@ static void task_gemv(void *ctx, int piece) {
 }
 
 /* ---------------------------------------------------------------------------------------------------------
- * Outer products over k: C = alpha A^T B (+ C) with A (K, M) and B (K, N) both stored k-major and one side of C
- * a multiple of 4 up to 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and
- * dA = (dY B)^T X (M = rank). Each k step adds the outer product of 4 narrow values and 8 wide ones (two vector
- * loads): 8 accumulators, which cover the multiply-add latency at two per cycle, for 6 loads (the earlier tile of 8
- * narrow by 4 wide values took 9 loads for its 8 multiply-adds and ran these shapes at 0.59-0.68 of the peak, this
- * one at 0.67-0.74 in the same run). The wide operand is read in place (each value is used by 4 multiply-adds only:
- * a packed copy would cost a quarter of the product). The narrow one is small (k block x 16 at most) and is packed
- * once per k block with every value already broadcast to 4 lanes, so a k step reads it with 4 plain vector loads
- * at constant offsets from one pointer. Relaxed-SIMD build only: with a multiply then an add, 8 accumulators cannot
- * cover the two latencies, and the 5x8 tile (0.55-0.67) stays. */
+ * Outer products over k: C = alpha A^T B (+ C) with A (K, M) and B (K, N) both stored k-major and one side of C at
+ * most 16 wide: the weight gradients of LoRA factors, dB = s dY^T (X A^T) (N = rank) and dA = (dY B)^T X (M = rank).
+ * The register tile is the packed GEMM's 6x8 one turned around: each k step broadcasts 6 consecutive values of a
+ * row of the wide operand, read in place (each value feeds 16 multiply-adds only: a packed copy would cost a quarter
+ * of the product), and multiplies them with 8 narrow values (two vector loads from a small packed copy, [k][8] per
+ * group of 8, zero past the narrow side), into 12 accumulators: 12 fused multiply-adds for 8 loads, over the whole
+ * of k at once, so each C value is written once. The 4x8 tile it replaces had 8 accumulators, just the multiply-add
+ * latency times its throughput, and ran these shapes at 0.70-0.74 of the peak in interleaved samples where this one
+ * ran at 0.77-0.88 (0.80-0.89 in `npm run bench`; lowest with a 576-wide operand at 512 tokens, which streams from
+ * L3 down strided rows, and at 128 tokens, where a tile's stores and set-up are a tenth of its 128 steps).
+ * Relaxed-SIMD build only: with a multiply then an add the tile needs a 16th register, and the thin form stays. */
 
-#define WL_OUTER_J 4    /* narrow entries per tile */
-#define WL_OUTER_W 8    /* wide entries per tile (two vectors) */
+#define WL_OUTER_ROWS 6 /* wide entries per tile */
 #define WL_OUTER_MAX 16 /* widest narrow side */
-#define WL_OUTER_KC 64 /* longest k block: its packed narrow values (4 KB a tile) and the wide rows a tile strides
-                          * over (4 KB) stay in L1 for the next tiles, which read the same lines; 128 and 256 ran
-                          * the same */
 _Static_assert(WL_SCRATCH_FLOATS == WL_SHARED_SCRATCH_FLOATS, "outer-product scratch");
-_Static_assert(WL_SCRATCH_FLOATS >= (size_t)WL_OUTER_KC * WL_OUTER_MAX * 4, "outer-product scratch");
 
 typedef struct outer_job {
     const float *S, *L; /* narrow operand (K, J), wide operand (K, W), rows at S + k * lds, L + k * ldl */
@@ -555,106 +559,131 @@ typedef struct outer_job {
     const float *add;
     int ldc;
     int narrow_rows; /* C is (J, W); else (W, J) */
-    int kcb;            /* k block */
-    int first_mode;     /* WRITE_* of the first k block */
-    /* the current stretch of k blocks, [p0, p0 + kn), whose narrow operand is packed: narrow tile t's step k at
-     * spack + (t * kn + k - p0) * 32, value j at + 4 j */
-    int p0, kn;
+    int first_mode;  /* WRITE_* of the first stretch of k */
+    /* the current stretch of k, [p0, p0 + kn), whose narrow operand is packed: group of 8 at spack + g * kn * 8 */
+    int p0, kn, mode;
     const float *spack;
     int pieces;
 } outer_job;
 
-/* acc[2 j + h] = sum over k < kc of s[k][j] * l[k][4 h .. 4 h + 3] for j < 4, h < 2, with s packed (16 floats a
- * step); only the first wn (< 8 when part) values of each l row are read. */
-static inline __attribute__((always_inline)) void outer_4x8(int kc, const float *restrict s, const float *restrict l,
-                                                             size_t ldl, int part, int wn, vf *restrict acc) {
-    vf a[WL_OUTER_J][2];
-    for (int j = 0; j < WL_OUTER_J; j++) a[j][0] = a[j][1] = vsplat(0.0f);
-    const float *s_end = s + (size_t)kc * WL_OUTER_J * 4;
-    const vf zero = vsplat(0.0f);
+/* acc[2 r + h] = sum over k < kc of l[k][r] * s[k][4 h .. 4 h + 3] for r < rows, h < 2; the wide rows are read at
+ * l + k * ldl (only their first `rows` values), the narrow values at s + 8 k. */
+static inline __attribute__((always_inline)) void outer_tile(int rows, int kc, const float *restrict l, size_t ldl,
+                                                              const float *restrict s, vf *restrict acc) {
+    vf c0[WL_OUTER_ROWS], c1[WL_OUTER_ROWS];
+    for (int r = 0; r < WL_OUTER_ROWS; r++) c0[r] = c1[r] = vsplat(0.0f);
+    const float *s_end = s + (size_t)kc * 8;
     WL_NO_UNROLL
     while (s != s_end) {
-        vf x0 = part ? vld_part(l, (size_t)(wn < 4 ? wn : 4)) : vld(l);
-        vf x1 = !part ? vld(l + 4) : wn > 4 ? vld_part(l + 4, (size_t)(wn - 4)) : zero;
-        for (int j = 0; j < WL_OUTER_J; j++) {
-            vf sj = vld(s + 4 * j);
-            a[j][0] = vmadd(sj, x0, a[j][0]);
-            a[j][1] = vmadd(sj, x1, a[j][1]);
+        vf b0 = vld(s), b1 = vld(s + 4);
+        for (int r = 0; r < WL_OUTER_ROWS; r++) {
+            if (r >= rows) break;
+            vf av = wasm_v128_load32_splat(l + r);
+            c0[r] = vmadd(av, b0, c0[r]);
+            c1[r] = vmadd(av, b1, c1[r]);
         }
-        s += WL_OUTER_J * 4;
         l += ldl;
+        s += 8;
+        WL_OPAQUE_POINTERS(l, s);
     }
-    for (int j = 0; j < WL_OUTER_J; j++) {
-        acc[2 * j] = a[j][0];
-        acc[2 * j + 1] = a[j][1];
+    for (int r = 0; r < WL_OUTER_ROWS; r++) {
+        acc[2 * r] = c0[r];
+        acc[2 * r + 1] = c1[r];
     }
 }
 
-static __attribute__((noinline)) void outer_full(int kc, const float *restrict s, const float *restrict l, size_t ldl,
+static __attribute__((noinline)) void outer_full(int kc, const float *restrict l, size_t ldl, const float *restrict s,
                                                  vf *restrict acc) {
-    outer_4x8(kc, s, l, ldl, 0, WL_OUTER_W, acc);
+    outer_tile(WL_OUTER_ROWS, kc, l, ldl, s, acc);
 }
 
-static __attribute__((noinline)) void outer_part(int kc, const float *restrict s, const float *restrict l, size_t ldl,
-                                                 int wn, vf *restrict acc) {
-    outer_4x8(kc, s, l, ldl, 1, wn, acc);
+/* The last wide entries (rows < 6). */
+static __attribute__((noinline)) void outer_part(int rows, int kc, const float *restrict l, size_t ldl,
+                                                 const float *restrict s, vf *restrict acc) {
+    outer_tile(rows, kc, l, ldl, s, acc);
 }
 
-/* Write alpha * acc (narrow j0..j0+3 by wide w..w+wn-1) to C by mode. */
-static void outer_store(const outer_job *g, int mode, int j0, int w, int wn, const vf *acc) {
+/* The n <= 4 consecutive C values at off = alpha * v, plus src[off .. off + n) when src is not NULL. */
+static inline __attribute__((always_inline)) void outer_put(float *C, const float *src, size_t off, vf va, vf v, int n) {
+    if (n == 4) {
+        vst(C + off, src ? vmadd(va, v, vld(src + off)) : vmul(va, v));
+    } else if (n == 2) {
+        wasm_v128_store64_lane(C + off, src ? vmadd(va, v, wasm_v128_load64_zero(src + off)) : vmul(va, v), 0);
+    } else {
+        vst_part(C + off, src ? vmadd(va, v, vld_part(src + off, (size_t)n)) : vmul(va, v), (size_t)n);
+    }
+}
+
+/* Write the tile at wide w (rows <= 6 entries), narrow j0 (jn <= 8 entries) to C. A whole tile takes the paths
+ * without a count per store: at 128 tokens the stores are a tenth of the tile's time. */
+static void outer_store(const outer_job *g, int w, int rows, int j0, int jn, const vf *acc) {
     const vf va = vsplat(g->alpha);
-    for (int h = 0; h < 2 && 4 * h < wn; h++) {
-        const int hn = wn - 4 * h < 4 ? wn - 4 * h : 4;
-        if (g->narrow_rows) {
-            for (int j = 0; j < WL_OUTER_J; j++) {
-                size_t off = (size_t)(j0 + j) * g->ldc + w + 4 * h;
-                const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
-                vf v = acc[2 * j + h];
-                if (hn == 4) vst(g->C + off, base ? vmadd(va, v, vld(base)) : vmul(va, v));
-                else vst_part(g->C + off, base ? vmadd(va, v, vld_part(base, (size_t)hn)) : vmul(va, v), (size_t)hn);
+    const float *src = g->mode == WRITE_ACC ? g->C : g->mode == WRITE_FROM ? g->add : NULL;
+    const int whole = rows == WL_OUTER_ROWS && jn == 8;
+    if (!g->narrow_rows) {
+        /* C is (W, J): acc[2 r + h] holds C[w + r][j0 + 4 h ..]. */
+        for (int r = 0; r < rows; r++) {
+            const size_t off = (size_t)(w + r) * g->ldc + j0;
+            if (whole) {
+                outer_put(g->C, src, off, va, acc[2 * r], 4);
+                outer_put(g->C, src, off + 4, va, acc[2 * r + 1], 4);
+                continue;
             }
-            continue;
+            for (int h = 0; h < 2 && 4 * h < jn; h++)
+                outer_put(g->C, src, off + 4 * h, va, acc[2 * r + h], jn - 4 * h < 4 ? jn - 4 * h : 4);
         }
-        /* C is (W, J): lane q of acc[2 j + h] is C[w + 4 h + q][j0 + j]. */
-        vf t[4];
+        return;
+    }
+    /* C is (J, W): lane q of acc[2 r + h] is C[j0 + 4 h + q][w + r]; rows 0-3 transposed 4x4, rows 4-5 in pairs. */
+    for (int h = 0; h < 2 && 4 * h < jn; h++) {
+        vf t[4], u[4];
         transpose4(acc[h], acc[2 + h], acc[4 + h], acc[6 + h], &t[0], &t[1], &t[2], &t[3]);
-        for (int q = 0; q < hn; q++) {
-            size_t off = (size_t)(w + 4 * h + q) * g->ldc + j0;
-            const float *base = mode == WRITE_ACC ? g->C + off : mode == WRITE_FROM ? g->add + off : NULL;
-            vst(g->C + off, base ? vmadd(va, t[q], vld(base)) : vmul(va, t[q]));
+        vf lo = wasm_i32x4_shuffle(acc[8 + h], acc[10 + h], 0, 4, 1, 5);
+        vf hi = wasm_i32x4_shuffle(acc[8 + h], acc[10 + h], 2, 6, 3, 7);
+        u[0] = lo;
+        u[1] = wasm_i32x4_shuffle(lo, lo, 2, 3, 0, 1);
+        u[2] = hi;
+        u[3] = wasm_i32x4_shuffle(hi, hi, 2, 3, 0, 1);
+        for (int q = 0; q < 4; q++) {
+            const size_t off = (size_t)(j0 + 4 * h + q) * g->ldc + w;
+            if (whole) {
+                outer_put(g->C, src, off, va, t[q], 4);
+                outer_put(g->C, src, off + 4, va, u[q], 2);
+                continue;
+            }
+            if (4 * h + q >= jn) break;
+            outer_put(g->C, src, off, va, t[q], rows < 4 ? rows : 4);
+            if (rows > 4) outer_put(g->C, src, off + 4, va, u[q], rows - 4);
         }
     }
 }
 
-/* Task: wide columns [piece] (whole groups of 8), k block by k block of the stretch, every narrow tile. */
+/* Task: wide tiles [piece] of the stretch, every group of 8 narrow values. */
 static void task_outer(void *ctx, int piece) {
     const outer_job *g = ctx;
-    int groups = (g->W + WL_OUTER_W - 1) / WL_OUTER_W, q0, q1;
-    wl_split(groups, g->pieces, piece, &q0, &q1);
-    for (int p0 = g->p0; p0 < g->p0 + g->kn; p0 += g->kcb) {
-        const int kc = g->p0 + g->kn - p0 < g->kcb ? g->p0 + g->kn - p0 : g->kcb;
-        const int mode = p0 == 0 ? g->first_mode : WRITE_ACC;
-        for (int q = q0; q < q1; q++) {
-            int w = WL_OUTER_W * q, wn = g->W - w < WL_OUTER_W ? g->W - w : WL_OUTER_W;
-            const float *lp = g->L + (size_t)p0 * g->ldl + w;
-            for (int j0 = 0; j0 < g->J; j0 += WL_OUTER_J) {
-                const float *sp = g->spack + ((size_t)(j0 / WL_OUTER_J) * g->kn + (p0 - g->p0)) * WL_OUTER_J * 4;
-                vf acc[2 * WL_OUTER_J];
-                if (wn == WL_OUTER_W) outer_full(kc, sp, lp, g->ldl, acc);
-                else outer_part(kc, sp, lp, g->ldl, wn, acc);
-                outer_store(g, mode, j0, w, wn, acc);
-            }
+    int tiles = (g->W + WL_OUTER_ROWS - 1) / WL_OUTER_ROWS, t0, t1;
+    wl_split(tiles, g->pieces, piece, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        const int w = t * WL_OUTER_ROWS, rows = g->W - w < WL_OUTER_ROWS ? g->W - w : WL_OUTER_ROWS;
+        const float *l = g->L + (size_t)g->p0 * g->ldl + w;
+        for (int j0 = 0; j0 < g->J; j0 += 8) {
+            const float *s = g->spack + (size_t)(j0 / 8) * g->kn * 8;
+            vf acc[2 * WL_OUTER_ROWS];
+            if (rows == WL_OUTER_ROWS) outer_full(g->kn, l, g->ldl, s, acc);
+            else outer_part(rows, g->kn, l, g->ldl, s, acc);
+            outer_store(g, w, rows, j0, g->J - j0 < 8 ? g->J - j0 : 8, acc);
         }
     }
 }
 
-/* The outer-product form when it applies (one term A^T B, no bias, a side of C 8 or 16 wide); returns whether it ran. */
+/* The outer-product form when it applies (one term A^T B, no bias, a side of C at most 16 wide); returns whether it
+ * ran. */
 static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, const float *bias, float *C, int ldc) {
     if (!WL_SIMD_FUSED || !t->trans_a || t->trans_b || bias || t->K <= 0) return 0;
     outer_job g;
-    if (N % WL_OUTER_J == 0 && N <= WL_OUTER_MAX) {
+    if (N <= WL_OUTER_MAX) {
         g = (outer_job){.S = t->B, .L = t->A, .lds = (size_t)t->ldb, .ldl = (size_t)t->lda, .J = N, .W = M};
-    } else if (M % WL_OUTER_J == 0 && M <= WL_OUTER_MAX) {
+    } else if (M <= WL_OUTER_MAX) {
         g = (outer_job){.S = t->A, .L = t->B, .lds = (size_t)t->lda, .ldl = (size_t)t->ldb, .J = M, .W = N, .narrow_rows = 1};
     } else {
         return 0;
@@ -665,24 +694,24 @@ static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, con
     g.add = add;
     g.ldc = ldc;
     g.first_mode = !add ? WRITE_OVER : add == C ? WRITE_ACC : WRITE_FROM;
-    /* Equal k blocks of at most WL_OUTER_KC; stretches of as many as the scratch holds packed (all of K in a LoRA
-     * step), one parallel region each. */
-    const int nkb = (g.K + WL_OUTER_KC - 1) / WL_OUTER_KC;
-    g.kcb = (g.K + nkb - 1) / nkb;
-    const int stretch = (int)(WL_SCRATCH_FLOATS / ((size_t)g.J * 4 * g.kcb)) * g.kcb;
+    /* Stretches of k as long as the scratch holds packed (all of K in a LoRA step), one parallel region each. */
+    const int groups = (g.J + 7) / 8;
+    const int stretch = (int)(WL_SCRATCH_FLOATS / ((size_t)groups * 8));
     float *spack = wl_parallel_width() > 1 ? wl_shared_scratch() : wl_thread_scratch();
     g.spack = spack;
-    /* Pieces of about 64k multiply-adds at least. */
     const int span = g.K < stretch ? g.K : stretch;
-    g.pieces = wl_parallel_pieces((g.W + WL_OUTER_W - 1) / WL_OUTER_W,
-                                  (int)(65536 / ((long long)span * g.J * WL_OUTER_W + 1)) + 1);
+    /* Pieces of about 64k multiply-adds at least. */
+    g.pieces = wl_parallel_pieces((g.W + WL_OUTER_ROWS - 1) / WL_OUTER_ROWS,
+                                  (int)(65536 / ((long long)span * groups * 8 * WL_OUTER_ROWS + 1)) + 1);
     for (g.p0 = 0; g.p0 < g.K; g.p0 += stretch) {
         g.kn = g.K - g.p0 < stretch ? g.K - g.p0 : stretch;
-        for (int j0 = 0; j0 < g.J; j0 += WL_OUTER_J) {
-            float *dst = spack + (size_t)(j0 / WL_OUTER_J) * g.kn * WL_OUTER_J * 4;
+        g.mode = g.p0 == 0 ? g.first_mode : WRITE_ACC;
+        for (int j0 = 0; j0 < g.J; j0 += 8) {
+            const int jn = g.J - j0 < 8 ? g.J - j0 : 8;
+            float *dst = spack + (size_t)(j0 / 8) * g.kn * 8;
             for (int k = 0; k < g.kn; k++) {
                 const float *row = g.S + (size_t)(g.p0 + k) * g.lds + j0;
-                for (int j = 0; j < WL_OUTER_J; j++) vst(dst + ((size_t)k * WL_OUTER_J + j) * 4, vsplat(row[j]));
+                for (int j = 0; j < 8; j++) dst[(size_t)k * 8 + j] = j < jn ? row[j] : 0.0f;
             }
         }
         wl_parallel_for(g.pieces, task_outer, &g);
