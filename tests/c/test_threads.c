@@ -178,9 +178,10 @@ static void gemm_cases(const wl_kernels *k, outputs *out) {
     } shapes[] = {
         {0, 1, 517, 203, 1100}, /* column pieces, 2 row blocks, 3 k blocks */
         {0, 0, 47, 131, 77},    /* column pieces, B not transposed */
-        {1, 0, 203, 8, 600},    /* outer products, 3 k blocks (a LoRA B gradient) */
+        {1, 0, 203, 8, 600},    /* outer products, a partial last tile (a LoRA B gradient) */
         {1, 1, 203, 13, 96},    /* thin: rows split, A read in place */
-        {0, 1, 203, 13, 40},    /* thin, A packed */
+        {0, 1, 203, 13, 40},    /* rows in place (relaxed SIMD), thin with A packed (SIMD128) */
+        {0, 1, 517, 16, 300},   /* x A^T of a LoRA factor: rows in place or dot products, split over rows */
         {1, 0, 8, 300, 48},     /* outer products, C 8 rows high (a LoRA A gradient) */
         {0, 0, 7, 300, 48},     /* short and wide: computed transposed */
         {0, 1, 3, 517, 200},    /* GEMV, weight transposed */

@@ -27,9 +27,10 @@
  *
  * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. In the
  * relaxed-SIMD build, the gradients of LoRA factors (one term A^T B, a side of C at most 16 wide) are sums of outer
- * products over k with the wide operand read in place (see gemm_outer). A thin C (N a multiple of 4 up to 16) of an
- * op(A) with rows contiguous in k, as x A^T and dY B of a LoRA factor, is a set of dot products with A read in place
- * (see gemm_dot). Another thin C (N <= 16) is split over rows, and reads a transposed A in place (no packing: with 8
+ * products over k with the wide operand read in place (see gemm_outer). A thin C (N up to 16) of an op(A) with rows
+ * contiguous in k, as x A^T and dY B of a LoRA factor, reads A in place: with rows broadcast into the 6x8 tile in the
+ * relaxed-SIMD build (see gemm_rows_in_place), as dot products in the SIMD128 one (N a multiple of 4, see gemm_dot).
+ * Another thin C (N <= 16) is split over rows, and reads a transposed A in place (no packing: with 8
  * columns a packed copy would cost as much as the product). A short, wide C (M <= 9) is computed as its transpose so
  * that form applies.
  *
@@ -720,8 +721,176 @@ static int gemm_outer(int M, int N, const wl_gemm_term *t, const float *add, con
 }
 
 /* ---------------------------------------------------------------------------------------------------------
+ * Rows in place: C (M, N) = alpha op(A) op(B) (+ add, + bias) with op(A) rows contiguous in k (trans_a = 0) and N
+ * at most 16: the LoRA products x A^T and dY B (N = rank). The register tile is the packed GEMM's, WL_MR rows by 8
+ * columns, but the rows are read in place: each k step broadcasts the k-th value of WL_MR rows of A (one pointer
+ * each, a shared index) against 8 columns of op(B), which is small (K x 16 at most) and packed once, [k][8] per
+ * group of 8 columns, zero past N. No packing of A (with 8 or 16 columns a packed copy costs as much as the
+ * product), and each C value sums its k in order whatever rows a thread gets. Relaxed-SIMD build only (a multiply
+ * then an add needs a 16th register, and the dot products below stay): there the dot products of 2 rows by 4
+ * columns have 8 accumulators, and a larger dot tile spills, as V8 loads every plain vector of a step before its
+ * multiply-adds, where it places broadcast loads next to their use. In interleaved samples v_proj's dY B (192 steps
+ * of k) ran at 0.74-0.78 of the peak as dot products and 0.85-0.92 this way, the other LoRA-factor products at
+ * 0.72-0.90 and 0.77-0.97. */
+
+#define WL_ROWS_GROUP WL_NR /* columns per packed group: pack_b's micro-panels */
+
+typedef struct rows_job {
+    const wl_gemm_term *terms;
+    int n_terms;
+    /* term t's op(B), columns 8g..8g+7: wpack[t] + g * K_t * 8, [k][8] */
+    const float *wpack[WL_MAX_TERMS];
+    int M, N;
+    float *C;
+    const float *add, *bias;
+    int ldc;
+    int pieces;
+} rows_job;
+
+/* acc[2 r + h] = sum over k < K of a[r * lda + k] * w[8 k + 4 h .. + 3] for r < rows, h < 2. */
+static inline __attribute__((always_inline)) void rows_tile(int rows, int K, const float *a, size_t lda,
+                                                             const float *restrict w, vf *restrict acc) {
+    vf c0[WL_MR], c1[WL_MR];
+    const float *row[WL_MR];
+    for (int r = 0; r < WL_MR; r++) {
+        c0[r] = c1[r] = vsplat(0.0f);
+        row[r] = a + (size_t)(r < rows ? r : 0) * lda;
+    }
+    size_t k = 0;
+    const float *w_end = w + (size_t)K * WL_ROWS_GROUP;
+    WL_NO_UNROLL
+    while (w != w_end) {
+        vf b0 = vld(w), b1 = vld(w + 4);
+        for (int r = 0; r < WL_MR; r++) {
+            if (r >= rows) break;
+            vf av = wasm_v128_load32_splat(row[r] + k);
+            c0[r] = vmadd(av, b0, c0[r]);
+            c1[r] = vmadd(av, b1, c1[r]);
+        }
+        k++;
+        w += WL_ROWS_GROUP;
+        WL_OPAQUE_POINTERS(w, k);
+    }
+    for (int r = 0; r < WL_MR; r++) {
+        acc[2 * r] = c0[r];
+        acc[2 * r + 1] = c1[r];
+    }
+}
+
+static __attribute__((noinline)) void rows_full(int K, const float *a, size_t lda, const float *restrict w,
+                                                vf *restrict acc) {
+    rows_tile(WL_MR, K, a, lda, w, acc);
+}
+
+/* The last rows of A (rows < WL_MR): one instance per count, as a count known only at run time puts a branch
+ * before every broadcast and spills. */
+#define WL_ROWS_PART(n)                                                                                           \
+    static __attribute__((noinline)) void rows_part##n(int K, const float *a, size_t lda, const float *restrict w, \
+                                                        vf *restrict acc) {                                      \
+        rows_tile(n, K, a, lda, w, acc);                                                                          \
+    }
+WL_ROWS_PART(1)
+WL_ROWS_PART(2)
+WL_ROWS_PART(3)
+WL_ROWS_PART(4)
+#if WL_MR > 5
+WL_ROWS_PART(5)
+#endif
+
+static void rows_part(int rows, int K, const float *a, size_t lda, const float *restrict w, vf *restrict acc) {
+    switch (rows) {
+    case 1: rows_part1(K, a, lda, w, acc); break;
+    case 2: rows_part2(K, a, lda, w, acc); break;
+    case 3: rows_part3(K, a, lda, w, acc); break;
+    case 4: rows_part4(K, a, lda, w, acc); break;
+#if WL_MR > 5
+    case 5: rows_part5(K, a, lda, w, acc); break;
+#endif
+    default: WL_ASSERT(0);
+    }
+}
+
+/* Task: rows [piece] (whole tiles from row 0), every column group: add, then each term, then the bias, as the other
+ * forms sum them, so a term of zeros (a fresh LoRA adapter's) leaves C exactly as without it. */
+static void task_rows_in_place(void *ctx, int piece) {
+    const rows_job *g = ctx;
+    int tiles = (g->M + WL_MR - 1) / WL_MR, t0, t1;
+    wl_split(tiles, g->pieces, piece, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        const int i = t * WL_MR, rows = g->M - i < WL_MR ? g->M - i : WL_MR;
+        for (int j = 0; j < g->N; j += WL_ROWS_GROUP) {
+            const int jn = g->N - j < WL_ROWS_GROUP ? g->N - j : WL_ROWS_GROUP;
+            vf sum[2 * WL_MR];
+            int first = 1;
+            if (g->add) {
+                for (int r = 0; r < rows; r++)
+                    for (int h = 0; h < 2 && 4 * h < jn; h++) {
+                        const float *src = g->add + (size_t)(i + r) * g->ldc + j + 4 * h;
+                        sum[2 * r + h] = jn - 4 * h >= 4 ? vld(src) : vld_part(src, (size_t)(jn - 4 * h));
+                    }
+                first = 0;
+            }
+            for (int tm = 0; tm < g->n_terms; tm++) {
+                const wl_gemm_term *term = &g->terms[tm];
+                if (term->K == 0) continue;
+                const float *a = term->A + (size_t)i * term->lda;
+                const float *w = g->wpack[tm] + (size_t)(j / WL_ROWS_GROUP) * term->K * WL_ROWS_GROUP;
+                vf acc[2 * WL_MR];
+                if (rows == WL_MR) rows_full(term->K, a, (size_t)term->lda, w, acc);
+                else rows_part(rows, term->K, a, (size_t)term->lda, w, acc);
+                const vf va = vsplat(term->alpha);
+                for (int q = 0; q < 2 * rows; q++) sum[q] = first ? vmul(va, acc[q]) : vadd(sum[q], vmul(va, acc[q]));
+                first = 0;
+            }
+            for (int r = 0; r < rows; r++) {
+                for (int h = 0; h < 2 && 4 * h < jn; h++) {
+                    const int n = jn - 4 * h < 4 ? jn - 4 * h : 4;
+                    vf v = sum[2 * r + h];
+                    if (g->bias) v = vadd(v, n == 4 ? vld(g->bias + j + 4 * h) : vld_part(g->bias + j + 4 * h, (size_t)n));
+                    float *c = g->C + (size_t)(i + r) * g->ldc + j + 4 * h;
+                    if (n == 4) vst(c, v);
+                    else vst_part(c, v, (size_t)n);
+                }
+            }
+        }
+    }
+}
+
+/* The rows-in-place form when it applies (every term with op(A) rows contiguous in k, N at most 16, the packed
+ * op(B)s within the scratch); returns whether it ran. */
+static int gemm_rows_in_place(int M, int N, const wl_gemm_term *terms, int n_terms, const float *add,
+                              const float *bias, float *C, int ldc) {
+    if (!WL_SIMD_FUSED || N > 16) return 0;
+    rows_job g = {.terms = terms, .n_terms = n_terms, .M = M, .N = N, .C = C, .add = add, .bias = bias, .ldc = ldc};
+    const int groups = (N + WL_ROWS_GROUP - 1) / WL_ROWS_GROUP;
+    size_t packed = 0;
+    long long work = 0;
+    for (int t = 0; t < n_terms; t++) {
+        if (terms[t].K == 0) continue;
+        if (terms[t].trans_a) return 0;
+        packed += (size_t)terms[t].K * groups * WL_ROWS_GROUP;
+        work += terms[t].K;
+    }
+    if (packed > WL_SCRATCH_FLOATS) return 0;
+    float *wpack = wl_parallel_width() > 1 ? wl_shared_scratch() : wl_thread_scratch();
+    for (int t = 0; t < n_terms; t++) {
+        const wl_gemm_term *tm = &terms[t];
+        if (tm->K == 0) continue;
+        g.wpack[t] = wpack;
+        pack_b(tm->trans_b, tm->B, tm->ldb, 0, N, 0, tm->K, wpack);
+        wpack += (size_t)tm->K * groups * WL_ROWS_GROUP;
+    }
+    /* Pieces of about 64k multiply-adds at least. */
+    const int tiles = (M + WL_MR - 1) / WL_MR;
+    g.pieces = wl_parallel_pieces(tiles, (int)(65536 / ((long long)WL_MR * groups * WL_ROWS_GROUP * work + 1)) + 1);
+    wl_parallel_for(g.pieces, task_rows_in_place, &g);
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
  * Dot products: C (M, N) = alpha op(A) op(B) (+ add, + bias) with op(A) rows contiguous in k (trans_a = 0) and N a
- * multiple of 4 up to 16: the LoRA products x A^T and dY B (N = rank). Each C value is a dot product of a row of A,
+ * multiple of 4 up to 16: the LoRA products x A^T and dY B (N = rank) in the SIMD128 build, where the 5-row form
+ * above ran at 0.47-0.56 of the peak and this one at 0.62-0.90. Each C value is a dot product of a row of A,
  * read in place, with a column of op(B). op(B) is small (N x K) and is packed once, 4 columns at a time, with 4
  * consecutive k of each column in one vector ([k / 4][column][4]), so a step of 4 k reads 2 rows of A and the 4
  * columns with 6 plain vector loads at constant offsets and does 8 multiply-adds into 8 accumulators, one per
@@ -968,6 +1137,7 @@ void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms,
         return;
     }
     if (n_terms == 1 && gemm_outer(M, N, &terms[0], add, bias, C, ldc)) return;
+    if (gemm_rows_in_place(M, N, terms, n_terms, add, bias, C, ldc)) return;
     if (gemm_dot(M, N, terms, n_terms, add, bias, C, ldc)) return;
     /* A short, wide C is computed as C^T = op(B)^T op(A)^T, which the thin form handles well. */
     wl_gemm_term swapped[WL_MAX_TERMS];
