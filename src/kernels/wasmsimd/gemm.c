@@ -81,8 +81,8 @@ _Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_
 
 /* LLVM's loop strength reduction rewrites a pointer that steps by a run-time stride into integer arithmetic, and
  * the loads at constant offsets from it then each need an add of their own, which V8 turns into more live
- * registers and spills in the k loop. An empty asm statement that may change the pointers hides them from that
- * pass; it emits nothing. */
+ * registers and spills in the k loop. An empty asm statement that may change the k loop's two induction variables
+ * (pointers, or a pointer and an index) hides them from that pass; it emits nothing. */
 #define WL_OPAQUE_POINTERS(a, b) __asm__("" : "+r"(a), "+r"(b))
 
 /* C tile (WL_MR x 8, row stride ldc) = alpha * sliver . panel (+ C when acc); sliver row values for step k at
