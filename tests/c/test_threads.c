@@ -178,11 +178,12 @@ static void gemm_cases(const wl_kernels *k, outputs *out) {
     } shapes[] = {
         {0, 1, 517, 203, 1100}, /* column pieces, 2 row blocks, 3 k blocks */
         {0, 0, 47, 131, 77},    /* column pieces, B not transposed */
-        {1, 0, 203, 8, 600},    /* outer products, a partial last tile (a LoRA B gradient) */
+        {1, 0, 203, 8, 600},    /* thin, A read in place in k blocks, a partial last sliver (a LoRA B gradient) */
         {1, 1, 203, 13, 96},    /* thin: rows split, A read in place */
         {0, 1, 203, 13, 40},    /* rows in place (relaxed SIMD), thin with A packed (SIMD128) */
         {0, 1, 517, 16, 300},   /* x A^T of a LoRA factor: rows in place or dot products, split over rows */
-        {1, 0, 8, 300, 48},     /* outer products, C 8 rows high (a LoRA A gradient) */
+        {1, 0, 8, 300, 48},     /* A^T B computed transposed, C^T in scratch (a LoRA A gradient) */
+        {1, 0, 16, 301, 200},   /* the same at rank 16 over 4 k blocks */
         {0, 0, 7, 300, 48},     /* short and wide: computed transposed */
         {0, 1, 3, 517, 200},    /* GEMV, weight transposed */
         {1, 0, 2, 517, 90},     /* GEMV, A transposed, B plain */

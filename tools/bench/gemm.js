@@ -8,7 +8,10 @@
 // The cores this runs on are shared, and other processes steal time and caches, at times for minutes on end. So every
 // rate is the best of many short samples, each taken between two samples of the peak, and its ratio to the peak is
 // to the best of the peak samples taken with it: a shape measured in a slow minute is compared with the peak of that
-// minute (the ratio to the best peak of the whole run stands beside it); medians are reported beside them. Each
+// minute (the ratio to the best peak of the whole run stands beside it); medians are reported beside them. A shape's
+// samples are spread over 3 sweeps of all the shapes, so a slow stretch takes some of each shape's samples (in one
+// sweep of 48 samples per shape, a stretch of slow minutes read 0.6-0.7 for a row of shapes that read 0.85-0.9
+// before and after). Each
 // sample is timed by the process's CPU time (the core runs on this thread alone) and by the wall
 // clock: a sample longer than the scheduler's time slice (the LM head's 60-600 ms) is always cut by other programs
 // when they share the cores, so its wall-clock rate measures the machine's load, not the kernel (on this machine's
@@ -35,6 +38,8 @@ const PEAK_ITERS = 50000; // about 1 ms
 // About 0.2 ms of GEMM per sample, as long as a peak sample: on shared cores a longer sample is more often cut by
 // another process, which would bias the ratio of the best samples against the GEMM.
 const SAMPLE_FLOPS = 1e7;
+/** Sweeps over all the shapes, each taking a share of every shape's samples. */
+const SWEEPS = 3;
 
 /**
  * Samples of the machine's f32x4 peak for the instructions this build's GEMM uses (wl_bench_peak_madd in the
@@ -158,51 +163,65 @@ export async function benchGemm(wasm, options = {}) {
 
   const peaks = peakSampler(ex);
   const samplePeak = peaks.sample;
-  const results = [];
-  for (const c of cases) {
-    const { M, N, K, ta, tb, lda, ldb } = c;
-    const flops = 2 * M * N * K;
-    const reps = Math.max(1, Math.round(SAMPLE_FLOPS / flops));
-    const run = () => ex.wl_bench_sgemm(ta, tb, M, N, K, 1.0, pA, lda, pB, ldb, 0.0, pC, N, reps);
-    run();
-    // The LM head takes 150-600 ms a call: fewer samples there.
-    const n = flops > 2e9 ? Math.max(4, samples >> 3) : samples;
-    const ms = { wall: [], cpu: [] };
-    const packMs = [];
-    const casePeaks = [];
-    const weightOperand = c.op.startsWith('forward') || c.op.startsWith('input');
-    const pack = () => ex.wl_bench_pack_b(tb, pB, ldb, N, K, pPack, reps);
-    for (let s = 0; s < n; s++) {
-      const before = samplePeak();
-      const t = timeSample(run);
-      const after = samplePeak();
-      ms.wall.push(t.wall);
-      ms.cpu.push(t.cpu);
-      casePeaks.push(before, after);
-      if (weightOperand) packMs.push(timeSample(pack).cpu);
-    }
-    // Spot-check entries against a double-precision dot product, so a broken kernel cannot post a time.
-    const A = view(pA, maxA), B = view(pB, maxB), C = view(pC, M * N);
-    let maxRel = 0;
-    for (let t = 0; t < 16; t++) {
-      const i = (t * 7919) % M, j = (t * 104729) % N;
-      let sum = 0, mag = 0;
-      for (let k = 0; k < K; k++) {
-        const a = ta ? A[k * lda + i] : A[i * lda + k];
-        const b = tb ? B[j * ldb + k] : B[k * ldb + j];
-        sum += a * b;
-        mag += Math.abs(a * b);
+  // Every shape's samples are spread over SWEEPS sweeps of all the shapes, so that a slow stretch of minutes on the
+  // shared cores takes a part of each shape's samples rather than all of one shape's.
+  const state = cases.map(() => ({ ms: { wall: [], cpu: [] }, packMs: [], casePeaks: [], sweepRatios: [], maxRel: null }));
+  for (let sweep = 0; sweep < SWEEPS; sweep++) {
+    for (const [ci, c] of cases.entries()) {
+      const { M, N, K, ta, tb, lda, ldb } = c;
+      const st = state[ci];
+      const flops = 2 * M * N * K;
+      const reps = Math.max(1, Math.round(SAMPLE_FLOPS / flops));
+      const run = () => ex.wl_bench_sgemm(ta, tb, M, N, K, 1.0, pA, lda, pB, ldb, 0.0, pC, N, reps);
+      run();
+      // The LM head takes 150-600 ms a call: fewer samples there.
+      const n = Math.max(2, Math.round((flops > 2e9 ? Math.max(4, samples >> 3) : samples) / SWEEPS));
+      const weightOperand = c.op.startsWith('forward') || c.op.startsWith('input');
+      const pack = () => ex.wl_bench_pack_b(tb, pB, ldb, N, K, pPack, reps);
+      let sweepBest = Infinity, sweepPeak = 0;
+      for (let s = 0; s < n; s++) {
+        const before = samplePeak();
+        const t = timeSample(run);
+        const after = samplePeak();
+        st.ms.wall.push(t.wall);
+        st.ms.cpu.push(t.cpu);
+        st.casePeaks.push(before, after);
+        sweepBest = Math.min(sweepBest, t.cpu);
+        sweepPeak = Math.max(sweepPeak, before, after);
+        if (weightOperand) st.packMs.push(timeSample(pack).cpu);
       }
-      maxRel = Math.max(maxRel, Math.abs(C[i * N + j] - sum) / (mag + 1e-30));
+      st.reps = reps;
+      st.flops = flops;
+      st.weightOperand = weightOperand;
+      st.sweepRatios.push((reps * flops) / (sweepBest / 1e3) / 1e9 / sweepPeak);
+      if (st.maxRel !== null) continue;
+      // Spot-check entries against a double-precision dot product, so a broken kernel cannot post a time.
+      const A = view(pA, maxA), B = view(pB, maxB), C = view(pC, M * N);
+      let maxRel = 0;
+      for (let t = 0; t < 16; t++) {
+        const i = (t * 7919) % M, j = (t * 104729) % N;
+        let sum = 0, mag = 0;
+        for (let k = 0; k < K; k++) {
+          const a = ta ? A[k * lda + i] : A[i * lda + k];
+          const b = tb ? B[j * ldb + k] : B[k * ldb + j];
+          sum += a * b;
+          mag += Math.abs(a * b);
+        }
+        maxRel = Math.max(maxRel, Math.abs(C[i * N + j] - sum) / (mag + 1e-30));
+      }
+      if (!(maxRel < 1e-4)) throw new Error(`benchGemm: ${c.op} ${M}x${K}->${N} is wrong (relative error ${maxRel})`);
+      st.maxRel = maxRel;
     }
-    if (!(maxRel < 1e-4)) throw new Error(`benchGemm: ${c.op} ${M}x${K}->${N} is wrong (relative error ${maxRel})`);
+  }
+  const results = cases.map((c, ci) => {
+    const { ms, packMs, casePeaks, sweepRatios, maxRel, reps, flops, weightOperand } = state[ci];
     const rate = (t) => (reps * flops) / (t / 1e3);
     const best = Math.min(...ms.cpu);
-    results.push({ ...c, best: rate(best), median: rate(median(ms.cpu)), wallBest: rate(Math.min(...ms.wall)), maxRel,
-      casePeak: Math.max(...casePeaks), casePeakMedian: median(casePeaks),
-      packShare: weightOperand ? Math.min(...packMs) / best : null });
-    options.log?.(`  ${c.tokens} tokens, ${c.weight}, ${c.op}: ${(results.at(-1).best / 1e9).toFixed(1)} GFLOPS`);
-  }
+    options.log?.(`  ${c.tokens} tokens, ${c.weight}, ${c.op}: ${(rate(best) / 1e9).toFixed(1)} GFLOPS`);
+    return { ...c, best: rate(best), median: rate(median(ms.cpu)), wallBest: rate(Math.min(...ms.wall)), maxRel,
+      casePeak: Math.max(...casePeaks), casePeakMedian: median(casePeaks), sweepRatios,
+      packShare: weightOperand ? Math.min(...packMs) / best : null };
+  });
   ex.wl_free_ptr(pA);
   ex.wl_free_ptr(pB);
   ex.wl_free_ptr(pC);
@@ -219,7 +238,9 @@ export async function benchGemm(wasm, options = {}) {
       + 'GEMM rate / best rate of the peak samples taken with that shape\'s (median_ratio_to_peak: the medians), by '
       + 'CPU time: other programs slow this machine for minutes at a time, so a shape measured then is compared with '
       + 'the peak of the same minutes; ratio_to_best_peak = best GEMM rate / best peak rate of the whole run; '
-      + 'wall_ratio_to_peak the same by the wall clock (which counts other programs\' turns on a shared core)',
+      + 'wall_ratio_to_peak the same by the wall clock (which counts other programs\' turns on a shared core). The '
+      + `samples of each shape are spread over ${SWEEPS} sweeps of all the shapes; ratio_to_peak_by_sweep: the same `
+      + 'ratio within each sweep',
     peak_instructions: peakName,
     peak_gflops: round(peak, 2),
     peak_median_gflops: round(peakMedian, 2),
@@ -230,6 +251,7 @@ export async function benchGemm(wasm, options = {}) {
       gflops: round(r.best / 1e9, 2), peak_gflops: round(r.casePeak, 2), ratio_to_peak: round(r.best / 1e9 / r.casePeak, 3),
       median_gflops: round(r.median / 1e9, 2), median_ratio_to_peak: round(r.median / 1e9 / r.casePeakMedian, 3),
       ratio_to_best_peak: round(r.best / 1e9 / peak, 3),
+      ratio_to_peak_by_sweep: r.sweepRatios.map((x) => round(x, 3)),
       wall_gflops: round(r.wallBest / 1e9, 2), wall_ratio_to_peak: round(r.wallBest / 1e9 / wallPeak, 3),
       max_rel_err: r.maxRel,
       ...(r.packShare === null ? {} : {
