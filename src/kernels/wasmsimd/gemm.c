@@ -153,6 +153,41 @@ static __attribute__((noinline)) void ukernel_strided(int kc, const float *restr
     ukernel(kc, a, lda, b, c, ldc, alpha, acc, 1);
 }
 
+/* The last sliver when it has at most 2 rows (128 tokens = 21 x 6 + 2): rows 0-1 of a packed sliver against two
+ * panels at once (b0, b1), 8 accumulators, so its 2 useful rows take 8 multiply-adds a step where the full tile would
+ * spend 12 on each panel. Each accumulator sums k in the same order as the full tile's. tile0, tile1: rows 0-1 of the
+ * two panels' tiles (row stride WL_NR), alpha applied, as ukernel writes a tile. */
+static __attribute__((noinline)) void ukernel_two_rows(int kc, const float *restrict a, const float *restrict b0,
+                                                       const float *restrict b1, float alpha, float *restrict tile0,
+                                                       float *restrict tile1) {
+    vf c[2][4];
+    for (int r = 0; r < 2; r++)
+        for (int q = 0; q < 4; q++) c[r][q] = vsplat(0.0f);
+    const float *b_end = b0 + (size_t)kc * WL_NR;
+    WL_NO_UNROLL
+    while (b0 != b_end) {
+        vf x0 = vld(b0), x1 = vld(b0 + 4), x2 = vld(b1), x3 = vld(b1 + 4);
+        for (int r = 0; r < 2; r++) {
+            vf av = wasm_v128_load32_splat(a + r);
+            c[r][0] = vmadd(av, x0, c[r][0]);
+            c[r][1] = vmadd(av, x1, c[r][1]);
+            c[r][2] = vmadd(av, x2, c[r][2]);
+            c[r][3] = vmadd(av, x3, c[r][3]);
+        }
+        a += WL_MR;
+        b0 += WL_NR;
+        b1 += WL_NR;
+        WL_OPAQUE_POINTERS(a, b1);
+    }
+    const vf va = vsplat(alpha);
+    for (int r = 0; r < 2; r++) {
+        vst(tile0 + r * WL_NR, vmul(va, c[r][0]));
+        vst(tile0 + r * WL_NR + 4, vmul(va, c[r][1]));
+        vst(tile1 + r * WL_NR, vmul(va, c[r][2]));
+        vst(tile1 + r * WL_NR + 4, vmul(va, c[r][3]));
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------------------
  * Packing. */
 
@@ -501,13 +536,18 @@ static void run_tile(const gemm_job *g, int i, int j, int mr, int nr, const floa
 static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const float *pa, const float *pb,
                       float *pack_tail) {
     const wl_gemm_term *t = g->t;
+    /* A last sliver of 1 or 2 rows goes two panels at a time through ukernel_two_rows, after the others. */
+    const int last = r1 > r0 ? r0 + (r1 - r0 - 1) / WL_MR * WL_MR : r1;
+    const int two_rows = r1 > r0 && r1 - last <= 2 && j1 - j0 > WL_NR;
     for (int jr = j0; jr < j1; jr += WL_NR) {
         int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
         const float *b = pb + (size_t)(jr - j0) * g->kc;
         for (int r = r0; r < r1; r += WL_MR) {
             int mr = r1 - r < WL_MR ? r1 - r : WL_MR;
             int i = g->i0 + r;
-            if (pa) {
+            if (r == last && two_rows) {
+                break;
+            } else if (pa) {
                 run_tile(g, i, jr, mr, nr, pa + (size_t)(r - r0) * g->kc, WL_MR, b);
             } else if (mr == WL_MR) {
                 run_tile(g, i, jr, mr, nr, t->A + (size_t)g->p0 * t->lda + i, (size_t)t->lda, b);
@@ -517,6 +557,23 @@ static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const f
                 run_tile(g, i, jr, mr, nr, pack_tail, WL_MR, b);
             }
         }
+    }
+    if (!two_rows) return;
+    const int mr = r1 - last, i = g->i0 + last;
+    const float *a = pa ? pa + (size_t)(last - r0) * g->kc : pack_tail;
+    if (!pa) pack_a(1, t->A, t->lda, i, mr, g->p0, g->kc, pack_tail);
+    for (int jr = j0; jr < j1; jr += 2 * WL_NR) {
+        const float *b = pb + (size_t)(jr - j0) * g->kc;
+        const int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
+        if (jr + WL_NR >= j1) {
+            run_tile(g, i, jr, mr, nr, a, WL_MR, b);
+            continue;
+        }
+        const int nr1 = j1 - jr - WL_NR < WL_NR ? j1 - jr - WL_NR : WL_NR;
+        float tile0[2 * WL_NR], tile1[2 * WL_NR];
+        ukernel_two_rows(g->kc, a, b, b + (size_t)WL_NR * g->kc, t->alpha, tile0, tile1);
+        store_tile(g, i, jr, tile0, mr, nr);
+        store_tile(g, i, jr + WL_NR, tile1, mr, nr1);
     }
 }
 
