@@ -23,7 +23,8 @@
  * GEMM (most on the LM head, whose weight comes from DRAM, and at 128 tokens); `npm run bench` reports it per shape,
  * as the most pre-packing the weights at load time could save, against doubling their memory. Each element of C
  * is summed over k in the same order whatever the threads, and tiles at the edges go through the same
- * micro-kernel: results are bit-identical for any thread count.
+ * micro-kernel (a last sliver of 1 or 2 rows through ukernel_two_rows, which sums in the same order): results are
+ * bit-identical for any thread count.
  *
  * Shapes: M <= 3 (decoding) streams the weight once through GEMV kernels, in parallel over column chunks. A thin C
  * (N up to 16) of an op(A) with rows contiguous in k, as x A^T and dY B of a LoRA factor, reads A in place: with rows
