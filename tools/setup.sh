@@ -35,8 +35,9 @@ if [ -n "$need" ]; then
   $SUDO apt-get install -y -q --no-install-recommends $need >&2
 fi
 
-# npm dependencies: install when node_modules is missing or older than the lock file.
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# npm dependencies: install when node_modules is missing, incomplete (no .package-lock.json: an install that was cut
+# short or emptied; dash's -nt is false when the second file is missing) or older than the lock file.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "weblora setup: installing npm dependencies" >&2
   npm ci --no-audit --no-fund >&2 || npm install --no-audit --no-fund >&2
 fi
