@@ -124,8 +124,9 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
                                       (n / 3) % 2 ? 1.0f : 0.0f, (n / 2) % 2 ? 3 : 0, (uint64_t)n);
     /* Sizes that cross the blocking of the packed path (k blocks of <= 576, 510-row A blocks, 96-column B chunks), its
      * thin form (N <= 16: rows split, a transposed A read in place in k blocks of <= 64, a partial last sliver), a
-     * last sliver of 1 or 2 rows (two panels at a time, the second partial), the rows-in-place form (op(A) rows contiguous, N up to 16: a partial last tile of rows) or the dot-product form
-     * (N a multiple of 4 up to 16: an odd last row, K not a multiple of 4),
+     * last sliver of 1 or 2 rows (two panels at a time, the second partial), the rows-in-place form (op(A) rows
+     * contiguous, N up to 16: a partial last tile of rows) or the dot-product form (N a multiple of 4 up to 16: an
+     * odd last row, K not a multiple of 4),
      * the transposed form (M <= 9 and N >= 64, or A^T B with M <= 16: C^T summed in scratch and transposed, M and N
      * not multiples of 4, or, past the scratch, stored transposed tile by tile) and the GEMV paths (1024-column
      * chunks; K > 8192 with trans_a). */

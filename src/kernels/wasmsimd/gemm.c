@@ -533,48 +533,42 @@ static void run_tile(const gemm_job *g, int i, int j, int mr, int nr, const floa
 /* Rows [r0, r1) of the row block (multiples of WL_MR from its start) against columns [j0, j1) of packed B
  * panels starting at pb (panel of column j at pb + (j - j0) * kc). A comes packed (the sliver of row r at
  * pa + (r - r0) * kc) or, when pa is NULL, straight from the transposed operand (a partial last sliver is packed
- * into pack_tail). */
+ * into pack_tail, once for every panel). */
 static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const float *pa, const float *pb,
                       float *pack_tail) {
     const wl_gemm_term *t = g->t;
+    if (r1 <= r0) return;
+    const int last = r0 + (r1 - r0 - 1) / WL_MR * WL_MR, last_rows = r1 - last;
+    /* Read in place, a partial last sliver would read past the rows: it is packed once (zero padded). */
+    if (!pa && last_rows < WL_MR) pack_a(1, t->A, t->lda, g->i0 + last, last_rows, g->p0, g->kc, pack_tail);
     /* A last sliver of 1 or 2 rows goes two panels at a time through ukernel_two_rows, after the others. */
-    const int last = r1 > r0 ? r0 + (r1 - r0 - 1) / WL_MR * WL_MR : r1;
-    const int two_rows = r1 > r0 && r1 - last <= 2 && j1 - j0 > WL_NR;
+    const int two_rows = last_rows <= 2 && j1 - j0 > WL_NR;
+    const int r_end = two_rows ? last : r1;
     for (int jr = j0; jr < j1; jr += WL_NR) {
-        int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
+        const int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
         const float *b = pb + (size_t)(jr - j0) * g->kc;
-        for (int r = r0; r < r1; r += WL_MR) {
-            int mr = r1 - r < WL_MR ? r1 - r : WL_MR;
-            int i = g->i0 + r;
-            if (r == last && two_rows) {
-                break;
-            } else if (pa) {
-                run_tile(g, i, jr, mr, nr, pa + (size_t)(r - r0) * g->kc, WL_MR, b);
-            } else if (mr == WL_MR) {
-                run_tile(g, i, jr, mr, nr, t->A + (size_t)g->p0 * t->lda + i, (size_t)t->lda, b);
-            } else {
-                /* The last, partial sliver would read past the rows: pack it (zero padded). */
-                pack_a(1, t->A, t->lda, i, mr, g->p0, g->kc, pack_tail);
-                run_tile(g, i, jr, mr, nr, pack_tail, WL_MR, b);
-            }
+        for (int r = r0; r < r_end; r += WL_MR) {
+            const int mr = r1 - r < WL_MR ? r1 - r : WL_MR, i = g->i0 + r;
+            if (pa) run_tile(g, i, jr, mr, nr, pa + (size_t)(r - r0) * g->kc, WL_MR, b);
+            else if (mr == WL_MR) run_tile(g, i, jr, mr, nr, t->A + (size_t)g->p0 * t->lda + i, (size_t)t->lda, b);
+            else run_tile(g, i, jr, mr, nr, pack_tail, WL_MR, b);
         }
     }
     if (!two_rows) return;
-    const int mr = r1 - last, i = g->i0 + last;
+    const int i = g->i0 + last;
     const float *a = pa ? pa + (size_t)(last - r0) * g->kc : pack_tail;
-    if (!pa) pack_a(1, t->A, t->lda, i, mr, g->p0, g->kc, pack_tail);
     for (int jr = j0; jr < j1; jr += 2 * WL_NR) {
         const float *b = pb + (size_t)(jr - j0) * g->kc;
         const int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
         if (jr + WL_NR >= j1) {
-            run_tile(g, i, jr, mr, nr, a, WL_MR, b);
+            run_tile(g, i, jr, last_rows, nr, a, WL_MR, b);
             continue;
         }
         const int nr1 = j1 - jr - WL_NR < WL_NR ? j1 - jr - WL_NR : WL_NR;
         float tile0[2 * WL_NR], tile1[2 * WL_NR];
         ukernel_two_rows(g->kc, a, b, b + (size_t)WL_NR * g->kc, t->alpha, tile0, tile1);
-        store_tile(g, i, jr, tile0, mr, nr);
-        store_tile(g, i, jr + WL_NR, tile1, mr, nr1);
+        store_tile(g, i, jr, tile0, last_rows, nr);
+        store_tile(g, i, jr + WL_NR, tile1, last_rows, nr1);
     }
 }
 
