@@ -445,17 +445,18 @@ async function main() {
   const rounds = [];
   for (let r = 0; r < ROUNDS; r++) {
     log(`weblora bench: LoRA training, forward and decoding on a SmolLM2-135M-shaped model, round ${r + 1} of ${ROUNDS}: `
-      + '1 thread, PyTorch (one native thread, same model and step), 2 threads, auto threads...');
+      + '1 thread, PyTorch (one native thread, same model and step), 2 threads, auto threads, '
+      + '1 thread of the SIMD128 build...');
     const round = { one: await benchModelInChild(1, 'relaxed') };
     round.torch = r === 0 || rounds[0].torch.measured ? await benchTorch() : rounds[0].torch;
     round.two = await benchModelInChild(2, 'relaxed');
     round.auto = await benchModelInChild('auto', 'relaxed');
+    round.simd128 = await benchModelInChild(1, 'simd128');
     rounds.push(round);
   }
-  log('weblora bench: the same with the SIMD128 build, 1 thread...');
-  const runs = { simd128: await benchModelInChild(1, 'simd128') };
+  const runs = {};
   // Each configuration's reported run is its median round by training tokens per CPU-second.
-  for (const [key, name] of [['one', 1], ['two', 2], ['auto', 'auto'], ['torch', 'torch']]) {
+  for (const [key, name] of [['one', 1], ['two', 2], ['auto', 'auto'], ['torch', 'torch'], ['simd128', 'simd128']]) {
     const byRate = rounds.map((r) => r[key]).filter((x) => x.measured !== false)
       .sort((a, b) => a.training_tokens_per_cpu_second - b.training_tokens_per_cpu_second);
     runs[name] = byRate.length ? byRate[byRate.length >> 1] : rounds[0][key];
@@ -496,18 +497,21 @@ async function main() {
       adapter_parameters: one.adapter_parameters,
     },
     threads: {
-      method: `${ROUNDS} rounds of a 1-thread, a 2-thread and an auto-threads run (and PyTorch's), each in a fresh process; `
-        + 'each configuration\'s figures are from its median round by training tokens per CPU-second; every ratio to '
-        + 'one thread (and to PyTorch) is the median over rounds of the ratio within a round',
+      method: `${ROUNDS} rounds of a 1-thread, a 2-thread and an auto-threads run (and PyTorch's, and a 1-thread `
+        + 'run of the SIMD128 build), each in a fresh process; '
+        + 'each configuration\'s figures are from its median round by training tokens per CPU-second; every ratio '
+        + 'between configurations (to one thread, to PyTorch, relaxed to SIMD128) is the median over rounds of the ratio '
+        + 'within a round',
       one_thread: one, two_threads: two, auto_threads: auto, simd128_one_thread: plainOne,
     },
     scaling: { two_threads: scaling('two'), auto_threads: scaling('auto') },
-    relaxed_vs_simd128_one_thread_training: ratio(one.training_tokens_per_second, plainOne.training_tokens_per_second),
+    relaxed_vs_simd128_one_thread_training: pairedRatio('one', 'training_tokens_per_second', 'simd128'),
+    relaxed_vs_simd128_one_thread_training_by_cpu_time: pairedRatio('one', 'training_tokens_per_cpu_second', 'simd128'),
     pytorch: torch.measured ? {
       ...torch,
       wasm_one_thread_vs_pytorch: pairedRatio('one', 'training_tokens_per_second', 'torch'),
       wasm_one_thread_vs_pytorch_by_cpu_time: pairedRatio('one', 'training_tokens_per_cpu_second', 'torch'),
-      wasm_simd128_one_thread_vs_pytorch: ratio(plainOne.training_tokens_per_second, torch.training_tokens_per_second),
+      wasm_simd128_one_thread_vs_pytorch: pairedRatio('simd128', 'training_tokens_per_second', 'torch'),
       ...effectiveRates(one, torch, gemm.relaxed.peak_gflops),
     } : torch,
     peak_wasm_memory_bytes: Math.max(one.peak_wasm_memory_bytes, two.peak_wasm_memory_bytes, auto.peak_wasm_memory_bytes),
