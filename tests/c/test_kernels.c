@@ -122,7 +122,9 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
                         for (int t = 0; t < ntables; t++)
                             gemm_case(t, tables[t], ta, tb, Ms[mi], Ns[ni], Ks[ki], alphas[n % 3],
                                       (n / 3) % 2 ? 1.0f : 0.0f, (n / 2) % 2 ? 3 : 0, (uint64_t)n);
-    /* Sizes that cross the blocking of the packed path (k blocks of <= 576, 510-row A blocks, 96-column B chunks), its
+    /* Sizes that cross the blocking of the packed path (k blocks of <= 576, 510-row A blocks, 96-column chunks of a
+     * transposed B, chunks of a plain B as wide as the scratch holds beside the A block: 2 at 510 x 403 x 576, the
+     * second ending in a partial panel), its
      * thin form (N <= 16: rows split, a transposed A read in place in k blocks of <= 64, a partial last sliver), a
      * last sliver of 1 or 2 rows (two panels at a time, the second partial), the rows-in-place form (op(A) rows
      * contiguous, N up to 16: a partial last tile of rows) or the dot-product form (N a multiple of 4 up to 16: an
@@ -141,7 +143,7 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
         {1, 1, 4, 77, 100},     {0, 0, 520, 33, 1031},  {1, 0, 8, 301, 600},    {1, 0, 150, 16, 520},
         {1, 0, 16, 97, 257},    {1, 0, 577, 8, 512},    {0, 1, 203, 8, 577},   {0, 0, 129, 16, 193},
         {0, 1, 37, 12, 70},     {0, 0, 64, 4, 1536},    {1, 0, 16, 3001, 70},   {1, 0, 5, 2900, 130},
-        {1, 1, 98, 13, 96},     {0, 1, 128, 100, 40},
+        {1, 1, 98, 13, 96},     {0, 1, 128, 100, 40},   {0, 0, 510, 403, 576},
     };
     for (size_t c = 0; c < sizeof big / sizeof big[0]; c++, n++)
         for (int t = 0; t < ntables; t++)

@@ -18,8 +18,9 @@
  *
  * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by the shape alone); row
  * blocks of at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the
- * parallel tasks), each packing WL_NB columns of B at a time into its own scratch; micro-panels (a kc x 8 panel
- * stays in L1 while every sliver of the row block streams past it from L2); slivers. Packing B costs 1-12% of a
+ * parallel tasks), each packing WL_NB columns of a transposed B at a time into its own scratch, or, with B not
+ * transposed (dY W), sharing a wide chunk of B that all threads packed first, row by row (run_block_rows_of_b);
+ * micro-panels (a kc x 8 panel stays in L1 while every sliver of the row block streams past it from L2); slivers. Packing B costs 1-12% of a
  * GEMM (most on the LM head, whose weight comes from DRAM, and at 128 tokens); `npm run bench` reports it per shape,
  * as the most pre-packing the weights at load time could save, against doubling their memory. Reading a forward
  * product's weight in place instead of packing it (C^T = W X^T, rows_tile broadcasting 6 weight rows against packed
@@ -79,6 +80,7 @@ _Static_assert(WL_BPACK_FLOATS <= WL_SHARED_SCRATCH_FLOATS, "GEMM C^T scratch");
 _Static_assert(WL_BPACK_FLOATS + (size_t)(WL_MC + WL_MR) * WL_KC <= WL_SCRATCH_FLOATS, "GEMM scratch");
 _Static_assert((size_t)(WL_MC + WL_MR) * WL_KC <= WL_SHARED_SCRATCH_FLOATS, "GEMM shared scratch");
 _Static_assert((size_t)WL_GEMV_NCH * 3 + (size_t)WL_GEMV_KMAX * 3 <= WL_SCRATCH_FLOATS, "GEMV scratch");
+_Static_assert(WL_SHARED_SCRATCH_FLOATS == WL_SCRATCH_FLOATS, "a packed A block and B chunk fit either scratch");
 
 /* Unrolling the k loop raises the live vectors past what V8 keeps in registers (see the top of the file). */
 #if defined(__clang__)
@@ -243,9 +245,10 @@ static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0,
 }
 
 /* Pack columns [j0, j0 + nb) and k range [p0, p0 + kc) of op(B) into nb / 8 micro-panels ([k][8] each, the
- * panel of columns jr..jr+7 at pb + jr * kc); columns past nb are zero (kept finite: the kernel multiplies them
- * before the edge copy drops them). */
-static void pack_b(int trans_b, const float *B, int ldb, int j0, int nb, int p0, int kc, float *restrict pb) {
+ * panel of columns jr..jr+7 at pb + (jr / 8) * ps, ps >= kc * 8); columns past nb are zero (kept finite: the kernel
+ * multiplies them before the edge copy drops them). */
+static void pack_b(int trans_b, const float *B, int ldb, int j0, int nb, int p0, int kc, float *restrict pb,
+                   size_t ps) {
     int nfull = nb & ~(WL_NR - 1);
     if (!trans_b) {
         /* B is (K, N): read each row piece once, front to back, and deal it out to the panels. */
@@ -253,11 +256,11 @@ static void pack_b(int trans_b, const float *B, int ldb, int j0, int nb, int p0,
             const float *row = B + (size_t)(p0 + k) * ldb + j0;
             float *d = pb + (size_t)k * WL_NR;
             for (int j = 0; j < nfull; j += WL_NR) {
-                vst(d + (size_t)j * kc, vld(row + j));
-                vst(d + (size_t)j * kc + 4, vld(row + j + 4));
+                vst(d + (size_t)(j / WL_NR) * ps, vld(row + j));
+                vst(d + (size_t)(j / WL_NR) * ps + 4, vld(row + j + 4));
             }
             if (nfull < nb) {
-                float *dt = d + (size_t)nfull * kc;
+                float *dt = d + (size_t)(nfull / WL_NR) * ps;
                 for (int j = 0; j < WL_NR; j++) dt[j] = nfull + j < nb ? row[nfull + j] : 0.0f;
             }
         }
@@ -266,7 +269,7 @@ static void pack_b(int trans_b, const float *B, int ldb, int j0, int nb, int p0,
     /* B is (N, K): column j of op(B) is row j0 + j of B, contiguous in k; transpose 4x4 blocks. */
     for (int jr = 0; jr < nb; jr += WL_NR) {
         const float *src = B + (size_t)(j0 + jr) * ldb + p0;
-        float *panel = pb + (size_t)jr * kc;
+        float *panel = pb + (size_t)(jr / WL_NR) * ps;
         int k = 0;
         if (jr < nfull) {
             for (; k + 4 <= kc; k += 4) {
@@ -427,7 +430,9 @@ typedef struct gemm_job {
     int with_bias;         /* last pass: add the bias */
     int i0, mc;            /* row block */
     const float *apack;    /* packed A of the row block (NULL: each piece packs or reads in place) */
-    const float *bpack;    /* packed B of the whole pass (row pieces) */
+    const float *bpack;    /* packed B of the whole pass (row pieces) or of a column chunk (B not transposed) */
+    size_t ps;             /* floats from one packed B panel to the next */
+    int jb, nb;            /* the column chunk packed in bpack (B not transposed) */
     int pieces;
     /* GEMV */
     const wl_gemm_term *terms;
@@ -535,7 +540,7 @@ static void run_tile(const gemm_job *g, int i, int j, int mr, int nr, const floa
 }
 
 /* Rows [r0, r1) of the row block (multiples of WL_MR from its start) against columns [j0, j1) of packed B
- * panels starting at pb (panel of column j at pb + (j - j0) * kc). A comes packed (the sliver of row r at
+ * panels starting at pb (panel of column j at pb + (j - j0) / 8 * ps). A comes packed (the sliver of row r at
  * pa + (r - r0) * kc) or, when pa is NULL, straight from the transposed operand (a partial last sliver is packed
  * into pack_tail, once for every panel). */
 static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const float *pa, const float *pb,
@@ -550,7 +555,7 @@ static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const f
     const int r_end = two_rows ? last : r1;
     for (int jr = j0; jr < j1; jr += WL_NR) {
         const int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
-        const float *b = pb + (size_t)(jr - j0) * g->kc;
+        const float *b = pb + (size_t)((jr - j0) / WL_NR) * g->ps;
         for (int r = r0; r < r_end; r += WL_MR) {
             const int mr = r1 - r < WL_MR ? r1 - r : WL_MR, i = g->i0 + r;
             if (pa) run_tile(g, i, jr, mr, nr, pa + (size_t)(r - r0) * g->kc, WL_MR, b);
@@ -562,7 +567,7 @@ static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const f
     const int i = g->i0 + last;
     const float *a = pa ? pa + (size_t)(last - r0) * g->kc : pack_tail;
     for (int jr = j0; jr < j1; jr += 2 * WL_NR) {
-        const float *b = pb + (size_t)(jr - j0) * g->kc;
+        const float *b = pb + (size_t)((jr - j0) / WL_NR) * g->ps;
         const int nr = j1 - jr < WL_NR ? j1 - jr : WL_NR;
         if (jr + WL_NR >= j1) {
             run_tile(g, i, jr, last_rows, nr, a, WL_MR, b);
@@ -570,7 +575,7 @@ static void run_block(const gemm_job *g, int r0, int r1, int j0, int j1, const f
         }
         const int nr1 = j1 - jr - WL_NR < WL_NR ? j1 - jr - WL_NR : WL_NR;
         float tile0[2 * WL_NR], tile1[2 * WL_NR];
-        ukernel_two_rows(g->kc, a, b, b + (size_t)WL_NR * g->kc, t->alpha, tile0, tile1);
+        ukernel_two_rows(g->kc, a, b, b + g->ps, t->alpha, tile0, tile1);
         store_tile(g, i, jr, tile0, last_rows, nr);
         store_tile(g, i, jr + WL_NR, tile1, last_rows, nr1);
     }
@@ -595,7 +600,7 @@ static void task_columns(void *ctx, int piece) {
     float *bpack = wl_thread_scratch();
     for (int jb = q0 * WL_NR; jb < j1; jb += WL_NB) {
         int nb = j1 - jb < WL_NB ? j1 - jb : WL_NB;
-        pack_b(g->t->trans_b, g->t->B, g->t->ldb, jb, nb, g->p0, g->kc, bpack);
+        pack_b(g->t->trans_b, g->t->B, g->t->ldb, jb, nb, g->p0, g->kc, bpack, g->ps);
         run_block(g, 0, g->mc, jb, jb + nb, g->apack, bpack, NULL);
     }
 }
@@ -799,7 +804,7 @@ static int gemm_rows_in_place(int M, int N, const wl_gemm_term *terms, int n_ter
         const wl_gemm_term *tm = &terms[t];
         if (tm->K == 0) continue;
         g.wpack[t] = wpack;
-        pack_b(tm->trans_b, tm->B, tm->ldb, 0, N, 0, tm->K, wpack);
+        pack_b(tm->trans_b, tm->B, tm->ldb, 0, N, 0, tm->K, wpack, (size_t)tm->K * WL_NR);
         wpack += (size_t)tm->K * groups * WL_ROWS_GROUP;
     }
     /* Pieces of about 64k multiply-adds at least. */
@@ -991,6 +996,57 @@ static int column_pieces(int M, int N, int K) {
     return wl_parallel_pieces((N + WL_NR - 1) / WL_NR, grain);
 }
 
+/* Task: rows [piece] of the k block of B (K, N), columns [jb, jb + nb), into the shared panels of the chunk. */
+static void task_pack_b_rows(void *ctx, int piece) {
+    const gemm_job *g = ctx;
+    int k0, k1;
+    wl_split(g->kc, g->pieces, piece, &k0, &k1);
+    if (k1 > k0)
+        pack_b(0, g->t->B, g->t->ldb, g->jb, g->nb, g->p0 + k0, k1 - k0, (float *)g->bpack + (size_t)k0 * WL_NR, g->ps);
+}
+
+/* Task: panels [piece] of the chunk, against the packed A block. */
+static void task_panels(void *ctx, int piece) {
+    const gemm_job *g = ctx;
+    int q0, q1;
+    wl_split((g->nb + WL_NR - 1) / WL_NR, g->pieces, piece, &q0, &q1);
+    const int j0 = g->jb + q0 * WL_NR, j1 = g->jb + (q1 * WL_NR < g->nb ? q1 * WL_NR : g->nb);
+    if (j1 > j0) run_block(g, 0, g->mc, j0, j1, g->apack, g->bpack + (size_t)q0 * g->ps, NULL);
+}
+
+/* Panels of B packed with this many floats of padding between them: kc x 8 floats is a multiple of 4 KB whenever kc
+ * is a multiple of 128, and then every panel's row k would share one L1 set. */
+#define WL_PANEL_PAD 16
+
+/* One row block of a pass with B (K, N) not transposed, as for an input gradient dY W: B is packed once for all
+ * threads, as wide a chunk of columns as the scratch holds beside the A block (all of a 576- or 1536-wide weight
+ * at 128 tokens), each row of B read whole, front to back, and dealt out to the chunk's panels, split over rows;
+ * then the panels are split over the threads. Packed per column piece, each thread's piece read a 64-384 byte piece of
+ * every row and skipped the rest, which the hardware prefetcher follows poorly: with the weight streaming from memory
+ * that took 2.7x as long per value as this (a 1536 x 576 weight, one thread). */
+static void run_block_rows_of_b(gemm_job *g, int width) {
+    float *base = width > 1 ? wl_shared_scratch() : wl_thread_scratch();
+    const size_t a_floats = ((size_t)(g->mc + WL_MR - 1) / WL_MR * WL_MR * (size_t)g->kc + 15) & ~(size_t)15;
+    g->apack = base;
+    int columns = column_pieces(g->mc, g->N, g->kc);
+    g->pieces = columns > 1 ? wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4) : 1;
+    wl_parallel_for(g->pieces, task_pack_a, g);
+    /* Equal chunks of whole panels, as few as fit. */
+    g->ps = (size_t)g->kc * WL_NR + WL_PANEL_PAD;
+    const int panels = (g->N + WL_NR - 1) / WL_NR;
+    const int most = (int)((WL_SCRATCH_FLOATS - a_floats) / g->ps);
+    WL_ASSERT(most >= 1);
+    const int chunks = (panels + most - 1) / most, chunk = (panels + chunks - 1) / chunks * WL_NR;
+    g->bpack = base + a_floats;
+    for (g->jb = 0; g->jb < g->N; g->jb += chunk) {
+        g->nb = g->N - g->jb < chunk ? g->N - g->jb : chunk;
+        g->pieces = wl_parallel_pieces(g->kc, 16);
+        wl_parallel_for(g->pieces, task_pack_b_rows, g);
+        g->pieces = column_pieces(g->mc, g->nb, g->kc);
+        wl_parallel_for(g->pieces, task_panels, g);
+    }
+}
+
 /* One pass (term t, k block [p0, p0 + kc)) over all rows. */
 static void run_pass(gemm_job *g) {
     const int width = wl_parallel_width();
@@ -1000,9 +1056,14 @@ static void run_pass(gemm_job *g) {
     const int thin = g->N <= 2 * WL_NR;
     for (g->i0 = 0; g->i0 < g->M; g->i0 += mcb) {
         g->mc = g->M - g->i0 < mcb ? g->M - g->i0 : mcb;
+        g->ps = (size_t)g->kc * WL_NR;
+        if (!thin && !g->t->trans_b) {
+            run_block_rows_of_b(g, width);
+            continue;
+        }
         if (thin) {
             float *bpack = width > 1 ? wl_shared_scratch() : wl_thread_scratch();
-            pack_b(g->t->trans_b, g->t->B, g->t->ldb, 0, g->N, g->p0, g->kc, bpack);
+            pack_b(g->t->trans_b, g->t->B, g->t->ldb, 0, g->N, g->p0, g->kc, bpack, g->ps);
             g->bpack = bpack;
             g->pieces = wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 2);
             wl_parallel_for(g->pieces, task_rows, g);
@@ -1145,16 +1206,20 @@ void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms,
     if (ct) transpose_into(M, N, ct, add != NULL, C, ldc);
 }
 
-/* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, into dst (at least
- * K x (N rounded up to 8) floats). Its time next to the GEMM's is what pre-packing a frozen weight would save. */
+/* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, each into dst in turn (at least
+ * WL_KC x (N rounded up to 8) + 16 floats per 8 columns). Its time next to the GEMM's is what pre-packing a frozen
+ * weight would save. */
 void WL_SIMD_NAME(wl_gemm_pack_b)(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
     const int nkb = (K + WL_KC - 1) / WL_KC, kcb = nkb ? (K + nkb - 1) / nkb : 0;
-    const size_t npad = (size_t)(N + WL_NR - 1) / WL_NR * WL_NR;
     for (int p0 = 0; p0 < K; p0 += kcb) {
-        int kc = K - p0 < kcb ? K - p0 : kcb;
+        const int kc = K - p0 < kcb ? K - p0 : kcb;
+        if (!trans_b) {
+            pack_b(0, B, ldb, 0, N, p0, kc, dst, (size_t)kc * WL_NR + WL_PANEL_PAD);
+            continue;
+        }
         for (int jb = 0; jb < N; jb += WL_NB) {
             int nb = N - jb < WL_NB ? N - jb : WL_NB;
-            pack_b(trans_b, B, ldb, jb, nb, p0, kc, dst + (size_t)p0 * npad + (size_t)jb * kc);
+            pack_b(1, B, ldb, jb, nb, p0, kc, dst + (size_t)jb * kc, (size_t)kc * WL_NR);
         }
     }
 }
