@@ -161,6 +161,12 @@ export async function benchGemm(wasm, options = {}) {
     for (let i = 0; i < n; i++) v[i] = rnd();
   }
 
+  // A shape's work per sample: reps calls of `flops` each, about SAMPLE_FLOPS.
+  const work = (c) => {
+    const flops = 2 * c.M * c.N * c.K;
+    return { flops, reps: Math.max(1, Math.round(SAMPLE_FLOPS / flops)) };
+  };
+  const hasWeight = (c) => c.op.startsWith('forward') || c.op.startsWith('input');
   const peaks = peakSampler(ex);
   const samplePeak = peaks.sample;
   // Every shape's samples are spread over SWEEPS sweeps of all the shapes, so that a slow stretch of minutes on the
@@ -170,13 +176,12 @@ export async function benchGemm(wasm, options = {}) {
     for (const [ci, c] of cases.entries()) {
       const { M, N, K, ta, tb, lda, ldb } = c;
       const st = state[ci];
-      const flops = 2 * M * N * K;
-      const reps = Math.max(1, Math.round(SAMPLE_FLOPS / flops));
+      const { flops, reps } = work(c);
       const run = () => ex.wl_bench_sgemm(ta, tb, M, N, K, 1.0, pA, lda, pB, ldb, 0.0, pC, N, reps);
       run();
       // The LM head takes 150-600 ms a call: fewer samples there.
       const n = Math.max(2, Math.round((flops > 2e9 ? Math.max(4, samples >> 3) : samples) / SWEEPS));
-      const weightOperand = c.op.startsWith('forward') || c.op.startsWith('input');
+      const weightOperand = hasWeight(c);
       const pack = () => ex.wl_bench_pack_b(tb, pB, ldb, N, K, pPack, reps);
       let sweepBest = Infinity, sweepPeak = 0;
       for (let s = 0; s < n; s++) {
@@ -190,9 +195,6 @@ export async function benchGemm(wasm, options = {}) {
         sweepPeak = Math.max(sweepPeak, before, after);
         if (weightOperand) st.packMs.push(timeSample(pack).cpu);
       }
-      st.reps = reps;
-      st.flops = flops;
-      st.weightOperand = weightOperand;
       st.sweepRatios.push((reps * flops) / (sweepBest / 1e3) / 1e9 / sweepPeak);
       if (st.maxRel !== null) continue;
       // Spot-check entries against a double-precision dot product, so a broken kernel cannot post a time.
@@ -214,13 +216,14 @@ export async function benchGemm(wasm, options = {}) {
     }
   }
   const results = cases.map((c, ci) => {
-    const { ms, packMs, casePeaks, sweepRatios, maxRel, reps, flops, weightOperand } = state[ci];
+    const { ms, packMs, casePeaks, sweepRatios, maxRel } = state[ci];
+    const { flops, reps } = work(c);
     const rate = (t) => (reps * flops) / (t / 1e3);
     const best = Math.min(...ms.cpu);
     options.log?.(`  ${c.tokens} tokens, ${c.weight}, ${c.op}: ${(rate(best) / 1e9).toFixed(1)} GFLOPS`);
     return { ...c, best: rate(best), median: rate(median(ms.cpu)), wallBest: rate(Math.min(...ms.wall)), maxRel,
       casePeak: Math.max(...casePeaks), casePeakMedian: median(casePeaks), sweepRatios,
-      packShare: weightOperand ? Math.min(...packMs) / best : null };
+      packShare: hasWeight(c) ? Math.min(...packMs) / best : null };
   });
   ex.wl_free_ptr(pA);
   ex.wl_free_ptr(pB);

@@ -19,10 +19,10 @@
  * Loops, outside in: terms; k blocks of a term (equal blocks of at most WL_KC, decided by the shape alone); row
  * blocks of at most WL_MC rows, whose A slivers are packed once (into memory all threads read); column pieces (the
  * parallel tasks), each packing WL_NB columns of a transposed B at a time into its own scratch, or, with B not
- * transposed (dY W), sharing a wide chunk of B that all threads packed first, row by row (run_block_rows_of_b);
+ * transposed (dY W), sharing a wide chunk of B that all threads packed first, row by row (run_row_block_plain_b);
  * micro-panels (a kc x 8 panel stays in L1 while every sliver of the row block streams past it from L2); slivers.
- * Packing B costs 1-12% of a GEMM (most on the LM head, whose weight comes from DRAM, and at 128 tokens); `npm run
- * bench` reports it per shape, as the most pre-packing the weights at load time could save, against doubling their
+ * Packing B costs 1-9% of a GEMM in the last bench runs (most on the LM head, whose weight comes from DRAM, and at
+ * 128 tokens); `npm run bench` reports it per shape, as the most pre-packing the weights at load time could save, against doubling their
  * memory. Reading a forward product's weight in place instead of packing it (C^T = W X^T, rows_tile broadcasting 6
  * weight rows against packed panels of X^T, C^T summed in scratch and transposed) was measured in training steps and
  * rejected: wasm addresses have no scaled index, so each of the 6 row pointers costs an add per k step, and that
@@ -997,6 +997,15 @@ static int column_pieces(int M, int N, int K) {
     return wl_parallel_pieces((N + WL_NR - 1) / WL_NR, grain);
 }
 
+/* Pack the row block's A slivers into apack, split over the threads unless the block is too small to split its
+ * columns. */
+static void pack_a_block(gemm_job *g, float *apack) {
+    g->apack = apack;
+    const int columns = column_pieces(g->mc, g->N, g->kc);
+    g->pieces = columns > 1 ? wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4) : 1;
+    wl_parallel_for(g->pieces, task_pack_a, g);
+}
+
 /* Task: rows [piece] of the k block of B (K, N), columns [jb, jb + nb), into the shared panels of the chunk. */
 static void task_pack_b_rows(void *ctx, int piece) {
     const gemm_job *g = ctx;
@@ -1016,9 +1025,9 @@ static void task_panels(void *ctx, int piece) {
     if (j1 > j0) run_block(g, 0, g->mc, j0, j1, g->apack, g->bpack + (size_t)q0 * g->ps, NULL);
 }
 
-/* Panels of B packed with this many floats of padding between them: kc x 8 floats is a multiple of 4 KB whenever kc
- * is a multiple of 128, and then every panel's row k would share one L1 set. */
-#define WL_PANEL_PAD 16
+/* Floats from one packed panel of a plain B to the next: kc x 8 and a pad of 16, as kc x 8 floats is a multiple of
+ * 4 KB whenever kc is a multiple of 128, and then every panel's row k would share one L1 set. */
+static size_t plain_b_panel_stride(int kc) { return (size_t)kc * WL_NR + 16; }
 
 /* One row block of a pass with B (K, N) not transposed, as for an input gradient dY W: B is packed once for all
  * threads, as wide a chunk of columns as the scratch holds beside the A block (all of a 576- or 1536-wide weight
@@ -1026,15 +1035,12 @@ static void task_panels(void *ctx, int piece) {
  * then the panels are split over the threads. Packed per column piece, each thread's piece read a 64-384 byte piece of
  * every row and skipped the rest, which the hardware prefetcher follows poorly: with the weight streaming from memory
  * that took 2.7x as long per value as this (a 1536 x 576 weight, one thread). */
-static void run_block_rows_of_b(gemm_job *g, int width) {
+static void run_row_block_plain_b(gemm_job *g, int width) {
     float *base = width > 1 ? wl_shared_scratch() : wl_thread_scratch();
     const size_t a_floats = ((size_t)(g->mc + WL_MR - 1) / WL_MR * WL_MR * (size_t)g->kc + 15) & ~(size_t)15;
-    g->apack = base;
-    int columns = column_pieces(g->mc, g->N, g->kc);
-    g->pieces = columns > 1 ? wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4) : 1;
-    wl_parallel_for(g->pieces, task_pack_a, g);
+    pack_a_block(g, base);
     /* Equal chunks of whole panels, as few as fit. */
-    g->ps = (size_t)g->kc * WL_NR + WL_PANEL_PAD;
+    g->ps = plain_b_panel_stride(g->kc);
     const int panels = (g->N + WL_NR - 1) / WL_NR;
     const int most = (int)((WL_SCRATCH_FLOATS - a_floats) / g->ps);
     WL_ASSERT(most >= 1);
@@ -1060,7 +1066,7 @@ static void run_pass(gemm_job *g) {
         g->mc = g->M - g->i0 < mcb ? g->M - g->i0 : mcb;
         g->ps = (size_t)g->kc * WL_NR;
         if (!thin && !g->t->trans_b) {
-            run_block_rows_of_b(g, width);
+            run_row_block_plain_b(g, width);
             continue;
         }
         if (thin) {
@@ -1071,13 +1077,8 @@ static void run_pass(gemm_job *g) {
             wl_parallel_for(g->pieces, task_rows, g);
             continue;
         }
-        float *apack = width > 1 ? wl_shared_scratch() : wl_thread_scratch() + WL_BPACK_FLOATS;
-        g->apack = apack;
-        /* Packing A is split too, unless the block is too small to split its columns. */
-        int columns = column_pieces(g->mc, g->N, g->kc);
-        g->pieces = columns > 1 ? wl_parallel_pieces((g->mc + WL_MR - 1) / WL_MR, 4) : 1;
-        wl_parallel_for(g->pieces, task_pack_a, g);
-        g->pieces = columns;
+        pack_a_block(g, width > 1 ? wl_shared_scratch() : wl_thread_scratch() + WL_BPACK_FLOATS);
+        g->pieces = column_pieces(g->mc, g->N, g->kc);
         wl_parallel_for(g->pieces, task_columns, g);
     }
 }
@@ -1216,7 +1217,7 @@ void WL_SIMD_NAME(wl_gemm_pack_b)(int trans_b, const float *B, int ldb, int N, i
     for (int p0 = 0; p0 < K; p0 += kcb) {
         const int kc = K - p0 < kcb ? K - p0 : kcb;
         if (!trans_b) {
-            pack_b(0, B, ldb, 0, N, p0, kc, dst, (size_t)kc * WL_NR + WL_PANEL_PAD);
+            pack_b(0, B, ldb, 0, N, p0, kc, dst, plain_b_panel_stride(kc));
             continue;
         }
         for (int jb = 0; jb < N; jb += WL_NB) {
