@@ -27,6 +27,8 @@ const POOL_SCRATCH_BYTES = 512 * 1024 * 4;
 const POOL_STACK_BYTES = 512 * 1024;
 /** Attention scores kept for all threads at once are capped at this many floats (src/model/model.c plan_acts). */
 const SCORES_CAP_FLOATS = 4 * 1024 ** 2;
+/** Attention works on a head's queries this many at a time (src/layers/layers.h WL_ATTENTION_ROWS). */
+const ATTENTION_ROWS = 48;
 /**
  * The share of a training step that runs in parallel, for scaling a speed to another number of threads (Amdahl):
  * two threads train 1.5x as fast as one on the test machine (README, `npm run bench`), so 2/3. Machines with
@@ -145,8 +147,10 @@ export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterP
   // one layer's activations for inference (and, with recompute, the layer backward works on); the residual stream,
   // final norm, logits and per-token bookkeeping; backward's gradients
   const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 6 + s.vocab + (2 * C + 2 * qd + 2 * kvd + 3 * I);
-  // One head's attention scores, or enough for every thread to work on a head of its own (capped).
-  const scores = Math.max(2 * T * N, Math.min(2 * T * T * threads, SCORES_CAP_FLOATS));
+  // One head's attention scores and their gradient for a block of queries, or enough for every thread to work on a
+  // head of its own (capped).
+  const oneHead = 2 * Math.min(T, ATTENTION_ROWS) * T;
+  const scores = Math.max(oneHead, Math.min(oneHead * threads, SCORES_CAP_FLOATS));
   // LoRA scratch (src/lora/adapter.c): a module's dropped-out input and its gradient, as wide as the widest input
   const lora = 2 * Math.max(C, qd, I);
   const activations = N * (s.layers * perLayer + shared + lora) + scores;

@@ -2,6 +2,10 @@
  * per-head GEMMs plus a row softmax so both run on the SIMD GEMM kernel. Backward recomputes the probabilities
  * of one head at a time instead of keeping (B, H, T, T) of them from the forward pass.
  *
+ * Causality: a head's queries go in blocks of WL_ATTENTION_ROWS, and a block whose last query sits at position p
+ * only computes scores against keys 0..p (and the products that follow only run over those), so the work is about
+ * half of the full T x T and the scratch holds one block's rows instead of all T.
+ *
  * Threads: the forward pass gives each (sequence, head) to a task, the backward pass each (sequence, KV head)
  * with the query heads sharing it in order, so the sums into a KV head's gradients keep one order. Each task
  * works in its own slice of the scratch; when the scratch has fewer slices than threads (a long prefill), the
@@ -20,6 +24,10 @@ static void head_probs(const wl_kernels *k, float *P, const float *qh, int qd, c
     k->softmax_causal(P, T, Tk, pos0);
 }
 
+size_t wl_attention_scratch_floats(int T, int Tk) {
+    return 2 * (size_t)(T < WL_ATTENTION_ROWS ? T : WL_ATTENTION_ROWS) * (size_t)Tk;
+}
+
 typedef struct attn_job {
     const wl_kernels *k;
     float *out, *dq, *dk, *dv, *scratch;
@@ -30,20 +38,24 @@ typedef struct attn_job {
 
 static float *slice_of(const attn_job *j) { return j->scratch + (j->slice ? (size_t)wl_thread_self() * j->slice : 0); }
 
-/* Task b * H + h: O_h = softmax(scale Q_h K^T) V for sequence b, query head h. */
+/* Task b * H + h: O_h = softmax(scale Q_h K^T) V for sequence b, query head h, a block of queries at a time. */
 static void forward_head(void *ctx, int task) {
     const attn_job *j = ctx;
     const int b = task / j->H, h = task % j->H;
     const int qd = j->H * j->hs, kvd = j->Hkv * j->hs, kvh = h / (j->H / j->Hkv);
     const float scale = 1.0f / sqrtf((float)j->hs);
-    const float *qb = j->q + (size_t)b * j->T * qd;
-    const float *kb = j->k_cache + (size_t)b * j->T * kvd;
-    const float *vb = j->v_cache + (size_t)b * j->T * kvd;
+    const float *qb = j->q + (size_t)b * j->T * qd + h * j->hs;
+    const float *kb = j->k_cache + (size_t)b * j->T * kvd + kvh * j->hs;
+    const float *vb = j->v_cache + (size_t)b * j->T * kvd + kvh * j->hs;
+    float *ob = j->out + (size_t)b * j->T * qd + h * j->hs;
     float *P = slice_of(j);
-    head_probs(j->k, P, qb + h * j->hs, qd, kb + kvh * j->hs, kvd, j->T, j->Tk, j->pos0, j->hs, scale);
-    /* O_h = P V_h  (T, hs) */
-    wl_sgemm(j->k, 0, 0, j->T, j->hs, j->Tk, 1.0f, P, j->Tk, vb + kvh * j->hs, kvd, 0.0f,
-             j->out + (size_t)b * j->T * qd + h * j->hs, qd);
+    for (int r0 = 0; r0 < j->T; r0 += WL_ATTENTION_ROWS) {
+        const int rows = j->T - r0 < WL_ATTENTION_ROWS ? j->T - r0 : WL_ATTENTION_ROWS;
+        const int keys = j->pos0 + r0 + rows; /* the block's last query sees keys 0 .. keys-1 */
+        head_probs(j->k, P, qb + (size_t)r0 * qd, qd, kb, kvd, rows, keys, j->pos0 + r0, j->hs, scale);
+        /* O_h = P V_h  (rows, hs) */
+        wl_sgemm(j->k, 0, 0, rows, j->hs, keys, 1.0f, P, keys, vb, kvd, 0.0f, ob + (size_t)r0 * qd, qd);
+    }
 }
 
 /* Slices of `need` floats the scratch holds, or 0 when there are fewer than the threads (run tasks in order). */
@@ -56,7 +68,7 @@ void wl_attention_forward(const wl_kernels *k, float *out, float *scores, size_t
                           const float *k_cache, const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs) {
     attn_job j = {.k = k, .out = out, .scratch = scores, .q = q, .k_cache = k_cache, .v_cache = v_cache, .B = B,
                   .T = T, .Tk = pos0 + T, .pos0 = pos0, .H = H, .Hkv = Hkv, .hs = hs};
-    j.slice = slice_for(scores_floats, (size_t)T * j.Tk);
+    j.slice = slice_for(scores_floats, wl_attention_scratch_floats(T, j.Tk));
     if (j.slice) {
         wl_parallel_for(B * H, forward_head, &j);
     } else {
@@ -77,17 +89,21 @@ static void backward_group(void *ctx, int task) {
     float *dqb = j->dq + (size_t)b * T * qd;
     float *dkb = j->dk + (size_t)b * T * kvd + kvh * hs;
     float *dvb = j->dv + (size_t)b * T * kvd + kvh * hs;
-    float *P = slice_of(j), *dS = P + (size_t)T * T;
+    float *P = slice_of(j), *dS = P + wl_attention_scratch_floats(T, T) / 2;
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        head_probs(j->k, P, qb + h * hs, qd, kb, kvd, T, T, 0, hs, scale);
-        /* O = P V  =>  dP = dO V^T, dV += P^T dO */
-        wl_sgemm(j->k, 0, 1, T, T, hs, 1.0f, gb + h * hs, qd, vb, kvd, 0.0f, dS, T);
-        wl_sgemm(j->k, 1, 0, T, hs, T, 1.0f, P, T, gb + h * hs, qd, 1.0f, dvb, kvd);
-        /* P = softmax(S)  =>  dS = P (dP - rowsum(dP P)) */
-        j->k->softmax_backward(dS, P, T, T, 0);
-        /* S = scale Q K^T  =>  dQ = scale dS K, dK += scale dS^T Q */
-        wl_sgemm(j->k, 0, 0, T, hs, T, scale, dS, T, kb, kvd, 0.0f, dqb + h * hs, qd);
-        wl_sgemm(j->k, 1, 0, T, hs, T, scale, dS, T, qb + h * hs, qd, 1.0f, dkb, kvd);
+        for (int r0 = 0; r0 < T; r0 += WL_ATTENTION_ROWS) {
+            const int rows = T - r0 < WL_ATTENTION_ROWS ? T - r0 : WL_ATTENTION_ROWS, keys = r0 + rows;
+            const float *qr = qb + (size_t)r0 * qd + h * hs, *gr = gb + (size_t)r0 * qd + h * hs;
+            head_probs(j->k, P, qr, qd, kb, kvd, rows, keys, r0, hs, scale);
+            /* O = P V  =>  dP = dO V^T, dV += P^T dO */
+            wl_sgemm(j->k, 0, 1, rows, keys, hs, 1.0f, gr, qd, vb, kvd, 0.0f, dS, keys);
+            wl_sgemm(j->k, 1, 0, keys, hs, rows, 1.0f, P, keys, gr, qd, 1.0f, dvb, kvd);
+            /* P = softmax(S)  =>  dS = P (dP - rowsum(dP P)) */
+            j->k->softmax_backward(dS, P, rows, keys, r0);
+            /* S = scale Q K^T  =>  dQ = scale dS K, dK += scale dS^T Q */
+            wl_sgemm(j->k, 0, 0, rows, hs, keys, scale, dS, keys, kb, kvd, 0.0f, dqb + (size_t)r0 * qd + h * hs, qd);
+            wl_sgemm(j->k, 1, 0, keys, hs, rows, scale, dS, keys, qr, qd, 1.0f, dkb, kvd);
+        }
     }
 }
 
@@ -98,7 +114,7 @@ void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv,
                   .v_cache = v_cache, .dout = dout, .B = B, .T = T, .Tk = T, .H = H, .Hkv = Hkv, .hs = hs};
     memset(dk, 0, (size_t)B * T * Hkv * hs * sizeof(float));
     memset(dv, 0, (size_t)B * T * Hkv * hs * sizeof(float));
-    j.slice = slice_for(scratch_floats, 2 * (size_t)T * T);
+    j.slice = slice_for(scratch_floats, wl_attention_scratch_floats(T, T));
     if (j.slice) {
         wl_parallel_for(B * Hkv, backward_group, &j);
     } else {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "layers/layers.h"
 #include "model/model.h"
 #include "wl_io.h"
 #include "wl_threads.h"
@@ -673,10 +674,9 @@ static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, i
     t->positions = (int *)take(&p, N);
     t->qkv = c->arch == WL_ARCH_GPT2 ? take2(&p, N, 3 * C) : NULL;
     /* One head's scores, or (up to 16 MB) enough for each thread to work on a head of its own. */
-    size_t one_head = 0, per_thread = 0, all_threads = 0;
-    if (!wl_mul_size(2 * (size_t)Tc, N, &one_head) || !wl_mul_size(2 * (size_t)Tc, (size_t)Tc, &per_thread) ||
-        !wl_mul_size(per_thread, (size_t)wl_threads_count(), &all_threads))
-        p.overflow = 1;
+    size_t all_threads = 0;
+    const size_t one_head = wl_attention_scratch_floats(Tc, Tc);
+    if (!wl_mul_size(one_head, (size_t)wl_threads_count(), &all_threads)) p.overflow = 1;
     const size_t cap = (size_t)4 << 20;
     size_t scores = all_threads < cap ? all_threads : cap;
     if (one_head > scores) scores = one_head;

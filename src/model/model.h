@@ -82,8 +82,8 @@ typedef struct wl_acts {
     int *tokens;      /* (Ncap) copy of the last tokens */
     int *positions;   /* (Ncap) absolute position of each row */
     float *qkv;       /* (Ncap, 3C) GPT-2 fused c_attn output / gradient */
-    float *scores;    /* attention probabilities and their gradient: (2, Tcap, Ncap) for one head at a time, or
-                       * more so heads can run on several threads (2, Tcap, Tcap) each */
+    float *scores;    /* attention probabilities and their gradient for a block of one head's queries
+                       * (wl_attention_scratch_floats), once per thread so heads can run in parallel (capped) */
     size_t scores_floats;
     /* backward scratch, (Ntrain) rows */
     float *d_res;     /* (N, C) */

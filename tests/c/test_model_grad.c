@@ -407,41 +407,62 @@ static void full_case(const char *what, wl_config cfg, int with_adapter) {
     wl_model_free(m);
 }
 
-/* Attention alone: dq, dk, dv against finite differences of sum(out * w) for a random w. */
-static void attention_case(const wl_kernels *k) {
-    enum { B = 2, T = 5, H = 4, HKV = 2, HS = 3 };
+/* Attention alone: dq, dk, dv against finite differences of sum(out * w) for a random w, over T = 5 (one block of
+ * queries) and T = 2 WL_ATTENTION_ROWS + 5 (two whole blocks and a part); then the last queries of sequence 0 alone,
+ * at pos0 > 0 over the same cache, give the rows the whole sequence gave. */
+static void attention_case(const wl_kernels *k, int T) {
+    enum { B = 2, H = 4, HKV = 2, HS = 3 };
     const int qd = H * HS, kvd = HKV * HS, N = B * T;
-    float q[N * qd], kc[N * kvd], vc[N * kvd], out[N * qd], w[N * qd], scratch[2 * T * T];
-    float dq[N * qd], dk[N * kvd], dv[N * kvd];
-    wl_test_fill(q, sizeof q / sizeof *q, 1, 1.0f);
-    wl_test_fill(kc, sizeof kc / sizeof *kc, 2, 1.0f);
-    wl_test_fill(vc, sizeof vc / sizeof *vc, 3, 1.0f);
-    wl_test_fill(w, sizeof w / sizeof *w, 4, 1.0f);
-    wl_attention_forward(k, out, scratch, sizeof scratch / sizeof *scratch, q, kc, vc, B, T, 0, H, HKV, HS);
-    wl_attention_backward(k, dq, dk, dv, scratch, sizeof scratch / sizeof *scratch, w, q, kc, vc, B, T, H, HKV, HS);
+    const size_t nq = (size_t)N * qd, nkv = (size_t)N * kvd, ns = wl_attention_scratch_floats(T, T);
+    float *q = malloc(nq * sizeof(float)), *out = malloc(nq * sizeof(float)), *w = malloc(nq * sizeof(float));
+    float *dq = malloc(nq * sizeof(float)), *kc = malloc(nkv * sizeof(float)), *vc = malloc(nkv * sizeof(float));
+    float *dk = malloc(nkv * sizeof(float)), *dv = malloc(nkv * sizeof(float)), *scratch = malloc(ns * sizeof(float));
+    wl_test_fill(q, nq, 1, 1.0f);
+    wl_test_fill(kc, nkv, 2, 1.0f);
+    wl_test_fill(vc, nkv, 3, 1.0f);
+    wl_test_fill(w, nq, 4, 1.0f);
+    wl_attention_forward(k, out, scratch, ns, q, kc, vc, B, T, 0, H, HKV, HS);
+    wl_attention_backward(k, dq, dk, dv, scratch, ns, w, q, kc, vc, B, T, H, HKV, HS);
     float *bufs[3] = {q, kc, vc}, *grads[3] = {dq, dk, dv};
-    int sizes[3] = {N * qd, N * kvd, N * kvd};
+    size_t sizes[3] = {nq, nkv, nkv};
     const char *names[3] = {"attention dq", "attention dk", "attention dv"};
+    /* every element of the short case; every 13th of the long one (13 is prime to the row widths, so each column and
+     * block is hit) */
+    const size_t stride = T > 8 ? 13 : 1;
     for (int which = 0; which < 3; which++) {
-        float *fd = malloc((size_t)sizes[which] * sizeof(float));
-        for (int i = 0; i < sizes[which]; i++) {
+        const size_t n = (sizes[which] + stride - 1) / stride;
+        float *fd = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+        for (size_t i = 0; i < sizes[which]; i += stride) {
             float saved = bufs[which][i];
             double obj[2];
             for (int side = 0; side < 2; side++) {
                 bufs[which][i] = saved + (side ? -1e-2f : 1e-2f);
-                wl_attention_forward(k, out, scratch, sizeof scratch / sizeof *scratch, q, kc, vc, B, T, 0, H, HKV, HS);
+                wl_attention_forward(k, out, scratch, ns, q, kc, vc, B, T, 0, H, HKV, HS);
                 double s = 0.0;
-                for (int j = 0; j < N * qd; j++) s += (double)out[j] * w[j];
+                for (size_t j = 0; j < nq; j++) s += (double)out[j] * w[j];
                 obj[side] = s;
             }
             bufs[which][i] = saved;
-            fd[i] = (float)((obj[0] - obj[1]) / 2e-2);
+            fd[i / stride] = (float)((obj[0] - obj[1]) / 2e-2);
+            got[i / stride] = grads[which][i];
         }
         /* central differences with h 1e-2 on a smooth objective: truncation error O(h^2) ~ 1e-4, float32 noise
          * ~1e-5 / h; measured 1.2e-5 abs at most (gradients of order 1) */
-        wl_test_close(names[which], grads[which], fd, (size_t)sizes[which], 2e-3f, 2e-3f);
+        wl_test_close(names[which], got, fd, n, 2e-3f, 2e-3f);
         free(fd);
+        free(got);
     }
+    /* queries T0 .. T-1 of sequence 0 after a prefill of T0: its rows of the whole-sequence output (the same sums;
+     * measured: equal, or within 6e-8) */
+    const int T0 = T > 8 ? WL_ATTENTION_ROWS + 3 : 2;
+    float *tail = malloc((size_t)(T - T0) * qd * sizeof(float));
+    wl_attention_forward(k, out, scratch, ns, q, kc, vc, B, T, 0, H, HKV, HS);
+    wl_attention_forward(k, tail, scratch, ns, q + (size_t)T0 * qd, kc, vc, 1, T - T0, T0, H, HKV, HS);
+    wl_test_close("attention after a prefill == whole sequence", tail, out + (size_t)T0 * qd, (size_t)(T - T0) * qd,
+                  1e-6f, 1e-6f);
+    free(tail);
+    float *all[] = {q, out, w, dq, kc, vc, dk, dv, scratch};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
 }
 
 /* Prefill + token-by-token decoding with the KV cache reproduces whole-sequence logits. */
@@ -751,7 +772,8 @@ int main(void) {
         }
         printf("kernels %s\n", tables[i]);
         wl_kernels_set_default(k);
-        attention_case(k);
+        attention_case(k, 5);
+        attention_case(k, 2 * WL_ATTENTION_ROWS + 5);
         run_all();
         recompute_cases();
     }
