@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "core/parallel.h"
 #include "layers/layers.h"
 
@@ -25,7 +26,9 @@ static void head_probs(const wl_kernels *k, float *P, const float *qh, int qd, c
 }
 
 size_t wl_attention_scratch_floats(int T, int Tk) {
-    return 2 * (size_t)(T < WL_ATTENTION_ROWS ? T : WL_ATTENTION_ROWS) * (size_t)Tk;
+    const size_t rows = (size_t)(T < WL_ATTENTION_ROWS ? T : WL_ATTENTION_ROWS);
+    size_t floats;
+    return wl_mul_size(2 * rows, (size_t)Tk, &floats) ? floats : SIZE_MAX;
 }
 
 typedef struct attn_job {
