@@ -71,7 +71,9 @@ void wl_attention_forward(const wl_kernels *k, float *out, float *scores, size_t
                           const float *k_cache, const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs) {
     attn_job j = {.k = k, .out = out, .scratch = scores, .q = q, .k_cache = k_cache, .v_cache = v_cache, .B = B,
                   .T = T, .Tk = pos0 + T, .pos0 = pos0, .H = H, .Hkv = Hkv, .hs = hs};
-    j.slice = slice_for(scores_floats, wl_attention_scratch_floats(T, j.Tk));
+    const size_t need = wl_attention_scratch_floats(T, j.Tk);
+    WL_ASSERT(scores_floats >= need);
+    j.slice = slice_for(scores_floats, need);
     if (j.slice) {
         wl_parallel_for(B * H, forward_head, &j);
     } else {
@@ -117,7 +119,9 @@ void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv,
                   .v_cache = v_cache, .dout = dout, .B = B, .T = T, .Tk = T, .H = H, .Hkv = Hkv, .hs = hs};
     memset(dk, 0, (size_t)B * T * Hkv * hs * sizeof(float));
     memset(dv, 0, (size_t)B * T * Hkv * hs * sizeof(float));
-    j.slice = slice_for(scratch_floats, wl_attention_scratch_floats(T, T));
+    const size_t need = wl_attention_scratch_floats(T, T);
+    WL_ASSERT(scratch_floats >= need);
+    j.slice = slice_for(scratch_floats, need);
     if (j.slice) {
         wl_parallel_for(B * Hkv, backward_group, &j);
     } else {
