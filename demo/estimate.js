@@ -147,10 +147,10 @@ export function trainingMemoryBytes(s, parameters, { B, T, threads = 1, adapterP
   // one layer's activations for inference (and, with recompute, the layer backward works on); the residual stream,
   // final norm, logits and per-token bookkeeping; backward's gradients
   const shared = (3 * C + 2 * qd + 3 * I + 2) + 4 * C + 6 + s.vocab + (2 * C + 2 * qd + 2 * kvd + 3 * I);
-  // One head's attention scores and their gradient for a block of queries, or enough for every thread to work on a
-  // head of its own (capped).
-  const oneHead = 2 * Math.min(T, ATTENTION_ROWS) * T;
-  const scores = Math.max(oneHead, Math.min(oneHead * threads, SCORES_CAP_FLOATS));
+  // One head's attention scores and their gradient for a block of queries over every cached position, or enough for
+  // every thread to work on a head of its own over T positions (capped).
+  const rows = Math.min(T, ATTENTION_ROWS);
+  const scores = Math.max(2 * rows * N, Math.min(2 * rows * T * threads, SCORES_CAP_FLOATS));
   // LoRA scratch (src/lora/adapter.c): a module's dropped-out input and its gradient, as wide as the widest input
   const lora = 2 * Math.max(C, qd, I);
   const activations = N * (s.layers * perLayer + shared + lora) + scores;

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "core/parallel.h"
 #include "layers/layers.h"
 
@@ -25,7 +26,9 @@ static void head_probs(const wl_kernels *k, float *P, const float *qh, int qd, c
 }
 
 size_t wl_attention_scratch_floats(int T, int Tk) {
-    return 2 * (size_t)(T < WL_ATTENTION_ROWS ? T : WL_ATTENTION_ROWS) * (size_t)Tk;
+    const size_t rows = (size_t)(T < WL_ATTENTION_ROWS ? T : WL_ATTENTION_ROWS);
+    size_t floats;
+    return wl_mul_size(2 * rows, (size_t)Tk, &floats) ? floats : SIZE_MAX;
 }
 
 typedef struct attn_job {
@@ -68,7 +71,9 @@ void wl_attention_forward(const wl_kernels *k, float *out, float *scores, size_t
                           const float *k_cache, const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs) {
     attn_job j = {.k = k, .out = out, .scratch = scores, .q = q, .k_cache = k_cache, .v_cache = v_cache, .B = B,
                   .T = T, .Tk = pos0 + T, .pos0 = pos0, .H = H, .Hkv = Hkv, .hs = hs};
-    j.slice = slice_for(scores_floats, wl_attention_scratch_floats(T, j.Tk));
+    const size_t need = wl_attention_scratch_floats(T, j.Tk);
+    WL_ASSERT(scores_floats >= need);
+    j.slice = slice_for(scores_floats, need);
     if (j.slice) {
         wl_parallel_for(B * H, forward_head, &j);
     } else {
@@ -114,7 +119,9 @@ void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv,
                   .v_cache = v_cache, .dout = dout, .B = B, .T = T, .Tk = T, .H = H, .Hkv = Hkv, .hs = hs};
     memset(dk, 0, (size_t)B * T * Hkv * hs * sizeof(float));
     memset(dv, 0, (size_t)B * T * Hkv * hs * sizeof(float));
-    j.slice = slice_for(scratch_floats, wl_attention_scratch_floats(T, T));
+    const size_t need = wl_attention_scratch_floats(T, T);
+    WL_ASSERT(scratch_floats >= need);
+    j.slice = slice_for(scratch_floats, need);
     if (j.slice) {
         wl_parallel_for(B * Hkv, backward_group, &j);
     } else {

@@ -28,8 +28,8 @@ void wl_embedding_lora_backward(wl_model *m, const float *dres, const int *token
  * tokens. */
 #define WL_ATTENTION_ROWS 48
 
-/* Scratch floats one head needs, for T queries over Tk keys (forward) or T over T (backward); a scratch that holds
- * this once per thread lets the heads run in parallel. */
+/* Scratch floats one head needs, for T queries over Tk keys (forward) or T over T (backward), or SIZE_MAX when that
+ * does not fit a size_t; a scratch that holds this once per thread lets the heads run in parallel. */
 size_t wl_attention_scratch_floats(int T, int Tk);
 
 /* Causal attention of B sequences of T new queries at positions pos0 .. pos0+T-1 over the KV cache.

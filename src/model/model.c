@@ -673,10 +673,12 @@ static int plan_acts(wl_model *m, wl_acts *a, int Nc, int Ntr, int Tc, int Lg, i
     t->tokens = (int *)take(&p, N);
     t->positions = (int *)take(&p, N);
     t->qkv = c->arch == WL_ARCH_GPT2 ? take2(&p, N, 3 * C) : NULL;
-    /* One head's scores, or (up to 16 MB) enough for each thread to work on a head of its own. */
+    /* One head's scores for any call: up to Tc queries over up to Nc keys (one sequence may fill the whole KV cache).
+     * Or, when larger (up to 16 MB), a head's scores over Tc keys for each thread, so the heads of a training pass
+     * run in parallel. */
     size_t all_threads = 0;
-    const size_t one_head = wl_attention_scratch_floats(Tc, Tc);
-    if (!wl_mul_size(one_head, (size_t)wl_threads_count(), &all_threads)) p.overflow = 1;
+    const size_t one_head = wl_attention_scratch_floats(Tc, Nc > Tc ? Nc : Tc);
+    if (!wl_mul_size(wl_attention_scratch_floats(Tc, Tc), (size_t)wl_threads_count(), &all_threads)) p.overflow = 1;
     const size_t cap = (size_t)4 << 20;
     size_t scores = all_threads < cap ? all_threads : cap;
     if (one_head > scores) scores = one_head;

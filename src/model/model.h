@@ -82,8 +82,9 @@ typedef struct wl_acts {
     int *tokens;      /* (Ncap) copy of the last tokens */
     int *positions;   /* (Ncap) absolute position of each row */
     float *qkv;       /* (Ncap, 3C) GPT-2 fused c_attn output / gradient */
-    float *scores;    /* attention probabilities and their gradient for a block of one head's queries
-                       * (wl_attention_scratch_floats), once per thread so heads can run in parallel (capped) */
+    float *scores;    /* attention probabilities and their gradient for a block of one head's queries over the
+                       * whole KV cache (wl_attention_scratch_floats), or more so each thread can work on a head of
+                       * its own in training (capped) */
     size_t scores_floats;
     /* backward scratch, (Ntrain) rows */
     float *d_res;     /* (N, C) */

@@ -497,6 +497,38 @@ static void decode_case(const char *what, wl_config cfg) {
     wl_model_free(m);
 }
 
+/* A reserve for several short sequences holds one long one too (B T rows of KV cache): after wl_model_reserve(4, 16),
+ * one sequence of 64 tokens in chunks of 16 attends over up to 64 keys, more than the 16 of a reserved sequence,
+ * and gives the logits of the whole sequence at once. */
+static void long_decode_after_short_reserve_case(const char *what, wl_config cfg) {
+    cfg.max_seq_len = 64;
+    wl_model *m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 5);
+    const int T = 64, chunk = 16, V = cfg.vocab_size;
+    batch b = make_batch(1, T, V, 11, 0);
+    CHECK_OK(wl_model_reserve(m, 1, T, 0));
+    CHECK_OK(wl_model_forward(m, b.tokens, NULL, 1, T, 0, 0, -100, NULL));
+    float *whole = malloc((size_t)T * V * sizeof(float)), *chunks = malloc((size_t)T * V * sizeof(float));
+    memcpy(whole, wl_model_logits(m), (size_t)T * V * sizeof(float));
+    wl_model_free(m);
+    m = NULL;
+    CHECK_OK(wl_model_create(&cfg, &m));
+    if (!m) return;
+    randomize(m, 5);
+    CHECK_OK(wl_model_reserve(m, 4, chunk, 0));
+    for (int t0 = 0; t0 < T; t0 += chunk) {
+        CHECK_OK(wl_model_forward(m, b.tokens + t0, NULL, 1, chunk, t0, 0, -100, NULL));
+        memcpy(chunks + (size_t)t0 * V, wl_model_logits(m), (size_t)chunk * V * sizeof(float));
+    }
+    /* the same sums per row in both ways (measured: equal, or within 3e-6) */
+    wl_test_close(what, chunks, whole, (size_t)T * V, 1e-5f, 1e-5f);
+    free(whole);
+    free(chunks);
+    wl_model_free(m);
+}
+
 /* B = 0 adapter: logits bit-identical to the base model. */
 static void fresh_adapter_case(wl_config cfg) {
     wl_model *m = NULL;
@@ -749,6 +781,7 @@ static void run_all(void) {
     full_case("gpt2 full-parameter + frozen LoRA", gpt2, 1);
     decode_case("llama KV-cache decode == whole-sequence logits", half);
     decode_case("gpt2 KV-cache decode == whole-sequence logits", gpt2);
+    long_decode_after_short_reserve_case("llama: 64 tokens in chunks after reserve(4, 16) == whole", half);
     fresh_adapter_case(half);
     fresh_adapter_case(gpt2);
     dora_case("llama DoRA all modules, qkv bias: magnitude gradient", bias, all);
