@@ -39,7 +39,8 @@ void wl_attention_forward(const wl_kernels *k, float *out, float *scores, size_t
                           const float *k_cache, const float *v_cache, int B, int T, int pos0, int H, int Hkv, int hs);
 
 /* Backward for pos0 = 0: dq (N, H*hs) overwritten; dk, dv (N, Hkv*hs) overwritten (summed over the heads that
- * share a KV head). The probabilities are recomputed from q and k. scratch_floats >= wl_attention_scratch_floats(T, T). */
+ * share a KV head). The probabilities are recomputed from q and k. scratch_floats >=
+ * wl_attention_scratch_floats(T, T). */
 void wl_attention_backward(const wl_kernels *k, float *dq, float *dk, float *dv, float *scratch, size_t scratch_floats,
                            const float *dout, const float *q, const float *k_cache, const float *v_cache, int B, int T,
                            int H, int Hkv, int hs);

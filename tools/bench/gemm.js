@@ -181,7 +181,6 @@ export async function benchGemm(wasm, options = {}) {
       run();
       // The LM head takes 150-600 ms a call: fewer samples there.
       const n = Math.max(2, Math.round((flops > 2e9 ? Math.max(4, samples >> 3) : samples) / SWEEPS));
-      const weightOperand = hasWeight(c);
       const pack = () => ex.wl_bench_pack_b(tb, pB, ldb, N, K, pPack, reps);
       let sweepBest = Infinity, sweepPeak = 0;
       for (let s = 0; s < n; s++) {
@@ -193,7 +192,7 @@ export async function benchGemm(wasm, options = {}) {
         st.casePeaks.push(before, after);
         sweepBest = Math.min(sweepBest, t.cpu);
         sweepPeak = Math.max(sweepPeak, before, after);
-        if (weightOperand) st.packMs.push(timeSample(pack).cpu);
+        if (hasWeight(c)) st.packMs.push(timeSample(pack).cpu);
       }
       st.sweepRatios.push((reps * flops) / (sweepBest / 1e3) / 1e9 / sweepPeak);
       if (st.maxRel !== null) continue;

@@ -22,12 +22,12 @@
  * transposed (dY W), sharing a wide chunk of B that all threads packed first, row by row (run_row_block_plain_b);
  * micro-panels (a kc x 8 panel stays in L1 while every sliver of the row block streams past it from L2); slivers.
  * Packing B costs 1-9% of a GEMM in the last bench runs (most on the LM head, whose weight comes from DRAM, and at
- * 128 tokens); `npm run bench` reports it per shape, as the most pre-packing the weights at load time could save, against doubling their
- * memory. Reading a forward product's weight in place instead of packing it (C^T = W X^T, rows_tile broadcasting 6
- * weight rows against packed panels of X^T, C^T summed in scratch and transposed) was measured in training steps and
- * rejected: wasm addresses have no scaled index, so each of the 6 row pointers costs an add per k step, and that
- * kernel took as long as the packed one and its packing together (44% of a step in a profile against 43%;
- * interleaved steps: no difference).
+ * 128 tokens); `npm run bench` reports it per shape, as the most pre-packing the weights at load time could save,
+ * against doubling their memory. Reading a forward product's weight in place instead of packing it (C^T = W X^T,
+ * rows_tile broadcasting 6 weight rows against packed panels of X^T, C^T summed in scratch and transposed) was
+ * measured in training steps and rejected: wasm addresses have no scaled index, so each of the 6 row pointers costs an
+ * add per k step, and that kernel took as long as the packed one and its packing together (44% of a step in a profile
+ * against 43%; interleaved steps: no difference).
  * Each element of C is summed over k in the same order whatever the threads, and tiles at the edges go through the
  * same micro-kernel (a last sliver of 1 or 2 rows through ukernel_two_rows, which sums in the same order): results are
  * bit-identical for any thread count.
