@@ -3,7 +3,8 @@
 // products and gradients of the LoRA factors, for 128 and 512 tokens), next to the machine's register-bound peak of the
 // instruction set the kernel uses, measured in the same run (exports from src/wasm/bench.c): f32x4.mul + f32x4.add for
 // the SIMD128 build, f32x4.relaxed_madd for the relaxed-SIMD build (whose GEMM uses it). For the products with a frozen weight it also times the
-// GEMM's packing of that weight alone: what pre-packing the weight once at load time would save on that shape.
+// GEMM's packing of that weight alone: the most pre-packing the weight once at load time could save on that shape
+// (in training steps pre-packed weights ran no faster: see src/kernels/wasmsimd/gemm.c).
 //
 // The cores this runs on are shared, and other processes steal time and caches, at times for minutes on end. So every
 // rate is the best of many short samples, each taken between two samples of the peak, and its ratio to the peak is

@@ -21,13 +21,19 @@
  * parallel tasks), each packing WL_NB columns of a transposed B at a time into its own scratch, or, with B not
  * transposed (dY W), sharing a wide chunk of B that all threads packed first, row by row (run_row_block_plain_b);
  * micro-panels (a kc x 8 panel stays in L1 while every sliver of the row block streams past it from L2); slivers.
- * Packing B costs 1-9% of a GEMM in the last bench runs (most on the LM head, whose weight comes from DRAM, and at
- * 128 tokens); `npm run bench` reports it per shape, as the most pre-packing the weights at load time could save,
- * against doubling their memory. Reading a forward product's weight in place instead of packing it (C^T = W X^T,
- * rows_tile broadcasting 6 weight rows against packed panels of X^T, C^T summed in scratch and transposed) was
- * measured in training steps and rejected: wasm addresses have no scaled index, so each of the 6 row pointers costs an
- * add per k step, and that kernel took as long as the packed one and its packing together (44% of a step in a profile
- * against 43%; interleaved steps: no difference).
+ * Packing B costs 1-9% of a GEMM in the last bench runs (most on the LM head, whose weight comes from DRAM, and at 128
+ * tokens); `npm run bench` reports it per shape, as the most pre-packing the weights at load time could save, against
+ * doubling their memory. In training steps it saves nothing measurable: with every weight packed once, in both layouts,
+ * and the GEMM reading those copies (an experiment at three times the weights' memory), interleaved one-thread steps
+ * ran at 85.6-90.5 training tokens per CPU-second against 65.6-89.0 without (medians 87.5 and 86.4), since the
+ * micro-kernel's first pass over each panel then waits for memory as the packing did. A step streams its 0.54 GB of
+ * weights from memory twice either way (at 20-26 GB/s, one core's read rate here), and a forward pass's sequence of
+ * weight GEMMs ran at the same rate (51 GFLOPS) with 30 layers' weights as with one layer's reused from cache. Reading
+ * a forward product's weight in place instead of packing it (C^T = W X^T, rows_tile broadcasting 6 weight rows against
+ * packed panels of X^T, C^T summed in scratch and transposed) was measured in training steps and rejected: wasm
+ * addresses have no scaled index, so each of the 6 row pointers costs an add per k step, and that kernel took as long
+ * as the packed one and its packing together (44% of a step in a profile against 43%; interleaved steps: no
+ * difference).
  * Each element of C is summed over k in the same order whatever the threads, and tiles at the edges go through the
  * same micro-kernel (a last sliver of 1 or 2 rows through ukernel_two_rows, which sums in the same order): results are
  * bit-identical for any thread count.
@@ -1210,8 +1216,8 @@ void WL_SIMD_NAME(wl_gemm)(int M, int N, const wl_gemm_term *terms, int n_terms,
 }
 
 /* For the benchmarks: pack all of op(B) (K, N) as the GEMM does, k block by k block, each into dst in turn (at least
- * WL_KC x (N rounded up to 8) + 16 floats per 8 columns). Its time next to the GEMM's is what pre-packing a frozen
- * weight would save. */
+ * WL_KC x (N rounded up to 8) + 16 floats per 8 columns). Its time next to the GEMM's bounds what pre-packing a frozen
+ * weight could save (in training steps, nothing measurable: see the top of this file). */
 void WL_SIMD_NAME(wl_gemm_pack_b)(int trans_b, const float *B, int ldb, int N, int K, float *dst) {
     const int nkb = (K + WL_KC - 1) / WL_KC, kcb = nkb ? (K + nkb - 1) / nkb : 0;
     for (int p0 = 0; p0 < K; p0 += kcb) {

@@ -23,7 +23,12 @@ static inline v128_t wl_vexp(v128_t x) {
     const v128_t hi = wasm_f32x4_splat(88.72283935546875f);
     const v128_t lo = wasm_f32x4_splat(-87.5f);
     v128_t xc = wasm_f32x4_pmax(wasm_f32x4_pmin(x, hi), lo);
-    v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(xc, wasm_f32x4_splat(1.44269504088896341f)));
+    /* n = x / ln2 rounded to the nearest integer by adding and subtracting 1.5 * 2^23, which leaves n in the low
+     * mantissa bits of the sum: cheaper than f32x4.nearest and i32x4.trunc_sat_f32x4 (which V8 expands to six
+     * x86 instructions), with the same rounding. */
+    const v128_t round = wasm_f32x4_splat(12582912.0f);
+    v128_t shifted = wasm_f32x4_add(wasm_f32x4_mul(xc, wasm_f32x4_splat(1.44269504088896341f)), round);
+    v128_t n = wasm_f32x4_sub(shifted, round);
     v128_t r = wasm_f32x4_sub(xc, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
     r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
     v128_t p = wasm_f32x4_splat(1.9875691500e-4f);
@@ -34,8 +39,9 @@ static inline v128_t wl_vexp(v128_t x) {
     p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201e-1f));
     v128_t e = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), r), wasm_f32x4_splat(1.0f));
     /* n is in [-126, 128]; n = -126 gives a zero scale, which is the flush to zero described above. */
-    v128_t ni = wasm_i32x4_trunc_sat_f32x4(n);
-    v128_t scale = wasm_i32x4_shl(wasm_i32x4_add(ni, wasm_i32x4_splat(126)), 23);
+    /* 2^(n-1) from the bits of shifted, 0x4B400000 + n: shifted by 23, the sum with 126 keeps only its low 9 bits,
+     * n + 126. */
+    v128_t scale = wasm_i32x4_shl(wasm_i32x4_add(shifted, wasm_i32x4_splat(126)), 23);
     v128_t res = wasm_f32x4_mul(wasm_f32x4_add(e, e), scale);
     res = wasm_v128_bitselect(wasm_f32x4_splat(INFINITY), res, wasm_f32x4_gt(x, hi));
     return wasm_v128_bitselect(x, res, wasm_f32x4_ne(x, x));
