@@ -25,9 +25,9 @@
  * tokens); `npm run bench` reports it per shape, as the most pre-packing the weights at load time could save, against
  * doubling their memory. In training steps it saves nothing measurable: with every weight packed once, in both layouts,
  * and the GEMM reading those copies (an experiment at three times the weights' memory), interleaved one-thread steps
- * ran at 85.6-90.5 training tokens per CPU-second against 65.6-89.0 without (medians 87.5 and 86.4), since the
+ * ran at 66.8-90.5 training tokens per CPU-second against 65.6-89.0 without (medians 87.5 and 86.4), since the
  * micro-kernel's first pass over each panel then waits for memory as the packing did. A step streams its 0.54 GB of
- * weights from memory twice either way (at 20-26 GB/s, one core's read rate here), and a forward pass's sequence of
+ * weights from memory twice either way (at 19-26 GB/s, one core's read rate here), and a forward pass's sequence of
  * weight GEMMs ran at the same rate (51 GFLOPS) with 30 layers' weights as with one layer's reused from cache. Reading
  * a forward product's weight in place instead of packing it (C^T = W X^T, rows_tile broadcasting 6 weight rows against
  * packed panels of X^T, C^T summed in scratch and transposed) was measured in training steps and rejected: wasm
