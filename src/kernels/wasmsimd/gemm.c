@@ -34,13 +34,13 @@
  * addresses have no scaled index, so each of the 6 row pointers costs an add per k step, and that kernel took as long
  * as the packed one and its packing together (44% of a step in a profile against 43%; interleaved steps: no
  * difference).
- * What memory costs there, measured in one process with samples interleaved: packing the 30 layers' weights of a forward
- * pass (0.42 GB, transposed) took 30-33 ms from memory and 12-15 ms from cache, beside 530-580 ms for the products at
- * 128 tokens. Wasm has no prefetch, and loading each cache line of the next column chunk's weight rows while the
- * current chunk's tiles run (spread evenly over them) made those products 3-5% slower: a load that misses holds up
- * the loads and arithmetic behind it. Other packing orders of a transposed weight, from memory: 4 rows at a time over
- * whole rows 11% slower, one row at a time with lane stores 76% slower, 16 rows (two panels) at a time 5-8% faster,
- * which is under 0.5% of the products and was left out.
+ * What memory costs there, measured in one process with samples interleaved: packing the 30 layers' weights of a
+ * forward pass (0.42 GB, transposed) took 30-33 ms from memory and 12-15 ms from cache, beside 530-580 ms for the
+ * products at 128 tokens. Wasm has no prefetch, and loading each cache line of the next column chunk's weight rows
+ * while the current chunk's tiles run (spread evenly over them) made those products 3-5% slower: a load that misses
+ * holds up the loads and arithmetic behind it. Other packing orders of a transposed weight, from memory: 4 rows at a
+ * time over whole rows 11% slower, one row at a time with lane stores 76% slower, 16 rows (two panels) at a time 5-8%
+ * faster, which is under 0.5% of the products and was left out.
  * Each element of C is summed over k in the same order whatever the threads, and tiles at the edges go through the
  * same micro-kernel (a last sliver of 1 or 2 rows through ukernel_two_rows, which sums in the same order): results are
  * bit-identical for any thread count.
