@@ -35,7 +35,7 @@
  * as the packed one and its packing together (44% of a step in a profile against 43%; interleaved steps: no
  * difference).
  * What memory costs there, measured in one process with samples interleaved: packing the 30 layers' weights of a
- * forward pass (0.42 GB, transposed) took 30-33 ms from memory and 12-15 ms from cache, beside 530-580 ms for the
+ * forward pass (0.42 GB, transposed) took 30-34 ms from memory and 12-15 ms from cache, beside 530-585 ms for the
  * products at 128 tokens. Wasm has no prefetch, and loading each cache line of the next column chunk's weight rows
  * while the current chunk's tiles run (spread evenly over them) made those products 3-5% slower: a load that misses
  * holds up the loads and arithmetic behind it. Other packing orders of a transposed weight, from memory: 4 rows at a
