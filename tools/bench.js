@@ -233,8 +233,9 @@ async function benchModelInChild(threads, simd, dtype = 'f32', memory = null, re
   return JSON.parse(stdout);
 }
 
-/** PyTorch's one-thread LoRA step on the same model shape, or why it was not measured. */
-async function benchTorch() {
+/** PyTorch's LoRA step on the same model shape, its matrix products on blasThreads OpenBLAS threads and the rest on
+ * one, or why it was not measured. */
+async function benchTorch(blasThreads = 1) {
   const python = '/usr/bin/python3';
   try {
     await execFileAsync(python, ['-c', 'import torch']);
@@ -242,7 +243,8 @@ async function benchTorch() {
     return { measured: false, reason: `not measured: ${python} cannot import torch` };
   }
   const script = fileURLToPath(new URL('./bench/torch_lora.py', import.meta.url));
-  const { stdout } = await execFileAsync(python, [script, '--steps', '5'], { maxBuffer: 1 << 20 });
+  const { stdout } = await execFileAsync(python, [script, '--steps', '5', '--blas-threads', String(blasThreads)],
+    { maxBuffer: 1 << 20 });
   return { measured: true, ...JSON.parse(stdout) };
 }
 
@@ -445,18 +447,21 @@ async function main() {
   const rounds = [];
   for (let r = 0; r < ROUNDS; r++) {
     log(`weblora bench: LoRA training, forward and decoding on a SmolLM2-135M-shaped model, round ${r + 1} of ${ROUNDS}: `
-      + '1 thread, PyTorch (one native thread, same model and step), 2 threads, auto threads, '
-      + '1 thread of the SIMD128 build...');
+      + '1 thread, PyTorch (one native thread, same model and step), 2 threads, PyTorch on 2 OpenBLAS threads, '
+      + 'auto threads, 1 thread of the SIMD128 build...');
     const round = { one: await benchModelInChild(1, 'relaxed') };
-    round.torch = r === 0 || rounds[0].torch.measured ? await benchTorch() : rounds[0].torch;
+    const torchMeasured = r === 0 || rounds[0].torch.measured;
+    round.torch = torchMeasured ? await benchTorch() : rounds[0].torch;
     round.two = await benchModelInChild(2, 'relaxed');
+    round.torchTwo = torchMeasured ? await benchTorch(2) : rounds[0].torchTwo;
     round.auto = await benchModelInChild('auto', 'relaxed');
     round.simd128 = await benchModelInChild(1, 'simd128');
     rounds.push(round);
   }
   const runs = {};
   // Each configuration's reported run is its median round by training tokens per CPU-second.
-  for (const [key, name] of [['one', 1], ['two', 2], ['auto', 'auto'], ['torch', 'torch'], ['simd128', 'simd128']]) {
+  for (const [key, name] of [['one', 1], ['two', 2], ['auto', 'auto'], ['torch', 'torch'], ['torchTwo', 'torchTwo'],
+    ['simd128', 'simd128']]) {
     const byRate = rounds.map((r) => r[key]).filter((x) => x.measured !== false)
       .sort((a, b) => a.training_tokens_per_cpu_second - b.training_tokens_per_cpu_second);
     runs[name] = byRate.length ? byRate[byRate.length >> 1] : rounds[0][key];
@@ -468,21 +473,33 @@ async function main() {
   const switching = benchSwitch(core);
   log('weblora bench: DoRA vs LoRA at rank 4 on the demo diary...');
   const dora = await benchDoraDiary({ log });
-  const one = runs[1], two = runs[2], auto = runs.auto, torch = runs.torch, plainOne = runs.simd128;
+  const one = runs[1], two = runs[2], auto = runs.auto, torch = runs.torch, torchTwo = runs.torchTwo;
+  const plainOne = runs.simd128;
   const ratio = (a, b) => +(a / b).toFixed(3);
   // The median over rounds of a ratio taken within each round.
   const pairedRatio = (key, field, base = 'one') => ratio(median(rounds.map((r) => r[key][field] / r[base][field])), 1);
+  const trainingScaling = (r, key, base) => ({
+    training_speedup: ratio(r[key].training_tokens_per_second, r[base].training_tokens_per_second),
+    training_tokens_per_cpu_second_vs_one_thread: ratio(r[key].training_tokens_per_cpu_second, r[base].training_tokens_per_cpu_second),
+  });
   const scaling = (key) => ({
     threads: runs[key === 'two' ? 2 : 'auto'].threads,
     training_speedup: pairedRatio(key, 'training_tokens_per_second'),
     forward_speedup: pairedRatio(key, 'forward_tokens_per_second'),
     decode_speedup: pairedRatio(key, 'decode_tokens_per_second'),
     training_tokens_per_cpu_second_vs_one_thread: pairedRatio(key, 'training_tokens_per_cpu_second'),
-    by_round: rounds.map((r) => ({
-      training_speedup: ratio(r[key].training_tokens_per_second, r.one.training_tokens_per_second),
-      training_tokens_per_cpu_second_vs_one_thread: ratio(r[key].training_tokens_per_cpu_second, r.one.training_tokens_per_cpu_second),
-    })),
+    by_round: rounds.map((r) => trainingScaling(r, key, 'one')),
   });
+  // A native reference for what a second core yields on this machine: PyTorch's step with its matrix products on
+  // 2 OpenBLAS threads, against its one-thread step of the same round.
+  const torchScaling = torchTwo.measured ? {
+    setup: torchTwo.setup,
+    training_tokens_per_second: torchTwo.training_tokens_per_second,
+    training_tokens_per_cpu_second: torchTwo.training_tokens_per_cpu_second,
+    training_speedup: pairedRatio('torchTwo', 'training_tokens_per_second', 'torch'),
+    training_tokens_per_cpu_second_vs_one_thread: pairedRatio('torchTwo', 'training_tokens_per_cpu_second', 'torch'),
+    by_round: rounds.map((r) => trainingScaling(r, 'torchTwo', 'torch')),
+  } : torchTwo;
   const result = {
     date: new Date().toISOString(),
     machine: {
@@ -497,14 +514,14 @@ async function main() {
       adapter_parameters: one.adapter_parameters,
     },
     threads: {
-      method: `${ROUNDS} rounds of a 1-thread, a 2-thread and an auto-threads run (and PyTorch's, and a 1-thread `
-        + 'run of the SIMD128 build), each in a fresh process; '
+      method: `${ROUNDS} rounds of a 1-thread, a 2-thread and an auto-threads run (and PyTorch's on one thread and on `
+        + '2 OpenBLAS threads, and a 1-thread run of the SIMD128 build), each in a fresh process; '
         + 'each configuration\'s figures are from its median round by training tokens per CPU-second; every ratio '
         + 'between configurations (to one thread, to PyTorch, relaxed to SIMD128) is the median over rounds of the ratio '
         + 'within a round',
       one_thread: one, two_threads: two, auto_threads: auto, simd128_one_thread: plainOne,
     },
-    scaling: { two_threads: scaling('two'), auto_threads: scaling('auto') },
+    scaling: { two_threads: scaling('two'), auto_threads: scaling('auto'), pytorch_two_blas_threads: torchScaling },
     relaxed_vs_simd128_one_thread_training: pairedRatio('one', 'training_tokens_per_second', 'simd128'),
     relaxed_vs_simd128_one_thread_training_by_cpu_time: pairedRatio('one', 'training_tokens_per_cpu_second', 'simd128'),
     pytorch: torch.measured ? {
