@@ -4,10 +4,11 @@ SmolLM2-135M-shaped model as tools/bench.js (hidden 576, 30 layers, 9 heads / 3 
 vocab 49152, tied embeddings; random weights), LoRA r 8 / alpha 16 on q_proj and v_proj, sequence 128, batch 1,
 AdamW, on ONE native thread (torch.set_num_threads(1) and OPENBLAS_NUM_THREADS=1: PyTorch's CPU matmul runs on the
 system BLAS, OpenBLAS on Debian when libopenblas0-pthread is installed). Plain PyTorch, no transformers / peft.
-With --blas-threads N the matrix products run on N OpenBLAS threads and everything else stays on one: the fastest way
-to give this step two threads on the 2-core test machine, by wall clock and by CPU time. torch.set_num_threads(2)
-besides (OpenMP threads for the elementwise work) ran 0.89-0.95x as fast as one thread with OpenBLAS on one thread,
-and 0.39-0.43x with OpenBLAS on two, likely because each runtime's idle threads poll for work while the other's run.
+With --blas-threads N the matrix products run on N OpenBLAS threads and everything else stays on one: of the ways
+tried to give this step two threads on the 2-core test machine, the fastest by wall clock and by CPU time.
+torch.set_num_threads(2) besides (OpenMP threads for the elementwise work) ran 0.89-0.95x as fast as one thread with
+OpenBLAS on one thread, and 0.39-0.43x with OpenBLAS on two, likely because each runtime's idle threads poll for work
+while the other's run.
 
 Prints one JSON object: tokens per second by wall clock and by process CPU time, the median step time, and the
 versions it ran with. tools/bench.js runs it with /usr/bin/python3 when torch is importable.
@@ -21,15 +22,20 @@ import os
 import sys
 import time
 
-ARGS = argparse.ArgumentParser()
-ARGS.add_argument("--steps", type=int, default=6)
-ARGS.add_argument("--blas-threads", type=int, default=1)
-ARGS = ARGS.parse_args()
-if ARGS.blas_threads < 1:
-    sys.exit(f"torch_lora.py: --blas-threads must be at least 1, not {ARGS.blas_threads}")
 
-# OpenBLAS (the pthread build Debian installs) otherwise starts a thread per core whatever torch.set_num_threads
-# says. These must be set before torch loads it.
+def parse_args():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--blas-threads", type=int, default=1)
+    args = ap.parse_args()
+    if args.blas_threads < 1:
+        ap.error(f"--blas-threads must be at least 1, not {args.blas_threads}")
+    return args
+
+
+# Parsed before torch loads, which reads these thread counts. OpenBLAS (the pthread build Debian installs) otherwise
+# starts a thread per core whatever torch.set_num_threads says.
+ARGS = parse_args()
 os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.blas_threads)
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
