@@ -478,17 +478,20 @@ async function main() {
   const ratio = (a, b) => +(a / b).toFixed(3);
   // The median over rounds of a ratio taken within each round.
   const pairedRatio = (key, field, base = 'one') => ratio(median(rounds.map((r) => r[key][field] / r[base][field])), 1);
-  const trainingScaling = (r, key, base) => ({
-    training_speedup: ratio(r[key].training_tokens_per_second, r[base].training_tokens_per_second),
-    training_tokens_per_cpu_second_vs_one_thread: ratio(r[key].training_tokens_per_cpu_second, r[base].training_tokens_per_cpu_second),
+  // Training speed and tokens per CPU-second of configuration key against base: the median over rounds, and each round.
+  const trainingScaling = (key, base) => ({
+    training_speedup: pairedRatio(key, 'training_tokens_per_second', base),
+    training_tokens_per_cpu_second_vs_one_thread: pairedRatio(key, 'training_tokens_per_cpu_second', base),
+    by_round: rounds.map((r) => ({
+      training_speedup: ratio(r[key].training_tokens_per_second, r[base].training_tokens_per_second),
+      training_tokens_per_cpu_second_vs_one_thread: ratio(r[key].training_tokens_per_cpu_second, r[base].training_tokens_per_cpu_second),
+    })),
   });
   const scaling = (key) => ({
     threads: runs[key === 'two' ? 2 : 'auto'].threads,
-    training_speedup: pairedRatio(key, 'training_tokens_per_second'),
     forward_speedup: pairedRatio(key, 'forward_tokens_per_second'),
     decode_speedup: pairedRatio(key, 'decode_tokens_per_second'),
-    training_tokens_per_cpu_second_vs_one_thread: pairedRatio(key, 'training_tokens_per_cpu_second'),
-    by_round: rounds.map((r) => trainingScaling(r, key, 'one')),
+    ...trainingScaling(key, 'one'),
   });
   // A native reference for what a second core yields on this machine: PyTorch's step with its matrix products on
   // 2 OpenBLAS threads, against its one-thread step of the same round.
@@ -496,9 +499,7 @@ async function main() {
     setup: torchTwo.setup,
     training_tokens_per_second: torchTwo.training_tokens_per_second,
     training_tokens_per_cpu_second: torchTwo.training_tokens_per_cpu_second,
-    training_speedup: pairedRatio('torchTwo', 'training_tokens_per_second', 'torch'),
-    training_tokens_per_cpu_second_vs_one_thread: pairedRatio('torchTwo', 'training_tokens_per_cpu_second', 'torch'),
-    by_round: rounds.map((r) => trainingScaling(r, 'torchTwo', 'torch')),
+    ...trainingScaling('torchTwo', 'torch'),
   } : torchTwo;
   const result = {
     date: new Date().toISOString(),

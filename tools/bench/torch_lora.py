@@ -6,9 +6,9 @@ AdamW, on ONE native thread (torch.set_num_threads(1) and OPENBLAS_NUM_THREADS=1
 system BLAS, OpenBLAS on Debian when libopenblas0-pthread is installed). Plain PyTorch, no transformers / peft.
 With --blas-threads N the matrix products run on N OpenBLAS threads and everything else stays on one: of the ways
 tried to give this step two threads on the 2-core test machine, the fastest by wall clock and by CPU time.
-torch.set_num_threads(2) besides (OpenMP threads for the elementwise work) ran 0.89-0.95x as fast as one thread with
-OpenBLAS on one thread, and 0.39-0.43x with OpenBLAS on two, likely because each runtime's idle threads poll for work
-while the other's run.
+In runs by hand, torch.set_num_threads(2) besides (OpenMP threads for the elementwise work) ran 0.89-0.95x as fast
+as one thread with OpenBLAS on one thread, and 0.39-0.43x with OpenBLAS on two, likely because each runtime's idle
+threads poll for work while the other's run.
 
 Prints one JSON object: tokens per second by wall clock and by process CPU time, the median step time, and the
 versions it ran with. tools/bench.js runs it with /usr/bin/python3 when torch is importable.
@@ -116,8 +116,7 @@ class LoraLlama(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits.view(B * T, -1), targets.view(-1))
 
 
-def main():
-    args = ARGS
+def main(args):
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(1)
     model = LoraLlama(CFG, rank=8, alpha=16, generator=g)
@@ -158,4 +157,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ARGS))
