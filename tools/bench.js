@@ -2,7 +2,8 @@
 // flavours of the core on every shape of a LoRA step, each next to the peak of the instructions it uses; LoRA
 // training, a forward pass and decoding on a SmolLM2-135M-shaped model with 1, 2 and 'auto' threads (relaxed SIMD,
 // as browsers run it; each in its own process) and with 1 thread of the SIMD128 build, by wall clock and by CPU time,
-// with the scaling between them and the peak memory; the 8-bit and 4-bit base (products, training and decoding, the
+// with the scaling between them (also from 1- and 2-thread training steps interleaved in one process) and the peak
+// memory; the 8-bit and 4-bit base (products, training and decoding, the
 // cost of recomputing activations, peak training memory of four real models' shapes with and without recomputation,
 // perplexity); PyTorch's one-thread LoRA step on the same shape when
 // /usr/bin/python3 has torch; SVD times, the cost of switching adapters, and DoRA against LoRA on the demo diary
@@ -208,6 +209,46 @@ async function benchModel(threads, simd, dtype = 'f32', recompute = false) {
   return result;
 }
 
+/** Pairs of steps benchInterleaved times. */
+const INTERLEAVED_PAIRS = 12;
+
+/**
+ * LoRA training on one thread and on `threads` threads with their steps interleaved in one process: two cores, each
+ * with its own copy of the benchModel setup, take turns step by step, so both see the same minutes of a shared
+ * machine; the ratio of tokens per CPU-second is taken within each pair of steps. (The other core's idle workers
+ * sleep and cost no CPU time.)
+ */
+async function benchInterleaved(threads) {
+  const setups = [];
+  for (const n of [1, threads]) {
+    const core = await Core.create({ threads: n, simd: 'relaxed' });
+    const model = makeModel(core);
+    const adapter = qvAdapter(model);
+    const trainer = new Trainer({ model, adapter, train: sequences(16), options: { steps: INTERLEAVED_PAIRS + 1, lr: 1e-3, batchSize: 1, seqLen: T, evalSplit: 0 } });
+    trainer.trainStep(); // warm-up
+    setups.push({ core, model, adapter, trainer, steps: [] });
+  }
+  for (let i = 0; i < INTERLEAVED_PAIRS; i++) for (const s of setups) s.steps.push(timed(() => s.trainer.trainStep()));
+  const [one, many] = setups;
+  const perCpu = many.steps.map((x, i) => one.steps[i].cpu / x.cpu);
+  const speedup = many.steps.map((x, i) => one.steps[i].wall / x.wall);
+  const result = {
+    threads: many.core.threads,
+    pairs: INTERLEAVED_PAIRS,
+    training_tokens_per_cpu_second_vs_one_thread: +median(perCpu).toFixed(3),
+    training_speedup: +median(speedup).toFixed(3),
+    by_pair: perCpu.map((x, i) => ({ training_tokens_per_cpu_second_vs_one_thread: +x.toFixed(3), training_speedup: +speedup[i].toFixed(3) })),
+  };
+  for (const s of setups) {
+    s.trainer.dispose();
+    s.model.setAdapters([]);
+    s.adapter.free();
+    s.model.free();
+    await s.core.stopThreads();
+  }
+  return result;
+}
+
 /**
  * Floating-point operations one LoRA step of benchModel's setup needs (T tokens, LoRA rank r on q_proj and v_proj):
  * every product with a frozen weight forward and for the input gradient, causal attention (scores and the weighted
@@ -224,13 +265,16 @@ function loraStepFlops(c, tokens = T, r = 8) {
   return frozen + attention + lora;
 }
 
-/** Runs benchModel (or, with `memory`, benchMemory) in a fresh Node process (its own memory, JIT and thread pool)
- * and returns its JSON. */
-async function benchModelInChild(threads, simd, dtype = 'f32', memory = null, recompute = false) {
-  const args = (memory ? ['--memory-model', memory, '--model-dtype', dtype]
-    : ['--model-threads', String(threads), '--simd', simd, '--model-dtype', dtype]).concat(recompute ? ['--recompute'] : []);
+/** Runs this script with args in a fresh Node process (its own memory, JIT and thread pool) and returns its JSON. */
+async function inChild(args) {
   const { stdout } = await execFileAsync(process.execPath, [fileURLToPath(import.meta.url), ...args], { maxBuffer: 1 << 20 });
   return JSON.parse(stdout);
+}
+
+/** benchModel (or, with `memory`, benchMemory) in a fresh Node process. */
+function benchModelInChild(threads, simd, dtype = 'f32', memory = null, recompute = false) {
+  return inChild((memory ? ['--memory-model', memory, '--model-dtype', dtype]
+    : ['--model-threads', String(threads), '--simd', simd, '--model-dtype', dtype]).concat(recompute ? ['--recompute'] : []));
 }
 
 /** PyTorch's LoRA step on the same model shape, its matrix products on blasThreads OpenBLAS threads and the rest on
@@ -424,6 +468,11 @@ async function main() {
     process.stdout.write(`${JSON.stringify(await benchModel(t === 'auto' ? 'auto' : Number(t), simd, dtype, recompute))}\n`);
     return;
   }
+  const interleavedThreads = process.argv.indexOf('--interleaved-threads');
+  if (interleavedThreads > 0) {
+    process.stdout.write(`${JSON.stringify(await benchInterleaved(Number(process.argv[interleavedThreads + 1])))}\n`);
+    return;
+  }
   const memoryModel = process.argv.indexOf('--memory-model');
   if (memoryModel > 0) {
     process.stdout.write(`${JSON.stringify(await benchMemory(process.argv[memoryModel + 1], dtype, recompute))}\n`);
@@ -466,6 +515,8 @@ async function main() {
       .sort((a, b) => a.training_tokens_per_cpu_second - b.training_tokens_per_cpu_second);
     runs[name] = byRate.length ? byRate[byRate.length >> 1] : rounds[0][key];
   }
+  log(`weblora bench: LoRA training on 1 and 2 threads, ${INTERLEAVED_PAIRS} pairs of steps interleaved in one process...`);
+  const interleaved = await inChild(['--interleaved-threads', '2']);
   const quantized = await benchQuant(core, runs[1]);
   log('weblora bench: SVD...');
   const svd = benchSvd(core);
@@ -522,7 +573,16 @@ async function main() {
         + 'within a round',
       one_thread: one, two_threads: two, auto_threads: auto, simd128_one_thread: plainOne,
     },
-    scaling: { two_threads: scaling('two'), auto_threads: scaling('auto'), pytorch_two_blas_threads: torchScaling },
+    scaling: {
+      two_threads: scaling('two'),
+      auto_threads: scaling('auto'),
+      two_threads_interleaved: {
+        method: '1-thread and 2-thread training steps taking turns in one process (two cores with their own model '
+          + 'copies): each ratio is within a pair of consecutive steps, the figures the median over pairs',
+        ...interleaved,
+      },
+      pytorch_two_blas_threads: torchScaling,
+    },
     relaxed_vs_simd128_one_thread_training: pairedRatio('one', 'training_tokens_per_second', 'simd128'),
     relaxed_vs_simd128_one_thread_training_by_cpu_time: pairedRatio('one', 'training_tokens_per_cpu_second', 'simd128'),
     pytorch: torch.measured ? {

@@ -1,8 +1,12 @@
 /* parallel.c: the thread pool behind wl_threads.h and wl_parallel_for.
  *
  * A parallel region publishes a job (function, context, task count) and a new generation number, wakes the
- * sleeping workers, and takes tasks itself like any worker. Tasks are claimed from one 64-bit word holding
- * (generation, next task), so a worker that wakes late can never claim a task of a later region. The caller
+ * sleeping workers, and takes tasks itself like any worker. The tasks are dealt out as one contiguous range per
+ * thread, and each thread claims its own range's tasks first, in order, then takes what is left of the others'
+ * ranges: so thread i usually runs the same part of every region (the same rows of consecutive row kernels, the
+ * A slivers it packed), and that data stays in its core's caches, while a thread that was descheduled still has
+ * its work taken over. A range's tasks are claimed from one 64-bit word holding (generation, next task), so a
+ * worker that wakes late can never claim a task of a later region. The caller
  * returns when the count of unfinished tasks reaches zero. Workers sleep in memory.atomic.wait (WebAssembly) or
  * on a condition variable (POSIX) after polling for a few microseconds, so an idle pool costs no CPU; thread 0 polls
  * longer at the end of a region. A region notifies workers only when one sleeps, and the last task notifies thread
@@ -84,7 +88,11 @@ typedef struct job {
 /* Two job slots: the one of generation g is only rewritten for generation g + 2, which cannot start before every
  * task of g has finished; a worker holding a stale claim word fails its compare-and-swap instead. */
 static job g_jobs[2];
-static _Atomic uint64_t g_claim;   /* (generation << 32) | next task index */
+/* Thread i's range of the current region: (generation << 32) | its next task; each on its own cache line, so that
+ * claims on one range do not evict the line another thread claims from. */
+static struct {
+    _Alignas(64) _Atomic uint64_t word;
+} g_claims[WL_MAX_THREADS];
 static _Atomic int g_generation;   /* low 32 bits of the current generation: the word workers sleep on */
 static _Atomic int g_pending;      /* tasks of the current region not finished */
 static _Atomic int g_in_region;    /* a region runs: nested wl_parallel_for calls run serially */
@@ -188,23 +196,33 @@ float *wl_shared_scratch(void) { return g_shared; }
 
 int wl_threads_running(void) { return atomic_load(&g_running); }
 
-/* Claim and run tasks of generation gen until none are left (or a later region has started). Not inlined, so that V8
- * optimises it for workers too (see spin_until_changed). */
-__attribute__((noinline)) static void run_tasks(uint32_t gen) {
-    uint64_t c = atomic_load_explicit(&g_claim, memory_order_acquire);
+/* Claim and run the tasks of range r of generation gen, in order, until none are left; 0 when a later region has
+ * started. */
+static int run_range(uint32_t gen, const job *j, int r) {
+    int begin, end;
+    wl_split(atomic_load_explicit(&j->n_tasks, memory_order_relaxed), g_nthreads, r, &begin, &end);
+    _Atomic uint64_t *word = &g_claims[r].word;
+    uint64_t c = atomic_load_explicit(word, memory_order_acquire);
     for (;;) {
-        if ((uint32_t)(c >> 32) != gen) return;
-        job *j = &g_jobs[gen & 1];
-        uint32_t t = (uint32_t)c;
-        if (t >= (uint32_t)atomic_load_explicit(&j->n_tasks, memory_order_relaxed)) return;
-        if (!atomic_compare_exchange_weak_explicit(&g_claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+        if ((uint32_t)(c >> 32) != gen) return 0;
+        if ((uint32_t)c >= (uint32_t)end) return 1;
+        if (!atomic_compare_exchange_weak_explicit(word, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
             continue; /* c now holds the current word */
-        j->fn(j->ctx, (int)t);
+        j->fn(j->ctx, (int)(uint32_t)c);
         if (atomic_fetch_sub_explicit(&g_pending, 1, memory_order_seq_cst) == 1 &&
             atomic_load_explicit(&g_caller_asleep, memory_order_seq_cst))
             wake_all(&g_pending);
-        c = atomic_load_explicit(&g_claim, memory_order_acquire);
+        c = atomic_load_explicit(word, memory_order_acquire);
     }
+}
+
+/* Run tasks of generation gen: the calling thread's range, then what is left of the others'. Not inlined, so that
+ * V8 optimises it for workers too (see spin_until_changed). */
+__attribute__((noinline)) static void run_tasks(uint32_t gen) {
+    const job *j = &g_jobs[gen & 1];
+    const int self = wl_thread_self();
+    for (int i = 0; i < g_nthreads; i++)
+        if (!run_range(gen, j, (self + i) % g_nthreads)) return;
 }
 
 void wl_parallel_for(int n_tasks, wl_task_fn fn, void *ctx) {
@@ -221,7 +239,11 @@ void wl_parallel_for(int n_tasks, wl_task_fn fn, void *ctx) {
     j->ctx = ctx;
     atomic_store_explicit(&j->n_tasks, n_tasks, memory_order_relaxed);
     atomic_store_explicit(&g_pending, n_tasks, memory_order_relaxed);
-    atomic_store_explicit(&g_claim, (uint64_t)gen << 32, memory_order_release);
+    for (int i = 0; i < g_nthreads; i++) {
+        int begin, end;
+        wl_split(n_tasks, g_nthreads, i, &begin, &end);
+        atomic_store_explicit(&g_claims[i].word, (uint64_t)gen << 32 | (uint32_t)begin, memory_order_release);
+    }
     atomic_store_explicit(&g_generation, (int)gen, memory_order_seq_cst);
     if (atomic_load_explicit(&g_sleepers, memory_order_seq_cst)) wake_all(&g_generation);
     run_tasks(gen);

@@ -18,7 +18,8 @@ typedef void (*wl_task_fn)(void *ctx, int t);
 
 /* Run fn(ctx, t) for every t in [0, n_tasks) and return when all have finished. On the pool when it has more than
  * one thread and the caller is not itself inside a task; otherwise in order on the calling thread (a task that
- * calls wl_parallel_for runs the inner loop itself). Threads take tasks in any order. */
+ * calls wl_parallel_for runs the inner loop itself). Threads take tasks in any order; each starts with its own
+ * contiguous share of them, so consecutive regions cut into pieces the same way mostly keep a piece on one thread. */
 void wl_parallel_for(int n_tasks, wl_task_fn fn, void *ctx);
 
 /* Threads a wl_parallel_for called here would use: 1 inside a task or without a pool. */
