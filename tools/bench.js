@@ -215,8 +215,8 @@ const INTERLEAVED_PAIRS = 12;
 /**
  * LoRA training on one thread and on `threads` threads with their steps interleaved in one process: two cores, each
  * with its own copy of the benchModel setup, take turns step by step, so both see the same minutes of a shared
- * machine; the ratio of tokens per CPU-second is taken within each pair of steps. (The other core's idle workers
- * sleep and cost no CPU time.)
+ * machine; the ratio of tokens per CPU-second is taken within each pair of steps. (While one core works, the other's
+ * workers sleep, after polling for a few microseconds.)
  */
 async function benchInterleaved(threads) {
   const setups = [];
