@@ -161,17 +161,35 @@ function timed(fn) {
 }
 
 /**
- * LoRA training, a forward pass and decoding on the SmolLM2-135M-shaped model with the core on `threads` threads
- * (this process runs nothing else meanwhile, so its CPU time is the core's).
+ * What benchModel trains: a core on `threads` threads, the SmolLM2-135M-shaped model, a q/v adapter, 16 sequences and a
+ * trainer for `steps` more steps after the warm-up step taken here (first touch of the buffers, optimised code).
  */
-async function benchModel(threads, simd, dtype = 'f32', recompute = false) {
+async function trainingSetup(threads, simd, steps, dtype = 'f32', recompute = false) {
   const core = await Core.create({ threads, simd });
   const model = makeModel(core, dtype);
   const adapter = qvAdapter(model);
   const seqs = sequences(16);
-  const steps = 5;
   const trainer = new Trainer({ model, adapter, train: seqs, options: { steps: steps + 1, lr: 1e-3, batchSize: 1, seqLen: T, evalSplit: 0, recompute } });
-  trainer.trainStep(); // warm-up: first touch of the buffers, optimised code
+  trainer.trainStep();
+  return { core, model, adapter, seqs, trainer };
+}
+
+/** Frees what trainingSetup made, its trainer once disposed. */
+async function freeSetup({ core, model, adapter }) {
+  model.setAdapters([]);
+  adapter.free();
+  model.free();
+  await core.stopThreads();
+}
+
+/**
+ * LoRA training, a forward pass and decoding on the SmolLM2-135M-shaped model with the core on `threads` threads
+ * (this process runs nothing else meanwhile, so its CPU time is the core's).
+ */
+async function benchModel(threads, simd, dtype = 'f32', recompute = false) {
+  const steps = 5;
+  const setup = await trainingSetup(threads, simd, steps, dtype, recompute);
+  const { core, model, adapter, seqs, trainer } = setup;
   const train = [];
   for (let i = 0; i < steps; i++) train.push(timed(() => trainer.trainStep()));
   trainer.dispose();
@@ -202,10 +220,7 @@ async function benchModel(threads, simd, dtype = 'f32', recompute = false) {
     parameters: model.params().length,
     adapter_parameters: adapter.params().length,
   };
-  model.setAdapters([]);
-  adapter.free();
-  model.free();
-  await core.stopThreads();
+  await freeSetup(setup);
   return result;
 }
 
@@ -220,14 +235,7 @@ const INTERLEAVED_PAIRS = 12;
  */
 async function benchInterleaved(threads) {
   const setups = [];
-  for (const n of [1, threads]) {
-    const core = await Core.create({ threads: n, simd: 'relaxed' });
-    const model = makeModel(core);
-    const adapter = qvAdapter(model);
-    const trainer = new Trainer({ model, adapter, train: sequences(16), options: { steps: INTERLEAVED_PAIRS + 1, lr: 1e-3, batchSize: 1, seqLen: T, evalSplit: 0 } });
-    trainer.trainStep(); // warm-up
-    setups.push({ core, model, adapter, trainer, steps: [] });
-  }
+  for (const n of [1, threads]) setups.push({ ...(await trainingSetup(n, 'relaxed', INTERLEAVED_PAIRS)), steps: [] });
   for (let i = 0; i < INTERLEAVED_PAIRS; i++) for (const s of setups) s.steps.push(timed(() => s.trainer.trainStep()));
   const [one, many] = setups;
   const perCpu = many.steps.map((x, i) => one.steps[i].cpu / x.cpu);
@@ -241,10 +249,7 @@ async function benchInterleaved(threads) {
   };
   for (const s of setups) {
     s.trainer.dispose();
-    s.model.setAdapters([]);
-    s.adapter.free();
-    s.model.free();
-    await s.core.stopThreads();
+    await freeSetup(s);
   }
   return result;
 }
