@@ -15,6 +15,15 @@ const PROMPT = 'Tom had a';
 const GEN = { maxTokens: 24, temperature: 0 };
 const ADAPTER_NAME = 'red boat stories';
 const STEPS = 12;
+/** The share of a heartbeat's time the main thread stood still on its own account (gaps over 40 ms, own part). */
+const ownStalledShare = (beat) => beat.ownGapsMs.reduce((sum, ms) => sum + ms, 0) / beat.durationMs;
+/** Long tasks (50 ms or more) still that long once the part the probe Worker shared is taken out. */
+const ownLongTasks = (beat) => beat.ownLongTasksMs.filter((ms) => ms >= 50).length;
+/** The longest few, for the log. @param {number[]} longestFirst */
+const longest = (longestFirst) => longestFirst.slice(0, 4).map((ms) => ms.toFixed(0)).join('/') || '-';
+/** What the criteria below read, for the log. */
+const stallSummary = (beat) => `stood still ${(100 * ownStalledShare(beat)).toFixed(1)}% of the time on its own `
+  + `(longest own gaps ${longest(beat.ownGapsMs)} ms), ${ownLongTasks(beat)} long tasks of its own (${longest(beat.ownLongTasksMs)} ms)`;
 
 /** Checks one file's events: initiate, (download, progress..., done) with sane numbers. */
 function checkFileEvents(events, file, { downloaded }) {
@@ -173,24 +182,26 @@ describe('weblora in headless Chromium', () => {
       + `loss ${losses[0].toFixed(3)} -> ${losses.at(-1).toFixed(3)}; main thread: max gap ${beat.maxIntervalGapMs.toFixed(1)} ms `
       + `(timer; ${beat.maxOwnGapMs.toFixed(1)} ms not shared with the idle probe Worker, whose own max gap was `
       + `${beat.probeMaxGapMs.toFixed(1)} ms), ${beat.maxFrameGapMs.toFixed(1)} ms (frames), ${beat.ticks} ticks / ${beat.frames} frames, `
-      + `${beat.longTasks} long tasks (longest ${beat.maxLongTaskMs.toFixed(0)} ms, ${beat.maxOwnLongTaskMs.toFixed(0)} ms its own)`);
+      + `${beat.longTasks} long tasks (longest ${beat.maxLongTaskMs.toFixed(0)} ms, ${beat.maxOwnLongTaskMs.toFixed(0)} ms its own); `
+      + stallSummary(beat));
     expect(result.summary.steps).toBe(STEPS);
     expect(losses.at(-1)).toBeLessThan(losses[0] * 0.8); // measured 1.60 -> 0.45
     // The heartbeat ran all through training, never stalled by it, and the main thread ran no long task. (Steps
-    // of 8 x 256 tokens take about 230 ms each here: the control below shows what running them on the main thread
+    // of 8 x 256 tokens take 130-260 ms each here: the control below shows what running them on the main thread
     // does to the same measurements.)
     expect(beat.durationMs).toBeGreaterThanOrEqual(result.trainMs);
     expect(beat.ticks).toBeGreaterThan(result.trainMs / 50);
+    expect(beat.frames).toBeGreaterThan(result.trainMs / 100);
     // Gaps and long tasks are judged by their own part: a stall the idle probe Worker shared is the machine's (a loaded
     // CI box, a container at its CPU quota), not the page's (once a 254 ms long task while the probe Worker itself
-    // stood still for 126 ms). Measured here: longest own gap 70 ms, longest long task 62 ms; with the same training
-    // on the main thread (the control below) 426-555 ms and 240-370 ms. A step run on the main thread
-    // would be one task as long as a step, so the bound is half a step where steps are slow (a loaded machine
-    // stretches steps and stalls alike: 224 ms own gap once at load average 17), and never below 200 ms.
-    const stallBoundMs = Math.max(200, medianStepMs / 2);
-    expect(beat.maxOwnGapMs).toBeLessThan(stallBoundMs);
-    expect(beat.frames).toBeGreaterThan(result.trainMs / 100);
-    expect(beat.maxOwnLongTaskMs).toBeLessThan(stallBoundMs);
+    // stood still for 126 ms). Even so the OS can hold back the main thread alone now and then: CI once showed a
+    // 494 ms gap while the probe Worker's longest was 141 ms and no long task passed 95 ms, with another suite busy
+    // on the second core. So the criteria are not the longest stall but how much of the run the main thread stood
+    // still and how many long tasks it ran: work on the main thread stalls it at every step (the control: 12 long
+    // tasks and 99.4-99.9% of the time still, also with 1-3 busy processes beside it), the machine's stalls come once
+    // in a while (0 long tasks and 0.0% in the same runs). The bounds leave a third of the scale on either side.
+    expect(ownStalledShare(beat)).toBeLessThan(1 / 3);
+    expect(ownLongTasks(beat)).toBeLessThan(STEPS / 3);
     // The adapter changes what the model says.
     expect(result.tuned.text).not.toBe(seen.baseText);
     expect(result.record).toMatchObject({ name: ADAPTER_NAME, rank: 8, steps: STEPS });
@@ -222,12 +233,11 @@ describe('weblora in headless Chromium', () => {
     }, { model: server.shared(DATA.storiesBin), tokenizerUrl: server.shared(DATA.storiesTok), text: Array(12).fill(TRAIN_TEXT).join('\n\n'), steps: STEPS });
     console.log(`control on the main thread: max gap ${result.maxIntervalGapMs.toFixed(1)} ms (${result.maxOwnGapMs.toFixed(1)} ms `
       + `not shared with the probe Worker, whose max gap was ${result.probeMaxGapMs.toFixed(1)} ms), ${result.longTasks} long tasks `
-      + `(longest ${result.maxLongTaskMs.toFixed(0)} ms, ${result.maxOwnLongTaskMs.toFixed(0)} ms its own)`);
+      + `(longest ${result.maxLongTaskMs.toFixed(0)} ms, ${result.maxOwnLongTaskMs.toFixed(0)} ms its own); `
+      + stallSummary(result));
     // Every step is a long task now, and the heartbeat shows it: the measurement above could have failed.
-    expect(result.longTasks).toBeGreaterThanOrEqual(STEPS / 2);
-    expect(result.maxOwnGapMs).toBeGreaterThan(2 * seen.workerBeat.maxOwnGapMs);
-    expect(result.maxOwnGapMs).toBeGreaterThan(100);
-    expect(result.maxOwnLongTaskMs).toBeGreaterThan(seen.workerBeat.maxOwnLongTaskMs + 50);
+    expect(ownLongTasks(result)).toBeGreaterThan((2 * STEPS) / 3);
+    expect(ownStalledShare(result)).toBeGreaterThan(2 / 3);
   });
 
   test('after a reload the adapter is listed with its metadata, loads, and generates the same text', async () => {

@@ -135,27 +135,32 @@ class Heartbeat {
   }
 
   /**
-   * @returns {Promise<{ maxIntervalGapMs: number, maxOwnGapMs: number, probeMaxGapMs: number, maxFrameGapMs: number,
-   *   ticks: number, frames: number, longTasks: number, maxLongTaskMs: number, maxOwnLongTaskMs: number,
-   *   durationMs: number }>}
-   *   maxOwnGapMs: the longest main-thread gap minus the part of it the probe Worker was stalled too;
-   *   maxOwnLongTaskMs: the same for long tasks
+   * @returns {Promise<{ maxIntervalGapMs: number, maxOwnGapMs: number, ownGapsMs: number[], probeMaxGapMs: number,
+   *   maxFrameGapMs: number, ticks: number, frames: number, longTasks: number, maxLongTaskMs: number,
+   *   maxOwnLongTaskMs: number, ownLongTasksMs: number[], durationMs: number }>}
+   *   ownGapsMs: each recorded main-thread gap minus the part of it the probe Worker was stalled too, longest first;
+   *   maxOwnGapMs: the longest of them; ownLongTasksMs, maxOwnLongTaskMs: the same for long tasks
    */
   async stop() {
     const probeDone = new Promise((resolve) => probe.addEventListener('message', (e) => resolve(e.data), { once: true }));
-    if (!this.#halt()) return { ...this.#stats, maxOwnGapMs: 0, maxOwnLongTaskMs: 0, probeMaxGapMs: 0, durationMs: 0 };
+    if (!this.#halt()) {
+      return { ...this.#stats, maxOwnGapMs: 0, ownGapsMs: [], maxOwnLongTaskMs: 0, ownLongTasksMs: [], probeMaxGapMs: 0, durationMs: 0 };
+    }
     // The time since the last tick counts too: a main thread blocked until stop() must not look healthy.
     const t = performance.now();
     this.#tick(t);
     this.#stats.ticks--;
     probe.postMessage('stop');
     const probed = /** @type {{ maxGapMs: number, gaps: [number, number][] }} */ (await probeDone);
+    const ownParts = (spans) => spans.map(([a, b]) => uncovered(a, b, probed.gaps)).sort((x, y) => y - x);
+    const ownGapsMs = ownParts(this.#gaps);
+    const ownLongTasksMs = ownParts(this.#longTaskSpans);
     // Gaps too short to record are all counted as the page's own (a conservative bound).
-    const maxOwnGapMs = this.#gaps.length
-      ? this.#gaps.reduce((m, [a, b]) => Math.max(m, uncovered(a, b, probed.gaps)), 0)
-      : this.#stats.maxIntervalGapMs;
-    const maxOwnLongTaskMs = this.#longTaskSpans.reduce((m, [a, b]) => Math.max(m, uncovered(a, b, probed.gaps)), 0);
-    return { ...this.#stats, maxOwnGapMs, maxOwnLongTaskMs, probeMaxGapMs: probed.maxGapMs, durationMs: t - this.#stats.startedAt };
+    const maxOwnGapMs = ownGapsMs.length ? ownGapsMs[0] : this.#stats.maxIntervalGapMs;
+    return {
+      ...this.#stats, maxOwnGapMs, ownGapsMs, maxOwnLongTaskMs: ownLongTasksMs[0] ?? 0, ownLongTasksMs,
+      probeMaxGapMs: probed.maxGapMs, durationMs: t - this.#stats.startedAt,
+    };
   }
 }
 
