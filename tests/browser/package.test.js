@@ -186,9 +186,8 @@ describe('weblora in headless Chromium', () => {
       + stallSummary(beat));
     expect(result.summary.steps).toBe(STEPS);
     expect(losses.at(-1)).toBeLessThan(losses[0] * 0.8); // measured 1.60 -> 0.45
-    // The heartbeat ran all through training, never stalled by it, and the main thread ran no long task. (Steps
-    // of 8 x 256 tokens take 130-260 ms each here: the control below shows what running them on the main thread
-    // does to the same measurements.)
+    // The heartbeat ran all through training and the main thread stayed free. (Steps of 8 x 256 tokens take 130-260 ms
+    // each here: the control below shows what running them on the main thread does to the same measurements.)
     expect(beat.durationMs).toBeGreaterThanOrEqual(result.trainMs);
     expect(beat.ticks).toBeGreaterThan(result.trainMs / 50);
     expect(beat.frames).toBeGreaterThan(result.trainMs / 100);
@@ -197,11 +196,12 @@ describe('weblora in headless Chromium', () => {
     // stood still for 126 ms). Even so the OS can hold back the main thread alone now and then: CI once showed a
     // 494 ms gap while the probe Worker's longest was 141 ms and no long task passed 95 ms, with another suite busy
     // on the second core. So the criteria are not the longest stall but how much of the run the main thread stood
-    // still and how many long tasks it ran: work on the main thread stalls it at every step (the control: 12 long
-    // tasks and 99.4-99.9% of the time still, also with 1-3 busy processes beside it), the machine's stalls come once
-    // in a while (0 long tasks and 0.0% in the same runs). The bounds leave a third of the scale on either side.
-    expect(ownStalledShare(beat)).toBeLessThan(1 / 3);
-    expect(ownLongTasks(beat)).toBeLessThan(STEPS / 3);
+    // still and how many long tasks it ran. Work on the main thread stalls it at every step (the control: 12 long
+    // tasks and 99.4-99.9% of the time still, also with 1-3 busy processes beside it); the machine's stalls come once
+    // in a while (0 long tasks and 0.0% in the same runs; that CI run: one gap of 14% of the run, 2 long tasks). The
+    // bounds sit at half the scale, and the control must reach two thirds of it.
+    expect(ownStalledShare(beat)).toBeLessThan(1 / 2);
+    expect(ownLongTasks(beat)).toBeLessThan(STEPS / 2);
     // The adapter changes what the model says.
     expect(result.tuned.text).not.toBe(seen.baseText);
     expect(result.record).toMatchObject({ name: ADAPTER_NAME, rank: 8, steps: STEPS });
