@@ -131,7 +131,7 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
      * odd last row, K not a multiple of 4),
      * the transposed form (M <= 9 and N >= 64, or A^T B with M <= 16: C^T summed in scratch and transposed, M and N
      * not multiples of 4, or, past the scratch, stored transposed tile by tile) and the GEMV paths (1024-column
-     * chunks; K > 8192 with trans_a). */
+     * chunks; K > 8192 with trans_a; one row times B^T: 16 k at a time, then 4, then one). */
     struct {
         int ta, tb, M, N, K;
     } big[] = {
@@ -143,7 +143,8 @@ static void test_gemm(const wl_kernels *tables[], int ntables) {
         {1, 1, 4, 77, 100},     {0, 0, 520, 33, 1031},  {1, 0, 8, 301, 600},    {1, 0, 150, 16, 520},
         {1, 0, 16, 97, 257},    {1, 0, 577, 8, 512},    {0, 1, 203, 8, 577},   {0, 0, 129, 16, 193},
         {0, 1, 37, 12, 70},     {0, 0, 64, 4, 1536},    {1, 0, 16, 3001, 70},   {1, 0, 5, 2900, 130},
-        {1, 1, 98, 13, 96},     {0, 1, 128, 100, 40},   {0, 0, 510, 403, 576},
+        {1, 1, 98, 13, 96},     {0, 1, 128, 100, 40},   {0, 0, 510, 403, 576},  {0, 1, 1, 300, 583},
+        {1, 1, 1, 77, 45},
     };
     for (size_t c = 0; c < sizeof big / sizeof big[0]; c++, n++)
         for (int t = 0; t < ntables; t++)

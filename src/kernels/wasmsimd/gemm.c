@@ -385,6 +385,29 @@ static inline __attribute__((always_inline)) void gemv_rows_nt_block(int m, int 
     }
 }
 
+/* C (one row) = alpha * x B^T (+ C), B (N, K): one row of B at a time, into four accumulators over 16 consecutive k,
+ * so that no multiply-add waits for the one before it and the weights stream at memory speed. Decoding reads every
+ * weight once per token through here: on a SmolLM2-135M shape, one thread, decoding in turns in one process, this
+ * ran 43.4 tokens per CPU-second (relaxed; 44.3 SIMD128) where 4 rows of B sharing each x load, one accumulator
+ * each (gemv_rows_nt_block), ran 24.0 (24.1): ~23 GB/s of weights against ~13. */
+static void gemv_row_nt(int N, int K, float alpha, const float *x, const float *B, int ldb, int beta_one, float *C) {
+    for (int j = 0; j < N; j++) {
+        const float *b = B + (size_t)j * ldb;
+        vf a0 = vsplat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            a0 = vmadd(vld(x + k), vld(b + k), a0);
+            a1 = vmadd(vld(x + k + 4), vld(b + k + 4), a1);
+            a2 = vmadd(vld(x + k + 8), vld(b + k + 8), a2);
+            a3 = vmadd(vld(x + k + 12), vld(b + k + 12), a3);
+        }
+        for (; k + 4 <= K; k += 4) a0 = vmadd(vld(x + k), vld(b + k), a0);
+        float s = vhsum(vadd(vadd(a0, a1), vadd(a2, a3)));
+        for (; k < K; k++) s += x[k] * b[k];
+        C[j] = beta_one ? C[j] + alpha * s : alpha * s;
+    }
+}
+
 static inline __attribute__((always_inline)) void gemv_rows_nt(int m, int jb, int N, int K, float alpha,
                                                                 const float *X, size_t ldx, const float *B,
                                                                 int ldb, int beta_one, float *C, int ldc) {
@@ -421,7 +444,7 @@ static void gemv_term(const wl_gemm_term *t, int M, int j0, int nc, int beta_one
     }
     const float *B = t->B + (size_t)j0 * t->ldb;
     float *c = C + j0;
-    if (M == 1) gemv_rows_nt(1, 4, nc, t->K, t->alpha, X, ldx, B, t->ldb, beta_one, c, ldc);
+    if (M == 1) gemv_row_nt(nc, t->K, t->alpha, X, B, t->ldb, beta_one, c);
     else if (M == 2) gemv_rows_nt(2, 4, nc, t->K, t->alpha, X, ldx, B, t->ldb, beta_one, c, ldc);
     else gemv_rows_nt(3, 3, nc, t->K, t->alpha, X, ldx, B, t->ldb, beta_one, c, ldc);
 }
