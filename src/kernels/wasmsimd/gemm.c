@@ -358,8 +358,9 @@ static inline __attribute__((always_inline)) void gemv_rows_nn(int m, int nc, in
     }
 }
 
-/* C (m <= 3 rows) = alpha * X B^T (+ C) with X rows contiguous in k and B (N, K): dot products of each X row
- * with jb rows of B at a time, sharing the loads. m and jb are constants at each call site. */
+/* C (m = 2 or 3 rows; one row goes through gemv_row_nt) = alpha * X B^T (+ C) with X rows contiguous in k and
+ * B (N, K): dot products of each X row with jb rows of B at a time, sharing the loads. m and jb are constants at each
+ * call site. */
 static inline __attribute__((always_inline)) void gemv_rows_nt_block(int m, int jb, int K, float alpha,
                                                                       const float *X, size_t ldx, const float *B,
                                                                       int ldb, int beta_one, float *C, int ldc) {
